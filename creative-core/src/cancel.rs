@@ -1,0 +1,3 @@
+//! Cancellation, re-exported so hosts need no extra dependency.
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,292 @@
+//! Events: what a run tells the world while it runs.
+//!
+//! Every event is a typed value that serializes to JSON with a `type` tag, so the
+//! same stream feeds a Rust `futures::Stream`, a C callback and a progress bar.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Progress counts carried by job and run events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Jobs known so far (the total once the job source is exhausted).
+    pub jobs_total: u64,
+    /// Jobs that ended, in any state.
+    pub jobs_done: u64,
+    /// Jobs that ended failed.
+    pub jobs_failed: u64,
+    /// Steps that finished successfully.
+    pub steps_done: u64,
+}
+
+/// How a job or run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Everything finished.
+    Succeeded,
+    /// Something failed (other jobs went on).
+    Failed,
+    /// Cancelled; finished work is kept.
+    Cancelled,
+    /// A budget ran out; no new work was started.
+    BudgetExhausted,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Sequence number within the run, from 0.
+    pub seq: u64,
+    /// Milliseconds since the run started.
+    pub at_ms: f64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run began.
+    RunStarted {
+        /// The pipeline's name.
+        pipeline: String,
+        /// Steps per job.
+        steps: usize,
+        /// Jobs, when the source knows its size.
+        jobs_hint: Option<u64>,
+    },
+    /// A job began.
+    JobStarted {
+        /// Job key.
+        job: String,
+        /// 0-based position in the job source.
+        index: u64,
+    },
+    /// A step began.
+    StepStarted {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+    },
+    /// A step's outputs were found in the journal; it was not run again.
+    StepResumed {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// How many outputs were restored.
+        outputs: usize,
+    },
+    /// A provider call is about to be made.
+    Attempt {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// Provider id.
+        provider: String,
+        /// Model, when set.
+        model: Option<String>,
+        /// 1-based attempt number on this provider.
+        attempt: u32,
+    },
+    /// A provider call ended.
+    AttemptFinished {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// Provider id.
+        provider: String,
+        /// Model, when set.
+        model: Option<String>,
+        /// 1-based attempt number.
+        attempt: u32,
+        /// Wall time of the call.
+        latency_ms: f64,
+        /// Cost of the call.
+        cost_usd: f64,
+        /// Error class when it failed.
+        error_kind: Option<String>,
+        /// Error message when it failed.
+        error: Option<String>,
+    },
+    /// A generation came from the cache; no provider was called.
+    CacheHit {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// Provider id.
+        provider: String,
+        /// Money the hit saved.
+        saved_usd: f64,
+    },
+    /// A failed call will be retried after a delay.
+    Retry {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// Provider id.
+        provider: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// How long we wait.
+        delay_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The step moves to the next provider of its chain.
+    Fallback {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// The provider given up on.
+        from: String,
+        /// The provider tried next.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// Every provider of the step is unavailable (circuit open); the step waits for
+    /// the earliest reopening instead of failing.
+    Waiting {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// How long.
+        delay_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A gate judged an artifact.
+    GateVerdict {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// Gate name.
+        gate: String,
+        /// Artifact id.
+        artifact: String,
+        /// Passed or not.
+        passed: bool,
+        /// The gate's score.
+        score: f64,
+        /// Reasons.
+        reasons: Vec<String>,
+        /// 0-based regeneration round.
+        round: u32,
+    },
+    /// A gate failure led to a new generation with a derived seed.
+    Regenerate {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// The new round (1-based).
+        round: u32,
+        /// The new seed.
+        seed: u64,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// How many artifacts it produced.
+        outputs: usize,
+        /// Wall time.
+        elapsed_ms: f64,
+        /// The error, when it failed.
+        error: Option<String>,
+    },
+    /// A job ended.
+    JobFinished {
+        /// Job key.
+        job: String,
+        /// How.
+        status: Status,
+        /// Counts so far.
+        progress: Progress,
+    },
+    /// The run ended. Always the last event.
+    RunFinished {
+        /// How.
+        status: Status,
+        /// Final counts.
+        progress: Progress,
+        /// Wall time of the run.
+        elapsed_ms: f64,
+    },
+}
+
+/// The sending half, shared by every task of a run. Cheap when nobody listens.
+pub(crate) struct EventBus {
+    tx: Option<mpsc::UnboundedSender<Event>>,
+    seq: AtomicU64,
+    start: Instant,
+}
+
+impl EventBus {
+    pub(crate) fn new(tx: Option<mpsc::UnboundedSender<Event>>) -> Self {
+        EventBus {
+            tx,
+            seq: AtomicU64::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    pub(crate) fn emit(&self, kind: EventKind) {
+        if let Some(tx) = &self.tx {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let at_ms = self.start.elapsed().as_secs_f64() * 1e3;
+            // A dropped receiver means nobody listens any more; that is not an error.
+            let _ = tx.send(Event { seq, at_ms, kind });
+        }
+    }
+
+    pub(crate) fn is_listened(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+/// A run's events as a [`futures::Stream`]; it ends after [`EventKind::RunFinished`].
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl EventStream {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Event>) -> Self {
+        EventStream { rx }
+    }
+
+    /// Wait for the next event without going through the `Stream` trait.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,504 @@
+//! The executor: runs many jobs of one pipeline with bounded concurrency.
+//!
+//! # Design
+//!
+//! One driver task owns the run: it pulls jobs lazily from the job source (a
+//! queued job costs only its variables until it starts), keeps at most
+//! `concurrency` jobs active, and collects each job's result as it ends; a failed
+//! job never stops the others. Each active job is a task of its own that walks its
+//! DAG with a pure ready-queue ([`crate::dag::ReadyQueue`]) and runs ready steps
+//! concurrently; every step takes a permit of the global concurrency limit, and
+//! every provider call goes through the resilience layer (`call.rs`) and its
+//! per-provider limits. Cancellation is one token that every await races against;
+//! on cancel or budget exhaustion, running work stops or drains, nothing new
+//! starts, and finished artifacts stay in the results.
+//!
+//! Per-job tasks instead of one global step loop (cargo's shape) keep each job's
+//! state private to its task, so the hot path takes no lock, and spread CPU-bound
+//! steps over all worker threads.
+
+pub(crate) mod call;
+pub(crate) mod job;
+pub(crate) mod shared;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::cancel::CancellationToken;
+use crate::error::StepError;
+use crate::events::{EventBus, EventKind, EventStream, Progress, Status};
+use crate::job::Job;
+use crate::pipeline::Pipeline;
+use crate::provider::Provider;
+use crate::resilience::{BreakerConfig, Budget, RetryPolicy};
+use crate::store::{GenerationCache, Journal};
+
+pub use call::CallOutcome;
+pub use job::{JobCtx, JobResult, StepResult, StepState};
+pub use shared::{ProviderLimits, RunStats};
+
+use shared::{Counters, ProviderSlot, RunShared};
+
+/// Why a run could not start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    /// A step calls a provider the executor does not know.
+    #[error("pipeline `{pipeline}` uses unknown provider `{provider}`; registered: {registered}")]
+    UnknownProvider {
+        /// The pipeline.
+        pipeline: String,
+        /// The missing provider id.
+        provider: String,
+        /// The registered ids.
+        registered: String,
+    },
+}
+
+/// Runs pipelines. Build one with [`Executor::builder`]; share it freely (it is
+/// cheap to clone), and start as many runs as you like: provider guards (circuit
+/// breakers, rate limits, concurrency limits) are shared by all of them.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<ExecInner>,
+}
+
+struct ExecInner {
+    providers: Arc<HashMap<String, Arc<ProviderSlot>>>,
+    concurrency: usize,
+    retry: RetryPolicy,
+    call_timeout: Option<Duration>,
+    max_reopen_waits: u32,
+}
+
+/// Configures an [`Executor`]. Every setter documents its default.
+pub struct ExecutorBuilder {
+    providers: Vec<(Arc<dyn Provider>, ProviderLimits)>,
+    concurrency: usize,
+    retry: RetryPolicy,
+    breaker: BreakerConfig,
+    call_timeout: Option<Duration>,
+    max_reopen_waits: u32,
+}
+
+impl Default for ExecutorBuilder {
+    fn default() -> Self {
+        ExecutorBuilder {
+            providers: Vec::new(),
+            concurrency: 16,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            call_timeout: Some(Duration::from_secs(300)),
+            max_reopen_waits: 20,
+        }
+    }
+}
+
+impl ExecutorBuilder {
+    /// Register a provider with no limits of its own.
+    pub fn provider(self, p: Arc<dyn Provider>) -> Self {
+        self.provider_with_limits(p, ProviderLimits::default())
+    }
+
+    /// Register a provider with its own concurrency, rate limit and timeout.
+    pub fn provider_with_limits(mut self, p: Arc<dyn Provider>, limits: ProviderLimits) -> Self {
+        self.providers.push((p, limits));
+        self
+    }
+
+    /// Most steps running at once across the run, and most jobs active at once.
+    /// Default 16; values below 1 are raised to 1.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Retry policy for provider calls. Default: [`RetryPolicy::default`].
+    pub fn retry(mut self, r: RetryPolicy) -> Self {
+        self.retry = r;
+        self
+    }
+
+    /// Circuit breaker settings for every provider. Default: 5 failures, 30 s.
+    pub fn breaker(mut self, b: BreakerConfig) -> Self {
+        self.breaker = b;
+        self
+    }
+
+    /// Per-call timeout. Default 300 s; `None` for none.
+    pub fn call_timeout(mut self, t: Option<Duration>) -> Self {
+        self.call_timeout = t;
+        self
+    }
+
+    /// How many times a step waits for a provider's circuit to reopen when every
+    /// provider of its chain is open. Default 20.
+    pub fn max_reopen_waits(mut self, n: u32) -> Self {
+        self.max_reopen_waits = n;
+        self
+    }
+
+    /// Build the executor.
+    pub fn build(self) -> Executor {
+        let breaker = self.breaker;
+        let providers = self
+            .providers
+            .into_iter()
+            .map(|(p, l)| (p.id().to_string(), Arc::new(ProviderSlot::new(p, &l, breaker))))
+            .collect();
+        Executor {
+            inner: Arc::new(ExecInner {
+                providers: Arc::new(providers),
+                concurrency: self.concurrency,
+                retry: self.retry,
+                call_timeout: self.call_timeout,
+                max_reopen_waits: self.max_reopen_waits,
+            }),
+        }
+    }
+}
+
+/// Per-run options.
+#[derive(Default, Clone)]
+pub struct RunOptions {
+    /// Limits for this run (money, attempts, deadline).
+    pub budget: Option<Arc<Budget>>,
+    /// Generation cache.
+    pub cache: Option<Arc<dyn GenerationCache>>,
+    /// Bypass cache lookups (results are still stored).
+    pub force: bool,
+    /// Journal for resumable runs.
+    pub journal: Option<Arc<dyn Journal>>,
+    /// Produce an event stream (take it with [`RunHandle::events`]).
+    pub events: bool,
+    /// Cancel the run when this token is cancelled.
+    pub cancel: Option<CancellationToken>,
+    /// The number of jobs, if known, for progress.
+    pub jobs_hint: Option<u64>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// How the run ended.
+    pub status: Status,
+    /// One result per job, in job-source order.
+    pub jobs: Vec<JobResult>,
+    /// Counters.
+    pub stats: RunStats,
+    /// Final progress.
+    pub progress: Progress,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// A short summary, for printing.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// How the run ended.
+    pub status: Status,
+    /// Jobs in all.
+    pub jobs: u64,
+    /// Jobs by status.
+    pub succeeded: u64,
+    /// Failed jobs.
+    pub failed: u64,
+    /// Artifacts produced.
+    pub artifacts: u64,
+    /// The counters.
+    #[serde(flatten)]
+    pub stats: RunStats,
+    /// Wall time.
+    pub elapsed_ms: f64,
+}
+
+impl RunOutcome {
+    /// Summarize.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            status: self.status,
+            jobs: self.jobs.len() as u64,
+            succeeded: self.jobs.iter().filter(|j| j.status == Status::Succeeded).count() as u64,
+            failed: self.jobs.iter().filter(|j| j.status == Status::Failed).count() as u64,
+            artifacts: self.jobs.iter().map(|j| j.artifacts().count() as u64).sum(),
+            stats: self.stats.clone(),
+            elapsed_ms: self.elapsed.as_secs_f64() * 1e3,
+        }
+    }
+}
+
+/// A running run. Dropping it does not stop the run; call [`RunHandle::cancel`].
+pub struct RunHandle {
+    cancel: CancellationToken,
+    events: Option<EventStream>,
+    join: tokio::task::JoinHandle<RunOutcome>,
+    shared: Arc<RunShared>,
+}
+
+impl RunHandle {
+    /// Cancel: nothing new starts, running steps stop at their next await, finished
+    /// artifacts are kept in the outcome.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The run's cancellation token.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Take the event stream (once; `None` if events were not asked for or were
+    /// already taken).
+    pub fn events(&mut self) -> Option<EventStream> {
+        self.events.take()
+    }
+
+    /// Progress so far.
+    pub fn progress(&self) -> Progress {
+        self.shared.counters.progress()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RunStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Wait for the end.
+    pub async fn wait(self) -> RunOutcome {
+        match self.join.await {
+            Ok(o) => o,
+            // The driver never panics by design (job panics are caught per job), but
+            // if it did, say so rather than hang or abort the host.
+            Err(e) => RunOutcome {
+                status: Status::Failed,
+                jobs: Vec::new(),
+                stats: self.shared.counters.snapshot(),
+                progress: self.shared.counters.progress(),
+                elapsed: Duration::ZERO,
+            }
+            .tap_log(&e.to_string()),
+        }
+    }
+}
+
+impl RunOutcome {
+    fn tap_log(self, msg: &str) -> Self {
+        tracing::error!(error = msg, "run driver failed");
+        self
+    }
+}
+
+impl Executor {
+    /// Start configuring.
+    pub fn builder() -> ExecutorBuilder {
+        ExecutorBuilder::default()
+    }
+
+    /// The registered provider ids.
+    pub fn provider_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.providers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Run every job and wait for the outcome.
+    pub async fn run<I>(&self, pipeline: Arc<dyn Pipeline>, jobs: I) -> Result<RunOutcome, RunError>
+    where
+        I: IntoIterator<Item = Job>,
+        I::IntoIter: Send + 'static,
+    {
+        Ok(self.start(pipeline, jobs, RunOptions::default())?.wait().await)
+    }
+
+    /// Start a run on the current tokio runtime and return at once.
+    ///
+    /// Jobs are pulled from `jobs` lazily, as slots free up. Must be called within a
+    /// tokio runtime.
+    pub fn start<I>(&self, pipeline: Arc<dyn Pipeline>, jobs: I, opts: RunOptions) -> Result<RunHandle, RunError>
+    where
+        I: IntoIterator<Item = Job>,
+        I::IntoIter: Send + 'static,
+    {
+        for p in pipeline.providers() {
+            if !self.inner.providers.contains_key(&p) {
+                return Err(RunError::UnknownProvider {
+                    pipeline: pipeline.name().to_string(),
+                    provider: p,
+                    registered: self.provider_ids().join(", "),
+                });
+            }
+        }
+        let (tx, rx) = if opts.events {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(EventStream::new(rx)))
+        } else {
+            (None, None)
+        };
+        let cancel = opts.cancel.clone().unwrap_or_default();
+        let shared = Arc::new(RunShared {
+            providers: self.inner.providers.clone(),
+            retry: self.inner.retry.clone(),
+            call_timeout: self.inner.call_timeout,
+            max_reopen_waits: self.inner.max_reopen_waits,
+            budget: opts.budget.clone().unwrap_or_else(|| Arc::new(Budget::new())),
+            events: EventBus::new(tx),
+            cache: opts.cache.clone(),
+            force: opts.force,
+            journal: opts.journal.clone(),
+            steps: Arc::new(Semaphore::new(self.inner.concurrency)),
+            counters: Counters::default(),
+            cancel: cancel.clone(),
+        });
+        let span = tracing::info_span!("run", pipeline = pipeline.name());
+        let join = tokio::spawn(
+            drive(shared.clone(), pipeline, jobs.into_iter(), self.inner.concurrency, opts.jobs_hint).instrument(span),
+        );
+        Ok(RunHandle {
+            cancel,
+            events: rx,
+            join,
+            shared,
+        })
+    }
+}
+
+async fn drive(
+    run: Arc<RunShared>,
+    pipeline: Arc<dyn Pipeline>,
+    mut jobs: impl Iterator<Item = Job> + Send,
+    max_active: usize,
+    jobs_hint: Option<u64>,
+) -> RunOutcome {
+    let started = Instant::now();
+    let steps = pipeline.step_names();
+    run.events.emit(EventKind::RunStarted {
+        pipeline: pipeline.name().to_string(),
+        steps: steps.len(),
+        jobs_hint,
+    });
+    let mut active: JoinSet<JobResult> = JoinSet::new();
+    // Job key and index by task id, to report a job whose task panicked.
+    let mut in_flight: HashMap<tokio::task::Id, (Job, u64)> = HashMap::new();
+    let mut results: Vec<JobResult> = Vec::new();
+    let mut next_index = 0u64;
+    let mut source_done = false;
+    loop {
+        while !source_done && active.len() < max_active && !run.cancel.is_cancelled() && !run.budget.is_exhausted() {
+            let Some(job) = jobs.next() else {
+                source_done = true;
+                break;
+            };
+            let index = next_index;
+            next_index += 1;
+            Counters::add(&run.counters.jobs_total, 1);
+            run.events.emit(EventKind::JobStarted {
+                job: job.key().to_string(),
+                index,
+            });
+            let ctx = JobCtx {
+                job: job.clone(),
+                index,
+                run: run.clone(),
+                started: Instant::now(),
+            };
+            let p = pipeline.clone();
+            let span = tracing::info_span!("job", job = %job.key(), index);
+            let handle = active.spawn(async move { p.run_job(&ctx).await }.instrument(span));
+            in_flight.insert(handle.id(), (job, index));
+        }
+        let Some(joined) = active.join_next_with_id().await else { break };
+        let result = match joined {
+            Ok((id, r)) => {
+                in_flight.remove(&id);
+                r
+            }
+            Err(e) => {
+                let (job, index) = in_flight.remove(&e.id()).expect("every task is tracked");
+                let error = StepError::Internal(format!("job task failed: {e}"));
+                JobResult {
+                    job,
+                    index,
+                    status: Status::Failed,
+                    steps: vec![StepResult {
+                        step: Arc::from("<job>"),
+                        state: StepState::Failed,
+                        outputs: Arc::from(Vec::new()),
+                        error: Some(error),
+                        resumed: false,
+                        elapsed: Duration::ZERO,
+                    }],
+                    elapsed: Duration::ZERO,
+                }
+            }
+        };
+        finish_job(&run, &result);
+        results.push(result);
+    }
+    // Jobs never started because the run was cancelled or ran out of budget still
+    // get a result, so every job of the source is accounted for.
+    if !source_done {
+        let state = if run.cancel.is_cancelled() { StepState::Cancelled } else { StepState::Skipped };
+        let status = if run.cancel.is_cancelled() { Status::Cancelled } else { Status::BudgetExhausted };
+        for job in jobs {
+            Counters::add(&run.counters.jobs_total, 1);
+            let r = JobResult {
+                job,
+                index: next_index,
+                status,
+                steps: steps.iter().map(|s| StepResult::not_run(s.clone(), state)).collect(),
+                elapsed: Duration::ZERO,
+            };
+            next_index += 1;
+            finish_job(&run, &r);
+            results.push(r);
+        }
+    }
+    results.sort_by_key(|r| r.index);
+    let status = if run.cancel.is_cancelled() {
+        Status::Cancelled
+    } else if run.budget.is_exhausted() && results.iter().any(|r| r.status == Status::BudgetExhausted) {
+        Status::BudgetExhausted
+    } else if results.iter().all(|r| r.status == Status::Succeeded) {
+        Status::Succeeded
+    } else {
+        Status::Failed
+    };
+    let progress = run.counters.progress();
+    let elapsed = started.elapsed();
+    run.events.emit(EventKind::RunFinished {
+        status,
+        progress,
+        elapsed_ms: elapsed.as_secs_f64() * 1e3,
+    });
+    RunOutcome {
+        status,
+        jobs: results,
+        stats: run.counters.snapshot(),
+        progress,
+        elapsed,
+    }
+}
+
+fn finish_job(run: &RunShared, r: &JobResult) {
+    Counters::add(&run.counters.jobs_done, 1);
+    if r.status == Status::Failed {
+        Counters::add(&run.counters.jobs_failed, 1);
+    }
+    if run.events.is_listened() {
+        run.events.emit(EventKind::JobFinished {
+            job: r.job.key().to_string(),
+            status: r.status,
+            progress: run.counters.progress(),
+        });
+    }
+}

@@ -1,0 +1,198 @@
+//! State shared by every task of a run: providers with their guards, policies,
+//! budget, stores, events, counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::cancel::CancellationToken;
+use crate::events::EventBus;
+use crate::provider::Provider;
+use crate::resilience::{BreakerConfig, Budget, CircuitBreaker, RateLimiter, RetryPolicy};
+use crate::store::{GenerationCache, Journal};
+
+/// Limits for one provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderLimits {
+    /// Most calls in flight at once; `None` for no limit beyond the global one.
+    pub concurrency: Option<usize>,
+    /// Requests per minute; `None` for no rate limit.
+    pub requests_per_minute: Option<u32>,
+    /// Requests allowed at once after an idle spell (token bucket size). Default 1.
+    pub burst: Option<u32>,
+    /// Per-call timeout, overriding the executor's.
+    #[serde(default, with = "opt_ms")]
+    pub timeout: Option<Duration>,
+}
+
+mod opt_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// A provider with the guards the engine keeps for it. Lives as long as the
+/// executor, so breaker state carries across runs.
+pub(crate) struct ProviderSlot {
+    pub provider: Arc<dyn Provider>,
+    pub breaker: CircuitBreaker,
+    pub limiter: Option<RateLimiter>,
+    pub concurrency: Option<Arc<Semaphore>>,
+    pub timeout: Option<Duration>,
+}
+
+impl ProviderSlot {
+    pub fn new(provider: Arc<dyn Provider>, limits: &ProviderLimits, breaker: BreakerConfig) -> Self {
+        ProviderSlot {
+            provider,
+            breaker: CircuitBreaker::new(breaker),
+            limiter: limits
+                .requests_per_minute
+                .and_then(|rpm| RateLimiter::per_minute(rpm, limits.burst.unwrap_or(1))),
+            concurrency: limits.concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            timeout: limits.timeout,
+        }
+    }
+}
+
+/// Counters a run keeps while it goes; the outcome reports them.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub attempts: AtomicU64,
+    pub retries: AtomicU64,
+    pub fallbacks: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub gate_checks: AtomicU64,
+    pub gate_failures: AtomicU64,
+    pub regenerations: AtomicU64,
+    pub flagged: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub saved_micros: AtomicU64,
+    pub cost_micros: AtomicU64,
+    pub steps_done: AtomicU64,
+    pub steps_resumed: AtomicU64,
+    pub jobs_total: AtomicU64,
+    pub jobs_done: AtomicU64,
+    pub jobs_failed: AtomicU64,
+}
+
+/// The figures of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// Provider calls made (retries included, cache hits excluded).
+    pub attempts: u64,
+    /// Calls that failed.
+    pub failed_attempts: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Moves to a next provider.
+    pub fallbacks: u64,
+    /// Gate checks made.
+    pub gate_checks: u64,
+    /// Gate checks that failed.
+    pub gate_failures: u64,
+    /// New generations made because of a gate failure.
+    pub regenerations: u64,
+    /// Artifacts passed on flagged for review.
+    pub flagged: u64,
+    /// Generations served from the cache.
+    pub cache_hits: u64,
+    /// Money the cache saved.
+    pub saved_usd: f64,
+    /// Money spent.
+    pub cost_usd: f64,
+    /// Steps finished (resumed ones included).
+    pub steps_done: u64,
+    /// Steps restored from the journal instead of run.
+    pub steps_resumed: u64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_usd(c: &AtomicU64, usd: f64) {
+        c.fetch_add((usd.max(0.0) * 1e6).round() as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RunStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RunStats {
+            attempts: g(&self.attempts),
+            failed_attempts: g(&self.failed_attempts),
+            retries: g(&self.retries),
+            fallbacks: g(&self.fallbacks),
+            gate_checks: g(&self.gate_checks),
+            gate_failures: g(&self.gate_failures),
+            regenerations: g(&self.regenerations),
+            flagged: g(&self.flagged),
+            cache_hits: g(&self.cache_hits),
+            saved_usd: g(&self.saved_micros) as f64 / 1e6,
+            cost_usd: g(&self.cost_micros) as f64 / 1e6,
+            steps_done: g(&self.steps_done),
+            steps_resumed: g(&self.steps_resumed),
+        }
+    }
+
+    pub fn progress(&self) -> crate::events::Progress {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::events::Progress {
+            jobs_total: g(&self.jobs_total),
+            jobs_done: g(&self.jobs_done),
+            jobs_failed: g(&self.jobs_failed),
+            steps_done: g(&self.steps_done),
+        }
+    }
+}
+
+/// Everything a run's tasks share.
+pub(crate) struct RunShared {
+    pub providers: Arc<HashMap<String, Arc<ProviderSlot>>>,
+    pub retry: RetryPolicy,
+    pub call_timeout: Option<Duration>,
+    pub max_reopen_waits: u32,
+    pub budget: Arc<Budget>,
+    pub events: EventBus,
+    pub cache: Option<Arc<dyn GenerationCache>>,
+    pub force: bool,
+    pub journal: Option<Arc<dyn Journal>>,
+    pub steps: Arc<Semaphore>,
+    pub counters: Counters,
+    pub cancel: CancellationToken,
+}
+
+impl RunShared {
+    /// A run with nothing registered, for steps used on their own.
+    pub fn detached() -> Arc<Self> {
+        Arc::new(RunShared {
+            providers: Arc::new(HashMap::new()),
+            retry: RetryPolicy::default(),
+            call_timeout: None,
+            max_reopen_waits: 0,
+            budget: Arc::new(Budget::new()),
+            events: EventBus::new(None),
+            cache: None,
+            force: false,
+            journal: None,
+            steps: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            counters: Counters::default(),
+            cancel: CancellationToken::new(),
+        })
+    }
+}

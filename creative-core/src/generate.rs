@@ -1,0 +1,296 @@
+//! The generate step: a provider call (through the engine's resilience layer)
+//! followed by quality gates and a policy for when they fail.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::artifact::{Artifact, MediaKind};
+use crate::error::StepError;
+use crate::events::EventKind;
+use crate::exec::shared::Counters;
+use crate::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
+use crate::job::derive_seed;
+use crate::provenance::GateRecord;
+use crate::request::{Params, Request, Task};
+use crate::step::{Step, StepCtx, StepInputs};
+use crate::template::Template;
+
+/// Generates with the first provider of a chain that succeeds, judges every
+/// candidate with the step's gates, and keeps the best that pass.
+///
+/// Seeds are reproducible: the step's `seed` param if set, else one derived from
+/// the job key and step name; a regeneration round `r` uses
+/// `derive_seed(seed, ["regen", r])`. Every candidate's verdicts land in its
+/// provenance.
+///
+/// ```
+/// use creative_core::{GenerateStep, OnGateFail, Task};
+/// let step = GenerateStep::new(Task::Image, ["procedural"], "a {{ color }} mug")
+///     .unwrap()
+///     .size(512, 512)
+///     .on_gate_fail(OnGateFail::Regenerate { max: 2 });
+/// ```
+#[derive(Clone)]
+pub struct GenerateStep {
+    task: Task,
+    chain: Vec<String>,
+    model: Option<String>,
+    prompt: Template,
+    negative: Option<Template>,
+    params: Params,
+    raw: serde_json::Map<String, serde_json::Value>,
+    gates: Vec<Arc<dyn QualityGate>>,
+    on_fail: OnGateFail,
+    keep: usize,
+}
+
+impl GenerateStep {
+    /// A step for `task`, calling the providers of `chain` in order, with a prompt
+    /// template over job variables. Fails if the template does not parse.
+    pub fn new<I, S>(task: Task, chain: I, prompt: &str) -> Result<Self, StepError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Ok(GenerateStep {
+            task,
+            chain: chain.into_iter().map(Into::into).collect(),
+            model: None,
+            prompt: Template::new(prompt).map_err(|e| StepError::Template(e.to_string()))?,
+            negative: None,
+            params: Params::default(),
+            raw: serde_json::Map::new(),
+            gates: Vec::new(),
+            on_fail: OnGateFail::default(),
+            keep: 1,
+        })
+    }
+
+    /// The model.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// A negative-prompt template.
+    pub fn negative(mut self, t: &str) -> Result<Self, StepError> {
+        self.negative = Some(Template::new(t).map_err(|e| StepError::Template(e.to_string()))?);
+        Ok(self)
+    }
+
+    /// Output size.
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.params.width = Some(width);
+        self.params.height = Some(height);
+        self
+    }
+
+    /// Typed params (overlaid on what is set).
+    pub fn params(mut self, p: &Params) -> Self {
+        self.params.merge_from(p);
+        self
+    }
+
+    /// Raw provider fields.
+    pub fn raw(mut self, raw: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    /// Add a gate.
+    pub fn gate(mut self, g: Arc<dyn QualityGate>) -> Self {
+        self.gates.push(g);
+        self
+    }
+
+    /// What to do when candidates fail their gates. Default: regenerate twice.
+    pub fn on_gate_fail(mut self, p: OnGateFail) -> Self {
+        self.on_fail = p;
+        self
+    }
+
+    /// How many passing candidates to keep (best first). Default 1. Ask the
+    /// provider for more candidates per call with `Params::count`.
+    pub fn keep(mut self, n: usize) -> Self {
+        self.keep = n.max(1);
+        self
+    }
+
+    fn request(&self, inputs: &StepInputs, ctx: &StepCtx, seed: u64) -> Result<Request, StepError> {
+        let vars = ctx.job.vars();
+        let mut params = self.params.clone();
+        params.seed = Some(seed);
+        Ok(Request {
+            task: self.task,
+            model: self.model.clone(),
+            prompt: self.prompt.render(vars).map_err(|e| StepError::Template(e.to_string()))?,
+            negative_prompt: match &self.negative {
+                Some(t) => Some(t.render(vars).map_err(|e| StepError::Template(e.to_string()))?),
+                None => None,
+            },
+            inputs: inputs.all().cloned().collect(),
+            params,
+            raw: self.raw.clone(),
+        })
+    }
+
+    async fn judge(&self, a: &Artifact, gctx: &GateCtx) -> Vec<GateRecord> {
+        let mut out = Vec::with_capacity(self.gates.len());
+        for g in &self.gates {
+            let verdict = match g.check(a, gctx).await {
+                Ok(v) => v,
+                // A gate that cannot judge fails the artifact, naming itself.
+                Err(e) => Verdict::fail(0.0, format!("gate error: {}", e.message)),
+            };
+            out.push(GateRecord {
+                gate: g.name().to_string(),
+                verdict,
+            });
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Step for GenerateStep {
+    fn kind(&self) -> &str {
+        "generate"
+    }
+
+    fn produces(&self) -> Option<MediaKind> {
+        Some(match self.task {
+            Task::Text => MediaKind::Text,
+            Task::Image | Task::ImageEdit => MediaKind::Image,
+            Task::Video => MediaKind::Video,
+            Task::Audio => MediaKind::Audio,
+            Task::Model3d => MediaKind::Model3d,
+        })
+    }
+
+    fn min_inputs(&self) -> usize {
+        usize::from(self.task == Task::ImageEdit)
+    }
+
+    fn providers(&self) -> Vec<String> {
+        self.chain.clone()
+    }
+
+    async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        let base_seed = self.params.seed.unwrap_or_else(|| ctx.derived_seed());
+        let gctx = ctx.gate_ctx();
+        let counters = &ctx.shared().counters;
+        let parents: Vec<_> = inputs.all().map(|a| a.id().clone()).collect();
+        let mut chain_start = 0usize;
+        let mut round = 0u32;
+        loop {
+            let seed = if round == 0 {
+                base_seed
+            } else {
+                derive_seed(base_seed, &["regen", &round.to_string()])
+            };
+            let req = self.request(inputs, ctx, seed)?;
+            let out = ctx.call_provider(&self.chain[chain_start..], &req).await?;
+            let used = chain_start + out.chain_index;
+            let n = out.generation.artifacts.len().max(1);
+            let params_json = req.resolved_json();
+            let mut scored: Vec<(f64, bool, Artifact)> = Vec::with_capacity(n);
+            for mut a in out.generation.artifacts {
+                {
+                    let p = a.provenance_mut();
+                    p.step = ctx.step.to_string();
+                    p.provider = Some(out.provider.clone());
+                    p.model = req.model.clone().or_else(|| p.model.take());
+                    p.params = params_json.clone();
+                    p.seed = Some(seed);
+                    p.attempt = out.attempt;
+                    p.regeneration = round;
+                    p.latency_ms = out.latency.as_secs_f64() * 1e3;
+                    p.cost_usd = out.generation.usage.cost_usd / n as f64;
+                    p.parents = parents.clone();
+                    p.cached = out.cached;
+                }
+                let records = self.judge(&a, &gctx).await;
+                Counters::add(&counters.gate_checks, records.len() as u64);
+                let failed = records.iter().filter(|r| !r.verdict.passed).count();
+                Counters::add(&counters.gate_failures, failed as u64);
+                for r in &records {
+                    ctx.emit(EventKind::GateVerdict {
+                        job: ctx.job.key().to_string(),
+                        step: ctx.step.to_string(),
+                        gate: r.gate.clone(),
+                        artifact: a.id().to_string(),
+                        passed: r.verdict.passed,
+                        score: r.verdict.score,
+                        reasons: r.verdict.reasons.clone(),
+                        round,
+                    });
+                }
+                let score: f64 = records.iter().map(|r| r.verdict.score).sum();
+                a.provenance_mut().gates = records;
+                scored.push((score, failed == 0, a));
+            }
+            if scored.is_empty() {
+                return Err(StepError::Provider(crate::error::ProviderError::new(
+                    crate::error::ErrorKind::Protocol,
+                    out.provider,
+                    "provider returned no output",
+                )));
+            }
+            scored.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+            let passing: Vec<Artifact> = scored.iter().filter(|s| s.1).map(|s| s.2.clone()).take(self.keep).collect();
+            if !passing.is_empty() {
+                return Ok(passing);
+            }
+            let failure = || {
+                let last = scored[0].2.provenance().gates.iter().rev().find(|r| !r.verdict.passed).cloned();
+                match last {
+                    Some(r) => StepError::GateFailed {
+                        gate: r.gate,
+                        reasons: r.verdict.reasons.join("; "),
+                    },
+                    None => StepError::GateFailed {
+                        gate: "?".into(),
+                        reasons: String::new(),
+                    },
+                }
+            };
+            match self.on_fail {
+                OnGateFail::Regenerate { max } if round < max => {
+                    round += 1;
+                    Counters::add(&counters.regenerations, 1);
+                    ctx.emit(EventKind::Regenerate {
+                        job: ctx.job.key().to_string(),
+                        step: ctx.step.to_string(),
+                        round,
+                        seed: derive_seed(base_seed, &["regen", &round.to_string()]),
+                    });
+                }
+                OnGateFail::Fallback if used + 1 < self.chain.len() => {
+                    chain_start = used + 1;
+                    Counters::add(&counters.fallbacks, 1);
+                    ctx.emit(EventKind::Fallback {
+                        job: ctx.job.key().to_string(),
+                        step: ctx.step.to_string(),
+                        from: self.chain[used].clone(),
+                        to: self.chain[chain_start].clone(),
+                        reason: failure().to_string(),
+                    });
+                }
+                OnGateFail::Flag => {
+                    let kept: Vec<Artifact> = scored
+                        .into_iter()
+                        .take(self.keep)
+                        .map(|(_, _, mut a)| {
+                            a.provenance_mut().flagged = true;
+                            a
+                        })
+                        .collect();
+                    Counters::add(&counters.flagged, kept.len() as u64);
+                    return Ok(kept);
+                }
+                _ => return Err(failure()),
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The `Provider` trait: one generative backend.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::cancel::CancellationToken;
+use crate::error::ProviderError;
+use crate::request::{Generation, Request, Task};
+
+/// What a provider can do, so the engine can check a pipeline before running it
+/// and a router can pick among providers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// The tasks it performs.
+    pub tasks: Vec<Task>,
+    /// Whether it honours `Params::seed`.
+    pub seed: bool,
+    /// Whether it honours a negative prompt.
+    pub negative_prompt: bool,
+    /// The most candidates one call may ask for (`Params::count`).
+    pub max_count: u32,
+}
+
+impl Capabilities {
+    /// Whether the provider performs `task`.
+    pub fn supports(&self, task: Task) -> bool {
+        self.tasks.contains(&task)
+    }
+}
+
+/// Per-call context handed to a provider.
+///
+/// The cancellation token must be honoured at every await that can last: a backend
+/// that polls an async job checks it between polls and cancels the remote job. The
+/// engine also drops the call's future on cancellation, so a backend that forgets is
+/// still stopped, just less politely.
+#[derive(Debug, Clone)]
+pub struct CallCtx {
+    /// Cancelled when the run is cancelled or the call's deadline passes.
+    pub cancel: CancellationToken,
+    /// 1-based attempt number of this call.
+    pub attempt: u32,
+    /// When the engine will give up on this call.
+    pub deadline: Option<Instant>,
+}
+
+impl CallCtx {
+    /// A context for a single call outside the engine (tests, tools).
+    pub fn detached() -> Self {
+        CallCtx {
+            cancel: CancellationToken::new(),
+            attempt: 1,
+            deadline: None,
+        }
+    }
+}
+
+/// A generative backend: OpenAI, Stability, ComfyUI, the offline `procedural`
+/// stand-in, a router over several, or a host's own renderer through the C ABI.
+///
+/// Implementations map a [`Request`] to their wire format and back, and classify
+/// every failure into a [`ProviderError`]; they do not retry, time out or rate-limit
+/// themselves: the engine wraps every call with those policies.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// A stable id, such as `openai` or `comfyui-farm-a`; used in events, provenance
+    /// and reports.
+    fn id(&self) -> &str;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The price this call is expected to cost, in US dollars, before it is made.
+    ///
+    /// Budgets reserve this amount before the call and settle to the real cost after
+    /// it; routers compare it across providers. The default is free.
+    fn estimate_cost(&self, _request: &Request) -> f64 {
+        0.0
+    }
+
+    /// Perform one call.
+    async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError>;
+}

@@ -1,0 +1,31 @@
+//! Resilience as small pieces, each tested alone and composed around every
+//! provider call by the engine (see [`crate::exec`]):
+//!
+//! - [`Backoff`] and [`RetryPolicy`]: when to try again, and after how long
+//!   (exponential backoff with full jitter; a provider's Retry-After wins).
+//! - [`CircuitBreaker`]: stop calling a provider that keeps failing; probe it again
+//!   after a cool-down.
+//! - [`RateLimiter`]: requests per minute per provider, as a token bucket that
+//!   hands out waiting times instead of refusals.
+//! - [`Budget`]: money, attempts and a deadline for a whole run; a call reserves its
+//!   estimated price before it is made and settles the real one after.
+//!
+//! The call itself (timeout, cancellation, fallback along a provider chain, waiting
+//! when every provider is unavailable) is composed in `exec::call`.
+//!
+//! Why waiting rather than failing: a campaign must not lose work to a transient
+//! condition. A rate limit is a request to wait, not an error; a tripped breaker on
+//! every provider of a step makes the step wait for the earliest reopening, bounded
+//! by the run's deadline and budget, and say so in an event.
+
+mod backoff;
+mod breaker;
+mod budget;
+mod limiter;
+mod retry;
+
+pub use backoff::{Backoff, BackoffError};
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use budget::{Budget, BudgetExceeded, Reservation};
+pub use limiter::RateLimiter;
+pub use retry::RetryPolicy;

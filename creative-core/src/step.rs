@@ -1,0 +1,158 @@
+//! The `Step` trait: one node of a pipeline.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::artifact::{Artifact, MediaKind};
+use crate::cancel::CancellationToken;
+use crate::error::StepError;
+use crate::events::EventKind;
+use crate::exec::shared::RunShared;
+use crate::gate::GateCtx;
+use crate::job::{derive_seed, Job};
+
+/// The outputs of a step's input steps, in the order the inputs were declared.
+///
+/// Artifacts are shared (`Arc<[Artifact]>`), never copied.
+#[derive(Debug, Clone, Default)]
+pub struct StepInputs {
+    items: Vec<(Arc<str>, Arc<[Artifact]>)>,
+}
+
+impl StepInputs {
+    /// Inputs from `(producer step name, its outputs)` pairs.
+    pub fn new(items: Vec<(Arc<str>, Arc<[Artifact]>)>) -> Self {
+        StepInputs { items }
+    }
+
+    /// Every input artifact, in declaration order.
+    pub fn all(&self) -> impl Iterator<Item = &Artifact> {
+        self.items.iter().flat_map(|(_, a)| a.iter())
+    }
+
+    /// The outputs of one input step.
+    pub fn from_step(&self, step: &str) -> Option<&[Artifact]> {
+        self.items
+            .iter()
+            .find(|(n, _)| &**n == step)
+            .map(|(_, a)| &**a)
+    }
+
+    /// The input groups, one per input step.
+    pub fn groups(&self) -> &[(Arc<str>, Arc<[Artifact]>)] {
+        &self.items
+    }
+
+    /// The first input artifact.
+    pub fn first(&self) -> Option<&Artifact> {
+        self.all().next()
+    }
+
+    /// How many input artifacts there are in all.
+    pub fn len(&self) -> usize {
+        self.items.iter().map(|(_, a)| a.len()).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a running step may see and use: its job, its name, the cancellation token,
+/// and the run's services (providers behind every resilience policy, events).
+#[derive(Clone)]
+pub struct StepCtx {
+    /// The job being run.
+    pub job: Job,
+    /// The step's name in the pipeline.
+    pub step: Arc<str>,
+    /// Cancelled when the run is cancelled. Long local work checks it.
+    pub cancel: CancellationToken,
+    pub(crate) run: Arc<RunShared>,
+}
+
+impl std::fmt::Debug for StepCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepCtx")
+            .field("job", &self.job.key())
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StepCtx {
+    /// A context outside any run, for using a step on its own (tests, tools). It has
+    /// no providers registered and its events go nowhere.
+    pub fn detached(job: Job, step: &str) -> Self {
+        StepCtx {
+            job,
+            step: Arc::from(step),
+            cancel: CancellationToken::new(),
+            run: RunShared::detached(),
+        }
+    }
+
+    /// The reproducible seed of this job and step: derived from the job key and the
+    /// step name, unless the job sets a `seed` variable.
+    pub fn derived_seed(&self) -> u64 {
+        match self.job.vars().get("seed").and_then(|v| v.as_u64()) {
+            Some(s) => s,
+            None => derive_seed(0, &[self.job.key(), &self.step]),
+        }
+    }
+
+    /// A gate context for this job.
+    pub fn gate_ctx(&self) -> GateCtx {
+        GateCtx {
+            cancel: self.cancel.clone(),
+            vars: self.job.vars().clone(),
+            job_key: self.job.key().to_string(),
+        }
+    }
+
+    /// Send an event on the run's stream, stamped with this job and step.
+    pub fn emit(&self, kind: EventKind) {
+        self.run.events.emit(kind);
+    }
+
+    /// The run's shared services.
+    pub(crate) fn shared(&self) -> &Arc<RunShared> {
+        &self.run
+    }
+}
+
+/// One node of a pipeline: generate, transform, check, deliver, or a host's own.
+///
+/// A step turns its input artifacts into output artifacts. It must be
+/// deterministic for the same inputs and job (seeds come from the context), so that
+/// a resumed run and a fresh run agree.
+#[async_trait]
+pub trait Step: Send + Sync {
+    /// The kind of step (`generate`, `resize`, `overlay`...), for events and reports.
+    fn kind(&self) -> &str;
+
+    /// The media families it accepts as input; `None` means any.
+    fn accepts(&self) -> Option<&[MediaKind]> {
+        None
+    }
+
+    /// The media family it produces, when known before running.
+    fn produces(&self) -> Option<MediaKind> {
+        None
+    }
+
+    /// The fewest input steps it needs.
+    fn min_inputs(&self) -> usize {
+        0
+    }
+
+    /// The provider ids it will call, so a run can check them before starting.
+    fn providers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Run once for one job.
+    async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError>;
+}

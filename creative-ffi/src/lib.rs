@@ -1,0 +1,1 @@
+//! The C ABI of `creative` (see `include/creative.h`).

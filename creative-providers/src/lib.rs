@@ -1,0 +1,2 @@
+//! Provider backends for `creative`.
+#![warn(missing_docs)]
