@@ -46,6 +46,7 @@ pub mod provenance;
 pub mod provider;
 pub mod request;
 pub mod resilience;
+pub mod spec;
 pub mod step;
 pub mod store;
 pub mod template;

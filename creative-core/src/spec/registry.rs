@@ -1,0 +1,106 @@
+//! The registry of named kinds: how a spec's `kind = "openai"` or
+//! `kind = "resize"` becomes a provider, step or gate.
+//!
+//! The core knows no backend: each crate registers its own kinds
+//! (`creative_providers::register`, `creative_ops::register`), and a host may add
+//! its own before building a spec.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::gate::QualityGate;
+use crate::provider::Provider;
+use crate::step::Step;
+
+/// Builds a provider from its id and its settings table (the spec's
+/// `[providers.<id>]` minus `kind`).
+pub type ProviderFactory =
+    Arc<dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
+
+/// Builds a step from its settings table (the spec's step entry minus the fields
+/// the engine itself reads: `name`, `kind`, `inputs`).
+pub type StepFactory = Arc<dyn Fn(&serde_json::Value) -> Result<Arc<dyn Step>, String> + Send + Sync>;
+
+/// Builds a gate from its settings table (minus `kind` and `name`).
+pub type GateFactory = Arc<dyn Fn(&serde_json::Value) -> Result<Arc<dyn QualityGate>, String> + Send + Sync>;
+
+/// Named factories for providers, steps and gates.
+///
+/// ```
+/// use std::sync::Arc;
+/// use creative_core::spec::Registry;
+/// let mut reg = Registry::new();
+/// reg.provider("null", Arc::new(|id: &str, _: &serde_json::Value| Err(format!("{id}: not available here"))));
+/// assert!(reg.provider_kinds().any(|k| k == "null"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    providers: BTreeMap<String, ProviderFactory>,
+    steps: BTreeMap<String, StepFactory>,
+    gates: BTreeMap<String, GateFactory>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("steps", &self.steps.keys().collect::<Vec<_>>())
+            .field("gates", &self.gates.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Register (or replace) a provider kind.
+    pub fn provider(&mut self, kind: &str, f: ProviderFactory) -> &mut Self {
+        self.providers.insert(kind.to_string(), f);
+        self
+    }
+
+    /// Register (or replace) a step kind.
+    pub fn step(&mut self, kind: &str, f: StepFactory) -> &mut Self {
+        self.steps.insert(kind.to_string(), f);
+        self
+    }
+
+    /// Register (or replace) a gate kind.
+    pub fn gate(&mut self, kind: &str, f: GateFactory) -> &mut Self {
+        self.gates.insert(kind.to_string(), f);
+        self
+    }
+
+    /// The provider factory for a kind.
+    pub fn provider_factory(&self, kind: &str) -> Option<&ProviderFactory> {
+        self.providers.get(kind)
+    }
+
+    /// The step factory for a kind.
+    pub fn step_factory(&self, kind: &str) -> Option<&StepFactory> {
+        self.steps.get(kind)
+    }
+
+    /// The gate factory for a kind.
+    pub fn gate_factory(&self, kind: &str) -> Option<&GateFactory> {
+        self.gates.get(kind)
+    }
+
+    /// Registered provider kinds.
+    pub fn provider_kinds(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(String::as_str)
+    }
+
+    /// Registered step kinds.
+    pub fn step_kinds(&self) -> impl Iterator<Item = &str> {
+        self.steps.keys().map(String::as_str)
+    }
+
+    /// Registered gate kinds.
+    pub fn gate_kinds(&self) -> impl Iterator<Item = &str> {
+        self.gates.keys().map(String::as_str)
+    }
+}
