@@ -252,13 +252,7 @@ impl Artifact {
     ///
     /// The caller vouches that `id` is the hash of `media` and `data`; the cache and
     /// the journal use it to avoid hashing large payloads twice.
-    pub fn from_parts(
-        id: ArtifactId,
-        media: MediaType,
-        data: Bytes,
-        meta: Meta,
-        provenance: Provenance,
-    ) -> Self {
+    pub fn from_parts(id: ArtifactId, media: MediaType, data: Bytes, meta: Meta, provenance: Provenance) -> Self {
         Artifact {
             id,
             media,

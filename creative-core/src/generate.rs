@@ -124,7 +124,10 @@ impl GenerateStep {
         Ok(Request {
             task: self.task,
             model: self.model.clone(),
-            prompt: self.prompt.render(vars).map_err(|e| StepError::Template(e.to_string()))?,
+            prompt: self
+                .prompt
+                .render(vars)
+                .map_err(|e| StepError::Template(e.to_string()))?,
             negative_prompt: match &self.negative {
                 Some(t) => Some(t.render(vars).map_err(|e| StepError::Template(e.to_string()))?),
                 None => None,
@@ -238,12 +241,24 @@ impl Step for GenerateStep {
                 )));
             }
             scored.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-            let passing: Vec<Artifact> = scored.iter().filter(|s| s.1).map(|s| s.2.clone()).take(self.keep).collect();
+            let passing: Vec<Artifact> = scored
+                .iter()
+                .filter(|s| s.1)
+                .map(|s| s.2.clone())
+                .take(self.keep)
+                .collect();
             if !passing.is_empty() {
                 return Ok(passing);
             }
             let failure = || {
-                let last = scored[0].2.provenance().gates.iter().rev().find(|r| !r.verdict.passed).cloned();
+                let last = scored[0]
+                    .2
+                    .provenance()
+                    .gates
+                    .iter()
+                    .rev()
+                    .find(|r| !r.verdict.passed)
+                    .cloned();
                 match last {
                     Some(r) => StepError::GateFailed {
                         gate: r.gate,

@@ -167,7 +167,12 @@ impl DagBuilder {
 
 fn kinds(k: &[MediaKind]) -> String {
     k.iter()
-        .map(|k| serde_json::to_value(k).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+        .map(|k| {
+            serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        })
         .collect::<Vec<_>>()
         .join("|")
 }
@@ -201,7 +206,12 @@ impl Pipeline for Dag {
                     let inputs = StepInputs::new(
                         g.inputs(n)
                             .iter()
-                            .map(|&i| (g.name(i).clone(), outputs[i].clone().unwrap_or_else(|| Arc::from(Vec::new()))))
+                            .map(|&i| {
+                                (
+                                    g.name(i).clone(),
+                                    outputs[i].clone().unwrap_or_else(|| Arc::from(Vec::new())),
+                                )
+                            })
                             .collect(),
                     );
                     let node = &self.nodes[n];
@@ -223,7 +233,11 @@ impl Pipeline for Dag {
                     let state = failed.state;
                     results[n] = Some(failed);
                     for s in queue.fail(g, n) {
-                        let skip = if state == StepState::Cancelled { StepState::Cancelled } else { StepState::Skipped };
+                        let skip = if state == StepState::Cancelled {
+                            StepState::Cancelled
+                        } else {
+                            StepState::Skipped
+                        };
                         results[s] = Some(StepResult::not_run(g.name(s).clone(), skip));
                     }
                 }

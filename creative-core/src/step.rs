@@ -33,10 +33,7 @@ impl StepInputs {
 
     /// The outputs of one input step.
     pub fn from_step(&self, step: &str) -> Option<&[Artifact]> {
-        self.items
-            .iter()
-            .find(|(n, _)| &**n == step)
-            .map(|(_, a)| &**a)
+        self.items.iter().find(|(n, _)| &**n == step).map(|(_, a)| &**a)
     }
 
     /// The input groups, one per input step.

@@ -50,12 +50,10 @@ impl Graph {
         for (i, (name, ins)) in nodes.iter().enumerate() {
             let mut v = Vec::with_capacity(ins.len());
             for input in ins {
-                let j = *index
-                    .get(input.as_ref())
-                    .ok_or_else(|| PipelineError::UnknownInput {
-                        step: name.as_ref().to_string(),
-                        input: input.as_ref().to_string(),
-                    })?;
+                let j = *index.get(input.as_ref()).ok_or_else(|| PipelineError::UnknownInput {
+                    step: name.as_ref().to_string(),
+                    input: input.as_ref().to_string(),
+                })?;
                 if !v.contains(&j) {
                     v.push(j);
                     dependents[j].push(i);
@@ -65,7 +63,12 @@ impl Graph {
         }
         let names: Vec<Arc<str>> = nodes.iter().map(|(n, _)| Arc::from(n.as_ref())).collect();
         let order = topo_order(&inputs, &dependents).map_err(|left| {
-            PipelineError::Cycle(find_cycle(&inputs, &left).into_iter().map(|i| names[i].to_string()).collect())
+            PipelineError::Cycle(
+                find_cycle(&inputs, &left)
+                    .into_iter()
+                    .map(|i| names[i].to_string())
+                    .collect(),
+            )
         })?;
         let mut depth = vec![1u32; names.len()];
         for &n in order.iter().rev() {
@@ -164,13 +167,21 @@ fn find_cycle(inputs: &[Vec<usize>], left: &[usize]) -> Vec<usize> {
     while let std::collections::hash_map::Entry::Vacant(e) = seen.entry(n) {
         e.insert(walk.len());
         walk.push(n);
-        n = *inputs[n].iter().find(|&&i| in_left[i]).expect("unsorted node has an unsorted input");
+        n = *inputs[n]
+            .iter()
+            .find(|&&i| in_left[i])
+            .expect("unsorted node has an unsorted input");
     }
     let mut cycle: Vec<usize> = walk[seen[&n]..].to_vec();
     // We walked against the data flow; name the cycle in flow order, from its
     // smallest index so the message is stable.
     cycle.reverse();
-    let min_pos = cycle.iter().enumerate().min_by_key(|(_, &v)| v).map(|(p, _)| p).unwrap_or(0);
+    let min_pos = cycle
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, &v)| v)
+        .map(|(p, _)| p)
+        .unwrap_or(0);
     cycle.rotate_left(min_pos);
     cycle.push(cycle[0]);
     cycle
@@ -291,20 +302,38 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_unknowns_and_empty() {
-        assert_eq!(g(&[("a", vec![]), ("a", vec![])]).unwrap_err(), PipelineError::DuplicateStep("a".into()));
+        assert_eq!(
+            g(&[("a", vec![]), ("a", vec![])]).unwrap_err(),
+            PipelineError::DuplicateStep("a".into())
+        );
         assert_eq!(
             g(&[("a", vec!["zz"])]).unwrap_err(),
-            PipelineError::UnknownInput { step: "a".into(), input: "zz".into() }
+            PipelineError::UnknownInput {
+                step: "a".into(),
+                input: "zz".into()
+            }
         );
         assert_eq!(Graph::build::<&str>(&[]).unwrap_err(), PipelineError::Empty);
-        assert!(matches!(g(&[("a b", vec![])]).unwrap_err(), PipelineError::InvalidName(_)));
+        assert!(matches!(
+            g(&[("a b", vec![])]).unwrap_err(),
+            PipelineError::InvalidName(_)
+        ));
     }
 
     #[test]
     fn names_the_nodes_of_a_cycle_in_order() {
-        let e = g(&[("src", vec![]), ("a", vec!["src", "c"]), ("b", vec!["a"]), ("c", vec!["b"]), ("d", vec!["c"])])
-            .unwrap_err();
-        assert_eq!(e, PipelineError::Cycle(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
+        let e = g(&[
+            ("src", vec![]),
+            ("a", vec!["src", "c"]),
+            ("b", vec!["a"]),
+            ("c", vec!["b"]),
+            ("d", vec!["c"]),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e,
+            PipelineError::Cycle(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+        );
         let self_loop = g(&[("x", vec!["x"])]).unwrap_err();
         assert_eq!(self_loop.to_string(), "cycle between steps: x -> x");
     }
@@ -312,7 +341,14 @@ mod tests {
     #[test]
     fn ready_queue_follows_dependencies_and_prefers_the_critical_path() {
         // gen -> a -> b -> c ; gen -> side
-        let graph = g(&[("gen", vec![]), ("side", vec!["gen"]), ("a", vec!["gen"]), ("b", vec!["a"]), ("c", vec!["b"])]).unwrap();
+        let graph = g(&[
+            ("gen", vec![]),
+            ("side", vec!["gen"]),
+            ("a", vec!["gen"]),
+            ("b", vec!["a"]),
+            ("c", vec!["b"]),
+        ])
+        .unwrap();
         let mut q = graph.ready_queue();
         assert_eq!(q.pop(), Some(0));
         assert_eq!(q.pop(), None);
@@ -327,7 +363,13 @@ mod tests {
         let mut q = graph.ready_queue();
         let first = q.pop().unwrap();
         let second = q.pop().unwrap();
-        assert_eq!([first, second].iter().copied().collect::<std::collections::HashSet<_>>(), [0, 3].into());
+        assert_eq!(
+            [first, second]
+                .iter()
+                .copied()
+                .collect::<std::collections::HashSet<_>>(),
+            [0, 3].into()
+        );
         q.finish(&graph, 3);
         let skipped = q.fail(&graph, 0);
         assert_eq!(skipped.len(), 2);

@@ -93,9 +93,7 @@ impl StepCtx {
                     waits += 1;
                     if let Some(deadline) = run.budget.deadline() {
                         if tokio::time::Instant::now() + d >= deadline {
-                            return Err(StepError::Budget(
-                                "deadline comes before any provider reopens".into(),
-                            ));
+                            return Err(StepError::Budget("deadline comes before any provider reopens".into()));
                         }
                     }
                     self.emit(EventKind::Waiting {

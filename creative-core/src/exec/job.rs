@@ -131,7 +131,12 @@ impl JobCtx {
     /// and success counts only once the journal has recorded it.
     ///
     /// `Ok` carries a done step; `Err` a failed or cancelled one.
-    pub async fn run_step(&self, name: &Arc<str>, step: &dyn Step, inputs: StepInputs) -> Result<StepResult, StepResult> {
+    pub async fn run_step(
+        &self,
+        name: &Arc<str>,
+        step: &dyn Step,
+        inputs: StepInputs,
+    ) -> Result<StepResult, StepResult> {
         let run = &self.run;
         let started = Instant::now();
         let key = self.job.key();
@@ -187,7 +192,9 @@ impl JobCtx {
             run: run.clone(),
         };
         let span = tracing::info_span!("step", job = %key, step = %name, kind = step.kind());
-        let fut = std::panic::AssertUnwindSafe(step.run(&inputs, &ctx)).catch_unwind().instrument(span);
+        let fut = std::panic::AssertUnwindSafe(step.run(&inputs, &ctx))
+            .catch_unwind()
+            .instrument(span);
         let result = tokio::select! {
             biased;
             _ = run.cancel.cancelled() => Err(StepError::Cancelled),
@@ -195,7 +202,11 @@ impl JobCtx {
         };
         let result = match result {
             Ok(outputs) => match &run.journal {
-                Some(j) => j.record(&self.job, name, &outputs).await.map(|_| outputs).map_err(|e| StepError::Io(e.to_string())),
+                Some(j) => j
+                    .record(&self.job, name, &outputs)
+                    .await
+                    .map(|_| outputs)
+                    .map_err(|e| StepError::Io(e.to_string())),
                 None => Ok(outputs),
             },
             Err(e) => Err(e),
@@ -243,7 +254,10 @@ pub(crate) fn job_status(steps: &[StepResult]) -> Status {
         Status::Succeeded
     } else if steps.iter().any(|s| s.state == StepState::Cancelled) {
         Status::Cancelled
-    } else if steps.iter().any(|s| s.state == StepState::Failed && !matches!(s.error, Some(StepError::Budget(_)))) {
+    } else if steps
+        .iter()
+        .any(|s| s.state == StepState::Failed && !matches!(s.error, Some(StepError::Budget(_))))
+    {
         Status::Failed
     } else {
         Status::BudgetExhausted

@@ -361,7 +361,14 @@ impl Executor {
         });
         let span = tracing::info_span!("run", pipeline = pipeline.name());
         let join = tokio::spawn(
-            drive(shared.clone(), pipeline, jobs.into_iter(), self.inner.concurrency, opts.jobs_hint).instrument(span),
+            drive(
+                shared.clone(),
+                pipeline,
+                jobs.into_iter(),
+                self.inner.concurrency,
+                opts.jobs_hint,
+            )
+            .instrument(span),
         );
         Ok(RunHandle {
             cancel,
@@ -416,7 +423,9 @@ async fn drive(
             let handle = active.spawn(async move { p.run_job(&ctx).await }.instrument(span));
             in_flight.insert(handle.id(), (job, index));
         }
-        let Some(joined) = active.join_next_with_id().await else { break };
+        let Some(joined) = active.join_next_with_id().await else {
+            break;
+        };
         let result = match joined {
             Ok((id, r)) => {
                 in_flight.remove(&id);
@@ -447,8 +456,16 @@ async fn drive(
     // Jobs never started because the run was cancelled or ran out of budget still
     // get a result, so every job of the source is accounted for.
     if !source_done {
-        let state = if run.cancel.is_cancelled() { StepState::Cancelled } else { StepState::Skipped };
-        let status = if run.cancel.is_cancelled() { Status::Cancelled } else { Status::BudgetExhausted };
+        let state = if run.cancel.is_cancelled() {
+            StepState::Cancelled
+        } else {
+            StepState::Skipped
+        };
+        let status = if run.cancel.is_cancelled() {
+            Status::Cancelled
+        } else {
+            Status::BudgetExhausted
+        };
         for job in jobs {
             Counters::add(&run.counters.jobs_total, 1);
             let r = JobResult {

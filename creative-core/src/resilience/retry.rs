@@ -90,14 +90,23 @@ mod tests {
     #[test]
     fn never_retries_the_callers_mistakes() {
         let p = RetryPolicy::default();
-        for k in [ErrorKind::Invalid, ErrorKind::Auth, ErrorKind::ContentPolicy, ErrorKind::Cancelled, ErrorKind::Budget] {
+        for k in [
+            ErrorKind::Invalid,
+            ErrorKind::Auth,
+            ErrorKind::ContentPolicy,
+            ErrorKind::Cancelled,
+            ErrorKind::Budget,
+        ] {
             assert!(p.delay_for(1, &ProviderError::new(k, "p", "m")).is_none(), "{k}");
         }
     }
 
     #[test]
     fn transient_failures_stop_at_max_attempts() {
-        let p = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
         let e = ProviderError::transient("p", "503");
         assert!(p.delay_for(1, &e).is_some());
         assert!(p.delay_for(2, &e).is_some());

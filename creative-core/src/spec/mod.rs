@@ -3,4 +3,4 @@
 
 mod registry;
 
-pub use registry::{GateFactory, ProviderFactory, Registry, StepFactory};
+pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, StepFactory};

@@ -6,23 +6,56 @@
 //! its own before building a spec.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::gate::QualityGate;
 use crate::provider::Provider;
 use crate::step::Step;
 
+/// What a factory may use besides its own settings.
+#[derive(Clone, Default)]
+pub struct BuildCtx {
+    /// The folder relative paths in the spec are resolved against (the spec's own
+    /// folder).
+    pub base_dir: PathBuf,
+    /// The providers built so far, by id (a judge gate or a host step calls one).
+    pub providers: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+impl std::fmt::Debug for BuildCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildCtx")
+            .field("base_dir", &self.base_dir)
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl BuildCtx {
+    /// Resolve a path from the spec against the spec's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
 /// Builds a provider from its id and its settings table (the spec's
-/// `[providers.<id>]` minus `kind`).
+/// `[providers.<id>]` minus `kind`). Errors are plain messages naming the bad
+/// setting; the spec loader adds the file and field path.
 pub type ProviderFactory =
-    Arc<dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
+    Arc<dyn Fn(&str, &serde_json::Value, &BuildCtx) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
 
 /// Builds a step from its settings table (the spec's step entry minus the fields
 /// the engine itself reads: `name`, `kind`, `inputs`).
-pub type StepFactory = Arc<dyn Fn(&serde_json::Value) -> Result<Arc<dyn Step>, String> + Send + Sync>;
+pub type StepFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn Step>, String> + Send + Sync>;
 
 /// Builds a gate from its settings table (minus `kind` and `name`).
-pub type GateFactory = Arc<dyn Fn(&serde_json::Value) -> Result<Arc<dyn QualityGate>, String> + Send + Sync>;
+pub type GateFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn QualityGate>, String> + Send + Sync>;
 
 /// Named factories for providers, steps and gates.
 ///
@@ -30,7 +63,7 @@ pub type GateFactory = Arc<dyn Fn(&serde_json::Value) -> Result<Arc<dyn QualityG
 /// use std::sync::Arc;
 /// use creative_core::spec::Registry;
 /// let mut reg = Registry::new();
-/// reg.provider("null", Arc::new(|id: &str, _: &serde_json::Value| Err(format!("{id}: not available here"))));
+/// reg.provider("null", Arc::new(|id: &str, _: &serde_json::Value, _: &_| Err(format!("{id}: not available here"))));
 /// assert!(reg.provider_kinds().any(|k| k == "null"));
 /// ```
 #[derive(Clone, Default)]
