@@ -1,2 +1,15 @@
 //! Provider backends for `creative`.
+//!
+//! Each backend is a module behind its own cargo feature. [`register`] adds every
+//! enabled kind to a spec [`Registry`](creative_core::spec::Registry).
 #![warn(missing_docs)]
+
+#[cfg(feature = "procedural")]
+pub mod procedural;
+
+/// Register every enabled provider kind.
+pub fn register(reg: &mut creative_core::spec::Registry) {
+    #[cfg(feature = "procedural")]
+    procedural::register(reg);
+    let _ = reg;
+}

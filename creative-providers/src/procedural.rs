@@ -1,0 +1,610 @@
+//! `procedural`: an offline stand-in for a generative model.
+//!
+//! **This is not a model.** It draws deterministic abstract compositions (a
+//! gradient, shapes, stripes, grain) from a hash of the prompt, seed and size, and
+//! writes deterministic text from the prompt. It exists so that pipelines, gates,
+//! examples, benchmarks and tests run anywhere with no network and no keys, with
+//! outputs that behave like real ones: real PNG files, different for every prompt
+//! and seed, identical for the same ones, never blank or uniform.
+//!
+//! It can also misbehave on purpose: a configurable latency and an injected failure
+//! rate exercise the engine's retries, breakers and fallbacks.
+//!
+//! ```
+//! use creative_core::{CallCtx, Provider, Request, Task};
+//! use creative_providers::procedural::Procedural;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let p = Procedural::new("procedural");
+//! let mut req = Request::new(Task::Image, "a red mug");
+//! req.params.width = Some(64);
+//! req.params.height = Some(64);
+//! req.params.seed = Some(1);
+//! let g = p.generate(&req, &CallCtx::detached()).await.unwrap();
+//! assert_eq!(&g.artifacts[0].data()[..4], b"\x89PNG");
+//! # }
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use creative_core::{
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Meta, Provider, ProviderError, Request, Task,
+    Usage,
+};
+use serde::Deserialize;
+
+/// Settings of the procedural provider, as read from a spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProceduralSettings {
+    /// Simulated latency per call, in milliseconds. Default 0.
+    pub latency_ms: u64,
+    /// Extra random latency, uniform in `[0, latency_jitter_ms]`. Default 0.
+    pub latency_jitter_ms: u64,
+    /// Probability in `[0, 1]` that a call fails. Default 0.
+    pub failure_rate: f64,
+    /// The class of injected failures: `transient`, `rate_limited`, `timeout`,
+    /// `invalid`, `content_policy`. Default `transient`.
+    pub failure_kind: String,
+    /// Retry-After sent with injected rate limits, in milliseconds. Default 100.
+    pub retry_after_ms: u64,
+    /// Simulated price per image, in US dollars. Default 0.002.
+    pub cost_per_image: f64,
+    /// Simulated price per 1,000 characters of text, in US dollars. Default 0.0005.
+    pub cost_per_1k_chars: f64,
+    /// Default size when a request gives none. Default 512.
+    pub default_size: u32,
+    /// Append one line per call (task, seed, prompt) to this file; for tests that
+    /// count calls across processes.
+    pub call_log: Option<PathBuf>,
+    /// Seed for the failure and jitter draws (not for the images, which depend on
+    /// the request only). Default: random.
+    pub chaos_seed: Option<u64>,
+}
+
+impl Default for ProceduralSettings {
+    fn default() -> Self {
+        ProceduralSettings {
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            failure_rate: 0.0,
+            failure_kind: "transient".into(),
+            retry_after_ms: 100,
+            cost_per_image: 0.002,
+            cost_per_1k_chars: 0.0005,
+            default_size: 512,
+            call_log: None,
+            chaos_seed: None,
+        }
+    }
+}
+
+/// The offline stand-in provider. See the module docs.
+#[derive(Debug)]
+pub struct Procedural {
+    id: String,
+    settings: ProceduralSettings,
+    failure_kind: ErrorKind,
+    calls: AtomicU64,
+    chaos: Mutex<fastrand::Rng>,
+}
+
+/// The largest side the provider draws, to bound memory and time on bad input.
+const MAX_SIDE: u32 = 4096;
+
+impl Procedural {
+    /// A provider with default settings (no latency, no failures).
+    pub fn new(id: impl Into<String>) -> Self {
+        Self::with_settings(id, ProceduralSettings::default()).expect("default settings are valid")
+    }
+
+    /// A provider with the given settings; errors name the bad setting.
+    pub fn with_settings(id: impl Into<String>, settings: ProceduralSettings) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&settings.failure_rate) {
+            return Err(format!("failure_rate must be within 0..=1, got {}", settings.failure_rate));
+        }
+        let failure_kind = match settings.failure_kind.as_str() {
+            "transient" => ErrorKind::Transient,
+            "rate_limited" => ErrorKind::RateLimited,
+            "timeout" => ErrorKind::Timeout,
+            "invalid" => ErrorKind::Invalid,
+            "content_policy" => ErrorKind::ContentPolicy,
+            "auth" => ErrorKind::Auth,
+            other => {
+                return Err(format!(
+                    "failure_kind `{other}` is not one of transient, rate_limited, timeout, invalid, content_policy, auth"
+                ))
+            }
+        };
+        if settings.default_size == 0 || settings.default_size > MAX_SIDE {
+            return Err(format!("default_size must be within 1..={MAX_SIDE}"));
+        }
+        let rng = match settings.chaos_seed {
+            Some(s) => fastrand::Rng::with_seed(s),
+            None => fastrand::Rng::new(),
+        };
+        Ok(Procedural {
+            id: id.into(),
+            settings,
+            failure_kind,
+            calls: AtomicU64::new(0),
+            chaos: Mutex::new(rng),
+        })
+    }
+
+    /// Build from a spec's settings table.
+    pub fn from_json(id: &str, settings: &serde_json::Value) -> Result<Self, String> {
+        let s: ProceduralSettings = if settings.is_null() {
+            ProceduralSettings::default()
+        } else {
+            serde_json::from_value(settings.clone()).map_err(|e| e.to_string())?
+        };
+        Self::with_settings(id, s)
+    }
+
+    /// Calls made so far (failed ones included).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn draw(&self) -> (f64, u64) {
+        let mut r = self.chaos.lock().unwrap_or_else(|p| p.into_inner());
+        let jitter = if self.settings.latency_jitter_ms > 0 {
+            r.u64(0..=self.settings.latency_jitter_ms)
+        } else {
+            0
+        };
+        (r.f64(), jitter)
+    }
+
+    fn log_call(&self, req: &Request) -> Result<(), ProviderError> {
+        let Some(path) = &self.settings.call_log else { return Ok(()) };
+        let line = format!(
+            "{}\t{}\t{}\n",
+            req.task.as_str(),
+            req.params.seed.unwrap_or(0),
+            req.prompt.replace(['\n', '\t'], " ")
+        );
+        // O_APPEND writes of one short line are atomic, so concurrent calls and
+        // processes do not interleave.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| ProviderError::invalid(&self.id, format!("call_log {}: {e}", path.display())))
+    }
+
+    fn injected_failure(&self) -> ProviderError {
+        let msg = "injected failure (procedural failure_rate)";
+        match self.failure_kind {
+            ErrorKind::RateLimited => ProviderError::rate_limited(
+                &self.id,
+                msg,
+                Some(Duration::from_millis(self.settings.retry_after_ms)),
+            )
+            .with_status(429),
+            ErrorKind::Transient => ProviderError::transient(&self.id, msg).with_status(503),
+            k => ProviderError::new(k, &self.id, msg),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Procedural {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: vec![Task::Image, Task::ImageEdit, Task::Text],
+            seed: true,
+            negative_prompt: false,
+            max_count: 16,
+        }
+    }
+
+    fn estimate_cost(&self, req: &Request) -> f64 {
+        match req.task {
+            Task::Text => self.settings.cost_per_1k_chars * 0.4,
+            _ => self.settings.cost_per_image * f64::from(req.params.count.unwrap_or(1).max(1)),
+        }
+    }
+
+    async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.log_call(req)?;
+        let (roll, jitter) = self.draw();
+        let latency = Duration::from_millis(self.settings.latency_ms + jitter);
+        if !latency.is_zero() {
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return Err(ProviderError::cancelled(&self.id)),
+                _ = tokio::time::sleep(latency) => {}
+            }
+        }
+        if roll < self.settings.failure_rate {
+            return Err(self.injected_failure());
+        }
+        let seed = req.params.seed.unwrap_or(0);
+        let count = req.params.count.unwrap_or(1).clamp(1, 16);
+        match req.task {
+            Task::Text => {
+                let text = compose_text(&req.prompt, seed, req.params.max_tokens);
+                let cost = self.settings.cost_per_1k_chars * text.len() as f64 / 1000.0;
+                let chars = text.len() as f64;
+                Ok(Generation {
+                    artifacts: vec![Artifact::text_plain(text)],
+                    usage: Usage {
+                        cost_usd: cost,
+                        units: Some(chars),
+                        ..Usage::default()
+                    },
+                    raw: None,
+                })
+            }
+            Task::Image | Task::ImageEdit => {
+                let w = req.params.width.unwrap_or(self.settings.default_size);
+                let h = req.params.height.unwrap_or(self.settings.default_size);
+                if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+                    return Err(ProviderError::invalid(
+                        &self.id,
+                        format!("size {w}x{h} is outside 1..={MAX_SIDE} per side"),
+                    )
+                    .with_status(400));
+                }
+                let prompt = req.prompt.clone();
+                // Drawing is CPU work: keep it off the async worker threads.
+                let artifacts = tokio::task::spawn_blocking(move || {
+                    (0..count)
+                        .map(|i| {
+                            let s = seed.wrapping_add(u64::from(i));
+                            let png = render_png(&prompt, s, w, h);
+                            Artifact::new(MediaType::Png, png).with_meta(Meta {
+                                width: Some(w),
+                                height: Some(h),
+                                ..Meta::default()
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| ProviderError::new(ErrorKind::Transient, &self.id, format!("render task failed: {e}")))?;
+                Ok(Generation {
+                    usage: Usage {
+                        cost_usd: self.settings.cost_per_image * artifacts.len() as f64,
+                        units: Some(artifacts.len() as f64),
+                        ..Usage::default()
+                    },
+                    artifacts,
+                    raw: None,
+                })
+            }
+            other => Err(ProviderError::invalid(
+                &self.id,
+                format!("procedural cannot do task `{}`", other.as_str()),
+            )),
+        }
+    }
+}
+
+/// A deterministic stream of numbers from the prompt and seed.
+fn rng_for(prompt: &str, seed: u64, salt: &str) -> fastrand::Rng {
+    let mut h = blake3::Hasher::new();
+    h.update(salt.as_bytes());
+    h.update(&seed.to_le_bytes());
+    h.update(prompt.as_bytes());
+    let b = h.finalize();
+    let b = b.as_bytes();
+    fastrand::Rng::with_seed(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+}
+
+fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
+    let i = (h * 6.0).floor();
+    let f = h * 6.0 - i;
+    let (p, q, t) = (v * (1.0 - s), v * (1.0 - f * s), v * (1.0 - (1.0 - f) * s));
+    match (i as i32).rem_euclid(6) {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+enum Shape {
+    Circle { cx: f32, cy: f32, r: f32 },
+    Rect { x0: f32, y0: f32, x1: f32, y1: f32 },
+    Ring { cx: f32, cy: f32, r: f32, t: f32 },
+}
+
+impl Shape {
+    fn contains(&self, x: f32, y: f32) -> bool {
+        match *self {
+            Shape::Circle { cx, cy, r } => (x - cx).powi(2) + (y - cy).powi(2) <= r * r,
+            Shape::Rect { x0, y0, x1, y1 } => x >= x0 && x <= x1 && y >= y0 && y <= y1,
+            Shape::Ring { cx, cy, r, t } => {
+                let d = ((x - cx).powi(2) + (y - cy).powi(2)).sqrt();
+                (d - r).abs() <= t
+            }
+        }
+    }
+}
+
+/// Draw the composition and encode it as PNG.
+fn render_png(prompt: &str, seed: u64, w: u32, h: u32) -> Bytes {
+    let mut rng = rng_for(prompt, seed, "image");
+    let base_hue = rng.f32();
+    let bg_a = hsv(base_hue, 0.35 + 0.3 * rng.f32(), 0.55 + 0.4 * rng.f32());
+    let bg_b = hsv((base_hue + 0.5 * rng.f32()) % 1.0, 0.5, 0.2 + 0.3 * rng.f32());
+    let angle = rng.f32() * std::f32::consts::TAU;
+    let (ca, sa) = (angle.cos(), angle.sin());
+    let (wf, hf) = (w as f32, h as f32);
+    let scale = wf.min(hf);
+    let n_shapes = 4 + rng.usize(0..6);
+    let shapes: Vec<(Shape, [f32; 3])> = (0..n_shapes)
+        .map(|_| {
+            let color = hsv((base_hue + rng.f32() * 0.6) % 1.0, 0.5 + 0.5 * rng.f32(), 0.35 + 0.65 * rng.f32());
+            let shape = match rng.u8(0..3) {
+                0 => Shape::Circle {
+                    cx: rng.f32() * wf,
+                    cy: rng.f32() * hf,
+                    r: scale * (0.06 + 0.22 * rng.f32()),
+                },
+                1 => {
+                    let (x, y) = (rng.f32() * wf, rng.f32() * hf);
+                    Shape::Rect {
+                        x0: x,
+                        y0: y,
+                        x1: x + scale * (0.1 + 0.35 * rng.f32()),
+                        y1: y + scale * (0.1 + 0.35 * rng.f32()),
+                    }
+                }
+                _ => Shape::Ring {
+                    cx: rng.f32() * wf,
+                    cy: rng.f32() * hf,
+                    r: scale * (0.1 + 0.25 * rng.f32()),
+                    t: scale * (0.01 + 0.03 * rng.f32()),
+                },
+            };
+            (shape, color)
+        })
+        .collect();
+    let stripe_period = scale * (0.02 + 0.05 * rng.f32());
+    let grain_seed = rng.u32(..);
+    let mut data = vec![0u8; (w as usize) * (h as usize) * 3];
+    for y in 0..h {
+        let yf = y as f32;
+        let row = &mut data[(y as usize) * (w as usize) * 3..(y as usize + 1) * (w as usize) * 3];
+        for x in 0..w {
+            let xf = x as f32;
+            // Background: a linear gradient along the drawn angle, with faint stripes.
+            let t = (((xf / wf - 0.5) * ca + (yf / hf - 0.5) * sa) + 0.5).clamp(0.0, 1.0);
+            let stripe = if ((xf * ca - yf * sa) / stripe_period).floor() as i64 % 2 == 0 { 1.0 } else { 0.93 };
+            let mut c = [
+                (bg_a[0] * (1.0 - t) + bg_b[0] * t) * stripe,
+                (bg_a[1] * (1.0 - t) + bg_b[1] * t) * stripe,
+                (bg_a[2] * (1.0 - t) + bg_b[2] * t) * stripe,
+            ];
+            for (s, col) in &shapes {
+                if s.contains(xf, yf) {
+                    c = *col;
+                }
+            }
+            // Film grain from a cheap integer hash: texture so the image is never flat.
+            let mut g = x.wrapping_mul(0x9E37_79B1) ^ y.wrapping_mul(0x85EB_CA77) ^ grain_seed;
+            g ^= g >> 15;
+            g = g.wrapping_mul(0x2C1B_3C6D);
+            g ^= g >> 12;
+            let grain = ((g & 0xff) as f32 / 255.0 - 0.5) * 0.06;
+            let px = &mut row[(x as usize) * 3..(x as usize) * 3 + 3];
+            for k in 0..3 {
+                px[k] = ((c[k] + grain).clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+    }
+    encode_png(&data, w, h)
+}
+
+fn encode_png(rgb: &[u8], w: u32, h: u32) -> Bytes {
+    let mut out = Vec::with_capacity(rgb.len() / 2);
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        // Writing to a Vec cannot fail for valid dimensions, which the caller checked.
+        let mut writer = enc.write_header().expect("png header for checked size");
+        writer.write_image_data(rgb).expect("png data of the declared size");
+    }
+    Bytes::from(out)
+}
+
+const OPENERS: &[&str] = &["Meet", "Discover", "Say hello to", "Introducing", "Here is", "Make room for"];
+const ADJECTIVES: &[&str] = &[
+    "bold", "bright", "quiet", "clever", "fresh", "timeless", "playful", "honest", "crisp", "warm",
+];
+const CLOSERS: &[&str] = &[
+    "Made to be used every day.",
+    "Small details, big difference.",
+    "Designed with care.",
+    "Ready when you are.",
+    "Try it today.",
+    "Built to last.",
+];
+
+/// Deterministic copy from the prompt: an opener, the prompt's subject, two
+/// adjectives and a closer, chosen by the seed.
+fn compose_text(prompt: &str, seed: u64, max_tokens: Option<u32>) -> String {
+    let mut rng = rng_for(prompt, seed, "text");
+    let subject: String = prompt.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
+    let subject = if subject.is_empty() { "something new".to_string() } else { subject };
+    let a1 = ADJECTIVES[rng.usize(0..ADJECTIVES.len())];
+    let mut a2 = ADJECTIVES[rng.usize(0..ADJECTIVES.len())];
+    if a2 == a1 {
+        a2 = ADJECTIVES[(ADJECTIVES.iter().position(|a| *a == a1).unwrap_or(0) + 1) % ADJECTIVES.len()];
+    }
+    let text = format!(
+        "{} {}: {} and {}. {}",
+        OPENERS[rng.usize(0..OPENERS.len())],
+        subject,
+        a1,
+        a2,
+        CLOSERS[rng.usize(0..CLOSERS.len())]
+    );
+    match max_tokens {
+        // About four characters per token, as with real tokenizers on English.
+        Some(t) => text.chars().take((t as usize).saturating_mul(4).max(1)).collect(),
+        None => text,
+    }
+}
+
+/// Register the `procedural` kind.
+pub fn register(reg: &mut creative_core::spec::Registry) {
+    reg.provider(
+        "procedural",
+        Arc::new(|id: &str, settings: &serde_json::Value, _: &creative_core::spec::BuildCtx| {
+            Procedural::from_json(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+        let dec = png::Decoder::new(bytes);
+        let mut reader = dec.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, buf)
+    }
+
+    async fn image(prompt: &str, seed: u64, w: u32, h: u32) -> Artifact {
+        let p = Procedural::new("procedural");
+        let mut req = Request::new(Task::Image, prompt);
+        req.params.seed = Some(seed);
+        req.params.width = Some(w);
+        req.params.height = Some(h);
+        p.generate(&req, &CallCtx::detached()).await.unwrap().artifacts.remove(0)
+    }
+
+    fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as f64).sum::<f64>() / a.len() as f64
+    }
+
+    #[tokio::test]
+    async fn same_request_same_bytes() {
+        let a = image("red mug", 7, 96, 64).await;
+        let b = image("red mug", 7, 96, 64).await;
+        assert_eq!(a.id(), b.id());
+        let (w, h, _) = decode(a.data());
+        assert_eq!((w, h), (96, 64));
+    }
+
+    #[tokio::test]
+    async fn prompts_and_seeds_change_the_picture_clearly() {
+        let (_, _, base) = decode(image("red mug", 7, 64, 64).await.data());
+        let (_, _, other_seed) = decode(image("red mug", 8, 64, 64).await.data());
+        let (_, _, other_prompt) = decode(image("blue lamp", 7, 64, 64).await.data());
+        assert!(mean_abs_diff(&base, &other_seed) > 10.0);
+        assert!(mean_abs_diff(&base, &other_prompt) > 10.0);
+    }
+
+    #[tokio::test]
+    async fn images_are_never_flat() {
+        for seed in 0..20 {
+            let (_, _, px) = decode(image("x", seed, 48, 48).await.data());
+            let mean = px.iter().map(|&v| v as f64).sum::<f64>() / px.len() as f64;
+            let var = px.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / px.len() as f64;
+            assert!(var > 50.0, "seed {seed}: variance {var}");
+        }
+    }
+
+    #[tokio::test]
+    async fn text_is_deterministic_and_mentions_the_prompt() {
+        let p = Procedural::new("procedural");
+        let mut req = Request::new(Task::Text, "the travel mug");
+        req.params.seed = Some(3);
+        let a = p.generate(&req, &CallCtx::detached()).await.unwrap();
+        let b = p.generate(&req, &CallCtx::detached()).await.unwrap();
+        let t = a.artifacts[0].text().unwrap().to_string();
+        assert_eq!(Some(t.as_str()), b.artifacts[0].text());
+        assert!(t.contains("the travel mug"));
+        assert!(a.usage.cost_usd > 0.0);
+    }
+
+    #[tokio::test]
+    async fn injected_failures_follow_the_rate_and_kind() {
+        let p = Procedural::with_settings(
+            "p",
+            ProceduralSettings {
+                failure_rate: 1.0,
+                failure_kind: "rate_limited".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let e = p.generate(&Request::new(Task::Text, "x"), &CallCtx::detached()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(100)));
+        let p = Procedural::with_settings(
+            "p",
+            ProceduralSettings {
+                failure_rate: 0.3,
+                chaos_seed: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut failed = 0;
+        for _ in 0..1000 {
+            if p.generate(&Request::new(Task::Text, "x"), &CallCtx::detached()).await.is_err() {
+                failed += 1;
+            }
+        }
+        assert!((240..360).contains(&failed), "{failed} of 1000 failed at rate 0.3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_yields_to_cancellation() {
+        let p = Procedural::with_settings(
+            "p",
+            ProceduralSettings {
+                latency_ms: 10_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ctx = CallCtx::detached();
+        ctx.cancel.cancel();
+        let e = p.generate(&Request::new(Task::Text, "x"), &ctx).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled);
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let e = Procedural::from_json("p", &serde_json::json!({"failure_rate": 2.0})).unwrap_err();
+        assert!(e.contains("failure_rate"), "{e}");
+        let e = Procedural::from_json("p", &serde_json::json!({"latency": 2})).unwrap_err();
+        assert!(e.contains("latency"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn oversized_requests_are_invalid_not_oom() {
+        let p = Procedural::new("p");
+        let mut req = Request::new(Task::Image, "x");
+        req.params.width = Some(100_000);
+        let e = p.generate(&req, &CallCtx::detached()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+    }
+}
