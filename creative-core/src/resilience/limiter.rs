@@ -51,6 +51,35 @@ impl RateLimiter {
         *tat = start + self.interval;
         start.saturating_duration_since(now)
     }
+
+    /// Take a token only if one is free now; otherwise book nothing and return how
+    /// long until one will be.
+    ///
+    /// A router uses this to spill a call over to another provider instead of
+    /// queueing behind a busy one.
+    ///
+    /// ```
+    /// use creative_core::resilience::RateLimiter;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let l = RateLimiter::per_minute(60, 1).unwrap();
+    /// assert!(l.try_acquire().is_ok());
+    /// let wait = l.try_acquire().unwrap_err();
+    /// assert!(wait > std::time::Duration::ZERO);
+    /// assert!(l.reserve() <= wait, "a refused try books nothing");
+    /// # }
+    /// ```
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut tat = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let burst_window = self.interval * (self.burst - 1);
+        let earliest = now.checked_sub(burst_window).unwrap_or(now);
+        let start = (*tat).max(earliest);
+        if start > now {
+            return Err(start - now);
+        }
+        *tat = start + self.interval;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -70,6 +99,19 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         let waits: Vec<u128> = (0..4).map(|_| l.reserve().as_millis()).collect();
         assert_eq!(waits, vec![0, 0, 0, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_acquire_refuses_without_booking() {
+        let l = RateLimiter::per_minute(60, 2).unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(l.try_acquire().is_ok());
+        assert!(l.try_acquire().is_ok());
+        assert_eq!(l.try_acquire().unwrap_err(), Duration::from_secs(1));
+        assert_eq!(l.try_acquire().unwrap_err(), Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(l.try_acquire().is_ok());
+        assert!(l.try_acquire().is_err());
     }
 
     #[test]
