@@ -3,6 +3,19 @@
 //! The engine only speaks to these traits, so the local-folder implementations can
 //! be replaced by shared ones (an object store, a shared file system) when a
 //! campaign is split across machines, without touching the executor.
+//!
+//! The local implementations: [`DiskCache`] (content-addressed generations on
+//! disk) and [`FileJournal`] (an append-only JSON-lines journal whose every line
+//! is fsynced after the payloads it names), both over a [`BlobStore`].
+
+mod blobs;
+mod cache;
+mod journal;
+
+pub use blobs::BlobStore;
+pub(crate) use blobs::write_atomic;
+pub use cache::DiskCache;
+pub use journal::{ArtifactRecord, FileJournal, JournalRecord};
 
 use async_trait::async_trait;
 

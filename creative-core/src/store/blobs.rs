@@ -1,0 +1,149 @@
+//! A content-addressed folder of payloads, shared by the cache and the journal.
+//!
+//! A blob lives at `objects/<first two hex digits>/<artifact id>`. It is written to
+//! a temporary name in the same folder and renamed into place, so a reader (or a
+//! run resumed after a kill) sees either the whole payload or nothing; reading
+//! checks the hash, so a payload damaged on disk is treated as missing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::artifact::{ArtifactId, MediaType};
+use crate::store::StoreError;
+
+/// A folder of payloads named by their content hash.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique temporary name next to `path` (same folder, so the rename is atomic).
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("blob");
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Write `data` to `path` atomically: temporary file, optional fsync, rename,
+/// optional fsync of the folder.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        if durable {
+            f.sync_all()?;
+        }
+        drop(f);
+        fs::rename(&tmp, path)?;
+        if durable {
+            sync_dir(path)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        // Leave no stray temporary behind; the error is what matters.
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Make a rename or a new file in `path`'s folder durable.
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+impl BlobStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        BlobStore { root: root.into() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob of `id` lives.
+    pub fn path_of(&self, id: &ArtifactId) -> PathBuf {
+        let hex = id.as_str();
+        let prefix = hex.get(..2).unwrap_or("xx");
+        self.root.join(prefix).join(hex)
+    }
+
+    /// Store a payload under its id. With `durable`, the payload is on disk
+    /// (fsync) when this returns, even if it was already there.
+    pub fn put(&self, id: &ArtifactId, data: &[u8], durable: bool) -> Result<(), StoreError> {
+        if !is_hex(id.as_str()) {
+            return Err(StoreError(format!("artifact id `{id}` is not a hex digest")));
+        }
+        let path = self.path_of(id);
+        if path.is_file() && fs::metadata(&path).map(|m| m.len() == data.len() as u64).unwrap_or(false) {
+            if durable {
+                // It may have been written by the cache, which does not fsync.
+                OpenOptions::new()
+                    .read(true)
+                    .open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError(format!("sync {}: {e}", path.display())))?;
+            }
+            return Ok(());
+        }
+        write_atomic(&path, data, durable).map_err(|e| StoreError(format!("write {}: {e}", path.display())))
+    }
+
+    /// Read a payload back; `None` if it is absent or does not match its id.
+    pub fn get(&self, id: &ArtifactId, media: &MediaType) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path_of(id);
+        match fs::read(&path) {
+            Ok(data) => {
+                if ArtifactId::of(media, &data) == *id {
+                    Ok(Some(Bytes::from(data)))
+                } else {
+                    tracing::warn!(path = %path.display(), "blob does not match its id; ignoring it");
+                    Ok(None)
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError(format!("read {}: {e}", path.display()))),
+        }
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_damaged_payloads() {
+        let dir = std::env::temp_dir().join(format!("creative-blobs-{}", std::process::id()));
+        let store = BlobStore::new(&dir);
+        let id = ArtifactId::of(&MediaType::Text, b"hello");
+        store.put(&id, b"hello", true).unwrap();
+        assert_eq!(store.get(&id, &MediaType::Text).unwrap().unwrap(), Bytes::from_static(b"hello"));
+        fs::write(store.path_of(&id), b"hellx").unwrap();
+        assert!(store.get(&id, &MediaType::Text).unwrap().is_none(), "a damaged blob is a miss");
+        let bad = ArtifactId::from_hex("../../etc");
+        assert!(store.put(&bad, b"x", false).is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
