@@ -4,8 +4,12 @@
 //! enabled kind to a spec [`Registry`](creative_core::spec::Registry).
 #![warn(missing_docs)]
 
+#[cfg(feature = "http")]
+pub mod http;
+pub mod pricing;
 #[cfg(feature = "procedural")]
 pub mod procedural;
+pub mod secret;
 
 /// Register every enabled provider kind.
 pub fn register(reg: &mut creative_core::spec::Registry) {
