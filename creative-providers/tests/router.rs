@@ -1,0 +1,581 @@
+//! The router under injected failures, latencies, rate limits and gate outcomes:
+//! traffic moves away from a failing or slow member and back once it recovers.
+//!
+//! Members are in-process fakes whose behaviour a test changes mid-run; tokio time
+//! is paused, so latencies of seconds cost nothing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use creative_core::resilience::{BreakerConfig, BreakerState};
+use creative_core::spec::{BuildCtx, Registry};
+use creative_core::{
+    Artifact, CallCtx, CancellationToken, Capabilities, ErrorKind, Generation, Provider, ProviderError, Request, Task,
+    Usage,
+};
+use creative_providers::router::{MemberLimits, Router, Strategy, ROUTED_PROVIDER};
+
+#[derive(Clone)]
+struct Behaviour {
+    latency: Duration,
+    fail: Option<ErrorKind>,
+    retry_after: Option<Duration>,
+    price: f64,
+}
+
+struct Fake {
+    id: String,
+    tasks: Vec<Task>,
+    behaviour: Mutex<Behaviour>,
+    calls: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Fake {
+    fn new(id: &str, latency_ms: u64, price: f64) -> Arc<Self> {
+        Arc::new(Fake {
+            id: id.into(),
+            tasks: vec![Task::Image],
+            behaviour: Mutex::new(Behaviour {
+                latency: Duration::from_millis(latency_ms),
+                fail: None,
+                retry_after: None,
+                price,
+            }),
+            calls: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        })
+    }
+    fn set_latency(&self, ms: u64) {
+        self.behaviour.lock().unwrap().latency = Duration::from_millis(ms);
+    }
+    fn set_fail(&self, k: Option<ErrorKind>) {
+        self.behaviour.lock().unwrap().fail = k;
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Provider for Fake {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: self.tasks.clone(),
+            seed: true,
+            negative_prompt: false,
+            max_count: 1,
+        }
+    }
+    fn estimate_cost(&self, _: &Request) -> f64 {
+        self.behaviour.lock().unwrap().price
+    }
+    async fn generate(&self, _: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let b = self.behaviour.lock().unwrap().clone();
+        let r = tokio::select! {
+            _ = ctx.cancel.cancelled() => Err(ProviderError::cancelled(self.id.clone())),
+            _ = tokio::time::sleep(b.latency) => Ok(()),
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        r?;
+        match b.fail {
+            Some(ErrorKind::RateLimited) => {
+                Err(ProviderError::rate_limited(self.id.clone(), "slow down", b.retry_after))
+            }
+            Some(k) => Err(ProviderError::new(k, self.id.clone(), "injected")),
+            None => Ok(Generation {
+                artifacts: vec![Artifact::text_plain(format!("from {}", self.id))],
+                usage: Usage {
+                    cost_usd: b.price,
+                    ..Usage::default()
+                },
+                raw: None,
+            }),
+        }
+    }
+}
+
+fn req() -> Request {
+    Request::new(Task::Image, "a lighthouse")
+}
+
+/// Run `n` sequential calls; return how many each member answered.
+async fn run(router: &Router, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        if let Ok(g) = router.generate(&req(), &CallCtx::detached()).await {
+            let who = g.artifacts[0].meta().extra[ROUTED_PROVIDER]
+                .as_str()
+                .unwrap()
+                .to_string();
+            *counts.entry(who).or_insert(0) += 1;
+        }
+        // Calls arrive spread over time, like a campaign's.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    counts
+}
+
+fn share(c: &BTreeMap<String, usize>, id: &str) -> f64 {
+    let total: usize = c.values().sum();
+    *c.get(id).unwrap_or(&0) as f64 / total.max(1) as f64
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_goes_down_the_list_on_failure_and_keeps_the_order_otherwise() {
+    let a = Fake::new("a", 10, 0.01);
+    let b = Fake::new("b", 10, 0.01);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .exploration(0.0)
+        .build()
+        .unwrap();
+    let c = run(&r, 5).await;
+    assert_eq!(c.get("a"), Some(&5));
+    a.set_fail(Some(ErrorKind::Transient));
+    let c = run(&r, 3).await;
+    assert_eq!(c.get("b"), Some(&3), "{c:?}");
+    // Each of those calls tried `a` first, then fell back.
+    assert_eq!(a.calls(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_member_failing_returns_the_last_failure() {
+    let a = Fake::new("a", 1, 0.0);
+    let b = Fake::new("b", 1, 0.0);
+    a.set_fail(Some(ErrorKind::Transient));
+    b.set_fail(Some(ErrorKind::Invalid));
+    let r = Router::builder("r")
+        .member(a)
+        .member(b)
+        .exploration(0.0)
+        .build()
+        .unwrap();
+    let e = r.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert_eq!(e.provider(), "b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_is_not_fallen_back_on() {
+    let a = Fake::new("a", 10_000, 0.0);
+    let b = Fake::new("b", 1, 0.0);
+    let r = Arc::new(
+        Router::builder("r")
+            .member(a)
+            .member(b.clone())
+            .exploration(0.0)
+            .build()
+            .unwrap(),
+    );
+    let cancel = CancellationToken::new();
+    let ctx = CallCtx {
+        cancel: cancel.clone(),
+        attempt: 1,
+        deadline: None,
+    };
+    let task = tokio::spawn({
+        let r = r.clone();
+        async move { r.generate(&req(), &ctx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cancel.cancel();
+    let e = task.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert_eq!(b.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_leaves_a_failing_member_and_returns_when_it_recovers() {
+    // `a` is faster, so `fastest` prefers it while it works.
+    let a = Fake::new("a", 100, 0.01);
+    let b = Fake::new("b", 400, 0.01);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .strategy(Strategy::Fastest)
+        .exploration(0.1)
+        .breaker(BreakerConfig {
+            failure_threshold: 3,
+            cool_down: Duration::from_secs(5),
+        })
+        .seed(7)
+        .build()
+        .unwrap();
+
+    let healthy = run(&r, 100).await;
+    assert!(share(&healthy, "a") > 0.85, "healthy phase: {healthy:?}");
+
+    a.set_fail(Some(ErrorKind::Transient));
+    let failing = run(&r, 100).await;
+    // Every call still succeeds (fallback to `b`), and `a` is barely tried: its
+    // breaker opens after 3 failures and only exploration probes it after cool-downs.
+    assert_eq!(failing.values().sum::<usize>(), 100, "{failing:?}");
+    assert_eq!(share(&failing, "b"), 1.0, "{failing:?}");
+    let a_calls_while_failing = a.calls();
+    assert!(
+        a_calls_while_failing < 100 + 20,
+        "a was hammered: {}",
+        a_calls_while_failing
+    );
+    assert_eq!(r.stats()[0].breaker, BreakerState::Open, "{:?}", r.stats());
+
+    a.set_fail(None);
+    let recovered = run(&r, 200).await;
+    assert!(
+        share(&recovered, "a") > 0.6,
+        "traffic should come back to the recovered member: {recovered:?} stats {:?}",
+        r.stats()
+    );
+    let last = run(&r, 50).await;
+    assert!(share(&last, "a") > 0.85, "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_leaves_a_slow_member_and_returns_when_it_is_fast_again() {
+    let a = Fake::new("a", 100, 0.01);
+    let b = Fake::new("b", 300, 0.01);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .strategy(Strategy::Fastest)
+        .exploration(0.15)
+        .seed(11)
+        .build()
+        .unwrap();
+    let before = run(&r, 60).await;
+    assert!(share(&before, "a") > 0.8, "{before:?}");
+
+    a.set_latency(3_000);
+    // A few calls measure the slowdown; afterwards `b` takes the traffic.
+    run(&r, 10).await;
+    let slow = run(&r, 100).await;
+    // Only exploration (15%) still reaches `a`.
+    assert!(share(&slow, "b") > 0.7, "{slow:?} {:?}", r.stats());
+
+    a.set_latency(50);
+    let fast_again = run(&r, 200).await;
+    let tail = run(&r, 60).await;
+    assert!(share(&fast_again, "a") > 0.5, "{fast_again:?} {:?}", r.stats());
+    assert!(share(&tail, "a") > 0.8, "{tail:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn most_reliable_prefers_the_member_that_fails_least() {
+    let a = Fake::new("a", 10, 0.01);
+    let b = Fake::new("b", 10, 0.01);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .strategy(Strategy::MostReliable)
+        .exploration(0.1)
+        .breaker(BreakerConfig {
+            failure_threshold: 1000,
+            cool_down: Duration::from_secs(1),
+        })
+        .seed(3)
+        .build()
+        .unwrap();
+    a.set_fail(Some(ErrorKind::Timeout));
+    run(&r, 30).await;
+    let calls_a = a.calls();
+    let c = run(&r, 100).await;
+    assert_eq!(share(&c, "b"), 1.0);
+    assert!(a.calls() - calls_a < 25, "a tried {} times", a.calls() - calls_a);
+    assert!(r.stats()[0].success_rate < r.stats()[1].success_rate);
+    a.set_fail(None);
+    b.set_fail(Some(ErrorKind::Transient));
+    run(&r, 60).await;
+    let c = run(&r, 50).await;
+    assert!(share(&c, "a") == 1.0, "{c:?}");
+    assert!(r.stats()[0].success_rate > r.stats()[1].success_rate, "{:?}", r.stats());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cheapest_takes_the_lowest_estimate() {
+    let a = Fake::new("a", 10, 0.04);
+    let b = Fake::new("b", 10, 0.01);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .strategy(Strategy::Cheapest)
+        .exploration(0.0)
+        .build()
+        .unwrap();
+    assert_eq!(r.ranking(&req()), vec!["b", "a"]);
+    let c = run(&r, 10).await;
+    assert_eq!(c.get("b"), Some(&10));
+    assert_eq!(
+        r.estimate_cost(&req()),
+        0.04,
+        "a budget reserves the dearest member's price"
+    );
+}
+
+/// Run 100 calls, judging each output: `b`'s always pass, `a`'s pass one time in
+/// five unless `a_good`. Returns how many each member answered.
+async fn judged(r: &Router, a_good: bool) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..100 {
+        let g = r.generate(&req(), &CallCtx::detached()).await.unwrap();
+        let art = &g.artifacts[0];
+        let who = art.meta().extra[ROUTED_PROVIDER].as_str().unwrap().to_string();
+        let passed = who == "b" || a_good || i % 5 == 0;
+        assert!(r.record_verdict(art, passed));
+        *counts.entry(who).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_per_accepted_follows_reported_gate_outcomes() {
+    // `a` is cheaper, but most of its outputs fail the gate; `b` costs 50% more and
+    // passes. Expected cost per accepted asset favours `b` until `a` improves.
+    let a = Fake::new("a", 10, 0.02);
+    let b = Fake::new("b", 10, 0.03);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .strategy(Strategy::CostPerAccepted)
+        .exploration(0.1)
+        .seed(5)
+        .build()
+        .unwrap();
+    let bad = judged(&r, false).await;
+    assert!(share(&bad, "b") > 0.7, "{bad:?} {:?}", r.stats());
+    let _ = judged(&r, true).await;
+    let good = judged(&r, true).await;
+    assert!(share(&good, "a") > 0.8, "{good:?} {:?}", r.stats());
+    assert!(!r.record_gate("nobody", true));
+    assert!(r.stats()[0].gate_verdicts > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_member_spills_calls_over_to_the_next() {
+    let a = Fake::new("a", 1, 0.0);
+    let b = Fake::new("b", 1, 0.0);
+    let r = Router::builder("r")
+        .member_with_limits(
+            a.clone(),
+            MemberLimits {
+                rpm: Some(60),
+                burst: 1,
+                concurrency: None,
+            },
+        )
+        .member(b.clone())
+        .exploration(0.0)
+        .build()
+        .unwrap();
+    // Ten calls within one second: `a` may take one per second.
+    for _ in 0..10 {
+        r.generate(&req(), &CallCtx::detached()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.calls(), 1);
+    assert_eq!(b.calls(), 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_answer_moves_traffic_away_for_the_retry_after_period() {
+    let a = Fake::new("a", 1, 0.0);
+    let b = Fake::new("b", 1, 0.0);
+    a.set_fail(Some(ErrorKind::RateLimited));
+    a.behaviour.lock().unwrap().retry_after = Some(Duration::from_secs(10));
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .exploration(0.0)
+        .build()
+        .unwrap();
+    r.generate(&req(), &CallCtx::detached()).await.unwrap();
+    a.set_fail(None);
+    for _ in 0..5 {
+        r.generate(&req(), &CallCtx::detached()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(a.calls(), 1, "a asked for 10 s of quiet");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    r.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(a.calls(), 2);
+    assert_eq!(
+        r.stats()[0].breaker,
+        BreakerState::Closed,
+        "a 429 is not a health failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_limits_spill_over_and_are_never_exceeded() {
+    let a = Fake::new("a", 1_000, 0.0);
+    let b = Fake::new("b", 1_000, 0.0);
+    let r = Arc::new(
+        Router::builder("r")
+            .member_with_limits(
+                a.clone(),
+                MemberLimits {
+                    rpm: None,
+                    burst: 1,
+                    concurrency: Some(2),
+                },
+            )
+            .member_with_limits(
+                b.clone(),
+                MemberLimits {
+                    rpm: None,
+                    burst: 1,
+                    concurrency: Some(1),
+                },
+            )
+            .exploration(0.0)
+            .build()
+            .unwrap(),
+    );
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.generate(&req(), &CallCtx::detached()).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(a.max_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(b.max_in_flight.load(Ordering::SeqCst), 1);
+    assert_eq!(a.calls() + b.calls(), 6);
+    assert!(b.calls() >= 1, "the third concurrent call spilled over to b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_breaker_open_the_router_waits_for_the_first_reopening() {
+    let a = Fake::new("a", 1, 0.0);
+    a.set_fail(Some(ErrorKind::Transient));
+    let r = Router::builder("r")
+        .member(a.clone())
+        .exploration(0.0)
+        .breaker(BreakerConfig {
+            failure_threshold: 1,
+            cool_down: Duration::from_secs(20),
+        })
+        .build()
+        .unwrap();
+    assert_eq!(
+        r.generate(&req(), &CallCtx::detached()).await.unwrap_err().kind(),
+        ErrorKind::Transient
+    );
+    a.set_fail(None);
+    let t0 = tokio::time::Instant::now();
+    r.generate(&req(), &CallCtx::detached()).await.unwrap();
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_secs(19), "{waited:?}");
+    assert!(waited < Duration::from_secs(21), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_is_bounded_by_max_wait_with_a_retryable_error() {
+    let a = Fake::new("a", 1, 0.0);
+    a.set_fail(Some(ErrorKind::Transient));
+    let r = Router::builder("r")
+        .member(a)
+        .max_wait(Duration::from_secs(5))
+        .breaker(BreakerConfig {
+            failure_threshold: 1,
+            cool_down: Duration::from_secs(60),
+        })
+        .build()
+        .unwrap();
+    let _ = r.generate(&req(), &CallCtx::detached()).await;
+    let e = r.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert_eq!(e.retry_after().map(|d| d.as_secs()), Some(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_that_cannot_do_the_task_are_not_asked() {
+    let a = Arc::new(Fake {
+        tasks: vec![Task::Text],
+        ..Arc::try_unwrap(Fake::new("a", 1, 0.0)).ok().unwrap()
+    });
+    let b = Fake::new("b", 1, 0.0);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b)
+        .exploration(1.0)
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        r.generate(&req(), &CallCtx::detached()).await.unwrap();
+    }
+    assert_eq!(a.calls(), 0);
+    let e = r
+        .generate(&Request::new(Task::Video, "x"), &CallCtx::detached())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    let caps = r.capabilities();
+    assert!(caps.supports(Task::Text) && caps.supports(Task::Image));
+}
+
+#[test]
+fn builder_rejects_bad_settings_with_a_reason() {
+    let a = Fake::new("a", 1, 0.0);
+    let e = Router::builder("r").build().unwrap_err();
+    assert!(e.to_string().contains("no providers"), "{e}");
+    let e = Router::builder("r")
+        .member(a.clone())
+        .member(a.clone())
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("twice"), "{e}");
+    let e = Router::builder("r")
+        .member(a.clone())
+        .exploration(1.5)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("exploration"), "{e}");
+    let e = Router::builder("r").member(a).decay(1.0).build().unwrap_err();
+    assert!(e.to_string().contains("decay"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_router_kind_builds_from_spec_settings() {
+    let mut reg = Registry::new();
+    creative_providers::register(&mut reg);
+    let factory = reg.provider_factory("router").expect("router kind registered").clone();
+    let mut ctx = BuildCtx::default();
+    let a = Fake::new("a", 1, 0.05);
+    let b = Fake::new("b", 1, 0.01);
+    ctx.providers.insert("a".into(), a.clone());
+    ctx.providers.insert("b".into(), b.clone());
+    let settings = serde_json::json!({
+        "providers": ["a", "b"],
+        "strategy": "cheapest",
+        "exploration": 0.0,
+        "limits": { "b": { "rpm": 600, "concurrency": 2 } },
+        "breaker": { "failure_threshold": 2, "cool_down_s": 3 }
+    });
+    let p = factory("images", &settings, &ctx).unwrap();
+    assert_eq!(p.id(), "images");
+    p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!((a.calls(), b.calls()), (0, 1));
+
+    let bad = |s: serde_json::Value| factory("images", &s, &ctx).err().unwrap();
+    assert!(bad(serde_json::json!({"providers": ["a", "zz"]})).contains("`zz` is not defined"));
+    assert!(bad(serde_json::json!({"providers": ["a"], "strategy": "random"})).contains("unknown router strategy"));
+    assert!(bad(serde_json::json!({"providers": ["a"], "limits": {"b": {"rpm": 1}}})).contains("limits.b"));
+    assert!(bad(serde_json::json!({"providers": ["a"], "limits": {"a": {"rps": 1}}})).contains("limits.a.rps"));
+    assert!(bad(serde_json::json!({"providers": ["a"], "colour": 1})).contains("unknown router setting `colour`"));
+    assert!(bad(serde_json::json!({"providers": "a"})).contains("`providers` must be a list"));
+}
