@@ -10,10 +10,12 @@ pub mod pricing;
 #[cfg(feature = "procedural")]
 pub mod procedural;
 pub mod secret;
+pub mod router;
 
 /// Register every enabled provider kind.
 pub fn register(reg: &mut creative_core::spec::Registry) {
     #[cfg(feature = "procedural")]
     procedural::register(reg);
+    router::register(reg);
     let _ = reg;
 }
