@@ -1,0 +1,126 @@
+//! A finished run's artifacts, lent to the host without copying.
+//!
+//! Artifacts are numbered from 0 in a stable order: by job (in the campaign's job
+//! order), then by step (in the pipeline's order), then by output. Every finished
+//! step's outputs are listed, intermediate ones included; the info JSON names the
+//! job and step so a host can pick what it wants.
+
+use std::ffi::c_char;
+
+use crate::panic::{guard, need_out, write_out};
+use crate::run::{creative_run, run_ref_pub, ArtifactEntry, Done};
+use crate::status::{creative_status, FfiError};
+use crate::strings::{creative_bytes, owned_c_string};
+
+fn entry<'a>(done: &'a Done, index: usize) -> Result<&'a ArtifactEntry, FfiError> {
+    done.artifacts.get(index).ok_or_else(|| {
+        FfiError::invalid(format!(
+            "artifact index {index} is out of range: the run has {} artifact(s)",
+            done.artifacts.len()
+        ))
+    })
+}
+
+/// How many artifacts the run finished (0 for a run that produced none).
+/// `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+///
+/// Writes `*out_count`. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_artifact_count(run: *const creative_run, out_count: *mut usize) -> creative_status {
+    guard("creative_run_artifact_count", || {
+        need_out(out_count, "out_count")?;
+        let done = run_pub(run)?.done("artifacts")?;
+        write_out(out_count, "out_count", done.artifacts.len())
+    })
+}
+
+/// The bytes of artifact `index` (PNG, text, WAV...), lent without copying.
+///
+/// Lifetime: `out_data->ptr` stays valid and unchanged until `creative_run_free`
+/// on this run; never free it. `CREATIVE_STATUS_INVALID_ARGUMENT` for an index
+/// past the end, `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+/// Thread safety: any thread; the bytes may be read from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_artifact_data(
+    run: *const creative_run,
+    index: usize,
+    out_data: *mut creative_bytes,
+) -> creative_status {
+    guard("creative_run_artifact_data", || {
+        need_out(out_data, "out_data")?;
+        out_data.write(creative_bytes::empty());
+        let run = run_pub(run)?;
+        let done = run.done("artifacts")?;
+        let e = entry(&done, index)?;
+        // The view points into the artifact's shared buffer, kept alive by the run
+        // handle (the `Done` is never replaced once set).
+        write_out(out_data, "out_data", creative_bytes::of(e.artifact.data()))
+    })
+}
+
+/// The media type of artifact `index`, such as `"image/png"`.
+///
+/// Lifetime: `*out_media_type` is a NUL-terminated string lent until
+/// `creative_run_free` on this run; never free it. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_artifact_media_type(
+    run: *const creative_run,
+    index: usize,
+    out_media_type: *mut *const c_char,
+) -> creative_status {
+    guard("creative_run_artifact_media_type", || {
+        need_out(out_media_type, "out_media_type")?;
+        out_media_type.write(std::ptr::null());
+        let run = run_pub(run)?;
+        let done = run.done("artifacts")?;
+        let e = entry(&done, index)?;
+        write_out(out_media_type, "out_media_type", e.media.as_ptr())
+    })
+}
+
+/// Everything known about artifact `index` as a JSON object: `index`, `id`
+/// (content hash), `job` (key), `vars` (the job's variables), `step`,
+/// `media_type`, `size`, `meta`, `provenance`, and `path` when the run wrote it
+/// to a file.
+///
+/// Ownership: on success `*out_json` receives a string the caller frees with
+/// `creative_string_free`. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_artifact_info_json(
+    run: *const creative_run,
+    index: usize,
+    out_json: *mut *mut c_char,
+) -> creative_status {
+    guard("creative_run_artifact_info_json", || {
+        need_out(out_json, "out_json")?;
+        out_json.write(std::ptr::null_mut());
+        let run = run_pub(run)?;
+        let done = run.done("artifacts")?;
+        let e = entry(&done, index)?;
+        let a = &e.artifact;
+        let vars = done
+            .finished
+            .as_ref()
+            .and_then(|f| f.outcome.jobs.iter().find(|j| j.job.key() == e.job))
+            .map(|j| serde_json::to_value(&**j.job.vars()).unwrap_or_default())
+            .unwrap_or_default();
+        let path = done.finished.as_ref().and_then(|f| f.paths.get(a.id().as_str()));
+        let v = serde_json::json!({
+            "index": index,
+            "id": a.id().as_str(),
+            "job": e.job,
+            "vars": vars,
+            "step": e.step,
+            "media_type": a.media().as_str(),
+            "size": a.data().len(),
+            "meta": a.meta(),
+            "provenance": a.provenance(),
+            "path": path,
+        });
+        write_out(out_json, "out_json", owned_c_string(v.to_string()))
+    })
+}
+
+fn run_pub<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
+    run_ref_pub(run)
+}

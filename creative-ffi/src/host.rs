@@ -1,0 +1,783 @@
+//! Host extensions: providers, steps and gates written by the host (a DCC tool's
+//! "render this in the host", a studio's own check) as structs of function
+//! pointers plus `user_data`, registered into an engine as kinds a spec may name.
+//!
+//! A host callback runs on a thread of the engine's blocking pool, never on an
+//! async worker, so a slow renderer does not stall the engine. It receives a
+//! `creative_host_call` through which it reads its context and inputs and hands
+//! back outputs or a verdict; its failure becomes that step's error (or that
+//! provider call's, subject to retries and fallbacks), never a crash.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use creative_core::spec::{BuildCtx, GateFactory, ProviderFactory, StepFactory};
+use creative_core::{
+    Artifact, CallCtx, CancellationToken, Capabilities, ErrorKind, GateCtx, GateError, Generation, MediaKind,
+    MediaType, Meta, Provider, ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs, Task, Usage,
+    Verdict,
+};
+use serde_json::{json, Value};
+
+use crate::engine::creative_engine;
+use crate::panic::{guard, need_out, opt_text_arg, text_arg, write_out};
+use crate::status::{creative_status, FfiError};
+use crate::strings::creative_bytes;
+
+/// A host callback: does the work of a provider call, a step or a gate check.
+///
+/// Return `CREATIVE_STATUS_OK` (0) on success, or another `creative_status` value
+/// on failure (after `creative_host_call_fail` to say why). `call` is valid only
+/// until the callback returns. Thread: a thread of the engine's blocking pool;
+/// calls may run concurrently (different jobs), so `user_data` must be safe to use
+/// from several threads. Inside, only `creative_host_call_*` functions may be
+/// called on `call`; the callback must not free the engine or a run, and must not
+/// unwind (C++ exceptions, longjmp).
+pub type creative_host_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, call: *mut creative_host_call) -> c_int>;
+
+/// Releases a host extension's `user_data`; called exactly once.
+pub type creative_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// A host provider: a spec names its kind in `[providers.<id>] kind = "..."`.
+///
+/// Its settings table is handed to the callback in the context JSON; the engine
+/// reads three of them: `tasks` (the tasks it performs, default all),
+/// `seed` (whether it honours seeds, default true) and `max_count` (most
+/// candidates per call, default 1). This struct never changes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct creative_host_provider {
+    /// Handed to every call; may be NULL.
+    pub user_data: *mut c_void,
+    /// Called exactly once with `user_data` when the library no longer needs it
+    /// (even when registration fails); may be NULL.
+    pub free_user_data: creative_free_fn,
+    /// Performs one provider call: reads the request from the context JSON
+    /// (`request`: task, model, prompt, params, raw...) and input artifacts, adds
+    /// the generated artifacts with `creative_host_call_add_output`, may report the
+    /// cost with `creative_host_call_set_cost`. Must not be NULL.
+    pub generate: creative_host_fn,
+}
+
+/// A host step: a spec names its kind in a pipeline step (`kind = "..."`).
+///
+/// Its settings (the step entry minus `name`, `kind`, `inputs`) are handed to the
+/// callback in the context JSON; the engine reads `produces` (`image`, `text`,
+/// `audio`, `video`, `model3d`) and `min_inputs` when present. This struct never
+/// changes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct creative_host_step {
+    /// Handed to every call; may be NULL.
+    pub user_data: *mut c_void,
+    /// Called exactly once with `user_data` when the library no longer needs it
+    /// (even when registration fails); may be NULL.
+    pub free_user_data: creative_free_fn,
+    /// Runs the step for one job: reads the inputs, adds outputs with
+    /// `creative_host_call_add_output`. Must not be NULL.
+    pub run: creative_host_fn,
+}
+
+/// A host quality gate: a spec names its kind where gates are listed.
+///
+/// The artifact judged is input 0 of the call. This struct never changes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct creative_host_gate {
+    /// Handed to every call; may be NULL.
+    pub user_data: *mut c_void,
+    /// Called exactly once with `user_data` when the library no longer needs it
+    /// (even when registration fails); may be NULL.
+    pub free_user_data: creative_free_fn,
+    /// Judges one artifact and sets the verdict with
+    /// `creative_host_call_set_verdict`. A failing verdict is a normal answer
+    /// (return OK); a non-OK return means the gate could not judge, which fails
+    /// the check. Must not be NULL.
+    pub check: creative_host_fn,
+}
+
+/// One host callback invocation: its context, inputs, and what it hands back.
+///
+/// Opaque; valid only during the callback it was passed to.
+pub struct creative_host_call {
+    role: Role,
+    context: CString,
+    inputs: Vec<(Artifact, CString)>,
+    outputs: Vec<Artifact>,
+    verdict: Option<Verdict>,
+    cost_usd: Option<f64>,
+    error: Option<String>,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Provider,
+    Step,
+    Gate,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Provider => "provider",
+            Role::Step => "step",
+            Role::Gate => "gate",
+        }
+    }
+}
+
+/// The host's callback and data, shared by every provider, step or gate built
+/// from one registration. Dropping the last reference releases `user_data`.
+struct HostExt {
+    kind: String,
+    user_data: *mut c_void,
+    free_user_data: creative_free_fn,
+    callback: creative_host_fn,
+}
+
+// The registration contract (see `creative_host_fn`) requires `user_data` to be
+// usable from any thread and concurrently.
+unsafe impl Send for HostExt {}
+unsafe impl Sync for HostExt {}
+
+impl Drop for HostExt {
+    fn drop(&mut self) {
+        if let Some(f) = self.free_user_data {
+            // SAFETY: the host's destructor for its own data, called exactly once
+            // (this is the only owner, and Drop runs once).
+            unsafe { f(self.user_data) };
+        }
+    }
+}
+
+/// What a finished host call handed back.
+struct CallResult {
+    code: Result<creative_status, i32>,
+    call: creative_host_call,
+}
+
+impl creative_host_call {
+    fn new(role: Role, context: Value, inputs: Vec<Artifact>, cancel: CancellationToken) -> Self {
+        let inputs = inputs
+            .into_iter()
+            .map(|a| {
+                let m = CString::new(a.media().as_str().replace('\0', "?")).unwrap_or_default();
+                (a, m)
+            })
+            .collect();
+        creative_host_call {
+            role,
+            context: CString::new(context.to_string()).unwrap_or_default(),
+            inputs,
+            outputs: Vec::new(),
+            verdict: None,
+            cost_usd: None,
+            error: None,
+            cancel,
+        }
+    }
+
+    /// The failure message: the host's own words, or the status it returned.
+    fn failure(&self, ext: &str, code: &Result<creative_status, i32>) -> String {
+        let status = match code {
+            Ok(s) => s.name().to_string(),
+            Err(n) => format!("unknown status {n}"),
+        };
+        match &self.error {
+            Some(m) => format!("host {} `{ext}` failed ({status}): {m}", self.role.as_str()),
+            None => format!("host {} `{ext}` failed ({status})", self.role.as_str()),
+        }
+    }
+}
+
+/// Call the host on this (blocking) thread. Never panics out.
+fn invoke(ext: &HostExt, mut call: creative_host_call) -> CallResult {
+    let Some(cb) = ext.callback else {
+        call.error = Some("no callback".into());
+        return CallResult {
+            code: Ok(creative_status::Internal),
+            call,
+        };
+    };
+    // SAFETY: the host registered this callback for this user_data; `call` lives
+    // on our stack for the whole call.
+    let code = catch_unwind(AssertUnwindSafe(|| unsafe { cb(ext.user_data, &mut call) }));
+    let code = match code {
+        Ok(c) => creative_status::from_code(c).ok_or(c),
+        Err(_) => {
+            call.error = Some("the callback panicked".into());
+            Ok(creative_status::Panic)
+        }
+    };
+    CallResult { code, call }
+}
+
+async fn invoke_blocking(ext: Arc<HostExt>, call: creative_host_call) -> Result<CallResult, String> {
+    tokio::task::spawn_blocking(move || invoke(&ext, call))
+        .await
+        .map_err(|e| format!("host callback task failed: {e}"))
+}
+
+fn artifact_json(a: &Artifact) -> Value {
+    json!({
+        "id": a.id().as_str(),
+        "media_type": a.media().as_str(),
+        "size": a.data().len(),
+        "meta": a.meta(),
+    })
+}
+
+// ----- provider -----
+
+struct HostProvider {
+    id: String,
+    ext: Arc<HostExt>,
+    settings: Value,
+    caps: Capabilities,
+}
+
+fn caps_from(settings: &Value) -> Result<Capabilities, String> {
+    let all = vec![
+        Task::Text,
+        Task::Image,
+        Task::ImageEdit,
+        Task::Video,
+        Task::Audio,
+        Task::Model3d,
+    ];
+    let tasks = match settings.get("tasks") {
+        None => all,
+        Some(v) => serde_json::from_value::<Vec<Task>>(v.clone())
+            .map_err(|e| format!("`tasks`: {e} (expected a list such as [\"image\", \"text\"])"))?,
+    };
+    let seed = match settings.get("seed") {
+        None => true,
+        Some(v) => v.as_bool().ok_or("`seed`: expected true or false")?,
+    };
+    let max_count = match settings.get("max_count") {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n >= 1)
+            .ok_or("`max_count`: expected a whole number of at least 1")?,
+    };
+    Ok(Capabilities {
+        tasks,
+        seed,
+        negative_prompt: true,
+        max_count,
+    })
+}
+
+fn provider_error(id: &str, kind_of: &Result<creative_status, i32>, message: String) -> ProviderError {
+    let kind = match kind_of {
+        Ok(creative_status::Timeout) => ErrorKind::Timeout,
+        Ok(creative_status::Cancelled) => ErrorKind::Cancelled,
+        Ok(creative_status::BudgetExceeded) => ErrorKind::Budget,
+        Ok(creative_status::ProviderError) | Ok(creative_status::Io) | Ok(creative_status::Internal) => {
+            ErrorKind::Transient
+        }
+        _ => ErrorKind::Invalid,
+    };
+    ProviderError::new(kind, id, message)
+}
+
+#[async_trait]
+impl Provider for HostProvider {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+
+    async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let context = json!({
+            "role": "provider",
+            "kind": self.ext.kind,
+            "id": self.id,
+            "settings": self.settings,
+            "attempt": ctx.attempt,
+            "request": request.resolved_json(),
+            "inputs": request.inputs.iter().map(artifact_json).collect::<Vec<_>>(),
+        });
+        let call = creative_host_call::new(Role::Provider, context, request.inputs.clone(), ctx.cancel.clone());
+        let r = invoke_blocking(self.ext.clone(), call)
+            .await
+            .map_err(|m| ProviderError::transient(&self.id, m))?;
+        if r.code != Ok(creative_status::Ok) {
+            let msg = r.call.failure(&self.ext.kind, &r.code);
+            return Err(provider_error(&self.id, &r.code, msg));
+        }
+        if r.call.outputs.is_empty() {
+            return Err(ProviderError::new(
+                ErrorKind::Protocol,
+                &self.id,
+                format!(
+                    "host provider `{}` returned OK without adding an output (creative_host_call_add_output)",
+                    self.ext.kind
+                ),
+            ));
+        }
+        Ok(Generation {
+            artifacts: r.call.outputs,
+            usage: Usage {
+                cost_usd: r.call.cost_usd.unwrap_or(0.0),
+                ..Usage::default()
+            },
+            raw: None,
+        })
+    }
+}
+
+// ----- step -----
+
+struct HostStep {
+    ext: Arc<HostExt>,
+    settings: Value,
+    produces: Option<MediaKind>,
+    min_inputs: usize,
+}
+
+#[async_trait]
+impl Step for HostStep {
+    fn kind(&self) -> &str {
+        &self.ext.kind
+    }
+
+    fn produces(&self) -> Option<MediaKind> {
+        self.produces
+    }
+
+    fn min_inputs(&self) -> usize {
+        self.min_inputs
+    }
+
+    async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        let described: Vec<Value> = inputs
+            .groups()
+            .iter()
+            .flat_map(|(from, arts)| {
+                arts.iter().map(move |a| {
+                    let mut v = artifact_json(a);
+                    v["from_step"] = json!(&**from);
+                    v
+                })
+            })
+            .collect();
+        let context = json!({
+            "role": "step",
+            "kind": self.ext.kind,
+            "step": &*ctx.step,
+            "job": {"key": ctx.job.key(), "vars": &**ctx.job.vars()},
+            "seed": ctx.derived_seed(),
+            "settings": self.settings,
+            "inputs": described,
+        });
+        let parents: Vec<_> = inputs.all().map(|a| a.id().clone()).collect();
+        let call = creative_host_call::new(Role::Step, context, inputs.all().cloned().collect(), ctx.cancel.clone());
+        let r = invoke_blocking(self.ext.clone(), call).await.map_err(StepError::Internal)?;
+        if r.code != Ok(creative_status::Ok) {
+            let msg = r.call.failure(&self.ext.kind, &r.code);
+            return Err(match r.code {
+                Ok(creative_status::Cancelled) => StepError::Cancelled,
+                Ok(creative_status::InvalidArgument) => StepError::InvalidInput(msg),
+                Ok(creative_status::Io) => StepError::Io(msg),
+                Ok(creative_status::BudgetExceeded) => StepError::Budget(msg),
+                _ => StepError::Internal(msg),
+            });
+        }
+        Ok(r
+            .call
+            .outputs
+            .into_iter()
+            .map(|mut a| {
+                let p = a.provenance_mut();
+                p.step = ctx.step.to_string();
+                p.parents = parents.clone();
+                a
+            })
+            .collect())
+    }
+}
+
+// ----- gate -----
+
+struct HostGate {
+    ext: Arc<HostExt>,
+    settings: Value,
+}
+
+#[async_trait]
+impl QualityGate for HostGate {
+    fn name(&self) -> &str {
+        &self.ext.kind
+    }
+
+    async fn check(&self, artifact: &Artifact, ctx: &GateCtx) -> Result<Verdict, GateError> {
+        let mut art = artifact_json(artifact);
+        art["provenance"] = serde_json::to_value(artifact.provenance()).unwrap_or_default();
+        let context = json!({
+            "role": "gate",
+            "kind": self.ext.kind,
+            "job": {"key": ctx.job_key, "vars": &*ctx.vars},
+            "settings": self.settings,
+            "artifact": art,
+        });
+        let call = creative_host_call::new(Role::Gate, context, vec![artifact.clone()], ctx.cancel.clone());
+        let r = invoke_blocking(self.ext.clone(), call)
+            .await
+            .map_err(|m| GateError::new(&self.ext.kind, m))?;
+        if r.code != Ok(creative_status::Ok) {
+            return Err(GateError::new(&self.ext.kind, r.call.failure(&self.ext.kind, &r.code)));
+        }
+        r.call.verdict.ok_or_else(|| {
+            GateError::new(
+                &self.ext.kind,
+                "the host gate returned OK without a verdict (call creative_host_call_set_verdict)",
+            )
+        })
+    }
+}
+
+// ----- registration -----
+
+fn check_kind(kind: &str) -> Result<(), FfiError> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(FfiError::invalid(format!(
+            "kind `{kind}` is not a valid name: use 1 to 64 ASCII letters, digits, `_`, `-` or `.`"
+        )))
+    }
+}
+
+/// Take ownership of the host's data at once, so every failure path below
+/// releases it exactly once.
+fn adopt<'a>(
+    engine: *const creative_engine,
+    kind: *const c_char,
+    user_data: *mut c_void,
+    free_user_data: creative_free_fn,
+    callback: creative_host_fn,
+    callback_name: &str,
+) -> Result<(&'a creative_engine, Arc<HostExt>), FfiError> {
+    let mut ext = HostExt {
+        kind: String::new(),
+        user_data,
+        free_user_data,
+        callback,
+    };
+    // SAFETY: `kind` is NULL or a NUL-terminated string (the caller's contract).
+    let k = unsafe { text_arg(kind, "kind") }?;
+    check_kind(k)?;
+    ext.kind = k.to_string();
+    if ext.callback.is_none() {
+        return Err(FfiError::null(callback_name));
+    }
+    // SAFETY: a live engine handle from creative_engine_new (caller's contract);
+    // it outlives this call.
+    let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
+    Ok((engine, Arc::new(ext)))
+}
+
+/// Register a host provider as kind `kind` of this engine (replacing any kind of
+/// that name for runs started afterwards).
+///
+/// Ownership: the library owns `provider->user_data` from this call on, whatever
+/// it returns: `free_user_data` is called exactly once, when the engine and every
+/// run using the kind are freed, or before this returns if registration fails.
+/// The struct itself is copied; it need not outlive the call. `provider` NULL is
+/// `CREATIVE_STATUS_NULL_POINTER` (and nothing is freed).
+/// Thread safety: any thread; runs already started keep the kinds they had.
+#[no_mangle]
+pub unsafe extern "C" fn creative_engine_register_provider(
+    engine: *mut creative_engine,
+    kind: *const c_char,
+    provider: *const creative_host_provider,
+) -> creative_status {
+    guard("creative_engine_register_provider", || {
+        let p = provider.as_ref().copied().ok_or_else(|| FfiError::null("provider"))?;
+        let (engine, ext) = adopt(engine, kind, p.user_data, p.free_user_data, p.generate, "provider->generate")?;
+        let kind = ext.kind.clone();
+        let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
+            let caps = caps_from(settings).map_err(|e| format!("provider `{id}` (host kind `{}`): {e}", ext.kind))?;
+            Ok(Arc::new(HostProvider {
+                id: id.to_string(),
+                ext: ext.clone(),
+                settings: settings.clone(),
+                caps,
+            }) as Arc<dyn Provider>)
+        });
+        engine.inner.with_registry(|r| {
+            r.provider(&kind, factory);
+        });
+        Ok(())
+    })
+}
+
+/// Register a host step as kind `kind` of this engine (replacing any kind of that
+/// name for runs started afterwards).
+///
+/// Ownership and thread safety as `creative_engine_register_provider`.
+#[no_mangle]
+pub unsafe extern "C" fn creative_engine_register_step(
+    engine: *mut creative_engine,
+    kind: *const c_char,
+    step: *const creative_host_step,
+) -> creative_status {
+    guard("creative_engine_register_step", || {
+        let s = step.as_ref().copied().ok_or_else(|| FfiError::null("step"))?;
+        let (engine, ext) = adopt(engine, kind, s.user_data, s.free_user_data, s.run, "step->run")?;
+        let kind = ext.kind.clone();
+        let factory: StepFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
+            let produces = match settings.get("produces") {
+                None => None,
+                Some(v) => Some(
+                    serde_json::from_value::<MediaKind>(v.clone())
+                        .map_err(|e| format!("host step kind `{}`: `produces`: {e}", ext.kind))?,
+                ),
+            };
+            let min_inputs = match settings.get("min_inputs") {
+                None => 0,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| format!("host step kind `{}`: `min_inputs`: expected a whole number", ext.kind))?,
+            };
+            Ok(Arc::new(HostStep {
+                ext: ext.clone(),
+                settings: settings.clone(),
+                produces,
+                min_inputs,
+            }) as Arc<dyn Step>)
+        });
+        engine.inner.with_registry(|r| {
+            r.step(&kind, factory);
+        });
+        Ok(())
+    })
+}
+
+/// Register a host quality gate as kind `kind` of this engine (replacing any kind
+/// of that name for runs started afterwards).
+///
+/// Ownership and thread safety as `creative_engine_register_provider`.
+#[no_mangle]
+pub unsafe extern "C" fn creative_engine_register_gate(
+    engine: *mut creative_engine,
+    kind: *const c_char,
+    gate: *const creative_host_gate,
+) -> creative_status {
+    guard("creative_engine_register_gate", || {
+        let g = gate.as_ref().copied().ok_or_else(|| FfiError::null("gate"))?;
+        let (engine, ext) = adopt(engine, kind, g.user_data, g.free_user_data, g.check, "gate->check")?;
+        let kind = ext.kind.clone();
+        let factory: GateFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
+            Ok(Arc::new(HostGate {
+                ext: ext.clone(),
+                settings: settings.clone(),
+            }) as Arc<dyn QualityGate>)
+        });
+        engine.inner.with_registry(|r| {
+            r.gate(&kind, factory);
+        });
+        Ok(())
+    })
+}
+
+// ----- the call's accessors -----
+
+fn call_ref<'a>(call: *const creative_host_call) -> Result<&'a creative_host_call, FfiError> {
+    // SAFETY: the pointer the library passed to a running callback.
+    unsafe { call.as_ref() }.ok_or_else(|| FfiError::null("call"))
+}
+
+fn call_mut<'a>(call: *mut creative_host_call) -> Result<&'a mut creative_host_call, FfiError> {
+    // SAFETY: as `call_ref`; the callback is the call's only user while it runs.
+    unsafe { call.as_mut() }.ok_or_else(|| FfiError::null("call"))
+}
+
+/// The call's context as a JSON object: `role` (`provider`, `step`, `gate`),
+/// `kind`, `settings` (the spec's table for this provider, step or gate), and per
+/// role: `id`, `attempt`, `request` (provider); `step`, `job` {`key`, `vars`},
+/// `seed` (step); `job`, `artifact` (gate); `inputs` (descriptions of the inputs).
+///
+/// Lifetime: `*out_json` is lent until the callback returns; never free it.
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_context_json(
+    call: *const creative_host_call,
+    out_json: *mut *const c_char,
+) -> creative_status {
+    guard("creative_host_call_context_json", || {
+        need_out(out_json, "out_json")?;
+        let c = call_ref(call)?;
+        write_out(out_json, "out_json", c.context.as_ptr())
+    })
+}
+
+/// How many input artifacts the call has (for a gate: 1, the artifact judged).
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_input_count(
+    call: *const creative_host_call,
+    out_count: *mut usize,
+) -> creative_status {
+    guard("creative_host_call_input_count", || {
+        need_out(out_count, "out_count")?;
+        let c = call_ref(call)?;
+        write_out(out_count, "out_count", c.inputs.len())
+    })
+}
+
+/// Input artifact `index`: its bytes and (if `out_media_type` is not NULL) its
+/// media type.
+///
+/// Lifetime: both are lent until the callback returns; never free them.
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_input(
+    call: *const creative_host_call,
+    index: usize,
+    out_data: *mut creative_bytes,
+    out_media_type: *mut *const c_char,
+) -> creative_status {
+    guard("creative_host_call_input", || {
+        need_out(out_data, "out_data")?;
+        let c = call_ref(call)?;
+        let (a, m) = c.inputs.get(index).ok_or_else(|| {
+            FfiError::invalid(format!(
+                "input index {index} is out of range: the call has {} input(s)",
+                c.inputs.len()
+            ))
+        })?;
+        write_out(out_data, "out_data", creative_bytes::of(a.data()))?;
+        if !out_media_type.is_null() {
+            out_media_type.write(m.as_ptr());
+        }
+        Ok(())
+    })
+}
+
+/// Hand back one output artifact (providers and steps): `len` bytes at `data`
+/// (copied; `data` may be NULL when `len` is 0) of `media_type` (such as
+/// `"image/png"`), with optional `meta_json` (NULL, or a JSON object with
+/// `width`, `height`, `duration_s` and free-form `extra`).
+///
+/// `CREATIVE_STATUS_WRONG_STATE` from a gate's call.
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_add_output(
+    call: *mut creative_host_call,
+    media_type: *const c_char,
+    data: *const u8,
+    len: usize,
+    meta_json: *const c_char,
+) -> creative_status {
+    guard("creative_host_call_add_output", || {
+        let c = call_mut(call)?;
+        if c.role == Role::Gate {
+            return Err(FfiError::wrong_state(
+                "a gate hands back a verdict (creative_host_call_set_verdict), not outputs",
+            ));
+        }
+        let media: MediaType = text_arg(media_type, "media_type")?
+            .parse()
+            .unwrap_or(MediaType::Other(Arc::from("application/octet-stream")));
+        if data.is_null() && len > 0 {
+            return Err(FfiError::null("data"));
+        }
+        let bytes = if len == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(data, len).to_vec()
+        };
+        let meta = match opt_text_arg(meta_json, "meta_json")? {
+            None => Meta::default(),
+            Some(t) => serde_json::from_str::<Meta>(t)
+                .map_err(|e| FfiError::new(creative_status::Parse, format!("`meta_json`: {e}")))?,
+        };
+        c.outputs.push(Artifact::new(media, bytes).with_meta(meta));
+        Ok(())
+    })
+}
+
+/// Set a gate's verdict: `passed`, a `score` (higher is better, finite), and an
+/// optional `reason` (NULL for none). `CREATIVE_STATUS_WRONG_STATE` outside a
+/// gate's call.
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_set_verdict(
+    call: *mut creative_host_call,
+    passed: bool,
+    score: f64,
+    reason: *const c_char,
+) -> creative_status {
+    guard("creative_host_call_set_verdict", || {
+        let c = call_mut(call)?;
+        if c.role != Role::Gate {
+            return Err(FfiError::wrong_state(format!(
+                "only a gate sets a verdict; this is a {} call",
+                c.role.as_str()
+            )));
+        }
+        if !score.is_finite() {
+            return Err(FfiError::invalid(format!("`score` must be a finite number, got {score}")));
+        }
+        let reasons = opt_text_arg(reason, "reason")?
+            .map(|r| vec![r.to_string()])
+            .unwrap_or_default();
+        c.verdict = Some(Verdict { passed, score, reasons });
+        Ok(())
+    })
+}
+
+/// Report what a provider call cost, in US dollars (finite, not negative).
+/// `CREATIVE_STATUS_WRONG_STATE` outside a provider's call.
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_set_cost(call: *mut creative_host_call, cost_usd: f64) -> creative_status {
+    guard("creative_host_call_set_cost", || {
+        let c = call_mut(call)?;
+        if c.role != Role::Provider {
+            return Err(FfiError::wrong_state("only a provider call has a cost"));
+        }
+        if !cost_usd.is_finite() || cost_usd < 0.0 {
+            return Err(FfiError::invalid(format!(
+                "`cost_usd` must be finite and not negative, got {cost_usd}"
+            )));
+        }
+        c.cost_usd = Some(cost_usd);
+        Ok(())
+    })
+}
+
+/// Say why the call failed; the message becomes part of the step's error. Call it
+/// before returning a status other than `CREATIVE_STATUS_OK`.
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_fail(call: *mut creative_host_call, message: *const c_char) -> creative_status {
+    guard("creative_host_call_fail", || {
+        let c = call_mut(call)?;
+        c.error = Some(text_arg(message, "message")?.to_string());
+        Ok(())
+    })
+}
+
+/// Whether the run this call belongs to was cancelled; long host work should
+/// check it now and then and return `CREATIVE_STATUS_CANCELLED` early.
+#[no_mangle]
+pub unsafe extern "C" fn creative_host_call_cancelled(
+    call: *const creative_host_call,
+    out_cancelled: *mut bool,
+) -> creative_status {
+    guard("creative_host_call_cancelled", || {
+        need_out(out_cancelled, "out_cancelled")?;
+        let c = call_ref(call)?;
+        write_out(out_cancelled, "out_cancelled", c.cancel.is_cancelled())
+    })
+}

@@ -1,0 +1,128 @@
+//! The panic boundary and argument checks shared by every entry point.
+//!
+//! Each `extern "C"` function runs its body inside [`guard`] (or [`guard_or`] for
+//! functions that return something other than a status): a panic becomes
+//! `CREATIVE_STATUS_PANIC` (or the function's fallback value) and a message, never
+//! an unwind into C, which would be undefined behaviour.
+
+use std::any::Any;
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::status::{creative_status, fail, set_last_error, FfiError};
+
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+/// Run an entry point's body; map its error or a panic to a status and message.
+pub(crate) fn guard(name: &str, body: impl FnOnce() -> Result<(), FfiError>) -> creative_status {
+    // The body only touches state the caller handed over for this call; after a
+    // panic that state is reported as possibly unusable (CREATIVE_STATUS_PANIC), so
+    // asserting unwind safety is the documented contract, not a guess.
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => creative_status::Ok,
+        Ok(Err(e)) => fail(FfiError::new(e.status, format!("{name}: {}", e.message))),
+        Err(p) => fail(FfiError::new(
+            creative_status::Panic,
+            format!("{name}: panic caught at the C boundary: {}", panic_text(&*p)),
+        )),
+    }
+}
+
+/// Run an entry point that returns a value; a panic returns `fallback`.
+pub(crate) fn guard_or<T>(name: &str, fallback: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(p) => {
+            set_last_error(&format!("{name}: panic caught at the C boundary: {}", panic_text(&*p)));
+            fallback
+        }
+    }
+}
+
+/// Borrow a NUL-terminated UTF-8 argument.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string that outlives `'a`.
+pub(crate) unsafe fn text_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, FfiError> {
+    if ptr.is_null() {
+        return Err(FfiError::null(what));
+    }
+    let c = CStr::from_ptr(ptr);
+    c.to_str().map_err(|e| {
+        FfiError::new(
+            creative_status::InvalidUtf8,
+            format!("`{what}` is not valid UTF-8 (first bad byte at offset {})", e.valid_up_to()),
+        )
+    })
+}
+
+/// Like [`text_arg`], but NULL means "not given".
+///
+/// # Safety
+/// As [`text_arg`].
+pub(crate) unsafe fn opt_text_arg<'a>(ptr: *const c_char, what: &str) -> Result<Option<&'a str>, FfiError> {
+    if ptr.is_null() {
+        Ok(None)
+    } else {
+        text_arg(ptr, what).map(Some)
+    }
+}
+
+/// Write `value` through an out-pointer that must not be NULL.
+///
+/// # Safety
+/// `out` is NULL or valid for a write of `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, what: &str, value: T) -> Result<(), FfiError> {
+    if out.is_null() {
+        return Err(FfiError::null(what));
+    }
+    out.write(value);
+    Ok(())
+}
+
+/// Check that an out-pointer is not NULL before doing work whose result it will
+/// receive (so a NULL out-pointer never costs a started run).
+pub(crate) fn need_out<T>(out: *mut T, what: &str) -> Result<(), FfiError> {
+    if out.is_null() {
+        Err(FfiError::null(what))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::last_error;
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message() {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let s = guard("creative_test", || panic!("boom"));
+        let v = guard_or("creative_test", 7u32, || panic!("bang"));
+        std::panic::set_hook(prev);
+        assert_eq!(s, creative_status::Panic);
+        assert_eq!(v, 7);
+        assert!(last_error().contains("bang"), "{}", last_error());
+    }
+
+    #[test]
+    fn bad_text_is_an_error_not_a_crash() {
+        let bad = [0x66u8, 0xff, 0x00];
+        let e = unsafe { text_arg(bad.as_ptr().cast(), "spec_text") }.unwrap_err();
+        assert_eq!(e.status, creative_status::InvalidUtf8);
+        assert!(e.message.contains("offset 1"));
+        let e = unsafe { text_arg(std::ptr::null(), "spec_text") }.unwrap_err();
+        assert_eq!(e.status, creative_status::NullPointer);
+        assert_eq!(unsafe { opt_text_arg(std::ptr::null(), "x") }.unwrap(), None);
+    }
+}

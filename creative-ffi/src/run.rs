@@ -1,0 +1,624 @@
+//! The run handle: a started campaign seen through a synchronous face.
+//!
+//! # Threads
+//!
+//! A run is driven by one task on the engine's runtime (the *pump*): it reads the
+//! run's event stream, keeps a progress snapshot, forwards each event to the
+//! run's *delivery thread* (a plain thread of its own, only when the host gave a
+//! callback), and awaits the outcome. The delivery thread serializes each event to
+//! JSON and calls the host's callback, one event at a time, in order. The run is
+//! *finished* when the outcome is known and the last callback has returned, so a
+//! host that saw `creative_run_wait` return knows its callback will not be called
+//! again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{c_char, c_void, CString};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use creative_core::{
+    Artifact, CancellationToken, Event, EventKind, EventStream, Progress, RunOutcome, Status, StepError, StepState,
+};
+
+use crate::engine::EngineInner;
+use crate::panic::{guard, need_out, write_out};
+use crate::status::{creative_status, FfiError};
+use crate::strings::owned_c_string;
+
+/// A started run. Create with `creative_run_start`, free with `creative_run_free`.
+///
+/// Opaque: its layout is private to the library.
+pub struct creative_run {
+    pub(crate) shared: Arc<RunShared>,
+    cancel: CancellationToken,
+    delivery: Option<JoinHandle<()>>,
+    delivery_id: Option<ThreadId>,
+    // Keeps the runtime alive while the run is held; dropped last (see `Drop`).
+    _engine: Arc<EngineInner>,
+}
+
+/// Called with each event of a run, as a NUL-terminated JSON object with a `type`
+/// field (`run_started`, `job_started`, `step_started`, `attempt`,
+/// `attempt_finished`, `gate_verdict`, `retry`, `fallback`, `step_finished`,
+/// `job_finished`, `run_finished`...), a `seq` number from 0 and `at_ms`.
+///
+/// Thread: a thread the library starts for the run (never the caller's).
+/// Ordering: serialized per run: one call at a time, in `seq` order;
+/// `run_finished` is always the last call. `event_json` is valid only during the
+/// call. Re-entrancy: the callback may call `creative_run_poll`,
+/// `creative_run_progress`, `creative_run_cancel` and `creative_run_free` on its
+/// own run (`free` from inside stops further callbacks and releases the run once
+/// it has ended); `creative_run_wait` on its own run returns
+/// `CREATIVE_STATUS_WRONG_STATE`. It must not unwind (C++ exceptions, longjmp).
+pub type creative_event_fn = Option<unsafe extern "C" fn(event_json: *const c_char, user_data: *mut c_void)>;
+
+/// How a run stands.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum creative_run_state {
+    /// Still running (or its last events are still being delivered).
+    Running = 0,
+    /// Every job succeeded.
+    Succeeded = 1,
+    /// At least one job failed; the others went on.
+    Failed = 2,
+    /// Cancelled; finished work is kept.
+    Cancelled = 3,
+    /// A budget ran out; no new work was started.
+    BudgetExhausted = 4,
+}
+
+/// Progress counts of a run. This struct never changes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct creative_progress {
+    /// Jobs known so far (the total once every job has started).
+    pub jobs_total: u64,
+    /// Jobs that ended, in any state.
+    pub jobs_done: u64,
+    /// Jobs that ended failed.
+    pub jobs_failed: u64,
+    /// Steps that finished successfully.
+    pub steps_done: u64,
+}
+
+/// `creative_run_wait` timeout meaning "no limit".
+pub const CREATIVE_WAIT_FOREVER: u64 = u64::MAX;
+
+/// What a finished run leaves for the host to read.
+pub(crate) struct Finished {
+    pub(crate) outcome: RunOutcome,
+    pub(crate) manifest_json: String,
+    pub(crate) report_json: String,
+    /// Where each artifact was written, by artifact id, when the run wrote files.
+    pub(crate) paths: HashMap<String, String>,
+}
+
+/// A run as the spec layer (or a test) starts it.
+pub(crate) struct Launch {
+    pub(crate) events: EventStream,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) finish: Pin<Box<dyn Future<Output = Finished> + Send>>,
+}
+
+pub(crate) struct ArtifactEntry {
+    pub(crate) job: String,
+    pub(crate) step: String,
+    pub(crate) artifact: Artifact,
+    pub(crate) media: CString,
+}
+
+pub(crate) struct Done {
+    pub(crate) finished: Option<Finished>,
+    pub(crate) artifacts: Vec<ArtifactEntry>,
+    pub(crate) state: creative_run_state,
+    pub(crate) status: creative_status,
+    pub(crate) message: String,
+}
+
+#[derive(Default)]
+struct State {
+    done: Option<Arc<Done>>,
+    events_done: bool,
+}
+
+pub(crate) struct RunShared {
+    state: Mutex<State>,
+    cond: Condvar,
+    progress: Mutex<Progress>,
+    stop_callbacks: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere was caught; the data is plain.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RunShared {
+    fn new() -> Self {
+        RunShared {
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+            progress: Mutex::new(Progress::default()),
+            stop_callbacks: AtomicBool::new(false),
+        }
+    }
+
+    fn set_done(&self, done: Done) {
+        let mut s = lock(&self.state);
+        if s.done.is_none() {
+            s.done = Some(Arc::new(done));
+        }
+        self.cond.notify_all();
+    }
+
+    fn set_events_done(&self) {
+        lock(&self.state).events_done = true;
+        self.cond.notify_all();
+    }
+
+    /// The result, once the run has ended and its last event was delivered.
+    pub(crate) fn finished(&self) -> Option<Arc<Done>> {
+        let s = lock(&self.state);
+        if s.events_done {
+            s.done.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Wait until finished or until `deadline`.
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<Arc<Done>> {
+        let mut s = lock(&self.state);
+        loop {
+            if s.events_done {
+                if let Some(d) = &s.done {
+                    return Some(d.clone());
+                }
+            }
+            match deadline {
+                None => s = self.cond.wait(s).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    s = self.cond.wait_timeout(s, d - now).unwrap_or_else(PoisonError::into_inner).0;
+                }
+            }
+        }
+    }
+
+    fn observe(&self, ev: &Event) {
+        let mut p = lock(&self.progress);
+        match &ev.kind {
+            EventKind::JobStarted { index, .. } => p.jobs_total = p.jobs_total.max(index + 1),
+            EventKind::StepFinished { ok: true, .. } | EventKind::StepResumed { .. } => p.steps_done += 1,
+            EventKind::JobFinished { progress, .. } | EventKind::RunFinished { progress, .. } => {
+                // Snapshots may trail events already counted: keep every field monotonic.
+                p.jobs_total = p.jobs_total.max(progress.jobs_total);
+                p.jobs_done = p.jobs_done.max(progress.jobs_done);
+                p.jobs_failed = p.jobs_failed.max(progress.jobs_failed);
+                p.steps_done = p.steps_done.max(progress.steps_done);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Marks the run done with an internal error if the pump is dropped before the
+/// run ended (the runtime shut down under it), so no waiter hangs.
+struct PumpGuard {
+    shared: Arc<RunShared>,
+    completed: bool,
+    events_done_here: bool,
+}
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.shared.set_done(Done {
+                finished: None,
+                artifacts: Vec::new(),
+                state: creative_run_state::Failed,
+                status: creative_status::Internal,
+                message: "the engine's runtime stopped before the run ended".into(),
+            });
+            if self.events_done_here {
+                self.shared.set_events_done();
+            }
+        }
+    }
+}
+
+/// Releases a run's output folder when the run ends.
+pub(crate) struct DirLease {
+    pub(crate) dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
+    pub(crate) dir: PathBuf,
+}
+
+impl DirLease {
+    /// Take `dir` for a run, or say which run holds it.
+    pub(crate) fn take(dirs: &Arc<Mutex<BTreeSet<PathBuf>>>, dir: PathBuf) -> Result<DirLease, FfiError> {
+        let mut set = lock(dirs);
+        if !set.insert(dir.clone()) {
+            return Err(FfiError::wrong_state(format!(
+                "output folder `{}` is in use by a run of this engine that has not ended; wait for it or \
+                 choose another `out_dir`",
+                dir.display()
+            )));
+        }
+        Ok(DirLease {
+            dirs: dirs.clone(),
+            dir,
+        })
+    }
+}
+
+impl Drop for DirLease {
+    fn drop(&mut self) {
+        lock(&self.dirs).remove(&self.dir);
+    }
+}
+
+struct UserData(*mut c_void);
+// The host promises (see `creative_run_start`) that user_data may be used from the
+// run's delivery thread.
+unsafe impl Send for UserData {}
+
+fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, String) {
+    let s = outcome.summary();
+    let counts = format!(
+        "{} of {} job(s) succeeded, {} failed, {} artifact(s)",
+        s.succeeded, s.jobs, s.failed, s.artifacts
+    );
+    match outcome.status {
+        Status::Succeeded => (creative_run_state::Succeeded, creative_status::Ok, counts),
+        Status::Cancelled => (
+            creative_run_state::Cancelled,
+            creative_status::Cancelled,
+            format!("run cancelled: {counts}"),
+        ),
+        Status::BudgetExhausted => (
+            creative_run_state::BudgetExhausted,
+            creative_status::BudgetExceeded,
+            format!("run stopped, a budget ran out: {counts}"),
+        ),
+        Status::Failed => {
+            let first = outcome.jobs.iter().find_map(|j| {
+                j.steps
+                    .iter()
+                    .find(|st| st.state == StepState::Failed)
+                    .map(|st| (j.job.key().to_string(), st.step.to_string(), st.error.clone()))
+            });
+            let (status, detail) = match first {
+                Some((job, step, err)) => {
+                    let status = match &err {
+                        Some(StepError::Provider(_)) => creative_status::ProviderError,
+                        Some(StepError::GateFailed { .. }) | Some(StepError::Gate(_)) => creative_status::GateFailed,
+                        Some(StepError::Budget(_)) => creative_status::BudgetExceeded,
+                        Some(StepError::Io(_)) => creative_status::Io,
+                        Some(StepError::Cancelled) => creative_status::Cancelled,
+                        _ => creative_status::StepFailed,
+                    };
+                    let why = err.map(|e| e.to_string()).unwrap_or_else(|| "no error recorded".into());
+                    (status, format!("; first failure: job {job}, step `{step}`: {why}"))
+                }
+                None => (creative_status::StepFailed, String::new()),
+            };
+            (creative_run_state::Failed, status, format!("run failed: {counts}{detail}"))
+        }
+    }
+}
+
+fn collect_artifacts(outcome: &RunOutcome) -> Vec<ArtifactEntry> {
+    let mut v = Vec::new();
+    for j in &outcome.jobs {
+        for (step, a) in j.artifacts() {
+            v.push(ArtifactEntry {
+                job: j.job.key().to_string(),
+                step: step.to_string(),
+                artifact: a.clone(),
+                // Media types come from MIME strings; a NUL in one is replaced.
+                media: CString::new(a.media().as_str().replace('\0', "?")).unwrap_or_default(),
+            });
+        }
+    }
+    v
+}
+
+/// Start driving `launch` on the engine's runtime and return the handle.
+pub(crate) fn start(
+    engine: &Arc<EngineInner>,
+    launch: Launch,
+    callback: creative_event_fn,
+    user_data: *mut c_void,
+    lease: Option<DirLease>,
+) -> Result<Box<creative_run>, FfiError> {
+    let shared = Arc::new(RunShared::new());
+    let (tx, delivery, delivery_id) = match callback {
+        Some(cb) => {
+            let (tx, rx) = mpsc::channel::<Event>();
+            let sh = shared.clone();
+            let ud = UserData(user_data);
+            let handle = std::thread::Builder::new()
+                .name("creative-events".into())
+                .spawn(move || {
+                    let ud = ud;
+                    for ev in rx {
+                        if sh.stop_callbacks.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        let json = serde_json::to_string(&ev).unwrap_or_else(|e| {
+                            serde_json::json!({"type": "error", "seq": ev.seq, "error": e.to_string()}).to_string()
+                        });
+                        let c = CString::new(json).unwrap_or_default();
+                        // SAFETY: the host gave this function and promised user_data
+                        // is usable from this thread for the run's lifetime.
+                        unsafe { cb(c.as_ptr(), ud.0) };
+                    }
+                    sh.set_events_done();
+                })
+                .map_err(|e| FfiError::new(creative_status::Internal, format!("cannot start the event thread: {e}")))?;
+            let id = handle.thread().id();
+            (Some(tx), Some(handle), Some(id))
+        }
+        None => (None, None, None),
+    };
+    let Launch {
+        mut events,
+        cancel,
+        finish,
+    } = launch;
+    let sh = shared.clone();
+    let events_done_here = tx.is_none();
+    engine.handle().spawn(async move {
+        let mut guard = PumpGuard {
+            shared: sh.clone(),
+            completed: false,
+            events_done_here,
+        };
+        let pump = async {
+            while let Some(ev) = events.recv().await {
+                sh.observe(&ev);
+                if let Some(tx) = &tx {
+                    // The delivery thread only stops early when the run is freed from
+                    // inside its callback; then nobody listens any more.
+                    let _ = tx.send(ev);
+                }
+            }
+            drop(tx);
+        };
+        let ((), finished) = futures::join!(pump, finish);
+        let (state, status, message) = status_of(&finished.outcome);
+        let artifacts = collect_artifacts(&finished.outcome);
+        drop(lease);
+        sh.set_done(Done {
+            finished: Some(finished),
+            artifacts,
+            state,
+            status,
+            message,
+        });
+        if events_done_here {
+            sh.set_events_done();
+        }
+        guard.completed = true;
+    });
+    Ok(Box::new(creative_run {
+        shared,
+        cancel,
+        delivery,
+        delivery_id,
+        _engine: engine.clone(),
+    }))
+}
+
+impl creative_run {
+    fn on_delivery_thread(&self) -> bool {
+        self.delivery_id == Some(std::thread::current().id())
+    }
+
+    /// The finished result, or `WRONG_STATE` naming what was asked.
+    pub(crate) fn done(&self, what: &str) -> Result<Arc<Done>, FfiError> {
+        self.shared.finished().ok_or_else(|| {
+            FfiError::wrong_state(format!(
+                "{what} is available once the run has ended; call creative_run_wait first"
+            ))
+        })
+    }
+}
+
+impl Drop for creative_run {
+    fn drop(&mut self) {
+        if self.on_delivery_thread() {
+            // Freed from inside its own callback: joining would wait for ourselves.
+            // Stop the callbacks now; the thread drains the rest and exits.
+            self.shared.stop_callbacks.store(true, Ordering::Release);
+            self.cancel.cancel();
+            drop(self.delivery.take());
+            return;
+        }
+        if self.shared.finished().is_none() {
+            self.cancel.cancel();
+            self.shared.wait_until(None);
+        }
+        if let Some(h) = self.delivery.take() {
+            // The thread ends right after its last callback; a panic in it was
+            // already contained (callbacks are C code).
+            let _ = h.join();
+        }
+    }
+}
+
+fn run_ref<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
+    // SAFETY: the caller passes a handle from creative_run_start that is not freed.
+    unsafe { run.as_ref() }.ok_or_else(|| FfiError::null("run"))
+}
+
+/// Wait for a run to end, at most `timeout_ms` milliseconds
+/// (`CREATIVE_WAIT_FOREVER` for no limit; 0 to check without blocking).
+///
+/// Returns `CREATIVE_STATUS_TIMEOUT` if the run has not ended in time. Once it has
+/// ended (and its last event callback has returned), returns how it ended:
+/// `CREATIVE_STATUS_OK` if every job succeeded, `CREATIVE_STATUS_CANCELLED`,
+/// `CREATIVE_STATUS_BUDGET_EXCEEDED`, or for a failed run the class of its first
+/// failure (`CREATIVE_STATUS_PROVIDER_ERROR`, `_GATE_FAILED`, `_IO`,
+/// `_STEP_FAILED`...), with a summary in `creative_last_error_message()`. A failed
+/// run still has its finished artifacts, manifest and report.
+///
+/// Thread safety: any thread, several at once; not from the run's own event
+/// callback (returns `CREATIVE_STATUS_WRONG_STATE`: it would wait for itself).
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_wait(run: *const creative_run, timeout_ms: u64) -> creative_status {
+    guard("creative_run_wait", || {
+        let run = run_ref(run)?;
+        if run.on_delivery_thread() {
+            return Err(FfiError::wrong_state(
+                "cannot wait for a run from inside its own event callback (it would wait for itself)",
+            ));
+        }
+        let deadline = if timeout_ms == CREATIVE_WAIT_FOREVER {
+            None
+        } else {
+            Some(Instant::now() + Duration::from_millis(timeout_ms))
+        };
+        match run.shared.wait_until(deadline) {
+            None => Err(FfiError::new(
+                creative_status::Timeout,
+                format!("the run has not ended within {timeout_ms} ms"),
+            )),
+            Some(d) if d.status == creative_status::Ok => Ok(()),
+            Some(d) => Err(FfiError::new(d.status, d.message.clone())),
+        }
+    })
+}
+
+/// How the run stands, without blocking: `CREATIVE_RUN_STATE_RUNNING` until it has
+/// ended and its last event was delivered, then how it ended.
+///
+/// Writes `*out_state`. Thread safety: any thread, including the run's own
+/// callback; may be called while another thread waits.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_poll(
+    run: *const creative_run,
+    out_state: *mut creative_run_state,
+) -> creative_status {
+    guard("creative_run_poll", || {
+        need_out(out_state, "out_state")?;
+        let run = run_ref(run)?;
+        let state = run
+            .shared
+            .finished()
+            .map(|d| d.state)
+            .unwrap_or(creative_run_state::Running);
+        write_out(out_state, "out_state", state)
+    })
+}
+
+/// The run's progress counts so far (final counts once it has ended).
+///
+/// Writes `*out_progress`. Thread safety: any thread, including the run's own
+/// callback.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_progress(
+    run: *const creative_run,
+    out_progress: *mut creative_progress,
+) -> creative_status {
+    guard("creative_run_progress", || {
+        need_out(out_progress, "out_progress")?;
+        let run = run_ref(run)?;
+        let p = *lock(&run.shared.progress);
+        write_out(
+            out_progress,
+            "out_progress",
+            creative_progress {
+                jobs_total: p.jobs_total,
+                jobs_done: p.jobs_done,
+                jobs_failed: p.jobs_failed,
+                steps_done: p.steps_done,
+            },
+        )
+    })
+}
+
+/// Ask a run to stop: nothing new starts, running steps stop at their next await,
+/// finished artifacts are kept. Returns at once; `creative_run_wait` sees the end.
+/// Cancelling an ended run does nothing and returns `CREATIVE_STATUS_OK`.
+///
+/// Thread safety: any thread, including the run's own callback.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_cancel(run: *const creative_run) -> creative_status {
+    guard("creative_run_cancel", || {
+        run_ref(run)?.cancel.cancel();
+        Ok(())
+    })
+}
+
+/// Free a run. NULL is a no-op.
+///
+/// A run still running is cancelled and joined first: when this returns, the
+/// event callback will never be called again and every byte view and string lent
+/// by the run is invalid. (From inside the run's own callback, the callback is not
+/// called again after this returns and the run is released once it has ended.)
+///
+/// Thread safety: any thread, but not concurrently with any other call on the
+/// same run.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_free(run: *mut creative_run) {
+    let _ = guard("creative_run_free", || {
+        if !run.is_null() {
+            drop(Box::from_raw(run));
+        }
+        Ok(())
+    });
+}
+
+/// The run's manifest as JSON: one entry per delivered asset (path, hash, full
+/// provenance). `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+///
+/// Ownership: on success `*out_json` receives a string the caller frees with
+/// `creative_string_free`. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_manifest_json(
+    run: *const creative_run,
+    out_json: *mut *mut c_char,
+) -> creative_status {
+    guard("creative_run_manifest_json", || {
+        need_out(out_json, "out_json")?;
+        out_json.write(std::ptr::null_mut());
+        let done = run_ref(run)?.done("the manifest")?;
+        let f = done.finished.as_ref().ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
+        write_out(out_json, "out_json", owned_c_string(f.manifest_json.clone()))
+    })
+}
+
+/// The run's report as JSON: per provider and model, attempts, gate pass rate,
+/// failure reasons, latency, cost, cost per accepted asset; with the run's status
+/// and counts. `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+///
+/// Ownership: on success `*out_json` receives a string the caller frees with
+/// `creative_string_free`. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_report_json(
+    run: *const creative_run,
+    out_json: *mut *mut c_char,
+) -> creative_status {
+    guard("creative_run_report_json", || {
+        need_out(out_json, "out_json")?;
+        out_json.write(std::ptr::null_mut());
+        let done = run_ref(run)?.done("the report")?;
+        let f = done.finished.as_ref().ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
+        write_out(out_json, "out_json", owned_c_string(f.report_json.clone()))
+    })
+}
+
+pub(crate) fn run_ref_pub<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
+    run_ref(run)
+}
