@@ -4,8 +4,12 @@
 //! enabled kind to a spec [`Registry`](creative_core::spec::Registry).
 #![warn(missing_docs)]
 
+#[cfg(feature = "comfyui")]
+pub mod comfyui;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "openai")]
+pub mod openai;
 pub mod pricing;
 #[cfg(feature = "procedural")]
 pub mod procedural;
@@ -16,6 +20,10 @@ pub mod router;
 pub fn register(reg: &mut creative_core::spec::Registry) {
     #[cfg(feature = "procedural")]
     procedural::register(reg);
+    #[cfg(feature = "openai")]
+    openai::register(reg);
+    #[cfg(feature = "comfyui")]
+    comfyui::register(reg);
     router::register(reg);
     let _ = reg;
 }
