@@ -4,8 +4,6 @@
 //! enabled kind to a spec [`Registry`](creative_core::spec::Registry).
 #![warn(missing_docs)]
 
-#[cfg(feature = "comfyui")]
-pub mod comfyui;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "openai")]
@@ -22,8 +20,6 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     procedural::register(reg);
     #[cfg(feature = "openai")]
     openai::register(reg);
-    #[cfg(feature = "comfyui")]
-    comfyui::register(reg);
     router::register(reg);
     let _ = reg;
 }
