@@ -35,6 +35,7 @@
 pub mod artifact;
 pub mod cancel;
 pub mod dag;
+pub mod deliver;
 pub mod error;
 pub mod events;
 pub mod exec;

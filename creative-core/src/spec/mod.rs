@@ -1,6 +1,181 @@
 //! Declarative specs: providers, presets, pipeline, campaign matrix, budgets,
-//! outputs, read from TOML or JSON.
+//! outputs, read from TOML or JSON, built into a runnable [`Campaign`].
+//!
+//! ```
+//! use creative_core::spec::{Format, Spec};
+//! let spec = Spec::parse(r#"
+//! name = "demo"
+//! [matrix]
+//! product = ["mug", "lamp"]
+//! [[steps]]
+//! name = "hero"
+//! kind = "generate"
+//! providers = ["art"]
+//! prompt = "a {{ product }}"
+//! "#, Format::Toml, "demo.toml").unwrap();
+//! assert_eq!(spec.doc.steps[0].name, "hero");
+//!
+//! let err = Spec::parse("name = \"x\"\nsteps = 3\n", Format::Toml, "bad.toml").unwrap_err();
+//! assert_eq!(err.line, Some(2));
+//! assert_eq!(err.path, "steps");
+//! ```
 
+mod build;
+mod campaign;
+mod error;
+mod matrix;
 mod registry;
+mod schema;
+mod steps;
 
-pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, StepFactory};
+use std::path::{Path, PathBuf};
+
+pub use campaign::{
+    Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan,
+};
+pub use error::{SpecError, SpecErrorKind};
+pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};
+pub use schema::{
+    BudgetSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec, RetrySpec, SeedPolicy, SinkSpec, SpecDoc,
+    StepSpec,
+};
+
+/// The text format of a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML (errors carry line numbers).
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// The format a file name implies: `.json` is JSON, anything else TOML.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Toml,
+        }
+    }
+}
+
+/// A parsed spec: the document, where it came from, and its text (for line
+/// numbers in later errors).
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The document.
+    pub doc: SpecDoc,
+    /// The file or label it came from.
+    pub origin: String,
+    /// Its format.
+    pub format: Format,
+    /// The folder of the file, when read from one.
+    pub dir: Option<PathBuf>,
+    text: String,
+}
+
+impl Spec {
+    /// Parse a spec. `origin` names it in errors (usually the file path).
+    pub fn parse(text: &str, format: Format, origin: &str) -> Result<Spec, SpecError> {
+        let doc = match format {
+            Format::Toml => parse_toml(text),
+            Format::Json => parse_json(text),
+        };
+        let doc = doc.map_err(|mut e| {
+            e.origin = origin.to_string();
+            if e.line.is_none() && format == Format::Toml && !e.path.is_empty() {
+                e.line = error::toml_line(text, &e.path);
+            }
+            e
+        })?;
+        Ok(Spec {
+            doc,
+            origin: origin.to_string(),
+            format,
+            dir: None,
+            text: text.to_string(),
+        })
+    }
+
+    /// Read and parse a spec file; the format follows the extension.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            kind: SpecErrorKind::Io,
+            origin: origin.clone(),
+            path: String::new(),
+            line: None,
+            message: format!("cannot read the spec: {e}"),
+        })?;
+        let mut spec = Spec::parse(&text, Format::from_path(path), &origin)?;
+        spec.dir = Some(path.parent().map(Path::to_path_buf).unwrap_or_default());
+        Ok(spec)
+    }
+
+    /// BLAKE3 of the document's canonical JSON.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(&self.doc).unwrap_or_default();
+        blake3::hash(&json).to_hex().to_string()
+    }
+
+    /// Give an error from building this spec its file and line.
+    pub(crate) fn locate(&self, mut e: SpecError) -> SpecError {
+        e.origin = self.origin.clone();
+        if e.line.is_none() && self.format == Format::Toml && !e.path.is_empty() {
+            e.line = error::toml_line(&self.text, &e.path);
+        }
+        e
+    }
+}
+
+fn clean_path(p: String) -> String {
+    if p == "." {
+        String::new()
+    } else {
+        p
+    }
+}
+
+fn parse_toml(text: &str) -> Result<SpecDoc, SpecError> {
+    let de = toml::de::Deserializer::parse(text).map_err(|e| SpecError {
+        kind: SpecErrorKind::Syntax,
+        origin: String::new(),
+        path: String::new(),
+        line: e.span().map(|s| error::line_of(text, s.start)),
+        message: e.message().trim().to_string(),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = clean_path(e.path().to_string());
+        let inner = e.into_inner();
+        SpecError {
+            kind: SpecErrorKind::Invalid,
+            origin: String::new(),
+            line: inner.span().map(|s| error::line_of(text, s.start)),
+            path,
+            message: inner.message().trim().to_string(),
+        }
+    })
+}
+
+fn parse_json(text: &str) -> Result<SpecDoc, SpecError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = clean_path(e.path().to_string());
+        let inner = e.into_inner();
+        let kind = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => SpecErrorKind::Syntax,
+            _ => SpecErrorKind::Invalid,
+        };
+        // serde_json appends " at line L column C"; the line has its own field.
+        let msg = inner.to_string();
+        let msg = msg.rsplit_once(" at line ").map(|(m, _)| m.to_string()).unwrap_or(msg);
+        SpecError {
+            kind,
+            origin: String::new(),
+            path,
+            line: Some(inner.line()).filter(|l| *l > 0),
+            message: msg,
+        }
+    })
+}

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::deliver::Sink;
 use crate::gate::QualityGate;
 use crate::provider::Provider;
 use crate::step::Step;
@@ -57,7 +58,11 @@ pub type StepFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<d
 /// Builds a gate from its settings table (minus `kind` and `name`).
 pub type GateFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn QualityGate>, String> + Send + Sync>;
 
-/// Named factories for providers, steps and gates.
+/// Builds a sink from its settings table (the spec's `[[output.sinks]]` entry
+/// minus `kind`).
+pub type SinkFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn Sink>, String> + Send + Sync>;
+
+/// Named factories for providers, steps, gates and sinks.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -71,6 +76,7 @@ pub struct Registry {
     providers: BTreeMap<String, ProviderFactory>,
     steps: BTreeMap<String, StepFactory>,
     gates: BTreeMap<String, GateFactory>,
+    sinks: BTreeMap<String, SinkFactory>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -79,6 +85,7 @@ impl std::fmt::Debug for Registry {
             .field("providers", &self.providers.keys().collect::<Vec<_>>())
             .field("steps", &self.steps.keys().collect::<Vec<_>>())
             .field("gates", &self.gates.keys().collect::<Vec<_>>())
+            .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -105,6 +112,22 @@ impl Registry {
     pub fn gate(&mut self, kind: &str, f: GateFactory) -> &mut Self {
         self.gates.insert(kind.to_string(), f);
         self
+    }
+
+    /// Register (or replace) a sink kind.
+    pub fn sink(&mut self, kind: &str, f: SinkFactory) -> &mut Self {
+        self.sinks.insert(kind.to_string(), f);
+        self
+    }
+
+    /// The sink factory for a kind.
+    pub fn sink_factory(&self, kind: &str) -> Option<&SinkFactory> {
+        self.sinks.get(kind)
+    }
+
+    /// Registered sink kinds.
+    pub fn sink_kinds(&self) -> impl Iterator<Item = &str> {
+        self.sinks.keys().map(String::as_str)
     }
 
     /// The provider factory for a kind.

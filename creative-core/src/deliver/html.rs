@@ -1,0 +1,251 @@
+//! The HTML contact sheet: one self-contained page (no external files) with a
+//! thumbnail of every delivered asset, its variables and its gate verdicts.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use crate::artifact::{MediaKind, MediaType};
+use crate::deliver::{AssetEntry, Manifest, Report};
+
+/// Longest side of a thumbnail, in pixels.
+const THUMB: u32 = 256;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// A PNG scaled down so its longest side is at most `max` (box filter), or the
+/// original when it is small already. `None` if it does not decode.
+pub(crate) fn png_thumbnail(data: &[u8], max: u32) -> Option<Vec<u8>> {
+    let mut dec = png::Decoder::new(data);
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec.read_info().ok()?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).ok()?;
+    let (w, h) = (info.width, info.height);
+    if w <= max && h <= max {
+        return Some(data.to_vec());
+    }
+    let (ch, color) = match info.color_type {
+        png::ColorType::Grayscale => (1, png::ColorType::Grayscale),
+        png::ColorType::GrayscaleAlpha => (2, png::ColorType::GrayscaleAlpha),
+        png::ColorType::Rgb => (3, png::ColorType::Rgb),
+        png::ColorType::Rgba => (4, png::ColorType::Rgba),
+        png::ColorType::Indexed => return None,
+    };
+    let scale = f64::from(max) / f64::from(w.max(h));
+    let nw = ((f64::from(w) * scale).round() as u32).max(1);
+    let nh = ((f64::from(h) * scale).round() as u32).max(1);
+    let stride = info.line_size;
+    let mut out = vec![0u8; (nw * nh) as usize * ch];
+    for y in 0..nh {
+        let y0 = (u64::from(y) * u64::from(h) / u64::from(nh)) as usize;
+        let y1 = ((u64::from(y + 1) * u64::from(h) / u64::from(nh)) as usize).max(y0 + 1);
+        for x in 0..nw {
+            let x0 = (u64::from(x) * u64::from(w) / u64::from(nw)) as usize;
+            let x1 = ((u64::from(x + 1) * u64::from(w) / u64::from(nw)) as usize).max(x0 + 1);
+            let mut sum = [0u32; 4];
+            for sy in y0..y1 {
+                let row = &buf[sy * stride..];
+                for sx in x0..x1 {
+                    for (c, s) in sum.iter_mut().enumerate().take(ch) {
+                        *s += u32::from(row[sx * ch + c]);
+                    }
+                }
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as u32;
+            let o = (y as usize * nw as usize + x as usize) * ch;
+            for c in 0..ch {
+                out[o + c] = (sum[c] / n) as u8;
+            }
+        }
+    }
+    let mut png_out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_out, nw, nh);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().ok()?;
+        wr.write_image_data(&out).ok()?;
+    }
+    Some(png_out)
+}
+
+fn preview(asset: &AssetEntry, data: Option<&Bytes>) -> String {
+    let Some(data) = data else {
+        return "<div class=\"ph\">payload missing</div>".into();
+    };
+    let b64 = |mime: &str, bytes: &[u8]| {
+        format!(
+            "<img alt=\"{}\" src=\"data:{mime};base64,{}\">",
+            esc(&asset.step),
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    match (&asset.media, asset.media.kind()) {
+        (MediaType::Png, _) => match png_thumbnail(data, THUMB) {
+            Some(t) => b64("image/png", &t),
+            None => "<div class=\"ph\">undecodable PNG</div>".into(),
+        },
+        (m, MediaKind::Image) if data.len() <= 1 << 20 => b64(m.as_str(), data),
+        (_, MediaKind::Text) => {
+            let text = String::from_utf8_lossy(data);
+            let cut: String = text.chars().take(1200).collect();
+            format!("<pre>{}</pre>", esc(&cut))
+        }
+        (m, _) => format!("<div class=\"ph\">{} ({} bytes)</div>", esc(m.as_str()), data.len()),
+    }
+}
+
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Render the contact sheet. `load` returns an asset's payload.
+pub fn contact_sheet(manifest: &Manifest, report: &Report, load: impl Fn(&AssetEntry) -> Option<Bytes>) -> String {
+    let mut h = String::with_capacity(64 * 1024);
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} contact sheet</title><style>\
+body{{font:14px system-ui,sans-serif;margin:20px;background:#f6f6f4;color:#222}}\
+table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+th:first-child,td:first-child{{text-align:left}}\
+.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:12px}}\
+.card{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px}}.card.flag{{border:2px solid #d80}}\
+.card img{{max-width:256px;max-height:256px;display:block;margin:auto}}\
+pre{{white-space:pre-wrap;max-height:256px;overflow:auto;background:#fafafa;margin:0}}\
+.ph{{height:120px;display:flex;align-items:center;justify-content:center;background:#eee}}\
+.vars,.gates{{font-size:12px;margin:4px 0;padding:0;list-style:none}}.pass{{color:#070}}.fail{{color:#b00}}\
+.path{{font-family:monospace;font-size:11px;word-break:break-all}}</style></head><body>",
+        name = esc(&manifest.campaign)
+    );
+    let _ = write!(
+        h,
+        "<h1>{}</h1><p>{}</p>",
+        esc(&manifest.campaign),
+        esc(&report.summary_line())
+    );
+    h.push_str("<table><tr><th>provider/model</th><th>attempts</th><th>ok</th><th>gate pass</th><th>p50 ms</th><th>p95 ms</th><th>cost $</th><th>accepted</th><th>$/accepted</th><th>cache hits</th></tr>");
+    for r in &report.providers {
+        let pct = |v: Option<f64>| v.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or_else(|| "-".into());
+        let num = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
+        let _ = write!(
+            h,
+            "<tr><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.provider),
+            esc(&r.model),
+            r.attempts,
+            r.successes,
+            pct(r.gate_pass_rate),
+            num(r.latency_p50_ms, 0),
+            num(r.latency_p95_ms, 0),
+            r.cost_usd,
+            r.accepted,
+            num(r.cost_per_accepted_usd, 4),
+            r.cache_hits
+        );
+    }
+    h.push_str("</table><div class=\"grid\">");
+    for a in &manifest.assets {
+        let data = load(a);
+        let _ = write!(
+            h,
+            "<div class=\"card{}\">{}",
+            if a.provenance.flagged { " flag" } else { "" },
+            preview(a, data.as_ref())
+        );
+        h.push_str("<ul class=\"vars\">");
+        for (k, v) in &a.vars {
+            let _ = write!(h, "<li><b>{}</b>: {}</li>", esc(k), esc(&value_text(v)));
+        }
+        let _ = write!(h, "<li><b>step</b>: {}</li>", esc(&a.step));
+        let generation = std::iter::once(&a.provenance)
+            .chain(a.sources.iter().map(|s| &s.provenance))
+            .find(|p| p.provider.is_some());
+        if let Some(p) = generation {
+            let _ = write!(
+                h,
+                "<li><b>by</b>: {}{} seed {}</li>",
+                esc(p.provider.as_deref().unwrap_or("-")),
+                p.model.as_deref().map(|m| format!("/{}", esc(m))).unwrap_or_default(),
+                p.seed.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
+            );
+        }
+        h.push_str("</ul><ul class=\"gates\">");
+        let gates = std::iter::once(&a.provenance)
+            .chain(a.sources.iter().map(|s| &s.provenance))
+            .flat_map(|p| p.gates.iter());
+        for g in gates {
+            let _ = write!(
+                h,
+                "<li class=\"{}\">{} {} {:.3}{}</li>",
+                if g.verdict.passed { "pass" } else { "fail" },
+                if g.verdict.passed { "&#10003;" } else { "&#10007;" },
+                esc(&g.gate),
+                g.verdict.score,
+                if g.verdict.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", esc(&g.verdict.reasons.join("; ")))
+                }
+            );
+        }
+        if a.provenance.flagged {
+            h.push_str("<li class=\"fail\">flagged for review</li>");
+        }
+        let _ = write!(
+            h,
+            "</ul><div class=\"path\">{}</div></div>",
+            esc(a.path.as_deref().unwrap_or(a.id.short()))
+        );
+    }
+    h.push_str("</div></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().unwrap();
+        let px: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+        wr.write_image_data(&px).unwrap();
+        drop(wr);
+        out
+    }
+
+    #[test]
+    fn thumbnails_keep_aspect_and_fit() {
+        let t = png_thumbnail(&png(1024, 512), 256).unwrap();
+        let dec = png::Decoder::new(&t[..]).read_info().unwrap();
+        assert_eq!((dec.info().width, dec.info().height), (256, 128));
+        let small = png(64, 64);
+        assert_eq!(png_thumbnail(&small, 256).unwrap(), small);
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(esc("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
+    }
+}

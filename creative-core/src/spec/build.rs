@@ -1,0 +1,600 @@
+//! Building a spec into a runnable campaign: providers from the registry, the
+//! jobs of the matrix, the steps and gates, the DAG, the executor, the outputs.
+//! Every check that can be made before running is made here, so a bad spec
+//! fails before any provider is called.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::artifact::MediaKind;
+use crate::deliver::{FileNameTemplate, PathError, Sink};
+use crate::error::PipelineError;
+use crate::exec::{Executor, ProviderLimits};
+use crate::gate::{OnGateFail, QualityGate};
+use crate::generate::GenerateStep;
+use crate::job::Job;
+use crate::pipeline::Dag;
+use crate::resilience::{Backoff, RetryPolicy};
+use crate::spec::campaign::Campaign;
+use crate::spec::error::{SpecError, SpecErrorKind as K};
+use crate::spec::registry::{BuildCtx, Registry};
+use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_KEYS};
+use crate::spec::steps::{job_layer, GatedStep, NamedGate, SpecGenerate, Variant};
+use crate::spec::{matrix, Spec};
+use crate::step::Step;
+use crate::template::{Template, TemplateError};
+
+fn err(kind: K, path: impl Into<String>, msg: impl Into<String>) -> SpecError {
+    SpecError::new(kind, path, msg)
+}
+
+fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    let v: Vec<String> = items.into_iter().map(|s| s.as_ref().to_string()).collect();
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Deserialize a settings map into `T`, naming the field on error.
+fn typed<T: serde::de::DeserializeOwned>(
+    map: serde_json::Map<String, serde_json::Value>,
+    base: &str,
+) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
+        let p = e.path().to_string();
+        let path = if p == "." { base.to_string() } else { format!("{base}.{p}") };
+        err(K::Invalid, path, e.inner().to_string())
+    })
+}
+
+fn template(src: &str, path: &str) -> Result<Template, SpecError> {
+    Template::new(src).map_err(|e| err(K::Invalid, path, e.to_string()))
+}
+
+fn describe(job: &Job) -> String {
+    let vars: Vec<String> = job
+        .vars()
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            o => format!("{k}={o}"),
+        })
+        .collect();
+    if vars.is_empty() {
+        format!("job {}", job.key())
+    } else {
+        format!("job {} ({})", job.key(), vars.join(", "))
+    }
+}
+
+/// Render a template for every job, so a missing variable fails the build and
+/// names the variable and a job that lacks it.
+fn check_renders(t: &Template, jobs: &[Job], path: &str) -> Result<(), SpecError> {
+    for job in jobs {
+        if let Err(e) = t.render(job.vars()) {
+            return Err(match e {
+                TemplateError::Missing { name, .. } => {
+                    let have = job.vars().keys().cloned().collect::<Vec<_>>();
+                    err(
+                        K::MissingVariable,
+                        path,
+                        format!(
+                            "missing variable `{name}` for {}; the job has: {}",
+                            describe(job),
+                            list(have)
+                        ),
+                    )
+                }
+                other => err(K::Invalid, path, format!("{other} for {}", describe(job))),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn on_gate_fail(v: &Option<serde_json::Value>, path: &str, generate: bool) -> Result<OnGateFail, SpecError> {
+    let policy = match v {
+        None => {
+            return Ok(if generate {
+                OnGateFail::default()
+            } else {
+                OnGateFail::Fail
+            })
+        }
+        Some(serde_json::Value::String(s)) => match s.as_str() {
+            "regenerate" => OnGateFail::default(),
+            "fallback" => OnGateFail::Fallback,
+            "flag" => OnGateFail::Flag,
+            "fail" => OnGateFail::Fail,
+            other => {
+                return Err(err(
+                    K::Invalid,
+                    path,
+                    format!("unknown policy `{other}`; use regenerate, fallback, flag or fail"),
+                ))
+            }
+        },
+        Some(v) => serde_json::from_value::<OnGateFail>(v.clone()).map_err(|e| {
+            err(
+                K::Invalid,
+                path,
+                format!("{e}; use a policy name or a table such as {{ action = \"regenerate\", max = 3 }}"),
+            )
+        })?,
+    };
+    if !generate && matches!(policy, OnGateFail::Regenerate { .. } | OnGateFail::Fallback) {
+        return Err(err(
+            K::Invalid,
+            path,
+            "only generate steps can regenerate or fall back; use `flag` or `fail`",
+        ));
+    }
+    Ok(policy)
+}
+
+fn ext_for(kind: Option<MediaKind>) -> &'static str {
+    match kind {
+        Some(MediaKind::Image) => "png",
+        Some(MediaKind::Text) => "txt",
+        Some(MediaKind::Audio) => "wav",
+        Some(MediaKind::Video) => "mp4",
+        Some(MediaKind::Model3d) => "glb",
+        _ => "bin",
+    }
+}
+
+impl Spec {
+    /// Build a runnable [`Campaign`]: providers, steps and gates come from the
+    /// registry; relative paths resolve against `base_dir` (usually the spec's
+    /// folder). Every problem is a [`SpecError`] naming the file, field and line.
+    pub fn build(&self, registry: &Registry, base_dir: impl AsRef<Path>) -> Result<Campaign, SpecError> {
+        self.build_inner(registry, base_dir.as_ref()).map_err(|e| self.locate(e))
+    }
+
+    fn build_inner(&self, reg: &Registry, base_dir: &Path) -> Result<Campaign, SpecError> {
+        let doc = &self.doc;
+        let mut ctx = BuildCtx {
+            base_dir: base_dir.to_path_buf(),
+            providers: BTreeMap::new(),
+        };
+
+        // Providers.
+        let mut exec = Executor::builder().concurrency(doc.concurrency.unwrap_or(8));
+        for (id, ps) in &doc.providers {
+            let path = format!("providers.{id}");
+            let factory = reg.provider_factory(&ps.kind).ok_or_else(|| {
+                err(
+                    K::UnknownKind,
+                    format!("{path}.kind"),
+                    format!(
+                        "unknown provider kind `{}`; registered kinds: {}",
+                        ps.kind,
+                        list(reg.provider_kinds())
+                    ),
+                )
+            })?;
+            if ps.settings.contains_key("api_key") {
+                return Err(err(
+                    K::Invalid,
+                    format!("{path}.api_key"),
+                    "do not put API keys in specs; name the environment variable that holds it with `api_key_env`",
+                ));
+            }
+            let provider = factory(id, &serde_json::Value::Object(ps.settings.clone()), &ctx)
+                .map_err(|m| err(K::Settings, path.clone(), m))?;
+            if provider.id() != id {
+                return Err(err(
+                    K::Settings,
+                    path.clone(),
+                    format!("the `{}` factory built a provider named `{}`, not `{id}`", ps.kind, provider.id()),
+                ));
+            }
+            if ps.timeout_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+                return Err(err(K::Invalid, format!("{path}.timeout_s"), "timeout_s must be a positive number"));
+            }
+            let limits = ProviderLimits {
+                concurrency: ps.concurrency,
+                requests_per_minute: ps.requests_per_minute,
+                burst: ps.burst,
+                timeout: ps.timeout_s.map(Duration::from_secs_f64),
+            };
+            exec = exec.provider_with_limits(provider.clone(), limits);
+            ctx.providers.insert(id.clone(), provider);
+        }
+        if doc.concurrency == Some(0) {
+            return Err(err(K::Invalid, "concurrency", "concurrency must be at least 1"));
+        }
+
+        // Retry.
+        let r = &doc.retry;
+        let mut retry = RetryPolicy::default();
+        if let Some(n) = r.max_attempts {
+            if n == 0 {
+                return Err(err(K::Invalid, "retry.max_attempts", "max_attempts counts the first call: at least 1"));
+            }
+            retry.max_attempts = n;
+        }
+        if r.base_ms.is_some() || r.max_ms.is_some() {
+            let base = Duration::from_millis(r.base_ms.unwrap_or(250));
+            let max = Duration::from_millis(r.max_ms.unwrap_or(20_000));
+            retry.backoff = Backoff::new(base, max).map_err(|e| err(K::Invalid, "retry", e.to_string()))?;
+        }
+        exec = exec.retry(retry);
+
+        // Jobs.
+        let jobs = matrix::expand(&doc.matrix)?;
+        for job in &jobs {
+            job_layer(job.vars()).map_err(|m| err(K::Invalid, "matrix", format!("{m} ({})", describe(job))))?;
+            if let Some(p) = job.var_str("preset") {
+                if !doc.presets.contains_key(&p) {
+                    return Err(err(
+                        K::Invalid,
+                        "matrix.preset",
+                        format!("unknown preset `{p}`; presets: {}", list(doc.presets.keys())),
+                    ));
+                }
+            }
+        }
+        for (name, p) in doc.presets.iter().map(|(k, v)| (k.as_str(), v)).chain([("defaults", &doc.defaults), ("overrides", &doc.overrides)]) {
+            p.dimensions().map_err(|m| {
+                let path = if name == "defaults" || name == "overrides" {
+                    format!("{name}.size")
+                } else {
+                    format!("presets.{name}.size")
+                };
+                err(K::Invalid, path, m)
+            })?;
+        }
+
+        // Steps.
+        let names: Vec<&str> = doc.steps.iter().map(|s| s.name.as_str()).collect();
+        let mut built: Vec<(String, Arc<dyn Step>, Vec<String>)> = Vec::new();
+        let mut generators = Vec::new();
+        for (i, s) in doc.steps.iter().enumerate() {
+            let base = format!("steps[{i}]");
+            for (j, input) in s.inputs.iter().enumerate() {
+                if !names.contains(&input.as_str()) {
+                    return Err(err(
+                        K::UnknownStep,
+                        format!("{base}.inputs[{j}]"),
+                        format!("unknown step `{input}`; steps are: {}", list(&names)),
+                    ));
+                }
+            }
+            let generate = s.kind == "generate";
+            let policy = on_gate_fail(&s.on_gate_fail, &format!("{base}.on_gate_fail"), generate)?;
+            let step: Arc<dyn Step> = if generate {
+                let (step, gen) = self.build_generate(s, &base, reg, &ctx, &jobs, policy)?;
+                generators.push((s.name.clone(), gen));
+                step
+            } else {
+                let factory = reg.step_factory(&s.kind).ok_or_else(|| {
+                    err(
+                        K::UnknownKind,
+                        format!("{base}.kind"),
+                        format!(
+                            "unknown step kind `{}`; kinds: generate, {}",
+                            s.kind,
+                            list(reg.step_kinds())
+                        ),
+                    )
+                })?;
+                let inner = factory(&serde_json::Value::Object(s.settings.clone()), &ctx)
+                    .map_err(|m| err(K::Settings, base.clone(), m))?;
+                for p in inner.providers() {
+                    if !ctx.providers.contains_key(&p) {
+                        return Err(err(
+                            K::UnknownProvider,
+                            base.clone(),
+                            format!("step uses provider `{p}`, which [providers] does not declare"),
+                        ));
+                    }
+                }
+                if s.gates.is_empty() {
+                    inner
+                } else {
+                    let gates = self.build_gates(&s.gates, &base, reg, &ctx, &Layer::default())?;
+                    Arc::new(GatedStep {
+                        inner,
+                        gates,
+                        on_fail: policy,
+                    })
+                }
+            };
+            built.push((s.name.clone(), step, s.inputs.clone()));
+        }
+        let produces: HashMap<String, Option<MediaKind>> =
+            built.iter().map(|(n, s, _)| (n.clone(), s.produces())).collect();
+        let mut dag = Dag::builder(doc.name.clone());
+        for (name, step, inputs) in &built {
+            let ins: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            dag = dag.step_arc(name.clone(), step.clone(), &ins);
+        }
+        let dag = dag.build().map_err(|e| self.pipeline_error(e))?;
+
+        // Outputs.
+        let out = &doc.output;
+        let deliver: Vec<String> = match &out.steps {
+            Some(list_) => {
+                for (j, s) in list_.iter().enumerate() {
+                    if !names.contains(&s.as_str()) {
+                        return Err(err(
+                            K::UnknownStep,
+                            format!("output.steps[{j}]"),
+                            format!("unknown step `{s}`; steps are: {}", list(&names)),
+                        ));
+                    }
+                }
+                list_.clone()
+            }
+            None => {
+                let read: BTreeSet<&str> = doc.steps.iter().flat_map(|s| s.inputs.iter().map(String::as_str)).collect();
+                names.iter().filter(|n| !read.contains(*n)).map(|n| n.to_string()).collect()
+            }
+        };
+        let default_names = {
+            let vars: Vec<String> = jobs
+                .first()
+                .map(|j| j.vars().keys().map(|k| format!("{{{{ {k} }}}}")).collect())
+                .unwrap_or_default();
+            let stem = if vars.is_empty() { "{{ job }}".to_string() } else { vars.join("_") };
+            format!("{{{{ step }}}}/{stem}{{% if index %}}-{{{{ index }}}}{{% endif %}}.{{{{ ext }}}}")
+        };
+        let name_src = out.file_name.clone().unwrap_or(default_names);
+        let names_t = FileNameTemplate::new(&name_src).map_err(|e| err(K::Invalid, "output.file_name", e.to_string()))?;
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for job in &jobs {
+            for step in &deliver {
+                let mut v = (**job.vars()).clone();
+                v.insert("step".into(), step.clone().into());
+                v.insert("index".into(), 0.into());
+                v.insert("ext".into(), ext_for(produces.get(step).copied().flatten()).into());
+                v.insert("id".into(), "0123456789ab".into());
+                v.insert("job".into(), job.key().into());
+                let path = names_t.render(&v).map_err(|e| match e {
+                    PathError::Template(TemplateError::Missing { name, .. }) => err(
+                        K::MissingVariable,
+                        "output.file_name",
+                        format!(
+                            "missing variable `{name}` for {}; file names may use the job's variables and step, index, ext, id, job",
+                            describe(job)
+                        ),
+                    ),
+                    PathError::Escape { .. } | PathError::Invalid(_) => {
+                        err(K::PathEscape, "output.file_name", format!("{e} ({})", describe(job)))
+                    }
+                    PathError::Template(t) => err(K::Invalid, "output.file_name", t.to_string()),
+                })?;
+                let who = format!("{} step {step}", describe(job));
+                if let Some(other) = seen.insert(path.clone(), who.clone()) {
+                    return Err(err(
+                        K::Invalid,
+                        "output.file_name",
+                        format!("file name `{path}` is the same for {other} and {who}; use a variable that tells them apart"),
+                    ));
+                }
+            }
+        }
+
+        // Sinks.
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        for (j, s) in out.sinks.iter().enumerate() {
+            let path = format!("output.sinks[{j}]");
+            let f = reg.sink_factory(&s.kind).ok_or_else(|| {
+                err(
+                    K::UnknownKind,
+                    format!("{path}.kind"),
+                    format!("unknown sink kind `{}`; registered kinds: {}", s.kind, list(reg.sink_kinds())),
+                )
+            })?;
+            sinks.push(f(&serde_json::Value::Object(s.settings.clone()), &ctx).map_err(|m| err(K::Settings, path, m))?);
+        }
+
+        let b = &doc.budget;
+        if b.max_cost_usd.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
+            return Err(err(K::Invalid, "budget.max_cost_usd", "must be a non-negative number"));
+        }
+        if b.max_minutes.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+            return Err(err(K::Invalid, "budget.max_minutes", "must be a positive number"));
+        }
+
+        Ok(Campaign {
+            name: doc.name.clone(),
+            spec_hash: self.hash(),
+            executor: exec.build(),
+            dag: Arc::new(dag),
+            jobs,
+            steps: names.iter().map(|s| s.to_string()).collect(),
+            deliver,
+            budget: doc.budget.clone(),
+            file_names: names_t,
+            out_dir: out.dir.clone().unwrap_or_else(|| "out".into()).into(),
+            cache_dir: out.cache_dir.as_ref().map(|c| ctx.resolve(c)),
+            contact_sheet: out.contact_sheet.unwrap_or(true),
+            sinks,
+            generators,
+            providers: ctx.providers.clone(),
+        })
+    }
+
+    fn pipeline_error(&self, e: PipelineError) -> SpecError {
+        let idx = |name: &str| self.doc.steps.iter().position(|s| s.name == name);
+        let at = |name: &str, field: &str| match idx(name) {
+            Some(i) => format!("steps[{i}].{field}"),
+            None => "steps".into(),
+        };
+        match &e {
+            PipelineError::Cycle(names) => err(K::Cycle, at(&names[0], "inputs"), e.to_string()),
+            PipelineError::UnknownInput { step, .. } => err(K::UnknownStep, at(step, "inputs"), e.to_string()),
+            PipelineError::DuplicateStep(n) | PipelineError::InvalidName(n) => {
+                // Point at the second step of that name.
+                let i = self.doc.steps.iter().enumerate().filter(|(_, s)| &s.name == n).map(|(i, _)| i).last();
+                err(K::Invalid, i.map(|i| format!("steps[{i}].name")).unwrap_or_default(), e.to_string())
+            }
+            PipelineError::MissingInput { step, .. } | PipelineError::MediaMismatch { step, .. } => {
+                err(K::Invalid, at(step, "inputs"), e.to_string())
+            }
+            PipelineError::Empty => err(K::Invalid, "steps", e.to_string()),
+        }
+    }
+
+    fn build_gates(
+        &self,
+        gates: &[GateSpec],
+        base: &str,
+        reg: &Registry,
+        ctx: &BuildCtx,
+        layer: &Layer,
+    ) -> Result<Vec<Arc<dyn QualityGate>>, SpecError> {
+        let mut out: Vec<Arc<dyn QualityGate>> = Vec::new();
+        for (j, g) in gates.iter().enumerate() {
+            let path = format!("{base}.gates[{j}]");
+            let f = reg.gate_factory(&g.kind).ok_or_else(|| {
+                err(
+                    K::UnknownKind,
+                    format!("{path}.kind"),
+                    format!("unknown gate kind `{}`; registered kinds: {}", g.kind, list(reg.gate_kinds())),
+                )
+            })?;
+            let mut settings = g.settings.clone();
+            if g.kind == "palette" && !settings.contains_key("palette") {
+                if let Some(p) = &layer.palette {
+                    // The brand kit's palette, unless the gate sets its own.
+                    settings.insert("palette".into(), p.clone().into());
+                }
+            }
+            let gate = f(&serde_json::Value::Object(settings), ctx).map_err(|m| err(K::Settings, path, m))?;
+            out.push(match &g.name {
+                Some(n) => Arc::new(NamedGate {
+                    name: n.clone(),
+                    inner: gate,
+                }),
+                None => gate,
+            });
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_generate(
+        &self,
+        s: &StepSpec,
+        base: &str,
+        reg: &Registry,
+        ctx: &BuildCtx,
+        jobs: &[Job],
+        policy: OnGateFail,
+    ) -> Result<(Arc<dyn Step>, Arc<SpecGenerate>), SpecError> {
+        let doc = &self.doc;
+        let (mut own, mut layer_map) = (serde_json::Map::new(), serde_json::Map::new());
+        for (k, v) in &s.settings {
+            if GENERATE_KEYS.contains(&k.as_str()) {
+                own.insert(k.clone(), v.clone());
+            } else {
+                layer_map.insert(k.clone(), v.clone());
+            }
+        }
+        let settings: GenerateSettings = typed(own, base)?;
+        let step_layer: Layer = typed(layer_map, base)?;
+        step_layer
+            .dimensions()
+            .map_err(|m| err(K::Invalid, format!("{base}.size"), m))?;
+        if settings.providers.is_empty() {
+            return Err(err(K::Invalid, format!("{base}.providers"), "a generate step needs at least one provider"));
+        }
+        for (j, p) in settings.providers.iter().enumerate() {
+            if !ctx.providers.contains_key(p) {
+                return Err(err(
+                    K::UnknownProvider,
+                    format!("{base}.providers[{j}]"),
+                    format!("unknown provider `{p}`; [providers] declares: {}", list(ctx.providers.keys())),
+                ));
+            }
+        }
+        if let Some(p) = &settings.preset {
+            if !doc.presets.contains_key(p) {
+                return Err(err(
+                    K::Invalid,
+                    format!("{base}.preset"),
+                    format!("unknown preset `{p}`; presets: {}", list(doc.presets.keys())),
+                ));
+            }
+        }
+        template(&settings.prompt, &format!("{base}.prompt"))?;
+        let task = settings.task.unwrap_or_default();
+        // The presets this step may run with: its own, or any a job selects.
+        let mut presets: Vec<Option<String>> = vec![settings.preset.clone()];
+        if jobs.iter().any(|j| j.vars().contains_key("preset")) {
+            presets.extend(doc.presets.keys().map(|k| Some(k.clone())));
+        }
+        let mut variants = HashMap::new();
+        for preset in presets {
+            if variants.contains_key(&preset) {
+                continue;
+            }
+            let mut layer = doc.defaults.clone();
+            if let Some(p) = preset.as_ref().and_then(|p| doc.presets.get(p)) {
+                layer.merge_from(p);
+            }
+            layer.merge_from(&step_layer);
+            // Prompt wrappers cannot come from job variables, so the overrides
+            // are the last word on them here.
+            let mut words = layer.clone();
+            words.merge_from(&doc.overrides);
+            let prompt_src = format!(
+                "{}{}{}",
+                words.prompt_prefix.as_deref().unwrap_or(""),
+                settings.prompt,
+                words.prompt_suffix.as_deref().unwrap_or("")
+            );
+            let prompt = template(&prompt_src, &format!("{base}.prompt"))?;
+            let users: Vec<Job> = jobs
+                .iter()
+                .filter(|j| j.var_str("preset").or_else(|| settings.preset.clone()) == preset)
+                .cloned()
+                .collect();
+            check_renders(&prompt, &users, &format!("{base}.prompt"))?;
+            let negative = match &words.negative_prompt {
+                Some(n) => {
+                    let t = template(n, &format!("{base}.negative_prompt"))?;
+                    check_renders(&t, &users, &format!("{base}.negative_prompt"))?;
+                    Some(t)
+                }
+                None => None,
+            };
+            let mut step = GenerateStep::new(task, settings.providers.clone(), &prompt_src)
+                .map_err(|e| err(K::Invalid, format!("{base}.prompt"), e.to_string()))?
+                .on_gate_fail(policy)
+                .keep(settings.keep.unwrap_or(1));
+            if let Some(n) = &words.negative_prompt {
+                step = step
+                    .negative(n)
+                    .map_err(|e| err(K::Invalid, format!("{base}.negative_prompt"), e.to_string()))?;
+            }
+            for g in self.build_gates(&s.gates, base, reg, ctx, &layer)? {
+                step = step.gate(g);
+            }
+            variants.insert(
+                preset,
+                Variant {
+                    base: layer,
+                    step,
+                    prompt,
+                    negative,
+                },
+            );
+        }
+        let gen = Arc::new(SpecGenerate {
+            task,
+            chain: settings.providers.clone(),
+            variants,
+            default_preset: settings.preset.clone(),
+            overrides: doc.overrides.clone(),
+        });
+        Ok((gen.clone() as Arc<dyn Step>, gen))
+    }
+}

@@ -1,0 +1,695 @@
+//! A built campaign: run it, resume it, dry-run it, deliver it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::cancel::CancellationToken;
+use crate::deliver::{contact_sheet, AssetEntry, DirectorySink, FileNameTemplate, Manifest, Report, ReportBuilder, Sink};
+use crate::events::{Event, Progress};
+use crate::exec::{Executor, RunError, RunHandle, RunOptions, RunOutcome};
+use crate::job::{Job, Vars};
+use crate::pipeline::Dag;
+use crate::provider::Provider;
+use crate::resilience::Budget;
+use crate::spec::schema::BudgetSpec;
+use crate::spec::steps::SpecGenerate;
+use crate::store::{write_atomic, BlobStore, DiskCache, FileJournal, StoreError};
+
+/// A runnable campaign, built from a spec with [`Spec::build`](crate::spec::Spec::build).
+#[derive(Clone)]
+pub struct Campaign {
+    pub(crate) name: String,
+    pub(crate) spec_hash: String,
+    pub(crate) executor: Executor,
+    pub(crate) dag: Arc<Dag>,
+    pub(crate) jobs: Vec<Job>,
+    pub(crate) steps: Vec<String>,
+    pub(crate) deliver: Vec<String>,
+    pub(crate) budget: BudgetSpec,
+    pub(crate) file_names: FileNameTemplate,
+    pub(crate) out_dir: PathBuf,
+    pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) contact_sheet: bool,
+    pub(crate) sinks: Vec<Arc<dyn Sink>>,
+    pub(crate) generators: Vec<(String, Arc<SpecGenerate>)>,
+    pub(crate) providers: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+impl std::fmt::Debug for Campaign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Campaign")
+            .field("name", &self.name)
+            .field("jobs", &self.jobs.len())
+            .field("steps", &self.steps)
+            .field("deliver", &self.deliver)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to run a campaign.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignOptions {
+    /// Output folder; default: the spec's `output.dir`, else `out`.
+    pub out_dir: Option<PathBuf>,
+    /// Continue the run recorded in the output folder's journal: finished steps
+    /// are not run again.
+    pub resume: bool,
+    /// Bypass the cache (results are still stored in it).
+    pub force: bool,
+    /// Call no provider: expand the matrix and estimate the cost.
+    pub dry_run: bool,
+    /// Forward the run's events (take them with [`CampaignRun::events`]).
+    pub events: bool,
+    /// Cancel the run when this token is cancelled.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// Why a campaign could not run or finish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CampaignError {
+    /// The journal, cache or output folder failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The executor refused the run.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// One request a dry run would make.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRequest {
+    /// The generate step.
+    pub step: String,
+    /// The first provider of its chain.
+    pub provider: String,
+    /// The resolved request (seed absent when derived or random).
+    pub request: serde_json::Value,
+    /// The provider's estimate for it.
+    pub estimated_cost_usd: f64,
+}
+
+/// One job of a dry run.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPlan {
+    /// Job key.
+    pub key: String,
+    /// Variables.
+    pub vars: Vars,
+    /// Its generations.
+    pub requests: Vec<PlannedRequest>,
+    /// Their estimated cost.
+    pub estimated_cost_usd: f64,
+}
+
+/// What a dry run found: the expanded job matrix and an estimated cost (first
+/// attempt of every generation; retries and regenerations come on top).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Campaign name.
+    pub campaign: String,
+    /// Step names.
+    pub steps: Vec<String>,
+    /// Steps whose outputs are delivered.
+    pub deliver: Vec<String>,
+    /// Every job.
+    pub jobs: Vec<JobPlan>,
+    /// Generations in all.
+    pub generations: u64,
+    /// Estimated cost.
+    pub estimated_cost_usd: f64,
+}
+
+impl Plan {
+    /// The job matrix as a text table, with the estimate.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let names: Vec<String> = self
+            .jobs
+            .first()
+            .map(|j| j.vars.keys().cloned().collect())
+            .unwrap_or_default();
+        let width = |k: &str| {
+            self.jobs
+                .iter()
+                .map(|j| j.vars.get(k).map(value_text).unwrap_or_default().chars().count())
+                .chain([k.len()])
+                .max()
+                .unwrap_or(4)
+                .min(32)
+        };
+        let widths: Vec<usize> = names.iter().map(|n| width(n)).collect();
+        let _ = write!(s, "{:<5} {:<16}", "#", "job");
+        for (n, w) in names.iter().zip(&widths) {
+            let _ = write!(s, " {n:<w$}");
+        }
+        let _ = writeln!(s, " {:>6} {:>10}", "calls", "est. $");
+        for (i, j) in self.jobs.iter().enumerate() {
+            let _ = write!(s, "{:<5} {:<16}", i + 1, j.key);
+            for (n, w) in names.iter().zip(&widths) {
+                let v: String = j.vars.get(n).map(value_text).unwrap_or_default().chars().take(*w).collect();
+                let _ = write!(s, " {v:<w$}");
+            }
+            let _ = writeln!(s, " {:>6} {:>10.4}", j.requests.len(), j.estimated_cost_usd);
+        }
+        let _ = writeln!(
+            s,
+            "{} jobs x {} steps ({}), {} generations, estimated cost ${:.4} (first attempts; retries and regenerations add to it); delivers: {}",
+            self.jobs.len(),
+            self.steps.len(),
+            self.steps.join(", "),
+            self.generations,
+            self.estimated_cost_usd,
+            self.deliver.join(", ")
+        );
+        s
+    }
+}
+
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        o => o.to_string(),
+    }
+}
+
+/// Everything a finished campaign left: the engine's outcome, the manifest and
+/// the report (also written to the output folder as `manifest.json`,
+/// `report.json` and `contact_sheet.html`).
+#[derive(Debug, Clone)]
+pub struct CampaignOutcome {
+    /// The engine's outcome of this session.
+    pub outcome: RunOutcome,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The report.
+    pub report: Report,
+    /// The output folder.
+    pub out_dir: PathBuf,
+    /// The plan, for a dry run.
+    pub plan: Option<Plan>,
+}
+
+/// A campaign's events, forwarded while they are also written to the output
+/// folder's event log.
+pub struct CampaignEvents {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl CampaignEvents {
+    /// The next event; `None` once the run is over.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for CampaignEvents {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+enum RunState {
+    Dry(Plan),
+    Live {
+        handle: RunHandle,
+        pump: tokio::task::JoinHandle<()>,
+    },
+}
+
+/// A campaign that is running. Dropping it does not stop it; call
+/// [`CampaignRun::cancel`].
+pub struct CampaignRun {
+    campaign: Campaign,
+    out_dir: PathBuf,
+    state: RunState,
+    events: Option<CampaignEvents>,
+}
+
+/// The folder inside the output folder that holds the journal, payloads, cache
+/// and event log.
+pub const STATE_DIR: &str = ".creative";
+const EVENTS_FILE: &str = "events.jsonl";
+
+impl Campaign {
+    /// The campaign's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The expanded jobs.
+    pub fn jobs(&self) -> &[Job] {
+        &self.jobs
+    }
+
+    /// The pipeline.
+    pub fn dag(&self) -> &Arc<Dag> {
+        &self.dag
+    }
+
+    /// The executor, with the spec's providers, limits and retry policy.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// Step names, in spec order.
+    pub fn steps(&self) -> &[String] {
+        &self.steps
+    }
+
+    /// Steps whose outputs are delivered.
+    pub fn deliver_steps(&self) -> &[String] {
+        &self.deliver
+    }
+
+    /// The spec's output folder (`out` unless the spec says otherwise).
+    pub fn default_out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// BLAKE3 of the spec.
+    pub fn spec_hash(&self) -> &str {
+        &self.spec_hash
+    }
+
+    /// A fresh budget with the spec's limits.
+    pub fn budget(&self) -> Budget {
+        let mut b = Budget::new();
+        if let Some(c) = self.budget.max_cost_usd {
+            b = b.max_cost_usd(c);
+        }
+        if let Some(a) = self.budget.max_attempts {
+            b = b.max_attempts(a);
+        }
+        if let Some(m) = self.budget.max_minutes {
+            b = b.deadline_in(Duration::from_secs_f64(m * 60.0));
+        }
+        b
+    }
+
+    /// Add a sink of the host's own.
+    pub fn add_sink(&mut self, sink: Arc<dyn Sink>) {
+        self.sinks.push(sink);
+    }
+
+    /// The dry run: every job with the requests its generate steps would make
+    /// and their estimated cost. Calls no provider.
+    pub fn plan(&self) -> Plan {
+        let mut jobs = Vec::with_capacity(self.jobs.len());
+        let mut total = 0.0;
+        let mut generations = 0;
+        for job in &self.jobs {
+            let mut requests = Vec::new();
+            let mut cost = 0.0;
+            for (step, g) in &self.generators {
+                let Some(pid) = g.chain.first() else { continue };
+                // Built specs render every prompt, so this only fails for a
+                // job-selected preset that went missing; such a job shows no call.
+                let Ok(req) = g.request_for(job) else { continue };
+                let est = self.providers.get(pid).map(|p| p.estimate_cost(&req)).unwrap_or(0.0);
+                cost += est;
+                generations += 1;
+                requests.push(PlannedRequest {
+                    step: step.clone(),
+                    provider: pid.clone(),
+                    request: req.resolved_json(),
+                    estimated_cost_usd: est,
+                });
+            }
+            total += cost;
+            jobs.push(JobPlan {
+                key: job.key().to_string(),
+                vars: (**job.vars()).clone(),
+                requests,
+                estimated_cost_usd: cost,
+            });
+        }
+        Plan {
+            campaign: self.name.clone(),
+            steps: self.steps.clone(),
+            deliver: self.deliver.clone(),
+            jobs,
+            generations,
+            estimated_cost_usd: total,
+        }
+    }
+
+    /// Start the campaign on the current tokio runtime.
+    ///
+    /// The output folder gets `.creative/` (journal, payloads, cache, event
+    /// log); [`CampaignRun::wait`] then delivers the assets and writes
+    /// `manifest.json`, `report.json` and `contact_sheet.html`. Without
+    /// `resume`, a previous journal in the folder is moved aside and every step
+    /// runs again (the cache still saves the provider calls unless `force`).
+    pub fn start(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
+        let out_dir = opts.out_dir.clone().unwrap_or_else(|| self.out_dir.clone());
+        if opts.dry_run {
+            return Ok(CampaignRun {
+                campaign: self.clone(),
+                out_dir,
+                state: RunState::Dry(self.plan()),
+                events: None,
+            });
+        }
+        let state_dir = out_dir.join(STATE_DIR);
+        let journal = Arc::new(FileJournal::open(&state_dir, opts.resume)?);
+        let cache = Arc::new(DiskCache::open(self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()))?);
+        let log_path = state_dir.join(EVENTS_FILE);
+        let log = open_event_log(&log_path, opts.resume)?;
+        let run_opts = RunOptions {
+            budget: Some(Arc::new(self.budget())),
+            cache: Some(cache),
+            force: opts.force,
+            journal: Some(journal),
+            events: true,
+            cancel: opts.cancel.clone(),
+            jobs_hint: Some(self.jobs.len() as u64),
+        };
+        let mut handle = self.executor.start(self.dag.clone(), self.jobs.clone(), run_opts)?;
+        let mut stream = handle
+            .events()
+            .ok_or_else(|| StoreError("the executor gave no event stream".into()))?;
+        let (tx, rx) = if opts.events {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(CampaignEvents { rx }))
+        } else {
+            (None, None)
+        };
+        let pump = tokio::spawn(async move {
+            let mut log = Some(log);
+            while let Some(e) = stream.recv().await {
+                if let Some(f) = &mut log {
+                    // One line per event, written through at once, so a killed run
+                    // keeps every event up to the kill for the report.
+                    let mut line = serde_json::to_vec(&e).unwrap_or_default();
+                    line.push(b'\n');
+                    if let Err(err) = f.write_all(&line) {
+                        tracing::warn!(error = %err, "event log write failed; the report may undercount");
+                        log = None;
+                    }
+                }
+                if let Some(tx) = &tx {
+                    let _ = tx.send(e);
+                }
+            }
+        });
+        Ok(CampaignRun {
+            campaign: self.clone(),
+            out_dir,
+            state: RunState::Live { handle, pump },
+            events: rx,
+        })
+    }
+
+    /// Deliver and account for what the journal in `out_dir` records (after a
+    /// run, or to rebuild the outputs from a merged journal).
+    pub async fn finalize(&self, out_dir: &Path, outcome: Option<&RunOutcome>) -> Result<(Manifest, Report), CampaignError> {
+        let state_dir = out_dir.join(STATE_DIR);
+        let this = self.clone();
+        let out = out_dir.to_path_buf();
+        let (mut manifest, records, mut errors) = tokio::task::spawn_blocking(move || this.deliver_files(&out, &state_dir))
+            .await
+            .map_err(|e| StoreError(format!("delivery task failed: {e}")))??;
+        let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
+        if !self.sinks.is_empty() {
+            for asset in &manifest.assets {
+                let b = blobs.clone();
+                let (id, media) = (asset.id.clone(), asset.media.clone());
+                let data = tokio::task::spawn_blocking(move || b.get(&id, &media))
+                    .await
+                    .map_err(|e| StoreError(format!("read task failed: {e}")))??;
+                let Some(data) = data else { continue };
+                let artifact = crate::artifact::Artifact::from_parts(
+                    asset.id.clone(),
+                    asset.media.clone(),
+                    data,
+                    asset.meta.clone(),
+                    asset.provenance.clone(),
+                );
+                for s in &self.sinks {
+                    if let Err(e) = s.deliver(asset, &artifact).await {
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        let mut builder = ReportBuilder::new();
+        for e in read_event_log(&out_dir.join(STATE_DIR).join(EVENTS_FILE))? {
+            builder.observe(&e);
+        }
+        let mut report = builder.finish(&self.name, outcome, &records, &manifest.assets);
+        for s in &self.sinks {
+            if let Err(e) = s.finish(&manifest, &report).await {
+                errors.push(e.to_string());
+            }
+        }
+        report.delivery_errors = errors;
+        manifest.assets.sort_by(|a, b| (a.job.as_str(), a.step.as_str(), a.index).cmp(&(b.job.as_str(), b.step.as_str(), b.index)));
+        let this = self.clone();
+        let out = out_dir.to_path_buf();
+        let (m2, r2) = (manifest.clone(), report.clone());
+        tokio::task::spawn_blocking(move || this.write_outputs(&out, &m2, &r2))
+            .await
+            .map_err(|e| StoreError(format!("output task failed: {e}")))??;
+        Ok((manifest, report))
+    }
+
+    /// Write every delivered asset into the output folder; returns the manifest
+    /// (with paths), the journal records and delivery errors.
+    fn deliver_files(
+        &self,
+        out_dir: &Path,
+        state_dir: &Path,
+    ) -> Result<(Manifest, Vec<crate::store::JournalRecord>, Vec<String>), StoreError> {
+        let records = FileJournal::read_records(&state_dir.join(FileJournal::FILE))?;
+        let mut manifest = Manifest::from_records(
+            &self.name,
+            &self.spec_hash,
+            &self.jobs,
+            &self.steps,
+            &self.deliver,
+            &records,
+        );
+        let blobs = BlobStore::new(state_dir.join("objects"));
+        let dir = DirectorySink::new(out_dir, self.file_names.clone());
+        let mut used: HashSet<String> = HashSet::new();
+        let mut errors = Vec::new();
+        for asset in &mut manifest.assets {
+            let rel = match dir.path_for(asset) {
+                Ok(p) => unique(p, asset, &used),
+                Err(e) => {
+                    errors.push(format!("{} step {}: {e}", asset.job, asset.step));
+                    continue;
+                }
+            };
+            let Some(data) = blobs.get(&asset.id, &asset.media)? else {
+                errors.push(format!("{} step {}: payload {} is missing", asset.job, asset.step, asset.id));
+                continue;
+            };
+            let artifact = crate::artifact::Artifact::from_parts(
+                asset.id.clone(),
+                asset.media.clone(),
+                data,
+                Default::default(),
+                Default::default(),
+            );
+            match dir.write(&rel, &artifact) {
+                Ok(()) => {
+                    used.insert(rel.clone());
+                    asset.path = Some(rel);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Ok((manifest, records, errors))
+    }
+
+    fn write_outputs(&self, out_dir: &Path, manifest: &Manifest, report: &Report) -> Result<(), StoreError> {
+        let w = |name: &str, data: &[u8]| {
+            let p = out_dir.join(name);
+            write_atomic(&p, data, true).map_err(|e| StoreError(format!("write {}: {e}", p.display())))
+        };
+        let json = |v: &dyn erased::Json| v.to_json();
+        w("manifest.json", &json(manifest))?;
+        w("report.json", &json(report))?;
+        if self.contact_sheet {
+            let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
+            let html = contact_sheet(manifest, report, |a: &AssetEntry| blobs.get(&a.id, &a.media).ok().flatten());
+            w("contact_sheet.html", html.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+mod erased {
+    /// Pretty JSON with a final newline.
+    pub trait Json {
+        fn to_json(&self) -> Vec<u8>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Vec<u8> {
+            let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+            v.push(b'\n');
+            v
+        }
+    }
+}
+
+/// `path`, or `path` with `-<index>` (then `-<short id>`) before the extension
+/// when another asset already has it.
+fn unique(path: String, asset: &AssetEntry, used: &HashSet<String>) -> String {
+    if !used.contains(&path) {
+        return path;
+    }
+    let (stem, ext) = match path.rfind('.') {
+        Some(i) if !path[i..].contains('/') => (&path[..i], &path[i..]),
+        _ => (path.as_str(), ""),
+    };
+    let by_index = format!("{stem}-{}{ext}", asset.index);
+    if !used.contains(&by_index) {
+        return by_index;
+    }
+    format!("{stem}-{}{ext}", asset.id.short())
+}
+
+fn open_event_log(path: &Path, resume: bool) -> Result<fs::File, StoreError> {
+    if !resume && path.exists() {
+        let prev = path.with_extension("jsonl.prev");
+        fs::rename(path, &prev).map_err(|e| StoreError(format!("move {} aside: {e}", path.display())))?;
+    }
+    if resume {
+        // Cut a line torn by a kill so the next event starts on its own line.
+        if let Ok(text) = fs::read(path) {
+            let keep = text.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+            if keep < text.len() {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| StoreError(format!("open {}: {e}", path.display())))?;
+                f.set_len(keep as u64)
+                    .map_err(|e| StoreError(format!("truncate {}: {e}", path.display())))?;
+            }
+        }
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| StoreError(format!("open {}: {e}", path.display())))
+}
+
+/// Every event in an event log (unreadable lines are skipped).
+pub(crate) fn read_event_log(path: &Path) -> Result<Vec<Event>, StoreError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError(format!("read {}: {e}", path.display()))),
+    };
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+impl CampaignRun {
+    /// The run's events (once; `None` unless asked for in the options, and for
+    /// dry runs).
+    pub fn events(&mut self) -> Option<CampaignEvents> {
+        self.events.take()
+    }
+
+    /// The engine's handle (`None` for a dry run).
+    pub fn handle(&self) -> Option<&RunHandle> {
+        match &self.state {
+            RunState::Live { handle, .. } => Some(handle),
+            RunState::Dry(_) => None,
+        }
+    }
+
+    /// Progress so far.
+    pub fn progress(&self) -> Progress {
+        match &self.state {
+            RunState::Live { handle, .. } => handle.progress(),
+            RunState::Dry(p) => Progress {
+                jobs_total: p.jobs.len() as u64,
+                ..Progress::default()
+            },
+        }
+    }
+
+    /// Cancel: nothing new starts; finished steps stay in the journal, so the run
+    /// can be resumed.
+    pub fn cancel(&self) {
+        if let RunState::Live { handle, .. } = &self.state {
+            handle.cancel();
+        }
+    }
+
+    /// The output folder.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// The campaign.
+    pub fn campaign(&self) -> &Campaign {
+        &self.campaign
+    }
+
+    /// Wait for the end, deliver, and write the manifest, report and contact
+    /// sheet.
+    pub async fn wait(self) -> Result<CampaignOutcome, CampaignError> {
+        match self.state {
+            RunState::Dry(plan) => {
+                let mut report = Report {
+                    campaign: self.campaign.name.clone(),
+                    estimated_cost_usd: Some(plan.estimated_cost_usd),
+                    ..Report::default()
+                };
+                report.jobs.total = plan.jobs.len() as u64;
+                Ok(CampaignOutcome {
+                    outcome: RunOutcome {
+                        status: crate::events::Status::Succeeded,
+                        jobs: Vec::new(),
+                        stats: Default::default(),
+                        progress: Progress {
+                            jobs_total: plan.jobs.len() as u64,
+                            ..Progress::default()
+                        },
+                        elapsed: Duration::ZERO,
+                    },
+                    manifest: Manifest {
+                        campaign: self.campaign.name.clone(),
+                        spec_hash: self.campaign.spec_hash.clone(),
+                        ..Manifest::default()
+                    },
+                    report,
+                    out_dir: self.out_dir,
+                    plan: Some(plan),
+                })
+            }
+            RunState::Live { handle, pump } => {
+                let outcome = handle.wait().await;
+                // The stream ends when the run's last sender is dropped.
+                let _ = pump.await;
+                let (manifest, report) = self.campaign.finalize(&self.out_dir, Some(&outcome)).await?;
+                Ok(CampaignOutcome {
+                    outcome,
+                    manifest,
+                    report,
+                    out_dir: self.out_dir,
+                    plan: None,
+                })
+            }
+        }
+    }
+}

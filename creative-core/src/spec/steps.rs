@@ -1,0 +1,240 @@
+//! The steps a spec builds itself: the generate step with parameter layers and
+//! seed policy, and gates around any other step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::artifact::{Artifact, MediaKind};
+use crate::error::{GateError, StepError};
+use crate::events::EventKind;
+use crate::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
+use crate::generate::GenerateStep;
+use crate::job::{Job, Vars};
+use crate::provenance::GateRecord;
+use crate::request::{Request, Task};
+use crate::spec::schema::{Layer, SeedPolicy, PARAM_VARS};
+use crate::step::{Step, StepCtx, StepInputs};
+use crate::template::Template;
+
+/// The parameter layer a job's variables make: every variable named like a
+/// [`Layer`] field (`width`, `size`, `model`, `seed`...).
+pub(crate) fn job_layer(vars: &Vars) -> Result<Layer, String> {
+    let mut m = serde_json::Map::new();
+    for name in PARAM_VARS {
+        if let Some(v) = vars.get(*name) {
+            m.insert((*name).to_string(), v.clone());
+        }
+    }
+    if m.is_empty() {
+        return Ok(Layer::default());
+    }
+    let layer: Layer = serde_path_to_error::deserialize(serde_json::Value::Object(m))
+        .map_err(|e| format!("job variable `{}`: {}", e.path(), e.inner()))?;
+    layer.dimensions()?;
+    Ok(layer)
+}
+
+/// One way a generate step can run: for one preset (or none).
+#[derive(Clone)]
+pub(crate) struct Variant {
+    /// defaults < preset < step, merged.
+    pub base: Layer,
+    /// The step with its prompt (prefix and suffix applied) compiled.
+    pub step: GenerateStep,
+    /// The prompt template, for estimates.
+    pub prompt: Template,
+    /// The negative prompt template.
+    pub negative: Option<Template>,
+}
+
+/// A generate step from a spec: picks its preset per job (the job's `preset`
+/// variable, else the step's), layers parameters (defaults < preset < step <
+/// job variables < overrides), applies the seed policy, then runs the core
+/// [`GenerateStep`].
+pub(crate) struct SpecGenerate {
+    pub task: Task,
+    pub chain: Vec<String>,
+    pub variants: HashMap<Option<String>, Variant>,
+    pub default_preset: Option<String>,
+    pub overrides: Layer,
+}
+
+impl SpecGenerate {
+    fn variant(&self, job: &Job) -> Result<&Variant, StepError> {
+        let preset = match job.var_str("preset") {
+            Some(p) => Some(p),
+            None => self.default_preset.clone(),
+        };
+        self.variants
+            .get(&preset)
+            .ok_or_else(|| StepError::InvalidInput(format!("unknown preset `{}`", preset.unwrap_or_default())))
+    }
+
+    /// The fully resolved layer for a job.
+    pub fn resolve(&self, job: &Job) -> Result<(&Variant, Layer), StepError> {
+        let v = self.variant(job)?;
+        let mut layer = v.base.clone();
+        layer.merge_from(&job_layer(job.vars()).map_err(StepError::InvalidInput)?);
+        layer.merge_from(&self.overrides);
+        Ok((v, layer))
+    }
+
+    /// The core step configured for a job.
+    fn configured(&self, job: &Job) -> Result<GenerateStep, StepError> {
+        let (v, layer) = self.resolve(job)?;
+        let mut params = layer.params().map_err(StepError::InvalidInput)?;
+        if layer.seed == Some(SeedPolicy::Random) {
+            // Random, but recorded: the seed lands in the asset's provenance.
+            params.seed = Some(u64::from(fastrand::u32(..)));
+        }
+        let mut step = v.step.clone().params(&params);
+        if let Some(m) = &layer.model {
+            step = step.model(m.clone());
+        }
+        if let Some(raw) = &layer.raw {
+            step = step.raw(raw.clone());
+        }
+        Ok(step)
+    }
+
+    /// The first request this step would make for a job (for estimates and dry
+    /// runs; the seed is left as the policy makes it).
+    pub fn request_for(&self, job: &Job) -> Result<Request, StepError> {
+        let (v, layer) = self.resolve(job)?;
+        let vars = job.vars();
+        let render = |t: &Template| t.render(vars).map_err(|e| StepError::Template(e.to_string()));
+        Ok(Request {
+            task: self.task,
+            model: layer.model.clone(),
+            prompt: render(&v.prompt)?,
+            negative_prompt: v.negative.as_ref().map(render).transpose()?,
+            inputs: Vec::new(),
+            params: layer.params().map_err(StepError::InvalidInput)?,
+            raw: layer.raw.clone().unwrap_or_default(),
+        })
+    }
+}
+
+#[async_trait]
+impl Step for SpecGenerate {
+    fn kind(&self) -> &str {
+        "generate"
+    }
+
+    fn produces(&self) -> Option<MediaKind> {
+        Some(match self.task {
+            Task::Text => MediaKind::Text,
+            Task::Image | Task::ImageEdit => MediaKind::Image,
+            Task::Video => MediaKind::Video,
+            Task::Audio => MediaKind::Audio,
+            Task::Model3d => MediaKind::Model3d,
+        })
+    }
+
+    fn min_inputs(&self) -> usize {
+        usize::from(self.task == Task::ImageEdit)
+    }
+
+    fn providers(&self) -> Vec<String> {
+        self.chain.clone()
+    }
+
+    async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        self.configured(&ctx.job)?.run(inputs, ctx).await
+    }
+}
+
+/// A gate under the name the spec gives it.
+pub(crate) struct NamedGate {
+    pub name: String,
+    pub inner: Arc<dyn QualityGate>,
+}
+
+#[async_trait]
+impl QualityGate for NamedGate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn accepts(&self) -> Option<&[MediaKind]> {
+        self.inner.accepts()
+    }
+
+    async fn check(&self, artifact: &Artifact, ctx: &GateCtx) -> Result<Verdict, GateError> {
+        self.inner.check(artifact, ctx).await
+    }
+}
+
+/// Gates around a step that is not a generate step: every output is judged;
+/// on failure the step fails (`fail`) or passes the output on flagged (`flag`).
+pub(crate) struct GatedStep {
+    pub inner: Arc<dyn Step>,
+    pub gates: Vec<Arc<dyn QualityGate>>,
+    pub on_fail: OnGateFail,
+}
+
+#[async_trait]
+impl Step for GatedStep {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+
+    fn accepts(&self) -> Option<&[MediaKind]> {
+        self.inner.accepts()
+    }
+
+    fn produces(&self) -> Option<MediaKind> {
+        self.inner.produces()
+    }
+
+    fn min_inputs(&self) -> usize {
+        self.inner.min_inputs()
+    }
+
+    fn providers(&self) -> Vec<String> {
+        self.inner.providers()
+    }
+
+    async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        let mut outputs = self.inner.run(inputs, ctx).await?;
+        let gctx = ctx.gate_ctx();
+        for a in &mut outputs {
+            let mut records = Vec::with_capacity(self.gates.len());
+            for g in &self.gates {
+                let verdict = match g.check(a, &gctx).await {
+                    Ok(v) => v,
+                    Err(e) => Verdict::fail(0.0, format!("gate error: {}", e.message)),
+                };
+                ctx.emit(EventKind::GateVerdict {
+                    job: ctx.job.key().to_string(),
+                    step: ctx.step.to_string(),
+                    gate: g.name().to_string(),
+                    artifact: a.id().to_string(),
+                    passed: verdict.passed,
+                    score: verdict.score,
+                    reasons: verdict.reasons.clone(),
+                    round: 0,
+                });
+                records.push(GateRecord {
+                    gate: g.name().to_string(),
+                    verdict,
+                });
+            }
+            let failed = records.iter().find(|r| !r.verdict.passed).cloned();
+            a.provenance_mut().gates.extend(records);
+            if let Some(r) = failed {
+                if self.on_fail == OnGateFail::Flag {
+                    a.provenance_mut().flagged = true;
+                } else {
+                    return Err(StepError::GateFailed {
+                        gate: r.gate,
+                        reasons: r.verdict.reasons.join("; "),
+                    });
+                }
+            }
+        }
+        Ok(outputs)
+    }
+}
