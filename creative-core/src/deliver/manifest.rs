@@ -138,8 +138,10 @@ impl Manifest {
                 steps_done,
             });
             let Some(done) = done else { continue };
-            let all: HashMap<&ArtifactId, &ArtifactRecord> =
-                done.values().flat_map(|r| r.outputs.iter().map(|a| (&a.id, a))).collect();
+            let all: HashMap<&ArtifactId, &ArtifactRecord> = done
+                .values()
+                .flat_map(|r| r.outputs.iter().map(|a| (&a.id, a)))
+                .collect();
             for step in deliver {
                 let Some(rec) = done.get(step.as_str()) else { continue };
                 for (index, a) in rec.outputs.iter().enumerate() {

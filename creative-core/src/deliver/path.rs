@@ -148,6 +148,9 @@ mod tests {
     #[test]
     fn sanitizes_parts_but_keeps_folders() {
         let t = FileNameTemplate::new("{{ a }}/{{ b }}.txt").unwrap();
-        assert_eq!(t.render(&vars(&[("a", ".hidden"), ("b", "é t:x")])).unwrap(), "_hidden/é_t_x.txt");
+        assert_eq!(
+            t.render(&vars(&[("a", ".hidden"), ("b", "é t:x")])).unwrap(),
+            "_hidden/é_t_x.txt"
+        );
     }
 }

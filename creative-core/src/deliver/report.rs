@@ -330,7 +330,8 @@ impl ReportBuilder {
         let providers = rows
             .into_values()
             .map(|mut a| {
-                a.latencies.sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+                a.latencies
+                    .sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
                 a.row.latency_p50_ms = percentile(&a.latencies, 50.0);
                 a.row.latency_p95_ms = percentile(&a.latencies, 95.0);
                 a.row.gate_pass_rate =
@@ -435,7 +436,17 @@ impl Report {
         let _ = writeln!(
             s,
             "{:<28} {:>8} {:>6} {:>6} {:>7} {:>8} {:>8} {:>10} {:>8} {:>10} {:>6}",
-            "provider/model", "attempts", "ok", "fail", "gate%", "p50 ms", "p95 ms", "cost $", "accepted", "$/accepted", "cache"
+            "provider/model",
+            "attempts",
+            "ok",
+            "fail",
+            "gate%",
+            "p50 ms",
+            "p95 ms",
+            "cost $",
+            "accepted",
+            "$/accepted",
+            "cache"
         );
         for r in &self.providers {
             let name = format!("{}/{}", r.provider, r.model);
@@ -460,7 +471,11 @@ impl Report {
             }
         }
         if !self.gates.is_empty() {
-            let _ = writeln!(s, "\n{:<28} {:>8} {:>8} {:>7}  top failure reasons", "gate", "checks", "passed", "pass%");
+            let _ = writeln!(
+                s,
+                "\n{:<28} {:>8} {:>8} {:>7}  top failure reasons",
+                "gate", "checks", "passed", "pass%"
+            );
             for g in &self.gates {
                 let mut reasons: Vec<(&String, &u64)> = g.reasons.iter().collect();
                 reasons.sort_by(|a, b| b.1.cmp(a.1));
@@ -497,7 +512,11 @@ mod tests {
     use super::*;
 
     fn ev(kind: EventKind) -> Event {
-        Event { seq: 0, at_ms: 0.0, kind }
+        Event {
+            seq: 0,
+            at_ms: 0.0,
+            kind,
+        }
     }
 
     #[test]

@@ -46,7 +46,11 @@ fn typed<T: serde::de::DeserializeOwned>(
 ) -> Result<T, SpecError> {
     serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
         let p = e.path().to_string();
-        let path = if p == "." { base.to_string() } else { format!("{base}.{p}") };
+        let path = if p == "." {
+            base.to_string()
+        } else {
+            format!("{base}.{p}")
+        };
         err(K::Invalid, path, e.inner().to_string())
     })
 }
@@ -152,7 +156,8 @@ impl Spec {
     /// registry; relative paths resolve against `base_dir` (usually the spec's
     /// folder). Every problem is a [`SpecError`] naming the file, field and line.
     pub fn build(&self, registry: &Registry, base_dir: impl AsRef<Path>) -> Result<Campaign, SpecError> {
-        self.build_inner(registry, base_dir.as_ref()).map_err(|e| self.locate(e))
+        self.build_inner(registry, base_dir.as_ref())
+            .map_err(|e| self.locate(e))
     }
 
     fn build_inner(&self, reg: &Registry, base_dir: &Path) -> Result<Campaign, SpecError> {
@@ -190,11 +195,19 @@ impl Spec {
                 return Err(err(
                     K::Settings,
                     path.clone(),
-                    format!("the `{}` factory built a provider named `{}`, not `{id}`", ps.kind, provider.id()),
+                    format!(
+                        "the `{}` factory built a provider named `{}`, not `{id}`",
+                        ps.kind,
+                        provider.id()
+                    ),
                 ));
             }
             if ps.timeout_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
-                return Err(err(K::Invalid, format!("{path}.timeout_s"), "timeout_s must be a positive number"));
+                return Err(err(
+                    K::Invalid,
+                    format!("{path}.timeout_s"),
+                    "timeout_s must be a positive number",
+                ));
             }
             let limits = ProviderLimits {
                 concurrency: ps.concurrency,
@@ -214,7 +227,11 @@ impl Spec {
         let mut retry = RetryPolicy::default();
         if let Some(n) = r.max_attempts {
             if n == 0 {
-                return Err(err(K::Invalid, "retry.max_attempts", "max_attempts counts the first call: at least 1"));
+                return Err(err(
+                    K::Invalid,
+                    "retry.max_attempts",
+                    "max_attempts counts the first call: at least 1",
+                ));
             }
             retry.max_attempts = n;
         }
@@ -239,7 +256,12 @@ impl Spec {
                 }
             }
         }
-        for (name, p) in doc.presets.iter().map(|(k, v)| (k.as_str(), v)).chain([("defaults", &doc.defaults), ("overrides", &doc.overrides)]) {
+        for (name, p) in doc
+            .presets
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .chain([("defaults", &doc.defaults), ("overrides", &doc.overrides)])
+        {
             p.dimensions().map_err(|m| {
                 let path = if name == "defaults" || name == "overrides" {
                     format!("{name}.size")
@@ -332,8 +354,16 @@ impl Spec {
                 list_.clone()
             }
             None => {
-                let read: BTreeSet<&str> = doc.steps.iter().flat_map(|s| s.inputs.iter().map(String::as_str)).collect();
-                names.iter().filter(|n| !read.contains(*n)).map(|n| n.to_string()).collect()
+                let read: BTreeSet<&str> = doc
+                    .steps
+                    .iter()
+                    .flat_map(|s| s.inputs.iter().map(String::as_str))
+                    .collect();
+                names
+                    .iter()
+                    .filter(|n| !read.contains(*n))
+                    .map(|n| n.to_string())
+                    .collect()
             }
         };
         let default_names = {
@@ -341,11 +371,16 @@ impl Spec {
                 .first()
                 .map(|j| j.vars().keys().map(|k| format!("{{{{ {k} }}}}")).collect())
                 .unwrap_or_default();
-            let stem = if vars.is_empty() { "{{ job }}".to_string() } else { vars.join("_") };
+            let stem = if vars.is_empty() {
+                "{{ job }}".to_string()
+            } else {
+                vars.join("_")
+            };
             format!("{{{{ step }}}}/{stem}{{% if index %}}-{{{{ index }}}}{{% endif %}}.{{{{ ext }}}}")
         };
         let name_src = out.file_name.clone().unwrap_or(default_names);
-        let names_t = FileNameTemplate::new(&name_src).map_err(|e| err(K::Invalid, "output.file_name", e.to_string()))?;
+        let names_t =
+            FileNameTemplate::new(&name_src).map_err(|e| err(K::Invalid, "output.file_name", e.to_string()))?;
         let mut seen: HashMap<String, String> = HashMap::new();
         for job in &jobs {
             for step in &deliver {
@@ -388,7 +423,11 @@ impl Spec {
                 err(
                     K::UnknownKind,
                     format!("{path}.kind"),
-                    format!("unknown sink kind `{}`; registered kinds: {}", s.kind, list(reg.sink_kinds())),
+                    format!(
+                        "unknown sink kind `{}`; registered kinds: {}",
+                        s.kind,
+                        list(reg.sink_kinds())
+                    ),
                 )
             })?;
             sinks.push(f(&serde_json::Value::Object(s.settings.clone()), &ctx).map_err(|m| err(K::Settings, path, m))?);
@@ -432,8 +471,19 @@ impl Spec {
             PipelineError::UnknownInput { step, .. } => err(K::UnknownStep, at(step, "inputs"), e.to_string()),
             PipelineError::DuplicateStep(n) | PipelineError::InvalidName(n) => {
                 // Point at the second step of that name.
-                let i = self.doc.steps.iter().enumerate().filter(|(_, s)| &s.name == n).map(|(i, _)| i).last();
-                err(K::Invalid, i.map(|i| format!("steps[{i}].name")).unwrap_or_default(), e.to_string())
+                let i = self
+                    .doc
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| &s.name == n)
+                    .map(|(i, _)| i)
+                    .last();
+                err(
+                    K::Invalid,
+                    i.map(|i| format!("steps[{i}].name")).unwrap_or_default(),
+                    e.to_string(),
+                )
             }
             PipelineError::MissingInput { step, .. } | PipelineError::MediaMismatch { step, .. } => {
                 err(K::Invalid, at(step, "inputs"), e.to_string())
@@ -457,7 +507,11 @@ impl Spec {
                 err(
                     K::UnknownKind,
                     format!("{path}.kind"),
-                    format!("unknown gate kind `{}`; registered kinds: {}", g.kind, list(reg.gate_kinds())),
+                    format!(
+                        "unknown gate kind `{}`; registered kinds: {}",
+                        g.kind,
+                        list(reg.gate_kinds())
+                    ),
                 )
             })?;
             let mut settings = g.settings.clone();
@@ -504,14 +558,21 @@ impl Spec {
             .dimensions()
             .map_err(|m| err(K::Invalid, format!("{base}.size"), m))?;
         if settings.providers.is_empty() {
-            return Err(err(K::Invalid, format!("{base}.providers"), "a generate step needs at least one provider"));
+            return Err(err(
+                K::Invalid,
+                format!("{base}.providers"),
+                "a generate step needs at least one provider",
+            ));
         }
         for (j, p) in settings.providers.iter().enumerate() {
             if !ctx.providers.contains_key(p) {
                 return Err(err(
                     K::UnknownProvider,
                     format!("{base}.providers[{j}]"),
-                    format!("unknown provider `{p}`; [providers] declares: {}", list(ctx.providers.keys())),
+                    format!(
+                        "unknown provider `{p}`; [providers] declares: {}",
+                        list(ctx.providers.keys())
+                    ),
                 ));
             }
         }

@@ -14,7 +14,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::cancel::CancellationToken;
-use crate::deliver::{contact_sheet, AssetEntry, DirectorySink, FileNameTemplate, Manifest, Report, ReportBuilder, Sink};
+use crate::deliver::{
+    contact_sheet, AssetEntry, DirectorySink, FileNameTemplate, Manifest, Report, ReportBuilder, Sink,
+};
 use crate::events::{Event, Progress};
 use crate::exec::{Executor, RunError, RunHandle, RunOptions, RunOutcome};
 use crate::job::{Job, Vars};
@@ -157,7 +159,14 @@ impl Plan {
         for (i, j) in self.jobs.iter().enumerate() {
             let _ = write!(s, "{:<5} {:<16}", i + 1, j.key);
             for (n, w) in names.iter().zip(&widths) {
-                let v: String = j.vars.get(n).map(value_text).unwrap_or_default().chars().take(*w).collect();
+                let v: String = j
+                    .vars
+                    .get(n)
+                    .map(value_text)
+                    .unwrap_or_default()
+                    .chars()
+                    .take(*w)
+                    .collect();
                 let _ = write!(s, " {v:<w$}");
             }
             let _ = writeln!(s, " {:>6} {:>10.4}", j.requests.len(), j.estimated_cost_usd);
@@ -365,7 +374,9 @@ impl Campaign {
         }
         let state_dir = out_dir.join(STATE_DIR);
         let journal = Arc::new(FileJournal::open(&state_dir, opts.resume)?);
-        let cache = Arc::new(DiskCache::open(self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()))?);
+        let cache = Arc::new(DiskCache::open(
+            self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()),
+        )?);
         let log_path = state_dir.join(EVENTS_FILE);
         let log = open_event_log(&log_path, opts.resume)?;
         let run_opts = RunOptions {
@@ -415,13 +426,18 @@ impl Campaign {
 
     /// Deliver and account for what the journal in `out_dir` records (after a
     /// run, or to rebuild the outputs from a merged journal).
-    pub async fn finalize(&self, out_dir: &Path, outcome: Option<&RunOutcome>) -> Result<(Manifest, Report), CampaignError> {
+    pub async fn finalize(
+        &self,
+        out_dir: &Path,
+        outcome: Option<&RunOutcome>,
+    ) -> Result<(Manifest, Report), CampaignError> {
         let state_dir = out_dir.join(STATE_DIR);
         let this = self.clone();
         let out = out_dir.to_path_buf();
-        let (mut manifest, records, mut errors) = tokio::task::spawn_blocking(move || this.deliver_files(&out, &state_dir))
-            .await
-            .map_err(|e| StoreError(format!("delivery task failed: {e}")))??;
+        let (mut manifest, records, mut errors) =
+            tokio::task::spawn_blocking(move || this.deliver_files(&out, &state_dir))
+                .await
+                .map_err(|e| StoreError(format!("delivery task failed: {e}")))??;
         let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
         if !self.sinks.is_empty() {
             for asset in &manifest.assets {
@@ -456,7 +472,6 @@ impl Campaign {
             }
         }
         report.delivery_errors = errors;
-        manifest.assets.sort_by(|a, b| (a.job.as_str(), a.step.as_str(), a.index).cmp(&(b.job.as_str(), b.step.as_str(), b.index)));
         let this = self.clone();
         let out = out_dir.to_path_buf();
         let (m2, r2) = (manifest.clone(), report.clone());
@@ -495,7 +510,10 @@ impl Campaign {
                 }
             };
             let Some(data) = blobs.get(&asset.id, &asset.media)? else {
-                errors.push(format!("{} step {}: payload {} is missing", asset.job, asset.step, asset.id));
+                errors.push(format!(
+                    "{} step {}: payload {} is missing",
+                    asset.job, asset.step, asset.id
+                ));
                 continue;
             };
             let artifact = crate::artifact::Artifact::from_parts(
@@ -526,7 +544,9 @@ impl Campaign {
         w("report.json", &json(report))?;
         if self.contact_sheet {
             let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
-            let html = contact_sheet(manifest, report, |a: &AssetEntry| blobs.get(&a.id, &a.media).ok().flatten());
+            let html = contact_sheet(manifest, report, |a: &AssetEntry| {
+                blobs.get(&a.id, &a.media).ok().flatten()
+            });
             w("contact_sheet.html", html.as_bytes())?;
         }
         Ok(())

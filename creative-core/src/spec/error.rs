@@ -101,7 +101,9 @@ pub(crate) fn toml_line(text: &str, path: &str) -> Option<usize> {
                     },
                     _ => break,
                 };
-                let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k) else { break };
+                let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k) else {
+                    break;
+                };
                 // Point at the key: for a table header, the value's span starts
                 // at its first entry, which reads oddly.
                 span = Some(key.span().start);
@@ -109,7 +111,9 @@ pub(crate) fn toml_line(text: &str, path: &str) -> Option<usize> {
                 table = None;
             }
             Seg::Index(i) => {
-                let Some(arr) = value.and_then(|v| v.as_array()) else { break };
+                let Some(arr) = value.and_then(|v| v.as_array()) else {
+                    break;
+                };
                 let Some(item) = arr.get(i) else { break };
                 span = Some(item.span().start);
                 value = Some(item.get_ref());
@@ -154,7 +158,10 @@ mod tests {
         assert_eq!(toml_line(text, "name"), Some(1));
         assert_eq!(toml_line(text, "steps[1].name"), Some(7));
         assert_eq!(toml_line(text, "steps[1].inputs[1]"), Some(9));
-        assert_eq!(toml_line(text, "steps[1].nope"), Some(6).or(toml_line(text, "steps[1]")));
+        assert_eq!(
+            toml_line(text, "steps[1].nope"),
+            Some(6).or(toml_line(text, "steps[1]"))
+        );
     }
 
     #[test]

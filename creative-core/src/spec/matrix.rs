@@ -97,7 +97,11 @@ pub(crate) fn expand(m: &MatrixSpec) -> Result<Vec<Job>, SpecError> {
     }
     let runs = m.runs.unwrap_or(1);
     if runs == 0 {
-        return Err(SpecError::new(SpecErrorKind::Invalid, "matrix.runs", "runs must be at least 1"));
+        return Err(SpecError::new(
+            SpecErrorKind::Invalid,
+            "matrix.runs",
+            "runs must be at least 1",
+        ));
     }
     let mut combos: Vec<Vars> = vec![Vars::new()];
     for axis in &axes {

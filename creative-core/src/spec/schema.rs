@@ -114,10 +114,11 @@ impl<'de> Deserialize<'de> for SeedPolicy {
                 match v {
                     "derived" => Ok(SeedPolicy::Derived),
                     "random" => Ok(SeedPolicy::Random),
-                    other => other
-                        .parse()
-                        .map(SeedPolicy::Fixed)
-                        .map_err(|_| E::custom(format!("seed must be a number, \"derived\" or \"random\", got `{other}`"))),
+                    other => other.parse().map(SeedPolicy::Fixed).map_err(|_| {
+                        E::custom(format!(
+                            "seed must be a number, \"derived\" or \"random\", got `{other}`"
+                        ))
+                    }),
                 }
             }
         }

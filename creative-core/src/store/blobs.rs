@@ -93,7 +93,11 @@ impl BlobStore {
             return Err(StoreError(format!("artifact id `{id}` is not a hex digest")));
         }
         let path = self.path_of(id);
-        if path.is_file() && fs::metadata(&path).map(|m| m.len() == data.len() as u64).unwrap_or(false) {
+        if path.is_file()
+            && fs::metadata(&path)
+                .map(|m| m.len() == data.len() as u64)
+                .unwrap_or(false)
+        {
             if durable {
                 // It may have been written by the cache, which does not fsync.
                 OpenOptions::new()
@@ -139,9 +143,15 @@ mod tests {
         let store = BlobStore::new(&dir);
         let id = ArtifactId::of(&MediaType::Text, b"hello");
         store.put(&id, b"hello", true).unwrap();
-        assert_eq!(store.get(&id, &MediaType::Text).unwrap().unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            store.get(&id, &MediaType::Text).unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
         fs::write(store.path_of(&id), b"hellx").unwrap();
-        assert!(store.get(&id, &MediaType::Text).unwrap().is_none(), "a damaged blob is a miss");
+        assert!(
+            store.get(&id, &MediaType::Text).unwrap().is_none(),
+            "a damaged blob is a miss"
+        );
         let bad = ArtifactId::from_hex("../../etc");
         assert!(store.put(&bad, b"x", false).is_err());
         let _ = fs::remove_dir_all(&dir);

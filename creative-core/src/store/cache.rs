@@ -89,7 +89,13 @@ impl DiskCache {
         }))
     }
 
-    fn put_blocking(&self, key: &str, artifacts: &[Artifact], usage: &Usage, raw: &Option<serde_json::Value>) -> Result<(), StoreError> {
+    fn put_blocking(
+        &self,
+        key: &str,
+        artifacts: &[Artifact],
+        usage: &Usage,
+        raw: &Option<serde_json::Value>,
+    ) -> Result<(), StoreError> {
         let path = self.entry_path(key)?;
         for a in artifacts {
             self.blobs.put(a.id(), a.data(), false)?;

@@ -83,7 +83,9 @@ pub struct FileJournal {
 
 impl std::fmt::Debug for FileJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileJournal").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("FileJournal")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -262,7 +264,12 @@ mod tests {
         }
         // A kill in the middle of the next append leaves a torn line.
         let path = dir.join(FileJournal::FILE);
-        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"job\":\"x").unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"job\":\"x")
+            .unwrap();
         let j = FileJournal::open(&dir, true).unwrap();
         let got = j.lookup(&job, "hero").await.unwrap().unwrap();
         assert_eq!(got[0].text(), Some("one"));

@@ -12,8 +12,8 @@ mod blobs;
 mod cache;
 mod journal;
 
-pub use blobs::BlobStore;
 pub(crate) use blobs::write_atomic;
+pub use blobs::BlobStore;
 pub use cache::DiskCache;
 pub use journal::{ArtifactRecord, FileJournal, JournalRecord};
 

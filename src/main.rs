@@ -1,0 +1,254 @@
+//! `creative`: the campaign runner.
+//!
+//! ```text
+//! creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--json] [--quiet]
+//! creative check SPEC
+//! ```
+//!
+//! `run` expands the spec's matrix, runs every job (with a progress bar on a
+//! terminal), delivers the assets into the output folder (`./out` unless the
+//! spec or `--out` says otherwise) with `manifest.json`, `report.json` and
+//! `contact_sheet.html`, and prints the report. `--resume` continues a run that
+//! was killed or cancelled; `--force` bypasses the cache; `--dry-run` prints the
+//! job matrix and an estimated cost without calling any provider.
+//!
+//! Exit codes: 0 when every job succeeded, 1 when some did not, 2 for a bad
+//! command line or spec.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use creative::core::spec::{Campaign, CampaignOptions, Registry, Spec};
+use creative::core::{CancellationToken, EventKind, Status};
+
+const USAGE: &str = "usage:
+  creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--json] [--quiet]
+  creative check SPEC
+
+  --resume    continue the run recorded in the output folder (finished steps are not redone)
+  --dry-run   print the expanded job matrix and an estimated cost; call no provider
+  --force     bypass the cache (every generation calls its provider again)
+  --out DIR   output folder (default: the spec's output.dir, else ./out)
+  --json      print the report (or the dry run's plan) as JSON instead of tables
+  --quiet     no progress bar";
+
+struct Args {
+    command: String,
+    spec: PathBuf,
+    resume: bool,
+    dry_run: bool,
+    force: bool,
+    json: bool,
+    quiet: bool,
+    out: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let command = it.next().ok_or("missing command")?;
+    if command == "-h" || command == "--help" || command == "help" {
+        return Err(String::new());
+    }
+    if command != "run" && command != "check" {
+        return Err(format!("unknown command `{command}`"));
+    }
+    let mut a = Args {
+        command,
+        spec: PathBuf::new(),
+        resume: false,
+        dry_run: false,
+        force: false,
+        json: false,
+        quiet: false,
+        out: None,
+    };
+    let mut spec = None;
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--resume" => a.resume = true,
+            "--dry-run" => a.dry_run = true,
+            "--force" => a.force = true,
+            "--json" => a.json = true,
+            "--quiet" | "-q" => a.quiet = true,
+            "--out" | "-o" => a.out = Some(it.next().ok_or("--out needs a folder")?.into()),
+            s if s.starts_with("--out=") => a.out = Some(s["--out=".len()..].into()),
+            "-h" | "--help" => return Err(String::new()),
+            s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
+            s => {
+                if spec.replace(PathBuf::from(s)).is_some() {
+                    return Err("give one spec file".into());
+                }
+            }
+        }
+    }
+    a.spec = spec.ok_or("missing SPEC file")?;
+    Ok(a)
+}
+
+/// Every kind this build knows: providers (and the webhook sink), steps, gates.
+fn registry() -> Registry {
+    let mut reg = Registry::new();
+    creative::providers::register(&mut reg);
+    // OPS-PENDING creative::ops::register(&mut reg);
+    reg
+}
+
+fn load(path: &PathBuf) -> Result<Campaign, String> {
+    let spec = Spec::from_path(path).map_err(|e| e.to_string())?;
+    let base = spec.dir.clone().unwrap_or_default();
+    spec.build(&registry(), base).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let campaign = match load(&args.spec) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.command == "check" {
+        println!(
+            "{}: ok ({} jobs x {} steps; delivers {})",
+            args.spec.display(),
+            campaign.jobs().len(),
+            campaign.steps().len(),
+            campaign.deliver_steps().join(", ")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.dry_run {
+        let plan = campaign.plan();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+        } else {
+            print!("{}", plan.table());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(run(campaign, args))
+}
+
+async fn run(campaign: Campaign, args: Args) -> ExitCode {
+    let cancel = CancellationToken::new();
+    let opts = CampaignOptions {
+        out_dir: args.out.clone(),
+        resume: args.resume,
+        force: args.force,
+        dry_run: false,
+        events: true,
+        cancel: Some(cancel.clone()),
+    };
+    let mut run = match campaign.start(opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out_dir = run.out_dir().to_path_buf();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ncancelling: finished steps are kept; continue with --resume");
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+    let total = campaign.jobs().len() as u64;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:32} {pos}/{len} jobs  {msg}  [{elapsed_precise} < {eta}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.enable_steady_tick(Duration::from_millis(250));
+        b
+    };
+    let mut events = run.events();
+    let progress = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let Some(events) = events.as_mut() else { return };
+            let (mut cost, mut failed, mut gate_failures, mut resumed, mut hits) = (0.0, 0u64, 0u64, 0u64, 0u64);
+            while let Some(e) = events.recv().await {
+                match e.kind {
+                    EventKind::AttemptFinished { cost_usd, .. } => cost += cost_usd,
+                    EventKind::GateVerdict { passed: false, .. } => gate_failures += 1,
+                    EventKind::StepResumed { .. } => resumed += 1,
+                    EventKind::CacheHit { .. } => hits += 1,
+                    EventKind::JobFinished { status, progress, .. } => {
+                        if status == Status::Failed {
+                            failed += 1;
+                        }
+                        bar.set_position(progress.jobs_done);
+                    }
+                    _ => continue,
+                }
+                bar.set_message(format!(
+                    "${cost:.4}  failed {failed}  gate failures {gate_failures}  resumed steps {resumed}  cache hits {hits}"
+                ));
+            }
+        })
+    };
+    let result = run.wait().await;
+    let _ = progress.await;
+    bar.finish_and_clear();
+    match result {
+        Ok(done) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&done.report).unwrap_or_default());
+            } else {
+                print!("{}", done.report.table());
+                println!("\n{}", done.report.summary_line());
+                println!(
+                    "outputs: {} ({} assets; manifest.json, report.json{})",
+                    out_dir.display(),
+                    done.manifest.assets.len(),
+                    if out_dir.join("contact_sheet.html").exists() {
+                        ", contact_sheet.html"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if done.outcome.status == Status::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                if done.outcome.status == Status::Cancelled {
+                    eprintln!("run cancelled; continue it with --resume");
+                }
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
