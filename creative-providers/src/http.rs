@@ -633,6 +633,16 @@ pub fn parse_error_body(json: &Value) -> (Option<String>, Option<String>) {
     )
 }
 
+/// A retry delay given in the error body: Google's `RetryInfo` detail
+/// (`{"error": {"details": [{"@type": "...RetryInfo", "retryDelay": "30s"}]}}`).
+pub fn body_retry_delay(json: &Value) -> Option<Duration> {
+    json.get("error")?
+        .get("details")?
+        .as_array()?
+        .iter()
+        .find_map(|d| d.get("retryDelay")?.as_str().and_then(parse_go_duration))
+}
+
 /// The shared guess at a content-policy refusal, from codes and messages the
 /// major providers use.
 pub fn looks_like_content_policy(code: Option<&str>, message: &str) -> bool {
@@ -1063,7 +1073,8 @@ impl Transport {
             kind,
             ErrorKind::RateLimited | ErrorKind::Transient | ErrorKind::Unavailable
         ) {
-            e = e.with_retry_after(retry_after(headers, SystemTime::now()));
+            let delay = retry_after(headers, SystemTime::now()).or_else(|| json.as_ref().and_then(body_retry_delay));
+            e = e.with_retry_after(delay);
         }
         if let Some(id) = request_id(headers) {
             e = e.with_request_id(id);
@@ -1614,6 +1625,17 @@ mod tests {
             kind(429, r#"{"error":{"message":"quota","code":"insufficient_quota"}}"#),
             ErrorKind::Auth
         );
+    }
+
+    #[test]
+    fn google_retry_info_in_the_body_gives_the_delay() {
+        let t = transport();
+        let body = br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED",
+            "details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"31s"}]}}"#;
+        let e = t.error_from_response(429, &HeaderMap::new(), body);
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(31)));
+        assert!(e.message().contains("Resource exhausted [RESOURCE_EXHAUSTED]"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "ollama")]
+pub mod ollama;
 #[cfg(feature = "openai")]
 pub mod openai;
 pub mod pricing;
@@ -20,6 +22,8 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     procedural::register(reg);
     #[cfg(feature = "openai")]
     openai::register(reg);
+    #[cfg(feature = "ollama")]
+    ollama::register(reg);
     router::register(reg);
     let _ = reg;
 }
