@@ -4,8 +4,12 @@
 //! enabled kind to a spec [`Registry`](creative_core::spec::Registry).
 #![warn(missing_docs)]
 
+#[cfg(feature = "comfyui")]
+pub mod comfyui;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "fal")]
+pub mod fal;
 #[cfg(feature = "ollama")]
 pub mod ollama;
 #[cfg(feature = "openai")]
@@ -13,7 +17,11 @@ pub mod openai;
 pub mod pricing;
 #[cfg(feature = "procedural")]
 pub mod procedural;
+#[cfg(feature = "replicate")]
+pub mod replicate;
 pub mod secret;
+#[cfg(feature = "stability")]
+pub mod stability;
 pub mod router;
 
 /// Register every enabled provider kind.
@@ -24,6 +32,14 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     openai::register(reg);
     #[cfg(feature = "ollama")]
     ollama::register(reg);
+    #[cfg(feature = "comfyui")]
+    comfyui::register(reg);
+    #[cfg(feature = "stability")]
+    stability::register(reg);
+    #[cfg(feature = "replicate")]
+    replicate::register(reg);
+    #[cfg(feature = "fal")]
+    fal::register(reg);
     router::register(reg);
     let _ = reg;
 }

@@ -1,0 +1,1068 @@
+//! `comfyui`: run a user's API-format ComfyUI workflow.
+//!
+//! The workflow is the JSON ComfyUI's "Export (API)" writes: `{ node_id: {
+//! class_type, inputs } }`. Each call:
+//!
+//! 1. copies the workflow and *injects* the request into it: each name of the
+//!    `inject` table (`prompt`, `negative_prompt`, `seed`, `width`, `height`,
+//!    `steps`, `guidance`, `batch_size`, `image`, or any key of `Request.raw`) names
+//!    one or more `node_id.inputs.field` paths. Without an `inject` table the usual
+//!    nodes are found by class (`KSampler*` for seed, steps and cfg and, through
+//!    its `positive`/`negative` links, the prompt nodes; `Empty*LatentImage` for the
+//!    size and batch; `LoadImage` for input images). `Request.raw` keys written as
+//!    paths (`"12.inputs.strength"`) are set last: the escape hatch;
+//! 2. uploads input images (`POST /upload/image`, multipart) and injects their
+//!    names;
+//! 3. queues the prompt (`POST /prompt` with our own `prompt_id` and a
+//!    `client_id`). Validation errors are reported per node. ComfyUI answers 200 when
+//!    *some* outputs validate and silently drops the others, listing them in
+//!    `node_errors`: that is an error here too, and the half-prompt is removed from
+//!    the queue;
+//! 4. waits for completion by polling `GET /history/{prompt_id}`. ComfyUI answers
+//!    `{}` both for "not finished" and for "never heard of it", so an empty history
+//!    is checked against `GET /queue`: a prompt in neither is *lost* (server
+//!    restarted, history cleared) and fails with that reason instead of waiting
+//!    forever ("unknown is not pending");
+//! 5. fetches every output file of the prompt's output nodes with `GET /view`.
+//!
+//! **Cached re-runs.** ComfyUI caches node results: a prompt identical to an earlier
+//! one executes nothing (`execution_cached` lists the nodes) and its history points
+//! at the files the earlier run wrote. Those files may since have been deleted, or
+//! (after the output folder was cleaned and the file counter restarted) replaced by
+//! another run's image under the same name. So for cached output nodes each
+//! fetched PNG's embedded `prompt` metadata is compared with the inputs of the node
+//! and its ancestors in our workflow; a missing or mismatching file makes the
+//! backend queue the workflow once more with the stale output nodes'
+//! `filename_prefix` changed (only those nodes re-run; the rest stays cached), or
+//! ask the server to drop its cache (`POST /free`) when a node has no prefix.
+//!
+//! **Cancellation.** When the call is cancelled, times out or is dropped, the
+//! prompt is removed from the queue (`POST /queue {delete}`) and interrupted if it
+//! is running (`POST /interrupt {prompt_id}`).
+//!
+//! Cost: ComfyUI is the user's own GPU; `cost_per_image` (default 0) prices
+//! outputs, `cost_per_second` (default 0) prices wall time of the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use creative_core::spec::BuildCtx;
+use creative_core::{
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::http::{
+    backend_settings, sniff_media, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults, Transport,
+};
+
+const DEFAULTS: SettingsDefaults = SettingsDefaults {
+    base_url: "http://127.0.0.1:8188",
+    key_env: None,
+    model: "workflow",
+    timeout: Duration::from_secs(60),
+};
+
+/// The request fields that can be injected, besides any key of `Request.raw`.
+const KNOWN_NAMES: &[&str] = &[
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "width",
+    "height",
+    "steps",
+    "guidance",
+    "batch_size",
+    "image",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extra {
+    /// The workflow inline.
+    workflow: Option<Value>,
+    /// Or a path to the workflow file, relative to the spec.
+    workflow_path: Option<String>,
+    /// name -> path or [paths].
+    inject: Option<Map<String, Value>>,
+    /// Only take outputs of these nodes.
+    output_nodes: Option<Vec<String>>,
+    client_id: Option<String>,
+    #[serde(default = "default_poll_ms")]
+    poll_interval_ms: u64,
+    #[serde(default = "default_poll_max_ms")]
+    poll_max_ms: u64,
+    #[serde(default)]
+    cost_per_image: f64,
+    #[serde(default)]
+    cost_per_second: f64,
+    #[serde(default = "default_max_batch")]
+    max_batch: u32,
+}
+
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_poll_max_ms() -> u64 {
+    2000
+}
+fn default_max_batch() -> u32 {
+    16
+}
+
+/// A `node_id.inputs.field` location in a workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePath {
+    /// The node id.
+    pub node: String,
+    /// The input field.
+    pub field: String,
+}
+
+impl NodePath {
+    /// Parse `node.inputs.field` (or the short `node.field`).
+    pub fn parse(s: &str) -> Option<NodePath> {
+        let (node, rest) = s.split_once('.')?;
+        let field = rest.strip_prefix("inputs.").unwrap_or(rest);
+        (!node.is_empty() && !field.is_empty() && !field.contains('.')).then(|| NodePath {
+            node: node.to_string(),
+            field: field.to_string(),
+        })
+    }
+}
+
+/// The ComfyUI backend. See the [module docs](self).
+pub struct ComfyUi {
+    id: String,
+    transport: Transport,
+    workflow: Map<String, Value>,
+    inject: BTreeMap<String, Vec<NodePath>>,
+    output_nodes: Option<Vec<String>>,
+    client_id: String,
+    poll: (Duration, Duration),
+    cost_per_image: f64,
+    cost_per_second: f64,
+    max_batch: u32,
+}
+
+impl std::fmt::Debug for ComfyUi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComfyUi")
+            .field("id", &self.id)
+            .field("transport", &self.transport)
+            .field("nodes", &self.workflow.len())
+            .field("inject", &self.inject.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_hex() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+impl ComfyUi {
+    /// Build from a spec's settings (see [`register`]).
+    pub fn from_settings(id: &str, settings: &Value, ctx: &BuildCtx) -> Result<Self, String> {
+        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
+        let extra: Extra = backend_settings(rest)?;
+        let workflow = match (extra.workflow, extra.workflow_path) {
+            (Some(_), Some(_)) => return Err("give `workflow` or `workflow_path`, not both".into()),
+            (Some(w), None) => w,
+            (None, Some(p)) => {
+                let path = ctx.resolve(&p);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("`workflow_path`: cannot read `{}`: {e}", path.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("`workflow_path`: `{}` is not JSON: {e}", path.display()))?
+            }
+            (None, None) => return Err("a ComfyUI provider needs `workflow` or `workflow_path`".into()),
+        };
+        let Value::Object(workflow) = workflow else {
+            return Err("the workflow must be a JSON object of nodes (ComfyUI's \"Export (API)\" format)".into());
+        };
+        validate_workflow(&workflow)?;
+        let inject = match extra.inject {
+            Some(m) => parse_inject(&m, &workflow)?,
+            None => detect_inject(&workflow),
+        };
+        if let Some(nodes) = &extra.output_nodes {
+            for n in nodes {
+                if !workflow.contains_key(n) {
+                    return Err(format!("`output_nodes`: node `{n}` is not in the workflow"));
+                }
+            }
+        }
+        for (k, v) in [
+            ("cost_per_image", extra.cost_per_image),
+            ("cost_per_second", extra.cost_per_second),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("`{k}` must be a non-negative number"));
+            }
+        }
+        let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
+        let transport = http.transport(id, auth).build()?;
+        Ok(ComfyUi {
+            id: id.to_string(),
+            transport,
+            workflow,
+            inject,
+            output_nodes: extra.output_nodes,
+            client_id: extra.client_id.unwrap_or_else(random_hex),
+            poll: (
+                Duration::from_millis(extra.poll_interval_ms.max(1)),
+                Duration::from_millis(extra.poll_max_ms.max(extra.poll_interval_ms).max(1)),
+            ),
+            cost_per_image: extra.cost_per_image,
+            cost_per_second: extra.cost_per_second,
+            max_batch: extra.max_batch.max(1),
+        })
+    }
+
+    /// Where each injectable name goes.
+    pub fn injection_map(&self) -> &BTreeMap<String, Vec<NodePath>> {
+        &self.inject
+    }
+
+    fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
+        ProviderError::new(kind, self.id.clone(), msg)
+    }
+
+    /// The workflow with the request injected (input images given by their uploaded names).
+    pub fn build_workflow(&self, req: &Request, image_names: &[String]) -> Result<Map<String, Value>, ProviderError> {
+        let mut wf = self.workflow.clone();
+        let p = &req.params;
+        let mut values: Vec<(&str, Value)> = vec![("prompt", Value::String(req.prompt.clone()))];
+        if let Some(n) = &req.negative_prompt {
+            values.push(("negative_prompt", n.clone().into()));
+        }
+        if let Some(s) = p.seed {
+            values.push(("seed", s.into()));
+        }
+        if let Some(w) = p.width {
+            values.push(("width", w.into()));
+        }
+        if let Some(h) = p.height {
+            values.push(("height", h.into()));
+        }
+        if let Some(s) = p.steps {
+            values.push(("steps", s.into()));
+        }
+        if let Some(g) = p.guidance {
+            values.push(("guidance", json!(g)));
+        }
+        if let Some(c) = p.count {
+            values.push(("batch_size", c.into()));
+        }
+        if let Some(first) = image_names.first() {
+            values.push(("image", first.clone().into()));
+        }
+        for (name, v) in values {
+            if let Some(paths) = self.inject.get(name) {
+                for path in paths {
+                    set_input(&mut wf, path, v.clone()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                }
+            } else if name == "image" {
+                return Err(self.err(
+                    ErrorKind::Invalid,
+                    "the request has an input image but the workflow has no `LoadImage` node and `inject.image` is not set",
+                ));
+            }
+        }
+        // Further images: `image_1`, `image_2`... when mapped.
+        for (i, n) in image_names.iter().enumerate().skip(1) {
+            if let Some(paths) = self.inject.get(&format!("image_{i}")) {
+                for path in paths {
+                    set_input(&mut wf, path, n.clone().into()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                }
+            }
+        }
+        // Spec variables passed through `raw`: injection names first, node paths last.
+        for (k, v) in &req.raw {
+            if let Some(paths) = self.inject.get(k) {
+                for path in paths {
+                    set_input(&mut wf, path, v.clone()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                }
+            }
+        }
+        for (k, v) in &req.raw {
+            if self.inject.contains_key(k) {
+                continue;
+            }
+            let path = NodePath::parse(k).ok_or_else(|| {
+                self.err(
+                    ErrorKind::Invalid,
+                    format!("raw key `{k}` is neither an `inject` name nor a `node_id.inputs.field` path"),
+                )
+            })?;
+            set_input(&mut wf, &path, v.clone()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+        }
+        Ok(wf)
+    }
+
+    async fn upload(&self, a: &Artifact, ctx: &CallCtx) -> Result<String, ProviderError> {
+        let name = format!("creative_{}.{}", a.id().short(), a.media().extension());
+        let parts = vec![
+            FormPart::file("image", a.data().clone(), name, a.media().as_str()),
+            FormPart::text("type", "input"),
+            FormPart::text("overwrite", "true"),
+        ];
+        let v: Value = self
+            .transport
+            .send_json(HttpRequest::post_multipart("upload/image", parts), ctx)
+            .await?;
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.err(ErrorKind::Protocol, format!("upload answer without `name`: {v}")))?;
+        Ok(match v.get("subfolder").and_then(Value::as_str) {
+            Some(s) if !s.is_empty() => format!("{s}/{name}"),
+            _ => name.to_string(),
+        })
+    }
+
+    async fn queue_prompt(&self, wf: &Map<String, Value>, prompt_id: &str, ctx: &CallCtx) -> Result<(), ProviderError> {
+        let body = json!({ "prompt": wf, "client_id": self.client_id, "prompt_id": prompt_id });
+        let resp = match self.transport.send(HttpRequest::post_json("prompt", body), ctx).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.explain_prompt_error(e, wf)),
+        };
+        let v: Value = resp.json(&self.id)?;
+        if let Some(errs) = v
+            .get("node_errors")
+            .and_then(Value::as_object)
+            .filter(|m| !m.is_empty())
+        {
+            // Valid outputs were queued and the invalid ones silently dropped: the
+            // result would be incomplete, so take the prompt back and fail.
+            spawn_cleanup(self.transport.clone(), prompt_id.to_string());
+            return Err(self
+                .err(
+                    ErrorKind::Invalid,
+                    format!(
+                        "ComfyUI accepted the prompt but dropped outputs that failed validation: {}",
+                        describe_node_errors(errs, wf)
+                    ),
+                )
+                .with_status(resp.status));
+        }
+        Ok(())
+    }
+
+    /// Replace the generic 400 message by the per-node validation errors.
+    fn explain_prompt_error(&self, e: ProviderError, wf: &Map<String, Value>) -> ProviderError {
+        let Some(body) = e.body().and_then(|b| serde_json::from_str::<Value>(b).ok()) else {
+            return e;
+        };
+        let mut msg = body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or(e.message())
+            .to_string();
+        if let Some(d) = body
+            .pointer("/error/details")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+        {
+            msg = format!("{msg}: {d}");
+        }
+        if let Some(errs) = body
+            .get("node_errors")
+            .and_then(Value::as_object)
+            .filter(|m| !m.is_empty())
+        {
+            msg = format!("{msg}; {}", describe_node_errors(errs, wf));
+        }
+        let mut out = self.err(e.kind(), msg);
+        if let Some(s) = e.status() {
+            out = out.with_status(s);
+        }
+        if let Some(b) = e.body() {
+            out = out.with_body(b);
+        }
+        out
+    }
+
+    /// Poll until the prompt is in the history; `Err` when it is lost or fails.
+    async fn wait(&self, prompt_id: &str, ctx: &CallCtx) -> Result<Value, ProviderError> {
+        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
+        let history_path = format!("history/{prompt_id}");
+        loop {
+            backoff.wait(ctx, &self.id).await?;
+            let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+            if let Some(entry) = h.get(prompt_id) {
+                return Ok(entry.clone());
+            }
+            // `{}` means "not finished" or "never heard of it": ask the queue.
+            let q: Value = self.transport.send_json(HttpRequest::get("queue"), ctx).await?;
+            if queue_has(&q, prompt_id) {
+                continue;
+            }
+            // It left the queue: it is in the history now, or it is lost. (A prompt
+            // moves from the queue to the history under one lock, so the history is
+            // read again after the queue.)
+            let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+            if let Some(entry) = h.get(prompt_id) {
+                return Ok(entry.clone());
+            }
+            return Err(self.err(
+                ErrorKind::Unavailable,
+                format!(
+                    "prompt {prompt_id} is lost: ComfyUI has it neither in its queue nor in its history \
+                     (the server restarted, or the queue or history was cleared)"
+                ),
+            ));
+        }
+    }
+
+    fn check_status(&self, entry: &Value) -> Result<(), ProviderError> {
+        let status = entry.get("status");
+        let str_ = status.and_then(|s| s.get("status_str")).and_then(Value::as_str);
+        let messages = status
+            .and_then(|s| s.get("messages"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for m in &messages {
+            let (Some(kind), Some(data)) = (m.get(0).and_then(Value::as_str), m.get(1)) else {
+                continue;
+            };
+            match kind {
+                "execution_error" => {
+                    let node = data.get("node_id").and_then(Value::as_str).unwrap_or("?");
+                    let ty = data.get("node_type").and_then(Value::as_str).unwrap_or("?");
+                    let ex = data.get("exception_type").and_then(Value::as_str).unwrap_or("");
+                    let msg = data
+                        .get("exception_message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .trim();
+                    let oom = ex.contains("OutOfMemory")
+                        || ex.contains("OOM")
+                        || msg.to_lowercase().contains("out of memory");
+                    let kind = if oom { ErrorKind::Transient } else { ErrorKind::Invalid };
+                    return Err(self.err(kind, format!("node {node} ({ty}) failed: {ex}: {msg}")));
+                }
+                "execution_interrupted" => {
+                    let node = data.get("node_id").and_then(Value::as_str).unwrap_or("?");
+                    return Err(self.err(
+                        ErrorKind::Transient,
+                        format!("the prompt was interrupted at node {node}"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if str_ == Some("error") {
+            return Err(self.err(
+                ErrorKind::Transient,
+                "ComfyUI reports the prompt failed without details",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The output files of an entry, by node, restricted to the prompt's output nodes.
+    fn outputs(&self, entry: &Value) -> Vec<(String, OutputFile)> {
+        let executed: Option<BTreeSet<String>> = entry
+            .get("prompt")
+            .and_then(|p| p.get(4))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect());
+        let mut files = Vec::new();
+        let Some(outputs) = entry.get("outputs").and_then(Value::as_object) else {
+            return files;
+        };
+        for (node, out) in outputs {
+            // History holds the UI outputs of every node in the executor's cache,
+            // including nodes this prompt did not run: keep only our output nodes.
+            if !self.workflow.contains_key(node) || executed.as_ref().is_some_and(|e| !e.contains(node)) {
+                continue;
+            }
+            if self.output_nodes.as_ref().is_some_and(|o| !o.contains(node)) {
+                continue;
+            }
+            let Some(out) = out.as_object() else { continue };
+            for list in out.values().filter_map(Value::as_array) {
+                for f in list {
+                    if let Ok(file) = serde_json::from_value::<OutputFile>(f.clone()) {
+                        files.push((node.clone(), file));
+                    }
+                }
+            }
+        }
+        // Saved outputs win over previews when both exist.
+        if files.iter().any(|(_, f)| f.kind == "output") {
+            files.retain(|(_, f)| f.kind == "output");
+        }
+        files
+    }
+
+    async fn fetch(&self, f: &OutputFile, ctx: &CallCtx) -> Result<Option<(Bytes, Option<MediaType>)>, ProviderError> {
+        let req = HttpRequest::get("view")
+            .query("filename", &f.filename)
+            .query("subfolder", &f.subfolder)
+            .query("type", &f.kind);
+        match self.transport.send(req, ctx).await {
+            Ok(r) => {
+                let media = r.media_type();
+                Ok(Some((r.body, media)))
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct OutputFile {
+    filename: String,
+    #[serde(default)]
+    subfolder: String,
+    #[serde(rename = "type", default = "default_type")]
+    kind: String,
+}
+
+fn default_type() -> String {
+    "output".into()
+}
+
+fn queue_has(q: &Value, prompt_id: &str) -> bool {
+    ["queue_running", "queue_pending"].iter().any(|k| {
+        q.get(*k).and_then(Value::as_array).is_some_and(|items| {
+            items
+                .iter()
+                .any(|it| it.get(1).and_then(Value::as_str) == Some(prompt_id))
+        })
+    })
+}
+
+fn describe_node_errors(errs: &Map<String, Value>, wf: &Map<String, Value>) -> String {
+    let mut parts = Vec::new();
+    for (node, e) in errs {
+        let class = e
+            .get("class_type")
+            .and_then(Value::as_str)
+            .or_else(|| wf.get(node).and_then(|n| n.get("class_type")).and_then(Value::as_str))
+            .unwrap_or("?");
+        let reasons: Vec<String> = e
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        let m = r.get("message").and_then(Value::as_str).unwrap_or("invalid");
+                        match r.get("details").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+                            Some(d) => format!("{m}: {d}"),
+                            None => m.to_string(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        parts.push(format!("node {node} ({class}): {}", reasons.join("; ")));
+    }
+    parts.join(" | ")
+}
+
+/// Take a queued or running prompt back, without waiting for the answer: used on
+/// cancellation (the call's own token is cancelled, so a fresh context is used).
+fn spawn_cleanup(t: Transport, prompt_id: String) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let ctx = CallCtx {
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
+            ..CallCtx::detached()
+        };
+        let _ = t
+            .send(HttpRequest::post_json("queue", json!({ "delete": [prompt_id] })), &ctx)
+            .await;
+        let _ = t
+            .send(
+                HttpRequest::post_json("interrupt", json!({ "prompt_id": prompt_id })),
+                &ctx,
+            )
+            .await;
+    });
+}
+
+/// Cancels the remote prompt if dropped while armed (cancellation, timeout, or the
+/// engine dropping the call).
+struct PromptGuard {
+    transport: Transport,
+    prompt_id: String,
+    armed: bool,
+}
+
+impl Drop for PromptGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            spawn_cleanup(self.transport.clone(), self.prompt_id.clone());
+        }
+    }
+}
+
+fn validate_workflow(wf: &Map<String, Value>) -> Result<(), String> {
+    if wf.is_empty() {
+        return Err("the workflow has no nodes".into());
+    }
+    for (id, node) in wf {
+        if node.get("class_type").and_then(Value::as_str).is_none() {
+            return Err(format!(
+                "workflow node `{id}` has no `class_type`: export the workflow with \"Export (API)\", not \"Save\""
+            ));
+        }
+        if !node.get("inputs").is_some_and(Value::is_object) {
+            return Err(format!("workflow node `{id}` has no `inputs` table"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_inject(m: &Map<String, Value>, wf: &Map<String, Value>) -> Result<BTreeMap<String, Vec<NodePath>>, String> {
+    let mut out = BTreeMap::new();
+    for (name, v) in m {
+        let list: Vec<&str> = match v {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .ok_or_else(|| format!("`inject.{name}`: paths must be strings"))
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(format!("`inject.{name}` must be a path or a list of paths")),
+        };
+        let mut paths = Vec::new();
+        for s in list {
+            let p = NodePath::parse(s)
+                .ok_or_else(|| format!("`inject.{name}`: `{s}` is not a `node_id.inputs.field` path"))?;
+            if !wf.contains_key(&p.node) {
+                return Err(format!("`inject.{name}`: node `{}` is not in the workflow", p.node));
+            }
+            paths.push(p);
+        }
+        out.insert(name.clone(), paths);
+    }
+    let _ = KNOWN_NAMES;
+    Ok(out)
+}
+
+fn class_of<'a>(wf: &'a Map<String, Value>, id: &str) -> &'a str {
+    wf.get(id)
+        .and_then(|n| n.get("class_type"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn link_target(wf: &Map<String, Value>, node: &str, input: &str) -> Option<String> {
+    wf.get(node)?
+        .get("inputs")?
+        .get(input)?
+        .get(0)?
+        .as_str()
+        .map(String::from)
+}
+
+fn detect_inject(wf: &Map<String, Value>) -> BTreeMap<String, Vec<NodePath>> {
+    let mut out: BTreeMap<String, Vec<NodePath>> = BTreeMap::new();
+    let mut add = |name: &str, node: &str, field: &str| {
+        out.entry(name.to_string()).or_default().push(NodePath {
+            node: node.to_string(),
+            field: field.to_string(),
+        });
+    };
+    let has = |id: &str, field: &str| {
+        wf[id]
+            .get("inputs")
+            .and_then(|i| i.get(field))
+            .is_some_and(|v| !v.is_array())
+    };
+    let mut load_images = Vec::new();
+    for id in wf.keys() {
+        let class = class_of(wf, id);
+        if class.starts_with("KSampler") || class == "SamplerCustom" {
+            for (name, fields) in [
+                ("seed", &["seed", "noise_seed"][..]),
+                ("steps", &["steps"][..]),
+                ("guidance", &["cfg"][..]),
+            ] {
+                if let Some(f) = fields.iter().find(|f| has(id, f)) {
+                    add(name, id, f);
+                }
+            }
+            for (name, link) in [("prompt", "positive"), ("negative_prompt", "negative")] {
+                if let Some(t) = link_target(wf, id, link) {
+                    if class_of(wf, &t).starts_with("CLIPTextEncode") && has(&t, "text") {
+                        add(name, &t, "text");
+                    }
+                }
+            }
+        } else if class.starts_with("Empty") && class.ends_with("LatentImage") {
+            for f in ["width", "height", "batch_size"] {
+                if has(id, f) {
+                    add(f, id, f);
+                }
+            }
+        } else if class == "LoadImage" && has(id, "image") {
+            load_images.push(id.clone());
+        }
+    }
+    for (i, id) in load_images.iter().enumerate() {
+        add(if i == 0 { "image" } else { "" }, id, "image");
+    }
+    out.remove("");
+    for (i, id) in load_images.iter().enumerate().skip(1) {
+        out.insert(
+            format!("image_{i}"),
+            vec![NodePath {
+                node: id.clone(),
+                field: "image".into(),
+            }],
+        );
+    }
+    out
+}
+
+fn set_input(wf: &mut Map<String, Value>, p: &NodePath, v: Value) -> Result<(), String> {
+    let inputs = wf
+        .get_mut(&p.node)
+        .and_then(|n| n.get_mut("inputs"))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| format!("workflow has no node `{}` with inputs", p.node))?;
+    if inputs.get(&p.field).is_some_and(Value::is_array) {
+        return Err(format!(
+            "`{}.inputs.{}` is a link to another node; inject into a widget input instead",
+            p.node, p.field
+        ));
+    }
+    inputs.insert(p.field.clone(), v);
+    Ok(())
+}
+
+/// The node and every node it reads from, in `wf`.
+fn ancestors(wf: &Map<String, Value>, node: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![node.to_string()];
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n.clone()) {
+            continue;
+        }
+        if let Some(inputs) = wf.get(&n).and_then(|x| x.get("inputs")).and_then(Value::as_object) {
+            for v in inputs.values() {
+                if let Some(t) = v.get(0).and_then(Value::as_str).filter(|_| v.is_array()) {
+                    stack.push(t.to_string());
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// The uncompressed text chunk `key` of a PNG (`tEXt` or `iTXt`).
+fn png_text(data: &[u8], key: &str) -> Option<String> {
+    if !data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return None;
+    }
+    let mut i = 8usize;
+    while i + 8 <= data.len() {
+        let len = u32::from_be_bytes(data[i..i + 4].try_into().ok()?) as usize;
+        let ty = &data[i + 4..i + 8];
+        let body = data.get(i + 8..i + 8 + len)?;
+        if ty == b"tEXt" || ty == b"iTXt" {
+            if let Some(z) = body.iter().position(|b| *b == 0) {
+                if &body[..z] == key.as_bytes() {
+                    if ty == b"tEXt" {
+                        return Some(body[z + 1..].iter().map(|&b| b as char).collect());
+                    }
+                    // iTXt: flag, method, language\0, translated keyword\0, text.
+                    let rest = body.get(z + 1..)?;
+                    if rest.first() != Some(&0) {
+                        return None;
+                    }
+                    let rest = rest.get(2..)?;
+                    let lang_end = rest.iter().position(|b| *b == 0)?;
+                    let rest = rest.get(lang_end + 1..)?;
+                    let tk_end = rest.iter().position(|b| *b == 0)?;
+                    return String::from_utf8(rest.get(tk_end + 1..)?.to_vec()).ok();
+                }
+            }
+        }
+        if ty == b"IEND" {
+            break;
+        }
+        i += 12 + len;
+    }
+    None
+}
+
+/// Whether a cached output file was written by a run of the same node graph:
+/// `Some(false)` when its embedded workflow disagrees with ours on the node or one
+/// of its ancestors, `None` when it carries no workflow to compare.
+fn file_matches(data: &[u8], wf: &Map<String, Value>, node: &str) -> Option<bool> {
+    let embedded: Value = serde_json::from_str(&png_text(data, "prompt")?).ok()?;
+    let emb = embedded.as_object()?;
+    Some(ancestors(wf, node).iter().all(|n| {
+        let ours = wf.get(n);
+        let theirs = emb.get(n);
+        match (ours, theirs) {
+            (Some(a), Some(b)) => a.get("class_type") == b.get("class_type") && a.get("inputs") == b.get("inputs"),
+            _ => false,
+        }
+    }))
+}
+
+fn media_from_name(name: &str) -> Option<MediaType> {
+    let ext = name.rsplit('.').next()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "png" => MediaType::Png,
+        "jpg" | "jpeg" => MediaType::Jpeg,
+        "webp" => MediaType::Webp,
+        "mp4" => MediaType::Mp4,
+        "wav" => MediaType::Wav,
+        "mp3" => MediaType::Mp3,
+        "flac" => MediaType::Other(Arc::from("audio/flac")),
+        "gif" => MediaType::Other(Arc::from("image/gif")),
+        "webm" => MediaType::Other(Arc::from("video/webm")),
+        "glb" => MediaType::Glb,
+        "txt" => MediaType::Text,
+        "json" => MediaType::Json,
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl Provider for ComfyUi {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut tasks = vec![Task::Image];
+        if self.inject.contains_key("image") {
+            tasks.push(Task::ImageEdit);
+        }
+        Capabilities {
+            tasks,
+            seed: self.inject.contains_key("seed"),
+            negative_prompt: self.inject.contains_key("negative_prompt"),
+            max_count: if self.inject.contains_key("batch_size") {
+                self.max_batch
+            } else {
+                1
+            },
+        }
+    }
+
+    fn estimate_cost(&self, request: &Request) -> f64 {
+        self.cost_per_image * f64::from(request.params.count.unwrap_or(1).max(1))
+    }
+
+    async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let started = tokio::time::Instant::now();
+        let mut names = Vec::with_capacity(request.inputs.len());
+        for a in &request.inputs {
+            names.push(self.upload(a, ctx).await?);
+        }
+        let mut wf = self.workflow_for(request, &names)?;
+        let mut reruns = 0u32;
+        loop {
+            let prompt_id = random_hex();
+            let mut guard = PromptGuard {
+                transport: self.transport.clone(),
+                prompt_id: prompt_id.clone(),
+                armed: true,
+            };
+            if let Err(e) = self.queue_prompt(&wf, &prompt_id, ctx).await {
+                // A refused prompt was never queued; an accepted-then-dropped one is
+                // cleaned up already. Either way there is nothing left to cancel.
+                guard.armed = matches!(
+                    e.kind(),
+                    ErrorKind::Cancelled | ErrorKind::Timeout | ErrorKind::Transient
+                );
+                return Err(e);
+            }
+            let entry = self.wait(&prompt_id, ctx).await?;
+            guard.armed = false;
+            self.check_status(&entry)?;
+            let cached: BTreeSet<String> = cached_nodes(&entry);
+            let files = self.outputs(&entry);
+            if files.is_empty() {
+                return Err(self.err(
+                    ErrorKind::Protocol,
+                    format!("prompt {prompt_id} finished without output files (does the workflow save its result?)"),
+                ));
+            }
+            let mut artifacts = Vec::with_capacity(files.len());
+            let mut stale: BTreeSet<String> = BTreeSet::new();
+            for (node, f) in &files {
+                let got = self.fetch(f, ctx).await?;
+                let Some((data, declared)) = got else {
+                    if cached.contains(node) {
+                        stale.insert(node.clone());
+                        continue;
+                    }
+                    return Err(self.err(
+                        ErrorKind::Protocol,
+                        format!(
+                            "output `{}` of node {node} is listed in the history but missing on the server",
+                            f.filename
+                        ),
+                    ));
+                };
+                if cached.contains(node) && file_matches(&data, &wf, node) == Some(false) {
+                    stale.insert(node.clone());
+                    continue;
+                }
+                let media = sniff_media(&data)
+                    .or_else(|| media_from_name(&f.filename))
+                    .or(declared)
+                    .unwrap_or(MediaType::Other(Arc::from("application/octet-stream")));
+                let mut a = Artifact::new(media, data);
+                let extra = &mut a.meta_mut().extra;
+                extra.insert("comfyui_node".into(), node.clone().into());
+                extra.insert("comfyui_filename".into(), f.filename.clone().into());
+                extra.insert("comfyui_prompt_id".into(), prompt_id.clone().into());
+                if cached.contains(node) {
+                    extra.insert("comfyui_cached".into(), true.into());
+                }
+                artifacts.push(a);
+            }
+            if !stale.is_empty() {
+                if reruns >= 1 {
+                    return Err(self.err(
+                        ErrorKind::Transient,
+                        format!(
+                            "cached outputs of node(s) {} are missing or belong to another run, even after a re-run",
+                            stale.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                reruns += 1;
+                tracing::debug!(provider = %self.id, nodes = ?stale, "cached outputs are stale; re-running those nodes");
+                let nonce = &random_hex()[..8];
+                let mut need_free = false;
+                for n in &stale {
+                    let prefix = wf
+                        .get(n)
+                        .and_then(|x| x.pointer("/inputs/filename_prefix"))
+                        .and_then(Value::as_str)
+                        .map(String::from);
+                    match prefix {
+                        Some(p) => {
+                            let path = NodePath {
+                                node: n.clone(),
+                                field: "filename_prefix".into(),
+                            };
+                            set_input(&mut wf, &path, format!("{p}_{nonce}").into())
+                                .map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                        }
+                        None => need_free = true,
+                    }
+                }
+                if need_free {
+                    self.transport
+                        .send(HttpRequest::post_json("free", json!({"free_memory": true})), ctx)
+                        .await?;
+                }
+                continue;
+            }
+            let n = artifacts.len() as f64;
+            let secs = started.elapsed().as_secs_f64();
+            return Ok(Generation {
+                usage: Usage {
+                    cost_usd: self.cost_per_image * n + self.cost_per_second * secs,
+                    units: Some(n),
+                    ..Usage::default()
+                },
+                artifacts,
+                raw: Some(json!({ "prompt_id": prompt_id, "cached_nodes": cached, "reruns": reruns })),
+            });
+        }
+    }
+}
+
+impl ComfyUi {
+    fn workflow_for(&self, request: &Request, names: &[String]) -> Result<Map<String, Value>, ProviderError> {
+        match request.task {
+            Task::Image | Task::ImageEdit => self.build_workflow(request, names),
+            t => Err(self.err(
+                ErrorKind::Invalid,
+                format!("comfyui runs image workflows, not `{}`", t.as_str()),
+            )),
+        }
+    }
+}
+
+fn cached_nodes(entry: &Value) -> BTreeSet<String> {
+    entry
+        .pointer("/status/messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|m| m.get(0).and_then(Value::as_str) == Some("execution_cached"))
+        .filter_map(|m| m.get(1).and_then(|d| d.get("nodes")).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+/// Register the `comfyui` kind.
+///
+/// Settings: the shared HTTP ones (`base_url`, default `http://127.0.0.1:8188`;
+/// `api_key_env` when the server sits behind an authenticating proxy), plus
+/// `workflow` (inline) or `workflow_path` (relative to the spec), `inject` (name ->
+/// `node_id.inputs.field` or a list of them), `output_nodes`, `client_id`,
+/// `poll_interval_ms` (250), `poll_max_ms` (2000), `cost_per_image` (0),
+/// `cost_per_second` (0), `max_batch` (16).
+pub fn register(reg: &mut creative_core::spec::Registry) {
+    reg.provider(
+        "comfyui",
+        Arc::new(|id: &str, settings: &Value, ctx: &BuildCtx| {
+            ComfyUi::from_settings(id, settings, ctx).map(|p| Arc::new(p) as Arc<dyn Provider>)
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_paths_parse() {
+        assert_eq!(
+            NodePath::parse("3.inputs.seed"),
+            Some(NodePath {
+                node: "3".into(),
+                field: "seed".into()
+            })
+        );
+        assert_eq!(NodePath::parse("3.seed").unwrap().field, "seed");
+        assert!(NodePath::parse("seed").is_none());
+        assert!(NodePath::parse("3.inputs.a.b").is_none());
+    }
+
+    #[test]
+    fn png_text_reads_text_and_itxt_chunks() {
+        fn chunk(ty: &[u8], body: &[u8]) -> Vec<u8> {
+            let mut v = (body.len() as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(ty);
+            v.extend_from_slice(body);
+            v.extend_from_slice(&[0, 0, 0, 0]);
+            v
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"tEXt", b"workflow\0{}"));
+        png.extend(chunk(b"iTXt", "prompt\0\0\0\0\0{\"a\":\"é\"}".as_bytes()));
+        png.extend(chunk(b"IEND", b""));
+        assert_eq!(png_text(&png, "prompt").as_deref(), Some("{\"a\":\"é\"}"));
+        assert_eq!(png_text(&png, "workflow").as_deref(), Some("{}"));
+        assert_eq!(png_text(&png, "other"), None);
+    }
+}

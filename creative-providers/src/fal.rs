@@ -1,0 +1,438 @@
+//! `fal`: fal.ai's queue API.
+//!
+//! A call submits (`POST https://queue.fal.run/{app}` with the model's input as
+//! JSON, `Authorization: Key ...`), polls the status (`GET
+//! .../requests/{id}/status`: `IN_QUEUE` with a queue position, `IN_PROGRESS`,
+//! `COMPLETED`), then reads the result (`GET .../requests/{id}`). The status and
+//! result URLs the submit answer names are used (they drop an app's sub-path, such
+//! as `/image-to-image`); when absent they are built from the app's owner and
+//! name. If the call is cancelled, times out or is dropped before completion, the
+//! request is cancelled (`PUT .../requests/{id}/cancel`).
+//!
+//! Request mapping: `prompt`, `negative_prompt`, `image_size` (`{width, height}`),
+//! `aspect_ratio`, `seed`, `num_images` (count), `num_inference_steps` (steps),
+//! `guidance_scale` (guidance), `output_format` (format), the first input image as
+//! a data URL in `image_url`; then `Request.raw` merged last (a `null` removes a
+//! field).
+//!
+//! Result mapping: `images[]`, `image`, `video`, `audio`, `audio_file` (each with a
+//! `url`, downloaded through the shared HTTP layer), or `output` text. Images the
+//! model's safety checker flagged (`has_nsfw_concepts`) are dropped; if all are
+//! flagged the call is a `ContentPolicy` refusal, as is a 422
+//! `content_policy_violation` error. Cost: the price table's per-image price times
+//! the images, or its `per_second` price times the result's `timings.inference`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use creative_core::{
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::http::{
+    backend_settings, encode_base64, sniff_media, Auth, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
+    Transport, Url,
+};
+use crate::pricing::{ModelPrice, PriceTable};
+
+const DEFAULTS: SettingsDefaults = SettingsDefaults {
+    base_url: "https://queue.fal.run",
+    key_env: Some("FAL_KEY"),
+    model: "fal-ai/flux/schnell",
+    timeout: Duration::from_secs(60),
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extra {
+    #[serde(default = "default_poll_ms")]
+    poll_interval_ms: u64,
+    #[serde(default = "default_poll_max_ms")]
+    poll_max_ms: u64,
+    #[serde(default = "default_max_count")]
+    max_count: u32,
+}
+
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_poll_max_ms() -> u64 {
+    3000
+}
+fn default_max_count() -> u32 {
+    4
+}
+
+/// fal list prices (dollars per image at about one megapixel) as defaults; a
+/// spec's `prices` table overrides or adds apps.
+pub fn default_prices() -> PriceTable {
+    let mut t = PriceTable::new();
+    for (m, p) in [
+        ("fal-ai/flux/schnell", 0.003),
+        ("fal-ai/flux/dev", 0.025),
+        ("fal-ai/flux-pro/v1.1", 0.04),
+        ("fal-ai/flux-pro/v1.1-ultra", 0.06),
+        ("fal-ai/recraft-v3", 0.04),
+        ("fal-ai/stable-diffusion-v35-large", 0.065),
+    ] {
+        t.set(
+            m,
+            ModelPrice {
+                image: [("*".to_string(), p)].into_iter().collect(),
+                ..ModelPrice::default()
+            },
+        );
+    }
+    t
+}
+
+/// The fal backend. See the [module docs](self).
+#[derive(Debug)]
+pub struct Fal {
+    id: String,
+    transport: Transport,
+    app: String,
+    prices: PriceTable,
+    poll: (Duration, Duration),
+    max_count: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct Submitted {
+    request_id: String,
+    status_url: Option<String>,
+    response_url: Option<String>,
+    cancel_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Status {
+    status: String,
+    #[serde(default)]
+    queue_position: Option<u64>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+impl Fal {
+    /// Build from a spec's settings (see [`register`]).
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
+        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
+        let extra: Extra = backend_settings(rest)?;
+        check_app(&http.model).map_err(|e| format!("`model`: {e}"))?;
+        let key = http.api_key.clone().ok_or("no fal key: set FAL_KEY or `api_key_env`")?;
+        let transport = http
+            .transport(id, Auth::Scheme("Key", key))
+            .error_refiner(refine_error)
+            .build()?;
+        let prices = default_prices().with_overrides(http.prices.as_ref())?;
+        Ok(Fal {
+            id: id.to_string(),
+            transport,
+            app: http.model,
+            prices,
+            poll: (
+                Duration::from_millis(extra.poll_interval_ms.max(1)),
+                Duration::from_millis(extra.poll_max_ms.max(extra.poll_interval_ms).max(1)),
+            ),
+            max_count: extra.max_count.max(1),
+        })
+    }
+
+    fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
+        ProviderError::new(kind, self.id.clone(), msg)
+    }
+
+    /// The JSON input for `req`.
+    pub fn input(&self, req: &Request) -> Value {
+        let p = &req.params;
+        let mut m = Map::new();
+        if !req.prompt.is_empty() {
+            m.insert("prompt".into(), req.prompt.clone().into());
+        }
+        if let Some(n) = &req.negative_prompt {
+            m.insert("negative_prompt".into(), n.clone().into());
+        }
+        if let (Some(w), Some(h)) = (p.width, p.height) {
+            m.insert("image_size".into(), json!({"width": w, "height": h}));
+        }
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.into(), v);
+            }
+        };
+        put("aspect_ratio", p.aspect_ratio.clone().map(Value::from));
+        put("seed", p.seed.map(Value::from));
+        put("num_images", p.count.filter(|c| *c > 1).map(Value::from));
+        put("num_inference_steps", p.steps.map(Value::from));
+        put("guidance_scale", p.guidance.map(|g| json!(g)));
+        put("output_format", p.format.clone().map(Value::from));
+        put("duration", p.duration_s.map(|d| json!(d)));
+        if let Some(a) = req.inputs.first() {
+            let url = format!("data:{};base64,{}", a.media(), encode_base64(a.data()));
+            m.insert("image_url".into(), url.into());
+        }
+        for (k, v) in &req.raw {
+            if v.is_null() {
+                m.remove(k);
+            } else {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// A URL the submit answer gave, if it is one we may call with the key (same
+    /// origin as the base URL); else the built path.
+    fn follow(&self, given: Option<&str>, built: String) -> String {
+        match given.and_then(|u| Url::parse(u).ok()) {
+            Some(u) if u.origin() == self.transport.base_url().origin() => u.to_string(),
+            _ => built,
+        }
+    }
+
+    async fn artifacts(&self, req: &Request, v: &Value, ctx: &CallCtx) -> Result<Vec<Artifact>, ProviderError> {
+        if req.task == Task::Text {
+            let text = v
+                .get("output")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.err(ErrorKind::Protocol, "text result without `output`"))?;
+            return Ok(vec![Artifact::text_plain(text)]);
+        }
+        let flags: Vec<bool> = v
+            .get("has_nsfw_concepts")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|x| x.as_bool().unwrap_or(false)).collect())
+            .unwrap_or_default();
+        let mut files: Vec<&Value> = Vec::new();
+        if let Some(a) = v.get("images").and_then(Value::as_array) {
+            files.extend(a.iter());
+        }
+        for k in ["image", "video", "audio", "audio_file", "model_mesh"] {
+            if let Some(f) = v.get(k).filter(|f| f.is_object()) {
+                files.push(f);
+            }
+        }
+        if files.is_empty() {
+            return Err(self.err(ErrorKind::Protocol, "result without images, video or audio"));
+        }
+        let mut out = Vec::new();
+        let mut flagged = 0usize;
+        for (i, f) in files.iter().enumerate() {
+            if flags.get(i).copied().unwrap_or(false) {
+                flagged += 1;
+                continue;
+            }
+            let url = f
+                .get("url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.err(ErrorKind::Protocol, format!("output file without `url`: {f}")))?;
+            let d = self.transport.download(url, ctx).await?;
+            let declared = f
+                .get("content_type")
+                .and_then(Value::as_str)
+                .and_then(|c| c.parse::<MediaType>().ok());
+            let media = sniff_media(&d.data)
+                .or(declared)
+                .or(d.media)
+                .unwrap_or(MediaType::Other(Arc::from("application/octet-stream")));
+            let mut a = Artifact::new(media, d.data);
+            let meta = a.meta_mut();
+            meta.width = f
+                .get("width")
+                .and_then(Value::as_u64)
+                .and_then(|w| u32::try_from(w).ok());
+            meta.height = f
+                .get("height")
+                .and_then(Value::as_u64)
+                .and_then(|h| u32::try_from(h).ok());
+            if let Some(seed) = v.get("seed") {
+                meta.extra.insert("seed".into(), seed.clone());
+            }
+            out.push(a);
+        }
+        if out.is_empty() && flagged > 0 {
+            return Err(self.err(
+                ErrorKind::ContentPolicy,
+                format!("the model's safety checker flagged all {flagged} output(s)"),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn check_app(app: &str) -> Result<(), String> {
+    let segs: Vec<&str> = app.split('/').collect();
+    if segs.len() < 2 || segs.iter().any(|s| s.is_empty()) {
+        return Err(format!("`{app}` is not a fal app id such as `fal-ai/flux/dev`"));
+    }
+    Ok(())
+}
+
+fn refine_error(info: &crate::http::ErrorInfo<'_>) -> Option<ErrorKind> {
+    // fal lists typed errors under `detail`: match on `type`, not on messages.
+    let types = info
+        .json
+        .and_then(|j| j.get("detail"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.get("type").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if types.contains(&"content_policy_violation") {
+        return Some(ErrorKind::ContentPolicy);
+    }
+    None
+}
+
+/// Cancels the queued request if dropped while armed.
+struct CancelGuard {
+    transport: Transport,
+    url: Option<String>,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        let (Some(url), Ok(rt)) = (self.url.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let t = self.transport.clone();
+        rt.spawn(async move {
+            let ctx = CallCtx {
+                deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
+                ..CallCtx::detached()
+            };
+            let _ = t.send(HttpRequest::new(reqwest::Method::PUT, url), &ctx).await;
+        });
+    }
+}
+
+#[async_trait]
+impl Provider for Fal {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: vec![
+                Task::Image,
+                Task::ImageEdit,
+                Task::Video,
+                Task::Audio,
+                Task::Text,
+                Task::Model3d,
+            ],
+            seed: true,
+            negative_prompt: true,
+            max_count: self.max_count,
+        }
+    }
+
+    fn estimate_cost(&self, req: &Request) -> f64 {
+        let app = req.model.as_deref().unwrap_or(&self.app);
+        self.prices
+            .images(app, None, None, req.params.count.unwrap_or(1).max(1))
+            .unwrap_or(0.0)
+    }
+
+    async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let app = req.model.as_deref().unwrap_or(&self.app);
+        check_app(app).map_err(|e| self.err(ErrorKind::Invalid, e))?;
+        let sub: Submitted = self
+            .transport
+            .send_json(HttpRequest::post_json(app, self.input(req)), ctx)
+            .await?;
+        // Status, result and cancel live under the app's owner/name, without sub-path.
+        let root = app.split('/').take(2).collect::<Vec<_>>().join("/");
+        let base = format!("{root}/requests/{}", sub.request_id);
+        let status_url = self.follow(sub.status_url.as_deref(), format!("{base}/status"));
+        let result_url = self.follow(sub.response_url.as_deref(), base.clone());
+        let mut guard = CancelGuard {
+            transport: self.transport.clone(),
+            url: Some(self.follow(sub.cancel_url.as_deref(), format!("{base}/cancel"))),
+        };
+        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
+        let mut last_position = None;
+        let status = loop {
+            backoff.wait(ctx, &self.id).await?;
+            let s: Status = self.transport.send_json(HttpRequest::get(&status_url), ctx).await?;
+            match s.status.as_str() {
+                "IN_QUEUE" => {
+                    if s.queue_position != last_position {
+                        tracing::debug!(provider = %self.id, request = %sub.request_id, position = ?s.queue_position, "queued");
+                        last_position = s.queue_position;
+                    }
+                }
+                "IN_PROGRESS" => {}
+                "COMPLETED" => break s,
+                other => {
+                    return Err(self.err(
+                        ErrorKind::Protocol,
+                        format!("request {}: unknown queue status `{other}`", sub.request_id),
+                    ))
+                }
+            }
+        };
+        guard.url = None;
+        let result: Value = match self.transport.send_json(HttpRequest::get(&result_url), ctx).await {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        };
+        if let Some(err) = status.error.as_ref().filter(|e| !e.is_null()) {
+            if result.get("images").is_none() && result.get("video").is_none() {
+                return Err(self.err(
+                    ErrorKind::Transient,
+                    format!("request {} failed: {err}", sub.request_id),
+                ));
+            }
+        }
+        let artifacts = self.artifacts(req, &result, ctx).await?;
+        let cost = match self.prices.get(app) {
+            Some(mp) => match mp.per_image(None, None) {
+                Some(per) => per * artifacts.len() as f64,
+                None => {
+                    let secs = result
+                        .pointer("/timings/inference")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0);
+                    mp.per_second.unwrap_or(0.0) * secs
+                }
+            },
+            None => 0.0,
+        };
+        Ok(Generation {
+            usage: Usage {
+                cost_usd: cost,
+                units: Some(artifacts.len() as f64),
+                ..Usage::default()
+            },
+            artifacts,
+            raw: Some(json!({
+                "request_id": sub.request_id,
+                "seed": result.get("seed"),
+                "timings": result.get("timings"),
+                "polls": backoff.polls(),
+            })),
+        })
+    }
+}
+
+/// Register the `fal` kind.
+///
+/// Settings: the shared HTTP ones (`model` is the fal app id such as
+/// `fal-ai/flux/dev`; the key comes from `FAL_KEY` by default), plus
+/// `poll_interval_ms` (250), `poll_max_ms` (3000), `max_count` (4).
+pub fn register(reg: &mut creative_core::spec::Registry) {
+    reg.provider(
+        "fal",
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+            Fal::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
+        }),
+    );
+}
