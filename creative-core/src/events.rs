@@ -270,16 +270,19 @@ impl EventBus {
 /// A run's events as a [`futures::Stream`]; it ends after [`EventKind::RunFinished`].
 pub struct EventStream {
     rx: mpsc::UnboundedReceiver<Event>,
+    // The run's shared state (and so the sender) may outlive the run, held by the
+    // handle; the stream ends on the last event instead of on channel close.
+    ended: bool,
 }
 
 impl EventStream {
     pub(crate) fn new(rx: mpsc::UnboundedReceiver<Event>) -> Self {
-        EventStream { rx }
+        EventStream { rx, ended: false }
     }
 
     /// Wait for the next event without going through the `Stream` trait.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        futures::StreamExt::next(self).await
     }
 }
 
@@ -287,6 +290,17 @@ impl Stream for EventStream {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(Event {
+            kind: EventKind::RunFinished { .. },
+            ..
+        })) = &polled
+        {
+            self.ended = true;
+        }
+        polled
     }
 }

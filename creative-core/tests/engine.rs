@@ -1,0 +1,819 @@
+//! Behaviour of the engine across modules: executor, resilience, gates,
+//! cancellation, events, DAG scheduling.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use creative_core::resilience::{Backoff, BreakerConfig, Budget, RetryPolicy};
+use creative_core::{
+    Artifact, CallCtx, Capabilities, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep,
+    Generation, Job, MediaKind, OnGateFail, Pipeline, PipelineError, Provider, ProviderError, ProviderLimits,
+    QualityGate, Request, RunOptions, Status, Step, StepCtx, StepError, StepInputs, StepState, Task, Usage, Verdict,
+};
+use futures::StreamExt;
+
+type Script = dyn Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync;
+
+/// A provider that answers with a text artifact naming itself, the prompt and the
+/// seed, after an optional latency, failing as its script says.
+struct Fake {
+    id: String,
+    latency: Duration,
+    calls: AtomicU32,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    script: Box<Script>,
+    cost: f64,
+}
+
+impl Fake {
+    fn new(id: &str) -> Self {
+        Fake {
+            id: id.into(),
+            latency: Duration::ZERO,
+            calls: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            script: Box::new(|_, _| Ok(())),
+            cost: 0.01,
+        }
+    }
+    fn latency(mut self, d: Duration) -> Self {
+        self.latency = d;
+        self
+    }
+    fn script(mut self, f: impl Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync + 'static) -> Self {
+        self.script = Box::new(f);
+        self
+    }
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Provider for Fake {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: vec![Task::Text, Task::Image],
+            seed: true,
+            ..Default::default()
+        }
+    }
+    fn estimate_cost(&self, _: &Request) -> f64 {
+        self.cost
+    }
+    async fn generate(&self, req: &Request, _ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        struct Dec<'a>(&'a AtomicUsize);
+        impl Drop for Dec<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _dec = Dec(&self.in_flight);
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        (self.script)(req, n)?;
+        Ok(Generation {
+            artifacts: vec![Artifact::text_plain(format!(
+                "{}|{}|{}",
+                self.id,
+                req.prompt,
+                req.params.seed.unwrap_or(0)
+            ))],
+            usage: Usage {
+                cost_usd: self.cost,
+                ..Default::default()
+            },
+            raw: None,
+        })
+    }
+}
+
+fn gen(chain: &[&str]) -> GenerateStep {
+    GenerateStep::new(Task::Text, chain.iter().copied(), "ad for {{ product }}").unwrap()
+}
+
+fn jobs(n: usize) -> Vec<Job> {
+    (0..n).map(|i| Job::new([("product", format!("p{i}"))])).collect()
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        max_rate_limited: 5,
+        backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)).unwrap(),
+        max_retry_after: Duration::from_secs(60),
+    }
+}
+
+fn single(step: impl Step + 'static) -> Arc<dyn Pipeline> {
+    Arc::new(Dag::builder("t").step("gen", step, &[]).build().unwrap())
+}
+
+// ---------------------------------------------------------------- executor
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_every_job_within_global_and_per_provider_limits() {
+    let a = Arc::new(Fake::new("a").latency(Duration::from_millis(5)));
+    let b = Arc::new(Fake::new("b").latency(Duration::from_millis(5)));
+    let exec = Executor::builder()
+        .provider(a.clone())
+        .provider_with_limits(
+            b.clone(),
+            ProviderLimits {
+                concurrency: Some(2),
+                ..Default::default()
+            },
+        )
+        .concurrency(6)
+        .build();
+    let dag = Dag::builder("two")
+        .step("x", gen(&["a"]), &[])
+        .step("y", gen(&["b"]), &[])
+        .build()
+        .unwrap();
+    let out = exec.run(Arc::new(dag), jobs(40)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.jobs.len(), 40);
+    assert!(out.jobs.iter().enumerate().all(|(i, j)| j.index == i as u64));
+    assert_eq!(a.calls(), 40);
+    assert_eq!(b.calls(), 40);
+    let max_b = b.max_in_flight.load(Ordering::SeqCst);
+    let max_a = a.max_in_flight.load(Ordering::SeqCst);
+    assert!(max_b <= 2, "per-provider limit: {max_b}");
+    assert!(max_a <= 6, "global limit: {max_a}");
+    assert!(max_a >= 3, "the global limit allows parallel calls: {max_a}");
+}
+
+#[tokio::test]
+async fn one_failing_job_never_stops_the_others() {
+    let p = Arc::new(Fake::new("p").script(|req, _| {
+        if req.prompt.ends_with("p3") {
+            Err(ProviderError::invalid("p", "this product is not allowed"))
+        } else {
+            Ok(())
+        }
+    }));
+    let exec = Executor::builder().provider(p.clone()).retry(fast_retry()).build();
+    let out = exec.run(single(gen(&["p"])), jobs(8)).await.unwrap();
+    assert_eq!(out.status, Status::Failed);
+    let failed: Vec<_> = out.jobs.iter().filter(|j| j.status == Status::Failed).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].job.var_str("product").as_deref(), Some("p3"));
+    assert!(failed[0].error().unwrap().to_string().contains("not allowed"));
+    assert_eq!(out.jobs.iter().filter(|j| j.status == Status::Succeeded).count(), 7);
+    assert_eq!(p.calls(), 8, "invalid input is not retried");
+}
+
+#[tokio::test]
+async fn unknown_provider_is_refused_before_running() {
+    let exec = Executor::builder().provider(Arc::new(Fake::new("a"))).build();
+    let err = exec.run(single(gen(&["nope"])), jobs(1)).await.unwrap_err();
+    assert!(err.to_string().contains("unknown provider `nope`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_panicking_step_fails_its_job_only() {
+    struct Boom;
+    #[async_trait]
+    impl Step for Boom {
+        fn kind(&self) -> &str {
+            "boom"
+        }
+        async fn run(&self, _: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+            if ctx.job.var_str("product").as_deref() == Some("p1") {
+                panic!("kaboom");
+            }
+            Ok(vec![Artifact::text_plain("ok")])
+        }
+    }
+    let exec = Executor::builder().build();
+    let out = exec.run(single(Boom), jobs(3)).await.unwrap();
+    assert_eq!(out.jobs[1].status, Status::Failed);
+    assert!(out.jobs[1].error().unwrap().to_string().contains("kaboom"));
+    assert_eq!(out.jobs[0].status, Status::Succeeded);
+    assert_eq!(out.jobs[2].status, Status::Succeeded);
+}
+
+// ---------------------------------------------------------------- resilience
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_with_backoff() {
+    let p = Arc::new(Fake::new("p").script(|_, n| {
+        if n < 3 {
+            Err(ProviderError::transient("p", "503").with_status(503))
+        } else {
+            Ok(())
+        }
+    }));
+    let exec = Executor::builder().provider(p.clone()).retry(fast_retry()).build();
+    let out = exec.run(single(gen(&["p"])), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(p.calls(), 3);
+    assert_eq!(out.stats.retries, 2);
+    let art = &out.jobs[0].outputs("gen")[0];
+    assert_eq!(art.provenance().attempt, 3);
+    assert_eq!(art.provenance().provider.as_deref(), Some("p"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_wait_for_retry_after() {
+    let p = Arc::new(Fake::new("p").script(|_, n| {
+        if n == 1 {
+            Err(ProviderError::rate_limited("p", "slow down", Some(Duration::from_secs(5))).with_status(429))
+        } else {
+            Ok(())
+        }
+    }));
+    let exec = Executor::builder().provider(p.clone()).retry(fast_retry()).build();
+    let start = tokio::time::Instant::now();
+    let out = exec.run(single(gen(&["p"])), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(5), "waited only {waited:?}");
+    assert!(waited < Duration::from_secs(6), "waited {waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_and_invalid_are_not_retried_but_fall_back() {
+    let a = Arc::new(Fake::new("a").script(|_, _| Err(ProviderError::new(ErrorKind::Auth, "a", "bad key"))));
+    let b = Arc::new(Fake::new("b"));
+    let exec = Executor::builder().provider(a.clone()).provider(b.clone()).retry(fast_retry()).build();
+    let mut run = exec
+        .start(
+            single(gen(&["a", "b"])),
+            jobs(1),
+            RunOptions {
+                events: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let events: Vec<_> = run.events().unwrap().collect().await;
+    let out = run.wait().await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(a.calls(), 1, "auth is never retried");
+    assert_eq!(b.calls(), 1);
+    assert_eq!(out.jobs[0].outputs("gen")[0].provenance().provider.as_deref(), Some("b"));
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Fallback { from, to, .. } if from == "a" && to == "b")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_time_out_and_are_retried() {
+    // First call hangs for an hour; the timeout cuts it; the retry is fast.
+    struct Hang(AtomicU32);
+    #[async_trait]
+    impl Provider for Hang {
+        fn id(&self) -> &str {
+            "hang"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn generate(&self, _: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok(Generation {
+                artifacts: vec![Artifact::text_plain("late but fine")],
+                ..Default::default()
+            })
+        }
+    }
+    let exec = Executor::builder()
+        .provider(Arc::new(Hang(AtomicU32::new(0))))
+        .call_timeout(Some(Duration::from_secs(2)))
+        .retry(fast_retry())
+        .build();
+    let start = tokio::time::Instant::now();
+    let out = exec.run(single(gen(&["hang"])), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.stats.failed_attempts, 1);
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuit_breaker_opens_then_half_opens_after_cool_down() {
+    let healthy = Arc::new(AtomicU32::new(0));
+    let h = healthy.clone();
+    let flaky = Arc::new(Fake::new("flaky").script(move |_, _| {
+        if h.load(Ordering::SeqCst) == 1 {
+            Ok(())
+        } else {
+            Err(ProviderError::transient("flaky", "down"))
+        }
+    }));
+    let backup = Arc::new(Fake::new("backup"));
+    let exec = Executor::builder()
+        .provider(flaky.clone())
+        .provider(backup.clone())
+        .concurrency(1)
+        .retry(RetryPolicy::none())
+        .breaker(BreakerConfig {
+            failure_threshold: 3,
+            cool_down: Duration::from_secs(30),
+        })
+        .build();
+    let dag = single(gen(&["flaky", "backup"]));
+    let out = exec.run(dag.clone(), jobs(10)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(flaky.calls(), 3, "the breaker opened after 3 consecutive failures");
+    assert_eq!(backup.calls(), 10);
+
+    // After the cool-down one probe goes through; it succeeds and closes the circuit.
+    healthy.store(1, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let out = exec.run(dag, jobs(5)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(flaky.calls(), 3 + 5);
+    assert_eq!(backup.calls(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_providers_open_means_waiting_not_failing() {
+    let healthy = Arc::new(AtomicU32::new(0));
+    let h = healthy.clone();
+    let only = Arc::new(Fake::new("only").script(move |_, _| {
+        if h.load(Ordering::SeqCst) == 1 {
+            Ok(())
+        } else {
+            Err(ProviderError::transient("only", "down"))
+        }
+    }));
+    let exec = Executor::builder()
+        .provider(only.clone())
+        .concurrency(1)
+        .retry(RetryPolicy::none())
+        .breaker(BreakerConfig {
+            failure_threshold: 1,
+            cool_down: Duration::from_secs(10),
+        })
+        .build();
+    let mut run = exec
+        .start(
+            single(gen(&["only"])),
+            jobs(3),
+            RunOptions {
+                events: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut events = run.events().unwrap();
+    // The first job fails (one failure opens the circuit). The second waits.
+    let waiting = loop {
+        let e = events.next().await.unwrap();
+        if let EventKind::Waiting { delay_ms, .. } = e.kind {
+            break delay_ms;
+        }
+    };
+    assert!(waiting > 0 && waiting <= 10_000);
+    healthy.store(1, Ordering::SeqCst);
+    let out = run.wait().await;
+    assert_eq!(out.jobs[0].status, Status::Failed);
+    assert_eq!(out.jobs[1].status, Status::Succeeded);
+    assert_eq!(out.jobs[2].status, Status::Succeeded);
+}
+
+#[tokio::test]
+async fn money_budget_stops_new_work_cleanly() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p.clone()).concurrency(1).build();
+    let budget = Arc::new(Budget::new().max_cost_usd(0.035));
+    let out = exec
+        .start(
+            single(gen(&["p"])),
+            jobs(10),
+            RunOptions {
+                budget: Some(budget.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(out.status, Status::BudgetExhausted);
+    assert_eq!(p.calls(), 3, "three calls of $0.01 fit in $0.035");
+    assert!(budget.spent_usd() <= 0.035);
+    assert_eq!(out.jobs.len(), 10, "every job gets a result");
+    let ok = out.jobs.iter().filter(|j| j.status == Status::Succeeded).count();
+    assert_eq!(ok, 3);
+    assert!(out.jobs[3..].iter().all(|j| j.status == Status::BudgetExhausted));
+}
+
+#[tokio::test]
+async fn attempt_budget_counts_retries() {
+    let p = Arc::new(Fake::new("p").script(|_, _| Err(ProviderError::transient("p", "503"))));
+    let exec = Executor::builder().provider(p.clone()).concurrency(1).retry(fast_retry()).build();
+    let out = exec
+        .start(
+            single(gen(&["p"])),
+            jobs(5),
+            RunOptions {
+                budget: Some(Arc::new(Budget::new().max_attempts(4))),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(p.calls(), 4);
+    assert_eq!(out.status, Status::BudgetExhausted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_budget_stops_starting_jobs() {
+    let p = Arc::new(Fake::new("p").latency(Duration::from_secs(1)));
+    let exec = Executor::builder().provider(p.clone()).concurrency(1).build();
+    let out = exec
+        .start(
+            single(gen(&["p"])),
+            jobs(10),
+            RunOptions {
+                budget: Some(Arc::new(Budget::new().deadline_in(Duration::from_millis(2500)))),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(out.status, Status::BudgetExhausted);
+    let ok = out.jobs.iter().filter(|j| j.status == Status::Succeeded).count();
+    assert!((2..=3).contains(&ok), "{ok} jobs finished before the deadline");
+    assert_eq!(out.jobs.len(), 10);
+}
+
+// ---------------------------------------------------------------- gates
+
+/// Passes text containing the marker, fails the rest.
+struct Contains(&'static str);
+
+#[async_trait]
+impl QualityGate for Contains {
+    fn name(&self) -> &str {
+        "contains"
+    }
+    fn accepts(&self) -> Option<&[MediaKind]> {
+        Some(&[MediaKind::Text])
+    }
+    async fn check(&self, a: &Artifact, _: &GateCtx) -> Result<Verdict, GateError> {
+        let t = a.text().ok_or_else(|| GateError::new("contains", "not text"))?;
+        Ok(if t.contains(self.0) {
+            Verdict::pass(1.0)
+        } else {
+            Verdict::fail(0.0, format!("missing `{}`", self.0))
+        })
+    }
+}
+
+/// A gate that fails the first `k` artifacts it sees and passes the rest.
+struct FailFirst {
+    k: u32,
+    seen: AtomicU32,
+    seeds: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl QualityGate for FailFirst {
+    fn name(&self) -> &str {
+        "fail_first"
+    }
+    async fn check(&self, a: &Artifact, _: &GateCtx) -> Result<Verdict, GateError> {
+        self.seeds.lock().unwrap().push(a.text().unwrap_or_default().to_string());
+        let n = self.seen.fetch_add(1, Ordering::SeqCst);
+        Ok(if n < self.k {
+            Verdict::fail(0.2, "too dull")
+        } else {
+            Verdict::pass(0.9)
+        })
+    }
+}
+
+fn fail_first(k: u32) -> Arc<FailFirst> {
+    Arc::new(FailFirst {
+        k,
+        seen: AtomicU32::new(0),
+        seeds: Mutex::new(Vec::new()),
+    })
+}
+
+#[tokio::test]
+async fn gate_failure_regenerates_with_new_derived_seeds() {
+    let p = Arc::new(Fake::new("p"));
+    let gate = fail_first(2);
+    let exec = Executor::builder().provider(p.clone()).build();
+    let step = gen(&["p"]).gate(gate.clone()).on_gate_fail(OnGateFail::Regenerate { max: 3 });
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(p.calls(), 3);
+    let seeds: Vec<String> = gate.seeds.lock().unwrap().iter().map(|t| t.rsplit('|').next().unwrap().to_string()).collect();
+    assert_eq!(seeds.len(), 3);
+    assert_ne!(seeds[0], seeds[1]);
+    assert_ne!(seeds[1], seeds[2]);
+    let a = &out.jobs[0].outputs("gen")[0];
+    assert_eq!(a.provenance().regeneration, 2);
+    assert_eq!(a.provenance().gates.len(), 1);
+    assert!(a.provenance().gates[0].verdict.passed);
+    assert_eq!(out.stats.regenerations, 2);
+    assert_eq!(out.stats.gate_failures, 2);
+
+    // The same job regenerates through the same seeds: runs are reproducible.
+    let gate2 = fail_first(2);
+    let step = gen(&["p"]).gate(gate2.clone()).on_gate_fail(OnGateFail::Regenerate { max: 3 });
+    exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(*gate.seeds.lock().unwrap(), *gate2.seeds.lock().unwrap());
+}
+
+#[tokio::test]
+async fn regeneration_gives_up_after_max_rounds() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p.clone()).build();
+    let step = gen(&["p"]).gate(Arc::new(Contains("never"))).on_gate_fail(OnGateFail::Regenerate { max: 2 });
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Failed);
+    assert_eq!(p.calls(), 3);
+    match out.jobs[0].error().unwrap() {
+        StepError::GateFailed { gate, reasons } => {
+            assert_eq!(gate, "contains");
+            assert!(reasons.contains("missing `never`"));
+        }
+        e => panic!("unexpected {e}"),
+    }
+}
+
+#[tokio::test]
+async fn gate_failure_can_fall_back_flag_or_fail() {
+    let a = Arc::new(Fake::new("a"));
+    let b = Arc::new(Fake::new("b"));
+    let exec = Executor::builder().provider(a.clone()).provider(b.clone()).build();
+
+    // Fallback: a's output lacks "b|", b's has it.
+    let step = gen(&["a", "b"]).gate(Arc::new(Contains("b|"))).on_gate_fail(OnGateFail::Fallback);
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.jobs[0].outputs("gen")[0].provenance().provider.as_deref(), Some("b"));
+
+    // Flag: kept, flagged, verdict recorded.
+    let step = gen(&["a"]).gate(Arc::new(Contains("zzz"))).on_gate_fail(OnGateFail::Flag);
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    let art = &out.jobs[0].outputs("gen")[0];
+    assert!(art.provenance().flagged);
+    assert!(!art.provenance().gates[0].verdict.passed);
+    assert_eq!(out.stats.flagged, 1);
+
+    // Fail.
+    let step = gen(&["a"]).gate(Arc::new(Contains("zzz"))).on_gate_fail(OnGateFail::Fail);
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Failed);
+    assert!(matches!(out.jobs[0].error(), Some(StepError::GateFailed { .. })));
+}
+
+#[tokio::test]
+async fn a_gate_that_cannot_judge_fails_the_artifact() {
+    let exec = Executor::builder().provider(Arc::new(Fake::new("p"))).build();
+    struct Broken;
+    #[async_trait]
+    impl QualityGate for Broken {
+        fn name(&self) -> &str {
+            "judge"
+        }
+        async fn check(&self, _: &Artifact, _: &GateCtx) -> Result<Verdict, GateError> {
+            Err(GateError::new("judge", "malformed verdict"))
+        }
+    }
+    let step = gen(&["p"]).gate(Arc::new(Broken)).on_gate_fail(OnGateFail::Fail);
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Failed);
+    assert!(out.jobs[0].error().unwrap().to_string().contains("malformed verdict"));
+}
+
+// ---------------------------------------------------------------- cancellation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_returns_within_100ms_and_keeps_finished_work() {
+    // Jobs p0 and p1 are fast; the rest sleep 10 s inside the provider.
+    struct Sleepy;
+    #[async_trait]
+    impl Provider for Sleepy {
+        fn id(&self) -> &str {
+            "sleepy"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn generate(&self, r: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
+            if !(r.prompt.ends_with("p0") || r.prompt.ends_with("p1")) {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+            Ok(Generation {
+                artifacts: vec![Artifact::text_plain(r.prompt.clone())],
+                ..Default::default()
+            })
+        }
+    }
+    let exec = Executor::builder().provider(Arc::new(Sleepy)).concurrency(8).build();
+    let dag = Dag::builder("c")
+        .step("gen", gen(&["sleepy"]), &[])
+        .step("after", gen(&["sleepy"]), &["gen"])
+        .build()
+        .unwrap();
+    let run = exec.start(Arc::new(dag), jobs(6), RunOptions::default()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    run.cancel();
+    let out = run.wait().await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(100), "cancel took {took:?}");
+    assert_eq!(out.status, Status::Cancelled);
+    for j in &out.jobs[..2] {
+        assert_eq!(j.status, Status::Succeeded, "{:?}", j.job);
+        assert_eq!(j.outputs("after").len(), 1, "finished artifacts are kept");
+    }
+    for j in &out.jobs[2..] {
+        assert_eq!(j.status, Status::Cancelled);
+        assert_eq!(j.steps[0].state, StepState::Cancelled);
+    }
+}
+
+// ---------------------------------------------------------------- events
+
+#[tokio::test]
+async fn events_stream_tells_the_whole_story_in_order() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p).build();
+    let dag = Dag::builder("ev")
+        .step("gen", gen(&["p"]).gate(Arc::new(Contains("p|"))), &[])
+        .step("copy", gen(&["p"]), &["gen"])
+        .build()
+        .unwrap();
+    let mut run = exec
+        .start(
+            Arc::new(dag),
+            jobs(3),
+            RunOptions {
+                events: true,
+                jobs_hint: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let events: Vec<_> = run.events().unwrap().collect().await;
+    let out = run.wait().await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert!(matches!(events.first().unwrap().kind, EventKind::RunStarted { steps: 2, jobs_hint: Some(3), .. }));
+    match &events.last().unwrap().kind {
+        EventKind::RunFinished { status, progress, .. } => {
+            assert_eq!(*status, Status::Succeeded);
+            assert_eq!(progress.jobs_done, 3);
+            assert_eq!(progress.steps_done, 6);
+        }
+        e => panic!("last event {e:?}"),
+    }
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    assert_eq!(seqs.len(), sorted.len());
+    // Per job: started < step started < attempt < verdict < step finished < job finished.
+    for j in &out.jobs {
+        let key = j.job.key();
+        let pos = |f: &dyn Fn(&EventKind) -> bool| events.iter().position(|e| f(&e.kind)).unwrap();
+        let started = pos(&|k| matches!(k, EventKind::JobStarted { job, .. } if job == key));
+        let step = pos(&|k| matches!(k, EventKind::StepStarted { job, step } if job == key && step == "gen"));
+        let attempt = pos(&|k| matches!(k, EventKind::Attempt { job, step, .. } if job == key && step == "gen"));
+        let verdict = pos(&|k| matches!(k, EventKind::GateVerdict { job, passed: true, .. } if job == key));
+        let fin = pos(&|k| matches!(k, EventKind::StepFinished { job, step, ok: true, .. } if job == key && step == "gen"));
+        let copy = pos(&|k| matches!(k, EventKind::StepStarted { job, step } if job == key && step == "copy"));
+        let done = pos(&|k| matches!(k, EventKind::JobFinished { job, .. } if job == key));
+        assert!(started < step && step < attempt && attempt < verdict && verdict < fin && fin < copy && copy < done);
+    }
+    let json = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(json["type"], "run_started");
+}
+
+// ---------------------------------------------------------------- DAG
+
+#[tokio::test]
+async fn builder_reports_media_mismatch_and_missing_inputs() {
+    struct WantsImage;
+    #[async_trait]
+    impl Step for WantsImage {
+        fn kind(&self) -> &str {
+            "resize"
+        }
+        fn accepts(&self) -> Option<&[MediaKind]> {
+            Some(&[MediaKind::Image])
+        }
+        fn min_inputs(&self) -> usize {
+            1
+        }
+        async fn run(&self, _: &StepInputs, _: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+            Ok(vec![])
+        }
+    }
+    let e = Dag::builder("m")
+        .step("text", gen(&["p"]), &[])
+        .step("small", WantsImage, &["text"])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PipelineError::MediaMismatch {
+            step: "small".into(),
+            input: "text".into(),
+            accepts: "image".into(),
+            produces: "text".into()
+        }
+    );
+    let e = Dag::builder("m").step("small", WantsImage, &[]).build().unwrap_err();
+    assert_eq!(e.to_string(), "step `small` needs 1 input(s) but has 0");
+}
+
+/// Records, for each node, when it started and which nodes had finished by then.
+struct Probe {
+    log: Arc<Mutex<Vec<(String, String, Vec<String>)>>>,
+    done: Arc<Mutex<HashMap<String, Vec<String>>>>,
+}
+
+#[async_trait]
+impl Step for Probe {
+    fn kind(&self) -> &str {
+        "probe"
+    }
+    async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        let key = ctx.job.key().to_string();
+        let finished = self.done.lock().unwrap().get(&key).cloned().unwrap_or_default();
+        self.log.lock().unwrap().push((key.clone(), ctx.step.to_string(), finished));
+        // Yield so that siblings interleave.
+        tokio::task::yield_now().await;
+        let n = inputs.len();
+        self.done.lock().unwrap().entry(key).or_default().push(ctx.step.to_string());
+        Ok(vec![Artifact::text_plain(format!("{}:{n}", ctx.step))])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_dags_run_every_node_once_after_all_its_inputs() {
+    let mut rng = fastrand::Rng::with_seed(20261124);
+    for case in 0..60 {
+        let n = rng.usize(1..24);
+        let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, e) in edges.iter_mut().enumerate() {
+            for j in 0..i {
+                if rng.f32() < 0.25 {
+                    e.push(j);
+                }
+            }
+        }
+        // Shuffle declaration order so the builder cannot rely on it.
+        let mut order: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut order);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(Mutex::new(HashMap::new()));
+        let mut b = Dag::builder(format!("case{case}"));
+        for &i in &order {
+            let ins: Vec<&str> = edges[i].iter().map(|&j| names[j].as_str()).collect();
+            b = b.step(
+                names[i].clone(),
+                Probe {
+                    log: log.clone(),
+                    done: done.clone(),
+                },
+                &ins,
+            );
+        }
+        let dag = b.build().unwrap();
+        let exec = Executor::builder().concurrency(1 + rng.usize(0..6)).build();
+        let out = exec.run(Arc::new(dag), jobs(3)).await.unwrap();
+        assert_eq!(out.status, Status::Succeeded, "case {case}");
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 3 * n, "case {case}: every node once per job");
+        for j in &out.jobs {
+            let key = j.job.key();
+            let mut seen = std::collections::HashSet::new();
+            for (k, step, finished) in log.iter().filter(|(k, _, _)| k == key) {
+                assert!(seen.insert(step.clone()), "case {case}: {step} ran twice in {k}");
+                let i: usize = step[1..].parse().unwrap();
+                for &inp in &edges[i] {
+                    assert!(finished.contains(&names[inp]), "case {case}: {step} started before its input {}", names[inp]);
+                }
+            }
+            for (i, name) in names.iter().enumerate() {
+                let out = &j.outputs(name)[0];
+                assert_eq!(out.text().unwrap(), format!("{name}:{}", edges[i].len()), "fan-in delivers every input");
+            }
+        }
+    }
+}
