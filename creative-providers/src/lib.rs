@@ -8,6 +8,8 @@
 pub mod comfyui;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "gemini")]
+pub mod gemini;
 #[cfg(feature = "fal")]
 pub mod fal;
 #[cfg(feature = "ollama")]
@@ -40,6 +42,8 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     replicate::register(reg);
     #[cfg(feature = "fal")]
     fal::register(reg);
+    #[cfg(feature = "gemini")]
+    gemini::register(reg);
     router::register(reg);
     let _ = reg;
 }

@@ -1,0 +1,764 @@
+//! `gemini`: the Gemini API (Google AI) for text, image output, Imagen and Veo.
+//!
+//! | task | model | endpoint |
+//! | --- | --- | --- |
+//! | `text` | `model` (default `gemini-2.5-flash`) | `POST {base}/models/{model}:generateContent` |
+//! | `image`, `image_edit` | `image_model` (default `gemini-2.5-flash-image`) | `:generateContent` with `responseModalities: ["TEXT", "IMAGE"]`; images come back as `inlineData` base64 |
+//! | `image` | a model named `imagen-*` | `POST {base}/models/{model}:predict` |
+//! | `video` | `video_model` (default `veo-3.0-generate-001`) | `POST {base}/models/{model}:predictLongRunning`, then `GET {base}/{operation}` until `done`, then the video URI is downloaded |
+//!
+//! The key goes in the `x-goog-api-key` header (default variable
+//! `GEMINI_API_KEY`). Parameters: `temperature`, `max_tokens`, `seed`, `count`
+//! (`candidateCount`, `sampleCount`), `aspect_ratio`, `system`, `negative_prompt`
+//! (Imagen, Veo), `duration_s` (Veo `durationSeconds`). `Request::raw` is merged
+//! last at the top level of the body, exactly as given, so a raw
+//! `generationConfig` or `parameters` table replaces the one built from the typed
+//! parameters.
+//!
+//! Refusals: a `promptFeedback.blockReason`, a candidate finishing with `SAFETY`,
+//! `PROHIBITED_CONTENT`, `BLOCKLIST`, `SPII`, `IMAGE_SAFETY` or `RECITATION` and no
+//! output, Imagen answers whose predictions were all filtered (`raiFilteredReason`),
+//! and Veo operations whose samples were all filtered (`raiMediaFilteredReasons`)
+//! are `ContentPolicy`. A 400 saying the API key is invalid is `Auth`. The delay
+//! in a 429's `RetryInfo` is honoured.
+//!
+//! On cancellation while a Veo operation runs, `POST {base}/{operation}:cancel` is
+//! sent (best effort) before returning.
+//!
+//! Settings (besides those of [`HttpSettings`]): `image_model`, `video_model`,
+//! `poll_interval_s` (first delay between operation polls, default 5, growing to 4x).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use creative_core::{
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::http::{
+    backend_settings, decode_base64, encode_base64, merge_raw, sniff_media, Auth, ErrorInfo, HttpRequest, HttpSettings,
+    PollBackoff, SettingsDefaults, Transport,
+};
+use crate::pricing::{gemini_defaults, PriceTable};
+
+// ---------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------
+
+const DEFAULTS: SettingsDefaults = SettingsDefaults {
+    base_url: "https://generativelanguage.googleapis.com/v1beta",
+    key_env: Some("GEMINI_API_KEY"),
+    model: "gemini-2.5-flash",
+    timeout: Duration::from_secs(180),
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extra {
+    image_model: Option<String>,
+    video_model: Option<String>,
+    poll_interval_s: Option<f64>,
+}
+
+/// The Gemini backend.
+#[derive(Debug, Clone)]
+pub struct Gemini {
+    id: String,
+    transport: Transport,
+    text_model: String,
+    image_model: String,
+    video_model: String,
+    poll_interval: Duration,
+    prices: Arc<PriceTable>,
+}
+
+impl Gemini {
+    /// Build from a spec's settings table (see the module docs).
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
+        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
+        let extra: Extra = backend_settings(rest)?;
+        let poll = extra.poll_interval_s.unwrap_or(5.0);
+        if !(poll.is_finite() && poll > 0.0 && poll < 3600.0) {
+            return Err(format!(
+                "`poll_interval_s` must be a positive number of seconds, got {poll}"
+            ));
+        }
+        let auth = http
+            .api_key
+            .clone()
+            .map(|k| Auth::Header("x-goog-api-key", k))
+            .unwrap_or(Auth::None);
+        let transport = http.transport(id, auth).error_refiner(refine_error).build()?;
+        let prices = gemini_defaults().with_overrides(http.prices.as_ref())?;
+        Ok(Gemini {
+            id: id.to_string(),
+            transport,
+            text_model: http.model.clone(),
+            image_model: extra.image_model.unwrap_or_else(|| "gemini-2.5-flash-image".into()),
+            video_model: extra.video_model.unwrap_or_else(|| "veo-3.0-generate-001".into()),
+            poll_interval: Duration::from_secs_f64(poll),
+            prices: Arc::new(prices),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Wire types
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateContentResponse {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    #[serde(default)]
+    prompt_feedback: Option<PromptFeedback>,
+    #[serde(default)]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(default)]
+    model_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate {
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Content {
+    #[serde(default)]
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Part {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default, alias = "inline_data")]
+    inline_data: Option<InlineData>,
+    #[serde(default)]
+    thought: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InlineData {
+    #[serde(alias = "mime_type")]
+    mime_type: String,
+    data: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(default)]
+    block_reason: Option<String>,
+    #[serde(default)]
+    block_reason_message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: u64,
+    #[serde(default)]
+    candidates_token_count: u64,
+    #[serde(default)]
+    thoughts_token_count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct PredictResponse {
+    #[serde(default)]
+    predictions: Vec<Prediction>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Prediction {
+    #[serde(default)]
+    bytes_base64_encoded: Option<String>,
+    #[serde(default)]
+    mime_type: Option<String>,
+    #[serde(default)]
+    rai_filtered_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Operation {
+    name: String,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    error: Option<OperationError>,
+    #[serde(default)]
+    response: Option<OperationResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OperationError {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationResponse {
+    #[serde(default)]
+    generate_video_response: Option<VideoResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VideoResponse {
+    #[serde(default)]
+    generated_samples: Vec<VideoSample>,
+    #[serde(default)]
+    rai_media_filtered_count: Option<u64>,
+    #[serde(default)]
+    rai_media_filtered_reasons: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VideoSample {
+    video: VideoRef,
+}
+
+#[derive(Debug, Deserialize)]
+struct VideoRef {
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default, rename = "bytesBase64Encoded")]
+    bytes: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Request mapping
+// ---------------------------------------------------------------------------------
+
+/// How a request is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Content,
+    Imagen,
+    Veo,
+}
+
+impl Gemini {
+    fn route(&self, req: &Request) -> Result<(Route, String), ProviderError> {
+        Ok(match req.task {
+            Task::Text => (
+                Route::Content,
+                req.model.clone().unwrap_or_else(|| self.text_model.clone()),
+            ),
+            Task::Image | Task::ImageEdit => {
+                let m = req.model.clone().unwrap_or_else(|| self.image_model.clone());
+                if m.starts_with("imagen") {
+                    if req.task == Task::ImageEdit {
+                        return Err(ProviderError::invalid(
+                            &self.id,
+                            "Imagen models do not edit images here",
+                        ));
+                    }
+                    (Route::Imagen, m)
+                } else {
+                    (Route::Content, m)
+                }
+            }
+            Task::Video => (
+                Route::Veo,
+                req.model.clone().unwrap_or_else(|| self.video_model.clone()),
+            ),
+            other => {
+                return Err(ProviderError::invalid(
+                    &self.id,
+                    format!("task `{}` is not supported", other.as_str()),
+                ))
+            }
+        })
+    }
+
+    fn content_body(req: &Request) -> Value {
+        let mut parts = vec![json!({"text": req.prompt})];
+        for a in &req.inputs {
+            parts.push(json!({"inlineData": {"mimeType": a.media().as_str(), "data": encode_base64(a.data())}}));
+        }
+        let mut config = Map::new();
+        if let Some(t) = req.params.temperature {
+            config.insert("temperature".into(), json!(t));
+        }
+        if let Some(m) = req.params.max_tokens {
+            config.insert("maxOutputTokens".into(), json!(m));
+        }
+        if let Some(s) = req.params.seed {
+            // The API takes a 32-bit seed.
+            config.insert("seed".into(), json!(s as u32 as i32));
+        }
+        if let Some(n) = req.params.count {
+            config.insert("candidateCount".into(), json!(n));
+        }
+        if matches!(req.task, Task::Image | Task::ImageEdit) {
+            config.insert("responseModalities".into(), json!(["TEXT", "IMAGE"]));
+            if let Some(r) = &req.params.aspect_ratio {
+                config.insert("imageConfig".into(), json!({"aspectRatio": r}));
+            }
+        }
+        let mut b = Map::new();
+        b.insert("contents".into(), json!([{"role": "user", "parts": parts}]));
+        if let Some(s) = &req.params.system {
+            b.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
+        }
+        if !config.is_empty() {
+            b.insert("generationConfig".into(), Value::Object(config));
+        }
+        let mut v = Value::Object(b);
+        merge_raw(&mut v, &req.raw);
+        v
+    }
+
+    fn imagen_body(req: &Request) -> Value {
+        let mut p = Map::new();
+        p.insert("sampleCount".into(), json!(req.params.count.unwrap_or(1)));
+        if let Some(r) = &req.params.aspect_ratio {
+            p.insert("aspectRatio".into(), json!(r));
+        }
+        if let Some(n) = &req.negative_prompt {
+            p.insert("negativePrompt".into(), json!(n));
+        }
+        if let Some(s) = req.params.seed {
+            p.insert("seed".into(), json!(s as u32 as i32));
+        }
+        let mut v = json!({"instances": [{"prompt": req.prompt}], "parameters": p});
+        merge_raw(&mut v, &req.raw);
+        v
+    }
+
+    fn veo_body(req: &Request) -> Value {
+        let mut instance = Map::new();
+        instance.insert("prompt".into(), json!(req.prompt));
+        if let Some(a) = req.inputs.iter().find(|a| a.media().as_str().starts_with("image/")) {
+            instance.insert(
+                "image".into(),
+                json!({"bytesBase64Encoded": encode_base64(a.data()), "mimeType": a.media().as_str()}),
+            );
+        }
+        let mut p = Map::new();
+        if let Some(r) = &req.params.aspect_ratio {
+            p.insert("aspectRatio".into(), json!(r));
+        }
+        if let Some(n) = &req.negative_prompt {
+            p.insert("negativePrompt".into(), json!(n));
+        }
+        if let Some(d) = req.params.duration_s {
+            p.insert("durationSeconds".into(), json!(d.round() as u32));
+        }
+        if let Some(n) = req.params.count {
+            p.insert("sampleCount".into(), json!(n));
+        }
+        if let Some(s) = req.params.seed {
+            p.insert("seed".into(), json!(s as u32 as i32));
+        }
+        let mut v = json!({"instances": [instance], "parameters": p});
+        merge_raw(&mut v, &req.raw);
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Response mapping
+// ---------------------------------------------------------------------------------
+
+const REFUSALS: &[&str] = &[
+    "SAFETY",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "RECITATION",
+];
+
+impl Gemini {
+    fn protocol(&self, msg: impl Into<String>) -> ProviderError {
+        ProviderError::new(ErrorKind::Protocol, &self.id, msg)
+    }
+
+    fn refused(&self, msg: impl Into<String>) -> ProviderError {
+        ProviderError::new(ErrorKind::ContentPolicy, &self.id, msg)
+    }
+
+    fn content_response(
+        &self,
+        model: &str,
+        req: &Request,
+        r: GenerateContentResponse,
+    ) -> Result<Generation, ProviderError> {
+        if let Some(f) = &r.prompt_feedback {
+            if let Some(reason) = &f.block_reason {
+                let detail = f.block_reason_message.as_deref().unwrap_or("");
+                return Err(self.refused(format!("prompt blocked ({reason}) {detail}").trim().to_string()));
+            }
+        }
+        let model = r.model_version.as_deref().unwrap_or(model);
+        let want_image = matches!(req.task, Task::Image | Task::ImageEdit);
+        let mut artifacts = Vec::new();
+        let mut texts = Vec::new();
+        let mut refusal = None;
+        for c in &r.candidates {
+            let parts = c.content.as_ref().map(|c| c.parts.as_slice()).unwrap_or(&[]);
+            let before = artifacts.len() + texts.len();
+            for p in parts {
+                if p.thought == Some(true) {
+                    continue;
+                }
+                if let Some(d) = &p.inline_data {
+                    let data = decode_base64(&self.id, &d.data)?;
+                    let media = d.mime_type.parse::<MediaType>().unwrap_or(MediaType::Png);
+                    let media = if media.kind() == creative_core::MediaKind::Other {
+                        sniff_media(&data).unwrap_or(media)
+                    } else {
+                        media
+                    };
+                    let mut a = Artifact::new(media, data);
+                    a.provenance_mut().model = Some(model.to_string());
+                    artifacts.push(a);
+                } else if let Some(t) = &p.text {
+                    texts.push(t.clone());
+                }
+            }
+            if artifacts.len() + texts.len() == before {
+                if let Some(reason) = c.finish_reason.as_deref().filter(|r| REFUSALS.contains(r)) {
+                    refusal = Some(reason.to_string());
+                }
+            }
+        }
+        if want_image {
+            if artifacts.is_empty() {
+                return Err(match refusal {
+                    Some(r) => self.refused(format!("no image: finished with {r}")),
+                    // The model answered in words only; say what it said.
+                    None => self.protocol(format!("no image in the answer; text: {}", texts.join(" "))),
+                });
+            }
+            if !texts.is_empty() {
+                let t = texts.join("\n");
+                for a in &mut artifacts {
+                    a.meta_mut().extra.insert("text".into(), json!(t));
+                }
+            }
+        } else {
+            if texts.is_empty() {
+                return Err(match refusal {
+                    Some(r) => self.refused(format!("no text: finished with {r}")),
+                    None => self.protocol("the answer has no text"),
+                });
+            }
+            // One artifact per candidate's text: join the parts of each.
+            for t in texts {
+                let mut a = Artifact::text_plain(t);
+                a.provenance_mut().model = Some(model.to_string());
+                artifacts.push(a);
+            }
+        }
+        let mut usage = Usage::default();
+        if let Some(u) = &r.usage_metadata {
+            let out = u.candidates_token_count + u.thoughts_token_count;
+            usage.input_tokens = Some(u.prompt_token_count);
+            usage.output_tokens = Some(out);
+            usage.cost_usd = self.prices.tokens(model, u.prompt_token_count, out).unwrap_or(0.0);
+        }
+        if want_image {
+            usage.units = Some(artifacts.len() as f64);
+            if usage.cost_usd == 0.0 {
+                usage.cost_usd = self
+                    .prices
+                    .images(model, None, None, artifacts.len() as u32)
+                    .unwrap_or(0.0);
+            }
+        }
+        Ok(Generation {
+            artifacts,
+            usage,
+            raw: None,
+        })
+    }
+
+    fn imagen_response(&self, model: &str, r: PredictResponse) -> Result<Generation, ProviderError> {
+        let mut artifacts = Vec::new();
+        let mut filtered = Vec::new();
+        for p in &r.predictions {
+            match (&p.bytes_base64_encoded, &p.rai_filtered_reason) {
+                (Some(b), _) => {
+                    let data = decode_base64(&self.id, b)?;
+                    let media = p
+                        .mime_type
+                        .as_deref()
+                        .and_then(|m| m.parse().ok())
+                        .or_else(|| sniff_media(&data))
+                        .unwrap_or(MediaType::Png);
+                    let mut a = Artifact::new(media, data);
+                    a.provenance_mut().model = Some(model.to_string());
+                    artifacts.push(a);
+                }
+                (None, Some(reason)) => filtered.push(reason.clone()),
+                (None, None) => {}
+            }
+        }
+        if artifacts.is_empty() {
+            return Err(if filtered.is_empty() {
+                // Imagen answers `{}` when every image was filtered and no reason was asked for.
+                self.refused("no image returned (all filtered)")
+            } else {
+                self.refused(filtered.join("; "))
+            });
+        }
+        let n = artifacts.len() as u32;
+        Ok(Generation {
+            artifacts,
+            usage: Usage {
+                cost_usd: self.prices.images(model, None, None, n).unwrap_or(0.0),
+                units: Some(f64::from(n)),
+                ..Usage::default()
+            },
+            raw: None,
+        })
+    }
+
+    async fn veo(&self, model: &str, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let body = Self::veo_body(req);
+        let mut op: Operation = self
+            .transport
+            .send_json(
+                HttpRequest::post_json(format!("models/{model}:predictLongRunning"), body),
+                ctx,
+            )
+            .await?;
+        let mut poll = PollBackoff::new(self.poll_interval, self.poll_interval * 4);
+        while !op.done {
+            if let Err(e) = poll.wait(ctx, &self.id).await {
+                self.cancel_operation(&op.name).await;
+                return Err(e);
+            }
+            let name = op.name.clone();
+            op = match self.transport.send_json(HttpRequest::get(name.as_str()), ctx).await {
+                Ok(op) => op,
+                Err(e) => {
+                    if e.kind() == ErrorKind::Cancelled {
+                        self.cancel_operation(&name).await;
+                    }
+                    return Err(e);
+                }
+            };
+            tracing::debug!(provider = %self.id, operation = %op.name, done = op.done, polls = poll.polls(), "veo poll");
+        }
+        if let Some(e) = op.error {
+            // google.rpc.Code: 3 INVALID_ARGUMENT, 7 PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE...
+            let kind = match e.code {
+                3 | 5 | 9 | 11 => ErrorKind::Invalid,
+                7 | 16 => ErrorKind::Auth,
+                8 => ErrorKind::RateLimited,
+                4 => ErrorKind::Timeout,
+                _ => ErrorKind::Transient,
+            };
+            let kind = if crate::http::looks_like_content_policy(None, &e.message) {
+                ErrorKind::ContentPolicy
+            } else {
+                kind
+            };
+            return Err(ProviderError::new(
+                kind,
+                &self.id,
+                format!("operation failed: {}", e.message),
+            ));
+        }
+        let resp = op
+            .response
+            .and_then(|r| r.generate_video_response)
+            .ok_or_else(|| self.protocol("operation done without a video response"))?;
+        let mut artifacts = Vec::new();
+        for s in &resp.generated_samples {
+            let (data, served) = match (&s.video.bytes, &s.video.uri) {
+                (Some(b), _) => (decode_base64(&self.id, b)?, None),
+                (None, Some(uri)) => {
+                    let d = self.transport.download(uri, ctx).await?;
+                    (d.data, d.media)
+                }
+                (None, None) => return Err(self.protocol("a video sample has neither uri nor bytes")),
+            };
+            let media = sniff_media(&data)
+                .or(served.filter(|m| m.kind() == creative_core::MediaKind::Video))
+                .unwrap_or(MediaType::Mp4);
+            let mut a = Artifact::new(media, data);
+            a.provenance_mut().model = Some(model.to_string());
+            if let Some(d) = req.params.duration_s {
+                a.meta_mut().duration_s = Some(f64::from(d));
+            }
+            artifacts.push(a);
+        }
+        if artifacts.is_empty() {
+            let reasons = resp.rai_media_filtered_reasons.join("; ");
+            return Err(
+                if resp.rai_media_filtered_count.unwrap_or(0) > 0 || !reasons.is_empty() {
+                    self.refused(format!("video filtered: {reasons}"))
+                } else {
+                    self.protocol("operation done with no video")
+                },
+            );
+        }
+        let seconds = f64::from(req.params.duration_s.unwrap_or(8.0)) * artifacts.len() as f64;
+        Ok(Generation {
+            artifacts,
+            usage: Usage {
+                cost_usd: self.prices.seconds(model, seconds).unwrap_or(0.0),
+                units: Some(seconds),
+                ..Usage::default()
+            },
+            raw: None,
+        })
+    }
+
+    /// Ask the server to stop a running operation; a failure is only logged, since
+    /// the call is already failing for another reason.
+    async fn cancel_operation(&self, name: &str) {
+        let ctx = CallCtx::detached();
+        let req = HttpRequest::post_json(format!("{name}:cancel"), json!({}));
+        let fut = self.transport.send(req, &ctx);
+        match tokio::time::timeout(Duration::from_secs(5), fut).await {
+            Ok(Ok(_)) => tracing::debug!(provider = %self.id, operation = name, "operation cancelled"),
+            Ok(Err(e)) => tracing::debug!(provider = %self.id, operation = name, error = %e, "cancel failed"),
+            Err(_) => tracing::debug!(provider = %self.id, operation = name, "cancel timed out"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Error mapping
+// ---------------------------------------------------------------------------------
+
+/// Google answers a bad key with 400 `INVALID_ARGUMENT` and reason `API_KEY_INVALID`.
+fn refine_error(e: &ErrorInfo<'_>) -> Option<ErrorKind> {
+    let reason_is = |r: &str| {
+        e.json
+            .and_then(|j| j.pointer("/error/details"))
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|x| x.get("reason").and_then(Value::as_str) == Some(r)))
+    };
+    if reason_is("API_KEY_INVALID") || e.message.contains("API key not valid") || e.code == Some("UNAUTHENTICATED") {
+        return Some(ErrorKind::Auth);
+    }
+    if e.code == Some("PERMISSION_DENIED") {
+        return Some(ErrorKind::Auth);
+    }
+    None
+}
+
+#[async_trait]
+impl Provider for Gemini {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: vec![Task::Text, Task::Image, Task::ImageEdit, Task::Video],
+            seed: true,
+            negative_prompt: true,
+            max_count: 4,
+        }
+    }
+
+    fn estimate_cost(&self, req: &Request) -> f64 {
+        let Ok((route, model)) = self.route(req) else {
+            return 0.0;
+        };
+        let n = req.params.count.unwrap_or(1);
+        match (route, req.task) {
+            (Route::Veo, _) => self
+                .prices
+                .seconds(&model, f64::from(req.params.duration_s.unwrap_or(8.0)) * f64::from(n))
+                .unwrap_or(0.0),
+            (Route::Imagen, _) | (Route::Content, Task::Image | Task::ImageEdit) => {
+                self.prices.images(&model, None, None, n).unwrap_or(0.0)
+            }
+            _ => {
+                let input = (req.prompt.len() / 4) as u64 + 16;
+                let output = u64::from(req.params.max_tokens.unwrap_or(256));
+                self.prices.tokens(&model, input, output).unwrap_or(0.0)
+            }
+        }
+    }
+
+    async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let (route, model) = self.route(req)?;
+        match route {
+            Route::Content => {
+                let body = Self::content_body(req);
+                let r: GenerateContentResponse = self
+                    .transport
+                    .send_json(
+                        HttpRequest::post_json(format!("models/{model}:generateContent"), body),
+                        ctx,
+                    )
+                    .await?;
+                self.content_response(&model, req, r)
+            }
+            Route::Imagen => {
+                let body = Self::imagen_body(req);
+                let r: PredictResponse = self
+                    .transport
+                    .send_json(HttpRequest::post_json(format!("models/{model}:predict"), body), ctx)
+                    .await?;
+                self.imagen_response(&model, r)
+            }
+            Route::Veo => self.veo(&model, req, ctx).await,
+        }
+    }
+}
+
+/// Register the `gemini` kind.
+pub fn register(reg: &mut creative_core::spec::Registry) {
+    reg.provider(
+        "gemini",
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+            Gemini::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_task_and_model() {
+        let g = Gemini::from_settings("gemini", &json!({"api_key": "k"})).unwrap();
+        let mut r = Request::new(Task::Image, "x");
+        assert_eq!(g.route(&r).unwrap(), (Route::Content, "gemini-2.5-flash-image".into()));
+        r.model = Some("imagen-4.0-generate-001".into());
+        assert_eq!(g.route(&r).unwrap().0, Route::Imagen);
+        r.task = Task::Video;
+        r.model = None;
+        assert_eq!(g.route(&r).unwrap(), (Route::Veo, "veo-3.0-generate-001".into()));
+        r.task = Task::Audio;
+        assert_eq!(g.route(&r).unwrap_err().kind(), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = Gemini::from_settings("gemini", &json!({"poll_interval_s": -1})).unwrap_err();
+        assert!(e.contains("poll_interval_s"), "{e}");
+        let e = Gemini::from_settings("gemini", &json!({"videomodel": "v"})).unwrap_err();
+        assert!(e.contains("videomodel"), "{e}");
+    }
+}
