@@ -294,6 +294,23 @@ typedef struct creative_progress {
   uint64_t steps_done;
 } creative_progress;
 
+/**
+ * Called with each event of a run, as a NUL-terminated JSON object with a `type`
+ * field (`run_started`, `job_started`, `step_started`, `attempt`,
+ * `attempt_finished`, `gate_verdict`, `retry`, `fallback`, `step_finished`,
+ * `job_finished`, `run_finished`...), a `seq` number from 0 and `at_ms`.
+ *
+ * Thread: a thread the library starts for the run (never the caller's).
+ * Ordering: serialized per run: one call at a time, in `seq` order;
+ * `run_finished` is always the last call. `event_json` is valid only during the
+ * call. Re-entrancy: the callback may call `creative_run_poll`,
+ * `creative_run_progress`, `creative_run_cancel` and `creative_run_free` on its
+ * own run (`free` from inside stops further callbacks and releases the run once
+ * it has ended); `creative_run_wait` on its own run returns
+ * `CREATIVE_STATUS_WRONG_STATE`. It must not unwind (C++ exceptions, longjmp).
+ */
+typedef void (*creative_event_fn)(const char *event_json, void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -583,6 +600,42 @@ enum creative_status creative_run_manifest_json(const struct creative_run *run, 
  * `creative_string_free`. Thread safety: any thread.
  */
 enum creative_status creative_run_report_json(const struct creative_run *run, char **out_json);
+
+/**
+ * Start a run of the campaign described by `spec_text` (TOML or JSON) and return
+ * at once.
+ *
+ * `options_json` may be NULL, or a JSON object with any of: `format` (`"toml"`
+ * or `"json"`; default JSON if the text starts with `{`), `base_dir` (folder the
+ * spec's relative paths resolve against; default the engine's `base_dir`, else
+ * the current directory), `out_dir` (output folder, relative to `base_dir`;
+ * default the spec's `output.dir`), `resume` (continue from the folder's
+ * journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
+ * or written; the report holds the plan), `origin` (the spec's name in error
+ * messages). Unknown fields are an error.
+ *
+ * `callback` may be NULL; otherwise it receives every event of the run (see
+ * `creative_event_fn` for its thread, ordering and re-entrancy rules) with
+ * `user_data`, which the library never reads and which must stay valid until
+ * `creative_run_free` returns.
+ *
+ * Statuses: `CREATIVE_STATUS_PARSE` for a spec or options text that does not
+ * parse or fit the schema (the message names the field and line),
+ * `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
+ * unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run of
+ * this engine that has not ended is writing to the same output folder.
+ *
+ * Ownership: on success `*out_run` receives a run the caller frees with
+ * `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).
+ * Thread safety: any thread; several runs of one engine may run at once (they
+ * share its runtime and its providers' limits).
+ */
+enum creative_status creative_run_start(const struct creative_engine *engine,
+                                        const char *spec_text,
+                                        const char *options_json,
+                                        creative_event_fn callback,
+                                        void *user_data,
+                                        struct creative_run **out_run);
 
 /**
  * The message explaining the last call on this thread that returned a status

@@ -38,7 +38,7 @@ pub mod engine;
 pub mod host;
 mod panic;
 pub mod run;
-
+pub mod start;
 pub mod status;
 pub mod strings;
 
@@ -46,7 +46,7 @@ pub use artifact::*;
 pub use engine::*;
 pub use host::*;
 pub use run::*;
-
+pub use start::*;
 pub use status::*;
 pub use strings::*;
 

@@ -21,9 +21,8 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use creative_core::{
-    Artifact, CancellationToken, Event, EventKind, EventStream, Progress, RunOutcome, Status, StepError, StepState,
-};
+use creative_core::{Artifact, CancellationToken, Event, EventKind, Progress, RunOutcome, Status, StepError, StepState};
+use futures::{Stream, StreamExt};
 
 use crate::engine::EngineInner;
 use crate::panic::{guard, need_out, write_out};
@@ -102,9 +101,12 @@ pub(crate) struct Finished {
 
 /// A run as the spec layer (or a test) starts it.
 pub(crate) struct Launch {
-    pub(crate) events: EventStream,
+    /// The run's events; ends when the run is over.
+    pub(crate) events: Pin<Box<dyn Stream<Item = Event> + Send>>,
+    /// Cancels the run.
     pub(crate) cancel: CancellationToken,
-    pub(crate) finish: Pin<Box<dyn Future<Output = Finished> + Send>>,
+    /// The outcome, or why there is none (the output could not be written...).
+    pub(crate) finish: Pin<Box<dyn Future<Output = Result<Finished, FfiError>> + Send>>,
 }
 
 pub(crate) struct ArtifactEntry {
@@ -198,6 +200,8 @@ impl RunShared {
     fn observe(&self, ev: &Event) {
         let mut p = lock(&self.progress);
         match &ev.kind {
+            // The campaign knows its size up front: report it from the start.
+            EventKind::RunStarted { jobs_hint: Some(n), .. } => p.jobs_total = p.jobs_total.max(*n),
             EventKind::JobStarted { index, .. } => p.jobs_total = p.jobs_total.max(index + 1),
             EventKind::StepFinished { ok: true, .. } | EventKind::StepResumed { .. } => p.steps_done += 1,
             EventKind::JobFinished { progress, .. } | EventKind::RunFinished { progress, .. } => {
@@ -385,7 +389,7 @@ pub(crate) fn start(
             events_done_here,
         };
         let pump = async {
-            while let Some(ev) = events.recv().await {
+            while let Some(ev) = events.next().await {
                 sh.observe(&ev);
                 if let Some(tx) = &tx {
                     // The delivery thread only stops early when the run is freed from
@@ -396,16 +400,27 @@ pub(crate) fn start(
             drop(tx);
         };
         let ((), finished) = futures::join!(pump, finish);
-        let (state, status, message) = status_of(&finished.outcome);
-        let artifacts = collect_artifacts(&finished.outcome);
         drop(lease);
-        sh.set_done(Done {
-            finished: Some(finished),
-            artifacts,
-            state,
-            status,
-            message,
-        });
+        let done = match finished {
+            Ok(finished) => {
+                let (state, status, message) = status_of(&finished.outcome);
+                Done {
+                    artifacts: collect_artifacts(&finished.outcome),
+                    finished: Some(finished),
+                    state,
+                    status,
+                    message,
+                }
+            }
+            Err(e) => Done {
+                finished: None,
+                artifacts: Vec::new(),
+                state: creative_run_state::Failed,
+                status: e.status,
+                message: e.message,
+            },
+        };
+        sh.set_done(done);
         if events_done_here {
             sh.set_events_done();
         }

@@ -1,0 +1,261 @@
+//! Starting a run from a spec text: parse (TOML or JSON), build against the
+//! engine's registry, start on the engine's runtime.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use creative_core::spec::{CampaignOptions, Format, Spec, SpecError, SpecErrorKind};
+use creative_core::CancellationToken;
+use serde::Deserialize;
+
+use crate::engine::{creative_engine, EngineInner};
+use crate::panic::{guard, need_out, opt_text_arg, text_arg};
+use crate::run::{creative_event_fn, creative_run, start, DirLease, Finished, Launch};
+use crate::status::{creative_status, FfiError};
+
+/// Options of one run, read from JSON. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartOptions {
+    /// `toml` or `json`; default: JSON if the text starts with `{`, else TOML.
+    #[serde(default)]
+    pub(crate) format: Option<String>,
+    /// Folder the spec's relative paths resolve against.
+    #[serde(default)]
+    pub(crate) base_dir: Option<PathBuf>,
+    /// Output folder; default the spec's `output.dir`.
+    #[serde(default)]
+    pub(crate) out_dir: Option<PathBuf>,
+    /// Resume from the output folder's journal.
+    #[serde(default)]
+    pub(crate) resume: bool,
+    /// Bypass the generation cache.
+    #[serde(default)]
+    pub(crate) force: bool,
+    /// Plan only: no provider call, no file written.
+    #[serde(default)]
+    pub(crate) dry_run: bool,
+    /// The name the spec is known by in error messages. Default `spec`.
+    #[serde(default)]
+    pub(crate) origin: Option<String>,
+}
+
+impl StartOptions {
+    pub(crate) fn parse(text: Option<&str>) -> Result<StartOptions, FfiError> {
+        let text = text.map(str::trim).unwrap_or("");
+        if text.is_empty() {
+            return Ok(StartOptions::default());
+        }
+        serde_json::from_str(text).map_err(|e| {
+            FfiError::new(
+                creative_status::Parse,
+                format!("run options (JSON) line {} column {}: {e}", e.line(), e.column()),
+            )
+        })
+    }
+
+    fn format(&self, spec: &str) -> Result<Format, FfiError> {
+        match self.format.as_deref() {
+            Some("toml") => Ok(Format::Toml),
+            Some("json") => Ok(Format::Json),
+            Some(other) => Err(FfiError::invalid(format!(
+                "run options: `format` must be \"toml\" or \"json\", got \"{other}\""
+            ))),
+            None if spec.trim_start().starts_with('{') => Ok(Format::Json),
+            None => Ok(Format::Toml),
+        }
+    }
+}
+
+fn spec_error(e: SpecError) -> FfiError {
+    let status = match e.kind {
+        SpecErrorKind::Syntax | SpecErrorKind::Invalid => creative_status::Parse,
+        SpecErrorKind::Io => creative_status::Io,
+        _ => creative_status::InvalidSpec,
+    };
+    FfiError::new(status, e.to_string())
+}
+
+/// An absolute, lexically clean form of `p`, so `out` and `./out/` are one folder.
+fn normalize(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if let Ok(c) = abs.canonicalize() {
+        return c;
+    }
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+pub(crate) fn launch(
+    engine: &Arc<EngineInner>,
+    spec_text: &str,
+    opts: StartOptions,
+) -> Result<(Launch, Option<DirLease>), FfiError> {
+    let format = opts.format(spec_text)?;
+    let origin = opts.origin.clone().unwrap_or_else(|| "spec".to_string());
+    let spec = Spec::parse(spec_text, format, &origin).map_err(spec_error)?;
+    let base_dir = match opts.base_dir.clone().or_else(|| engine.config.base_dir.clone()) {
+        Some(d) => d,
+        None => std::env::current_dir()
+            .map_err(|e| FfiError::new(creative_status::Io, format!("cannot read the current directory: {e}")))?,
+    };
+    let registry = engine.registry();
+    let campaign = spec.build(&registry, &base_dir).map_err(spec_error)?;
+
+    let out_dir = opts
+        .out_dir
+        .clone()
+        .map(|d| if d.is_relative() { base_dir.join(d) } else { d })
+        .unwrap_or_else(|| campaign.default_out_dir().to_path_buf());
+    let lease = if opts.dry_run {
+        None
+    } else {
+        Some(DirLease::take(&engine.busy_dirs, normalize(&out_dir))?)
+    };
+    let cancel = CancellationToken::new();
+    let copts = CampaignOptions {
+        out_dir: Some(out_dir.clone()),
+        resume: opts.resume,
+        force: opts.force,
+        dry_run: opts.dry_run,
+        events: true,
+        cancel: Some(cancel.clone()),
+    };
+    // `start` spawns the campaign's tasks on the current runtime: ours.
+    let mut run = {
+        let _rt = engine.handle().enter();
+        campaign.start(copts).map_err(|e| {
+            FfiError::new(
+                creative_status::Io,
+                format!("cannot start campaign `{}`: {e}", campaign.name()),
+            )
+        })?
+    };
+    let events: std::pin::Pin<Box<dyn futures::Stream<Item = creative_core::Event> + Send>> = match run.events() {
+        Some(ev) => Box::pin(ev),
+        None => Box::pin(futures::stream::empty()),
+    };
+    let finish = Box::pin(async move {
+        let name = run.campaign().name().to_string();
+        let o = run
+            .wait()
+            .await
+            .map_err(|e| FfiError::new(creative_status::Io, format!("campaign `{name}`: {e}")))?;
+        let to_json = |what: &str, v: serde_json::Result<String>| {
+            v.map_err(|e| FfiError::new(creative_status::Internal, format!("cannot write the {what} as JSON: {e}")))
+        };
+        let mut report = serde_json::to_value(&o.report).unwrap_or_default();
+        if let serde_json::Value::Object(m) = &mut report {
+            // The engine's own summary of this session, beside the campaign report.
+            m.insert(
+                "run".into(),
+                serde_json::to_value(o.outcome.summary()).unwrap_or_default(),
+            );
+            if let Some(plan) = &o.plan {
+                m.insert("plan".into(), serde_json::to_value(plan).unwrap_or_default());
+            }
+        }
+        let paths: HashMap<String, String> = o
+            .manifest
+            .assets
+            .iter()
+            .filter_map(|a| {
+                a.path
+                    .as_ref()
+                    .map(|p| (a.id.as_str().to_string(), o.out_dir.join(p).display().to_string()))
+            })
+            .collect();
+        Ok(Finished {
+            manifest_json: to_json("manifest", serde_json::to_string(&o.manifest))?,
+            report_json: to_json("report", serde_json::to_string(&report))?,
+            paths,
+            outcome: o.outcome,
+        })
+    });
+    Ok((Launch { events, cancel, finish }, lease))
+}
+
+/// Start a run of the campaign described by `spec_text` (TOML or JSON) and return
+/// at once.
+///
+/// `options_json` may be NULL, or a JSON object with any of: `format` (`"toml"`
+/// or `"json"`; default JSON if the text starts with `{`), `base_dir` (folder the
+/// spec's relative paths resolve against; default the engine's `base_dir`, else
+/// the current directory), `out_dir` (output folder, relative to `base_dir`;
+/// default the spec's `output.dir`), `resume` (continue from the folder's
+/// journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
+/// or written; the report holds the plan), `origin` (the spec's name in error
+/// messages). Unknown fields are an error.
+///
+/// `callback` may be NULL; otherwise it receives every event of the run (see
+/// `creative_event_fn` for its thread, ordering and re-entrancy rules) with
+/// `user_data`, which the library never reads and which must stay valid until
+/// `creative_run_free` returns.
+///
+/// Statuses: `CREATIVE_STATUS_PARSE` for a spec or options text that does not
+/// parse or fit the schema (the message names the field and line),
+/// `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
+/// unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run of
+/// this engine that has not ended is writing to the same output folder.
+///
+/// Ownership: on success `*out_run` receives a run the caller frees with
+/// `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).
+/// Thread safety: any thread; several runs of one engine may run at once (they
+/// share its runtime and its providers' limits).
+#[no_mangle]
+pub unsafe extern "C" fn creative_run_start(
+    engine: *const creative_engine,
+    spec_text: *const c_char,
+    options_json: *const c_char,
+    callback: creative_event_fn,
+    user_data: *mut c_void,
+    out_run: *mut *mut creative_run,
+) -> creative_status {
+    guard("creative_run_start", || {
+        need_out(out_run, "out_run")?;
+        out_run.write(std::ptr::null_mut());
+        let engine = engine.as_ref().ok_or_else(|| FfiError::null("engine"))?;
+        let spec = text_arg(spec_text, "spec_text")?;
+        let opts = StartOptions::parse(opt_text_arg(options_json, "options_json")?)?;
+        let (launch, lease) = launch(&engine.inner, spec, opts)?;
+        let run = start(&engine.inner, launch, callback, user_data, lease)?;
+        out_run.write(Box::into_raw(run));
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_detect_the_format() {
+        let o = StartOptions::parse(Some(r#"{"out_dir": "x", "dry_run": true}"#)).unwrap();
+        assert!(o.dry_run);
+        assert_eq!(o.format("{\"name\": 1}").unwrap(), Format::Json);
+        assert_eq!(o.format("  name = 1").unwrap(), Format::Toml);
+        let e = StartOptions::parse(Some(r#"{"outdir": "x"}"#)).unwrap_err();
+        assert_eq!(e.status, creative_status::Parse);
+        assert!(e.message.contains("outdir"));
+        let o = StartOptions::parse(Some(r#"{"format": "yaml"}"#)).unwrap();
+        assert_eq!(o.format("x").unwrap_err().status, creative_status::InvalidArgument);
+    }
+
+    #[test]
+    fn folders_are_compared_in_a_normal_form() {
+        let a = normalize(Path::new("/tmp/creative-ffi-none/./out/../out"));
+        let b = normalize(Path::new("/tmp/creative-ffi-none/out"));
+        assert_eq!(a, b);
+    }
+}

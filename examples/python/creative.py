@@ -1,0 +1,408 @@
+"""creative: a one-file ctypes binding of the creative C ABI (include/creative.h).
+
+Drop this file next to a Blender add-on, a Houdini shelf tool or any Python
+script; it needs only the shared library (libcreative_ffi.so / .dylib /
+creative_ffi.dll). The library is found through, in order: the ``path``
+argument of :func:`load`, the ``CREATIVE_LIBRARY`` environment variable, then
+the system's library search.
+
+    import creative
+    with creative.Engine() as eng:
+        eng.register_step("host_render", lambda call: call.add_output("image/png", render(call)))
+        with eng.start(spec_toml, {"out_dir": "out"}, on_event=print) as run:
+            run.wait()
+            for art in run.artifacts():
+                save(art.media_type, art.data)   # bytes, copied out of the run
+
+Errors raise :class:`CreativeError` with the status name and the library's
+message. Host callbacks run on library threads; exceptions they raise fail the
+call (the message is kept) and never reach the library.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import os
+import sys
+import threading
+
+__all__ = ["CreativeError", "Engine", "Run", "HostCall", "Artifact", "load", "ABI_VERSION"]
+
+#: The ABI version this binding was written for (CREATIVE_ABI_VERSION).
+ABI_VERSION = 1
+
+OK = 0
+STATUS_NAMES = [
+    "OK", "INVALID_ARGUMENT", "NULL_POINTER", "INVALID_UTF8", "PARSE", "WRONG_STATE",
+    "CANCELLED", "TIMEOUT", "PROVIDER_ERROR", "GATE_FAILED", "BUDGET_EXCEEDED", "IO",
+    "STEP_FAILED", "INVALID_SPEC", "PANIC", "INTERNAL",
+]
+STATUS = {name: code for code, name in enumerate(STATUS_NAMES)}
+RUN_STATES = ["running", "succeeded", "failed", "cancelled", "budget_exhausted"]
+WAIT_FOREVER = 2**64 - 1
+
+
+class CreativeError(Exception):
+    """A call failed: ``status`` is the status name (``"PARSE"``...), ``code`` its number."""
+
+    def __init__(self, code, message):
+        self.code = code
+        self.status = STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else "UNKNOWN"
+        super().__init__("%s: %s" % (self.status, message))
+
+
+class _Bytes(ctypes.Structure):
+    _fields_ = [("ptr", ctypes.POINTER(ctypes.c_uint8)), ("len", ctypes.c_size_t)]
+
+
+class _Progress(ctypes.Structure):
+    _fields_ = [
+        ("jobs_total", ctypes.c_uint64),
+        ("jobs_done", ctypes.c_uint64),
+        ("jobs_failed", ctypes.c_uint64),
+        ("steps_done", ctypes.c_uint64),
+    ]
+
+
+_EVENT_FN = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
+_HOST_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_FREE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class _HostExt(ctypes.Structure):
+    # creative_host_provider, creative_host_step and creative_host_gate share this layout.
+    _fields_ = [("user_data", ctypes.c_void_p), ("free_user_data", _FREE_FN), ("callback", _HOST_FN)]
+
+
+_lib = None
+_lib_lock = threading.Lock()
+
+
+def _declare(lib):
+    c_char_pp = ctypes.POINTER(ctypes.c_char_p)
+    vp, sz, st = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
+    sigs = {
+        "creative_abi_version": (ctypes.c_uint32, []),
+        "creative_version": (ctypes.c_char_p, []),
+        "creative_last_error_message": (ctypes.c_char_p, []),
+        "creative_status_name": (ctypes.c_char_p, [ctypes.c_int32]),
+        "creative_string_free": (None, [vp]),
+        "creative_engine_new": (st, [ctypes.c_char_p, ctypes.POINTER(vp)]),
+        "creative_engine_free": (None, [vp]),
+        "creative_engine_kinds_json": (st, [vp, ctypes.POINTER(vp)]),
+        "creative_engine_register_provider": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
+        "creative_engine_register_step": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
+        "creative_engine_register_gate": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
+        "creative_run_start": (st, [vp, ctypes.c_char_p, ctypes.c_char_p, _EVENT_FN, vp, ctypes.POINTER(vp)]),
+        "creative_run_wait": (st, [vp, ctypes.c_uint64]),
+        "creative_run_poll": (st, [vp, ctypes.POINTER(ctypes.c_int)]),
+        "creative_run_progress": (st, [vp, ctypes.POINTER(_Progress)]),
+        "creative_run_cancel": (st, [vp]),
+        "creative_run_free": (None, [vp]),
+        "creative_run_manifest_json": (st, [vp, ctypes.POINTER(vp)]),
+        "creative_run_report_json": (st, [vp, ctypes.POINTER(vp)]),
+        "creative_run_artifact_count": (st, [vp, ctypes.POINTER(sz)]),
+        "creative_run_artifact_data": (st, [vp, sz, ctypes.POINTER(_Bytes)]),
+        "creative_run_artifact_media_type": (st, [vp, sz, c_char_pp]),
+        "creative_run_artifact_info_json": (st, [vp, sz, ctypes.POINTER(vp)]),
+        "creative_host_call_context_json": (st, [vp, c_char_pp]),
+        "creative_host_call_input_count": (st, [vp, ctypes.POINTER(sz)]),
+        "creative_host_call_input": (st, [vp, sz, ctypes.POINTER(_Bytes), c_char_pp]),
+        "creative_host_call_add_output": (st, [vp, ctypes.c_char_p, ctypes.c_char_p, sz, ctypes.c_char_p]),
+        "creative_host_call_set_verdict": (st, [vp, ctypes.c_bool, ctypes.c_double, ctypes.c_char_p]),
+        "creative_host_call_set_cost": (st, [vp, ctypes.c_double]),
+        "creative_host_call_fail": (st, [vp, ctypes.c_char_p]),
+        "creative_host_call_cancelled": (st, [vp, ctypes.POINTER(ctypes.c_bool)]),
+    }
+    for name, (res, args) in sigs.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+
+
+def load(path=None):
+    """Load the library once (thread-safe) and check its ABI version."""
+    global _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        candidates = [path, os.environ.get("CREATIVE_LIBRARY"), ctypes.util.find_library("creative_ffi")]
+        errors = []
+        for c in candidates:
+            if not c:
+                continue
+            try:
+                lib = ctypes.CDLL(c)
+                break
+            except OSError as e:
+                errors.append("%s: %s" % (c, e))
+        else:
+            raise OSError("cannot load the creative library (set CREATIVE_LIBRARY to libcreative_ffi's path)%s"
+                          % ("; " + "; ".join(errors) if errors else ""))
+        _declare(lib)
+        got = lib.creative_abi_version()
+        if got != ABI_VERSION:
+            raise OSError("creative library has ABI %d, this binding needs %d" % (got, ABI_VERSION))
+        _lib = lib
+        return lib
+
+
+def _check(code):
+    if code != OK:
+        raise CreativeError(code, _lib.creative_last_error_message().decode("utf-8", "replace"))
+
+
+def _take_string(ptr):
+    """Copy and free a string the library allocated."""
+    try:
+        return ctypes.string_at(ptr.value).decode("utf-8") if ptr.value else ""
+    finally:
+        _lib.creative_string_free(ptr)
+
+
+def _text(s):
+    return None if s is None else (s if isinstance(s, bytes) else s.encode("utf-8"))
+
+
+class HostCall:
+    """One call of a host provider, step or gate; valid only inside the callback."""
+
+    def __init__(self, ptr):
+        self._p = ptr
+        self._context = None
+
+    @property
+    def context(self):
+        """The call's context (role, kind, settings, job, request, inputs) as a dict."""
+        if self._context is None:
+            out = ctypes.c_char_p()
+            _check(_lib.creative_host_call_context_json(self._p, ctypes.byref(out)))
+            self._context = json.loads(out.value.decode("utf-8"))
+        return self._context
+
+    def inputs(self):
+        """The input artifacts as (media_type, bytes) pairs (copied)."""
+        n = ctypes.c_size_t()
+        _check(_lib.creative_host_call_input_count(self._p, ctypes.byref(n)))
+        result = []
+        for i in range(n.value):
+            b, media = _Bytes(), ctypes.c_char_p()
+            _check(_lib.creative_host_call_input(self._p, i, ctypes.byref(b), ctypes.byref(media)))
+            result.append((media.value.decode("utf-8"), ctypes.string_at(b.ptr, b.len)))
+        return result
+
+    def add_output(self, media_type, data, meta=None):
+        """Hand back an output artifact (providers and steps)."""
+        data = _text(data)
+        meta_json = None if meta is None else json.dumps(meta).encode("utf-8")
+        _check(_lib.creative_host_call_add_output(self._p, _text(media_type), data, len(data), meta_json))
+
+    def set_verdict(self, passed, score, reason=None):
+        """Set a gate's verdict."""
+        _check(_lib.creative_host_call_set_verdict(self._p, bool(passed), float(score), _text(reason)))
+
+    def set_cost(self, usd):
+        """Report a provider call's cost in US dollars."""
+        _check(_lib.creative_host_call_set_cost(self._p, float(usd)))
+
+    @property
+    def cancelled(self):
+        """Whether the run was cancelled (long work should stop early)."""
+        b = ctypes.c_bool()
+        _check(_lib.creative_host_call_cancelled(self._p, ctypes.byref(b)))
+        return b.value
+
+
+class Artifact:
+    """A finished artifact: its bytes (copied out of the run), media type and info."""
+
+    def __init__(self, index, media_type, data, info):
+        self.index, self.media_type, self.data, self.info = index, media_type, data, info
+
+    def __repr__(self):
+        return "Artifact(%d, %s, %d bytes, step=%s)" % (self.index, self.media_type, len(self.data),
+                                                       self.info.get("step"))
+
+
+class Run:
+    """A started run. Use as a context manager, or call :meth:`close`; closing a
+    run still going cancels it and waits for it."""
+
+    def __init__(self, engine, spec, options=None, on_event=None):
+        self._p = ctypes.c_void_p()
+        self._errors = []
+        self._cb = _EVENT_FN(0)
+        if on_event is not None:
+            def deliver(event_json, _user_data):
+                try:
+                    on_event(json.loads(event_json.decode("utf-8")))
+                except Exception as e:  # never let an exception reach the library
+                    self._errors.append(e)
+            self._cb = _EVENT_FN(deliver)  # kept alive as long as the run
+        opts = None if options is None else (options if isinstance(options, str) else json.dumps(options))
+        _check(_lib.creative_run_start(engine._p, _text(spec), _text(opts), self._cb, None, ctypes.byref(self._p)))
+        self._engine = engine  # the engine outlives its runs on the Python side too
+
+    @property
+    def callback_errors(self):
+        """Exceptions raised by ``on_event`` (they never reach the library)."""
+        return list(self._errors)
+
+    def wait(self, timeout=None):
+        """Wait for the end (``timeout`` in seconds, None for no limit). Returns the
+        final state name; raises CreativeError(TIMEOUT) if still running. A run that
+        ended badly is not an exception here: look at the returned state."""
+        ms = WAIT_FOREVER if timeout is None else max(0, int(timeout * 1000))
+        code = _lib.creative_run_wait(self._p, ms)
+        if code == STATUS["TIMEOUT"] or code in (STATUS["NULL_POINTER"], STATUS["WRONG_STATE"], STATUS["PANIC"]):
+            _check(code)
+        return self.state
+
+    @property
+    def state(self):
+        s = ctypes.c_int()
+        _check(_lib.creative_run_poll(self._p, ctypes.byref(s)))
+        return RUN_STATES[s.value]
+
+    @property
+    def progress(self):
+        p = _Progress()
+        _check(_lib.creative_run_progress(self._p, ctypes.byref(p)))
+        return {f: getattr(p, f) for f, _ in _Progress._fields_}
+
+    def cancel(self):
+        _check(_lib.creative_run_cancel(self._p))
+
+    def manifest(self):
+        out = ctypes.c_void_p()
+        _check(_lib.creative_run_manifest_json(self._p, ctypes.byref(out)))
+        return json.loads(_take_string(out))
+
+    def report(self):
+        out = ctypes.c_void_p()
+        _check(_lib.creative_run_report_json(self._p, ctypes.byref(out)))
+        return json.loads(_take_string(out))
+
+    def artifact_count(self):
+        n = ctypes.c_size_t()
+        _check(_lib.creative_run_artifact_count(self._p, ctypes.byref(n)))
+        return n.value
+
+    def artifact_view(self, index):
+        """Artifact ``index``'s bytes as a read-only memoryview lent by the library
+        (no copy); valid only until the run is closed."""
+        b = _Bytes()
+        _check(_lib.creative_run_artifact_data(self._p, index, ctypes.byref(b)))
+        buf = (ctypes.c_uint8 * b.len).from_address(ctypes.addressof(b.ptr.contents)) if b.len else bytearray()
+        return memoryview(buf).toreadonly()
+
+    def artifacts(self):
+        """Every artifact, with its bytes copied out (safe to keep after close)."""
+        result = []
+        for i in range(self.artifact_count()):
+            media, info = ctypes.c_char_p(), ctypes.c_void_p()
+            _check(_lib.creative_run_artifact_media_type(self._p, i, ctypes.byref(media)))
+            _check(_lib.creative_run_artifact_info_json(self._p, i, ctypes.byref(info)))
+            result.append(Artifact(i, media.value.decode("utf-8"), bytes(self.artifact_view(i)),
+                                   json.loads(_take_string(info))))
+        return result
+
+    def close(self):
+        if self._p:
+            _lib.creative_run_free(self._p)
+            self._p = ctypes.c_void_p()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if _lib is not None and getattr(self, "_p", None):
+            self.close()
+
+
+class Engine:
+    """An engine: owns its runtime and the registry of provider, step and gate kinds."""
+
+    def __init__(self, config=None, library=None):
+        load(library)
+        self._p = ctypes.c_void_p()
+        cfg = None if config is None else (config if isinstance(config, str) else json.dumps(config))
+        _check(_lib.creative_engine_new(_text(cfg), ctypes.byref(self._p)))
+        # ctypes callback objects must stay alive while the library may call them.
+        self._keep = {}
+        self._free_cb = _FREE_FN(self._release)
+        self._next = 1
+
+    def _release(self, user_data):
+        self._keep.pop(user_data or 0, None)
+
+    def _register(self, fn_name, kind, fn, on_error_status):
+        token = self._next
+        self._next += 1
+
+        def trampoline(_user_data, call_ptr):
+            call = HostCall(call_ptr)
+            try:
+                fn(call)
+                return OK
+            except CreativeError as e:
+                _lib.creative_host_call_fail(call_ptr, str(e).encode("utf-8", "replace"))
+                return e.code
+            except BaseException as e:  # never let an exception reach the library
+                _lib.creative_host_call_fail(call_ptr, ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace"))
+                return on_error_status
+
+        cb = _HOST_FN(trampoline)
+        self._keep[token] = cb
+        ext = _HostExt(ctypes.c_void_p(token), self._free_cb, cb)
+        _check(getattr(_lib, fn_name)(self._p, _text(kind), ctypes.byref(ext)))
+
+    def register_provider(self, kind, fn):
+        """``fn(call)``: read ``call.context["request"]``, ``call.add_output(...)``."""
+        self._register("creative_engine_register_provider", kind, fn, STATUS["PROVIDER_ERROR"])
+
+    def register_step(self, kind, fn):
+        """``fn(call)``: read ``call.inputs()``, ``call.add_output(...)``."""
+        self._register("creative_engine_register_step", kind, fn, STATUS["STEP_FAILED"])
+
+    def register_gate(self, kind, fn):
+        """``fn(call)``: judge ``call.inputs()[0]``, ``call.set_verdict(...)``."""
+        self._register("creative_engine_register_gate", kind, fn, STATUS["GATE_FAILED"])
+
+    def kinds(self):
+        out = ctypes.c_void_p()
+        _check(_lib.creative_engine_kinds_json(self._p, ctypes.byref(out)))
+        return json.loads(_take_string(out))
+
+    def start(self, spec, options=None, on_event=None):
+        """Start a run of ``spec`` (TOML or JSON text); see :class:`Run`."""
+        return Run(self, spec, options, on_event)
+
+    def close(self):
+        if self._p:
+            _lib.creative_engine_free(self._p)
+            self._p = ctypes.c_void_p()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if _lib is not None and getattr(self, "_p", None):
+            self.close()
+
+
+def version():
+    """The library's version string."""
+    load()
+    return _lib.creative_version().decode("utf-8")
+
+
+if __name__ == "__main__":
+    load(sys.argv[1] if len(sys.argv) > 1 else None)
+    print("creative %s, ABI %d" % (version(), _lib.creative_abi_version()))
