@@ -8,6 +8,8 @@
 pub mod comfyui;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "elevenlabs")]
+pub mod elevenlabs;
 #[cfg(feature = "gemini")]
 pub mod gemini;
 #[cfg(feature = "fal")]
@@ -44,6 +46,8 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     fal::register(reg);
     #[cfg(feature = "gemini")]
     gemini::register(reg);
+    #[cfg(feature = "elevenlabs")]
+    elevenlabs::register(reg);
     router::register(reg);
     let _ = reg;
 }
