@@ -325,13 +325,21 @@ impl ComfyUi {
         })
     }
 
-    async fn queue_prompt(&self, wf: &Map<String, Value>, prompt_id: &str, ctx: &CallCtx) -> Result<(), ProviderError> {
+    /// Queue the prompt; returns the id the server filed it under (ours, unless an
+    /// older server ignores the `prompt_id` we suggest).
+    async fn queue_prompt(
+        &self,
+        wf: &Map<String, Value>,
+        prompt_id: &str,
+        ctx: &CallCtx,
+    ) -> Result<String, ProviderError> {
         let body = json!({ "prompt": wf, "client_id": self.client_id, "prompt_id": prompt_id });
         let resp = match self.transport.send(HttpRequest::post_json("prompt", body), ctx).await {
             Ok(r) => r,
             Err(e) => return Err(self.explain_prompt_error(e, wf)),
         };
         let v: Value = resp.json(&self.id)?;
+        let prompt_id = v.get("prompt_id").and_then(Value::as_str).unwrap_or(prompt_id);
         if let Some(errs) = v
             .get("node_errors")
             .and_then(Value::as_object)
@@ -350,12 +358,16 @@ impl ComfyUi {
                 )
                 .with_status(resp.status));
         }
-        Ok(())
+        Ok(prompt_id.to_string())
     }
 
     /// Replace the generic 400 message by the per-node validation errors.
     fn explain_prompt_error(&self, e: ProviderError, wf: &Map<String, Value>) -> ProviderError {
-        let Some(body) = e.body().and_then(|b| serde_json::from_str::<Value>(b).ok()) else {
+        let Some(body) = e
+            .body()
+            .and_then(|b| serde_json::from_str::<Value>(b).ok())
+            .filter(|b| b.get("node_errors").is_some())
+        else {
             return e;
         };
         let mut msg = body
@@ -377,7 +389,10 @@ impl ComfyUi {
         {
             msg = format!("{msg}; {}", describe_node_errors(errs, wf));
         }
-        let mut out = self.err(e.kind(), msg);
+        let mut out = self.err(e.kind(), msg).with_retry_after(e.retry_after());
+        if let Some(id) = e.request_id() {
+            out = out.with_request_id(id);
+        }
         if let Some(s) = e.status() {
             out = out.with_status(s);
         }
@@ -873,21 +888,25 @@ impl Provider for ComfyUi {
         let mut wf = self.workflow_for(request, &names)?;
         let mut reruns = 0u32;
         loop {
-            let prompt_id = random_hex();
+            let suggested = random_hex();
             let mut guard = PromptGuard {
                 transport: self.transport.clone(),
-                prompt_id: prompt_id.clone(),
+                prompt_id: suggested.clone(),
                 armed: true,
             };
-            if let Err(e) = self.queue_prompt(&wf, &prompt_id, ctx).await {
-                // A refused prompt was never queued; an accepted-then-dropped one is
-                // cleaned up already. Either way there is nothing left to cancel.
-                guard.armed = matches!(
-                    e.kind(),
-                    ErrorKind::Cancelled | ErrorKind::Timeout | ErrorKind::Transient
-                );
-                return Err(e);
-            }
+            let prompt_id = match self.queue_prompt(&wf, &suggested, ctx).await {
+                Ok(id) => id,
+                Err(e) => {
+                    // A refused prompt was never queued; an accepted-then-dropped one
+                    // is cleaned up already. A lost answer may hide a queued prompt.
+                    guard.armed = matches!(
+                        e.kind(),
+                        ErrorKind::Cancelled | ErrorKind::Timeout | ErrorKind::Transient
+                    );
+                    return Err(e);
+                }
+            };
+            guard.prompt_id = prompt_id.clone();
             let entry = self.wait(&prompt_id, ctx).await?;
             guard.armed = false;
             self.check_status(&entry)?;

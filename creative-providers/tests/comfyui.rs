@@ -1,0 +1,519 @@
+//! The `comfyui` backend against a loopback mock of ComfyUI's HTTP API (`/prompt`,
+//! `/history/{id}`, `/queue`, `/view`, `/upload/image`, `/interrupt`, `/free`),
+//! answering with the bodies ComfyUI's `server.py` and `execution.py` produce.
+
+mod support;
+
+use std::time::Duration;
+
+use creative_core::{Artifact, CallCtx, ErrorKind, MediaType, Request, Task};
+use serde_json::{json, Value};
+use support::{build, with, MockServer, Reply};
+
+const PID: &str = "p-1";
+
+/// A txt2img workflow as ComfyUI's "Export (API)" writes it.
+fn workflow() -> Value {
+    json!({
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}}
+    })
+}
+
+fn settings(mock: &MockServer) -> Value {
+    json!({"base_url": mock.url(), "workflow": workflow(), "poll_interval_ms": 5, "poll_max_ms": 20})
+}
+
+/// A PNG-looking payload with ComfyUI's `prompt` metadata chunk.
+fn png(tag: &str, prompt: Option<&Value>) -> Vec<u8> {
+    fn chunk(ty: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(ty);
+        v.extend_from_slice(body);
+        v.extend_from_slice(&[0, 0, 0, 0]);
+        v
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(chunk(b"IHDR", tag.as_bytes()));
+    if let Some(p) = prompt {
+        let mut t = b"prompt\0".to_vec();
+        t.extend_from_slice(p.to_string().as_bytes());
+        out.extend(chunk(b"tEXt", &t));
+    }
+    out.extend(chunk(b"IEND", b""));
+    out
+}
+
+fn history(pid: &str, files: &[&str], cached: &[&str], status: &str, extra_messages: Vec<Value>) -> Value {
+    let images: Vec<Value> = files
+        .iter()
+        .map(|f| json!({"filename": f, "subfolder": "", "type": "output"}))
+        .collect();
+    let mut messages = vec![
+        json!(["execution_start", {"prompt_id": pid, "timestamp": 1}]),
+        json!(["execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": 2}]),
+    ];
+    messages.extend(extra_messages);
+    if status == "success" {
+        messages.push(json!(["execution_success", {"prompt_id": pid, "timestamp": 3}]));
+    }
+    json!({ pid: {
+        "prompt": [0, pid, workflow(), {"client_id": "c"}, ["9"]],
+        "outputs": {"9": {"images": images}},
+        "status": {"status_str": status, "completed": status == "success", "messages": messages},
+        "meta": {"9": {"node_id": "9", "display_node": "9"}}
+    }})
+}
+
+fn queued(pid: &str) -> Reply {
+    Reply::json(200, json!({"prompt_id": pid, "number": 3, "node_errors": {}}))
+}
+
+fn req() -> Request {
+    let mut r = Request::new(Task::Image, "a red fox in snow");
+    r.negative_prompt = Some("blurry".into());
+    r.params.seed = Some(42);
+    r.params.width = Some(768);
+    r.params.height = Some(512);
+    r.params.steps = Some(8);
+    r.params.count = Some(2);
+    r
+}
+
+#[tokio::test]
+async fn injects_the_request_waits_through_queue_states_and_fetches_outputs() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    // Pending, then running, then finished.
+    mock.route_once("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route_once("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route_once(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [], "queue_pending": [[3, PID, {}, {}, ["9"]]]}),
+        ),
+    );
+    mock.route_once(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [[3, PID, {}, {}, ["9"]]], "queue_pending": []}),
+        ),
+    );
+    mock.route(
+        "GET",
+        &format!("/history/{PID}"),
+        Reply::json(
+            200,
+            history(
+                PID,
+                &["ComfyUI_00001_.png", "ComfyUI_00002_.png"],
+                &[],
+                "success",
+                vec![],
+            ),
+        ),
+    );
+    mock.route_once("GET", "/view", Reply::bytes(200, "image/png", png("one", None)));
+    mock.route_once("GET", "/view", Reply::bytes(200, "image/png", png("two", None)));
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+
+    assert_eq!(g.artifacts.len(), 2);
+    assert_eq!(g.artifacts[0].media(), &MediaType::Png);
+    assert_eq!(g.artifacts[0].data().as_ref(), png("one", None).as_slice());
+    assert_eq!(g.artifacts[1].data().as_ref(), png("two", None).as_slice());
+    assert_eq!(g.artifacts[0].meta().extra["comfyui_node"], "9");
+
+    let reqs = mock.requests();
+    let post = reqs.iter().find(|r| r.path() == "/prompt").unwrap().json();
+    let wf = &post["prompt"];
+    assert_eq!(wf["3"]["inputs"]["seed"], 42);
+    assert_eq!(wf["3"]["inputs"]["steps"], 8);
+    assert_eq!(wf["6"]["inputs"]["text"], "a red fox in snow");
+    assert_eq!(wf["7"]["inputs"]["text"], "blurry");
+    assert_eq!(wf["5"]["inputs"]["width"], 768);
+    assert_eq!(wf["5"]["inputs"]["height"], 512);
+    assert_eq!(wf["5"]["inputs"]["batch_size"], 2);
+    assert_eq!(wf["3"]["inputs"]["model"], json!(["4", 0]), "links are left alone");
+    assert!(post["client_id"].is_string() && post["prompt_id"].is_string());
+    let views: Vec<_> = reqs.iter().filter(|r| r.path() == "/view").collect();
+    assert_eq!(views[0].query("filename").as_deref(), Some("ComfyUI_00001_.png"));
+    assert_eq!(views[0].query("type").as_deref(), Some("output"));
+    assert_eq!(reqs.iter().filter(|r| r.path() == "/queue").count(), 2);
+}
+
+#[tokio::test]
+async fn explicit_injection_raw_paths_and_uploaded_inputs_reach_the_workflow() {
+    let mock = MockServer::start().await;
+    let mut wf = workflow();
+    wf["10"] = json!({"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}});
+    wf["11"] = json!({"class_type": "LoraLoader", "inputs": {"strength_model": 1.0, "lora_name": "x"}});
+    mock.route(
+        "POST",
+        "/upload/image",
+        Reply::json(
+            200,
+            json!({"name": "creative_abc.png", "subfolder": "", "type": "input"}),
+        ),
+    );
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route(
+        "GET",
+        &format!("/history/{PID}"),
+        Reply::json(200, history(PID, &["a.png"], &[], "success", vec![])),
+    );
+    mock.route("GET", "/view", Reply::bytes(200, "image/png", png("a", None)));
+    let s = json!({
+        "base_url": mock.url(), "workflow": wf, "poll_interval_ms": 5,
+        "inject": {"prompt": ["6.inputs.text", "7.inputs.text"], "image": "10.inputs.image", "lora": "11.inputs.strength_model"}
+    });
+    let p = build("comfyui", s).unwrap();
+    let mut r = Request::new(Task::ImageEdit, "make it blue");
+    r.inputs.push(Artifact::new(MediaType::Png, png("input", None)));
+    r.raw.insert("lora".into(), json!(0.4));
+    r.raw.insert("4.inputs.ckpt_name".into(), json!("sdxl.safetensors"));
+    p.generate(&r, &CallCtx::detached()).await.unwrap();
+
+    let reqs = mock.requests();
+    let up = reqs.iter().find(|r| r.path() == "/upload/image").unwrap();
+    assert!(up.header("content-type").unwrap().starts_with("multipart/form-data"));
+    assert!(up.text().contains("name=\"image\"") && up.text().contains("name=\"overwrite\""));
+    let wf = reqs.iter().find(|r| r.path() == "/prompt").unwrap().json()["prompt"].clone();
+    assert_eq!(wf["6"]["inputs"]["text"], "make it blue");
+    assert_eq!(wf["7"]["inputs"]["text"], "make it blue");
+    assert_eq!(wf["10"]["inputs"]["image"], "creative_abc.png");
+    assert_eq!(wf["11"]["inputs"]["strength_model"], 0.4);
+    assert_eq!(
+        wf["4"]["inputs"]["ckpt_name"], "sdxl.safetensors",
+        "raw node paths reach the wire unchanged"
+    );
+
+    let mut bad = Request::new(Task::Image, "x");
+    bad.raw.insert("not_a_path".into(), json!(1));
+    let e = p.generate(&bad, &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(e.message().contains("not_a_path"), "{e}");
+}
+
+#[tokio::test]
+async fn accepted_prompt_with_node_errors_is_an_error_and_is_taken_back() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "POST",
+        "/prompt",
+        Reply::json(
+            200,
+            json!({"prompt_id": PID, "number": 1, "node_errors": {
+                "12": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                        "details": "ckpt_name: 'missing.safetensors' not in ['sd15.safetensors']", "extra_info": {}}],
+                       "dependent_outputs": ["13"], "class_type": "CheckpointLoaderSimple"}
+            }}),
+        ),
+    );
+    mock.route("POST", "/queue", Reply::bytes(200, "text/plain", ""));
+    mock.route("POST", "/interrupt", Reply::bytes(200, "text/plain", ""));
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    for needle in [
+        "node 12",
+        "CheckpointLoaderSimple",
+        "missing.safetensors",
+        "dropped outputs",
+    ] {
+        assert!(e.message().contains(needle), "`{needle}` missing in: {e}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reqs = mock.requests();
+    let del = reqs
+        .iter()
+        .find(|r| r.path() == "/queue" && r.method == "POST")
+        .expect("queue delete sent");
+    assert_eq!(del.json()["delete"], json!([PID]));
+    assert!(
+        reqs.iter().all(|r| r.path() != "/history/p-1"),
+        "no waiting on a half prompt"
+    );
+}
+
+#[tokio::test]
+async fn refused_prompt_reports_each_node() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "POST",
+        "/prompt",
+        Reply::json(400, json!({
+            "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+            "node_errors": {"3": {"errors": [{"type": "value_smaller_than_min", "message": "Value 0 smaller than min of 1", "details": "steps", "extra_info": {}}],
+                                   "dependent_outputs": ["9"], "class_type": "KSampler"}}
+        })),
+    );
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert_eq!(e.status(), Some(400));
+    assert!(
+        e.message()
+            .contains("node 3 (KSampler): Value 0 smaller than min of 1: steps"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_neither_queued_nor_in_history_is_lost_not_pending() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [], "queue_pending": [[1, "someone-else", {}, {}, []]]}),
+        ),
+    );
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("lost"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn execution_errors_name_the_node_and_oom_is_transient() {
+    for (ex, kind) in [
+        ("RuntimeError", ErrorKind::Invalid),
+        ("torch.OutOfMemoryError", ErrorKind::Transient),
+    ] {
+        let mock = MockServer::start().await;
+        mock.route("POST", "/prompt", queued(PID));
+        let err = json!(["execution_error", {"prompt_id": PID, "node_id": "3", "node_type": "KSampler",
+            "exception_type": ex, "exception_message": "mat1 and mat2 shapes cannot be multiplied", "traceback": []}]);
+        mock.route(
+            "GET",
+            &format!("/history/{PID}"),
+            Reply::json(200, history(PID, &[], &[], "error", vec![err])),
+        );
+        let p = build("comfyui", settings(&mock)).unwrap();
+        let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+        assert_eq!(e.kind(), kind, "{e}");
+        assert!(e.message().contains("node 3 (KSampler)"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn cached_rerun_with_existing_matching_files_returns_them() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    let cached = ["3", "4", "5", "6", "7", "8", "9"];
+    mock.route(
+        "GET",
+        &format!("/history/{PID}"),
+        Reply::json(200, history(PID, &["ComfyUI_00001_.png"], &cached, "success", vec![])),
+    );
+    // The file embeds the workflow that made it: ours, as injected.
+    let mut ours = workflow();
+    let r = req();
+    ours["3"]["inputs"]["seed"] = json!(42);
+    ours["3"]["inputs"]["steps"] = json!(8);
+    ours["6"]["inputs"]["text"] = json!(r.prompt.clone());
+    ours["7"]["inputs"]["text"] = json!("blurry");
+    ours["5"]["inputs"] = json!({"width": 768, "height": 512, "batch_size": 2});
+    mock.route(
+        "GET",
+        "/view",
+        Reply::bytes(200, "image/png", png("old-but-right", Some(&ours))),
+    );
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let g = p.generate(&r, &CallCtx::detached()).await.unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+    assert_eq!(g.artifacts[0].meta().extra["comfyui_cached"], true);
+    assert_eq!(g.raw.unwrap()["reruns"], 0);
+    assert_eq!(mock.requests().iter().filter(|r| r.path() == "/prompt").count(), 1);
+}
+
+#[tokio::test]
+async fn cached_rerun_pointing_at_missing_or_foreign_files_reruns_the_output_node() {
+    for stale in [
+        Reply::json(404, json!({})),
+        Reply::bytes(
+            200,
+            "image/png",
+            png(
+                "foreign",
+                Some(&json!({
+                    "3": {"class_type": "KSampler", "inputs": {"seed": 999}}
+                })),
+            ),
+        ),
+    ] {
+        let mock = MockServer::start().await;
+        mock.route_once("POST", "/prompt", queued("p-1"));
+        mock.route_once("POST", "/prompt", queued("p-2"));
+        let all = ["3", "4", "5", "6", "7", "8", "9"];
+        mock.route(
+            "GET",
+            "/history/p-1",
+            Reply::json(200, history("p-1", &["ComfyUI_00001_.png"], &all, "success", vec![])),
+        );
+        // The re-run: only the save node executes again, under a new file name.
+        mock.route(
+            "GET",
+            "/history/p-2",
+            Reply::json(
+                200,
+                history("p-2", &["ComfyUI_x_00001_.png"], &all[..6], "success", vec![]),
+            ),
+        );
+        mock.route_once("GET", "/view", stale);
+        mock.route_once("GET", "/view", Reply::bytes(200, "image/png", png("fresh", None)));
+        let p = build("comfyui", settings(&mock)).unwrap();
+        let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+        assert_eq!(g.artifacts.len(), 1);
+        assert_eq!(g.artifacts[0].data().as_ref(), png("fresh", None).as_slice());
+        assert_eq!(g.raw.as_ref().unwrap()["reruns"], 1);
+        let posts: Vec<Value> = mock
+            .requests()
+            .iter()
+            .filter(|r| r.path() == "/prompt")
+            .map(|r| r.json())
+            .collect();
+        assert_eq!(posts.len(), 2);
+        let prefix = posts[1]["prompt"]["9"]["inputs"]["filename_prefix"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            prefix.starts_with("ComfyUI_") && prefix != "ComfyUI",
+            "save node re-keyed: {prefix}"
+        );
+        assert_eq!(
+            posts[1]["prompt"]["3"], posts[0]["prompt"]["3"],
+            "sampler unchanged: stays cached"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancellation_interrupts_and_dequeues_the_prompt() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [[1, PID, {}, {}, ["9"]]], "queue_pending": []}),
+        ),
+    );
+    mock.route("POST", "/queue", Reply::bytes(200, "text/plain", ""));
+    mock.route("POST", "/interrupt", Reply::bytes(200, "text/plain", ""));
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let ctx = CallCtx::detached();
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let e = p.generate(&req(), &ctx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reqs = mock.requests();
+    let int = reqs.iter().find(|r| r.path() == "/interrupt").expect("interrupt sent");
+    assert_eq!(int.json()["prompt_id"], PID);
+    assert!(reqs.iter().any(|r| r.path() == "/queue" && r.method == "POST"));
+}
+
+#[tokio::test]
+async fn http_failures_are_classified_at_every_stage() {
+    let hist = history(PID, &["a.png"], &[], "success", vec![]);
+    // (stage route, failing reply, extra settings, expected class)
+    let cases: Vec<(&str, &str, Reply, Value, ErrorKind)> = vec![
+        (
+            "POST",
+            "/prompt",
+            Reply::json(429, json!({"error": "busy"})).header("retry-after", "7"),
+            json!({}),
+            ErrorKind::RateLimited,
+        ),
+        (
+            "POST",
+            "/prompt",
+            Reply::json(500, json!({"error": "boom"})),
+            json!({}),
+            ErrorKind::Transient,
+        ),
+        (
+            "POST",
+            "/prompt",
+            Reply::json(401, json!({"error": "bad token"})),
+            json!({"api_key": "sk-comfy-secret"}),
+            ErrorKind::Auth,
+        ),
+        (
+            "GET",
+            "/history/p-1",
+            Reply::raw_json(200, "{\"p-1\": {"),
+            json!({}),
+            ErrorKind::Protocol,
+        ),
+        (
+            "GET",
+            "/history/p-1",
+            Reply::json(200, hist.clone()).delay(Duration::from_secs(3)),
+            json!({"timeout_s": 0.3}),
+            ErrorKind::Timeout,
+        ),
+        (
+            "GET",
+            "/view",
+            Reply::bytes(200, "image/png", png("a", None)).truncated(),
+            json!({}),
+            ErrorKind::Transient,
+        ),
+        (
+            "GET",
+            "/view",
+            Reply::bytes(200, "image/png", vec![7u8; 4096]),
+            json!({"max_response_bytes": 2048}),
+            ErrorKind::Invalid,
+        ),
+    ];
+    for (method, path, reply, extra, kind) in cases {
+        let mock = MockServer::start().await;
+        mock.route_once(method, path, reply);
+        mock.route("POST", "/prompt", queued(PID));
+        mock.route("GET", "/history/p-1", Reply::json(200, hist.clone()));
+        mock.route("GET", "/view", Reply::bytes(200, "image/png", png("a", None)));
+        let p = build("comfyui", with(settings(&mock), extra)).unwrap();
+        let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+        assert_eq!(e.kind(), kind, "{method} {path}: {e}");
+        assert!(!format!("{e} {e:?} {}", e.body().unwrap_or("")).contains("sk-comfy-secret"));
+        if kind == ErrorKind::RateLimited {
+            assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        }
+    }
+}
+
+#[test]
+fn settings_errors_name_the_problem() {
+    let bad = |s: Value| build("comfyui", s).err().unwrap();
+    assert!(bad(json!({})).contains("needs `workflow`"));
+    assert!(bad(json!({"workflow": {"1": {"inputs": {}}}})).contains("class_type"));
+    assert!(bad(json!({"workflow": workflow(), "inject": {"seed": "99.inputs.seed"}})).contains("node `99`"));
+    assert!(bad(json!({"workflow": workflow(), "inject": {"seed": "seed"}})).contains("not a `node_id.inputs.field`"));
+    assert!(bad(json!({"workflow": workflow(), "colour": 1})).contains("colour"));
+}
