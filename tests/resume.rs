@@ -1,0 +1,195 @@
+//! A campaign killed with SIGKILL mid-run and resumed gives the same manifest as
+//! an uninterrupted run, and no asset finished before the kill is generated again.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_creative");
+const CONCURRENCY: usize = 2;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("creative-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn spec(call_log: &Path) -> String {
+    format!(
+        r#"
+name = "resume-test"
+concurrency = {CONCURRENCY}
+
+[providers.art]
+kind = "procedural"
+latency_ms = 120
+cost_per_image = 0.02
+call_log = "{log}"
+
+[matrix]
+product = ["mug", "lamp", "chair", "bag"]
+channel = ["square", "story", "banner"]
+locale = ["en", "fr"]
+
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "a {{{{ product }}}} for {{{{ channel }}}} ({{{{ locale }}}})"
+size = "64x64"
+
+[[steps]]
+name = "caption"
+kind = "generate"
+task = "text"
+providers = ["art"]
+prompt = "caption: {{{{ product }}}} {{{{ channel }}}} {{{{ locale }}}}"
+
+[output]
+file_name = "{{{{ step }}}}/{{{{ product }}}}-{{{{ channel }}}}-{{{{ locale }}}}.{{{{ ext }}}}"
+"#,
+        log = call_log.display()
+    )
+}
+
+/// Calls in a procedural call log, as (task, prompt) per line.
+fn calls(log: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            let task = parts.next()?.to_string();
+            let _seed = parts.next()?;
+            Some((task, parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("runner starts")
+}
+
+/// (task, prompt) of every step recorded in a journal.
+fn journaled(journal: &Path) -> Vec<(String, String, String, String)> {
+    std::fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|r| {
+            let params = &r["outputs"][0]["provenance"]["params"];
+            (
+                r["job"].as_str().unwrap_or_default().to_string(),
+                r["step"].as_str().unwrap_or_default().to_string(),
+                params["task"].as_str().unwrap_or_default().to_string(),
+                params["prompt"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
+    let dir = temp_dir("resume");
+    let steps_total = 4 * 3 * 2 * 2;
+
+    // The reference: one uninterrupted run. Both runs use the same spec (its
+    // hash is in the manifest), so they share one call log, read by offset.
+    let log = dir.join("calls.log");
+    let spec_a = dir.join("campaign.toml");
+    std::fs::write(&spec_a, spec(&log)).unwrap();
+    let spec_b = spec_a.clone();
+    let out_a = dir.join("out-a");
+    let o = run(&["run", spec_a.to_str().unwrap(), "--out", out_a.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "reference run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let reference_calls = calls(&log).len();
+    assert_eq!(reference_calls, steps_total, "one call per generation");
+
+    // The same campaign, killed in the middle.
+    let out_b = dir.join("out-b");
+    let journal = out_b.join(".creative").join("journal.jsonl");
+    let mut child = Command::new(BIN)
+        .args(["run", spec_b.to_str().unwrap(), "--out", out_b.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if journaled(&journal).len() >= 12 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the run made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = journaled(&journal);
+    let calls_before = calls(&log).len() - reference_calls;
+    assert!(
+        done_before.len() < steps_total,
+        "the kill came after the end ({} steps done)",
+        done_before.len()
+    );
+    assert!(!out_b.join("manifest.json").exists(), "a killed run writes no manifest");
+
+    // Resume.
+    let o = run(&["run", spec_b.to_str().unwrap(), "--out", out_b.to_str().unwrap(), "--quiet", "--resume"]);
+    assert!(o.status.success(), "resume failed: {}", String::from_utf8_lossy(&o.stderr));
+
+    // Same manifest, byte for byte.
+    let ma = std::fs::read_to_string(out_a.join("manifest.json")).unwrap();
+    let mb = std::fs::read_to_string(out_b.join("manifest.json")).unwrap();
+    assert!(ma == mb, "manifests differ:\n--- uninterrupted\n{ma}\n--- resumed\n{mb}");
+
+    // No step finished before the kill was called again after it, and each of
+    // them was called exactly once in all.
+    let all_calls = calls(&log).split_off(reference_calls);
+    let after: HashSet<&(String, String)> = all_calls[calls_before..].iter().collect();
+    let mut count: HashMap<&(String, String), usize> = HashMap::new();
+    for c in &all_calls {
+        *count.entry(c).or_default() += 1;
+    }
+    for (job, step, task, prompt) in &done_before {
+        let key = (task.clone(), prompt.clone());
+        assert!(!after.contains(&key), "{job}/{step} finished before the kill but was generated again");
+        assert_eq!(count.get(&key), Some(&1), "{job}/{step} was called more than once");
+    }
+    // Calls in flight at the kill may be made again, nothing else.
+    assert!(
+        all_calls.len() <= steps_total + CONCURRENCY,
+        "{} calls for {steps_total} generations",
+        all_calls.len()
+    );
+
+    // The journal has each step once, and every delivered file is whole.
+    let records = journaled(&journal);
+    let unique: HashSet<(&String, &String)> = records.iter().map(|r| (&r.0, &r.1)).collect();
+    assert_eq!(records.len(), steps_total, "no step is recorded twice");
+    assert_eq!(unique.len(), steps_total);
+    let manifest: serde_json::Value = serde_json::from_str(&mb).unwrap();
+    let assets = manifest["assets"].as_array().unwrap();
+    assert_eq!(assets.len(), steps_total);
+    for a in assets {
+        let path = out_b.join(a["path"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, a["bytes"].as_u64().unwrap(), "{} is whole", path.display());
+    }
+    let mut stray = Vec::new();
+    for step in ["hero", "caption"] {
+        for e in std::fs::read_dir(out_b.join(step)).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                stray.push(name);
+            }
+        }
+    }
+    assert!(stray.is_empty(), "half-written files left: {stray:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
