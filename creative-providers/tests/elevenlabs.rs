@@ -12,7 +12,7 @@ const VOICE: &str = "JBFqnCBsd6RMkjVDRZzb";
 
 fn mp3() -> Vec<u8> {
     let mut v = b"ID3\x04\0\0\0\0\0\0".to_vec();
-    v.extend(std::iter::repeat(0xAAu8).take(600));
+    v.extend_from_slice(&[0xAAu8; 600]);
     v
 }
 
