@@ -1,0 +1,266 @@
+//! The `replicate` backend against a loopback mock of Replicate's predictions API
+//! (model and version forms, `Prefer: wait`, polling `urls.get`, cancel, output
+//! URLs, problem+json errors).
+
+mod support;
+
+use std::time::Duration;
+
+use creative_core::{CallCtx, ErrorKind, Request, Task};
+use serde_json::{json, Value};
+use support::{build, failure_suite, Conformance, MockServer, Reply};
+
+const PATH: &str = "/models/black-forest-labs/flux-schnell/predictions";
+const KEY: &str = "r8_secret_token_abc";
+const PNG_B64: &str = "iVBORw0KGgpmYWtl";
+
+fn prediction(id: &str, status: &str, base: &str, output: Value, error: Value) -> Value {
+    json!({
+        "id": id, "model": "black-forest-labs/flux-schnell", "version": "dp-1", "status": status,
+        "input": {"prompt": "x"}, "output": output, "error": error, "logs": "",
+        "metrics": {"predict_time": 1.5}, "created_at": "2026-01-01T00:00:00Z",
+        "urls": {"get": format!("{base}/predictions/{id}"), "cancel": format!("{base}/predictions/{id}/cancel")}
+    })
+}
+
+fn req() -> Request {
+    let mut r = Request::new(Task::Image, "a paper boat");
+    r.params.seed = Some(5);
+    r.params.aspect_ratio = Some("1:1".into());
+    r
+}
+
+#[tokio::test]
+async fn conformance_failure_suite() {
+    let data_url = format!("data:image/png;base64,{PNG_B64}");
+    failure_suite(Conformance {
+        kind: "replicate",
+        settings: json!({"api_key": KEY}),
+        request: req(),
+        method: "POST",
+        path: PATH,
+        ok: Reply::json(201, prediction("p1", "succeeded", "http://unused", json!([data_url]), Value::Null)),
+        malformed: Reply::raw_json(201, "{\"id\": \"p1\", \"status\":"),
+        content_policy: Reply::json(
+            201,
+            prediction("p1", "failed", "http://unused", Value::Null, json!("NSFW content detected. Try running it again, or try a different prompt.")),
+        ),
+        auth: Reply::json(401, json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401})),
+        rate_limited: Reply::json(429, json!({"title": "Request was throttled.", "detail": "Request was throttled. Your rate limit resets in ~7s.", "status": 429})),
+        secret: KEY,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn polls_through_starting_and_processing_then_downloads_outputs() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    let out = json!([format!("{base}/files/out-0.png"), format!("{base}/files/out-1.png")]);
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(201, prediction("p9", "starting", &base, Value::Null, Value::Null)),
+    );
+    mock.route_once(
+        "GET",
+        "/predictions/p9",
+        Reply::json(200, prediction("p9", "processing", &base, Value::Null, Value::Null)),
+    );
+    mock.route(
+        "GET",
+        "/predictions/p9",
+        Reply::json(200, prediction("p9", "succeeded", &base, out, Value::Null)),
+    );
+    mock.route(
+        "GET",
+        "/files/out-0.png",
+        Reply::bytes(200, "image/png", b"\x89PNG\r\n\x1a\nzero".to_vec()),
+    );
+    mock.route(
+        "GET",
+        "/files/out-1.png",
+        Reply::bytes(200, "image/png", b"\x89PNG\r\n\x1a\none".to_vec()),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "poll_interval_ms": 5}),
+    )
+    .unwrap();
+    let mut r = req();
+    r.params.count = Some(2);
+    r.raw.insert("go_fast".into(), json!(true));
+    let g = p.generate(&r, &CallCtx::detached()).await.unwrap();
+    assert_eq!(g.artifacts.len(), 2);
+    assert!(g.artifacts[1].data().ends_with(b"one"));
+    assert!(
+        (g.usage.cost_usd - 0.006).abs() < 1e-9,
+        "flux-schnell per image: {}",
+        g.usage.cost_usd
+    );
+
+    let reqs = mock.requests();
+    let create = &reqs[0];
+    assert_eq!(create.header("prefer"), Some("wait=60"));
+    assert_eq!(create.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    let body = create.json();
+    assert_eq!(body["input"]["prompt"], "a paper boat");
+    assert_eq!(body["input"]["seed"], 5);
+    assert_eq!(body["input"]["num_outputs"], 2);
+    assert_eq!(body["input"]["aspect_ratio"], "1:1");
+    assert_eq!(body["input"]["go_fast"], true, "raw reaches the input unchanged");
+    assert_eq!(reqs.iter().filter(|q| q.path() == "/predictions/p9").count(), 2);
+}
+
+#[tokio::test]
+async fn version_form_and_per_second_pricing() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    mock.route(
+        "POST",
+        "/predictions",
+        Reply::json(
+            201,
+            prediction(
+                "v1",
+                "succeeded",
+                &base,
+                json!(format!("data:image/png;base64,{PNG_B64}")),
+                Value::Null,
+            ),
+        ),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "model": "stability-ai/sdxl:39ed52f2a78e", "wait_s": 0,
+               "prices": {"stability-ai/sdxl": {"per_second": 0.001}}}),
+    )
+    .unwrap();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert!(
+        (g.usage.cost_usd - 0.0015).abs() < 1e-12,
+        "1.5 s of GPU: {}",
+        g.usage.cost_usd
+    );
+    let create = mock.last();
+    assert_eq!(create.json()["version"], "39ed52f2a78e");
+    assert_eq!(create.header("prefer"), None);
+}
+
+#[tokio::test]
+async fn failed_and_canceled_predictions_are_classified() {
+    for (error, kind) in [
+        (json!("CUDA out of memory"), ErrorKind::Transient),
+        (json!("NSFW content detected."), ErrorKind::ContentPolicy),
+    ] {
+        let mock = MockServer::start().await;
+        let base = mock.url();
+        mock.route(
+            "POST",
+            PATH,
+            Reply::json(201, prediction("f", "processing", &base, Value::Null, Value::Null)),
+        );
+        mock.route(
+            "GET",
+            "/predictions/f",
+            Reply::json(200, prediction("f", "failed", &base, Value::Null, error)),
+        );
+        let p = build(
+            "replicate",
+            json!({"api_key": KEY, "base_url": base, "poll_interval_ms": 5}),
+        )
+        .unwrap();
+        let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+        assert_eq!(e.kind(), kind, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn text_output_tokens_are_joined() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    mock.route(
+        "POST",
+        "/models/meta/llama/predictions",
+        Reply::json(
+            201,
+            prediction("t", "succeeded", &base, json!(["Hel", "lo", "!"]), Value::Null),
+        ),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "model": "meta/llama"}),
+    )
+    .unwrap();
+    let g = p
+        .generate(&Request::new(Task::Text, "say hello"), &CallCtx::detached())
+        .await
+        .unwrap();
+    assert_eq!(g.artifacts[0].text(), Some("Hello!"));
+}
+
+#[tokio::test]
+async fn cancellation_cancels_the_prediction() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(201, prediction("c", "starting", &base, Value::Null, Value::Null)),
+    );
+    mock.route(
+        "GET",
+        "/predictions/c",
+        Reply::json(200, prediction("c", "processing", &base, Value::Null, Value::Null)),
+    );
+    mock.route(
+        "POST",
+        "/predictions/c/cancel",
+        Reply::json(200, prediction("c", "canceled", &base, Value::Null, Value::Null)),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "poll_interval_ms": 10}),
+    )
+    .unwrap();
+    let ctx = CallCtx::detached();
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let e = p.generate(&req(), &ctx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = mock
+        .requests()
+        .into_iter()
+        .find(|q| q.path() == "/predictions/c/cancel")
+        .expect("cancel sent");
+    assert_eq!(c.method, "POST");
+    assert_eq!(c.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+}
+
+#[tokio::test]
+async fn output_urls_outside_https_and_the_api_host_are_refused() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(
+            201,
+            prediction(
+                "x",
+                "succeeded",
+                &base,
+                json!(["http://169.254.169.254/latest/meta-data"]),
+                Value::Null,
+            ),
+        ),
+    );
+    let p = build("replicate", json!({"api_key": KEY, "base_url": base})).unwrap();
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(e.message().contains("refusing"), "{e}");
+}
