@@ -1,0 +1,467 @@
+//! Decoded images, and the codecs and resizer behind every operation.
+//!
+//! Pixels are kept as 8-bit RGB, or RGBA when the source has an alpha channel, so
+//! an opaque photograph never pays for a fourth channel in the resizer or the
+//! encoder. Decoding, resizing and encoding are synchronous and CPU-bound: callers
+//! in async code run them on tokio's blocking pool.
+
+use std::io::Cursor;
+
+use fast_image_resize as fir;
+use image::{ImageEncoder, RgbImage, RgbaImage};
+use serde::{Deserialize, Serialize};
+
+use creative_core::MediaType;
+
+use crate::color::Color;
+use crate::error::OpsError;
+use crate::geometry::Rect;
+
+/// An output image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// PNG (lossless).
+    Png,
+    /// JPEG (lossy; no alpha: transparent pixels are flattened on `background`).
+    #[serde(alias = "jpg")]
+    Jpeg,
+    /// WebP, **lossless only**: no pure-Rust lossy WebP encoder exists, and a C
+    /// libwebp binding was judged not worth its build weight here.
+    Webp,
+}
+
+impl Format {
+    /// The media type.
+    pub fn media(self) -> MediaType {
+        match self {
+            Format::Png => MediaType::Png,
+            Format::Jpeg => MediaType::Jpeg,
+            Format::Webp => MediaType::Webp,
+        }
+    }
+
+    /// The format of a media type, when it is one this crate writes.
+    pub fn from_media(m: &MediaType) -> Option<Format> {
+        match m {
+            MediaType::Png => Some(Format::Png),
+            MediaType::Jpeg => Some(Format::Jpeg),
+            MediaType::Webp => Some(Format::Webp),
+            _ => None,
+        }
+    }
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpeg => "jpeg",
+            Format::Webp => "webp",
+        }
+    }
+
+    fn codec(self) -> image::ImageFormat {
+        match self {
+            Format::Png => image::ImageFormat::Png,
+            Format::Jpeg => image::ImageFormat::Jpeg,
+            Format::Webp => image::ImageFormat::WebP,
+        }
+    }
+}
+
+/// PNG deflate effort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PngCompression {
+    /// Fastest (fdeflate); files somewhat larger. The default.
+    #[default]
+    Fast,
+    /// Balanced speed and size (zlib level 6 class).
+    Default,
+    /// Smallest files, slowest.
+    Best,
+}
+
+/// How an operation encodes its output.
+///
+/// Spec form (every field optional), as the `output` table of an image step or
+/// the settings of `convert`:
+///
+/// ```toml
+/// format = "jpeg"          # png | jpeg | webp; default: the input's format
+/// quality = 85             # JPEG only, 1..=100, default 90
+/// png_compression = "fast" # fast | default | best
+/// background = "#ffffff"   # what transparent pixels become in a JPEG
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeSettings {
+    /// Output format; `None` keeps the input's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// JPEG quality 1..=100 (default 90). Rejected for WebP, which is lossless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// PNG deflate effort (default `fast`).
+    #[serde(default)]
+    pub png_compression: PngCompression,
+    /// Colour under transparent pixels when the output has no alpha (JPEG);
+    /// default white.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<Color>,
+}
+
+impl EncodeSettings {
+    /// Check the settings; called when a step is built.
+    pub fn validate(&self) -> Result<(), OpsError> {
+        if let Some(q) = self.quality {
+            if !(1..=100).contains(&q) {
+                return Err(OpsError::settings("quality", format!("{q} is outside 1..=100")));
+            }
+            if self.format == Some(Format::Webp) {
+                return Err(OpsError::settings(
+                    "quality",
+                    "WebP output is lossless only (no lossy WebP encoder is built in); remove `quality`",
+                ));
+            }
+            if self.format == Some(Format::Png) {
+                return Err(OpsError::settings(
+                    "quality",
+                    "PNG is lossless; use `png_compression` instead",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The format to write for an input of format `input`.
+    pub fn resolve(&self, input: Format) -> Format {
+        self.format.unwrap_or(input)
+    }
+}
+
+/// Resampling filter for resizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    /// Nearest neighbour (pixel art, masks).
+    Nearest,
+    /// Box (area average).
+    Box,
+    /// Bilinear.
+    Bilinear,
+    /// Catmull-Rom bicubic.
+    CatmullRom,
+    /// Mitchell-Netravali bicubic.
+    Mitchell,
+    /// Lanczos with three lobes: the sharpest. The default.
+    #[default]
+    Lanczos3,
+}
+
+impl Filter {
+    fn alg(self) -> fir::ResizeAlg {
+        use fir::FilterType as F;
+        match self {
+            Filter::Nearest => fir::ResizeAlg::Nearest,
+            Filter::Box => fir::ResizeAlg::Convolution(F::Box),
+            Filter::Bilinear => fir::ResizeAlg::Convolution(F::Bilinear),
+            Filter::CatmullRom => fir::ResizeAlg::Convolution(F::CatmullRom),
+            Filter::Mitchell => fir::ResizeAlg::Convolution(F::Mitchell),
+            Filter::Lanczos3 => fir::ResizeAlg::Convolution(F::Lanczos3),
+        }
+    }
+}
+
+/// A decoded 8-bit image: RGB, or RGBA when the source had alpha.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Raster {
+    /// Opaque pixels.
+    Rgb(RgbImage),
+    /// Pixels with alpha (straight, not premultiplied).
+    Rgba(RgbaImage),
+}
+
+impl Raster {
+    /// Decode PNG, JPEG or WebP bytes; the format is sniffed from the bytes.
+    /// `what` names the input in errors.
+    pub fn decode(bytes: &[u8], what: &str) -> Result<(Raster, Format), OpsError> {
+        let err = |message: String| OpsError::Decode {
+            what: what.to_string(),
+            message,
+        };
+        let reader = image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| err(e.to_string()))?;
+        let format = match reader.format() {
+            Some(image::ImageFormat::Png) => Format::Png,
+            Some(image::ImageFormat::Jpeg) => Format::Jpeg,
+            Some(image::ImageFormat::WebP) => Format::Webp,
+            Some(other) => return Err(err(format!("{other:?} is not a supported input format"))),
+            None => return Err(err("not a PNG, JPEG or WebP image".into())),
+        };
+        let img = reader.decode().map_err(|e| err(e.to_string()))?;
+        Ok((Raster::from_dynamic(img), format))
+    }
+
+    /// Normalise any decoded image to 8-bit RGB or RGBA.
+    pub fn from_dynamic(img: image::DynamicImage) -> Raster {
+        use image::DynamicImage as D;
+        match img {
+            D::ImageRgb8(i) => Raster::Rgb(i),
+            D::ImageRgba8(i) => Raster::Rgba(i),
+            other if other.color().has_alpha() => Raster::Rgba(other.to_rgba8()),
+            other => Raster::Rgb(other.to_rgb8()),
+        }
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        match self {
+            Raster::Rgb(i) => i.width(),
+            Raster::Rgba(i) => i.width(),
+        }
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        match self {
+            Raster::Rgb(i) => i.height(),
+            Raster::Rgba(i) => i.height(),
+        }
+    }
+
+    /// Whether the pixels carry alpha.
+    pub fn has_alpha(&self) -> bool {
+        matches!(self, Raster::Rgba(_))
+    }
+
+    fn channels(&self) -> usize {
+        if self.has_alpha() {
+            4
+        } else {
+            3
+        }
+    }
+
+    fn raw(&self) -> &[u8] {
+        match self {
+            Raster::Rgb(i) => i.as_raw(),
+            Raster::Rgba(i) => i.as_raw(),
+        }
+    }
+
+    fn from_raw(w: u32, h: u32, alpha: bool, data: Vec<u8>) -> Result<Raster, OpsError> {
+        let bad = || OpsError::Worker(format!("pixel buffer does not match {w}x{h}"));
+        Ok(if alpha {
+            Raster::Rgba(RgbaImage::from_raw(w, h, data).ok_or_else(bad)?)
+        } else {
+            Raster::Rgb(RgbImage::from_raw(w, h, data).ok_or_else(bad)?)
+        })
+    }
+
+    /// The RGBA pixels (converted when opaque).
+    pub fn to_rgba(&self) -> RgbaImage {
+        match self {
+            Raster::Rgb(i) => image::DynamicImage::ImageRgb8(i.clone()).to_rgba8(),
+            Raster::Rgba(i) => i.clone(),
+        }
+    }
+
+    /// Drop alpha by compositing on `bg`.
+    pub fn flatten(self, bg: Color) -> RgbImage {
+        match self {
+            Raster::Rgb(i) => i,
+            Raster::Rgba(i) => {
+                let (w, h) = i.dimensions();
+                let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+                for p in i.as_raw().chunks_exact(4) {
+                    let a = u32::from(p[3]);
+                    for (c, b) in p[..3].iter().zip([bg.r, bg.g, bg.b]) {
+                        out.push(((u32::from(*c) * a + u32::from(b) * (255 - a) + 127) / 255) as u8);
+                    }
+                }
+                RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+            }
+        }
+    }
+
+    /// Copy out a rectangle, which must lie inside the image.
+    pub fn crop(&self, r: Rect) -> Result<Raster, OpsError> {
+        if !r.fits_in(self.width(), self.height()) || r.width == 0 || r.height == 0 {
+            return Err(OpsError::Unfit(format!(
+                "crop {r} does not fit in a {}x{} image",
+                self.width(),
+                self.height()
+            )));
+        }
+        let ch = self.channels();
+        let stride = self.width() as usize * ch;
+        let src = self.raw();
+        let mut out = Vec::with_capacity(r.width as usize * r.height as usize * ch);
+        for y in r.y..r.y + r.height {
+            let start = y as usize * stride + r.x as usize * ch;
+            out.extend_from_slice(&src[start..start + r.width as usize * ch]);
+        }
+        Raster::from_raw(r.width, r.height, self.has_alpha(), out)
+    }
+
+    /// Resize the `src` rectangle of the image (the whole image when `None`) to
+    /// `w`x`h`, with the SIMD resizer. Alpha is premultiplied while filtering so
+    /// transparent pixels do not bleed their colour.
+    pub fn resize(&self, src: Option<Rect>, w: u32, h: u32, filter: Filter) -> Result<Raster, OpsError> {
+        if w == 0 || h == 0 {
+            return Err(OpsError::Unfit(format!("cannot resize to {w}x{h}")));
+        }
+        let src = src.unwrap_or(Rect::full(self.width(), self.height()));
+        if !src.fits_in(self.width(), self.height()) || src.width == 0 || src.height == 0 {
+            return Err(OpsError::Unfit(format!(
+                "source rectangle {src} does not fit in a {}x{} image",
+                self.width(),
+                self.height()
+            )));
+        }
+        if (src.width, src.height) == (w, h) {
+            return self.crop(src);
+        }
+        let pt = if self.has_alpha() {
+            fir::PixelType::U8x4
+        } else {
+            fir::PixelType::U8x3
+        };
+        let worker = |e: String| OpsError::Worker(format!("resize: {e}"));
+        let src_view = fir::images::ImageRef::new(self.width(), self.height(), self.raw(), pt)
+            .map_err(|e| worker(e.to_string()))?;
+        let mut dst = fir::images::Image::new(w, h, pt);
+        let opts = fir::ResizeOptions::new().resize_alg(filter.alg()).crop(
+            f64::from(src.x),
+            f64::from(src.y),
+            f64::from(src.width),
+            f64::from(src.height),
+        );
+        fir::Resizer::new()
+            .resize(&src_view, &mut dst, &opts)
+            .map_err(|e| worker(e.to_string()))?;
+        Raster::from_raw(w, h, self.has_alpha(), dst.into_vec())
+    }
+
+    /// Luma (Rec. 601 weights, integer), one byte a pixel, row-major.
+    pub fn luma(&self) -> Vec<u8> {
+        let ch = self.channels();
+        self.raw()
+            .chunks_exact(ch)
+            .map(|p| ((299 * u32::from(p[0]) + 587 * u32::from(p[1]) + 114 * u32::from(p[2]) + 500) / 1000) as u8)
+            .collect()
+    }
+
+    /// Pixels as `[r, g, b, a]` (a = 255 when opaque).
+    pub fn pixels(&self) -> impl Iterator<Item = [u8; 4]> + '_ {
+        let ch = self.channels();
+        self.raw()
+            .chunks_exact(ch)
+            .map(move |p| [p[0], p[1], p[2], if ch == 4 { p[3] } else { 255 }])
+    }
+
+    /// Encode as `format`.
+    pub fn encode(&self, format: Format, settings: &EncodeSettings) -> Result<Vec<u8>, OpsError> {
+        let err = |e: image::ImageError| OpsError::Encode {
+            format: format.as_str(),
+            message: e.to_string(),
+        };
+        let mut out = Vec::new();
+        let (w, h) = (self.width(), self.height());
+        match format {
+            Format::Png => {
+                let comp = match settings.png_compression {
+                    PngCompression::Fast => image::codecs::png::CompressionType::Fast,
+                    PngCompression::Default => image::codecs::png::CompressionType::Default,
+                    PngCompression::Best => image::codecs::png::CompressionType::Best,
+                };
+                let enc = image::codecs::png::PngEncoder::new_with_quality(
+                    &mut out,
+                    comp,
+                    image::codecs::png::FilterType::Adaptive,
+                );
+                enc.write_image(self.raw(), w, h, self.color_type()).map_err(err)?;
+            }
+            Format::Jpeg => {
+                let q = settings.quality.unwrap_or(90);
+                let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q);
+                match self {
+                    Raster::Rgb(i) => enc.write_image(i.as_raw(), w, h, image::ExtendedColorType::Rgb8),
+                    Raster::Rgba(_) => {
+                        let flat = self.clone().flatten(settings.background.unwrap_or(Color::WHITE));
+                        enc.write_image(flat.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+                    }
+                }
+                .map_err(err)?;
+            }
+            Format::Webp => {
+                if settings.quality.is_some() {
+                    return Err(OpsError::settings(
+                        "quality",
+                        "WebP output is lossless only (no lossy WebP encoder is built in); remove `quality`",
+                    ));
+                }
+                let enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+                enc.write_image(self.raw(), w, h, self.color_type()).map_err(err)?;
+            }
+        }
+        debug_assert!(image::guess_format(&out).ok() == Some(format.codec()));
+        Ok(out)
+    }
+
+    fn color_type(&self) -> image::ExtendedColorType {
+        if self.has_alpha() {
+            image::ExtendedColorType::Rgba8
+        } else {
+            image::ExtendedColorType::Rgb8
+        }
+    }
+
+    /// Composite `top` (straight alpha) over this image at (`x`, `y`), with its
+    /// alpha scaled by `opacity` (0..=1). Parts outside the image are clipped.
+    pub fn blend(&mut self, top: &RgbaImage, x: i64, y: i64, opacity: f32) {
+        let opacity = (opacity.clamp(0.0, 1.0) * 255.0).round() as u32;
+        let (w, h) = (i64::from(self.width()), i64::from(self.height()));
+        for (tx, ty, p) in top.enumerate_pixels() {
+            let (px, py) = (x + i64::from(tx), y + i64::from(ty));
+            if px < 0 || py < 0 || px >= w || py >= h {
+                continue;
+            }
+            let a = u32::from(p[3]) * opacity / 255;
+            if a == 0 {
+                continue;
+            }
+            self.blend_pixel(px as u32, py as u32, [p[0], p[1], p[2]], a as u8);
+        }
+    }
+
+    /// Composite one colour with coverage `a` (0..=255) over pixel (`x`, `y`).
+    pub fn blend_pixel(&mut self, x: u32, y: u32, c: [u8; 3], a: u8) {
+        let a = u32::from(a);
+        let mix = |dst: u8, src: u8| ((u32::from(src) * a + u32::from(dst) * (255 - a) + 127) / 255) as u8;
+        match self {
+            Raster::Rgb(i) => {
+                let d = i.get_pixel_mut(x, y);
+                for k in 0..3 {
+                    d[k] = mix(d[k], c[k]);
+                }
+            }
+            Raster::Rgba(i) => {
+                let d = i.get_pixel_mut(x, y);
+                let da = u32::from(d[3]);
+                // Porter-Duff "over" with straight alpha.
+                let out_a = a + da * (255 - a) / 255;
+                if out_a == 0 {
+                    return;
+                }
+                for k in 0..3 {
+                    let v = (u32::from(c[k]) * a + u32::from(d[k]) * da * (255 - a) / 255) / out_a;
+                    d[k] = v.min(255) as u8;
+                }
+                d[3] = out_a.min(255) as u8;
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use creative_core::{Artifact, MediaKind, Step, StepCtx, StepError, StepInputs};
+
+use super::{all, image_inputs, record, run_each, OpInfo, Produced, IMAGE};
+use crate::error::OpsError;
+use crate::geometry::Rect;
+use crate::raster::{EncodeSettings, Raster};
+
+/// Settings of the `crop` step: a pixel rectangle that must lie inside the input.
+///
+/// ```toml
+/// [[steps]]
+/// name = "square"
+/// kind = "crop"
+/// inputs = ["hero"]
+/// x = 128
+/// y = 0
+/// width = 768
+/// height = 768
+/// rendition = "1x1"      # optional
+/// output = { format = "png" }   # optional
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropSettings {
+    /// Left edge.
+    #[serde(default)]
+    pub x: u32,
+    /// Top edge.
+    #[serde(default)]
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Rendition name for the output's metadata.
+    #[serde(default)]
+    pub rendition: Option<String>,
+    /// Output encoding.
+    #[serde(default)]
+    pub output: EncodeSettings,
+}
+
+/// Cut a fixed rectangle out of images.
+#[derive(Debug, Clone)]
+pub struct CropStep {
+    s: CropSettings,
+}
+
+impl CropStep {
+    /// Build from settings, checking them.
+    pub fn new(s: CropSettings) -> Result<Self, OpsError> {
+        if s.width == 0 || s.height == 0 {
+            return Err(OpsError::settings("width", "width and height must be at least 1"));
+        }
+        s.output.validate()?;
+        Ok(CropStep { s })
+    }
+
+    /// Apply to one decoded image.
+    pub fn apply(&self, img: &Raster) -> Result<Produced, OpsError> {
+        let r = Rect::new(self.s.x, self.s.y, self.s.width, self.s.height);
+        let mut p = Produced::new(img.crop(r)?);
+        p.rendition.clone_from(&self.s.rendition);
+        Ok(p)
+    }
+}
+
+#[async_trait]
+impl Step for CropStep {
+    fn kind(&self) -> &str {
+        "crop"
+    }
+    fn accepts(&self) -> Option<&[MediaKind]> {
+        Some(IMAGE)
+    }
+    fn produces(&self) -> Option<MediaKind> {
+        Some(MediaKind::Image)
+    }
+    fn min_inputs(&self) -> usize {
+        1
+    }
+    async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        let images = image_inputs(all(inputs), ctx, "crop")?;
+        let info = OpInfo {
+            kind: "crop",
+            settings: record(&self.s),
+            output: self.s.output.clone(),
+            extra_parents: Vec::new(),
+        };
+        let me = self.clone();
+        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply(&img)?])).await
+    }
+}
