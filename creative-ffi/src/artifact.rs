@@ -26,7 +26,10 @@ fn entry<'a>(done: &'a Done, index: usize) -> Result<&'a ArtifactEntry, FfiError
 ///
 /// Writes `*out_count`. Thread safety: any thread.
 #[no_mangle]
-pub unsafe extern "C" fn creative_run_artifact_count(run: *const creative_run, out_count: *mut usize) -> creative_status {
+pub unsafe extern "C" fn creative_run_artifact_count(
+    run: *const creative_run,
+    out_count: *mut usize,
+) -> creative_status {
     guard("creative_run_artifact_count", || {
         need_out(out_count, "out_count")?;
         let done = run_pub(run)?.done("artifacts")?;

@@ -102,9 +102,15 @@ impl EngineInner {
             .thread_name("creative-worker")
             .enable_time()
             .build()
-            .map_err(|e| FfiError::new(creative_status::Internal, format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| {
+                FfiError::new(
+                    creative_status::Internal,
+                    format!("cannot start the async runtime: {e}"),
+                )
+            })?;
         let mut registry = Registry::new();
         creative_providers::register(&mut registry);
+        creative_ops::register(&mut registry);
 
         Ok(EngineInner {
             runtime: Some(runtime),

@@ -35,7 +35,8 @@ use crate::strings::creative_bytes;
 /// from several threads. Inside, only `creative_host_call_*` functions may be
 /// called on `call`; the callback must not free the engine or a run, and must not
 /// unwind (C++ exceptions, longjmp).
-pub type creative_host_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, call: *mut creative_host_call) -> c_int>;
+pub type creative_host_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, call: *mut creative_host_call) -> c_int>;
 
 /// Releases a host extension's `user_data`; called exactly once.
 pub type creative_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
@@ -381,7 +382,9 @@ impl Step for HostStep {
         });
         let parents: Vec<_> = inputs.all().map(|a| a.id().clone()).collect();
         let call = creative_host_call::new(Role::Step, context, inputs.all().cloned().collect(), ctx.cancel.clone());
-        let r = invoke_blocking(self.ext.clone(), call).await.map_err(StepError::Internal)?;
+        let r = invoke_blocking(self.ext.clone(), call)
+            .await
+            .map_err(StepError::Internal)?;
         if r.code != Ok(creative_status::Ok) {
             let msg = r.call.failure(&self.ext.kind, &r.code);
             return Err(match r.code {
@@ -392,8 +395,7 @@ impl Step for HostStep {
                 _ => StepError::Internal(msg),
             });
         }
-        Ok(r
-            .call
+        Ok(r.call
             .outputs
             .into_iter()
             .map(|mut a| {
@@ -508,7 +510,14 @@ pub unsafe extern "C" fn creative_engine_register_provider(
 ) -> creative_status {
     guard("creative_engine_register_provider", || {
         let p = provider.as_ref().copied().ok_or_else(|| FfiError::null("provider"))?;
-        let (engine, ext) = adopt(engine, kind, p.user_data, p.free_user_data, p.generate, "provider->generate")?;
+        let (engine, ext) = adopt(
+            engine,
+            kind,
+            p.user_data,
+            p.free_user_data,
+            p.generate,
+            "provider->generate",
+        )?;
         let kind = ext.kind.clone();
         let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
             let caps = caps_from(settings).map_err(|e| format!("provider `{id}` (host kind `{}`): {e}", ext.kind))?;
@@ -728,7 +737,9 @@ pub unsafe extern "C" fn creative_host_call_set_verdict(
             )));
         }
         if !score.is_finite() {
-            return Err(FfiError::invalid(format!("`score` must be a finite number, got {score}")));
+            return Err(FfiError::invalid(format!(
+                "`score` must be a finite number, got {score}"
+            )));
         }
         let reasons = opt_text_arg(reason, "reason")?
             .map(|r| vec![r.to_string()])
@@ -760,7 +771,10 @@ pub unsafe extern "C" fn creative_host_call_set_cost(call: *mut creative_host_ca
 /// Say why the call failed; the message becomes part of the step's error. Call it
 /// before returning a status other than `CREATIVE_STATUS_OK`.
 #[no_mangle]
-pub unsafe extern "C" fn creative_host_call_fail(call: *mut creative_host_call, message: *const c_char) -> creative_status {
+pub unsafe extern "C" fn creative_host_call_fail(
+    call: *mut creative_host_call,
+    message: *const c_char,
+) -> creative_status {
     guard("creative_host_call_fail", || {
         let c = call_mut(call)?;
         c.error = Some(text_arg(message, "message")?.to_string());

@@ -59,7 +59,10 @@ pub(crate) unsafe fn text_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a 
     c.to_str().map_err(|e| {
         FfiError::new(
             creative_status::InvalidUtf8,
-            format!("`{what}` is not valid UTF-8 (first bad byte at offset {})", e.valid_up_to()),
+            format!(
+                "`{what}` is not valid UTF-8 (first bad byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })
 }

@@ -21,7 +21,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use creative_core::{Artifact, CancellationToken, Event, EventKind, Progress, RunOutcome, Status, StepError, StepState};
+use creative_core::{
+    Artifact, CancellationToken, Event, EventKind, Progress, RunOutcome, Status, StepError, StepState,
+};
 use futures::{Stream, StreamExt};
 
 use crate::engine::EngineInner;
@@ -191,7 +193,11 @@ impl RunShared {
                     if now >= d {
                         return None;
                     }
-                    s = self.cond.wait_timeout(s, d - now).unwrap_or_else(PoisonError::into_inner).0;
+                    s = self
+                        .cond
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
             }
         }
@@ -316,7 +322,11 @@ fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, Stri
                 }
                 None => (creative_status::StepFailed, String::new()),
             };
-            (creative_run_state::Failed, status, format!("run failed: {counts}{detail}"))
+            (
+                creative_run_state::Failed,
+                status,
+                format!("run failed: {counts}{detail}"),
+            )
         }
     }
 }
@@ -609,7 +619,10 @@ pub unsafe extern "C" fn creative_run_manifest_json(
         need_out(out_json, "out_json")?;
         out_json.write(std::ptr::null_mut());
         let done = run_ref(run)?.done("the manifest")?;
-        let f = done.finished.as_ref().ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
+        let f = done
+            .finished
+            .as_ref()
+            .ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
         write_out(out_json, "out_json", owned_c_string(f.manifest_json.clone()))
     })
 }
@@ -629,7 +642,10 @@ pub unsafe extern "C" fn creative_run_report_json(
         need_out(out_json, "out_json")?;
         out_json.write(std::ptr::null_mut());
         let done = run_ref(run)?.done("the report")?;
-        let f = done.finished.as_ref().ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
+        let f = done
+            .finished
+            .as_ref()
+            .ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
         write_out(out_json, "out_json", owned_c_string(f.report_json.clone()))
     })
 }

@@ -153,7 +153,12 @@ pub(crate) fn launch(
             .await
             .map_err(|e| FfiError::new(creative_status::Io, format!("campaign `{name}`: {e}")))?;
         let to_json = |what: &str, v: serde_json::Result<String>| {
-            v.map_err(|e| FfiError::new(creative_status::Internal, format!("cannot write the {what} as JSON: {e}")))
+            v.map_err(|e| {
+                FfiError::new(
+                    creative_status::Internal,
+                    format!("cannot write the {what} as JSON: {e}"),
+                )
+            })
         };
         let mut report = serde_json::to_value(&o.report).unwrap_or_default();
         if let serde_json::Value::Object(m) = &mut report {

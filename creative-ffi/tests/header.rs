@@ -43,7 +43,16 @@ fn header_is_up_to_date() {
 #[test]
 fn header_exposes_no_rust_types() {
     let h = generate();
-    for word in ["Arc<", "Box<", "Option<", "Vec<", "String", "RunShared", "EngineInner", "HostExt"] {
+    for word in [
+        "Arc<",
+        "Box<",
+        "Option<",
+        "Vec<",
+        "String",
+        "RunShared",
+        "EngineInner",
+        "HostExt",
+    ] {
         assert!(!h.contains(word), "the header leaks the Rust type `{word}`");
     }
     for opaque in ["creative_engine", "creative_run", "creative_host_call"] {

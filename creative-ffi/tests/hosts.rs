@@ -18,7 +18,10 @@ fn repo() -> PathBuf {
 /// `target/<profile>`: this test binary lives in `target/<profile>/deps`.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 fn tool(name: &str) -> Command {
@@ -32,11 +35,7 @@ fn tool(name: &str) -> Command {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
 }
 
 fn apt_package(tool: &str) -> &str {
@@ -101,7 +100,9 @@ fn scratch(name: &str) -> PathBuf {
 fn install(name: &str) -> PathBuf {
     let prefix = scratch(name).join("prefix");
     let mut cmd = tool("bash");
-    cmd.arg(repo().join("creative-ffi/scripts/install.sh")).arg(libs()).arg(&prefix);
+    cmd.arg(repo().join("creative-ffi/scripts/install.sh"))
+        .arg(libs())
+        .arg(&prefix);
     run(cmd, "install.sh");
     prefix
 }
@@ -162,8 +163,14 @@ fn c_host_runs_clean_under_valgrind() {
     let out = run(cmd, "valgrind examples/c/host");
     assert_all_passed(&out, "C host under valgrind");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("definitely lost"), "valgrind reported a leak:\n{stderr}");
-    assert!(!stderr.contains("Invalid read") && !stderr.contains("Invalid write"), "{stderr}");
+    assert!(
+        !stderr.contains("definitely lost"),
+        "valgrind reported a leak:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("Invalid read") && !stderr.contains("Invalid write"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -243,7 +250,9 @@ fn pkg_config_file_is_relocatable_and_versioned() {
     let prefix = install("pkgconfig");
     let cflags = pkg_config(&prefix, &["--cflags"]);
     assert!(
-        cflags.iter().any(|f| f.starts_with("-I") && Path::new(&f[2..]).join("creative.h").is_file()),
+        cflags
+            .iter()
+            .any(|f| f.starts_with("-I") && Path::new(&f[2..]).join("creative.h").is_file()),
         "{cflags:?}"
     );
     let version = pkg_config(&prefix, &["--modversion"]);
@@ -273,10 +282,17 @@ fn exported_symbols_are_all_prefixed() {
             let name = before.split_whitespace().last().unwrap_or("").trim_start_matches('*');
             if name.starts_with("creative_") {
                 declared += 1;
-                assert!(names.contains(&name), "header declares `{name}` but the library does not export it");
+                assert!(
+                    names.contains(&name),
+                    "header declares `{name}` but the library does not export it"
+                );
             }
         }
     }
     assert!(declared >= 30, "found only {declared} functions in the header");
-    assert_eq!(declared, names.len(), "the library exports functions the header does not declare");
+    assert_eq!(
+        declared,
+        names.len(),
+        "the library exports functions the header does not declare"
+    );
 }
