@@ -434,10 +434,9 @@ impl Campaign {
         let state_dir = out_dir.join(STATE_DIR);
         let this = self.clone();
         let out = out_dir.to_path_buf();
-        let (mut manifest, records, mut errors) =
-            tokio::task::spawn_blocking(move || this.deliver_files(&out, &state_dir))
-                .await
-                .map_err(|e| StoreError(format!("delivery task failed: {e}")))??;
+        let (manifest, records, mut errors) = tokio::task::spawn_blocking(move || this.deliver_files(&out, &state_dir))
+            .await
+            .map_err(|e| StoreError(format!("delivery task failed: {e}")))??;
         let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
         if !self.sinks.is_empty() {
             for asset in &manifest.assets {
