@@ -27,6 +27,8 @@ pub mod secret;
 #[cfg(feature = "stability")]
 pub mod stability;
 pub mod router;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 /// Register every enabled provider kind.
 pub fn register(reg: &mut creative_core::spec::Registry) {
@@ -49,5 +51,7 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     #[cfg(feature = "elevenlabs")]
     elevenlabs::register(reg);
     router::register(reg);
+    #[cfg(feature = "webhook")]
+    webhook::register(reg);
     let _ = reg;
 }
