@@ -217,6 +217,12 @@ impl Step for GenerateStep {
                 Counters::add(&counters.gate_checks, records.len() as u64);
                 let failed = records.iter().filter(|r| !r.verdict.passed).count();
                 Counters::add(&counters.gate_failures, failed as u64);
+                if !records.is_empty() {
+                    // Let the provider (a router) learn which of its outputs are accepted.
+                    if let Some(slot) = ctx.shared().providers.get(&out.provider) {
+                        slot.provider.record_verdict(&a, failed == 0);
+                    }
+                }
                 for r in &records {
                     ctx.emit(EventKind::GateVerdict {
                         job: ctx.job.key().to_string(),

@@ -5,6 +5,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::Artifact;
 use crate::cancel::CancellationToken;
 use crate::error::ProviderError;
 use crate::request::{Generation, Request, Task};
@@ -82,4 +83,11 @@ pub trait Provider: Send + Sync {
 
     /// Perform one call.
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError>;
+
+    /// Told, after a generate step judged `artifact` (one this provider returned),
+    /// whether it passed every gate. Only called when the step has gates.
+    ///
+    /// A router learns gate pass rates from it (cost per accepted asset); the
+    /// default ignores it.
+    fn record_verdict(&self, _artifact: &Artifact, _accepted: bool) {}
 }

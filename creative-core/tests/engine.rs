@@ -535,6 +535,42 @@ async fn gate_failure_regenerates_with_new_derived_seeds() {
     assert_eq!(*gate.seeds.lock().unwrap(), *gate2.seeds.lock().unwrap());
 }
 
+/// Records the verdicts the engine reports back.
+struct Listener {
+    inner: Fake,
+    verdicts: Mutex<Vec<bool>>,
+}
+
+#[async_trait]
+impl Provider for Listener {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        self.inner.generate(req, ctx).await
+    }
+    fn record_verdict(&self, _: &Artifact, accepted: bool) {
+        self.verdicts.lock().unwrap().push(accepted);
+    }
+}
+
+#[tokio::test]
+async fn gate_verdicts_are_reported_back_to_the_provider() {
+    let p = Arc::new(Listener {
+        inner: Fake::new("p"),
+        verdicts: Mutex::new(Vec::new()),
+    });
+    let exec = Executor::builder().provider(p.clone()).build();
+    let step = gen(&["p"])
+        .gate(fail_first(2))
+        .on_gate_fail(OnGateFail::Regenerate { max: 3 });
+    exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(*p.verdicts.lock().unwrap(), vec![false, false, true]);
+}
+
 #[tokio::test]
 async fn regeneration_gives_up_after_max_rounds() {
     let p = Arc::new(Fake::new("p"));
