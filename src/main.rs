@@ -90,7 +90,7 @@ fn parse_args() -> Result<Args, String> {
 fn registry() -> Registry {
     let mut reg = Registry::new();
     creative::providers::register(&mut reg);
-    // OPS-PENDING creative::ops::register(&mut reg);
+    creative::ops::register(&mut reg);
     reg
 }
 

@@ -202,18 +202,18 @@ impl Spec {
                     ),
                 ));
             }
-            if ps.timeout_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            if ps.call_timeout_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
                 return Err(err(
                     K::Invalid,
-                    format!("{path}.timeout_s"),
-                    "timeout_s must be a positive number",
+                    format!("{path}.call_timeout_s"),
+                    "call_timeout_s must be a positive number",
                 ));
             }
             let limits = ProviderLimits {
                 concurrency: ps.concurrency,
                 requests_per_minute: ps.requests_per_minute,
                 burst: ps.burst,
-                timeout: ps.timeout_s.map(Duration::from_secs_f64),
+                timeout: ps.call_timeout_s.map(Duration::from_secs_f64),
             };
             exec = exec.provider_with_limits(provider.clone(), limits);
             ctx.providers.insert(id.clone(), provider);

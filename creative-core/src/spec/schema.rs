@@ -64,9 +64,10 @@ pub struct ProviderSpec {
     /// Requests allowed at once after an idle spell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-    /// Per-call timeout in seconds.
+    /// The engine's per-call timeout in seconds (a backend's own `timeout_s`,
+    /// if it has one, is passed on to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_s: Option<f64>,
+    pub call_timeout_s: Option<f64>,
     /// Everything else goes to the kind's factory.
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
