@@ -287,8 +287,28 @@ impl HttpSettings {
 /// Deserialize a backend's own settings (the rest left by [`HttpSettings::parse`]),
 /// rejecting unknown keys with a message that names them.
 pub fn backend_settings<T: DeserializeOwned>(rest: Map<String, Value>) -> Result<T, String> {
-    serde_json::from_value(Value::Object(rest)).map_err(|e| e.to_string())
+    serde_json::from_value(Value::Object(rest)).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("unknown field") {
+            format!("{msg}; shared settings are {}", SHARED_KEYS.join(", "))
+        } else {
+            msg
+        }
+    })
 }
+
+/// The keys [`HttpSettings::parse`] reads.
+const SHARED_KEYS: &[&str] = &[
+    "base_url",
+    "api_key_env",
+    "api_key",
+    "model",
+    "timeout_s",
+    "connect_timeout_s",
+    "max_response_bytes",
+    "headers",
+    "prices",
+];
 
 // ---------------------------------------------------------------------------------
 // Requests and responses

@@ -654,6 +654,10 @@ mod tests {
     fn unknown_settings_are_named() {
         let e = OpenAi::from_settings("openai", &json!({"api_key": "k", "qualty": "hd"})).unwrap_err();
         assert!(e.contains("qualty"), "{e}");
+        assert!(
+            e.contains("text_model") && e.contains("base_url"),
+            "the known keys are listed: {e}"
+        );
         let e = OpenAi::from_settings("openai", &json!({"response_format": "png"})).unwrap_err();
         assert!(e.contains("response_format"), "{e}");
     }
