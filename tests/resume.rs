@@ -105,8 +105,18 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     std::fs::write(&spec_a, spec(&log)).unwrap();
     let spec_b = spec_a.clone();
     let out_a = dir.join("out-a");
-    let o = run(&["run", spec_a.to_str().unwrap(), "--out", out_a.to_str().unwrap(), "--quiet"]);
-    assert!(o.status.success(), "reference run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[
+        "run",
+        spec_a.to_str().unwrap(),
+        "--out",
+        out_a.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        o.status.success(),
+        "reference run failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let reference_calls = calls(&log).len();
     assert_eq!(reference_calls, steps_total, "one call per generation");
 
@@ -114,7 +124,13 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     let out_b = dir.join("out-b");
     let journal = out_b.join(".creative").join("journal.jsonl");
     let mut child = Command::new(BIN)
-        .args(["run", spec_b.to_str().unwrap(), "--out", out_b.to_str().unwrap(), "--quiet"])
+        .args([
+            "run",
+            spec_b.to_str().unwrap(),
+            "--out",
+            out_b.to_str().unwrap(),
+            "--quiet",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -125,7 +141,10 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the run made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL
@@ -140,13 +159,27 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     assert!(!out_b.join("manifest.json").exists(), "a killed run writes no manifest");
 
     // Resume.
-    let o = run(&["run", spec_b.to_str().unwrap(), "--out", out_b.to_str().unwrap(), "--quiet", "--resume"]);
-    assert!(o.status.success(), "resume failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[
+        "run",
+        spec_b.to_str().unwrap(),
+        "--out",
+        out_b.to_str().unwrap(),
+        "--quiet",
+        "--resume",
+    ]);
+    assert!(
+        o.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // Same manifest, byte for byte.
     let ma = std::fs::read_to_string(out_a.join("manifest.json")).unwrap();
     let mb = std::fs::read_to_string(out_b.join("manifest.json")).unwrap();
-    assert!(ma == mb, "manifests differ:\n--- uninterrupted\n{ma}\n--- resumed\n{mb}");
+    assert!(
+        ma == mb,
+        "manifests differ:\n--- uninterrupted\n{ma}\n--- resumed\n{mb}"
+    );
 
     // No step finished before the kill was called again after it, and each of
     // them was called exactly once in all.
@@ -158,7 +191,10 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     }
     for (job, step, task, prompt) in &done_before {
         let key = (task.clone(), prompt.clone());
-        assert!(!after.contains(&key), "{job}/{step} finished before the kill but was generated again");
+        assert!(
+            !after.contains(&key),
+            "{job}/{step} finished before the kill but was generated again"
+        );
         assert_eq!(count.get(&key), Some(&1), "{job}/{step} was called more than once");
     }
     // Calls in flight at the kill may be made again, nothing else.
@@ -179,7 +215,12 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     for a in assets {
         let path = out_b.join(a["path"].as_str().unwrap());
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.len() as u64, a["bytes"].as_u64().unwrap(), "{} is whole", path.display());
+        assert_eq!(
+            bytes.len() as u64,
+            a["bytes"].as_u64().unwrap(),
+            "{} is whole",
+            path.display()
+        );
     }
     let mut stray = Vec::new();
     for step in ["hero", "caption"] {

@@ -82,7 +82,10 @@ inputs = ["hero", "heroo"]
     assert_eq!(e.kind, SpecErrorKind::UnknownStep);
     assert_eq!(e.path, "steps[1].inputs[1]");
     assert_eq!(e.line, Some(line_of(&text, "\"heroo\"")));
-    assert!(e.message.contains("unknown step `heroo`; steps are: hero, caption"), "{e}");
+    assert!(
+        e.message.contains("unknown step `heroo`; steps are: hero, caption"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -99,7 +102,11 @@ prompt = "a {{{{ product }}}}"
     let e = build(&text);
     assert_eq!(e.kind, SpecErrorKind::UnknownProvider);
     assert_eq!(e.path, "steps[0].providers[1]");
-    assert!(e.message.contains("unknown provider `dalle`; [providers] declares: art"), "{e}");
+    assert!(
+        e.message
+            .contains("unknown provider `dalle`; [providers] declares: art"),
+        "{e}"
+    );
     assert_eq!(e.line, Some(line_of(&text, "providers = [")));
 }
 
@@ -136,7 +143,10 @@ prompt = "a {{{{ product }}}} in {{{{ colour }}}}"
 fn a_wrong_type_names_the_field_and_line() {
     let text = format!("{BASE}concurrency = \"many\"\n").replace("[matrix]", "[matrix]");
     // Top-level keys must come before tables in TOML; put it first.
-    let text = format!("concurrency = \"many\"\n{}", text.replace("concurrency = \"many\"\n", ""));
+    let text = format!(
+        "concurrency = \"many\"\n{}",
+        text.replace("concurrency = \"many\"\n", "")
+    );
     let text = text + "\n[[steps]]\nname = \"s\"\nkind = \"generate\"\nproviders = [\"art\"]\nprompt = \"x\"\n";
     let e = build(&text);
     assert_eq!(e.kind, SpecErrorKind::Invalid);
@@ -194,7 +204,10 @@ prompt = "a {{{{ product }}}}"
 file_name = "{{{{ product }}}}.png"
 "#
     )
-    .replace(r#"product = ["mug", "lamp"]"#, r#"product = ["mug", "../../etc/passwd"]"#);
+    .replace(
+        r#"product = ["mug", "lamp"]"#,
+        r#"product = ["mug", "../../etc/passwd"]"#,
+    );
     let e = build(&text);
     assert_eq!(e.kind, SpecErrorKind::PathEscape);
     assert_eq!(e.path, "output.file_name");
@@ -246,8 +259,10 @@ fn json_specs_get_field_paths_too() {
 
 #[test]
 fn api_keys_inline_are_refused_and_never_echoed() {
-    let text = BASE.replace("kind = \"procedural\"", "kind = \"procedural\"\napi_key = \"sk-secret-123\"")
-        + "\n[[steps]]\nname = \"s\"\nkind = \"generate\"\nproviders = [\"art\"]\nprompt = \"x\"\n";
+    let text = BASE.replace(
+        "kind = \"procedural\"",
+        "kind = \"procedural\"\napi_key = \"sk-secret-123\"",
+    ) + "\n[[steps]]\nname = \"s\"\nkind = \"generate\"\nproviders = [\"art\"]\nprompt = \"x\"\n";
     let e = build(&text);
     assert_eq!(e.path, "providers.art.api_key");
     assert!(e.message.contains("api_key_env"), "{e}");

@@ -1,0 +1,372 @@
+//! Delivery end to end: files under template names, manifest, report, contact
+//! sheet, a host's own sink, the webhook sink against a loopback server, the
+//! cache (hits and money saved, `force`), parameter precedence and seed policy.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use creative::core::deliver::{AssetEntry, Manifest, Report, Sink, SinkError};
+use creative::core::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
+use creative::core::{Artifact, ArtifactId, Status};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("creative-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn registry() -> Registry {
+    let mut reg = Registry::new();
+    creative::providers::register(&mut reg);
+    creative::ops::register(&mut reg);
+    reg
+}
+
+/// A loopback HTTP server that answers 503 to its first request and 200 after,
+/// recording every request body. It serves at most `limit` requests.
+fn webhook_server(limit: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().take(limit).enumerate() {
+            let Ok(mut s) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, len) = loop {
+                let k = s.read(&mut chunk).unwrap_or(0);
+                if k == 0 {
+                    break (None, 0);
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    break (Some(i + 4), len);
+                }
+            };
+            let Some(start) = head_end else { continue };
+            while buf.len() < start + len {
+                let k = s.read(&mut chunk).unwrap_or(0);
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            let status = if n == 0 { "503 Service Unavailable" } else { "200 OK" };
+            if n > 0 {
+                if let Ok(v) = serde_json::from_slice(&buf[start..]) {
+                    rec.lock().unwrap().push(v);
+                }
+            }
+            let _ =
+                s.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+#[derive(Default)]
+struct Collect {
+    assets: Mutex<Vec<AssetEntry>>,
+    finished: Mutex<u32>,
+}
+
+#[async_trait]
+impl Sink for Collect {
+    fn name(&self) -> &str {
+        "collect"
+    }
+    async fn deliver(&self, asset: &AssetEntry, artifact: &Artifact) -> Result<(), SinkError> {
+        assert_eq!(asset.id, *artifact.id());
+        self.assets.lock().unwrap().push(asset.clone());
+        Ok(())
+    }
+    async fn finish(&self, _: &Manifest, _: &Report) -> Result<(), SinkError> {
+        *self.finished.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+fn campaign_spec(webhook: Option<&str>) -> String {
+    let sink = webhook
+        .map(|u| format!("\n[[output.sinks]]\nkind = \"webhook\"\nurl = \"{u}\"\nretries = 2\nbackoff_ms = 5\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+name = "delivery"
+concurrency = 4
+
+[providers.art]
+kind = "procedural"
+cost_per_image = 0.05
+
+[matrix]
+product = ["mug", "lamp"]
+locale = ["en", "fr"]
+
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "a {{{{ product }}}} ({{{{ locale }}}})"
+size = "128x96"
+gates = [{{ kind = "format", min_width = 100 }}]
+
+[[steps]]
+name = "thumb"
+kind = "resize"
+inputs = ["hero"]
+width = 64
+
+[output]
+steps = ["hero", "thumb"]
+file_name = "{{{{ locale }}}}/{{{{ product }}}}-{{{{ step }}}}.{{{{ ext }}}}"
+{sink}"#
+    )
+}
+
+async fn run(spec: &str, out: &Path, force: bool, sink: Option<Arc<dyn Sink>>) -> CampaignOutcome {
+    let spec = Spec::parse(spec, Format::Toml, "delivery.toml").unwrap();
+    let mut campaign = spec.build(&registry(), ".").unwrap();
+    if let Some(s) = sink {
+        campaign.add_sink(s);
+    }
+    let opts = CampaignOptions {
+        out_dir: Some(out.to_path_buf()),
+        force,
+        ..CampaignOptions::default()
+    };
+    campaign.start(opts).unwrap().wait().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks() {
+    let dir = temp_dir("delivery");
+    let out = dir.join("out");
+    let (url, posts) = webhook_server(16);
+    let collect = Arc::new(Collect::default());
+    let done = run(&campaign_spec(Some(&url)), &out, false, Some(collect.clone())).await;
+    assert_eq!(done.outcome.status, Status::Succeeded);
+    assert!(
+        done.report.delivery_errors.is_empty(),
+        "{:?}",
+        done.report.delivery_errors
+    );
+
+    // Files, named by the template, holding exactly the manifest's bytes.
+    let m = &done.manifest;
+    assert_eq!(m.assets.len(), 8);
+    for a in &m.assets {
+        let path = a.path.as_deref().unwrap();
+        assert_eq!(
+            path,
+            format!(
+                "{}/{}-{}.png",
+                a.vars["locale"].as_str().unwrap(),
+                a.vars["product"].as_str().unwrap(),
+                a.step
+            )
+        );
+        let bytes = std::fs::read(out.join(path)).unwrap();
+        assert_eq!(ArtifactId::of(&a.media, &bytes), a.id);
+    }
+    // A rendition names its generation, with the prompt and seed.
+    let thumb = m.assets.iter().find(|a| a.step == "thumb").unwrap();
+    let gen = &thumb.sources[0].provenance;
+    assert_eq!(gen.step, "hero");
+    assert_eq!(gen.provider.as_deref(), Some("art"));
+    assert!(gen.seed.is_some());
+    assert!(gen.params["prompt"].as_str().unwrap().starts_with("a "));
+    assert_eq!(gen.gates[0].gate, "format");
+
+    // The files on disk match what was returned.
+    let on_disk: Manifest = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(&on_disk, m);
+    let report: Report = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let row = &report.providers[0];
+    assert_eq!(
+        (row.provider.as_str(), row.attempts, row.successes, row.accepted),
+        ("art", 4, 4, 4)
+    );
+    assert!((row.cost_usd - 0.20).abs() < 1e-9);
+    assert!((row.cost_per_accepted_usd.unwrap() - 0.05).abs() < 1e-9);
+    assert_eq!(row.gate_pass_rate, Some(1.0));
+    assert!(row.latency_p50_ms.is_some() && row.latency_p95_ms.is_some());
+    let html = std::fs::read_to_string(out.join("contact_sheet.html")).unwrap();
+    assert_eq!(
+        html.matches("data:image/png;base64,").count(),
+        8,
+        "a thumbnail per asset"
+    );
+    assert!(html.contains("mug") && html.contains("format"));
+    assert!(!html.contains("src=\"http"), "self-contained");
+
+    // The host's sink saw every asset, with its path, and the end.
+    assert_eq!(collect.assets.lock().unwrap().len(), 8);
+    assert!(collect.assets.lock().unwrap().iter().all(|a| a.path.is_some()));
+    assert_eq!(*collect.finished.lock().unwrap(), 1);
+
+    // The webhook got every asset and the end, despite a 503 first.
+    let posts = posts.lock().unwrap().clone();
+    assert_eq!(posts.iter().filter(|p| p["event"] == "asset").count(), 8, "{posts:?}");
+    assert_eq!(posts.iter().filter(|p| p["event"] == "campaign_finished").count(), 1);
+
+    // Run again: every generation comes from the cache, the money is saved, the
+    // manifest is the same, and no file is duplicated.
+    let files = |d: &Path| {
+        walk(d)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains(".creative"))
+            .count()
+    };
+    let before = files(&out);
+    let again = run(&campaign_spec(None), &out, false, None).await;
+    assert_eq!(again.report.totals.attempts, 0, "no provider call");
+    assert_eq!(again.report.totals.cache_hits, 4);
+    assert!((again.report.totals.saved_usd - 0.20).abs() < 1e-9);
+    assert_eq!(again.report.providers[0].cache_hits, 4);
+    assert_eq!(again.manifest.assets, m.assets);
+    assert_eq!(files(&out), before);
+
+    // --force pays again.
+    let forced = run(&campaign_spec(None), &out, true, None).await;
+    assert_eq!(forced.report.totals.attempts, 4);
+    assert_eq!(forced.report.totals.cache_hits, 0);
+    assert_eq!(forced.manifest.assets, m.assets, "procedural is deterministic");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_follow_defaults_preset_step_job_overrides() {
+    let spec = r#"
+name = "layers"
+[providers.art]
+kind = "procedural"
+[defaults]
+steps = 10
+guidance = 1.0
+width = 64
+height = 64
+quality = "low"
+style = "from-defaults"
+[presets.kit]
+guidance = 2.0
+width = 80
+style = "from-preset"
+prompt_prefix = "kit: "
+[overrides]
+steps = 42
+[matrix]
+style = ["from-job"]
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+preset = "kit"
+width = 96
+style = "from-step"
+prompt = "a thing"
+"#;
+    let dir = temp_dir("layers");
+    let done = run(spec, &dir, false, None).await;
+    let p = &done.manifest.assets[0].provenance.params;
+    assert_eq!(p["prompt"], "kit: a thing");
+    let params = &p["params"];
+    assert_eq!(params["steps"], 42, "overrides win over everything");
+    assert_eq!(params["style"], "from-job", "job variables win over the step");
+    assert_eq!(params["width"], 96, "the step wins over the preset");
+    assert_eq!(params["guidance"], 2.0, "the preset wins over the defaults");
+    assert_eq!(params["quality"], "low", "defaults fill the rest");
+    assert_eq!(params["height"], 64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_policies_are_applied_and_always_recorded() {
+    let spec = |policy: &str| {
+        format!(
+            r#"
+name = "seeds"
+[providers.art]
+kind = "procedural"
+[defaults]
+seed = {policy}
+size = "32x32"
+[matrix]
+i = [1, 2]
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "x {{{{ i }}}}"
+"#
+        )
+    };
+    let dir = temp_dir("seeds");
+    let seeds =
+        |o: &CampaignOutcome| -> Vec<u64> { o.manifest.assets.iter().map(|a| a.provenance.seed.unwrap()).collect() };
+    let fixed = run(&spec("7"), &dir.join("fixed"), false, None).await;
+    assert_eq!(seeds(&fixed), vec![7, 7]);
+    assert_eq!(fixed.manifest.assets[0].provenance.params["params"]["seed"], 7);
+    let d1 = run(&spec("\"derived\""), &dir.join("d1"), false, None).await;
+    let d2 = run(&spec("\"derived\""), &dir.join("d2"), false, None).await;
+    assert_eq!(seeds(&d1), seeds(&d2), "derived seeds are reproducible");
+    assert_ne!(seeds(&d1)[0], seeds(&d1)[1], "and differ between jobs");
+    let r1 = run(&spec("\"random\""), &dir.join("r1"), false, None).await;
+    let r2 = run(&spec("\"random\""), &dir.join("r2"), false, None).await;
+    assert_eq!(seeds(&r1).len(), 2, "random seeds are recorded");
+    assert_ne!(seeds(&r1), seeds(&r2), "random seeds change from run to run");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_expands_the_matrix_and_estimates_without_calling() {
+    let dir = temp_dir("dry");
+    let log = dir.join("calls.log");
+    let spec = campaign_spec(None).replace(
+        "cost_per_image = 0.05",
+        &format!("cost_per_image = 0.05\ncall_log = \"{}\"", log.display()),
+    );
+    let spec = Spec::parse(&spec, Format::Toml, "d.toml").unwrap();
+    let campaign = spec.build(&registry(), ".").unwrap();
+    let opts = CampaignOptions {
+        out_dir: Some(dir.join("out")),
+        dry_run: true,
+        ..CampaignOptions::default()
+    };
+    let done = campaign.start(opts).unwrap().wait().await.unwrap();
+    let plan = done.plan.unwrap();
+    assert_eq!(plan.jobs.len(), 4);
+    assert_eq!(plan.generations, 4);
+    assert!((plan.estimated_cost_usd - 0.20).abs() < 1e-9);
+    assert_eq!(plan.jobs[0].requests[0].request["params"]["width"], 128);
+    assert!(plan.table().contains("estimated cost $0.2000"));
+    assert!(!log.exists(), "no provider was called");
+    assert!(!dir.join("out").exists(), "nothing was written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
