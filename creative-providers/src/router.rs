@@ -39,12 +39,14 @@
 //!
 //! ## Gate outcomes
 //!
-//! The router cannot see quality gates: the engine judges the artifacts after the
-//! call returns. Every artifact the router returns carries the id of the member
-//! that made it in `meta.extra["routed_provider"]`; report each verdict with
+//! The engine judges the artifacts after the call returns. Every artifact the
+//! router returns carries the id of the member that made it in
+//! `meta.extra["routed_provider"]`, and a generate step with gates reports each
+//! verdict back through [`Provider::record_verdict`], which the router credits to
+//! that member. A host judging outside the engine reports with
 //! [`Router::record_gate`] (by member id) or [`Router::record_verdict`] (by
-//! artifact), and [`Strategy::CostPerAccepted`] ranks on it. Until a member has
-//! verdicts its pass rate is taken as 1 (optimistic, so it gets tried).
+//! artifact). [`Strategy::CostPerAccepted`] ranks on these reports; until a member
+//! has verdicts its pass rate is taken as 1 (optimistic, so it gets tried).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -670,6 +672,11 @@ impl Provider for Router {
             .filter(|m| m.provider.capabilities().supports(request.task))
             .map(|m| m.provider.estimate_cost(request))
             .fold(0.0, f64::max)
+    }
+
+    /// The engine reports each judged artifact here; it goes to the member that made it.
+    fn record_verdict(&self, artifact: &Artifact, accepted: bool) {
+        Router::record_verdict(self, artifact, accepted);
     }
 
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

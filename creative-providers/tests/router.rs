@@ -579,3 +579,60 @@ async fn the_router_kind_builds_from_spec_settings() {
     assert!(bad(serde_json::json!({"providers": ["a"], "colour": 1})).contains("unknown router setting `colour`"));
     assert!(bad(serde_json::json!({"providers": "a"})).contains("`providers` must be a list"));
 }
+
+/// Passes outputs of member `b` only.
+struct OnlyB;
+
+#[async_trait]
+impl creative_core::QualityGate for OnlyB {
+    fn name(&self) -> &str {
+        "only_b"
+    }
+    async fn check(
+        &self,
+        a: &Artifact,
+        _: &creative_core::GateCtx,
+    ) -> Result<creative_core::Verdict, creative_core::GateError> {
+        Ok(if a.text() == Some("from b") {
+            creative_core::Verdict::pass(1.0)
+        } else {
+            creative_core::Verdict::fail(0.0, "not b")
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_engine_reports_gate_verdicts_to_the_router() {
+    use creative_core::{Dag, Executor, GenerateStep, Job, OnGateFail};
+    let a = Fake::new("a", 1, 0.01);
+    let b = Fake::new("b", 1, 0.01);
+    let router = Arc::new(
+        Router::builder("r")
+            .member(a.clone())
+            .member(b.clone())
+            .strategy(Strategy::CostPerAccepted)
+            .exploration(0.0)
+            .build()
+            .unwrap(),
+    );
+    // One job at a time, so each verdict is in before the next call is routed.
+    let exec = Executor::builder().provider(router.clone()).concurrency(1).build();
+    let step = GenerateStep::new(Task::Image, ["r"], "tile {{ n }}")
+        .unwrap()
+        .gate(Arc::new(OnlyB))
+        .on_gate_fail(OnGateFail::Regenerate { max: 3 });
+    let dag = Arc::new(Dag::builder("d").step("gen", step, &[]).build().unwrap());
+    let jobs: Vec<Job> = (0..20).map(|i| Job::new([("n", i.to_string())])).collect();
+    let out = exec.run(dag, jobs).await.unwrap();
+    assert_eq!(out.status, creative_core::Status::Succeeded);
+    let stats = r_stats(&router);
+    assert!(stats.0 > 0 && stats.1 > 0, "both members judged: {stats:?}");
+    // After `a`'s first rejections, `b` takes the work: few calls go to `a`.
+    assert!(a.calls() <= 2, "a was called {} times", a.calls());
+    assert!(b.calls() >= 20);
+}
+
+fn r_stats(r: &Router) -> (u64, u64) {
+    let s = r.stats();
+    (s[0].gate_verdicts, s[1].gate_verdicts)
+}
