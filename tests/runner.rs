@@ -1,0 +1,89 @@
+//! The runner binary on the shipped example specs.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_creative");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("creative-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn spec(name: &str) -> String {
+    format!("{}/examples/specs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_example_spec_checks() {
+    for s in ["product_campaign.toml", "social_post.toml", "comfyui_campaign.toml"] {
+        let o = Command::new(BIN).args(["check", &spec(s)]).output().unwrap();
+        assert!(o.status.success(), "{s}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+#[test]
+fn the_product_campaign_dry_run_lists_24_jobs_and_a_cost_and_writes_nothing() {
+    let dir = temp_dir("dry");
+    let o = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["run", &spec("product_campaign.toml"), "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("24 jobs x 4 steps"), "{text}");
+    assert!(text.contains("estimated cost $0.9792"), "{text}");
+    assert!(!dir.join("out").exists(), "a dry run writes nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_product_campaign_runs_offline_into_out_and_resumes() {
+    let dir = temp_dir("product");
+    let o = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["run", &spec("product_campaign.toml"), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("succeeded: jobs 24 (24 ok, 0 failed)"), "{stdout}");
+    assert!(stdout.contains("assets 48"), "{stdout}");
+    let out = dir.join("out");
+    for f in [
+        "manifest.json",
+        "report.json",
+        "contact_sheet.html",
+        "story/fr/oak_chair-ad.jpg",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let o = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["run", &spec("product_campaign.toml"), "--quiet", "--resume"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("96 steps resumed"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_spec_exits_2_with_the_error() {
+    let dir = temp_dir("bad");
+    let p = dir.join("bad.toml");
+    std::fs::write(&p, "name = \"x\"\nsteps = \"no\"\n").unwrap();
+    let o = Command::new(BIN).args(["run", p.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:2: steps: invalid type"), "{err}");
+    let o = Command::new(BIN).args(["run"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
