@@ -243,3 +243,18 @@ async fn status_and_result_urls_fall_back_to_the_app_root() {
         .iter()
         .any(|q| q.path() == format!("/fal-ai/flux/requests/{RID}/status")));
 }
+
+#[tokio::test]
+async fn the_key_never_shows_in_errors_that_echo_it() {
+    let mock = MockServer::start().await;
+    let p = build("fal", settings(&mock)).unwrap();
+    mock.route(
+        "POST",
+        "/fal-ai/flux/dev",
+        Reply::json(401, json!({"detail": format!("bad key {KEY}")})),
+    );
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    let shown = format!("{e} {e:?} {} {}", e.body().unwrap_or(""), e.message());
+    assert!(!shown.contains("fal-key-secret"), "{shown}");
+    assert_eq!(mock.last().header("authorization"), Some(format!("Key {KEY}").as_str()));
+}

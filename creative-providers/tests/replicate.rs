@@ -264,3 +264,20 @@ async fn output_urls_outside_https_and_the_api_host_are_refused() {
     assert_eq!(e.kind(), ErrorKind::Invalid);
     assert!(e.message().contains("refusing"), "{e}");
 }
+
+#[tokio::test]
+async fn the_key_never_shows_in_errors_that_echo_it() {
+    let mock = MockServer::start().await;
+    let p = build("replicate", json!({"api_key": KEY, "base_url": mock.url()})).unwrap();
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(
+            401,
+            json!({"title": "Unauthenticated", "detail": format!("token {KEY} is invalid"), "status": 401}),
+        ),
+    );
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    let shown = format!("{e} {e:?} {} {}", e.body().unwrap_or(""), e.message());
+    assert!(!shown.contains(KEY), "{shown}");
+}

@@ -202,3 +202,24 @@ fn settings_need_a_key_and_a_known_model() {
         .unwrap()
         .contains("accept"));
 }
+
+#[tokio::test]
+async fn the_key_never_shows_in_debug_or_in_errors_that_echo_it() {
+    let mock = MockServer::start().await;
+    let p = build("stability", json!({"api_key": KEY, "base_url": mock.url()})).unwrap();
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(
+            401,
+            json!({"name": "unauthorized", "errors": [format!("bad key {KEY}")]}),
+        ),
+    );
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    let shown = format!("{e} {e:?} {} {}", e.body().unwrap_or(""), e.message());
+    assert!(!shown.contains(KEY), "{shown}");
+    assert_eq!(
+        mock.last().header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+}
