@@ -471,14 +471,7 @@ impl Spec {
             PipelineError::UnknownInput { step, .. } => err(K::UnknownStep, at(step, "inputs"), e.to_string()),
             PipelineError::DuplicateStep(n) | PipelineError::InvalidName(n) => {
                 // Point at the second step of that name.
-                let i = self
-                    .doc
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| &s.name == n)
-                    .map(|(i, _)| i)
-                    .last();
+                let i = self.doc.steps.iter().rposition(|s| &s.name == n);
                 err(
                     K::Invalid,
                     i.map(|i| format!("steps[{i}].name")).unwrap_or_default(),
