@@ -104,7 +104,7 @@ impl Thumb {
         let scores: Vec<f64> = match attention {
             Attention::Centre => vec![0.0; positions],
             Attention::Edges => {
-                let lines = self.edge_lines(horizontal, len, across);
+                let lines = self.edge_lines(horizontal, len);
                 let mut prefix = vec![0f64; len + 1];
                 for i in 0..len {
                     prefix[i + 1] = prefix[i] + lines[i];
@@ -143,7 +143,7 @@ impl Thumb {
         best
     }
 
-    fn edge_lines(&self, horizontal: bool, len: usize, across: usize) -> Vec<f64> {
+    fn edge_lines(&self, horizontal: bool, len: usize) -> Vec<f64> {
         let (w, h) = (self.w as usize, self.h as usize);
         let mut lines = vec![0f64; len];
         if w < 3 || h < 3 {
@@ -159,8 +159,6 @@ impl Thumb {
                 lines[if horizontal { x } else { y }] += m;
             }
         }
-        debug_assert_eq!(lines.len(), len);
-        let _ = across;
         lines
     }
 
