@@ -653,3 +653,34 @@ pub unsafe extern "C" fn creative_run_report_json(
 pub(crate) fn run_ref_pub<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
     run_ref(run)
 }
+
+/// Start a run that only replays `events` to `callback` and then ends succeeded
+/// with no jobs: the event-delivery path alone (pump, delivery thread, JSON, the
+/// host's callback), for benchmarks and tests from Rust. Not part of the C ABI.
+#[doc(hidden)]
+pub fn replay_events(
+    engine: &crate::engine::creative_engine,
+    events: Vec<Event>,
+    callback: creative_event_fn,
+    user_data: *mut c_void,
+) -> Result<Box<creative_run>, String> {
+    let launch = Launch {
+        events: Box::pin(futures::stream::iter(events)),
+        cancel: CancellationToken::new(),
+        finish: Box::pin(async {
+            Ok(Finished {
+                outcome: RunOutcome {
+                    status: Status::Succeeded,
+                    jobs: Vec::new(),
+                    stats: Default::default(),
+                    progress: Progress::default(),
+                    elapsed: Duration::ZERO,
+                },
+                manifest_json: "{}".into(),
+                report_json: "{}".into(),
+                paths: HashMap::new(),
+            })
+        }),
+    };
+    start(&engine.inner, launch, callback, user_data, None).map_err(|e| e.message)
+}
