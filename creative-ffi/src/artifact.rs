@@ -12,7 +12,7 @@ use crate::run::{creative_run, run_ref_pub, ArtifactEntry, Done};
 use crate::status::{creative_status, FfiError};
 use crate::strings::{creative_bytes, owned_c_string};
 
-fn entry<'a>(done: &'a Done, index: usize) -> Result<&'a ArtifactEntry, FfiError> {
+fn entry(done: &Done, index: usize) -> Result<&ArtifactEntry, FfiError> {
     done.artifacts.get(index).ok_or_else(|| {
         FfiError::invalid(format!(
             "artifact index {index} is out of range: the run has {} artifact(s)",

@@ -83,7 +83,7 @@ fn null_pointers_are_statuses_that_name_the_argument() {
     unsafe {
         assert_eq!(creative_engine_new(null(), null_mut()), creative_status::NullPointer);
         assert!(last_error().contains("out_engine"), "{}", last_error());
-        let mut run = 1 as *mut creative_run;
+        let mut run = std::ptr::dangling_mut::<creative_run>();
         let s = spec(1, 0);
         assert_eq!(
             creative_run_start(null(), s.as_ptr(), null(), None, null_mut(), &mut run),
@@ -572,4 +572,55 @@ fn a_failed_registration_still_releases_the_data_once() {
         creative_engine_free(e);
     }
     assert_eq!(d.freed.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn the_offline_product_campaign_spec_runs_through_the_abi() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/specs");
+    let text =
+        std::fs::read_to_string(dir.join("product_campaign.toml")).expect("examples/specs/product_campaign.toml");
+    let e = engine();
+    let o = c(&serde_json::json!({
+        "base_dir": dir,
+        "out_dir": out_dir("product-campaign"),
+        "origin": "product_campaign.toml",
+    })
+    .to_string());
+    let run = start(e, &c(&text), &o, None, null_mut());
+    unsafe {
+        assert_eq!(
+            creative_run_wait(run, CREATIVE_WAIT_FOREVER),
+            creative_status::Ok,
+            "{}",
+            last_error()
+        );
+        let mut p = creative_progress::default();
+        creative_run_progress(run, &mut p);
+        assert_eq!((p.jobs_total, p.jobs_done, p.jobs_failed), (24, 24, 0));
+        let mut n = 0;
+        assert_eq!(creative_run_artifact_count(run, &mut n), creative_status::Ok);
+        let mut m = null_mut();
+        assert_eq!(creative_run_manifest_json(run, &mut m), creative_status::Ok);
+        let m: serde_json::Value = serde_json::from_str(&take(m)).unwrap();
+        let assets = m["assets"].as_array().expect("assets");
+        assert!(
+            !assets.is_empty() && n >= assets.len(),
+            "{n} artifacts, {} assets",
+            assets.len()
+        );
+        // Every delivered asset is among the lent artifacts, with its file path.
+        let mut with_path = 0;
+        for i in 0..n {
+            let mut info = null_mut();
+            creative_run_artifact_info_json(run, i, &mut info);
+            let info: serde_json::Value = serde_json::from_str(&take(info)).unwrap();
+            if let Some(p) = info["path"].as_str() {
+                assert!(std::path::Path::new(p).is_file(), "{p}");
+                with_path += 1;
+            }
+        }
+        assert_eq!(with_path, assets.len());
+        creative_run_free(run);
+        creative_engine_free(e);
+    }
 }
