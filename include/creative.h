@@ -162,6 +162,45 @@ typedef struct creative_host_call creative_host_call;
 typedef struct creative_run creative_run;
 
 /**
+ * Called with each event of a run, as a NUL-terminated JSON object with a `type`
+ * field (`run_started`, `job_started`, `step_started`, `attempt`,
+ * `attempt_finished`, `gate_verdict`, `retry`, `fallback`, `step_finished`,
+ * `job_finished`, `run_finished`...), a `seq` number from 0 and `at_ms`.
+ *
+ * Thread: a thread the library starts for the run (never the caller's).
+ * Ordering: serialized per run: one call at a time, in `seq` order;
+ * `run_finished` is always the last call. `event_json` is valid only during the
+ * call. Re-entrancy: the callback may call `creative_run_poll`,
+ * `creative_run_progress`, `creative_run_cancel` and `creative_run_free` on its
+ * own run (`free` from inside stops further callbacks and releases the run once
+ * it has ended); `creative_run_wait` on its own run returns
+ * `CREATIVE_STATUS_WRONG_STATE`. It must not unwind (C++ exceptions, longjmp).
+ */
+typedef void (*creative_event_fn)(const char *event_json, void *user_data);
+
+/**
+ * Progress counts of a run. This struct never changes.
+ */
+typedef struct creative_progress {
+  /**
+   * Jobs known so far (the total once every job has started).
+   */
+  uint64_t jobs_total;
+  /**
+   * Jobs that ended, in any state.
+   */
+  uint64_t jobs_done;
+  /**
+   * Jobs that ended failed.
+   */
+  uint64_t jobs_failed;
+  /**
+   * Steps that finished successfully.
+   */
+  uint64_t steps_done;
+} creative_progress;
+
+/**
  * A view of bytes lent by the library: `len` bytes starting at `ptr`.
  *
  * The view never owns its bytes; the function that fills it says how long they
@@ -272,45 +311,6 @@ typedef struct creative_host_gate {
   creative_host_fn check;
 } creative_host_gate;
 
-/**
- * Progress counts of a run. This struct never changes.
- */
-typedef struct creative_progress {
-  /**
-   * Jobs known so far (the total once every job has started).
-   */
-  uint64_t jobs_total;
-  /**
-   * Jobs that ended, in any state.
-   */
-  uint64_t jobs_done;
-  /**
-   * Jobs that ended failed.
-   */
-  uint64_t jobs_failed;
-  /**
-   * Steps that finished successfully.
-   */
-  uint64_t steps_done;
-} creative_progress;
-
-/**
- * Called with each event of a run, as a NUL-terminated JSON object with a `type`
- * field (`run_started`, `job_started`, `step_started`, `attempt`,
- * `attempt_finished`, `gate_verdict`, `retry`, `fallback`, `step_finished`,
- * `job_finished`, `run_finished`...), a `seq` number from 0 and `at_ms`.
- *
- * Thread: a thread the library starts for the run (never the caller's).
- * Ordering: serialized per run: one call at a time, in `seq` order;
- * `run_finished` is always the last call. `event_json` is valid only during the
- * call. Re-entrancy: the callback may call `creative_run_poll`,
- * `creative_run_progress`, `creative_run_cancel` and `creative_run_free` on its
- * own run (`free` from inside stops further callbacks and releases the run once
- * it has ended); `creative_run_wait` on its own run returns
- * `CREATIVE_STATUS_WRONG_STATE`. It must not unwind (C++ exceptions, longjmp).
- */
-typedef void (*creative_event_fn)(const char *event_json, void *user_data);
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -331,47 +331,22 @@ uint32_t creative_abi_version(void);
 const char *creative_version(void);
 
 /**
- * How many artifacts the run finished (0 for a run that produced none).
- * `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+ * The message explaining the last call on this thread that returned a status
+ * other than `CREATIVE_STATUS_OK`; an empty string if there was none.
  *
- * Writes `*out_count`. Thread safety: any thread.
+ * Ownership: borrowed from the library; never free it. Lifetime: valid until the
+ * next `creative_` call on the same thread (copy it to keep it).
+ * Thread safety: each thread has its own message; never NULL.
  */
-enum creative_status creative_run_artifact_count(const struct creative_run *run, size_t *out_count);
+const char *creative_last_error_message(void);
 
 /**
- * The bytes of artifact `index` (PNG, text, WAV...), lent without copying.
+ * The stable name of a status, such as `"CREATIVE_STATUS_TIMEOUT"`; `"CREATIVE_STATUS_UNKNOWN"`
+ * for a value outside the enum.
  *
- * Lifetime: `out_data->ptr` stays valid and unchanged until `creative_run_free`
- * on this run; never free it. `CREATIVE_STATUS_INVALID_ARGUMENT` for an index
- * past the end, `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
- * Thread safety: any thread; the bytes may be read from any thread.
+ * Ownership: a static string; never free it. Thread safety: any thread.
  */
-enum creative_status creative_run_artifact_data(const struct creative_run *run,
-                                                size_t index,
-                                                struct creative_bytes *out_data);
-
-/**
- * The media type of artifact `index`, such as `"image/png"`.
- *
- * Lifetime: `*out_media_type` is a NUL-terminated string lent until
- * `creative_run_free` on this run; never free it. Thread safety: any thread.
- */
-enum creative_status creative_run_artifact_media_type(const struct creative_run *run,
-                                                      size_t index,
-                                                      const char **out_media_type);
-
-/**
- * Everything known about artifact `index` as a JSON object: `index`, `id`
- * (content hash), `job` (key), `vars` (the job's variables), `step`,
- * `media_type`, `size`, `meta`, `provenance`, and `path` when the run wrote it
- * to a file.
- *
- * Ownership: on success `*out_json` receives a string the caller frees with
- * `creative_string_free`. Thread safety: any thread.
- */
-enum creative_status creative_run_artifact_info_json(const struct creative_run *run,
-                                                     size_t index,
-                                                     char **out_json);
+const char *creative_status_name(int32_t status);
 
 /**
  * Create an engine from a JSON config text.
@@ -417,6 +392,162 @@ void creative_engine_free(struct creative_engine *engine);
  */
 enum creative_status creative_engine_kinds_json(const struct creative_engine *engine,
                                                 char **out_json);
+
+/**
+ * Start a run of the campaign described by `spec_text` (TOML or JSON) and return
+ * at once.
+ *
+ * `options_json` may be NULL, or a JSON object with any of: `format` (`"toml"`
+ * or `"json"`; default JSON if the text starts with `{`), `base_dir` (folder the
+ * spec's relative paths resolve against; default the engine's `base_dir`, else
+ * the current directory), `out_dir` (output folder, relative to `base_dir`;
+ * default the spec's `output.dir`), `resume` (continue from the folder's
+ * journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
+ * or written; the report holds the plan), `origin` (the spec's name in error
+ * messages). Unknown fields are an error.
+ *
+ * `callback` may be NULL; otherwise it receives every event of the run (see
+ * `creative_event_fn` for its thread, ordering and re-entrancy rules) with
+ * `user_data`, which the library never reads and which must stay valid until
+ * `creative_run_free` returns.
+ *
+ * Statuses: `CREATIVE_STATUS_PARSE` for a spec or options text that does not
+ * parse or fit the schema (the message names the field and line),
+ * `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
+ * unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run of
+ * this engine that has not ended is writing to the same output folder.
+ *
+ * Ownership: on success `*out_run` receives a run the caller frees with
+ * `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).
+ * Thread safety: any thread; several runs of one engine may run at once (they
+ * share its runtime and its providers' limits).
+ */
+enum creative_status creative_run_start(const struct creative_engine *engine,
+                                        const char *spec_text,
+                                        const char *options_json,
+                                        creative_event_fn callback,
+                                        void *user_data,
+                                        struct creative_run **out_run);
+
+/**
+ * Wait for a run to end, at most `timeout_ms` milliseconds
+ * (`CREATIVE_WAIT_FOREVER` for no limit; 0 to check without blocking).
+ *
+ * Returns `CREATIVE_STATUS_TIMEOUT` if the run has not ended in time. Once it has
+ * ended (and its last event callback has returned), returns how it ended:
+ * `CREATIVE_STATUS_OK` if every job succeeded, `CREATIVE_STATUS_CANCELLED`,
+ * `CREATIVE_STATUS_BUDGET_EXCEEDED`, or for a failed run the class of its first
+ * failure (`CREATIVE_STATUS_PROVIDER_ERROR`, `_GATE_FAILED`, `_IO`,
+ * `_STEP_FAILED`...), with a summary in `creative_last_error_message()`. A failed
+ * run still has its finished artifacts, manifest and report.
+ *
+ * Thread safety: any thread, several at once; not from the run's own event
+ * callback (returns `CREATIVE_STATUS_WRONG_STATE`: it would wait for itself).
+ */
+enum creative_status creative_run_wait(const struct creative_run *run, uint64_t timeout_ms);
+
+/**
+ * How the run stands, without blocking: `CREATIVE_RUN_STATE_RUNNING` until it has
+ * ended and its last event was delivered, then how it ended.
+ *
+ * Writes `*out_state`. Thread safety: any thread, including the run's own
+ * callback; may be called while another thread waits.
+ */
+enum creative_status creative_run_poll(const struct creative_run *run,
+                                       enum creative_run_state *out_state);
+
+/**
+ * The run's progress counts so far (final counts once it has ended).
+ *
+ * Writes `*out_progress`. Thread safety: any thread, including the run's own
+ * callback.
+ */
+enum creative_status creative_run_progress(const struct creative_run *run,
+                                           struct creative_progress *out_progress);
+
+/**
+ * Ask a run to stop: nothing new starts, running steps stop at their next await,
+ * finished artifacts are kept. Returns at once; `creative_run_wait` sees the end.
+ * Cancelling an ended run does nothing and returns `CREATIVE_STATUS_OK`.
+ *
+ * Thread safety: any thread, including the run's own callback.
+ */
+enum creative_status creative_run_cancel(const struct creative_run *run);
+
+/**
+ * Free a run. NULL is a no-op.
+ *
+ * A run still running is cancelled and joined first: when this returns, the
+ * event callback will never be called again and every byte view and string lent
+ * by the run is invalid. (From inside the run's own callback, the callback is not
+ * called again after this returns and the run is released once it has ended.)
+ *
+ * Thread safety: any thread, but not concurrently with any other call on the
+ * same run.
+ */
+void creative_run_free(struct creative_run *run);
+
+/**
+ * The run's manifest as JSON: one entry per delivered asset (path, hash, full
+ * provenance). `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+ *
+ * Ownership: on success `*out_json` receives a string the caller frees with
+ * `creative_string_free`. Thread safety: any thread.
+ */
+enum creative_status creative_run_manifest_json(const struct creative_run *run, char **out_json);
+
+/**
+ * The run's report as JSON: per provider and model, attempts, gate pass rate,
+ * failure reasons, latency, cost, cost per accepted asset; with the run's status
+ * and counts. `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+ *
+ * Ownership: on success `*out_json` receives a string the caller frees with
+ * `creative_string_free`. Thread safety: any thread.
+ */
+enum creative_status creative_run_report_json(const struct creative_run *run, char **out_json);
+
+/**
+ * How many artifacts the run finished (0 for a run that produced none).
+ * `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+ *
+ * Writes `*out_count`. Thread safety: any thread.
+ */
+enum creative_status creative_run_artifact_count(const struct creative_run *run, size_t *out_count);
+
+/**
+ * The bytes of artifact `index` (PNG, text, WAV...), lent without copying.
+ *
+ * Lifetime: `out_data->ptr` stays valid and unchanged until `creative_run_free`
+ * on this run; never free it. `CREATIVE_STATUS_INVALID_ARGUMENT` for an index
+ * past the end, `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
+ * Thread safety: any thread; the bytes may be read from any thread.
+ */
+enum creative_status creative_run_artifact_data(const struct creative_run *run,
+                                                size_t index,
+                                                struct creative_bytes *out_data);
+
+/**
+ * The media type of artifact `index`, such as `"image/png"`.
+ *
+ * Lifetime: `*out_media_type` is a NUL-terminated string lent until
+ * `creative_run_free` on this run; never free it. Thread safety: any thread.
+ */
+enum creative_status creative_run_artifact_media_type(const struct creative_run *run,
+                                                      size_t index,
+                                                      const char **out_media_type);
+
+/**
+ * Everything known about artifact `index` as a JSON object: `index`, `id`
+ * (content hash), `job` (key), `vars` (the job's variables), `step`,
+ * `media_type`, `size`, `meta`, `provenance`, and `path` when the run wrote it
+ * to a file.
+ *
+ * Ownership: on success `*out_json` receives a string the caller frees with
+ * `creative_string_free`. Thread safety: any thread.
+ */
+enum creative_status creative_run_artifact_info_json(const struct creative_run *run,
+                                                     size_t index,
+                                                     char **out_json);
 
 /**
  * Register a host provider as kind `kind` of this engine (replacing any kind of
@@ -523,137 +654,6 @@ enum creative_status creative_host_call_fail(struct creative_host_call *call, co
  */
 enum creative_status creative_host_call_cancelled(const struct creative_host_call *call,
                                                   bool *out_cancelled);
-
-/**
- * Wait for a run to end, at most `timeout_ms` milliseconds
- * (`CREATIVE_WAIT_FOREVER` for no limit; 0 to check without blocking).
- *
- * Returns `CREATIVE_STATUS_TIMEOUT` if the run has not ended in time. Once it has
- * ended (and its last event callback has returned), returns how it ended:
- * `CREATIVE_STATUS_OK` if every job succeeded, `CREATIVE_STATUS_CANCELLED`,
- * `CREATIVE_STATUS_BUDGET_EXCEEDED`, or for a failed run the class of its first
- * failure (`CREATIVE_STATUS_PROVIDER_ERROR`, `_GATE_FAILED`, `_IO`,
- * `_STEP_FAILED`...), with a summary in `creative_last_error_message()`. A failed
- * run still has its finished artifacts, manifest and report.
- *
- * Thread safety: any thread, several at once; not from the run's own event
- * callback (returns `CREATIVE_STATUS_WRONG_STATE`: it would wait for itself).
- */
-enum creative_status creative_run_wait(const struct creative_run *run, uint64_t timeout_ms);
-
-/**
- * How the run stands, without blocking: `CREATIVE_RUN_STATE_RUNNING` until it has
- * ended and its last event was delivered, then how it ended.
- *
- * Writes `*out_state`. Thread safety: any thread, including the run's own
- * callback; may be called while another thread waits.
- */
-enum creative_status creative_run_poll(const struct creative_run *run,
-                                       enum creative_run_state *out_state);
-
-/**
- * The run's progress counts so far (final counts once it has ended).
- *
- * Writes `*out_progress`. Thread safety: any thread, including the run's own
- * callback.
- */
-enum creative_status creative_run_progress(const struct creative_run *run,
-                                           struct creative_progress *out_progress);
-
-/**
- * Ask a run to stop: nothing new starts, running steps stop at their next await,
- * finished artifacts are kept. Returns at once; `creative_run_wait` sees the end.
- * Cancelling an ended run does nothing and returns `CREATIVE_STATUS_OK`.
- *
- * Thread safety: any thread, including the run's own callback.
- */
-enum creative_status creative_run_cancel(const struct creative_run *run);
-
-/**
- * Free a run. NULL is a no-op.
- *
- * A run still running is cancelled and joined first: when this returns, the
- * event callback will never be called again and every byte view and string lent
- * by the run is invalid. (From inside the run's own callback, the callback is not
- * called again after this returns and the run is released once it has ended.)
- *
- * Thread safety: any thread, but not concurrently with any other call on the
- * same run.
- */
-void creative_run_free(struct creative_run *run);
-
-/**
- * The run's manifest as JSON: one entry per delivered asset (path, hash, full
- * provenance). `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
- *
- * Ownership: on success `*out_json` receives a string the caller frees with
- * `creative_string_free`. Thread safety: any thread.
- */
-enum creative_status creative_run_manifest_json(const struct creative_run *run, char **out_json);
-
-/**
- * The run's report as JSON: per provider and model, attempts, gate pass rate,
- * failure reasons, latency, cost, cost per accepted asset; with the run's status
- * and counts. `CREATIVE_STATUS_WRONG_STATE` until the run has ended.
- *
- * Ownership: on success `*out_json` receives a string the caller frees with
- * `creative_string_free`. Thread safety: any thread.
- */
-enum creative_status creative_run_report_json(const struct creative_run *run, char **out_json);
-
-/**
- * Start a run of the campaign described by `spec_text` (TOML or JSON) and return
- * at once.
- *
- * `options_json` may be NULL, or a JSON object with any of: `format` (`"toml"`
- * or `"json"`; default JSON if the text starts with `{`), `base_dir` (folder the
- * spec's relative paths resolve against; default the engine's `base_dir`, else
- * the current directory), `out_dir` (output folder, relative to `base_dir`;
- * default the spec's `output.dir`), `resume` (continue from the folder's
- * journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
- * or written; the report holds the plan), `origin` (the spec's name in error
- * messages). Unknown fields are an error.
- *
- * `callback` may be NULL; otherwise it receives every event of the run (see
- * `creative_event_fn` for its thread, ordering and re-entrancy rules) with
- * `user_data`, which the library never reads and which must stay valid until
- * `creative_run_free` returns.
- *
- * Statuses: `CREATIVE_STATUS_PARSE` for a spec or options text that does not
- * parse or fit the schema (the message names the field and line),
- * `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
- * unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run of
- * this engine that has not ended is writing to the same output folder.
- *
- * Ownership: on success `*out_run` receives a run the caller frees with
- * `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).
- * Thread safety: any thread; several runs of one engine may run at once (they
- * share its runtime and its providers' limits).
- */
-enum creative_status creative_run_start(const struct creative_engine *engine,
-                                        const char *spec_text,
-                                        const char *options_json,
-                                        creative_event_fn callback,
-                                        void *user_data,
-                                        struct creative_run **out_run);
-
-/**
- * The message explaining the last call on this thread that returned a status
- * other than `CREATIVE_STATUS_OK`; an empty string if there was none.
- *
- * Ownership: borrowed from the library; never free it. Lifetime: valid until the
- * next `creative_` call on the same thread (copy it to keep it).
- * Thread safety: each thread has its own message; never NULL.
- */
-const char *creative_last_error_message(void);
-
-/**
- * The stable name of a status, such as `"CREATIVE_STATUS_TIMEOUT"`; `"CREATIVE_STATUS_UNKNOWN"`
- * for a value outside the enum.
- *
- * Ownership: a static string; never free it. Thread safety: any thread.
- */
-const char *creative_status_name(int32_t status);
 
 /**
  * Free a string returned by the library (`creative_run_manifest_json`,

@@ -33,14 +33,16 @@
 // comment (which becomes the header's), in C terms rather than a `# Safety` section.
 #![allow(clippy::missing_safety_doc)]
 
-pub mod artifact;
-pub mod engine;
-pub mod host;
-mod panic;
-pub mod run;
-pub mod start;
+// Declared in the order the header should read: version, statuses, engine,
+// runs, artifacts, host extensions, strings (cbindgen follows this order).
 pub mod status;
+pub mod engine;
+pub mod start;
+pub mod run;
+pub mod artifact;
+pub mod host;
 pub mod strings;
+mod panic;
 
 pub use artifact::*;
 pub use engine::*;
