@@ -703,6 +703,11 @@ pub unsafe extern "C" fn creative_host_call_add_output(
         if data.is_null() && len > 0 {
             return Err(FfiError::null("data"));
         }
+        if len > isize::MAX as usize {
+            return Err(FfiError::invalid(format!(
+                "`len` {len} is larger than any buffer can be"
+            )));
+        }
         let bytes = if len == 0 {
             Vec::new()
         } else {

@@ -35,14 +35,14 @@
 
 // Declared in the order the header should read: version, statuses, engine,
 // runs, artifacts, host extensions, strings (cbindgen follows this order).
-pub mod status;
-pub mod engine;
-pub mod start;
-pub mod run;
 pub mod artifact;
+pub mod engine;
 pub mod host;
-pub mod strings;
 mod panic;
+pub mod run;
+pub mod start;
+pub mod status;
+pub mod strings;
 
 pub use artifact::*;
 pub use engine::*;

@@ -509,10 +509,11 @@ pub unsafe extern "C" fn creative_run_wait(run: *const creative_run, timeout_ms:
                 "cannot wait for a run from inside its own event callback (it would wait for itself)",
             ));
         }
+        // A timeout too long to represent is no limit at all.
         let deadline = if timeout_ms == CREATIVE_WAIT_FOREVER {
             None
         } else {
-            Some(Instant::now() + Duration::from_millis(timeout_ms))
+            Instant::now().checked_add(Duration::from_millis(timeout_ms))
         };
         match run.shared.wait_until(deadline) {
             None => Err(FfiError::new(

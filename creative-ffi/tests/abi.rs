@@ -168,6 +168,16 @@ fn wrong_state_timeout_and_double_start() {
     let run = start(e, &s, &o, None, null_mut());
     unsafe {
         assert_eq!(creative_run_wait(run, 0), creative_status::Timeout);
+        // A timeout too long to represent waits like CREATIVE_WAIT_FOREVER (here:
+        // until the end), never overflows.
+        let probe = start(e, &spec(1, 0), &opts("double-probe"), None, null_mut());
+        assert_eq!(
+            creative_run_wait(probe, u64::MAX - 1),
+            creative_status::Ok,
+            "{}",
+            last_error()
+        );
+        creative_run_free(probe);
         let t = Instant::now();
         assert_eq!(creative_run_wait(run, 50), creative_status::Timeout);
         assert!(t.elapsed() >= Duration::from_millis(50));
