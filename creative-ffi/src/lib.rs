@@ -33,16 +33,30 @@
 // comment (which becomes the header's), in C terms rather than a `# Safety` section.
 #![allow(clippy::missing_safety_doc)]
 
-// Declared in the order the header should read: version, statuses, engine,
-// runs, artifacts, host extensions, strings (cbindgen follows this order).
-pub mod artifact;
-pub mod engine;
-pub mod host;
-mod panic;
-pub mod run;
-pub mod start;
+// Declared in the order the header should read (cbindgen follows it; blank
+// lines keep rustfmt from sorting them).
+/// Status enum and per-thread last error.
 pub mod status;
+
+/// The engine: runtime and registry of kinds.
+pub mod engine;
+
+/// `creative_run_start`: spec text to a running campaign.
+pub mod start;
+
+/// The run handle: wait, poll, progress, cancel, results.
+pub mod run;
+
+/// A finished run's artifacts, lent without copying.
+pub mod artifact;
+
+/// Host extensions: providers, steps and gates written by the host.
+pub mod host;
+
+/// Strings and byte views the library hands out.
 pub mod strings;
+
+mod panic;
 
 pub use artifact::*;
 pub use engine::*;
