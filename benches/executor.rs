@@ -1,1 +1,281 @@
-fn main() {}
+//! Executor benchmarks.
+//!
+//! - `step_overhead`: no-op steps, so the time is the engine's own cost per step
+//!   (journal off, events off). Target: at most 5 µs per step.
+//! - `makespan_10k`: 10,000 jobs, a provider sleeping 20 ms, concurrency 256.
+//!   Ideal makespan = jobs x latency / concurrency = 781 ms; the figure printed is
+//!   the ratio to it. Target: within 5 %.
+//! - memory: bytes per queued job, per active job and per finished job result,
+//!   counted by a global allocator wrapper and printed once.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use creative::core::{
+    Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, Pipeline, Provider, ProviderError,
+    Request, RunOptions, Step, StepCtx, StepError, StepInputs, Task,
+};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+struct Noop;
+
+#[async_trait]
+impl Step for Noop {
+    fn kind(&self) -> &str {
+        "noop"
+    }
+    async fn run(&self, _: &StepInputs, _: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        Ok(Vec::new())
+    }
+}
+
+struct Sleeper {
+    latency: Duration,
+    text: Artifact,
+}
+
+#[async_trait]
+impl Provider for Sleeper {
+    fn id(&self) -> &str {
+        "sleeper"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: vec![Task::Text],
+            ..Default::default()
+        }
+    }
+    async fn generate(&self, _: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return Err(ProviderError::cancelled("sleeper")),
+            _ = tokio::time::sleep(self.latency) => {}
+        }
+        Ok(Generation {
+            artifacts: vec![self.text.clone()],
+            ..Default::default()
+        })
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn chain_dag(steps: usize) -> Arc<dyn Pipeline> {
+    let mut b = Dag::builder("noop");
+    for i in 0..steps {
+        let prev = if i == 0 { vec![] } else { vec![format!("s{}", i - 1)] };
+        let prev: Vec<&str> = prev.iter().map(String::as_str).collect();
+        b = b.step(format!("s{i}"), Noop, &prev);
+    }
+    Arc::new(b.build().unwrap())
+}
+
+fn jobs(n: usize) -> Vec<Job> {
+    (0..n)
+        .map(|i| {
+            Job::new([
+                ("product", format!("product-{i}")),
+                ("channel", "social".into()),
+                ("locale", "en".into()),
+            ])
+        })
+        .collect()
+}
+
+fn step_overhead(c: &mut Criterion) {
+    let rt = runtime();
+    let exec = Executor::builder().concurrency(64).build();
+    let dag = chain_dag(10);
+    let n_jobs = 1000;
+    let mut g = c.benchmark_group("executor");
+    g.throughput(criterion::Throughput::Elements((n_jobs * 10) as u64));
+    g.bench_function("step_overhead_10k_noop_steps", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let js = jobs(n_jobs);
+                let t = Instant::now();
+                let out = rt.block_on(exec.run(dag.clone(), js)).unwrap();
+                total += t.elapsed();
+                assert_eq!(out.jobs.len(), n_jobs);
+            }
+            total
+        })
+    });
+    g.finish();
+    // Print the per-step figure directly too.
+    let js = jobs(n_jobs);
+    let t = Instant::now();
+    rt.block_on(exec.run(dag.clone(), js)).unwrap();
+    let per_step = t.elapsed().as_secs_f64() * 1e6 / (n_jobs * 10) as f64;
+    eprintln!("executor: {per_step:.2} µs per no-op step ({n_jobs} jobs x 10 steps, 2 workers)");
+}
+
+fn makespan(c: &mut Criterion) {
+    let rt = runtime();
+    let latency = Duration::from_millis(20);
+    let provider = Arc::new(Sleeper {
+        latency,
+        text: Artifact::text_plain("ok"),
+    });
+    let exec = Executor::builder().provider(provider).concurrency(256).build();
+    let dag: Arc<dyn Pipeline> = Arc::new(
+        Dag::builder("one")
+            .step(
+                "gen",
+                GenerateStep::new(Task::Text, ["sleeper"], "ad for {{ product }}").unwrap(),
+                &[],
+            )
+            .build()
+            .unwrap(),
+    );
+    let n = 10_000usize;
+    let ideal = latency.as_secs_f64() * n as f64 / 256.0;
+    let mut g = c.benchmark_group("executor");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    let mut ratios = Vec::new();
+    g.bench_function("makespan_10k_jobs_20ms_c256", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let js = jobs(n);
+                let t = Instant::now();
+                let out = rt.block_on(exec.run(dag.clone(), js)).unwrap();
+                let e = t.elapsed();
+                assert_eq!(out.jobs.len(), n);
+                ratios.push(e.as_secs_f64() / ideal);
+                total += e;
+            }
+            total
+        })
+    });
+    g.finish();
+    if ratios.is_empty() {
+        return;
+    }
+    ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = ratios[ratios.len() / 2];
+    eprintln!(
+        "executor: 10k jobs x 20 ms at concurrency 256: median makespan {:.0} ms = {:.3} x ideal ({:.0} ms)",
+        med * ideal * 1e3,
+        med,
+        ideal * 1e3
+    );
+}
+
+fn memory(_c: &mut Criterion) {
+    let rt = runtime();
+    let n = 100_000usize;
+    // Queued: a job waiting in the source is its key and its variables.
+    let before = LIVE.load(Ordering::SeqCst);
+    let js = jobs(n);
+    let queued = (LIVE.load(Ordering::SeqCst) - before) as f64 / n as f64;
+
+    // Active: 4,096 jobs in flight, parked in a provider call.
+    let provider = Arc::new(Sleeper {
+        latency: Duration::from_secs(3600),
+        text: Artifact::text_plain("ok"),
+    });
+    let active_n = 4096;
+    let exec = Executor::builder().provider(provider).concurrency(active_n).build();
+    let dag: Arc<dyn Pipeline> = Arc::new(
+        Dag::builder("one")
+            .step(
+                "gen",
+                GenerateStep::new(Task::Text, ["sleeper"], "ad for {{ product }}").unwrap(),
+                &[],
+            )
+            .build()
+            .unwrap(),
+    );
+    let active_jobs = jobs(active_n);
+    let (active, finished) = rt.block_on(async {
+        let before = LIVE.load(Ordering::SeqCst);
+        let run = exec.start(dag.clone(), active_jobs, RunOptions::default()).unwrap();
+        // Let every job reach the provider.
+        while run.stats().attempts < active_n as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let active = (LIVE.load(Ordering::SeqCst) - before) as f64 / active_n as f64;
+        run.cancel();
+        let out = run.wait().await;
+        let with_results = LIVE.load(Ordering::SeqCst);
+        drop(out);
+        let finished = (with_results - LIVE.load(Ordering::SeqCst)) as f64 / active_n as f64;
+        (active, finished)
+    });
+    drop(js);
+    eprintln!(
+        "executor memory: {queued:.0} B per queued job (3 variables), {active:.0} B per active job (incl. its queued form), {finished:.0} B per job result kept in the outcome"
+    );
+}
+
+fn cpu_per_job(c: &mut Criterion) {
+    let rt = runtime();
+    let provider = Arc::new(Sleeper {
+        latency: Duration::ZERO,
+        text: Artifact::text_plain("ok"),
+    });
+    let exec = Executor::builder().provider(provider).concurrency(256).build();
+    let dag: Arc<dyn Pipeline> = Arc::new(
+        Dag::builder("one")
+            .step(
+                "gen",
+                GenerateStep::new(Task::Text, ["sleeper"], "ad for {{ product }}").unwrap(),
+                &[],
+            )
+            .build()
+            .unwrap(),
+    );
+    let n = 10_000usize;
+    let mut g = c.benchmark_group("executor");
+    g.sample_size(20);
+    g.throughput(criterion::Throughput::Elements(n as u64));
+    g.bench_function("generate_job_engine_cpu_10k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let js = jobs(n);
+                let t = Instant::now();
+                rt.block_on(exec.run(dag.clone(), js)).unwrap();
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, step_overhead, cpu_per_job, makespan, memory);
+criterion_main!(benches);

@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use creative_core::resilience::{Backoff, BreakerConfig, Budget, RetryPolicy};
 use creative_core::{
-    Artifact, CallCtx, Capabilities, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep,
-    Generation, Job, MediaKind, OnGateFail, Pipeline, PipelineError, Provider, ProviderError, ProviderLimits,
-    QualityGate, Request, RunOptions, Status, Step, StepCtx, StepError, StepInputs, StepState, Task, Usage, Verdict,
+    Artifact, CallCtx, Capabilities, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep, Generation,
+    Job, MediaKind, OnGateFail, Pipeline, PipelineError, Provider, ProviderError, ProviderLimits, QualityGate, Request,
+    RunOptions, Status, Step, StepCtx, StepError, StepInputs, StepState, Task, Usage, Verdict,
 };
 use futures::StreamExt;
 
@@ -249,7 +249,11 @@ async fn rate_limits_wait_for_retry_after() {
 async fn auth_and_invalid_are_not_retried_but_fall_back() {
     let a = Arc::new(Fake::new("a").script(|_, _| Err(ProviderError::new(ErrorKind::Auth, "a", "bad key"))));
     let b = Arc::new(Fake::new("b"));
-    let exec = Executor::builder().provider(a.clone()).provider(b.clone()).retry(fast_retry()).build();
+    let exec = Executor::builder()
+        .provider(a.clone())
+        .provider(b.clone())
+        .retry(fast_retry())
+        .build();
     let mut run = exec
         .start(
             single(gen(&["a", "b"])),
@@ -265,8 +269,13 @@ async fn auth_and_invalid_are_not_retried_but_fall_back() {
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(a.calls(), 1, "auth is never retried");
     assert_eq!(b.calls(), 1);
-    assert_eq!(out.jobs[0].outputs("gen")[0].provenance().provider.as_deref(), Some("b"));
-    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Fallback { from, to, .. } if from == "a" && to == "b")));
+    assert_eq!(
+        out.jobs[0].outputs("gen")[0].provenance().provider.as_deref(),
+        Some("b")
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Fallback { from, to, .. } if from == "a" && to == "b")));
 }
 
 #[tokio::test(start_paused = true)]
@@ -415,7 +424,11 @@ async fn money_budget_stops_new_work_cleanly() {
 #[tokio::test]
 async fn attempt_budget_counts_retries() {
     let p = Arc::new(Fake::new("p").script(|_, _| Err(ProviderError::transient("p", "503"))));
-    let exec = Executor::builder().provider(p.clone()).concurrency(1).retry(fast_retry()).build();
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .concurrency(1)
+        .retry(fast_retry())
+        .build();
     let out = exec
         .start(
             single(gen(&["p"])),
@@ -490,7 +503,10 @@ impl QualityGate for FailFirst {
         "fail_first"
     }
     async fn check(&self, a: &Artifact, _: &GateCtx) -> Result<Verdict, GateError> {
-        self.seeds.lock().unwrap().push(a.text().unwrap_or_default().to_string());
+        self.seeds
+            .lock()
+            .unwrap()
+            .push(a.text().unwrap_or_default().to_string());
         let n = self.seen.fetch_add(1, Ordering::SeqCst);
         Ok(if n < self.k {
             Verdict::fail(0.2, "too dull")
@@ -513,11 +529,19 @@ async fn gate_failure_regenerates_with_new_derived_seeds() {
     let p = Arc::new(Fake::new("p"));
     let gate = fail_first(2);
     let exec = Executor::builder().provider(p.clone()).build();
-    let step = gen(&["p"]).gate(gate.clone()).on_gate_fail(OnGateFail::Regenerate { max: 3 });
+    let step = gen(&["p"])
+        .gate(gate.clone())
+        .on_gate_fail(OnGateFail::Regenerate { max: 3 });
     let out = exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(p.calls(), 3);
-    let seeds: Vec<String> = gate.seeds.lock().unwrap().iter().map(|t| t.rsplit('|').next().unwrap().to_string()).collect();
+    let seeds: Vec<String> = gate
+        .seeds
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.rsplit('|').next().unwrap().to_string())
+        .collect();
     assert_eq!(seeds.len(), 3);
     assert_ne!(seeds[0], seeds[1]);
     assert_ne!(seeds[1], seeds[2]);
@@ -530,7 +554,9 @@ async fn gate_failure_regenerates_with_new_derived_seeds() {
 
     // The same job regenerates through the same seeds: runs are reproducible.
     let gate2 = fail_first(2);
-    let step = gen(&["p"]).gate(gate2.clone()).on_gate_fail(OnGateFail::Regenerate { max: 3 });
+    let step = gen(&["p"])
+        .gate(gate2.clone())
+        .on_gate_fail(OnGateFail::Regenerate { max: 3 });
     exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(*gate.seeds.lock().unwrap(), *gate2.seeds.lock().unwrap());
 }
@@ -575,7 +601,9 @@ async fn gate_verdicts_are_reported_back_to_the_provider() {
 async fn regeneration_gives_up_after_max_rounds() {
     let p = Arc::new(Fake::new("p"));
     let exec = Executor::builder().provider(p.clone()).build();
-    let step = gen(&["p"]).gate(Arc::new(Contains("never"))).on_gate_fail(OnGateFail::Regenerate { max: 2 });
+    let step = gen(&["p"])
+        .gate(Arc::new(Contains("never")))
+        .on_gate_fail(OnGateFail::Regenerate { max: 2 });
     let out = exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Failed);
     assert_eq!(p.calls(), 3);
@@ -595,13 +623,20 @@ async fn gate_failure_can_fall_back_flag_or_fail() {
     let exec = Executor::builder().provider(a.clone()).provider(b.clone()).build();
 
     // Fallback: a's output lacks "b|", b's has it.
-    let step = gen(&["a", "b"]).gate(Arc::new(Contains("b|"))).on_gate_fail(OnGateFail::Fallback);
+    let step = gen(&["a", "b"])
+        .gate(Arc::new(Contains("b|")))
+        .on_gate_fail(OnGateFail::Fallback);
     let out = exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
-    assert_eq!(out.jobs[0].outputs("gen")[0].provenance().provider.as_deref(), Some("b"));
+    assert_eq!(
+        out.jobs[0].outputs("gen")[0].provenance().provider.as_deref(),
+        Some("b")
+    );
 
     // Flag: kept, flagged, verdict recorded.
-    let step = gen(&["a"]).gate(Arc::new(Contains("zzz"))).on_gate_fail(OnGateFail::Flag);
+    let step = gen(&["a"])
+        .gate(Arc::new(Contains("zzz")))
+        .on_gate_fail(OnGateFail::Flag);
     let out = exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
     let art = &out.jobs[0].outputs("gen")[0];
@@ -610,7 +645,9 @@ async fn gate_failure_can_fall_back_flag_or_fail() {
     assert_eq!(out.stats.flagged, 1);
 
     // Fail.
-    let step = gen(&["a"]).gate(Arc::new(Contains("zzz"))).on_gate_fail(OnGateFail::Fail);
+    let step = gen(&["a"])
+        .gate(Arc::new(Contains("zzz")))
+        .on_gate_fail(OnGateFail::Fail);
     let out = exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Failed);
     assert!(matches!(out.jobs[0].error(), Some(StepError::GateFailed { .. })));
@@ -708,7 +745,14 @@ async fn events_stream_tells_the_whole_story_in_order() {
     let events: Vec<_> = run.events().unwrap().collect().await;
     let out = run.wait().await;
     assert_eq!(out.status, Status::Succeeded);
-    assert!(matches!(events.first().unwrap().kind, EventKind::RunStarted { steps: 2, jobs_hint: Some(3), .. }));
+    assert!(matches!(
+        events.first().unwrap().kind,
+        EventKind::RunStarted {
+            steps: 2,
+            jobs_hint: Some(3),
+            ..
+        }
+    ));
     match &events.last().unwrap().kind {
         EventKind::RunFinished { status, progress, .. } => {
             assert_eq!(*status, Status::Succeeded);
@@ -729,7 +773,8 @@ async fn events_stream_tells_the_whole_story_in_order() {
         let step = pos(&|k| matches!(k, EventKind::StepStarted { job, step } if job == key && step == "gen"));
         let attempt = pos(&|k| matches!(k, EventKind::Attempt { job, step, .. } if job == key && step == "gen"));
         let verdict = pos(&|k| matches!(k, EventKind::GateVerdict { job, passed: true, .. } if job == key));
-        let fin = pos(&|k| matches!(k, EventKind::StepFinished { job, step, ok: true, .. } if job == key && step == "gen"));
+        let fin =
+            pos(&|k| matches!(k, EventKind::StepFinished { job, step, ok: true, .. } if job == key && step == "gen"));
         let copy = pos(&|k| matches!(k, EventKind::StepStarted { job, step } if job == key && step == "copy"));
         let done = pos(&|k| matches!(k, EventKind::JobFinished { job, .. } if job == key));
         assert!(started < step && step < attempt && attempt < verdict && verdict < fin && fin < copy && copy < done);
@@ -790,11 +835,19 @@ impl Step for Probe {
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
         let key = ctx.job.key().to_string();
         let finished = self.done.lock().unwrap().get(&key).cloned().unwrap_or_default();
-        self.log.lock().unwrap().push((key.clone(), ctx.step.to_string(), finished));
+        self.log
+            .lock()
+            .unwrap()
+            .push((key.clone(), ctx.step.to_string(), finished));
         // Yield so that siblings interleave.
         tokio::task::yield_now().await;
         let n = inputs.len();
-        self.done.lock().unwrap().entry(key).or_default().push(ctx.step.to_string());
+        self.done
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push(ctx.step.to_string());
         Ok(vec![Artifact::text_plain(format!("{}:{n}", ctx.step))])
     }
 }
@@ -843,12 +896,20 @@ async fn random_dags_run_every_node_once_after_all_its_inputs() {
                 assert!(seen.insert(step.clone()), "case {case}: {step} ran twice in {k}");
                 let i: usize = step[1..].parse().unwrap();
                 for &inp in &edges[i] {
-                    assert!(finished.contains(&names[inp]), "case {case}: {step} started before its input {}", names[inp]);
+                    assert!(
+                        finished.contains(&names[inp]),
+                        "case {case}: {step} started before its input {}",
+                        names[inp]
+                    );
                 }
             }
             for (i, name) in names.iter().enumerate() {
                 let out = &j.outputs(name)[0];
-                assert_eq!(out.text().unwrap(), format!("{name}:{}", edges[i].len()), "fan-in delivers every input");
+                assert_eq!(
+                    out.text().unwrap(),
+                    format!("{name}:{}", edges[i].len()),
+                    "fan-in delivers every input"
+                );
             }
         }
     }

@@ -106,7 +106,10 @@ impl Procedural {
     /// A provider with the given settings; errors name the bad setting.
     pub fn with_settings(id: impl Into<String>, settings: ProceduralSettings) -> Result<Self, String> {
         if !(0.0..=1.0).contains(&settings.failure_rate) {
-            return Err(format!("failure_rate must be within 0..=1, got {}", settings.failure_rate));
+            return Err(format!(
+                "failure_rate must be within 0..=1, got {}",
+                settings.failure_rate
+            ));
         }
         let failure_kind = match settings.failure_kind.as_str() {
             "transient" => ErrorKind::Transient,
@@ -115,11 +118,9 @@ impl Procedural {
             "invalid" => ErrorKind::Invalid,
             "content_policy" => ErrorKind::ContentPolicy,
             "auth" => ErrorKind::Auth,
-            other => {
-                return Err(format!(
-                    "failure_kind `{other}` is not one of transient, rate_limited, timeout, invalid, content_policy, auth"
-                ))
-            }
+            other => return Err(format!(
+                "failure_kind `{other}` is not one of transient, rate_limited, timeout, invalid, content_policy, auth"
+            )),
         };
         if settings.default_size == 0 || settings.default_size > MAX_SIDE {
             return Err(format!("default_size must be within 1..={MAX_SIDE}"));
@@ -163,7 +164,9 @@ impl Procedural {
     }
 
     fn log_call(&self, req: &Request) -> Result<(), ProviderError> {
-        let Some(path) = &self.settings.call_log else { return Ok(()) };
+        let Some(path) = &self.settings.call_log else {
+            return Ok(());
+        };
         let line = format!(
             "{}\t{}\t{}\n",
             req.task.as_str(),
@@ -183,12 +186,10 @@ impl Procedural {
     fn injected_failure(&self) -> ProviderError {
         let msg = "injected failure (procedural failure_rate)";
         match self.failure_kind {
-            ErrorKind::RateLimited => ProviderError::rate_limited(
-                &self.id,
-                msg,
-                Some(Duration::from_millis(self.settings.retry_after_ms)),
-            )
-            .with_status(429),
+            ErrorKind::RateLimited => {
+                ProviderError::rate_limited(&self.id, msg, Some(Duration::from_millis(self.settings.retry_after_ms)))
+                    .with_status(429)
+            }
             ErrorKind::Transient => ProviderError::transient(&self.id, msg).with_status(503),
             k => ProviderError::new(k, &self.id, msg),
         }
@@ -351,7 +352,11 @@ fn render_png(prompt: &str, seed: u64, w: u32, h: u32) -> Bytes {
     let n_shapes = 4 + rng.usize(0..6);
     let shapes: Vec<(Shape, [f32; 3])> = (0..n_shapes)
         .map(|_| {
-            let color = hsv((base_hue + rng.f32() * 0.6) % 1.0, 0.5 + 0.5 * rng.f32(), 0.35 + 0.65 * rng.f32());
+            let color = hsv(
+                (base_hue + rng.f32() * 0.6) % 1.0,
+                0.5 + 0.5 * rng.f32(),
+                0.35 + 0.65 * rng.f32(),
+            );
             let shape = match rng.u8(0..3) {
                 0 => Shape::Circle {
                     cx: rng.f32() * wf,
@@ -387,7 +392,11 @@ fn render_png(prompt: &str, seed: u64, w: u32, h: u32) -> Bytes {
             let xf = x as f32;
             // Background: a linear gradient along the drawn angle, with faint stripes.
             let t = (((xf / wf - 0.5) * ca + (yf / hf - 0.5) * sa) + 0.5).clamp(0.0, 1.0);
-            let stripe = if ((xf * ca - yf * sa) / stripe_period).floor() as i64 % 2 == 0 { 1.0 } else { 0.93 };
+            let stripe = if ((xf * ca - yf * sa) / stripe_period).floor() as i64 % 2 == 0 {
+                1.0
+            } else {
+                0.93
+            };
             let mut c = [
                 (bg_a[0] * (1.0 - t) + bg_b[0] * t) * stripe,
                 (bg_a[1] * (1.0 - t) + bg_b[1] * t) * stripe,
@@ -427,7 +436,14 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> Bytes {
     Bytes::from(out)
 }
 
-const OPENERS: &[&str] = &["Meet", "Discover", "Say hello to", "Introducing", "Here is", "Make room for"];
+const OPENERS: &[&str] = &[
+    "Meet",
+    "Discover",
+    "Say hello to",
+    "Introducing",
+    "Here is",
+    "Make room for",
+];
 const ADJECTIVES: &[&str] = &[
     "bold", "bright", "quiet", "clever", "fresh", "timeless", "playful", "honest", "crisp", "warm",
 ];
@@ -445,7 +461,11 @@ const CLOSERS: &[&str] = &[
 fn compose_text(prompt: &str, seed: u64, max_tokens: Option<u32>) -> String {
     let mut rng = rng_for(prompt, seed, "text");
     let subject: String = prompt.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
-    let subject = if subject.is_empty() { "something new".to_string() } else { subject };
+    let subject = if subject.is_empty() {
+        "something new".to_string()
+    } else {
+        subject
+    };
     let a1 = ADJECTIVES[rng.usize(0..ADJECTIVES.len())];
     let mut a2 = ADJECTIVES[rng.usize(0..ADJECTIVES.len())];
     if a2 == a1 {
@@ -470,9 +490,11 @@ fn compose_text(prompt: &str, seed: u64, max_tokens: Option<u32>) -> String {
 pub fn register(reg: &mut creative_core::spec::Registry) {
     reg.provider(
         "procedural",
-        Arc::new(|id: &str, settings: &serde_json::Value, _: &creative_core::spec::BuildCtx| {
-            Procedural::from_json(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
-        }),
+        Arc::new(
+            |id: &str, settings: &serde_json::Value, _: &creative_core::spec::BuildCtx| {
+                Procedural::from_json(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
+            },
+        ),
     );
 }
 
@@ -495,11 +517,19 @@ mod tests {
         req.params.seed = Some(seed);
         req.params.width = Some(w);
         req.params.height = Some(h);
-        p.generate(&req, &CallCtx::detached()).await.unwrap().artifacts.remove(0)
+        p.generate(&req, &CallCtx::detached())
+            .await
+            .unwrap()
+            .artifacts
+            .remove(0)
     }
 
     fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as f64).sum::<f64>() / a.len() as f64
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as f64)
+            .sum::<f64>()
+            / a.len() as f64
     }
 
     #[tokio::test]
@@ -554,7 +584,10 @@ mod tests {
             },
         )
         .unwrap();
-        let e = p.generate(&Request::new(Task::Text, "x"), &CallCtx::detached()).await.unwrap_err();
+        let e = p
+            .generate(&Request::new(Task::Text, "x"), &CallCtx::detached())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert_eq!(e.retry_after(), Some(Duration::from_millis(100)));
         let p = Procedural::with_settings(
@@ -568,7 +601,10 @@ mod tests {
         .unwrap();
         let mut failed = 0;
         for _ in 0..1000 {
-            if p.generate(&Request::new(Task::Text, "x"), &CallCtx::detached()).await.is_err() {
+            if p.generate(&Request::new(Task::Text, "x"), &CallCtx::detached())
+                .await
+                .is_err()
+            {
                 failed += 1;
             }
         }

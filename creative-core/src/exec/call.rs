@@ -204,9 +204,8 @@ impl StepCtx {
                 });
             }
             let timeout = slot.timeout.or(run.call_timeout);
-            let call_cancel = self.cancel.child_token();
             let ctx = CallCtx {
-                cancel: call_cancel.clone(),
+                cancel: self.cancel.clone(),
                 attempt,
                 deadline: timeout.map(|t| Instant::now() + t),
             };
@@ -223,8 +222,6 @@ impl StepCtx {
                     }
                 } => r,
             };
-            // Tell a provider still holding remote work (a queued job) to drop it.
-            call_cancel.cancel();
             let latency = started.elapsed();
             let cost = result.as_ref().map(|g| g.usage.cost_usd).unwrap_or(0.0);
             run.budget.settle(reservation, cost);

@@ -181,10 +181,12 @@ impl JobCtx {
         if run.budget.is_exhausted() {
             return Err(StepResult::not_run(name.clone(), StepState::Skipped));
         }
-        run.events.emit(EventKind::StepStarted {
-            job: key.to_string(),
-            step: name.to_string(),
-        });
+        if run.events.is_listened() {
+            run.events.emit(EventKind::StepStarted {
+                job: key.to_string(),
+                step: name.to_string(),
+            });
+        }
         let ctx = StepCtx {
             job: self.job.clone(),
             step: name.clone(),
@@ -212,14 +214,16 @@ impl JobCtx {
             Err(e) => Err(e),
         };
         let elapsed = started.elapsed();
-        run.events.emit(EventKind::StepFinished {
-            job: key.to_string(),
-            step: name.to_string(),
-            ok: result.is_ok(),
-            outputs: result.as_ref().map(Vec::len).unwrap_or(0),
-            elapsed_ms: elapsed.as_secs_f64() * 1e3,
-            error: result.as_ref().err().map(|e| e.to_string()),
-        });
+        if run.events.is_listened() {
+            run.events.emit(EventKind::StepFinished {
+                job: key.to_string(),
+                step: name.to_string(),
+                ok: result.is_ok(),
+                outputs: result.as_ref().map(Vec::len).unwrap_or(0),
+                elapsed_ms: elapsed.as_secs_f64() * 1e3,
+                error: result.as_ref().err().map(|e| e.to_string()),
+            });
+        }
         match result {
             Ok(outputs) => {
                 Counters::add(&run.counters.steps_done, 1);

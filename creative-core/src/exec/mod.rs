@@ -408,10 +408,12 @@ async fn drive(
             let index = next_index;
             next_index += 1;
             Counters::add(&run.counters.jobs_total, 1);
-            run.events.emit(EventKind::JobStarted {
-                job: job.key().to_string(),
-                index,
-            });
+            if run.events.is_listened() {
+                run.events.emit(EventKind::JobStarted {
+                    job: job.key().to_string(),
+                    index,
+                });
+            }
             let ctx = JobCtx {
                 job: job.clone(),
                 index,
