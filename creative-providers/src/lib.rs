@@ -6,14 +6,14 @@
 
 #[cfg(feature = "comfyui")]
 pub mod comfyui;
-#[cfg(feature = "http")]
-pub mod http;
 #[cfg(feature = "elevenlabs")]
 pub mod elevenlabs;
-#[cfg(feature = "gemini")]
-pub mod gemini;
 #[cfg(feature = "fal")]
 pub mod fal;
+#[cfg(feature = "gemini")]
+pub mod gemini;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "ollama")]
 pub mod ollama;
 #[cfg(feature = "openai")]
@@ -23,10 +23,10 @@ pub mod pricing;
 pub mod procedural;
 #[cfg(feature = "replicate")]
 pub mod replicate;
+pub mod router;
 pub mod secret;
 #[cfg(feature = "stability")]
 pub mod stability;
-pub mod router;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
@@ -38,6 +38,10 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     openai::register(reg);
     #[cfg(feature = "ollama")]
     ollama::register(reg);
+    #[cfg(feature = "gemini")]
+    gemini::register(reg);
+    #[cfg(feature = "elevenlabs")]
+    elevenlabs::register(reg);
     #[cfg(feature = "comfyui")]
     comfyui::register(reg);
     #[cfg(feature = "stability")]
@@ -46,10 +50,6 @@ pub fn register(reg: &mut creative_core::spec::Registry) {
     replicate::register(reg);
     #[cfg(feature = "fal")]
     fal::register(reg);
-    #[cfg(feature = "gemini")]
-    gemini::register(reg);
-    #[cfg(feature = "elevenlabs")]
-    elevenlabs::register(reg);
     router::register(reg);
     #[cfg(feature = "webhook")]
     webhook::register(reg);
