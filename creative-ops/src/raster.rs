@@ -69,17 +69,37 @@ impl Format {
     }
 }
 
-/// PNG deflate effort.
+/// PNG deflate effort. Deflate runs on zlib-rs (a pure-Rust port of zlib-ng)
+/// except `fast`, which uses fdeflate.
+///
+/// Measured on three photo-like renditions (800x800, 540x960, 960x540) of a
+/// noisy 1024x1024 picture: `fast` 7 ms and 2.97 MB, `balanced` 31 ms and
+/// 1.60 MB, `high` 106 ms and 1.54 MB (see `benches/renditions.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PngCompression {
-    /// Fastest (fdeflate); files somewhat larger. The default.
-    #[default]
+    /// Fastest (fdeflate); files much larger on photographs.
     Fast,
-    /// Balanced speed and size (zlib level 6 class).
-    Default,
-    /// Smallest files, slowest.
+    /// Deflate level 3: within a few percent of `high`'s size at a third of its
+    /// time. The default.
+    #[default]
+    Balanced,
+    /// Deflate level 6, zlib's own default.
+    High,
+    /// Deflate level 9: smallest, slowest.
     Best,
+}
+
+impl PngCompression {
+    fn codec(self) -> image::codecs::png::CompressionType {
+        use image::codecs::png::CompressionType as C;
+        match self {
+            PngCompression::Fast => C::Fast,
+            PngCompression::Balanced => C::Level(3),
+            PngCompression::High => C::Level(6),
+            PngCompression::Best => C::Level(9),
+        }
+    }
 }
 
 /// How an operation encodes its output.
@@ -90,7 +110,7 @@ pub enum PngCompression {
 /// ```toml
 /// format = "jpeg"          # png | jpeg | webp; default: the input's format
 /// quality = 85             # JPEG only, 1..=100, default 90
-/// png_compression = "fast" # fast | default | best
+/// png_compression = "balanced" # fast | balanced | high | best
 /// background = "#ffffff"   # what transparent pixels become in a JPEG
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -102,7 +122,7 @@ pub struct EncodeSettings {
     /// JPEG quality 1..=100 (default 90). Rejected for WebP, which is lossless.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
-    /// PNG deflate effort (default `fast`).
+    /// PNG deflate effort (default `balanced`).
     #[serde(default)]
     pub png_compression: PngCompression,
     /// Colour under transparent pixels when the output has no alpha (JPEG);
@@ -372,29 +392,40 @@ impl Raster {
         let (w, h) = (self.width(), self.height());
         match format {
             Format::Png => {
-                let comp = match settings.png_compression {
-                    PngCompression::Fast => image::codecs::png::CompressionType::Fast,
-                    PngCompression::Default => image::codecs::png::CompressionType::Default,
-                    PngCompression::Best => image::codecs::png::CompressionType::Best,
-                };
                 let enc = image::codecs::png::PngEncoder::new_with_quality(
                     &mut out,
-                    comp,
+                    settings.png_compression.codec(),
                     image::codecs::png::FilterType::Adaptive,
                 );
                 enc.write_image(self.raw(), w, h, self.color_type()).map_err(err)?;
             }
             Format::Jpeg => {
-                let q = settings.quality.unwrap_or(90);
-                let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q);
-                match self {
-                    Raster::Rgb(i) => enc.write_image(i.as_raw(), w, h, image::ExtendedColorType::Rgb8),
-                    Raster::Rgba(_) => {
-                        let flat = self.clone().flatten(settings.background.unwrap_or(Color::WHITE));
-                        enc.write_image(flat.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+                // jpeg-encoder (SIMD where the CPU has AVX2) is about three times
+                // faster than the `image` crate's own JPEG encoder, with smaller files.
+                let (w16, h16) = match (u16::try_from(w), u16::try_from(h)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    _ => {
+                        return Err(OpsError::Encode {
+                            format: "jpeg",
+                            message: format!("{w}x{h} is larger than JPEG's 65535x65535"),
+                        })
                     }
-                }
-                .map_err(err)?;
+                };
+                let q = settings.quality.unwrap_or(90);
+                let flat;
+                let rgb = match self {
+                    Raster::Rgb(i) => i.as_raw(),
+                    Raster::Rgba(_) => {
+                        flat = self.clone().flatten(settings.background.unwrap_or(Color::WHITE));
+                        flat.as_raw()
+                    }
+                };
+                jpeg_encoder::Encoder::new(&mut out, q)
+                    .encode(rgb, w16, h16, jpeg_encoder::ColorType::Rgb)
+                    .map_err(|e| OpsError::Encode {
+                        format: "jpeg",
+                        message: e.to_string(),
+                    })?;
             }
             Format::Webp => {
                 if settings.quality.is_some() {

@@ -17,7 +17,7 @@ use crate::raster::{EncodeSettings, Format, PngCompression};
 /// inputs = ["story"]
 /// format = "jpeg"          # png | jpeg | webp (webp is lossless only)
 /// quality = 85             # JPEG only, 1..=100 (default 90)
-/// png_compression = "best" # PNG only: fast | default | best
+/// png_compression = "best" # PNG only: fast | balanced | high | best
 /// background = "#ffffff"   # JPEG: colour under transparent pixels
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
