@@ -460,7 +460,10 @@ const CLOSERS: &[&str] = &[
 /// adjectives and a closer, chosen by the seed.
 fn compose_text(prompt: &str, seed: u64, max_tokens: Option<u32>) -> String {
     let mut rng = rng_for(prompt, seed, "text");
-    let subject: String = prompt.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
+    // "a tagline for a ceramic mug, in French" is about "a ceramic mug".
+    let about = prompt.rsplit_once(" for ").map_or(prompt, |(_, s)| s);
+    let about = about.split([',', '.', ';']).next().unwrap_or(about);
+    let subject: String = about.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
     let subject = if subject.is_empty() {
         "something new".to_string()
     } else {
@@ -563,13 +566,14 @@ mod tests {
     #[tokio::test]
     async fn text_is_deterministic_and_mentions_the_prompt() {
         let p = Procedural::new("procedural");
-        let mut req = Request::new(Task::Text, "the travel mug");
+        let mut req = Request::new(Task::Text, "a short tagline for the travel mug, in French");
         req.params.seed = Some(3);
         let a = p.generate(&req, &CallCtx::detached()).await.unwrap();
         let b = p.generate(&req, &CallCtx::detached()).await.unwrap();
         let t = a.artifacts[0].text().unwrap().to_string();
         assert_eq!(Some(t.as_str()), b.artifacts[0].text());
-        assert!(t.contains("the travel mug"));
+        assert!(t.contains("the travel mug:"), "{t}");
+        assert!(!t.contains("tagline"), "{t}");
         assert!(a.usage.cost_usd > 0.0);
     }
 
