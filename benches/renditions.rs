@@ -77,16 +77,20 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
 
     let cases = [
-        ("step_png_fast", step(json!({ "format": "png" }), "centre")),
+        ("step_png_balanced", step(json!({ "format": "png" }), "centre")),
         (
-            "step_png_default",
-            step(json!({ "format": "png", "png_compression": "default" }), "centre"),
+            "step_png_fast",
+            step(json!({ "format": "png", "png_compression": "fast" }), "centre"),
+        ),
+        (
+            "step_png_high",
+            step(json!({ "format": "png", "png_compression": "high" }), "centre"),
         ),
         (
             "step_jpeg_q85",
             step(json!({ "format": "jpeg", "quality": 85 }), "centre"),
         ),
-        ("step_png_fast_entropy", step(json!({ "format": "png" }), "entropy")),
+        ("step_png_balanced_entropy", step(json!({ "format": "png" }), "entropy")),
     ];
     let mut g = c.benchmark_group("renditions");
     g.sample_size(30);

@@ -4,11 +4,10 @@
 //! costs well under a millisecond for any input size; the window slides along the
 //! axis the crop leaves free and the best position is mapped back to full size.
 
-use fast_image_resize as fir;
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::Rect;
-use crate::raster::Raster;
+use crate::raster::{Filter, Raster};
 
 /// How a crop window is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -34,13 +33,22 @@ const BINS: usize = 32;
 /// Positions that score the same (within 1e-9) resolve to the one nearest the
 /// centre, so a uniform image crops like `Centre` and the result is deterministic.
 pub fn place(img: &Raster, cw: u32, ch: u32, attention: Attention) -> Rect {
-    let (w, h) = (img.width(), img.height());
+    let thumb = if attention == Attention::Centre {
+        None
+    } else {
+        Thumb::of(img)
+    };
+    place_with(thumb.as_ref(), img.width(), img.height(), cw, ch, attention)
+}
+
+/// [`place`] with a thumbnail computed once for several windows of one image.
+pub(crate) fn place_with(thumb: Option<&Thumb>, w: u32, h: u32, cw: u32, ch: u32, attention: Attention) -> Rect {
     let (cw, ch) = (cw.clamp(1, w.max(1)), ch.clamp(1, h.max(1)));
     let centre = Rect::new((w - cw) / 2, (h - ch) / 2, cw, ch);
     if attention == Attention::Centre || (cw == w && ch == h) {
         return centre;
     }
-    let Some(thumb) = Thumb::of(img) else {
+    let Some(thumb) = thumb else {
         return centre;
     };
     let sx = f64::from(thumb.w) / f64::from(w);
@@ -62,30 +70,30 @@ pub fn place(img: &Raster, cw: u32, ch: u32, attention: Attention) -> Rect {
     Rect::new(x, y, cw, ch)
 }
 
-struct Thumb {
+/// A small luma copy of an image, what attention is measured on.
+pub(crate) struct Thumb {
     w: u32,
     h: u32,
     luma: Vec<u8>,
 }
 
 impl Thumb {
-    fn of(img: &Raster) -> Option<Thumb> {
+    /// The thumbnail of `img` (at most 256 pixels a side, area average).
+    pub(crate) fn of(img: &Raster) -> Option<Thumb> {
         let (w, h) = (img.width(), img.height());
-        let luma = img.luma();
         let scale = (f64::from(THUMB) / f64::from(w.max(h))).min(1.0);
         let tw = ((f64::from(w) * scale).round() as u32).max(1);
         let th = ((f64::from(h) * scale).round() as u32).max(1);
-        if (tw, th) == (w, h) {
-            return Some(Thumb { w, h, luma });
-        }
-        let src = fir::images::ImageRef::new(w, h, &luma, fir::PixelType::U8).ok()?;
-        let mut dst = fir::images::Image::new(tw, th, fir::PixelType::U8);
-        let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Box));
-        fir::Resizer::new().resize(&src, &mut dst, &opts).ok()?;
+        // Shrink the colour image first, then take luma of the few pixels left.
+        let small = if (tw, th) == (w, h) {
+            img.luma()
+        } else {
+            img.resize(None, tw, th, Filter::Box).ok()?.luma()
+        };
         Some(Thumb {
             w: tw,
             h: th,
-            luma: dst.into_vec(),
+            luma: small,
         })
     }
 

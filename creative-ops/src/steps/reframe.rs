@@ -71,6 +71,7 @@ fn check_size(aspect: Aspect, width: Option<u32>, height: Option<u32>) -> Result
 /// Reframe one image: returns the output and the crop rectangle used.
 pub(crate) fn reframe(
     img: &Raster,
+    thumb: Option<&attention::Thumb>,
     aspect: Aspect,
     attention: Attention,
     width: Option<u32>,
@@ -78,7 +79,10 @@ pub(crate) fn reframe(
     filter: Filter,
 ) -> Result<Produced, OpsError> {
     let (cw, ch) = aspect.largest_in(img.width(), img.height());
-    let rect = attention::place(img, cw, ch, attention);
+    let rect = match thumb {
+        Some(t) => attention::place_with(Some(t), img.width(), img.height(), cw, ch, attention),
+        None => attention::place(img, cw, ch, attention),
+    };
     let (tw, th) = match (width, height) {
         (Some(w), Some(h)) => (w, h),
         (Some(w), None) => (w, ((f64::from(w) / aspect.ratio()).round() as u32).max(1)),
@@ -109,7 +113,7 @@ impl ReframeStep {
     /// Apply to one decoded image.
     pub fn apply(&self, img: &Raster) -> Result<Produced, OpsError> {
         let s = &self.s;
-        let mut p = reframe(img, s.aspect, s.attention, s.width, s.height, s.filter)?;
+        let mut p = reframe(img, None, s.aspect, s.attention, s.width, s.height, s.filter)?;
         if let Some(r) = &s.rendition {
             p.rendition = Some(r.clone());
         }
@@ -222,11 +226,24 @@ impl RenditionsStep {
 
     /// Apply to one decoded image: one output per rendition.
     pub fn apply(&self, img: &Raster) -> Result<Vec<Produced>, OpsError> {
+        // One attention thumbnail serves every rendition of the image.
+        let thumb = match self.s.attention {
+            Attention::Centre => None,
+            _ => attention::Thumb::of(img),
+        };
         self.s
             .renditions
             .iter()
             .map(|r| {
-                let mut p = reframe(img, r.aspect, self.s.attention, r.width, r.height, self.s.filter)?;
+                let mut p = reframe(
+                    img,
+                    thumb.as_ref(),
+                    r.aspect,
+                    self.s.attention,
+                    r.width,
+                    r.height,
+                    self.s.filter,
+                )?;
                 if let Some(n) = &r.name {
                     p.rendition = Some(n.clone());
                 }
