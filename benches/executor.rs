@@ -96,7 +96,8 @@ impl Provider for Sleeper {
             _ = ctx.cancel.cancelled() => return Err(ProviderError::cancelled("sleeper")),
             _ = tokio::time::sleep(self.latency) => {}
         }
-        self.slept_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.slept_nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.sleeps.fetch_add(1, Ordering::Relaxed);
         Ok(Generation {
             artifacts: vec![self.text.clone()],

@@ -821,9 +821,12 @@ async fn builder_reports_media_mismatch_and_missing_inputs() {
     assert_eq!(e.to_string(), "step `small` needs 1 input(s) but has 0");
 }
 
+/// (job key, step, the steps of that job finished when it started)
+type StartLog = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
+
 /// Records, for each node, when it started and which nodes had finished by then.
 struct Probe {
-    log: Arc<Mutex<Vec<(String, String, Vec<String>)>>>,
+    log: StartLog,
     done: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 

@@ -118,9 +118,11 @@ impl Procedural {
             "invalid" => ErrorKind::Invalid,
             "content_policy" => ErrorKind::ContentPolicy,
             "auth" => ErrorKind::Auth,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "failure_kind `{other}` is not one of transient, rate_limited, timeout, invalid, content_policy, auth"
-            )),
+            ))
+            }
         };
         if settings.default_size == 0 || settings.default_size > MAX_SIDE {
             return Err(format!("default_size must be within 1..={MAX_SIDE}"));
