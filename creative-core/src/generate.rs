@@ -137,22 +137,6 @@ impl GenerateStep {
             raw: self.raw.clone(),
         })
     }
-
-    async fn judge(&self, a: &Artifact, gctx: &GateCtx) -> Vec<GateRecord> {
-        let mut out = Vec::with_capacity(self.gates.len());
-        for g in &self.gates {
-            let verdict = match g.check(a, gctx).await {
-                Ok(v) => v,
-                // A gate that cannot judge fails the artifact, naming itself.
-                Err(e) => Verdict::fail(0.0, format!("gate error: {}", e.message)),
-            };
-            out.push(GateRecord {
-                gate: g.name().to_string(),
-                verdict,
-            });
-        }
-        out
-    }
 }
 
 #[async_trait]
@@ -162,13 +146,7 @@ impl Step for GenerateStep {
     }
 
     fn produces(&self) -> Option<MediaKind> {
-        Some(match self.task {
-            Task::Text => MediaKind::Text,
-            Task::Image | Task::ImageEdit => MediaKind::Image,
-            Task::Video => MediaKind::Video,
-            Task::Audio => MediaKind::Audio,
-            Task::Model3d => MediaKind::Model3d,
-        })
+        Some(self.task.media_kind())
     }
 
     fn min_inputs(&self) -> usize {
@@ -213,27 +191,13 @@ impl Step for GenerateStep {
                     p.parents = parents.clone();
                     p.cached = out.cached;
                 }
-                let records = self.judge(&a, &gctx).await;
-                Counters::add(&counters.gate_checks, records.len() as u64);
+                let records = judge(&self.gates, &a, ctx, &gctx, round).await;
                 let failed = records.iter().filter(|r| !r.verdict.passed).count();
-                Counters::add(&counters.gate_failures, failed as u64);
                 if !records.is_empty() {
                     // Let the provider (a router) learn which of its outputs are accepted.
                     if let Some(slot) = ctx.shared().providers.get(&out.provider) {
                         slot.provider.record_verdict(&a, failed == 0);
                     }
-                }
-                for r in &records {
-                    ctx.emit(EventKind::GateVerdict {
-                        job: ctx.job.key().to_string(),
-                        step: ctx.step.to_string(),
-                        gate: r.gate.clone(),
-                        artifact: a.id().to_string(),
-                        passed: r.verdict.passed,
-                        score: r.verdict.score,
-                        reasons: r.verdict.reasons.clone(),
-                        round,
-                    });
                 }
                 let score: f64 = records.iter().map(|r| r.verdict.score).sum();
                 a.provenance_mut().gates = records;
@@ -314,4 +278,43 @@ impl Step for GenerateStep {
             }
         }
     }
+}
+
+/// Judge one artifact with every gate, in order: count the checks and failures,
+/// emit a `GateVerdict` event per gate, and return the records for provenance.
+/// A gate that cannot judge fails the artifact, naming itself.
+pub(crate) async fn judge(
+    gates: &[Arc<dyn QualityGate>],
+    artifact: &Artifact,
+    ctx: &StepCtx,
+    gctx: &GateCtx,
+    round: u32,
+) -> Vec<GateRecord> {
+    let counters = &ctx.shared().counters;
+    let mut out = Vec::with_capacity(gates.len());
+    for g in gates {
+        let verdict = match g.check(artifact, gctx).await {
+            Ok(v) => v,
+            Err(e) => Verdict::fail(0.0, format!("gate error: {}", e.message)),
+        };
+        Counters::add(&counters.gate_checks, 1);
+        if !verdict.passed {
+            Counters::add(&counters.gate_failures, 1);
+        }
+        ctx.emit(EventKind::GateVerdict {
+            job: ctx.job.key().to_string(),
+            step: ctx.step.to_string(),
+            gate: g.name().to_string(),
+            artifact: artifact.id().to_string(),
+            passed: verdict.passed,
+            score: verdict.score,
+            reasons: verdict.reasons.clone(),
+            round,
+        });
+        out.push(GateRecord {
+            gate: g.name().to_string(),
+            verdict,
+        });
+    }
+    out
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::Artifact;
+use crate::artifact::{Artifact, MediaKind};
 
 /// The kind of generation asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -24,6 +24,17 @@ pub enum Task {
 }
 
 impl Task {
+    /// The media family this task produces.
+    pub fn media_kind(&self) -> MediaKind {
+        match self {
+            Task::Text => MediaKind::Text,
+            Task::Image | Task::ImageEdit => MediaKind::Image,
+            Task::Video => MediaKind::Video,
+            Task::Audio => MediaKind::Audio,
+            Task::Model3d => MediaKind::Model3d,
+        }
+    }
+
     /// The snake-case name used in specs and capabilities.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -8,11 +8,9 @@ use async_trait::async_trait;
 
 use crate::artifact::{Artifact, MediaKind};
 use crate::error::{GateError, StepError};
-use crate::events::EventKind;
 use crate::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
-use crate::generate::GenerateStep;
+use crate::generate::{judge, GenerateStep};
 use crate::job::{Job, Vars};
-use crate::provenance::GateRecord;
 use crate::request::{Request, Task};
 use crate::spec::schema::{Layer, SeedPolicy, PARAM_VARS};
 use crate::step::{Step, StepCtx, StepInputs};
@@ -124,13 +122,7 @@ impl Step for SpecGenerate {
     }
 
     fn produces(&self) -> Option<MediaKind> {
-        Some(match self.task {
-            Task::Text => MediaKind::Text,
-            Task::Image | Task::ImageEdit => MediaKind::Image,
-            Task::Video => MediaKind::Video,
-            Task::Audio => MediaKind::Audio,
-            Task::Model3d => MediaKind::Model3d,
-        })
+        Some(self.task.media_kind())
     }
 
     fn min_inputs(&self) -> usize {
@@ -201,27 +193,7 @@ impl Step for GatedStep {
         let mut outputs = self.inner.run(inputs, ctx).await?;
         let gctx = ctx.gate_ctx();
         for a in &mut outputs {
-            let mut records = Vec::with_capacity(self.gates.len());
-            for g in &self.gates {
-                let verdict = match g.check(a, &gctx).await {
-                    Ok(v) => v,
-                    Err(e) => Verdict::fail(0.0, format!("gate error: {}", e.message)),
-                };
-                ctx.emit(EventKind::GateVerdict {
-                    job: ctx.job.key().to_string(),
-                    step: ctx.step.to_string(),
-                    gate: g.name().to_string(),
-                    artifact: a.id().to_string(),
-                    passed: verdict.passed,
-                    score: verdict.score,
-                    reasons: verdict.reasons.clone(),
-                    round: 0,
-                });
-                records.push(GateRecord {
-                    gate: g.name().to_string(),
-                    verdict,
-                });
-            }
+            let records = judge(&self.gates, a, ctx, &gctx, 0).await;
             let failed = records.iter().find(|r| !r.verdict.passed).cloned();
             a.provenance_mut().gates.extend(records);
             if let Some(r) = failed {
