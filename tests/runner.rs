@@ -37,7 +37,7 @@ fn the_product_campaign_dry_run_lists_24_jobs_and_a_cost_and_writes_nothing() {
         .unwrap();
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("24 jobs x 4 steps"), "{text}");
+    assert!(text.contains("24 jobs x 5 steps"), "{text}");
     assert!(text.contains("estimated cost $0.9792"), "{text}");
     assert!(!dir.join("out").exists(), "a dry run writes nothing");
     let _ = std::fs::remove_dir_all(&dir);
@@ -70,7 +70,7 @@ fn the_product_campaign_runs_offline_into_out_and_resumes() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("96 steps resumed"), "{stdout}");
+    assert!(stdout.contains("120 steps resumed"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

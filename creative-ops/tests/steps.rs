@@ -189,6 +189,28 @@ async fn attention_reframe_keeps_an_off_centre_subject_in_frame() {
 }
 
 #[tokio::test]
+async fn reframe_takes_each_jobs_aspect_from_a_variable() {
+    let step = build("reframe", json!({ "aspect_var": "aspect", "width": 90 }));
+    let src = png(&detailed(160, 160, 3));
+    for (aspect, want) in [("1:1", (90, 90)), ("9:16", (90, 160)), ("16:9", (90, 51))] {
+        let job = creative_core::Job::new([("channel", "x"), ("aspect", aspect)]);
+        let ctx = creative_core::StepCtx::detached(job, "frame");
+        let out = step.run(&inputs("src", vec![src.clone()]), &ctx).await.unwrap();
+        assert_eq!(dims(&out[0]), want, "{aspect}");
+    }
+    let job = creative_core::Job::new([("aspect", "wide")]);
+    let e = step
+        .run(
+            &inputs("src", vec![src]),
+            &creative_core::StepCtx::detached(job, "frame"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("job variable `aspect`"), "{e}");
+    assert!(build_err("reframe", json!({ "aspect_var": "a", "width": 9, "height": 16 })).contains("at most one"));
+}
+
+#[tokio::test]
 async fn renditions_make_one_output_per_channel() {
     let src = png(&detailed(1024, 1024, 4));
     let out = run(

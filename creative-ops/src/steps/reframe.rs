@@ -19,6 +19,7 @@ use crate::raster::{EncodeSettings, Filter, Raster};
 /// kind = "reframe"
 /// inputs = ["hero"]
 /// aspect = "9:16"          # 9:16, 9x16 or 0.5625
+/// # aspect_var = "aspect"  # or per job: the aspect in this job variable
 /// attention = "entropy"    # centre | entropy | edges (default entropy)
 /// width = 1080             # optional output size; with one side the other
 /// height = 1920            # follows the aspect; both must agree with it (1%)
@@ -29,8 +30,15 @@ use crate::raster::{EncodeSettings, Filter, Raster};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReframeSettings {
-    /// Target aspect ratio.
+    /// Target aspect ratio (the fallback when `aspect_var` is set).
+    #[serde(default = "square")]
     pub aspect: Aspect,
+    /// Name of a job variable that holds the aspect ratio for that job (a
+    /// campaign whose `channel` advances together with an `aspect`); a job
+    /// without the variable uses `aspect`. With it, give at most one of `width`
+    /// and `height`, since the other follows each job's aspect.
+    #[serde(default)]
+    pub aspect_var: Option<String>,
     /// Where the window goes.
     #[serde(default)]
     pub attention: Attention,
@@ -105,15 +113,39 @@ pub struct ReframeStep {
 impl ReframeStep {
     /// Build from settings, checking them.
     pub fn new(s: ReframeSettings) -> Result<Self, OpsError> {
+        if s.aspect_var.is_some() && s.width.is_some() && s.height.is_some() {
+            return Err(OpsError::settings(
+                "aspect_var",
+                "with a per-job aspect give at most one of width and height",
+            ));
+        }
         check_size(s.aspect, s.width, s.height)?;
         s.output.validate()?;
         Ok(ReframeStep { s })
     }
 
+    /// The aspect for a job: its `aspect_var` variable when set and present.
+    pub fn aspect_for(&self, job: &creative_core::Job) -> Result<Aspect, OpsError> {
+        match &self.s.aspect_var {
+            Some(var) => match job.var_str(var) {
+                Some(v) => v.parse().map_err(|e: crate::geometry::AspectParseError| {
+                    OpsError::settings("aspect_var", format!("job variable `{var}`: {e}"))
+                }),
+                None => Ok(self.s.aspect),
+            },
+            None => Ok(self.s.aspect),
+        }
+    }
+
     /// Apply to one decoded image.
     pub fn apply(&self, img: &Raster) -> Result<Produced, OpsError> {
+        self.apply_with(img, self.s.aspect)
+    }
+
+    /// Apply to one decoded image with a given aspect.
+    pub fn apply_with(&self, img: &Raster, aspect: Aspect) -> Result<Produced, OpsError> {
         let s = &self.s;
-        let mut p = reframe(img, None, s.aspect, s.attention, s.width, s.height, s.filter)?;
+        let mut p = reframe(img, None, aspect, s.attention, s.width, s.height, s.filter)?;
         if let Some(r) = &s.rendition {
             p.rendition = Some(r.clone());
         }
@@ -143,9 +175,14 @@ impl Step for ReframeStep {
             output: self.s.output.clone(),
             extra_parents: Vec::new(),
         };
+        let aspect = self.aspect_for(&ctx.job)?;
         let me = self.clone();
-        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply(&img)?])).await
+        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply_with(&img, aspect)?])).await
     }
+}
+
+fn square() -> Aspect {
+    Aspect::new(1.0, 1.0).expect("1:1 is an aspect")
 }
 
 /// One rendition of a `renditions` step.
