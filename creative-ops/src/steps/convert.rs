@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use creative_core::{Artifact, MediaKind, Step, StepCtx, StepError, StepInputs};
 
-use super::{all, image_inputs, record, run_each, OpInfo, Produced, IMAGE};
+use super::{image_to_image, map_images, record, Produced};
 use crate::color::Color;
 use crate::error::OpsError;
 use crate::raster::{EncodeSettings, Format, PngCompression};
@@ -63,26 +63,12 @@ impl ConvertStep {
 
 #[async_trait]
 impl Step for ConvertStep {
-    fn kind(&self) -> &str {
-        "convert"
-    }
-    fn accepts(&self) -> Option<&[MediaKind]> {
-        Some(IMAGE)
-    }
-    fn produces(&self) -> Option<MediaKind> {
-        Some(MediaKind::Image)
-    }
-    fn min_inputs(&self) -> usize {
-        1
-    }
+    image_to_image!("convert");
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        let images = image_inputs(all(inputs), ctx, "convert")?;
-        let info = OpInfo {
-            kind: "convert",
-            settings: record(&self.s),
-            output: self.s.encode(),
-            extra_parents: Vec::new(),
-        };
-        run_each(images, ctx, info, |img, _| Ok(vec![Produced::new(img)])).await
+        map_images(inputs, ctx, "convert", record(&self.s), self.s.encode(), |img, _| {
+            Ok(vec![Produced::new(img)])
+        })
+        .await
     }
 }

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use creative_core::{Artifact, MediaKind, Step, StepCtx, StepError, StepInputs};
 
-use super::{all, image_inputs, record, run_each, OpInfo, Produced, IMAGE};
+use super::{image_to_image, map_images, record, Produced};
 use crate::error::OpsError;
 use crate::geometry::Rect;
 use crate::raster::{EncodeSettings, Raster};
@@ -70,27 +70,18 @@ impl CropStep {
 
 #[async_trait]
 impl Step for CropStep {
-    fn kind(&self) -> &str {
-        "crop"
-    }
-    fn accepts(&self) -> Option<&[MediaKind]> {
-        Some(IMAGE)
-    }
-    fn produces(&self) -> Option<MediaKind> {
-        Some(MediaKind::Image)
-    }
-    fn min_inputs(&self) -> usize {
-        1
-    }
+    image_to_image!("crop");
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        let images = image_inputs(all(inputs), ctx, "crop")?;
-        let info = OpInfo {
-            kind: "crop",
-            settings: record(&self.s),
-            output: self.s.output.clone(),
-            extra_parents: Vec::new(),
-        };
         let me = self.clone();
-        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply(&img)?])).await
+        map_images(
+            inputs,
+            ctx,
+            "crop",
+            record(&self.s),
+            self.s.output.clone(),
+            move |img, _| Ok(vec![me.apply(&img)?]),
+        )
+        .await
     }
 }

@@ -92,6 +92,50 @@ pub(crate) fn image_inputs<'a>(
     Ok(out)
 }
 
+/// The shape every image-to-image step shares: it accepts and produces images
+/// and needs at least one input.
+macro_rules! image_to_image {
+    ($kind:literal) => {
+        fn kind(&self) -> &str {
+            $kind
+        }
+        fn accepts(&self) -> Option<&[MediaKind]> {
+            Some(crate::steps::IMAGE)
+        }
+        fn produces(&self) -> Option<MediaKind> {
+            Some(MediaKind::Image)
+        }
+        fn min_inputs(&self) -> usize {
+            1
+        }
+    };
+}
+pub(crate) use image_to_image;
+
+/// Run `op` on each image input of a step (every input, in order), recording
+/// `settings` and encoding with `output`. Fails naming the step when there is no
+/// image input.
+pub(crate) async fn map_images<F>(
+    inputs: &StepInputs,
+    ctx: &StepCtx,
+    kind: &'static str,
+    settings: Value,
+    output: EncodeSettings,
+    op: F,
+) -> Result<Vec<Artifact>, StepError>
+where
+    F: Fn(Raster, &Artifact) -> Result<Vec<Produced>, OpsError> + Send + Sync + 'static,
+{
+    let images = image_inputs(all(inputs), ctx, kind)?;
+    let info = OpInfo {
+        kind,
+        settings,
+        output,
+        extra_parents: Vec::new(),
+    };
+    run_each(images, ctx, info, op).await
+}
+
 /// Run `op` on every input on the blocking pool and build the output artifacts.
 pub(crate) async fn run_each<F>(
     inputs: Vec<Artifact>,

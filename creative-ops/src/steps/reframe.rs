@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use creative_core::{Artifact, MediaKind, Step, StepCtx, StepError, StepInputs};
 
-use super::{all, image_inputs, record, run_each, OpInfo, Produced, IMAGE};
+use super::{image_to_image, map_images, record, Produced};
 use crate::attention::{self, Attention};
 use crate::error::OpsError;
 use crate::geometry::Aspect;
@@ -155,29 +155,20 @@ impl ReframeStep {
 
 #[async_trait]
 impl Step for ReframeStep {
-    fn kind(&self) -> &str {
-        "reframe"
-    }
-    fn accepts(&self) -> Option<&[MediaKind]> {
-        Some(IMAGE)
-    }
-    fn produces(&self) -> Option<MediaKind> {
-        Some(MediaKind::Image)
-    }
-    fn min_inputs(&self) -> usize {
-        1
-    }
+    image_to_image!("reframe");
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        let images = image_inputs(all(inputs), ctx, "reframe")?;
-        let info = OpInfo {
-            kind: "reframe",
-            settings: record(&self.s),
-            output: self.s.output.clone(),
-            extra_parents: Vec::new(),
-        };
         let aspect = self.aspect_for(&ctx.job)?;
         let me = self.clone();
-        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply_with(&img, aspect)?])).await
+        map_images(
+            inputs,
+            ctx,
+            "reframe",
+            record(&self.s),
+            self.s.output.clone(),
+            move |img, _| Ok(vec![me.apply_with(&img, aspect)?]),
+        )
+        .await
     }
 }
 
@@ -292,27 +283,18 @@ impl RenditionsStep {
 
 #[async_trait]
 impl Step for RenditionsStep {
-    fn kind(&self) -> &str {
-        "renditions"
-    }
-    fn accepts(&self) -> Option<&[MediaKind]> {
-        Some(IMAGE)
-    }
-    fn produces(&self) -> Option<MediaKind> {
-        Some(MediaKind::Image)
-    }
-    fn min_inputs(&self) -> usize {
-        1
-    }
+    image_to_image!("renditions");
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        let images = image_inputs(all(inputs), ctx, "renditions")?;
-        let info = OpInfo {
-            kind: "renditions",
-            settings: record(&self.s),
-            output: self.s.output.clone(),
-            extra_parents: Vec::new(),
-        };
         let me = self.clone();
-        run_each(images, ctx, info, move |img, _| me.apply(&img)).await
+        map_images(
+            inputs,
+            ctx,
+            "renditions",
+            record(&self.s),
+            self.s.output.clone(),
+            move |img, _| me.apply(&img),
+        )
+        .await
     }
 }

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use creative_core::{Artifact, MediaKind, Step, StepCtx, StepError, StepInputs};
 
-use super::{all, image_inputs, record, run_each, OpInfo, Produced, IMAGE};
+use super::{image_to_image, map_images, record, Produced};
 use crate::attention::{self, Attention};
 use crate::error::OpsError;
 use crate::geometry::Aspect;
@@ -155,27 +155,18 @@ impl ResizeStep {
 
 #[async_trait]
 impl Step for ResizeStep {
-    fn kind(&self) -> &str {
-        "resize"
-    }
-    fn accepts(&self) -> Option<&[MediaKind]> {
-        Some(IMAGE)
-    }
-    fn produces(&self) -> Option<MediaKind> {
-        Some(MediaKind::Image)
-    }
-    fn min_inputs(&self) -> usize {
-        1
-    }
+    image_to_image!("resize");
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        let images = image_inputs(all(inputs), ctx, "resize")?;
-        let info = OpInfo {
-            kind: "resize",
-            settings: record(&self.s),
-            output: self.s.output.clone(),
-            extra_parents: Vec::new(),
-        };
         let me = self.clone();
-        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply(&img)?])).await
+        map_images(
+            inputs,
+            ctx,
+            "resize",
+            record(&self.s),
+            self.s.output.clone(),
+            move |img, _| Ok(vec![me.apply(&img)?]),
+        )
+        .await
     }
 }
