@@ -4,7 +4,6 @@
 //! same stream feeds a Rust `futures::Stream`, a C callback and a progress bar.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -42,7 +41,7 @@ pub enum Status {
 /// One event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// Sequence number within the run, from 0.
+    /// Sequence number within the run, from 0, in delivery order.
     pub seq: u64,
     /// Milliseconds since the run started.
     pub at_ms: f64,
@@ -240,7 +239,6 @@ pub enum EventKind {
 /// The sending half, shared by every task of a run. Cheap when nobody listens.
 pub(crate) struct EventBus {
     tx: Option<mpsc::UnboundedSender<Event>>,
-    seq: AtomicU64,
     start: Instant,
 }
 
@@ -248,17 +246,17 @@ impl EventBus {
     pub(crate) fn new(tx: Option<mpsc::UnboundedSender<Event>>) -> Self {
         EventBus {
             tx,
-            seq: AtomicU64::new(0),
             start: Instant::now(),
         }
     }
 
     pub(crate) fn emit(&self, kind: EventKind) {
         if let Some(tx) = &self.tx {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let at_ms = self.start.elapsed().as_secs_f64() * 1e3;
+            // The stream numbers events as it delivers them: numbering here would
+            // race with the send between tasks and deliver 6 before 5.
             // A dropped receiver means nobody listens any more; that is not an error.
-            let _ = tx.send(Event { seq, at_ms, kind });
+            let _ = tx.send(Event { seq: 0, at_ms, kind });
         }
     }
 
@@ -273,11 +271,16 @@ pub struct EventStream {
     // The run's shared state (and so the sender) may outlive the run, held by the
     // handle; the stream ends on the last event instead of on channel close.
     ended: bool,
+    next_seq: u64,
 }
 
 impl EventStream {
     pub(crate) fn new(rx: mpsc::UnboundedReceiver<Event>) -> Self {
-        EventStream { rx, ended: false }
+        EventStream {
+            rx,
+            ended: false,
+            next_seq: 0,
+        }
     }
 
     /// Wait for the next event without going through the `Stream` trait.
@@ -293,13 +296,13 @@ impl Stream for EventStream {
         if self.ended {
             return Poll::Ready(None);
         }
-        let polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(Event {
-            kind: EventKind::RunFinished { .. },
-            ..
-        })) = &polled
-        {
-            self.ended = true;
+        let mut polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(e)) = &mut polled {
+            e.seq = self.next_seq;
+            self.next_seq += 1;
+            if matches!(e.kind, EventKind::RunFinished { .. }) {
+                self.ended = true;
+            }
         }
         polled
     }
