@@ -919,3 +919,61 @@ async fn random_dags_run_every_node_once_after_all_its_inputs() {
         }
     }
 }
+
+// ---------------------------------------------------------------- cache
+
+#[derive(Default)]
+struct MemCache(Mutex<HashMap<String, Generation>>);
+
+#[async_trait]
+impl creative_core::GenerationCache for MemCache {
+    async fn get(&self, key: &str) -> Result<Option<Generation>, creative_core::StoreError> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn put(&self, key: &str, g: &Generation) -> Result<(), creative_core::StoreError> {
+        self.0.lock().unwrap().insert(key.to_string(), g.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_generations_are_paid_for_once() {
+    let p = Arc::new(Fake::new("p").latency(Duration::from_millis(50)));
+    let exec = Executor::builder().provider(p.clone()).concurrency(8).build();
+    // Six jobs that differ only in a variable the prompt does not use, with a
+    // fixed seed: the same request six times at once.
+    let jobs: Vec<Job> = (0..6)
+        .map(|i| {
+            Job::new([
+                ("product", serde_json::json!("mug")),
+                ("seed", 7.into()),
+                ("n", i.into()),
+            ])
+        })
+        .collect();
+    let run_with = |cache: Arc<MemCache>, force: bool| {
+        exec.start(
+            single(gen(&["p"])),
+            jobs.clone(),
+            RunOptions {
+                cache: Some(cache),
+                force,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .wait()
+    };
+    let cache = Arc::new(MemCache::default());
+    let out = run_with(cache.clone(), false).await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(p.calls(), 1, "one call served all six jobs");
+    assert_eq!(out.stats.cache_hits, 5);
+    assert!((out.stats.saved_usd - 0.05).abs() < 1e-9);
+    let ids: std::collections::HashSet<_> = out.jobs.iter().map(|j| j.outputs("gen")[0].id().clone()).collect();
+    assert_eq!(ids.len(), 1);
+    // `force` bypasses both the cache and the de-duplication.
+    let out = run_with(cache, true).await;
+    assert_eq!(out.stats.cache_hits, 0);
+    assert_eq!(p.calls(), 7);
+}

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::error::{ErrorKind, ProviderError, StepError};
 use crate::events::EventKind;
-use crate::exec::shared::{Counters, ProviderSlot, RunShared};
+use crate::exec::shared::{Claim, Counters, ProviderSlot, RunShared};
 use crate::provider::CallCtx;
 use crate::request::{Generation, Request};
 use crate::step::StepCtx;
@@ -131,29 +131,51 @@ impl StepCtx {
         let estimate = provider.estimate_cost(request);
 
         let key = run.cache.as_ref().map(|_| cache_key(&pid, request));
+        // Held while this call leads an identical in-flight generation.
+        let mut _lead = None;
         if let (Some(cache), Some(key), false) = (&run.cache, &key, run.force) {
-            match cache.get(key).await {
-                Ok(Some(generation)) => {
-                    let saved = generation.usage.cost_usd;
-                    Counters::add(&run.counters.cache_hits, 1);
-                    Counters::add_usd(&run.counters.saved_micros, saved);
-                    self.emit(EventKind::CacheHit {
-                        job: self.job.key().to_string(),
-                        step: self.step.to_string(),
-                        provider: pid.clone(),
-                        saved_usd: saved,
-                    });
-                    return Tried::Done(CallOutcome {
-                        generation,
-                        provider: pid,
-                        chain_index: index,
-                        attempt: 0,
-                        latency: Duration::ZERO,
-                        cached: true,
-                    });
+            loop {
+                match cache.get(key).await {
+                    Ok(Some(generation)) => {
+                        let saved = generation.usage.cost_usd;
+                        Counters::add(&run.counters.cache_hits, 1);
+                        Counters::add_usd(&run.counters.saved_micros, saved);
+                        self.emit(EventKind::CacheHit {
+                            job: self.job.key().to_string(),
+                            step: self.step.to_string(),
+                            provider: pid.clone(),
+                            saved_usd: saved,
+                        });
+                        return Tried::Done(CallOutcome {
+                            generation,
+                            provider: pid,
+                            chain_index: index,
+                            attempt: 0,
+                            latency: Duration::ZERO,
+                            cached: true,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cache lookup failed; calling the provider");
+                        break;
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cache lookup failed; calling the provider"),
+                match run.inflight.claim(key) {
+                    Claim::Leader(guard) => {
+                        _lead = Some(guard);
+                        break;
+                    }
+                    // Someone is making this very call: wait for it, then read the
+                    // cache again (if it failed, one of the waiters leads next).
+                    Claim::Follower(done) => {
+                        tokio::select! {
+                            biased;
+                            _ = self.cancel.cancelled() => return Tried::Stop(StepError::Cancelled),
+                            _ = done.acquire() => {}
+                        }
+                    }
+                }
             }
         }
 

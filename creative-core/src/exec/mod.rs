@@ -355,6 +355,7 @@ impl Executor {
             cache: opts.cache.clone(),
             force: opts.force,
             journal: opts.journal.clone(),
+            inflight: Arc::default(),
             steps: Arc::new(Semaphore::new(self.inner.concurrency)),
             counters: Counters::default(),
             cancel: cancel.clone(),

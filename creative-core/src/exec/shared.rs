@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -161,6 +161,58 @@ impl Counters {
     }
 }
 
+/// Identical generations in flight, by cache key, so that concurrent jobs asking
+/// for the same generation pay for it once: the first caller leads and calls the
+/// provider, the others wait for it and then read the cache.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    calls: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// What a caller of [`Inflight::claim`] is.
+pub(crate) enum Claim {
+    /// Call the provider; waiters are released when the guard drops.
+    Leader(InflightGuard),
+    /// Another caller is making the same call: wait on this, then read the cache.
+    Follower(Arc<Semaphore>),
+}
+
+/// Held by the leader of an in-flight generation.
+pub(crate) struct InflightGuard {
+    owner: Arc<Inflight>,
+    key: String,
+    done: Arc<Semaphore>,
+}
+
+impl Inflight {
+    pub fn claim(self: &Arc<Self>, key: &str) -> Claim {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(done) = calls.get(key) {
+            return Claim::Follower(done.clone());
+        }
+        // A semaphore with no permits that is closed when the call ends: waiters
+        // that arrive after the close return at once, so no wake-up is missed.
+        let done = Arc::new(Semaphore::new(0));
+        calls.insert(key.to_string(), done.clone());
+        Claim::Leader(InflightGuard {
+            owner: self.clone(),
+            key: key.to_string(),
+            done,
+        })
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.owner
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+        self.done.close();
+    }
+}
+
 /// Everything a run's tasks share.
 pub(crate) struct RunShared {
     pub providers: Arc<HashMap<String, Arc<ProviderSlot>>>,
@@ -172,6 +224,7 @@ pub(crate) struct RunShared {
     pub cache: Option<Arc<dyn GenerationCache>>,
     pub force: bool,
     pub journal: Option<Arc<dyn Journal>>,
+    pub inflight: Arc<Inflight>,
     pub steps: Arc<Semaphore>,
     pub counters: Counters,
     pub cancel: CancellationToken,
@@ -190,6 +243,7 @@ impl RunShared {
             cache: None,
             force: false,
             journal: None,
+            inflight: Arc::default(),
             steps: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             counters: Counters::default(),
             cancel: CancellationToken::new(),
