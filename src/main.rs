@@ -1,7 +1,8 @@
 //! `creative`: the campaign runner.
 //!
 //! ```text
-//! creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--json] [--quiet]
+//! creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--shard K/N] [--json] [--quiet]
+//! creative merge SPEC SHARD_DIR... [--out DIR] [--json]
 //! creative check SPEC
 //! ```
 //!
@@ -19,17 +20,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use creative::core::spec::{Campaign, CampaignOptions, Registry, Spec};
+use creative::core::spec::{Campaign, CampaignOptions, Registry, Shard, Spec};
 use creative::core::{CancellationToken, EventKind, Status};
 
 const USAGE: &str = "usage:
-  creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--json] [--quiet]
+  creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--shard K/N] [--json] [--quiet]
+  creative merge SPEC SHARD_DIR... [--out DIR] [--json]
   creative check SPEC
 
   --resume    continue the run recorded in the output folder (finished steps are not redone)
   --dry-run   print the expanded job matrix and an estimated cost; call no provider
   --force     bypass the cache (every generation calls its provider again)
   --out DIR   output folder (default: the spec's output.dir, else ./out)
+  --shard K/N run only the K-th of N parts of the jobs (split by job key; any machine can
+              run any part); `merge` then combines the parts' output folders into one, with
+              the manifest an unsharded run would give
   --json      print the report (or the dry run's plan) as JSON instead of tables
   --quiet     no progress bar";
 
@@ -42,6 +47,8 @@ struct Args {
     json: bool,
     quiet: bool,
     out: Option<PathBuf>,
+    shard: Option<Shard>,
+    shard_dirs: Vec<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,7 +57,7 @@ fn parse_args() -> Result<Args, String> {
     if command == "-h" || command == "--help" || command == "help" {
         return Err(String::new());
     }
-    if command != "run" && command != "check" {
+    if command != "run" && command != "check" && command != "merge" {
         return Err(format!("unknown command `{command}`"));
     }
     let mut a = Args {
@@ -62,6 +69,8 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         quiet: false,
         out: None,
+        shard: None,
+        shard_dirs: Vec::new(),
     };
     let mut spec = None;
     while let Some(arg) = it.next() {
@@ -73,16 +82,25 @@ fn parse_args() -> Result<Args, String> {
             "--quiet" | "-q" => a.quiet = true,
             "--out" | "-o" => a.out = Some(it.next().ok_or("--out needs a folder")?.into()),
             s if s.starts_with("--out=") => a.out = Some(s["--out=".len()..].into()),
+            "--shard" => a.shard = Some(it.next().ok_or("--shard needs K/N")?.parse()?),
+            s if s.starts_with("--shard=") => a.shard = Some(s["--shard=".len()..].parse()?),
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
             s => {
-                if spec.replace(PathBuf::from(s)).is_some() {
+                if spec.is_none() {
+                    spec = Some(PathBuf::from(s));
+                } else if a.command == "merge" {
+                    a.shard_dirs.push(PathBuf::from(s));
+                } else {
                     return Err("give one spec file".into());
                 }
             }
         }
     }
     a.spec = spec.ok_or("missing SPEC file")?;
+    if a.command == "merge" && a.shard_dirs.is_empty() {
+        return Err("merge needs the shards' output folders".into());
+    }
     Ok(a)
 }
 
@@ -145,7 +163,43 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.command == "merge" {
+        return rt.block_on(merge(campaign, args));
+    }
     rt.block_on(run(campaign, args))
+}
+
+async fn merge(campaign: Campaign, args: Args) -> ExitCode {
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| campaign.default_out_dir().to_path_buf());
+    match campaign.merge(&out_dir, &args.shard_dirs).await {
+        Ok((manifest, report)) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", report.table());
+                let complete = manifest.jobs.iter().filter(|j| j.complete).count();
+                println!(
+                    "\nmerged {} shard folders: {complete} of {} jobs complete, {} assets into {}",
+                    args.shard_dirs.len(),
+                    manifest.jobs.len(),
+                    manifest.assets.len(),
+                    out_dir.display()
+                );
+            }
+            if manifest.jobs.iter().all(|j| j.complete) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn run(campaign: Campaign, args: Args) -> ExitCode {
@@ -157,6 +211,7 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
         dry_run: false,
         events: true,
         cancel: Some(cancel.clone()),
+        shard: args.shard,
     };
     let mut run = match campaign.start(opts) {
         Ok(r) => r,
@@ -178,7 +233,11 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
             }
         });
     }
-    let total = campaign.jobs().len() as u64;
+    let total = campaign
+        .jobs()
+        .iter()
+        .filter(|j| args.shard.is_none_or(|s| s.contains(j)))
+        .count() as u64;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {

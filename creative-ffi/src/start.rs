@@ -131,6 +131,7 @@ pub(crate) fn launch(
         dry_run: opts.dry_run,
         events: true,
         cancel: Some(cancel.clone()),
+        shard: None,
     };
     // `start` spawns the campaign's tasks on the current runtime: ours.
     let mut run = {

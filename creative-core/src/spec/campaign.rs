@@ -74,6 +74,58 @@ pub struct CampaignOptions {
     pub events: bool,
     /// Cancel the run when this token is cancelled.
     pub cancel: Option<CancellationToken>,
+    /// Run only this shard of the jobs (split by job key, so any machine can run
+    /// any shard); merge the shards' folders with [`Campaign::merge`].
+    pub shard: Option<Shard>,
+}
+
+/// One of `count` parts of a campaign: the jobs whose key hashes to `index`.
+///
+/// Written `K/N` with K from 1 to N, as on the command line:
+///
+/// ```
+/// use creative_core::spec::Shard;
+/// let s: Shard = "2/4".parse().unwrap();
+/// assert_eq!((s.index, s.count), (1, 4));
+/// assert_eq!(s.to_string(), "2/4");
+/// assert!("5/4".parse::<Shard>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based shard index, below `count`.
+    pub index: u32,
+    /// How many shards the campaign is split into.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether a job belongs to this shard.
+    pub fn contains(&self, job: &Job) -> bool {
+        job.shard(self.count) == self.index
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("shard `{s}`: write K/N with 1 <= K <= N, such as 2/4");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (k, n): (u32, u32) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || k == 0 || k > n {
+            return Err(bad());
+        }
+        Ok(Shard { index: k - 1, count: n })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
 }
 
 /// Why a campaign could not run or finish.
@@ -363,6 +415,33 @@ impl Campaign {
     /// `resume`, a previous journal in the folder is moved aside and every step
     /// runs again (the cache still saves the provider calls unless `force`).
     pub fn start(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
+        match opts.shard {
+            // The shard's campaign is this one with its jobs only, so its manifest
+            // and report account for exactly the work it did.
+            Some(shard) => {
+                let mut part = self.clone();
+                part.jobs.retain(|j| shard.contains(j));
+                part.start_all(opts)
+            }
+            None => self.start_all(opts),
+        }
+    }
+
+    /// Merge the output folders of a campaign's shards into `out_dir`: their
+    /// journals, payloads and event logs are combined, then the assets, manifest,
+    /// report and contact sheet are made as for one run. The manifest equals that
+    /// of an unsharded run.
+    pub async fn merge(&self, out_dir: &Path, shard_dirs: &[PathBuf]) -> Result<(Manifest, Report), CampaignError> {
+        let state = out_dir.join(STATE_DIR);
+        let sources: Vec<PathBuf> = shard_dirs.iter().map(|d| d.join(STATE_DIR)).collect();
+        let dest = state.clone();
+        tokio::task::spawn_blocking(move || merge_state(&dest, &sources))
+            .await
+            .map_err(|e| StoreError(format!("merge task failed: {e}")))??;
+        self.finalize(out_dir, None).await
+    }
+
+    fn start_all(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
         let out_dir = opts.out_dir.clone().unwrap_or_else(|| self.out_dir.clone());
         if opts.dry_run {
             return Ok(CampaignRun {
@@ -611,6 +690,59 @@ fn open_event_log(path: &Path, resume: bool) -> Result<fs::File, StoreError> {
 }
 
 /// Every event in an event log (unreadable lines are skipped).
+/// Combine shards' state folders into `dest`: journal records (re-written whole,
+/// torn lines dropped), content-addressed payloads (copied once), event logs.
+fn merge_state(dest: &Path, sources: &[PathBuf]) -> Result<(), StoreError> {
+    let io = |what: &str, p: &Path, e: std::io::Error| StoreError(format!("{what} {}: {e}", p.display()));
+    fs::create_dir_all(dest).map_err(|e| io("create", dest, e))?;
+    let mut journal = Vec::new();
+    let mut events = Vec::new();
+    for src in sources {
+        let records = FileJournal::read_records(&src.join(FileJournal::FILE))?;
+        if records.is_empty() {
+            return Err(StoreError(format!("{} holds no finished step to merge", src.display())));
+        }
+        for r in records {
+            journal.extend(serde_json::to_vec(&r).map_err(|e| StoreError(e.to_string()))?);
+            journal.push(b'\n');
+        }
+        copy_tree(&src.join("objects"), &dest.join("objects"))?;
+        match fs::read(src.join(EVENTS_FILE)) {
+            Ok(t) => {
+                let keep = t.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+                events.extend_from_slice(&t[..keep]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("read", &src.join(EVENTS_FILE), e)),
+        }
+    }
+    write_atomic(&dest.join(FileJournal::FILE), &journal, true).map_err(|e| io("write", dest, e))?;
+    write_atomic(&dest.join(EVENTS_FILE), &events, true).map_err(|e| io("write", dest, e))?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let io = |what: &str, p: &Path, e: std::io::Error| StoreError(format!("{what} {}: {e}", p.display()));
+    let entries = match fs::read_dir(from) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("read", from, e)),
+    };
+    fs::create_dir_all(to).map_err(|e| io("create", to, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io("read", from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if !dst.exists() {
+            // Payloads are named by their hash: one already there is the same bytes.
+            let data = fs::read(&src).map_err(|e| io("read", &src, e))?;
+            write_atomic(&dst, &data, false).map_err(|e| io("write", &dst, e))?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn read_event_log(path: &Path) -> Result<Vec<Event>, StoreError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,

@@ -31,7 +31,7 @@ mod steps;
 use std::path::{Path, PathBuf};
 
 pub use campaign::{
-    Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan,
+    Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan, Shard,
 };
 pub use error::{SpecError, SpecErrorKind};
 pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};

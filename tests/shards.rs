@@ -1,0 +1,126 @@
+//! A campaign split into shards by job key, each run on its own (as on separate
+//! machines), then merged, gives the same manifest as one unsharded run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_creative");
+
+const SPEC: &str = r#"
+name = "shard-test"
+concurrency = 4
+
+[providers.art]
+kind = "procedural"
+cost_per_image = 0.01
+
+[matrix]
+product = ["mug", "lamp", "chair"]
+locale = ["en", "fr", "de"]
+
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "a {{ product }} ({{ locale }})"
+size = "64x64"
+gates = [{ kind = "format", media = ["image/png"] }]
+
+[[steps]]
+name = "thumb"
+kind = "resize"
+inputs = ["hero"]
+width = 32
+output = { format = "jpeg", quality = 80 }
+
+[output]
+file_name = "{{ locale }}/{{ product }}-{{ step }}.{{ ext }}"
+"#;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("creative-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn creative(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new(BIN).current_dir(dir).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "creative {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn assets(out: &Path) -> usize {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    m["assets"].as_array().unwrap().len()
+}
+
+#[test]
+fn shards_run_apart_and_merge_to_the_unsharded_manifest() {
+    let dir = temp_dir("shards");
+    std::fs::write(dir.join("spec.toml"), SPEC).unwrap();
+    creative(&dir, &["run", "spec.toml", "--quiet", "--out", "whole"]);
+    creative(
+        &dir,
+        &["run", "spec.toml", "--quiet", "--out", "part1", "--shard", "1/2"],
+    );
+    creative(
+        &dir,
+        &["run", "spec.toml", "--quiet", "--out", "part2", "--shard", "2/2"],
+    );
+    // Each shard did only its own jobs, and together they did all of them.
+    let (a1, a2) = (assets(&dir.join("part1")), assets(&dir.join("part2")));
+    assert!(a1 > 0 && a2 > 0, "both shards have work: {a1} and {a2}");
+    assert_eq!(a1 + a2, assets(&dir.join("whole")));
+
+    let out = creative(&dir, &["merge", "spec.toml", "part1", "part2", "--out", "merged"]);
+    assert!(out.contains("9 of 9 jobs complete"), "{out}");
+    let whole = std::fs::read(dir.join("whole/manifest.json")).unwrap();
+    let merged = std::fs::read(dir.join("merged/manifest.json")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&whole),
+        String::from_utf8_lossy(&merged),
+        "the merged manifest equals the unsharded one"
+    );
+    for f in [
+        "fr/lamp-thumb.jpg",
+        "de/chair-thumb.jpg",
+        "report.json",
+        "contact_sheet.html",
+    ] {
+        assert!(dir.join("merged").join(f).is_file(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_shards_and_empty_merges_are_refused_with_a_reason() {
+    let dir = temp_dir("shards-bad");
+    std::fs::write(dir.join("spec.toml"), SPEC).unwrap();
+    for bad in ["0/2", "3/2", "x"] {
+        let o = Command::new(BIN)
+            .current_dir(&dir)
+            .args(["run", "spec.toml", "--shard", bad])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("write K/N"), "{bad}");
+    }
+    std::fs::create_dir_all(dir.join("nothing")).unwrap();
+    let o = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["merge", "spec.toml", "nothing", "--out", "merged"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no finished step to merge"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
