@@ -353,6 +353,8 @@ async fn json_schema_for_structured_output() {
 struct FakeJudge {
     answer: Result<String, ProviderError>,
     seen: Mutex<Vec<Request>>,
+    /// Calls that fail with a 503 before the answer comes.
+    outages: std::sync::atomic::AtomicU32,
 }
 
 #[async_trait]
@@ -368,6 +370,17 @@ impl Provider for FakeJudge {
     }
     async fn generate(&self, r: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
         self.seen.lock().unwrap().push(r.clone());
+        let outage = self
+            .outages
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if outage {
+            return Err(ProviderError::transient("fake-judge", "upstream 503").with_status(503));
+        }
         let text = self.answer.clone()?;
         Ok(Generation {
             artifacts: vec![Artifact::text_plain(text)],
@@ -380,6 +393,7 @@ fn judge_with(answer: Result<&str, ProviderError>) -> (Arc<dyn QualityGate>, Arc
     let p = Arc::new(FakeJudge {
         answer: answer.map(str::to_string),
         seen: Mutex::new(Vec::new()),
+        outages: Default::default(),
     });
     let mut ctx = BuildCtx::default();
     ctx.providers.insert("vision".into(), p.clone() as Arc<dyn Provider>);
@@ -451,12 +465,21 @@ async fn judge_malformed_answers_are_errors_not_passes() {
         assert_eq!(e.gate, "judge");
         assert!(e.message.contains(why), "{answer}: {}", e.message);
     }
-    let (g, _) = judge_with(Err(ProviderError::transient("fake-judge", "upstream 503")));
+    let (g, p) = judge_with(Err(ProviderError::transient("fake-judge", "upstream 503")));
     let e = g.check(&img, &gate_ctx("j")).await.unwrap_err();
     assert!(
-        e.message.contains("judge call failed") && e.message.contains("upstream 503"),
+        e.message.contains("judge call failed after 3 attempt(s)") && e.message.contains("upstream 503"),
         "{e}"
     );
+    assert_eq!(p.seen.lock().unwrap().len(), 3, "transient failures are retried");
+    let (g, p) = judge_with(Err(ProviderError::invalid("fake-judge", "bad rubric")));
+    g.check(&img, &gate_ctx("j")).await.unwrap_err();
+    assert_eq!(p.seen.lock().unwrap().len(), 1, "invalid requests are not");
+    // A brief outage of the judge does not fail the artifact.
+    let (g, p) = judge_with(Ok(r#"{"score": 0.9, "pass": true}"#));
+    p.outages.store(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(g.check(&img, &gate_ctx("j")).await.unwrap().passed);
+    assert_eq!(p.seen.lock().unwrap().len(), 2);
     let e = gate_err(
         "judge",
         json!({ "provider": "nobody", "rubric": "x" }),

@@ -22,6 +22,7 @@ use crate::error::OpsError;
 /// min_score = 0.7
 /// system = "You are a strict art director."   # optional
 /// max_tokens = 300                            # optional
+/// max_attempts = 3                            # retries on 429/5xx/timeouts (default 3)
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,10 +43,19 @@ pub struct JudgeSettings {
     /// Output token limit.
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// Calls made at most when the judge fails in a way a retry may fix (rate
+    /// limit, 5xx, timeout); default 3. A judge that cannot answer would otherwise
+    /// fail the artifact and cost a regeneration.
+    #[serde(default = "max_attempts")]
+    pub max_attempts: u32,
 }
 
 fn min_score() -> f64 {
     0.7
+}
+
+fn max_attempts() -> u32 {
+    3
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,16 +198,39 @@ impl QualityGate for JudgeGate {
             .render(&ctx.vars)
             .map_err(|e| GateError::new(&self.name, format!("rubric: {e}")))?;
         let req = self.request(a, &rubric);
-        let call = CallCtx {
-            cancel: ctx.cancel.clone(),
-            attempt: 1,
-            deadline: None,
+        let policy = creative_core::resilience::RetryPolicy {
+            max_attempts: self.s.max_attempts.max(1),
+            max_rate_limited: self.s.max_attempts.max(1),
+            ..Default::default()
         };
-        let generation = tokio::select! {
-            g = self.provider.generate(&req, &call) => g,
-            _ = ctx.cancel.cancelled() => return Err(GateError::new(&self.name, "cancelled")),
-        }
-        .map_err(|e| GateError::new(&self.name, format!("judge call failed: {e}")))?;
+        let mut attempt = 0;
+        let generation = loop {
+            attempt += 1;
+            let call = CallCtx {
+                cancel: ctx.cancel.clone(),
+                attempt,
+                deadline: None,
+            };
+            let result = tokio::select! {
+                g = self.provider.generate(&req, &call) => g,
+                _ = ctx.cancel.cancelled() => return Err(GateError::new(&self.name, "cancelled")),
+            };
+            match result {
+                Ok(g) => break g,
+                Err(e) => match policy.delay_for(attempt, &e) {
+                    Some(d) => tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = ctx.cancel.cancelled() => return Err(GateError::new(&self.name, "cancelled")),
+                    },
+                    None => {
+                        return Err(GateError::new(
+                            &self.name,
+                            format!("judge call failed after {attempt} attempt(s): {e}"),
+                        ))
+                    }
+                },
+            }
+        };
         let answer = generation
             .artifacts
             .iter()
