@@ -404,7 +404,9 @@ enum creative_status creative_engine_kinds_json(const struct creative_engine *en
  * default the spec's `output.dir`), `resume` (continue from the folder's
  * journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
  * or written; the report holds the plan), `origin` (the spec's name in error
- * messages). Unknown fields are an error.
+ * messages), `shard` (`"K/N"`: run only the K-th of N parts of the jobs, split
+ * by job key, for farms that spread a campaign over machines). Unknown fields
+ * are an error.
  *
  * `callback` may be NULL; otherwise it receives every event of the run (see
  * `creative_event_fn` for its thread, ordering and re-entrancy rules) with

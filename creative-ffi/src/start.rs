@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_void};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use creative_core::spec::{CampaignOptions, Format, Spec, SpecError, SpecErrorKind};
+use creative_core::spec::{CampaignOptions, Format, Shard, Spec, SpecError, SpecErrorKind};
 use creative_core::CancellationToken;
 use serde::Deserialize;
 
@@ -40,6 +40,9 @@ pub(crate) struct StartOptions {
     /// The name the spec is known by in error messages. Default `spec`.
     #[serde(default)]
     pub(crate) origin: Option<String>,
+    /// Run only this part of the jobs, `"K/N"` (see `creative_core::spec::Shard`).
+    #[serde(default)]
+    pub(crate) shard: Option<String>,
 }
 
 impl StartOptions {
@@ -103,6 +106,14 @@ pub(crate) fn launch(
     opts: StartOptions,
 ) -> Result<(Launch, Option<DirLease>), FfiError> {
     let format = opts.format(spec_text)?;
+    let shard = opts
+        .shard
+        .as_deref()
+        .map(|s| {
+            s.parse::<Shard>()
+                .map_err(|e| FfiError::invalid(format!("run options: {e}")))
+        })
+        .transpose()?;
     let origin = opts.origin.clone().unwrap_or_else(|| "spec".to_string());
     let spec = Spec::parse(spec_text, format, &origin).map_err(spec_error)?;
     let base_dir = match opts.base_dir.clone().or_else(|| engine.config.base_dir.clone()) {
@@ -131,7 +142,7 @@ pub(crate) fn launch(
         dry_run: opts.dry_run,
         events: true,
         cancel: Some(cancel.clone()),
-        shard: None,
+        shard,
     };
     // `start` spawns the campaign's tasks on the current runtime: ours.
     let mut run = {
@@ -202,7 +213,9 @@ pub(crate) fn launch(
 /// default the spec's `output.dir`), `resume` (continue from the folder's
 /// journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
 /// or written; the report holds the plan), `origin` (the spec's name in error
-/// messages). Unknown fields are an error.
+/// messages), `shard` (`"K/N"`: run only the K-th of N parts of the jobs, split
+/// by job key, for farms that spread a campaign over machines). Unknown fields
+/// are an error.
 ///
 /// `callback` may be NULL; otherwise it receives every event of the run (see
 /// `creative_event_fn` for its thread, ordering and re-entrancy rules) with
@@ -256,6 +269,8 @@ mod tests {
         assert!(e.message.contains("outdir"));
         let o = StartOptions::parse(Some(r#"{"format": "yaml"}"#)).unwrap();
         assert_eq!(o.format("x").unwrap_err().status, creative_status::InvalidArgument);
+        let o = StartOptions::parse(Some(r#"{"shard": "2/4"}"#)).unwrap();
+        assert_eq!(o.shard.as_deref(), Some("2/4"));
     }
 
     #[test]

@@ -634,3 +634,40 @@ fn the_offline_product_campaign_spec_runs_through_the_abi() {
         creative_engine_free(e);
     }
 }
+
+#[test]
+fn a_run_can_take_one_shard_of_the_jobs() {
+    let e = engine();
+    let s = spec(12, 0);
+    let mut counts = Vec::new();
+    for k in 1..=3 {
+        let o = c(&format!(
+            r#"{{"out_dir": "{}", "shard": "{k}/3"}}"#,
+            out_dir(&format!("shard{k}"))
+        ));
+        let run = start(e, &s, &o, None, null_mut());
+        unsafe {
+            assert_eq!(creative_run_wait(run, CREATIVE_WAIT_FOREVER), creative_status::Ok);
+            let mut n = 0usize;
+            assert_eq!(creative_run_artifact_count(run, &mut n), creative_status::Ok);
+            counts.push(n);
+            creative_run_free(run);
+        }
+    }
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        12,
+        "the shards cover every job once: {counts:?}"
+    );
+    assert!(counts.iter().all(|&n| n < 12), "{counts:?}");
+    let mut run = null_mut();
+    let bad = c(r#"{"shard": "4/3"}"#);
+    unsafe {
+        assert_eq!(
+            creative_run_start(e, s.as_ptr(), bad.as_ptr(), None, null_mut(), &mut run),
+            creative_status::InvalidArgument
+        );
+        assert!(last_error().contains("shard `4/3`"), "{}", last_error());
+        creative_engine_free(e);
+    }
+}
