@@ -78,13 +78,7 @@ pub fn default_prices() -> PriceTable {
         ("fal-ai/recraft-v3", 0.04),
         ("fal-ai/stable-diffusion-v35-large", 0.065),
     ] {
-        t.set(
-            m,
-            ModelPrice {
-                image: [("*".to_string(), p)].into_iter().collect(),
-                ..ModelPrice::default()
-            },
-        );
+        t.set(m, ModelPrice::flat_image(p));
     }
     t
 }

@@ -49,6 +49,14 @@ pub struct ModelPrice {
 }
 
 impl ModelPrice {
+    /// One price per image whatever its size and quality (key `*`).
+    pub fn flat_image(usd: f64) -> Self {
+        ModelPrice {
+            image: image_prices(&[("*", usd)]),
+            ..ModelPrice::default()
+        }
+    }
+
     fn overlay(&mut self, o: ModelPrice) {
         self.image.extend(o.image);
         macro_rules! take {
@@ -278,13 +286,7 @@ pub fn gemini_defaults() -> PriceTable {
         ("imagen-4.0-ultra-generate", 0.06),
         ("imagen-4.0-fast-generate", 0.02),
     ] {
-        t.set(
-            m,
-            ModelPrice {
-                image: image_prices(&[("*", p)]),
-                ..ModelPrice::default()
-            },
-        );
+        t.set(m, ModelPrice::flat_image(p));
     }
     for (m, p) in [
         ("veo-2.0-generate", 0.35),

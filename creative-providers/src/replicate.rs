@@ -88,13 +88,7 @@ pub fn default_prices() -> PriceTable {
         ("ideogram-ai/ideogram-v2", 0.08),
         ("recraft-ai/recraft-v3", 0.04),
     ] {
-        t.set(
-            m,
-            ModelPrice {
-                image: [("*".to_string(), p)].into_iter().collect(),
-                ..ModelPrice::default()
-            },
-        );
+        t.set(m, ModelPrice::flat_image(p));
     }
     t
 }

@@ -69,13 +69,7 @@ pub fn default_prices() -> PriceTable {
         ("sd3.5-medium", 3.5),
         ("sd3.5-flash", 2.5),
     ] {
-        t.set(
-            m,
-            ModelPrice {
-                image: [("*".to_string(), credits * 0.01)].into_iter().collect(),
-                ..ModelPrice::default()
-            },
-        );
+        t.set(m, ModelPrice::flat_image(credits * 0.01));
     }
     t
 }
