@@ -199,6 +199,20 @@ fn chain_dag(steps: usize) -> Arc<dyn Pipeline> {
     Arc::new(b.build().unwrap())
 }
 
+/// One generate step on the `sleeper` provider.
+fn one_generate_dag() -> Arc<dyn Pipeline> {
+    Arc::new(
+        Dag::builder("one")
+            .step(
+                "gen",
+                GenerateStep::new(Task::Text, ["sleeper"], "ad for {{ product }}").unwrap(),
+                &[],
+            )
+            .build()
+            .unwrap(),
+    )
+}
+
 fn jobs(n: usize) -> Vec<Job> {
     (0..n)
         .map(|i| {
@@ -249,16 +263,7 @@ fn makespan(c: &mut Criterion) {
         sleeper.precise = timer;
         let provider = Arc::new(sleeper);
         let exec = Executor::builder().provider(provider.clone()).concurrency(256).build();
-        let dag: Arc<dyn Pipeline> = Arc::new(
-            Dag::builder("one")
-                .step(
-                    "gen",
-                    GenerateStep::new(Task::Text, ["sleeper"], "ad for {{ product }}").unwrap(),
-                    &[],
-                )
-                .build()
-                .unwrap(),
-        );
+        let dag = one_generate_dag();
         let n = 10_000usize;
         let ideal = latency.as_secs_f64() * n as f64 / 256.0;
         let mut g = c.benchmark_group("executor");
@@ -313,16 +318,7 @@ fn memory(_c: &mut Criterion) {
     let provider = Arc::new(Sleeper::new(Duration::from_secs(3600)));
     let active_n = 4096;
     let exec = Executor::builder().provider(provider).concurrency(active_n).build();
-    let dag: Arc<dyn Pipeline> = Arc::new(
-        Dag::builder("one")
-            .step(
-                "gen",
-                GenerateStep::new(Task::Text, ["sleeper"], "ad for {{ product }}").unwrap(),
-                &[],
-            )
-            .build()
-            .unwrap(),
-    );
+    let dag = one_generate_dag();
     let active_jobs = jobs(active_n);
     let (active, finished) = rt.block_on(async {
         let before = LIVE.load(Ordering::SeqCst);
@@ -349,16 +345,7 @@ fn cpu_per_job(c: &mut Criterion) {
     let rt = runtime();
     let provider = Arc::new(Sleeper::new(Duration::ZERO));
     let exec = Executor::builder().provider(provider).concurrency(256).build();
-    let dag: Arc<dyn Pipeline> = Arc::new(
-        Dag::builder("one")
-            .step(
-                "gen",
-                GenerateStep::new(Task::Text, ["sleeper"], "ad for {{ product }}").unwrap(),
-                &[],
-            )
-            .build()
-            .unwrap(),
-    );
+    let dag = one_generate_dag();
     let n = 10_000usize;
     let mut g = c.benchmark_group("executor");
     g.sample_size(20);
