@@ -95,16 +95,20 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// Install headers, libraries, pkg-config and CMake files into a prefix with the
-/// project's own install script.
-fn install(name: &str) -> PathBuf {
-    let prefix = scratch(name).join("prefix");
-    let mut cmd = tool("bash");
-    cmd.arg(repo().join("creative-ffi/scripts/install.sh"))
-        .arg(libs())
-        .arg(&prefix);
-    run(cmd, "install.sh");
-    prefix
+/// Install headers, libraries, pkg-config and CMake files into one prefix with the
+/// project's own install script, shared by every host test: a debug build of the
+/// libraries is large, and one copy per test once filled a CI disk.
+fn install() -> &'static Path {
+    static PREFIX: OnceLock<PathBuf> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let prefix = scratch("prefix");
+        let mut cmd = tool("bash");
+        cmd.arg(repo().join("creative-ffi/scripts/install.sh"))
+            .arg(libs())
+            .arg(&prefix);
+        run(cmd, "install.sh");
+        prefix
+    })
 }
 
 fn pkg_config(prefix: &Path, args: &[&str]) -> Vec<String> {
@@ -127,25 +131,27 @@ fn assert_all_passed(out: &Output, what: &str) {
     );
 }
 
-/// Compile the C host against the installed shared library through pkg-config.
+/// Compile the C host against the installed shared library through pkg-config;
+/// returns the executable and the test's scratch folder.
 fn build_c_host(name: &str) -> (PathBuf, PathBuf) {
-    let prefix = install(name);
-    let exe = prefix.parent().expect("scratch").join("host");
+    let prefix = install();
+    let dir = scratch(name);
+    let exe = dir.join("host");
     let mut cmd = tool("gcc");
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"])
         .arg(repo().join("examples/c/host.c"))
         .arg("-o")
         .arg(&exe)
-        .args(pkg_config(&prefix, &["--cflags", "--libs"]))
+        .args(pkg_config(prefix, &["--cflags", "--libs"]))
         .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
     run(cmd, "gcc examples/c/host.c");
-    (exe, prefix)
+    (exe, dir)
 }
 
 #[test]
 fn c_host_runs_clean_under_valgrind() {
-    let (exe, prefix) = build_c_host("c-valgrind");
-    let out_dir = prefix.parent().expect("scratch").join("out");
+    let (exe, dir) = build_c_host("c-valgrind");
+    let out_dir = dir.join("out");
     let mut cmd = tool("valgrind");
     cmd.args([
         "--leak-check=full",
@@ -175,8 +181,9 @@ fn c_host_runs_clean_under_valgrind() {
 
 #[test]
 fn c_host_links_the_static_library() {
-    let prefix = install("c-static");
-    let exe = prefix.parent().expect("scratch").join("host_static");
+    let prefix = install();
+    let dir = scratch("c-static");
+    let exe = dir.join("host_static");
     let mut cmd = tool("gcc");
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"])
         .arg(repo().join("examples/c/host.c"))
@@ -187,25 +194,26 @@ fn c_host_links_the_static_library() {
         .args(["-lpthread", "-ldl", "-lm"]);
     run(cmd, "gcc examples/c/host.c (static)");
     let mut host = Command::new(&exe);
-    host.arg(prefix.parent().expect("scratch").join("out"));
+    host.arg(dir.join("out"));
     let out = run(host, "static C host");
     assert_all_passed(&out, "static C host");
 }
 
 #[test]
 fn cpp_host_uses_the_raii_wrapper() {
-    let prefix = install("cpp");
-    let exe = prefix.parent().expect("scratch").join("host_cpp");
+    let prefix = install();
+    let dir = scratch("cpp");
+    let exe = dir.join("host_cpp");
     let mut cmd = tool("g++");
     cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1"])
         .arg(repo().join("examples/cpp/host.cpp"))
         .arg("-o")
         .arg(&exe)
-        .args(pkg_config(&prefix, &["--cflags", "--libs"]))
+        .args(pkg_config(prefix, &["--cflags", "--libs"]))
         .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
     run(cmd, "g++ examples/cpp/host.cpp");
     let mut host = Command::new(&exe);
-    host.arg(prefix.parent().expect("scratch").join("out"));
+    host.arg(dir.join("out"));
     let out = run(host, "C++ host");
     assert_all_passed(&out, "C++ host");
 }
@@ -224,8 +232,8 @@ fn python_tool_runs_through_ctypes() {
 
 #[test]
 fn cmake_package_builds_the_cpp_and_static_c_hosts() {
-    let prefix = install("cmake");
-    let build = prefix.parent().expect("scratch").join("build");
+    let prefix = install();
+    let build = scratch("cmake").join("build");
     let mut cmd = tool("cmake");
     cmd.arg("-S")
         .arg(repo().join("examples/cmake"))
@@ -247,15 +255,15 @@ fn cmake_package_builds_the_cpp_and_static_c_hosts() {
 
 #[test]
 fn pkg_config_file_is_relocatable_and_versioned() {
-    let prefix = install("pkgconfig");
-    let cflags = pkg_config(&prefix, &["--cflags"]);
+    let prefix = install();
+    let cflags = pkg_config(prefix, &["--cflags"]);
     assert!(
         cflags
             .iter()
             .any(|f| f.starts_with("-I") && Path::new(&f[2..]).join("creative.h").is_file()),
         "{cflags:?}"
     );
-    let version = pkg_config(&prefix, &["--modversion"]);
+    let version = pkg_config(prefix, &["--modversion"]);
     assert_eq!(version, [env!("CARGO_PKG_VERSION")]);
 }
 
