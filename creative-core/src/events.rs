@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 /// Progress counts carried by job and run events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Jobs known so far (the total once the job source is exhausted).
+    /// The number of jobs: the announced one (`RunOptions::jobs_hint`, or the job
+    /// source's exact size) while jobs are still being pulled, at least those
+    /// pulled so far, and the exact count once the source is exhausted.
     pub jobs_total: u64,
     /// Jobs that ended, in any state.
     pub jobs_done: u64,

@@ -785,6 +785,39 @@ async fn events_stream_tells_the_whole_story_in_order() {
     assert_eq!(json["type"], "run_started");
 }
 
+#[tokio::test]
+async fn progress_counts_against_the_announced_total_until_the_source_runs_dry() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p).concurrency(1).build();
+    let dag = Dag::builder("progress").step("gen", gen(&["p"]), &[]).build().unwrap();
+    // A lazy source of 5 jobs that announces 7: progress says "of 7" while jobs are
+    // still being pulled, and the exact 5 once the source is exhausted.
+    let mut run = exec
+        .start(
+            Arc::new(dag),
+            jobs(5),
+            RunOptions {
+                events: true,
+                jobs_hint: Some(7),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let events: Vec<_> = run.events().unwrap().collect().await;
+    let out = run.wait().await;
+    let finished: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::JobFinished { progress, .. } => Some((progress.jobs_done, progress.jobs_total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 5);
+    assert_eq!(finished[0], (1, 7), "the first job counts against the announced total");
+    assert_eq!(*finished.last().unwrap(), (5, 5), "{finished:?}");
+    assert_eq!(out.progress.jobs_total, 5);
+}
+
 // ---------------------------------------------------------------- DAG
 
 #[tokio::test]

@@ -22,6 +22,7 @@ pub(crate) mod job;
 pub(crate) mod shared;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -389,6 +390,11 @@ async fn drive(
 ) -> RunOutcome {
     let started = Instant::now();
     let steps = pipeline.step_names();
+    let jobs_hint = jobs_hint.or(match jobs.size_hint() {
+        (lo, Some(hi)) if lo == hi => Some(lo as u64),
+        _ => None,
+    });
+    run.counters.jobs_hint.store(jobs_hint.unwrap_or(0), Ordering::Relaxed);
     run.events.emit(EventKind::RunStarted {
         pipeline: pipeline.name().to_string(),
         steps: steps.len(),
@@ -404,11 +410,16 @@ async fn drive(
         while !source_done && active.len() < max_active && !run.cancel.is_cancelled() && !run.budget.is_exhausted() {
             let Some(job) = jobs.next() else {
                 source_done = true;
+                // From here the count is exact, even if the hint was wrong.
+                run.counters.jobs_hint.store(0, Ordering::Relaxed);
                 break;
             };
             let index = next_index;
             next_index += 1;
             Counters::add(&run.counters.jobs_total, 1);
+            if jobs.size_hint().1 == Some(0) {
+                run.counters.jobs_hint.store(0, Ordering::Relaxed);
+            }
             if run.events.is_listened() {
                 run.events.emit(EventKind::JobStarted {
                     job: job.key().to_string(),
@@ -482,6 +493,7 @@ async fn drive(
             finish_job(&run, &r);
             results.push(r);
         }
+        run.counters.jobs_hint.store(0, Ordering::Relaxed);
     }
     results.sort_by_key(|r| r.index);
     let status = if run.cancel.is_cancelled() {

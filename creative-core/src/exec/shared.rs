@@ -87,6 +87,9 @@ pub(crate) struct Counters {
     pub steps_done: AtomicU64,
     pub steps_resumed: AtomicU64,
     pub jobs_total: AtomicU64,
+    /// The job source's announced size, until the source runs dry: progress shows
+    /// "3 of 24" from the start rather than "3 of 4" while jobs are pulled lazily.
+    pub jobs_hint: AtomicU64,
     pub jobs_done: AtomicU64,
     pub jobs_failed: AtomicU64,
 }
@@ -153,7 +156,7 @@ impl Counters {
     pub fn progress(&self) -> crate::events::Progress {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         crate::events::Progress {
-            jobs_total: g(&self.jobs_total),
+            jobs_total: g(&self.jobs_total).max(g(&self.jobs_hint)),
             jobs_done: g(&self.jobs_done),
             jobs_failed: g(&self.jobs_failed),
             steps_done: g(&self.steps_done),
