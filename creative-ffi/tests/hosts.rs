@@ -64,25 +64,29 @@ fn run(mut cmd: Command, what: &str) -> Output {
     out
 }
 
-/// The shared and static libraries, built with the same profile and target dir as
-/// this test (cargo builds every crate type of the library for the tests; if a
-/// file is missing, build it explicitly).
+/// The folder holding the shared and static libraries of this very build.
+///
+/// `cargo test` builds every crate type of the library into `target/<profile>/deps`
+/// (fresh for this test run) but copies them up to `target/<profile>` only on
+/// `cargo build`, so the copies there may be stale: read `deps` first, and build
+/// explicitly only when it lacks them.
 fn libs() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = profile_dir();
-        let so = dir.join("libcreative_ffi.so");
-        let a = dir.join("libcreative_ffi.a");
-        if !so.is_file() || !a.is_file() {
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-p", "creative-ffi", "--lib"]);
-            cmd.env("CARGO_TARGET_DIR", dir.parent().expect("target dir"));
-            if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-                cmd.arg("--release");
-            }
-            run(cmd, "cargo build -p creative-ffi");
+        let has_both = |d: &Path| d.join("libcreative_ffi.so").is_file() && d.join("libcreative_ffi.a").is_file();
+        let deps = profile_dir().join("deps");
+        if has_both(&deps) {
+            return deps;
         }
-        assert!(so.is_file() && a.is_file(), "no libcreative_ffi in {}", dir.display());
+        let dir = profile_dir();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "creative-ffi", "--lib"]);
+        cmd.env("CARGO_TARGET_DIR", dir.parent().expect("target dir"));
+        if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+            cmd.arg("--release");
+        }
+        run(cmd, "cargo build -p creative-ffi");
+        assert!(has_both(&dir), "no libcreative_ffi in {}", dir.display());
         dir
     })
 }

@@ -25,9 +25,10 @@
 //! show its spec form.
 //!
 //! **Formats.** Input: PNG, JPEG, WebP. Output: PNG (deflate on zlib-rs, or
-//! fdeflate), JPEG (jpeg-encoder, quality 1..=100) and **lossless** WebP only:
-//! there is no pure-Rust lossy WebP encoder, and binding the C libwebp was not
-//! worth its build weight; a `quality` setting with WebP output is refused.
+//! fdeflate), JPEG (jpeg-encoder, quality 1..=100) and WebP: lossless by default
+//! (the pure-Rust `image-webp`), lossy when a `quality` (1..=100) is given
+//! (libwebp 1.6, vendored and built by `libwebp-sys`: there is no pure-Rust
+//! lossy WebP encoder under a permissive licence).
 //!
 //! ```
 //! use creative_ops::{steps::{ResizeSettings, ResizeStep}, EncodeSettings, Format, Raster};
@@ -45,7 +46,8 @@
 //! uses jpeg-encoder, whose DCT is derived from libjpeg: this software is based
 //! in part on the work of the Independent JPEG Group.
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// Denied, not forbidden: the libwebp call in `webp` is the one allowed exception.
+#![deny(unsafe_code)]
 
 pub mod attention;
 pub mod caption;
@@ -58,6 +60,7 @@ pub mod phash;
 pub mod raster;
 mod registry;
 pub mod steps;
+mod webp;
 
 /// The `image` crate this one decodes and encodes with (PNG, JPEG, WebP only),
 /// re-exported so hosts can build a [`Raster`] without a version mismatch.

@@ -26,8 +26,7 @@ pub enum Format {
     /// JPEG (lossy; no alpha: transparent pixels are flattened on `background`).
     #[serde(alias = "jpg")]
     Jpeg,
-    /// WebP, **lossless only**: no pure-Rust lossy WebP encoder exists, and a C
-    /// libwebp binding was judged not worth its build weight here.
+    /// WebP: lossless, or lossy when a `quality` is set.
     Webp,
 }
 
@@ -109,7 +108,7 @@ impl PngCompression {
 ///
 /// ```toml
 /// format = "jpeg"          # png | jpeg | webp; default: the input's format
-/// quality = 85             # JPEG only, 1..=100, default 90
+/// quality = 85             # JPEG (default 90) or lossy WebP (default lossless), 1..=100
 /// png_compression = "balanced" # fast | balanced | high | best
 /// background = "#ffffff"   # what transparent pixels become in a JPEG
 /// ```
@@ -119,7 +118,8 @@ pub struct EncodeSettings {
     /// Output format; `None` keeps the input's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
-    /// JPEG quality 1..=100 (default 90). Rejected for WebP, which is lossless.
+    /// Quality 1..=100: for JPEG (default 90), and for WebP, where setting it
+    /// selects lossy encoding (without it WebP is lossless). Refused for PNG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
     /// PNG deflate effort (default `balanced`).
@@ -137,12 +137,6 @@ impl EncodeSettings {
         if let Some(q) = self.quality {
             if !(1..=100).contains(&q) {
                 return Err(OpsError::settings("quality", format!("{q} is outside 1..=100")));
-            }
-            if self.format == Some(Format::Webp) {
-                return Err(OpsError::settings(
-                    "quality",
-                    "WebP output is lossless only (no lossy WebP encoder is built in); remove `quality`",
-                ));
             }
             if self.format == Some(Format::Png) {
                 return Err(OpsError::settings(
@@ -427,16 +421,13 @@ impl Raster {
                         message: e.to_string(),
                     })?;
             }
-            Format::Webp => {
-                if settings.quality.is_some() {
-                    return Err(OpsError::settings(
-                        "quality",
-                        "WebP output is lossless only (no lossy WebP encoder is built in); remove `quality`",
-                    ));
+            Format::Webp => match settings.quality {
+                Some(q) => out = crate::webp::encode_lossy(self.raw(), w, h, self.channels(), q)?,
+                None => {
+                    let enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+                    enc.write_image(self.raw(), w, h, self.color_type()).map_err(err)?;
                 }
-                let enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
-                enc.write_image(self.raw(), w, h, self.color_type()).map_err(err)?;
-            }
+            },
         }
         debug_assert!(image::guess_format(&out).ok() == Some(format.codec()));
         Ok(out)

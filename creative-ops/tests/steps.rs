@@ -53,8 +53,10 @@ fn bad_settings_are_named() {
     assert!(build_err("resize", json!({ "mode": "fill", "width": 10 })).contains("`width`"));
     assert!(build_err("reframe", json!({ "aspect": "wide" })).contains("`wide` is not an aspect ratio"));
     assert!(build_err("reframe", json!({ "aspect": "9:16", "width": 100, "height": 100 })).contains("is not 9:16"));
-    let e = build_err("convert", json!({ "format": "webp", "quality": 80 }));
-    assert!(e.contains("lossless only"), "{e}");
+    let e = build_err("convert", json!({ "format": "webp", "quality": 0 }));
+    assert!(e.contains("`quality`") && e.contains("outside 1..=100"), "{e}");
+    let e = build_err("convert", json!({ "format": "png", "quality": 80 }));
+    assert!(e.contains("PNG is lossless"), "{e}");
     assert!(build_err("convert", json!({ "format": "gif" })).contains("unknown variant `gif`"));
     assert!(build_err("pad", json!({})).contains("`aspect`"));
     assert!(build_err("overlay", json!({ "text": "{{ oops" })).contains("`text`"));
@@ -306,6 +308,73 @@ async fn convert_writes_each_format() {
     let hi = run("convert", json!({ "format": "jpeg", "quality": 95 }), png(&img)).await;
     let lo = run("convert", json!({ "format": "jpeg", "quality": 30 }), png(&img)).await;
     assert!(lo[0].data().len() < hi[0].data().len());
+}
+
+/// Mean absolute difference per channel between two same-sized images.
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>() / a.len() as f64
+}
+
+#[tokio::test]
+async fn webp_with_a_quality_is_lossy_and_the_quality_matters() {
+    // Smooth shading with fine grain: what photographs look like to an encoder.
+    let grain = detailed(256, 192, 11);
+    let img = image::RgbImage::from_fn(256, 192, |x, y| {
+        let g = grain.get_pixel(x, y)[1] % 8;
+        image::Rgb([(x / 2) as u8 + g, (y + 30) as u8, (255 - x) as u8 / 2 + g])
+    });
+    let lossless = run("convert", json!({ "format": "webp" }), png(&img)).await;
+    let hi = run("convert", json!({ "format": "webp", "quality": 90 }), png(&img)).await;
+    let lo = run("convert", json!({ "format": "webp", "quality": 20 }), png(&img)).await;
+    for out in [&hi, &lo] {
+        assert_eq!(out[0].media(), &MediaType::Webp);
+        assert!(
+            out[0].data().starts_with(b"RIFF") && &out[0].data()[8..16] == b"WEBPVP8 ",
+            "a lossy (VP8) bitstream"
+        );
+    }
+    assert!(&lossless[0].data()[8..16] == b"WEBPVP8L", "no quality: lossless (VP8L)");
+    let (hi_len, lo_len, ll_len) = (hi[0].data().len(), lo[0].data().len(), lossless[0].data().len());
+    assert!(
+        lo_len < hi_len && hi_len < ll_len,
+        "q20 {lo_len} < q90 {hi_len} < lossless {ll_len} bytes"
+    );
+    let decoded = |a: &Artifact| match Raster::decode(a.data(), "webp").unwrap().0 {
+        Raster::Rgb(r) => r,
+        Raster::Rgba(_) => panic!("an opaque image stays RGB"),
+    };
+    let (h, l) = (decoded(&hi[0]), decoded(&lo[0]));
+    assert_eq!(h.dimensions(), (256, 192));
+    let (dh, dl) = (
+        mean_abs_diff(h.as_raw(), img.as_raw()),
+        mean_abs_diff(l.as_raw(), img.as_raw()),
+    );
+    assert!(dh > 0.0, "lossy, not lossless");
+    assert!(dh < dl, "q90 is closer to the source ({dh:.2}) than q20 ({dl:.2})");
+    assert!(dh < 4.0, "q90 stays close to the source: {dh:.2} per channel");
+}
+
+#[tokio::test]
+async fn lossy_webp_keeps_transparency() {
+    let mut img = image::RgbaImage::from_pixel(64, 64, image::Rgba([200, 40, 40, 255]));
+    for y in 0..64 {
+        for x in 32..64 {
+            img.put_pixel(x, y, image::Rgba([0, 0, 0, 0]));
+        }
+    }
+    let src = Raster::Rgba(img).encode(Format::Png, &Default::default()).unwrap();
+    let out = run(
+        "convert",
+        json!({ "format": "webp", "quality": 80 }),
+        Artifact::new(MediaType::Png, src),
+    )
+    .await;
+    let Raster::Rgba(r) = Raster::decode(out[0].data(), "webp").unwrap().0 else {
+        panic!("alpha kept")
+    };
+    assert_eq!(r.get_pixel(60, 10)[3], 0, "transparent stays transparent");
+    assert_eq!(r.get_pixel(4, 10)[3], 255, "opaque stays opaque");
 }
 
 #[tokio::test]
