@@ -370,3 +370,60 @@ async fn a_dry_run_expands_the_matrix_and_estimates_without_calling() {
     assert!(!dir.join("out").exists(), "nothing was written");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
+    use creative::core::EventKind;
+    let dir = temp_dir("live");
+    let out = dir.join("out");
+    let spec = Spec::parse(&campaign_spec(None), Format::Toml, "delivery.toml").unwrap();
+    let campaign = spec.build(&registry(), ".").unwrap();
+    let mut run = campaign
+        .start(CampaignOptions {
+            out_dir: Some(out.clone()),
+            events: true,
+            ..CampaignOptions::default()
+        })
+        .unwrap();
+    // A second run into the same folder is refused while the first holds it.
+    let e = campaign
+        .start(CampaignOptions {
+            out_dir: Some(out.clone()),
+            ..CampaignOptions::default()
+        })
+        .err()
+        .expect("the folder is taken")
+        .to_string();
+    assert!(e.contains("in use by another run"), "{e}");
+    let mut events = run.events().unwrap();
+    let mut seen_on_finish = 0;
+    while let Some(ev) = events.recv().await {
+        if let EventKind::JobFinished { job, .. } = &ev.kind {
+            let j = campaign.jobs().iter().find(|j| j.key() == job).unwrap();
+            let (locale, product) = (j.vars()["locale"].as_str().unwrap(), j.vars()["product"].as_str().unwrap());
+            for step in ["hero", "thumb"] {
+                let path = out.join(locale).join(format!("{product}-{step}.png"));
+                assert!(path.is_file(), "{} is there when its job ends", path.display());
+            }
+            seen_on_finish += 1;
+        }
+    }
+    assert_eq!(seen_on_finish, 4);
+    assert!(!out.join("manifest.json").exists(), "the manifest comes at the end");
+    let done = run.wait().await.unwrap();
+    assert_eq!(done.outcome.status, Status::Succeeded);
+    assert!(done.report.delivery_errors.is_empty(), "{:?}", done.report.delivery_errors);
+    // Released: the same folder can be resumed now.
+    let again = campaign
+        .start(CampaignOptions {
+            out_dir: Some(out.clone()),
+            resume: true,
+            ..CampaignOptions::default()
+        })
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(again.manifest, done.manifest);
+    let _ = std::fs::remove_dir_all(&dir);
+}

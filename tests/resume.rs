@@ -157,6 +157,18 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
         done_before.len()
     );
     assert!(!out_b.join("manifest.json").exists(), "a killed run writes no manifest");
+    // Jobs that ended before the kill delivered their files as they ended.
+    let mut early: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for step in ["hero", "caption"] {
+        for e in std::fs::read_dir(out_b.join(step)).into_iter().flatten() {
+            let path = e.unwrap().path();
+            if !path.to_string_lossy().ends_with(".tmp") {
+                let bytes = std::fs::read(&path).unwrap();
+                early.push((path, bytes));
+            }
+        }
+    }
+    assert!(!early.is_empty(), "no file was delivered before the kill");
 
     // Resume.
     let o = run(&[
@@ -219,6 +231,14 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
             bytes.len() as u64,
             a["bytes"].as_u64().unwrap(),
             "{} is whole",
+            path.display()
+        );
+    }
+    for (path, bytes) in &early {
+        assert_eq!(
+            &std::fs::read(path).unwrap(),
+            bytes,
+            "{} was delivered before the kill and kept",
             path.display()
         );
     }

@@ -102,4 +102,15 @@ impl DirectorySink {
         crate::store::write_atomic(&path, artifact.data(), false)
             .map_err(|e| SinkError::new("directory", format!("write {}: {e}", path.display())))
     }
+
+    /// Write one artifact at `rel` unless a file is already there; returns
+    /// whether the file now holds the artifact. Used while a run is going, when
+    /// another asset may own the name until the final pass settles collisions.
+    pub fn write_unless_taken(&self, rel: &str, artifact: &Artifact) -> Result<bool, SinkError> {
+        let path = self.root.join(rel);
+        if let Ok(existing) = std::fs::read(&path) {
+            return Ok(ArtifactId::of(artifact.media(), &existing) == *artifact.id());
+        }
+        self.write(rel, artifact).map(|()| true)
+    }
 }

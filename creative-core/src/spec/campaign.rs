@@ -23,9 +23,10 @@ use crate::job::{Job, Vars};
 use crate::pipeline::Dag;
 use crate::provider::Provider;
 use crate::resilience::Budget;
+use crate::spec::live::DeliverAsJobsEnd;
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
-use crate::store::{write_atomic, BlobStore, DiskCache, FileJournal, StoreError};
+use crate::store::{lock_out_dir, remove_stale_temps, write_atomic, BlobStore, DiskCache, FileJournal, StoreError};
 
 /// A runnable campaign, built from a spec with [`Spec::build`](crate::spec::Spec::build).
 #[derive(Clone)]
@@ -287,6 +288,8 @@ enum RunState {
     Live {
         handle: RunHandle,
         pump: tokio::task::JoinHandle<()>,
+        /// Held until the outputs are written.
+        lock: fs::File,
     },
 }
 
@@ -433,12 +436,15 @@ impl Campaign {
     /// of an unsharded run.
     pub async fn merge(&self, out_dir: &Path, shard_dirs: &[PathBuf]) -> Result<(Manifest, Report), CampaignError> {
         let state = out_dir.join(STATE_DIR);
+        let lock = lock_out_dir(&state)?;
         let sources: Vec<PathBuf> = shard_dirs.iter().map(|d| d.join(STATE_DIR)).collect();
         let dest = state.clone();
         tokio::task::spawn_blocking(move || merge_state(&dest, &sources))
             .await
             .map_err(|e| StoreError(format!("merge task failed: {e}")))??;
-        self.finalize(out_dir, None).await
+        let done = self.finalize(out_dir, None).await;
+        drop(lock);
+        done
     }
 
     fn start_all(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
@@ -452,6 +458,7 @@ impl Campaign {
             });
         }
         let state_dir = out_dir.join(STATE_DIR);
+        let lock = lock_out_dir(&state_dir)?;
         let journal = Arc::new(FileJournal::open(&state_dir, opts.resume)?);
         let cache = Arc::new(DiskCache::open(
             self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()),
@@ -467,7 +474,12 @@ impl Campaign {
             cancel: opts.cancel.clone(),
             jobs_hint: Some(self.jobs.len() as u64),
         };
-        let mut handle = self.executor.start(self.dag.clone(), self.jobs.clone(), run_opts)?;
+        let pipeline = Arc::new(DeliverAsJobsEnd {
+            inner: self.dag.clone(),
+            dir: DirectorySink::new(&out_dir, self.file_names.clone()),
+            deliver: self.deliver.clone().into(),
+        });
+        let mut handle = self.executor.start(pipeline, self.jobs.clone(), run_opts)?;
         let mut stream = handle
             .events()
             .ok_or_else(|| StoreError("the executor gave no event stream".into()))?;
@@ -498,7 +510,7 @@ impl Campaign {
         Ok(CampaignRun {
             campaign: self.clone(),
             out_dir,
-            state: RunState::Live { handle, pump },
+            state: RunState::Live { handle, pump, lock },
             events: rx,
         })
     }
@@ -607,6 +619,18 @@ impl Campaign {
                     asset.path = Some(rel);
                 }
                 Err(e) => errors.push(e.to_string()),
+            }
+        }
+        // A run killed while delivering may have left half-written temporaries
+        // beside the assets (never under an asset's name): clear them.
+        let mut folders: HashSet<PathBuf> = used
+            .iter()
+            .filter_map(|p| out_dir.join(p).parent().map(Path::to_path_buf))
+            .collect();
+        folders.insert(out_dir.to_path_buf());
+        for f in folders {
+            if let Err(e) = remove_stale_temps(&f) {
+                errors.push(format!("clean {}: {e}", f.display()));
             }
         }
         Ok((manifest, records, errors))
@@ -828,11 +852,12 @@ impl CampaignRun {
                     plan: Some(plan),
                 })
             }
-            RunState::Live { handle, pump } => {
+            RunState::Live { handle, pump, lock } => {
                 let outcome = handle.wait().await;
                 // The stream ends when the run's last sender is dropped.
                 let _ = pump.await;
                 let (manifest, report) = self.campaign.finalize(&self.out_dir, Some(&outcome)).await?;
+                drop(lock);
                 Ok(CampaignOutcome {
                     outcome,
                     manifest,

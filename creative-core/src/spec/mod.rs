@@ -23,6 +23,7 @@
 mod build;
 mod campaign;
 mod error;
+mod live;
 mod matrix;
 mod registry;
 mod schema;

@@ -30,6 +30,69 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Hold the output folder whose state folder is `state_dir` for this run: two
+/// runs writing one journal and one set of files at once would corrupt both.
+/// The lock is released when the returned file is dropped (or the process dies).
+pub(crate) fn lock_out_dir(state_dir: &Path) -> Result<File, StoreError> {
+    fs::create_dir_all(state_dir).map_err(|e| StoreError(format!("create {}: {e}", state_dir.display())))?;
+    let path = state_dir.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError(format!("open {}: {e}", path.display())))?;
+    match f.try_lock() {
+        Ok(()) => {
+            // The holder's pid, for the message another run gets.
+            let _ = f.set_len(0);
+            let _ = f.write_all(std::process::id().to_string().as_bytes());
+            Ok(f)
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            let out = state_dir.parent().unwrap_or(state_dir);
+            Err(StoreError(format!(
+                "output folder {} is in use by another run (pid {}); wait for it to end or choose another output folder",
+                out.display(),
+                if holder.trim().is_empty() { "unknown" } else { holder.trim() }
+            )))
+        }
+        Err(fs::TryLockError::Error(e)) => Err(StoreError(format!("lock {}: {e}", path.display()))),
+    }
+}
+
+/// Whether `name` is one of [`temp_path`]'s names: `.<name>.<pid>.<n>.tmp`.
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(3, '.');
+    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_some_and(|n| !n.is_empty())
+}
+
+/// Remove the temporaries a killed writer left in `dir` (not recursive); returns
+/// how many. Only for folders no other writer is using: the caller holds the
+/// output folder's lock.
+pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_type()?.is_file() && e.file_name().to_str().is_some_and(is_temp_name) {
+            fs::remove_file(e.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Write `data` to `path` atomically: temporary file, optional fsync, rename,
 /// optional fsync of the folder.
 pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
@@ -155,5 +218,58 @@ mod tests {
         let bad = ArtifactId::from_hex("../../etc");
         assert!(store.put(&bad, b"x", false).is_err());
         let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised_and_nothing_else() {
+        let t = temp_path(Path::new("/x/hero/mug-square-en.png"));
+        let name = t.file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_name(name), "{name}");
+        for other in [
+            "mug.png",
+            ".mug.png",
+            "mug.tmp",
+            ".mug.12.tmp",
+            ".mug.a.1.tmp",
+            "..1.2.tmp",
+            ".mug.png.1.x.tmp",
+        ] {
+            assert!(!is_temp_name(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_real_files_kept() {
+        let dir = std::env::temp_dir().join(format!("creative-temps-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("a.png"), b"a").unwrap();
+        fs::write(temp_path(&dir.join("a.png")), b"half").unwrap();
+        fs::write(dir.join(".b.png.99.3.tmp"), b"half").unwrap();
+        assert_eq!(remove_stale_temps(&dir).unwrap(), 2);
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["a.png"]);
+        assert_eq!(remove_stale_temps(&dir.join("missing")).unwrap(), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_output_folder_is_held_by_one_run_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("creative-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let held = lock_out_dir(&dir).unwrap();
+        let e = lock_out_dir(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("in use by another run") && e.contains(&std::process::id().to_string()),
+            "{e}"
+        );
+        drop(held);
+        lock_out_dir(&dir).expect("free again once released");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

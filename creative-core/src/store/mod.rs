@@ -12,8 +12,8 @@ mod blobs;
 mod cache;
 mod journal;
 
-pub(crate) use blobs::write_atomic;
 pub use blobs::BlobStore;
+pub(crate) use blobs::{lock_out_dir, remove_stale_temps, write_atomic};
 pub use cache::DiskCache;
 pub use journal::{ArtifactRecord, FileJournal, JournalRecord};
 
