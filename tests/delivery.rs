@@ -400,7 +400,10 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
     while let Some(ev) = events.recv().await {
         if let EventKind::JobFinished { job, .. } = &ev.kind {
             let j = campaign.jobs().iter().find(|j| j.key() == job).unwrap();
-            let (locale, product) = (j.vars()["locale"].as_str().unwrap(), j.vars()["product"].as_str().unwrap());
+            let (locale, product) = (
+                j.vars()["locale"].as_str().unwrap(),
+                j.vars()["product"].as_str().unwrap(),
+            );
             for step in ["hero", "thumb"] {
                 let path = out.join(locale).join(format!("{product}-{step}.png"));
                 assert!(path.is_file(), "{} is there when its job ends", path.display());
@@ -412,7 +415,11 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
     assert!(!out.join("manifest.json").exists(), "the manifest comes at the end");
     let done = run.wait().await.unwrap();
     assert_eq!(done.outcome.status, Status::Succeeded);
-    assert!(done.report.delivery_errors.is_empty(), "{:?}", done.report.delivery_errors);
+    assert!(
+        done.report.delivery_errors.is_empty(),
+        "{:?}",
+        done.report.delivery_errors
+    );
     // Released: the same folder can be resumed now.
     let again = campaign
         .start(CampaignOptions {
@@ -425,5 +432,56 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
         .await
         .unwrap();
     assert_eq!(again.manifest, done.manifest);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_a_hanging_webhook_but_keeps_files_and_manifest() {
+    use creative::core::CancellationToken;
+    // A receiver that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(4) {
+            held.push(conn);
+            let _ = tx.send(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    });
+    let dir = temp_dir("hang");
+    let out = dir.join("out");
+    let spec = campaign_spec(Some(&url)).replace("retries = 2", "retries = 2\ntimeout_s = 30");
+    let campaign = Spec::parse(&spec, Format::Toml, "delivery.toml")
+        .unwrap()
+        .build(&registry(), ".")
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let run = campaign
+        .start(CampaignOptions {
+            out_dir: Some(out.clone()),
+            cancel: Some(cancel.clone()),
+            ..CampaignOptions::default()
+        })
+        .unwrap();
+    // Cancel once the first POST is stuck.
+    let waiter = tokio::task::spawn_blocking(move || {
+        rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        cancel.cancel();
+        std::time::Instant::now()
+    });
+    let done = run.wait().await.unwrap();
+    let cancelled_at = waiter.await.unwrap();
+    let took = cancelled_at.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "wait returned {took:?} after the cancel");
+    assert_eq!(done.manifest.assets.len(), 8, "every finished asset is in the manifest");
+    assert!(out.join("manifest.json").is_file());
+    for a in &done.manifest.assets {
+        assert!(out.join(a.path.as_ref().unwrap()).is_file());
+    }
+    let errors = done.report.delivery_errors.join("\n");
+    assert!(errors.contains("stopped: the run was cancelled"), "{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }

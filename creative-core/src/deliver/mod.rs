@@ -47,7 +47,9 @@ impl SinkError {
 /// `deliver` is called once per delivered asset (after the directory sink has
 /// written it, so `asset.path` is set), then `finish` once with the manifest and
 /// the report. A failing sink does not fail the run: its errors are listed in the
-/// report.
+/// report. When the run is cancelled, a call in progress is dropped at its next
+/// await and no further calls are made (files and manifest are still written);
+/// a resume delivers the rest, so sinks should be idempotent.
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// A name for reports.

@@ -522,6 +522,20 @@ impl Campaign {
         out_dir: &Path,
         outcome: Option<&RunOutcome>,
     ) -> Result<(Manifest, Report), CampaignError> {
+        self.finalize_until(out_dir, outcome, None).await
+    }
+
+    /// [`finalize`](Self::finalize), where a cancelled `cancel` stops the sinks:
+    /// the files, manifest, report and sheet are local and always written, but a
+    /// cancelled run does not wait on webhooks (their retries can take minutes).
+    /// What they did not get is listed in the report, and a resume sends it (with
+    /// the same idempotency keys).
+    async fn finalize_until(
+        &self,
+        out_dir: &Path,
+        outcome: Option<&RunOutcome>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(Manifest, Report), CampaignError> {
         let state_dir = out_dir.join(STATE_DIR);
         let this = self.clone();
         let out = out_dir.to_path_buf();
@@ -529,8 +543,9 @@ impl Campaign {
             .await
             .map_err(|e| StoreError(format!("delivery task failed: {e}")))??;
         let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
+        let mut sinks_stopped = false;
         if !self.sinks.is_empty() {
-            for asset in &manifest.assets {
+            'assets: for asset in &manifest.assets {
                 let b = blobs.clone();
                 let (id, media) = (asset.id.clone(), asset.media.clone());
                 let data = tokio::task::spawn_blocking(move || b.get(&id, &media))
@@ -545,8 +560,13 @@ impl Campaign {
                     asset.provenance.clone(),
                 );
                 for s in &self.sinks {
-                    if let Err(e) = s.deliver(asset, &artifact).await {
-                        errors.push(e.to_string());
+                    match until_cancelled(cancel, s.deliver(asset, &artifact)).await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => errors.push(e.to_string()),
+                        None => {
+                            sinks_stopped = true;
+                            break 'assets;
+                        }
                     }
                 }
             }
@@ -557,9 +577,21 @@ impl Campaign {
         }
         let mut report = builder.finish(&self.name, outcome, &records, &manifest.assets);
         for s in &self.sinks {
-            if let Err(e) = s.finish(&manifest, &report).await {
-                errors.push(e.to_string());
+            if sinks_stopped {
+                break;
             }
+            match until_cancelled(cancel, s.finish(&manifest, &report)).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => errors.push(e.to_string()),
+                None => sinks_stopped = true,
+            }
+        }
+        if sinks_stopped {
+            let names: Vec<&str> = self.sinks.iter().map(|s| s.name()).collect();
+            errors.push(format!(
+                "sinks {} stopped: the run was cancelled; resume it to deliver the rest",
+                names.join(", ")
+            ));
         }
         report.delivery_errors = errors;
         let this = self.clone();
@@ -667,6 +699,18 @@ mod erased {
             v.push(b'\n');
             v
         }
+    }
+}
+
+/// Run `f` unless `cancel` fires first (`None` then).
+async fn until_cancelled<F: std::future::Future>(cancel: Option<&CancellationToken>, f: F) -> Option<F::Output> {
+    match cancel {
+        Some(t) if t.is_cancelled() => None,
+        Some(t) => tokio::select! {
+            r = f => Some(r),
+            () = t.cancelled() => None,
+        },
+        None => Some(f.await),
     }
 }
 
@@ -853,10 +897,14 @@ impl CampaignRun {
                 })
             }
             RunState::Live { handle, pump, lock } => {
+                let cancel = handle.cancel_token();
                 let outcome = handle.wait().await;
                 // The stream ends when the run's last sender is dropped.
                 let _ = pump.await;
-                let (manifest, report) = self.campaign.finalize(&self.out_dir, Some(&outcome)).await?;
+                let (manifest, report) = self
+                    .campaign
+                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel))
+                    .await?;
                 drop(lock);
                 Ok(CampaignOutcome {
                     outcome,
