@@ -353,6 +353,11 @@ async fn webp_with_a_quality_is_lossy_and_the_quality_matters() {
     assert!(dh > 0.0, "lossy, not lossless");
     assert!(dh < dl, "q90 is closer to the source ({dh:.2}) than q20 ({dl:.2})");
     assert!(dh < 4.0, "q90 stays close to the source: {dh:.2} per channel");
+    // Provenance goes into a lossy file as into a lossless one, pixels untouched.
+    let tagged = run("metadata", json!({ "mode": "write" }), hi[0].clone()).await;
+    let text = metadata::read(tagged[0].data(), Format::Webp).unwrap().expect("embedded");
+    assert!(text.contains(hi[0].id().as_str()), "{text}");
+    assert_eq!(decoded(&tagged[0]), h);
 }
 
 #[tokio::test]
@@ -375,6 +380,10 @@ async fn lossy_webp_keeps_transparency() {
     };
     assert_eq!(r.get_pixel(60, 10)[3], 0, "transparent stays transparent");
     assert_eq!(r.get_pixel(4, 10)[3], 255, "opaque stays opaque");
+    // The extended (VP8X + ALPH) layout takes provenance too.
+    let tagged = run("metadata", json!({ "mode": "write" }), out[0].clone()).await;
+    assert!(metadata::read(tagged[0].data(), Format::Webp).unwrap().is_some());
+    assert_eq!(Raster::decode(tagged[0].data(), "tagged").unwrap().0, Raster::Rgba(r));
 }
 
 #[tokio::test]
