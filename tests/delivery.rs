@@ -475,7 +475,10 @@ async fn a_cancel_stops_a_hanging_webhook_but_keeps_files_and_manifest() {
     let done = run.wait().await.unwrap();
     let cancelled_at = waiter.await.unwrap();
     let took = cancelled_at.elapsed();
-    assert!(took < std::time::Duration::from_secs(2), "wait returned {took:?} after the cancel");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "wait returned {took:?} after the cancel"
+    );
     assert_eq!(done.manifest.assets.len(), 8, "every finished asset is in the manifest");
     assert!(out.join("manifest.json").is_file());
     for a in &done.manifest.assets {

@@ -355,7 +355,9 @@ async fn webp_with_a_quality_is_lossy_and_the_quality_matters() {
     assert!(dh < 4.0, "q90 stays close to the source: {dh:.2} per channel");
     // Provenance goes into a lossy file as into a lossless one, pixels untouched.
     let tagged = run("metadata", json!({ "mode": "write" }), hi[0].clone()).await;
-    let text = metadata::read(tagged[0].data(), Format::Webp).unwrap().expect("embedded");
+    let text = metadata::read(tagged[0].data(), Format::Webp)
+        .unwrap()
+        .expect("embedded");
     assert!(text.contains(hi[0].id().as_str()), "{text}");
     assert_eq!(decoded(&tagged[0]), h);
 }

@@ -51,6 +51,7 @@ def main():
         ("png_default (zlib level 6)", "PNG", {}),
         ("png_level1", "PNG", {"compress_level": 1}),
         ("jpeg_q85", "JPEG", {"quality": 85}),
+        ("webp_q80 (lossy, method 4)", "WEBP", {"quality": 80, "method": 4}),
     ]
     print(f"Pillow {Image.__version__ if hasattr(Image, '__version__') else ''}".strip())
     for name, fmt, opts in cases:
