@@ -392,9 +392,12 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
             ..CampaignOptions::default()
         })
         .err()
-        .expect("the folder is taken")
-        .to_string();
-    assert!(e.contains("in use by another run"), "{e}");
+        .expect("the folder is taken");
+    assert!(
+        matches!(&e, creative::core::spec::CampaignError::OutputInUse { holder: Some(pid), .. } if *pid == std::process::id()),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("in use by another run"), "{e}");
     let mut events = run.events().unwrap();
     let mut seen_on_finish = 0;
     while let Some(ev) = events.recv().await {

@@ -26,7 +26,9 @@ use crate::resilience::Budget;
 use crate::spec::live::DeliverAsJobsEnd;
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
-use crate::store::{lock_out_dir, remove_stale_temps, write_atomic, BlobStore, DiskCache, FileJournal, StoreError};
+use crate::store::{
+    lock_out_dir, remove_stale_temps, write_atomic, BlobStore, DiskCache, FileJournal, LockError, StoreError,
+};
 
 /// A runnable campaign, built from a spec with [`Spec::build`](crate::spec::Spec::build).
 #[derive(Clone)]
@@ -138,6 +140,30 @@ pub enum CampaignError {
     /// The executor refused the run.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Another run (in this process or another) is writing the output folder.
+    #[error(
+        "output folder {} is in use by another run (pid {}); wait for it to end or choose another output folder",
+        out_dir.display(),
+        holder.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+    )]
+    OutputInUse {
+        /// The folder.
+        out_dir: PathBuf,
+        /// The holding process, when it could be read.
+        holder: Option<u32>,
+    },
+}
+
+impl CampaignError {
+    fn from_lock(out_dir: &Path, e: LockError) -> Self {
+        match e {
+            LockError::Busy(holder) => CampaignError::OutputInUse {
+                out_dir: out_dir.to_path_buf(),
+                holder,
+            },
+            LockError::Store(e) => CampaignError::Store(e),
+        }
+    }
 }
 
 /// One request a dry run would make.
@@ -436,7 +462,7 @@ impl Campaign {
     /// of an unsharded run.
     pub async fn merge(&self, out_dir: &Path, shard_dirs: &[PathBuf]) -> Result<(Manifest, Report), CampaignError> {
         let state = out_dir.join(STATE_DIR);
-        let lock = lock_out_dir(&state)?;
+        let lock = lock_out_dir(&state).map_err(|e| CampaignError::from_lock(out_dir, e))?;
         let sources: Vec<PathBuf> = shard_dirs.iter().map(|d| d.join(STATE_DIR)).collect();
         let dest = state.clone();
         tokio::task::spawn_blocking(move || merge_state(&dest, &sources))
@@ -458,7 +484,7 @@ impl Campaign {
             });
         }
         let state_dir = out_dir.join(STATE_DIR);
-        let lock = lock_out_dir(&state_dir)?;
+        let lock = lock_out_dir(&state_dir).map_err(|e| CampaignError::from_lock(&out_dir, e))?;
         let journal = Arc::new(FileJournal::open(&state_dir, opts.resume)?);
         let cache = Arc::new(DiskCache::open(
             self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()),

@@ -30,10 +30,21 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Why an output folder could not be held.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LockError {
+    /// Another run holds it.
+    #[error("busy")]
+    Busy(Option<u32>),
+    /// The lock file could not be made or locked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Hold the output folder whose state folder is `state_dir` for this run: two
 /// runs writing one journal and one set of files at once would corrupt both.
 /// The lock is released when the returned file is dropped (or the process dies).
-pub(crate) fn lock_out_dir(state_dir: &Path) -> Result<File, StoreError> {
+pub(crate) fn lock_out_dir(state_dir: &Path) -> Result<File, LockError> {
     fs::create_dir_all(state_dir).map_err(|e| StoreError(format!("create {}: {e}", state_dir.display())))?;
     let path = state_dir.join("lock");
     let mut f = OpenOptions::new()
@@ -51,15 +62,10 @@ pub(crate) fn lock_out_dir(state_dir: &Path) -> Result<File, StoreError> {
             Ok(f)
         }
         Err(fs::TryLockError::WouldBlock) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            let out = state_dir.parent().unwrap_or(state_dir);
-            Err(StoreError(format!(
-                "output folder {} is in use by another run (pid {}); wait for it to end or choose another output folder",
-                out.display(),
-                if holder.trim().is_empty() { "unknown" } else { holder.trim() }
-            )))
+            let holder = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+            Err(LockError::Busy(holder))
         }
-        Err(fs::TryLockError::Error(e)) => Err(StoreError(format!("lock {}: {e}", path.display()))),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError(format!("lock {}: {e}", path.display())).into()),
     }
 }
 
@@ -263,11 +269,10 @@ mod temp_tests {
         let dir = std::env::temp_dir().join(format!("creative-lock-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let held = lock_out_dir(&dir).unwrap();
-        let e = lock_out_dir(&dir).unwrap_err().to_string();
-        assert!(
-            e.contains("in use by another run") && e.contains(&std::process::id().to_string()),
-            "{e}"
-        );
+        match lock_out_dir(&dir) {
+            Err(LockError::Busy(pid)) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
         drop(held);
         lock_out_dir(&dir).expect("free again once released");
         fs::remove_dir_all(&dir).unwrap();

@@ -13,7 +13,7 @@ mod cache;
 mod journal;
 
 pub use blobs::BlobStore;
-pub(crate) use blobs::{lock_out_dir, remove_stale_temps, write_atomic};
+pub(crate) use blobs::{lock_out_dir, remove_stale_temps, write_atomic, LockError};
 pub use cache::DiskCache;
 pub use journal::{ArtifactRecord, FileJournal, JournalRecord};
 
