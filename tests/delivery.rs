@@ -400,8 +400,18 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
     assert!(e.to_string().contains("in use by another run"), "{e}");
     let mut events = run.events().unwrap();
     let mut seen_on_finish = 0;
+    let mut written: Vec<(String, String)> = Vec::new();
     while let Some(ev) = events.recv().await {
+        if let EventKind::AssetWritten { job, path, .. } = &ev.kind {
+            assert!(out.join(path).is_file(), "{path} is on disk when announced");
+            written.push((job.clone(), path.clone()));
+        }
         if let EventKind::JobFinished { job, .. } = &ev.kind {
+            assert_eq!(
+                written.iter().filter(|(j, _)| j == job).count(),
+                2,
+                "both files of {job} were announced before it finished"
+            );
             let j = campaign.jobs().iter().find(|j| j.key() == job).unwrap();
             let (locale, product) = (
                 j.vars()["locale"].as_str().unwrap(),
@@ -415,6 +425,7 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
         }
     }
     assert_eq!(seen_on_finish, 4);
+    assert_eq!(written.len(), 8);
     assert!(!out.join("manifest.json").exists(), "the manifest comes at the end");
     let done = run.wait().await.unwrap();
     assert_eq!(done.outcome.status, Status::Succeeded);

@@ -218,6 +218,20 @@ pub enum EventKind {
         /// The error, when it failed.
         error: Option<String>,
     },
+    /// A delivered asset's file was written into the output folder (campaign runs
+    /// deliver each job's files as the job ends, just before its `JobFinished`).
+    /// The pass at the end of the run may still rename a file whose name another
+    /// asset also took; the manifest has the final paths.
+    AssetWritten {
+        /// Job key.
+        job: String,
+        /// The step that made it.
+        step: String,
+        /// Its position among the step's outputs.
+        index: usize,
+        /// Path relative to the output folder.
+        path: String,
+    },
     /// A job ended.
     JobFinished {
         /// Job key.

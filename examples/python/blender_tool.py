@@ -5,9 +5,11 @@ In Blender, ``execute()`` below would be the body of an ``bpy.types.Operator``:
 the host contributes its own step ("render this in the host": here a stand-in
 that writes a small PPM frame where Blender would call ``bpy.ops.render``), and
 a studio check as a gate; the campaign runs in the background while the UI
-polls progress from a timer (``bpy.app.timers``); the artifacts land in the
-scene as images. Events arrive on a library thread, so they are queued and
-drained on the main thread, as Blender requires.
+polls progress from a timer (``bpy.app.timers``); each delivered file is loaded
+into the scene as soon as its ``asset_written`` event says it is on disk
+(``bpy.data.images.load`` in Blender), while later shots are still running.
+Events arrive on a library thread, so they are queued and drained on the main
+thread, as Blender requires.
 
 Run: CREATIVE_LIBRARY=path/to/libcreative_ffi.so python3 blender_tool.py OUT_DIR
 """
@@ -86,16 +88,25 @@ def studio_aspect_check(call):
 def execute(out_dir):
     """What the operator does; returns a result dict a UI would display."""
     events = queue.Queue()  # filled on a library thread, drained on the "main" thread
+    run_dir = os.path.join(out_dir, "previs")
+    loaded = {}  # path -> bytes: stands in for bpy.data.images.load(path)
+
+    def handle(event):
+        seen.append(event)
+        if event["type"] == "asset_written":
+            with open(os.path.join(run_dir, event["path"]), "rb") as f:
+                loaded[event["path"]] = f.read()
+
     with creative.Engine({"worker_threads": 2}) as eng:
         eng.register_step("blender_render", blender_render)
         eng.register_gate("studio_aspect_check", studio_aspect_check)
-        with eng.start(SPEC, {"out_dir": os.path.join(out_dir, "previs")}, on_event=events.put) as run:
+        with eng.start(SPEC, {"out_dir": run_dir}, on_event=events.put) as run:
             # A timer-driven UI loop: poll, drain events, update the status bar.
             seen = []
             while run.state == "running":
                 try:
                     while True:
-                        seen.append(events.get_nowait())
+                        handle(events.get_nowait())
                 except queue.Empty:
                     pass
                 p = run.progress
@@ -103,7 +114,7 @@ def execute(out_dir):
                 time.sleep(0.02)
             run.wait()
             while not events.empty():
-                seen.append(events.get_nowait())
+                handle(events.get_nowait())
             print()
             arts = run.artifacts()
             report = run.report()
@@ -116,6 +127,7 @@ def execute(out_dir):
                 "concepts": [a for a in arts if a.media_type == "image/png"],
                 "report": report,
                 "manifest": manifest,
+                "loaded": loaded,
             }
 
 
@@ -139,6 +151,11 @@ def main():
           "each frame knows its shot")
     check(r["events"][0] == "run_started" and r["events"][-1] == "run_finished", "events from start to finish")
     check(isinstance(r["report"], dict) and isinstance(r["manifest"], dict), "report and manifest are JSON")
+    delivered = {a["path"] for a in r["manifest"]["assets"]}
+    check(len(delivered) == 3 and set(r["loaded"]) == delivered,
+          "every delivered file was loaded as its job ended (%s)" % sorted(r["loaded"]))
+    written = [i for i, e in enumerate(r["events"]) if e == "asset_written"]
+    check(written and written[0] < r["events"].index("run_finished"), "files arrive before the run ends")
 
     # A broken spec is an exception with a status, never a crash of the DCC.
     with creative.Engine() as eng:

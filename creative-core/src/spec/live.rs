@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::artifact::Artifact;
 use crate::deliver::{AssetEntry, DirectorySink};
+use crate::events::EventKind;
 use crate::exec::{JobCtx, JobResult};
 use crate::pipeline::{Dag, Pipeline};
 
@@ -39,7 +40,7 @@ impl Pipeline for DeliverAsJobsEnd {
 
     async fn run_job(&self, ctx: &JobCtx) -> JobResult {
         let result = self.inner.run_job(ctx).await;
-        let mut files: Vec<(String, Artifact)> = Vec::new();
+        let mut files: Vec<(String, usize, String, Artifact)> = Vec::new();
         for step in self.deliver.iter() {
             for (index, a) in result.outputs(step).iter().enumerate() {
                 let entry = AssetEntry {
@@ -57,7 +58,7 @@ impl Pipeline for DeliverAsJobsEnd {
                 };
                 // A name the template refuses is reported by the final pass.
                 if let Ok(rel) = self.dir.path_for(&entry) {
-                    files.push((rel, a.clone()));
+                    files.push((step.clone(), index, rel, a.clone()));
                 }
             }
         }
@@ -65,14 +66,31 @@ impl Pipeline for DeliverAsJobsEnd {
             let dir = self.dir.clone();
             let job = result.job.key().to_string();
             let written = tokio::task::spawn_blocking(move || {
-                for (rel, a) in &files {
-                    // Best effort: the final pass retries and reports failures.
-                    if let Err(e) = dir.write_unless_taken(rel, a) {
-                        tracing::debug!(job = %job, path = %rel, error = %e, "early delivery failed");
+                files
+                    .into_iter()
+                    .filter(|(_, _, rel, a)| match dir.write_unless_taken(rel, a) {
+                        Ok(ours) => ours,
+                        // Best effort: the final pass retries and reports failures.
+                        Err(e) => {
+                            tracing::debug!(job = %job, path = %rel, error = %e, "early delivery failed");
+                            false
+                        }
+                    })
+                    .map(|(step, index, path, _)| (step, index, path))
+                    .collect::<Vec<_>>()
+            });
+            if let Ok(written) = written.await {
+                if ctx.run.events.is_listened() {
+                    for (step, index, path) in written {
+                        ctx.run.events.emit(EventKind::AssetWritten {
+                            job: result.job.key().to_string(),
+                            step,
+                            index,
+                            path,
+                        });
                     }
                 }
-            });
-            let _ = written.await;
+            }
         }
         result
     }
