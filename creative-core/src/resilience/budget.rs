@@ -35,13 +35,19 @@ pub struct Budget {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BudgetExceeded {
     /// Money.
-    #[error("cost limit of ${limit:.2} reached (spent ${spent:.4}, this call needs ${needed:.4})")]
+    #[error(
+        "cost limit of ${limit:.2} reached: ${spent:.4} spent, ${reserved:.4} held by calls in flight{}",
+        if *needed > 0.0 { format!(", ${needed:.4} more needed") } else { String::new() }
+    )]
     Cost {
         /// The limit.
         limit: f64,
-        /// Spent and reserved so far.
+        /// Settled so far.
         spent: f64,
-        /// What the call would add.
+        /// Reserved by calls still in flight.
+        reserved: f64,
+        /// What the refused call would have added (0 when the budget was already
+        /// exhausted before it asked).
         needed: f64,
     },
     /// Attempts.
@@ -120,16 +126,13 @@ impl Budget {
             if let Some(limit) = self.max_cost_micros {
                 return Err(BudgetExceeded::Cost {
                     limit: limit as f64 / 1e6,
-                    spent: self.committed_micros() as f64 / 1e6,
+                    spent: self.spent_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                    reserved: self.reserved_micros.load(Ordering::Relaxed) as f64 / 1e6,
                     needed: 0.0,
                 });
             }
         }
         Ok(())
-    }
-
-    fn committed_micros(&self) -> u64 {
-        self.spent_micros.load(Ordering::Relaxed) + self.reserved_micros.load(Ordering::Relaxed)
     }
 
     /// Reserve the estimated cost of one call and count the attempt.
@@ -155,7 +158,8 @@ impl Budget {
                 self.exhausted.store(true, Ordering::Relaxed);
                 return Err(BudgetExceeded::Cost {
                     limit: limit as f64 / 1e6,
-                    spent: (prev + spent) as f64 / 1e6,
+                    spent: spent as f64 / 1e6,
+                    reserved: prev as f64 / 1e6,
                     needed: estimate_usd,
                 });
             }
