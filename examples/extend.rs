@@ -160,7 +160,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .provider(Arc::new(HouseCopywriter {
             calls: AtomicU32::new(0),
         }))
-        .concurrency(2)
+        // One call at a time, so the simulated service's rate limits (every fourth
+        // call) and the budget land on the same jobs in every run.
+        .concurrency(1)
         .build();
     let copy = GenerateStep::new(Task::Text, ["house-copy"], "{{ product }} for {{ audience }}")?
         .gate(Arc::new(BrandVoice { avoid: vec!["cheap"] }))
