@@ -25,6 +25,7 @@ use creative::core::{CancellationToken, EventKind, Status};
 
 const USAGE: &str = "usage:
   creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--shard K/N] [--json] [--quiet]
+                   [--no-preflight]
   creative merge SPEC SHARD_DIR... [--out DIR] [--json]
   creative check SPEC
 
@@ -36,7 +37,9 @@ const USAGE: &str = "usage:
               run any part); `merge` then combines the parts' output folders into one, with
               the manifest an unsharded run would give
   --json      print the report (or the dry run's plan) as JSON instead of tables
-  --quiet     no progress bar";
+  --quiet     no progress bar
+  --no-preflight  start even if a provider's server does not answer (by default a run
+              first checks that local servers such as ComfyUI and Ollama are up)";
 
 struct Args {
     command: String,
@@ -46,6 +49,7 @@ struct Args {
     force: bool,
     json: bool,
     quiet: bool,
+    preflight: bool,
     out: Option<PathBuf>,
     shard: Option<Shard>,
     shard_dirs: Vec<PathBuf>,
@@ -68,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         force: false,
         json: false,
         quiet: false,
+        preflight: true,
         out: None,
         shard: None,
         shard_dirs: Vec::new(),
@@ -80,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
             "--force" => a.force = true,
             "--json" => a.json = true,
             "--quiet" | "-q" => a.quiet = true,
+            "--no-preflight" => a.preflight = false,
             "--out" | "-o" => a.out = Some(it.next().ok_or("--out needs a folder")?.into()),
             s if s.starts_with("--out=") => a.out = Some(s["--out=".len()..].into()),
             "--shard" => a.shard = Some(it.next().ok_or("--shard needs K/N")?.parse()?),
@@ -203,6 +209,14 @@ async fn merge(campaign: Campaign, args: Args) -> ExitCode {
 }
 
 async fn run(campaign: Campaign, args: Args) -> ExitCode {
+    if args.preflight {
+        if let Err(e) = campaign.preflight(Duration::from_secs(5)).await {
+            eprintln!(
+                "error: {e}\n(start the server or fix its base_url; --no-preflight starts anyway, and the run waits for it)"
+            );
+            return ExitCode::from(2);
+        }
+    }
     let cancel = CancellationToken::new();
     let opts = CampaignOptions {
         out_dir: args.out.clone(),
@@ -250,13 +264,42 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
         b
     };
     let mut events = run.events();
+    let quiet = args.quiet;
     let progress = {
         let bar = bar.clone();
         tokio::spawn(async move {
             let Some(events) = events.as_mut() else { return };
             let (mut cost, mut failed, mut gate_failures, mut resumed, mut hits) = (0.0, 0u64, 0u64, 0u64, 0u64);
+            let mut notices = Notices::new(&bar, quiet);
             while let Some(e) = events.recv().await {
                 match e.kind {
+                    EventKind::Retry {
+                        step, provider, reason, ..
+                    } => {
+                        notices.once(format!("retry {step} {provider}"), || {
+                            format!("note: {step}: retrying {provider} ({reason}); further retries are counted in the report")
+                        });
+                        continue;
+                    }
+                    EventKind::Fallback {
+                        step, from, to, reason, ..
+                    } => {
+                        notices.once(format!("fallback {step} {from} {to}"), || {
+                            format!("note: {step}: falling back from {from} to {to} ({reason})")
+                        });
+                        continue;
+                    }
+                    EventKind::Waiting {
+                        step, delay_ms, reason, ..
+                    } if delay_ms >= 1000 => {
+                        notices.every(format!("waiting {step}"), Duration::from_secs(10), || {
+                            format!(
+                                "note: {step}: {reason}; waiting {:.0} s before trying again (Ctrl-C to stop, then --resume)",
+                                delay_ms as f64 / 1e3
+                            )
+                        });
+                        continue;
+                    }
                     EventKind::AttemptFinished { cost_usd, .. } => cost += cost_usd,
                     EventKind::GateVerdict { passed: false, .. } => gate_failures += 1,
                     EventKind::StepResumed { .. } => resumed += 1,
@@ -308,6 +351,46 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// What the run tells the user while it goes, above the progress bar (or on
+/// stderr when there is none), each kind of notice once or once per period, so a
+/// provider that keeps failing does not flood the terminal.
+struct Notices<'a> {
+    bar: &'a indicatif::ProgressBar,
+    quiet: bool,
+    last: std::collections::HashMap<String, std::time::Instant>,
+}
+
+impl<'a> Notices<'a> {
+    fn new(bar: &'a indicatif::ProgressBar, quiet: bool) -> Self {
+        Notices {
+            bar,
+            quiet,
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    fn once(&mut self, key: String, text: impl FnOnce() -> String) {
+        self.every(key, Duration::MAX, text);
+    }
+
+    fn every(&mut self, key: String, period: Duration, text: impl FnOnce() -> String) {
+        if self.quiet {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.last.get(&key).is_some_and(|t| now.duration_since(*t) < period) {
+            return;
+        }
+        self.last.insert(key, now);
+        let line = text();
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
         }
     }
 }

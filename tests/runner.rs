@@ -1,6 +1,6 @@
 //! The runner binary on the shipped example specs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");
@@ -85,5 +85,40 @@ fn a_bad_spec_exits_2_with_the_error() {
     assert!(err.contains("bad.toml:2: steps: invalid type"), "{err}");
     let o = Command::new(BIN).args(["run"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_server_that_is_not_running_fails_the_run_before_it_starts() {
+    let dir = temp_dir("preflight");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs/comfyui_campaign.toml"))
+            .unwrap()
+            .replace("http://127.0.0.1:8188", &format!("http://127.0.0.1:{port}"));
+    assert!(
+        spec.contains(&port.to_string()),
+        "the example spec names ComfyUI's address"
+    );
+    let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs/comfyui_workflow.json");
+    std::fs::copy(wf, dir.join("comfyui_workflow.json")).unwrap();
+    let p = dir.join("comfyui_campaign.toml");
+    std::fs::write(&p, spec).unwrap();
+    let out = dir.join("out");
+    let started = std::time::Instant::now();
+    let o = Command::new(BIN)
+        .args(["run", p.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("provider `comfy` cannot be reached"), "{err}");
+    assert!(err.contains("--no-preflight"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "failed fast");
+    assert!(!out.exists(), "nothing was written");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -84,6 +84,15 @@ pub trait Provider: Send + Sync {
     /// Perform one call.
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError>;
 
+    /// Check, before a run starts, that the provider can be reached at all: a
+    /// local server that is not running, a wrong base URL. Runners call it once
+    /// per provider to fail fast, instead of retrying and waiting on an open
+    /// circuit for minutes. It must be quick and cost nothing; the default
+    /// assumes the provider is there.
+    async fn preflight(&self, _ctx: &CallCtx) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// Told, after a generate step judged `artifact` (one this provider returned),
     /// whether it passed every gate. Only called when the step has gates.
     ///

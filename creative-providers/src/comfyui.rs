@@ -858,6 +858,14 @@ impl Provider for ComfyUi {
         &self.id
     }
 
+    /// `GET /system_stats`: answers as soon as the server is up, whatever its queue.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        self.transport
+            .send(HttpRequest::get("system_stats"), ctx)
+            .await
+            .map(|_| ())
+    }
+
     fn capabilities(&self) -> Capabilities {
         let mut tasks = vec![Task::Image];
         if self.inject.contains_key("image") {

@@ -239,6 +239,14 @@ impl Provider for Ollama {
         &self.id
     }
 
+    /// `GET /api/version`: cheap, and needs no model loaded.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        self.transport
+            .send(HttpRequest::get("api/version"), ctx)
+            .await
+            .map(|_| ())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             tasks: vec![Task::Text],

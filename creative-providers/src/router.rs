@@ -679,6 +679,24 @@ impl Provider for Router {
         Router::record_verdict(self, artifact, accepted);
     }
 
+    /// Reachable when any member is: the router routes around the others.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        let mut errors = Vec::new();
+        for m in &self.members {
+            match m.provider.preflight(ctx).await {
+                Ok(()) => return Ok(()),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(ProviderError::transient(
+            self.id.clone(),
+            format!("no member is reachable: {}", errors.join("; ")),
+        ))
+    }
+
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
         let mut order = self.rank(request);
         if order.is_empty() {

@@ -517,3 +517,34 @@ fn settings_errors_name_the_problem() {
     assert!(bad(json!({"workflow": workflow(), "inject": {"seed": "seed"}})).contains("not a `node_id.inputs.field`"));
     assert!(bad(json!({"workflow": workflow(), "colour": 1})).contains("colour"));
 }
+
+#[tokio::test]
+async fn preflight_asks_system_stats_and_a_closed_port_is_transient() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "GET",
+        "/system_stats",
+        Reply::json(
+            200,
+            json!({"system": {"os": "posix", "comfyui_version": "0.3.40"}, "devices": []}),
+        ),
+    );
+    let p = build("comfyui", settings(&mock)).unwrap();
+    p.preflight(&CallCtx::detached()).await.expect("the server is up");
+    assert_eq!(mock.requests().last().unwrap().path(), "/system_stats");
+
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = build(
+        "comfyui",
+        json!({"base_url": format!("http://127.0.0.1:{port}"), "workflow": workflow()}),
+    )
+    .unwrap();
+    let e = down.preflight(&CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(e.to_string().contains("system_stats"), "{e}");
+}

@@ -169,3 +169,18 @@ async fn chat_passes_the_failure_suite() {
 async fn generate_passes_the_failure_suite() {
     failure_suite(conformance("generate", "/api/generate", generate_ok())).await;
 }
+
+#[tokio::test]
+async fn preflight_asks_the_version_endpoint() {
+    let mock = MockServer::start().await;
+    mock.route("GET", "/api/version", Reply::json(200, json!({"version": "0.12.6"})));
+    let p = build("ollama", json!({"base_url": mock.url(), "model": "llama3.2"})).unwrap();
+    p.preflight(&CallCtx::detached()).await.expect("the server is up");
+    assert_eq!(mock.requests().last().unwrap().path(), "/api/version");
+    let empty = MockServer::start().await;
+    let p = build("ollama", json!({"base_url": empty.url(), "model": "llama3.2"})).unwrap();
+    assert!(
+        p.preflight(&CallCtx::detached()).await.is_err(),
+        "a server without the endpoint is not Ollama"
+    );
+}

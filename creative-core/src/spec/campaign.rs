@@ -20,7 +20,7 @@ use crate::deliver::{
 use crate::events::{Event, Progress};
 use crate::exec::{Executor, RunError, RunHandle, RunOptions, RunOutcome};
 use crate::job::{Job, Vars};
-use crate::pipeline::Dag;
+use crate::pipeline::{Dag, Pipeline};
 use crate::provider::Provider;
 use crate::resilience::Budget;
 use crate::spec::live::DeliverAsJobsEnd;
@@ -152,6 +152,21 @@ pub enum CampaignError {
         /// The holding process, when it could be read.
         holder: Option<u32>,
     },
+    /// A provider the pipeline calls could not be reached before the run
+    /// ([`Campaign::preflight`]).
+    #[error("{}", unreachable_text(failures))]
+    Unreachable {
+        /// Provider id and what went wrong, for each one that failed.
+        failures: Vec<(String, String)>,
+    },
+}
+
+fn unreachable_text(failures: &[(String, String)]) -> String {
+    let each: Vec<String> = failures
+        .iter()
+        .map(|(id, why)| format!("provider `{id}` cannot be reached: {why}"))
+        .collect();
+    each.join("; ")
 }
 
 impl CampaignError {
@@ -453,6 +468,39 @@ impl Campaign {
                 part.start_all(opts)
             }
             None => self.start_all(opts),
+        }
+    }
+
+    /// Ask every provider the pipeline calls whether it can be reached
+    /// ([`Provider::preflight`]), all at once, each within `timeout`. Call it
+    /// before [`start`](Self::start) to fail fast on a server that is not running
+    /// or a wrong base URL, rather than retrying and waiting on open circuits.
+    pub async fn preflight(&self, timeout: Duration) -> Result<(), CampaignError> {
+        let used: std::collections::BTreeSet<String> = self.dag.providers().into_iter().collect();
+        let checks = used.into_iter().filter_map(|id| {
+            let p = self.providers.get(&id)?.clone();
+            Some(async move {
+                let ctx = crate::provider::CallCtx {
+                    cancel: CancellationToken::new(),
+                    attempt: 1,
+                    deadline: Some(std::time::Instant::now() + timeout),
+                };
+                let r = match tokio::time::timeout(timeout, p.preflight(&ctx)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {:.1} s", timeout.as_secs_f64())),
+                };
+                (id, r)
+            })
+        });
+        let failures: Vec<(String, String)> = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter_map(|(id, r)| r.err().map(|e| (id, e)))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(CampaignError::Unreachable { failures })
         }
     }
 
