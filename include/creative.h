@@ -405,8 +405,11 @@ enum creative_status creative_engine_kinds_json(const struct creative_engine *en
  * journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
  * or written; the report holds the plan), `origin` (the spec's name in error
  * messages), `shard` (`"K/N"`: run only the K-th of N parts of the jobs, split
- * by job key, for farms that spread a campaign over machines). Unknown fields
- * are an error.
+ * by job key, for farms that spread a campaign over machines), `preflight`
+ * (`true`: first check that the providers' servers answer, such as a local
+ * ComfyUI or Ollama; this call then blocks up to 5 s, and a server that does not
+ * answer gives `CREATIVE_STATUS_PROVIDER_ERROR` naming it). Unknown fields are
+ * an error.
  *
  * `callback` may be NULL; otherwise it receives every event of the run (see
  * `creative_event_fn` for its thread, ordering and re-entrancy rules) with
@@ -416,8 +419,10 @@ enum creative_status creative_engine_kinds_json(const struct creative_engine *en
  * Statuses: `CREATIVE_STATUS_PARSE` for a spec or options text that does not
  * parse or fit the schema (the message names the field and line),
  * `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
- * unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run of
- * this engine that has not ended is writing to the same output folder.
+ * unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run
+ * that has not ended, of this engine or of another process, is writing to the
+ * same output folder, `CREATIVE_STATUS_PROVIDER_ERROR` if `preflight` found a
+ * server that does not answer.
  *
  * Ownership: on success `*out_run` receives a run the caller frees with
  * `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).

@@ -100,7 +100,9 @@ impl EngineInner {
             .worker_threads(config.worker_threads)
             .max_blocking_threads(config.max_blocking_threads)
             .thread_name("creative-worker")
+            // Timers for retries and polling, sockets for every HTTP provider.
             .enable_time()
+            .enable_io()
             .build()
             .map_err(|e| {
                 FfiError::new(

@@ -43,6 +43,9 @@ pub(crate) struct StartOptions {
     /// Run only this part of the jobs, `"K/N"` (see `creative_core::spec::Shard`).
     #[serde(default)]
     pub(crate) shard: Option<String>,
+    /// Check that the providers' servers answer before starting (blocks up to 5 s).
+    #[serde(default)]
+    pub(crate) preflight: bool,
 }
 
 impl StartOptions {
@@ -123,6 +126,12 @@ pub(crate) fn launch(
     };
     let registry = engine.registry();
     let campaign = spec.build(&registry, &base_dir).map_err(spec_error)?;
+    if opts.preflight && !opts.dry_run {
+        engine
+            .handle()
+            .block_on(campaign.preflight(std::time::Duration::from_secs(5)))
+            .map_err(|e| FfiError::new(creative_status::ProviderError, e.to_string()))?;
+    }
 
     let out_dir = opts
         .out_dir
@@ -148,10 +157,13 @@ pub(crate) fn launch(
     let mut run = {
         let _rt = engine.handle().enter();
         campaign.start(copts).map_err(|e| {
-            FfiError::new(
-                creative_status::Io,
-                format!("cannot start campaign `{}`: {e}", campaign.name()),
-            )
+            let status = match e {
+                // Another process holds the folder: the same state as a run of
+                // this engine still writing there.
+                creative_core::spec::CampaignError::OutputInUse { .. } => creative_status::WrongState,
+                _ => creative_status::Io,
+            };
+            FfiError::new(status, format!("cannot start campaign `{}`: {e}", campaign.name()))
         })?
     };
     let events: std::pin::Pin<Box<dyn futures::Stream<Item = creative_core::Event> + Send>> = match run.events() {
@@ -214,8 +226,11 @@ pub(crate) fn launch(
 /// journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
 /// or written; the report holds the plan), `origin` (the spec's name in error
 /// messages), `shard` (`"K/N"`: run only the K-th of N parts of the jobs, split
-/// by job key, for farms that spread a campaign over machines). Unknown fields
-/// are an error.
+/// by job key, for farms that spread a campaign over machines), `preflight`
+/// (`true`: first check that the providers' servers answer, such as a local
+/// ComfyUI or Ollama; this call then blocks up to 5 s, and a server that does not
+/// answer gives `CREATIVE_STATUS_PROVIDER_ERROR` naming it). Unknown fields are
+/// an error.
 ///
 /// `callback` may be NULL; otherwise it receives every event of the run (see
 /// `creative_event_fn` for its thread, ordering and re-entrancy rules) with
@@ -225,8 +240,10 @@ pub(crate) fn launch(
 /// Statuses: `CREATIVE_STATUS_PARSE` for a spec or options text that does not
 /// parse or fit the schema (the message names the field and line),
 /// `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
-/// unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run of
-/// this engine that has not ended is writing to the same output folder.
+/// unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run
+/// that has not ended, of this engine or of another process, is writing to the
+/// same output folder, `CREATIVE_STATUS_PROVIDER_ERROR` if `preflight` found a
+/// server that does not answer.
 ///
 /// Ownership: on success `*out_run` receives a run the caller frees with
 /// `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).

@@ -671,3 +671,153 @@ fn a_run_can_take_one_shard_of_the_jobs() {
         creative_engine_free(e);
     }
 }
+
+#[test]
+fn preflight_refuses_a_run_whose_server_does_not_answer() {
+    let e = engine();
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = c(&format!(
+        "name = \"t\"\n[providers.comfy]\nkind = \"comfyui\"\nbase_url = \"http://127.0.0.1:{port}\"\n\
+         workflow = {{ \"1\" = {{ class_type = \"SaveImage\", inputs = {{ filename_prefix = \"x\" }} }} }}\n\
+         [matrix]\nproduct = [\"mug\"]\n[[steps]]\nname = \"hero\"\nkind = \"generate\"\nproviders = [\"comfy\"]\n\
+         prompt = \"a {{{{ product }}}}\"\n"
+    ));
+    let dir = out_dir("preflight");
+    let o = c(&format!(r#"{{"out_dir": "{dir}", "preflight": true}}"#));
+    let mut run = null_mut();
+    let s = unsafe { creative_run_start(e, down.as_ptr(), o.as_ptr(), None, null_mut(), &mut run) };
+    assert_eq!(s, creative_status::ProviderError, "{}", last_error());
+    assert!(run.is_null());
+    assert!(
+        last_error().contains("provider `comfy` cannot be reached"),
+        "{}",
+        last_error()
+    );
+    assert!(!std::path::Path::new(&dir).exists(), "nothing was written");
+    // A provider that is always there passes, and the run goes on as usual.
+    let o = c(&format!(r#"{{"out_dir": "{dir}", "preflight": true}}"#));
+    let run = start(e, &spec(2, 0), &o, None, null_mut());
+    unsafe {
+        assert_eq!(
+            creative_run_wait(run, CREATIVE_WAIT_FOREVER),
+            creative_status::Ok,
+            "{}",
+            last_error()
+        );
+        creative_run_free(run);
+        creative_engine_free(e);
+    }
+}
+
+/// A loopback server speaking the part of Ollama's API a text run needs:
+/// `GET /api/version` and `POST /api/chat`. Serves `limit` connections.
+fn ollama_server(limit: usize) -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(limit) {
+            let Ok(mut s) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then the body its content-length announces.
+            let (head, body_start, len) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), 0, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let l = l.to_ascii_lowercase();
+                            l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    break (head, i + 4, len);
+                }
+            };
+            while buf.len() < body_start + len {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let first = head.lines().next().unwrap_or_default().to_string();
+            rec.lock().unwrap().push(first.clone());
+            let body = if first.starts_with("GET /api/version") {
+                r#"{"version":"0.12.6"}"#.to_string()
+            } else {
+                let req: serde_json::Value = serde_json::from_slice(&buf[body_start..]).unwrap_or_default();
+                let prompt = req["messages"][0]["content"].as_str().unwrap_or_default().to_string();
+                serde_json::json!({
+                    "model": "llama3.2", "created_at": "2025-10-26T17:21:21Z",
+                    "message": {"role": "assistant", "content": format!("copy for: {prompt}")},
+                    "done": true, "done_reason": "stop", "prompt_eval_count": 12, "eval_count": 7
+                })
+                .to_string()
+            };
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn an_http_provider_runs_through_the_abi() {
+    let (url, seen) = ollama_server(8);
+    let e = engine();
+    let spec = c(&format!(
+        "name = \"t\"\n[providers.local]\nkind = \"ollama\"\nbase_url = \"{url}\"\nmodel = \"llama3.2\"\n\
+         [matrix]\nproduct = [\"mug\", \"lamp\"]\n[[steps]]\nname = \"copy\"\nkind = \"generate\"\ntask = \"text\"\n\
+         providers = [\"local\"]\nprompt = \"a line for a {{{{ product }}}}\"\n"
+    ));
+    let o = c(&format!(r#"{{"out_dir": "{}", "preflight": true}}"#, out_dir("http")));
+    let run = start(e, &spec, &o, None, null_mut());
+    unsafe {
+        assert_eq!(
+            creative_run_wait(run, CREATIVE_WAIT_FOREVER),
+            creative_status::Ok,
+            "{}",
+            last_error()
+        );
+        let mut n = 0;
+        assert_eq!(creative_run_artifact_count(run, &mut n), creative_status::Ok);
+        let mut texts = Vec::new();
+        for i in 0..n {
+            let mut b = creative_bytes { ptr: null(), len: 0 };
+            assert_eq!(creative_run_artifact_data(run, i, &mut b), creative_status::Ok);
+            texts.push(String::from_utf8(std::slice::from_raw_parts(b.ptr, b.len).to_vec()).unwrap());
+        }
+        texts.sort();
+        assert_eq!(texts, ["copy for: a line for a lamp", "copy for: a line for a mug"]);
+        creative_run_free(run);
+        creative_engine_free(e);
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0], "GET /api/version HTTP/1.1",
+        "the preflight came first: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("POST /api/chat")).count(),
+        2,
+        "{seen:?}"
+    );
+}
