@@ -92,7 +92,7 @@ async fn mutated_specs_error_or_work_and_never_panic() {
     let (mut ok, mut errors) = (0usize, 0usize);
     for name in specs {
         let original = std::fs::read_to_string(root.join("examples/specs").join(name)).unwrap();
-        for round in 0..6000 {
+        for round in 0..400 {
             let text = mutate(&mut rng, &original);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 Spec::parse(&text, Format::Toml, name).and_then(|s| s.build(&reg, root.join("examples/specs")))
@@ -125,6 +125,5 @@ async fn mutated_specs_error_or_work_and_never_panic() {
         }
     }
     // Both outcomes were exercised.
-    eprintln!("{ok} built, {errors} refused");
     assert!(ok > 50 && errors > 300, "{ok} built, {errors} refused");
 }
