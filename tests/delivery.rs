@@ -12,15 +12,8 @@ use creative::core::deliver::{AssetEntry, Manifest, Report, Sink, SinkError};
 use creative::core::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
 use creative::core::{Artifact, ArtifactId, Status};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("creative-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::temp_dir;
 
 fn registry() -> Registry {
     let mut reg = Registry::new();

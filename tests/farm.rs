@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::temp_dir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_creative");
 
 fn template() -> PathBuf {
@@ -46,16 +49,6 @@ file_name = "{{{{ locale }}}}/{{{{ product }}}}-{{{{ step }}}}.{{{{ ext }}}}"
 "#,
         log = call_log.display()
     )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("creative-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// `python3 -m openjd ARGS`; a missing CLI fails with how to install it.

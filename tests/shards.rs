@@ -1,8 +1,11 @@
 //! A campaign split into shards by job key, each run on its own (as on separate
 //! machines), then merged, gives the same manifest as one unsharded run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+mod common;
+use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");
 
@@ -36,16 +39,6 @@ output = { format = "jpeg", quality = 80 }
 [output]
 file_name = "{{ locale }}/{{ product }}-{{ step }}.{{ ext }}"
 "#;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("creative-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn creative(dir: &Path, args: &[&str]) -> String {
     let o = Command::new(BIN).current_dir(dir).args(args).output().unwrap();
