@@ -113,5 +113,29 @@ fn a_server_that_is_not_running_fails_the_run_before_it_starts() {
     assert!(err.contains("--no-preflight"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "failed fast");
     assert!(!out.exists(), "nothing was written");
+
+    // `--no-preflight` starts anyway: the run tries and says so. With a 3 s
+    // deadline and a 30 s circuit cool-down, the engine sees that no provider
+    // reopens in time and stops at once, every job `budget_exhausted`.
+    let spec = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("max_minutes = 120", "max_minutes = 0.05");
+    std::fs::write(&p, spec).unwrap();
+    let o = Command::new(BIN)
+        .args([
+            "run",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-preflight",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "the run ran and did not succeed");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("note: look: retrying comfy"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "budget_exhausted", "{report}");
+    assert_eq!(report["jobs"]["budget_exhausted"], 6, "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }

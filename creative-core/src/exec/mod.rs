@@ -498,7 +498,9 @@ async fn drive(
     results.sort_by_key(|r| r.index);
     let status = if run.cancel.is_cancelled() {
         Status::Cancelled
-    } else if run.budget.is_exhausted() && results.iter().any(|r| r.status == Status::BudgetExhausted) {
+    } else if results.iter().any(|r| r.status == Status::BudgetExhausted) {
+        // Also when the budget itself still has room but a job stopped because it
+        // would run past the deadline (waiting on providers that reopen too late).
         Status::BudgetExhausted
     } else if results.iter().all(|r| r.status == Status::Succeeded) {
         Status::Succeeded
