@@ -186,6 +186,15 @@ fn is_gpt_image(model: &str) -> bool {
     model.starts_with("gpt-image")
 }
 
+/// OpenAI's o-series and GPT-5 models, which take `max_completion_tokens`.
+fn is_reasoning_model(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5"].iter().any(|p| {
+        m.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '.']))
+    })
+}
+
 /// The `size` for a request: explicit width x height, else the model's size
 /// closest to the aspect ratio.
 fn size_for(model: &str, req: &Request) -> Option<String> {
@@ -333,7 +342,15 @@ impl OpenAi {
             b.insert("temperature".into(), json!(t));
         }
         if let Some(m) = req.params.max_tokens {
-            b.insert("max_tokens".into(), json!(m));
+            // OpenAI's reasoning models refuse `max_tokens` (its replacement,
+            // `max_completion_tokens`, also counts reasoning tokens); compatible
+            // servers mostly know only `max_tokens`.
+            let key = if is_reasoning_model(model) {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            b.insert(key.into(), json!(m));
         }
         if let Some(s) = req.params.seed {
             b.insert("seed".into(), json!(s));

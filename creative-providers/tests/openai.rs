@@ -318,3 +318,31 @@ async fn chat_passes_the_failure_suite() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn reasoning_models_get_max_completion_tokens() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/v1/chat/completions", chat_ok());
+    for (model, key) in [
+        ("o3-mini", "max_completion_tokens"),
+        ("o1", "max_completion_tokens"),
+        ("gpt-5-mini", "max_completion_tokens"),
+        ("gpt-5.1", "max_completion_tokens"),
+        ("gpt-4o-mini", "max_tokens"),
+        ("omni-custom", "max_tokens"),
+    ] {
+        let p = build("openai", settings(&mock, json!({"text_model": model}))).unwrap();
+        let mut req = Request::new(Task::Text, "a tagline");
+        req.params.max_tokens = Some(64);
+        p.generate(&req, &CallCtx::detached()).await.unwrap();
+        let body = mock.last().json();
+        assert_eq!(body["model"], model);
+        assert_eq!(body[key], 64, "{model}: {body}");
+        let other = if key == "max_tokens" {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        assert!(body.get(other).is_none(), "{model} gets only `{key}`: {body}");
+    }
+}
