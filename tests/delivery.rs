@@ -495,3 +495,41 @@ async fn a_cancel_stops_a_hanging_webhook_but_keeps_files_and_manifest() {
     assert!(errors.contains("stopped: the run was cancelled"), "{errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sink that takes a moment per asset and records how many it held at once.
+#[derive(Default)]
+struct Slow {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    async fn deliver(&self, _asset: &AssetEntry, _artifact: &Artifact) -> Result<(), SinkError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.now.fetch_sub(1, SeqCst);
+        self.seen.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_take_several_assets_at_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = temp_dir("slow-sink");
+    let slow = Arc::new(Slow::default());
+    let done = run(&campaign_spec(None), &dir.join("out"), false, Some(slow.clone())).await;
+    assert_eq!(done.outcome.status, Status::Succeeded);
+    assert_eq!(slow.seen.load(SeqCst), 8, "every asset once");
+    let most = slow.most.load(SeqCst);
+    assert!(most > 1 && most <= 8, "held {most} at once");
+    let _ = std::fs::remove_dir_all(&dir);
+}

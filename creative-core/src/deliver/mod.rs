@@ -45,8 +45,8 @@ impl SinkError {
 /// Somewhere finished assets go: a folder, a webhook, a DAM, a host's own.
 ///
 /// `deliver` is called once per delivered asset (after the directory sink has
-/// written it, so `asset.path` is set), then `finish` once with the manifest and
-/// the report. A failing sink does not fail the run: its errors are listed in the
+/// written it, so `asset.path` is set), for a few assets at once and in no
+/// particular order, then `finish` once with the manifest and the report. A failing sink does not fail the run: its errors are listed in the
 /// report. When the run is cancelled, a call in progress is dropped at its next
 /// await and no further calls are made (files and manifest are still written);
 /// a resume delivers the rest, so sinks should be idempotent.

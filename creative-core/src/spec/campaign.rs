@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -343,6 +343,9 @@ pub struct CampaignRun {
     events: Option<CampaignEvents>,
 }
 
+/// Assets handed to the sinks at once at the end of a run.
+const SINK_CONCURRENCY: usize = 8;
+
 /// The folder inside the output folder that holds the journal, payloads, cache
 /// and event log.
 pub const STATE_DIR: &str = ".creative";
@@ -619,31 +622,31 @@ impl Campaign {
         let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
         let mut sinks_stopped = false;
         if !self.sinks.is_empty() {
-            'assets: for asset in &manifest.assets {
-                let b = blobs.clone();
-                let (id, media) = (asset.id.clone(), asset.media.clone());
-                let data = tokio::task::spawn_blocking(move || b.get(&id, &media))
-                    .await
-                    .map_err(|e| StoreError(format!("read task failed: {e}")))??;
-                let Some(data) = data else { continue };
-                let artifact = crate::artifact::Artifact::from_parts(
-                    asset.id.clone(),
-                    asset.media.clone(),
-                    data,
-                    asset.meta.clone(),
-                    asset.provenance.clone(),
-                );
-                for s in &self.sinks {
-                    match until_cancelled(cancel, s.deliver(asset, &artifact)).await {
-                        Some(Ok(())) => {}
-                        Some(Err(e)) => errors.push(e.to_string()),
-                        None => {
-                            sinks_stopped = true;
-                            break 'assets;
-                        }
+            // A few assets at a time: one webhook round trip after another would
+            // take minutes for a campaign of thousands. Sinks are idempotent per
+            // asset, so the order they see assets in does not matter.
+            // By index: a closure taking `&AssetEntry` trips a compiler limitation
+            // (its future's lifetime becomes higher-ranked) where the run's future
+            // must be `Send`, as in the C ABI.
+            let (assets, blobs) = (&manifest.assets, &blobs);
+            let deliveries = futures::stream::iter(0..assets.len())
+                .map(|i| self.deliver_to_sinks(&assets[i], blobs))
+                .buffer_unordered(SINK_CONCURRENCY);
+            let mut deliveries = std::pin::pin!(deliveries);
+            let mut sink_errors = Vec::new();
+            loop {
+                match until_cancelled(cancel, deliveries.next()).await {
+                    None => {
+                        sinks_stopped = true;
+                        break;
                     }
+                    Some(None) => break,
+                    Some(Some(r)) => sink_errors.extend(r?),
                 }
             }
+            // Completion order varies from run to run; the report should not.
+            sink_errors.sort();
+            errors.extend(sink_errors);
         }
         let mut builder = ReportBuilder::new();
         for e in read_event_log(&out_dir.join(STATE_DIR).join(EVENTS_FILE))? {
@@ -675,6 +678,30 @@ impl Campaign {
             .await
             .map_err(|e| StoreError(format!("output task failed: {e}")))??;
         Ok((manifest, report))
+    }
+
+    /// Hand one delivered asset to every sink; returns their errors.
+    async fn deliver_to_sinks(&self, asset: &AssetEntry, blobs: &BlobStore) -> Result<Vec<String>, CampaignError> {
+        let b = blobs.clone();
+        let (id, media) = (asset.id.clone(), asset.media.clone());
+        let data = tokio::task::spawn_blocking(move || b.get(&id, &media))
+            .await
+            .map_err(|e| StoreError(format!("read task failed: {e}")))??;
+        let Some(data) = data else { return Ok(Vec::new()) };
+        let artifact = crate::artifact::Artifact::from_parts(
+            asset.id.clone(),
+            asset.media.clone(),
+            data,
+            asset.meta.clone(),
+            asset.provenance.clone(),
+        );
+        let mut errors = Vec::new();
+        for s in &self.sinks {
+            if let Err(e) = s.deliver(asset, &artifact).await {
+                errors.push(e.to_string());
+            }
+        }
+        Ok(errors)
     }
 
     /// Write every delivered asset into the output folder; returns the manifest
