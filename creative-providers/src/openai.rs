@@ -558,6 +558,22 @@ impl Provider for OpenAi {
         &self.id
     }
 
+    /// For a compatible server (any `base_url` but OpenAI's own): `GET models`.
+    /// Any HTTP answer but "not found" means a server is there (one that wants a
+    /// key still answers 401); a refused connection, a timeout or a 404 (the
+    /// base URL misses its `/v1`) fail. OpenAI's own API is not asked.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        if self.transport.base_url().host_str() == Some("api.openai.com") {
+            return Ok(());
+        }
+        match self.transport.send(HttpRequest::get("models"), ctx).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Err(e),
+            Err(e) if e.status().is_some() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             tasks: vec![Task::Image, Task::ImageEdit, Task::Text],

@@ -346,3 +346,36 @@ async fn reasoning_models_get_max_completion_tokens() {
         assert!(body.get(other).is_none(), "{model} gets only `{key}`: {body}");
     }
 }
+
+#[tokio::test]
+async fn preflight_asks_a_compatible_server_for_its_models() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "GET",
+        "/v1/models",
+        Reply::json(200, json!({"object": "list", "data": []})),
+    );
+    let p = build("openai", settings(&mock, json!({}))).unwrap();
+    p.preflight(&CallCtx::detached()).await.expect("up");
+    assert_eq!(mock.last().path(), "/v1/models");
+    // A server that wants a key is still there.
+    mock.reset();
+    mock.route(
+        "GET",
+        "/v1/models",
+        Reply::json(
+            401,
+            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
+        ),
+    );
+    p.preflight(&CallCtx::detached())
+        .await
+        .expect("401 means a server answered");
+    // A base URL without its /v1 finds nothing there.
+    mock.reset();
+    let e = p.preflight(&CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    // OpenAI's own API is not asked (this would otherwise try the network).
+    let official = build("openai", json!({"api_key": "not-a-real-key"})).unwrap();
+    official.preflight(&CallCtx::detached()).await.expect("not checked");
+}
