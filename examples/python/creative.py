@@ -378,7 +378,13 @@ class Engine:
         return json.loads(_take_string(out))
 
     def start(self, spec, options=None, on_event=None):
-        """Start a run of ``spec`` (TOML or JSON text); see :class:`Run`."""
+        """Start a run of ``spec`` (TOML or JSON text); see :class:`Run`.
+
+        ``options`` is a dict (or JSON text) as ``creative_run_start`` documents:
+        ``out_dir``, ``base_dir``, ``resume``, ``force``, ``dry_run``, ``shard``
+        (``"K/N"``), ``preflight`` (check first that local servers such as ComfyUI
+        answer; raises a ``PROVIDER_ERROR`` at once instead of waiting on them)...
+        """
         return Run(self, spec, options, on_event)
 
     def close(self):
