@@ -154,10 +154,33 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.dry_run {
-        let plan = campaign.plan();
+        let campaign = match args.shard {
+            Some(s) => campaign.shard(s),
+            None => campaign,
+        };
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+            // One line per job as it is planned, then the totals: a million-job
+            // plan streams instead of building one document.
+            use std::io::Write as _;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for job in campaign.plan_jobs() {
+                if serde_json::to_writer(&mut out, &job).is_err() || out.write_all(b"\n").is_err() {
+                    return ExitCode::from(1);
+                }
+            }
+            let plan = campaign.plan();
+            let totals = serde_json::json!({
+                "campaign": plan.campaign,
+                "steps": plan.steps,
+                "deliver": plan.deliver,
+                "job_count": plan.job_count,
+                "generations": plan.generations,
+                "estimated_cost_usd": plan.estimated_cost_usd,
+            });
+            let _ = writeln!(out, "{totals}");
         } else {
+            let plan = campaign.plan();
             print!("{}", plan.table());
         }
         return ExitCode::SUCCESS;
@@ -186,16 +209,16 @@ async fn merge(campaign: Campaign, args: Args) -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
                 print!("{}", report.table());
-                let complete = manifest.jobs.iter().filter(|j| j.complete).count();
                 println!(
-                    "\nmerged {} shard folders: {complete} of {} jobs complete, {} assets into {}",
+                    "\nmerged {} shard folders: {} of {} jobs complete, {} assets into {}",
                     args.shard_dirs.len(),
-                    manifest.jobs.len(),
-                    manifest.assets.len(),
+                    manifest.jobs_complete,
+                    manifest.jobs,
+                    manifest.assets,
                     out_dir.display()
                 );
             }
-            if manifest.jobs.iter().all(|j| j.complete) {
+            if manifest.complete() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -247,11 +270,10 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
             }
         });
     }
-    let total = campaign
-        .jobs()
-        .iter()
-        .filter(|j| args.shard.is_none_or(|s| s.contains(j)))
-        .count() as u64;
+    let total = match args.shard {
+        Some(s) => campaign.jobs().shard(s).count(),
+        None => campaign.jobs().len(),
+    };
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -331,7 +353,7 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
                 println!(
                     "outputs: {} ({} assets; manifest.json, report.json{})",
                     out_dir.display(),
-                    done.manifest.assets.len(),
+                    done.manifest.assets,
                     if out_dir.join("contact_sheet.html").exists() {
                         ", contact_sheet.html"
                     } else {

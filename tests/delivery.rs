@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use creative::core::deliver::{AssetEntry, Manifest, Report, Sink, SinkError};
+use creative::core::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink, SinkError};
 use creative::core::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
 use creative::core::{Artifact, ArtifactId, Status};
 
@@ -86,7 +86,7 @@ impl Sink for Collect {
         self.assets.lock().unwrap().push(asset.clone());
         Ok(())
     }
-    async fn finish(&self, _: &Manifest, _: &Report) -> Result<(), SinkError> {
+    async fn finish(&self, _: &ManifestSummary, _: &Report) -> Result<(), SinkError> {
         *self.finished.lock().unwrap() += 1;
         Ok(())
     }
@@ -159,7 +159,7 @@ async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks()
     );
 
     // Files, named by the template, holding exactly the manifest's bytes.
-    let m = &done.manifest;
+    let m = &done.read_manifest().unwrap();
     assert_eq!(m.assets.len(), 8);
     for a in &m.assets {
         let path = a.path.as_deref().unwrap();
@@ -185,8 +185,20 @@ async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks()
     assert_eq!(gen.gates[0].gate, "format");
 
     // The files on disk match what was returned.
-    let on_disk: Manifest = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(out.join("manifest.json")).unwrap();
+    let on_disk: Manifest = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(&on_disk, m);
+    let mut whole = serde_json::to_vec_pretty(&on_disk).unwrap();
+    whole.push(b'\n');
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&whole),
+        "the streamed manifest is the document serializing it whole would give"
+    );
+    assert_eq!(
+        (done.manifest.jobs, done.manifest.jobs_complete, done.manifest.assets),
+        (4, 4, 8)
+    );
     let report: Report = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     let row = &report.providers[0];
     assert_eq!(
@@ -198,13 +210,23 @@ async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks()
     assert_eq!(row.gate_pass_rate, Some(1.0));
     assert!(row.latency_p50_ms.is_some() && row.latency_p95_ms.is_some());
     let html = std::fs::read_to_string(out.join("contact_sheet.html")).unwrap();
-    assert_eq!(
-        html.matches("data:image/png;base64,").count(),
-        8,
-        "a thumbnail per asset"
-    );
+    // A picture per asset, linked (not embedded) and lazily loaded: the
+    // thumbnail made as its job ended, or the delivered file itself.
+    let srcs: Vec<&str> = html
+        .split("<img loading=\"lazy\"")
+        .skip(1)
+        .map(|rest| {
+            let at = rest.find("src=\"").unwrap() + 5;
+            &rest[at..at + rest[at..].find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(srcs.len(), 8, "a picture per asset");
+    for src in &srcs {
+        assert!(out.join(src).is_file(), "{src} is there");
+    }
+    assert!(!html.contains("base64,"), "images are linked, not embedded");
     assert!(html.contains("mug") && html.contains("format"));
-    assert!(!html.contains("src=\"http"), "self-contained");
+    assert!(!html.contains("src=\"http"), "nothing from elsewhere");
 
     // The host's sink saw every asset, with its path, and the end.
     assert_eq!(collect.assets.lock().unwrap().len(), 8);
@@ -230,14 +252,18 @@ async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks()
     assert_eq!(again.report.totals.cache_hits, 4);
     assert!((again.report.totals.saved_usd - 0.20).abs() < 1e-9);
     assert_eq!(again.report.providers[0].cache_hits, 4);
-    assert_eq!(again.manifest.assets, m.assets);
+    assert_eq!(again.read_manifest().unwrap().assets, m.assets);
     assert_eq!(files(&out), before);
 
     // --force pays again.
     let forced = run(&campaign_spec(None), &out, true, None).await;
     assert_eq!(forced.report.totals.attempts, 4);
     assert_eq!(forced.report.totals.cache_hits, 0);
-    assert_eq!(forced.manifest.assets, m.assets, "procedural is deterministic");
+    assert_eq!(
+        forced.read_manifest().unwrap().assets,
+        m.assets,
+        "procedural is deterministic"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -287,7 +313,8 @@ prompt = "a thing"
 "#;
     let dir = temp_dir("layers");
     let done = run(spec, &dir, false, None).await;
-    let p = &done.manifest.assets[0].provenance.params;
+    let manifest = done.read_manifest().unwrap();
+    let p = &manifest.assets[0].provenance.params;
     assert_eq!(p["prompt"], "kit: a thing");
     let params = &p["params"];
     assert_eq!(params["steps"], 42, "overrides win over everything");
@@ -321,11 +348,20 @@ prompt = "x {{{{ i }}}}"
         )
     };
     let dir = temp_dir("seeds");
-    let seeds =
-        |o: &CampaignOutcome| -> Vec<u64> { o.manifest.assets.iter().map(|a| a.provenance.seed.unwrap()).collect() };
+    let seeds = |o: &CampaignOutcome| -> Vec<u64> {
+        o.read_manifest()
+            .unwrap()
+            .assets
+            .iter()
+            .map(|a| a.provenance.seed.unwrap())
+            .collect()
+    };
     let fixed = run(&spec("7"), &dir.join("fixed"), false, None).await;
     assert_eq!(seeds(&fixed), vec![7, 7]);
-    assert_eq!(fixed.manifest.assets[0].provenance.params["params"]["seed"], 7);
+    assert_eq!(
+        fixed.read_manifest().unwrap().assets[0].provenance.params["params"]["seed"],
+        7
+    );
     let d1 = run(&spec("\"derived\""), &dir.join("d1"), false, None).await;
     let d2 = run(&spec("\"derived\""), &dir.join("d2"), false, None).await;
     assert_eq!(seeds(&d1), seeds(&d2), "derived seeds are reproducible");
@@ -362,6 +398,103 @@ async fn a_dry_run_expands_the_matrix_and_estimates_without_calling() {
     assert!(!log.exists(), "no provider was called");
     assert!(!dir.join("out").exists(), "nothing was written");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_dry_run_of_a_large_matrix_counts_and_prices_every_job_without_listing_them() {
+    // 60 x 50 x 40 = 120,000 jobs; the prompt names two of the three axes, so
+    // the estimate prices 3,000 representatives, each counted for 40 jobs.
+    let values = |n: usize, p: &str| (0..n).map(|i| format!("\"{p}{i}\"")).collect::<Vec<_>>().join(", ");
+    let spec = format!(
+        r#"
+name = "big"
+[providers.art]
+kind = "procedural"
+cost_per_image = 0.01
+[matrix]
+product = [{}]
+locale = [{}]
+variant = [{}]
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "a {{{{ product }}}} for {{{{ locale }}}}"
+size = "64x64"
+[output]
+file_name = "{{{{ product }}}}/{{{{ locale }}}}-{{{{ variant }}}}.{{{{ ext }}}}"
+"#,
+        values(60, "p"),
+        values(50, "l"),
+        values(40, "v")
+    );
+    let campaign = Spec::parse(&spec, Format::Toml, "big.toml")
+        .unwrap()
+        .build(&registry(), ".")
+        .unwrap();
+    assert_eq!(campaign.jobs().len(), 120_000);
+    let plan = campaign.plan();
+    assert_eq!(plan.job_count, 120_000);
+    assert_eq!(plan.generations, 120_000);
+    assert!(
+        (plan.estimated_cost_usd - 1200.0).abs() < 1e-6,
+        "{}",
+        plan.estimated_cost_usd
+    );
+    assert_eq!(plan.jobs.len(), 20, "the first and last ten jobs in full");
+    assert_eq!(plan.jobs_omitted, 119_980);
+    assert_eq!((plan.jobs[0].index, plan.jobs[19].index), (0, 119_999));
+    let last = campaign.jobs().iter().next_back().unwrap();
+    assert_eq!(plan.jobs[19].key, last.key());
+    let table = plan.table();
+    assert!(table.contains("(119,980 more jobs; --json lists every job)"), "{table}");
+    assert!(table.contains("120,000 jobs x 1 steps"), "{table}");
+    // The streamed plan agrees with the computed totals.
+    let (mut n, mut cost) = (0u64, 0.0);
+    for j in campaign.plan_jobs().take(1000) {
+        n += 1;
+        cost += j.estimated_cost_usd;
+    }
+    assert_eq!(n, 1000);
+    assert!((cost - 10.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_file_name_that_two_jobs_share_is_found_among_a_hundred_thousand() {
+    let values = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let spec = |name: &str| {
+        format!(
+            r#"
+name = "names"
+[providers.art]
+kind = "procedural"
+[matrix]
+a = [{}]
+b = [{}]
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "x {{{{ a }}}} {{{{ b }}}}"
+[output]
+file_name = "{name}"
+"#,
+            values(1000),
+            values(100)
+        )
+    };
+    let ok = Spec::parse(&spec("{{ a }}/{{ b }}.{{ ext }}"), Format::Toml, "n.toml").unwrap();
+    assert!(ok.build(&registry(), ".").is_ok());
+    // `a + b` names (a=0, b=1) and (a=1, b=0) alike.
+    let clash = Spec::parse(&spec("{{ a + b }}.{{ ext }}"), Format::Toml, "n.toml").unwrap();
+    let e = clash.build(&registry(), ".").unwrap_err();
+    assert_eq!(e.path, "output.file_name");
+    assert!(e.message.contains("file name `1.png` is the same for"), "{}", e.message);
+    assert!(
+        e.message.contains("a=0, b=1") && e.message.contains("a=1, b=0"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,6 +572,7 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
         .await
         .unwrap();
     assert_eq!(again.manifest, done.manifest);
+    assert_eq!(again.read_manifest().unwrap(), done.read_manifest().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -486,9 +620,10 @@ async fn a_cancel_stops_a_hanging_webhook_but_keeps_files_and_manifest() {
         took < std::time::Duration::from_secs(2),
         "wait returned {took:?} after the cancel"
     );
-    assert_eq!(done.manifest.assets.len(), 8, "every finished asset is in the manifest");
+    let manifest = done.read_manifest().unwrap();
+    assert_eq!(manifest.assets.len(), 8, "every finished asset is in the manifest");
     assert!(out.join("manifest.json").is_file());
-    for a in &done.manifest.assets {
+    for a in &manifest.assets {
         assert!(out.join(a.path.as_ref().unwrap()).is_file());
     }
     let errors = done.report.delivery_errors.join("\n");

@@ -130,6 +130,9 @@ pub enum EventKind {
         step: String,
         /// Provider id.
         provider: String,
+        /// The model that made the cached generation, when it said.
+        #[serde(default)]
+        model: Option<String>,
         /// Money the hit saved.
         saved_usd: f64,
     },

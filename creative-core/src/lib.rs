@@ -57,8 +57,8 @@ pub use cancel::CancellationToken;
 pub use error::{ErrorKind, GateError, PipelineError, ProviderError, StepError};
 pub use events::{Event, EventKind, EventStream, Progress, Status};
 pub use exec::{
-    CallOutcome, Executor, ExecutorBuilder, JobCtx, JobResult, ProviderLimits, RunError, RunHandle, RunOptions,
-    RunOutcome, RunStats, RunSummary, StepResult, StepState,
+    CallOutcome, Executor, ExecutorBuilder, JobCtx, JobResult, JobTally, ProviderLimits, Retain, RunError, RunHandle,
+    RunOptions, RunOutcome, RunStats, RunSummary, StepResult, StepState,
 };
 pub use gate::{GateCtx, OnGateFail, QualityGate, Verdict};
 pub use generate::GenerateStep;

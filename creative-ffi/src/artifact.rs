@@ -3,7 +3,9 @@
 //! Artifacts are numbered from 0 in a stable order: by job (in the campaign's job
 //! order), then by step (in the pipeline's order), then by output. Every finished
 //! step's outputs are listed, intermediate ones included; the info JSON names the
-//! job and step so a host can pick what it wants.
+//! job and step so a host can pick what it wants. They are read back from the
+//! output folder when the host first asks for one (a run of a hundred thousand
+//! images does not hold them all), and stay lent until the run is freed.
 
 use std::ffi::c_char;
 
@@ -12,13 +14,13 @@ use crate::run::{creative_run, run_ref_pub, ArtifactEntry, Done};
 use crate::status::{creative_status, FfiError};
 use crate::strings::{creative_bytes, owned_c_string};
 
-fn entry(done: &Done, index: usize) -> Result<&ArtifactEntry, FfiError> {
-    done.artifacts.get(index).ok_or_else(|| {
-        FfiError::invalid(format!(
-            "artifact index {index} is out of range: the run has {} artifact(s)",
-            done.artifacts.len()
-        ))
-    })
+fn entry(done: &Done, index: usize) -> Result<std::sync::Arc<ArtifactEntry>, FfiError> {
+    match &done.finished {
+        Some(f) => f.artifacts.get(index),
+        None => Err(FfiError::invalid(format!(
+            "artifact index {index} is out of range: the run has 0 artifact(s)"
+        ))),
+    }
 }
 
 /// How many artifacts the run finished (0 for a run that produced none).
@@ -33,7 +35,8 @@ pub unsafe extern "C" fn creative_run_artifact_count(
     guard("creative_run_artifact_count", || {
         need_out(out_count, "out_count")?;
         let done = run_pub(run)?.done("artifacts")?;
-        write_out(out_count, "out_count", done.artifacts.len())
+        let n = done.finished.as_ref().map_or(0, |f| f.artifacts.len());
+        write_out(out_count, "out_count", n)
     })
 }
 
@@ -101,13 +104,7 @@ pub unsafe extern "C" fn creative_run_artifact_info_json(
         let done = run.done("artifacts")?;
         let e = entry(&done, index)?;
         let a = &e.artifact;
-        let vars = done
-            .finished
-            .as_ref()
-            .and_then(|f| f.outcome.jobs.iter().find(|j| j.job.key() == e.job))
-            .map(|j| serde_json::to_value(&**j.job.vars()).unwrap_or_default())
-            .unwrap_or_default();
-        let path = done.finished.as_ref().and_then(|f| f.paths.get(a.id().as_str()));
+        let (vars, path) = (&e.vars, &e.path);
         let v = serde_json::json!({
             "index": index,
             "id": a.id().as_str(),

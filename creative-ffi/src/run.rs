@@ -95,10 +95,11 @@ pub const CREATIVE_WAIT_FOREVER: u64 = u64::MAX;
 /// What a finished run leaves for the host to read.
 pub(crate) struct Finished {
     pub(crate) outcome: RunOutcome,
-    pub(crate) manifest_json: String,
+    /// `manifest.json`, read when the host asks for it (`None`: an empty one).
+    pub(crate) manifest_path: Option<PathBuf>,
     pub(crate) report_json: String,
-    /// Where each artifact was written, by artifact id, when the run wrote files.
-    pub(crate) paths: HashMap<String, String>,
+    /// The delivered assets, read back from the output folder on demand.
+    pub(crate) artifacts: Artifacts,
 }
 
 /// A run as the spec layer (or a test) starts it.
@@ -113,14 +114,120 @@ pub(crate) struct Launch {
 
 pub(crate) struct ArtifactEntry {
     pub(crate) job: String,
+    pub(crate) vars: serde_json::Value,
     pub(crate) step: String,
+    /// The delivered file, absolute.
+    pub(crate) path: Option<String>,
     pub(crate) artifact: Artifact,
     pub(crate) media: CString,
 }
 
+/// A finished run's artifacts (every finished step's outputs): where each
+/// one's entry sits in the output folder's artifact list (8 bytes an
+/// artifact), and the entries a host has
+/// asked for, loaded with their payloads and kept until the run is freed (the
+/// bytes are lent). The list file stays open, so a later run into the same
+/// folder (which replaces it) does not change what this run reads.
+#[derive(Default)]
+pub(crate) struct Artifacts {
+    source: Option<AssetSource>,
+    offsets: Vec<u64>,
+    loaded: Mutex<HashMap<usize, Arc<ArtifactEntry>>>,
+}
+
+struct AssetSource {
+    file: Mutex<std::fs::File>,
+    blobs: creative_core::store::BlobStore,
+    out_dir: PathBuf,
+}
+
+impl Artifacts {
+    /// The assets a campaign delivered into `out_dir`.
+    pub(crate) fn open(out_dir: &std::path::Path) -> Result<Artifacts, FfiError> {
+        use std::io::BufRead;
+        let state = out_dir.join(creative_core::spec::STATE_DIR);
+        let path = state.join(creative_core::spec::ARTIFACTS_FILE);
+        let io = |e: std::io::Error| FfiError::new(creative_status::Io, format!("read {}: {e}", path.display()));
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Artifacts::default()),
+            Err(e) => return Err(io(e)),
+        };
+        let mut offsets = Vec::new();
+        let mut at = 0u64;
+        let mut reader = std::io::BufReader::new(file.try_clone().map_err(io)?);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            if line.ends_with(b"\n") {
+                offsets.push(at);
+            }
+            at += n as u64;
+        }
+        Ok(Artifacts {
+            source: Some(AssetSource {
+                file: Mutex::new(file),
+                blobs: creative_core::store::BlobStore::new(state.join("objects")),
+                out_dir: out_dir.to_path_buf(),
+            }),
+            offsets,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Asset `index`, read (once) from the output folder.
+    pub(crate) fn get(&self, index: usize) -> Result<Arc<ArtifactEntry>, FfiError> {
+        use std::io::{BufRead, Seek};
+        let (Some(src), Some(&at)) = (&self.source, self.offsets.get(index)) else {
+            return Err(FfiError::invalid(format!(
+                "artifact index {index} is out of range: the run has {} artifact(s)",
+                self.len()
+            )));
+        };
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = loaded.get(&index) {
+            return Ok(e.clone());
+        }
+        let io = |e: String| FfiError::new(creative_status::Io, format!("artifact {index}: {e}"));
+        let mut line = Vec::new();
+        {
+            let mut f = src.file.lock().unwrap_or_else(|p| p.into_inner());
+            f.seek(std::io::SeekFrom::Start(at)).map_err(|e| io(e.to_string()))?;
+            std::io::BufReader::new(&mut *f)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| io(e.to_string()))?;
+        }
+        let line: creative_core::spec::ArtifactLine = serde_json::from_slice(&line).map_err(|e| io(e.to_string()))?;
+        let a = line.artifact;
+        let data = src
+            .blobs
+            .get(&a.id, &a.media)
+            .map_err(|e| io(e.to_string()))?
+            .ok_or_else(|| io(format!("payload {} is missing from the output folder", a.id)))?;
+        let entry = Arc::new(ArtifactEntry {
+            job: line.job,
+            vars: serde_json::to_value(&line.vars).unwrap_or_default(),
+            step: line.step,
+            path: line.path.as_ref().map(|p| src.out_dir.join(p).display().to_string()),
+            // Media types come from MIME strings; a NUL in one is replaced.
+            media: CString::new(a.media.as_str().replace('\0', "?")).unwrap_or_default(),
+            artifact: a.into_artifact(data),
+        });
+        loaded.insert(index, entry.clone());
+        Ok(entry)
+    }
+}
+
 pub(crate) struct Done {
     pub(crate) finished: Option<Finished>,
-    pub(crate) artifacts: Vec<ArtifactEntry>,
     pub(crate) state: creative_run_state,
     pub(crate) status: creative_status,
     pub(crate) message: String,
@@ -235,7 +342,6 @@ impl Drop for PumpGuard {
         if !self.completed {
             self.shared.set_done(Done {
                 finished: None,
-                artifacts: Vec::new(),
                 state: creative_run_state::Failed,
                 status: creative_status::Internal,
                 message: "the engine's runtime stopped before the run ended".into(),
@@ -331,22 +437,6 @@ fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, Stri
     }
 }
 
-fn collect_artifacts(outcome: &RunOutcome) -> Vec<ArtifactEntry> {
-    let mut v = Vec::new();
-    for j in &outcome.jobs {
-        for (step, a) in j.artifacts() {
-            v.push(ArtifactEntry {
-                job: j.job.key().to_string(),
-                step: step.to_string(),
-                artifact: a.clone(),
-                // Media types come from MIME strings; a NUL in one is replaced.
-                media: CString::new(a.media().as_str().replace('\0', "?")).unwrap_or_default(),
-            });
-        }
-    }
-    v
-}
-
 /// Start driving `launch` on the engine's runtime and return the handle.
 pub(crate) fn start(
     engine: &Arc<EngineInner>,
@@ -415,7 +505,6 @@ pub(crate) fn start(
             Ok(finished) => {
                 let (state, status, message) = status_of(&finished.outcome);
                 Done {
-                    artifacts: collect_artifacts(&finished.outcome),
                     finished: Some(finished),
                     state,
                     status,
@@ -424,7 +513,6 @@ pub(crate) fn start(
             }
             Err(e) => Done {
                 finished: None,
-                artifacts: Vec::new(),
                 state: creative_run_state::Failed,
                 status: e.status,
                 message: e.message,
@@ -624,7 +712,12 @@ pub unsafe extern "C" fn creative_run_manifest_json(
             .finished
             .as_ref()
             .ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
-        write_out(out_json, "out_json", owned_c_string(f.manifest_json.clone()))
+        let json = match &f.manifest_path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| FfiError::new(creative_status::Io, format!("read {}: {e}", p.display())))?,
+            None => "{}".into(),
+        };
+        write_out(out_json, "out_json", owned_c_string(json))
     })
 }
 
@@ -673,13 +766,14 @@ pub fn replay_events(
                 outcome: RunOutcome {
                     status: Status::Succeeded,
                     jobs: Vec::new(),
+                    counts: Default::default(),
                     stats: Default::default(),
                     progress: Progress::default(),
                     elapsed: Duration::ZERO,
                 },
-                manifest_json: "{}".into(),
+                manifest_path: None,
                 report_json: "{}".into(),
-                paths: HashMap::new(),
+                artifacts: Artifacts::default(),
             })
         }),
     };

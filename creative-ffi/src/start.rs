@@ -1,7 +1,6 @@
 //! Starting a run from a spec text: parse (TOML or JSON), build against the
 //! engine's registry, start on the engine's runtime.
 
-use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -195,20 +194,15 @@ pub(crate) fn launch(
                 m.insert("plan".into(), serde_json::to_value(plan).unwrap_or_default());
             }
         }
-        let paths: HashMap<String, String> = o
-            .manifest
-            .assets
-            .iter()
-            .filter_map(|a| {
-                a.path
-                    .as_ref()
-                    .map(|p| (a.id.as_str().to_string(), o.out_dir.join(p).display().to_string()))
-            })
-            .collect();
+        let artifacts = if o.plan.is_some() {
+            crate::run::Artifacts::default()
+        } else {
+            crate::run::Artifacts::open(&o.out_dir)?
+        };
         Ok(Finished {
-            manifest_json: to_json("manifest", serde_json::to_string(&o.manifest))?,
+            manifest_path: o.manifest.path.clone(),
             report_json: to_json("report", serde_json::to_string(&report))?,
-            paths,
+            artifacts,
             outcome: o.outcome,
         })
     });

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use creative_core::deliver::{AssetEntry, Manifest, Report, Sink, SinkError};
+use creative_core::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink, SinkError};
 use creative_core::resilience::Backoff;
 use creative_core::spec::{BuildCtx, Registry};
 use creative_core::{Artifact, CallCtx};
@@ -167,10 +167,26 @@ impl Sink for WebhookSink {
         self.post(body, &key).await
     }
 
-    async fn finish(&self, manifest: &Manifest, report: &Report) -> Result<(), SinkError> {
+    async fn finish(&self, summary: &ManifestSummary, report: &Report) -> Result<(), SinkError> {
         if !self.settings.finished {
             return Ok(());
         }
+        // The asset list (and the manifest, when asked for) are read back from
+        // `manifest.json`: the run itself keeps no list of its assets.
+        let manifest = match &summary.path {
+            Some(p) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || Manifest::read(&p))
+                    .await
+                    .map_err(|e| SinkError::new(self.name(), format!("manifest read failed: {e}")))?
+                    .map_err(|e| SinkError::new(self.name(), e.to_string()))?
+            }
+            None => Manifest {
+                campaign: summary.campaign.clone(),
+                spec_hash: summary.spec_hash.clone(),
+                ..Manifest::default()
+            },
+        };
         let mut body = json!({
             "event": "campaign_finished",
             "campaign": manifest.campaign,
@@ -182,7 +198,7 @@ impl Sink for WebhookSink {
             "assets": manifest.assets.iter().map(|a| json!({"id": a.id, "path": a.path, "job": a.job, "step": a.step})).collect::<Vec<_>>(),
         });
         if self.settings.include_manifest {
-            body["manifest"] = serde_json::to_value(manifest).unwrap_or(Value::Null);
+            body["manifest"] = serde_json::to_value(&manifest).unwrap_or(Value::Null);
         }
         let key = format!(
             "finished-{}-{}",

@@ -2,7 +2,7 @@
 
 mod support;
 
-use creative_core::deliver::{AssetEntry, Manifest, Report, Sink};
+use creative_core::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink};
 use creative_core::{Artifact, ArtifactId, MediaType, Provenance};
 use creative_providers::webhook::WebhookSink;
 use serde_json::json;
@@ -86,8 +86,21 @@ async fn the_final_post_summarizes_the_campaign() {
         jobs: Vec::new(),
         assets: vec![entry],
     };
+    // The sink reads the entries back from the manifest the run wrote.
+    let dir = std::env::temp_dir().join(format!("creative-webhook-finish-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let summary = ManifestSummary {
+        campaign: "c".into(),
+        spec_hash: manifest.spec_hash.clone(),
+        jobs: 0,
+        jobs_complete: 0,
+        assets: 1,
+        path: Some(path),
+    };
     sink(&server.url(), 0)
-        .finish(&manifest, &Report::default())
+        .finish(&summary, &Report::default())
         .await
         .unwrap();
     let body = server.last().json();
@@ -97,4 +110,5 @@ async fn the_final_post_summarizes_the_campaign() {
         body["assets"][0]["id"],
         json!(ArtifactId::of(&MediaType::Text, b"hello"))
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }

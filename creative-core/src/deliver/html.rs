@@ -1,9 +1,8 @@
-//! The HTML contact sheet: one self-contained page (no external files) with a
-//! thumbnail of every delivered asset, its variables and its gate verdicts.
+//! The HTML contact sheet: pages with a thumbnail of every delivered asset
+//! (linked, lazily loaded), its variables and its gate verdicts.
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
 use bytes::Bytes;
 
 use crate::artifact::{MediaKind, MediaType};
@@ -84,29 +83,90 @@ pub(crate) fn png_thumbnail(data: &[u8], max: u32) -> Option<Vec<u8>> {
     Some(png_out)
 }
 
-fn preview(asset: &AssetEntry, data: Option<&Bytes>) -> String {
-    let Some(data) = data else {
-        return "<div class=\"ph\">payload missing</div>".into();
-    };
-    let b64 = |mime: &str, bytes: &[u8]| {
+/// Assets on one page of the contact sheet: a campaign of ten thousand assets
+/// opens as twenty light pages rather than one page a browser chokes on.
+pub const SHEET_PAGE: usize = 500;
+
+/// Where the contact sheet keeps an asset's thumbnail, relative to the output
+/// folder.
+pub fn thumbnail_path(id: &crate::artifact::ArtifactId) -> String {
+    format!(".creative/thumbs/{}.png", id.as_str())
+}
+
+/// Make the sheet's thumbnail of a delivered PNG, if it is worth one (larger
+/// than a thumbnail) and decodes. Called as each job ends, on the worker pool,
+/// so the end of a run has no image work left.
+pub fn make_thumbnail(out_dir: &std::path::Path, artifact: &crate::artifact::Artifact) -> std::io::Result<bool> {
+    if *artifact.media() != MediaType::Png {
+        return Ok(false);
+    }
+    let path = out_dir.join(thumbnail_path(artifact.id()));
+    if path.is_file() {
+        return Ok(true);
+    }
+    match png_thumbnail(artifact.data(), THUMB) {
+        Some(t) if t.len() < artifact.data().len() => {
+            crate::store::write_atomic(&path, &t, false)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn url(path: &str) -> String {
+    // Relative paths from the spec's file names: only characters a URL cannot
+    // carry as they are need escaping.
+    let mut o = String::with_capacity(path.len());
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'-' | b'_' | b'~' => o.push(b as char),
+            _ => o.push_str(&format!("%{b:02X}")),
+        }
+    }
+    o
+}
+
+fn preview(out_dir: &std::path::Path, asset: &AssetEntry, load: &dyn Fn(&AssetEntry) -> Option<Bytes>) -> String {
+    let img = |src: &str| {
         format!(
-            "<img alt=\"{}\" src=\"data:{mime};base64,{}\">",
+            "<a href=\"{}\"><img loading=\"lazy\" alt=\"{}\" src=\"{}\"></a>",
+            esc(&url(asset.path.as_deref().unwrap_or(src))),
             esc(&asset.step),
-            base64::engine::general_purpose::STANDARD.encode(bytes)
+            esc(&url(src))
         )
     };
-    match (&asset.media, asset.media.kind()) {
-        (MediaType::Png, _) => match png_thumbnail(data, THUMB) {
-            Some(t) => b64("image/png", &t),
-            None => "<div class=\"ph\">undecodable PNG</div>".into(),
-        },
-        (m, MediaKind::Image) if data.len() <= 1 << 20 => b64(m.as_str(), data),
-        (_, MediaKind::Text) => {
-            let text = String::from_utf8_lossy(data);
-            let cut: String = text.chars().take(1200).collect();
-            format!("<pre>{}</pre>", esc(&cut))
+    match asset.media.kind() {
+        MediaKind::Image => {
+            let thumb = thumbnail_path(&asset.id);
+            if out_dir.join(&thumb).is_file() {
+                img(&thumb)
+            } else if let Some(p) = &asset.path {
+                img(p)
+            } else {
+                "<div class=\"ph\">not delivered</div>".into()
+            }
         }
-        (m, _) => format!("<div class=\"ph\">{} ({} bytes)</div>", esc(m.as_str()), data.len()),
+        MediaKind::Text => match load(asset) {
+            Some(data) => {
+                let text = String::from_utf8_lossy(&data[..data.len().min(8 * 1024)]);
+                let cut: String = text.chars().take(1200).collect();
+                format!("<pre>{}</pre>", esc(&cut))
+            }
+            None => "<div class=\"ph\">payload missing</div>".into(),
+        },
+        _ => match &asset.path {
+            Some(p) => format!(
+                "<div class=\"ph\"><a href=\"{}\">{} ({} bytes)</a></div>",
+                esc(&url(p)),
+                esc(asset.media.as_str()),
+                asset.bytes
+            ),
+            None => format!(
+                "<div class=\"ph\">{} ({} bytes)</div>",
+                esc(asset.media.as_str()),
+                asset.bytes
+            ),
+        },
     }
 }
 
@@ -117,12 +177,19 @@ fn value_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Render the contact sheet. `load` returns an asset's payload.
-pub fn contact_sheet(manifest: &Manifest, report: &Report, load: impl Fn(&AssetEntry) -> Option<Bytes>) -> String {
-    let mut h = String::with_capacity(64 * 1024);
+/// The file name of page `n` (1-based) of the sheet.
+pub fn sheet_page_name(n: usize) -> String {
+    if n <= 1 {
+        "contact_sheet.html".into()
+    } else {
+        format!("contact_sheet-{n}.html")
+    }
+}
+
+fn head(h: &mut String, campaign: &str, report: &Report, page: usize, pages: usize) {
     let _ = write!(
         h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} contact sheet</title><style>\
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} contact sheet{pg}</title><style>\
 body{{font:14px system-ui,sans-serif;margin:20px;background:#f6f6f4;color:#222}}\
 table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
 th:first-child,td:first-child{{text-align:left}}\
@@ -132,88 +199,154 @@ th:first-child,td:first-child{{text-align:left}}\
 pre{{white-space:pre-wrap;max-height:256px;overflow:auto;background:#fafafa;margin:0}}\
 .ph{{height:120px;display:flex;align-items:center;justify-content:center;background:#eee}}\
 .vars,.gates{{font-size:12px;margin:4px 0;padding:0;list-style:none}}.pass{{color:#070}}.fail{{color:#b00}}\
-.path{{font-family:monospace;font-size:11px;word-break:break-all}}</style></head><body>",
-        name = esc(&manifest.campaign)
+.path{{font-family:monospace;font-size:11px;word-break:break-all}}nav{{margin:8px 0}}</style></head><body>",
+        name = esc(campaign),
+        pg = if pages > 1 {
+            format!(", page {page} of {pages}")
+        } else {
+            String::new()
+        }
     );
+    let _ = write!(h, "<h1>{}</h1><p>{}</p>", esc(campaign), esc(&report.summary_line()));
+    if page == 1 {
+        h.push_str("<table><tr><th>provider/model</th><th>attempts</th><th>ok</th><th>gate pass</th><th>p50 ms</th><th>p95 ms</th><th>cost $</th><th>accepted</th><th>$/accepted</th><th>cache hits</th></tr>");
+        for r in &report.providers {
+            let pct = |v: Option<f64>| v.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or_else(|| "-".into());
+            let num = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
+            let _ = write!(
+                h,
+                "<tr><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.provider),
+                esc(&r.model),
+                r.attempts,
+                r.successes,
+                pct(r.gate_pass_rate),
+                num(r.latency_p50_ms, 0),
+                num(r.latency_p95_ms, 0),
+                r.cost_usd,
+                r.accepted,
+                num(r.cost_per_accepted_usd, 4),
+                r.cache_hits
+            );
+        }
+        h.push_str("</table>");
+    }
+    nav(h, page, pages);
+}
+
+fn nav(h: &mut String, page: usize, pages: usize) {
+    if pages <= 1 {
+        return;
+    }
+    h.push_str("<nav>");
+    if page > 1 {
+        let _ = write!(h, "<a href=\"{}\">&larr; previous</a> ", sheet_page_name(page - 1));
+    }
+    let _ = write!(h, "page {page} of {pages}");
+    if page < pages {
+        let _ = write!(h, " <a href=\"{}\">next &rarr;</a>", sheet_page_name(page + 1));
+    }
+    h.push_str("</nav>");
+}
+
+fn card(h: &mut String, out_dir: &std::path::Path, a: &AssetEntry, load: &dyn Fn(&AssetEntry) -> Option<Bytes>) {
     let _ = write!(
         h,
-        "<h1>{}</h1><p>{}</p>",
-        esc(&manifest.campaign),
-        esc(&report.summary_line())
+        "<div class=\"card{}\">{}",
+        if a.provenance.flagged { " flag" } else { "" },
+        preview(out_dir, a, load)
     );
-    h.push_str("<table><tr><th>provider/model</th><th>attempts</th><th>ok</th><th>gate pass</th><th>p50 ms</th><th>p95 ms</th><th>cost $</th><th>accepted</th><th>$/accepted</th><th>cache hits</th></tr>");
-    for r in &report.providers {
-        let pct = |v: Option<f64>| v.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or_else(|| "-".into());
-        let num = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into());
+    h.push_str("<ul class=\"vars\">");
+    for (k, v) in &a.vars {
+        let _ = write!(h, "<li><b>{}</b>: {}</li>", esc(k), esc(&value_text(v)));
+    }
+    let _ = write!(h, "<li><b>step</b>: {}</li>", esc(&a.step));
+    let generation = std::iter::once(&a.provenance)
+        .chain(a.sources.iter().map(|s| &s.provenance))
+        .find(|p| p.provider.is_some());
+    if let Some(p) = generation {
         let _ = write!(
             h,
-            "<tr><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.provider),
-            esc(&r.model),
-            r.attempts,
-            r.successes,
-            pct(r.gate_pass_rate),
-            num(r.latency_p50_ms, 0),
-            num(r.latency_p95_ms, 0),
-            r.cost_usd,
-            r.accepted,
-            num(r.cost_per_accepted_usd, 4),
-            r.cache_hits
+            "<li><b>by</b>: {}{} seed {}</li>",
+            esc(p.provider.as_deref().unwrap_or("-")),
+            p.model.as_deref().map(|m| format!("/{}", esc(m))).unwrap_or_default(),
+            p.seed.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
         );
     }
-    h.push_str("</table><div class=\"grid\">");
+    h.push_str("</ul><ul class=\"gates\">");
+    let gates = std::iter::once(&a.provenance)
+        .chain(a.sources.iter().map(|s| &s.provenance))
+        .flat_map(|p| p.gates.iter());
+    for g in gates {
+        let _ = write!(
+            h,
+            "<li class=\"{}\">{} {} {:.3}{}</li>",
+            if g.verdict.passed { "pass" } else { "fail" },
+            if g.verdict.passed { "&#10003;" } else { "&#10007;" },
+            esc(&g.gate),
+            g.verdict.score,
+            if g.verdict.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", esc(&g.verdict.reasons.join("; ")))
+            }
+        );
+    }
+    if a.provenance.flagged {
+        h.push_str("<li class=\"fail\">flagged for review</li>");
+    }
+    let _ = write!(
+        h,
+        "</ul><div class=\"path\">{}</div></div>",
+        esc(a.path.as_deref().unwrap_or(a.id.short()))
+    );
+}
+
+/// Write the contact sheet into `out_dir`: pages of [`SHEET_PAGE`] assets
+/// (`contact_sheet.html`, `contact_sheet-2.html`, ...), each a card per asset
+/// with its variables, maker and gate verdicts. Images are linked, not
+/// embedded: the thumbnail made as the job ended, else the delivered file,
+/// lazily loaded. `assets` is streamed, `total` says how many it yields, and
+/// `load` reads a text asset's payload. Returns the pages written; pages of an
+/// earlier, larger sheet are removed.
+pub fn write_contact_sheet(
+    out_dir: &std::path::Path,
+    campaign: &str,
+    report: &Report,
+    total: usize,
+    assets: impl Iterator<Item = AssetEntry>,
+    load: &dyn Fn(&AssetEntry) -> Option<Bytes>,
+) -> std::io::Result<usize> {
+    let pages = total.div_ceil(SHEET_PAGE).max(1);
+    let mut assets = assets.peekable();
+    for page in 1..=pages {
+        let mut h = String::with_capacity(256 * 1024);
+        head(&mut h, campaign, report, page, pages);
+        h.push_str("<div class=\"grid\">");
+        for a in assets.by_ref().take(SHEET_PAGE) {
+            card(&mut h, out_dir, &a, load);
+        }
+        h.push_str("</div>");
+        nav(&mut h, page, pages);
+        h.push_str("</body></html>\n");
+        crate::store::write_atomic(&out_dir.join(sheet_page_name(page)), h.as_bytes(), true)?;
+    }
+    // A re-run with fewer assets leaves no stale page behind.
+    let mut n = pages + 1;
+    while std::fs::remove_file(out_dir.join(sheet_page_name(n))).is_ok() {
+        n += 1;
+    }
+    Ok(pages)
+}
+
+/// Render a one-page contact sheet of a manifest in memory (small campaigns,
+/// tests). `load` returns an asset's payload.
+pub fn contact_sheet(manifest: &Manifest, report: &Report, load: impl Fn(&AssetEntry) -> Option<Bytes>) -> String {
+    let mut h = String::with_capacity(64 * 1024);
+    head(&mut h, &manifest.campaign, report, 1, 1);
+    h.push_str("<div class=\"grid\">");
     for a in &manifest.assets {
-        let data = load(a);
-        let _ = write!(
-            h,
-            "<div class=\"card{}\">{}",
-            if a.provenance.flagged { " flag" } else { "" },
-            preview(a, data.as_ref())
-        );
-        h.push_str("<ul class=\"vars\">");
-        for (k, v) in &a.vars {
-            let _ = write!(h, "<li><b>{}</b>: {}</li>", esc(k), esc(&value_text(v)));
-        }
-        let _ = write!(h, "<li><b>step</b>: {}</li>", esc(&a.step));
-        let generation = std::iter::once(&a.provenance)
-            .chain(a.sources.iter().map(|s| &s.provenance))
-            .find(|p| p.provider.is_some());
-        if let Some(p) = generation {
-            let _ = write!(
-                h,
-                "<li><b>by</b>: {}{} seed {}</li>",
-                esc(p.provider.as_deref().unwrap_or("-")),
-                p.model.as_deref().map(|m| format!("/{}", esc(m))).unwrap_or_default(),
-                p.seed.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
-            );
-        }
-        h.push_str("</ul><ul class=\"gates\">");
-        let gates = std::iter::once(&a.provenance)
-            .chain(a.sources.iter().map(|s| &s.provenance))
-            .flat_map(|p| p.gates.iter());
-        for g in gates {
-            let _ = write!(
-                h,
-                "<li class=\"{}\">{} {} {:.3}{}</li>",
-                if g.verdict.passed { "pass" } else { "fail" },
-                if g.verdict.passed { "&#10003;" } else { "&#10007;" },
-                esc(&g.gate),
-                g.verdict.score,
-                if g.verdict.reasons.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", esc(&g.verdict.reasons.join("; ")))
-                }
-            );
-        }
-        if a.provenance.flagged {
-            h.push_str("<li class=\"fail\">flagged for review</li>");
-        }
-        let _ = write!(
-            h,
-            "</ul><div class=\"path\">{}</div></div>",
-            esc(a.path.as_deref().unwrap_or(a.id.short()))
-        );
+        card(&mut h, std::path::Path::new(""), a, &load);
     }
     h.push_str("</div></body></html>\n");
     h

@@ -103,65 +103,121 @@ impl AssetEntry {
     }
 }
 
+/// A written manifest, counted: what a finished campaign returns instead of
+/// holding every entry (read the entries with [`Manifest::read`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSummary {
+    /// The campaign's name.
+    pub campaign: String,
+    /// BLAKE3 of the spec's canonical JSON.
+    pub spec_hash: String,
+    /// Jobs listed.
+    pub jobs: u64,
+    /// Jobs whose every step finished.
+    pub jobs_complete: u64,
+    /// Assets listed.
+    pub assets: u64,
+    /// Where `manifest.json` was written, when it was (read its entries with
+    /// [`Manifest::read`]).
+    #[serde(skip)]
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl ManifestSummary {
+    /// Whether every job finished.
+    pub fn complete(&self) -> bool {
+        self.jobs_complete == self.jobs
+    }
+}
+
+/// One job's manifest entries from its journal records (by step): its
+/// [`JobEntry`] and its delivered assets, in step order.
+pub fn job_entries(
+    job: &Job,
+    steps: &[String],
+    deliver: &[String],
+    done: &BTreeMap<String, JournalRecord>,
+) -> (JobEntry, Vec<AssetEntry>) {
+    let steps_done: Vec<String> = steps
+        .iter()
+        .filter(|s| done.contains_key(s.as_str()))
+        .cloned()
+        .collect();
+    let entry = JobEntry {
+        key: job.key().to_string(),
+        vars: (**job.vars()).clone(),
+        complete: steps_done.len() == steps.len(),
+        steps_done,
+    };
+    let mut assets = Vec::new();
+    if done.is_empty() {
+        return (entry, assets);
+    }
+    let all: HashMap<&ArtifactId, &ArtifactRecord> = done
+        .values()
+        .flat_map(|r| r.outputs.iter().map(|a| (&a.id, a)))
+        .collect();
+    for step in deliver {
+        let Some(rec) = done.get(step.as_str()) else { continue };
+        for (index, a) in rec.outputs.iter().enumerate() {
+            assets.push(AssetEntry {
+                job: job.key().to_string(),
+                vars: (**job.vars()).clone(),
+                step: step.clone(),
+                index,
+                id: a.id.clone(),
+                media: a.media.clone(),
+                bytes: a.bytes,
+                path: None,
+                meta: a.meta.clone(),
+                provenance: stable(&a.provenance),
+                sources: sources(a, &all),
+            });
+        }
+    }
+    (entry, assets)
+}
+
 impl Manifest {
     /// Build from journal records (any order; shards' records may be
-    /// concatenated). `jobs` and `steps` give the order; `deliver` the steps
-    /// whose outputs are assets.
-    pub fn from_records(
+    /// concatenated), in memory. `jobs` and `steps` give the order; `deliver`
+    /// the steps whose outputs are assets. A campaign streams the same entries
+    /// into `manifest.json` instead (see [`job_entries`]).
+    pub fn from_records<'a>(
         campaign: &str,
         spec_hash: &str,
-        jobs: &[Job],
+        jobs: impl IntoIterator<Item = &'a Job>,
         steps: &[String],
         deliver: &[String],
         records: &[JournalRecord],
     ) -> Manifest {
-        let mut by_job: HashMap<&str, BTreeMap<&str, &JournalRecord>> = HashMap::new();
+        let mut by_job: HashMap<&str, BTreeMap<String, JournalRecord>> = HashMap::new();
         for r in records {
-            by_job.entry(r.job.as_str()).or_default().insert(r.step.as_str(), r);
+            by_job
+                .entry(r.job.as_str())
+                .or_default()
+                .insert(r.step.clone(), r.clone());
         }
         let mut out = Manifest {
             campaign: campaign.to_string(),
             spec_hash: spec_hash.to_string(),
             ..Manifest::default()
         };
+        let none = BTreeMap::new();
         for job in jobs {
-            let done = by_job.get(job.key());
-            let steps_done: Vec<String> = steps
-                .iter()
-                .filter(|s| done.is_some_and(|d| d.contains_key(s.as_str())))
-                .cloned()
-                .collect();
-            out.jobs.push(JobEntry {
-                key: job.key().to_string(),
-                vars: (**job.vars()).clone(),
-                complete: steps_done.len() == steps.len(),
-                steps_done,
-            });
-            let Some(done) = done else { continue };
-            let all: HashMap<&ArtifactId, &ArtifactRecord> = done
-                .values()
-                .flat_map(|r| r.outputs.iter().map(|a| (&a.id, a)))
-                .collect();
-            for step in deliver {
-                let Some(rec) = done.get(step.as_str()) else { continue };
-                for (index, a) in rec.outputs.iter().enumerate() {
-                    out.assets.push(AssetEntry {
-                        job: job.key().to_string(),
-                        vars: (**job.vars()).clone(),
-                        step: step.clone(),
-                        index,
-                        id: a.id.clone(),
-                        media: a.media.clone(),
-                        bytes: a.bytes,
-                        path: None,
-                        meta: a.meta.clone(),
-                        provenance: stable(&a.provenance),
-                        sources: sources(a, &all),
-                    });
-                }
-            }
+            let (entry, assets) = job_entries(job, steps, deliver, by_job.get(job.key()).unwrap_or(&none));
+            out.jobs.push(entry);
+            out.assets.extend(assets);
         }
         out
+    }
+
+    /// Read a `manifest.json`.
+    pub fn read(path: &std::path::Path) -> Result<Manifest, crate::store::StoreError> {
+        let f =
+            std::fs::File::open(path).map_err(|e| crate::store::StoreError(format!("open {}: {e}", path.display())))?;
+        serde_json::from_reader(std::io::BufReader::new(f))
+            .map_err(|e| crate::store::StoreError(format!("read {}: {e}", path.display())))
     }
 }
 

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 
 use crate::artifact::{Artifact, ArtifactId};
 
-pub use html::contact_sheet;
-pub use manifest::{AssetEntry, JobEntry, Manifest, SourceEntry};
+pub use html::{contact_sheet, make_thumbnail, sheet_page_name, thumbnail_path, write_contact_sheet, SHEET_PAGE};
+pub use manifest::{job_entries, AssetEntry, JobEntry, Manifest, ManifestSummary, SourceEntry};
 pub use path::{FileNameTemplate, PathError};
 pub use report::{FailureRow, GateRow, JobCounts, ProviderRow, Report, ReportBuilder, Totals};
 
@@ -46,7 +46,7 @@ impl SinkError {
 ///
 /// `deliver` is called once per delivered asset (after the directory sink has
 /// written it, so `asset.path` is set), for a few assets at once and in no
-/// particular order, then `finish` once with the manifest and the report. A failing sink does not fail the run: its errors are listed in the
+/// particular order, then `finish` once with the manifest's summary and the report. A failing sink does not fail the run: its errors are listed in the
 /// report. When the run is cancelled, a call in progress is dropped at its next
 /// await and no further calls are made (files and manifest are still written);
 /// a resume delivers the rest, so sinks should be idempotent.
@@ -58,8 +58,10 @@ pub trait Sink: Send + Sync {
     /// Deliver one asset.
     async fn deliver(&self, asset: &AssetEntry, artifact: &Artifact) -> Result<(), SinkError>;
 
-    /// Called once when every asset has been delivered.
-    async fn finish(&self, _manifest: &Manifest, _report: &Report) -> Result<(), SinkError> {
+    /// Called once when every asset has been delivered, with the manifest
+    /// counted (`manifest.path` names `manifest.json`, for a sink that wants
+    /// every entry) and the report.
+    async fn finish(&self, _manifest: &ManifestSummary, _report: &Report) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -115,4 +117,69 @@ impl DirectorySink {
         }
         self.write(rel, artifact).map(|()| true)
     }
+
+    /// Put the stored payload `id` at `rel` without reading it: a hard link to
+    /// the content-addressed blob (renamed into place, so the file appears
+    /// whole), or a copy where the file system cannot link. A file that already
+    /// is that blob (same inode) is left alone. Returns `false` when the blob is
+    /// missing or is not `bytes` long (damaged), so the caller can report it.
+    ///
+    /// A linked asset shares its inode with the blob: edit a delivered file by
+    /// writing a new one (as image editors do), not in place; the store checks
+    /// hashes when it reads, so an edited blob is never served as the original.
+    pub fn place(
+        &self,
+        rel: &str,
+        blobs: &crate::store::BlobStore,
+        id: &ArtifactId,
+        media: &crate::artifact::MediaType,
+        bytes: u64,
+    ) -> Result<bool, SinkError> {
+        let err = |what: &str, p: &Path, e: std::io::Error| {
+            SinkError::new("directory", format!("{what} {}: {e}", p.display()))
+        };
+        let path = self.root.join(rel);
+        let blob = blobs.path_of(id);
+        let Ok(meta) = std::fs::metadata(&blob) else {
+            return Ok(false);
+        };
+        if meta.len() != bytes {
+            return Ok(false);
+        }
+        if let Ok(existing) = std::fs::symlink_metadata(&path) {
+            if same_file(&existing, &meta) {
+                return Ok(true);
+            }
+            if existing.is_file() && existing.len() == bytes {
+                if let Ok(data) = std::fs::read(&path) {
+                    if ArtifactId::of(media, &data) == *id {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err("create", dir, e))?;
+        }
+        let tmp = crate::store::temp_path(&path);
+        if std::fs::hard_link(&blob, &tmp).is_err() {
+            std::fs::copy(&blob, &tmp).map_err(|e| err("copy to", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err("rename to", &path, e)
+        })?;
+        Ok(true)
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    false
 }

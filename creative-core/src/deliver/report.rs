@@ -160,11 +160,19 @@ struct Acc {
     latencies: Vec<f64>,
 }
 
-/// Builds a [`Report`] from a run's events (every session's), its journal
-/// records and its outcome.
+/// Builds a [`Report`] by streaming: feed it the run's events (every
+/// session's), its journal records and its delivered assets one at a time, in
+/// any amount; it keeps only the per-provider, per-model and per-gate rows, and
+/// which provider is serving each job still in progress.
 #[derive(Default)]
 pub struct ReportBuilder {
-    events: Vec<Event>,
+    /// Provider and model serving each step of each job not yet finished.
+    who: HashMap<String, HashMap<String, (String, String)>>,
+    accepted: HashMap<(String, String), u64>,
+    rows: BTreeMap<(String, String), Acc>,
+    gates: BTreeMap<String, GateRow>,
+    totals: Totals,
+    sessions: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -176,154 +184,154 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+fn acc<'a>(rows: &'a mut BTreeMap<(String, String), Acc>, p: &str, m: &str) -> &'a mut Acc {
+    rows.entry((p.to_string(), m.to_string())).or_insert_with(|| Acc {
+        row: ProviderRow {
+            provider: p.to_string(),
+            model: m.to_string(),
+            ..ProviderRow::default()
+        },
+        latencies: Vec::new(),
+    })
+}
+
 impl ReportBuilder {
     /// An empty builder.
     pub fn new() -> Self {
         ReportBuilder::default()
     }
 
+    fn serving(&mut self, job: &str, step: &str, provider: &str, model: String) {
+        self.who
+            .entry(job.to_string())
+            .or_default()
+            .insert(step.to_string(), (provider.to_string(), model));
+    }
+
     /// Feed one event.
     pub fn observe(&mut self, e: &Event) {
         match &e.kind {
-            EventKind::Attempt { .. }
-            | EventKind::AttemptFinished { .. }
-            | EventKind::CacheHit { .. }
-            | EventKind::GateVerdict { .. }
-            | EventKind::Retry { .. }
-            | EventKind::Fallback { .. }
-            | EventKind::Regenerate { .. }
-            | EventKind::RunStarted { .. } => self.events.push(e.clone()),
+            EventKind::RunStarted { .. } => self.sessions += 1,
+            EventKind::Attempt {
+                job,
+                step,
+                provider,
+                model,
+                ..
+            } => {
+                let m = model.clone().unwrap_or_else(|| "-".into());
+                self.serving(job, step, provider, m);
+            }
+            EventKind::AttemptFinished {
+                provider,
+                model,
+                latency_ms,
+                cost_usd,
+                error_kind,
+                ..
+            } => {
+                let m = model.clone().unwrap_or_else(|| "-".into());
+                let a = acc(&mut self.rows, provider, &m);
+                a.row.attempts += 1;
+                a.row.cost_usd += cost_usd;
+                a.latencies.push(*latency_ms);
+                self.totals.attempts += 1;
+                self.totals.cost_usd += cost_usd;
+                match error_kind {
+                    None => a.row.successes += 1,
+                    Some(k) => {
+                        *a.row.failures.entry(k.clone()).or_default() += 1;
+                        self.totals.failed_attempts += 1;
+                    }
+                }
+            }
+            EventKind::CacheHit {
+                job,
+                step,
+                provider,
+                model,
+                saved_usd,
+            } => {
+                let m = model.clone().unwrap_or_else(|| "-".into());
+                let a = acc(&mut self.rows, provider, &m);
+                a.row.cache_hits += 1;
+                a.row.saved_usd += saved_usd;
+                self.totals.cache_hits += 1;
+                self.totals.saved_usd += saved_usd;
+                self.serving(job, step, provider, m);
+            }
+            EventKind::GateVerdict {
+                job,
+                step,
+                gate,
+                passed,
+                reasons,
+                ..
+            } => {
+                self.totals.gate_checks += 1;
+                let g = self.gates.entry(gate.clone()).or_insert_with(|| GateRow {
+                    gate: gate.clone(),
+                    ..GateRow::default()
+                });
+                g.checks += 1;
+                if *passed {
+                    g.passes += 1;
+                } else {
+                    self.totals.gate_failures += 1;
+                    for r in reasons {
+                        *g.reasons.entry(r.clone()).or_default() += 1;
+                    }
+                    if reasons.is_empty() {
+                        *g.reasons.entry("failed".into()).or_default() += 1;
+                    }
+                }
+                if let Some((p, m)) = self.who.get(job).and_then(|w| w.get(step)).cloned() {
+                    let a = acc(&mut self.rows, &p, &m);
+                    a.row.gate_checks += 1;
+                    if *passed {
+                        a.row.gate_passes += 1;
+                    }
+                }
+            }
+            EventKind::Retry { .. } => self.totals.retries += 1,
+            EventKind::Fallback { .. } => self.totals.fallbacks += 1,
+            EventKind::Regenerate { .. } => self.totals.regenerations += 1,
+            EventKind::JobFinished { job, .. } => {
+                self.who.remove(job);
+            }
             _ => {}
         }
     }
 
+    /// Feed one journal record: its outputs are accepted assets of the provider
+    /// and model that made them.
+    pub fn observe_record(&mut self, r: &JournalRecord) {
+        for a in &r.outputs {
+            if let Some(p) = &a.provenance.provider {
+                let model = a.provenance.model.clone().unwrap_or_else(|| "-".into());
+                *self.accepted.entry((p.clone(), model)).or_default() += 1;
+            }
+        }
+    }
+
+    /// Feed one delivered asset.
+    pub fn observe_asset(&mut self, a: &super::AssetEntry) {
+        self.totals.assets += 1;
+        if a.provenance.flagged {
+            self.totals.flagged += 1;
+        }
+    }
+
     /// Build the report.
-    pub fn finish(
-        self,
-        campaign: &str,
-        outcome: Option<&RunOutcome>,
-        records: &[JournalRecord],
-        assets: &[super::AssetEntry],
-    ) -> Report {
-        // Which provider and model answered each (job, step): from the journal
-        // first (kept outputs), then refined by live attempts.
-        let mut who: HashMap<(String, String), (String, String)> = HashMap::new();
-        let mut accepted: HashMap<(String, String), u64> = HashMap::new();
-        for r in records {
-            for a in &r.outputs {
-                if let Some(p) = &a.provenance.provider {
-                    let model = a.provenance.model.clone().unwrap_or_else(|| "-".into());
-                    who.insert((r.job.clone(), r.step.clone()), (p.clone(), model.clone()));
-                    *accepted.entry((p.clone(), model)).or_default() += 1;
-                }
-            }
-        }
-        let mut rows: BTreeMap<(String, String), Acc> = BTreeMap::new();
-        let mut gates: BTreeMap<String, GateRow> = BTreeMap::new();
-        let mut totals = Totals::default();
-        let mut sessions = 0;
-        fn acc<'a>(rows: &'a mut BTreeMap<(String, String), Acc>, p: &str, m: &str) -> &'a mut Acc {
-            rows.entry((p.to_string(), m.to_string())).or_insert_with(|| Acc {
-                row: ProviderRow {
-                    provider: p.to_string(),
-                    model: m.to_string(),
-                    ..ProviderRow::default()
-                },
-                latencies: Vec::new(),
-            })
-        }
-        for e in &self.events {
-            match &e.kind {
-                EventKind::RunStarted { .. } => sessions += 1,
-                EventKind::Attempt {
-                    job,
-                    step,
-                    provider,
-                    model,
-                    ..
-                } => {
-                    let m = model.clone().unwrap_or_else(|| "-".into());
-                    who.insert((job.clone(), step.clone()), (provider.clone(), m));
-                }
-                EventKind::AttemptFinished {
-                    provider,
-                    model,
-                    latency_ms,
-                    cost_usd,
-                    error_kind,
-                    ..
-                } => {
-                    let m = model.clone().unwrap_or_else(|| "-".into());
-                    let a = acc(&mut rows, provider, &m);
-                    a.row.attempts += 1;
-                    a.row.cost_usd += cost_usd;
-                    a.latencies.push(*latency_ms);
-                    totals.attempts += 1;
-                    totals.cost_usd += cost_usd;
-                    match error_kind {
-                        None => a.row.successes += 1,
-                        Some(k) => {
-                            *a.row.failures.entry(k.clone()).or_default() += 1;
-                            totals.failed_attempts += 1;
-                        }
-                    }
-                }
-                EventKind::CacheHit {
-                    job,
-                    step,
-                    provider,
-                    saved_usd,
-                } => {
-                    let m = who
-                        .get(&(job.clone(), step.clone()))
-                        .map(|w| w.1.clone())
-                        .unwrap_or_else(|| "-".into());
-                    let a = acc(&mut rows, provider, &m);
-                    a.row.cache_hits += 1;
-                    a.row.saved_usd += saved_usd;
-                    totals.cache_hits += 1;
-                    totals.saved_usd += saved_usd;
-                    who.insert((job.clone(), step.clone()), (provider.clone(), m));
-                }
-                EventKind::GateVerdict {
-                    job,
-                    step,
-                    gate,
-                    passed,
-                    reasons,
-                    ..
-                } => {
-                    totals.gate_checks += 1;
-                    let g = gates.entry(gate.clone()).or_insert_with(|| GateRow {
-                        gate: gate.clone(),
-                        ..GateRow::default()
-                    });
-                    g.checks += 1;
-                    if *passed {
-                        g.passes += 1;
-                    } else {
-                        totals.gate_failures += 1;
-                        for r in reasons {
-                            *g.reasons.entry(r.clone()).or_default() += 1;
-                        }
-                        if reasons.is_empty() {
-                            *g.reasons.entry("failed".into()).or_default() += 1;
-                        }
-                    }
-                    if let Some((p, m)) = who.get(&(job.clone(), step.clone())).cloned() {
-                        let a = acc(&mut rows, &p, &m);
-                        a.row.gate_checks += 1;
-                        if *passed {
-                            a.row.gate_passes += 1;
-                        }
-                    }
-                }
-                EventKind::Retry { .. } => totals.retries += 1,
-                EventKind::Fallback { .. } => totals.fallbacks += 1,
-                EventKind::Regenerate { .. } => totals.regenerations += 1,
-                _ => {}
-            }
-        }
+    pub fn finish(self, campaign: &str, outcome: Option<&RunOutcome>) -> Report {
+        let ReportBuilder {
+            accepted,
+            mut rows,
+            gates,
+            mut totals,
+            sessions,
+            ..
+        } = self;
         for ((p, m), n) in &accepted {
             acc(&mut rows, p, m).row.accepted = *n;
         }
@@ -347,21 +355,17 @@ impl ReportBuilder {
                 g
             })
             .collect();
-        totals.assets = assets.len() as u64;
-        totals.flagged = assets.iter().filter(|a| a.provenance.flagged).count() as u64;
         totals.cost_per_asset_usd = (totals.assets > 0).then(|| totals.cost_usd / totals.assets as f64);
         let mut jobs = JobCounts::default();
         let mut failures = Vec::new();
         if let Some(o) = outcome {
-            jobs.total = o.jobs.len() as u64;
+            jobs.total = o.counts.total;
+            jobs.succeeded = o.counts.succeeded;
+            jobs.failed = o.counts.failed;
+            jobs.cancelled = o.counts.cancelled;
+            jobs.budget_exhausted = o.counts.budget_exhausted;
             jobs.steps_resumed = o.stats.steps_resumed;
             for j in &o.jobs {
-                match j.status {
-                    Status::Succeeded => jobs.succeeded += 1,
-                    Status::Failed => jobs.failed += 1,
-                    Status::Cancelled => jobs.cancelled += 1,
-                    Status::BudgetExhausted => jobs.budget_exhausted += 1,
-                }
                 if let Some(s) = j.steps.iter().find(|s| s.state == StepState::Failed) {
                     let (class, error) = match &s.error {
                         Some(e) => (e.class().to_string(), e.to_string()),
@@ -557,7 +561,7 @@ mod tests {
             }));
         }
         b.observe(&attempt("j0", 100.0, Some("timeout")));
-        let r = b.finish("c", None, &[], &[]);
+        let r = b.finish("c", None);
         let row = &r.providers[0];
         assert_eq!((row.provider.as_str(), row.model.as_str()), ("p", "m"));
         assert_eq!(row.attempts, 5);

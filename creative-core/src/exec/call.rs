@@ -144,6 +144,11 @@ impl StepCtx {
                             job: self.job.key().to_string(),
                             step: self.step.to_string(),
                             provider: pid.clone(),
+                            model: generation
+                                .artifacts
+                                .first()
+                                .and_then(|a| a.provenance().model.clone())
+                                .or_else(|| request.model.clone()),
                             saved_usd: saved,
                         });
                         return Tried::Done(CallOutcome {

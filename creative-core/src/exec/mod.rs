@@ -181,6 +181,56 @@ pub struct RunOptions {
     pub cancel: Option<CancellationToken>,
     /// The number of jobs, if known, for progress.
     pub jobs_hint: Option<u64>,
+    /// What the outcome keeps of each finished job. Default: everything.
+    pub retain: Retain,
+}
+
+/// What a run's [`RunOutcome::jobs`] keeps of each finished job.
+///
+/// A campaign of a hundred thousand images cannot hold every result until the
+/// end: with a journal, the journal is the record, and the outcome needs only
+/// the counts and what went wrong.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retain {
+    /// Every job's result with its artifacts (the default; memory grows with
+    /// the run).
+    #[default]
+    All,
+    /// Only the jobs that did not succeed, without their artifacts; a finished
+    /// job leaves memory as it ends. The counts in [`RunOutcome::counts`] are
+    /// complete either way.
+    Failures,
+}
+
+/// How many jobs ended each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobTally {
+    /// Jobs in all.
+    pub total: u64,
+    /// Jobs whose every step finished.
+    pub succeeded: u64,
+    /// Jobs that failed.
+    pub failed: u64,
+    /// Jobs stopped by a cancel.
+    pub cancelled: u64,
+    /// Jobs stopped by the budget or the deadline.
+    pub budget_exhausted: u64,
+    /// Artifacts the jobs produced (kept outputs of every step).
+    pub artifacts: u64,
+}
+
+impl JobTally {
+    fn add(&mut self, r: &JobResult) {
+        self.total += 1;
+        match r.status {
+            Status::Succeeded => self.succeeded += 1,
+            Status::Failed => self.failed += 1,
+            Status::Cancelled => self.cancelled += 1,
+            Status::BudgetExhausted => self.budget_exhausted += 1,
+        }
+        self.artifacts += r.artifacts().count() as u64;
+    }
 }
 
 /// What a run produced.
@@ -188,8 +238,11 @@ pub struct RunOptions {
 pub struct RunOutcome {
     /// How the run ended.
     pub status: Status,
-    /// One result per job, in job-source order.
+    /// One result per job, in job-source order: every job, or with
+    /// [`Retain::Failures`] only those that did not succeed.
     pub jobs: Vec<JobResult>,
+    /// How many jobs ended each way (every job, whatever was retained).
+    pub counts: JobTally,
     /// Counters.
     pub stats: RunStats,
     /// Final progress.
@@ -223,10 +276,10 @@ impl RunOutcome {
     pub fn summary(&self) -> RunSummary {
         RunSummary {
             status: self.status,
-            jobs: self.jobs.len() as u64,
-            succeeded: self.jobs.iter().filter(|j| j.status == Status::Succeeded).count() as u64,
-            failed: self.jobs.iter().filter(|j| j.status == Status::Failed).count() as u64,
-            artifacts: self.jobs.iter().map(|j| j.artifacts().count() as u64).sum(),
+            jobs: self.counts.total,
+            succeeded: self.counts.succeeded,
+            failed: self.counts.failed,
+            artifacts: self.counts.artifacts,
             stats: self.stats.clone(),
             elapsed_ms: self.elapsed.as_secs_f64() * 1e3,
         }
@@ -283,6 +336,7 @@ impl RunHandle {
             Err(e) => RunOutcome {
                 status: Status::Failed,
                 jobs: Vec::new(),
+                counts: JobTally::default(),
                 stats: self.shared.counters.snapshot(),
                 progress: self.shared.counters.progress(),
                 elapsed: Duration::ZERO,
@@ -369,6 +423,7 @@ impl Executor {
                 jobs.into_iter(),
                 self.inner.concurrency,
                 opts.jobs_hint,
+                opts.retain,
             )
             .instrument(span),
         );
@@ -387,6 +442,7 @@ async fn drive(
     mut jobs: impl Iterator<Item = Job> + Send,
     max_active: usize,
     jobs_hint: Option<u64>,
+    retain: Retain,
 ) -> RunOutcome {
     let started = Instant::now();
     let steps = pipeline.step_names();
@@ -404,6 +460,23 @@ async fn drive(
     // Job key and index by task id, to report a job whose task panicked.
     let mut in_flight: HashMap<tokio::task::Id, (Job, u64)> = HashMap::new();
     let mut results: Vec<JobResult> = Vec::new();
+    let mut counts = JobTally::default();
+    let mut keep = |mut r: JobResult, results: &mut Vec<JobResult>| {
+        counts.add(&r);
+        match retain {
+            Retain::All => results.push(r),
+            Retain::Failures if r.status != Status::Succeeded => {
+                for s in &mut r.steps {
+                    s.outputs = Arc::from(Vec::new());
+                }
+                results.push(r);
+            }
+            Retain::Failures => {}
+        }
+    };
+    // A run with no failure decides its status without holding every result.
+    let mut all_succeeded = true;
+    let mut any_budget = false;
     let mut next_index = 0u64;
     let mut source_done = false;
     loop {
@@ -465,7 +538,9 @@ async fn drive(
             }
         };
         finish_job(&run, &result);
-        results.push(result);
+        all_succeeded &= result.status == Status::Succeeded;
+        any_budget |= result.status == Status::BudgetExhausted;
+        keep(result, &mut results);
     }
     // Jobs never started because the run was cancelled or ran out of budget still
     // get a result, so every job of the source is accounted for.
@@ -491,18 +566,20 @@ async fn drive(
             };
             next_index += 1;
             finish_job(&run, &r);
-            results.push(r);
+            all_succeeded &= r.status == Status::Succeeded;
+            any_budget |= r.status == Status::BudgetExhausted;
+            keep(r, &mut results);
         }
         run.counters.jobs_hint.store(0, Ordering::Relaxed);
     }
     results.sort_by_key(|r| r.index);
     let status = if run.cancel.is_cancelled() {
         Status::Cancelled
-    } else if results.iter().any(|r| r.status == Status::BudgetExhausted) {
+    } else if any_budget {
         // Also when the budget itself still has room but a job stopped because it
         // would run past the deadline (waiting on providers that reopen too late).
         Status::BudgetExhausted
-    } else if results.iter().all(|r| r.status == Status::Succeeded) {
+    } else if all_succeeded {
         Status::Succeeded
     } else {
         Status::Failed
@@ -517,6 +594,7 @@ async fn drive(
     RunOutcome {
         status,
         jobs: results,
+        counts,
         stats: run.counters.snapshot(),
         progress,
         elapsed,

@@ -19,10 +19,11 @@ use crate::pipeline::Dag;
 use crate::resilience::{Backoff, RetryPolicy};
 use crate::spec::campaign::Campaign;
 use crate::spec::error::{SpecError, SpecErrorKind as K};
+use crate::spec::matrix::JobMatrix;
 use crate::spec::registry::{BuildCtx, Registry};
-use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_KEYS};
+use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_KEYS, PARAM_VARS};
 use crate::spec::steps::{job_layer, GatedStep, NamedGate, SpecGenerate, Variant};
-use crate::spec::{matrix, Spec};
+use crate::spec::Spec;
 use crate::step::Step;
 use crate::template::{Template, TemplateError};
 
@@ -76,9 +77,23 @@ fn describe(job: &Job) -> String {
 }
 
 /// Render a template for every job, so a missing variable fails the build and
-/// names the variable and a job that lacks it.
-fn check_renders(t: &Template, jobs: &[Job], path: &str) -> Result<(), SpecError> {
-    for job in jobs {
+/// names the variable and a job that lacks it. A template reads only the
+/// variables it names, so one job per combination of their axes stands for all
+/// (a million-job matrix over three prompts' variables checks a few hundred).
+fn check_renders(
+    t: &Template,
+    jobs: &JobMatrix,
+    preset: Option<&(Option<String>, Option<String>)>,
+    path: &str,
+) -> Result<(), SpecError> {
+    let mut names: Vec<&str> = t.variables().collect();
+    names.push("preset");
+    for job in jobs.representatives(&names) {
+        if let Some((wanted, default)) = preset {
+            if job.var_str("preset").or_else(|| default.clone()) != *wanted {
+                continue;
+            }
+        }
         if let Err(e) = t.render(job.vars()) {
             return Err(match e {
                 TemplateError::Missing { name, .. } => {
@@ -88,13 +103,87 @@ fn check_renders(t: &Template, jobs: &[Job], path: &str) -> Result<(), SpecError
                         path,
                         format!(
                             "missing variable `{name}` for {}; the job has: {}",
-                            describe(job),
+                            describe(&job),
                             list(have)
                         ),
                     )
                 }
-                other => err(K::Invalid, path, format!("{other} for {}", describe(job))),
+                other => err(K::Invalid, path, format!("{other} for {}", describe(&job))),
             });
+        }
+    }
+    Ok(())
+}
+
+/// The name an asset of `job` from `step` gets, as the file-name check sees it.
+fn check_name(
+    names: &FileNameTemplate,
+    job: &Job,
+    step: &str,
+    produces: &HashMap<String, Option<MediaKind>>,
+) -> Result<String, SpecError> {
+    let mut v = (**job.vars()).clone();
+    v.insert("step".into(), step.into());
+    v.insert("index".into(), 0.into());
+    v.insert("ext".into(), ext_for(produces.get(step).copied().flatten()).into());
+    v.insert("id".into(), "0123456789ab".into());
+    v.insert("job".into(), job.key().into());
+    names.render(&v).map_err(|e| match e {
+        PathError::Template(TemplateError::Missing { name, .. }) => err(
+            K::MissingVariable,
+            "output.file_name",
+            format!(
+                "missing variable `{name}` for {}; file names may use the job's variables and step, index, ext, id, job",
+                describe(job)
+            ),
+        ),
+        PathError::Escape { .. } | PathError::Invalid(_) => {
+            err(K::PathEscape, "output.file_name", format!("{e} ({})", describe(job)))
+        }
+        PathError::Template(t) => err(K::Invalid, "output.file_name", t.to_string()),
+    })
+}
+
+/// Every delivered asset of every job gets a name of its own. Names are
+/// remembered as 64-bit hashes (8 bytes a name, not the name), so a million
+/// jobs check in bounded memory; a repeated hash is confirmed by a second pass
+/// that finds both owners by name.
+fn check_file_names(
+    names: &FileNameTemplate,
+    jobs: &JobMatrix,
+    deliver: &[String],
+    produces: &HashMap<String, Option<MediaKind>>,
+) -> Result<(), SpecError> {
+    use std::hash::{Hash, Hasher};
+    let hash = |p: &str| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        p.hash(&mut h);
+        h.finish()
+    };
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    for (n, job) in jobs.iter().enumerate() {
+        for (k, step) in deliver.iter().enumerate() {
+            let path = check_name(names, &job, step, produces)?;
+            if seen.insert(hash(&path)) {
+                continue;
+            }
+            let who = format!("{} step {step}", describe(&job));
+            for (m, earlier) in jobs.iter().enumerate().take(n + 1) {
+                for (l, s) in deliver.iter().enumerate() {
+                    if (m, l) >= (n, k) {
+                        break;
+                    }
+                    if check_name(names, &earlier, s, produces)? == path {
+                        let other = format!("{} step {s}", describe(&earlier));
+                        return Err(err(
+                            K::Invalid,
+                            "output.file_name",
+                            format!("file name `{path}` is the same for {other} and {who}; use a variable that tells them apart"),
+                        ));
+                    }
+                }
+            }
+            // Two names with one hash: the name is new after all.
         }
     }
     Ok(())
@@ -243,9 +332,11 @@ impl Spec {
         exec = exec.retry(retry);
 
         // Jobs.
-        let jobs = matrix::expand(&doc.matrix)?;
-        for job in &jobs {
-            job_layer(job.vars()).map_err(|m| err(K::Invalid, "matrix", format!("{m} ({})", describe(job))))?;
+        let jobs = JobMatrix::new(&doc.matrix)?;
+        let mut layer_vars: Vec<&str> = PARAM_VARS.to_vec();
+        layer_vars.push("preset");
+        for job in jobs.representatives(&layer_vars) {
+            job_layer(job.vars()).map_err(|m| err(K::Invalid, "matrix", format!("{m} ({})", describe(&job))))?;
             if let Some(p) = job.var_str("preset") {
                 if !doc.presets.contains_key(&p) {
                     return Err(err(
@@ -368,7 +459,7 @@ impl Spec {
         };
         let default_names = {
             let vars: Vec<String> = jobs
-                .first()
+                .get(0)
                 .map(|j| j.vars().keys().map(|k| format!("{{{{ {k} }}}}")).collect())
                 .unwrap_or_default();
             let stem = if vars.is_empty() {
@@ -381,39 +472,7 @@ impl Spec {
         let name_src = out.file_name.clone().unwrap_or(default_names);
         let names_t =
             FileNameTemplate::new(&name_src).map_err(|e| err(K::Invalid, "output.file_name", e.to_string()))?;
-        let mut seen: HashMap<String, String> = HashMap::new();
-        for job in &jobs {
-            for step in &deliver {
-                let mut v = (**job.vars()).clone();
-                v.insert("step".into(), step.clone().into());
-                v.insert("index".into(), 0.into());
-                v.insert("ext".into(), ext_for(produces.get(step).copied().flatten()).into());
-                v.insert("id".into(), "0123456789ab".into());
-                v.insert("job".into(), job.key().into());
-                let path = names_t.render(&v).map_err(|e| match e {
-                    PathError::Template(TemplateError::Missing { name, .. }) => err(
-                        K::MissingVariable,
-                        "output.file_name",
-                        format!(
-                            "missing variable `{name}` for {}; file names may use the job's variables and step, index, ext, id, job",
-                            describe(job)
-                        ),
-                    ),
-                    PathError::Escape { .. } | PathError::Invalid(_) => {
-                        err(K::PathEscape, "output.file_name", format!("{e} ({})", describe(job)))
-                    }
-                    PathError::Template(t) => err(K::Invalid, "output.file_name", t.to_string()),
-                })?;
-                let who = format!("{} step {step}", describe(job));
-                if let Some(other) = seen.insert(path.clone(), who.clone()) {
-                    return Err(err(
-                        K::Invalid,
-                        "output.file_name",
-                        format!("file name `{path}` is the same for {other} and {who}; use a variable that tells them apart"),
-                    ));
-                }
-            }
-        }
+        check_file_names(&names_t, &jobs, &deliver, &produces)?;
 
         // Sinks.
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
@@ -533,7 +592,7 @@ impl Spec {
         base: &str,
         reg: &Registry,
         ctx: &BuildCtx,
-        jobs: &[Job],
+        jobs: &JobMatrix,
         policy: OnGateFail,
     ) -> Result<(Arc<dyn Step>, Arc<SpecGenerate>), SpecError> {
         let doc = &self.doc;
@@ -582,7 +641,7 @@ impl Spec {
         let task = settings.task.unwrap_or_default();
         // The presets this step may run with: its own, or any a job selects.
         let mut presets: Vec<Option<String>> = vec![settings.preset.clone()];
-        if jobs.iter().any(|j| j.vars().contains_key("preset")) {
+        if jobs.get(0).is_some_and(|j| j.vars().contains_key("preset")) {
             presets.extend(doc.presets.keys().map(|k| Some(k.clone())));
         }
         let mut variants = HashMap::new();
@@ -606,16 +665,12 @@ impl Spec {
                 words.prompt_suffix.as_deref().unwrap_or("")
             );
             let prompt = template(&prompt_src, &format!("{base}.prompt"))?;
-            let users: Vec<Job> = jobs
-                .iter()
-                .filter(|j| j.var_str("preset").or_else(|| settings.preset.clone()) == preset)
-                .cloned()
-                .collect();
-            check_renders(&prompt, &users, &format!("{base}.prompt"))?;
+            let users = (preset.clone(), settings.preset.clone());
+            check_renders(&prompt, jobs, Some(&users), &format!("{base}.prompt"))?;
             let negative = match &words.negative_prompt {
                 Some(n) => {
                     let t = template(n, &format!("{base}.negative_prompt"))?;
-                    check_renders(&t, &users, &format!("{base}.negative_prompt"))?;
+                    check_renders(&t, jobs, Some(&users), &format!("{base}.negative_prompt"))?;
                     Some(t)
                 }
                 None => None,

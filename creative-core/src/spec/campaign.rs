@@ -1,6 +1,6 @@
 //! A built campaign: run it, resume it, dry-run it, deliver it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,26 +9,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::cancel::CancellationToken;
-use crate::deliver::{
-    contact_sheet, AssetEntry, DirectorySink, FileNameTemplate, Manifest, Report, ReportBuilder, Sink,
-};
+use crate::deliver::{DirectorySink, FileNameTemplate, Manifest, ManifestSummary, Report, Sink};
 use crate::events::{Event, Progress};
-use crate::exec::{Executor, RunError, RunHandle, RunOptions, RunOutcome};
+use crate::exec::{Executor, Retain, RunError, RunHandle, RunOptions, RunOutcome};
 use crate::job::{Job, Vars};
 use crate::pipeline::{Dag, Pipeline};
 use crate::provider::Provider;
 use crate::resilience::Budget;
+use crate::spec::finish;
 use crate::spec::live::DeliverAsJobsEnd;
+use crate::spec::matrix::{self, JobMatrix};
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
-use crate::store::{
-    lock_out_dir, remove_stale_temps, write_atomic, BlobStore, DiskCache, FileJournal, LockError, StoreError,
-};
+use crate::store::{lock_out_dir, write_atomic, DiskCache, FileJournal, LockError, StoreError};
 
 /// A runnable campaign, built from a spec with [`Spec::build`](crate::spec::Spec::build).
 #[derive(Clone)]
@@ -37,7 +35,7 @@ pub struct Campaign {
     pub(crate) spec_hash: String,
     pub(crate) executor: Executor,
     pub(crate) dag: Arc<Dag>,
-    pub(crate) jobs: Vec<Job>,
+    pub(crate) jobs: JobMatrix,
     pub(crate) steps: Vec<String>,
     pub(crate) deliver: Vec<String>,
     pub(crate) budget: BudgetSpec,
@@ -197,6 +195,8 @@ pub struct PlannedRequest {
 /// One job of a dry run.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobPlan {
+    /// Its position in the matrix (0-based, over every shard).
+    pub index: u64,
     /// Job key.
     pub key: String,
     /// Variables.
@@ -207,8 +207,13 @@ pub struct JobPlan {
     pub estimated_cost_usd: f64,
 }
 
-/// What a dry run found: the expanded job matrix and an estimated cost (first
-/// attempt of every generation; retries and regenerations come on top).
+/// Jobs a [`Plan`] shows from each end of the matrix.
+pub const PLAN_SAMPLE: usize = 10;
+
+/// What a dry run found: the job count, the generations and their estimated
+/// cost (first attempt of every generation; retries and regenerations come on
+/// top), and the first and last jobs in full. Every job in full is
+/// [`Campaign::plan_jobs`], a stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// Campaign name.
@@ -217,8 +222,13 @@ pub struct Plan {
     pub steps: Vec<String>,
     /// Steps whose outputs are delivered.
     pub deliver: Vec<String>,
-    /// Every job.
+    /// Jobs in all (of the shard, when restricted to one).
+    pub job_count: u64,
+    /// The first [`PLAN_SAMPLE`] jobs and the last ones (every job when there
+    /// are no more than twice that), in matrix order.
     pub jobs: Vec<JobPlan>,
+    /// Jobs between the first and the last ones, not shown.
+    pub jobs_omitted: u64,
     /// Generations in all.
     pub generations: u64,
     /// Estimated cost.
@@ -245,13 +255,23 @@ impl Plan {
                 .min(32)
         };
         let widths: Vec<usize> = names.iter().map(|n| width(n)).collect();
-        let _ = write!(s, "{:<5} {:<16}", "#", "job");
+        let _ = write!(s, "{:<8} {:<16}", "#", "job");
         for (n, w) in names.iter().zip(&widths) {
             let _ = write!(s, " {n:<w$}");
         }
         let _ = writeln!(s, " {:>6} {:>10}", "calls", "est. $");
-        for (i, j) in self.jobs.iter().enumerate() {
-            let _ = write!(s, "{:<5} {:<16}", i + 1, j.key);
+        let mut last_index = None;
+        for j in &self.jobs {
+            if last_index.is_some_and(|l: u64| j.index > l + 1) && self.jobs_omitted > 0 {
+                let _ = writeln!(
+                    s,
+                    "{:<8} ({} more jobs; --json lists every job)",
+                    "...",
+                    matrix::group_digits(self.jobs_omitted)
+                );
+            }
+            last_index = Some(j.index);
+            let _ = write!(s, "{:<8} {:<16}", j.index + 1, j.key);
             for (n, w) in names.iter().zip(&widths) {
                 let v: String = j
                     .vars
@@ -268,10 +288,10 @@ impl Plan {
         let _ = writeln!(
             s,
             "{} jobs x {} steps ({}), {} generations, estimated cost ${:.4} (first attempts; retries and regenerations add to it); delivers: {}",
-            self.jobs.len(),
+            matrix::group_digits(self.job_count),
             self.steps.len(),
             self.steps.join(", "),
-            self.generations,
+            matrix::group_digits(self.generations),
             self.estimated_cost_usd,
             self.deliver.join(", ")
         );
@@ -293,14 +313,31 @@ fn value_text(v: &serde_json::Value) -> String {
 pub struct CampaignOutcome {
     /// The engine's outcome of this session.
     pub outcome: RunOutcome,
-    /// The manifest.
-    pub manifest: Manifest,
+    /// The manifest, counted (its entries are in `manifest.json`:
+    /// [`CampaignOutcome::read_manifest`]).
+    pub manifest: ManifestSummary,
     /// The report.
     pub report: Report,
     /// The output folder.
     pub out_dir: PathBuf,
     /// The plan, for a dry run.
     pub plan: Option<Plan>,
+}
+
+impl CampaignOutcome {
+    /// Read the manifest's entries back from `manifest.json` (a dry run has
+    /// none). The whole manifest is in memory then: for a large campaign,
+    /// stream the file instead.
+    pub fn read_manifest(&self) -> Result<Manifest, StoreError> {
+        if self.plan.is_some() {
+            return Ok(Manifest {
+                campaign: self.manifest.campaign.clone(),
+                spec_hash: self.manifest.spec_hash.clone(),
+                ..Manifest::default()
+            });
+        }
+        Manifest::read(&self.out_dir.join("manifest.json"))
+    }
 }
 
 /// A campaign's events, forwarded while they are also written to the output
@@ -343,13 +380,10 @@ pub struct CampaignRun {
     events: Option<CampaignEvents>,
 }
 
-/// Assets handed to the sinks at once at the end of a run.
-const SINK_CONCURRENCY: usize = 8;
-
 /// The folder inside the output folder that holds the journal, payloads, cache
 /// and event log.
 pub const STATE_DIR: &str = ".creative";
-const EVENTS_FILE: &str = "events.jsonl";
+pub(crate) const EVENTS_FILE: &str = "events.jsonl";
 
 impl Campaign {
     /// The campaign's name.
@@ -357,8 +391,10 @@ impl Campaign {
         &self.name
     }
 
-    /// The expanded jobs.
-    pub fn jobs(&self) -> &[Job] {
+    /// The jobs, streamed from the matrix (restricted to a shard when started
+    /// with one): count them with [`JobMatrix::count`], walk them with
+    /// [`JobMatrix::iter`]; none is held in memory.
+    pub fn jobs(&self) -> &JobMatrix {
         &self.jobs
     }
 
@@ -412,42 +448,98 @@ impl Campaign {
         self.sinks.push(sink);
     }
 
-    /// The dry run: every job with the requests its generate steps would make
-    /// and their estimated cost. Calls no provider.
-    pub fn plan(&self) -> Plan {
-        let mut jobs = Vec::with_capacity(self.jobs.len());
-        let mut total = 0.0;
-        let mut generations = 0;
-        for job in &self.jobs {
-            let mut requests = Vec::new();
-            let mut cost = 0.0;
-            for (step, g) in &self.generators {
-                let Some(pid) = g.chain.first() else { continue };
-                // Built specs render every prompt, so this only fails for a
-                // job-selected preset that went missing; such a job shows no call.
-                let Ok(req) = g.request_for(job) else { continue };
-                let est = self.providers.get(pid).map(|p| p.estimate_cost(&req)).unwrap_or(0.0);
-                cost += est;
-                generations += 1;
-                requests.push(PlannedRequest {
-                    step: step.clone(),
-                    provider: pid.clone(),
-                    request: req.resolved_json(),
-                    estimated_cost_usd: est,
-                });
-            }
-            total += cost;
-            jobs.push(JobPlan {
-                key: job.key().to_string(),
-                vars: (**job.vars()).clone(),
-                requests,
-                estimated_cost_usd: cost,
+    /// One job of the dry run: the requests its generate steps would make and
+    /// their estimated cost.
+    pub fn plan_job(&self, index: u64, job: &Job) -> JobPlan {
+        let mut requests = Vec::new();
+        let mut cost = 0.0;
+        for (step, g) in &self.generators {
+            let Some(pid) = g.chain.first() else { continue };
+            // Built specs render every prompt, so this only fails for a
+            // job-selected preset that went missing; such a job shows no call.
+            let Ok(req) = g.request_for(job) else { continue };
+            let est = self.providers.get(pid).map(|p| p.estimate_cost(&req)).unwrap_or(0.0);
+            cost += est;
+            requests.push(PlannedRequest {
+                step: step.clone(),
+                provider: pid.clone(),
+                request: req.resolved_json(),
+                estimated_cost_usd: est,
             });
+        }
+        JobPlan {
+            index,
+            key: job.key().to_string(),
+            vars: (**job.vars()).clone(),
+            requests,
+            estimated_cost_usd: cost,
+        }
+    }
+
+    /// Every job of the dry run, in matrix order, made one at a time (for
+    /// `--json`, a line each).
+    pub fn plan_jobs(&self) -> impl Iterator<Item = JobPlan> + '_ {
+        self.jobs.iter_indexed().map(move |(i, job)| self.plan_job(i, &job))
+    }
+
+    /// The dry run: the job count, the generations and their estimated cost,
+    /// with the first and last jobs in full. Calls no provider.
+    ///
+    /// The totals are computed, not enumerated: a request depends only on the
+    /// variables its step names (prompts, parameters, preset), so one job per
+    /// combination of those axes is estimated and counted for every job it
+    /// stands for. A shard (whose jobs are picked by hash) is walked instead.
+    pub fn plan(&self) -> Plan {
+        let job_count = self.jobs.count();
+        let (mut generations, mut total) = (0u64, 0.0f64);
+        if self.jobs.shard_of().is_none() {
+            for (_, g) in &self.generators {
+                let Some(pid) = g.chain.first() else { continue };
+                let names = g.variables();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let reps: Vec<Job> = self.jobs.representatives(&names).collect::<Vec<_>>();
+                // Every representative stands for the same number of jobs.
+                let each = job_count / (reps.len() as u64).max(1);
+                for job in &reps {
+                    let Ok(req) = g.request_for(job) else { continue };
+                    generations += each;
+                    total += self.providers.get(pid).map(|p| p.estimate_cost(&req)).unwrap_or(0.0) * each as f64;
+                }
+            }
+        } else {
+            for j in self.plan_jobs() {
+                generations += j.requests.len() as u64;
+                total += j.estimated_cost_usd;
+            }
+        }
+        let sample = PLAN_SAMPLE as u64;
+        let mut jobs: Vec<JobPlan> = Vec::new();
+        if self.jobs.shard_of().is_none() {
+            let head = job_count.min(sample);
+            let tail_from = job_count.saturating_sub(sample).max(head);
+            for i in (0..head).chain(tail_from..job_count) {
+                if let Some(job) = self.jobs.get(i) {
+                    jobs.push(self.plan_job(i, &job));
+                }
+            }
+        } else {
+            let mut all = self.plan_jobs();
+            jobs.extend(all.by_ref().take(PLAN_SAMPLE));
+            let mut tail: std::collections::VecDeque<JobPlan> = std::collections::VecDeque::new();
+            for j in all {
+                if tail.len() == PLAN_SAMPLE {
+                    tail.pop_front();
+                }
+                tail.push_back(j);
+            }
+            jobs.extend(tail);
         }
         Plan {
             campaign: self.name.clone(),
             steps: self.steps.clone(),
             deliver: self.deliver.clone(),
+            job_count,
+            jobs_omitted: job_count - jobs.len() as u64,
             jobs,
             generations,
             estimated_cost_usd: total,
@@ -465,13 +557,17 @@ impl Campaign {
         match opts.shard {
             // The shard's campaign is this one with its jobs only, so its manifest
             // and report account for exactly the work it did.
-            Some(shard) => {
-                let mut part = self.clone();
-                part.jobs.retain(|j| shard.contains(j));
-                part.start_all(opts)
-            }
+            Some(shard) => self.shard(shard).start_all(opts),
             None => self.start_all(opts),
         }
+    }
+
+    /// This campaign restricted to one shard of its jobs (its plan, manifest and
+    /// report then account for exactly that part).
+    pub fn shard(&self, shard: Shard) -> Campaign {
+        let mut part = self.clone();
+        part.jobs = self.jobs.shard(shard);
+        part
     }
 
     /// Ask every provider the pipeline calls whether it can be reached
@@ -511,7 +607,11 @@ impl Campaign {
     /// journals, payloads and event logs are combined, then the assets, manifest,
     /// report and contact sheet are made as for one run. The manifest equals that
     /// of an unsharded run.
-    pub async fn merge(&self, out_dir: &Path, shard_dirs: &[PathBuf]) -> Result<(Manifest, Report), CampaignError> {
+    pub async fn merge(
+        &self,
+        out_dir: &Path,
+        shard_dirs: &[PathBuf],
+    ) -> Result<(ManifestSummary, Report), CampaignError> {
         let state = out_dir.join(STATE_DIR);
         let lock = lock_out_dir(&state).map_err(|e| CampaignError::from_lock(out_dir, e))?;
         let sources: Vec<PathBuf> = shard_dirs.iter().map(|d| d.join(STATE_DIR)).collect();
@@ -549,14 +649,17 @@ impl Campaign {
             journal: Some(journal),
             events: true,
             cancel: opts.cancel.clone(),
-            jobs_hint: Some(self.jobs.len() as u64),
+            jobs_hint: Some(self.jobs.count()),
+            // The journal is the record: finished jobs leave memory as they end.
+            retain: Retain::Failures,
         };
         let pipeline = Arc::new(DeliverAsJobsEnd {
             inner: self.dag.clone(),
             dir: DirectorySink::new(&out_dir, self.file_names.clone()),
             deliver: self.deliver.clone().into(),
+            thumbnails: self.contact_sheet,
         });
-        let mut handle = self.executor.start(pipeline, self.jobs.clone(), run_opts)?;
+        let mut handle = self.executor.start(pipeline, self.jobs.iter(), run_opts)?;
         let mut stream = handle
             .events()
             .ok_or_else(|| StoreError("the executor gave no event stream".into()))?;
@@ -598,238 +701,9 @@ impl Campaign {
         &self,
         out_dir: &Path,
         outcome: Option<&RunOutcome>,
-    ) -> Result<(Manifest, Report), CampaignError> {
+    ) -> Result<(ManifestSummary, Report), CampaignError> {
         self.finalize_until(out_dir, outcome, None).await
     }
-
-    /// [`finalize`](Self::finalize), where a cancelled `cancel` stops the sinks:
-    /// the files, manifest, report and sheet are local and always written, but a
-    /// cancelled run does not wait on webhooks (their retries can take minutes).
-    /// What they did not get is listed in the report, and a resume sends it (with
-    /// the same idempotency keys).
-    async fn finalize_until(
-        &self,
-        out_dir: &Path,
-        outcome: Option<&RunOutcome>,
-        cancel: Option<&CancellationToken>,
-    ) -> Result<(Manifest, Report), CampaignError> {
-        let state_dir = out_dir.join(STATE_DIR);
-        let this = self.clone();
-        let out = out_dir.to_path_buf();
-        let (manifest, records, mut errors) = tokio::task::spawn_blocking(move || this.deliver_files(&out, &state_dir))
-            .await
-            .map_err(|e| StoreError(format!("delivery task failed: {e}")))??;
-        let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
-        let mut sinks_stopped = false;
-        if !self.sinks.is_empty() {
-            // A few assets at a time: one webhook round trip after another would
-            // take minutes for a campaign of thousands. Sinks are idempotent per
-            // asset, so the order they see assets in does not matter.
-            // By index: a closure taking `&AssetEntry` trips a compiler limitation
-            // (its future's lifetime becomes higher-ranked) where the run's future
-            // must be `Send`, as in the C ABI.
-            let (assets, blobs) = (&manifest.assets, &blobs);
-            let deliveries = futures::stream::iter(0..assets.len())
-                .map(|i| self.deliver_to_sinks(&assets[i], blobs))
-                .buffer_unordered(SINK_CONCURRENCY);
-            let mut deliveries = std::pin::pin!(deliveries);
-            let mut sink_errors = Vec::new();
-            loop {
-                match until_cancelled(cancel, deliveries.next()).await {
-                    None => {
-                        sinks_stopped = true;
-                        break;
-                    }
-                    Some(None) => break,
-                    Some(Some(r)) => sink_errors.extend(r?),
-                }
-            }
-            // Completion order varies from run to run; the report should not.
-            sink_errors.sort();
-            errors.extend(sink_errors);
-        }
-        let mut builder = ReportBuilder::new();
-        for e in read_event_log(&out_dir.join(STATE_DIR).join(EVENTS_FILE))? {
-            builder.observe(&e);
-        }
-        let mut report = builder.finish(&self.name, outcome, &records, &manifest.assets);
-        for s in &self.sinks {
-            if sinks_stopped {
-                break;
-            }
-            match until_cancelled(cancel, s.finish(&manifest, &report)).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => errors.push(e.to_string()),
-                None => sinks_stopped = true,
-            }
-        }
-        if sinks_stopped {
-            let names: Vec<&str> = self.sinks.iter().map(|s| s.name()).collect();
-            errors.push(format!(
-                "sinks {} stopped: the run was cancelled; resume it to deliver the rest",
-                names.join(", ")
-            ));
-        }
-        report.delivery_errors = errors;
-        let this = self.clone();
-        let out = out_dir.to_path_buf();
-        let (m2, r2) = (manifest.clone(), report.clone());
-        tokio::task::spawn_blocking(move || this.write_outputs(&out, &m2, &r2))
-            .await
-            .map_err(|e| StoreError(format!("output task failed: {e}")))??;
-        Ok((manifest, report))
-    }
-
-    /// Hand one delivered asset to every sink; returns their errors.
-    async fn deliver_to_sinks(&self, asset: &AssetEntry, blobs: &BlobStore) -> Result<Vec<String>, CampaignError> {
-        let b = blobs.clone();
-        let (id, media) = (asset.id.clone(), asset.media.clone());
-        let data = tokio::task::spawn_blocking(move || b.get(&id, &media))
-            .await
-            .map_err(|e| StoreError(format!("read task failed: {e}")))??;
-        let Some(data) = data else { return Ok(Vec::new()) };
-        let artifact = crate::artifact::Artifact::from_parts(
-            asset.id.clone(),
-            asset.media.clone(),
-            data,
-            asset.meta.clone(),
-            asset.provenance.clone(),
-        );
-        let mut errors = Vec::new();
-        for s in &self.sinks {
-            if let Err(e) = s.deliver(asset, &artifact).await {
-                errors.push(e.to_string());
-            }
-        }
-        Ok(errors)
-    }
-
-    /// Write every delivered asset into the output folder; returns the manifest
-    /// (with paths), the journal records and delivery errors.
-    fn deliver_files(
-        &self,
-        out_dir: &Path,
-        state_dir: &Path,
-    ) -> Result<(Manifest, Vec<crate::store::JournalRecord>, Vec<String>), StoreError> {
-        let records = FileJournal::read_records(&state_dir.join(FileJournal::FILE))?;
-        let mut manifest = Manifest::from_records(
-            &self.name,
-            &self.spec_hash,
-            &self.jobs,
-            &self.steps,
-            &self.deliver,
-            &records,
-        );
-        let blobs = BlobStore::new(state_dir.join("objects"));
-        let dir = DirectorySink::new(out_dir, self.file_names.clone());
-        let mut used: HashSet<String> = HashSet::new();
-        let mut errors = Vec::new();
-        for asset in &mut manifest.assets {
-            let rel = match dir.path_for(asset) {
-                Ok(p) => unique(p, asset, &used),
-                Err(e) => {
-                    errors.push(format!("{} step {}: {e}", asset.job, asset.step));
-                    continue;
-                }
-            };
-            let Some(data) = blobs.get(&asset.id, &asset.media)? else {
-                errors.push(format!(
-                    "{} step {}: payload {} is missing",
-                    asset.job, asset.step, asset.id
-                ));
-                continue;
-            };
-            let artifact = crate::artifact::Artifact::from_parts(
-                asset.id.clone(),
-                asset.media.clone(),
-                data,
-                Default::default(),
-                Default::default(),
-            );
-            match dir.write(&rel, &artifact) {
-                Ok(()) => {
-                    used.insert(rel.clone());
-                    asset.path = Some(rel);
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        // A run killed while delivering may have left half-written temporaries
-        // beside the assets (never under an asset's name): clear them.
-        let mut folders: HashSet<PathBuf> = used
-            .iter()
-            .filter_map(|p| out_dir.join(p).parent().map(Path::to_path_buf))
-            .collect();
-        folders.insert(out_dir.to_path_buf());
-        for f in folders {
-            if let Err(e) = remove_stale_temps(&f) {
-                errors.push(format!("clean {}: {e}", f.display()));
-            }
-        }
-        Ok((manifest, records, errors))
-    }
-
-    fn write_outputs(&self, out_dir: &Path, manifest: &Manifest, report: &Report) -> Result<(), StoreError> {
-        let w = |name: &str, data: &[u8]| {
-            let p = out_dir.join(name);
-            write_atomic(&p, data, true).map_err(|e| StoreError(format!("write {}: {e}", p.display())))
-        };
-        let json = |v: &dyn erased::Json| v.to_json();
-        w("manifest.json", &json(manifest))?;
-        w("report.json", &json(report))?;
-        if self.contact_sheet {
-            let blobs = BlobStore::new(out_dir.join(STATE_DIR).join("objects"));
-            let html = contact_sheet(manifest, report, |a: &AssetEntry| {
-                blobs.get(&a.id, &a.media).ok().flatten()
-            });
-            w("contact_sheet.html", html.as_bytes())?;
-        }
-        Ok(())
-    }
-}
-
-mod erased {
-    /// Pretty JSON with a final newline.
-    pub trait Json {
-        fn to_json(&self) -> Vec<u8>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Vec<u8> {
-            let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
-            v.push(b'\n');
-            v
-        }
-    }
-}
-
-/// Run `f` unless `cancel` fires first (`None` then).
-async fn until_cancelled<F: std::future::Future>(cancel: Option<&CancellationToken>, f: F) -> Option<F::Output> {
-    match cancel {
-        Some(t) if t.is_cancelled() => None,
-        Some(t) => tokio::select! {
-            r = f => Some(r),
-            () = t.cancelled() => None,
-        },
-        None => Some(f.await),
-    }
-}
-
-/// `path`, or `path` with `-<index>` (then `-<short id>`) before the extension
-/// when another asset already has it.
-fn unique(path: String, asset: &AssetEntry, used: &HashSet<String>) -> String {
-    if !used.contains(&path) {
-        return path;
-    }
-    let (stem, ext) = match path.rfind('.') {
-        Some(i) if !path[i..].contains('/') => (&path[..i], &path[i..]),
-        _ => (path.as_str(), ""),
-    };
-    let by_index = format!("{stem}-{}{ext}", asset.index);
-    if !used.contains(&by_index) {
-        return by_index;
-    }
-    format!("{stem}-{}{ext}", asset.id.short())
 }
 
 fn open_event_log(path: &Path, resume: bool) -> Result<fs::File, StoreError> {
@@ -859,34 +733,47 @@ fn open_event_log(path: &Path, resume: bool) -> Result<fs::File, StoreError> {
 }
 
 /// Every event in an event log (unreadable lines are skipped).
-/// Combine shards' state folders into `dest`: journal records (re-written whole,
-/// torn lines dropped), content-addressed payloads (copied once), event logs.
+/// Combine shards' state folders into `dest`: journal records (streamed, torn
+/// lines dropped, the latest record of each step), content-addressed payloads
+/// (linked or copied once), event logs.
 fn merge_state(dest: &Path, sources: &[PathBuf]) -> Result<(), StoreError> {
+    use std::io::BufWriter;
     let io = |what: &str, p: &Path, e: std::io::Error| StoreError(format!("{what} {}: {e}", p.display()));
     fs::create_dir_all(dest).map_err(|e| io("create", dest, e))?;
-    let mut journal = Vec::new();
-    let mut events = Vec::new();
+    let journal_path = dest.join(FileJournal::FILE);
+    let events_path = dest.join(EVENTS_FILE);
+    let (journal_tmp, events_tmp) = (
+        crate::store::temp_path(&journal_path),
+        crate::store::temp_path(&events_path),
+    );
+    let mut journal = BufWriter::new(fs::File::create(&journal_tmp).map_err(|e| io("create", &journal_tmp, e))?);
+    let mut events = BufWriter::new(fs::File::create(&events_tmp).map_err(|e| io("create", &events_tmp, e))?);
     for src in sources {
-        let records = FileJournal::read_records(&src.join(FileJournal::FILE))?;
-        if records.is_empty() {
+        let index = crate::store::JournalIndex::build(&src.join(FileJournal::FILE))?;
+        if index.is_empty() {
             return Err(StoreError(format!("{} holds no finished step to merge", src.display())));
         }
-        for r in records {
-            journal.extend(serde_json::to_vec(&r).map_err(|e| StoreError(e.to_string()))?);
-            journal.push(b'\n');
+        for r in index.iter() {
+            serde_json::to_writer(&mut journal, &r?).map_err(|e| StoreError(e.to_string()))?;
+            journal.write_all(b"\n").map_err(|e| io("write", &journal_tmp, e))?;
         }
         copy_tree(&src.join("objects"), &dest.join("objects"))?;
-        match fs::read(src.join(EVENTS_FILE)) {
-            Ok(t) => {
-                let keep = t.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
-                events.extend_from_slice(&t[..keep]);
+        finish::read_events(&src.join(EVENTS_FILE), |e| {
+            if let Ok(mut line) = serde_json::to_vec(&e) {
+                line.push(b'\n');
+                let _ = events.write_all(&line);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("read", &src.join(EVENTS_FILE), e)),
-        }
+        })?;
     }
-    write_atomic(&dest.join(FileJournal::FILE), &journal, true).map_err(|e| io("write", dest, e))?;
-    write_atomic(&dest.join(EVENTS_FILE), &events, true).map_err(|e| io("write", dest, e))?;
+    for (w, tmp, path) in [
+        (journal, &journal_tmp, &journal_path),
+        (events, &events_tmp, &events_path),
+    ] {
+        let f = w.into_inner().map_err(|e| io("write", tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| io("sync", tmp, e))?;
+        fs::rename(tmp, path).map_err(|e| io("rename", path, e))?;
+    }
+    crate::store::sync_dir(&journal_path).map_err(|e| io("sync", dest, e))?;
     Ok(())
 }
 
@@ -904,21 +791,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
         if src.is_dir() {
             copy_tree(&src, &dst)?;
         } else if !dst.exists() {
-            // Payloads are named by their hash: one already there is the same bytes.
-            let data = fs::read(&src).map_err(|e| io("read", &src, e))?;
-            write_atomic(&dst, &data, false).map_err(|e| io("write", &dst, e))?;
+            // Payloads are named by their hash: one already there is the same
+            // bytes. A link costs no copy; across file systems, copy.
+            if fs::hard_link(&src, &dst).is_err() {
+                let data = fs::read(&src).map_err(|e| io("read", &src, e))?;
+                write_atomic(&dst, &data, false).map_err(|e| io("write", &dst, e))?;
+            }
         }
     }
     Ok(())
-}
-
-pub(crate) fn read_event_log(path: &Path) -> Result<Vec<Event>, StoreError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError(format!("read {}: {e}", path.display()))),
-    };
-    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
 impl CampaignRun {
@@ -941,7 +822,7 @@ impl CampaignRun {
         match &self.state {
             RunState::Live { handle, .. } => handle.progress(),
             RunState::Dry(p) => Progress {
-                jobs_total: p.jobs.len() as u64,
+                jobs_total: p.job_count,
                 ..Progress::default()
             },
         }
@@ -975,22 +856,23 @@ impl CampaignRun {
                     estimated_cost_usd: Some(plan.estimated_cost_usd),
                     ..Report::default()
                 };
-                report.jobs.total = plan.jobs.len() as u64;
+                report.jobs.total = plan.job_count;
                 Ok(CampaignOutcome {
                     outcome: RunOutcome {
                         status: crate::events::Status::Succeeded,
                         jobs: Vec::new(),
+                        counts: Default::default(),
                         stats: Default::default(),
                         progress: Progress {
-                            jobs_total: plan.jobs.len() as u64,
+                            jobs_total: plan.job_count,
                             ..Progress::default()
                         },
                         elapsed: Duration::ZERO,
                     },
-                    manifest: Manifest {
+                    manifest: ManifestSummary {
                         campaign: self.campaign.name.clone(),
                         spec_hash: self.campaign.spec_hash.clone(),
-                        ..Manifest::default()
+                        ..ManifestSummary::default()
                     },
                     report,
                     out_dir: self.out_dir,

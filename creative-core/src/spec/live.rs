@@ -22,6 +22,9 @@ pub(crate) struct DeliverAsJobsEnd {
     pub(crate) inner: Arc<Dag>,
     pub(crate) dir: DirectorySink,
     pub(crate) deliver: Arc<[String]>,
+    /// Make the contact sheet's thumbnails here, on the worker pool, as each
+    /// job ends, so the end of the run has no image work left.
+    pub(crate) thumbnails: bool,
 }
 
 #[async_trait]
@@ -65,7 +68,15 @@ impl Pipeline for DeliverAsJobsEnd {
         if !files.is_empty() {
             let dir = self.dir.clone();
             let job = result.job.key().to_string();
+            let thumbnails = self.thumbnails;
             let written = tokio::task::spawn_blocking(move || {
+                if thumbnails {
+                    for (_, _, rel, a) in &files {
+                        if let Err(e) = crate::deliver::make_thumbnail(dir.root(), a) {
+                            tracing::debug!(job = %job, path = %rel, error = %e, "thumbnail failed; the sheet links the file");
+                        }
+                    }
+                }
                 files
                     .into_iter()
                     .filter(|(_, _, rel, a)| match dir.write_unless_taken(rel, a) {

@@ -23,6 +23,7 @@
 mod build;
 mod campaign;
 mod error;
+mod finish;
 mod live;
 mod matrix;
 mod registry;
@@ -32,9 +33,12 @@ mod steps;
 use std::path::{Path, PathBuf};
 
 pub use campaign::{
-    Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan, Shard,
+    Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan,
+    PlannedRequest, Shard, PLAN_SAMPLE, STATE_DIR,
 };
 pub use error::{SpecError, SpecErrorKind};
+pub use finish::{ArtifactLine, ARTIFACTS_FILE, ASSETS_FILE};
+pub use matrix::{JobMatrix, Jobs, DEFAULT_MAX_JOBS, MAX_JOBS_LIMIT};
 pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};
 pub use schema::{
     BudgetSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec, RetrySpec, SeedPolicy, SinkSpec, SpecDoc,
@@ -112,6 +116,11 @@ impl Spec {
         let mut spec = Spec::parse(&text, Format::from_path(path), &origin)?;
         spec.dir = Some(path.parent().map(Path::to_path_buf).unwrap_or_default());
         Ok(spec)
+    }
+
+    /// The campaign's jobs, streamed from the matrix (nothing is expanded).
+    pub fn jobs(&self) -> Result<JobMatrix, SpecError> {
+        JobMatrix::new(&self.doc.matrix).map_err(|e| self.locate(e))
     }
 
     /// BLAKE3 of the document's canonical JSON.

@@ -332,6 +332,11 @@ pub struct MatrixSpec {
     /// `run` variable (1-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<u32>,
+    /// The most jobs the matrix may expand to (default 10,000,000, at most
+    /// 1,000,000,000): a larger matrix is refused when the spec is built, before
+    /// anything is allocated, so a typo cannot start a billion-job run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<u64>,
     /// Zipped groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zip: Vec<BTreeMap<String, serde_json::Value>>,

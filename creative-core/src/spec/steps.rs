@@ -97,6 +97,20 @@ impl SpecGenerate {
         Ok(step)
     }
 
+    /// The job variables its requests can depend on: those its prompts name, the
+    /// parameter variables (`size`, `model`...) and `preset`.
+    pub fn variables(&self) -> Vec<String> {
+        let mut names: std::collections::BTreeSet<String> = PARAM_VARS.iter().map(|s| s.to_string()).collect();
+        names.insert("preset".into());
+        for v in self.variants.values() {
+            names.extend(v.prompt.variables().map(str::to_string));
+            if let Some(n) = &v.negative {
+                names.extend(n.variables().map(str::to_string));
+            }
+        }
+        names.into_iter().collect()
+    }
+
     /// The first request this step would make for a job (for estimates and dry
     /// runs; the seed is left as the policy makes it).
     pub fn request_for(&self, job: &Job) -> Result<Request, StepError> {

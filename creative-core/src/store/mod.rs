@@ -10,11 +10,13 @@
 
 mod blobs;
 mod cache;
+mod index;
 mod journal;
 
 pub use blobs::BlobStore;
-pub(crate) use blobs::{lock_out_dir, remove_stale_temps, write_atomic, LockError};
+pub(crate) use blobs::{lock_out_dir, remove_stale_temps, sync_dir, temp_path, write_atomic, LockError};
 pub use cache::DiskCache;
+pub use index::JournalIndex;
 pub use journal::{ArtifactRecord, FileJournal, JournalRecord};
 
 use async_trait::async_trait;

@@ -1,0 +1,495 @@
+//! The end of a campaign run, streamed from the journal.
+//!
+//! Nothing here holds the campaign in memory. One pass walks the matrix in
+//! order and reads each job's records back from the journal by position
+//! ([`JournalIndex`]): it places the job's files (hard links to the stored
+//! payloads, so no byte is copied or read), writes the job's manifest entries
+//! to part files, and feeds the report. `manifest.json` is then assembled from
+//! the parts; sinks are fed from the assets' part, a few at a time; the contact
+//! sheet is written page by page, linking the thumbnails each job made as it
+//! ended. What stays in memory is a hash per delivered file name (8 bytes), a
+//! hash per output folder, and the report's rows.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::artifact::Artifact;
+use crate::cancel::CancellationToken;
+use crate::deliver::{
+    job_entries, write_contact_sheet, AssetEntry, DirectorySink, JobEntry, ManifestSummary, Report, ReportBuilder,
+};
+use crate::exec::RunOutcome;
+use crate::spec::campaign::{Campaign, CampaignError, EVENTS_FILE, STATE_DIR};
+use crate::store::{remove_stale_temps, write_atomic, BlobStore, FileJournal, JournalIndex, StoreError};
+
+/// Assets handed to the sinks at once at the end of a run.
+const SINK_CONCURRENCY: usize = 8;
+
+/// The delivered assets of the last run, one [`AssetEntry`] a JSON line, in
+/// manifest order, inside the state folder: what hosts read the assets back
+/// from, one at a time.
+pub const ASSETS_FILE: &str = "assets.jsonl";
+/// Every finished step's outputs of the last run, delivered or not, one
+/// [`ArtifactLine`] a JSON line, by job (matrix order), step (pipeline order)
+/// and output, inside the state folder: what the C ABI lends artifacts from.
+pub const ARTIFACTS_FILE: &str = "artifacts.jsonl";
+const JOBS_PART: &str = "manifest-jobs.part";
+const ASSETS_PART: &str = "manifest-assets.part";
+
+/// One line of [`ARTIFACTS_FILE`]: an output of a finished step.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactLine {
+    /// The job's key.
+    pub job: String,
+    /// The job's variables.
+    pub vars: crate::job::Vars,
+    /// The step.
+    pub step: String,
+    /// Its position among the step's outputs.
+    pub index: usize,
+    /// Where it was delivered, relative to the output folder, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The artifact (its payload is in the store under its id).
+    pub artifact: crate::store::ArtifactRecord,
+}
+
+/// A JSON-lines file written aside and renamed into place when whole, so a
+/// reader holding the last run's file (a host reading its artifacts) keeps
+/// reading that run's.
+struct Lines {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl Lines {
+    fn create(path: PathBuf) -> Result<Lines, StoreError> {
+        let tmp = crate::store::temp_path(&path);
+        let f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        Ok(Lines {
+            path,
+            tmp,
+            out: BufWriter::with_capacity(1 << 16, f),
+        })
+    }
+
+    fn push<T: serde::Serialize>(&mut self, v: &T) -> Result<(), StoreError> {
+        serde_json::to_writer(&mut self.out, v).map_err(|e| io_err("write", &self.tmp, e))?;
+        self.out.write_all(b"\n").map_err(|e| io_err("write", &self.tmp, e))
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        self.out.flush().map_err(|e| io_err("write", &self.tmp, e))?;
+        drop(self.out);
+        fs::rename(&self.tmp, &self.path).map_err(|e| io_err("rename", &self.path, e))
+    }
+}
+
+fn hash64(s: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+fn io_err(what: &str, p: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{what} {}: {e}", p.display()))
+}
+
+/// Entries of one array of `manifest.json`, written as the whole document
+/// would pretty-print them (two levels in: four spaces).
+struct Part {
+    path: PathBuf,
+    out: BufWriter<File>,
+    count: u64,
+}
+
+impl Part {
+    fn create(path: PathBuf) -> Result<Part, StoreError> {
+        let f = File::create(&path).map_err(|e| io_err("create", &path, e))?;
+        Ok(Part {
+            out: BufWriter::with_capacity(1 << 16, f),
+            path,
+            count: 0,
+        })
+    }
+
+    fn push<T: serde::Serialize>(&mut self, v: &T) -> Result<(), StoreError> {
+        let pretty = serde_json::to_string_pretty(v).map_err(|e| io_err("encode for", &self.path, e))?;
+        let sep = if self.count == 0 { "\n    " } else { ",\n    " };
+        // JSON strings escape their newlines, so every newline here is layout.
+        let body = pretty.replace('\n', "\n    ");
+        self.out
+            .write_all(sep.as_bytes())
+            .and_then(|_| self.out.write_all(body.as_bytes()))
+            .map_err(|e| io_err("write", &self.path, e))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(PathBuf, u64), StoreError> {
+        self.out.flush().map_err(|e| io_err("write", &self.path, e))?;
+        Ok((self.path, self.count))
+    }
+}
+
+/// What the delivery pass left for the rest of the end of the run.
+struct Delivered {
+    summary: ManifestSummary,
+    builder: ReportBuilder,
+    errors: Vec<String>,
+}
+
+impl Campaign {
+    /// The end of a run: deliver and account for what the journal in `out_dir`
+    /// records, where a cancelled `cancel` stops the sinks (the files,
+    /// manifest, report and sheet are local and always written, but a cancelled
+    /// run does not wait on webhooks, whose retries can take minutes). What
+    /// they did not get is listed in the report, and a resume sends it (with the
+    /// same idempotency keys).
+    pub(crate) async fn finalize_until(
+        &self,
+        out_dir: &Path,
+        outcome: Option<&RunOutcome>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(ManifestSummary, Report), CampaignError> {
+        let this = self.clone();
+        let out = out_dir.to_path_buf();
+        let Delivered {
+            summary,
+            builder,
+            mut errors,
+        } = blocking(move || this.deliver_files(&out)).await?;
+        let mut report = builder.finish(&self.name, outcome);
+        let state_dir = out_dir.join(STATE_DIR);
+        let blobs = BlobStore::new(state_dir.join("objects"));
+        let mut sinks_stopped = false;
+        if !self.sinks.is_empty() && summary.assets > 0 {
+            // A few assets at a time: one webhook round trip after another would
+            // take minutes for a campaign of thousands. Sinks are idempotent per
+            // asset, so the order they see assets in does not matter. The assets
+            // are read back from disk as the sinks take them.
+            let (tx, rx) = mpsc::channel::<AssetEntry>(SINK_CONCURRENCY * 4);
+            let path = state_dir.join(ASSETS_FILE);
+            let reader = tokio::task::spawn_blocking(move || read_assets(&path, |a| tx.blocking_send(a).is_ok()));
+            let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|a| (a, rx)) })
+                .map(|a| {
+                    let blobs = blobs.clone();
+                    async move { self.deliver_to_sinks(&a, &blobs).await }
+                })
+                .buffer_unordered(SINK_CONCURRENCY);
+            let mut deliveries = Box::pin(deliveries);
+            let mut sink_errors = Vec::new();
+            loop {
+                match until_cancelled(cancel, deliveries.next()).await {
+                    None => {
+                        sinks_stopped = true;
+                        break;
+                    }
+                    Some(None) => break,
+                    Some(Some(r)) => sink_errors.extend(r?),
+                }
+            }
+            // Dropping the stream ends the reader (its sends fail).
+            drop(deliveries);
+            match reader.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(e) => errors.push(format!("asset reader failed: {e}")),
+            }
+            // Completion order varies from run to run; the report should not.
+            sink_errors.sort();
+            errors.extend(sink_errors);
+        }
+        for s in &self.sinks {
+            if sinks_stopped {
+                break;
+            }
+            match until_cancelled(cancel, s.finish(&summary, &report)).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => errors.push(e.to_string()),
+                None => sinks_stopped = true,
+            }
+        }
+        if sinks_stopped {
+            let names: Vec<&str> = self.sinks.iter().map(|s| s.name()).collect();
+            errors.push(format!(
+                "sinks {} stopped: the run was cancelled; resume it to deliver the rest",
+                names.join(", ")
+            ));
+        }
+        report.delivery_errors = errors;
+        let this = self.clone();
+        let out = out_dir.to_path_buf();
+        let (r2, total) = (report.clone(), summary.assets);
+        blocking(move || this.write_report_and_sheet(&out, &r2, total)).await?;
+        Ok((summary, report))
+    }
+
+    /// Hand one delivered asset to every sink; returns their errors.
+    async fn deliver_to_sinks(&self, asset: &AssetEntry, blobs: &BlobStore) -> Result<Vec<String>, CampaignError> {
+        let b = blobs.clone();
+        let (id, media) = (asset.id.clone(), asset.media.clone());
+        let data = blocking(move || b.get(&id, &media)).await?;
+        let Some(data) = data else { return Ok(Vec::new()) };
+        let artifact = Artifact::from_parts(
+            asset.id.clone(),
+            asset.media.clone(),
+            data,
+            asset.meta.clone(),
+            asset.provenance.clone(),
+        );
+        let mut errors = Vec::new();
+        for s in &self.sinks {
+            if let Err(e) = s.deliver(asset, &artifact).await {
+                errors.push(e.to_string());
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Walk the matrix, place every delivered asset's file, and write the
+    /// manifest (with paths); feed the report the events, records and assets.
+    fn deliver_files(&self, out_dir: &Path) -> Result<Delivered, StoreError> {
+        let state_dir = out_dir.join(STATE_DIR);
+        fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
+        let index = JournalIndex::build(&state_dir.join(FileJournal::FILE))?;
+        let blobs = BlobStore::new(state_dir.join("objects"));
+        let dir = DirectorySink::new(out_dir, self.file_names.clone());
+        let mut builder = ReportBuilder::new();
+        read_events(&state_dir.join(EVENTS_FILE), |e| builder.observe(&e))?;
+
+        let mut jobs_part = Part::create(state_dir.join(JOBS_PART))?;
+        let mut assets_part = Part::create(state_dir.join(ASSETS_PART))?;
+        let mut lines = Lines::create(state_dir.join(ASSETS_FILE))?;
+        let mut artifacts = Lines::create(state_dir.join(ARTIFACTS_FILE))?;
+        let mut used: HashSet<u64> = HashSet::new();
+        let mut folders: HashSet<u64> = HashSet::new();
+        let mut errors = Vec::new();
+        let mut summary = ManifestSummary {
+            campaign: self.name.clone(),
+            spec_hash: self.spec_hash.clone(),
+            ..ManifestSummary::default()
+        };
+        let mut clean = |folder: &Path, errors: &mut Vec<String>| {
+            // A run killed while delivering may have left half-written
+            // temporaries beside the assets (never under an asset's name).
+            if folders.insert(hash64(&folder.to_string_lossy())) {
+                if let Err(e) = remove_stale_temps(folder) {
+                    errors.push(format!("clean {}: {e}", folder.display()));
+                }
+            }
+        };
+        clean(out_dir, &mut errors);
+        for job in self.jobs.iter() {
+            let mut done = BTreeMap::new();
+            for step in &self.steps {
+                if let Some(r) = index.get(job.key(), step)? {
+                    builder.observe_record(&r);
+                    done.insert(step.clone(), r);
+                }
+            }
+            let (entry, assets): (JobEntry, Vec<AssetEntry>) = job_entries(&job, &self.steps, &self.deliver, &done);
+            summary.jobs += 1;
+            summary.jobs_complete += u64::from(entry.complete);
+            jobs_part.push(&entry)?;
+            let mut paths: Vec<(String, usize, String)> = Vec::new();
+            for mut asset in assets {
+                match dir.path_for(&asset) {
+                    Ok(p) => {
+                        let rel = unique(p, &asset, |p| used.contains(&hash64(p)));
+                        match dir.place(&rel, &blobs, &asset.id, &asset.media, asset.bytes) {
+                            Ok(true) => {
+                                used.insert(hash64(&rel));
+                                if let Some(folder) = out_dir.join(&rel).parent() {
+                                    clean(folder, &mut errors);
+                                }
+                                paths.push((asset.step.clone(), asset.index, rel.clone()));
+                                asset.path = Some(rel);
+                            }
+                            Ok(false) => errors.push(format!(
+                                "{} step {}: payload {} is missing",
+                                asset.job, asset.step, asset.id
+                            )),
+                            Err(e) => errors.push(e.to_string()),
+                        }
+                    }
+                    Err(e) => errors.push(format!("{} step {}: {e}", asset.job, asset.step)),
+                }
+                builder.observe_asset(&asset);
+                assets_part.push(&asset)?;
+                lines.push(&asset)?;
+                summary.assets += 1;
+            }
+            for (step, rec) in self.steps.iter().filter_map(|s| done.get(s).map(|r| (s, r))) {
+                for (index, a) in rec.outputs.iter().enumerate() {
+                    let path = paths
+                        .iter()
+                        .find(|(s, i, _)| s == step && *i == index)
+                        .map(|(_, _, p)| p.clone());
+                    artifacts.push(&ArtifactLine {
+                        job: rec.job.clone(),
+                        vars: rec.vars.clone(),
+                        step: step.clone(),
+                        index,
+                        path,
+                        artifact: a.clone(),
+                    })?;
+                }
+            }
+        }
+        lines.finish()?;
+        artifacts.finish()?;
+        let (jobs_path, _) = jobs_part.finish()?;
+        let (assets_path, _) = assets_part.finish()?;
+        self.write_manifest(out_dir, &jobs_path, &assets_path)?;
+        summary.path = Some(out_dir.join("manifest.json"));
+        let _ = fs::remove_file(&jobs_path);
+        let _ = fs::remove_file(&assets_path);
+        Ok(Delivered {
+            summary,
+            builder,
+            errors,
+        })
+    }
+
+    /// `manifest.json`: the header, then the two parts, as one pretty JSON
+    /// document (what serializing a whole [`Manifest`](crate::deliver::Manifest)
+    /// would give, byte for byte).
+    fn write_manifest(&self, out_dir: &Path, jobs: &Path, assets: &Path) -> Result<(), StoreError> {
+        let path = out_dir.join("manifest.json");
+        let tmp = crate::store::temp_path(&path);
+        let result = (|| -> std::io::Result<()> {
+            let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+            let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+            write!(
+                w,
+                "{{\n  \"campaign\": {},\n  \"spec_hash\": {},\n  \"jobs\": [",
+                q(&self.name),
+                q(&self.spec_hash)
+            )?;
+            let copy = |part: &Path, w: &mut BufWriter<File>| -> std::io::Result<()> {
+                let mut f = File::open(part)?;
+                let n = std::io::copy(&mut f, w)?;
+                w.write_all(if n > 0 { b"\n  ]" } else { b"]" })
+            };
+            copy(jobs, &mut w)?;
+            w.write_all(b",\n  \"assets\": [")?;
+            copy(assets, &mut w)?;
+            w.write_all(b"\n}\n")?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &path)?;
+            crate::store::sync_dir(&path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(|e| io_err("write", &path, e))
+    }
+
+    fn write_report_and_sheet(&self, out_dir: &Path, report: &Report, assets: u64) -> Result<(), StoreError> {
+        let mut json = serde_json::to_vec_pretty(report).map_err(|e| StoreError(e.to_string()))?;
+        json.push(b'\n');
+        let p = out_dir.join("report.json");
+        write_atomic(&p, &json, true).map_err(|e| io_err("write", &p, e))?;
+        if !self.contact_sheet {
+            return Ok(());
+        }
+        let state_dir = out_dir.join(STATE_DIR);
+        let blobs = BlobStore::new(state_dir.join("objects"));
+        let path = state_dir.join(ASSETS_FILE);
+        // The sheet reads the assets back in a thread of their own and takes
+        // them a page at a time; a bounded channel keeps a page's worth in flight.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<AssetEntry>(64);
+        let reader = std::thread::spawn(move || read_assets(&path, |a| tx.send(a).is_ok()));
+        let load = |a: &AssetEntry| blobs.get(&a.id, &a.media).ok().flatten();
+        let total = usize::try_from(assets).unwrap_or(usize::MAX);
+        write_contact_sheet(out_dir, &self.name, report, total, rx.into_iter(), &load)
+            .map_err(|e| io_err("write the contact sheet in", out_dir, e))?;
+        reader
+            .join()
+            .map_err(|_| StoreError("the contact sheet's reader failed".into()))??;
+        Ok(())
+    }
+}
+
+/// Run blocking work (file system) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, CampaignError> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError(format!("file task failed: {e}")))??)
+}
+
+/// Every line of an event log, one at a time (unreadable lines are skipped: a
+/// torn last line after a kill).
+pub(crate) fn read_events(path: &Path, mut f: impl FnMut(crate::events::Event)) -> Result<(), StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read", path, e)),
+    };
+    for line in BufReader::with_capacity(1 << 16, file).split(b'\n') {
+        let line = line.map_err(|e| io_err("read", path, e))?;
+        if let Ok(e) = serde_json::from_slice(&line) {
+            f(e);
+        }
+    }
+    Ok(())
+}
+
+/// The assets of the last finalize, one at a time, until `f` says stop.
+pub(crate) fn read_assets(path: &Path, mut f: impl FnMut(AssetEntry) -> bool) -> Result<(), StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read", path, e)),
+    };
+    for (n, line) in BufReader::with_capacity(1 << 16, file).split(b'\n').enumerate() {
+        let line = line.map_err(|e| io_err("read", path, e))?;
+        let a: AssetEntry =
+            serde_json::from_slice(&line).map_err(|e| StoreError(format!("{} line {}: {e}", path.display(), n + 1)))?;
+        if !f(a) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Run `f` unless `cancel` fires first (`None` then).
+async fn until_cancelled<F: std::future::Future>(cancel: Option<&CancellationToken>, f: F) -> Option<F::Output> {
+    match cancel {
+        Some(t) if t.is_cancelled() => None,
+        Some(t) => tokio::select! {
+            r = f => Some(r),
+            () = t.cancelled() => None,
+        },
+        None => Some(f.await),
+    }
+}
+
+/// `path`, or `path` with `-<index>` (then `-<short id>`) before the extension
+/// when another asset already has it.
+fn unique(path: String, asset: &AssetEntry, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(&path) {
+        return path;
+    }
+    let (stem, ext) = match path.rfind('.') {
+        Some(i) if !path[i..].contains('/') => (&path[..i], &path[i..]),
+        _ => (path.as_str(), ""),
+    };
+    let by_index = format!("{stem}-{}{ext}", asset.index);
+    if !taken(&by_index) {
+        return by_index;
+    }
+    format!("{stem}-{}{ext}", asset.id.short())
+}
