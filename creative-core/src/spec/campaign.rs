@@ -553,7 +553,8 @@ impl Campaign {
         };
         let pipeline = Arc::new(DeliverAsJobsEnd {
             inner: self.dag.clone(),
-            dir: DirectorySink::new(&out_dir, self.file_names.clone()),
+            dir: DirectorySink::new(&out_dir, self.file_names.clone())
+                .with_blobs(BlobStore::new(state_dir.join("objects"))),
             deliver: self.deliver.clone().into(),
         });
         let mut handle = self.executor.start(pipeline, self.jobs.clone(), run_opts)?;
@@ -721,7 +722,7 @@ impl Campaign {
             &records,
         );
         let blobs = BlobStore::new(state_dir.join("objects"));
-        let dir = DirectorySink::new(out_dir, self.file_names.clone());
+        let dir = DirectorySink::new(out_dir, self.file_names.clone()).with_blobs(blobs.clone());
         let mut used: HashSet<String> = HashSet::new();
         let mut errors = Vec::new();
         for asset in &mut manifest.assets {
