@@ -12,10 +12,13 @@ mod path;
 mod report;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::artifact::{Artifact, ArtifactId};
+use crate::store::BlobStore;
 
 pub use html::{contact_sheet, make_thumbnail, sheet_page_name, thumbnail_path, write_contact_sheet, SHEET_PAGE};
 pub use manifest::{job_entries, AssetEntry, JobEntry, Manifest, ManifestSummary, SourceEntry};
@@ -70,10 +73,28 @@ pub trait Sink: Send + Sync {
 ///
 /// Files are written to a temporary name and renamed, so a file either is whole or
 /// is not there; a file already holding the same bytes is left alone.
+///
+/// With [`with_blobs`](Self::with_blobs), a file is not copied from memory but
+/// made from the content-addressed store's blob of the same bytes: a reflink
+/// (FICLONE, on file systems that share extents: Btrfs, XFS, ...), else a hard
+/// link, else the bytes are written. A reflink is an independent copy. A hard
+/// link shares its inode with the blob: editing the delivered file in place edits
+/// the blob too. That is detected, never served: [`BlobStore::get`] checks every
+/// payload against its hash and treats a changed one as missing (the step runs
+/// again), and [`BlobStore::put`] replaces a blob that no longer holds its bytes
+/// with a new file, leaving the edited asset alone.
+///
+/// The sink never follows a symbolic link planted inside its folder: a path
+/// whose components under the root include a link is refused with an error
+/// naming it (the root itself may be a link).
 #[derive(Debug, Clone)]
 pub struct DirectorySink {
     root: PathBuf,
     names: FileNameTemplate,
+    blobs: Option<BlobStore>,
+    /// Cleared on the first reflink the file system refuses, so a file system
+    /// without them costs one failed attempt per sink, not one per file.
+    reflinks: Arc<AtomicBool>,
 }
 
 impl DirectorySink {
@@ -82,7 +103,17 @@ impl DirectorySink {
         DirectorySink {
             root: root.into(),
             names,
+            blobs: None,
+            reflinks: Arc::new(AtomicBool::new(cfg!(target_os = "linux"))),
         }
+    }
+
+    /// Make files from the blobs of `blobs` (reflink or hard link) where the
+    /// file system allows, instead of writing their bytes. Default: no store,
+    /// every file is written.
+    pub fn with_blobs(mut self, blobs: BlobStore) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// The folder.
@@ -95,23 +126,89 @@ impl DirectorySink {
         self.names.render(&asset.name_vars())
     }
 
+    fn error(&self, message: String) -> SinkError {
+        SinkError::new("directory", message)
+    }
+
+    /// `root/rel`, once it is known not to lead through a link.
+    fn checked(&self, rel: &str) -> Result<PathBuf, SinkError> {
+        crate::store::refuse_links(&self.root, Path::new(rel)).map_err(|e| self.error(format!("write {rel}: {e}")))?;
+        Ok(self.root.join(rel))
+    }
+
     /// Write one artifact at `rel` (relative to the root; already checked).
     pub fn write(&self, rel: &str, artifact: &Artifact) -> Result<(), SinkError> {
-        let path = self.root.join(rel);
+        let path = self.checked(rel)?;
         if let Ok(existing) = std::fs::read(&path) {
             if ArtifactId::of(artifact.media(), &existing) == *artifact.id() {
                 return Ok(());
             }
         }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.error(format!("create {}: {e}", dir.display())))?;
+        }
+        if self.link_from_blob(&path, artifact) {
+            return Ok(());
+        }
         crate::store::write_atomic(&path, artifact.data(), false)
-            .map_err(|e| SinkError::new("directory", format!("write {}: {e}", path.display())))
+            .map_err(|e| self.error(format!("write {}: {e}", path.display())))
+    }
+
+    /// Make `path` from the artifact's blob; whether that worked. Anything short
+    /// of a whole file under `path` (no store, no blob, a blob that no longer
+    /// holds the bytes, a file system that links nothing) leaves the caller to
+    /// write the bytes.
+    fn link_from_blob(&self, path: &Path, artifact: &Artifact) -> bool {
+        let Some(blobs) = &self.blobs else { return false };
+        let blob = blobs.path_of(artifact.id());
+        // Only a regular file with exactly these bytes: linking a damaged blob
+        // would deliver a damaged asset.
+        match std::fs::symlink_metadata(&blob) {
+            Ok(m) if m.is_file() && m.len() == artifact.data().len() as u64 => {}
+            _ => return false,
+        }
+        if !std::fs::read(&blob).is_ok_and(|b| b[..] == artifact.data()[..]) {
+            return false;
+        }
+        let tmp = crate::store::temp_path(path);
+        let made = (self.reflinks.load(Ordering::Relaxed) && self.reflink(&blob, &tmp))
+            || std::fs::hard_link(&blob, &tmp).is_ok();
+        if made && std::fs::rename(&tmp, path).is_ok() {
+            return true;
+        }
+        let _ = std::fs::remove_file(&tmp);
+        false
+    }
+
+    /// Clone `blob`'s extents into a new file at `tmp`.
+    #[cfg(target_os = "linux")]
+    fn reflink(&self, blob: &Path, tmp: &Path) -> bool {
+        let cloned = (|| {
+            let src = std::fs::File::open(blob)?;
+            let dst = std::fs::File::create_new(tmp)?;
+            rustix::fs::ioctl_ficlone(&dst, &src).map_err(std::io::Error::from)
+        })();
+        match cloned {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = std::fs::remove_file(tmp);
+                tracing::debug!(error = %e, "no reflinks here; hard links or copies from now on");
+                self.reflinks.store(false, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn reflink(&self, _blob: &Path, _tmp: &Path) -> bool {
+        false
     }
 
     /// Write one artifact at `rel` unless a file is already there; returns
     /// whether the file now holds the artifact. Used while a run is going, when
     /// another asset may own the name until the final pass settles collisions.
     pub fn write_unless_taken(&self, rel: &str, artifact: &Artifact) -> Result<bool, SinkError> {
-        let path = self.root.join(rel);
+        let path = self.checked(rel)?;
         if let Ok(existing) = std::fs::read(&path) {
             return Ok(ArtifactId::of(artifact.media(), &existing) == *artifact.id());
         }
@@ -138,7 +235,7 @@ impl DirectorySink {
         let err = |what: &str, p: &Path, e: std::io::Error| {
             SinkError::new("directory", format!("{what} {}: {e}", p.display()))
         };
-        let path = self.root.join(rel);
+        let path = self.checked(rel)?;
         let blob = blobs.path_of(id);
         let Ok(meta) = std::fs::metadata(&blob) else {
             return Ok(false);
@@ -162,7 +259,10 @@ impl DirectorySink {
             std::fs::create_dir_all(dir).map_err(|e| err("create", dir, e))?;
         }
         let tmp = crate::store::temp_path(&path);
-        if std::fs::hard_link(&blob, &tmp).is_err() {
+        let linked = (self.reflinks.load(Ordering::Relaxed) && self.reflink(&blob, &tmp))
+            || std::fs::hard_link(&blob, &tmp).is_ok();
+        if !linked {
+            let _ = std::fs::remove_file(&tmp);
             std::fs::copy(&blob, &tmp).map_err(|e| err("copy to", &tmp, e))?;
         }
         std::fs::rename(&tmp, &path).map_err(|e| {
@@ -182,4 +282,89 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 #[cfg(not(unix))]
 fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
     false
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::artifact::MediaType;
+    use std::os::unix::fs::MetadataExt;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("creative-dirsink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn names() -> FileNameTemplate {
+        FileNameTemplate::new("{{ step }}/{{ job }}.{{ ext }}").unwrap()
+    }
+
+    #[test]
+    fn a_file_delivered_from_the_store_is_a_link_to_its_blob_and_whole() {
+        let dir = tmp("link");
+        let blobs = BlobStore::new(dir.join(".creative").join("objects"));
+        let a = Artifact::new(MediaType::Png, vec![7u8; 300]);
+        blobs.put(a.id(), a.data(), false).unwrap();
+        let sink = DirectorySink::new(&dir, names()).with_blobs(blobs.clone());
+        sink.write("hero/mug.png", &a).unwrap();
+        let (file, blob) = (dir.join("hero/mug.png"), blobs.path_of(a.id()));
+        assert_eq!(std::fs::read(&file).unwrap(), a.data().as_ref());
+        let reflinked = sink.reflinks.load(Ordering::Relaxed);
+        let shared = std::fs::metadata(&file).unwrap().ino() == std::fs::metadata(&blob).unwrap().ino();
+        assert!(reflinked || shared, "neither a reflink nor a hard link");
+        // Written again: the same file is kept as it is.
+        sink.write("hero/mug.png", &a).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), a.data().as_ref());
+        let left: Vec<_> = std::fs::read_dir(dir.join("hero"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["mug.png"], "no temporary left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_matching_blob_the_bytes_are_written() {
+        let dir = tmp("copy");
+        let blobs = BlobStore::new(dir.join("objects"));
+        let a = Artifact::new(MediaType::Png, vec![1u8, 2, 3]);
+        // The blob holds other bytes of the same length: never linked.
+        std::fs::create_dir_all(blobs.path_of(a.id()).parent().unwrap()).unwrap();
+        std::fs::write(blobs.path_of(a.id()), [9u8, 9, 9]).unwrap();
+        let sink = DirectorySink::new(dir.join("out"), names()).with_blobs(blobs.clone());
+        sink.write("a.png", &a).unwrap();
+        let file = dir.join("out/a.png");
+        assert_eq!(std::fs::read(&file).unwrap(), [1u8, 2, 3]);
+        assert_ne!(
+            std::fs::metadata(&file).unwrap().ino(),
+            std::fs::metadata(blobs.path_of(a.id())).unwrap().ino()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sink_refuses_a_folder_or_file_planted_as_a_link_naming_it() {
+        let dir = tmp("links");
+        let (root, outside) = (dir.join("out"), dir.join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("hero")).unwrap();
+        std::os::unix::fs::symlink(outside.join("x.png"), root.join("x.png")).unwrap();
+        let sink = DirectorySink::new(&root, names());
+        let a = Artifact::new(MediaType::Png, vec![1u8]);
+        for rel in ["hero/mug.png", "x.png"] {
+            let err = sink.write(rel, &a).unwrap_err();
+            let link = root.join(rel.split('/').next().unwrap());
+            assert!(err.message.contains(&link.display().to_string()), "{err}");
+            assert!(sink.write_unless_taken(rel, &a).is_err());
+        }
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -26,7 +26,7 @@ use crate::spec::live::DeliverAsJobsEnd;
 use crate::spec::matrix::{self, JobMatrix};
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
-use crate::store::{lock_out_dir, write_atomic, DiskCache, FileJournal, LockError, StoreError};
+use crate::store::{lock_out_dir, write_atomic, BlobStore, DiskCache, FileJournal, LockError, StoreError};
 
 /// A runnable campaign, built from a spec with [`Spec::build`](crate::spec::Spec::build).
 #[derive(Clone)]
@@ -655,7 +655,8 @@ impl Campaign {
         };
         let pipeline = Arc::new(DeliverAsJobsEnd {
             inner: self.dag.clone(),
-            dir: DirectorySink::new(&out_dir, self.file_names.clone()),
+            dir: DirectorySink::new(&out_dir, self.file_names.clone())
+                .with_blobs(BlobStore::new(state_dir.join("objects"))),
             deliver: self.deliver.clone().into(),
             thumbnails: self.contact_sheet,
         });
@@ -749,7 +750,7 @@ fn merge_state(dest: &Path, sources: &[PathBuf]) -> Result<(), StoreError> {
     let mut journal = BufWriter::new(fs::File::create(&journal_tmp).map_err(|e| io("create", &journal_tmp, e))?);
     let mut events = BufWriter::new(fs::File::create(&events_tmp).map_err(|e| io("create", &events_tmp, e))?);
     for src in sources {
-        let index = crate::store::JournalIndex::build(&src.join(FileJournal::FILE))?;
+        let index = FileJournal::index(&src.join(FileJournal::FILE))?;
         if index.is_empty() {
             return Err(StoreError(format!("{} holds no finished step to merge", src.display())));
         }

@@ -26,7 +26,7 @@ use crate::deliver::{
 };
 use crate::exec::RunOutcome;
 use crate::spec::campaign::{Campaign, CampaignError, EVENTS_FILE, STATE_DIR};
-use crate::store::{remove_stale_temps, write_atomic, BlobStore, FileJournal, JournalIndex, StoreError};
+use crate::store::{remove_stale_temps, write_atomic, BlobStore, FileJournal, StoreError};
 
 /// Assets handed to the sinks at once at the end of a run.
 const SINK_CONCURRENCY: usize = 8;
@@ -259,9 +259,9 @@ impl Campaign {
     fn deliver_files(&self, out_dir: &Path) -> Result<Delivered, StoreError> {
         let state_dir = out_dir.join(STATE_DIR);
         fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
-        let index = JournalIndex::build(&state_dir.join(FileJournal::FILE))?;
+        let index = FileJournal::index(&state_dir.join(FileJournal::FILE))?;
         let blobs = BlobStore::new(state_dir.join("objects"));
-        let dir = DirectorySink::new(out_dir, self.file_names.clone());
+        let dir = DirectorySink::new(out_dir, self.file_names.clone()).with_blobs(blobs.clone());
         let mut builder = ReportBuilder::new();
         read_events(&state_dir.join(EVENTS_FILE), |e| builder.observe(&e))?;
 

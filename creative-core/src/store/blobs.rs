@@ -4,6 +4,9 @@
 //! a temporary name in the same folder and renamed into place, so a reader (or a
 //! run resumed after a kill) sees either the whole payload or nothing; reading
 //! checks the hash, so a payload damaged on disk is treated as missing.
+//!
+//! Writes never follow a symbolic link planted under the store's root: a prefix
+//! folder or a blob that is a link is refused (see [`refuse_links`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -126,6 +129,63 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> std::io::
     result
 }
 
+/// A path that a writer refuses: it leads through a symbolic link, or out of its root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UnsafePath {
+    /// A component under the root is a symbolic link.
+    #[error("{} is a symbolic link; writes under {} do not follow links", .link.display(), .root.display())]
+    Link {
+        /// The link.
+        link: PathBuf,
+        /// The root it was found under.
+        root: PathBuf,
+    },
+    /// The relative path is absolute or climbs out with `..`.
+    #[error("{} is not a plain relative path under {}", .rel.display(), .root.display())]
+    NotBelow {
+        /// The offending relative path.
+        rel: PathBuf,
+        /// The root.
+        root: PathBuf,
+    },
+}
+
+/// Check that `root/rel` can be written without following a link out of `root`:
+/// `rel` is a plain relative path and none of its components that exist is a
+/// symbolic link (the root itself may be one: the caller chose it).
+///
+/// The check and the write that follows are separate system calls, so this
+/// guards against links planted before a run (a shared or copied output folder),
+/// not against a process racing the writer.
+pub(crate) fn refuse_links(root: &Path, rel: &Path) -> Result<(), UnsafePath> {
+    let mut at = root.to_path_buf();
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(name) => at.push(name),
+            std::path::Component::CurDir => continue,
+            _ => {
+                return Err(UnsafePath::NotBelow {
+                    rel: rel.to_path_buf(),
+                    root: root.to_path_buf(),
+                })
+            }
+        }
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(UnsafePath::Link {
+                    link: at,
+                    root: root.to_path_buf(),
+                })
+            }
+            Ok(_) => {}
+            // Nothing there: the rest of the path does not exist either, and is
+            // made as plain folders and files.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// Make a rename or a new file in `path`'s folder durable.
 pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
@@ -156,17 +216,22 @@ impl BlobStore {
     }
 
     /// Store a payload under its id. With `durable`, the payload is on disk
-    /// (fsync) when this returns, even if it was already there.
+    /// (fsync) when this returns, even if it was already there. Without, it is
+    /// whole or absent after a kill, but a power cut may lose it: the journal
+    /// makes a batch of them durable at once (see the journal's module doc).
+    ///
+    /// A blob already there is kept only if it still holds these bytes (it may
+    /// share its inode with a delivered file someone edited); otherwise it is
+    /// replaced by a fresh file.
     pub fn put(&self, id: &ArtifactId, data: &[u8], durable: bool) -> Result<(), StoreError> {
         if !is_hex(id.as_str()) {
             return Err(StoreError(format!("artifact id `{id}` is not a hex digest")));
         }
         let path = self.path_of(id);
-        if path.is_file()
-            && fs::metadata(&path)
-                .map(|m| m.len() == data.len() as u64)
-                .unwrap_or(false)
-        {
+        if let Ok(rel) = path.strip_prefix(&self.root) {
+            refuse_links(&self.root, rel).map_err(|e| StoreError(e.to_string()))?;
+        }
+        if self.holds(&path, data) {
             if durable {
                 // It may have been written by the cache, which does not fsync.
                 OpenOptions::new()
@@ -178,6 +243,16 @@ impl BlobStore {
             return Ok(());
         }
         write_atomic(&path, data, durable).map_err(|e| StoreError(format!("write {}: {e}", path.display())))
+    }
+
+    /// Whether the blob at `path` is a regular file holding exactly `data`.
+    fn holds(&self, path: &Path, data: &[u8]) -> bool {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() && m.len() == data.len() as u64 => {
+                fs::read(path).map(|on_disk| on_disk == data).unwrap_or(false)
+            }
+            _ => false,
+        }
     }
 
     /// Read a payload back; `None` if it is absent or does not match its id.
@@ -276,5 +351,91 @@ mod temp_tests {
         drop(held);
         lock_out_dir(&dir).expect("free again once released");
         fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(all(test, unix))]
+mod link_tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("creative-bloblinks-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_blob_write_does_not_follow_a_prefix_folder_planted_as_a_link() {
+        let dir = tmp("prefix");
+        let outside = dir.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        let store = BlobStore::new(dir.join("objects"));
+        let id = ArtifactId::of(&MediaType::Text, b"hello");
+        let prefix = store.path_of(&id).parent().unwrap().to_path_buf();
+        fs::create_dir_all(store.root()).unwrap();
+        std::os::unix::fs::symlink(&outside, &prefix).unwrap();
+        let err = store.put(&id, b"hello", false).unwrap_err();
+        assert!(err.0.contains(&prefix.display().to_string()), "{err}");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_blob_that_no_longer_holds_its_bytes_is_replaced_by_a_new_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tmp("edited");
+        let store = BlobStore::new(dir.join("objects"));
+        let id = ArtifactId::of(&MediaType::Text, b"hello");
+        store.put(&id, b"hello", false).unwrap();
+        // A delivered file hard-linked to the blob, edited in place.
+        let asset = dir.join("asset.txt");
+        fs::hard_link(store.path_of(&id), &asset).unwrap();
+        fs::write(&asset, b"HELLO").unwrap();
+        assert!(
+            store.get(&id, &MediaType::Text).unwrap().is_none(),
+            "detected, never served"
+        );
+        store.put(&id, b"hello", false).unwrap();
+        assert_eq!(
+            store.get(&id, &MediaType::Text).unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
+        assert_eq!(fs::read(&asset).unwrap(), b"HELLO", "the edit is left alone");
+        let (a, b) = (fs::metadata(&asset).unwrap(), fs::metadata(store.path_of(&id)).unwrap());
+        assert_ne!(a.ino(), b.ino());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_path_through_a_link_or_out_of_the_root_is_refused_and_the_root_may_be_a_link() {
+        let dir = tmp("refuse");
+        let real = dir.join("real");
+        fs::create_dir_all(real.join("hero")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.join("root")).unwrap();
+        let root = dir.join("root");
+        refuse_links(&root, Path::new("hero/a.png")).expect("the root itself may be a link");
+        refuse_links(&root, Path::new("new/deeper/a.png")).expect("missing folders are fine");
+        std::os::unix::fs::symlink("/tmp", real.join("out")).unwrap();
+        assert_eq!(
+            refuse_links(&root, Path::new("out/a.png")),
+            Err(UnsafePath::Link {
+                link: root.join("out"),
+                root: root.clone()
+            })
+        );
+        assert!(matches!(
+            refuse_links(&root, Path::new("../a.png")),
+            Err(UnsafePath::NotBelow { .. })
+        ));
+        assert!(matches!(
+            refuse_links(&root, Path::new("/etc/a.png")),
+            Err(UnsafePath::NotBelow { .. })
+        ));
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -5,19 +5,19 @@
 //! campaign is split across machines, without touching the executor.
 //!
 //! The local implementations: [`DiskCache`] (content-addressed generations on
-//! disk) and [`FileJournal`] (an append-only JSON-lines journal whose every line
-//! is fsynced after the payloads it names), both over a [`BlobStore`].
+//! disk) and [`FileJournal`] (an append-only JSON-lines journal, committed in
+//! batches, each line durable after the payloads it names), both over a
+//! [`BlobStore`]. [`JournalIndex`] reads a journal back without holding it in
+//! memory.
 
 mod blobs;
 mod cache;
-mod index;
 mod journal;
 
 pub use blobs::BlobStore;
-pub(crate) use blobs::{lock_out_dir, remove_stale_temps, sync_dir, temp_path, write_atomic, LockError};
+pub(crate) use blobs::{lock_out_dir, refuse_links, remove_stale_temps, sync_dir, temp_path, write_atomic, LockError};
 pub use cache::DiskCache;
-pub use index::JournalIndex;
-pub use journal::{ArtifactRecord, FileJournal, JournalRecord};
+pub use journal::{ArtifactRecord, FileJournal, JournalIndex, JournalRecord, SyncMethod};
 
 use async_trait::async_trait;
 
