@@ -25,6 +25,7 @@ mod campaign;
 mod error;
 mod live;
 mod matrix;
+mod ranges;
 mod registry;
 mod schema;
 mod steps;
