@@ -236,3 +236,25 @@ fn image_sizes_counts_and_sampling_numbers_have_ranges_in_every_layer() {
     ))
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_campaign_started_from_rust_refuses_an_empty_or_root_out_dir() {
+    use creative::core::spec::CampaignOptions;
+    let parsed = Spec::parse(&spec("", "", "", ""), Format::Toml, "campaign.toml").unwrap();
+    let campaign = parsed.build(&registry(), ".").unwrap();
+    for (dir, says) in [("", "empty path"), ("/", "file-system root")] {
+        let e = campaign
+            .start(CampaignOptions {
+                out_dir: Some(dir.into()),
+                ..Default::default()
+            })
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    refused(
+        &spec("", "", "", "[output]\ndir = \"/\""),
+        "output.dir",
+        "file-system root",
+    );
+}

@@ -25,6 +25,7 @@ mod campaign;
 mod error;
 mod live;
 mod matrix;
+mod out_dir;
 mod ranges;
 mod registry;
 mod schema;
@@ -36,6 +37,7 @@ pub use campaign::{
     Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan, Shard,
 };
 pub use error::{SpecError, SpecErrorKind};
+pub use out_dir::{check_out_dir, UnsafeOutputDir};
 pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};
 pub use schema::{
     BudgetSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec, RetrySpec, SeedPolicy, SinkSpec, SpecDoc,
