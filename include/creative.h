@@ -401,7 +401,8 @@ enum creative_status creative_engine_kinds_json(const struct creative_engine *en
  * or `"json"`; default JSON if the text starts with `{`), `base_dir` (folder the
  * spec's relative paths resolve against; default the engine's `base_dir`, else
  * the current directory), `out_dir` (output folder, relative to `base_dir`;
- * default the spec's `output.dir`), `resume` (continue from the folder's
+ * default the spec's `output.dir`; an empty path or a file-system root is
+ * `CREATIVE_STATUS_INVALID_ARGUMENT`), `resume` (continue from the folder's
  * journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
  * or written; the report holds the plan), `origin` (the spec's name in error
  * messages), `shard` (`"K/N"`: run only the K-th of N parts of the jobs, split

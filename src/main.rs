@@ -107,6 +107,11 @@ fn parse_args() -> Result<Args, String> {
     if a.command == "merge" && a.shard_dirs.is_empty() {
         return Err("merge needs the shards' output folders".into());
     }
+    if let Some(out) = &a.out {
+        // `--out ""` would otherwise write the store, assets and manifest into
+        // the current directory.
+        creative::core::spec::check_out_dir(out).map_err(|e| format!("--out: {e}"))?;
+    }
     Ok(a)
 }
 

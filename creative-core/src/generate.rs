@@ -173,6 +173,21 @@ impl Step for GenerateStep {
             let req = self.request(inputs, ctx, seed)?;
             let out = ctx.call_provider(&self.chain[chain_start..], &req).await?;
             let used = chain_start + out.chain_index;
+            let allowed = crate::limits::max_artifacts_for(req.params.count);
+            if out.generation.artifacts.len() > allowed {
+                // A provider that answers far more than it was asked is broken or
+                // hostile: judging, storing and delivering its flood would cost
+                // more than the job is worth.
+                return Err(StepError::Provider(crate::error::ProviderError::new(
+                    crate::error::ErrorKind::Protocol,
+                    out.provider,
+                    format!(
+                        "provider returned {} outputs for a call that asked {}; at most {allowed} are accepted",
+                        out.generation.artifacts.len(),
+                        req.params.count.unwrap_or(1)
+                    ),
+                )));
+            }
             let n = out.generation.artifacts.len().max(1);
             let params_json = req.resolved_json();
             let mut scored: Vec<(f64, bool, Artifact)> = Vec::with_capacity(n);

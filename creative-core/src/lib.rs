@@ -42,6 +42,7 @@ pub mod exec;
 pub mod gate;
 pub mod generate;
 pub mod job;
+pub mod limits;
 pub mod pipeline;
 pub mod provenance;
 pub mod provider;

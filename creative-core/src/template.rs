@@ -3,13 +3,28 @@
 //! Templates use minijinja (Jinja2 syntax: `{{ product }}`, filters, conditionals)
 //! in strict mode: a variable the job does not have is an error that names it,
 //! never an empty string.
+//!
+//! Rendering is bounded: every render runs with [`FUEL`] (minijinja's count of
+//! executed instructions) and may write at most [`MAX_OUTPUT_BYTES`], so a
+//! template with nested loops fails with [`TemplateError::TooCostly`] or
+//! [`TemplateError::TooLarge`] instead of hanging `check`, a dry run or a run.
 
 use std::collections::BTreeSet;
+use std::io;
 use std::sync::Arc;
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 
 use crate::job::Vars;
+
+/// Instructions one render may execute. A prompt that loops over a palette or a
+/// list of a few hundred items uses a few thousand; a million still renders in
+/// well under a second, and a loop of loops ends at once with an error.
+pub const FUEL: u64 = 1_000_000;
+
+/// Bytes one render may write (1 MiB). Prompts and file names are a few
+/// kilobytes at most; a larger output is a runaway template.
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
 
 /// A template error: the message names the missing variable or the syntax problem.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,6 +44,25 @@ pub enum TemplateError {
         name: String,
         /// The template source.
         source_text: String,
+    },
+    /// Rendering ran out of fuel: the template executes more than [`FUEL`]
+    /// instructions (usually a loop of loops).
+    #[error(
+        "template `{source_text}` takes too long to render: it ran more than {fuel} instructions (a loop of loops?)"
+    )]
+    TooCostly {
+        /// The template source.
+        source_text: String,
+        /// The fuel it was given.
+        fuel: u64,
+    },
+    /// Rendering wrote more than [`MAX_OUTPUT_BYTES`].
+    #[error("template `{source_text}` renders more than {limit} bytes")]
+    TooLarge {
+        /// The template source.
+        source_text: String,
+        /// The limit in bytes.
+        limit: usize,
     },
     /// Rendering failed for another reason.
     #[error("template `{source_text}` failed: {message}")]
@@ -70,6 +104,7 @@ impl Template {
     pub fn new(source: &str) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         env.add_template_owned("t", source.to_string())
             .map_err(|e| TemplateError::Syntax {
                 source_text: source.to_string(),
@@ -103,16 +138,31 @@ impl Template {
         if self.literal {
             return Ok(self.source.to_string());
         }
-        if let Some(missing) = self.variables.iter().find(|v| !vars.contains_key(*v)) {
-            // `default(...)` makes a missing variable fine; only fail if rendering does.
-            let t = self.env.get_template("t").map_err(|e| self.render_err(e))?;
-            return t.render(vars).map_err(|_| TemplateError::Missing {
-                name: missing.clone(),
-                source_text: self.source.to_string(),
-            });
-        }
+        let missing = self.variables.iter().find(|v| !vars.contains_key(*v));
         let t = self.env.get_template("t").map_err(|e| self.render_err(e))?;
-        t.render(vars).map_err(|e| self.render_err(e))
+        let mut out = Capped::default();
+        match t.render_captured_to(vars, &mut out) {
+            Ok(_) => String::from_utf8(out.buf).map_err(|e| TemplateError::Render {
+                source_text: self.source.to_string(),
+                message: e.to_string(),
+            }),
+            Err(_) if out.overflowed => Err(TemplateError::TooLarge {
+                source_text: self.source.to_string(),
+                limit: MAX_OUTPUT_BYTES,
+            }),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(TemplateError::TooCostly {
+                source_text: self.source.to_string(),
+                fuel: FUEL,
+            }),
+            // `default(...)` makes a missing variable fine; only fail if rendering does.
+            Err(e) => Err(match missing {
+                Some(name) => TemplateError::Missing {
+                    name: name.clone(),
+                    source_text: self.source.to_string(),
+                },
+                None => self.render_err(e),
+            }),
+        }
     }
 
     fn render_err(&self, e: minijinja::Error) -> TemplateError {
@@ -123,6 +173,29 @@ impl Template {
     }
 }
 
+/// A sink that refuses to grow past [`MAX_OUTPUT_BYTES`]; the refusal stops the
+/// render at once.
+#[derive(Default)]
+struct Capped {
+    buf: Vec<u8>,
+    overflowed: bool,
+}
+
+impl io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if self.buf.len().saturating_add(b.len()) > MAX_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(io::Error::other("template output limit reached"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +203,47 @@ mod tests {
     #[test]
     fn syntax_errors_are_reported_at_compile_time() {
         assert!(matches!(Template::new("{{ oops "), Err(TemplateError::Syntax { .. })));
+    }
+
+    #[test]
+    fn a_loop_of_loops_runs_out_of_fuel_instead_of_hanging() {
+        let t =
+            Template::new("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}").unwrap();
+        let started = std::time::Instant::now();
+        let e = t.render(&Vars::new()).unwrap_err();
+        assert!(matches!(e, TemplateError::TooCostly { fuel: FUEL, .. }), "{e}");
+        assert!(e.to_string().contains("takes too long to render"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn output_beyond_the_size_limit_is_refused() {
+        // 2,000 rounds of a 1,000-byte value: 2 MB, well within the fuel.
+        let t = Template::new("{% for i in range(2000) %}{{ chunk }}{% endfor %}").unwrap();
+        let mut vars = Vars::new();
+        vars.insert("chunk".into(), "x".repeat(1000).into());
+        let e = t.render(&vars).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TemplateError::TooLarge {
+                    limit: MAX_OUTPUT_BYTES,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Half of it fits.
+        let t = Template::new("{% for i in range(500) %}{{ chunk }}{% endfor %}").unwrap();
+        assert_eq!(t.render(&vars).unwrap().len(), 500_000);
+    }
+
+    #[test]
+    fn fuel_is_given_afresh_to_every_render() {
+        let t = Template::new("{% for i in range(1000) %}{{ i }}{% endfor %}").unwrap();
+        for _ in 0..3000 {
+            t.render(&Vars::new()).unwrap();
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use creative_core::spec::{CampaignOptions, Format, Shard, Spec, SpecError, SpecErrorKind};
+use creative_core::spec::{check_out_dir, CampaignOptions, Format, Shard, Spec, SpecError, SpecErrorKind};
 use creative_core::CancellationToken;
 use serde::Deserialize;
 
@@ -24,7 +24,7 @@ pub(crate) struct StartOptions {
     /// Folder the spec's relative paths resolve against.
     #[serde(default)]
     pub(crate) base_dir: Option<PathBuf>,
-    /// Output folder; default the spec's `output.dir`.
+    /// Output folder; default the spec's `output.dir`. Never empty nor a root.
     #[serde(default)]
     pub(crate) out_dir: Option<PathBuf>,
     /// Resume from the output folder's journal.
@@ -108,6 +108,11 @@ pub(crate) fn launch(
     opts: StartOptions,
 ) -> Result<(Launch, Option<DirLease>), FfiError> {
     let format = opts.format(spec_text)?;
+    // Checked as given: joined to `base_dir`, an empty path would silently
+    // become the base folder itself.
+    if let Some(d) = &opts.out_dir {
+        check_out_dir(d).map_err(|e| FfiError::invalid(format!("run options: `out_dir`: {e}")))?;
+    }
     let shard = opts
         .shard
         .as_deref()
@@ -216,7 +221,8 @@ pub(crate) fn launch(
 /// or `"json"`; default JSON if the text starts with `{`), `base_dir` (folder the
 /// spec's relative paths resolve against; default the engine's `base_dir`, else
 /// the current directory), `out_dir` (output folder, relative to `base_dir`;
-/// default the spec's `output.dir`), `resume` (continue from the folder's
+/// default the spec's `output.dir`; an empty path or a file-system root is
+/// `CREATIVE_STATUS_INVALID_ARGUMENT`), `resume` (continue from the folder's
 /// journal), `force` (bypass the cache), `dry_run` (plan only: nothing is called
 /// or written; the report holds the plan), `origin` (the spec's name in error
 /// messages), `shard` (`"K/N"`: run only the K-th of N parts of the jobs, split

@@ -7,6 +7,7 @@
 
 use std::io::Cursor;
 
+use creative_core::limits::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 use fast_image_resize as fir;
 use image::{ImageEncoder, RgbImage, RgbaImage};
 use serde::{Deserialize, Serialize};
@@ -187,6 +188,33 @@ impl Filter {
     }
 }
 
+/// The decoder's limits: no side above [`MAX_IMAGE_SIDE`], no allocation above
+/// what [`MAX_IMAGE_PIXELS`] of 16-bit RGBA takes (the widest a PNG decodes to
+/// before it is normalised to 8 bits).
+pub fn decode_limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(MAX_IMAGE_SIDE);
+    l.max_image_height = Some(MAX_IMAGE_SIDE);
+    l.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
+    l
+}
+
+/// The width and height an image's header declares, read without decoding a
+/// pixel.
+pub fn declared_dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
+    image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .into_dimensions()
+        .map_err(|e| e.to_string())
+}
+
+/// `Ok` when an image of `w`x`h` may be decoded or produced: at most
+/// [`MAX_IMAGE_SIDE`] a side and [`MAX_IMAGE_PIXELS`] in all.
+pub fn check_image_size(w: u32, h: u32) -> Result<(), String> {
+    creative_core::limits::check_image_size(w, h)
+}
+
 /// A decoded 8-bit image: RGB, or RGBA when the source had alpha.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Raster {
@@ -199,14 +227,22 @@ pub enum Raster {
 impl Raster {
     /// Decode PNG, JPEG or WebP bytes; the format is sniffed from the bytes.
     /// `what` names the input in errors.
+    ///
+    /// A decompression-bomb guard: an image whose header declares more than
+    /// [`MAX_IMAGE_SIDE`] pixels a side or [`MAX_IMAGE_PIXELS`] in all is refused
+    /// before any pixel is allocated (a 74-byte PNG can claim 50000x50000, 10 GB
+    /// of RGBA), and the decoder itself runs under the same limits.
     pub fn decode(bytes: &[u8], what: &str) -> Result<(Raster, Format), OpsError> {
         let err = |message: String| OpsError::Decode {
             what: what.to_string(),
             message,
         };
-        let reader = image::ImageReader::new(Cursor::new(bytes))
+        let (w, h) = declared_dimensions(bytes).map_err(err)?;
+        check_image_size(w, h).map_err(|m| err(format!("the image declares {m} (decompression-bomb guard)")))?;
+        let mut reader = image::ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| err(e.to_string()))?;
+        reader.limits(decode_limits());
         let format = match reader.format() {
             Some(image::ImageFormat::Png) => Format::Png,
             Some(image::ImageFormat::Jpeg) => Format::Jpeg,
@@ -324,8 +360,8 @@ impl Raster {
     /// `w`x`h`, with the SIMD resizer. Alpha is premultiplied while filtering so
     /// transparent pixels do not bleed their colour.
     pub fn resize(&self, src: Option<Rect>, w: u32, h: u32, filter: Filter) -> Result<Raster, OpsError> {
-        if w == 0 || h == 0 {
-            return Err(OpsError::Unfit(format!("cannot resize to {w}x{h}")));
+        if let Err(m) = check_image_size(w, h) {
+            return Err(OpsError::Unfit(format!("cannot resize to {w}x{h}: {m}")));
         }
         let src = src.unwrap_or(Rect::full(self.width(), self.height()));
         if !src.fits_in(self.width(), self.height()) || src.width == 0 || src.height == 0 {

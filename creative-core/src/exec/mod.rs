@@ -113,9 +113,11 @@ impl ExecutorBuilder {
     }
 
     /// Most steps running at once across the run, and most jobs active at once.
-    /// Default 16; values below 1 are raised to 1.
+    /// Default 16; values below 1 are raised to 1 and values above
+    /// [`crate::limits::MAX_CONCURRENCY`] lowered to it (a semaphore cannot hold
+    /// more than `usize::MAX >> 3` permits, and no host runs more steps at once).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
+        self.concurrency = n.clamp(1, crate::limits::MAX_CONCURRENCY);
         self
     }
 

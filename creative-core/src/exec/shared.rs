@@ -19,6 +19,7 @@ use crate::store::{GenerationCache, Journal};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProviderLimits {
     /// Most calls in flight at once; `None` for no limit beyond the global one.
+    /// Values are clamped to `1..=`[`crate::limits::MAX_CONCURRENCY`].
     pub concurrency: Option<usize>,
     /// Requests per minute; `None` for no rate limit.
     pub requests_per_minute: Option<u32>,
@@ -64,7 +65,11 @@ impl ProviderSlot {
             limiter: limits
                 .requests_per_minute
                 .and_then(|rpm| RateLimiter::per_minute(rpm, limits.burst.unwrap_or(1))),
-            concurrency: limits.concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            // Clamped like the executor's own limit: a semaphore panics above
+            // `usize::MAX >> 3` permits.
+            concurrency: limits
+                .concurrency
+                .map(|n| Arc::new(Semaphore::new(n.clamp(1, crate::limits::MAX_CONCURRENCY)))),
             timeout: limits.timeout,
         }
     }

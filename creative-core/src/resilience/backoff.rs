@@ -64,7 +64,8 @@ impl Backoff {
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(30);
         let factor = 1u64 << exp;
-        let nanos = (self.base.as_nanos() as u64).saturating_mul(factor);
+        let base = u64::try_from(self.base.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = base.saturating_mul(factor);
         Duration::from_nanos(nanos).min(self.max)
     }
 
@@ -72,7 +73,7 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let ceil = self.ceiling(attempt);
         if self.jitter {
-            Duration::from_nanos(fastrand::u64(0..=ceil.as_nanos() as u64))
+            Duration::from_nanos(fastrand::u64(0..=u64::try_from(ceil.as_nanos()).unwrap_or(u64::MAX)))
         } else {
             ceil
         }

@@ -87,9 +87,10 @@ impl Budget {
         self
     }
 
-    /// Stop starting work after `d` from now.
+    /// Stop starting work after `d` from now. A `d` so long that the clock
+    /// cannot represent its end (`Duration::MAX`) is no deadline at all.
     pub fn deadline_in(mut self, d: Duration) -> Self {
-        self.deadline = Some(Instant::now() + d);
+        self.deadline = Instant::now().checked_add(d);
         self
     }
 

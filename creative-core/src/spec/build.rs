@@ -23,7 +23,7 @@ use crate::spec::matrix::JobMatrix;
 use crate::spec::registry::{BuildCtx, Registry};
 use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_KEYS, PARAM_VARS};
 use crate::spec::steps::{job_layer, GatedStep, NamedGate, SpecGenerate, Variant};
-use crate::spec::Spec;
+use crate::spec::{ranges, Spec};
 use crate::step::Step;
 use crate::template::{Template, TemplateError};
 
@@ -219,6 +219,7 @@ fn on_gate_fail(v: &Option<serde_json::Value>, path: &str, generate: bool) -> Re
             )
         })?,
     };
+    ranges::check_policy(&policy, path)?;
     if !generate && matches!(policy, OnGateFail::Regenerate { .. } | OnGateFail::Fallback) {
         return Err(err(
             K::Invalid,
@@ -255,6 +256,10 @@ impl Spec {
             base_dir: base_dir.to_path_buf(),
             providers: BTreeMap::new(),
         };
+
+        // Every number of the document's own sections, before anything is
+        // built from them.
+        ranges::check_doc(doc)?;
 
         // Providers.
         let mut exec = Executor::builder().concurrency(doc.concurrency.unwrap_or(8));
@@ -336,7 +341,12 @@ impl Spec {
         let mut layer_vars: Vec<&str> = PARAM_VARS.to_vec();
         layer_vars.push("preset");
         for job in jobs.representatives(&layer_vars) {
-            job_layer(job.vars()).map_err(|m| err(K::Invalid, "matrix", format!("{m} ({})", describe(&job))))?;
+            let layer =
+                job_layer(job.vars()).map_err(|m| err(K::Invalid, "matrix", format!("{m} ({})", describe(&job))))?;
+            ranges::check_layer(&layer, "matrix").map_err(|mut e| {
+                e.message = format!("{} ({})", e.message, describe(&job));
+                e
+            })?;
             if let Some(p) = job.var_str("preset") {
                 if !doc.presets.contains_key(&p) {
                     return Err(err(
@@ -353,14 +363,12 @@ impl Spec {
             .map(|(k, v)| (k.as_str(), v))
             .chain([("defaults", &doc.defaults), ("overrides", &doc.overrides)])
         {
-            p.dimensions().map_err(|m| {
-                let path = if name == "defaults" || name == "overrides" {
-                    format!("{name}.size")
-                } else {
-                    format!("presets.{name}.size")
-                };
-                err(K::Invalid, path, m)
-            })?;
+            let base = if name == "defaults" || name == "overrides" {
+                name.to_string()
+            } else {
+                format!("presets.{name}")
+            };
+            ranges::check_layer(p, &base)?;
         }
 
         // Steps.
@@ -606,9 +614,8 @@ impl Spec {
         }
         let settings: GenerateSettings = typed(own, base)?;
         let step_layer: Layer = typed(layer_map, base)?;
-        step_layer
-            .dimensions()
-            .map_err(|m| err(K::Invalid, format!("{base}.size"), m))?;
+        ranges::check_layer(&step_layer, base)?;
+        ranges::check_keep(settings.keep, &format!("{base}.keep"))?;
         if settings.providers.is_empty() {
             return Err(err(
                 K::Invalid,

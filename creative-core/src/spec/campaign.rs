@@ -626,6 +626,7 @@ impl Campaign {
 
     fn start_all(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
         let out_dir = opts.out_dir.clone().unwrap_or_else(|| self.out_dir.clone());
+        crate::spec::check_out_dir(&out_dir)?;
         if opts.dry_run {
             return Ok(CampaignRun {
                 campaign: self.clone(),

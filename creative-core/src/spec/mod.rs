@@ -26,6 +26,8 @@ mod error;
 mod finish;
 mod live;
 mod matrix;
+mod out_dir;
+mod ranges;
 mod registry;
 mod schema;
 mod steps;
@@ -39,6 +41,7 @@ pub use campaign::{
 pub use error::{SpecError, SpecErrorKind};
 pub use finish::{ArtifactLine, ARTIFACTS_FILE, ASSETS_FILE};
 pub use matrix::{JobMatrix, Jobs, DEFAULT_MAX_JOBS, MAX_JOBS_LIMIT};
+pub use out_dir::{check_out_dir, UnsafeOutputDir};
 pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};
 pub use schema::{
     BudgetSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec, RetrySpec, SeedPolicy, SinkSpec, SpecDoc,

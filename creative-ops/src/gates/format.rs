@@ -1,5 +1,3 @@
-use std::io::Cursor;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -101,11 +99,7 @@ impl FormatGate {
 }
 
 fn dimensions(data: &[u8]) -> Option<(u32, u32)> {
-    image::ImageReader::new(Cursor::new(data))
-        .with_guessed_format()
-        .ok()?
-        .into_dimensions()
-        .ok()
+    crate::raster::declared_dimensions(data).ok()
 }
 
 #[async_trait]
@@ -140,6 +134,11 @@ impl QualityGate for FormatGate {
             match dimensions(a.data()) {
                 None => rules.push((false, format!("cannot read image dimensions from {}", a.media()))),
                 Some((w, h)) => {
+                    // A header can claim any size: one beyond what the engine
+                    // would ever decode is a decompression bomb, not a candidate.
+                    if let Err(m) = crate::raster::check_image_size(w, h) {
+                        rules.push((false, format!("the image declares {m} (decompression-bomb guard)")));
+                    }
                     let checks = [
                         (s.min_width, w >= s.min_width.unwrap_or(0), "width", "below the minimum"),
                         (

@@ -233,3 +233,17 @@ pub(crate) fn record<S: serde::Serialize>(s: &S) -> Value {
 pub(crate) fn all(inputs: &StepInputs) -> impl Iterator<Item = &Artifact> {
     inputs.all()
 }
+
+/// A target side from a step's settings, within the engine's image limits.
+pub(crate) fn check_side(field: &'static str, v: Option<u32>) -> Result<(), OpsError> {
+    match v {
+        Some(v) if v > creative_core::limits::MAX_IMAGE_SIDE => Err(OpsError::settings(
+            field,
+            format!(
+                "{v} is out of range: allowed 1 to {}",
+                creative_core::limits::MAX_IMAGE_SIDE
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -65,7 +65,9 @@ impl PadStep {
     pub fn new(s: PadSettings) -> Result<Self, OpsError> {
         match (s.aspect.is_some(), s.width, s.height) {
             (true, None, None) => {}
-            (false, Some(w), Some(h)) if w > 0 && h > 0 => {}
+            (false, Some(w), Some(h)) if w > 0 && h > 0 => {
+                crate::raster::check_image_size(w, h).map_err(|m| OpsError::settings("width", m))?;
+            }
             (true, _, _) => {
                 return Err(OpsError::settings(
                     "aspect",
@@ -97,6 +99,8 @@ impl PadStep {
                 "cannot pad a {w}x{h} image to {cw}x{ch}: the canvas is smaller; resize first"
             )));
         }
+        crate::raster::check_image_size(cw, ch)
+            .map_err(|m| OpsError::Unfit(format!("cannot pad a {w}x{h} image to {cw}x{ch}: {m}")))?;
         let (x, y) = s.anchor.place(cw, ch, w, h, 0);
         let c = s.color;
         // Copy, not blend: the image's own pixels (and alpha) are kept as they are.

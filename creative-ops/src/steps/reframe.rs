@@ -64,6 +64,7 @@ fn check_size(aspect: Aspect, width: Option<u32>, height: Option<u32>) -> Result
         if v == Some(0) {
             return Err(OpsError::settings(field, "must be at least 1"));
         }
+        crate::steps::check_side(field, v)?;
     }
     if let (Some(w), Some(h)) = (width, height) {
         if !aspect.matches(w, h, 0.01) {

@@ -90,6 +90,7 @@ impl ResizeStep {
             if v == Some(0) {
                 return Err(OpsError::settings(field, "must be at least 1"));
             }
+            crate::steps::check_side(field, v)?;
         }
         match s.mode {
             ResizeMode::Fit if s.width.is_none() && s.height.is_none() => {

@@ -1,0 +1,126 @@
+//! The engine stays bounded when built from Rust with extreme numbers, and
+//! refuses provider answers far larger than asked.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use creative_core::limits::{max_artifacts_for, MAX_ARTIFACTS_PER_CALL};
+use creative_core::resilience::{Backoff, Budget};
+use creative_core::{
+    Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, Params, Pipeline, Provider,
+    ProviderError, ProviderLimits, Request, Status, Task, Usage,
+};
+
+/// Answers every call with `n` text artifacts.
+struct Flood {
+    n: usize,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl Provider for Flood {
+    fn id(&self) -> &str {
+        "flood"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: vec![Task::Text],
+            ..Default::default()
+        }
+    }
+    async fn generate(&self, req: &Request, _ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Generation {
+            artifacts: (0..self.n)
+                .map(|i| Artifact::text_plain(format!("{} #{i}", req.prompt)))
+                .collect(),
+            usage: Usage::default(),
+            raw: None,
+        })
+    }
+}
+
+fn pipeline(count: Option<u32>) -> Arc<dyn Pipeline> {
+    let step = GenerateStep::new(Task::Text, ["flood"], "ad for {{ product }}")
+        .unwrap()
+        .params(&Params {
+            count,
+            ..Default::default()
+        });
+    Arc::new(Dag::builder("t").step("gen", step, &[]).build().unwrap())
+}
+
+fn jobs(n: usize) -> Vec<Job> {
+    (0..n).map(|i| Job::new([("product", format!("p{i}"))])).collect()
+}
+
+#[tokio::test]
+async fn a_concurrency_of_usize_max_runs_instead_of_panicking() {
+    let p = Arc::new(Flood {
+        n: 1,
+        calls: AtomicU32::new(0),
+    });
+    let exec = Executor::builder()
+        .provider_with_limits(
+            p.clone(),
+            ProviderLimits {
+                concurrency: Some(usize::MAX),
+                ..Default::default()
+            },
+        )
+        .concurrency(usize::MAX)
+        .build();
+    let out = exec.run(pipeline(None), jobs(5)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(p.calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn an_answer_of_100000_outputs_is_refused_as_invalid() {
+    let p = Arc::new(Flood {
+        n: 100_000,
+        calls: AtomicU32::new(0),
+    });
+    let exec = Executor::builder().provider(p.clone()).build();
+    let out = exec.run(pipeline(Some(2)), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Failed);
+    let err = out.jobs[0].error().expect("the job failed").to_string();
+    assert!(
+        err.contains("provider returned 100000 outputs for a call that asked 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("at most {} are accepted", max_artifacts_for(Some(2)))),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_within_the_allowance_is_accepted() {
+    // Some providers always answer a fixed batch: a few more than asked is fine.
+    let p = Arc::new(Flood {
+        n: max_artifacts_for(Some(1)),
+        calls: AtomicU32::new(0),
+    });
+    let exec = Executor::builder().provider(p).build();
+    let out = exec.run(pipeline(Some(1)), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert!(max_artifacts_for(Some(1)) <= MAX_ARTIFACTS_PER_CALL);
+}
+
+#[test]
+fn a_deadline_beyond_the_clock_is_no_deadline_instead_of_a_panic() {
+    let b = Budget::new().deadline_in(Duration::MAX);
+    assert!(b.deadline().is_none());
+    let b = Budget::new().deadline_in(Duration::from_secs(60));
+    assert!(b.deadline().is_some());
+}
+
+#[test]
+fn a_backoff_of_duration_max_saturates_instead_of_wrapping() {
+    let b = Backoff::new(Duration::MAX, Duration::MAX).unwrap().without_jitter();
+    assert_eq!(b.delay(1), Duration::from_nanos(u64::MAX));
+    assert_eq!(b.delay(40), Duration::from_nanos(u64::MAX));
+}
