@@ -176,6 +176,22 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A provider failed every call for the configured window
+    /// (`ExecutorBuilder::down_after`) and is declared down: jobs stop waiting for
+    /// its circuit and fall back or fail at once. It is probed again when its
+    /// circuit half-opens; a success brings it back.
+    ProviderDown {
+        /// Provider id.
+        provider: String,
+        /// Failed calls since its last success.
+        failures: u32,
+        /// Time since the first of them.
+        over_ms: u64,
+        /// The class of the last failure.
+        last_error_kind: String,
+        /// The last failure.
+        last_error: String,
+    },
     /// A gate judged an artifact.
     GateVerdict {
         /// Job key.

@@ -99,4 +99,23 @@ pub trait Provider: Send + Sync {
     /// A router learns gate pass rates from it (cost per accepted asset); the
     /// default ignores it.
     fn record_verdict(&self, _artifact: &Artifact, _accepted: bool) {}
+
+    /// Whether this provider is made of others that keep their own health (a
+    /// router, whose members each have a circuit breaker and a down detector).
+    ///
+    /// The engine keeps no breaker and no down detection of its own for a
+    /// composite provider: one dead member would otherwise trip the whole, and
+    /// every job would wait on the composite's circuit while its live members sit
+    /// idle. It asks [`Provider::unavailable`] instead. Default false.
+    fn is_composite(&self) -> bool {
+        false
+    }
+
+    /// For a composite provider: why it cannot take a call now, when none of its
+    /// members can (every one declared down and none due for a probe). The engine
+    /// then neither calls nor retries it: the step falls back or fails at once
+    /// with this error. Default `None`.
+    fn unavailable(&self) -> Option<ProviderError> {
+        None
+    }
 }

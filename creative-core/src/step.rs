@@ -68,6 +68,10 @@ pub struct StepCtx {
     /// Cancelled when the run is cancelled. Long local work checks it.
     pub cancel: CancellationToken,
     pub(crate) run: Arc<RunShared>,
+    /// Time this step has waited on open circuits, in microseconds: its waits
+    /// count against one allowance (`ExecutorBuilder::max_open_wait`), however
+    /// many provider calls the step makes.
+    pub(crate) open_waited: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for StepCtx {
@@ -88,6 +92,7 @@ impl StepCtx {
             step: Arc::from(step),
             cancel: CancellationToken::new(),
             run: RunShared::detached(),
+            open_waited: Arc::default(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use creative_core::resilience::{Backoff, BreakerConfig, Budget, RetryPolicy};
+use creative_core::resilience::{Backoff, BreakerConfig, Budget, DownConfig, RetryPolicy};
 use creative_core::{
     Artifact, CallCtx, Capabilities, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep, Generation,
     Job, MediaKind, OnGateFail, Pipeline, PipelineError, Provider, ProviderError, ProviderLimits, QualityGate, Request,
@@ -393,6 +393,291 @@ async fn all_providers_open_means_waiting_not_failing() {
     assert_eq!(out.jobs[0].status, Status::Failed);
     assert_eq!(out.jobs[1].status, Status::Succeeded);
     assert_eq!(out.jobs[2].status, Status::Succeeded);
+}
+
+// ---------------------------------------------------------------- bounded failure
+
+/// The step error of every job of `out`, as displayed.
+fn job_errors(out: &creative_core::RunOutcome) -> Vec<String> {
+    out.jobs
+        .iter()
+        .map(|j| {
+            j.steps
+                .iter()
+                .filter_map(|s| s.error.as_ref().map(|e| e.to_string()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .collect()
+}
+
+fn answers_500(id: &'static str) -> Arc<Fake> {
+    Arc::new(
+        Fake::new(id).script(move |_, _| Err(ProviderError::transient(id, "internal server error").with_status(500))),
+    )
+}
+
+async fn run_with_events(
+    exec: &Executor,
+    dag: Arc<dyn Pipeline>,
+    n: usize,
+) -> (creative_core::RunOutcome, Vec<EventKind>, Duration) {
+    let t0 = tokio::time::Instant::now();
+    let mut run = exec
+        .start(
+            dag,
+            jobs(n),
+            RunOptions {
+                events: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let events = run.events().unwrap();
+    let out = run.wait().await;
+    let kinds = events.map(|e| e.kind).collect::<Vec<_>>().await;
+    (out, kinds, t0.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_answering_500_to_everything_fails_within_its_down_window_naming_it() {
+    // The case with the engine's defaults: 4 jobs at concurrency 2 took
+    // 990 s to fail, each breaker wait restarting the attempt count.
+    let p = answers_500("openai");
+    let exec = Executor::builder().provider(p.clone()).concurrency(2).build();
+    let (out, events, elapsed) = run_with_events(&exec, single(gen(&["openai"])), 4).await;
+    assert_eq!(out.status, Status::Failed);
+    assert!(out.jobs.iter().all(|j| j.status == Status::Failed));
+    let down = DownConfig::default().after;
+    assert!(
+        elapsed <= down + Duration::from_secs(31),
+        "failed after {elapsed:?}: at most one cool-down past the down window"
+    );
+    assert!(
+        p.calls() <= 4 * 3,
+        "{} calls: no job got a fresh set of attempts",
+        p.calls()
+    );
+    let errors = job_errors(&out);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("`openai` is down") && e.contains("transient")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|e| e.contains("openai")), "{errors:?}");
+    let downs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::ProviderDown {
+                provider,
+                last_error_kind,
+                failures,
+                ..
+            } => Some((provider.clone(), last_error_kind.clone(), *failures)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(downs.len(), 1, "declared down once: {downs:?}");
+    assert_eq!(downs[0].0, "openai");
+    assert_eq!(downs[0].1, "transient");
+    assert!(downs[0].2 >= DownConfig::default().min_failures);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_on_a_provider_do_not_restart_after_a_wait_on_its_circuit() {
+    let p = answers_500("p");
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .concurrency(1)
+        .retry(fast_retry())
+        .breaker(BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_secs(10),
+        })
+        .down_after(DownConfig {
+            after: Duration::from_secs(3600),
+            min_failures: 100,
+        })
+        .build();
+    let (out, events, _) = run_with_events(&exec, single(gen(&["p"])), 1).await;
+    assert_eq!(out.jobs[0].status, Status::Failed);
+    let waits = events.iter().filter(|e| matches!(e, EventKind::Waiting { .. })).count();
+    assert_eq!(waits, 1, "two failures opened the circuit; the step waited once for it");
+    assert_eq!(p.calls(), fast_retry().max_attempts, "the wait gave no extra attempts");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_on_open_circuits_stop_at_the_steps_allowance() {
+    let p = answers_500("only");
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .concurrency(1)
+        .retry(RetryPolicy::none())
+        .breaker(BreakerConfig {
+            failure_threshold: 1,
+            cool_down: Duration::from_secs(100),
+        })
+        .max_open_wait(Duration::from_secs(30))
+        .build();
+    let (out, events, elapsed) = run_with_events(&exec, single(gen(&["only"])), 2).await;
+    assert_eq!(p.calls(), 1, "the open circuit was not waited for");
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    assert!(!events.iter().any(|e| matches!(e, EventKind::Waiting { .. })));
+    let errors = job_errors(&out);
+    assert!(
+        errors[1].contains("`only`") && errors[1].contains("30 s of waiting"),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_provider_is_fallen_back_from_at_once_and_probed_again() {
+    let healthy = Arc::new(AtomicU32::new(0));
+    let h = healthy.clone();
+    let flaky = Arc::new(Fake::new("flaky").script(move |_, _| {
+        if h.load(Ordering::SeqCst) == 1 {
+            Ok(())
+        } else {
+            Err(ProviderError::transient("flaky", "down"))
+        }
+    }));
+    let backup = Arc::new(Fake::new("backup").latency(Duration::from_secs(1)));
+    let exec = Executor::builder()
+        .provider(flaky.clone())
+        .provider(backup.clone())
+        .concurrency(1)
+        .retry(fast_retry())
+        .breaker(BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_secs(5),
+        })
+        .down_after(DownConfig {
+            after: Duration::from_secs(10),
+            min_failures: 3,
+        })
+        .build();
+    let dag = single(gen(&["flaky", "backup"]));
+    let (out, events, _) = run_with_events(&exec, dag.clone(), 40).await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventKind::ProviderDown { provider, .. } if provider == "flaky")));
+    // Each job spends at most one attempt on `flaky` (its circuit is open or it is
+    // probed once per cool-down); 40 s of jobs and 5 s cool-downs: about 8 probes.
+    assert!(
+        flaky.calls() <= 2 + 10,
+        "{} calls to a provider that was down",
+        flaky.calls()
+    );
+
+    healthy.store(1, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let (out, _, _) = run_with_events(&exec, dag, 5).await;
+    assert_eq!(out.status, Status::Succeeded);
+    let by: Vec<String> = out
+        .jobs
+        .iter()
+        .map(|j| {
+            j.artifacts()
+                .next()
+                .unwrap()
+                .1
+                .text()
+                .unwrap_or("")
+                .split('|')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(
+        by.iter().all(|p| p == "flaky"),
+        "a successful probe brought it back: {by:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_with_nothing_reachable_fails_every_job_naming_the_providers() {
+    let a = answers_500("a");
+    let b = answers_500("b");
+    let exec = Executor::builder().provider(a).provider(b).concurrency(2).build();
+    let (out, _, elapsed) = run_with_events(&exec, single(gen(&["a", "b"])), 6).await;
+    assert!(out.jobs.iter().all(|j| j.status == Status::Failed));
+    assert!(elapsed <= Duration::from_secs(120), "{elapsed:?}");
+    let errors = job_errors(&out);
+    for e in &errors {
+        assert!(
+            e.contains("every provider of the step failed") && e.contains("a:") && e.contains("b:"),
+            "{e}"
+        );
+    }
+    assert!(errors.last().unwrap().contains("is down"), "{errors:?}");
+}
+
+/// A provider that says it is made of members with their own health.
+struct Composite {
+    calls: AtomicU32,
+    down: bool,
+}
+
+#[async_trait]
+impl Provider for Composite {
+    fn id(&self) -> &str {
+        "router"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            tasks: vec![Task::Text],
+            ..Default::default()
+        }
+    }
+    async fn generate(&self, _: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(ProviderError::transient("router", "member b: 500"))
+    }
+    fn is_composite(&self) -> bool {
+        true
+    }
+    fn unavailable(&self) -> Option<ProviderError> {
+        self.down
+            .then(|| ProviderError::new(ErrorKind::Unavailable, "router", "every member is down"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_engine_keeps_no_breaker_of_its_own_on_a_composite_provider() {
+    let r = Arc::new(Composite {
+        calls: AtomicU32::new(0),
+        down: false,
+    });
+    let exec = Executor::builder()
+        .provider(r.clone())
+        .concurrency(1)
+        .retry(RetryPolicy::none())
+        .breaker(BreakerConfig {
+            failure_threshold: 1,
+            cool_down: Duration::from_secs(30),
+        })
+        .build();
+    let (out, events, elapsed) = run_with_events(&exec, single(gen(&["router"])), 20).await;
+    assert_eq!(r.calls.load(Ordering::SeqCst), 20, "every job reached the router");
+    assert!(!events.iter().any(|e| matches!(e, EventKind::Waiting { .. })));
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    assert!(out.jobs.iter().all(|j| j.status == Status::Failed));
+
+    let down = Arc::new(Composite {
+        calls: AtomicU32::new(0),
+        down: true,
+    });
+    let exec = Executor::builder().provider(down.clone()).build();
+    let (out, _, _) = run_with_events(&exec, single(gen(&["router"])), 3).await;
+    assert_eq!(
+        down.calls.load(Ordering::SeqCst),
+        0,
+        "a composite that is unavailable is not called"
+    );
+    assert!(job_errors(&out).iter().all(|e| e.contains("every member is down")));
 }
 
 #[tokio::test]

@@ -4,7 +4,29 @@
 //!
 //! A retry is an attempt like any other: it takes a rate-limit token, a breaker
 //! permit and a budget reservation, so their state stays true.
+//!
+//! # Bounded failure
+//!
+//! Each provider of the chain keeps its attempt counts for the whole call: a
+//! provider whose retries are spent is not asked again after a wait, and a wait
+//! does not give it a fresh set. The step waits only when every provider left is
+//! merely unavailable (circuit open), and only for as long as its allowance of
+//! waiting on open circuits (`ExecutorBuilder::max_open_wait`, total time, kept
+//! on the `StepCtx`) and the run's deadline allow.
+//!
+//! A provider that has failed every call for `ExecutorBuilder::down_after` is
+//! down (see [`crate::resilience::DownDetector`]): its jobs do not wait on its
+//! circuit and stop retrying it; they fall back or fail at once with an error
+//! that names it and its last failure, and a `ProviderDown` event says so once.
+//! Its circuit's half-open probes still go through, so it comes back on the
+//! first success.
+//!
+//! A composite provider (a router, `Provider::is_composite`) has its members'
+//! breakers and down detectors inside it: the engine keeps none of its own for
+//! it (one dead member must not trip the router as a whole) and asks
+//! `Provider::unavailable` instead, before a call and before a retry.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,12 +59,44 @@ pub struct CallOutcome {
 
 enum Tried {
     Done(CallOutcome),
-    /// Give up on this provider; try the next.
+    /// Give up on this provider for this call; try the next.
     Next(ProviderError),
     /// Circuit open: try the next, and remember how long until this one reopens.
     Open(Duration),
     /// Stop the whole call.
     Stop(StepError),
+}
+
+/// Where one provider of the chain stands within a call; kept across waits.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    attempt: u32,
+    failures: u32,
+    rate_limited: u32,
+}
+
+/// The error of a call none of whose providers could answer: the provider's own
+/// when there was one, else one naming every provider and why each was left.
+fn all_failed(chain: &[String], why: &[Option<ProviderError>]) -> ProviderError {
+    let errs: Vec<&ProviderError> = why.iter().flatten().collect();
+    match errs.as_slice() {
+        [] => ProviderError::new(
+            ErrorKind::Unavailable,
+            chain.join(","),
+            "no provider could take the call",
+        ),
+        [only] if chain.len() == 1 => (*only).clone(),
+        _ => {
+            let last = errs[errs.len() - 1];
+            let each: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            ProviderError::new(
+                last.kind(),
+                chain.join(","),
+                format!("every provider of the step failed: {}", each.join("; ")),
+            )
+            .with_retry_after(last.retry_after())
+        }
+    }
 }
 
 impl StepCtx {
@@ -56,65 +110,102 @@ impl StepCtx {
         if chain.is_empty() {
             return Err(StepError::InvalidInput("no provider given for this step".into()));
         }
-        let mut waits = 0u32;
+        let mut tallies = vec![Tally::default(); chain.len()];
+        // Why each provider was given up on for this call; those are not asked again.
+        let mut given_up: Vec<Option<ProviderError>> = vec![None; chain.len()];
         loop {
             let mut earliest_reopen: Option<Duration> = None;
-            let mut last_err: Option<ProviderError> = None;
+            let mut open: Vec<&str> = Vec::new();
+            let mut prev: Option<(usize, String)> = None;
             for (i, id) in chain.iter().enumerate() {
+                if given_up[i].is_some() {
+                    continue;
+                }
                 let slot = run.providers.get(id).cloned().ok_or_else(|| {
                     StepError::InvalidInput(format!("unknown provider `{id}` (not registered on the executor)"))
                 })?;
-                if i > 0 {
-                    let reason = match (&last_err, earliest_reopen) {
-                        (Some(e), _) => e.to_string(),
-                        (None, Some(_)) => format!("circuit open for `{}`", chain[i - 1]),
-                        (None, None) => String::from("previous provider unavailable"),
-                    };
+                if let Some((p, reason)) = prev.take() {
                     Counters::add(&run.counters.fallbacks, 1);
                     self.emit(EventKind::Fallback {
                         job: self.job.key().to_string(),
                         step: self.step.to_string(),
-                        from: chain[i - 1].clone(),
+                        from: chain[p].clone(),
                         to: id.clone(),
                         reason,
                     });
                 }
-                match self.try_provider(&run, &slot, i, request).await {
+                match self.try_provider(&run, &slot, i, request, &mut tallies[i]).await {
                     Tried::Done(o) => return Ok(o),
                     Tried::Stop(e) => return Err(e),
-                    Tried::Next(e) => last_err = Some(e),
-                    Tried::Open(d) => earliest_reopen = Some(earliest_reopen.map_or(d, |e| e.min(d))),
-                }
-            }
-            // Every provider failed. If at least one was only unavailable (circuit
-            // open), wait for the earliest reopening instead of losing the work.
-            match (earliest_reopen, last_err) {
-                (Some(d), _) if waits < run.max_reopen_waits => {
-                    waits += 1;
-                    if let Some(deadline) = run.budget.deadline() {
-                        if tokio::time::Instant::now() + d >= deadline {
-                            return Err(StepError::Budget("deadline comes before any provider reopens".into()));
-                        }
+                    Tried::Next(e) => {
+                        prev = Some((i, e.to_string()));
+                        given_up[i] = Some(e);
                     }
-                    self.emit(EventKind::Waiting {
-                        job: self.job.key().to_string(),
-                        step: self.step.to_string(),
-                        delay_ms: d.as_millis() as u64,
-                        reason: "every provider of the step has an open circuit".into(),
-                    });
-                    self.sleep(d).await?;
+                    Tried::Open(d) => {
+                        prev = Some((i, format!("circuit open for `{id}`")));
+                        open.push(id);
+                        earliest_reopen = Some(earliest_reopen.map_or(d, |e| e.min(d)));
+                    }
                 }
-                (_, Some(e)) => return Err(StepError::Provider(e)),
-                (Some(_), None) => {
-                    return Err(StepError::Provider(ProviderError::new(
-                        ErrorKind::Unavailable,
-                        chain.join(","),
-                        "every provider has an open circuit and waiting is exhausted",
-                    )))
-                }
-                (None, None) => unreachable!("a non-empty chain yields an outcome"),
             }
+            // Every provider failed or is unavailable. If some are only unavailable
+            // (circuit open), wait for the earliest reopening, within the step's
+            // allowance and the run's deadline, instead of losing the work.
+            let Some(d) = earliest_reopen else {
+                return Err(StepError::Provider(all_failed(chain, &given_up)));
+            };
+            let waited = Duration::from_micros(self.open_waited.load(Ordering::Relaxed));
+            if waited + d > run.max_open_wait {
+                let mut why = given_up.clone();
+                why.push(Some(ProviderError::new(
+                    ErrorKind::Unavailable,
+                    open.join(","),
+                    format!(
+                        "circuit open for {}: reopening in {:.1} s would take the step past its {:.0} s of waiting on open circuits ({:.1} s waited)",
+                        open.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
+                        d.as_secs_f64(),
+                        run.max_open_wait.as_secs_f64(),
+                        waited.as_secs_f64()
+                    ),
+                )));
+                return Err(StepError::Provider(all_failed(chain, &why)));
+            }
+            if let Some(deadline) = run.budget.deadline() {
+                if tokio::time::Instant::now() + d >= deadline {
+                    return Err(StepError::Budget(format!(
+                        "deadline comes before any provider reopens (circuit open for {})",
+                        open.join(", ")
+                    )));
+                }
+            }
+            self.emit(EventKind::Waiting {
+                job: self.job.key().to_string(),
+                step: self.step.to_string(),
+                delay_ms: d.as_millis() as u64,
+                reason: "every provider of the step has an open circuit".into(),
+            });
+            let t0 = tokio::time::Instant::now();
+            let slept = self.sleep(d).await;
+            let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.open_waited.fetch_add(micros, Ordering::Relaxed);
+            slept?;
         }
+    }
+
+    /// The error a job gives up on `slot` with when its provider is down; the
+    /// first job to find it down emits `ProviderDown`.
+    fn down(&self, slot: &ProviderSlot) -> Option<ProviderError> {
+        if let Some(r) = slot.health.declare() {
+            tracing::warn!(provider = %r.provider, "{r}");
+            self.emit(EventKind::ProviderDown {
+                provider: r.provider.clone(),
+                failures: r.failures,
+                over_ms: u64::try_from(r.over.as_millis()).unwrap_or(u64::MAX),
+                last_error_kind: r.last_kind.as_str().to_string(),
+                last_error: r.last_error.clone(),
+            });
+        }
+        slot.health.down().map(|r| r.to_error())
     }
 
     async fn sleep(&self, d: Duration) -> Result<(), StepError> {
@@ -125,9 +216,23 @@ impl StepCtx {
         }
     }
 
-    async fn try_provider(&self, run: &Arc<RunShared>, slot: &ProviderSlot, index: usize, request: &Request) -> Tried {
+    async fn try_provider(
+        &self,
+        run: &Arc<RunShared>,
+        slot: &ProviderSlot,
+        index: usize,
+        request: &Request,
+        tally: &mut Tally,
+    ) -> Tried {
         let provider = &slot.provider;
         let pid = provider.id().to_string();
+        // A composite keeps its members' health inside; see the module docs.
+        let guarded = !provider.is_composite();
+        let neutral = || {
+            if guarded {
+                slot.breaker.on_neutral();
+            }
+        };
         let estimate = provider.estimate_cost(request);
 
         let key = run.cache.as_ref().map(|_| cache_key(&pid, request));
@@ -184,21 +289,26 @@ impl StepCtx {
             }
         }
 
-        let mut attempt = 0u32;
-        let mut failures = 0u32;
-        let mut rate_limited = 0u32;
         loop {
             if self.cancel.is_cancelled() {
                 return Tried::Stop(StepError::Cancelled);
             }
-            if let Err(wait) = slot.breaker.try_acquire() {
-                return Tried::Open(wait);
+            if guarded {
+                if let Err(wait) = slot.breaker.try_acquire() {
+                    // A provider that is down is not waited for.
+                    return match self.down(slot) {
+                        Some(e) => Tried::Next(e),
+                        None => Tried::Open(wait),
+                    };
+                }
+            } else if let Some(e) = provider.unavailable() {
+                return Tried::Next(e);
             }
             if let Some(l) = &slot.limiter {
                 let d = l.reserve();
                 if !d.is_zero() {
                     if let Err(e) = self.sleep(d).await {
-                        slot.breaker.on_neutral();
+                        neutral();
                         return Tried::Stop(e);
                     }
                 }
@@ -206,7 +316,7 @@ impl StepCtx {
             let _permit = match &slot.concurrency {
                 Some(sem) => tokio::select! {
                     biased;
-                    _ = self.cancel.cancelled() => { slot.breaker.on_neutral(); return Tried::Stop(StepError::Cancelled) }
+                    _ = self.cancel.cancelled() => { neutral(); return Tried::Stop(StepError::Cancelled) }
                     p = sem.clone().acquire_owned() => p.ok(),
                 },
                 None => None,
@@ -214,11 +324,12 @@ impl StepCtx {
             let reservation = match run.budget.reserve(estimate) {
                 Ok(r) => r,
                 Err(e) => {
-                    slot.breaker.on_neutral();
+                    neutral();
                     return Tried::Stop(StepError::Budget(e.to_string()));
                 }
             };
-            attempt += 1;
+            tally.attempt += 1;
+            let attempt = tally.attempt;
             Counters::add(&run.counters.attempts, 1);
             let listened = run.events.is_listened();
             if listened {
@@ -272,7 +383,10 @@ impl StepCtx {
             }
             match result {
                 Ok(generation) => {
-                    slot.breaker.on_success();
+                    if guarded {
+                        slot.breaker.on_success();
+                        slot.health.on_success();
+                    }
                     if let (Some(cache), Some(key)) = (&run.cache, &key) {
                         if let Err(e) = cache.put(key, &generation).await {
                             tracing::warn!(error = %e, "cache write failed");
@@ -290,20 +404,29 @@ impl StepCtx {
                 Err(e) => {
                     Counters::add(&run.counters.failed_attempts, 1);
                     if e.kind() == ErrorKind::Cancelled {
-                        slot.breaker.on_neutral();
+                        neutral();
                         return Tried::Stop(StepError::Cancelled);
                     }
-                    if e.kind().counts_against_provider() {
+                    if !guarded {
+                        if let Some(down) = provider.unavailable() {
+                            return Tried::Next(down);
+                        }
+                    } else if e.kind().counts_against_provider() {
                         slot.breaker.on_failure();
+                        slot.health.on_failure(&e);
+                        // Retrying a provider that is down only delays the fallback.
+                        if let Some(down) = self.down(slot) {
+                            return Tried::Next(down);
+                        }
                     } else {
                         slot.breaker.on_neutral();
                     }
                     let n = if e.kind() == ErrorKind::RateLimited {
-                        rate_limited += 1;
-                        rate_limited
+                        tally.rate_limited += 1;
+                        tally.rate_limited
                     } else {
-                        failures += 1;
-                        failures
+                        tally.failures += 1;
+                        tally.failures
                     };
                     let delay = run.retry.delay_for(n, &e);
                     match delay {

@@ -192,6 +192,7 @@ impl JobCtx {
             step: name.clone(),
             cancel: run.cancel.clone(),
             run: run.clone(),
+            open_waited: Arc::default(),
         };
         let span = tracing::info_span!("step", job = %key, step = %name, kind = step.kind());
         let fut = std::panic::AssertUnwindSafe(step.run(&inputs, &ctx))

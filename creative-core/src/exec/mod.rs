@@ -37,7 +37,7 @@ use crate::events::{EventBus, EventKind, EventStream, Progress, Status};
 use crate::job::Job;
 use crate::pipeline::Pipeline;
 use crate::provider::Provider;
-use crate::resilience::{BreakerConfig, Budget, RetryPolicy};
+use crate::resilience::{BreakerConfig, Budget, DownConfig, RetryPolicy};
 use crate::store::{GenerationCache, Journal};
 
 pub use call::CallOutcome;
@@ -74,7 +74,7 @@ struct ExecInner {
     concurrency: usize,
     retry: RetryPolicy,
     call_timeout: Option<Duration>,
-    max_reopen_waits: u32,
+    max_open_wait: Duration,
 }
 
 /// Configures an [`Executor`]. Every setter documents its default.
@@ -83,8 +83,9 @@ pub struct ExecutorBuilder {
     concurrency: usize,
     retry: RetryPolicy,
     breaker: BreakerConfig,
+    down: DownConfig,
     call_timeout: Option<Duration>,
-    max_reopen_waits: u32,
+    max_open_wait: Duration,
 }
 
 impl Default for ExecutorBuilder {
@@ -94,8 +95,9 @@ impl Default for ExecutorBuilder {
             concurrency: 16,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+            down: DownConfig::default(),
             call_timeout: Some(Duration::from_secs(300)),
-            max_reopen_waits: 20,
+            max_open_wait: Duration::from_secs(300),
         }
     }
 }
@@ -139,20 +141,29 @@ impl ExecutorBuilder {
         self
     }
 
-    /// How many times a step waits for a provider's circuit to reopen when every
-    /// provider of its chain is open. Default 20.
-    pub fn max_reopen_waits(mut self, n: u32) -> Self {
-        self.max_reopen_waits = n;
+    /// The most time, in all, a step waits for circuits to reopen when every
+    /// provider of its chain is open (and none is down); past it the step fails
+    /// naming the providers. The run's deadline also bounds it. Default 300 s.
+    pub fn max_open_wait(mut self, d: Duration) -> Self {
+        self.max_open_wait = d;
+        self
+    }
+
+    /// When a provider that fails every call is declared down, so that its jobs
+    /// fall back or fail at once instead of waiting on its circuit. Default: 60 s
+    /// of failures only, at least 5 of them.
+    pub fn down_after(mut self, d: DownConfig) -> Self {
+        self.down = d;
         self
     }
 
     /// Build the executor.
     pub fn build(self) -> Executor {
-        let breaker = self.breaker;
+        let (breaker, down) = (self.breaker, self.down);
         let providers = self
             .providers
             .into_iter()
-            .map(|(p, l)| (p.id().to_string(), Arc::new(ProviderSlot::new(p, &l, breaker))))
+            .map(|(p, l)| (p.id().to_string(), Arc::new(ProviderSlot::new(p, &l, breaker, down))))
             .collect();
         Executor {
             inner: Arc::new(ExecInner {
@@ -160,7 +171,7 @@ impl ExecutorBuilder {
                 concurrency: self.concurrency,
                 retry: self.retry,
                 call_timeout: self.call_timeout,
-                max_reopen_waits: self.max_reopen_waits,
+                max_open_wait: self.max_open_wait,
             }),
         }
     }
@@ -406,7 +417,7 @@ impl Executor {
             providers: self.inner.providers.clone(),
             retry: self.inner.retry.clone(),
             call_timeout: self.inner.call_timeout,
-            max_reopen_waits: self.inner.max_reopen_waits,
+            max_open_wait: self.inner.max_open_wait,
             budget: opts.budget.clone().unwrap_or_else(|| Arc::new(Budget::new())),
             events: EventBus::new(tx),
             cache: opts.cache.clone(),

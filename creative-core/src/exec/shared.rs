@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use crate::cancel::CancellationToken;
 use crate::events::EventBus;
 use crate::provider::Provider;
-use crate::resilience::{BreakerConfig, Budget, CircuitBreaker, RateLimiter, RetryPolicy};
+use crate::resilience::{BreakerConfig, Budget, CircuitBreaker, DownConfig, DownDetector, RateLimiter, RetryPolicy};
 use crate::store::{GenerationCache, Journal};
 
 /// Limits for one provider.
@@ -48,18 +48,24 @@ mod opt_ms {
 }
 
 /// A provider with the guards the engine keeps for it. Lives as long as the
-/// executor, so breaker state carries across runs.
+/// executor, so breaker and down state carry across runs.
+///
+/// For a composite provider (a router) the breaker and the down detector stay
+/// unused: its members keep their own, and the engine asks the provider itself
+/// whether it can take a call (`Provider::unavailable`).
 pub(crate) struct ProviderSlot {
     pub provider: Arc<dyn Provider>,
     pub breaker: CircuitBreaker,
+    pub health: DownDetector,
     pub limiter: Option<RateLimiter>,
     pub concurrency: Option<Arc<Semaphore>>,
     pub timeout: Option<Duration>,
 }
 
 impl ProviderSlot {
-    pub fn new(provider: Arc<dyn Provider>, limits: &ProviderLimits, breaker: BreakerConfig) -> Self {
+    pub fn new(provider: Arc<dyn Provider>, limits: &ProviderLimits, breaker: BreakerConfig, down: DownConfig) -> Self {
         ProviderSlot {
+            health: DownDetector::new(provider.id(), down),
             provider,
             breaker: CircuitBreaker::new(breaker),
             limiter: limits
@@ -226,7 +232,8 @@ pub(crate) struct RunShared {
     pub providers: Arc<HashMap<String, Arc<ProviderSlot>>>,
     pub retry: RetryPolicy,
     pub call_timeout: Option<Duration>,
-    pub max_reopen_waits: u32,
+    /// The most a step waits in all on open circuits.
+    pub max_open_wait: Duration,
     pub budget: Arc<Budget>,
     pub events: EventBus,
     pub cache: Option<Arc<dyn GenerationCache>>,
@@ -245,7 +252,7 @@ impl RunShared {
             providers: Arc::new(HashMap::new()),
             retry: RetryPolicy::default(),
             call_timeout: None,
-            max_reopen_waits: 0,
+            max_open_wait: Duration::ZERO,
             budget: Arc::new(Budget::new()),
             events: EventBus::new(None),
             cache: None,
