@@ -12,7 +12,7 @@
 //! - `floor`: a bare reqwest loop, 10,000 calls at 20 ms, concurrency 256, 8 px images.
 //! - `campaign`: the same 10,000 generations through `creative run` (an `openai` provider
 //!   on the loopback server, journal, cache, delivery, manifest, report, contact sheet),
-//!   two rounds interleaved with the floor: makespan, ratio to the floor, CPU per job.
+//!   three rounds interleaved with the floor: makespan, ratio to the floor, CPU per job.
 //! - `python`: `shared/bench/py_campaign.py --client aiohttp` (200 jobs, 1024 px at
 //!   50 ms, three PNG renditions, concurrency 32) against the same campaign as a spec,
 //!   3 rounds interleaved: wall, CPU, bytes written. Skipped without python3, aiohttp,
@@ -279,6 +279,14 @@ fn delivered(dir: &Path, ext: &str) -> (usize, u64) {
     (n, bytes)
 }
 
+/// The 1-minute load average: on a shared 2-core machine, wall times mean little without it.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -352,7 +360,7 @@ fn floor(server: &Server, n: usize, concurrency: usize) -> Result<(Duration, Dur
 fn floor_and_campaign(t: &mut Table, with_campaign: bool) -> Result<(), String> {
     let server = Server::start("--latency-ms 20 --size 8")?;
     let ideal = JOBS as f64 * 0.020 / CONC as f64;
-    let rounds = if with_campaign { 2 } else { 3 };
+    let rounds = 3;
     let (mut floors, mut floor_cpu, mut walls, mut ratios, mut cpu_us) = (vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         let (fw, fc) = floor(&server, JOBS, CONC)?;
@@ -758,6 +766,7 @@ fn main() {
             failed = true;
             t.add(section, "error", e, "-");
         }
+        t.add(section, "load average after (1 min)", load(), "~0 for clean wall times");
     };
     if wants("campaign") || wants("floor") {
         let with_campaign = wants("campaign");
@@ -780,6 +789,7 @@ fn main() {
     if wants("memory") {
         memory(&mut t, &scale_points, &checks);
     }
+    t.add("-", "load average at the end (1 min)", load(), "-");
     t.print();
     println!(
         "(total {:.0} s; `creative` at {CREATIVE})",
