@@ -558,3 +558,59 @@ pub fn run_cli(args: CliArgs) -> Result<(), TestkitError> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_as_n_or_w_by_h_within_the_limit() {
+        assert_eq!(parse_size("8"), Some((8, 8)));
+        assert_eq!(parse_size("1024x576"), Some((1024, 576)));
+        assert_eq!(parse_size("0x5"), None);
+        assert_eq!(parse_size("99999x1"), None);
+        assert_eq!(parse_size("big"), None);
+    }
+
+    async fn post(addr: SocketAddr, body: &str) -> (String, serde_json::Value) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST /v1/images/generations HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.unwrap();
+        let text = String::from_utf8(resp).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_string(), serde_json::from_str(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_generation_returns_a_png_of_the_requested_size() {
+        let server = LoopbackServer::start(0, Config::default()).await.unwrap();
+        let (head, v) = post(server.addr(), r#"{"prompt":"p","size":"16x8","n":2}"#).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data[0]["b64_json"].as_str().unwrap())
+            .unwrap();
+        let info = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        assert_eq!((info.info().width, info.info().height), (16, 8));
+        assert_eq!(server.stats().images, 2);
+    }
+
+    #[tokio::test]
+    async fn an_error_rate_of_one_answers_every_generation_429() {
+        let config = Config {
+            rate_429: 1.0,
+            ..Config::default()
+        };
+        let server = LoopbackServer::start(0, config).await.unwrap();
+        let (head, v) = post(server.addr(), r#"{"prompt":"p"}"#).await;
+        assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(server.stats().injected_errors, 1);
+    }
+}
