@@ -35,9 +35,9 @@
 //!
 //! | case | figure | target |
 //! |---|---|---|
-//! | floor, 10k calls | 1.44 s wall, 0.6 s CPU | ideal 0.78 s |
-//! | campaign, 10k jobs | 10.5 to 19.4 s = 7.3 to 13.2x floor, 1,030 to 1,600 us CPU/job (2/3 sys), 208 MB | <= 1.25x, < 100 us |
-//! | python vs spec, 200 jobs | 54 s / 16 s wall = 3.4x, 21 s / 10 s CPU, PNG 23 MB / 18 MB = 1.3x, 642 MB | >= 5x, <= 2x |
+//! | floor, 10k calls | 1.0 s (load 2) to 1.44 s (load 12) wall, 0.4 to 0.6 s CPU | ideal 0.78 s |
+//! | campaign, 10k jobs | 4.5 to 10.5 s = 4.2 to 10x floor at load 2 to 3 (up to 13x at load 12), 590 to 1,600 us CPU/job (2/3 sys), 210 to 224 MB | <= 1.25x, < 100 us |
+//! | python vs spec, 200 jobs | median 21.6 s / 8.7 s wall = 2.5x (3.4x at load 12), 21.7 s / 9.8 s CPU, PNG 23 MB / 18 MB = 1.3x, 660 MB peak | >= 5x, <= 2x |
 //! | 1k / 10k / 100k jobs | 41 / 216 / 1,904 MB peak, 109 s for 100k; ~19 KB per finished job | < 300 MB, flat |
 //! | check 100k / 1M | 3.0 s 109 MB / 21 s 1,098 MB | seconds, < 100 MB |
 //! | dry run 100k / 1M | 3.4 s 380 MB / 39 s 3,708 MB | seconds, < 100 MB |
