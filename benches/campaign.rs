@@ -1,0 +1,812 @@
+//! Campaign benchmarks (issue 10, "campaigns of a million jobs"): the whole
+//! pipeline as a user runs it, the `creative` binary on a spec, against a
+//! loopback OpenAI images server (`creative-testkit`) running in a child process
+//! of its own, so the figures are the campaign's alone.
+//!
+//! ```text
+//! cargo bench --bench campaign               # every section (about 10 minutes on 2 cores today)
+//! cargo bench --bench campaign -- campaign   # one or more sections by name
+//! ```
+//!
+//! Sections:
+//! - `floor`: a bare reqwest loop, 10,000 calls at 20 ms, concurrency 256, 8 px images.
+//! - `campaign`: the same 10,000 generations through `creative run` (an `openai` provider
+//!   on the loopback server, journal, cache, delivery, manifest, report, contact sheet),
+//!   three rounds interleaved with the floor: makespan, ratio to the floor, CPU per job.
+//! - `python`: `shared/bench/py_campaign.py --client aiohttp` (200 jobs, 1024 px at
+//!   50 ms, three PNG renditions, concurrency 32) against the same campaign as a spec,
+//!   3 rounds interleaved: wall, CPU, bytes written. Skipped without python3, aiohttp,
+//!   httpx and Pillow (`pip install aiohttp httpx pillow`).
+//! - `scale`: 1,000, 10,000 and 100,000 jobs (8 px, 1 ms) through `creative run`: peak RSS
+//!   and wall, and the growth per job between them.
+//! - `matrix`: `creative check` and `creative run --dry-run` of 100,000 and 1,000,000 jobs.
+//! - `memory`: bytes per queued and per finished job at the binary's level, from `scale`
+//!   and `matrix` (the engine's own figures, by a counting allocator, are printed by
+//!   `cargo bench --bench executor -- memory`).
+//!
+//! Knobs (environment): `CREATIVE_BENCH_RSS_CAP_MB` (default 8192: a child whose RSS
+//! passes it is killed and reported as such), `CREATIVE_BENCH_TIMEOUT_S` (default 180,
+//! per `matrix` case; `scale` gets five times that), `CREATIVE_BENCH_PY_CAMPAIGN` (path of
+//! `py_campaign.py`, default `../shared/bench/` or `../../shared/bench/` from the crate).
+//!
+//! Baseline on the project's 2-core machine, main at 6dd8dba (before the streaming,
+//! memory and group-commit work), load average 10 to 13 from other builds, so wall
+//! times are inflated and CPU figures are the ones to compare:
+//!
+//! | case | figure | target |
+//! |---|---|---|
+//! | floor, 10k calls | 1.0 s (load 2) to 1.44 s (load 12) wall, 0.4 to 0.6 s CPU | ideal 0.78 s |
+//! | campaign, 10k jobs | 4.5 to 10.5 s = 4.2 to 10x floor at load 2 to 3 (up to 13x at load 12), 590 to 1,600 us CPU/job (2/3 sys), 210 to 224 MB | <= 1.25x, < 100 us |
+//! | python vs spec, 200 jobs | median 21.6 s / 8.7 s wall = 2.5x (3.4x at load 12), 21.7 s / 9.8 s CPU, PNG 23 MB / 18 MB = 1.3x, 660 MB peak | >= 5x, <= 2x |
+//! | 1k / 10k / 100k jobs | 41 / 216 / 1,904 MB peak, 109 s for 100k; ~19 KB per finished job | < 300 MB, flat |
+//! | check 100k / 1M | 3.0 s 109 MB / 21 s 1,098 MB | seconds, < 100 MB |
+//! | dry run 100k / 1M | 3.4 s 380 MB / 39 s 3,708 MB | seconds, < 100 MB |
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use creative_testkit::measure::{self, Limits, Measured};
+use futures::StreamExt;
+
+/// Set in the re-executed bench binary: its value is the loopback server's arguments.
+const SERVE_ENV: &str = "CREATIVE_BENCH_SERVE";
+/// The API key variable the specs name; the server accepts any key.
+const KEY_ENV: &str = "CREATIVE_BENCH_OPENAI_KEY";
+const CREATIVE: &str = env!("CARGO_BIN_EXE_creative");
+
+// ---------------------------------------------------------------------------------
+// The loopback server, as a child process
+// ---------------------------------------------------------------------------------
+
+struct Server {
+    child: Child,
+    root: String,
+}
+
+impl Server {
+    /// Re-execute this binary as the server (so its CPU is not counted as the client's).
+    fn start(args: &str) -> Result<Server, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut child = Command::new(exe)
+            .env(SERVE_ENV, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("starting the loopback server: {e}"))?;
+        let stdout = child.stdout.take().ok_or("the server's stdout is not piped")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the server's address: {e}"))?;
+        let root = line
+            .trim()
+            .strip_prefix("listening ")
+            .ok_or_else(|| format!("the server printed `{}`, not its address", line.trim()))?
+            .to_string();
+        Ok(Server { child, root })
+    }
+
+    fn base_url(&self) -> String {
+        format!("{}/v1", self.root)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Figures
+// ---------------------------------------------------------------------------------
+
+struct Row {
+    section: &'static str,
+    case: String,
+    value: String,
+    target: String,
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<Row>,
+}
+
+impl Table {
+    fn add(&mut self, section: &'static str, case: impl Into<String>, value: impl Into<String>, target: &str) {
+        let row = Row {
+            section,
+            case: case.into(),
+            value: value.into(),
+            target: target.to_string(),
+        };
+        eprintln!(
+            "  [{}] {}: {}   (target: {})",
+            row.section, row.case, row.value, row.target
+        );
+        self.rows.push(row);
+    }
+
+    fn print(&self) {
+        let w = |f: fn(&Row) -> usize, min: usize| self.rows.iter().map(f).max().unwrap_or(0).max(min);
+        let (ws, wc, wv) = (
+            w(|r| r.section.len(), 7),
+            w(|r| r.case.chars().count(), 4),
+            w(|r| r.value.chars().count(), 5),
+        );
+        let mut out = String::new();
+        let _ = writeln!(out, "\n{:<ws$}  {:<wc$}  {:<wv$}  target", "section", "case", "value");
+        let _ = writeln!(out, "{}", "-".repeat(ws + wc + wv + 14));
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "{:<ws$}  {:<wc$}  {:<wv$}  {}",
+                r.section, r.case, r.value, r.target
+            );
+        }
+        println!("{out}");
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+// ---------------------------------------------------------------------------------
+// Specs and runs
+// ---------------------------------------------------------------------------------
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/bench-campaign")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create the bench's work folder under target/");
+    d
+}
+
+fn list(n: usize) -> String {
+    (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// A matrix of `n` distinct jobs (distinct prompts, so no job is a cache hit of another).
+fn matrix(n: usize) -> (String, &'static str) {
+    if n >= 10_000 && n.is_multiple_of(10_000) {
+        (
+            format!(
+                "[matrix]\na = [{}]\nb = [{}]\nc = [{}]\n",
+                list(100),
+                list(100),
+                list(n / 10_000)
+            ),
+            "{{ a }}-{{ b }}-{{ c }}",
+        )
+    } else if n >= 100 && n.is_multiple_of(100) {
+        (
+            format!("[matrix]\na = [{}]\nb = [{}]\n", list(100), list(n / 100)),
+            "{{ a }}-{{ b }}",
+        )
+    } else {
+        (format!("[matrix]\na = [{}]\n", list(n)), "{{ a }}")
+    }
+}
+
+fn openai_spec(name: &str, base_url: &str, n: usize, concurrency: usize, size: &str, extra_steps: &str) -> String {
+    let (m, key) = matrix(n);
+    format!(
+        r#"name = "{name}"
+concurrency = {concurrency}
+
+[providers.api]
+kind = "openai"
+base_url = "{base_url}"
+api_key_env = "{KEY_ENV}"
+
+{m}
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["api"]
+prompt = "product {key}"
+size = "{size}"
+{extra_steps}
+[output]
+file_name = "{{{{ step }}}}/{key}.{{{{ ext }}}}"
+"#
+    )
+}
+
+fn write_spec(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("spec.toml");
+    std::fs::write(&p, text).expect("write the bench spec");
+    p
+}
+
+/// Run `creative ARGS` in `dir`, stdout discarded, stderr kept in `dir/stderr.log`.
+fn creative(dir: &Path, args: &[&str], limits: Limits) -> Result<Measured, String> {
+    let log = std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
+    let m = measure::run(
+        Command::new(CREATIVE)
+            .args(args)
+            .current_dir(dir)
+            .env(KEY_ENV, "sk-loopback")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log),
+        limits,
+    )
+    .map_err(|e| format!("running {CREATIVE}: {e}"))?;
+    if m.stopped.is_none() && m.code != Some(0) {
+        let err = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        eprintln!(
+            "  `creative {}` exited with {:?}:\n    {}",
+            args.join(" "),
+            m.code,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n    ")
+        );
+    }
+    Ok(m)
+}
+
+/// Files and bytes under `dir` with extension `ext`, outside `.creative/`.
+fn delivered(dir: &Path, ext: &str) -> (usize, u64) {
+    let (mut n, mut bytes) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|f| f == ".creative") {
+                continue;
+            }
+            match e.metadata() {
+                Ok(md) if md.is_dir() => stack.push(p),
+                Ok(md) if p.extension().is_some_and(|x| x == ext) => {
+                    n += 1;
+                    bytes += md.len();
+                }
+                _ => {}
+            }
+        }
+    }
+    (n, bytes)
+}
+
+/// The 1-minute load average: on a shared 2-core machine, wall times mean little without it.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rss_cap() -> u64 {
+    env_u64("CREATIVE_BENCH_RSS_CAP_MB", 8192) << 20
+}
+
+fn case_timeout() -> Duration {
+    Duration::from_secs(env_u64("CREATIVE_BENCH_TIMEOUT_S", 180))
+}
+
+/// What a killed or failed child shows instead of its figure.
+fn outcome(m: &Measured, figure: String) -> String {
+    match (&m.stopped, m.code) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(0)) => figure,
+        (None, c) => format!("{figure} (FAILED, exit {c:?})"),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Sections
+// ---------------------------------------------------------------------------------
+
+const JOBS: usize = 10_000;
+const CONC: usize = 256;
+
+/// a. A bare reqwest loop: the floor any pipeline pays for these calls.
+fn floor(server: &Server, n: usize, concurrency: usize) -> Result<(Duration, Duration), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The floor is deliberately a bare client, not the providers' Transport it is compared with.
+    #[allow(clippy::disallowed_methods)]
+    let client = reqwest::Client::new();
+    let url = format!("{}/images/generations", server.base_url());
+    let cpu0 = measure::self_cpu();
+    let t = Instant::now();
+    let failures = rt.block_on(async {
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let body = serde_json::json!({"model": "gpt-image-1", "prompt": format!("product {i}"), "size": "8x8", "n": 1});
+                    let r = client.post(&url).json(&body).send().await.map_err(|e| e.to_string())?;
+                    if !r.status().is_success() {
+                        return Err(format!("status {}", r.status()));
+                    }
+                    let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                    let b64 = v["data"][0]["b64_json"].as_str().ok_or("no b64_json")?;
+                    let png = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| e.to_string())?;
+                    Ok::<usize, String>(png.len())
+                }
+            })
+            .buffer_unordered(concurrency)
+            .filter(|r| std::future::ready(r.is_err()))
+            .count()
+            .await
+    });
+    let wall = t.elapsed();
+    let cpu = measure::self_cpu().saturating_sub(cpu0);
+    if failures > 0 {
+        return Err(format!("{failures} of {n} floor calls failed"));
+    }
+    Ok((wall, cpu))
+}
+
+fn floor_and_campaign(t: &mut Table, with_campaign: bool) -> Result<(), String> {
+    let server = Server::start("--latency-ms 20 --size 8")?;
+    let ideal = JOBS as f64 * 0.020 / CONC as f64;
+    let rounds = 3;
+    let (mut floors, mut floor_cpu, mut walls, mut ratios, mut cpu_us) = (vec![], vec![], vec![], vec![], vec![]);
+    for round in 1..=rounds {
+        let (fw, fc) = floor(&server, JOBS, CONC)?;
+        t.add(
+            "a floor",
+            format!("round {round}: reqwest, 10k calls, 20 ms, c256"),
+            format!("{} wall, {} CPU", secs(fw), secs(fc)),
+            &format!("ideal {ideal:.2} s"),
+        );
+        floors.push(fw.as_secs_f64());
+        floor_cpu.push(fc.as_secs_f64());
+        if !with_campaign {
+            continue;
+        }
+        let dir = work_dir("campaign");
+        let spec = write_spec(
+            &dir,
+            &openai_spec("bench-10k", &server.base_url(), JOBS, CONC, "8x8", ""),
+        );
+        let m = creative(
+            &dir,
+            &["run", spec.to_str().ok_or("path")?, "--out", "out", "--quiet"],
+            Limits {
+                timeout: case_timeout() * 2,
+                rss_cap: rss_cap(),
+            },
+        )?;
+        let (files, _) = delivered(&dir.join("out"), "png");
+        let ratio = m.wall.as_secs_f64() / fw.as_secs_f64();
+        let per_job = m.cpu().as_secs_f64() * 1e6 / JOBS as f64;
+        t.add(
+            "b campaign",
+            format!("round {round}: creative run, 10k jobs, c256"),
+            outcome(
+                &m,
+                format!(
+                    "{} wall = {ratio:.2}x floor; CPU {} user + {} sys; {files} files; peak RSS {}",
+                    secs(m.wall),
+                    secs(m.user),
+                    secs(m.sys),
+                    mb(m.max_rss)
+                ),
+            ),
+            "<= 1.25x floor",
+        );
+        t.add(
+            "b campaign",
+            format!("round {round}: CPU per job (user+sys)"),
+            outcome(&m, format!("{per_job:.0} us")),
+            "< 100 us",
+        );
+        if m.success() {
+            walls.push(m.wall.as_secs_f64());
+            ratios.push(ratio);
+            cpu_us.push(per_job);
+        }
+    }
+    t.add(
+        "a floor",
+        "median",
+        format!("{:.2} s wall, {:.2} s CPU", median(floors), median(floor_cpu)),
+        &format!("ideal {ideal:.2} s"),
+    );
+    if with_campaign && !walls.is_empty() {
+        t.add(
+            "b campaign",
+            "median",
+            format!(
+                "{:.2} s = {:.2}x floor, {:.0} us CPU per job",
+                median(walls),
+                median(ratios),
+                median(cpu_us)
+            ),
+            "<= 1.25x, < 100 us",
+        );
+    }
+    Ok(())
+}
+
+fn py_script() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("CREATIVE_BENCH_PY_CAMPAIGN") {
+        return Some(PathBuf::from(p));
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        here.join("../shared/bench/py_campaign.py"),
+        here.join("../../shared/bench/py_campaign.py"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+const PY_STEPS: &str = r#"
+[[steps]]
+name = "sq512"
+kind = "resize"
+inputs = ["hero"]
+width = 512
+height = 512
+mode = "exact"
+filter = "lanczos3"
+output = { format = "png" }
+
+[[steps]]
+name = "thumb256"
+kind = "resize"
+inputs = ["hero"]
+width = 256
+height = 256
+mode = "exact"
+filter = "lanczos3"
+output = { format = "png" }
+
+[[steps]]
+name = "wide"
+kind = "crop"
+inputs = ["hero"]
+x = 0
+y = 224
+width = 1024
+height = 576
+output = { format = "png" }
+"#;
+
+/// c. The same campaign in Python (asyncio + aiohttp + Pillow) and as a spec.
+fn python(t: &mut Table) -> Result<(), String> {
+    let Some(script) = py_script() else {
+        t.add(
+            "c python",
+            "skipped",
+            "py_campaign.py not found (set CREATIVE_BENCH_PY_CAMPAIGN)",
+            "-",
+        );
+        return Ok(());
+    };
+    let probe = Command::new("python3")
+        .args(["-c", "import aiohttp, httpx, PIL"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        t.add(
+            "c python",
+            "skipped",
+            "python3 with aiohttp, httpx and Pillow not found (pip install aiohttp httpx pillow)",
+            "-",
+        );
+        return Ok(());
+    }
+    let (n, conc, latency) = (200usize, 32usize, 50u64);
+    let server = Server::start(&format!("--latency-ms {latency}"))?;
+    let limits = Limits {
+        timeout: case_timeout(),
+        rss_cap: rss_cap(),
+    };
+    let (mut py, mut rs) = (vec![], vec![]);
+    for round in 1..=3 {
+        let dir = work_dir("python");
+        let out = dir.join("py-out");
+        let log = std::fs::File::create(dir.join("py.json")).map_err(|e| e.to_string())?;
+        let m = measure::run(
+            Command::new("python3")
+                .arg(&script)
+                .arg(&server.root)
+                .args([n.to_string(), conc.to_string(), latency.to_string()])
+                .arg(&out)
+                .args(["--client", "aiohttp"])
+                .stdout(log)
+                .stderr(Stdio::inherit()),
+            limits,
+        )
+        .map_err(|e| e.to_string())?;
+        let (files, bytes) = delivered(&out, "png");
+        t.add(
+            "c python",
+            format!("round {round}: py_campaign.py aiohttp"),
+            outcome(
+                &m,
+                format!(
+                    "{} wall, {} CPU, {files} PNGs, {}",
+                    secs(m.wall),
+                    secs(m.cpu()),
+                    mb(bytes)
+                ),
+            ),
+            "-",
+        );
+        if m.success() {
+            py.push((m.wall.as_secs_f64(), m.cpu().as_secs_f64(), bytes));
+        }
+
+        let dir = work_dir("python-spec");
+        let spec = write_spec(
+            &dir,
+            &openai_spec("bench-py-compare", &server.base_url(), n, conc, "1024x1024", PY_STEPS),
+        );
+        let m = creative(
+            &dir,
+            &["run", spec.to_str().ok_or("path")?, "--out", "out", "--quiet"],
+            limits,
+        )?;
+        let (files, bytes) = delivered(&dir.join("out"), "png");
+        t.add(
+            "c python",
+            format!("round {round}: creative run (same campaign)"),
+            outcome(
+                &m,
+                format!(
+                    "{} wall, {} CPU, {files} PNGs, {}; peak RSS {}",
+                    secs(m.wall),
+                    secs(m.cpu()),
+                    mb(bytes),
+                    mb(m.max_rss)
+                ),
+            ),
+            "-",
+        );
+        if m.success() {
+            rs.push((m.wall.as_secs_f64(), m.cpu().as_secs_f64(), bytes));
+        }
+    }
+    if !py.is_empty() && !rs.is_empty() {
+        let med = |v: &[(f64, f64, u64)], f: fn(&(f64, f64, u64)) -> f64| median(v.iter().map(f).collect());
+        let (pw, pc, pb) = (med(&py, |x| x.0), med(&py, |x| x.1), med(&py, |x| x.2 as f64));
+        let (rw, rc, rb) = (med(&rs, |x| x.0), med(&rs, |x| x.1), med(&rs, |x| x.2 as f64));
+        t.add(
+            "c python",
+            "median wall: python / creative",
+            format!("{pw:.2} s / {rw:.2} s = {:.2}x faster", pw / rw),
+            ">= 5x faster",
+        );
+        t.add(
+            "c python",
+            "median CPU: python / creative",
+            format!("{pc:.2} s / {rc:.2} s = {:.2}x less", pc / rc),
+            "-",
+        );
+        t.add(
+            "c python",
+            "PNG bytes: creative / Pillow",
+            format!("{} / {} = {:.2}x", mb(rb as u64), mb(pb as u64), rb / pb),
+            "<= 2x",
+        );
+    }
+    Ok(())
+}
+
+/// d. Peak RSS and wall as the job count grows. Returns (jobs, peak RSS) of the runs that finished.
+fn scale(t: &mut Table) -> Result<Vec<(usize, u64)>, String> {
+    let server = Server::start("--latency-ms 1 --size 8")?;
+    let mut points = vec![];
+    for n in [1_000usize, 10_000, 100_000] {
+        let dir = work_dir("scale");
+        let spec = write_spec(
+            &dir,
+            &openai_spec("bench-scale", &server.base_url(), n, CONC, "8x8", ""),
+        );
+        let m = creative(
+            &dir,
+            &["run", spec.to_str().ok_or("path")?, "--out", "out", "--quiet"],
+            Limits {
+                timeout: case_timeout() * 5,
+                rss_cap: rss_cap(),
+            },
+        )?;
+        t.add(
+            "d scale",
+            format!("{n} jobs, 8 px, 1 ms, c256"),
+            outcome(
+                &m,
+                format!(
+                    "peak RSS {}, {} wall, {:.0} us CPU per job",
+                    mb(m.max_rss),
+                    secs(m.wall),
+                    m.cpu().as_secs_f64() * 1e6 / n as f64
+                ),
+            ),
+            "100k: < 300 MB, flat",
+        );
+        if m.success() {
+            points.push((n, m.max_rss));
+        }
+        if m.stopped.is_some() {
+            break;
+        }
+    }
+    for w in points.windows(2) {
+        let ((n0, r0), (n1, r1)) = (w[0], w[1]);
+        t.add(
+            "d scale",
+            format!("growth {n0} -> {n1} jobs"),
+            format!("{:.0} B per job", (r1 as f64 - r0 as f64) / (n1 - n0) as f64),
+            "~0 (flat)",
+        );
+    }
+    Ok(points)
+}
+
+fn procedural_spec(n: usize) -> String {
+    let (m, key) = matrix(n);
+    format!(
+        r#"name = "bench-matrix"
+concurrency = 64
+
+[providers.p]
+kind = "procedural"
+
+{m}
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["p"]
+prompt = "product {key}"
+size = "8x8"
+"#
+    )
+}
+
+/// e. Check and dry run of big matrices. Returns (jobs, RSS of check) of the cases that finished.
+fn big_matrix(t: &mut Table) -> Result<Vec<(usize, u64)>, String> {
+    let mut checks = vec![];
+    let limits = Limits {
+        timeout: case_timeout(),
+        rss_cap: rss_cap(),
+    };
+    for n in [100_000usize, 1_000_000] {
+        let dir = work_dir("matrix");
+        let spec = write_spec(&dir, &procedural_spec(n));
+        let spec = spec.to_str().ok_or("path")?;
+        let m = creative(&dir, &["check", spec], limits)?;
+        t.add(
+            "e matrix",
+            format!("creative check, {n} jobs"),
+            outcome(&m, format!("{}, RSS {}", secs(m.wall), mb(m.max_rss))),
+            "seconds, < 100 MB",
+        );
+        if m.success() {
+            checks.push((n, m.max_rss));
+        }
+        let m = creative(&dir, &["run", spec, "--dry-run", "--out", "out", "--quiet"], limits)?;
+        t.add(
+            "e matrix",
+            format!("creative run --dry-run, {n} jobs"),
+            outcome(&m, format!("{}, RSS {}", secs(m.wall), mb(m.max_rss))),
+            "seconds, < 100 MB",
+        );
+    }
+    Ok(checks)
+}
+
+/// f. Bytes per queued and per finished job, from what `scale` and `matrix` measured.
+fn memory(t: &mut Table, scale: &[(usize, u64)], checks: &[(usize, u64)]) {
+    if let [.., (n0, r0), (n1, r1)] = checks {
+        t.add(
+            "f memory",
+            format!("per queued job (check RSS, {n0} -> {n1})"),
+            format!("{:.0} B", (*r1 as f64 - *r0 as f64) / (n1 - n0) as f64),
+            "< 2 KB",
+        );
+    } else {
+        t.add(
+            "f memory",
+            "per queued job",
+            "needs the `matrix` section's two checks",
+            "< 2 KB",
+        );
+    }
+    if let [.., (n0, r0), (n1, r1)] = scale {
+        t.add(
+            "f memory",
+            format!("per finished job (run RSS, {n0} -> {n1})"),
+            format!("{:.0} B", (*r1 as f64 - *r0 as f64) / (n1 - n0) as f64),
+            "~0 once delivered",
+        );
+    } else {
+        t.add("f memory", "per finished job", "needs two finished `scale` runs", "~0");
+    }
+    t.add(
+        "f memory",
+        "engine only (counting allocator)",
+        "cargo bench --bench executor -- memory",
+        "queued < 2 KB, finished ~0",
+    );
+}
+
+fn main() {
+    if let Ok(args) = std::env::var(SERVE_ENV) {
+        let parsed = creative_testkit::parse_args(args.split_whitespace().map(String::from));
+        if let Err(e) = parsed.and_then(creative_testkit::run_cli) {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    // `cargo bench` passes `--bench`; the other arguments name sections.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wants = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let mut t = Table::default();
+    let started = Instant::now();
+    let mut failed = false;
+    let mut report = |t: &mut Table, section: &'static str, r: Result<(), String>| {
+        if let Err(e) = r {
+            failed = true;
+            t.add(section, "error", e, "-");
+        }
+        t.add(section, "load average after (1 min)", load(), "~0 for clean wall times");
+    };
+    if wants("campaign") || wants("floor") {
+        let with_campaign = wants("campaign");
+        let r = floor_and_campaign(&mut t, with_campaign);
+        report(&mut t, if with_campaign { "b campaign" } else { "a floor" }, r);
+    }
+    if wants("python") {
+        let r = python(&mut t);
+        report(&mut t, "c python", r);
+    }
+    let (mut scale_points, mut checks) = (vec![], vec![]);
+    if wants("scale") {
+        let r = scale(&mut t).map(|p| scale_points = p);
+        report(&mut t, "d scale", r);
+    }
+    if wants("matrix") {
+        let r = big_matrix(&mut t).map(|c| checks = c);
+        report(&mut t, "e matrix", r);
+    }
+    if wants("memory") {
+        memory(&mut t, &scale_points, &checks);
+    }
+    t.add("-", "load average at the end (1 min)", load(), "-");
+    t.print();
+    println!(
+        "(total {:.0} s; `creative` at {CREATIVE})",
+        started.elapsed().as_secs_f64()
+    );
+    if failed {
+        std::process::exit(1);
+    }
+}
