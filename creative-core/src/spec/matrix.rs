@@ -46,7 +46,7 @@ struct Axes {
 /// ```
 /// use creative_core::spec::{Format, Spec};
 /// let spec = Spec::parse(
-///     "name = \"m\"\n[matrix]\nproduct = [\"mug\", \"lamp\"]\nlocale = [\"en\", \"fr\", \"de\"]\n",
+///     "name = \"m\"\nsteps = []\n[matrix]\nproduct = [\"mug\", \"lamp\"]\nlocale = [\"en\", \"fr\", \"de\"]\n",
 ///     Format::Toml, "m.toml").unwrap();
 /// let jobs = spec.jobs().unwrap();
 /// assert_eq!(jobs.len(), 6);
