@@ -67,7 +67,7 @@ pub const MAX_DURATION_S: f64 = 3_600.0;
 /// [`MAX_ARTIFACTS_PER_CALL`].
 pub fn max_artifacts_for(asked: Option<u32>) -> usize {
     let asked = asked.unwrap_or(1).max(1) as usize;
-    asked.saturating_mul(4).max(16).min(MAX_ARTIFACTS_PER_CALL)
+    asked.saturating_mul(4).clamp(16, MAX_ARTIFACTS_PER_CALL)
 }
 
 /// Why a number is out of its range: a sentence naming the range, to follow

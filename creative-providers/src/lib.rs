@@ -3,6 +3,7 @@
 //! Each backend is a module behind its own cargo feature. [`register`] adds every
 //! enabled kind to a spec [`Registry`](creative_core::spec::Registry).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "comfyui")]
 pub mod comfyui;
