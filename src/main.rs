@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use creative::core::spec::{Campaign, CampaignOptions, Registry, Shard, Spec};
+use creative::campaign::spec::{Campaign, CampaignOptions, Registry, Shard, Spec};
 use creative::core::{CancellationToken, EventKind, Status};
 
 const USAGE: &str = "usage:
@@ -110,7 +110,7 @@ fn parse_args() -> Result<Args, String> {
     if let Some(out) = &a.out {
         // `--out ""` would otherwise write the store, assets and manifest into
         // the current directory.
-        creative::core::spec::check_out_dir(out).map_err(|e| format!("--out: {e}"))?;
+        creative::campaign::spec::check_out_dir(out).map_err(|e| format!("--out: {e}"))?;
     }
     Ok(a)
 }
@@ -263,6 +263,13 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
         }
     };
     let out_dir = run.out_dir().to_path_buf();
+    if let (Some(s), Some(limit)) = (args.shard, campaign.max_cost_usd()) {
+        eprintln!(
+            "shard {s}: money budget ${:.4}, its 1/{} share of the spec's ${limit:.2}",
+            limit / f64::from(s.count),
+            s.count
+        );
+    }
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use creative::core::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink, SinkError};
-use creative::core::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
+use creative::campaign::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink, SinkError};
+use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
 use creative::core::{Artifact, ArtifactId, Status};
 
 mod common;
@@ -520,7 +520,7 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
         .err()
         .expect("the folder is taken");
     assert!(
-        matches!(&e, creative::core::spec::CampaignError::OutputInUse { holder: Some(pid), .. } if *pid == std::process::id()),
+        matches!(&e, creative::campaign::spec::CampaignError::OutputInUse { holder: Some(pid), .. } if *pid == std::process::id()),
         "{e:?}"
     );
     assert!(e.to_string().contains("in use by another run"), "{e}");

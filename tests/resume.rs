@@ -247,3 +247,104 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     assert!(stray.is_empty(), "half-written files left: {stray:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn budget_spec(call_log: &Path) -> String {
+    format!(
+        r#"
+name = "budget-test"
+concurrency = 1
+
+[providers.art]
+kind = "procedural"
+cost_per_image = 0.05
+call_log = "{log}"
+
+[budget]
+max_cost_usd = 0.20
+
+[matrix]
+product = ["mug", "lamp", "chair", "bag", "tote", "vase"]
+locale = ["en", "fr"]
+
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "a {{{{ product }}}} ({{{{ locale }}}})"
+size = "16x16"
+"#,
+        log = call_log.display()
+    )
+}
+
+fn report_cost(out: &Path) -> f64 {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json written"))
+            .expect("report.json is JSON");
+    report["totals"]["cost_usd"].as_f64().expect("totals.cost_usd")
+}
+
+#[test]
+fn a_money_budget_holds_across_resumed_sessions() {
+    let dir = temp_dir("budget-sessions");
+    let log = dir.join("calls.log");
+    let spec_path = dir.join("spec.toml");
+    std::fs::write(&spec_path, budget_spec(&log)).unwrap();
+    let out = dir.join("out");
+    let (spec_arg, out_arg) = (spec_path.to_str().unwrap(), out.to_str().unwrap());
+
+    run(&["run", spec_arg, "--out", out_arg, "--quiet", "--no-preflight"]);
+    assert_eq!(
+        calls(&log).len(),
+        4,
+        "the first session spends the $0.20 on four $0.05 images"
+    );
+    for session in 2..=4 {
+        let o = run(&[
+            "run",
+            spec_arg,
+            "--out",
+            out_arg,
+            "--resume",
+            "--quiet",
+            "--no-preflight",
+        ]);
+        assert_eq!(
+            calls(&log).len(),
+            4,
+            "session {session} paid again: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let cost = report_cost(&out);
+    assert!(cost <= 0.20 + 1e-9, "four sessions spent ${cost:.2} of a $0.20 budget");
+}
+
+#[test]
+fn each_shard_gets_its_share_of_the_money_budget() {
+    let dir = temp_dir("budget-shards");
+    let log = dir.join("calls.log");
+    let spec_path = dir.join("spec.toml");
+    std::fs::write(&spec_path, budget_spec(&log)).unwrap();
+    let spec_arg = spec_path.to_str().unwrap();
+    for k in 1..=2 {
+        let out = dir.join(format!("part{k}"));
+        let shard = format!("{k}/2");
+        run(&[
+            "run",
+            spec_arg,
+            "--out",
+            out.to_str().unwrap(),
+            "--shard",
+            &shard,
+            "--quiet",
+            "--no-preflight",
+        ]);
+        let cost = report_cost(&out);
+        assert!(
+            cost <= 0.10 + 1e-9,
+            "shard {shard} spent ${cost:.2}; its share of $0.20 is $0.10"
+        );
+    }
+    assert_eq!(calls(&log).len(), 4, "two shards together stay within the spec's $0.20");
+}

@@ -1,7 +1,7 @@
 //! Bad specs fail before anything runs, each with an error that names the file,
 //! the field path, the line (TOML) and the problem.
 
-use creative::core::spec::{Format, Registry, Spec, SpecError, SpecErrorKind};
+use creative::campaign::spec::{Format, Registry, Spec, SpecError, SpecErrorKind};
 
 fn registry() -> Registry {
     let mut reg = Registry::new();

@@ -6,7 +6,7 @@
 
 use std::panic::AssertUnwindSafe;
 
-use creative::core::spec::{CampaignOptions, Format, Registry, Spec};
+use creative::campaign::spec::{CampaignOptions, Format, Registry, Spec};
 
 fn registry() -> Registry {
     let mut reg = Registry::new();

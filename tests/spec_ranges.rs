@@ -2,7 +2,7 @@
 //! so `creative check`) with an error naming the field path and the range,
 //! instead of panicking, aborting or hanging the run.
 
-use creative::core::spec::{Format, Registry, Spec, SpecError, SpecErrorKind};
+use creative::campaign::spec::{Format, Registry, Spec, SpecError, SpecErrorKind};
 
 fn registry() -> Registry {
     let mut reg = Registry::new();
@@ -239,7 +239,7 @@ fn image_sizes_counts_and_sampling_numbers_have_ranges_in_every_layer() {
 
 #[tokio::test]
 async fn a_campaign_started_from_rust_refuses_an_empty_or_root_out_dir() {
-    use creative::core::spec::CampaignOptions;
+    use creative::campaign::spec::CampaignOptions;
     let parsed = Spec::parse(&spec("", "", "", ""), Format::Toml, "campaign.toml").unwrap();
     let campaign = parsed.build(&registry(), ".").unwrap();
     for (dir, says) in [("", "empty path"), ("/", "file-system root")] {

@@ -298,7 +298,11 @@ impl Step for GenerateStep {
 /// Judge one artifact with every gate, in order: count the checks and failures,
 /// emit a `GateVerdict` event per gate, and return the records for provenance.
 /// A gate that cannot judge fails the artifact, naming itself.
-pub(crate) async fn judge(
+///
+/// This is how any step, not only the built-in generate step, records gate
+/// outcomes: they count in the run's statistics and report like the generate
+/// step's.
+pub async fn judge(
     gates: &[Arc<dyn QualityGate>],
     artifact: &Artifact,
     ctx: &StepCtx,

@@ -46,15 +46,16 @@ pub mod limits;
 pub mod pipeline;
 pub mod provenance;
 pub mod provider;
+pub mod registry;
 pub mod request;
 pub mod resilience;
-pub mod spec;
 pub mod step;
 pub mod store;
 pub mod template;
 
 pub use artifact::{Artifact, ArtifactId, MediaKind, MediaType, Meta};
 pub use cancel::CancellationToken;
+pub use deliver::{Sink, SinkError};
 pub use error::{ErrorKind, GateError, PipelineError, ProviderError, StepError};
 pub use events::{Event, EventKind, EventStream, Progress, Status};
 pub use exec::{
@@ -67,6 +68,7 @@ pub use job::{derive_seed, Job, Vars};
 pub use pipeline::{Dag, DagBuilder, Pipeline};
 pub use provenance::{GateRecord, Provenance};
 pub use provider::{CallCtx, Capabilities, Provider};
+pub use registry::{BuildCtx, Registry};
 pub use request::{Generation, Params, Request, Task, Usage};
 pub use step::{Step, StepCtx, StepInputs};
 pub use store::{GenerationCache, Journal, StoreError};

@@ -72,12 +72,12 @@ pub fn max_artifacts_for(asked: Option<u32>) -> usize {
 
 /// Why a number is out of its range: a sentence naming the range, to follow
 /// the field's path.
-pub(crate) fn out_of_range<T: Display>(value: T, lo: T, hi: T) -> String {
+pub fn out_of_range<T: Display>(value: T, lo: T, hi: T) -> String {
     format!("{value} is out of range: allowed {lo} to {hi}")
 }
 
 /// `Ok` when `v` is within `lo..=hi`, else the message of [`out_of_range`].
-pub(crate) fn check_int<T: PartialOrd + Display + Copy>(v: T, lo: T, hi: T) -> Result<(), String> {
+pub fn check_int<T: PartialOrd + Display + Copy>(v: T, lo: T, hi: T) -> Result<(), String> {
     if v < lo || v > hi {
         Err(out_of_range(v, lo, hi))
     } else {
@@ -87,7 +87,7 @@ pub(crate) fn check_int<T: PartialOrd + Display + Copy>(v: T, lo: T, hi: T) -> R
 
 /// `Ok` when `v` is a finite number within `lo..=hi` (`lo` itself excluded
 /// when `lo_open`), else a message naming the range.
-pub(crate) fn check_float(v: f64, lo: f64, lo_open: bool, hi: f64) -> Result<(), String> {
+pub fn check_float(v: f64, lo: f64, lo_open: bool, hi: f64) -> Result<(), String> {
     let low_ok = if lo_open { v > lo } else { v >= lo };
     if v.is_finite() && low_ok && v <= hi {
         Ok(())

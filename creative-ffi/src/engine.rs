@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use creative_core::spec::Registry;
+use creative_campaign::spec::Registry;
 use serde::Deserialize;
 
 use crate::panic::{guard, need_out, opt_text_arg, write_out};

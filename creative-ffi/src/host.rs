@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use creative_core::spec::{BuildCtx, GateFactory, ProviderFactory, StepFactory};
+use creative_campaign::spec::{BuildCtx, GateFactory, ProviderFactory, StepFactory};
 use creative_core::{
     Artifact, CallCtx, CancellationToken, Capabilities, ErrorKind, GateCtx, GateError, Generation, MediaKind,
     MediaType, Meta, Provider, ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs, Task, Usage,

@@ -137,7 +137,7 @@ pub(crate) struct Artifacts {
 
 struct AssetSource {
     file: Mutex<std::fs::File>,
-    blobs: creative_core::store::BlobStore,
+    blobs: creative_campaign::store::BlobStore,
     out_dir: PathBuf,
 }
 
@@ -145,8 +145,8 @@ impl Artifacts {
     /// The assets a campaign delivered into `out_dir`.
     pub(crate) fn open(out_dir: &std::path::Path) -> Result<Artifacts, FfiError> {
         use std::io::BufRead;
-        let state = out_dir.join(creative_core::spec::STATE_DIR);
-        let path = state.join(creative_core::spec::ARTIFACTS_FILE);
+        let state = out_dir.join(creative_campaign::spec::STATE_DIR);
+        let path = state.join(creative_campaign::spec::ARTIFACTS_FILE);
         let io = |e: std::io::Error| FfiError::new(creative_status::Io, format!("read {}: {e}", path.display()));
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -171,7 +171,7 @@ impl Artifacts {
         Ok(Artifacts {
             source: Some(AssetSource {
                 file: Mutex::new(file),
-                blobs: creative_core::store::BlobStore::new(state.join("objects")),
+                blobs: creative_campaign::store::BlobStore::new(state.join("objects")),
                 out_dir: out_dir.to_path_buf(),
             }),
             offsets,
@@ -205,7 +205,8 @@ impl Artifacts {
                 .read_until(b'\n', &mut line)
                 .map_err(|e| io(e.to_string()))?;
         }
-        let line: creative_core::spec::ArtifactLine = serde_json::from_slice(&line).map_err(|e| io(e.to_string()))?;
+        let line: creative_campaign::spec::ArtifactLine =
+            serde_json::from_slice(&line).map_err(|e| io(e.to_string()))?;
         let a = line.artifact;
         let data = src
             .blobs

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use creative_core::spec::{check_out_dir, CampaignOptions, Format, Shard, Spec, SpecError, SpecErrorKind};
+use creative_campaign::spec::{check_out_dir, CampaignOptions, Format, Shard, Spec, SpecError, SpecErrorKind};
 use creative_core::CancellationToken;
 use serde::Deserialize;
 
@@ -39,7 +39,7 @@ pub(crate) struct StartOptions {
     /// The name the spec is known by in error messages. Default `spec`.
     #[serde(default)]
     pub(crate) origin: Option<String>,
-    /// Run only this part of the jobs, `"K/N"` (see `creative_core::spec::Shard`).
+    /// Run only this part of the jobs, `"K/N"` (see `creative_campaign::spec::Shard`).
     #[serde(default)]
     pub(crate) shard: Option<String>,
     /// Check that the providers' servers answer before starting (blocks up to 5 s).
@@ -164,7 +164,7 @@ pub(crate) fn launch(
             let status = match e {
                 // Another process holds the folder: the same state as a run of
                 // this engine still writing there.
-                creative_core::spec::CampaignError::OutputInUse { .. } => creative_status::WrongState,
+                creative_campaign::spec::CampaignError::OutputInUse { .. } => creative_status::WrongState,
                 _ => creative_status::Io,
             };
             FfiError::new(status, format!("cannot start campaign `{}`: {e}", campaign.name()))

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use creative_core::spec::{BuildCtx, Registry};
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::{QualityGate, Step};
 
 use crate::caption::Font;
@@ -127,7 +127,7 @@ fn load_image(ctx: &BuildCtx, field: &'static str, path: &str) -> Result<Raster,
 /// a host's own gate kinds before calling this to use them as members.
 ///
 /// ```
-/// let mut reg = creative_core::spec::Registry::new();
+/// let mut reg = creative_core::registry::Registry::new();
 /// creative_ops::register(&mut reg);
 /// assert!(reg.step_kinds().any(|k| k == "reframe"));
 /// assert!(reg.gate_kinds().any(|k| k == "judge"));

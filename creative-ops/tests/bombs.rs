@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use creative_core::limits::MAX_IMAGE_SIDE;
-use creative_core::spec::{BuildCtx, Registry};
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::{Artifact, MediaType};
 use creative_ops::{Filter, OpsError, Raster};
 use image::{Rgb, RgbImage};

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use common::*;
-use creative_core::spec::{BuildCtx, Registry};
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::{
     Artifact, CallCtx, Capabilities, Generation, MediaType, Provider, ProviderError, QualityGate, Request, Task,
     Verdict,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::*;
-use creative_core::spec::{BuildCtx, Registry};
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::{
     Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, MediaType, OnGateFail, Provider,
     ProviderError, Request, Status, Task,

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use creative_core::spec::{BuildCtx, Registry};
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::{Artifact, MediaType, Step};
 use creative_ops::{metadata, Aspect, Attention, Format, Raster};
 use serde_json::json;

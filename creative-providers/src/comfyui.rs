@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use creative_core::spec::BuildCtx;
+use creative_core::registry::BuildCtx;
 use creative_core::{
     Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
 };
@@ -1048,7 +1048,7 @@ fn cached_nodes(entry: &Value) -> BTreeSet<String> {
 /// `node_id.inputs.field` or a list of them), `output_nodes`, `client_id`,
 /// `poll_interval_ms` (250), `poll_max_ms` (2000), `cost_per_image` (0),
 /// `cost_per_second` (0), `max_batch` (16).
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "comfyui",
         Arc::new(|id: &str, settings: &Value, ctx: &BuildCtx| {

@@ -245,10 +245,10 @@ impl Provider for ElevenLabs {
 }
 
 /// Register the `elevenlabs` kind.
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "elevenlabs",
-        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::registry::BuildCtx| {
             ElevenLabs::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
         }),
     );

@@ -422,10 +422,10 @@ impl Provider for Fal {
 /// Settings: the shared HTTP ones (`model` is the fal app id such as
 /// `fal-ai/flux/dev`; the key comes from `FAL_KEY` by default), plus
 /// `poll_interval_ms` (250), `poll_max_ms` (3000), `max_count` (4).
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "fal",
-        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::registry::BuildCtx| {
             Fal::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
         }),
     );

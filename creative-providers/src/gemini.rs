@@ -727,10 +727,10 @@ impl Provider for Gemini {
 }
 
 /// Register the `gemini` kind.
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "gemini",
-        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::registry::BuildCtx| {
             Gemini::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
         }),
     );

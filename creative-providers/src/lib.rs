@@ -1,7 +1,7 @@
 //! Provider backends for `creative`.
 //!
 //! Each backend is a module behind its own cargo feature. [`register`] adds every
-//! enabled kind to a spec [`Registry`](creative_core::spec::Registry).
+//! enabled kind to a spec [`Registry`](creative_core::registry::Registry).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -32,7 +32,7 @@ pub mod stability;
 pub mod webhook;
 
 /// Register every enabled provider kind.
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     #[cfg(feature = "procedural")]
     procedural::register(reg);
     #[cfg(feature = "openai")]

@@ -637,10 +637,10 @@ impl Provider for OpenAi {
 }
 
 /// Register the `openai` kind.
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "openai",
-        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::registry::BuildCtx| {
             OpenAi::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
         }),
     );

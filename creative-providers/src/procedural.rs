@@ -557,11 +557,11 @@ fn compose_text(prompt: &str, seed: u64, max_tokens: Option<u32>) -> String {
 }
 
 /// Register the `procedural` kind.
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "procedural",
         Arc::new(
-            |id: &str, settings: &serde_json::Value, _: &creative_core::spec::BuildCtx| {
+            |id: &str, settings: &serde_json::Value, _: &creative_core::registry::BuildCtx| {
                 Procedural::from_json(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
             },
         ),

@@ -442,10 +442,10 @@ impl Provider for Replicate {
 /// a version id; the key comes from `REPLICATE_API_TOKEN` by default), plus
 /// `wait_s` (0..=60, default 60), `poll_interval_ms` (500), `poll_max_ms` (5000),
 /// `max_count` (4).
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "replicate",
-        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::registry::BuildCtx| {
             Replicate::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
         }),
     );

@@ -75,8 +75,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, RateLimiter};
-use creative_core::spec::{BuildCtx, Registry};
 use creative_core::{Artifact, CallCtx, Capabilities, ErrorKind, Generation, Provider, ProviderError, Request};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;

@@ -336,10 +336,10 @@ impl Provider for Stability {
 /// Settings: the shared HTTP ones (`model`: `core` (default), `ultra`, `sd3` or an
 /// sd3.5 model name; the key comes from `STABILITY_API_KEY` by default), plus
 /// `accept` (`image` or `json`) and `max_count` (4).
-pub fn register(reg: &mut creative_core::spec::Registry) {
+pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "stability",
-        Arc::new(|id: &str, settings: &Value, _: &creative_core::spec::BuildCtx| {
+        Arc::new(|id: &str, settings: &Value, _: &creative_core::registry::BuildCtx| {
             Stability::from_settings(id, settings).map(|p| Arc::new(p) as Arc<dyn Provider>)
         }),
     );

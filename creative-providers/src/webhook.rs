@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink, SinkError};
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::Backoff;
-use creative_core::spec::{BuildCtx, Registry};
 use creative_core::{Artifact, CallCtx};
 use serde::Deserialize;
 use serde_json::{json, Value};

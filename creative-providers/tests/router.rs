@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{BreakerConfig, BreakerState};
-use creative_core::spec::{BuildCtx, Registry};
 use creative_core::{
     Artifact, CallCtx, CancellationToken, Capabilities, ErrorKind, Generation, Provider, ProviderError, Request, Task,
     Usage,

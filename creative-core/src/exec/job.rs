@@ -112,6 +112,19 @@ impl JobCtx {
         &self.job
     }
 
+    /// Whether anyone listens to the run's events (so a pipeline can skip
+    /// building events no one reads).
+    pub fn events_listened(&self) -> bool {
+        self.run.events.is_listened()
+    }
+
+    /// Emit an event on the run's stream, numbered in delivery order like the
+    /// engine's own: how a [`Pipeline`](crate::Pipeline) wrapping the per-job
+    /// walk reports what it did (for example `AssetWritten`).
+    pub fn emit(&self, kind: crate::events::EventKind) {
+        self.run.events.emit(kind);
+    }
+
     /// Whether new steps should not start (run cancelled or budget exhausted).
     pub fn stopping(&self) -> bool {
         self.run.cancel.is_cancelled() || self.run.budget.is_exhausted()

@@ -81,6 +81,27 @@ impl Budget {
         self
     }
 
+    /// Count what earlier sessions of the same run spent (a resumed campaign's
+    /// ledger), so the limits hold across sessions instead of restarting: a
+    /// budget already spent is exhausted from the start.
+    ///
+    /// ```
+    /// use creative_core::resilience::Budget;
+    /// let b = Budget::new().max_cost_usd(0.20).already_spent(0.20, 5);
+    /// assert!(b.is_exhausted());
+    /// assert!(b.reserve(0.01).is_err());
+    /// ```
+    pub fn already_spent(self, usd: f64, attempts: u64) -> Self {
+        self.spent_micros.store(micros(usd), Ordering::Relaxed);
+        self.attempts.store(attempts, Ordering::Relaxed);
+        let money_gone = self.max_cost_micros.is_some_and(|max| micros(usd) >= max);
+        let attempts_gone = self.max_attempts.is_some_and(|max| attempts >= max);
+        if money_gone || attempts_gone {
+            self.exhausted.store(true, Ordering::Relaxed);
+        }
+        self
+    }
+
     /// Limit provider attempts (retries included).
     pub fn max_attempts(mut self, n: u64) -> Self {
         self.max_attempts = Some(n);

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use creative_core::spec::{BuildCtx, Registry};
+use creative_core::registry::{BuildCtx, Registry};
 use creative_core::{CallCtx, ErrorKind, Provider, ProviderError, Request};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

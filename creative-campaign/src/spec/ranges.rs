@@ -1,10 +1,10 @@
-//! Range checks of a spec's numbers (see [`crate::limits`] for the ranges and
+//! Range checks of a spec's numbers (see [`creative_core::limits`] for the ranges and
 //! why). Each error names the field path and the allowed range.
 
-use crate::gate::OnGateFail;
-use crate::limits::{self as l, check_float, check_int};
 use crate::spec::error::{SpecError, SpecErrorKind};
 use crate::spec::schema::{Layer, SpecDoc};
+use creative_core::gate::OnGateFail;
+use creative_core::limits::{self as l, check_float, check_int};
 
 fn bad(path: impl Into<String>, msg: String) -> SpecError {
     SpecError::new(SpecErrorKind::Invalid, path, msg)

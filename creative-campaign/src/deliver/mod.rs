@@ -15,59 +15,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
-use crate::artifact::{Artifact, ArtifactId};
 use crate::store::BlobStore;
+use creative_core::artifact::{Artifact, ArtifactId};
 
+pub use creative_core::deliver::{
+    AssetEntry, FailureRow, GateRow, JobCounts, JobEntry, Manifest, ManifestSummary, ProviderRow, Report, Sink,
+    SinkError, SourceEntry, Totals,
+};
 pub use html::{contact_sheet, make_thumbnail, sheet_page_name, thumbnail_path, write_contact_sheet, SHEET_PAGE};
-pub use manifest::{job_entries, AssetEntry, JobEntry, Manifest, ManifestSummary, SourceEntry};
+pub use manifest::{job_entries, manifest_from_records};
 pub use path::{FileNameTemplate, PathError};
-pub use report::{FailureRow, GateRow, JobCounts, ProviderRow, Report, ReportBuilder, Totals};
-
-/// A failed delivery.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("sink `{sink}`: {message}")]
-pub struct SinkError {
-    /// The sink's name.
-    pub sink: String,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl SinkError {
-    /// A new error.
-    pub fn new(sink: impl Into<String>, message: impl Into<String>) -> Self {
-        SinkError {
-            sink: sink.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Somewhere finished assets go: a folder, a webhook, a DAM, a host's own.
-///
-/// `deliver` is called once per delivered asset (after the directory sink has
-/// written it, so `asset.path` is set), for a few assets at once and in no
-/// particular order, then `finish` once with the manifest's summary and the report. A failing sink does not fail the run: its errors are listed in the
-/// report. When the run is cancelled, a call in progress is dropped at its next
-/// await and no further calls are made (files and manifest are still written);
-/// a resume delivers the rest, so sinks should be idempotent.
-#[async_trait]
-pub trait Sink: Send + Sync {
-    /// A name for reports.
-    fn name(&self) -> &str;
-
-    /// Deliver one asset.
-    async fn deliver(&self, asset: &AssetEntry, artifact: &Artifact) -> Result<(), SinkError>;
-
-    /// Called once when every asset has been delivered, with the manifest
-    /// counted (`manifest.path` names `manifest.json`, for a sink that wants
-    /// every entry) and the report.
-    async fn finish(&self, _manifest: &ManifestSummary, _report: &Report) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
+pub use report::ReportBuilder;
 
 /// Writes assets into a folder, under names from a [`FileNameTemplate`].
 ///
@@ -229,7 +187,7 @@ impl DirectorySink {
         rel: &str,
         blobs: &crate::store::BlobStore,
         id: &ArtifactId,
-        media: &crate::artifact::MediaType,
+        media: &creative_core::artifact::MediaType,
         bytes: u64,
     ) -> Result<bool, SinkError> {
         let err = |what: &str, p: &Path, e: std::io::Error| {
@@ -287,7 +245,7 @@ fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::artifact::MediaType;
+    use creative_core::artifact::MediaType;
     use std::os::unix::fs::MetadataExt;
 
     fn tmp(name: &str) -> PathBuf {

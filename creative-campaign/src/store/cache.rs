@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::Artifact;
-use crate::request::{Generation, Usage};
 use crate::store::blobs::{write_atomic, BlobStore};
 use crate::store::journal::ArtifactRecord;
 use crate::store::{GenerationCache, StoreError};
+use creative_core::artifact::Artifact;
+use creative_core::request::{Generation, Usage};
 
 /// A content-addressed cache of generations in a folder:
 /// `entries/<ab>/<key>.json` names the artifacts and usage of one generation,
@@ -21,7 +21,7 @@ use crate::store::{GenerationCache, StoreError};
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use creative_core::store::DiskCache;
+/// use creative_campaign::store::DiskCache;
 /// use creative_core::{Artifact, Generation, GenerationCache};
 /// let dir = std::env::temp_dir().join(format!("creative-doc-cache-{}", std::process::id()));
 /// let cache = DiskCache::open(&dir).unwrap();
@@ -136,7 +136,7 @@ impl GenerationCache for DiskCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::MediaType;
+    use creative_core::artifact::MediaType;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("creative-cache-{name}-{}", std::process::id()));

@@ -13,20 +13,20 @@ use futures::Stream;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::cancel::CancellationToken;
 use crate::deliver::{DirectorySink, FileNameTemplate, Manifest, ManifestSummary, Report, Sink};
-use crate::events::{Event, Progress};
-use crate::exec::{Executor, Retain, RunError, RunHandle, RunOptions, RunOutcome};
-use crate::job::{Job, Vars};
-use crate::pipeline::{Dag, Pipeline};
-use crate::provider::Provider;
-use crate::resilience::Budget;
 use crate::spec::finish;
 use crate::spec::live::DeliverAsJobsEnd;
 use crate::spec::matrix::{self, JobMatrix};
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
 use crate::store::{lock_out_dir, write_atomic, BlobStore, DiskCache, FileJournal, LockError, StoreError};
+use creative_core::cancel::CancellationToken;
+use creative_core::events::{Event, EventKind, Progress};
+use creative_core::exec::{Executor, Retain, RunError, RunHandle, RunOptions, RunOutcome};
+use creative_core::job::{Job, Vars};
+use creative_core::pipeline::{Dag, Pipeline};
+use creative_core::provider::Provider;
+use creative_core::resilience::Budget;
 
 /// A runnable campaign, built from a spec with [`Spec::build`](crate::spec::Spec::build).
 #[derive(Clone)]
@@ -85,7 +85,7 @@ pub struct CampaignOptions {
 /// Written `K/N` with K from 1 to N, as on the command line:
 ///
 /// ```
-/// use creative_core::spec::Shard;
+/// use creative_campaign::spec::Shard;
 /// let s: Shard = "2/4".parse().unwrap();
 /// assert_eq!((s.index, s.count), (1, 4));
 /// assert_eq!(s.to_string(), "2/4");
@@ -564,10 +564,22 @@ impl Campaign {
 
     /// This campaign restricted to one shard of its jobs (its plan, manifest and
     /// report then account for exactly that part).
+    ///
+    /// Each shard gets its share of the spec's money and attempt limits (the
+    /// limit divided by the shard count), so N shards together never spend more
+    /// than the spec allows. The deadline is not divided: shards run at once.
     pub fn shard(&self, shard: Shard) -> Campaign {
         let mut part = self.clone();
         part.jobs = self.jobs.shard(shard);
+        let n = f64::from(shard.count);
+        part.budget.max_cost_usd = self.budget.max_cost_usd.map(|c| c / n);
+        part.budget.max_attempts = self.budget.max_attempts.map(|a| a / u64::from(shard.count));
         part
+    }
+
+    /// The money limit this campaign (or shard) runs under, if any.
+    pub fn max_cost_usd(&self) -> Option<f64> {
+        self.budget.max_cost_usd
     }
 
     /// Ask every provider the pipeline calls whether it can be reached
@@ -579,7 +591,7 @@ impl Campaign {
         let checks = used.into_iter().filter_map(|id| {
             let p = self.providers.get(&id)?.clone();
             Some(async move {
-                let ctx = crate::provider::CallCtx {
+                let ctx = creative_core::provider::CallCtx {
                     cancel: CancellationToken::new(),
                     attempt: 1,
                     deadline: Some(std::time::Instant::now() + timeout),
@@ -642,9 +654,18 @@ impl Campaign {
             self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()),
         )?);
         let log_path = state_dir.join(EVENTS_FILE);
+        // The ledger: what earlier sessions of this run paid and tried, read from
+        // their event log, counts against the limits, so a budget holds across
+        // `--resume` instead of restarting each session.
+        let spent = if opts.resume {
+            Ledger::read(&log_path)?
+        } else {
+            Ledger::default()
+        };
+        let budget = self.budget().already_spent(spent.cost_usd, spent.attempts);
         let log = open_event_log(&log_path, opts.resume)?;
         let run_opts = RunOptions {
-            budget: Some(Arc::new(self.budget())),
+            budget: Some(Arc::new(budget)),
             cache: Some(cache),
             force: opts.force,
             journal: Some(journal),
@@ -705,6 +726,30 @@ impl Campaign {
         outcome: Option<&RunOutcome>,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
         self.finalize_until(out_dir, outcome, None).await
+    }
+}
+
+/// Money and attempts a run's earlier sessions spent, from its event log.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Ledger {
+    pub(crate) cost_usd: f64,
+    pub(crate) attempts: u64,
+}
+
+impl Ledger {
+    /// Sum the settled attempts of an event log (none when there is no log).
+    pub(crate) fn read(path: &Path) -> Result<Ledger, StoreError> {
+        let mut l = Ledger::default();
+        if !path.exists() {
+            return Ok(l);
+        }
+        finish::read_events(path, |e| {
+            if let EventKind::AttemptFinished { cost_usd, .. } = e.kind {
+                l.cost_usd += cost_usd;
+                l.attempts += 1;
+            }
+        })?;
+        Ok(l)
     }
 }
 
@@ -861,7 +906,7 @@ impl CampaignRun {
                 report.jobs.total = plan.job_count;
                 Ok(CampaignOutcome {
                     outcome: RunOutcome {
-                        status: crate::events::Status::Succeeded,
+                        status: creative_core::events::Status::Succeeded,
                         jobs: Vec::new(),
                         counts: Default::default(),
                         stats: Default::default(),

@@ -1,7 +1,7 @@
 //! File names from templates, sanitized, never outside the output folder.
 
-use crate::job::Vars;
-use crate::template::{Template, TemplateError};
+use creative_core::job::Vars;
+use creative_core::template::{Template, TemplateError};
 
 /// Why a file name could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum PathError {
 /// letters, digits, `-`, `_` and `.`.
 ///
 /// ```
-/// use creative_core::deliver::FileNameTemplate;
+/// use creative_campaign::deliver::FileNameTemplate;
 /// use creative_core::Vars;
 /// let t = FileNameTemplate::new("{{ product }}/{{ channel }}.{{ ext }}").unwrap();
 /// let mut v = Vars::new();

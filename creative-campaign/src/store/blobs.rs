@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::artifact::{ArtifactId, MediaType};
 use crate::store::StoreError;
+use creative_core::artifact::{ArtifactId, MediaType};
 
 /// A folder of payloads named by their content hash.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ pub enum UnsafeOutputDir {
 /// writing into the current directory is fine when it is said.
 ///
 /// ```
-/// use creative_core::spec::{check_out_dir, UnsafeOutputDir};
+/// use creative_campaign::spec::{check_out_dir, UnsafeOutputDir};
 /// assert_eq!(check_out_dir("".as_ref()), Err(UnsafeOutputDir::Empty));
 /// assert!(matches!(check_out_dir("/".as_ref()), Err(UnsafeOutputDir::Root(_))));
 /// assert!(check_out_dir("out".as_ref()).is_ok());

@@ -8,24 +8,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::artifact::MediaKind;
 use crate::deliver::{FileNameTemplate, PathError, Sink};
-use crate::error::PipelineError;
-use crate::exec::{Executor, ProviderLimits};
-use crate::gate::{OnGateFail, QualityGate};
-use crate::generate::GenerateStep;
-use crate::job::Job;
-use crate::pipeline::Dag;
-use crate::resilience::{Backoff, RetryPolicy};
 use crate::spec::campaign::Campaign;
 use crate::spec::error::{SpecError, SpecErrorKind as K};
 use crate::spec::matrix::JobMatrix;
-use crate::spec::registry::{BuildCtx, Registry};
 use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_KEYS, PARAM_VARS};
 use crate::spec::steps::{job_layer, GatedStep, NamedGate, SpecGenerate, Variant};
 use crate::spec::{ranges, Spec};
-use crate::step::Step;
-use crate::template::{Template, TemplateError};
+use creative_core::artifact::MediaKind;
+use creative_core::error::PipelineError;
+use creative_core::exec::{Executor, ProviderLimits};
+use creative_core::gate::{OnGateFail, QualityGate};
+use creative_core::generate::GenerateStep;
+use creative_core::job::Job;
+use creative_core::pipeline::Dag;
+use creative_core::registry::{BuildCtx, Registry};
+use creative_core::resilience::{Backoff, RetryPolicy};
+use creative_core::step::Step;
+use creative_core::template::{Template, TemplateError};
 
 fn err(kind: K, path: impl Into<String>, msg: impl Into<String>) -> SpecError {
     SpecError::new(kind, path, msg)

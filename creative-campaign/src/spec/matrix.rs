@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use crate::job::{Job, Vars};
 use crate::spec::campaign::Shard;
 use crate::spec::error::{SpecError, SpecErrorKind};
 use crate::spec::schema::MatrixSpec;
+use creative_core::job::{Job, Vars};
 
 /// Jobs a matrix may expand to unless the spec raises `matrix.max_jobs`.
 pub const DEFAULT_MAX_JOBS: u64 = 10_000_000;
@@ -44,7 +44,7 @@ struct Axes {
 /// key depends only on its variables. Cloning is cheap: the axes are shared.
 ///
 /// ```
-/// use creative_core::spec::{Format, Spec};
+/// use creative_campaign::spec::{Format, Spec};
 /// let spec = Spec::parse(
 ///     "name = \"m\"\nsteps = []\n[matrix]\nproduct = [\"mug\", \"lamp\"]\nlocale = [\"en\", \"fr\", \"de\"]\n",
 ///     Format::Toml, "m.toml").unwrap();

@@ -66,7 +66,7 @@ pub type SinkFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<d
 ///
 /// ```
 /// use std::sync::Arc;
-/// use creative_core::spec::Registry;
+/// use creative_core::registry::Registry;
 /// let mut reg = Registry::new();
 /// reg.provider("null", Arc::new(|id: &str, _: &serde_json::Value, _: &_| Err(format!("{id}: not available here"))));
 /// assert!(reg.provider_kinds().any(|k| k == "null"));

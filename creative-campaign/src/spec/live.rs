@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::artifact::Artifact;
 use crate::deliver::{AssetEntry, DirectorySink};
-use crate::events::EventKind;
-use crate::exec::{JobCtx, JobResult};
-use crate::pipeline::{Dag, Pipeline};
+use creative_core::artifact::Artifact;
+use creative_core::events::EventKind;
+use creative_core::exec::{JobCtx, JobResult};
+use creative_core::pipeline::{Dag, Pipeline};
 
 /// A [`Dag`] whose jobs deliver their own assets as they end.
 pub(crate) struct DeliverAsJobsEnd {
@@ -91,9 +91,9 @@ impl Pipeline for DeliverAsJobsEnd {
                     .collect::<Vec<_>>()
             });
             if let Ok(written) = written.await {
-                if ctx.run.events.is_listened() {
+                if ctx.events_listened() {
                     for (step, index, path) in written {
-                        ctx.run.events.emit(EventKind::AssetWritten {
+                        ctx.emit(EventKind::AssetWritten {
                             job: result.job.key().to_string(),
                             step,
                             index,

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use crate::artifact::{MediaKind, MediaType};
 use crate::deliver::{AssetEntry, Manifest, Report};
+use creative_core::artifact::{MediaKind, MediaType};
 
 /// Longest side of a thumbnail, in pixels.
 const THUMB: u32 = 256;
@@ -89,14 +89,17 @@ pub const SHEET_PAGE: usize = 500;
 
 /// Where the contact sheet keeps an asset's thumbnail, relative to the output
 /// folder.
-pub fn thumbnail_path(id: &crate::artifact::ArtifactId) -> String {
+pub fn thumbnail_path(id: &creative_core::artifact::ArtifactId) -> String {
     format!(".creative/thumbs/{}.png", id.as_str())
 }
 
 /// Make the sheet's thumbnail of a delivered PNG, if it is worth one (larger
 /// than a thumbnail) and decodes. Called as each job ends, on the worker pool,
 /// so the end of a run has no image work left.
-pub fn make_thumbnail(out_dir: &std::path::Path, artifact: &crate::artifact::Artifact) -> std::io::Result<bool> {
+pub fn make_thumbnail(
+    out_dir: &std::path::Path,
+    artifact: &creative_core::artifact::Artifact,
+) -> std::io::Result<bool> {
     if *artifact.media() != MediaType::Png {
         return Ok(false);
     }

@@ -290,9 +290,9 @@ impl Layer {
     }
 
     /// The typed request parameters of this layer (seed aside: see the policy).
-    pub(crate) fn params(&self) -> Result<crate::request::Params, String> {
+    pub(crate) fn params(&self) -> Result<creative_core::request::Params, String> {
         let (width, height) = self.dimensions()?;
-        Ok(crate::request::Params {
+        Ok(creative_core::request::Params {
             width,
             height,
             aspect_ratio: self.aspect_ratio.clone(),
@@ -389,7 +389,7 @@ pub(crate) struct GenerateSettings {
     pub providers: Vec<String>,
     pub prompt: String,
     #[serde(default)]
-    pub task: Option<crate::request::Task>,
+    pub task: Option<creative_core::request::Task>,
     #[serde(default)]
     pub preset: Option<String>,
     #[serde(default)]

@@ -2,7 +2,7 @@
 //! outputs, read from TOML or JSON, built into a runnable [`Campaign`].
 //!
 //! ```
-//! use creative_core::spec::{Format, Spec};
+//! use creative_campaign::spec::{Format, Spec};
 //! let spec = Spec::parse(r#"
 //! name = "demo"
 //! [matrix]
@@ -28,7 +28,6 @@ mod live;
 mod matrix;
 mod out_dir;
 mod ranges;
-mod registry;
 mod schema;
 mod steps;
 
@@ -38,11 +37,11 @@ pub use campaign::{
     Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan,
     PlannedRequest, Shard, PLAN_SAMPLE, STATE_DIR,
 };
+pub use creative_core::registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};
 pub use error::{SpecError, SpecErrorKind};
 pub use finish::{ArtifactLine, ARTIFACTS_FILE, ASSETS_FILE};
 pub use matrix::{JobMatrix, Jobs, DEFAULT_MAX_JOBS, MAX_JOBS_LIMIT};
 pub use out_dir::{check_out_dir, UnsafeOutputDir};
-pub use registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};
 pub use schema::{
     BudgetSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec, RetrySpec, SeedPolicy, SinkSpec, SpecDoc,
     StepSpec,

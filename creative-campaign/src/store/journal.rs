@@ -52,11 +52,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{Artifact, ArtifactId, MediaType, Meta};
-use crate::job::{Job, Vars};
-use crate::provenance::Provenance;
 use crate::store::blobs::{sync_dir, BlobStore};
 use crate::store::{Journal, StoreError};
+use creative_core::artifact::{Artifact, ArtifactId, MediaType, Meta};
+use creative_core::job::{Job, Vars};
+use creative_core::provenance::Provenance;
 use tokio::sync::oneshot;
 
 /// An artifact as stored in the journal and the cache: everything but the
@@ -797,16 +797,11 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    type Acks = Vec<oneshot::Receiver<Result<(), StoreError>>>;
+
     /// A committer over a fresh journal in `dir`, and the receivers of `lines`
     /// queued (with their payload paths) before it starts, so they form one batch.
-    fn queued(
-        dir: &Path,
-        lines: Vec<(Vec<u8>, Vec<PathBuf>)>,
-    ) -> (
-        Committer,
-        mpsc::Receiver<Pending>,
-        Vec<oneshot::Receiver<Result<(), StoreError>>>,
-    ) {
+    fn queued(dir: &Path, lines: Vec<(Vec<u8>, Vec<PathBuf>)>) -> (Committer, mpsc::Receiver<Pending>, Acks) {
         fs::create_dir_all(dir).unwrap();
         let path = dir.join(FileJournal::FILE);
         let file = OpenOptions::new().create(true).append(true).open(&path).unwrap();

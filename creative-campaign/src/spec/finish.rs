@@ -19,14 +19,14 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::artifact::Artifact;
-use crate::cancel::CancellationToken;
 use crate::deliver::{
     job_entries, write_contact_sheet, AssetEntry, DirectorySink, JobEntry, ManifestSummary, Report, ReportBuilder,
 };
-use crate::exec::RunOutcome;
 use crate::spec::campaign::{Campaign, CampaignError, EVENTS_FILE, STATE_DIR};
 use crate::store::{remove_stale_temps, write_atomic, BlobStore, FileJournal, StoreError};
+use creative_core::artifact::Artifact;
+use creative_core::cancel::CancellationToken;
+use creative_core::exec::RunOutcome;
 
 /// Assets handed to the sinks at once at the end of a run.
 const SINK_CONCURRENCY: usize = 8;
@@ -48,7 +48,7 @@ pub struct ArtifactLine {
     /// The job's key.
     pub job: String,
     /// The job's variables.
-    pub vars: crate::job::Vars,
+    pub vars: creative_core::job::Vars,
     /// The step.
     pub step: String,
     /// Its position among the step's outputs.
@@ -432,7 +432,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Every line of an event log, one at a time (unreadable lines are skipped: a
 /// torn last line after a kill).
-pub(crate) fn read_events(path: &Path, mut f: impl FnMut(crate::events::Event)) -> Result<(), StoreError> {
+pub(crate) fn read_events(path: &Path, mut f: impl FnMut(creative_core::events::Event)) -> Result<(), StoreError> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::artifact::{Artifact, MediaKind};
-use crate::error::{GateError, StepError};
-use crate::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
-use crate::generate::{judge, GenerateStep};
-use crate::job::{Job, Vars};
-use crate::request::{Request, Task};
 use crate::spec::schema::{Layer, SeedPolicy, PARAM_VARS};
-use crate::step::{Step, StepCtx, StepInputs};
-use crate::template::Template;
+use creative_core::artifact::{Artifact, MediaKind};
+use creative_core::error::{GateError, StepError};
+use creative_core::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
+use creative_core::generate::{judge, GenerateStep};
+use creative_core::job::{Job, Vars};
+use creative_core::request::{Request, Task};
+use creative_core::step::{Step, StepCtx, StepInputs};
+use creative_core::template::Template;
 
 /// The parameter layer a job's variables make: every variable named like a
 /// [`Layer`] field (`width`, `size`, `model`, `seed`...).

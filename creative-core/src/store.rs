@@ -4,20 +4,8 @@
 //! be replaced by shared ones (an object store, a shared file system) when a
 //! campaign is split across machines, without touching the executor.
 //!
-//! The local implementations: [`DiskCache`] (content-addressed generations on
-//! disk) and [`FileJournal`] (an append-only JSON-lines journal, committed in
-//! batches, each line durable after the payloads it names), both over a
-//! [`BlobStore`]. [`JournalIndex`] reads a journal back without holding it in
-//! memory.
-
-mod blobs;
-mod cache;
-mod journal;
-
-pub use blobs::BlobStore;
-pub(crate) use blobs::{lock_out_dir, refuse_links, remove_stale_temps, sync_dir, temp_path, write_atomic, LockError};
-pub use cache::DiskCache;
-pub use journal::{ArtifactRecord, FileJournal, JournalIndex, JournalRecord, SyncMethod};
+//! The local-folder implementations (a content-addressed blob store, a disk
+//! cache and a group-committed journal) live in the `creative-campaign` crate.
 
 use async_trait::async_trait;
 

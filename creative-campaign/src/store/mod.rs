@@ -1,0 +1,19 @@
+//! The local-folder stores: [`DiskCache`] (content-addressed generations on
+//! disk) and [`FileJournal`] (an append-only JSON-lines journal, committed in
+//! batches, each line durable after the payloads it names), both over a
+//! [`BlobStore`]. [`JournalIndex`] reads a journal back without holding it in
+//! memory.
+//!
+//! They implement the engine's seams ([`GenerationCache`], [`Journal`]), which
+//! are re-exported here, so a shared store (an object store, a shared file
+//! system) can replace them without touching the executor.
+
+mod blobs;
+mod cache;
+mod journal;
+
+pub use blobs::BlobStore;
+pub(crate) use blobs::{lock_out_dir, refuse_links, remove_stale_temps, sync_dir, temp_path, write_atomic, LockError};
+pub use cache::DiskCache;
+pub use creative_core::store::{cache_key, GenerationCache, Journal, StoreError};
+pub use journal::{ArtifactRecord, FileJournal, JournalIndex, JournalRecord, SyncMethod};

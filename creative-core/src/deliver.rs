@@ -1,0 +1,442 @@
+//! What delivery speaks: the [`Sink`] trait and the data a sink is handed (a
+//! manifest's entries, its summary, the report).
+//!
+//! The engine defines these so a sink (a webhook, a DAM, a host's own) depends
+//! on the engine alone; the campaign layer (`creative-campaign`) builds the
+//! manifest and report from the journal and owns the folder sink.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::{Artifact, ArtifactId, MediaType, Meta};
+use crate::events::Status;
+use crate::job::Vars;
+use crate::provenance::Provenance;
+
+/// A failed delivery.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("sink `{sink}`: {message}")]
+pub struct SinkError {
+    /// The sink's name.
+    pub sink: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl SinkError {
+    /// A new error.
+    pub fn new(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        SinkError {
+            sink: sink.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Somewhere finished assets go: a folder, a webhook, a DAM, a host's own.
+///
+/// `deliver` is called once per delivered asset (after the directory sink has
+/// written it, so `asset.path` is set), for a few assets at once and in no
+/// particular order, then `finish` once with the manifest's summary and the report. A failing sink does not fail the run: its errors are listed in the
+/// report. When the run is cancelled, a call in progress is dropped at its next
+/// await and no further calls are made (files and manifest are still written);
+/// a resume delivers the rest, so sinks should be idempotent.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// A name for reports.
+    fn name(&self) -> &str;
+
+    /// Deliver one asset.
+    async fn deliver(&self, asset: &AssetEntry, artifact: &Artifact) -> Result<(), SinkError>;
+
+    /// Called once when every asset has been delivered, with the manifest
+    /// counted (`manifest.path` names `manifest.json`, for a sink that wants
+    /// every entry) and the report.
+    async fn finish(&self, _manifest: &ManifestSummary, _report: &Report) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A delivered asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetEntry {
+    /// The job's key.
+    pub job: String,
+    /// The job's variables.
+    pub vars: Vars,
+    /// The step that made it.
+    pub step: String,
+    /// Its position among the step's outputs.
+    pub index: usize,
+    /// Content hash (BLAKE3).
+    pub id: ArtifactId,
+    /// Media type.
+    pub media: MediaType,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Where the directory sink wrote it, relative to the output folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Metadata.
+    #[serde(default)]
+    pub meta: Meta,
+    /// Provenance (timing and attempt numbers, which differ from run to run, are
+    /// in the report instead).
+    pub provenance: Provenance,
+    /// The artifacts it was made from, within its job, each with its provenance:
+    /// a rendition's generation, with its prompt, model, params and seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceEntry>,
+}
+
+/// An artifact an asset was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceEntry {
+    /// Content hash.
+    pub id: ArtifactId,
+    /// Media type.
+    pub media: MediaType,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+
+/// A job of the campaign and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEntry {
+    /// The job's key.
+    pub key: String,
+    /// Its variables.
+    pub vars: Vars,
+    /// Whether every step finished.
+    pub complete: bool,
+    /// Steps finished.
+    pub steps_done: Vec<String>,
+}
+
+/// What a campaign delivered. Written as `manifest.json`.
+///
+/// Deterministic: built from journal records in job and step order, with no
+/// timestamps, so a resumed run gives the same manifest as an uninterrupted one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The campaign's name.
+    pub campaign: String,
+    /// BLAKE3 of the spec's canonical JSON.
+    pub spec_hash: String,
+    /// Every job.
+    pub jobs: Vec<JobEntry>,
+    /// Every delivered asset.
+    pub assets: Vec<AssetEntry>,
+}
+
+impl AssetEntry {
+    /// Variables for file-name templates: the job's, plus `step`, `index`, `ext`,
+    /// `id` (short hash) and `job` (key).
+    pub fn name_vars(&self) -> Vars {
+        let mut v = self.vars.clone();
+        v.insert("step".into(), self.step.clone().into());
+        v.insert("index".into(), self.index.into());
+        v.insert("ext".into(), self.media.extension().into());
+        v.insert("id".into(), self.id.short().into());
+        v.insert("job".into(), self.job.clone().into());
+        v
+    }
+}
+
+/// A written manifest, counted: what a finished campaign returns instead of
+/// holding every entry (read the entries with [`Manifest::read`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSummary {
+    /// The campaign's name.
+    pub campaign: String,
+    /// BLAKE3 of the spec's canonical JSON.
+    pub spec_hash: String,
+    /// Jobs listed.
+    pub jobs: u64,
+    /// Jobs whose every step finished.
+    pub jobs_complete: u64,
+    /// Assets listed.
+    pub assets: u64,
+    /// Where `manifest.json` was written, when it was (read its entries with
+    /// [`Manifest::read`]).
+    #[serde(skip)]
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl ManifestSummary {
+    /// Whether every job finished.
+    pub fn complete(&self) -> bool {
+        self.jobs_complete == self.jobs
+    }
+}
+
+/// One provider and model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderRow {
+    /// Provider id.
+    pub provider: String,
+    /// Model (`-` when the provider's default was used).
+    pub model: String,
+    /// Calls made (retries included, cache hits excluded).
+    pub attempts: u64,
+    /// Calls that succeeded.
+    pub successes: u64,
+    /// Failed calls by error class (`rate_limited`, `timeout`...).
+    pub failures: BTreeMap<String, u64>,
+    /// Gate checks on its outputs.
+    pub gate_checks: u64,
+    /// Gate checks passed.
+    pub gate_passes: u64,
+    /// `gate_passes / gate_checks`, when any.
+    pub gate_pass_rate: Option<f64>,
+    /// Median call latency.
+    pub latency_p50_ms: Option<f64>,
+    /// 95th percentile call latency.
+    pub latency_p95_ms: Option<f64>,
+    /// Money spent.
+    pub cost_usd: f64,
+    /// Assets kept (passed their gates, or flagged and kept).
+    pub accepted: u64,
+    /// `cost_usd / accepted`, when any.
+    pub cost_per_accepted_usd: Option<f64>,
+    /// Generations served from the cache.
+    pub cache_hits: u64,
+    /// Money the cache saved.
+    pub saved_usd: f64,
+}
+
+/// One gate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateRow {
+    /// Gate name.
+    pub gate: String,
+    /// Checks.
+    pub checks: u64,
+    /// Passes.
+    pub passes: u64,
+    /// `passes / checks`.
+    pub pass_rate: Option<f64>,
+    /// Failure reasons, counted.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// A job that did not finish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRow {
+    /// Job key.
+    pub job: String,
+    /// Job variables.
+    pub vars: crate::job::Vars,
+    /// The step that failed.
+    pub step: String,
+    /// Error class.
+    pub class: String,
+    /// The error.
+    pub error: String,
+}
+
+/// Jobs by how they ended (this session; steps restored from the journal count
+/// as done).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// All jobs.
+    pub total: u64,
+    /// Every step done.
+    pub succeeded: u64,
+    /// A step failed.
+    pub failed: u64,
+    /// Stopped by cancellation.
+    pub cancelled: u64,
+    /// Stopped by a budget.
+    pub budget_exhausted: u64,
+    /// Steps restored from the journal instead of run.
+    pub steps_resumed: u64,
+}
+
+/// Totals over the whole campaign (every session since the output folder was
+/// started fresh).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Provider calls.
+    pub attempts: u64,
+    /// Failed provider calls.
+    pub failed_attempts: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Moves to a next provider.
+    pub fallbacks: u64,
+    /// Regenerations after a gate failure.
+    pub regenerations: u64,
+    /// Gate checks.
+    pub gate_checks: u64,
+    /// Failed gate checks.
+    pub gate_failures: u64,
+    /// Assets delivered.
+    pub assets: u64,
+    /// Delivered assets flagged for review.
+    pub flagged: u64,
+    /// Cache hits.
+    pub cache_hits: u64,
+    /// Money saved by the cache.
+    pub saved_usd: f64,
+    /// Money spent.
+    pub cost_usd: f64,
+    /// `cost_usd / assets`, when any.
+    pub cost_per_asset_usd: Option<f64>,
+}
+
+/// What a campaign did and cost. Written as `report.json`; [`Report::table`]
+/// renders it for a terminal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Campaign name.
+    pub campaign: String,
+    /// How this session ended.
+    pub status: Option<Status>,
+    /// Wall time of this session.
+    pub elapsed_ms: f64,
+    /// Sessions that worked on this output folder (1 + resumes).
+    pub sessions: u64,
+    /// Jobs.
+    pub jobs: JobCounts,
+    /// Totals.
+    pub totals: Totals,
+    /// Per provider and model.
+    pub providers: Vec<ProviderRow>,
+    /// Per gate.
+    pub gates: Vec<GateRow>,
+    /// Jobs that did not finish, with why.
+    pub failures: Vec<FailureRow>,
+    /// Sinks that failed.
+    pub delivery_errors: Vec<String>,
+    /// The dry run's estimate (first attempt of every generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_cost_usd: Option<f64>,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+}
+
+impl Report {
+    /// One line: jobs, assets, attempts, gate failures, cost, time.
+    pub fn summary_line(&self) -> String {
+        let t = &self.totals;
+        let status = self
+            .status
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "{status}: jobs {} ({} ok, {} failed{}) | assets {} ({} flagged) | attempts {} ({} failed, {} retries) | gate failures {}/{} | cost ${:.4} | cache {} hits, ${:.4} saved | {:.1} s",
+            self.jobs.total,
+            self.jobs.succeeded,
+            self.jobs.failed,
+            if self.jobs.steps_resumed > 0 {
+                format!(", {} steps resumed", self.jobs.steps_resumed)
+            } else {
+                String::new()
+            },
+            t.assets,
+            t.flagged,
+            t.attempts,
+            t.failed_attempts,
+            t.retries,
+            t.gate_failures,
+            t.gate_checks,
+            t.cost_usd,
+            t.cache_hits,
+            t.saved_usd,
+            self.elapsed_ms / 1e3
+        )
+    }
+
+    /// A plain-text table per provider and model, then per gate.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<28} {:>8} {:>6} {:>6} {:>7} {:>8} {:>8} {:>10} {:>8} {:>10} {:>6}",
+            "provider/model",
+            "attempts",
+            "ok",
+            "fail",
+            "gate%",
+            "p50 ms",
+            "p95 ms",
+            "cost $",
+            "accepted",
+            "$/accepted",
+            "cache"
+        );
+        for r in &self.providers {
+            let name = format!("{}/{}", r.provider, r.model);
+            let _ = writeln!(
+                s,
+                "{:<28} {:>8} {:>6} {:>6} {:>7} {:>8} {:>8} {:>10.4} {:>8} {:>10} {:>6}",
+                name,
+                r.attempts,
+                r.successes,
+                r.attempts - r.successes,
+                opt(r.gate_pass_rate.map(|x| x * 100.0), 1),
+                opt(r.latency_p50_ms, 0),
+                opt(r.latency_p95_ms, 0),
+                r.cost_usd,
+                r.accepted,
+                opt(r.cost_per_accepted_usd, 4),
+                r.cache_hits
+            );
+            if !r.failures.is_empty() {
+                let f: Vec<String> = r.failures.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                let _ = writeln!(s, "  failures: {}", f.join(", "));
+            }
+        }
+        if !self.gates.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<28} {:>8} {:>8} {:>7}  top failure reasons",
+                "gate", "checks", "passed", "pass%"
+            );
+            for g in &self.gates {
+                let mut reasons: Vec<(&String, &u64)> = g.reasons.iter().collect();
+                reasons.sort_by(|a, b| b.1.cmp(a.1));
+                let top: Vec<String> = reasons.iter().take(3).map(|(r, n)| format!("{r} ({n})")).collect();
+                let _ = writeln!(
+                    s,
+                    "{:<28} {:>8} {:>8} {:>7}  {}",
+                    g.gate,
+                    g.checks,
+                    g.passes,
+                    opt(g.pass_rate.map(|x| x * 100.0), 1),
+                    top.join("; ")
+                );
+            }
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(s, "\nfailed jobs:");
+            for f in self.failures.iter().take(20) {
+                let _ = writeln!(s, "  {} [{}] {}: {}", f.job, f.step, f.class, f.error);
+            }
+            if self.failures.len() > 20 {
+                let _ = writeln!(s, "  ... and {} more (report.json)", self.failures.len() - 20);
+            }
+        }
+        for e in &self.delivery_errors {
+            let _ = writeln!(s, "delivery error: {e}");
+        }
+        s
+    }
+}
+
+impl Manifest {
+    /// Read a `manifest.json`.
+    pub fn read(path: &std::path::Path) -> Result<Manifest, crate::store::StoreError> {
+        let f =
+            std::fs::File::open(path).map_err(|e| crate::store::StoreError(format!("open {}: {e}", path.display())))?;
+        serde_json::from_reader(std::io::BufReader::new(f))
+            .map_err(|e| crate::store::StoreError(format!("read {}: {e}", path.display())))
+    }
+}
