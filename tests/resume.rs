@@ -348,3 +348,177 @@ fn each_shard_gets_its_share_of_the_money_budget() {
     }
     assert_eq!(calls(&log).len(), 4, "two shards together stay within the spec's $0.20");
 }
+
+fn edit_spec(name: &str, color: &str, call_log: &Path) -> String {
+    format!(
+        r#"
+name = "{name}"
+concurrency = 2
+
+[providers.art]
+kind = "procedural"
+call_log = "{log}"
+
+[matrix]
+product = ["mug", "lamp"]
+
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["art"]
+prompt = "a {{{{ product }}}} in {color}"
+size = "32x32"
+
+[[steps]]
+name = "thumb"
+kind = "resize"
+inputs = ["hero"]
+width = 16
+
+[[steps]]
+name = "caption"
+kind = "generate"
+task = "text"
+providers = ["art"]
+prompt = "a caption for the {{{{ product }}}}"
+"#,
+        log = call_log.display()
+    )
+}
+
+#[test]
+fn a_resume_after_a_prompt_edit_reruns_what_changed_and_keeps_the_rest() {
+    let dir = temp_dir("resume-edit");
+    let log = dir.join("calls.log");
+    let spec_path = dir.join("spec.toml");
+    let out = dir.join("out");
+    let (spec_arg, out_arg) = (spec_path.to_str().unwrap(), out.to_str().unwrap());
+    std::fs::write(&spec_path, edit_spec("edits", "red", &log)).unwrap();
+    let first = run(&["run", spec_arg, "--out", out_arg, "--quiet", "--no-preflight"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(calls(&log).len(), 4, "two heroes and two captions");
+
+    std::fs::write(&spec_path, edit_spec("edits", "blue", &log)).unwrap();
+    let resumed = run(&[
+        "run",
+        spec_arg,
+        "--out",
+        out_arg,
+        "--resume",
+        "--quiet",
+        "--no-preflight",
+    ]);
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(
+        stdout.contains("2 steps kept, 4 changed"),
+        "the captions are kept; the heroes and their thumbnails run again: {stdout}"
+    );
+    let new_calls: Vec<_> = calls(&log).into_iter().skip(4).collect();
+    assert_eq!(
+        new_calls.len(),
+        2,
+        "only the edited heroes call the provider: {new_calls:?}"
+    );
+    assert!(
+        new_calls.iter().all(|(_, prompt)| prompt.contains("blue")),
+        "{new_calls:?}"
+    );
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let heroes: Vec<&serde_json::Value> = manifest["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["step"] == "thumb")
+        .collect();
+    assert_eq!(heroes.len(), 2);
+    for a in heroes {
+        let prompt = a["sources"][0]["provenance"]["params"]["prompt"].as_str().unwrap_or_default();
+        assert!(prompt.contains("blue"), "a thumbnail's source says what made it: {a}");
+    }
+}
+
+#[test]
+fn resuming_into_a_folder_of_another_campaign_is_refused() {
+    let dir = temp_dir("resume-other");
+    let log = dir.join("calls.log");
+    let out = dir.join("out");
+    let (a, b) = (dir.join("a.toml"), dir.join("b.toml"));
+    std::fs::write(&a, edit_spec("campaign-a", "red", &log)).unwrap();
+    std::fs::write(&b, edit_spec("campaign-b", "red", &log)).unwrap();
+    let out_arg = out.to_str().unwrap();
+    assert!(run(&[
+        "run",
+        a.to_str().unwrap(),
+        "--out",
+        out_arg,
+        "--quiet",
+        "--no-preflight"
+    ])
+    .status
+    .success());
+    let o = run(&[
+        "run",
+        b.to_str().unwrap(),
+        "--out",
+        out_arg,
+        "--resume",
+        "--quiet",
+        "--no-preflight",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("holds campaign `campaign-a`, not `campaign-b`"),
+        "{stderr}"
+    );
+    assert_eq!(calls(&log).len(), 4, "nothing of campaign-b ran");
+}
+
+#[test]
+fn merging_a_part_of_another_spec_is_refused_naming_the_part() {
+    let dir = temp_dir("merge-other");
+    let log = dir.join("calls.log");
+    let (a, b) = (dir.join("a.toml"), dir.join("b.toml"));
+    std::fs::write(&a, edit_spec("merge", "red", &log)).unwrap();
+    std::fs::write(&b, edit_spec("merge", "blue", &log)).unwrap();
+    let (p1, p2) = (dir.join("part1"), dir.join("part2"));
+    run(&[
+        "run",
+        a.to_str().unwrap(),
+        "--out",
+        p1.to_str().unwrap(),
+        "--shard",
+        "1/2",
+        "--quiet",
+        "--no-preflight",
+    ]);
+    run(&[
+        "run",
+        b.to_str().unwrap(),
+        "--out",
+        p2.to_str().unwrap(),
+        "--shard",
+        "2/2",
+        "--quiet",
+        "--no-preflight",
+    ]);
+    let all = dir.join("all");
+    let o = run(&[
+        "merge",
+        a.to_str().unwrap(),
+        p1.to_str().unwrap(),
+        p2.to_str().unwrap(),
+        "--out",
+        all.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot merge {}", p2.display())) && stderr.contains("another version of the spec"),
+        "{stderr}"
+    );
+    assert!(!all.join("manifest.json").exists(), "nothing was merged");
+}

@@ -63,7 +63,7 @@ fn the_product_campaign_runs_offline_into_out_and_resumes() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("120 steps resumed"), "{stdout}");
+    assert!(stdout.contains("120 steps kept"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

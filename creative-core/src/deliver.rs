@@ -254,6 +254,10 @@ pub struct JobCounts {
     pub budget_exhausted: u64,
     /// Steps restored from the journal instead of run.
     pub steps_resumed: u64,
+    /// Steps the journal recorded that ran again because an edit changed their
+    /// definition or inputs.
+    #[serde(default)]
+    pub steps_changed: u64,
 }
 
 /// Totals over the whole campaign (every session since the output folder was
@@ -335,8 +339,11 @@ impl Report {
             self.jobs.total,
             self.jobs.succeeded,
             self.jobs.failed,
-            if self.jobs.steps_resumed > 0 {
-                format!(", {} steps resumed", self.jobs.steps_resumed)
+            if self.jobs.steps_resumed + self.jobs.steps_changed > 0 {
+                format!(
+                    ", {} steps kept, {} changed",
+                    self.jobs.steps_resumed, self.jobs.steps_changed
+                )
             } else {
                 String::new()
             },

@@ -88,6 +88,14 @@ pub enum EventKind {
         /// How many outputs were restored.
         outputs: usize,
     },
+    /// A step the journal recorded was run again: its definition (an edited
+    /// spec) or its inputs changed since.
+    StepChanged {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+    },
     /// A provider call is about to be made.
     Attempt {
         /// Job key.

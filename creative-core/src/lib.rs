@@ -71,5 +71,5 @@ pub use provider::{CallCtx, Capabilities, Provider};
 pub use registry::{BuildCtx, Registry};
 pub use request::{Generation, Params, Request, Task, Usage};
 pub use step::{Step, StepCtx, StepInputs};
-pub use store::{GenerationCache, Journal, StoreError};
+pub use store::{GenerationCache, Journal, Recorded, StoreError};
 pub use template::{Template, TemplateError};

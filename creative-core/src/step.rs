@@ -41,6 +41,23 @@ impl StepInputs {
         &self.items
     }
 
+    /// A fingerprint of the inputs: BLAKE3 over each producing step's name and
+    /// its artifacts' ids, in order. Equal fingerprints mean byte-identical
+    /// inputs; the journal records it so a resume notices changed inputs.
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for (step, artifacts) in &self.items {
+            h.update(step.as_bytes());
+            h.update(&[0]);
+            for a in artifacts.iter() {
+                h.update(a.id().as_str().as_bytes());
+                h.update(&[1]);
+            }
+            h.update(&[2]);
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     /// The first input artifact.
     pub fn first(&self) -> Option<&Artifact> {
         self.all().next()

@@ -51,14 +51,46 @@ pub trait GenerationCache: Send + Sync {
     async fn put(&self, key: &str, generation: &Generation) -> Result<(), StoreError>;
 }
 
+/// What a journal holds for one step of one job.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// Finished, from the same definition and inputs: these are its outputs.
+    Done(Vec<Artifact>),
+    /// Finished, but its definition or its inputs have changed since (an edited
+    /// spec, or an upstream step that ran again with other outputs): it runs
+    /// again, and so does everything downstream whose inputs then change.
+    Changed,
+    /// Not finished (or its payloads are gone).
+    Missing,
+}
+
+impl Recorded {
+    /// The outputs, when the step is done and unchanged.
+    pub fn into_done(self) -> Option<Vec<Artifact>> {
+        match self {
+            Recorded::Done(outputs) => Some(outputs),
+            _ => None,
+        }
+    }
+}
+
 /// The append-only record of finished steps that makes a run resumable.
 ///
 /// A step counts as done only once `record` has returned: implementations make the
 /// outputs and the record durable before returning.
+///
+/// `inputs` is the engine's fingerprint of the step's inputs (the ids of the
+/// artifacts it reads, by producing step; see
+/// [`StepInputs::fingerprint`](crate::step::StepInputs::fingerprint)). A journal
+/// records it with the outputs and answers [`Recorded::Changed`] when a later
+/// lookup brings other inputs, so a resumed run re-runs exactly what an edit
+/// touched. A journal may also fold in a fingerprint of each step's definition
+/// (the campaign layer's does).
 #[async_trait]
 pub trait Journal: Send + Sync {
-    /// The outputs of a step that a previous run finished, if any.
-    async fn lookup(&self, job: &Job, step: &str) -> Result<Option<Vec<Artifact>>, StoreError>;
+    /// What a previous run recorded for this step of this job.
+    async fn lookup(&self, job: &Job, step: &str, inputs: &str) -> Result<Recorded, StoreError>;
     /// Record a finished step with its outputs.
-    async fn record(&self, job: &Job, step: &str, outputs: &[Artifact]) -> Result<(), StoreError>;
+    async fn record(&self, job: &Job, step: &str, inputs: &str, outputs: &[Artifact]) -> Result<(), StoreError>;
 }

@@ -220,6 +220,7 @@ impl ReportBuilder {
             jobs.cancelled = o.counts.cancelled;
             jobs.budget_exhausted = o.counts.budget_exhausted;
             jobs.steps_resumed = o.stats.steps_resumed;
+            jobs.steps_changed = o.stats.steps_changed;
             for j in &o.jobs {
                 if let Some(s) = j.steps.iter().find(|s| s.state == StepState::Failed) {
                     let (class, error) = match &s.error {

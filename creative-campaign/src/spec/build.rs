@@ -375,6 +375,7 @@ impl Spec {
         let names: Vec<&str> = doc.steps.iter().map(|s| s.name.as_str()).collect();
         let mut built: Vec<(String, Arc<dyn Step>, Vec<String>)> = Vec::new();
         let mut generators = Vec::new();
+        let mut definitions = BTreeMap::new();
         for (i, s) in doc.steps.iter().enumerate() {
             let base = format!("steps[{i}]");
             for (j, input) in s.inputs.iter().enumerate() {
@@ -426,6 +427,7 @@ impl Spec {
                     })
                 }
             };
+            definitions.insert(s.name.clone(), self.definition_fingerprint(s, step.as_ref()));
             built.push((s.name.clone(), step, s.inputs.clone()));
         }
         let produces: HashMap<String, Option<MediaKind>> =
@@ -524,7 +526,29 @@ impl Spec {
             sinks,
             generators,
             providers: ctx.providers.clone(),
+            definitions,
         })
+    }
+
+    /// A fingerprint of what shapes a step's outputs besides its inputs: its
+    /// own entry, the parameter layers (defaults, presets, overrides) and, for a
+    /// step that calls providers or judges with gates, the providers' settings.
+    /// The journal records it, so a resume after an edit re-runs the step.
+    fn definition_fingerprint(&self, s: &StepSpec, step: &dyn Step) -> String {
+        let doc = &self.doc;
+        let mut h = blake3::Hasher::new();
+        let mut part = |v: serde_json::Result<Vec<u8>>| {
+            h.update(&v.unwrap_or_default());
+            h.update(&[0]);
+        };
+        part(serde_json::to_vec(s));
+        part(serde_json::to_vec(&doc.defaults));
+        part(serde_json::to_vec(&doc.presets));
+        part(serde_json::to_vec(&doc.overrides));
+        if s.kind == "generate" || !s.gates.is_empty() || !step.providers().is_empty() {
+            part(serde_json::to_vec(&doc.providers));
+        }
+        h.finalize().to_hex().to_string()
     }
 
     fn pipeline_error(&self, e: PipelineError) -> SpecError {

@@ -46,6 +46,37 @@ pub struct Campaign {
     pub(crate) sinks: Vec<Arc<dyn Sink>>,
     pub(crate) generators: Vec<(String, Arc<SpecGenerate>)>,
     pub(crate) providers: BTreeMap<String, Arc<dyn Provider>>,
+    /// A fingerprint of each step's definition, for the journal.
+    pub(crate) definitions: BTreeMap<String, String>,
+}
+
+/// Which campaign wrote an output folder: `.creative/campaign.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct Identity {
+    pub(crate) campaign: String,
+    pub(crate) spec_hash: String,
+}
+
+impl Identity {
+    const FILE: &'static str = "campaign.json";
+
+    /// The identity recorded in a state folder, if any.
+    pub(crate) fn read(state_dir: &Path) -> Result<Option<Identity>, StoreError> {
+        let path = state_dir.join(Self::FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError(format!("read {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError(format!("read {}: {e}", path.display()))),
+        }
+    }
+
+    fn write(&self, state_dir: &Path) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| StoreError(e.to_string()))?;
+        write_atomic(&state_dir.join(Self::FILE), &json, true)
+            .map_err(|e| StoreError(format!("write {}: {e}", state_dir.join(Self::FILE).display())))
+    }
 }
 
 impl std::fmt::Debug for Campaign {
@@ -149,6 +180,29 @@ pub enum CampaignError {
         out_dir: PathBuf,
         /// The holding process, when it could be read.
         holder: Option<u32>,
+    },
+    /// `--resume` into a folder another campaign wrote (a spec with another
+    /// `name`): resuming would mix two campaigns' files and records. An edited
+    /// spec of the same campaign resumes, re-running what the edit changed.
+    #[error(
+        "output folder {} holds campaign `{found}`, not `{expected}`; resume it with its own spec, or run this one into another folder (or without --resume, which starts it afresh)",
+        out_dir.display()
+    )]
+    OtherCampaign {
+        /// The folder.
+        out_dir: PathBuf,
+        /// The campaign that wrote it.
+        found: String,
+        /// This campaign.
+        expected: String,
+    },
+    /// A folder given to [`Campaign::merge`] is not a shard of this spec.
+    #[error("cannot merge {}: {reason}", dir.display())]
+    NotAShard {
+        /// The folder.
+        dir: PathBuf,
+        /// Why it does not belong.
+        reason: String,
     },
     /// A provider the pipeline calls could not be reached before the run
     /// ([`Campaign::preflight`]).
@@ -624,6 +678,32 @@ impl Campaign {
         out_dir: &Path,
         shard_dirs: &[PathBuf],
     ) -> Result<(ManifestSummary, Report), CampaignError> {
+        // Every part must be a run of this very spec: a part of another
+        // campaign, or of an edited spec, would merge another campaign's
+        // figures under this one's name.
+        for dir in shard_dirs {
+            let not = |reason: String| CampaignError::NotAShard {
+                dir: dir.clone(),
+                reason,
+            };
+            match Identity::read(&dir.join(STATE_DIR))? {
+                None => return Err(not("it holds no campaign run (no .creative/campaign.json)".into())),
+                Some(id) if id.campaign != self.name => {
+                    return Err(not(format!(
+                        "it was written by campaign `{}`, not `{}`",
+                        id.campaign, self.name
+                    )))
+                }
+                Some(id) if id.spec_hash != self.spec_hash => {
+                    return Err(not(format!(
+                        "it was run from another version of the spec (spec hash {} here, {} there); run that shard again with this spec, with --resume",
+                        short(&self.spec_hash),
+                        short(&id.spec_hash)
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         let state = out_dir.join(STATE_DIR);
         let lock = lock_out_dir(&state).map_err(|e| CampaignError::from_lock(out_dir, e))?;
         let sources: Vec<PathBuf> = shard_dirs.iter().map(|d| d.join(STATE_DIR)).collect();
@@ -631,6 +711,11 @@ impl Campaign {
         tokio::task::spawn_blocking(move || merge_state(&dest, &sources))
             .await
             .map_err(|e| StoreError(format!("merge task failed: {e}")))??;
+        Identity {
+            campaign: self.name.clone(),
+            spec_hash: self.spec_hash.clone(),
+        }
+        .write(&state)?;
         let done = self.finalize(out_dir, None).await;
         drop(lock);
         done
@@ -649,7 +734,23 @@ impl Campaign {
         }
         let state_dir = out_dir.join(STATE_DIR);
         let lock = lock_out_dir(&state_dir).map_err(|e| CampaignError::from_lock(&out_dir, e))?;
-        let journal = Arc::new(FileJournal::open(&state_dir, opts.resume)?);
+        if opts.resume {
+            if let Some(found) = Identity::read(&state_dir)? {
+                if found.campaign != self.name {
+                    return Err(CampaignError::OtherCampaign {
+                        out_dir,
+                        found: found.campaign,
+                        expected: self.name.clone(),
+                    });
+                }
+            }
+        }
+        Identity {
+            campaign: self.name.clone(),
+            spec_hash: self.spec_hash.clone(),
+        }
+        .write(&state_dir)?;
+        let journal = Arc::new(FileJournal::open(&state_dir, opts.resume)?.with_definitions(self.definitions.clone()));
         let cache = Arc::new(DiskCache::open(
             self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()),
         )?);
@@ -727,6 +828,10 @@ impl Campaign {
     ) -> Result<(ManifestSummary, Report), CampaignError> {
         self.finalize_until(out_dir, outcome, None).await
     }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// Money and attempts a run's earlier sessions spent, from its event log.

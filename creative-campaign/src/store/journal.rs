@@ -40,7 +40,7 @@
 //! million steps holds tens of megabytes, not its provenance.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::store::blobs::{sync_dir, BlobStore};
-use crate::store::{Journal, StoreError};
+use crate::store::{Journal, Recorded, StoreError};
 use creative_core::artifact::{Artifact, ArtifactId, MediaType, Meta};
 use creative_core::job::{Job, Vars};
 use creative_core::provenance::Provenance;
@@ -106,6 +106,10 @@ pub struct JournalRecord {
     pub step: String,
     /// The step's outputs, in order.
     pub outputs: Vec<ArtifactRecord>,
+    /// BLAKE3 over the step's definition and its inputs when it ran: a lookup
+    /// with another fingerprint finds the step changed, not done.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
 }
 
 /// The hash of a (job, step) pair that indexes the journal.
@@ -405,6 +409,8 @@ pub struct FileJournal {
     queue: Option<mpsc::Sender<Pending>>,
     committer: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    /// A fingerprint of each step's definition, by step name.
+    definitions: Arc<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for FileJournal {
@@ -487,7 +493,26 @@ impl FileJournal {
             queue: Some(tx),
             committer: Some(handle),
             commits,
+            definitions: Arc::default(),
         })
+    }
+
+    /// Fold a fingerprint of each step's definition (by step name) into what is
+    /// recorded, so that a resume after an edit of a step re-runs it (and,
+    /// through their changed inputs, the steps downstream). The campaign layer
+    /// passes the spec's.
+    pub fn with_definitions(mut self, definitions: BTreeMap<String, String>) -> Self {
+        self.definitions = Arc::new(definitions);
+        self
+    }
+
+    /// The fingerprint recorded for `step` run on inputs `inputs`.
+    fn fingerprint(&self, step: &str, inputs: &str) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(self.definitions.get(step).map_or("", String::as_str).as_bytes());
+        h.update(&[0]);
+        h.update(inputs.as_bytes());
+        h.finalize().to_hex().to_string()
     }
 
     /// How many batches this journal has committed since it was opened: each
@@ -577,41 +602,46 @@ impl FileJournal {
 
 #[async_trait]
 impl Journal for FileJournal {
-    async fn lookup(&self, job: &Job, step: &str) -> Result<Option<Vec<Artifact>>, StoreError> {
+    async fn lookup(&self, job: &Job, step: &str, inputs: &str) -> Result<Recorded, StoreError> {
         let span = {
             let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
             match positions.get(&key_of(job.key(), step)) {
                 Some(s) => s,
-                None => return Ok(None),
+                None => return Ok(Recorded::Missing),
             }
         };
+        let fingerprint = self.fingerprint(step, inputs);
         let (reader, path, blobs) = (self.reader.clone(), self.path.clone(), self.blobs.clone());
         let (job, step) = (job.key().to_string(), step.to_string());
         tokio::task::spawn_blocking(move || {
             let r = read_record(&reader, &path, span)?;
             if r.job != job || r.step != step {
-                return Ok(None);
+                return Ok(Recorded::Missing);
+            }
+            if r.fingerprint != fingerprint {
+                return Ok(Recorded::Changed);
             }
             let mut out = Vec::with_capacity(r.outputs.len());
             for a in r.outputs {
                 match blobs.get(&a.id, &a.media)? {
                     Some(data) => out.push(a.into_artifact(data)),
                     // A payload lost since: run the step again rather than fail.
-                    None => return Ok(None),
+                    None => return Ok(Recorded::Missing),
                 }
             }
-            Ok(Some(out))
+            Ok(Recorded::Done(out))
         })
         .await
         .map_err(|e| StoreError(format!("journal read task failed: {e}")))?
     }
 
-    async fn record(&self, job: &Job, step: &str, outputs: &[Artifact]) -> Result<(), StoreError> {
+    async fn record(&self, job: &Job, step: &str, inputs: &str, outputs: &[Artifact]) -> Result<(), StoreError> {
         let rec = JournalRecord {
             job: job.key().to_string(),
             vars: (**job.vars()).clone(),
             step: step.to_string(),
             outputs: outputs.iter().map(ArtifactRecord::of).collect(),
+            fingerprint: self.fingerprint(step, inputs),
         };
         let mut line = serde_json::to_vec(&rec).map_err(|e| StoreError(format!("encode journal record: {e}")))?;
         line.push(b'\n');
@@ -661,8 +691,10 @@ mod tests {
         let job = Job::new([("product", "mug")]);
         {
             let j = FileJournal::open(&dir, true).unwrap();
-            assert!(j.lookup(&job, "hero").await.unwrap().is_none());
-            j.record(&job, "hero", &[Artifact::text_plain("one")]).await.unwrap();
+            assert!(j.lookup(&job, "hero", "in").await.unwrap().into_done().is_none());
+            j.record(&job, "hero", "in", &[Artifact::text_plain("one")])
+                .await
+                .unwrap();
         }
         // A kill in the middle of the next append leaves a torn line.
         let path = dir.join(FileJournal::FILE);
@@ -673,15 +705,17 @@ mod tests {
             .write_all(b"{\"job\":\"x")
             .unwrap();
         let j = FileJournal::open(&dir, true).unwrap();
-        let got = j.lookup(&job, "hero").await.unwrap().unwrap();
+        let got = j.lookup(&job, "hero", "in").await.unwrap().into_done().unwrap();
         assert_eq!(got[0].text(), Some("one"));
-        j.record(&job, "small", &[Artifact::text_plain("two")]).await.unwrap();
+        j.record(&job, "small", "in", &[Artifact::text_plain("two")])
+            .await
+            .unwrap();
         let records = FileJournal::read_records(&path).unwrap();
         assert_eq!(records.len(), 2, "the torn line is gone and the new one is whole");
         assert_eq!(records[1].step, "small");
         // Without resume, the old journal is moved aside and nothing counts as done.
         let fresh = FileJournal::open(&dir, false).unwrap();
-        assert!(fresh.lookup(&job, "hero").await.unwrap().is_none());
+        assert!(fresh.lookup(&job, "hero", "in").await.unwrap().into_done().is_none());
         assert!(dir.join("journal.jsonl.prev").exists());
         let _ = fs::remove_dir_all(&dir);
     }
@@ -692,10 +726,43 @@ mod tests {
         let job = Job::new([("i", 1)]);
         let j = FileJournal::open(&dir, true).unwrap();
         let a = Artifact::text_plain("payload");
-        j.record(&job, "s", std::slice::from_ref(&a)).await.unwrap();
+        j.record(&job, "s", "in", std::slice::from_ref(&a)).await.unwrap();
         fs::remove_file(j.blobs().path_of(a.id())).unwrap();
         let j = FileJournal::open(&dir, true).unwrap();
-        assert!(j.lookup(&job, "s").await.unwrap().is_none());
+        assert!(j.lookup(&job, "s", "in").await.unwrap().into_done().is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_step_whose_definition_or_inputs_changed_is_found_changed_not_done() {
+        let dir = std::env::temp_dir().join(format!("creative-journal-fp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let defs = |v: &str| BTreeMap::from([("s".to_string(), v.to_string())]);
+        let job = Job::new([("p", "mug")]);
+        {
+            let j = FileJournal::open(&dir, false).unwrap().with_definitions(defs("red"));
+            j.record(&job, "s", "inputs-1", &[Artifact::text_plain("a red mug")])
+                .await
+                .unwrap();
+        }
+        let same = FileJournal::open(&dir, true).unwrap().with_definitions(defs("red"));
+        let got = same.lookup(&job, "s", "inputs-1").await.unwrap().into_done().unwrap();
+        assert_eq!(got[0].text(), Some("a red mug"));
+        assert!(matches!(
+            same.lookup(&job, "s", "inputs-2").await.unwrap(),
+            Recorded::Changed
+        ));
+        drop(same);
+        let edited = FileJournal::open(&dir, true).unwrap().with_definitions(defs("blue"));
+        assert!(matches!(
+            edited.lookup(&job, "s", "inputs-1").await.unwrap(),
+            Recorded::Changed
+        ));
+        assert!(matches!(
+            edited.lookup(&job, "t", "inputs-1").await.unwrap(),
+            Recorded::Missing
+        ));
+        drop(edited);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -705,6 +772,7 @@ mod tests {
             vars: Vars::default(),
             step: step.into(),
             outputs: vec![ArtifactRecord::of(&Artifact::text_plain(text))],
+            fingerprint: String::new(),
         };
         let mut l = serde_json::to_vec(&r).unwrap();
         l.push(b'\n');
@@ -774,7 +842,7 @@ mod tests {
                 let j = j.clone();
                 tokio::spawn(async move {
                     let job = Job::new([("i", i)]);
-                    j.record(&job, "s", &[Artifact::text_plain(format!("payload {i}"))])
+                    j.record(&job, "s", "in", &[Artifact::text_plain(format!("payload {i}"))])
                         .await
                 })
             })
@@ -785,12 +853,22 @@ mod tests {
         let commits = j.commits();
         assert!(commits >= 1 && commits < n, "{commits} commits for {n} records");
         // Recorded in this run: found through the positions the committer added.
-        let got = j.lookup(&Job::new([("i", 7)]), "s").await.unwrap().unwrap();
+        let got = j
+            .lookup(&Job::new([("i", 7)]), "s", "in")
+            .await
+            .unwrap()
+            .into_done()
+            .unwrap();
         assert_eq!(got[0].text(), Some("payload 7"));
         drop(j);
         let j = FileJournal::open(&dir, true).unwrap();
         for i in [0, 99, 199] {
-            let got = j.lookup(&Job::new([("i", i)]), "s").await.unwrap().unwrap();
+            let got = j
+                .lookup(&Job::new([("i", i)]), "s", "in")
+                .await
+                .unwrap()
+                .into_done()
+                .unwrap();
             assert_eq!(got[0].text(), Some(format!("payload {i}").as_str()));
         }
         assert_eq!(FileJournal::index(j.path()).unwrap().len(), n as usize);
@@ -885,10 +963,13 @@ mod tests {
         let job = Job::new([("i", 1)]);
         {
             let j = FileJournal::open_with(&dir, true, SyncMethod::FileSystem).unwrap();
-            j.record(&job, "s", &[Artifact::text_plain("fs")]).await.unwrap();
+            j.record(&job, "s", "in", &[Artifact::text_plain("fs")]).await.unwrap();
         }
         let j = FileJournal::open(&dir, true).unwrap();
-        assert_eq!(j.lookup(&job, "s").await.unwrap().unwrap()[0].text(), Some("fs"));
+        assert_eq!(
+            j.lookup(&job, "s", "in").await.unwrap().into_done().unwrap()[0].text(),
+            Some("fs")
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -14,6 +14,7 @@ use crate::exec::shared::{Counters, RunShared};
 use crate::job::Job;
 use crate::pipeline::panic_message;
 use crate::step::{Step, StepCtx, StepInputs};
+use crate::store::Recorded;
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,9 +163,10 @@ impl JobCtx {
             elapsed,
         };
 
-        if let Some(journal) = &run.journal {
-            match journal.lookup(&self.job, name).await {
-                Ok(Some(outputs)) => {
+        let inputs_fp = run.journal.as_ref().map(|_| inputs.fingerprint());
+        if let (Some(journal), Some(fp)) = (&run.journal, &inputs_fp) {
+            match journal.lookup(&self.job, name, fp).await {
+                Ok(Recorded::Done(outputs)) => {
                     Counters::add(&run.counters.steps_done, 1);
                     Counters::add(&run.counters.steps_resumed, 1);
                     run.events.emit(EventKind::StepResumed {
@@ -181,7 +183,14 @@ impl JobCtx {
                         elapsed: started.elapsed(),
                     });
                 }
-                Ok(None) => {}
+                Ok(Recorded::Changed) => {
+                    Counters::add(&run.counters.steps_changed, 1);
+                    run.events.emit(EventKind::StepChanged {
+                        job: key.to_string(),
+                        step: name.to_string(),
+                    });
+                }
+                Ok(_) => {}
                 Err(e) => return Err(fail(StepState::Failed, StepError::Io(e.to_string()), started.elapsed())),
             }
         }
@@ -217,13 +226,13 @@ impl JobCtx {
             r = fut => r.unwrap_or_else(|p| Err(panic_message(p))),
         };
         let result = match result {
-            Ok(outputs) => match &run.journal {
-                Some(j) => j
-                    .record(&self.job, name, &outputs)
+            Ok(outputs) => match (&run.journal, &inputs_fp) {
+                (Some(j), Some(fp)) => j
+                    .record(&self.job, name, fp, &outputs)
                     .await
                     .map(|_| outputs)
                     .map_err(|e| StepError::Io(e.to_string())),
-                None => Ok(outputs),
+                _ => Ok(outputs),
             },
             Err(e) => Err(e),
         };

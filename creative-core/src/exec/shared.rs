@@ -97,6 +97,7 @@ pub(crate) struct Counters {
     pub cost_micros: AtomicU64,
     pub steps_done: AtomicU64,
     pub steps_resumed: AtomicU64,
+    pub steps_changed: AtomicU64,
     pub jobs_total: AtomicU64,
     /// The job source's announced size, until the source runs dry: progress shows
     /// "3 of 24" from the start rather than "3 of 4" while jobs are pulled lazily.
@@ -134,6 +135,9 @@ pub struct RunStats {
     pub steps_done: u64,
     /// Steps restored from the journal instead of run.
     pub steps_resumed: u64,
+    /// Steps the journal recorded that ran again because their definition or
+    /// inputs changed since (a resume after an edit).
+    pub steps_changed: u64,
 }
 
 impl Counters {
@@ -161,6 +165,7 @@ impl Counters {
             cost_usd: g(&self.cost_micros) as f64 / 1e6,
             steps_done: g(&self.steps_done),
             steps_resumed: g(&self.steps_resumed),
+            steps_changed: g(&self.steps_changed),
         }
     }
 
