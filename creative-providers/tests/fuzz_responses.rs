@@ -23,15 +23,18 @@ const CASES_PER_BACKEND: usize = 120;
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde";
 const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1Pe";
 
+/// A body and its content type.
+type Seed = (&'static str, Vec<u8>);
+
 struct Backend {
     kind: &'static str,
     settings: fn(&str) -> Value,
     requests: fn() -> Vec<Request>,
     /// Real answers: JSON documents or raw bodies with their content type.
-    seeds: fn(&str) -> Vec<(&'static str, Vec<u8>)>,
+    seeds: fn(&str) -> Vec<Seed>,
 }
 
-fn j(v: Value) -> (&'static str, Vec<u8>) {
+fn j(v: Value) -> Seed {
     ("application/json", serde_json::to_vec(&v).unwrap())
 }
 
@@ -323,7 +326,7 @@ fn mutate_bytes(rng: &mut fastrand::Rng, mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
-fn reply(rng: &mut fastrand::Rng, seeds: &[(&'static str, Vec<u8>)], url: &str) -> Reply {
+fn reply(rng: &mut fastrand::Rng, seeds: &[Seed], url: &str) -> Reply {
     let (ty, body) = &seeds[rng.usize(0..seeds.len())];
     let body = match serde_json::from_slice::<Value>(body) {
         Ok(mut v) if rng.u8(0..4) != 0 => {

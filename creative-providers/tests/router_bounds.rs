@@ -58,7 +58,7 @@ impl Provider for Member {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let every = self.fail_every.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(self.latency_ms.load(Ordering::SeqCst))).await;
-        if self.failing.load(Ordering::SeqCst) || (every > 0 && n % every == 0) {
+        if self.failing.load(Ordering::SeqCst) || (every > 0 && n.is_multiple_of(every)) {
             return Err(ProviderError::transient(self.id.clone(), "500 injected").with_status(500));
         }
         Ok(Generation {
