@@ -149,7 +149,7 @@ fn step(rng: &mut fastrand::Rng, i: usize, providers: &[String]) -> Value {
             .collect();
         s.insert("providers".into(), Value::Array(chain));
         s.insert("prompt".into(), text(rng));
-        maybe(rng, &mut s, "size", |r| size(r));
+        maybe(rng, &mut s, "size", size);
         maybe(rng, &mut s, "count", |r| num(r, 1..4));
         if rng.bool() {
             s.insert(
@@ -164,9 +164,9 @@ fn step(rng: &mut fastrand::Rng, i: usize, providers: &[String]) -> Value {
             .map(|_| json!(format!("s{}", rng.usize(0..=i))))
             .collect();
         s.insert("inputs".into(), Value::Array(inputs));
-        maybe(rng, &mut s, "size", |r| size(r));
+        maybe(rng, &mut s, "size", size);
         maybe(rng, &mut s, "width", |r| num(r, 1..64));
-        maybe(rng, &mut s, "text", |r| text(r));
+        maybe(rng, &mut s, "text", text);
     }
     Value::Object(s)
 }
