@@ -28,6 +28,19 @@
 //! member in rank (up to [`RouterBuilder::max_attempts`] members per call) for
 //! every failure class except cancellation and budget.
 //!
+//! ## Failure is bounded
+//!
+//! Once a member has failed a call, the router does not wait for the others'
+//! circuits: when every member left is open, the call returns its failure at
+//! once, and the engine's retry policy decides what comes next. A member that
+//! has failed every call for [`RouterBuilder::down_after`] is down (a
+//! [`DownDetector`] per member, next to its breaker): no call waits for its
+//! circuit, while its half-open probes still go through, so it comes back on the
+//! first success. The router is a composite provider ([`Provider::is_composite`]):
+//! the engine keeps no breaker of its own on it (one dead member would trip the
+//! whole router) and asks [`Provider::unavailable`], which answers when every
+//! member is down and none is due for a probe.
+//!
 //! ## Exploration
 //!
 //! Rankings come from observations, and a member that is never called is never
@@ -76,7 +89,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
-use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, RateLimiter};
+use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, DownConfig, DownDetector, RateLimiter};
 use creative_core::{Artifact, CallCtx, Capabilities, ErrorKind, Generation, Provider, ProviderError, Request};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -200,6 +213,8 @@ pub struct MemberStats {
     pub gate_verdicts: u64,
     /// The member's circuit breaker state.
     pub breaker: BreakerState,
+    /// Whether it is declared down (failed every call for [`RouterBuilder::down_after`]).
+    pub down: bool,
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +250,7 @@ struct Member {
     limiter: Option<RateLimiter>,
     concurrency: Option<Arc<Semaphore>>,
     breaker: CircuitBreaker,
+    health: DownDetector,
     observed: Mutex<Observed>,
 }
 
@@ -255,6 +271,7 @@ pub struct RouterBuilder {
     latency_alpha: f64,
     decay: f64,
     breaker: BreakerConfig,
+    down: DownConfig,
     max_wait: Duration,
     max_attempts: usize,
     seed: Option<u64>,
@@ -303,6 +320,14 @@ impl RouterBuilder {
     /// (5 consecutive failures open it for 30 s).
     pub fn breaker(mut self, c: BreakerConfig) -> Self {
         self.breaker = c;
+        self
+    }
+
+    /// When a member that fails every call is declared down (no call waits for
+    /// its circuit any more). Default: the engine's default, 5 failures and no
+    /// success for 60 s.
+    pub fn down_after(mut self, d: DownConfig) -> Self {
+        self.down = d;
         self
     }
 
@@ -365,6 +390,7 @@ impl RouterBuilder {
             .members
             .into_iter()
             .map(|(provider, limits)| Member {
+                health: DownDetector::new(provider.id(), self.down),
                 provider,
                 limiter: limits
                     .rpm
@@ -421,7 +447,9 @@ impl fmt::Debug for Router {
 
 /// Why no member could take a call right now.
 enum Blocked {
-    /// Come back after this long (breaker, limiter, "rate limited" answer).
+    /// The member's circuit is open: it may let a call through after this long.
+    Open(Duration),
+    /// Come back after this long (limiter, "rate limited" answer).
     After(Duration),
     /// Every candidate's concurrency is full: wait for a slot of this member.
     Slot(usize),
@@ -438,6 +466,7 @@ impl Router {
             latency_alpha: 0.3,
             decay: 0.9,
             breaker: BreakerConfig::default(),
+            down: DownConfig::default(),
             max_wait: Duration::from_secs(60),
             max_attempts: 0,
             seed: None,
@@ -492,6 +521,7 @@ impl Router {
                     gate_pass_rate: o.gate_pass_rate(),
                     gate_verdicts: o.verdicts,
                     breaker: m.breaker.state(),
+                    down: m.health.down().is_some(),
                 }
             })
             .collect()
@@ -556,7 +586,7 @@ impl Router {
             },
             None => None,
         };
-        m.breaker.try_acquire().map_err(Blocked::After)?;
+        m.breaker.try_acquire().map_err(Blocked::Open)?;
         if let Some(l) = &m.limiter {
             if let Err(d) = l.try_acquire() {
                 // Release a half-open probe we took but will not use.
@@ -581,6 +611,7 @@ impl Router {
         match result {
             Ok(_) => {
                 m.breaker.on_success();
+                m.health.on_success();
                 o.successes += 1;
                 o.ok_w = o.ok_w * self.decay + 1.0;
                 o.total_w = o.total_w * self.decay + 1.0;
@@ -590,6 +621,7 @@ impl Router {
                 o.failures += 1;
                 if e.kind().counts_against_provider() {
                     m.breaker.on_failure();
+                    m.health.on_failure(e);
                     o.ok_w *= self.decay;
                     o.total_w = o.total_w * self.decay + 1.0;
                     if e.kind() == ErrorKind::Timeout {
@@ -607,6 +639,22 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// The error of a call whose every candidate is down (with its circuit open).
+    fn all_down(&self, order: &[usize]) -> ProviderError {
+        let why: Vec<String> = order
+            .iter()
+            .map(|&i| match self.members[i].health.down() {
+                Some(r) => r.to_string(),
+                None => format!("`{}` has an open circuit", self.members[i].provider.id()),
+            })
+            .collect();
+        ProviderError::new(
+            ErrorKind::Unavailable,
+            self.id.clone(),
+            format!("every member of router `{}` is down: {}", self.id, why.join("; ")),
+        )
     }
 
     /// Sleep `d`, or until the call is cancelled.
@@ -679,6 +727,23 @@ impl Provider for Router {
         Router::record_verdict(self, artifact, accepted);
     }
 
+    /// A router keeps a breaker and a down detector per member; the engine keeps
+    /// none of its own on it.
+    fn is_composite(&self) -> bool {
+        true
+    }
+
+    /// Every member is down and none is due for a probe (its circuit is open):
+    /// a call would only fail, so the engine falls back or fails at once.
+    fn unavailable(&self) -> Option<ProviderError> {
+        let all = (0..self.members.len()).collect::<Vec<_>>();
+        let every_down = self
+            .members
+            .iter()
+            .all(|m| m.health.down().is_some() && m.breaker.state() == BreakerState::Open);
+        every_down.then(|| self.all_down(&all))
+    }
+
     /// Reachable when any member is: the router routes around the others.
     async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
         let mut errors = Vec::new();
@@ -718,11 +783,21 @@ impl Provider for Router {
             let mut soonest: Option<Duration> = None;
             let mut slot: Option<usize> = None;
             let mut picked = None;
+            // Members not worth waiting for this round: open circuits once a member
+            // has failed this call, and down members' circuits at any time.
+            let mut skipped = vec![false; self.members.len()];
             for &i in order.iter().filter(|&&i| !tried[i]) {
                 match self.try_take(i, now) {
                     Ok(permit) => {
                         picked = Some((i, permit));
                         break;
+                    }
+                    Err(Blocked::Open(d)) => {
+                        if last_err.is_some() || self.members[i].health.down().is_some() {
+                            skipped[i] = true;
+                        } else {
+                            soonest = Some(soonest.map_or(d, |s| s.min(d)));
+                        }
                     }
                     Err(Blocked::After(d)) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
                     Err(Blocked::Slot(j)) => {
@@ -731,10 +806,10 @@ impl Provider for Router {
                 }
             }
             let Some((i, permit)) = picked else {
-                if order.iter().all(|&i| tried[i]) {
-                    // Every member failed this call: the last failure speaks for it.
-                    return Err(last_err
-                        .unwrap_or_else(|| ProviderError::new(ErrorKind::Unavailable, self.id.clone(), "no member")));
+                if order.iter().all(|&i| tried[i] || skipped[i]) {
+                    // Every member failed this call or is open with nothing to wait
+                    // for: the last failure speaks for the call, at once.
+                    return Err(last_err.unwrap_or_else(|| self.all_down(&order)));
                 }
                 let left = self.remaining(ctx, waited);
                 let wait = soonest.unwrap_or(left);
@@ -785,7 +860,8 @@ impl Provider for Router {
 /// Settings: `providers` (member ids, defined earlier in the spec), `strategy`
 /// (`fallback`, `cheapest`, `fastest`, `most_reliable`, `cost_per_accepted`;
 /// default `fallback`), and optionally `exploration`, `latency_alpha`, `decay`,
-/// `max_wait_s`, `max_attempts`, `breaker = { failure_threshold, cool_down_s }`
+/// `max_wait_s`, `max_attempts`, `breaker = { failure_threshold, cool_down_s }`,
+/// `down_after = { after_s, min_failures }`
 /// and `limits = { <member id> = { rpm, burst, concurrency } }`.
 pub fn register(reg: &mut Registry) {
     reg.provider(
@@ -807,6 +883,7 @@ fn build_from_settings(id: &str, s: &serde_json::Value, ctx: &BuildCtx) -> Resul
         "max_wait_s",
         "max_attempts",
         "breaker",
+        "down_after",
         "limits",
         "seed",
     ];
@@ -887,6 +964,28 @@ fn build_from_settings(id: &str, s: &serde_json::Value, ctx: &BuildCtx) -> Resul
             c.cool_down = secs("breaker.cool_down_s", x)?;
         }
         b = b.breaker(c);
+    }
+    if let Some(v) = obj.get("down_after") {
+        let t = v.as_object().ok_or("`down_after` must be a table")?;
+        if let Some(k) = t.keys().find(|k| !["after_s", "min_failures"].contains(&k.as_str())) {
+            return Err(format!(
+                "unknown setting `down_after.{k}` (known: after_s, min_failures)"
+            ));
+        }
+        let mut d = DownConfig::default();
+        if let Some(x) = t.get("after_s") {
+            let x = x.as_f64().ok_or("`down_after.after_s` must be a number")?;
+            d.after = secs("down_after.after_s", x)?;
+        }
+        if let Some(n) = t.get("min_failures") {
+            let n = n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or("`down_after.min_failures` must be a whole number from 1 to 4294967295")?;
+            d.min_failures = n;
+        }
+        b = b.down_after(d);
     }
     b.build().map_err(|e| e.to_string())
 }

@@ -66,6 +66,11 @@ pub struct Config {
     pub rate_429: f64,
     /// Share of generations answered `500 Internal Server Error` (0 to 1).
     pub rate_500: f64,
+    /// Share of generations that stall for [`Config::stall`] before their answer,
+    /// so that a client with a shorter timeout times out (0 to 1).
+    pub rate_stall: f64,
+    /// How long a stalled generation waits. Default 0 (no stall).
+    pub stall: Duration,
 }
 
 /// What the server has seen so far.
@@ -81,6 +86,11 @@ pub struct Stats {
     pub injected_errors: u64,
     /// Other requests (models, unknown paths, bad requests).
     pub other: u64,
+    /// Generation requests received (answered or not: stalled, injected errors,
+    /// cut by a kill).
+    pub requests: u64,
+    /// Generations that were made to stall.
+    pub stalled: u64,
 }
 
 #[derive(Default)]
@@ -90,6 +100,8 @@ struct Counters {
     images: AtomicU64,
     injected_errors: AtomicU64,
     other: AtomicU64,
+    requests: AtomicU64,
+    stalled: AtomicU64,
 }
 
 impl Counters {
@@ -100,12 +112,16 @@ impl Counters {
             images: self.images.load(Ordering::Relaxed),
             injected_errors: self.injected_errors.load(Ordering::Relaxed),
             other: self.other.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            stalled: self.stalled.load(Ordering::Relaxed),
         }
     }
 }
 
 struct Shared {
     config: Config,
+    /// Set by [`LoopbackServer::kill`]: every connection drops, no new one is accepted.
+    killed: tokio::sync::watch::Sender<bool>,
     counters: Counters,
     /// base64 of each size's PNG, made on first use.
     images: Mutex<HashMap<(u32, u32), Arc<str>>>,
@@ -180,6 +196,7 @@ impl LoopbackServer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
+            killed: tokio::sync::watch::channel(false).0,
             counters: Counters::default(),
             images: Mutex::new(HashMap::new()),
         });
@@ -216,6 +233,14 @@ impl LoopbackServer {
         self.shared.counters.snapshot()
     }
 
+    /// Die as a crashed server does: the listening socket closes (new connections
+    /// are refused) and every open connection is dropped, requests in flight
+    /// included, without an answer.
+    pub fn kill(&self) {
+        self.shared.killed.send_replace(true);
+        self.task.abort();
+    }
+
     /// Serve until the task is aborted (for the binary: forever).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
@@ -234,7 +259,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, _)) => {
                 shared.counters.connections.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, shared.clone()));
+                let mut killed = shared.killed.subscribe();
+                if *killed.borrow_and_update() {
+                    return;
+                }
+                let conn = serve_connection(stream, shared.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = killed.wait_for(|k| *k) => {}
+                        _ = conn => {}
+                    }
+                });
             }
             // Out of file descriptors or a reset before accept: wait a moment rather than spin.
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -420,8 +455,13 @@ async fn answer(req: &Req, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
         },
     };
     let n = parsed.get("n").and_then(|n| n.as_u64()).unwrap_or(1).clamp(1, 10) as usize;
+    c.requests.fetch_add(1, Ordering::Relaxed);
     if !shared.config.latency.is_zero() {
         tokio::time::sleep(shared.config.latency).await;
+    }
+    if fastrand::f64() < shared.config.rate_stall {
+        c.stalled.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(shared.config.stall).await;
     }
     let roll = fastrand::f64();
     if roll < shared.config.rate_429 {
@@ -599,6 +639,42 @@ mod tests {
         let info = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
         assert_eq!((info.info().width, info.info().height), (16, 8));
         assert_eq!(server.stats().images, 2);
+    }
+
+    #[tokio::test]
+    async fn a_killed_server_drops_requests_in_flight_and_refuses_new_connections() {
+        let config = Config {
+            rate_stall: 1.0,
+            stall: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let server = LoopbackServer::start(0, config).await.unwrap();
+        let addr = server.addr();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let body = r#"{"prompt":"p"}"#;
+        let req = format!(
+            "POST /v1/images/generations HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        while server.stats().stalled == 0 {
+            tokio::task::yield_now().await;
+        }
+        server.kill();
+        let mut resp = Vec::new();
+        // The stalled request ends without an answer (EOF or reset), not after an hour.
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp)).await;
+        assert!(read.is_ok(), "the connection was dropped");
+        assert!(resp.is_empty(), "no answer: {:?}", String::from_utf8_lossy(&resp));
+        let mut refused = false;
+        for _ in 0..100 {
+            if TcpStream::connect(addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(refused, "the port no longer accepts connections");
     }
 
     #[tokio::test]
