@@ -435,7 +435,9 @@ fn a_resume_after_a_prompt_edit_reruns_what_changed_and_keeps_the_rest() {
         .collect();
     assert_eq!(heroes.len(), 2);
     for a in heroes {
-        let prompt = a["sources"][0]["provenance"]["params"]["prompt"].as_str().unwrap_or_default();
+        let prompt = a["sources"][0]["provenance"]["params"]["prompt"]
+            .as_str()
+            .unwrap_or_default();
         assert!(prompt.contains("blue"), "a thumbnail's source says what made it: {a}");
     }
 }
