@@ -126,7 +126,7 @@ typedef enum creative_run_state {
    */
   CREATIVE_RUN_STATE_SUCCEEDED = 1,
   /**
-   * At least one job failed; the others went on.
+   * Every job failed.
    */
   CREATIVE_RUN_STATE_FAILED = 2,
   /**
@@ -137,6 +137,16 @@ typedef enum creative_run_state {
    * A budget ran out; no new work was started.
    */
   CREATIVE_RUN_STATE_BUDGET_EXHAUSTED = 4,
+  /**
+   * Every job succeeded, but a fallback provider served work its primary
+   * failed to do (auth, unreachable, refusal, errors past the retries); the
+   * run's message names them.
+   */
+  CREATIVE_RUN_STATE_DEGRADED = 5,
+  /**
+   * Some jobs succeeded and some failed.
+   */
+  CREATIVE_RUN_STATE_PARTIAL = 6,
 } creative_run_state;
 
 /**

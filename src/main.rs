@@ -13,8 +13,17 @@
 //! was killed or cancelled; `--force` bypasses the cache; `--dry-run` prints the
 //! job matrix and an estimated cost without calling any provider.
 //!
-//! Exit codes: 0 when every job succeeded, 1 when some did not, 2 for a bad
-//! command line or spec.
+//! Exit codes (`run`; `merge` likewise):
+//!
+//! | code | the run |
+//! |---|---|
+//! | 0 | succeeded: every job, each by its first-choice provider |
+//! | 1 | failed: no job succeeded |
+//! | 2 | did not start: a bad command line or spec, a busy output folder, a server that is not up |
+//! | 3 | degraded: every job succeeded, but a fallback served work its primary provider failed to do (named on stderr) |
+//! | 4 | partial: some jobs succeeded, some failed |
+//! | 5 | budget: a money, attempt or time limit stopped it (continue with `--resume` after raising it) |
+//! | 130 | cancelled (Ctrl-C); continue with `--resume` |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +48,22 @@ const USAGE: &str = "usage:
   --json      print the report (or the dry run's plan) as JSON instead of tables
   --quiet     no progress bar
   --no-preflight  start even if a provider's server does not answer (by default a run
-              first checks that local servers such as ComfyUI and Ollama are up)";
+              first checks that local servers such as ComfyUI and Ollama are up)
+
+exit codes: 0 succeeded, 1 failed, 2 did not start, 3 degraded (a fallback served work its
+primary failed), 4 partial (some jobs failed), 5 stopped by the budget, 130 cancelled";
+
+/// The exit code that says how a run ended (see the module docs).
+fn exit_code(status: Status) -> ExitCode {
+    match status {
+        Status::Succeeded => ExitCode::SUCCESS,
+        Status::Degraded => ExitCode::from(3),
+        Status::Partial => ExitCode::from(4),
+        Status::BudgetExhausted => ExitCode::from(5),
+        Status::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    }
+}
 
 struct Args {
     command: String,
@@ -373,14 +397,28 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
                     }
                 );
             }
-            if done.outcome.status == Status::Succeeded {
-                ExitCode::SUCCESS
-            } else {
-                if done.outcome.status == Status::Cancelled {
-                    eprintln!("run cancelled; continue it with --resume");
-                }
-                ExitCode::from(1)
+            for d in &done.outcome.degraded {
+                eprintln!(
+                    "degraded: provider `{}` failed {} call(s) that {} then served ({}: {})",
+                    d.provider,
+                    d.calls,
+                    d.served_by
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    d.class,
+                    d.sample
+                );
             }
+            match done.outcome.status {
+                Status::Cancelled => eprintln!("run cancelled; continue it with --resume"),
+                Status::BudgetExhausted => {
+                    eprintln!("run stopped by the budget; raise it and continue with --resume")
+                }
+                _ => {}
+            }
+            exit_code(done.outcome.status)
         }
         Err(e) => {
             eprintln!("error: {e}");

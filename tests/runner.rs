@@ -131,11 +131,119 @@ fn a_server_that_is_not_running_fails_the_run_before_it_starts() {
         ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "the run ran and did not succeed");
+    assert_eq!(o.status.code(), Some(5), "the run ran and its deadline stopped it");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("note: look: retrying comfy"), "{err}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["status"], "budget_exhausted", "{report}");
     assert_eq!(report["jobs"]["budget_exhausted"], 6, "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback HTTP server that answers every request `401 Unauthorized` with
+/// OpenAI's error body, until the test ends.
+fn unauthorized_server() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    // Request line and headers.
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+                    let head = format!(
+                        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        reply.len()
+                    );
+                    if stream
+                        .write_all(head.as_bytes())
+                        .and_then(|_| stream.write_all(reply.as_bytes()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[test]
+fn a_run_served_by_the_fallback_after_a_401_is_degraded_not_succeeded() {
+    let dir = temp_dir("degraded");
+    let spec = format!(
+        r#"
+name = "degraded"
+concurrency = 2
+
+[providers.openai]
+kind = "openai"
+base_url = "{base}"
+api_key_env = "CREATIVE_TEST_DEGRADED_KEY"
+
+[providers.standin]
+kind = "procedural"
+
+[matrix]
+product = ["mug", "lamp", "chair"]
+
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["openai", "standin"]
+prompt = "a {{{{ product }}}}"
+size = "32x32"
+"#,
+        base = unauthorized_server()
+    );
+    let p = dir.join("spec.toml");
+    std::fs::write(&p, spec).unwrap();
+    let out = dir.join("out");
+    let o = Command::new(BIN)
+        .args([
+            "run",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--no-preflight",
+        ])
+        .env("CREATIVE_TEST_DEGRADED_KEY", "sk-wrong")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "exit 3: degraded\n{stdout}\n{stderr}");
+    assert!(stdout.contains("degraded: jobs 3"), "{stdout}");
+    assert!(
+        stderr.contains("provider `openai` failed 3 call(s) that `standin` then served (auth"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk-wrong"), "the key never reaches the output");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(report["degraded"][0]["provider"], "openai", "{report}");
+    assert_eq!(report["degraded"][0]["class"], "auth", "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }

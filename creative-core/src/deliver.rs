@@ -316,6 +316,11 @@ pub struct Report {
     pub failures: Vec<FailureRow>,
     /// Sinks that failed.
     pub delivery_errors: Vec<String>,
+    /// Providers whose failures a fallback covered this session (the run is
+    /// then `degraded` when every job succeeded): which, how often, served by
+    /// whom, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<crate::exec::Degradation>,
     /// The dry run's estimate (first attempt of every generation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost_usd: Option<f64>,

@@ -27,17 +27,45 @@ pub struct Progress {
 }
 
 /// How a job or run ended.
+///
+/// A job ends `Succeeded`, `Failed`, `Cancelled` or `BudgetExhausted`. A run
+/// ends in one of those or, to say what happened truthfully, `Degraded` (every
+/// job succeeded, but a fallback served work a primary provider failed to do)
+/// or `Partial` (some jobs succeeded, some failed); `Failed` then means no job
+/// succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Status {
     /// Everything finished.
     Succeeded,
-    /// Something failed (other jobs went on).
+    /// A job failed; for a run, every job failed (other jobs went on).
     Failed,
     /// Cancelled; finished work is kept.
     Cancelled,
     /// A budget ran out; no new work was started.
     BudgetExhausted,
+    /// Every job succeeded, but some work was served by a fallback provider
+    /// because the one before it in the chain failed (auth, unreachable, a
+    /// refusal, errors past the retries): the run names them
+    /// ([`RunOutcome::degraded`](crate::exec::RunOutcome::degraded)). Runs only.
+    Degraded,
+    /// Some jobs succeeded and some failed. Runs only.
+    Partial,
+}
+
+impl Status {
+    /// The name used in JSON, reports and the C ABI's messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::BudgetExhausted => "budget_exhausted",
+            Status::Degraded => "degraded",
+            Status::Partial => "partial",
+        }
+    }
 }
 
 /// One event.

@@ -167,7 +167,7 @@ async fn one_failing_job_never_stops_the_others() {
     }));
     let exec = Executor::builder().provider(p.clone()).retry(fast_retry()).build();
     let out = exec.run(single(gen(&["p"])), jobs(8)).await.unwrap();
-    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.status, Status::Partial, "seven jobs succeeded, one failed");
     let failed: Vec<_> = out.jobs.iter().filter(|j| j.status == Status::Failed).collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].job.var_str("product").as_deref(), Some("p3"));
@@ -266,7 +266,17 @@ async fn auth_and_invalid_are_not_retried_but_fall_back() {
         .unwrap();
     let events: Vec<_> = run.events().unwrap().collect().await;
     let out = run.wait().await;
-    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(
+        out.status,
+        Status::Degraded,
+        "the work was done, but not by the provider asked first"
+    );
+    assert_eq!(out.degraded.len(), 1);
+    assert_eq!(
+        (out.degraded[0].provider.as_str(), out.degraded[0].class.as_str()),
+        ("a", "auth")
+    );
+    assert_eq!(out.degraded[0].served_by, ["b"]);
     assert_eq!(a.calls(), 1, "auth is never retried");
     assert_eq!(b.calls(), 1);
     assert_eq!(
@@ -336,7 +346,15 @@ async fn circuit_breaker_opens_then_half_opens_after_cool_down() {
         .build();
     let dag = single(gen(&["flaky", "backup"]));
     let out = exec.run(dag.clone(), jobs(10)).await.unwrap();
-    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(
+        out.status,
+        Status::Degraded,
+        "the backup did the work of a failing primary"
+    );
+    assert_eq!(
+        out.degraded[0].calls, 10,
+        "3 calls failed, then 7 found its circuit open"
+    );
     assert_eq!(flaky.calls(), 3, "the breaker opened after 3 consecutive failures");
     assert_eq!(backup.calls(), 10);
 
@@ -559,7 +577,7 @@ async fn a_down_provider_is_fallen_back_from_at_once_and_probed_again() {
         .build();
     let dag = single(gen(&["flaky", "backup"]));
     let (out, events, _) = run_with_events(&exec, dag.clone(), 40).await;
-    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.status, Status::Degraded, "the backup served while flaky was down");
     assert!(events
         .iter()
         .any(|e| matches!(e, EventKind::ProviderDown { provider, .. } if provider == "flaky")));

@@ -67,12 +67,18 @@ pub enum creative_run_state {
     Running = 0,
     /// Every job succeeded.
     Succeeded = 1,
-    /// At least one job failed; the others went on.
+    /// Every job failed.
     Failed = 2,
     /// Cancelled; finished work is kept.
     Cancelled = 3,
     /// A budget ran out; no new work was started.
     BudgetExhausted = 4,
+    /// Every job succeeded, but a fallback provider served work its primary
+    /// failed to do (auth, unreachable, refusal, errors past the retries); the
+    /// run's message names them.
+    Degraded = 5,
+    /// Some jobs succeeded and some failed.
+    Partial = 6,
 }
 
 /// Progress counts of a run. This struct never changes.
@@ -407,7 +413,33 @@ fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, Stri
             creative_status::BudgetExceeded,
             format!("run stopped, a budget ran out: {counts}"),
         ),
-        Status::Failed => {
+        Status::Degraded => {
+            let who: Vec<String> = outcome
+                .degraded
+                .iter()
+                .map(|d| {
+                    format!(
+                        "`{}` failed {} call(s) ({}: {}), served by {}",
+                        d.provider,
+                        d.calls,
+                        d.class,
+                        d.sample,
+                        d.served_by.join(", ")
+                    )
+                })
+                .collect();
+            (
+                creative_run_state::Degraded,
+                creative_status::Ok,
+                format!("run degraded: {counts}; {}", who.join("; ")),
+            )
+        }
+        _ => {
+            let state = if outcome.status == Status::Partial {
+                creative_run_state::Partial
+            } else {
+                creative_run_state::Failed
+            };
             let first = outcome.jobs.iter().find_map(|j| {
                 j.steps
                     .iter()
@@ -430,9 +462,9 @@ fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, Stri
                 None => (creative_status::StepFailed, String::new()),
             };
             (
-                creative_run_state::Failed,
+                state,
                 status,
-                format!("run failed: {counts}{detail}"),
+                format!("run {}: {counts}{detail}", outcome.status.as_str()),
             )
         }
     }
@@ -771,6 +803,7 @@ pub fn replay_events(
                     stats: Default::default(),
                     progress: Progress::default(),
                     elapsed: Duration::ZERO,
+                    degraded: Vec::new(),
                 },
                 manifest_path: None,
                 report_json: "{}".into(),

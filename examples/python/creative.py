@@ -38,7 +38,7 @@ STATUS_NAMES = [
     "STEP_FAILED", "INVALID_SPEC", "PANIC", "INTERNAL",
 ]
 STATUS = {name: code for code, name in enumerate(STATUS_NAMES)}
-RUN_STATES = ["running", "succeeded", "failed", "cancelled", "budget_exhausted"]
+RUN_STATES = ["running", "succeeded", "failed", "cancelled", "budget_exhausted", "degraded", "partial"]
 WAIT_FOREVER = 2**64 - 1
 
 

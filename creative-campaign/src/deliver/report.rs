@@ -213,6 +213,7 @@ impl ReportBuilder {
         totals.cost_per_asset_usd = (totals.assets > 0).then(|| totals.cost_usd / totals.assets as f64);
         let mut jobs = JobCounts::default();
         let mut failures = Vec::new();
+        let mut degraded = Vec::new();
         if let Some(o) = outcome {
             jobs.total = o.counts.total;
             jobs.succeeded = o.counts.succeeded;
@@ -221,6 +222,7 @@ impl ReportBuilder {
             jobs.budget_exhausted = o.counts.budget_exhausted;
             jobs.steps_resumed = o.stats.steps_resumed;
             jobs.steps_changed = o.stats.steps_changed;
+            degraded = o.degraded.clone();
             for j in &o.jobs {
                 if let Some(s) = j.steps.iter().find(|s| s.state == StepState::Failed) {
                     let (class, error) = match &s.error {
@@ -248,6 +250,7 @@ impl ReportBuilder {
             gates,
             failures,
             delivery_errors: Vec::new(),
+            degraded,
             estimated_cost_usd: None,
         }
     }

@@ -1020,6 +1020,7 @@ impl CampaignRun {
                             ..Progress::default()
                         },
                         elapsed: Duration::ZERO,
+                        degraded: Vec::new(),
                     },
                     manifest: ManifestSummary {
                         campaign: self.campaign.name.clone(),

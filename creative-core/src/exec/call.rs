@@ -135,7 +135,21 @@ impl StepCtx {
                     });
                 }
                 match self.try_provider(&run, &slot, i, request, &mut tallies[i]).await {
-                    Tried::Done(o) => return Ok(o),
+                    Tried::Done(o) => {
+                        // A provider earlier in the chain failed (or had its
+                        // circuit open from failing) and this one served: the
+                        // work got done, but not as configured.
+                        for e in given_up.iter().flatten() {
+                            run.note_degraded(e, id);
+                        }
+                        for p in &open {
+                            run.note_degraded(
+                                &ProviderError::new(ErrorKind::Unavailable, *p, "circuit open after repeated failures"),
+                                id,
+                            );
+                        }
+                        return Ok(o);
+                    }
                     Tried::Stop(e) => return Err(e),
                     Tried::Next(e) => {
                         prev = Some((i, e.to_string()));

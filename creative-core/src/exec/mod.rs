@@ -42,7 +42,7 @@ use crate::store::{GenerationCache, Journal};
 
 pub use call::CallOutcome;
 pub use job::{JobCtx, JobResult, StepResult, StepState};
-pub use shared::{ProviderLimits, RunStats};
+pub use shared::{Degradation, ProviderLimits, RunStats};
 
 use shared::{Counters, ProviderSlot, RunShared};
 
@@ -237,8 +237,9 @@ impl JobTally {
     fn add(&mut self, r: &JobResult) {
         self.total += 1;
         match r.status {
-            Status::Succeeded => self.succeeded += 1,
-            Status::Failed => self.failed += 1,
+            // A job is never degraded or partial; those describe runs.
+            Status::Succeeded | Status::Degraded => self.succeeded += 1,
+            Status::Failed | Status::Partial => self.failed += 1,
             Status::Cancelled => self.cancelled += 1,
             Status::BudgetExhausted => self.budget_exhausted += 1,
         }
@@ -262,6 +263,9 @@ pub struct RunOutcome {
     pub progress: Progress,
     /// Wall time.
     pub elapsed: Duration,
+    /// Providers whose failures a fallback covered (the run is then
+    /// [`Status::Degraded`] when every job succeeded), by provider id.
+    pub degraded: Vec<Degradation>,
 }
 
 /// A short summary, for printing.
@@ -353,6 +357,7 @@ impl RunHandle {
                 stats: self.shared.counters.snapshot(),
                 progress: self.shared.counters.progress(),
                 elapsed: Duration::ZERO,
+                degraded: Vec::new(),
             }
             .tap_log(&e.to_string()),
         }
@@ -427,6 +432,7 @@ impl Executor {
             steps: Arc::new(Semaphore::new(self.inner.concurrency)),
             counters: Counters::default(),
             cancel: cancel.clone(),
+            degraded: Default::default(),
         });
         let span = tracing::info_span!("run", pipeline = pipeline.name());
         let join = tokio::spawn(
@@ -586,14 +592,25 @@ async fn drive(
         run.counters.jobs_hint.store(0, Ordering::Relaxed);
     }
     results.sort_by_key(|r| r.index);
+    let degraded: Vec<Degradation> = run
+        .degraded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
     let status = if run.cancel.is_cancelled() {
         Status::Cancelled
     } else if any_budget {
         // Also when the budget itself still has room but a job stopped because it
         // would run past the deadline (waiting on providers that reopen too late).
         Status::BudgetExhausted
-    } else if all_succeeded {
+    } else if all_succeeded && degraded.is_empty() {
         Status::Succeeded
+    } else if all_succeeded {
+        Status::Degraded
+    } else if counts.succeeded > 0 {
+        Status::Partial
     } else {
         Status::Failed
     };
@@ -611,6 +628,7 @@ async fn drive(
         stats: run.counters.snapshot(),
         progress,
         elapsed,
+        degraded,
     }
 }
 

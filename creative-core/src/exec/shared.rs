@@ -1,7 +1,7 @@
 //! State shared by every task of a run: providers with their guards, policies,
 //! budget, stores, events, counters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::cancel::CancellationToken;
+use crate::error::ProviderError;
 use crate::events::EventBus;
 use crate::provider::Provider;
 use crate::resilience::{BreakerConfig, Budget, CircuitBreaker, DownConfig, DownDetector, RateLimiter, RetryPolicy};
@@ -248,6 +249,46 @@ pub(crate) struct RunShared {
     pub steps: Arc<Semaphore>,
     pub counters: Counters,
     pub cancel: CancellationToken,
+    /// Providers that failed work a fallback then served, by provider.
+    pub degraded: Mutex<BTreeMap<String, Degradation>>,
+}
+
+/// A provider whose failures a fallback covered during a run: the run succeeded
+/// only thanks to the providers after it in the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Degradation {
+    /// The provider that failed.
+    pub provider: String,
+    /// The class of its last failure (`auth`, `transient`, `unavailable`, ...).
+    pub class: String,
+    /// Calls a fallback served in its place.
+    pub calls: u64,
+    /// The providers that served them.
+    pub served_by: Vec<String>,
+    /// Its last error message.
+    pub sample: String,
+}
+
+impl RunShared {
+    /// A call failed on `failed` (given up on with `error`) and `served_by`,
+    /// later in the chain, did it.
+    pub fn note_degraded(&self, error: &ProviderError, served_by: &str) {
+        let mut d = self.degraded.lock().unwrap_or_else(|p| p.into_inner());
+        let e = d.entry(error.provider().to_string()).or_insert_with(|| Degradation {
+            provider: error.provider().to_string(),
+            class: String::new(),
+            calls: 0,
+            served_by: Vec::new(),
+            sample: String::new(),
+        });
+        e.calls += 1;
+        e.class = error.kind().as_str().to_string();
+        e.sample = error.to_string();
+        if !e.served_by.iter().any(|s| s == served_by) {
+            e.served_by.push(served_by.to_string());
+            e.served_by.sort();
+        }
+    }
 }
 
 impl RunShared {
@@ -267,6 +308,7 @@ impl RunShared {
             steps: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             counters: Counters::default(),
             cancel: CancellationToken::new(),
+            degraded: Mutex::default(),
         })
     }
 }
