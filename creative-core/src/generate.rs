@@ -190,6 +190,15 @@ impl Step for GenerateStep {
             }
             let n = out.generation.artifacts.len().max(1);
             let params_json = req.resolved_json();
+            // The seed is recorded only where it was sent: a plain provider that
+            // says it sends seeds, or the provider's own record (a router's
+            // member, a backend that sends a derived seed).
+            let sends_seed = ctx
+                .shared()
+                .providers
+                .get(&out.provider)
+                .is_some_and(|slot| !slot.provider.is_composite() && slot.provider.capabilities().seed);
+            let fingerprint = (!out.fingerprint.is_empty()).then(|| out.fingerprint.clone());
             let mut scored: Vec<(f64, bool, Artifact)> = Vec::with_capacity(n);
             for mut a in out.generation.artifacts {
                 {
@@ -198,7 +207,8 @@ impl Step for GenerateStep {
                     p.provider = Some(out.provider.clone());
                     p.model = req.model.clone().or_else(|| p.model.take());
                     p.params = params_json.clone();
-                    p.seed = Some(seed);
+                    p.seed = p.seed.or(sends_seed.then_some(seed));
+                    p.provider_fingerprint = fingerprint.clone();
                     p.attempt = out.attempt;
                     p.regeneration = round;
                     p.latency_ms = out.latency.as_secs_f64() * 1e3;
