@@ -78,6 +78,8 @@ pub fn default_prices() -> PriceTable {
 #[derive(Debug)]
 pub struct Stability {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     model: String,
     json: bool,
@@ -121,8 +123,10 @@ impl Stability {
             .error_refiner(refine_error)
             .build()?;
         let prices = default_prices().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint("stability", json!({}));
         Ok(Stability {
             id: id.to_string(),
+            fingerprint,
             transport,
             model: http.model,
             json,
@@ -284,6 +288,12 @@ fn refine_error(info: &crate::http::ErrorInfo<'_>) -> Option<ErrorKind> {
 impl Provider for Stability {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {
