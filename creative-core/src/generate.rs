@@ -199,6 +199,11 @@ impl Step for GenerateStep {
                 .get(&out.provider)
                 .is_some_and(|slot| !slot.provider.is_composite() && slot.provider.capabilities().seed);
             let fingerprint = (!out.fingerprint.is_empty()).then(|| out.fingerprint.clone());
+            // The params as sent to a backend that took no seed: without one.
+            let mut unseeded_json = params_json.clone();
+            if let Some(params) = unseeded_json.get_mut("params").and_then(|v| v.as_object_mut()) {
+                params.remove("seed");
+            }
             let mut scored: Vec<(f64, bool, Artifact)> = Vec::with_capacity(n);
             for mut a in out.generation.artifacts {
                 {
@@ -206,8 +211,12 @@ impl Step for GenerateStep {
                     p.step = ctx.step.to_string();
                     p.provider = Some(out.provider.clone());
                     p.model = req.model.clone().or_else(|| p.model.take());
-                    p.params = params_json.clone();
                     p.seed = p.seed.or(sends_seed.then_some(seed));
+                    p.params = if p.seed.is_some() {
+                        params_json.clone()
+                    } else {
+                        unseeded_json.clone()
+                    };
                     p.provider_fingerprint = fingerprint.clone();
                     p.attempt = out.attempt;
                     p.regeneration = round;

@@ -218,6 +218,11 @@ async fn a_seed_is_recorded_only_for_a_provider_that_sends_one() {
     let out = run(&Arc::new(silent), None, 1).await;
     let a = &out.jobs[0].outputs("hero")[0];
     assert_eq!(a.provenance().seed, None, "a backend that takes no seed records none");
+    assert!(
+        a.provenance().params["params"].get("seed").is_none(),
+        "nor in the recorded params: {}",
+        a.provenance().params
+    );
 
     let out = run(&Arc::new(Painter::new(|| png(8, 8))), None, 1).await;
     let a = &out.jobs[0].outputs("hero")[0];
@@ -225,4 +230,5 @@ async fn a_seed_is_recorded_only_for_a_provider_that_sends_one() {
         a.provenance().seed.is_some(),
         "a backend that sends the seed records it"
     );
+    assert_eq!(a.provenance().params["params"]["seed"], a.provenance().seed.unwrap());
 }
