@@ -336,6 +336,236 @@ impl PartialEq for Artifact {
     }
 }
 
+/// What a probe of a payload's bytes found: facts read from the bytes, not from
+/// what was asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// Pixel width read from an image header.
+    pub width: Option<u32>,
+    /// Pixel height read from an image header.
+    pub height: Option<u32>,
+    /// Whether the bytes were checked against the media type at all: false for
+    /// text, JSON and media types no probe knows (raw PCM, SVG, custom types).
+    pub checked: bool,
+}
+
+/// Why a payload is not the media it claims to be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// No bytes at all for a media type that has content.
+    #[error("empty payload for {media}")]
+    Empty {
+        /// The claimed media type.
+        media: String,
+    },
+    /// The bytes are not of the claimed type (they may be of another).
+    #[error("the bytes are not {media}: {found}")]
+    Mismatch {
+        /// The claimed media type.
+        media: String,
+        /// What the bytes look like instead.
+        found: String,
+    },
+    /// An image header that names a size of zero or beyond the engine's limits.
+    #[error("the {media} header claims {width}x{height} px, outside 1..={max_side} a side and {max_pixels} px in all")]
+    Dimensions {
+        /// The claimed media type.
+        media: String,
+        /// Width in the header.
+        width: u64,
+        /// Height in the header.
+        height: u64,
+        /// Largest side allowed.
+        max_side: u32,
+        /// Most pixels allowed.
+        max_pixels: u64,
+    },
+}
+
+/// Check that `data` is the media `media` claims, and read what its header says.
+///
+/// Images (`image/png`, `jpeg`, `webp`, `gif`, `bmp`, `tiff`, `avif`, `heic`):
+/// the header is read (never the pixels), must be of the claimed format and name
+/// a size within [`crate::limits::MAX_IMAGE_SIDE`] and
+/// [`crate::limits::MAX_IMAGE_PIXELS`]; the size is returned. Audio and video:
+/// the container's magic bytes must match (WAV `RIFF`/`WAVE`, MP3 `ID3` or a
+/// frame sync, MP4/MOV/M4A `ftyp`, WebM/Matroska EBML, Ogg `OggS`, FLAC
+/// `fLaC`). Text and unknown types are not checked (`Probe::checked` is
+/// false), except that an image, audio or video payload may never be empty.
+///
+/// ```
+/// use creative_core::artifact::{probe, MediaType};
+/// // 4 bytes of base64 "string" are no PNG.
+/// assert!(probe(&MediaType::Png, b"stri").is_err());
+/// assert!(probe(&MediaType::Text, b"stri").is_ok());
+/// ```
+pub fn probe(media: &MediaType, data: &[u8]) -> Result<Probe, ProbeError> {
+    let kind = media.kind();
+    if matches!(kind, MediaKind::Image | MediaKind::Audio | MediaKind::Video) && data.is_empty() {
+        return Err(ProbeError::Empty {
+            media: media.to_string(),
+        });
+    }
+    match kind {
+        MediaKind::Image => probe_image(media, data),
+        MediaKind::Audio | MediaKind::Video => probe_container(media, data),
+        _ => Ok(Probe::default()),
+    }
+}
+
+/// The family of image formats a media type claims, as `imagesize` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ImageFamily {
+    Png,
+    Jpeg,
+    Webp,
+    Gif,
+    Bmp,
+    Tiff,
+    Heif,
+}
+
+fn image_family(media: &MediaType) -> Option<ImageFamily> {
+    Some(match media.as_str() {
+        "image/png" | "image/apng" => ImageFamily::Png,
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => ImageFamily::Jpeg,
+        "image/webp" => ImageFamily::Webp,
+        "image/gif" => ImageFamily::Gif,
+        "image/bmp" | "image/x-bmp" | "image/x-ms-bmp" => ImageFamily::Bmp,
+        "image/tiff" => ImageFamily::Tiff,
+        "image/avif" | "image/heic" | "image/heif" | "image/avif-sequence" | "image/heic-sequence" => ImageFamily::Heif,
+        _ => return None,
+    })
+}
+
+fn found_family(t: imagesize::ImageType) -> Option<ImageFamily> {
+    use imagesize::ImageType as T;
+    Some(match t {
+        T::Png => ImageFamily::Png,
+        T::Jpeg => ImageFamily::Jpeg,
+        T::Webp => ImageFamily::Webp,
+        T::Gif => ImageFamily::Gif,
+        T::Bmp => ImageFamily::Bmp,
+        T::Tiff => ImageFamily::Tiff,
+        T::Heif(_) => ImageFamily::Heif,
+        _ => return None,
+    })
+}
+
+/// What the first bytes of a payload look like, for error messages.
+fn describe(data: &[u8]) -> String {
+    let head = &data[..data.len().min(8)];
+    let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{} bytes starting {}", data.len(), hex.join(" "))
+}
+
+/// Run a header parser, turning a panic in it into `None`: bad bytes must never
+/// take the engine down.
+fn guarded<T>(f: impl FnOnce() -> Option<T> + std::panic::UnwindSafe) -> Option<T> {
+    std::panic::catch_unwind(f).ok().flatten()
+}
+
+fn probe_image(media: &MediaType, data: &[u8]) -> Result<Probe, ProbeError> {
+    let Some(claimed) = image_family(media) else {
+        return Ok(Probe::default());
+    };
+    let mismatch = |found: String| ProbeError::Mismatch {
+        media: media.to_string(),
+        found,
+    };
+    let found = guarded(|| imagesize::image_type(data).ok());
+    match found {
+        Some(t) if found_family(t) == Some(claimed) => {}
+        Some(t) => return Err(mismatch(format!("a {t:?} image header ({})", describe(data)))),
+        None => return Err(mismatch(format!("no image header ({})", describe(data)))),
+    }
+    let Some(size) = guarded(|| imagesize::blob_size(data).ok()) else {
+        return Err(mismatch(format!("a truncated or corrupt header ({})", describe(data))));
+    };
+    let (w, h) = (size.width as u64, size.height as u64);
+    let max_side = crate::limits::MAX_IMAGE_SIDE;
+    let max_pixels = crate::limits::MAX_IMAGE_PIXELS;
+    if w == 0 || h == 0 || w > u64::from(max_side) || h > u64::from(max_side) || w.saturating_mul(h) > max_pixels {
+        return Err(ProbeError::Dimensions {
+            media: media.to_string(),
+            width: w,
+            height: h,
+            max_side,
+            max_pixels,
+        });
+    }
+    Ok(Probe {
+        // Both fit: they are at most MAX_IMAGE_SIDE.
+        width: u32::try_from(w).ok(),
+        height: u32::try_from(h).ok(),
+        checked: true,
+    })
+}
+
+/// A container a media type claims, recognised by its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Wav,
+    Mp3,
+    /// ISO base media (MP4, MOV, M4A, 3GP).
+    Iso,
+    /// EBML (WebM, Matroska).
+    Ebml,
+    Ogg,
+    Flac,
+}
+
+fn container_for(media: &MediaType) -> Option<Container> {
+    Some(match media.as_str() {
+        "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/vnd.wave" => Container::Wav,
+        "audio/mpeg" | "audio/mp3" | "audio/mpeg3" => Container::Mp3,
+        "video/mp4" | "video/quicktime" | "video/3gpp" | "audio/mp4" | "audio/m4a" | "audio/x-m4a" => Container::Iso,
+        "video/webm" | "audio/webm" | "video/x-matroska" | "audio/x-matroska" => Container::Ebml,
+        "audio/ogg" | "video/ogg" | "audio/opus" | "audio/vorbis" => Container::Ogg,
+        "audio/flac" | "audio/x-flac" => Container::Flac,
+        _ => return None,
+    })
+}
+
+fn sniff_container(d: &[u8]) -> Option<Container> {
+    if d.len() >= 12 && &d[..4] == b"RIFF" && &d[8..12] == b"WAVE" {
+        Some(Container::Wav)
+    } else if d.starts_with(b"ID3") || (d.len() >= 2 && d[0] == 0xFF && d[1] & 0xE0 == 0xE0 && d[1] & 0x06 != 0) {
+        // An ID3 tag, or an MPEG audio frame sync with a layer set (ADTS AAC has layer 0).
+        Some(Container::Mp3)
+    } else if d.len() >= 8 && matches!(&d[4..8], b"ftyp" | b"moov" | b"mdat" | b"wide" | b"free" | b"skip") {
+        Some(Container::Iso)
+    } else if d.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some(Container::Ebml)
+    } else if d.starts_with(b"OggS") {
+        Some(Container::Ogg)
+    } else if d.starts_with(b"fLaC") {
+        Some(Container::Flac)
+    } else {
+        None
+    }
+}
+
+fn probe_container(media: &MediaType, data: &[u8]) -> Result<Probe, ProbeError> {
+    let Some(claimed) = container_for(media) else {
+        return Ok(Probe::default());
+    };
+    match sniff_container(data) {
+        Some(c) if c == claimed => Ok(Probe {
+            checked: true,
+            ..Probe::default()
+        }),
+        Some(c) => Err(ProbeError::Mismatch {
+            media: media.to_string(),
+            found: format!("a {c:?} container ({})", describe(data)),
+        }),
+        None => Err(ProbeError::Mismatch {
+            media: media.to_string(),
+            found: format!("no {claimed:?} container ({})", describe(data)),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +594,64 @@ mod tests {
             assert_eq!(m.as_str(), s);
         }
         assert_eq!("image/webp".parse::<MediaType>().unwrap().kind(), MediaKind::Image);
+    }
+
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut v = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        v.extend_from_slice(&w.to_be_bytes());
+        v.extend_from_slice(&h.to_be_bytes());
+        v.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn a_png_header_gives_its_size() {
+        let p = probe(&MediaType::Png, &png_header(256, 128)).unwrap();
+        assert_eq!((p.width, p.height, p.checked), (Some(256), Some(128), true));
+    }
+
+    #[test]
+    fn bytes_that_are_not_the_claimed_image_are_refused() {
+        for bad in [&b"stri"[..], b"", b"<html>oops</html>", b"\x89PNG"] {
+            assert!(probe(&MediaType::Png, bad).is_err(), "{bad:?}");
+        }
+        // A PNG labelled JPEG is refused too, naming what it is.
+        let e = probe(&MediaType::Jpeg, &png_header(4, 4)).unwrap_err();
+        assert!(e.to_string().contains("Png"), "{e}");
+    }
+
+    #[test]
+    fn image_headers_beyond_the_limits_or_of_zero_size_are_refused() {
+        assert!(matches!(
+            probe(&MediaType::Png, &png_header(50_000, 50_000)),
+            Err(ProbeError::Dimensions { .. })
+        ));
+        assert!(matches!(
+            probe(&MediaType::Png, &png_header(0, 10)),
+            Err(ProbeError::Dimensions { .. })
+        ));
+    }
+
+    #[test]
+    fn audio_and_video_containers_must_match_their_magic_bytes() {
+        let wav = b"RIFF\x24\x00\x00\x00WAVEfmt ".to_vec();
+        assert!(probe(&MediaType::Wav, &wav).unwrap().checked);
+        assert!(probe(&MediaType::Mp3, b"ID3\x04\x00\x00\x00\x00").is_ok());
+        assert!(probe(&MediaType::Mp3, &[0xFF, 0xFB, 0x90, 0x64]).is_ok());
+        assert!(probe(&MediaType::Mp4, b"\x00\x00\x00\x18ftypisom").is_ok());
+        let webm: MediaType = "video/webm".parse().unwrap();
+        assert!(probe(&webm, &[0x1A, 0x45, 0xDF, 0xA3, 0x01]).is_ok());
+        let ogg: MediaType = "audio/ogg".parse().unwrap();
+        assert!(probe(&ogg, b"OggS\x00\x02").is_ok());
+        assert!(probe(&MediaType::Mp3, &wav).is_err(), "a WAV is no MP3");
+        assert!(probe(&MediaType::Mp4, b"{\"error\":\"x\"}").is_err());
+        assert!(probe(&MediaType::Wav, b"").is_err());
+    }
+
+    #[test]
+    fn text_and_unknown_types_are_not_checked() {
+        assert_eq!(probe(&MediaType::Text, b"").unwrap(), Probe::default());
+        let pcm: MediaType = "audio/pcm".parse().unwrap();
+        assert!(!probe(&pcm, b"\x01\x02").unwrap().checked);
     }
 }

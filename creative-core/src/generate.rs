@@ -190,6 +190,20 @@ impl Step for GenerateStep {
             }
             let n = out.generation.artifacts.len().max(1);
             let params_json = req.resolved_json();
+            // The seed is recorded only where it was sent: a plain provider that
+            // says it sends seeds, or the provider's own record (a router's
+            // member, a backend that sends a derived seed).
+            let sends_seed = ctx
+                .shared()
+                .providers
+                .get(&out.provider)
+                .is_some_and(|slot| !slot.provider.is_composite() && slot.provider.capabilities().seed);
+            let fingerprint = (!out.fingerprint.is_empty()).then(|| out.fingerprint.clone());
+            // The params as sent to a backend that took no seed: without one.
+            let mut unseeded_json = params_json.clone();
+            if let Some(params) = unseeded_json.get_mut("params").and_then(|v| v.as_object_mut()) {
+                params.remove("seed");
+            }
             let mut scored: Vec<(f64, bool, Artifact)> = Vec::with_capacity(n);
             for mut a in out.generation.artifacts {
                 {
@@ -197,8 +211,13 @@ impl Step for GenerateStep {
                     p.step = ctx.step.to_string();
                     p.provider = Some(out.provider.clone());
                     p.model = req.model.clone().or_else(|| p.model.take());
-                    p.params = params_json.clone();
-                    p.seed = Some(seed);
+                    p.seed = p.seed.or(sends_seed.then_some(seed));
+                    p.params = if p.seed.is_some() {
+                        params_json.clone()
+                    } else {
+                        unseeded_json.clone()
+                    };
+                    p.provider_fingerprint = fingerprint.clone();
                     p.attempt = out.attempt;
                     p.regeneration = round;
                     p.latency_ms = out.latency.as_secs_f64() * 1e3;

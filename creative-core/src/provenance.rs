@@ -22,10 +22,21 @@ pub struct Provenance {
     /// Model name, for generated artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The fingerprint of the settings of the provider that made the artifact
+    /// ([`crate::Provider::fingerprint`]), for generated artifacts whose provider
+    /// declares one: which default model, endpoint, workflow and injection map
+    /// shaped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_fingerprint: Option<String>,
+    /// BLAKE3 hex of the workflow file's contents, for backends that run a
+    /// workflow (ComfyUI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_hash: Option<String>,
     /// The fully resolved request parameters (typed params and raw escape hatch).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub params: serde_json::Value,
-    /// The seed used, when the provider takes one.
+    /// The seed sent to the provider; `None` when the backend takes no seed
+    /// (see [`crate::Capabilities::seed`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// 1-based attempt number of the provider call that produced the artifact.

@@ -16,7 +16,12 @@ use crate::request::{Generation, Request, Task};
 pub struct Capabilities {
     /// The tasks it performs.
     pub tasks: Vec<Task>,
-    /// Whether it honours `Params::seed`.
+    /// Whether it sends `Params::seed` to its backend on every call.
+    ///
+    /// The engine records a call's seed in provenance only when this is true (or
+    /// when the provider put the seed it sent in the artifact's provenance
+    /// itself), so a backend whose API takes no seed must say `false`: a seed in
+    /// provenance is a claim that the output can be reproduced with it.
     pub seed: bool,
     /// Whether it honours a negative prompt.
     pub negative_prompt: bool,
@@ -81,6 +86,31 @@ pub trait Provider: Send + Sync {
         0.0
     }
 
+    /// A fingerprint of the resolved settings that shape this provider's
+    /// output: a stable hex string (BLAKE3, see [`settings_fingerprint`]) that
+    /// changes whenever a setting changes what the same request would return.
+    ///
+    /// The engine joins it into the cache key, so a changed model, base URL,
+    /// workflow file or injection map is a cache miss instead of old outputs
+    /// served as new, and records it in provenance (`provider_fingerprint`),
+    /// so the manifest tells which settings made each asset.
+    ///
+    /// Cover the default model, the endpoint, workflow or template contents,
+    /// sizes and anything else the backend sends that the [`Request`] does not
+    /// carry. Never cover a secret (API key, token, header values that may hold
+    /// one): the fingerprint is written in manifests. Timeouts, retry and price
+    /// settings do not shape the output and belong out of it.
+    ///
+    /// The default, an empty string, declares that nothing but the provider id
+    /// and the request shapes the output (a pure function of the request, or a
+    /// host renderer whose settings the engine cannot see). A third-party
+    /// provider with settings should return
+    /// `settings_fingerprint("my-kind", &json!({ "model": ..., "endpoint": ... }))`,
+    /// computed once at construction.
+    fn fingerprint(&self) -> String {
+        String::new()
+    }
+
     /// Perform one call.
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError>;
 
@@ -117,5 +147,73 @@ pub trait Provider: Send + Sync {
     /// with this error. Default `None`.
     fn unavailable(&self) -> Option<ProviderError> {
         None
+    }
+}
+
+/// A stable fingerprint of a provider's settings: BLAKE3 hex over `kind` and a
+/// canonical encoding of `settings` (object keys sorted, whatever the order they
+/// were written in), for [`Provider::fingerprint`].
+///
+/// Pass only the settings that shape the output, never a secret.
+///
+/// ```
+/// use creative_core::provider::settings_fingerprint;
+/// use serde_json::json;
+/// let a = settings_fingerprint("openai", &json!({"model": "gpt-image-1", "base_url": "https://x/v1"}));
+/// let b = settings_fingerprint("openai", &json!({"base_url": "https://x/v1", "model": "gpt-image-1"}));
+/// let c = settings_fingerprint("openai", &json!({"model": "dall-e-3", "base_url": "https://x/v1"}));
+/// assert_eq!(a, b);
+/// assert_ne!(a, c);
+/// assert_eq!(a.len(), 64);
+/// ```
+pub fn settings_fingerprint(kind: &str, settings: &serde_json::Value) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"creative-provider-settings-v1\0");
+    h.update(kind.as_bytes());
+    h.update(&[0]);
+    hash_value(&mut h, settings);
+    h.finalize().to_hex().to_string()
+}
+
+/// Feed `v` to `h` in a canonical, unambiguous form: a type tag, lengths before
+/// contents, object keys sorted.
+fn hash_value(h: &mut blake3::Hasher, v: &serde_json::Value) {
+    use serde_json::Value;
+    fn bytes(h: &mut blake3::Hasher, b: &[u8]) {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    }
+    match v {
+        Value::Null => {
+            h.update(b"n");
+        }
+        Value::Bool(b) => {
+            h.update(if *b { b"t" } else { b"f" });
+        }
+        Value::Number(n) => {
+            h.update(b"#");
+            bytes(h, n.to_string().as_bytes());
+        }
+        Value::String(s) => {
+            h.update(b"s");
+            bytes(h, s.as_bytes());
+        }
+        Value::Array(a) => {
+            h.update(b"[");
+            h.update(&(a.len() as u64).to_le_bytes());
+            for x in a {
+                hash_value(h, x);
+            }
+        }
+        Value::Object(m) => {
+            h.update(b"{");
+            h.update(&(m.len() as u64).to_le_bytes());
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            for k in keys {
+                bytes(h, k.as_bytes());
+                hash_value(h, &m[k]);
+            }
+        }
     }
 }

@@ -19,14 +19,23 @@ use crate::request::{Generation, Request};
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
-/// The key of a cached generation: BLAKE3 over the canonical request.
+/// The key of a cached generation: BLAKE3 over the provider, its settings and
+/// the canonical request.
 ///
-/// It covers the provider id, model, prompt, negative prompt, the fully resolved
-/// params (seed included), the raw escape-hatch fields and the ids of the input
-/// artifacts: any change to what the provider would see is a different key.
-pub fn cache_key(provider: &str, request: &Request) -> String {
+/// It covers the provider id, the provider's settings fingerprint
+/// ([`crate::Provider::fingerprint`]: default model, base URL, workflow file,
+/// injection map, default size...), and the request: model, prompt, negative
+/// prompt, the fully resolved params (seed included), the raw escape-hatch
+/// fields and the ids of the input artifacts. Any change to what the provider
+/// would see or how it is set up is a different key.
+pub fn cache_key(provider: &str, fingerprint: &str, request: &Request) -> String {
     let mut h = blake3::Hasher::new();
+    // v2: keys join the provider fingerprint, and entries are probed media
+    // (meta from the bytes); entries written under v1 are never read.
+    h.update(b"creative-cache-v2\0");
     h.update(provider.as_bytes());
+    h.update(&[0]);
+    h.update(fingerprint.as_bytes());
     h.update(&[0]);
     // serde_json writes struct fields in declaration order and `raw` is a sorted
     // map (no preserve_order feature), so this serialization is canonical.

@@ -138,6 +138,10 @@ impl NodePath {
 /// The ComfyUI backend. See the [module docs](self).
 pub struct ComfyUi {
     id: String,
+    /// BLAKE3 hex of the workflow: the file's bytes, or the inline workflow's canonical JSON.
+    workflow_hash: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     workflow: Map<String, Value>,
     inject: BTreeMap<String, Vec<NodePath>>,
@@ -169,15 +173,21 @@ impl ComfyUi {
     pub fn from_settings(id: &str, settings: &Value, ctx: &BuildCtx) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
         let extra: Extra = backend_settings(rest)?;
-        let workflow = match (extra.workflow, extra.workflow_path) {
+        let (workflow, workflow_hash) = match (extra.workflow, extra.workflow_path) {
             (Some(_), Some(_)) => return Err("give `workflow` or `workflow_path`, not both".into()),
-            (Some(w), None) => w,
+            (Some(w), None) => {
+                let hash = creative_core::settings_fingerprint("comfyui-workflow", &w);
+                (w, hash)
+            }
             (None, Some(p)) => {
                 let path = ctx.resolve(&p);
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("`workflow_path`: cannot read `{}`: {e}", path.display()))?;
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("`workflow_path`: `{}` is not JSON: {e}", path.display()))?
+                // The file's own hash, so `b3sum` on the file finds it in a manifest.
+                let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+                let w = serde_json::from_str(&text)
+                    .map_err(|e| format!("`workflow_path`: `{}` is not JSON: {e}", path.display()))?;
+                (w, hash)
             }
             (None, None) => return Err("a ComfyUI provider needs `workflow` or `workflow_path`".into()),
         };
@@ -206,8 +216,27 @@ impl ComfyUi {
         }
         let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
         let transport = http.transport(id, auth).build()?;
+        let inject_json: BTreeMap<&str, Vec<String>> = inject
+            .iter()
+            .map(|(k, paths)| {
+                (
+                    k.as_str(),
+                    paths.iter().map(|p| format!("{}.inputs.{}", p.node, p.field)).collect(),
+                )
+            })
+            .collect();
+        let fingerprint = http.fingerprint(
+            "comfyui",
+            json!({
+                "workflow": workflow_hash,
+                "inject": inject_json,
+                "output_nodes": extra.output_nodes,
+            }),
+        );
         Ok(ComfyUi {
             id: id.to_string(),
+            workflow_hash,
+            fingerprint,
             transport,
             workflow,
             inject,
@@ -221,6 +250,13 @@ impl ComfyUi {
             cost_per_second: extra.cost_per_second,
             max_batch: extra.max_batch.max(1),
         })
+    }
+
+    /// BLAKE3 hex of the workflow: the bytes of the `workflow_path` file, or the
+    /// canonical JSON of an inline `workflow`. Recorded in every output's
+    /// provenance (`workflow_hash`).
+    pub fn workflow_hash(&self) -> &str {
+        &self.workflow_hash
     }
 
     /// Where each injectable name goes.
@@ -866,6 +902,12 @@ impl Provider for ComfyUi {
             .map(|_| ())
     }
 
+    /// The base URL, the workflow's hash, the resolved injection map (given or
+    /// detected) and the output nodes.
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
     fn capabilities(&self) -> Capabilities {
         let mut tasks = vec![Task::Image];
         if self.inject.contains_key("image") {
@@ -952,6 +994,7 @@ impl Provider for ComfyUi {
                     .or(declared)
                     .unwrap_or(MediaType::Other(Arc::from("application/octet-stream")));
                 let mut a = Artifact::new(media, data);
+                a.provenance_mut().workflow_hash = Some(self.workflow_hash.clone());
                 let extra = &mut a.meta_mut().extra;
                 extra.insert("comfyui_node".into(), node.clone().into());
                 extra.insert("comfyui_filename".into(), f.filename.clone().into());

@@ -57,6 +57,8 @@ struct Extra {
 #[derive(Debug, Clone)]
 pub struct ElevenLabs {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     model: String,
     voice_id: Option<String>,
@@ -76,8 +78,16 @@ impl ElevenLabs {
             .unwrap_or(Auth::None);
         let transport = http.transport(id, auth).error_refiner(refine_error).build()?;
         let prices = elevenlabs_defaults().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint(
+            "elevenlabs",
+            json!({
+                "voice_id": extra.voice_id,
+                "output_format": extra.output_format.as_deref().unwrap_or("mp3_44100_128"),
+            }),
+        );
         Ok(ElevenLabs {
             id: id.to_string(),
+            fingerprint,
             transport,
             model: http.model.clone(),
             voice_id: extra.voice_id,
@@ -213,6 +223,12 @@ fn refine_error(e: &ErrorInfo<'_>) -> Option<ErrorKind> {
 impl Provider for ElevenLabs {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

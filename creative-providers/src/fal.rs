@@ -87,6 +87,8 @@ pub fn default_prices() -> PriceTable {
 #[derive(Debug)]
 pub struct Fal {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     app: String,
     prices: PriceTable,
@@ -123,8 +125,10 @@ impl Fal {
             .error_refiner(refine_error)
             .build()?;
         let prices = default_prices().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint("fal", json!({}));
         Ok(Fal {
             id: id.to_string(),
+            fingerprint,
             transport,
             app: http.model,
             prices,
@@ -310,6 +314,12 @@ impl Drop for CancelGuard {
 impl Provider for Fal {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -67,6 +67,8 @@ struct Extra {
 #[derive(Debug, Clone)]
 pub struct Gemini {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     text_model: String,
     image_model: String,
@@ -93,8 +95,16 @@ impl Gemini {
             .unwrap_or(Auth::None);
         let transport = http.transport(id, auth).error_refiner(refine_error).build()?;
         let prices = gemini_defaults().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint(
+            "gemini",
+            json!({
+                "image_model": extra.image_model.as_deref().unwrap_or("gemini-2.5-flash-image"),
+                "video_model": extra.video_model.as_deref().unwrap_or("veo-3.0-generate-001"),
+            }),
+        );
         Ok(Gemini {
             id: id.to_string(),
+            fingerprint,
             transport,
             text_model: http.model.clone(),
             image_model: extra.image_model.unwrap_or_else(|| "gemini-2.5-flash-image".into()),
@@ -667,6 +677,12 @@ fn refine_error(e: &ErrorInfo<'_>) -> Option<ErrorKind> {
 impl Provider for Gemini {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -272,7 +272,29 @@ impl HttpSettings {
         ))
     }
 
-    /// A transport builder configured from these settings.
+    /// The settings fingerprint of a backend of `kind` built from these settings
+    /// and its own `extra` settings that shape the output (see
+    /// [`Provider::fingerprint`](creative_core::Provider::fingerprint)).
+    ///
+    /// It covers the base URL, the default model, the names of the extra
+    /// headers (never their values, which may hold a token) and `extra`; never
+    /// the key, timeouts, size limits or prices, which change no output.
+    pub fn fingerprint(&self, kind: &str, extra: Value) -> String {
+        let mut headers: Vec<String> = self.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+        headers.sort();
+        headers.dedup();
+        creative_core::settings_fingerprint(
+            kind,
+            &serde_json::json!({
+                "base_url": self.base_url.as_str(),
+                "model": self.model,
+                "header_names": headers,
+                "extra": extra,
+            }),
+        )
+    }
+
+    /// A transport builder for these settings.
     pub fn transport(&self, provider: &str, auth: Auth) -> TransportBuilder {
         let mut b = Transport::builder(provider, self.base_url.as_str())
             .auth(auth)

@@ -64,6 +64,8 @@ enum Endpoint {
 #[derive(Debug, Clone)]
 pub struct Ollama {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     model: String,
     endpoint: Endpoint,
@@ -83,8 +85,13 @@ impl Ollama {
         let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
         let transport = http.transport(id, auth).build()?;
         let prices = PriceTable::new().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint(
+            "ollama",
+            json!({"endpoint": format!("{endpoint:?}").to_ascii_lowercase()}),
+        );
         Ok(Ollama {
             id: id.to_string(),
+            fingerprint,
             transport,
             model: http.model.clone(),
             endpoint,
@@ -245,6 +252,12 @@ impl Provider for Ollama {
             .send(HttpRequest::get("api/version"), ctx)
             .await
             .map(|_| ())
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -62,6 +62,8 @@ struct Extra {
 #[derive(Debug, Clone)]
 pub struct OpenAi {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     image_model: String,
     text_model: String,
@@ -83,8 +85,13 @@ impl OpenAi {
         let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
         let transport = http.transport(id, auth).error_refiner(refine_error).build()?;
         let prices = openai_defaults().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint(
+            "openai",
+            json!({"text_model": extra.text_model.as_deref().unwrap_or("gpt-4o-mini")}),
+        );
         Ok(OpenAi {
             id: id.to_string(),
+            fingerprint,
             transport,
             image_model: http.model.clone(),
             text_model: extra.text_model.unwrap_or_else(|| "gpt-4o-mini".into()),
@@ -572,6 +579,12 @@ impl Provider for OpenAi {
             Err(e) if e.status().is_some() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -204,6 +204,15 @@ impl Provider for Procedural {
         &self.id
     }
 
+    /// `default_size`, the only setting that shapes an output (latency,
+    /// failures and prices do not).
+    fn fingerprint(&self) -> String {
+        creative_core::settings_fingerprint(
+            "procedural",
+            &serde_json::json!({ "default_size": self.settings.default_size }),
+        )
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             tasks: vec![Task::Image, Task::ImageEdit, Task::Text],

@@ -134,6 +134,8 @@ impl ModelRef {
 #[derive(Debug)]
 pub struct Replicate {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     model: String,
     prices: PriceTable,
@@ -191,8 +193,10 @@ impl Replicate {
             .error_refiner(refine_error)
             .build()?;
         let prices = default_prices().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint("replicate", json!({}));
         Ok(Replicate {
             id: id.to_string(),
+            fingerprint,
             transport,
             model: http.model,
             prices,
@@ -371,6 +375,12 @@ impl Drop for CancelGuard {
 impl Provider for Replicate {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

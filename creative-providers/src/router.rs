@@ -405,8 +405,19 @@ impl RouterBuilder {
         } else {
             self.max_attempts.min(members.len())
         };
+        let fingerprint = creative_core::settings_fingerprint(
+            "router",
+            &serde_json::json!({
+                "strategy": self.strategy.as_str(),
+                "members": members
+                    .iter()
+                    .map(|m| serde_json::json!([m.provider.id(), m.provider.fingerprint()]))
+                    .collect::<Vec<_>>(),
+            }),
+        );
         Ok(Router {
             id: self.id,
+            fingerprint,
             members,
             strategy: self.strategy,
             exploration: self.exploration,
@@ -422,6 +433,8 @@ impl RouterBuilder {
 /// A provider over several providers; see the [module docs](self).
 pub struct Router {
     id: String,
+    /// The settings fingerprint (members' fingerprints and the strategy), computed at build.
+    fingerprint: String,
     members: Vec<Member>,
     strategy: Strategy,
     exploration: f64,
@@ -695,6 +708,13 @@ impl Provider for Router {
         &self.id
     }
 
+    /// The strategy and, in order, each member's id and fingerprint: a changed
+    /// member setting, an added or removed member or another strategy is another
+    /// fingerprint.
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::default();
         for m in &self.members {
@@ -837,8 +857,16 @@ impl Provider for Router {
             match result {
                 Ok(mut generation) => {
                     let id = serde_json::Value::String(member.provider.id().to_string());
+                    // The engine records a composite's seed only where the
+                    // composite says one was sent: here, when the member sends seeds.
+                    let sent = (!member.provider.is_composite() && member.provider.capabilities().seed)
+                        .then_some(request.params.seed)
+                        .flatten();
                     for a in &mut generation.artifacts {
                         a.meta_mut().extra.insert(ROUTED_PROVIDER.into(), id.clone());
+                        if a.provenance().seed.is_none() && sent.is_some() {
+                            a.provenance_mut().seed = sent;
+                        }
                     }
                     return Ok(generation);
                 }

@@ -78,6 +78,8 @@ pub fn default_prices() -> PriceTable {
 #[derive(Debug)]
 pub struct Stability {
     id: String,
+    /// The settings fingerprint, computed once.
+    fingerprint: String,
     transport: Transport,
     model: String,
     json: bool,
@@ -101,6 +103,11 @@ pub fn nearest_aspect_ratio(width: u32, height: u32) -> &'static str {
         .unwrap_or("1:1")
 }
 
+/// The seed as the API takes it: at most 4294967294.
+fn wire_seed(s: u64) -> u64 {
+    s % 4_294_967_295
+}
+
 impl Stability {
     /// Build from a spec's settings (see [`register`]).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
@@ -121,8 +128,10 @@ impl Stability {
             .error_refiner(refine_error)
             .build()?;
         let prices = default_prices().with_overrides(http.prices.as_ref())?;
+        let fingerprint = http.fingerprint("stability", json!({}));
         Ok(Stability {
             id: id.to_string(),
+            fingerprint,
             transport,
             model: http.model,
             json,
@@ -158,7 +167,7 @@ impl Stability {
             }
         }
         if let Some(s) = seed {
-            fields.push(("seed".into(), (s % 4_294_967_295).to_string()));
+            fields.push(("seed".into(), wire_seed(s).to_string()));
         }
         fields.push(("output_format".into(), p.format.clone().unwrap_or_else(|| "png".into())));
         if let Some(s) = &p.style {
@@ -205,6 +214,7 @@ impl Stability {
     }
 
     async fn one(&self, req: &Request, seed: Option<u64>, ctx: &CallCtx) -> Result<Artifact, ProviderError> {
+        let sent = seed.map(wire_seed);
         let (path, parts) = self.form(req, seed)?;
         let accept = if self.json { "application/json" } else { "image/*" };
         let resp = self
@@ -249,6 +259,8 @@ impl Stability {
             })
             .unwrap_or(MediaType::Png);
         let mut a = Artifact::new(media, data);
+        // The seed this image was made with, as sent (each image of a call has its own).
+        a.provenance_mut().seed = sent;
         if let Some(s) = seed {
             a.meta_mut().extra.insert("seed".into(), s.into());
         }
@@ -284,6 +296,12 @@ fn refine_error(info: &crate::http::ErrorInfo<'_>) -> Option<ErrorKind> {
 impl Provider for Stability {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The base URL, default model, extra header names and the backend's own
+    /// output-shaping settings (see `HttpSettings::fingerprint`).
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -174,6 +174,12 @@ async fn several_candidates_make_several_calls_with_successive_seeds_and_edits_s
         })
         .collect();
     assert_eq!(seeds, vec!["7", "8", "9"]);
+    let recorded: Vec<Option<u64>> = g.artifacts.iter().map(|a| a.provenance().seed).collect();
+    assert_eq!(
+        recorded,
+        vec![Some(7), Some(8), Some(9)],
+        "each image records the seed it was made with"
+    );
 
     mock.reset();
     mock.route("POST", "/v2beta/stable-image/generate/ultra", ok());

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::artifact::probe;
 use crate::error::{ErrorKind, ProviderError, StepError};
 use crate::events::EventKind;
 use crate::exec::shared::{Claim, Counters, ProviderSlot, RunShared};
@@ -55,6 +56,8 @@ pub struct CallOutcome {
     pub latency: Duration,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// The answering provider's settings fingerprint ([`crate::Provider::fingerprint`]).
+    pub fingerprint: String,
 }
 
 enum Tried {
@@ -97,6 +100,29 @@ fn all_failed(chain: &[String], why: &[Option<ProviderError>]) -> ProviderError 
             .with_retry_after(last.retry_after())
         }
     }
+}
+
+/// Probe every artifact of a provider's answer ([`crate::artifact::probe`]):
+/// bytes that are not the media they claim make the answer a protocol error
+/// (an invalid answer: retried per the policy, counted against the provider),
+/// and an image's width and height are taken from its header, whatever size
+/// was asked or the provider said.
+fn verify(provider: &str, mut generation: Generation) -> Result<Generation, ProviderError> {
+    for (i, a) in generation.artifacts.iter_mut().enumerate() {
+        let probed = probe(a.media(), a.data()).map_err(|e| {
+            ProviderError::new(
+                ErrorKind::Protocol,
+                provider,
+                format!("output {i} is not a valid answer: {e}"),
+            )
+        })?;
+        if probed.width.is_some() || probed.height.is_some() {
+            let meta = a.meta_mut();
+            meta.width = probed.width;
+            meta.height = probed.height;
+        }
+    }
+    Ok(generation)
 }
 
 impl StepCtx {
@@ -249,7 +275,8 @@ impl StepCtx {
         };
         let estimate = provider.estimate_cost(request);
 
-        let key = run.cache.as_ref().map(|_| cache_key(&pid, request));
+        let fingerprint = provider.fingerprint();
+        let key = run.cache.as_ref().map(|_| cache_key(&pid, &fingerprint, request));
         // Held while this call leads an identical in-flight generation.
         let mut _lead = None;
         if let (Some(cache), Some(key), false) = (&run.cache, &key, run.force) {
@@ -277,6 +304,7 @@ impl StepCtx {
                             attempt: 0,
                             latency: Duration::ZERO,
                             cached: true,
+                            fingerprint,
                         });
                     }
                     Ok(None) => {}
@@ -378,6 +406,9 @@ impl StepCtx {
             let cost = result.as_ref().map(|g| g.usage.cost_usd).unwrap_or(0.0);
             run.budget.settle(reservation, cost);
             Counters::add_usd(&run.counters.cost_micros, cost);
+            // An answer counts only once its bytes are the media they claim; a
+            // paid answer that is not is still paid (settled above).
+            let result = result.and_then(|g| verify(&pid, g));
             if listened {
                 let (error_kind, error) = match &result {
                     Ok(_) => (None, None),
@@ -413,6 +444,7 @@ impl StepCtx {
                         attempt,
                         latency,
                         cached: false,
+                        fingerprint,
                     });
                 }
                 Err(e) => {
