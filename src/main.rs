@@ -172,6 +172,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in campaign.warnings() {
+        eprintln!("warning: {w}");
+    }
     if args.command == "check" {
         println!(
             "{}: ok ({} jobs x {} steps; delivers {})",

@@ -247,3 +247,48 @@ size = "32x32"
     assert_eq!(report["degraded"][0]["class"], "auth", "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_warns_when_a_hosted_providers_key_is_not_set() {
+    let dir = temp_dir("check-key");
+    let p = dir.join("spec.toml");
+    std::fs::write(
+        &p,
+        r#"
+name = "keys"
+[providers.hosted]
+kind = "openai"
+[providers.local]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["hosted", "local"]
+prompt = "a mug"
+"#,
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["check", p.to_str().unwrap()])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "a missing key is a warning, not an error: {stderr}");
+    assert!(
+        stderr.contains("warning: provider `hosted`: no API key: `OPENAI_API_KEY` is not set"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("provider `local`"),
+        "a compatible server may need no key: {stderr}"
+    );
+    let with_key = Command::new(BIN)
+        .args(["check", p.to_str().unwrap()])
+        .env("OPENAI_API_KEY", "sk-test")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&with_key.stderr).contains("warning"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -148,6 +148,13 @@ pub trait Provider: Send + Sync {
     fn unavailable(&self) -> Option<ProviderError> {
         None
     }
+
+    /// Configuration concerns that do not stop a build but will make calls
+    /// fail, such as no API key for a hosted service: `creative check` and the
+    /// runner print them before anything is spent. Default none.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A stable fingerprint of a provider's settings: BLAKE3 hex over `kind` and a

@@ -59,6 +59,8 @@ pub struct ElevenLabs {
     id: String,
     /// The settings fingerprint, computed once.
     fingerprint: String,
+    /// Configuration concerns found at build (a missing key).
+    warnings: Vec<String>,
     transport: Transport,
     model: String,
     voice_id: Option<String>,
@@ -88,6 +90,7 @@ impl ElevenLabs {
         Ok(ElevenLabs {
             id: id.to_string(),
             fingerprint,
+            warnings: http.warnings.clone(),
             transport,
             model: http.model.clone(),
             voice_id: extra.voice_id,
@@ -229,6 +232,10 @@ impl Provider for ElevenLabs {
     /// output-shaping settings (see `HttpSettings::fingerprint`).
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -69,6 +69,8 @@ pub struct Gemini {
     id: String,
     /// The settings fingerprint, computed once.
     fingerprint: String,
+    /// Configuration concerns found at build (a missing key).
+    warnings: Vec<String>,
     transport: Transport,
     text_model: String,
     image_model: String,
@@ -105,6 +107,7 @@ impl Gemini {
         Ok(Gemini {
             id: id.to_string(),
             fingerprint,
+            warnings: http.warnings.clone(),
             transport,
             text_model: http.model.clone(),
             image_model: extra.image_model.unwrap_or_else(|| "gemini-2.5-flash-image".into()),
@@ -683,6 +686,10 @@ impl Provider for Gemini {
     /// output-shaping settings (see `HttpSettings::fingerprint`).
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -155,6 +155,10 @@ pub struct HttpSettings {
     pub headers: Vec<(String, String)>,
     /// Price overrides, as given (parsed by [`crate::pricing::PriceTable::with_overrides`]).
     pub prices: Option<Value>,
+    /// Concerns that do not stop a build (see
+    /// [`Provider::warnings`](creative_core::Provider::warnings)): no key for a
+    /// hosted service.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -257,6 +261,19 @@ impl HttpSettings {
             Some(other) => return Err(format!("`headers` must be a table, got {}", json_type(&other))),
         };
         let prices = map.remove("prices").filter(|v| !v.is_null());
+        let mut warnings = Vec::new();
+        // A hosted service (its own base URL) with no key answers 401 to every
+        // call; a local or compatible server may need none.
+        if let (None, Some(var)) = (&api_key, defaults.key_env) {
+            if base_url.as_str().trim_end_matches('/') == defaults.base_url.trim_end_matches('/')
+                && !matches!(base_url.host_str(), Some("localhost" | "127.0.0.1" | "::1" | "[::1]"))
+            {
+                warnings.push(format!(
+                    "no API key: `{var}` is not set (or name another variable with `api_key_env`); every call to {} will fail with 401",
+                    base_url.as_str().trim_end_matches('/')
+                ));
+            }
+        }
         Ok((
             HttpSettings {
                 base_url,
@@ -267,6 +284,7 @@ impl HttpSettings {
                 max_response_bytes,
                 headers,
                 prices,
+                warnings,
             },
             map,
         ))

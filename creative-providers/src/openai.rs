@@ -64,6 +64,8 @@ pub struct OpenAi {
     id: String,
     /// The settings fingerprint, computed once.
     fingerprint: String,
+    /// Configuration concerns found at build (a missing key).
+    warnings: Vec<String>,
     transport: Transport,
     image_model: String,
     text_model: String,
@@ -92,6 +94,7 @@ impl OpenAi {
         Ok(OpenAi {
             id: id.to_string(),
             fingerprint,
+            warnings: http.warnings.clone(),
             transport,
             image_model: http.model.clone(),
             text_model: extra.text_model.unwrap_or_else(|| "gpt-4o-mini".into()),
@@ -585,6 +588,10 @@ impl Provider for OpenAi {
     /// output-shaping settings (see `HttpSettings::fingerprint`).
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -764,6 +764,20 @@ impl Provider for Router {
         every_down.then(|| self.all_down(&all))
     }
 
+    /// Each member's concerns, named by member.
+    fn warnings(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .flat_map(|m| {
+                let id = m.provider.id().to_string();
+                m.provider
+                    .warnings()
+                    .into_iter()
+                    .map(move |w| format!("member `{id}`: {w}"))
+            })
+            .collect()
+    }
+
     /// Reachable when any member is: the router routes around the others.
     async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
         let mut errors = Vec::new();

@@ -631,6 +631,16 @@ impl Campaign {
         part
     }
 
+    /// Concerns about the providers' configuration that do not stop a build but
+    /// would make calls fail (no API key for a hosted service), each naming its
+    /// provider. `creative check` and the runner print them.
+    pub fn warnings(&self) -> Vec<String> {
+        self.providers
+            .iter()
+            .flat_map(|(id, p)| p.warnings().into_iter().map(move |w| format!("provider `{id}`: {w}")))
+            .collect()
+    }
+
     /// The money limit this campaign (or shard) runs under, if any.
     pub fn max_cost_usd(&self) -> Option<f64> {
         self.budget.max_cost_usd
