@@ -292,3 +292,52 @@ prompt = "a mug"
     assert!(!String::from_utf8_lossy(&with_key.stderr).contains("warning"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn unpriced_spec(budget: &str, prices: &str) -> String {
+    format!(
+        r#"
+name = "unpriced"
+{budget}
+[providers.tuned]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+model = "my-finetune"
+{prices}
+[matrix]
+product = ["mug", "lamp"]
+[[steps]]
+name = "hero"
+kind = "generate"
+providers = ["tuned"]
+prompt = "a {{{{ product }}}}"
+"#
+    )
+}
+
+#[test]
+fn a_model_without_a_price_is_refused_under_a_money_budget_and_flagged_in_a_dry_run() {
+    let dir = temp_dir("unpriced");
+    let p = dir.join("spec.toml");
+    let check = |spec: String, args: &[&str]| {
+        std::fs::write(&p, spec).unwrap();
+        Command::new(BIN).args(args).arg(&p).output().unwrap()
+    };
+    let o = check(unpriced_spec("[budget]\nmax_cost_usd = 1.0", ""), &["check"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("steps[0].providers[0]"), "{stderr}");
+    assert!(stderr.contains("provider `tuned` has no price"), "{stderr}");
+
+    let priced = "prices = { \"my-finetune\" = { image = { \"*\" = 0.05 } } }";
+    let o = check(unpriced_spec("[budget]\nmax_cost_usd = 1.0", priced), &["check"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = check(unpriced_spec("", ""), &["run", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("2 generations have no known price (provider `tuned`)"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

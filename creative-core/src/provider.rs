@@ -149,6 +149,15 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// Whether [`estimate_cost`](Self::estimate_cost) knows what `request`
+    /// costs. `false` when the provider has no price for the request's model, so
+    /// its calls would be recorded as free: under a money budget a campaign
+    /// refuses that unless the spec gives a price. Default `true` (the estimate,
+    /// zero included, is the price: a local model is free).
+    fn has_price(&self, _request: &Request) -> bool {
+        true
+    }
+
     /// Configuration concerns that do not stop a build but will make calls
     /// fail, such as no API key for a hosted service: `creative check` and the
     /// runner print them before anything is spent. Default none.

@@ -69,6 +69,12 @@ pub struct ElevenLabs {
 }
 
 impl ElevenLabs {
+    /// The price of `req` from the price table, `None` for a model it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        self.prices.characters(model, req.prompt.chars().count() as u64)
+    }
+
     /// Build from a spec's settings table (see the module docs).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -248,10 +254,11 @@ impl Provider for ElevenLabs {
     }
 
     fn estimate_cost(&self, req: &Request) -> f64 {
-        let model = req.model.as_deref().unwrap_or(&self.model);
-        self.prices
-            .characters(model, req.prompt.chars().count() as u64)
-            .unwrap_or(0.0)
+        self.price(req).unwrap_or(0.0)
+    }
+
+    fn has_price(&self, req: &Request) -> bool {
+        self.price(req).is_some()
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

@@ -114,6 +114,13 @@ struct Status {
 }
 
 impl Fal {
+    /// The price of `req` from the price table, `None` for an app it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let app = req.model.as_deref().unwrap_or(&self.app);
+        self.prices
+            .images(app, None, None, req.params.count.unwrap_or(1).max(1))
+    }
+
     /// Build from a spec's settings (see [`register`]).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -339,10 +346,11 @@ impl Provider for Fal {
     }
 
     fn estimate_cost(&self, req: &Request) -> f64 {
-        let app = req.model.as_deref().unwrap_or(&self.app);
-        self.prices
-            .images(app, None, None, req.params.count.unwrap_or(1).max(1))
-            .unwrap_or(0.0)
+        self.price(req).unwrap_or(0.0)
+    }
+
+    fn has_price(&self, req: &Request) -> bool {
+        self.price(req).is_some()
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

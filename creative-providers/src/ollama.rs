@@ -70,6 +70,8 @@ pub struct Ollama {
     model: String,
     endpoint: Endpoint,
     prices: Arc<PriceTable>,
+    /// Served from this machine: a model without a price is free, not unknown.
+    local: bool,
 }
 
 impl Ollama {
@@ -96,6 +98,10 @@ impl Ollama {
             model: http.model.clone(),
             endpoint,
             prices: Arc::new(prices),
+            local: matches!(
+                http.base_url.host_str(),
+                Some("localhost" | "127.0.0.1" | "::1" | "[::1]")
+            ),
         })
     }
 }
@@ -267,6 +273,13 @@ impl Provider for Ollama {
             negative_prompt: false,
             max_count: 1,
         }
+    }
+
+    /// A local server's models cost nothing; a remote one (Ollama's cloud, a
+    /// hosted server) needs a `prices` entry.
+    fn has_price(&self, req: &Request) -> bool {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        self.local || self.prices.get(model).is_some()
     }
 
     fn estimate_cost(&self, req: &Request) -> f64 {

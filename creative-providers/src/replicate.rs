@@ -176,6 +176,14 @@ impl Prediction {
 }
 
 impl Replicate {
+    /// The price of `req` from the price table, `None` for a model it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        let base = model.split(':').next().unwrap_or(model);
+        let n = req.params.count.unwrap_or(1).max(1);
+        self.prices.images(base, None, None, n)
+    }
+
     /// Build from a spec's settings (see [`register`]).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -393,10 +401,11 @@ impl Provider for Replicate {
     }
 
     fn estimate_cost(&self, req: &Request) -> f64 {
-        let model = req.model.as_deref().unwrap_or(&self.model);
-        let base = model.split(':').next().unwrap_or(model);
-        let n = req.params.count.unwrap_or(1).max(1);
-        self.prices.images(base, None, None, n).unwrap_or(0.0)
+        self.price(req).unwrap_or(0.0)
+    }
+
+    fn has_price(&self, req: &Request) -> bool {
+        self.price(req).is_some()
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

@@ -742,6 +742,14 @@ impl Provider for Router {
             .fold(0.0, f64::max)
     }
 
+    /// Priced when every member able to do the task is.
+    fn has_price(&self, request: &Request) -> bool {
+        self.members
+            .iter()
+            .filter(|m| m.provider.capabilities().supports(request.task))
+            .all(|m| m.provider.has_price(request))
+    }
+
     /// The engine reports each judged artifact here; it goes to the member that made it.
     fn record_verdict(&self, artifact: &Artifact, accepted: bool) {
         Router::record_verdict(self, artifact, accepted);

@@ -510,7 +510,7 @@ impl Spec {
             return Err(err(K::Invalid, "budget.max_minutes", "must be a positive number"));
         }
 
-        Ok(Campaign {
+        let campaign = Campaign {
             name: doc.name.clone(),
             spec_hash: self.hash(),
             executor: exec.build(),
@@ -527,7 +527,11 @@ impl Spec {
             generators,
             providers: ctx.providers.clone(),
             definitions,
-        })
+        };
+        if doc.budget.max_cost_usd.is_some() {
+            campaign.check_priced(doc)?;
+        }
+        Ok(campaign)
     }
 
     /// A fingerprint of what shapes a step's outputs besides its inputs: its
@@ -736,5 +740,33 @@ impl Spec {
             overrides: doc.overrides.clone(),
         });
         Ok((gen.clone() as Arc<dyn Step>, gen))
+    }
+}
+
+impl Campaign {
+    /// Under a money budget every call must have a price: a provider with no
+    /// price for a step's model would be counted as free, so the budget would
+    /// never trip and the dry run would say $0. Checked on the first job.
+    fn check_priced(&self, doc: &crate::spec::SpecDoc) -> Result<(), SpecError> {
+        let Some(job) = self.jobs.get(0) else { return Ok(()) };
+        for (step, g) in &self.generators {
+            let Ok(req) = g.request_for(&job) else { continue };
+            for (j, pid) in g.chain.iter().enumerate() {
+                let Some(p) = self.providers.get(pid) else { continue };
+                if p.has_price(&req) {
+                    continue;
+                }
+                let i = doc.steps.iter().position(|s| &s.name == step).unwrap_or(0);
+                let model = req.model.clone().unwrap_or_else(|| "its default model".into());
+                return Err(err(
+                    K::Invalid,
+                    format!("steps[{i}].providers[{j}]"),
+                    format!(
+                        "provider `{pid}` has no price for {model}, so its calls would count as $0 and budget.max_cost_usd could not hold; give [providers.{pid}] a `prices` table (for example prices = {{ \"<model>\" = {{ image = {{ \"*\" = 0.04 }} }} }} or {{ input_per_mtok = 0.15, output_per_mtok = 0.6 }} for text), or remove the money budget"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -244,6 +244,9 @@ pub struct PlannedRequest {
     pub request: serde_json::Value,
     /// The provider's estimate for it.
     pub estimated_cost_usd: f64,
+    /// Whether the provider knows its price (when not, the estimate says $0
+    /// for a call that may cost money).
+    pub priced: bool,
 }
 
 /// One job of a dry run.
@@ -287,6 +290,11 @@ pub struct Plan {
     pub generations: u64,
     /// Estimated cost.
     pub estimated_cost_usd: f64,
+    /// Generations whose provider has no price for them: the estimate counts
+    /// them as $0, which is not known to be true.
+    pub unpriced_generations: u64,
+    /// The providers of those generations.
+    pub unpriced_providers: Vec<String>,
 }
 
 impl Plan {
@@ -349,6 +357,18 @@ impl Plan {
             self.estimated_cost_usd,
             self.deliver.join(", ")
         );
+        if self.unpriced_generations > 0 {
+            let _ = writeln!(
+                s,
+                "{} generations have no known price (provider {}): the estimate counts them as $0; give the provider a `prices` table",
+                matrix::group_digits(self.unpriced_generations),
+                self.unpriced_providers
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         s
     }
 }
@@ -512,13 +532,15 @@ impl Campaign {
             // Built specs render every prompt, so this only fails for a
             // job-selected preset that went missing; such a job shows no call.
             let Ok(req) = g.request_for(job) else { continue };
-            let est = self.providers.get(pid).map(|p| p.estimate_cost(&req)).unwrap_or(0.0);
+            let p = self.providers.get(pid);
+            let est = p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0);
             cost += est;
             requests.push(PlannedRequest {
                 step: step.clone(),
                 provider: pid.clone(),
                 request: req.resolved_json(),
                 estimated_cost_usd: est,
+                priced: p.is_some_and(|p| p.has_price(&req)),
             });
         }
         JobPlan {
@@ -546,6 +568,7 @@ impl Campaign {
     pub fn plan(&self) -> Plan {
         let job_count = self.jobs.count();
         let (mut generations, mut total) = (0u64, 0.0f64);
+        let (mut unpriced, mut unpriced_providers) = (0u64, std::collections::BTreeSet::new());
         if self.jobs.shard_of().is_none() {
             for (_, g) in &self.generators {
                 let Some(pid) = g.chain.first() else { continue };
@@ -557,13 +580,22 @@ impl Campaign {
                 for job in &reps {
                     let Ok(req) = g.request_for(job) else { continue };
                     generations += each;
-                    total += self.providers.get(pid).map(|p| p.estimate_cost(&req)).unwrap_or(0.0) * each as f64;
+                    let p = self.providers.get(pid);
+                    total += p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0) * each as f64;
+                    if !p.is_some_and(|p| p.has_price(&req)) {
+                        unpriced += each;
+                        unpriced_providers.insert(pid.clone());
+                    }
                 }
             }
         } else {
             for j in self.plan_jobs() {
                 generations += j.requests.len() as u64;
                 total += j.estimated_cost_usd;
+                for r in j.requests.iter().filter(|r| !r.priced) {
+                    unpriced += 1;
+                    unpriced_providers.insert(r.provider.clone());
+                }
             }
         }
         let sample = PLAN_SAMPLE as u64;
@@ -597,6 +629,8 @@ impl Campaign {
             jobs,
             generations,
             estimated_cost_usd: total,
+            unpriced_generations: unpriced,
+            unpriced_providers: unpriced_providers.into_iter().collect(),
         }
     }
 
