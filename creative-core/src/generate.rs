@@ -196,7 +196,11 @@ impl Step for GenerateStep {
                     let p = a.provenance_mut();
                     p.step = ctx.step.to_string();
                     p.provider = Some(out.provider.clone());
-                    p.model = req.model.clone().or_else(|| p.model.take());
+                    p.model = req.model.clone().or_else(|| p.model.take()).or_else(|| {
+                        // The provider's default, as the attempt events name it.
+                        let slot = ctx.shared().providers.get(&out.provider);
+                        slot.and_then(|s| s.provider.model(&req))
+                    });
                     p.params = params_json.clone();
                     p.seed = Some(seed);
                     p.attempt = out.attempt;

@@ -328,6 +328,11 @@ impl Provider for Fal {
         }
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        Some(req.model.clone().unwrap_or_else(|| self.app.clone()))
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         let app = req.model.as_deref().unwrap_or(&self.app);
         self.prices

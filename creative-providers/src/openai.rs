@@ -583,6 +583,11 @@ impl Provider for OpenAi {
         }
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        Some(self.model_for(req))
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         let model = self.model_for(req);
         match req.task {

@@ -382,6 +382,11 @@ impl Provider for Replicate {
         }
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        Some(req.model.clone().unwrap_or_else(|| self.model.clone()))
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         let model = req.model.as_deref().unwrap_or(&self.model);
         let base = model.split(':').next().unwrap_or(model);
