@@ -297,7 +297,7 @@ impl FailureGroup {
             })
             .collect();
         // Stable: equal counts keep class and gate order.
-        out.sort_by(|a, b| b.count.cmp(&a.count));
+        out.sort_by_key(|g| std::cmp::Reverse(g.count));
         out
     }
 }
