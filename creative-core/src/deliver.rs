@@ -133,6 +133,14 @@ pub struct Manifest {
 }
 
 impl AssetEntry {
+    /// Whether the asset is flagged for review: a gate with the `flag` policy
+    /// failed it, or one of the artifacts it was made from (a rendition of a
+    /// flagged generation is flagged too). The report's count and the contact
+    /// sheet both ask this.
+    pub fn flagged(&self) -> bool {
+        self.provenance.flagged || self.sources.iter().any(|s| s.provenance.flagged)
+    }
+
     /// Variables for file-name templates: the job's, plus `step`, `index`, `ext`,
     /// `id` (short hash) and `job` (key).
     pub fn name_vars(&self) -> Vars {
@@ -173,12 +181,23 @@ impl ManifestSummary {
     }
 }
 
-/// One provider and model.
+/// One provider and model, or one member of a router and its model.
+///
+/// Rows are keyed by the model the provider actually used: the step's `model`,
+/// else the provider's default for the task ([`crate::Provider::model`]), so a
+/// step that names no model has its attempts, cost and accepted assets in one
+/// row. A router has its own row (the engine's calls to it) and a row per
+/// member and model (the router's calls to that member, each one a call its
+/// server saw), marked by `router`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProviderRow {
-    /// Provider id.
+    /// Provider id (on a member row, the member's).
     pub provider: String,
-    /// Model (`-` when the provider's default was used).
+    /// Set on a member row: the router whose calls to the member it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
+    /// Model (`-` for a provider without models, and on a router's own row
+    /// when the step names none: its members' rows name theirs).
     pub model: String,
     /// Calls made (retries included, cache hits excluded).
     pub attempts: u64,
@@ -236,6 +255,51 @@ pub struct FailureRow {
     pub class: String,
     /// The error.
     pub error: String,
+    /// The gate, when a gate failed the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+}
+
+/// Failed jobs grouped by error class and, for gate failures, gate: messages
+/// that differ only in numbers (sizes, scores, retry times) are one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureGroup {
+    /// Error class (`gate_failed`, `rate_limited`, `timeout`...).
+    pub class: String,
+    /// The gate, for gate failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// Jobs that failed so.
+    pub count: u64,
+    /// One of their messages (the first job's, in job key order).
+    pub sample: String,
+}
+
+impl FailureGroup {
+    /// Group failed jobs by class and gate: sorted by count (most first), then
+    /// class and gate, each with the message of its first job by key.
+    pub fn group(failures: &[FailureRow]) -> Vec<FailureGroup> {
+        let mut groups: BTreeMap<(&str, Option<&str>), (u64, &FailureRow)> = BTreeMap::new();
+        for f in failures {
+            let g = groups.entry((&f.class, f.gate.as_deref())).or_insert((0, f));
+            g.0 += 1;
+            if f.job < g.1.job {
+                g.1 = f;
+            }
+        }
+        let mut out: Vec<FailureGroup> = groups
+            .into_iter()
+            .map(|((class, gate), (count, first))| FailureGroup {
+                class: class.to_string(),
+                gate: gate.map(String::from),
+                count,
+                sample: first.error.clone(),
+            })
+            .collect();
+        // Stable: equal counts keep class and gate order.
+        out.sort_by_key(|g| std::cmp::Reverse(g.count));
+        out
+    }
 }
 
 /// Jobs by how they ended (this session; steps restored from the journal count
@@ -258,6 +322,25 @@ pub struct JobCounts {
     /// definition or inputs.
     #[serde(default)]
     pub steps_changed: u64,
+}
+
+impl JobCounts {
+    /// How the jobs ended, in words: `3 ok, 1 failed`, then the jobs stopped by
+    /// the budget, cancelled, or never started, when there are any.
+    pub fn outcomes(&self) -> String {
+        let mut s = format!("{} ok, {} failed", self.succeeded, self.failed);
+        if self.budget_exhausted > 0 {
+            let _ = write!(s, ", {} stopped by the budget", self.budget_exhausted);
+        }
+        if self.cancelled > 0 {
+            let _ = write!(s, ", {} cancelled", self.cancelled);
+        }
+        let ended = self.succeeded + self.failed + self.budget_exhausted + self.cancelled;
+        if self.total > ended {
+            let _ = write!(s, ", {} not run", self.total - ended);
+        }
+        s
+    }
 }
 
 /// Totals over the whole campaign (every session since the output folder was
@@ -314,6 +397,9 @@ pub struct Report {
     pub gates: Vec<GateRow>,
     /// Jobs that did not finish, with why.
     pub failures: Vec<FailureRow>,
+    /// The failures grouped by class and gate, counted, with a sample message.
+    #[serde(default)]
+    pub failure_groups: Vec<FailureGroup>,
     /// Sinks that failed.
     pub delivery_errors: Vec<String>,
     /// Providers whose failures a fallback covered this session (the run is
@@ -340,10 +426,9 @@ impl Report {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_else(|| "-".into());
         format!(
-            "{status}: jobs {} ({} ok, {} failed{}) | assets {} ({} flagged) | attempts {} ({} failed, {} retries) | gate failures {}/{} | cost ${:.4} | cache {} hits, ${:.4} saved | {:.1} s",
+            "{status}: jobs {} ({}{}) | assets {} ({} flagged) | attempts {} ({} failed, {} retries) | gate failures {}/{} | cost ${:.4} | cache {} hits, ${:.4} saved | {:.1} s",
             self.jobs.total,
-            self.jobs.succeeded,
-            self.jobs.failed,
+            self.jobs.outcomes(),
             if self.jobs.steps_resumed + self.jobs.steps_changed > 0 {
                 format!(
                     ", {} steps kept, {} changed",
@@ -385,7 +470,10 @@ impl Report {
             "cache"
         );
         for r in &self.providers {
-            let name = format!("{}/{}", r.provider, r.model);
+            let name = match &r.router {
+                Some(router) => format!("{router}:{}/{}", r.provider, r.model),
+                None => format!("{}/{}", r.provider, r.model),
+            };
             let _ = writeln!(
                 s,
                 "{:<28} {:>8} {:>6} {:>6} {:>7} {:>8} {:>8} {:>10.4} {:>8} {:>10} {:>6}",
@@ -427,6 +515,16 @@ impl Report {
                 );
             }
         }
+        if !self.failure_groups.is_empty() {
+            let _ = writeln!(s, "\nfailure reasons:");
+            for g in &self.failure_groups {
+                let what = match &g.gate {
+                    Some(gate) => format!("{} ({gate})", g.class),
+                    None => g.class.clone(),
+                };
+                let _ = writeln!(s, "  {what} x{}: e.g. {}", g.count, g.sample);
+            }
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "\nfailed jobs:");
             for f in self.failures.iter().take(20) {
@@ -450,5 +548,86 @@ impl Manifest {
             std::fs::File::open(path).map_err(|e| crate::store::StoreError(format!("open {}: {e}", path.display())))?;
         serde_json::from_reader(std::io::BufReader::new(f))
             .map_err(|e| crate::store::StoreError(format!("read {}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirty_failures_differing_only_in_numbers_are_one_group_with_a_count_and_a_sample() {
+        let mut failures: Vec<FailureRow> = (0..30)
+            .map(|i| FailureRow {
+                job: format!("job-{i:02}"),
+                vars: Vars::default(),
+                step: "hero".into(),
+                class: "gate_failed".into(),
+                error: format!("gate `format` failed: width {} < 1024", 500 + i * 7),
+                gate: Some("format".into()),
+            })
+            .collect();
+        failures.push(FailureRow {
+            job: "job-99".into(),
+            vars: Vars::default(),
+            step: "hero".into(),
+            class: "rate_limited".into(),
+            error: "429, retry after 12 s".into(),
+            gate: None,
+        });
+        // Completion order does not matter.
+        failures.reverse();
+        let groups = FailureGroup::group(&failures);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(
+            (groups[0].class.as_str(), groups[0].gate.as_deref(), groups[0].count),
+            ("gate_failed", Some("format"), 30)
+        );
+        assert_eq!(
+            groups[0].sample, "gate `format` failed: width 500 < 1024",
+            "the first job's"
+        );
+        assert_eq!((groups[1].class.as_str(), groups[1].count), ("rate_limited", 1));
+        let report = Report {
+            failures,
+            failure_groups: groups,
+            ..Report::default()
+        };
+        let table = report.table();
+        assert!(
+            table.contains("gate_failed (format) x30: e.g. gate `format` failed: width 500 < 1024"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_budget_stop_that_delivered_nothing_says_its_jobs_were_stopped_by_the_budget() {
+        let mut report = Report {
+            status: Some(Status::BudgetExhausted),
+            jobs: JobCounts {
+                total: 24,
+                budget_exhausted: 24,
+                ..JobCounts::default()
+            },
+            ..Report::default()
+        };
+        let line = report.summary_line();
+        assert!(
+            line.starts_with("budget_exhausted: jobs 24 (0 ok, 0 failed, 24 stopped by the budget) |"),
+            "{line}"
+        );
+        report.jobs = JobCounts {
+            total: 10,
+            succeeded: 4,
+            failed: 1,
+            cancelled: 3,
+            budget_exhausted: 2,
+            ..JobCounts::default()
+        };
+        let line = report.summary_line();
+        assert!(
+            line.contains("jobs 10 (4 ok, 1 failed, 2 stopped by the budget, 3 cancelled) |"),
+            "{line}"
+        );
     }
 }

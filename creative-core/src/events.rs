@@ -158,6 +158,32 @@ pub enum EventKind {
         /// Error message when it failed.
         error: Option<String>,
     },
+    /// A composite provider (a router) made one call to one of its members,
+    /// within the engine's attempt on it (which its own `AttemptFinished`
+    /// reports): every member call is one of these, so they add up to what the
+    /// members' servers saw.
+    MemberAttemptFinished {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// The composite provider's id.
+        router: String,
+        /// The member's provider id.
+        member: String,
+        /// The model the member used, when it has models.
+        model: Option<String>,
+        /// The engine's attempt number on the router this call belongs to.
+        attempt: u32,
+        /// Wall time of the call.
+        latency_ms: f64,
+        /// Cost of the call.
+        cost_usd: f64,
+        /// Error class when it failed.
+        error_kind: Option<String>,
+        /// Error message when it failed.
+        error: Option<String>,
+    },
     /// A generation came from the cache; no provider was called.
     CacheHit {
         /// Job key.

@@ -210,7 +210,11 @@ impl Step for GenerateStep {
                     let p = a.provenance_mut();
                     p.step = ctx.step.to_string();
                     p.provider = Some(out.provider.clone());
-                    p.model = req.model.clone().or_else(|| p.model.take());
+                    p.model = req.model.clone().or_else(|| p.model.take()).or_else(|| {
+                        // The provider's default, as the attempt events name it.
+                        let slot = ctx.shared().providers.get(&out.provider);
+                        slot.and_then(|s| s.provider.model(&req))
+                    });
                     p.seed = p.seed.or(sends_seed.then_some(seed));
                     p.params = if p.seed.is_some() {
                         params_json.clone()

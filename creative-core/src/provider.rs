@@ -1,6 +1,7 @@
 //! The `Provider` trait: one generative backend.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,38 @@ pub struct CallCtx {
     pub attempt: u32,
     /// When the engine will give up on this call.
     pub deadline: Option<Instant>,
+    /// Where a composite provider (a router) reports each call it makes to one
+    /// of its members ([`CallCtx::report_member`]); the engine sets it so those
+    /// calls appear in events and the report. `None` outside the engine.
+    pub observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// One call a composite provider made to one of its members.
+#[derive(Debug, Clone)]
+pub struct MemberCall {
+    /// The member's provider id.
+    pub member: String,
+    /// The model the member used: the one its answer names, else
+    /// [`Provider::model`] of the member for the request.
+    pub model: Option<String>,
+    /// Wall time of the call.
+    pub latency: Duration,
+    /// What the call cost (0 when it failed).
+    pub cost_usd: f64,
+    /// The failure, when it failed.
+    pub error: Option<ProviderError>,
+}
+
+/// Told about the member calls of a composite provider; see [`CallCtx::observer`].
+pub trait CallObserver: Send + Sync {
+    /// One member call ended.
+    fn member_call(&self, call: MemberCall);
+}
+
+impl std::fmt::Debug for dyn CallObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallObserver")
+    }
 }
 
 impl CallCtx {
@@ -59,6 +92,24 @@ impl CallCtx {
             cancel: CancellationToken::new(),
             attempt: 1,
             deadline: None,
+            observer: None,
+        }
+    }
+
+    /// Report a call made to a member (a composite provider does, for each member
+    /// call); nothing happens when nobody observes.
+    pub fn report_member(&self, call: MemberCall) {
+        if let Some(o) = &self.observer {
+            o.member_call(call);
+        }
+    }
+
+    /// This context without its observer: what a composite hands its members, so
+    /// a composite inside a composite does not report its members twice.
+    pub fn unobserved(&self) -> CallCtx {
+        CallCtx {
+            observer: None,
+            ..self.clone()
         }
     }
 }
@@ -109,6 +160,14 @@ pub trait Provider: Send + Sync {
     /// computed once at construction.
     fn fingerprint(&self) -> String {
         String::new()
+    }
+
+    /// The model this provider uses for `request`: the request's when it names
+    /// one, else the provider's default for the request's task. Events and the
+    /// report key attempts, cost and accepted assets by it; `None` for a provider
+    /// without models. The default returns the request's model.
+    fn model(&self, request: &Request) -> Option<String> {
+        request.model.clone()
     }
 
     /// Perform one call.

@@ -345,6 +345,11 @@ impl Provider for Fal {
         }
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        Some(req.model.clone().unwrap_or_else(|| self.app.clone()))
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         self.price(req).unwrap_or(0.0)
     }

@@ -723,6 +723,11 @@ impl Provider for Gemini {
         }
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        self.route(req).ok().map(|(_, model)| model)
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         self.price(req).unwrap_or(0.0)
     }

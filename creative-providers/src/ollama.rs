@@ -282,6 +282,11 @@ impl Provider for Ollama {
         self.local || self.prices.get(model).is_some()
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        Some(req.model.clone().unwrap_or_else(|| self.model.clone()))
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         let model = req.model.as_deref().unwrap_or(&self.model);
         let input = (req.prompt.len() / 4) as u64 + 16;

@@ -621,6 +621,11 @@ impl Provider for OpenAi {
         }
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        Some(self.model_for(req))
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         self.price(req).unwrap_or(0.0)
     }

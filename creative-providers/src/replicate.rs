@@ -400,6 +400,11 @@ impl Provider for Replicate {
         }
     }
 
+    /// The request's model, else this provider's default for the task.
+    fn model(&self, req: &Request) -> Option<String> {
+        Some(req.model.clone().unwrap_or_else(|| self.model.clone()))
+    }
+
     fn estimate_cost(&self, req: &Request) -> f64 {
         self.price(req).unwrap_or(0.0)
     }

@@ -90,7 +90,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, DownConfig, DownDetector, RateLimiter};
-use creative_core::{Artifact, CallCtx, Capabilities, ErrorKind, Generation, Provider, ProviderError, Request};
+use creative_core::{
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -813,6 +815,13 @@ impl Provider for Router {
             ));
         }
         self.explore(&mut order);
+        // Members report nothing of their own: this router reports each call it
+        // makes to them (a router inside a router would count them twice).
+        let member_ctx = if ctx.observer.is_some() {
+            ctx.unobserved()
+        } else {
+            ctx.clone()
+        };
         let mut tried = vec![false; self.members.len()];
         let mut attempts = 0usize;
         let mut last_err: Option<ProviderError> = None;
@@ -873,9 +882,10 @@ impl Provider for Router {
             attempts += 1;
             let member = &self.members[i];
             let started = Instant::now();
-            let result = member.provider.generate(request, ctx).await;
+            let result = member.provider.generate(request, &member_ctx).await;
             drop(permit);
-            self.record_outcome(i, started.elapsed(), &result);
+            let elapsed = started.elapsed();
+            self.record_outcome(i, elapsed, &result);
             match result {
                 Ok(mut generation) => {
                     let id = serde_json::Value::String(member.provider.id().to_string());
@@ -884,15 +894,40 @@ impl Provider for Router {
                     let sent = (!member.provider.is_composite() && member.provider.capabilities().seed)
                         .then_some(request.params.seed)
                         .flatten();
+                    // The model the member used: the step's, else the one its
+                    // answer names, else its default; every artifact names it,
+                    // as the report does.
+                    let model = request
+                        .model
+                        .clone()
+                        .or_else(|| generation.artifacts.iter().find_map(|a| a.provenance().model.clone()))
+                        .or_else(|| member.provider.model(request));
                     for a in &mut generation.artifacts {
                         a.meta_mut().extra.insert(ROUTED_PROVIDER.into(), id.clone());
                         if a.provenance().seed.is_none() && sent.is_some() {
                             a.provenance_mut().seed = sent;
                         }
+                        if a.provenance().model.is_none() {
+                            a.provenance_mut().model.clone_from(&model);
+                        }
                     }
+                    ctx.report_member(MemberCall {
+                        member: member.provider.id().to_string(),
+                        model,
+                        latency: elapsed,
+                        cost_usd: generation.usage.cost_usd,
+                        error: None,
+                    });
                     return Ok(generation);
                 }
                 Err(e) => {
+                    ctx.report_member(MemberCall {
+                        member: member.provider.id().to_string(),
+                        model: member.provider.model(request),
+                        latency: elapsed,
+                        cost_usd: 0.0,
+                        error: Some(e.clone()),
+                    });
                     tracing::debug!(router = %self.id, member = member.provider.id(), error = %e, "member failed");
                     if !e.kind().allows_fallback() || attempts >= self.max_attempts {
                         return Err(e);

@@ -185,6 +185,7 @@ async fn cancellation_is_not_fallen_back_on() {
         cancel: cancel.clone(),
         attempt: 1,
         deadline: None,
+        observer: None,
     };
     let task = tokio::spawn({
         let r = r.clone();

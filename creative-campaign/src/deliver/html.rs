@@ -256,7 +256,7 @@ fn card(h: &mut String, out_dir: &std::path::Path, a: &AssetEntry, load: &dyn Fn
     let _ = write!(
         h,
         "<div class=\"card{}\">{}",
-        if a.provenance.flagged { " flag" } else { "" },
+        if a.flagged() { " flag" } else { "" },
         preview(out_dir, a, load)
     );
     h.push_str("<ul class=\"vars\">");
@@ -295,7 +295,7 @@ fn card(h: &mut String, out_dir: &std::path::Path, a: &AssetEntry, load: &dyn Fn
             }
         );
     }
-    if a.provenance.flagged {
+    if a.flagged() {
         h.push_str("<li class=\"fail\">flagged for review</li>");
     }
     let _ = write!(

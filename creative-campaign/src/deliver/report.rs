@@ -3,11 +3,29 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use creative_core::deliver::{FailureRow, GateRow, JobCounts, ProviderRow, Report, Totals};
+use creative_core::deliver::{FailureGroup, FailureRow, GateRow, JobCounts, ProviderRow, Report, Totals};
+use creative_core::error::StepError;
 
 use crate::store::JournalRecord;
 use creative_core::events::{Event, EventKind};
 use creative_core::exec::{RunOutcome, StepState};
+
+/// The key under which a router names, in a routed artifact's `meta.extra`, the
+/// member that made it (`creative_providers::router::ROUTED_PROVIDER`).
+const ROUTED_PROVIDER: &str = "routed_provider";
+
+/// A row's key: (provider or router, member or "", model). A router's own row
+/// and a plain provider's have no member, so a router's member rows sort right
+/// after its own.
+type Key = (String, String, String);
+
+fn key(provider: &str, member: &str, model: Option<&str>) -> Key {
+    (
+        provider.to_string(),
+        member.to_string(),
+        model.unwrap_or("-").to_string(),
+    )
+}
 
 #[derive(Default)]
 struct Acc {
@@ -15,16 +33,34 @@ struct Acc {
     latencies: Vec<f64>,
 }
 
+/// Who is serving one step of a job: the row of the engine's attempt, and the
+/// member row of the router's last successful member call, if routed.
+#[derive(Clone, Default)]
+struct Serving {
+    row: Option<Key>,
+    member: Option<Key>,
+    /// Member calls since the engine's last `AttemptFinished`: a router's
+    /// attempt that called members is counted in the totals by those calls.
+    member_calls: u64,
+}
+
 /// Builds a [`Report`] by streaming: feed it the run's events (every
 /// session's), its journal records and its delivered assets one at a time, in
-/// any amount; it keeps only the per-provider, per-model and per-gate rows, and
-/// which provider is serving each job still in progress.
+/// any amount; it keeps only the per-provider, per-model, per-member and
+/// per-gate rows, and which provider is serving each job still in progress.
+///
+/// Rows are keyed by the model each provider used (the step's, else the
+/// provider's default), and accepted assets by the model their provenance
+/// names, which the engine fills the same way. A router's calls to its members
+/// (`MemberAttemptFinished`) are rows of their own, marked with the router; the
+/// totals count those calls instead of the router's, so they add up to what the
+/// providers' servers saw.
 #[derive(Default)]
 pub struct ReportBuilder {
-    /// Provider and model serving each step of each job not yet finished.
-    who: HashMap<String, HashMap<String, (String, String)>>,
-    accepted: HashMap<(String, String), u64>,
-    rows: BTreeMap<(String, String), Acc>,
+    /// What is serving each step of each job not yet finished.
+    who: HashMap<String, HashMap<String, Serving>>,
+    accepted: HashMap<Key, u64>,
+    rows: BTreeMap<Key, Acc>,
     gates: BTreeMap<String, GateRow>,
     totals: Totals,
     sessions: u64,
@@ -39,15 +75,35 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn acc<'a>(rows: &'a mut BTreeMap<(String, String), Acc>, p: &str, m: &str) -> &'a mut Acc {
-    rows.entry((p.to_string(), m.to_string())).or_insert_with(|| Acc {
-        row: ProviderRow {
-            provider: p.to_string(),
-            model: m.to_string(),
-            ..ProviderRow::default()
-        },
-        latencies: Vec::new(),
+fn acc<'a>(rows: &'a mut BTreeMap<Key, Acc>, k: &Key) -> &'a mut Acc {
+    rows.entry(k.clone()).or_insert_with(|| {
+        let (top, member, model) = k;
+        let (provider, router) = if member.is_empty() {
+            (top.clone(), None)
+        } else {
+            (member.clone(), Some(top.clone()))
+        };
+        Acc {
+            row: ProviderRow {
+                provider,
+                router,
+                model: model.clone(),
+                ..ProviderRow::default()
+            },
+            latencies: Vec::new(),
+        }
     })
+}
+
+/// Count one call's outcome into a row.
+fn count_call(a: &mut Acc, latency_ms: f64, cost_usd: f64, error_kind: Option<&String>) {
+    a.row.attempts += 1;
+    a.row.cost_usd += cost_usd;
+    a.latencies.push(latency_ms);
+    match error_kind {
+        None => a.row.successes += 1,
+        Some(k) => *a.row.failures.entry(k.clone()).or_default() += 1,
+    }
 }
 
 impl ReportBuilder {
@@ -56,11 +112,12 @@ impl ReportBuilder {
         ReportBuilder::default()
     }
 
-    fn serving(&mut self, job: &str, step: &str, provider: &str, model: String) {
+    fn serving(&mut self, job: &str, step: &str) -> &mut Serving {
         self.who
             .entry(job.to_string())
             .or_default()
-            .insert(step.to_string(), (provider.to_string(), model));
+            .entry(step.to_string())
+            .or_default()
     }
 
     /// Feed one event.
@@ -74,10 +131,13 @@ impl ReportBuilder {
                 model,
                 ..
             } => {
-                let m = model.clone().unwrap_or_else(|| "-".into());
-                self.serving(job, step, provider, m);
+                let s = self.serving(job, step);
+                s.row = Some(key(provider, "", model.as_deref()));
+                s.member = None;
             }
             EventKind::AttemptFinished {
+                job,
+                step,
                 provider,
                 model,
                 latency_ms,
@@ -85,19 +145,40 @@ impl ReportBuilder {
                 error_kind,
                 ..
             } => {
-                let m = model.clone().unwrap_or_else(|| "-".into());
-                let a = acc(&mut self.rows, provider, &m);
-                a.row.attempts += 1;
-                a.row.cost_usd += cost_usd;
-                a.latencies.push(*latency_ms);
-                self.totals.attempts += 1;
-                self.totals.cost_usd += cost_usd;
-                match error_kind {
-                    None => a.row.successes += 1,
-                    Some(k) => {
-                        *a.row.failures.entry(k.clone()).or_default() += 1;
+                let k = key(provider, "", model.as_deref());
+                count_call(acc(&mut self.rows, &k), *latency_ms, *cost_usd, error_kind.as_ref());
+                let s = self.serving(job, step);
+                let routed = std::mem::take(&mut s.member_calls) > 0;
+                if !routed {
+                    self.totals.attempts += 1;
+                    self.totals.cost_usd += cost_usd;
+                    if error_kind.is_some() {
                         self.totals.failed_attempts += 1;
                     }
+                }
+            }
+            EventKind::MemberAttemptFinished {
+                job,
+                step,
+                router,
+                member,
+                model,
+                latency_ms,
+                cost_usd,
+                error_kind,
+                ..
+            } => {
+                let k = key(router, member, model.as_deref());
+                count_call(acc(&mut self.rows, &k), *latency_ms, *cost_usd, error_kind.as_ref());
+                self.totals.attempts += 1;
+                self.totals.cost_usd += cost_usd;
+                if error_kind.is_some() {
+                    self.totals.failed_attempts += 1;
+                }
+                let s = self.serving(job, step);
+                s.member_calls += 1;
+                if error_kind.is_none() {
+                    s.member = Some(k);
                 }
             }
             EventKind::CacheHit {
@@ -107,13 +188,15 @@ impl ReportBuilder {
                 model,
                 saved_usd,
             } => {
-                let m = model.clone().unwrap_or_else(|| "-".into());
-                let a = acc(&mut self.rows, provider, &m);
+                let k = key(provider, "", model.as_deref());
+                let a = acc(&mut self.rows, &k);
                 a.row.cache_hits += 1;
                 a.row.saved_usd += saved_usd;
                 self.totals.cache_hits += 1;
                 self.totals.saved_usd += saved_usd;
-                self.serving(job, step, provider, m);
+                let s = self.serving(job, step);
+                s.row = Some(k);
+                s.member = None;
             }
             EventKind::GateVerdict {
                 job,
@@ -140,8 +223,11 @@ impl ReportBuilder {
                         *g.reasons.entry("failed".into()).or_default() += 1;
                     }
                 }
-                if let Some((p, m)) = self.who.get(job).and_then(|w| w.get(step)).cloned() {
-                    let a = acc(&mut self.rows, &p, &m);
+                let Some(s) = self.who.get(job).and_then(|w| w.get(step)).cloned() else {
+                    return;
+                };
+                for k in [s.row, s.member].into_iter().flatten() {
+                    let a = acc(&mut self.rows, &k);
                     a.row.gate_checks += 1;
                     if *passed {
                         a.row.gate_passes += 1;
@@ -159,12 +245,20 @@ impl ReportBuilder {
     }
 
     /// Feed one journal record: its outputs are accepted assets of the provider
-    /// and model that made them.
+    /// and model that made them (and, when a router made them, of the member
+    /// and model that did).
     pub fn observe_record(&mut self, r: &JournalRecord) {
         for a in &r.outputs {
-            if let Some(p) = &a.provenance.provider {
-                let model = a.provenance.model.clone().unwrap_or_else(|| "-".into());
-                *self.accepted.entry((p.clone(), model)).or_default() += 1;
+            let Some(p) = &a.provenance.provider else { continue };
+            let model = a.provenance.model.as_deref();
+            match a.meta.extra.get(ROUTED_PROVIDER).and_then(|v| v.as_str()) {
+                Some(member) => {
+                    // The router's own row is keyed by the step's model, if any.
+                    let asked = a.provenance.params.get("model").and_then(|v| v.as_str());
+                    *self.accepted.entry(key(p, "", asked)).or_default() += 1;
+                    *self.accepted.entry(key(p, member, model)).or_default() += 1;
+                }
+                None => *self.accepted.entry(key(p, "", model)).or_default() += 1,
             }
         }
     }
@@ -172,7 +266,7 @@ impl ReportBuilder {
     /// Feed one delivered asset.
     pub fn observe_asset(&mut self, a: &super::AssetEntry) {
         self.totals.assets += 1;
-        if a.provenance.flagged {
+        if a.flagged() {
             self.totals.flagged += 1;
         }
     }
@@ -187,14 +281,13 @@ impl ReportBuilder {
             sessions,
             ..
         } = self;
-        for ((p, m), n) in &accepted {
-            acc(&mut rows, p, m).row.accepted = *n;
+        for (k, n) in &accepted {
+            acc(&mut rows, k).row.accepted = *n;
         }
         let providers = rows
             .into_values()
             .map(|mut a| {
-                a.latencies
-                    .sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+                a.latencies.sort_by(f64::total_cmp);
                 a.row.latency_p50_ms = percentile(&a.latencies, 50.0);
                 a.row.latency_p95_ms = percentile(&a.latencies, 95.0);
                 a.row.gate_pass_rate =
@@ -225,20 +318,16 @@ impl ReportBuilder {
             degraded = o.degraded.clone();
             for j in &o.jobs {
                 if let Some(s) = j.steps.iter().find(|s| s.state == StepState::Failed) {
-                    let (class, error) = match &s.error {
-                        Some(e) => (e.class().to_string(), e.to_string()),
-                        None => ("failed".into(), String::new()),
-                    };
-                    failures.push(FailureRow {
-                        job: j.job.key().to_string(),
-                        vars: (**j.job.vars()).clone(),
-                        step: s.step.to_string(),
-                        class,
-                        error,
-                    });
+                    failures.push(failure_row(
+                        j.job.key(),
+                        (**j.job.vars()).clone(),
+                        &s.step,
+                        s.error.as_ref(),
+                    ));
                 }
             }
         }
+        let failure_groups = FailureGroup::group(&failures);
         Report {
             campaign: campaign.to_string(),
             status: outcome.map(|o| o.status),
@@ -249,10 +338,34 @@ impl ReportBuilder {
             providers,
             gates,
             failures,
+            failure_groups,
             delivery_errors: Vec::new(),
             degraded,
             estimated_cost_usd: None,
         }
+    }
+}
+
+/// The report's row for a job that failed at `step` with `error`.
+fn failure_row(job: &str, vars: creative_core::Vars, step: &str, error: Option<&StepError>) -> FailureRow {
+    let (class, message, gate) = match error {
+        Some(e) => (
+            e.class().to_string(),
+            e.to_string(),
+            match e {
+                StepError::GateFailed { gate, .. } => Some(gate.clone()),
+                _ => None,
+            },
+        ),
+        None => ("failed".into(), String::new(), None),
+    };
+    FailureRow {
+        job: job.to_string(),
+        vars,
+        step: step.to_string(),
+        class,
+        error: message,
+        gate,
     }
 }
 
@@ -319,5 +432,80 @@ mod tests {
         assert!((row.cost_usd - 0.16).abs() < 1e-9);
         assert_eq!(r.gates[0].reasons.get("blurry"), Some(&1));
         assert!(r.table().contains("p/m"));
+    }
+
+    #[test]
+    fn member_calls_are_rows_under_their_router_and_the_totals_count_them_not_the_router_s() {
+        let mut b = ReportBuilder::new();
+        let member = |job: &str, member: &str, err: Option<&str>| {
+            ev(EventKind::MemberAttemptFinished {
+                job: job.into(),
+                step: "hero".into(),
+                router: "images".into(),
+                member: member.into(),
+                model: Some(format!("{member}-1")),
+                attempt: 1,
+                latency_ms: 5.0,
+                cost_usd: if err.is_some() { 0.0 } else { 0.04 },
+                error_kind: err.map(String::from),
+                error: err.map(String::from),
+            })
+        };
+        for i in 0..3 {
+            let job = format!("j{i}");
+            b.observe(&ev(EventKind::Attempt {
+                job: job.clone(),
+                step: "hero".into(),
+                provider: "images".into(),
+                model: None,
+                attempt: 1,
+            }));
+            if i == 0 {
+                b.observe(&member(&job, "a", Some("transient")));
+                b.observe(&member(&job, "b", None));
+            } else {
+                b.observe(&member(&job, "a", None));
+            }
+            b.observe(&ev(EventKind::AttemptFinished {
+                job,
+                step: "hero".into(),
+                provider: "images".into(),
+                model: None,
+                attempt: 1,
+                latency_ms: 12.0,
+                cost_usd: 0.04,
+                error_kind: None,
+                error: None,
+            }));
+        }
+        let r = b.finish("c", None);
+        let rows: Vec<(Option<&str>, &str, &str, u64, u64)> = r
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    p.router.as_deref(),
+                    p.provider.as_str(),
+                    p.model.as_str(),
+                    p.attempts,
+                    p.successes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (None, "images", "-", 3, 3),
+                (Some("images"), "a", "a-1", 3, 2),
+                (Some("images"), "b", "b-1", 1, 1),
+            ]
+        );
+        assert_eq!(r.providers[1].failures.get("transient"), Some(&1));
+        assert_eq!((r.totals.attempts, r.totals.failed_attempts), (4, 1));
+        assert!(
+            (r.totals.cost_usd - 0.12).abs() < 1e-9,
+            "counted once: {}",
+            r.totals.cost_usd
+        );
     }
 }

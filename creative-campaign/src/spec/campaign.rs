@@ -693,6 +693,7 @@ impl Campaign {
                     cancel: CancellationToken::new(),
                     attempt: 1,
                     deadline: Some(std::time::Instant::now() + timeout),
+                    observer: None,
                 };
                 let r = match tokio::time::timeout(timeout, p.preflight(&ctx)).await {
                     Ok(r) => r.map_err(|e| e.to_string()),

@@ -36,7 +36,7 @@ use crate::artifact::probe;
 use crate::error::{ErrorKind, ProviderError, StepError};
 use crate::events::EventKind;
 use crate::exec::shared::{Claim, Counters, ProviderSlot, RunShared};
-use crate::provider::CallCtx;
+use crate::provider::{CallCtx, CallObserver, MemberCall};
 use crate::request::{Generation, Request};
 use crate::step::StepCtx;
 use crate::store::cache_key;
@@ -274,6 +274,9 @@ impl StepCtx {
             }
         };
         let estimate = provider.estimate_cost(request);
+        // The model the provider uses (its default when the request names none):
+        // events and the report key attempts, cost and accepted assets by it.
+        let model = provider.model(request);
 
         let fingerprint = provider.fingerprint();
         let key = run.cache.as_ref().map(|_| cache_key(&pid, &fingerprint, request));
@@ -290,11 +293,15 @@ impl StepCtx {
                             job: self.job.key().to_string(),
                             step: self.step.to_string(),
                             provider: pid.clone(),
-                            model: generation
-                                .artifacts
-                                .first()
-                                .and_then(|a| a.provenance().model.clone())
-                                .or_else(|| request.model.clone()),
+                            // Keyed as the call's `AttemptFinished` was.
+                            model: match generation.artifacts.first() {
+                                Some(a) if guarded => request
+                                    .model
+                                    .clone()
+                                    .or_else(|| a.provenance().model.clone())
+                                    .or_else(|| model.clone()),
+                                _ => model.clone(),
+                            },
                             saved_usd: saved,
                         });
                         return Tried::Done(CallOutcome {
@@ -379,7 +386,7 @@ impl StepCtx {
                     job: self.job.key().to_string(),
                     step: self.step.to_string(),
                     provider: pid.clone(),
-                    model: request.model.clone(),
+                    model: model.clone(),
                     attempt,
                 });
             }
@@ -388,6 +395,15 @@ impl StepCtx {
                 cancel: self.cancel.clone(),
                 attempt,
                 deadline: timeout.map(|t| Instant::now() + t),
+                observer: (listened && !guarded).then(|| {
+                    Arc::new(MemberEvents {
+                        run: run.clone(),
+                        job: self.job.key().to_string(),
+                        step: self.step.to_string(),
+                        router: pid.clone(),
+                        attempt,
+                    }) as Arc<dyn CallObserver>
+                }),
             };
             let started = Instant::now();
             let span = tracing::debug_span!("attempt", provider = %pid, attempt);
@@ -414,11 +430,19 @@ impl StepCtx {
                     Ok(_) => (None, None),
                     Err(e) => (Some(e.kind().as_str().to_string()), Some(e.to_string())),
                 };
+                // The step's model, else the one the answer names, else the
+                // provider's default (a composite's answers name its members'
+                // models: its own row keeps its key).
+                let answered = match &result {
+                    Ok(g) if guarded => g.artifacts.first().and_then(|a| a.provenance().model.clone()),
+                    _ => None,
+                };
                 self.emit(EventKind::AttemptFinished {
                     job: self.job.key().to_string(),
                     step: self.step.to_string(),
                     provider: pid.clone(),
-                    model: request.model.clone(),
+                    // As generate steps record it in provenance.
+                    model: request.model.clone().or(answered).or_else(|| model.clone()),
                     attempt,
                     latency_ms: latency.as_secs_f64() * 1e3,
                     cost_usd: cost,
@@ -501,5 +525,36 @@ impl StepCtx {
                 }
             }
         }
+    }
+}
+
+/// Turns a composite provider's member calls into `MemberAttemptFinished`
+/// events of the job and step whose attempt made them.
+struct MemberEvents {
+    run: Arc<RunShared>,
+    job: String,
+    step: String,
+    router: String,
+    attempt: u32,
+}
+
+impl CallObserver for MemberEvents {
+    fn member_call(&self, call: MemberCall) {
+        let (error_kind, error) = match &call.error {
+            Some(e) => (Some(e.kind().as_str().to_string()), Some(e.to_string())),
+            None => (None, None),
+        };
+        self.run.events.emit(EventKind::MemberAttemptFinished {
+            job: self.job.clone(),
+            step: self.step.clone(),
+            router: self.router.clone(),
+            member: call.member,
+            model: call.model,
+            attempt: self.attempt,
+            latency_ms: call.latency.as_secs_f64() * 1e3,
+            cost_usd: call.cost_usd,
+            error_kind,
+            error,
+        });
     }
 }

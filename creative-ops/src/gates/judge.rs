@@ -210,6 +210,7 @@ impl QualityGate for JudgeGate {
                 cancel: ctx.cancel.clone(),
                 attempt,
                 deadline: None,
+                observer: None,
             };
             let result = tokio::select! {
                 g = self.provider.generate(&req, &call) => g,
