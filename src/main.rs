@@ -4,6 +4,7 @@
 //! creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--shard K/N] [--json] [--quiet]
 //! creative merge SPEC SHARD_DIR... [--out DIR] [--json]
 //! creative check SPEC
+//! creative gc SPEC [--out DIR] [--dry-run] [--json]
 //! ```
 //!
 //! `run` expands the spec's matrix, runs every job (with a progress bar on a
@@ -28,6 +29,7 @@ const USAGE: &str = "usage:
                    [--no-preflight]
   creative merge SPEC SHARD_DIR... [--out DIR] [--json]
   creative check SPEC
+  creative gc SPEC [--out DIR] [--dry-run] [--json]
 
   --resume    continue the run recorded in the output folder (finished steps are not redone)
   --dry-run   print the expanded job matrix and an estimated cost; call no provider
@@ -39,7 +41,11 @@ const USAGE: &str = "usage:
   --json      print the report (or the dry run's plan) as JSON instead of tables
   --quiet     no progress bar
   --no-preflight  start even if a provider's server does not answer (by default a run
-              first checks that local servers such as ComfyUI and Ollama are up)";
+              first checks that local servers such as ComfyUI and Ollama are up)
+
+  gc          remove from the output folder's .creative/ the payloads that neither the journal,
+              the cache nor the last run's lists need, stale temporaries and journal.jsonl.prev
+              (refused while a run holds the folder); with --dry-run, print what it would remove";
 
 struct Args {
     command: String,
@@ -61,7 +67,7 @@ fn parse_args() -> Result<Args, String> {
     if command == "-h" || command == "--help" || command == "help" {
         return Err(String::new());
     }
-    if command != "run" && command != "check" && command != "merge" {
+    if command != "run" && command != "check" && command != "merge" && command != "gc" {
         return Err(format!("unknown command `{command}`"));
     }
     let mut a = Args {
@@ -148,6 +154,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.command == "gc" {
+        return gc(&campaign, &args);
+    }
     if args.command == "check" {
         println!(
             "{}: ok ({} jobs x {} steps; delivers {})",
@@ -201,6 +210,25 @@ fn main() -> ExitCode {
         return rt.block_on(merge(campaign, args));
     }
     rt.block_on(run(campaign, args))
+}
+
+/// `creative gc`: store housekeeping of the output folder.
+fn gc(campaign: &Campaign, args: &Args) -> ExitCode {
+    let started = std::time::Instant::now();
+    match campaign.gc(args.out.as_deref(), args.dry_run) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!("{} ({:.2} s)", report.summary_line(), started.elapsed().as_secs_f64());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn merge(campaign: Campaign, args: Args) -> ExitCode {
