@@ -736,7 +736,7 @@ impl Campaign {
     /// campaigns) is left alone: its size cap bounds it.
     pub fn gc(&self, out_dir: Option<&Path>, dry_run: bool) -> Result<GcReport, GcError> {
         let out_dir = out_dir.unwrap_or(&self.out_dir);
-        crate::spec::check_out_dir(out_dir).map_err(|e| GcError::Store(StoreError(e.to_string())))?;
+        crate::spec::check_out_dir(out_dir)?;
         collect_garbage(out_dir, dry_run)
     }
 

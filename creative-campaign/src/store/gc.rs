@@ -73,7 +73,7 @@ pub(crate) fn id_key(id: &str) -> [u8; 16] {
 ///
 /// The journal pins every output before it stores it
 /// ([`FileJournal::with_pins`]); the cache checks a payload is unpinned and
-/// deletes it while holding [`hold`](Self::hold), so a payload is never
+/// deletes it while holding the set (`hold`), so a payload is never
 /// removed between the journal naming it and the journal's line being written.
 /// About 20 to 40 bytes a pinned payload.
 #[derive(Debug, Default)]
@@ -234,6 +234,9 @@ pub enum GcError {
     /// The journal could not be read.
     #[error("gc: {0}")]
     Store(#[from] StoreError),
+    /// The output folder is one no run may write (an empty path, a root).
+    #[error("gc: {0}")]
+    OutDir(#[from] crate::spec::UnsafeOutputDir),
 }
 
 const STATE: &str = crate::spec::STATE_DIR;
