@@ -4,6 +4,7 @@
 //! creative run SPEC [--resume] [--dry-run] [--force] [--out DIR] [--shard K/N] [--json] [--quiet]
 //! creative merge SPEC SHARD_DIR... [--out DIR] [--json]
 //! creative check SPEC
+//! creative gc SPEC [--out DIR] [--dry-run] [--json]
 //! ```
 //!
 //! `run` expands the spec's matrix, runs every job (with a progress bar on a
@@ -37,6 +38,7 @@ const USAGE: &str = "usage:
                    [--no-preflight]
   creative merge SPEC SHARD_DIR... [--out DIR] [--json]
   creative check SPEC
+  creative gc SPEC [--out DIR] [--dry-run] [--json]
 
   --resume    continue the run recorded in the output folder (finished steps are not redone)
   --dry-run   print the expanded job matrix and an estimated cost; call no provider
@@ -49,6 +51,10 @@ const USAGE: &str = "usage:
   --quiet     no progress bar
   --no-preflight  start even if a provider's server does not answer (by default a run
               first checks that local servers such as ComfyUI and Ollama are up)
+
+  gc          remove from the output folder's .creative/ the payloads that neither the journal,
+              the cache nor the last run's lists need, stale temporaries and journal.jsonl.prev
+              (refused while a run holds the folder); with --dry-run, print what it would remove
 
 exit codes: 0 succeeded, 1 failed, 2 did not start, 3 degraded (a fallback served work its
 primary failed), 4 partial (some jobs failed), 5 stopped by the budget, 130 cancelled";
@@ -85,7 +91,7 @@ fn parse_args() -> Result<Args, String> {
     if command == "-h" || command == "--help" || command == "help" {
         return Err(String::new());
     }
-    if command != "run" && command != "check" && command != "merge" {
+    if command != "run" && command != "check" && command != "merge" && command != "gc" {
         return Err(format!("unknown command `{command}`"));
     }
     let mut a = Args {
@@ -172,6 +178,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.command == "gc" {
+        return gc(&campaign, &args);
+    }
     for w in campaign.warnings() {
         eprintln!("warning: {w}");
     }
@@ -228,6 +237,25 @@ fn main() -> ExitCode {
         return rt.block_on(merge(campaign, args));
     }
     rt.block_on(run(campaign, args))
+}
+
+/// `creative gc`: store housekeeping of the output folder.
+fn gc(campaign: &Campaign, args: &Args) -> ExitCode {
+    let started = std::time::Instant::now();
+    match campaign.gc(args.out.as_deref(), args.dry_run) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!("{} ({:.2} s)", report.summary_line(), started.elapsed().as_secs_f64());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn merge(campaign: Campaign, args: Args) -> ExitCode {

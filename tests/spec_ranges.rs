@@ -258,3 +258,20 @@ async fn a_campaign_started_from_rust_refuses_an_empty_or_root_out_dir() {
         "file-system root",
     );
 }
+
+#[test]
+fn a_cache_cap_of_zero_or_past_16_tib_is_refused_naming_output_cache_max_mb() {
+    for bad in ["0", "16777217", "-1"] {
+        let text = spec("", "", "", &format!("[output]\ncache_max_mb = {bad}"));
+        match try_build(&text) {
+            Ok(()) => panic!("cache_max_mb = {bad} should be refused"),
+            Err(e) => assert!(e.to_string().contains("cache_max_mb"), "{e}"),
+        }
+    }
+    refused(
+        &spec("", "", "", "[output]\ncache_max_mb = 0"),
+        "output.cache_max_mb",
+        "allowed 1 to 16777216",
+    );
+    try_build(&spec("", "", "", "[output]\ncache_max_mb = 512")).unwrap();
+}

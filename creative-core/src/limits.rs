@@ -58,6 +58,8 @@ pub const MAX_TEMPERATURE: f64 = 10.0;
 pub const MAX_TOKENS: u32 = 1_000_000;
 /// Longest media duration asked of a provider, in seconds (one hour).
 pub const MAX_DURATION_S: f64 = 3_600.0;
+/// Largest generation cache size cap, in MiB (16 TiB).
+pub const MAX_CACHE_MB: u64 = 16 * 1024 * 1024;
 
 /// Most artifacts to accept from one answer to a call that asked for `asked`
 /// candidates (`None` when the request did not say).

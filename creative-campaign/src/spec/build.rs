@@ -522,6 +522,7 @@ impl Spec {
             file_names: names_t,
             out_dir: out.dir.clone().unwrap_or_else(|| "out".into()).into(),
             cache_dir: out.cache_dir.as_ref().map(|c| ctx.resolve(c)),
+            cache_max_bytes: out.cache_max_mb.map(|mb| mb.saturating_mul(1 << 20)),
             contact_sheet: out.contact_sheet.unwrap_or(true),
             sinks,
             generators,

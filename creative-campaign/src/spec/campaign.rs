@@ -19,7 +19,10 @@ use crate::spec::live::DeliverAsJobsEnd;
 use crate::spec::matrix::{self, JobMatrix};
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
-use crate::store::{lock_out_dir, write_atomic, BlobStore, DiskCache, FileJournal, LockError, StoreError};
+use crate::store::{
+    collect_garbage, lock_out_dir, write_atomic, BlobStore, DiskCache, FileJournal, GcError, GcReport, LockError,
+    PayloadPins, StoreError,
+};
 use creative_core::cancel::CancellationToken;
 use creative_core::events::{Event, EventKind, Progress};
 use creative_core::exec::{Executor, Retain, RunError, RunHandle, RunOptions, RunOutcome};
@@ -42,6 +45,8 @@ pub struct Campaign {
     pub(crate) file_names: FileNameTemplate,
     pub(crate) out_dir: PathBuf,
     pub(crate) cache_dir: Option<PathBuf>,
+    /// The cache's size cap (`output.cache_max_mb`), in bytes.
+    pub(crate) cache_max_bytes: Option<u64>,
     pub(crate) contact_sheet: bool,
     pub(crate) sinks: Vec<Arc<dyn Sink>>,
     pub(crate) generators: Vec<(String, Arc<SpecGenerate>)>,
@@ -766,6 +771,20 @@ impl Campaign {
         done
     }
 
+    /// Store housekeeping for the output folder `out_dir` (default: the spec's):
+    /// remove the payloads that neither the journal nor the cache nor the last
+    /// run's lists name, stale temporaries and `journal.jsonl.prev`; with
+    /// `dry_run`, only count them. Refuses while a run holds the folder. See
+    /// [`collect_garbage`].
+    ///
+    /// A cache with its own folder (`output.cache_dir`, perhaps shared by other
+    /// campaigns) is left alone: its size cap bounds it.
+    pub fn gc(&self, out_dir: Option<&Path>, dry_run: bool) -> Result<GcReport, GcError> {
+        let out_dir = out_dir.unwrap_or(&self.out_dir);
+        crate::spec::check_out_dir(out_dir)?;
+        collect_garbage(out_dir, dry_run)
+    }
+
     fn start_all(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
         let out_dir = opts.out_dir.clone().unwrap_or_else(|| self.out_dir.clone());
         crate::spec::check_out_dir(&out_dir)?;
@@ -795,10 +814,22 @@ impl Campaign {
             spec_hash: self.spec_hash.clone(),
         }
         .write(&state_dir)?;
-        let journal = Arc::new(FileJournal::open(&state_dir, opts.resume)?.with_definitions(self.definitions.clone()));
-        let cache = Arc::new(DiskCache::open(
-            self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()),
-        )?);
+        let journal = FileJournal::open(&state_dir, opts.resume)?.with_definitions(self.definitions.clone());
+        let cache = DiskCache::open(self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()))?;
+        let (journal, cache) = match self.cache_max_bytes {
+            // A capped cache sharing the journal's payloads evicts none the
+            // journal names. A cache of its own shares no payload with it.
+            Some(cap) if self.cache_dir.is_none() => {
+                let pins = Arc::new(PayloadPins::new());
+                (
+                    journal.with_pins(pins.clone())?,
+                    cache.with_max_bytes(cap).with_pins(pins),
+                )
+            }
+            Some(cap) => (journal, cache.with_max_bytes(cap)),
+            None => (journal, cache),
+        };
+        let (journal, cache) = (Arc::new(journal), Arc::new(cache));
         let log_path = state_dir.join(EVENTS_FILE);
         // The ledger: what earlier sessions of this run paid and tried, read from
         // their event log, counts against the limits, so a budget holds across

@@ -54,6 +54,7 @@ pub(crate) fn check_doc(doc: &SpecDoc) -> Result<(), SpecError> {
     int(r.max_attempts, 1, l::MAX_RETRY_ATTEMPTS, "retry.max_attempts")?;
     int(r.base_ms, 1, l::MAX_BACKOFF_MS, "retry.base_ms")?;
     int(r.max_ms, 1, l::MAX_BACKOFF_MS, "retry.max_ms")?;
+    int(doc.output.cache_max_mb, 1, l::MAX_CACHE_MB, "output.cache_max_mb")?;
     if let Some(d) = &doc.output.dir {
         crate::spec::check_out_dir(std::path::Path::new(d)).map_err(|e| bad("output.dir", e.to_string()))?;
     }

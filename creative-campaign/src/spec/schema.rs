@@ -446,10 +446,15 @@ pub struct OutputSpec {
     /// Steps whose outputs are delivered. Default: the steps no other step reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<String>>,
-    /// Cache folder, relative to the spec's folder. Default: `.creative/cache`
-    /// inside the output folder.
+    /// Cache folder, relative to the spec's folder. Default: the output
+    /// folder's `.creative/`, whose payloads the cache shares with the journal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<String>,
+    /// Cap on the cache's size in MiB (entries and the payloads they name):
+    /// past it, the least recently used entries are evicted, but never a
+    /// payload the run's journal needs. Default: no cap. 1 to 16,777,216.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_max_mb: Option<u64>,
     /// Write the HTML contact sheet (`contact_sheet.html`). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_sheet: Option<bool>,

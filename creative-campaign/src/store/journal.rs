@@ -53,6 +53,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::store::blobs::{sync_dir, BlobStore};
+use crate::store::gc::PayloadPins;
 use crate::store::{Journal, Recorded, StoreError};
 use creative_core::artifact::{Artifact, ArtifactId, MediaType, Meta};
 use creative_core::job::{Job, Vars};
@@ -207,6 +208,18 @@ impl JournalIndex {
         Ok((r.job == job && r.step == step).then_some(r))
     }
 
+    /// Call `f` with the payload id of every output of the latest record of
+    /// each (job, step), reading one line at a time (what store housekeeping
+    /// keeps).
+    pub fn for_each_output_id(&self, mut f: impl FnMut(&str)) -> Result<(), StoreError> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let mut buf = Vec::new();
+        for &span in &self.positions.spans {
+            read_output_ids(file, &self.path, span, &mut buf, &mut f)?;
+        }
+        Ok(())
+    }
+
     /// The latest record of each (job, step), in the order the pairs first
     /// appear in the file; each is read back as the iterator reaches it.
     pub fn iter(&self) -> impl Iterator<Item = Result<JournalRecord, StoreError>> + '_ {
@@ -215,6 +228,30 @@ impl JournalIndex {
             Some(read_record(file, &self.path, span))
         })
     }
+}
+
+/// Just the payload ids of a journal line.
+#[derive(Deserialize)]
+struct OutputIds {
+    #[serde(default)]
+    outputs: Vec<crate::store::gc::IdOnly>,
+}
+
+/// Read the line at `span` and call `f` with the id of each of its outputs.
+fn read_output_ids(
+    file: &File,
+    path: &Path,
+    span: Span,
+    buf: &mut Vec<u8>,
+    f: &mut dyn FnMut(&str),
+) -> Result<(), StoreError> {
+    buf.resize(span.len as usize, 0);
+    read_exact_at(file, buf, span.offset)
+        .map_err(|e| StoreError(format!("read {} at byte {}: {e}", path.display(), span.offset)))?;
+    let ids: OutputIds = serde_json::from_slice(buf)
+        .map_err(|e| StoreError(format!("{} at byte {}: {e}", path.display(), span.offset)))?;
+    ids.outputs.iter().for_each(|o| f(&o.id));
+    Ok(())
 }
 
 /// Read the line at `span` and decode it.
@@ -411,6 +448,8 @@ pub struct FileJournal {
     commits: Arc<AtomicU64>,
     /// A fingerprint of each step's definition, by step name.
     definitions: Arc<BTreeMap<String, String>>,
+    /// Payloads the cache's eviction must keep: every output recorded.
+    pins: Option<Arc<PayloadPins>>,
 }
 
 impl std::fmt::Debug for FileJournal {
@@ -494,6 +533,7 @@ impl FileJournal {
             committer: Some(handle),
             commits,
             definitions: Arc::default(),
+            pins: None,
         })
     }
 
@@ -504,6 +544,23 @@ impl FileJournal {
     pub fn with_definitions(mut self, definitions: BTreeMap<String, String>) -> Self {
         self.definitions = Arc::new(definitions);
         self
+    }
+
+    /// Pin, in `pins`, every payload this journal names (those of the records
+    /// already in it, read back one at a time, and every output recorded from
+    /// now on, pinned before it is stored), so that a size-capped
+    /// [`DiskCache`](crate::store::DiskCache) sharing its payload folder never
+    /// evicts a payload a resume needs.
+    pub fn with_pins(mut self, pins: Arc<PayloadPins>) -> Result<Self, StoreError> {
+        let spans: Vec<Span> = self.positions.lock().unwrap_or_else(|p| p.into_inner()).spans.clone();
+        let mut buf = Vec::new();
+        for span in spans {
+            read_output_ids(&self.reader, &self.path, span, &mut buf, &mut |id| {
+                pins.pin(&ArtifactId::from_hex(id))
+            })?;
+        }
+        self.pins = Some(pins);
+        Ok(self)
     }
 
     /// The fingerprint recorded for `step` run on inputs `inputs`.
@@ -645,6 +702,11 @@ impl Journal for FileJournal {
         };
         let mut line = serde_json::to_vec(&rec).map_err(|e| StoreError(format!("encode journal record: {e}")))?;
         line.push(b'\n');
+        if let Some(pins) = &self.pins {
+            // Before the payloads are stored: a cache eviction that has not
+            // seen the pin yet deletes before the store below rewrites them.
+            outputs.iter().for_each(|a| pins.pin(a.id()));
+        }
         let payloads = if outputs.is_empty() {
             Vec::new()
         } else {

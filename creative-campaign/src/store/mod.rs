@@ -10,10 +10,12 @@
 
 mod blobs;
 mod cache;
+mod gc;
 mod journal;
 
 pub use blobs::BlobStore;
 pub(crate) use blobs::{lock_out_dir, refuse_links, remove_stale_temps, sync_dir, temp_path, write_atomic, LockError};
 pub use cache::DiskCache;
 pub use creative_core::store::{cache_key, GenerationCache, Journal, Recorded, StoreError};
+pub use gc::{collect_garbage, GcError, GcReport, PayloadPins};
 pub use journal::{ArtifactRecord, FileJournal, JournalIndex, JournalRecord, SyncMethod};
