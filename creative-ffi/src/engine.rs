@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use creative_campaign::spec::Registry;
 use serde::Deserialize;
 
-use crate::panic::{guard, need_out, opt_text_arg, write_out};
+use crate::panic::{guard, opt_text_arg, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::owned_c_string;
 
@@ -181,13 +181,16 @@ pub unsafe extern "C" fn creative_engine_new(
     out_engine: *mut *mut creative_engine,
 ) -> creative_status {
     guard("creative_engine_new", || {
-        need_out(out_engine, "out_engine")?;
-        out_engine.write(std::ptr::null_mut());
+        // SAFETY: `out_engine` is NULL or writable (the doc: "`*out_engine`
+        // receives").
+        let mut out = unsafe { Out::new(out_engine, "out_engine") }?;
+        out.write(std::ptr::null_mut());
         let cfg = EngineConfig::parse(opt_text_arg(config_json, "config_json")?)?;
         let engine = Box::new(creative_engine {
             inner: Arc::new(EngineInner::new(cfg)?),
         });
-        write_out(out_engine, "out_engine", Box::into_raw(engine))
+        out.write(Box::into_raw(engine));
+        Ok(())
     })
 }
 
@@ -221,8 +224,9 @@ pub unsafe extern "C" fn creative_engine_kinds_json(
     out_json: *mut *mut c_char,
 ) -> creative_status {
     guard("creative_engine_kinds_json", || {
-        need_out(out_json, "out_json")?;
-        out_json.write(std::ptr::null_mut());
+        // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        out.write(std::ptr::null_mut());
         let engine = engine.as_ref().ok_or_else(|| FfiError::null("engine"))?;
         let reg = engine.inner.registry();
         let v = serde_json::json!({
@@ -230,7 +234,8 @@ pub unsafe extern "C" fn creative_engine_kinds_json(
             "steps": reg.step_kinds().collect::<Vec<_>>(),
             "gates": reg.gate_kinds().collect::<Vec<_>>(),
         });
-        write_out(out_json, "out_json", owned_c_string(v.to_string()))
+        out.write(owned_c_string(v.to_string()));
+        Ok(())
     })
 }
 

@@ -22,7 +22,7 @@ use creative_core::{
 use serde_json::{json, Value};
 
 use crate::engine::creative_engine;
-use crate::panic::{guard, need_out, opt_text_arg, text_arg, write_out};
+use crate::panic::{guard, opt_text_arg, text_arg, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::creative_bytes;
 
@@ -629,9 +629,11 @@ pub unsafe extern "C" fn creative_host_call_context_json(
     out_json: *mut *const c_char,
 ) -> creative_status {
     guard("creative_host_call_context_json", || {
-        need_out(out_json, "out_json")?;
+        // SAFETY: `out_json` is NULL or writable (the doc: `*out_json` is lent).
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
         let c = call_ref(call)?;
-        write_out(out_json, "out_json", c.context.as_ptr())
+        out.write(c.context.as_ptr());
+        Ok(())
     })
 }
 
@@ -642,9 +644,12 @@ pub unsafe extern "C" fn creative_host_call_input_count(
     out_count: *mut usize,
 ) -> creative_status {
     guard("creative_host_call_input_count", || {
-        need_out(out_count, "out_count")?;
+        // SAFETY: `out_count` is NULL or writable: the out-parameter the host
+        // passes for the count.
+        let mut out = unsafe { Out::new(out_count, "out_count") }?;
         let c = call_ref(call)?;
-        write_out(out_count, "out_count", c.inputs.len())
+        out.write(c.inputs.len());
+        Ok(())
     })
 }
 
@@ -660,7 +665,8 @@ pub unsafe extern "C" fn creative_host_call_input(
     out_media_type: *mut *const c_char,
 ) -> creative_status {
     guard("creative_host_call_input", || {
-        need_out(out_data, "out_data")?;
+        // SAFETY: `out_data` is NULL or writable (the doc: the bytes are lent there).
+        let mut out = unsafe { Out::new(out_data, "out_data") }?;
         let c = call_ref(call)?;
         let (a, m) = c.inputs.get(index).ok_or_else(|| {
             FfiError::invalid(format!(
@@ -668,9 +674,11 @@ pub unsafe extern "C" fn creative_host_call_input(
                 c.inputs.len()
             ))
         })?;
-        write_out(out_data, "out_data", creative_bytes::of(a.data()))?;
-        if !out_media_type.is_null() {
-            out_media_type.write(m.as_ptr());
+        out.write(creative_bytes::of(a.data()));
+        // SAFETY: `out_media_type` is NULL ("not wanted", as the doc says) or
+        // writable.
+        if let Some(mut media) = unsafe { Out::optional(out_media_type) } {
+            media.write(m.as_ptr());
         }
         Ok(())
     })
@@ -795,8 +803,11 @@ pub unsafe extern "C" fn creative_host_call_cancelled(
     out_cancelled: *mut bool,
 ) -> creative_status {
     guard("creative_host_call_cancelled", || {
-        need_out(out_cancelled, "out_cancelled")?;
+        // SAFETY: `out_cancelled` is NULL or writable: the out-parameter the host
+        // passes for the answer.
+        let mut out = unsafe { Out::new(out_cancelled, "out_cancelled") }?;
         let c = call_ref(call)?;
-        write_out(out_cancelled, "out_cancelled", c.cancel.is_cancelled())
+        out.write(c.cancel.is_cancelled());
+        Ok(())
     })
 }

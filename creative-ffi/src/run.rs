@@ -27,7 +27,7 @@ use creative_core::{
 use futures::{Stream, StreamExt};
 
 use crate::engine::EngineInner;
-use crate::panic::{guard, need_out, write_out};
+use crate::panic::{guard, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::owned_c_string;
 
@@ -658,14 +658,16 @@ pub unsafe extern "C" fn creative_run_poll(
     out_state: *mut creative_run_state,
 ) -> creative_status {
     guard("creative_run_poll", || {
-        need_out(out_state, "out_state")?;
+        // SAFETY: `out_state` is NULL or writable (the doc: "Writes `*out_state`").
+        let mut out = unsafe { Out::new(out_state, "out_state") }?;
         let run = run_ref(run)?;
         let state = run
             .shared
             .finished()
             .map(|d| d.state)
             .unwrap_or(creative_run_state::Running);
-        write_out(out_state, "out_state", state)
+        out.write(state);
+        Ok(())
     })
 }
 
@@ -679,19 +681,18 @@ pub unsafe extern "C" fn creative_run_progress(
     out_progress: *mut creative_progress,
 ) -> creative_status {
     guard("creative_run_progress", || {
-        need_out(out_progress, "out_progress")?;
+        // SAFETY: `out_progress` is NULL or writable (the doc: "Writes
+        // `*out_progress`").
+        let mut out = unsafe { Out::new(out_progress, "out_progress") }?;
         let run = run_ref(run)?;
         let p = *lock(&run.shared.progress);
-        write_out(
-            out_progress,
-            "out_progress",
-            creative_progress {
-                jobs_total: p.jobs_total,
-                jobs_done: p.jobs_done,
-                jobs_failed: p.jobs_failed,
-                steps_done: p.steps_done,
-            },
-        )
+        out.write(creative_progress {
+            jobs_total: p.jobs_total,
+            jobs_done: p.jobs_done,
+            jobs_failed: p.jobs_failed,
+            steps_done: p.steps_done,
+        });
+        Ok(())
     })
 }
 
@@ -738,8 +739,9 @@ pub unsafe extern "C" fn creative_run_manifest_json(
     out_json: *mut *mut c_char,
 ) -> creative_status {
     guard("creative_run_manifest_json", || {
-        need_out(out_json, "out_json")?;
-        out_json.write(std::ptr::null_mut());
+        // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        out.write(std::ptr::null_mut());
         let done = run_ref(run)?.done("the manifest")?;
         let f = done
             .finished
@@ -750,7 +752,8 @@ pub unsafe extern "C" fn creative_run_manifest_json(
                 .map_err(|e| FfiError::new(creative_status::Io, format!("read {}: {e}", p.display())))?,
             None => "{}".into(),
         };
-        write_out(out_json, "out_json", owned_c_string(json))
+        out.write(owned_c_string(json));
+        Ok(())
     })
 }
 
@@ -766,14 +769,16 @@ pub unsafe extern "C" fn creative_run_report_json(
     out_json: *mut *mut c_char,
 ) -> creative_status {
     guard("creative_run_report_json", || {
-        need_out(out_json, "out_json")?;
-        out_json.write(std::ptr::null_mut());
+        // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        out.write(std::ptr::null_mut());
         let done = run_ref(run)?.done("the report")?;
         let f = done
             .finished
             .as_ref()
             .ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
-        write_out(out_json, "out_json", owned_c_string(f.report_json.clone()))
+        out.write(owned_c_string(f.report_json.clone()));
+        Ok(())
     })
 }
 
