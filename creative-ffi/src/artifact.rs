@@ -10,7 +10,7 @@
 use std::ffi::c_char;
 
 use crate::panic::{guard, Out};
-use crate::run::{creative_run, run_ref_pub, ArtifactEntry, Done};
+use crate::run::{creative_run, run_ref, ArtifactEntry, Done};
 use crate::status::{creative_status, FfiError};
 use crate::strings::{creative_bytes, owned_c_string};
 
@@ -35,7 +35,9 @@ pub unsafe extern "C" fn creative_run_artifact_count(
     guard("creative_run_artifact_count", || {
         // SAFETY: `out_count` is NULL or writable (the doc: "Writes `*out_count`").
         let mut out = unsafe { Out::new(out_count, "out_count") }?;
-        let done = run_pub(run)?.done("artifacts")?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let done = unsafe { run_ref(run) }?.done("artifacts")?;
         let n = done.finished.as_ref().map_or(0, |f| f.artifacts.len());
         out.write(n);
         Ok(())
@@ -58,7 +60,9 @@ pub unsafe extern "C" fn creative_run_artifact_data(
         // SAFETY: `out_data` is NULL or writable (the doc: `out_data->ptr` is set).
         let mut out = unsafe { Out::new(out_data, "out_data") }?;
         out.write(creative_bytes::empty());
-        let run = run_pub(run)?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let done = run.done("artifacts")?;
         let e = entry(&done, index)?;
         // The view points into the artifact's shared buffer, kept alive by the run
@@ -83,7 +87,9 @@ pub unsafe extern "C" fn creative_run_artifact_media_type(
         // is set).
         let mut out = unsafe { Out::new(out_media_type, "out_media_type") }?;
         out.write(std::ptr::null());
-        let run = run_pub(run)?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let done = run.done("artifacts")?;
         let e = entry(&done, index)?;
         out.write(e.media.as_ptr());
@@ -108,7 +114,9 @@ pub unsafe extern "C" fn creative_run_artifact_info_json(
         // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
         let mut out = unsafe { Out::new(out_json, "out_json") }?;
         out.write(std::ptr::null_mut());
-        let run = run_pub(run)?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let done = run.done("artifacts")?;
         let e = entry(&done, index)?;
         let a = &e.artifact;
@@ -128,8 +136,4 @@ pub unsafe extern "C" fn creative_run_artifact_info_json(
         out.write(owned_c_string(v.to_string()));
         Ok(())
     })
-}
-
-fn run_pub<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
-    run_ref_pub(run)
 }

@@ -466,7 +466,13 @@ fn check_kind(kind: &str) -> Result<(), FfiError> {
 
 /// Take ownership of the host's data at once, so every failure path below
 /// releases it exactly once.
-fn adopt<'a>(
+///
+/// # Safety
+/// `kind` is NULL or a NUL-terminated string; `engine` is NULL or an engine from
+/// `creative_engine_new` not yet freed, and stays so for `'a`; `callback` and
+/// `free_user_data` may be called with `user_data` as `creative_host_fn` and
+/// `creative_free_fn` say (the caller's side of a registration).
+unsafe fn adopt<'a>(
     engine: *const creative_engine,
     kind: *const c_char,
     user_data: *mut c_void,
@@ -480,15 +486,16 @@ fn adopt<'a>(
         free_user_data,
         callback,
     };
-    // SAFETY: `kind` is NULL or a NUL-terminated string (the caller's contract).
+    // SAFETY: `kind` is NULL or a NUL-terminated string (this function's
+    // contract); it is copied below, before the caller returns.
     let k = unsafe { text_arg(kind, "kind") }?;
     check_kind(k)?;
     ext.kind = k.to_string();
     if ext.callback.is_none() {
         return Err(FfiError::null(callback_name));
     }
-    // SAFETY: a live engine handle from creative_engine_new (caller's contract);
-    // it outlives this call.
+    // SAFETY: NULL (`as_ref` gives None) or a live engine for `'a` (this
+    // function's contract).
     let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
     Ok((engine, Arc::new(ext)))
 }
@@ -510,14 +517,20 @@ pub unsafe extern "C" fn creative_engine_register_provider(
 ) -> creative_status {
     guard("creative_engine_register_provider", || {
         let p = provider.as_ref().copied().ok_or_else(|| FfiError::null("provider"))?;
-        let (engine, ext) = adopt(
-            engine,
-            kind,
-            p.user_data,
-            p.free_user_data,
-            p.generate,
-            "provider->generate",
-        )?;
+        // SAFETY: the registration's contract, passed on: `engine` is NULL or a
+        // live engine (the `creative_engine` doc), `kind` is NULL or NUL-terminated
+        // text (the header's conventions), and the struct's callbacks take its
+        // `user_data` as `creative_host_fn` says.
+        let (engine, ext) = unsafe {
+            adopt(
+                engine,
+                kind,
+                p.user_data,
+                p.free_user_data,
+                p.generate,
+                "provider->generate",
+            )
+        }?;
         let kind = ext.kind.clone();
         let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
             let caps = caps_from(settings).map_err(|e| format!("provider `{id}` (host kind `{}`): {e}", ext.kind))?;
@@ -547,7 +560,8 @@ pub unsafe extern "C" fn creative_engine_register_step(
 ) -> creative_status {
     guard("creative_engine_register_step", || {
         let s = step.as_ref().copied().ok_or_else(|| FfiError::null("step"))?;
-        let (engine, ext) = adopt(engine, kind, s.user_data, s.free_user_data, s.run, "step->run")?;
+        // SAFETY: as in `creative_engine_register_provider`.
+        let (engine, ext) = unsafe { adopt(engine, kind, s.user_data, s.free_user_data, s.run, "step->run") }?;
         let kind = ext.kind.clone();
         let factory: StepFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
             let produces = match settings.get("produces") {
@@ -590,7 +604,8 @@ pub unsafe extern "C" fn creative_engine_register_gate(
 ) -> creative_status {
     guard("creative_engine_register_gate", || {
         let g = gate.as_ref().copied().ok_or_else(|| FfiError::null("gate"))?;
-        let (engine, ext) = adopt(engine, kind, g.user_data, g.free_user_data, g.check, "gate->check")?;
+        // SAFETY: as in `creative_engine_register_provider`.
+        let (engine, ext) = unsafe { adopt(engine, kind, g.user_data, g.free_user_data, g.check, "gate->check") }?;
         let kind = ext.kind.clone();
         let factory: GateFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
             Ok(Arc::new(HostGate {
@@ -607,13 +622,29 @@ pub unsafe extern "C" fn creative_engine_register_gate(
 
 // ----- the call's accessors -----
 
-fn call_ref<'a>(call: *const creative_host_call) -> Result<&'a creative_host_call, FfiError> {
-    // SAFETY: the pointer the library passed to a running callback.
+/// Borrow the call a host callback was handed; NULL is a
+/// `CREATIVE_STATUS_NULL_POINTER` error.
+///
+/// # Safety
+/// `call` is NULL or the pointer `invoke` passed to a host callback that has not
+/// returned, and `'a` ends before it returns (`creative_host_fn`: "`call` is
+/// valid only until the callback returns").
+unsafe fn call_ref<'a>(call: *const creative_host_call) -> Result<&'a creative_host_call, FfiError> {
+    // SAFETY: NULL (`as_ref` gives None) or the live call, by this function's
+    // contract.
     unsafe { call.as_ref() }.ok_or_else(|| FfiError::null("call"))
 }
 
-fn call_mut<'a>(call: *mut creative_host_call) -> Result<&'a mut creative_host_call, FfiError> {
-    // SAFETY: as `call_ref`; the callback is the call's only user while it runs.
+/// Borrow the call a host callback was handed, to record what it hands back.
+///
+/// # Safety
+/// As [`call_ref`], and no other reference to the call is in use for `'a`: the
+/// library does not touch the call while the callback runs (`invoke` lends it
+/// for the callback's whole duration), and the callback uses it through one
+/// `creative_host_call_*` function at a time.
+unsafe fn call_mut<'a>(call: *mut creative_host_call) -> Result<&'a mut creative_host_call, FfiError> {
+    // SAFETY: NULL (`as_mut` gives None) or the live call with no other user, by
+    // this function's contract.
     unsafe { call.as_mut() }.ok_or_else(|| FfiError::null("call"))
 }
 
@@ -631,7 +662,9 @@ pub unsafe extern "C" fn creative_host_call_context_json(
     guard("creative_host_call_context_json", || {
         // SAFETY: `out_json` is NULL or writable (the doc: `*out_json` is lent).
         let mut out = unsafe { Out::new(out_json, "out_json") }?;
-        let c = call_ref(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
         out.write(c.context.as_ptr());
         Ok(())
     })
@@ -647,7 +680,9 @@ pub unsafe extern "C" fn creative_host_call_input_count(
         // SAFETY: `out_count` is NULL or writable: the out-parameter the host
         // passes for the count.
         let mut out = unsafe { Out::new(out_count, "out_count") }?;
-        let c = call_ref(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
         out.write(c.inputs.len());
         Ok(())
     })
@@ -667,7 +702,9 @@ pub unsafe extern "C" fn creative_host_call_input(
     guard("creative_host_call_input", || {
         // SAFETY: `out_data` is NULL or writable (the doc: the bytes are lent there).
         let mut out = unsafe { Out::new(out_data, "out_data") }?;
-        let c = call_ref(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
         let (a, m) = c.inputs.get(index).ok_or_else(|| {
             FfiError::invalid(format!(
                 "input index {index} is out of range: the call has {} input(s)",
@@ -699,7 +736,10 @@ pub unsafe extern "C" fn creative_host_call_add_output(
     meta_json: *const c_char,
 ) -> creative_status {
     guard("creative_host_call_add_output", || {
-        let c = call_mut(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
         if c.role == Role::Gate {
             return Err(FfiError::wrong_state(
                 "a gate hands back a verdict (creative_host_call_set_verdict), not outputs",
@@ -742,7 +782,10 @@ pub unsafe extern "C" fn creative_host_call_set_verdict(
     reason: *const c_char,
 ) -> creative_status {
     guard("creative_host_call_set_verdict", || {
-        let c = call_mut(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
         if c.role != Role::Gate {
             return Err(FfiError::wrong_state(format!(
                 "only a gate sets a verdict; this is a {} call",
@@ -767,7 +810,10 @@ pub unsafe extern "C" fn creative_host_call_set_verdict(
 #[no_mangle]
 pub unsafe extern "C" fn creative_host_call_set_cost(call: *mut creative_host_call, cost_usd: f64) -> creative_status {
     guard("creative_host_call_set_cost", || {
-        let c = call_mut(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
         if c.role != Role::Provider {
             return Err(FfiError::wrong_state("only a provider call has a cost"));
         }
@@ -789,7 +835,10 @@ pub unsafe extern "C" fn creative_host_call_fail(
     message: *const c_char,
 ) -> creative_status {
     guard("creative_host_call_fail", || {
-        let c = call_mut(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
         c.error = Some(text_arg(message, "message")?.to_string());
         Ok(())
     })
@@ -806,7 +855,9 @@ pub unsafe extern "C" fn creative_host_call_cancelled(
         // SAFETY: `out_cancelled` is NULL or writable: the out-parameter the host
         // passes for the answer.
         let mut out = unsafe { Out::new(out_cancelled, "out_cancelled") }?;
-        let c = call_ref(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
         out.write(c.cancel.is_cancelled());
         Ok(())
     })

@@ -603,8 +603,17 @@ impl Drop for creative_run {
     }
 }
 
-fn run_ref<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
-    // SAFETY: the caller passes a handle from creative_run_start that is not freed.
+/// Borrow a run handle the host passed; NULL is a `CREATIVE_STATUS_NULL_POINTER`
+/// error.
+///
+/// # Safety
+/// `run` is NULL or a handle from `creative_run_start` that `creative_run_free`
+/// has not freed, and stays so for `'a` (the host's side of the `creative_run`
+/// doc: create with `_start`, free with `_free`, not concurrently with another
+/// call).
+pub(crate) unsafe fn run_ref<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
+    // SAFETY: NULL (`as_ref` gives None) or a live handle, by this function's
+    // contract.
     unsafe { run.as_ref() }.ok_or_else(|| FfiError::null("run"))
 }
 
@@ -624,7 +633,9 @@ fn run_ref<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
 #[no_mangle]
 pub unsafe extern "C" fn creative_run_wait(run: *const creative_run, timeout_ms: u64) -> creative_status {
     guard("creative_run_wait", || {
-        let run = run_ref(run)?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         if run.on_delivery_thread() {
             return Err(FfiError::wrong_state(
                 "cannot wait for a run from inside its own event callback (it would wait for itself)",
@@ -660,7 +671,9 @@ pub unsafe extern "C" fn creative_run_poll(
     guard("creative_run_poll", || {
         // SAFETY: `out_state` is NULL or writable (the doc: "Writes `*out_state`").
         let mut out = unsafe { Out::new(out_state, "out_state") }?;
-        let run = run_ref(run)?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let state = run
             .shared
             .finished()
@@ -684,7 +697,9 @@ pub unsafe extern "C" fn creative_run_progress(
         // SAFETY: `out_progress` is NULL or writable (the doc: "Writes
         // `*out_progress`").
         let mut out = unsafe { Out::new(out_progress, "out_progress") }?;
-        let run = run_ref(run)?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let p = *lock(&run.shared.progress);
         out.write(creative_progress {
             jobs_total: p.jobs_total,
@@ -704,7 +719,9 @@ pub unsafe extern "C" fn creative_run_progress(
 #[no_mangle]
 pub unsafe extern "C" fn creative_run_cancel(run: *const creative_run) -> creative_status {
     guard("creative_run_cancel", || {
-        run_ref(run)?.cancel.cancel();
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        unsafe { run_ref(run) }?.cancel.cancel();
         Ok(())
     })
 }
@@ -742,7 +759,9 @@ pub unsafe extern "C" fn creative_run_manifest_json(
         // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
         let mut out = unsafe { Out::new(out_json, "out_json") }?;
         out.write(std::ptr::null_mut());
-        let done = run_ref(run)?.done("the manifest")?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let done = unsafe { run_ref(run) }?.done("the manifest")?;
         let f = done
             .finished
             .as_ref()
@@ -772,7 +791,9 @@ pub unsafe extern "C" fn creative_run_report_json(
         // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
         let mut out = unsafe { Out::new(out_json, "out_json") }?;
         out.write(std::ptr::null_mut());
-        let done = run_ref(run)?.done("the report")?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let done = unsafe { run_ref(run) }?.done("the report")?;
         let f = done
             .finished
             .as_ref()
@@ -780,10 +801,6 @@ pub unsafe extern "C" fn creative_run_report_json(
         out.write(owned_c_string(f.report_json.clone()));
         Ok(())
     })
-}
-
-pub(crate) fn run_ref_pub<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
-    run_ref(run)
 }
 
 /// Start a run that only replays `events` to `callback` and then ends succeeded
