@@ -185,7 +185,10 @@ pub unsafe extern "C" fn creative_engine_new(
         // receives").
         let mut out = unsafe { Out::new(out_engine, "out_engine") }?;
         out.write(std::ptr::null_mut());
-        let cfg = EngineConfig::parse(opt_text_arg(config_json, "config_json")?)?;
+        // SAFETY: `config_json` is NULL ("may be NULL", above) or NUL-terminated
+        // text (the header's conventions), read only during this call.
+        let config = unsafe { opt_text_arg(config_json, "config_json") }?;
+        let cfg = EngineConfig::parse(config)?;
         let engine = Box::new(creative_engine {
             inner: Arc::new(EngineInner::new(cfg)?),
         });
@@ -207,7 +210,11 @@ pub unsafe extern "C" fn creative_engine_new(
 pub unsafe extern "C" fn creative_engine_free(engine: *mut creative_engine) {
     let _ = guard("creative_engine_free", || {
         if !engine.is_null() {
-            drop(Box::from_raw(engine));
+            // SAFETY: not NULL, so an engine `creative_engine_new` made with
+            // `Box::into_raw` and the host frees once, not concurrently with
+            // another call on it (the `creative_engine` doc and the thread safety
+            // above); nothing uses the pointer after this.
+            drop(unsafe { Box::from_raw(engine) });
         }
         Ok(())
     });
@@ -227,7 +234,10 @@ pub unsafe extern "C" fn creative_engine_kinds_json(
         // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
         let mut out = unsafe { Out::new(out_json, "out_json") }?;
         out.write(std::ptr::null_mut());
-        let engine = engine.as_ref().ok_or_else(|| FfiError::null("engine"))?;
+        // SAFETY: `engine` is NULL (`as_ref` gives None) or an engine from
+        // creative_engine_new not yet freed (the `creative_engine` doc: create with
+        // _new, free with _free), used only during this call.
+        let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
         let reg = engine.inner.registry();
         let v = serde_json::json!({
             "providers": reg.provider_kinds().collect::<Vec<_>>(),

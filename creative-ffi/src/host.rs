@@ -139,16 +139,26 @@ struct HostExt {
     callback: creative_host_fn,
 }
 
-// The registration contract (see `creative_host_fn`) requires `user_data` to be
-// usable from any thread and concurrently.
+// SAFETY: the fields are plain data; the only thing not Send is `user_data`,
+// which the library never dereferences, only hands to the host's functions.
+// `creative_host_fn`'s doc tells the host its callback runs on the engine's
+// blocking pool, so `user_data` must be safe to use from other threads, and
+// `free_user_data` runs on whichever thread drops the last reference (the last
+// `_free`, as `creative_engine_free`'s doc says).
 unsafe impl Send for HostExt {}
+// SAFETY: shared references only read the fields and pass `user_data` to the
+// callback, which `creative_host_fn`'s doc says may run concurrently ("calls may
+// run concurrently ..., so `user_data` must be safe to use from several
+// threads").
 unsafe impl Sync for HostExt {}
 
 impl Drop for HostExt {
     fn drop(&mut self) {
         if let Some(f) = self.free_user_data {
-            // SAFETY: the host's destructor for its own data, called exactly once
-            // (this is the only owner, and Drop runs once).
+            // SAFETY: the host's destructor for its own `user_data`
+            // (`creative_free_fn`: "called exactly once"): a `HostExt` is made once
+            // per registration, shared only through an `Arc`, and dropped once.
+            // No callback can still be running: each holds an `Arc` to this.
             unsafe { f(self.user_data) };
         }
     }
@@ -203,8 +213,10 @@ fn invoke(ext: &HostExt, mut call: creative_host_call) -> CallResult {
             call,
         };
     };
-    // SAFETY: the host registered this callback for this user_data; `call` lives
-    // on our stack for the whole call.
+    // SAFETY: the host registered this callback with this `user_data`
+    // (`creative_host_fn`: called on a blocking-pool thread, concurrently), which
+    // stays valid until `free_user_data` runs in our `Drop`; `call` lives on this
+    // stack for the whole call and nothing else touches it meanwhile.
     let code = catch_unwind(AssertUnwindSafe(|| unsafe { cb(ext.user_data, &mut call) }));
     let code = match code {
         Ok(c) => creative_status::from_code(c).ok_or(c),
@@ -516,7 +528,12 @@ pub unsafe extern "C" fn creative_engine_register_provider(
     provider: *const creative_host_provider,
 ) -> creative_status {
     guard("creative_engine_register_provider", || {
-        let p = provider.as_ref().copied().ok_or_else(|| FfiError::null("provider"))?;
+        // SAFETY: `provider` is NULL (`as_ref` gives None) or points to a struct
+        // valid during this call (the doc: "The struct itself is copied; it need
+        // not outlive the call"); it is copied at once.
+        let p = unsafe { provider.as_ref() }
+            .copied()
+            .ok_or_else(|| FfiError::null("provider"))?;
         // SAFETY: the registration's contract, passed on: `engine` is NULL or a
         // live engine (the `creative_engine` doc), `kind` is NULL or NUL-terminated
         // text (the header's conventions), and the struct's callbacks take its
@@ -559,7 +576,11 @@ pub unsafe extern "C" fn creative_engine_register_step(
     step: *const creative_host_step,
 ) -> creative_status {
     guard("creative_engine_register_step", || {
-        let s = step.as_ref().copied().ok_or_else(|| FfiError::null("step"))?;
+        // SAFETY: `step` is NULL or points to a struct valid during this call
+        // (as `creative_engine_register_provider`'s doc says); it is copied at once.
+        let s = unsafe { step.as_ref() }
+            .copied()
+            .ok_or_else(|| FfiError::null("step"))?;
         // SAFETY: as in `creative_engine_register_provider`.
         let (engine, ext) = unsafe { adopt(engine, kind, s.user_data, s.free_user_data, s.run, "step->run") }?;
         let kind = ext.kind.clone();
@@ -603,7 +624,11 @@ pub unsafe extern "C" fn creative_engine_register_gate(
     gate: *const creative_host_gate,
 ) -> creative_status {
     guard("creative_engine_register_gate", || {
-        let g = gate.as_ref().copied().ok_or_else(|| FfiError::null("gate"))?;
+        // SAFETY: `gate` is NULL or points to a struct valid during this call (as
+        // `creative_engine_register_provider`'s doc says); it is copied at once.
+        let g = unsafe { gate.as_ref() }
+            .copied()
+            .ok_or_else(|| FfiError::null("gate"))?;
         // SAFETY: as in `creative_engine_register_provider`.
         let (engine, ext) = unsafe { adopt(engine, kind, g.user_data, g.free_user_data, g.check, "gate->check") }?;
         let kind = ext.kind.clone();
@@ -745,7 +770,9 @@ pub unsafe extern "C" fn creative_host_call_add_output(
                 "a gate hands back a verdict (creative_host_call_set_verdict), not outputs",
             ));
         }
-        let media: MediaType = text_arg(media_type, "media_type")?
+        // SAFETY: `media_type` is NULL or NUL-terminated text (the header's
+        // conventions), read only during this call.
+        let media: MediaType = unsafe { text_arg(media_type, "media_type") }?
             .parse()
             .unwrap_or(MediaType::Other(Arc::from("application/octet-stream")));
         if data.is_null() && len > 0 {
@@ -759,9 +786,14 @@ pub unsafe extern "C" fn creative_host_call_add_output(
         let bytes = if len == 0 {
             Vec::new()
         } else {
-            std::slice::from_raw_parts(data, len).to_vec()
+            // SAFETY: the doc: "`len` bytes at `data`" (copied here, before this
+            // returns); `data` is not NULL (checked above: `len` > 0 here), `u8`
+            // needs no alignment, and `len` <= isize::MAX (checked above).
+            unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
         };
-        let meta = match opt_text_arg(meta_json, "meta_json")? {
+        // SAFETY: `meta_json` is NULL (the doc: "NULL, or a JSON object") or
+        // NUL-terminated text, read only during this call.
+        let meta = match unsafe { opt_text_arg(meta_json, "meta_json") }? {
             None => Meta::default(),
             Some(t) => serde_json::from_str::<Meta>(t)
                 .map_err(|e| FfiError::new(creative_status::Parse, format!("`meta_json`: {e}")))?,
@@ -797,7 +829,9 @@ pub unsafe extern "C" fn creative_host_call_set_verdict(
                 "`score` must be a finite number, got {score}"
             )));
         }
-        let reasons = opt_text_arg(reason, "reason")?
+        // SAFETY: `reason` is NULL (the doc: "NULL for none") or NUL-terminated
+        // text, copied before this returns.
+        let reasons = unsafe { opt_text_arg(reason, "reason") }?
             .map(|r| vec![r.to_string()])
             .unwrap_or_default();
         c.verdict = Some(Verdict { passed, score, reasons });
@@ -839,7 +873,9 @@ pub unsafe extern "C" fn creative_host_call_fail(
         // running (`creative_host_fn`: valid only until the callback returns).
         // Nothing else uses it while this function runs.
         let c = unsafe { call_mut(call) }?;
-        c.error = Some(text_arg(message, "message")?.to_string());
+        // SAFETY: `message` is NULL or NUL-terminated text (the header's
+        // conventions), copied before this returns.
+        c.error = Some(unsafe { text_arg(message, "message") }?.to_string());
         Ok(())
     })
 }

@@ -56,7 +56,9 @@ pub(crate) unsafe fn text_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a 
     if ptr.is_null() {
         return Err(FfiError::null(what));
     }
-    let c = CStr::from_ptr(ptr);
+    // SAFETY: not NULL (checked above), so a NUL-terminated string that outlives
+    // `'a` (this function's contract).
+    let c = unsafe { CStr::from_ptr(ptr) };
     c.to_str().map_err(|e| {
         FfiError::new(
             creative_status::InvalidUtf8,
@@ -76,7 +78,8 @@ pub(crate) unsafe fn opt_text_arg<'a>(ptr: *const c_char, what: &str) -> Result<
     if ptr.is_null() {
         Ok(None)
     } else {
-        text_arg(ptr, what).map(Some)
+        // SAFETY: this function's contract is `text_arg`'s.
+        unsafe { text_arg(ptr, what) }.map(Some)
     }
 }
 
@@ -140,11 +143,14 @@ mod tests {
     #[test]
     fn bad_text_is_an_error_not_a_crash() {
         let bad = [0x66u8, 0xff, 0x00];
+        // SAFETY: `bad` is NUL-terminated and outlives the result.
         let e = unsafe { text_arg(bad.as_ptr().cast(), "spec_text") }.unwrap_err();
         assert_eq!(e.status, creative_status::InvalidUtf8);
         assert!(e.message.contains("offset 1"));
+        // SAFETY: NULL is allowed.
         let e = unsafe { text_arg(std::ptr::null(), "spec_text") }.unwrap_err();
         assert_eq!(e.status, creative_status::NullPointer);
+        // SAFETY: NULL is allowed.
         assert_eq!(unsafe { opt_text_arg(std::ptr::null(), "x") }.unwrap(), None);
     }
 }

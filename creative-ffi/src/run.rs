@@ -390,9 +390,13 @@ impl Drop for DirLease {
     }
 }
 
+/// The host's `user_data` for a run's callback, moved to the delivery thread.
 struct UserData(*mut c_void);
-// The host promises (see `creative_run_start`) that user_data may be used from the
-// run's delivery thread.
+// SAFETY: the library never dereferences the pointer; it only hands it back to the
+// host's callback, which `creative_event_fn`'s doc says runs on a thread the
+// library starts for the run, and `creative_run_start`'s doc says `user_data`
+// stays valid until `creative_run_free` returns. Moving it to that thread is what
+// the host agreed to.
 unsafe impl Send for UserData {}
 
 fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, String) {
@@ -496,8 +500,11 @@ pub(crate) fn start(
                             serde_json::json!({"type": "error", "seq": ev.seq, "error": e.to_string()}).to_string()
                         });
                         let c = CString::new(json).unwrap_or_default();
-                        // SAFETY: the host gave this function and promised user_data
-                        // is usable from this thread for the run's lifetime.
+                        // SAFETY: the host's callback with its own `user_data`, which
+                        // stays valid until `creative_run_free` returns
+                        // (`creative_run_start`'s doc); that free joins this thread or,
+                        // from inside a callback, stops the calls first. `c` outlives
+                        // the call (`event_json` is valid only during it).
                         unsafe { cb(c.as_ptr(), ud.0) };
                     }
                     sh.set_events_done();
@@ -739,7 +746,11 @@ pub unsafe extern "C" fn creative_run_cancel(run: *const creative_run) -> creati
 pub unsafe extern "C" fn creative_run_free(run: *mut creative_run) {
     let _ = guard("creative_run_free", || {
         if !run.is_null() {
-            drop(Box::from_raw(run));
+            // SAFETY: not NULL, so a run `creative_run_start` made with
+            // `Box::into_raw` and the host frees once, not concurrently with any
+            // other call on it (the `creative_run` doc and the thread safety
+            // above); nothing uses the pointer after this.
+            drop(unsafe { Box::from_raw(run) });
         }
         Ok(())
     });

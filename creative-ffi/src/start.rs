@@ -262,9 +262,18 @@ pub unsafe extern "C" fn creative_run_start(
         // SAFETY: `out_run` is NULL or writable (the doc: "`*out_run` receives").
         let mut out = unsafe { Out::new(out_run, "out_run") }?;
         out.write(std::ptr::null_mut());
-        let engine = engine.as_ref().ok_or_else(|| FfiError::null("engine"))?;
-        let spec = text_arg(spec_text, "spec_text")?;
-        let opts = StartOptions::parse(opt_text_arg(options_json, "options_json")?)?;
+        // SAFETY: `engine` is NULL (`as_ref` gives None) or an engine from
+        // creative_engine_new not yet freed (the `creative_engine` doc: create with
+        // _new, free with _free), used only during this call.
+        let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
+        // SAFETY: `spec_text` is NULL or NUL-terminated text (the header's
+        // conventions), read only during this call (the spec is parsed into owned
+        // values before it returns).
+        let spec = unsafe { text_arg(spec_text, "spec_text") }?;
+        // SAFETY: `options_json` is NULL ("may be NULL", above) or NUL-terminated
+        // text, read only during this call.
+        let options = unsafe { opt_text_arg(options_json, "options_json") }?;
+        let opts = StartOptions::parse(options)?;
         let (launch, lease) = launch(&engine.inner, spec, opts)?;
         let run = start(&engine.inner, launch, callback, user_data, lease)?;
         out.write(Box::into_raw(run));
