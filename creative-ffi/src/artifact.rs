@@ -9,8 +9,8 @@
 
 use std::ffi::c_char;
 
-use crate::panic::{guard, need_out, write_out};
-use crate::run::{creative_run, run_ref_pub, ArtifactEntry, Done};
+use crate::panic::{guard, Out};
+use crate::run::{creative_run, run_ref, ArtifactEntry, Done};
 use crate::status::{creative_status, FfiError};
 use crate::strings::{creative_bytes, owned_c_string};
 
@@ -33,10 +33,14 @@ pub unsafe extern "C" fn creative_run_artifact_count(
     out_count: *mut usize,
 ) -> creative_status {
     guard("creative_run_artifact_count", || {
-        need_out(out_count, "out_count")?;
-        let done = run_pub(run)?.done("artifacts")?;
+        // SAFETY: `out_count` is NULL or writable (the doc: "Writes `*out_count`").
+        let mut out = unsafe { Out::new(out_count, "out_count") }?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let done = unsafe { run_ref(run) }?.done("artifacts")?;
         let n = done.finished.as_ref().map_or(0, |f| f.artifacts.len());
-        write_out(out_count, "out_count", n)
+        out.write(n);
+        Ok(())
     })
 }
 
@@ -53,14 +57,18 @@ pub unsafe extern "C" fn creative_run_artifact_data(
     out_data: *mut creative_bytes,
 ) -> creative_status {
     guard("creative_run_artifact_data", || {
-        need_out(out_data, "out_data")?;
-        out_data.write(creative_bytes::empty());
-        let run = run_pub(run)?;
+        // SAFETY: `out_data` is NULL or writable (the doc: `out_data->ptr` is set).
+        let mut out = unsafe { Out::new(out_data, "out_data") }?;
+        out.write(creative_bytes::empty());
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let done = run.done("artifacts")?;
         let e = entry(&done, index)?;
         // The view points into the artifact's shared buffer, kept alive by the run
         // handle (the `Done` is never replaced once set).
-        write_out(out_data, "out_data", creative_bytes::of(e.artifact.data()))
+        out.write(creative_bytes::of(e.artifact.data()));
+        Ok(())
     })
 }
 
@@ -75,12 +83,17 @@ pub unsafe extern "C" fn creative_run_artifact_media_type(
     out_media_type: *mut *const c_char,
 ) -> creative_status {
     guard("creative_run_artifact_media_type", || {
-        need_out(out_media_type, "out_media_type")?;
-        out_media_type.write(std::ptr::null());
-        let run = run_pub(run)?;
+        // SAFETY: `out_media_type` is NULL or writable (the doc: `*out_media_type`
+        // is set).
+        let mut out = unsafe { Out::new(out_media_type, "out_media_type") }?;
+        out.write(std::ptr::null());
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let done = run.done("artifacts")?;
         let e = entry(&done, index)?;
-        write_out(out_media_type, "out_media_type", e.media.as_ptr())
+        out.write(e.media.as_ptr());
+        Ok(())
     })
 }
 
@@ -98,9 +111,12 @@ pub unsafe extern "C" fn creative_run_artifact_info_json(
     out_json: *mut *mut c_char,
 ) -> creative_status {
     guard("creative_run_artifact_info_json", || {
-        need_out(out_json, "out_json")?;
-        out_json.write(std::ptr::null_mut());
-        let run = run_pub(run)?;
+        // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        out.write(std::ptr::null_mut());
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let done = run.done("artifacts")?;
         let e = entry(&done, index)?;
         let a = &e.artifact;
@@ -117,10 +133,7 @@ pub unsafe extern "C" fn creative_run_artifact_info_json(
             "provenance": a.provenance(),
             "path": path,
         });
-        write_out(out_json, "out_json", owned_c_string(v.to_string()))
+        out.write(owned_c_string(v.to_string()));
+        Ok(())
     })
-}
-
-fn run_pub<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
-    run_ref_pub(run)
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use creative_campaign::spec::Registry;
 use serde::Deserialize;
 
-use crate::panic::{guard, need_out, opt_text_arg, write_out};
+use crate::panic::{guard, opt_text_arg, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::owned_c_string;
 
@@ -181,13 +181,19 @@ pub unsafe extern "C" fn creative_engine_new(
     out_engine: *mut *mut creative_engine,
 ) -> creative_status {
     guard("creative_engine_new", || {
-        need_out(out_engine, "out_engine")?;
-        out_engine.write(std::ptr::null_mut());
-        let cfg = EngineConfig::parse(opt_text_arg(config_json, "config_json")?)?;
+        // SAFETY: `out_engine` is NULL or writable (the doc: "`*out_engine`
+        // receives").
+        let mut out = unsafe { Out::new(out_engine, "out_engine") }?;
+        out.write(std::ptr::null_mut());
+        // SAFETY: `config_json` is NULL ("may be NULL", above) or NUL-terminated
+        // text (the header's conventions), read only during this call.
+        let config = unsafe { opt_text_arg(config_json, "config_json") }?;
+        let cfg = EngineConfig::parse(config)?;
         let engine = Box::new(creative_engine {
             inner: Arc::new(EngineInner::new(cfg)?),
         });
-        write_out(out_engine, "out_engine", Box::into_raw(engine))
+        out.write(Box::into_raw(engine));
+        Ok(())
     })
 }
 
@@ -204,7 +210,11 @@ pub unsafe extern "C" fn creative_engine_new(
 pub unsafe extern "C" fn creative_engine_free(engine: *mut creative_engine) {
     let _ = guard("creative_engine_free", || {
         if !engine.is_null() {
-            drop(Box::from_raw(engine));
+            // SAFETY: not NULL, so an engine `creative_engine_new` made with
+            // `Box::into_raw` and the host frees once, not concurrently with
+            // another call on it (the `creative_engine` doc and the thread safety
+            // above); nothing uses the pointer after this.
+            drop(unsafe { Box::from_raw(engine) });
         }
         Ok(())
     });
@@ -221,16 +231,21 @@ pub unsafe extern "C" fn creative_engine_kinds_json(
     out_json: *mut *mut c_char,
 ) -> creative_status {
     guard("creative_engine_kinds_json", || {
-        need_out(out_json, "out_json")?;
-        out_json.write(std::ptr::null_mut());
-        let engine = engine.as_ref().ok_or_else(|| FfiError::null("engine"))?;
+        // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        out.write(std::ptr::null_mut());
+        // SAFETY: `engine` is NULL (`as_ref` gives None) or an engine from
+        // creative_engine_new not yet freed (the `creative_engine` doc: create with
+        // _new, free with _free), used only during this call.
+        let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
         let reg = engine.inner.registry();
         let v = serde_json::json!({
             "providers": reg.provider_kinds().collect::<Vec<_>>(),
             "steps": reg.step_kinds().collect::<Vec<_>>(),
             "gates": reg.gate_kinds().collect::<Vec<_>>(),
         });
-        write_out(out_json, "out_json", owned_c_string(v.to_string()))
+        out.write(owned_c_string(v.to_string()));
+        Ok(())
     })
 }
 

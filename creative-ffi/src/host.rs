@@ -22,7 +22,7 @@ use creative_core::{
 use serde_json::{json, Value};
 
 use crate::engine::creative_engine;
-use crate::panic::{guard, need_out, opt_text_arg, text_arg, write_out};
+use crate::panic::{guard, opt_text_arg, text_arg, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::creative_bytes;
 
@@ -139,16 +139,26 @@ struct HostExt {
     callback: creative_host_fn,
 }
 
-// The registration contract (see `creative_host_fn`) requires `user_data` to be
-// usable from any thread and concurrently.
+// SAFETY: the fields are plain data; the only thing not Send is `user_data`,
+// which the library never dereferences, only hands to the host's functions.
+// `creative_host_fn`'s doc tells the host its callback runs on the engine's
+// blocking pool, so `user_data` must be safe to use from other threads, and
+// `free_user_data` runs on whichever thread drops the last reference (the last
+// `_free`, as `creative_engine_free`'s doc says).
 unsafe impl Send for HostExt {}
+// SAFETY: shared references only read the fields and pass `user_data` to the
+// callback, which `creative_host_fn`'s doc says may run concurrently ("calls may
+// run concurrently ..., so `user_data` must be safe to use from several
+// threads").
 unsafe impl Sync for HostExt {}
 
 impl Drop for HostExt {
     fn drop(&mut self) {
         if let Some(f) = self.free_user_data {
-            // SAFETY: the host's destructor for its own data, called exactly once
-            // (this is the only owner, and Drop runs once).
+            // SAFETY: the host's destructor for its own `user_data`
+            // (`creative_free_fn`: "called exactly once"): a `HostExt` is made once
+            // per registration, shared only through an `Arc`, and dropped once.
+            // No callback can still be running: each holds an `Arc` to this.
             unsafe { f(self.user_data) };
         }
     }
@@ -203,8 +213,10 @@ fn invoke(ext: &HostExt, mut call: creative_host_call) -> CallResult {
             call,
         };
     };
-    // SAFETY: the host registered this callback for this user_data; `call` lives
-    // on our stack for the whole call.
+    // SAFETY: the host registered this callback with this `user_data`
+    // (`creative_host_fn`: called on a blocking-pool thread, concurrently), which
+    // stays valid until `free_user_data` runs in our `Drop`; `call` lives on this
+    // stack for the whole call and nothing else touches it meanwhile.
     let code = catch_unwind(AssertUnwindSafe(|| unsafe { cb(ext.user_data, &mut call) }));
     let code = match code {
         Ok(c) => creative_status::from_code(c).ok_or(c),
@@ -466,7 +478,13 @@ fn check_kind(kind: &str) -> Result<(), FfiError> {
 
 /// Take ownership of the host's data at once, so every failure path below
 /// releases it exactly once.
-fn adopt<'a>(
+///
+/// # Safety
+/// `kind` is NULL or a NUL-terminated string; `engine` is NULL or an engine from
+/// `creative_engine_new` not yet freed, and stays so for `'a`; `callback` and
+/// `free_user_data` may be called with `user_data` as `creative_host_fn` and
+/// `creative_free_fn` say (the caller's side of a registration).
+unsafe fn adopt<'a>(
     engine: *const creative_engine,
     kind: *const c_char,
     user_data: *mut c_void,
@@ -480,15 +498,16 @@ fn adopt<'a>(
         free_user_data,
         callback,
     };
-    // SAFETY: `kind` is NULL or a NUL-terminated string (the caller's contract).
+    // SAFETY: `kind` is NULL or a NUL-terminated string (this function's
+    // contract); it is copied below, before the caller returns.
     let k = unsafe { text_arg(kind, "kind") }?;
     check_kind(k)?;
     ext.kind = k.to_string();
     if ext.callback.is_none() {
         return Err(FfiError::null(callback_name));
     }
-    // SAFETY: a live engine handle from creative_engine_new (caller's contract);
-    // it outlives this call.
+    // SAFETY: NULL (`as_ref` gives None) or a live engine for `'a` (this
+    // function's contract).
     let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
     Ok((engine, Arc::new(ext)))
 }
@@ -509,15 +528,26 @@ pub unsafe extern "C" fn creative_engine_register_provider(
     provider: *const creative_host_provider,
 ) -> creative_status {
     guard("creative_engine_register_provider", || {
-        let p = provider.as_ref().copied().ok_or_else(|| FfiError::null("provider"))?;
-        let (engine, ext) = adopt(
-            engine,
-            kind,
-            p.user_data,
-            p.free_user_data,
-            p.generate,
-            "provider->generate",
-        )?;
+        // SAFETY: `provider` is NULL (`as_ref` gives None) or points to a struct
+        // valid during this call (the doc: "The struct itself is copied; it need
+        // not outlive the call"); it is copied at once.
+        let p = unsafe { provider.as_ref() }
+            .copied()
+            .ok_or_else(|| FfiError::null("provider"))?;
+        // SAFETY: the registration's contract, passed on: `engine` is NULL or a
+        // live engine (the `creative_engine` doc), `kind` is NULL or NUL-terminated
+        // text (the header's conventions), and the struct's callbacks take its
+        // `user_data` as `creative_host_fn` says.
+        let (engine, ext) = unsafe {
+            adopt(
+                engine,
+                kind,
+                p.user_data,
+                p.free_user_data,
+                p.generate,
+                "provider->generate",
+            )
+        }?;
         let kind = ext.kind.clone();
         let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
             let caps = caps_from(settings).map_err(|e| format!("provider `{id}` (host kind `{}`): {e}", ext.kind))?;
@@ -546,8 +576,13 @@ pub unsafe extern "C" fn creative_engine_register_step(
     step: *const creative_host_step,
 ) -> creative_status {
     guard("creative_engine_register_step", || {
-        let s = step.as_ref().copied().ok_or_else(|| FfiError::null("step"))?;
-        let (engine, ext) = adopt(engine, kind, s.user_data, s.free_user_data, s.run, "step->run")?;
+        // SAFETY: `step` is NULL or points to a struct valid during this call
+        // (as `creative_engine_register_provider`'s doc says); it is copied at once.
+        let s = unsafe { step.as_ref() }
+            .copied()
+            .ok_or_else(|| FfiError::null("step"))?;
+        // SAFETY: as in `creative_engine_register_provider`.
+        let (engine, ext) = unsafe { adopt(engine, kind, s.user_data, s.free_user_data, s.run, "step->run") }?;
         let kind = ext.kind.clone();
         let factory: StepFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
             let produces = match settings.get("produces") {
@@ -589,8 +624,13 @@ pub unsafe extern "C" fn creative_engine_register_gate(
     gate: *const creative_host_gate,
 ) -> creative_status {
     guard("creative_engine_register_gate", || {
-        let g = gate.as_ref().copied().ok_or_else(|| FfiError::null("gate"))?;
-        let (engine, ext) = adopt(engine, kind, g.user_data, g.free_user_data, g.check, "gate->check")?;
+        // SAFETY: `gate` is NULL or points to a struct valid during this call (as
+        // `creative_engine_register_provider`'s doc says); it is copied at once.
+        let g = unsafe { gate.as_ref() }
+            .copied()
+            .ok_or_else(|| FfiError::null("gate"))?;
+        // SAFETY: as in `creative_engine_register_provider`.
+        let (engine, ext) = unsafe { adopt(engine, kind, g.user_data, g.free_user_data, g.check, "gate->check") }?;
         let kind = ext.kind.clone();
         let factory: GateFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
             Ok(Arc::new(HostGate {
@@ -607,13 +647,29 @@ pub unsafe extern "C" fn creative_engine_register_gate(
 
 // ----- the call's accessors -----
 
-fn call_ref<'a>(call: *const creative_host_call) -> Result<&'a creative_host_call, FfiError> {
-    // SAFETY: the pointer the library passed to a running callback.
+/// Borrow the call a host callback was handed; NULL is a
+/// `CREATIVE_STATUS_NULL_POINTER` error.
+///
+/// # Safety
+/// `call` is NULL or the pointer `invoke` passed to a host callback that has not
+/// returned, and `'a` ends before it returns (`creative_host_fn`: "`call` is
+/// valid only until the callback returns").
+unsafe fn call_ref<'a>(call: *const creative_host_call) -> Result<&'a creative_host_call, FfiError> {
+    // SAFETY: NULL (`as_ref` gives None) or the live call, by this function's
+    // contract.
     unsafe { call.as_ref() }.ok_or_else(|| FfiError::null("call"))
 }
 
-fn call_mut<'a>(call: *mut creative_host_call) -> Result<&'a mut creative_host_call, FfiError> {
-    // SAFETY: as `call_ref`; the callback is the call's only user while it runs.
+/// Borrow the call a host callback was handed, to record what it hands back.
+///
+/// # Safety
+/// As [`call_ref`], and no other reference to the call is in use for `'a`: the
+/// library does not touch the call while the callback runs (`invoke` lends it
+/// for the callback's whole duration), and the callback uses it through one
+/// `creative_host_call_*` function at a time.
+unsafe fn call_mut<'a>(call: *mut creative_host_call) -> Result<&'a mut creative_host_call, FfiError> {
+    // SAFETY: NULL (`as_mut` gives None) or the live call with no other user, by
+    // this function's contract.
     unsafe { call.as_mut() }.ok_or_else(|| FfiError::null("call"))
 }
 
@@ -629,9 +685,13 @@ pub unsafe extern "C" fn creative_host_call_context_json(
     out_json: *mut *const c_char,
 ) -> creative_status {
     guard("creative_host_call_context_json", || {
-        need_out(out_json, "out_json")?;
-        let c = call_ref(call)?;
-        write_out(out_json, "out_json", c.context.as_ptr())
+        // SAFETY: `out_json` is NULL or writable (the doc: `*out_json` is lent).
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
+        out.write(c.context.as_ptr());
+        Ok(())
     })
 }
 
@@ -642,9 +702,14 @@ pub unsafe extern "C" fn creative_host_call_input_count(
     out_count: *mut usize,
 ) -> creative_status {
     guard("creative_host_call_input_count", || {
-        need_out(out_count, "out_count")?;
-        let c = call_ref(call)?;
-        write_out(out_count, "out_count", c.inputs.len())
+        // SAFETY: `out_count` is NULL or writable: the out-parameter the host
+        // passes for the count.
+        let mut out = unsafe { Out::new(out_count, "out_count") }?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
+        out.write(c.inputs.len());
+        Ok(())
     })
 }
 
@@ -660,17 +725,22 @@ pub unsafe extern "C" fn creative_host_call_input(
     out_media_type: *mut *const c_char,
 ) -> creative_status {
     guard("creative_host_call_input", || {
-        need_out(out_data, "out_data")?;
-        let c = call_ref(call)?;
+        // SAFETY: `out_data` is NULL or writable (the doc: the bytes are lent there).
+        let mut out = unsafe { Out::new(out_data, "out_data") }?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
         let (a, m) = c.inputs.get(index).ok_or_else(|| {
             FfiError::invalid(format!(
                 "input index {index} is out of range: the call has {} input(s)",
                 c.inputs.len()
             ))
         })?;
-        write_out(out_data, "out_data", creative_bytes::of(a.data()))?;
-        if !out_media_type.is_null() {
-            out_media_type.write(m.as_ptr());
+        out.write(creative_bytes::of(a.data()));
+        // SAFETY: `out_media_type` is NULL ("not wanted", as the doc says) or
+        // writable.
+        if let Some(mut media) = unsafe { Out::optional(out_media_type) } {
+            media.write(m.as_ptr());
         }
         Ok(())
     })
@@ -691,13 +761,18 @@ pub unsafe extern "C" fn creative_host_call_add_output(
     meta_json: *const c_char,
 ) -> creative_status {
     guard("creative_host_call_add_output", || {
-        let c = call_mut(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
         if c.role == Role::Gate {
             return Err(FfiError::wrong_state(
                 "a gate hands back a verdict (creative_host_call_set_verdict), not outputs",
             ));
         }
-        let media: MediaType = text_arg(media_type, "media_type")?
+        // SAFETY: `media_type` is NULL or NUL-terminated text (the header's
+        // conventions), read only during this call.
+        let media: MediaType = unsafe { text_arg(media_type, "media_type") }?
             .parse()
             .unwrap_or(MediaType::Other(Arc::from("application/octet-stream")));
         if data.is_null() && len > 0 {
@@ -711,9 +786,14 @@ pub unsafe extern "C" fn creative_host_call_add_output(
         let bytes = if len == 0 {
             Vec::new()
         } else {
-            std::slice::from_raw_parts(data, len).to_vec()
+            // SAFETY: the doc: "`len` bytes at `data`" (copied here, before this
+            // returns); `data` is not NULL (checked above: `len` > 0 here), `u8`
+            // needs no alignment, and `len` <= isize::MAX (checked above).
+            unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
         };
-        let meta = match opt_text_arg(meta_json, "meta_json")? {
+        // SAFETY: `meta_json` is NULL (the doc: "NULL, or a JSON object") or
+        // NUL-terminated text, read only during this call.
+        let meta = match unsafe { opt_text_arg(meta_json, "meta_json") }? {
             None => Meta::default(),
             Some(t) => serde_json::from_str::<Meta>(t)
                 .map_err(|e| FfiError::new(creative_status::Parse, format!("`meta_json`: {e}")))?,
@@ -734,7 +814,10 @@ pub unsafe extern "C" fn creative_host_call_set_verdict(
     reason: *const c_char,
 ) -> creative_status {
     guard("creative_host_call_set_verdict", || {
-        let c = call_mut(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
         if c.role != Role::Gate {
             return Err(FfiError::wrong_state(format!(
                 "only a gate sets a verdict; this is a {} call",
@@ -746,7 +829,9 @@ pub unsafe extern "C" fn creative_host_call_set_verdict(
                 "`score` must be a finite number, got {score}"
             )));
         }
-        let reasons = opt_text_arg(reason, "reason")?
+        // SAFETY: `reason` is NULL (the doc: "NULL for none") or NUL-terminated
+        // text, copied before this returns.
+        let reasons = unsafe { opt_text_arg(reason, "reason") }?
             .map(|r| vec![r.to_string()])
             .unwrap_or_default();
         c.verdict = Some(Verdict { passed, score, reasons });
@@ -759,7 +844,10 @@ pub unsafe extern "C" fn creative_host_call_set_verdict(
 #[no_mangle]
 pub unsafe extern "C" fn creative_host_call_set_cost(call: *mut creative_host_call, cost_usd: f64) -> creative_status {
     guard("creative_host_call_set_cost", || {
-        let c = call_mut(call)?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
         if c.role != Role::Provider {
             return Err(FfiError::wrong_state("only a provider call has a cost"));
         }
@@ -781,8 +869,13 @@ pub unsafe extern "C" fn creative_host_call_fail(
     message: *const c_char,
 ) -> creative_status {
     guard("creative_host_call_fail", || {
-        let c = call_mut(call)?;
-        c.error = Some(text_arg(message, "message")?.to_string());
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        // Nothing else uses it while this function runs.
+        let c = unsafe { call_mut(call) }?;
+        // SAFETY: `message` is NULL or NUL-terminated text (the header's
+        // conventions), copied before this returns.
+        c.error = Some(unsafe { text_arg(message, "message") }?.to_string());
         Ok(())
     })
 }
@@ -795,8 +888,13 @@ pub unsafe extern "C" fn creative_host_call_cancelled(
     out_cancelled: *mut bool,
 ) -> creative_status {
     guard("creative_host_call_cancelled", || {
-        need_out(out_cancelled, "out_cancelled")?;
-        let c = call_ref(call)?;
-        write_out(out_cancelled, "out_cancelled", c.cancel.is_cancelled())
+        // SAFETY: `out_cancelled` is NULL or writable: the out-parameter the host
+        // passes for the answer.
+        let mut out = unsafe { Out::new(out_cancelled, "out_cancelled") }?;
+        // SAFETY: `call` is NULL or the pointer passed to the host callback now
+        // running (`creative_host_fn`: valid only until the callback returns).
+        let c = unsafe { call_ref(call) }?;
+        out.write(c.cancel.is_cancelled());
+        Ok(())
     })
 }

@@ -32,6 +32,12 @@
 // Every `unsafe extern "C"` function states its pointer contract in its doc
 // comment (which becomes the header's), in C terms rather than a `# Safety` section.
 #![allow(clippy::missing_safety_doc)]
+// Each unsafe operation sits in its own `unsafe` block with a `// SAFETY:` comment
+// naming the contract that makes it sound: the entry point's doc comment, the
+// header's conventions, or the `# Safety` section of a crate-private helper.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::multiple_unsafe_ops_per_block)]
 
 // Declared in the order the header should read (cbindgen follows it; blank
 // lines keep rustfmt from sorting them).

@@ -8,6 +8,7 @@
 use std::any::Any;
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 
 use crate::status::{creative_status, fail, set_last_error, FfiError};
 
@@ -55,7 +56,9 @@ pub(crate) unsafe fn text_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a 
     if ptr.is_null() {
         return Err(FfiError::null(what));
     }
-    let c = CStr::from_ptr(ptr);
+    // SAFETY: not NULL (checked above), so a NUL-terminated string that outlives
+    // `'a` (this function's contract).
+    let c = unsafe { CStr::from_ptr(ptr) };
     c.to_str().map_err(|e| {
         FfiError::new(
             creative_status::InvalidUtf8,
@@ -75,29 +78,48 @@ pub(crate) unsafe fn opt_text_arg<'a>(ptr: *const c_char, what: &str) -> Result<
     if ptr.is_null() {
         Ok(None)
     } else {
-        text_arg(ptr, what).map(Some)
+        // SAFETY: this function's contract is `text_arg`'s.
+        unsafe { text_arg(ptr, what) }.map(Some)
     }
 }
 
-/// Write `value` through an out-pointer that must not be NULL.
+/// An out-parameter checked not to be NULL: the one way the library writes
+/// through a pointer the host gave it.
 ///
-/// # Safety
-/// `out` is NULL or valid for a write of `T`.
-pub(crate) unsafe fn write_out<T>(out: *mut T, what: &str, value: T) -> Result<(), FfiError> {
-    if out.is_null() {
-        return Err(FfiError::null(what));
-    }
-    out.write(value);
-    Ok(())
+/// Checked at the top of each entry point, before any work whose result it will
+/// receive (so a NULL out-pointer never costs a started run); writing is then
+/// safe.
+pub(crate) struct Out<T> {
+    ptr: NonNull<T>,
 }
 
-/// Check that an out-pointer is not NULL before doing work whose result it will
-/// receive (so a NULL out-pointer never costs a started run).
-pub(crate) fn need_out<T>(out: *mut T, what: &str) -> Result<(), FfiError> {
-    if out.is_null() {
-        Err(FfiError::null(what))
-    } else {
-        Ok(())
+impl<T> Out<T> {
+    /// Check `ptr`: NULL is a `CREATIVE_STATUS_NULL_POINTER` error naming `what`.
+    ///
+    /// # Safety
+    /// `ptr` is NULL or valid for writes of a `T` (aligned, not freed) as long as
+    /// the `Out` is used. Each entry point's doc comment promises the host it
+    /// writes there ("Writes `*out_count`", "`*out_json` receives").
+    pub(crate) unsafe fn new(ptr: *mut T, what: &str) -> Result<Out<T>, FfiError> {
+        NonNull::new(ptr)
+            .map(|ptr| Out { ptr })
+            .ok_or_else(|| FfiError::null(what))
+    }
+
+    /// An optional out-parameter: NULL means "not wanted".
+    ///
+    /// # Safety
+    /// As [`Out::new`].
+    pub(crate) unsafe fn optional(ptr: *mut T) -> Option<Out<T>> {
+        NonNull::new(ptr).map(|ptr| Out { ptr })
+    }
+
+    /// Write `value`; the previous contents are not read or dropped (they may be
+    /// uninitialized memory of the host's).
+    pub(crate) fn write(&mut self, value: T) {
+        // SAFETY: `ptr` is not NULL (checked when the `Out` was made) and valid for
+        // writes of a `T` while the `Out` is used (the contract of `Out::new`).
+        unsafe { self.ptr.as_ptr().write(value) }
     }
 }
 
@@ -121,11 +143,14 @@ mod tests {
     #[test]
     fn bad_text_is_an_error_not_a_crash() {
         let bad = [0x66u8, 0xff, 0x00];
+        // SAFETY: `bad` is NUL-terminated and outlives the result.
         let e = unsafe { text_arg(bad.as_ptr().cast(), "spec_text") }.unwrap_err();
         assert_eq!(e.status, creative_status::InvalidUtf8);
         assert!(e.message.contains("offset 1"));
+        // SAFETY: NULL is allowed.
         let e = unsafe { text_arg(std::ptr::null(), "spec_text") }.unwrap_err();
         assert_eq!(e.status, creative_status::NullPointer);
+        // SAFETY: NULL is allowed.
         assert_eq!(unsafe { opt_text_arg(std::ptr::null(), "x") }.unwrap(), None);
     }
 }

@@ -27,7 +27,7 @@ use creative_core::{
 use futures::{Stream, StreamExt};
 
 use crate::engine::EngineInner;
-use crate::panic::{guard, need_out, write_out};
+use crate::panic::{guard, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::owned_c_string;
 
@@ -390,9 +390,13 @@ impl Drop for DirLease {
     }
 }
 
+/// The host's `user_data` for a run's callback, moved to the delivery thread.
 struct UserData(*mut c_void);
-// The host promises (see `creative_run_start`) that user_data may be used from the
-// run's delivery thread.
+// SAFETY: the library never dereferences the pointer; it only hands it back to the
+// host's callback, which `creative_event_fn`'s doc says runs on a thread the
+// library starts for the run, and `creative_run_start`'s doc says `user_data`
+// stays valid until `creative_run_free` returns. Moving it to that thread is what
+// the host agreed to.
 unsafe impl Send for UserData {}
 
 fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, String) {
@@ -496,8 +500,11 @@ pub(crate) fn start(
                             serde_json::json!({"type": "error", "seq": ev.seq, "error": e.to_string()}).to_string()
                         });
                         let c = CString::new(json).unwrap_or_default();
-                        // SAFETY: the host gave this function and promised user_data
-                        // is usable from this thread for the run's lifetime.
+                        // SAFETY: the host's callback with its own `user_data`, which
+                        // stays valid until `creative_run_free` returns
+                        // (`creative_run_start`'s doc); that free joins this thread or,
+                        // from inside a callback, stops the calls first. `c` outlives
+                        // the call (`event_json` is valid only during it).
                         unsafe { cb(c.as_ptr(), ud.0) };
                     }
                     sh.set_events_done();
@@ -603,8 +610,17 @@ impl Drop for creative_run {
     }
 }
 
-fn run_ref<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
-    // SAFETY: the caller passes a handle from creative_run_start that is not freed.
+/// Borrow a run handle the host passed; NULL is a `CREATIVE_STATUS_NULL_POINTER`
+/// error.
+///
+/// # Safety
+/// `run` is NULL or a handle from `creative_run_start` that `creative_run_free`
+/// has not freed, and stays so for `'a` (the host's side of the `creative_run`
+/// doc: create with `_start`, free with `_free`, not concurrently with another
+/// call).
+pub(crate) unsafe fn run_ref<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
+    // SAFETY: NULL (`as_ref` gives None) or a live handle, by this function's
+    // contract.
     unsafe { run.as_ref() }.ok_or_else(|| FfiError::null("run"))
 }
 
@@ -624,7 +640,9 @@ fn run_ref<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
 #[no_mangle]
 pub unsafe extern "C" fn creative_run_wait(run: *const creative_run, timeout_ms: u64) -> creative_status {
     guard("creative_run_wait", || {
-        let run = run_ref(run)?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         if run.on_delivery_thread() {
             return Err(FfiError::wrong_state(
                 "cannot wait for a run from inside its own event callback (it would wait for itself)",
@@ -658,14 +676,18 @@ pub unsafe extern "C" fn creative_run_poll(
     out_state: *mut creative_run_state,
 ) -> creative_status {
     guard("creative_run_poll", || {
-        need_out(out_state, "out_state")?;
-        let run = run_ref(run)?;
+        // SAFETY: `out_state` is NULL or writable (the doc: "Writes `*out_state`").
+        let mut out = unsafe { Out::new(out_state, "out_state") }?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let state = run
             .shared
             .finished()
             .map(|d| d.state)
             .unwrap_or(creative_run_state::Running);
-        write_out(out_state, "out_state", state)
+        out.write(state);
+        Ok(())
     })
 }
 
@@ -679,19 +701,20 @@ pub unsafe extern "C" fn creative_run_progress(
     out_progress: *mut creative_progress,
 ) -> creative_status {
     guard("creative_run_progress", || {
-        need_out(out_progress, "out_progress")?;
-        let run = run_ref(run)?;
+        // SAFETY: `out_progress` is NULL or writable (the doc: "Writes
+        // `*out_progress`").
+        let mut out = unsafe { Out::new(out_progress, "out_progress") }?;
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let run = unsafe { run_ref(run) }?;
         let p = *lock(&run.shared.progress);
-        write_out(
-            out_progress,
-            "out_progress",
-            creative_progress {
-                jobs_total: p.jobs_total,
-                jobs_done: p.jobs_done,
-                jobs_failed: p.jobs_failed,
-                steps_done: p.steps_done,
-            },
-        )
+        out.write(creative_progress {
+            jobs_total: p.jobs_total,
+            jobs_done: p.jobs_done,
+            jobs_failed: p.jobs_failed,
+            steps_done: p.steps_done,
+        });
+        Ok(())
     })
 }
 
@@ -703,7 +726,9 @@ pub unsafe extern "C" fn creative_run_progress(
 #[no_mangle]
 pub unsafe extern "C" fn creative_run_cancel(run: *const creative_run) -> creative_status {
     guard("creative_run_cancel", || {
-        run_ref(run)?.cancel.cancel();
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        unsafe { run_ref(run) }?.cancel.cancel();
         Ok(())
     })
 }
@@ -721,7 +746,11 @@ pub unsafe extern "C" fn creative_run_cancel(run: *const creative_run) -> creati
 pub unsafe extern "C" fn creative_run_free(run: *mut creative_run) {
     let _ = guard("creative_run_free", || {
         if !run.is_null() {
-            drop(Box::from_raw(run));
+            // SAFETY: not NULL, so a run `creative_run_start` made with
+            // `Box::into_raw` and the host frees once, not concurrently with any
+            // other call on it (the `creative_run` doc and the thread safety
+            // above); nothing uses the pointer after this.
+            drop(unsafe { Box::from_raw(run) });
         }
         Ok(())
     });
@@ -738,9 +767,12 @@ pub unsafe extern "C" fn creative_run_manifest_json(
     out_json: *mut *mut c_char,
 ) -> creative_status {
     guard("creative_run_manifest_json", || {
-        need_out(out_json, "out_json")?;
-        out_json.write(std::ptr::null_mut());
-        let done = run_ref(run)?.done("the manifest")?;
+        // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        out.write(std::ptr::null_mut());
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let done = unsafe { run_ref(run) }?.done("the manifest")?;
         let f = done
             .finished
             .as_ref()
@@ -750,7 +782,8 @@ pub unsafe extern "C" fn creative_run_manifest_json(
                 .map_err(|e| FfiError::new(creative_status::Io, format!("read {}: {e}", p.display())))?,
             None => "{}".into(),
         };
-        write_out(out_json, "out_json", owned_c_string(json))
+        out.write(owned_c_string(json));
+        Ok(())
     })
 }
 
@@ -766,19 +799,19 @@ pub unsafe extern "C" fn creative_run_report_json(
     out_json: *mut *mut c_char,
 ) -> creative_status {
     guard("creative_run_report_json", || {
-        need_out(out_json, "out_json")?;
-        out_json.write(std::ptr::null_mut());
-        let done = run_ref(run)?.done("the report")?;
+        // SAFETY: `out_json` is NULL or writable (the doc: "`*out_json` receives").
+        let mut out = unsafe { Out::new(out_json, "out_json") }?;
+        out.write(std::ptr::null_mut());
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let done = unsafe { run_ref(run) }?.done("the report")?;
         let f = done
             .finished
             .as_ref()
             .ok_or_else(|| FfiError::new(done.status, done.message.clone()))?;
-        write_out(out_json, "out_json", owned_c_string(f.report_json.clone()))
+        out.write(owned_c_string(f.report_json.clone()));
+        Ok(())
     })
-}
-
-pub(crate) fn run_ref_pub<'a>(run: *const creative_run) -> Result<&'a creative_run, FfiError> {
-    run_ref(run)
 }
 
 /// Start a run that only replays `events` to `callback` and then ends succeeded

@@ -10,7 +10,7 @@ use creative_core::CancellationToken;
 use serde::Deserialize;
 
 use crate::engine::{creative_engine, EngineInner};
-use crate::panic::{guard, need_out, opt_text_arg, text_arg};
+use crate::panic::{guard, opt_text_arg, text_arg, Out};
 use crate::run::{creative_event_fn, creative_run, start, DirLease, Finished, Launch};
 use crate::status::{creative_status, FfiError};
 
@@ -259,14 +259,24 @@ pub unsafe extern "C" fn creative_run_start(
     out_run: *mut *mut creative_run,
 ) -> creative_status {
     guard("creative_run_start", || {
-        need_out(out_run, "out_run")?;
-        out_run.write(std::ptr::null_mut());
-        let engine = engine.as_ref().ok_or_else(|| FfiError::null("engine"))?;
-        let spec = text_arg(spec_text, "spec_text")?;
-        let opts = StartOptions::parse(opt_text_arg(options_json, "options_json")?)?;
+        // SAFETY: `out_run` is NULL or writable (the doc: "`*out_run` receives").
+        let mut out = unsafe { Out::new(out_run, "out_run") }?;
+        out.write(std::ptr::null_mut());
+        // SAFETY: `engine` is NULL (`as_ref` gives None) or an engine from
+        // creative_engine_new not yet freed (the `creative_engine` doc: create with
+        // _new, free with _free), used only during this call.
+        let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
+        // SAFETY: `spec_text` is NULL or NUL-terminated text (the header's
+        // conventions), read only during this call (the spec is parsed into owned
+        // values before it returns).
+        let spec = unsafe { text_arg(spec_text, "spec_text") }?;
+        // SAFETY: `options_json` is NULL ("may be NULL", above) or NUL-terminated
+        // text, read only during this call.
+        let options = unsafe { opt_text_arg(options_json, "options_json") }?;
+        let opts = StartOptions::parse(options)?;
         let (launch, lease) = launch(&engine.inner, spec, opts)?;
         let run = start(&engine.inner, launch, callback, user_data, lease)?;
-        out_run.write(Box::into_raw(run));
+        out.write(Box::into_raw(run));
         Ok(())
     })
 }

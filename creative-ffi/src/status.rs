@@ -213,11 +213,13 @@ mod tests {
         for code in 0..16 {
             let s = creative_status::from_code(code).unwrap();
             assert_eq!(s as i32, code);
+            // SAFETY: creative_status_name returns a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(creative_status_name(code)) }.to_str().unwrap();
             assert_eq!(name, s.name());
         }
         assert_eq!(creative_status::from_code(16), None);
         assert_eq!(creative_status::from_code(-1), None);
+        // SAFETY: as above, for a value outside the enum too.
         let unknown = unsafe { CStr::from_ptr(creative_status_name(99)) };
         assert_eq!(unknown.to_str().unwrap(), "CREATIVE_STATUS_UNKNOWN");
     }
@@ -231,6 +233,8 @@ mod tests {
         })
         .join()
         .unwrap();
+        // SAFETY: never NULL, NUL-terminated, and valid until the next call on this
+        // thread (its doc); read before any other.
         let m = unsafe { CStr::from_ptr(creative_last_error_message()) };
         assert_eq!(m.to_str().unwrap(), "main thread");
     }

@@ -52,7 +52,10 @@ pub(crate) fn owned_c_string(s: String) -> *mut c_char {
 pub unsafe extern "C" fn creative_string_free(s: *mut c_char) {
     let _ = guard("creative_string_free", || {
         if !s.is_null() {
-            drop(CString::from_raw(s));
+            // SAFETY: not NULL, so (the doc above: "Only strings the library
+            // allocated may be passed here, and only once") a pointer from
+            // `owned_c_string`'s `CString::into_raw`, freed here the one time.
+            drop(unsafe { CString::from_raw(s) });
         }
         Ok(())
     });
