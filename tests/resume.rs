@@ -524,3 +524,43 @@ fn merging_a_part_of_another_spec_is_refused_naming_the_part() {
     );
     assert!(!all.join("manifest.json").exists(), "nothing was merged");
 }
+
+#[test]
+fn a_budget_stop_still_finishes_and_delivers_the_free_steps_of_paid_generations() {
+    let dir = temp_dir("budget-free-steps");
+    let log = dir.join("calls.log");
+    let spec_path = dir.join("spec.toml");
+    let spec = budget_spec(&log).replace("max_cost_usd = 0.20", "max_cost_usd = 0.10")
+        + r#"
+[[steps]]
+name = "thumb"
+kind = "resize"
+inputs = ["hero"]
+width = 8
+
+[output]
+steps = ["thumb"]
+file_name = "{{ product }}-{{ locale }}.{{ ext }}"
+"#;
+    std::fs::write(&spec_path, spec).unwrap();
+    let out = dir.join("out");
+    let o = run(&[
+        "run",
+        spec_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--no-preflight",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "stopped by the budget: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(calls(&log).len(), 2, "the $0.10 buys two $0.05 heroes");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let thumbs = manifest["assets"].as_array().unwrap().len();
+    assert_eq!(thumbs, 2, "both paid heroes were resized and delivered: {manifest}");
+}

@@ -201,8 +201,20 @@ impl Pipeline for Dag {
         let mut results: Vec<Option<StepResult>> = (0..g.len()).map(|_| None).collect();
         let mut running = FuturesUnordered::new();
         loop {
-            if !ctx.stopping() {
+            let stopping = ctx.stopping();
+            // When the budget stops the run, steps that call no provider still
+            // run, so a generation already paid for is resized, captioned and
+            // delivered instead of thrown away.
+            let free_only = stopping && ctx.free_steps_may_run();
+            if !stopping || free_only {
                 while let Some(n) = queue.pop() {
+                    if free_only && !self.nodes[n].step.providers().is_empty() {
+                        results[n] = Some(StepResult::not_run(g.name(n).clone(), ctx.stop_state()));
+                        for s in queue.fail(g, n) {
+                            results[s] = Some(StepResult::not_run(g.name(s).clone(), ctx.stop_state()));
+                        }
+                        continue;
+                    }
                     let inputs = StepInputs::new(
                         g.inputs(n)
                             .iter()

@@ -131,6 +131,14 @@ impl JobCtx {
         self.run.cancel.is_cancelled() || self.run.budget.is_exhausted()
     }
 
+    /// Whether a step that calls no provider may still start although the run
+    /// is stopping: yes when money or attempts ran out (the step is free, and
+    /// it makes paid work upstream deliverable), no on a cancel or a passed
+    /// deadline.
+    pub fn free_steps_may_run(&self) -> bool {
+        !self.run.cancel.is_cancelled() && !self.run.budget.deadline_passed()
+    }
+
     pub(crate) fn stop_state(&self) -> StepState {
         if self.run.cancel.is_cancelled() {
             StepState::Cancelled
@@ -200,7 +208,7 @@ impl JobCtx {
             _ = run.cancel.cancelled() => return Err(fail(StepState::Cancelled, StepError::Cancelled, started.elapsed())),
             p = run.steps.clone().acquire_owned() => p.ok(),
         };
-        if run.budget.is_exhausted() {
+        if run.budget.is_exhausted() && !(step.providers().is_empty() && self.free_steps_may_run()) {
             return Err(StepResult::not_run(name.clone(), StepState::Skipped));
         }
         if run.events.is_listened() {

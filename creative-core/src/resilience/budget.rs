@@ -120,6 +120,12 @@ impl Budget {
         self.deadline
     }
 
+    /// Whether the deadline has passed (as opposed to the money or attempts
+    /// running out).
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     /// Whether a limit was reached.
     pub fn is_exhausted(&self) -> bool {
         if self.exhausted.load(Ordering::Relaxed) {
