@@ -30,10 +30,14 @@ fn the_pipeline_example_survives_a_flaky_provider() {
     assert!(out.contains("job 8/8 Succeeded"), "{out}");
     // The stand-in's failures are drawn from a fixed seed, so some call always fails.
     assert!(out.contains("  retry    "), "the flaky provider was retried:\n{out}");
-    assert!(
-        out.lines().last().unwrap_or_default().starts_with("Succeeded:"),
-        "{out}"
-    );
+    // A job the backup served is honest work but not as configured: the run
+    // says degraded when that happened, succeeded otherwise.
+    let last = out.lines().last().unwrap_or_default();
+    if out.contains("  fallback ") {
+        assert!(last.starts_with("Degraded:"), "{out}");
+    } else {
+        assert!(last.starts_with("Succeeded:"), "{out}");
+    }
     // Three renditions per job.
     let heroes: Vec<&str> = out.lines().filter(|l| l.contains(" hero by ")).collect();
     assert_eq!(heroes.len(), 8, "{out}");

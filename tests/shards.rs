@@ -114,6 +114,7 @@ fn bad_shards_and_empty_merges_are_refused_with_a_reason() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no finished step to merge"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("holds no campaign run"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
