@@ -41,7 +41,15 @@
 //! is running (`POST /interrupt {prompt_id}`).
 //!
 //! Cost: ComfyUI is the user's own GPU; `cost_per_image` (default 0) prices
-//! outputs, `cost_per_second` (default 0) prices wall time of the run.
+//! outputs, `cost_per_second` (default 0) prices the time the prompt executed,
+//! not the time it waited in the queue: the span from the `execution_start`
+//! message to the `execution_success` one in the history entry's
+//! `status.messages` (ComfyUI's `PromptExecutor.add_message` stamps each with
+//! `timestamp`, milliseconds since the epoch). A server that stamps no times is
+//! billed the wall time from queueing the prompt to finding it in the history,
+//! less the time the queue polls saw it still pending. A cached re-run's
+//! prompts add up. Estimates count `cost_per_image` only (no run time is known
+//! before the call).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -439,18 +447,26 @@ impl ComfyUi {
     }
 
     /// Poll until the prompt is in the history; `Err` when it is lost or fails.
-    async fn wait(&self, prompt_id: &str, ctx: &CallCtx) -> Result<Value, ProviderError> {
+    /// Also returns how long, from the call, the queue polls last saw the prompt
+    /// still pending (time queued, not executing).
+    async fn wait(&self, prompt_id: &str, ctx: &CallCtx) -> Result<(Value, Duration), ProviderError> {
+        let since = tokio::time::Instant::now();
+        let mut queued = Duration::ZERO;
         let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
         let history_path = format!("history/{prompt_id}");
         loop {
             backoff.wait(ctx, &self.id).await?;
             let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
             if let Some(entry) = h.get(prompt_id) {
-                return Ok(entry.clone());
+                return Ok((entry.clone(), queued));
             }
             // `{}` means "not finished" or "never heard of it": ask the queue.
             let q: Value = self.transport.send_json(HttpRequest::get("queue"), ctx).await?;
-            if queue_has(&q, prompt_id) {
+            if queue_in(&q, "queue_pending", prompt_id) {
+                queued = since.elapsed();
+                continue;
+            }
+            if queue_in(&q, "queue_running", prompt_id) {
                 continue;
             }
             // It left the queue: it is in the history now, or it is lost. (A prompt
@@ -458,7 +474,7 @@ impl ComfyUi {
             // read again after the queue.)
             let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
             if let Some(entry) = h.get(prompt_id) {
-                return Ok(entry.clone());
+                return Ok((entry.clone(), queued));
             }
             return Err(self.err(
                 ErrorKind::Unavailable,
@@ -582,14 +598,29 @@ fn default_type() -> String {
     "output".into()
 }
 
-fn queue_has(q: &Value, prompt_id: &str) -> bool {
-    ["queue_running", "queue_pending"].iter().any(|k| {
-        q.get(*k).and_then(Value::as_array).is_some_and(|items| {
-            items
-                .iter()
-                .any(|it| it.get(1).and_then(Value::as_str) == Some(prompt_id))
-        })
+/// Whether `GET /queue`'s list `key` (`queue_running`, `queue_pending`) holds
+/// the prompt (items are `[number, prompt_id, prompt, extra, outputs]`).
+fn queue_in(q: &Value, key: &str, prompt_id: &str) -> bool {
+    q.get(key).and_then(Value::as_array).is_some_and(|items| {
+        items
+            .iter()
+            .any(|it| it.get(1).and_then(Value::as_str) == Some(prompt_id))
     })
+}
+
+/// Seconds the prompt executed, from the `timestamp`s (milliseconds) of its
+/// `execution_start` and `execution_success` messages; `None` when either is
+/// missing or they run backwards.
+fn execution_span_s(entry: &Value) -> Option<f64> {
+    let messages = entry.pointer("/status/messages").and_then(Value::as_array)?;
+    let stamp = |event: &str| {
+        messages
+            .iter()
+            .filter(|m| m.get(0).and_then(Value::as_str) == Some(event))
+            .find_map(|m| m.get(1).and_then(|d| d.get("timestamp")).and_then(Value::as_f64))
+    };
+    let (start, end) = (stamp("execution_start")?, stamp("execution_success")?);
+    (end >= start && (end - start).is_finite()).then(|| (end - start) / 1000.0)
 }
 
 fn describe_node_errors(errs: &Map<String, Value>, wf: &Map<String, Value>) -> String {
@@ -930,7 +961,8 @@ impl Provider for ComfyUi {
     }
 
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
-        let started = tokio::time::Instant::now();
+        // Seconds the server spent executing our prompts (see the module docs).
+        let mut run_s = 0.0f64;
         let mut names = Vec::with_capacity(request.inputs.len());
         for a in &request.inputs {
             names.push(self.upload(a, ctx).await?);
@@ -944,6 +976,7 @@ impl Provider for ComfyUi {
                 prompt_id: suggested.clone(),
                 armed: true,
             };
+            let queued_at = tokio::time::Instant::now();
             let prompt_id = match self.queue_prompt(&wf, &suggested, ctx).await {
                 Ok(id) => id,
                 Err(e) => {
@@ -957,9 +990,11 @@ impl Provider for ComfyUi {
                 }
             };
             guard.prompt_id = prompt_id.clone();
-            let entry = self.wait(&prompt_id, ctx).await?;
+            let (entry, queued) = self.wait(&prompt_id, ctx).await?;
             guard.armed = false;
             self.check_status(&entry)?;
+            run_s +=
+                execution_span_s(&entry).unwrap_or_else(|| queued_at.elapsed().saturating_sub(queued).as_secs_f64());
             let cached: BTreeSet<String> = cached_nodes(&entry);
             let files = self.outputs(&entry);
             if files.is_empty() {
@@ -1044,15 +1079,14 @@ impl Provider for ComfyUi {
                 continue;
             }
             let n = artifacts.len() as f64;
-            let secs = started.elapsed().as_secs_f64();
             return Ok(Generation {
                 usage: Usage {
-                    cost_usd: self.cost_per_image * n + self.cost_per_second * secs,
+                    cost_usd: self.cost_per_image * n + self.cost_per_second * run_s,
                     units: Some(n),
                     ..Usage::default()
                 },
                 artifacts,
-                raw: Some(json!({ "prompt_id": prompt_id, "cached_nodes": cached, "reruns": reruns })),
+                raw: Some(json!({ "prompt_id": prompt_id, "cached_nodes": cached, "reruns": reruns, "run_s": run_s })),
             });
         }
     }

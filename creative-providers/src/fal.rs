@@ -19,8 +19,14 @@
 //! `url`, downloaded through the shared HTTP layer), or `output` text. Images the
 //! model's safety checker flagged (`has_nsfw_concepts`) are dropped; if all are
 //! flagged the call is a `ContentPolicy` refusal, as is a 422
-//! `content_policy_violation` error. Cost: the price table's per-image price times
-//! the images, or its `per_second` price times the result's `timings.inference`.
+//! `content_policy_violation` error.
+//!
+//! Cost (see [`crate::pricing::estimate`] and [`crate::pricing::bill`]): images
+//! per megapixel of their decoded size where the app is priced so (else per
+//! image, by the `image` table); video and audio at `per_second` times their
+//! duration (the MP4 container's, else the requested `duration_s`, else the
+//! app's `default_s`); else `per_gpu_second` times the result's
+//! `timings.inference`. Estimates use the requested size and duration.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +42,7 @@ use crate::http::{
     backend_settings, encode_base64, sniff_media, Auth, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
     Transport, Url,
 };
-use crate::pricing::{ModelPrice, PriceTable};
+use crate::pricing::{self, ModelPrice, PriceTable};
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
     base_url: "https://queue.fal.run",
@@ -66,14 +72,34 @@ fn default_max_count() -> u32 {
     4
 }
 
-/// fal list prices (dollars per image at about one megapixel) as defaults; a
-/// spec's `prices` table overrides or adds apps.
+/// fal list prices (dollars) as defaults; a spec's `prices` table overrides or
+/// adds apps.
+///
+/// fal bills many image models per megapixel of output, "rounding up to the
+/// nearest megapixel" (FLUX.1 [dev]: "$0.025 per megapixel", the model's page,
+/// <https://fal.ai/models/fal-ai/flux-1/dev>; billing units:
+/// <https://docs.fal.ai/documentation/model-apis/pricing>). fal quotes the same
+/// $0.025 for a 1024x1024 image, so its megapixel is taken as 1024x1024 px
+/// (with a round-up over 1,000,000 px that image would cost two). The `*` entry
+/// prices a call that names no size (the app's default, about one megapixel).
 pub fn default_prices() -> PriceTable {
     let mut t = PriceTable::new();
+    let per_mp = |usd: f64| ModelPrice {
+        per_megapixel: Some(usd),
+        megapixel_px: Some(1024 * 1024),
+        megapixels_round_up: Some(true),
+        ..ModelPrice::flat_image(usd)
+    };
+    // Confirmed on fal's model page (above).
+    t.set("fal-ai/flux/dev", per_mp(0.025));
+    // $0.003 per megapixel as quoted from fal by a secondary source; the same
+    // figure as before.
+    t.set("fal-ai/flux/schnell", per_mp(0.003));
+    // Billed per megapixel like FLUX.1 [dev]; the figure is the table's earlier
+    // one, not re-confirmed (a secondary source quotes $0.055 per megapixel).
+    t.set("fal-ai/flux-pro/v1.1", per_mp(0.04));
+    // Per image whatever the size (kept from the earlier table, not re-confirmed).
     for (m, p) in [
-        ("fal-ai/flux/schnell", 0.003),
-        ("fal-ai/flux/dev", 0.025),
-        ("fal-ai/flux-pro/v1.1", 0.04),
         ("fal-ai/flux-pro/v1.1-ultra", 0.06),
         ("fal-ai/recraft-v3", 0.04),
         ("fal-ai/stable-diffusion-v35-large", 0.065),
@@ -117,8 +143,7 @@ impl Fal {
     /// The price of `req` from the price table, `None` for an app it lacks.
     fn price(&self, req: &Request) -> Option<f64> {
         let app = req.model.as_deref().unwrap_or(&self.app);
-        self.prices
-            .images(app, None, None, req.params.count.unwrap_or(1).max(1))
+        pricing::estimate(self.prices.get(app)?, req)
     }
 
     /// Build from a spec's settings (see [`register`]).
@@ -410,18 +435,17 @@ impl Provider for Fal {
             }
         }
         let artifacts = self.artifacts(req, &result, ctx).await?;
-        let cost = match self.prices.get(app) {
-            Some(mp) => match mp.per_image(None, None) {
-                Some(per) => per * artifacts.len() as f64,
-                None => {
-                    let secs = result
-                        .pointer("/timings/inference")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(0.0);
-                    mp.per_second.unwrap_or(0.0) * secs
-                }
-            },
-            None => 0.0,
+        let inference = result.pointer("/timings/inference").and_then(Value::as_f64);
+        let cost = match self
+            .prices
+            .get(app)
+            .and_then(|mp| pricing::bill(mp, req, &artifacts, inference))
+        {
+            Some(c) => c,
+            None => {
+                tracing::debug!(provider = %self.id, app, "no price for this app; cost counted as 0");
+                0.0
+            }
         };
         Ok(Generation {
             usage: Usage {

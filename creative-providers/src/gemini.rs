@@ -42,7 +42,7 @@ use crate::http::{
     backend_settings, decode_base64, encode_base64, merge_raw, sniff_media, Auth, ErrorInfo, HttpRequest, HttpSettings,
     PollBackoff, SettingsDefaults, Transport,
 };
-use crate::pricing::{gemini_defaults, PriceTable};
+use crate::pricing::{self, gemini_defaults, PriceTable};
 
 // ---------------------------------------------------------------------------------
 // Settings
@@ -88,9 +88,8 @@ impl Gemini {
         };
         let n = req.params.count.unwrap_or(1);
         match (route, req.task) {
-            (Route::Veo, _) => self
-                .prices
-                .seconds(&model, f64::from(req.params.duration_s.unwrap_or(8.0)) * f64::from(n)),
+            // Seconds asked for, else the model's default (`default_s`, 8 s for Veo).
+            (Route::Veo, _) => pricing::estimate(self.prices.get(&model)?, req),
             (Route::Imagen, _) | (Route::Content, Task::Image | Task::ImageEdit) => {
                 self.prices.images(&model, None, None, n)
             }
@@ -634,11 +633,11 @@ impl Gemini {
             let media = sniff_media(&data)
                 .or(served.filter(|m| m.kind() == creative_core::MediaKind::Video))
                 .unwrap_or(MediaType::Mp4);
+            // The container's duration where its movie header says, else the request's.
+            let seconds = pricing::mp4_duration_s(&data).or(req.params.duration_s.map(f64::from));
             let mut a = Artifact::new(media, data);
             a.provenance_mut().model = Some(model.to_string());
-            if let Some(d) = req.params.duration_s {
-                a.meta_mut().duration_s = Some(f64::from(d));
-            }
+            a.meta_mut().duration_s = seconds;
             artifacts.push(a);
         }
         if artifacts.is_empty() {
@@ -651,11 +650,14 @@ impl Gemini {
                 },
             );
         }
-        let seconds = f64::from(req.params.duration_s.unwrap_or(8.0)) * artifacts.len() as f64;
+        let price = self.prices.get(model);
+        let default_s = price.and_then(|p| p.default_s).unwrap_or(8.0);
+        let seconds: f64 = artifacts.iter().map(|a| a.meta().duration_s.unwrap_or(default_s)).sum();
+        let cost = price.and_then(|p| pricing::bill(p, req, &artifacts, None));
         Ok(Generation {
             artifacts,
             usage: Usage {
-                cost_usd: self.prices.seconds(model, seconds).unwrap_or(0.0),
+                cost_usd: cost.unwrap_or(0.0),
                 units: Some(seconds),
                 ..Usage::default()
             },

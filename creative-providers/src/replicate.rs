@@ -22,8 +22,16 @@
 //! Output URLs (or data URLs) are downloaded through the shared HTTP layer (https
 //! only, size-limited); text models' output (a list of tokens) becomes one text
 //! artifact. A failed prediction's `error` is classified (NSFW and safety refusals
-//! are `ContentPolicy`). Cost: the price table's per-image price times the outputs,
-//! else its `per_second` price times `metrics.predict_time` (GPU seconds).
+//! are `ContentPolicy`).
+//!
+//! Cost (see [`crate::pricing::estimate`] and [`crate::pricing::bill`]): Replicate
+//! bills official models per output (or per megapixel, or per second of video)
+//! and other models by GPU time. Images are priced per megapixel of their
+//! decoded size where the table says so (`per_megapixel`), else per output
+//! (`image`); video and audio at `per_second` times their duration (the MP4
+//! container's, else the requested `duration_s`, else the model's
+//! `default_s`); a model with none of these at `per_gpu_second` times
+//! `metrics.predict_time`, estimated before the call from `est_gpu_s`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +47,7 @@ use crate::http::{
     backend_settings, encode_base64, looks_like_content_policy, sniff_media, Auth, HttpRequest, HttpSettings,
     PollBackoff, SettingsDefaults, Transport,
 };
-use crate::pricing::{ModelPrice, PriceTable};
+use crate::pricing::{self, ModelPrice, PriceTable};
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
     base_url: "https://api.replicate.com/v1",
@@ -75,8 +83,10 @@ fn default_max_count() -> u32 {
 }
 
 /// Replicate list prices (dollars) for a few popular models as defaults; a spec's
-/// `prices` table overrides or adds models (`image."*"` per output, `per_second`
-/// per GPU second of `metrics.predict_time`).
+/// `prices` table overrides or adds models (`image."*"` per output,
+/// `per_megapixel`, `per_second` of output video or audio, `per_gpu_second` of
+/// `metrics.predict_time`). These official models are billed per output image
+/// whatever the size; the figures are the earlier table's, not re-confirmed.
 pub fn default_prices() -> PriceTable {
     let mut t = PriceTable::new();
     for (m, p) in [
@@ -180,8 +190,7 @@ impl Replicate {
     fn price(&self, req: &Request) -> Option<f64> {
         let model = req.model.as_deref().unwrap_or(&self.model);
         let base = model.split(':').next().unwrap_or(model);
-        let n = req.params.count.unwrap_or(1).max(1);
-        self.prices.images(base, None, None, n)
+        pricing::estimate(self.prices.get(base)?, req)
     }
 
     /// Build from a spec's settings (see [`register`]).
@@ -321,13 +330,14 @@ impl Replicate {
         Ok(out)
     }
 
-    fn cost(&self, model: &str, outputs: usize, p: &Prediction) -> f64 {
+    fn cost(&self, model: &str, req: &Request, outputs: &[Artifact], p: &Prediction) -> f64 {
         let base = model.split(':').next().unwrap_or(model);
-        match self.prices.get(base) {
-            Some(mp) => match mp.per_image(None, None) {
-                Some(per) => per * outputs as f64,
-                None => mp.per_second.unwrap_or(0.0) * p.metrics.predict_time.unwrap_or(0.0),
-            },
+        match self
+            .prices
+            .get(base)
+            .and_then(|mp| pricing::bill(mp, req, outputs, p.metrics.predict_time))
+        {
+            Some(c) => c,
             None => {
                 tracing::debug!(provider = %self.id, model, "no price for this model; cost counted as 0");
                 0.0
@@ -442,7 +452,7 @@ impl Provider for Replicate {
         }
         let artifacts = self.outputs(req, &p, ctx).await?;
         let model = req.model.as_deref().unwrap_or(&self.model);
-        let cost = self.cost(model, artifacts.len(), &p);
+        let cost = self.cost(model, req, &artifacts, &p);
         Ok(Generation {
             usage: Usage {
                 cost_usd: cost,

@@ -548,3 +548,68 @@ async fn preflight_asks_system_stats_and_a_closed_port_is_transient() {
     assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
     assert!(e.to_string().contains("system_stats"), "{e}");
 }
+
+/// A prompt that waits in the queue (two pending answers of `wait` each), then runs.
+fn queue_wait(mock: &MockServer, wait: Duration, entry: Value) {
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route_once("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route_once("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route_once("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    let pending = json!({"queue_running": [[1, "other", {}, {}, ["9"]]], "queue_pending": [[3, PID, {}, {}, ["9"]]]});
+    mock.route_once("GET", "/queue", Reply::json(200, pending.clone()).delay(wait));
+    mock.route_once("GET", "/queue", Reply::json(200, pending).delay(wait));
+    mock.route_once(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [[3, PID, {}, {}, ["9"]]], "queue_pending": []}),
+        ),
+    );
+    mock.route("GET", &format!("/history/{PID}"), Reply::json(200, entry));
+    mock.route("GET", "/view", Reply::bytes(200, "image/png", png("one", None)));
+}
+
+#[tokio::test]
+async fn cost_per_second_bills_the_execution_span_not_the_queue_wait() {
+    let mock = MockServer::start().await;
+    // Executed from t=1000.000 s to t=1000.250 s by the server's clock, after
+    // about 0.6 s in the queue.
+    let mut entry = history(PID, &["ComfyUI_00001_.png"], &[], "success", vec![]);
+    let messages = entry[PID]["status"]["messages"].as_array_mut().unwrap();
+    messages[0][1]["timestamp"] = json!(1_000_000);
+    messages[2][1]["timestamp"] = json!(1_000_250);
+    queue_wait(&mock, Duration::from_millis(300), entry);
+    let p = build(
+        "comfyui",
+        with(settings(&mock), json!({"cost_per_second": 1.0, "cost_per_image": 0.5})),
+    )
+    .unwrap();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert!(
+        (g.usage.cost_usd - (0.5 + 0.25)).abs() < 1e-9,
+        "one image and 0.25 s of execution: {}",
+        g.usage.cost_usd
+    );
+}
+
+#[tokio::test]
+async fn without_timestamps_cost_per_second_bills_wall_time_less_the_queue_wait() {
+    let mock = MockServer::start().await;
+    let mut entry = history(PID, &["ComfyUI_00001_.png"], &[], "success", vec![]);
+    for m in entry[PID]["status"]["messages"].as_array_mut().unwrap() {
+        m[1].as_object_mut().unwrap().remove("timestamp");
+    }
+    queue_wait(&mock, Duration::from_millis(300), entry);
+    let p = build("comfyui", with(settings(&mock), json!({"cost_per_second": 1.0}))).unwrap();
+    let started = std::time::Instant::now();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    assert!(wall >= 0.6, "the prompt waited in the queue: {wall}");
+    assert!(
+        g.usage.cost_usd < wall - 0.5,
+        "the queue wait is not billed: {} of {wall} s",
+        g.usage.cost_usd
+    );
+    assert!(g.usage.cost_usd >= 0.0);
+}

@@ -258,3 +258,105 @@ async fn the_key_never_shows_in_errors_that_echo_it() {
     assert!(!shown.contains("fal-key-secret"), "{shown}");
     assert_eq!(mock.last().header("authorization"), Some(format!("Key {KEY}").as_str()));
 }
+
+fn sized_result(base: &str, file: &str, w: u32, h: u32) -> Value {
+    json!({"images": [{"url": format!("{base}/files/{file}"), "width": w, "height": h, "content_type": "image/png"}],
+           "seed": 1, "has_nsfw_concepts": [false], "timings": {"inference": 0.4}})
+}
+
+fn route_result(mock: &MockServer, app: &str, result: Value) {
+    let base = mock.url();
+    mock.route("POST", &format!("/{app}"), Reply::json(200, submitted(&base)));
+    mock.route(
+        "GET",
+        &format!("/fal-ai/flux/requests/{RID}/status"),
+        status("COMPLETED"),
+    );
+    mock.route("GET", &format!("/fal-ai/flux/requests/{RID}"), Reply::json(200, result));
+}
+
+#[tokio::test]
+async fn flux_dev_is_priced_per_megapixel_rounded_up_and_billed_from_the_decoded_size() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    // Asked 1024x1024 (one fal megapixel), but the image's header says 2048x1536:
+    // three megapixels are billed, whatever the answer's JSON claims.
+    route_result(&mock, "fal-ai/flux/dev", sized_result(&base, "big.png", 1024, 1024));
+    mock.route(
+        "GET",
+        "/files/big.png",
+        Reply::bytes(200, "image/png", support::png_sized(2048, 1536)),
+    );
+    let p = build("fal", settings(&mock)).unwrap();
+    let mut r = req();
+    r.params.width = Some(1024);
+    r.params.height = Some(1024);
+    assert!((p.estimate_cost(&r) - 0.025).abs() < 1e-12, "{}", p.estimate_cost(&r));
+    let g = p.generate(&r, &CallCtx::detached()).await.unwrap();
+    assert!((g.usage.cost_usd - 3.0 * 0.025).abs() < 1e-12, "{}", g.usage.cost_usd);
+
+    // Estimates follow the requested size: 1536x1024 is 1.5 megapixels, billed as 2.
+    r.params.width = Some(1536);
+    assert!((p.estimate_cost(&r) - 0.05).abs() < 1e-12);
+    r.params.width = Some(2048);
+    r.params.height = Some(2048);
+    r.params.count = Some(2);
+    assert!((p.estimate_cost(&r) - 2.0 * 4.0 * 0.025).abs() < 1e-12);
+    // No size named: the app's default (about one megapixel).
+    r.params.width = None;
+    r.params.height = None;
+    r.params.count = None;
+    assert!((p.estimate_cost(&r) - 0.025).abs() < 1e-12);
+}
+
+#[tokio::test]
+async fn video_apps_are_estimated_from_the_duration_and_billed_from_the_container() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    let app = "fal-ai/kling-video/v2/text-to-video";
+    route_result(
+        &mock,
+        app,
+        json!({"video": {"url": format!("{base}/files/v.mp4"), "content_type": "video/mp4"}, "timings": {"inference": 40.0}}),
+    );
+    mock.route(
+        "GET",
+        "/files/v.mp4",
+        Reply::bytes(200, "video/mp4", support::mp4_of(6)),
+    );
+    let prices = json!({app: {"per_second": 0.05, "default_s": 5.0}});
+    let p = build("fal", with(settings(&mock), json!({"model": app, "prices": prices}))).unwrap();
+    let mut r = Request::new(Task::Video, "a heron takes off");
+    assert!(p.has_price(&r));
+    assert!(
+        (p.estimate_cost(&r) - 5.0 * 0.05).abs() < 1e-12,
+        "the app's default duration"
+    );
+    r.params.duration_s = Some(10.0);
+    assert!(
+        (p.estimate_cost(&r) - 10.0 * 0.05).abs() < 1e-12,
+        "{}",
+        p.estimate_cost(&r)
+    );
+    let g = p.generate(&r, &CallCtx::detached()).await.unwrap();
+    assert!(
+        (g.usage.cost_usd - 6.0 * 0.05).abs() < 1e-12,
+        "the container says 6 s: {}",
+        g.usage.cost_usd
+    );
+
+    // Priced per second but with no default duration: unpriced until a duration is asked.
+    let p = build(
+        "fal",
+        with(
+            settings(&mock),
+            json!({"model": app, "prices": {app: {"per_second": 0.05}}}),
+        ),
+    )
+    .unwrap();
+    let mut r = Request::new(Task::Video, "a heron takes off");
+    assert!(!p.has_price(&r));
+    r.params.duration_s = Some(4.0);
+    assert!(p.has_price(&r));
+    assert!((p.estimate_cost(&r) - 0.2).abs() < 1e-12);
+}

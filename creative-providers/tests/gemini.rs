@@ -433,3 +433,52 @@ async fn imagen_passes_the_failure_suite() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn veo_is_estimated_at_the_default_duration_and_billed_from_the_container() {
+    let mock = MockServer::start().await;
+    let op = "models/veo-3.0-fast-generate-001/operations/op9";
+    mock.route(
+        "POST",
+        "/v1beta/models/veo-3.0-fast-generate-001:predictLongRunning",
+        Reply::json(200, operation(op, false)),
+    );
+    let video_uri = format!("{}/v1beta/files/vid9:download?alt=media", mock.url());
+    mock.route(
+        "GET",
+        &format!("/v1beta/{op}"),
+        Reply::json(
+            200,
+            json!({"name": op, "done": true, "response": {
+                "generateVideoResponse": {"generatedSamples": [{"video": {"uri": video_uri}}]}
+            }}),
+        ),
+    );
+    mock.route(
+        "GET",
+        "/v1beta/files/vid9:download",
+        Reply::bytes(200, "video/mp4", support::mp4_of(5)),
+    );
+    let p = build(
+        "gemini",
+        settings(&mock, json!({"video_model": "veo-3.0-fast-generate-001"})),
+    )
+    .unwrap();
+    let mut req = Request::new(Task::Video, "a kite over dunes");
+    // No duration asked: the model's default, 8 s.
+    assert!(
+        (p.estimate_cost(&req) - 8.0 * 0.15).abs() < 1e-12,
+        "{}",
+        p.estimate_cost(&req)
+    );
+    req.params.duration_s = Some(6.0);
+    assert!((p.estimate_cost(&req) - 6.0 * 0.15).abs() < 1e-12);
+    let g = p.generate(&req, &CallCtx::detached()).await.unwrap();
+    assert!(
+        (g.usage.cost_usd - 5.0 * 0.15).abs() < 1e-12,
+        "the container says 5 s: {}",
+        g.usage.cost_usd
+    );
+    assert_eq!(g.usage.units, Some(5.0));
+    assert_eq!(g.artifacts[0].meta().duration_s, Some(5.0));
+}

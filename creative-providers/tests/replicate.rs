@@ -113,7 +113,7 @@ async fn polls_through_starting_and_processing_then_downloads_outputs() {
 }
 
 #[tokio::test]
-async fn version_form_and_per_second_pricing() {
+async fn version_form_and_per_gpu_second_pricing() {
     let mock = MockServer::start().await;
     let base = mock.url();
     mock.route(
@@ -133,7 +133,7 @@ async fn version_form_and_per_second_pricing() {
     let p = build(
         "replicate",
         json!({"api_key": KEY, "base_url": base, "model": "stability-ai/sdxl:39ed52f2a78e", "wait_s": 0,
-               "prices": {"stability-ai/sdxl": {"per_second": 0.001}}}),
+               "prices": {"stability-ai/sdxl": {"per_gpu_second": 0.001}}}),
     )
     .unwrap();
     let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
@@ -280,4 +280,81 @@ async fn the_key_never_shows_in_errors_that_echo_it() {
     let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
     let shown = format!("{e} {e:?} {} {}", e.body().unwrap_or(""), e.message());
     assert!(!shown.contains(KEY), "{shown}");
+}
+
+#[tokio::test]
+async fn video_models_are_estimated_from_the_duration_and_billed_from_the_container() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    let model = "google/veo-3-fast";
+    mock.route(
+        "POST",
+        &format!("/models/{model}/predictions"),
+        Reply::json(
+            201,
+            prediction(
+                "vid",
+                "succeeded",
+                &base,
+                json!(format!("{base}/files/v.mp4")),
+                Value::Null,
+            ),
+        ),
+    );
+    mock.route(
+        "GET",
+        "/files/v.mp4",
+        Reply::bytes(200, "video/mp4", support::mp4_of(4)),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "model": model,
+               "prices": {model: {"per_second": 0.4, "default_s": 8.0}}}),
+    )
+    .unwrap();
+    let mut r = Request::new(Task::Video, "surf at dawn");
+    assert!(
+        (p.estimate_cost(&r) - 8.0 * 0.4).abs() < 1e-12,
+        "{}",
+        p.estimate_cost(&r)
+    );
+    r.params.duration_s = Some(6.0);
+    assert!((p.estimate_cost(&r) - 6.0 * 0.4).abs() < 1e-12);
+    let g = p.generate(&r, &CallCtx::detached()).await.unwrap();
+    assert!(
+        (g.usage.cost_usd - 4.0 * 0.4).abs() < 1e-12,
+        "the container says 4 s: {}",
+        g.usage.cost_usd
+    );
+}
+
+#[tokio::test]
+async fn size_and_gpu_time_prices_estimate_honestly() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base,
+               "prices": {"black-forest-labs/flux-schnell": {"per_megapixel": 0.01},
+                          "me/sdxl-gpu": {"per_gpu_second": 0.001},
+                          "me/sdxl-typical": {"per_gpu_second": 0.001, "est_gpu_s": 6.0}}}),
+    )
+    .unwrap();
+    let mut r = req();
+    r.params.width = Some(2000);
+    r.params.height = Some(1000);
+    assert!(
+        (p.estimate_cost(&r) - 0.02).abs() < 1e-12,
+        "two megapixels: {}",
+        p.estimate_cost(&r)
+    );
+    // No size asked: the model's per-output price still applies.
+    assert!((p.estimate_cost(&req()) - 0.003).abs() < 1e-12);
+    // Priced by GPU time with no typical duration: nothing to estimate from.
+    let mut g = req();
+    g.model = Some("me/sdxl-gpu".into());
+    assert!(!p.has_price(&g));
+    g.model = Some("me/sdxl-typical".into());
+    assert!(p.has_price(&g));
+    assert!((p.estimate_cost(&g) - 0.006).abs() < 1e-12);
 }

@@ -498,3 +498,35 @@ pub async fn failure_suite(c: Conformance) {
     assert_eq!(e.kind(), ErrorKind::Cancelled, "cancel: {e}");
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
+
+// ---------------------------------------------------------------------------------
+// Media whose headers say their size or duration
+// ---------------------------------------------------------------------------------
+
+/// A PNG whose header says `w` x `h` (signature and IHDR; no pixels).
+pub fn png_sized(w: u32, h: u32) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    v.extend_from_slice(&w.to_be_bytes());
+    v.extend_from_slice(&h.to_be_bytes());
+    v.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    v
+}
+
+/// An MP4 whose movie header (`moov/mvhd`, version 0) says `seconds` long.
+pub fn mp4_of(seconds: u32) -> Vec<u8> {
+    fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(kind);
+        v.extend_from_slice(body);
+        v
+    }
+    let mut mvhd = vec![0u8; 4]; // version 0, flags
+    mvhd.extend_from_slice(&[0; 8]); // creation, modification
+    mvhd.extend_from_slice(&1000u32.to_be_bytes()); // timescale
+    mvhd.extend_from_slice(&(seconds * 1000).to_be_bytes()); // duration
+    mvhd.extend_from_slice(&[0; 80]);
+    let mut out = bx(b"ftyp", b"mp42\0\0\0\0mp42isom");
+    out.extend(bx(b"mdat", b"frames"));
+    out.extend(bx(b"moov", &bx(b"mvhd", &mvhd)));
+    out
+}
