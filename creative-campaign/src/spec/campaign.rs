@@ -25,8 +25,8 @@ use crate::store::{
 };
 use creative_core::cancel::CancellationToken;
 use creative_core::events::{Event, EventKind, Progress};
-use creative_core::gate::QualityGate;
 use creative_core::exec::{Executor, Retain, RunError, RunHandle, RunOptions, RunOutcome};
+use creative_core::gate::QualityGate;
 use creative_core::job::{Job, Vars};
 use creative_core::pipeline::{Dag, Pipeline};
 use creative_core::provider::Provider;
@@ -622,7 +622,8 @@ impl Campaign {
     pub fn plan(&self) -> Plan {
         let job_count = self.jobs.count();
         let (mut generations, mut gate_calls, mut total, mut gate_cost) = (0u64, 0u64, 0.0f64, 0.0f64);
-        let (mut unpriced, mut unpriced_gates, mut unpriced_providers) = (0u64, 0u64, std::collections::BTreeSet::new());
+        let (mut unpriced, mut unpriced_gates, mut unpriced_providers) =
+            (0u64, 0u64, std::collections::BTreeSet::new());
         let mut count = |r: &PlannedRequest, each: u64| {
             total += r.estimated_cost_usd * each as f64;
             if r.gate.is_some() {
