@@ -389,11 +389,18 @@ impl Plan {
             );
         }
         if self.unpriced_generations + self.unpriced_gate_calls > 0 {
+            let what = match (self.unpriced_generations, self.unpriced_gate_calls) {
+                (g, 0) => format!("{} generations", matrix::group_digits(g)),
+                (0, c) => format!("{} gate calls", matrix::group_digits(c)),
+                (g, c) => format!(
+                    "{} generations and {} gate calls",
+                    matrix::group_digits(g),
+                    matrix::group_digits(c)
+                ),
+            };
             let _ = writeln!(
                 s,
-                "{} generations and {} gate calls have no known price (provider {}): the estimate counts them as $0; give the provider a `prices` table",
-                matrix::group_digits(self.unpriced_generations),
-                matrix::group_digits(self.unpriced_gate_calls),
+                "{what} have no known price (provider {}): the estimate counts them as $0; give the provider a `prices` table",
                 self.unpriced_providers
                     .iter()
                     .map(|p| format!("`{p}`"))
