@@ -256,13 +256,12 @@ impl QualityGate for JudgeGate {
             {
                 Ok(out) => out.generation,
                 Err(StepError::Cancelled) => return Err(GateError::new(&self.name, "cancelled")),
-                Err(StepError::Budget(why)) => return Err(GateError::new(
-                    &self.name,
-                    format!(
-                        "the run's budget refused the judge call to `{}`, so the artifact could not be judged: {why}",
-                        self.provider.id()
-                    ),
-                )),
+                Err(StepError::Budget(why)) => {
+                    let id = self.provider.id();
+                    let msg =
+                        format!("the run's budget refused the judge call to `{id}`, so it could not judge: {why}");
+                    return Err(GateError::new(&self.name, msg));
+                }
                 Err(e) => {
                     return Err(GateError::new(
                         &self.name,
