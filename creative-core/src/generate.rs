@@ -104,6 +104,11 @@ impl GenerateStep {
         self
     }
 
+    /// The step's gates, in the order they judge.
+    pub fn gates(&self) -> &[Arc<dyn QualityGate>] {
+        &self.gates
+    }
+
     /// What to do when candidates fail their gates. Default: regenerate twice.
     pub fn on_gate_fail(mut self, p: OnGateFail) -> Self {
         self.on_fail = p;

@@ -124,11 +124,7 @@ impl StepCtx {
 
     /// A gate context for this job.
     pub fn gate_ctx(&self) -> GateCtx {
-        GateCtx {
-            cancel: self.cancel.clone(),
-            vars: self.job.vars().clone(),
-            job_key: self.job.key().to_string(),
-        }
+        GateCtx::for_step(self)
     }
 
     /// Send an event on the run's stream, stamped with this job and step.

@@ -375,6 +375,7 @@ impl Spec {
         let names: Vec<&str> = doc.steps.iter().map(|s| s.name.as_str()).collect();
         let mut built: Vec<(String, Arc<dyn Step>, Vec<String>)> = Vec::new();
         let mut generators = Vec::new();
+        let mut gated = Vec::new();
         let mut definitions = BTreeMap::new();
         for (i, s) in doc.steps.iter().enumerate() {
             let base = format!("steps[{i}]");
@@ -420,6 +421,7 @@ impl Spec {
                     inner
                 } else {
                     let gates = self.build_gates(&s.gates, &base, reg, &ctx, &Layer::default())?;
+                    gated.push((s.name.clone(), gates.clone()));
                     Arc::new(GatedStep {
                         inner,
                         gates,
@@ -526,6 +528,7 @@ impl Spec {
             contact_sheet: out.contact_sheet.unwrap_or(true),
             sinks,
             generators,
+            gated,
             providers: ctx.providers.clone(),
             definitions,
         };
@@ -746,26 +749,47 @@ impl Spec {
 
 impl Campaign {
     /// Under a money budget every call must have a price: a provider with no
-    /// price for a step's model would be counted as free, so the budget would
-    /// never trip and the dry run would say $0. Checked on the first job.
+    /// price for a step's model, or a gate's (a judge's) provider with none for
+    /// its calls, would be counted as free, so the budget would never trip and
+    /// the dry run would say $0. Checked on the first job.
     fn check_priced(&self, doc: &crate::spec::SpecDoc) -> Result<(), SpecError> {
         let Some(job) = self.jobs.get(0) else { return Ok(()) };
+        let index = |step: &str| doc.steps.iter().position(|s| s.name == step).unwrap_or(0);
+        let unpriced = |path: String, pid: &str, model: Option<&String>, what: &str| {
+            let model = model.cloned().unwrap_or_else(|| "its default model".into());
+            err(
+                K::Invalid,
+                path,
+                format!(
+                    "provider `{pid}` has no price for {model}, so its {what} would count as $0 and budget.max_cost_usd could not hold; give [providers.{pid}] a `prices` table (for example prices = {{ \"<model>\" = {{ image = {{ \"*\" = 0.04 }} }} }} or {{ input_per_mtok = 0.15, output_per_mtok = 0.6 }} for text), or remove the money budget"
+                ),
+            )
+        };
         for (step, g) in &self.generators {
             let Ok(req) = g.request_for(&job) else { continue };
             for (j, pid) in g.chain.iter().enumerate() {
                 let Some(p) = self.providers.get(pid) else { continue };
-                if p.has_price(&req) {
-                    continue;
+                if !p.has_price(&req) {
+                    let path = format!("steps[{}].providers[{j}]", index(step));
+                    return Err(unpriced(path, pid, req.model.as_ref(), "calls"));
                 }
-                let i = doc.steps.iter().position(|s| &s.name == step).unwrap_or(0);
-                let model = req.model.clone().unwrap_or_else(|| "its default model".into());
-                return Err(err(
-                    K::Invalid,
-                    format!("steps[{i}].providers[{j}]"),
-                    format!(
-                        "provider `{pid}` has no price for {model}, so its calls would count as $0 and budget.max_cost_usd could not hold; give [providers.{pid}] a `prices` table (for example prices = {{ \"<model>\" = {{ image = {{ \"*\" = 0.04 }} }} }} or {{ input_per_mtok = 0.15, output_per_mtok = 0.6 }} for text), or remove the money budget"
-                    ),
-                ));
+            }
+        }
+        let gates = self
+            .generators
+            .iter()
+            .map(|(step, g)| (step, g.gates_for(&job)))
+            .chain(self.gated.iter().map(|(step, gates)| (step, gates.as_slice())));
+        for (step, gates) in gates {
+            for (j, gate) in gates.iter().enumerate() {
+                for (pid, req) in gate.planned_calls(job.vars()) {
+                    let Some(p) = self.providers.get(&pid) else { continue };
+                    if !p.has_price(&req) {
+                        let path = format!("steps[{}].gates[{j}]", index(step));
+                        let what = format!("calls from gate `{}`", gate.name());
+                        return Err(unpriced(path, &pid, req.model.as_ref(), &what));
+                    }
+                }
             }
         }
         Ok(())

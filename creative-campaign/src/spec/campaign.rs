@@ -26,6 +26,7 @@ use crate::store::{
 use creative_core::cancel::CancellationToken;
 use creative_core::events::{Event, EventKind, Progress};
 use creative_core::exec::{Executor, Retain, RunError, RunHandle, RunOptions, RunOutcome};
+use creative_core::gate::QualityGate;
 use creative_core::job::{Job, Vars};
 use creative_core::pipeline::{Dag, Pipeline};
 use creative_core::provider::Provider;
@@ -50,6 +51,8 @@ pub struct Campaign {
     pub(crate) contact_sheet: bool,
     pub(crate) sinks: Vec<Arc<dyn Sink>>,
     pub(crate) generators: Vec<(String, Arc<SpecGenerate>)>,
+    /// The gates around steps that are not generate steps, by step name.
+    pub(crate) gated: Vec<(String, Vec<Arc<dyn QualityGate>>)>,
     pub(crate) providers: BTreeMap<String, Arc<dyn Provider>>,
     /// A fingerprint of each step's definition, for the journal.
     pub(crate) definitions: BTreeMap<String, String>,
@@ -238,12 +241,17 @@ impl CampaignError {
     }
 }
 
-/// One request a dry run would make.
+/// One request a dry run would make: a generation, or a gate's call (a judge's)
+/// on what a step made.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedRequest {
-    /// The generate step.
+    /// The step: the generate step, or the step whose output the gate judges.
     pub step: String,
-    /// The first provider of its chain.
+    /// For a gate's call, the gate's name (as in the spec); none for a
+    /// generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// The first provider of the step's chain, or the gate's provider.
     pub provider: String,
     /// The resolved request (seed absent when derived or random).
     pub request: serde_json::Value,
@@ -263,7 +271,9 @@ pub struct JobPlan {
     pub key: String,
     /// Variables.
     pub vars: Vars,
-    /// Its generations.
+    /// Its generations, each followed by its gates' calls (one per gate check
+    /// of the first attempt), then the gates' calls of its other steps (one
+    /// check each).
     pub requests: Vec<PlannedRequest>,
     /// Their estimated cost.
     pub estimated_cost_usd: f64,
@@ -272,9 +282,11 @@ pub struct JobPlan {
 /// Jobs a [`Plan`] shows from each end of the matrix.
 pub const PLAN_SAMPLE: usize = 10;
 
-/// What a dry run found: the job count, the generations and their estimated
-/// cost (first attempt of every generation; retries and regenerations come on
-/// top), and the first and last jobs in full. Every job in full is
+/// What a dry run found: the job count, the generations, the gates' provider
+/// calls (a judge's: one per gate check) and their estimated cost (first
+/// attempt of every generation and one check of its output; retries and
+/// regenerations, and the checks they bring, come on top), and the first and
+/// last jobs in full. Every job in full is
 /// [`Campaign::plan_jobs`], a stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -293,12 +305,18 @@ pub struct Plan {
     pub jobs_omitted: u64,
     /// Generations in all.
     pub generations: u64,
-    /// Estimated cost.
+    /// Gates' provider calls in all (a judge's), first attempts only.
+    pub gate_calls: u64,
+    /// Estimated cost, gate calls included.
     pub estimated_cost_usd: f64,
+    /// The part of the estimate that is gate calls.
+    pub gate_calls_cost_usd: f64,
     /// Generations whose provider has no price for them: the estimate counts
     /// them as $0, which is not known to be true.
     pub unpriced_generations: u64,
-    /// The providers of those generations.
+    /// Gate calls whose provider has no price for them, likewise.
+    pub unpriced_gate_calls: u64,
+    /// The providers of those generations and gate calls.
     pub unpriced_providers: Vec<String>,
 }
 
@@ -362,11 +380,27 @@ impl Plan {
             self.estimated_cost_usd,
             self.deliver.join(", ")
         );
-        if self.unpriced_generations > 0 {
+        if self.gate_calls > 0 {
             let _ = writeln!(
                 s,
-                "{} generations have no known price (provider {}): the estimate counts them as $0; give the provider a `prices` table",
-                matrix::group_digits(self.unpriced_generations),
+                "of which {} gate calls (judges), ${:.4}: one per gate check of each first attempt; regenerations and retries judge again",
+                matrix::group_digits(self.gate_calls),
+                self.gate_calls_cost_usd
+            );
+        }
+        if self.unpriced_generations + self.unpriced_gate_calls > 0 {
+            let what = match (self.unpriced_generations, self.unpriced_gate_calls) {
+                (g, 0) => format!("{} generations", matrix::group_digits(g)),
+                (0, c) => format!("{} gate calls", matrix::group_digits(c)),
+                (g, c) => format!(
+                    "{} generations and {} gate calls",
+                    matrix::group_digits(g),
+                    matrix::group_digits(c)
+                ),
+            };
+            let _ = writeln!(
+                s,
+                "{what} have no known price (provider {}): the estimate counts them as $0; give the provider a `prices` table",
                 self.unpriced_providers
                     .iter()
                     .map(|p| format!("`{p}`"))
@@ -531,23 +565,26 @@ impl Campaign {
     /// their estimated cost.
     pub fn plan_job(&self, index: u64, job: &Job) -> JobPlan {
         let mut requests = Vec::new();
-        let mut cost = 0.0;
         for (step, g) in &self.generators {
             let Some(pid) = g.chain.first() else { continue };
             // Built specs render every prompt, so this only fails for a
             // job-selected preset that went missing; such a job shows no call.
             let Ok(req) = g.request_for(job) else { continue };
             let p = self.providers.get(pid);
-            let est = p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0);
-            cost += est;
             requests.push(PlannedRequest {
                 step: step.clone(),
+                gate: None,
                 provider: pid.clone(),
                 request: req.resolved_json(),
-                estimated_cost_usd: est,
+                estimated_cost_usd: p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0),
                 priced: p.is_some_and(|p| p.has_price(&req)),
             });
+            requests.extend(self.gate_calls(step, g.gates_for(job), job));
         }
+        for (step, gates) in &self.gated {
+            requests.extend(self.gate_calls(step, gates, job));
+        }
+        let cost = requests.iter().map(|r| r.estimated_cost_usd).sum();
         JobPlan {
             index,
             key: job.key().to_string(),
@@ -555,6 +592,25 @@ impl Campaign {
             requests,
             estimated_cost_usd: cost,
         }
+    }
+
+    /// The provider calls one check by each of `gates` makes for `job`.
+    fn gate_calls(&self, step: &str, gates: &[Arc<dyn QualityGate>], job: &Job) -> Vec<PlannedRequest> {
+        let mut out = Vec::new();
+        for gate in gates {
+            for (pid, req) in gate.planned_calls(job.vars()) {
+                let p = self.providers.get(&pid);
+                out.push(PlannedRequest {
+                    step: step.to_string(),
+                    gate: Some(gate.name().to_string()),
+                    provider: pid,
+                    request: req.resolved_json(),
+                    estimated_cost_usd: p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0),
+                    priced: p.is_some_and(|p| p.has_price(&req)),
+                });
+            }
+        }
+        out
     }
 
     /// Every job of the dry run, in matrix order, made one at a time (for
@@ -572,10 +628,28 @@ impl Campaign {
     /// stands for. A shard (whose jobs are picked by hash) is walked instead.
     pub fn plan(&self) -> Plan {
         let job_count = self.jobs.count();
-        let (mut generations, mut total) = (0u64, 0.0f64);
-        let (mut unpriced, mut unpriced_providers) = (0u64, std::collections::BTreeSet::new());
+        let (mut generations, mut gate_calls, mut total, mut gate_cost) = (0u64, 0u64, 0.0f64, 0.0f64);
+        let (mut unpriced, mut unpriced_gates, mut unpriced_providers) =
+            (0u64, 0u64, std::collections::BTreeSet::new());
+        let mut count = |r: &PlannedRequest, each: u64| {
+            total += r.estimated_cost_usd * each as f64;
+            if r.gate.is_some() {
+                gate_calls += each;
+                gate_cost += r.estimated_cost_usd * each as f64;
+            } else {
+                generations += each;
+            }
+            if !r.priced {
+                if r.gate.is_some() {
+                    unpriced_gates += each;
+                } else {
+                    unpriced += each;
+                }
+                unpriced_providers.insert(r.provider.clone());
+            }
+        };
         if self.jobs.shard_of().is_none() {
-            for (_, g) in &self.generators {
+            for (step, g) in &self.generators {
                 let Some(pid) = g.chain.first() else { continue };
                 let names = g.variables();
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -584,22 +658,37 @@ impl Campaign {
                 let each = job_count / (reps.len() as u64).max(1);
                 for job in &reps {
                     let Ok(req) = g.request_for(job) else { continue };
-                    generations += each;
                     let p = self.providers.get(pid);
-                    total += p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0) * each as f64;
-                    if !p.is_some_and(|p| p.has_price(&req)) {
-                        unpriced += each;
-                        unpriced_providers.insert(pid.clone());
+                    let generation = PlannedRequest {
+                        step: step.clone(),
+                        gate: None,
+                        provider: pid.clone(),
+                        request: serde_json::Value::Null,
+                        estimated_cost_usd: p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0),
+                        priced: p.is_some_and(|p| p.has_price(&req)),
+                    };
+                    count(&generation, each);
+                    // A judge's request depends on its rubric's variables,
+                    // which its price hardly does: the step's representatives
+                    // stand for it.
+                    for r in self.gate_calls(step, g.gates_for(job), job) {
+                        count(&r, each);
+                    }
+                }
+            }
+            // Gates on a step that is not a generate step: one check per job,
+            // the first job standing for every job.
+            if let Some(job) = self.jobs.get(0) {
+                for (step, gates) in &self.gated {
+                    for r in self.gate_calls(step, gates, &job) {
+                        count(&r, job_count);
                     }
                 }
             }
         } else {
             for j in self.plan_jobs() {
-                generations += j.requests.len() as u64;
-                total += j.estimated_cost_usd;
-                for r in j.requests.iter().filter(|r| !r.priced) {
-                    unpriced += 1;
-                    unpriced_providers.insert(r.provider.clone());
+                for r in &j.requests {
+                    count(r, 1);
                 }
             }
         }
@@ -633,8 +722,11 @@ impl Campaign {
             jobs_omitted: job_count - jobs.len() as u64,
             jobs,
             generations,
+            gate_calls,
             estimated_cost_usd: total,
+            gate_calls_cost_usd: gate_cost,
             unpriced_generations: unpriced,
+            unpriced_gate_calls: unpriced_gates,
             unpriced_providers: unpriced_providers.into_iter().collect(),
         }
     }

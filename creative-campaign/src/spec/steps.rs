@@ -70,6 +70,11 @@ impl SpecGenerate {
             .ok_or_else(|| StepError::InvalidInput(format!("unknown preset `{}`", preset.unwrap_or_default())))
     }
 
+    /// The gates judging this step's outputs for a job (those of its preset).
+    pub fn gates_for(&self, job: &Job) -> &[Arc<dyn QualityGate>] {
+        self.variant(job).map(|v| v.step.gates()).unwrap_or_default()
+    }
+
     /// The fully resolved layer for a job.
     pub fn resolve(&self, job: &Job) -> Result<(&Variant, Layer), StepError> {
         let v = self.variant(job)?;
@@ -170,6 +175,10 @@ impl QualityGate for NamedGate {
 
     async fn check(&self, artifact: &Artifact, ctx: &GateCtx) -> Result<Verdict, GateError> {
         self.inner.check(artifact, ctx).await
+    }
+
+    fn planned_calls(&self, vars: &Vars) -> Vec<(String, Request)> {
+        self.inner.planned_calls(vars)
     }
 }
 

@@ -38,6 +38,7 @@ use crate::events::EventKind;
 use crate::exec::shared::{Claim, Counters, ProviderSlot, RunShared};
 use crate::provider::{CallCtx, CallObserver, MemberCall};
 use crate::request::{Generation, Request};
+use crate::resilience::RetryPolicy;
 use crate::step::StepCtx;
 use crate::store::cache_key;
 
@@ -132,7 +133,19 @@ impl StepCtx {
     /// Provider ids must be registered on the executor. Events (`Attempt`, `Retry`,
     /// `Fallback`, `Waiting`, `CacheHit`) are emitted for this job and step.
     pub async fn call_provider(&self, chain: &[String], request: &Request) -> Result<CallOutcome, StepError> {
+        self.call_chain(chain, request, None).await
+    }
+
+    /// [`StepCtx::call_provider`] with a retry policy of its own instead of the
+    /// run's (a judge gate's `max_attempts`); every other policy is the run's.
+    pub(crate) async fn call_chain(
+        &self,
+        chain: &[String],
+        request: &Request,
+        retry: Option<&RetryPolicy>,
+    ) -> Result<CallOutcome, StepError> {
         let run = self.shared().clone();
+        let retry = retry.unwrap_or(&run.retry);
         if chain.is_empty() {
             return Err(StepError::InvalidInput("no provider given for this step".into()));
         }
@@ -160,7 +173,7 @@ impl StepCtx {
                         reason,
                     });
                 }
-                match self.try_provider(&run, &slot, i, request, &mut tallies[i]).await {
+                match self.try_provider(&run, &slot, i, request, retry, &mut tallies[i]).await {
                     Tried::Done(o) => {
                         // A provider earlier in the chain failed (or had its
                         // circuit open from failing) and this one served: the
@@ -262,6 +275,7 @@ impl StepCtx {
         slot: &ProviderSlot,
         index: usize,
         request: &Request,
+        retry: &RetryPolicy,
         tally: &mut Tally,
     ) -> Tried {
         let provider = &slot.provider;
@@ -498,7 +512,7 @@ impl StepCtx {
                         tally.failures += 1;
                         tally.failures
                     };
-                    let delay = run.retry.delay_for(n, &e);
+                    let delay = retry.delay_for(n, &e);
                     match delay {
                         Some(d) => {
                             if let Some(deadline) = run.budget.deadline() {

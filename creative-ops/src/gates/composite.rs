@@ -108,6 +108,11 @@ impl QualityGate for CompositeGate {
         &self.name
     }
 
+    /// Every member's calls: a check runs every member.
+    fn planned_calls(&self, vars: &creative_core::Vars) -> Vec<(String, creative_core::Request)> {
+        self.members.iter().flat_map(|(g, _)| g.planned_calls(vars)).collect()
+    }
+
     async fn check(&self, a: &Artifact, ctx: &GateCtx) -> Result<Verdict, GateError> {
         let mut verdicts = Vec::with_capacity(self.members.len());
         for (g, w) in &self.members {

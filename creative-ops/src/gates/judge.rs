@@ -3,8 +3,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use creative_core::resilience::RetryPolicy;
 use creative_core::{
-    Artifact, CallCtx, GateCtx, GateError, MediaKind, Provider, QualityGate, Request, Task, Template, Verdict,
+    Artifact, CallCtx, GateCtx, GateError, Generation, MediaKind, Provider, QualityGate, Request, StepError, Task,
+    Template, Vars, Verdict,
 };
 
 use crate::error::OpsError;
@@ -78,8 +80,15 @@ struct Answer {
 /// fields), or a failed call, is a `GateError`: the gate could not judge, which
 /// the engine counts as a failure, never as a pass.
 ///
-/// The call goes straight to the provider: gates run inside a step that already
-/// sits under the run's budgets and cancellation, and the run's token is honoured.
+/// Inside a run the call goes through the engine's call path
+/// ([`GateCtx::call_provider`]), like a generation: it is reserved against the
+/// run's budget before it is made, settled to the provider's reported cost, and
+/// counted in the report (under the judge provider's row), the campaign's ledger
+/// and `max_cost_usd`. A budget that is exhausted refuses the call: the gate
+/// then cannot judge, which fails the artifact. The judge's provider must be
+/// registered on the run's executor (a campaign registers every provider of its
+/// spec). Outside a run (a context made by [`GateCtx::new`], for using the gate
+/// on its own) the provider is called directly, with nothing to bill.
 #[derive(Clone)]
 pub struct JudgeGate {
     name: String,
@@ -130,15 +139,16 @@ impl JudgeGate {
         self
     }
 
-    fn request(&self, a: &Artifact, rubric: &str) -> Request {
-        let mut prompt = format!(
-            "Judge the attached {} against this rubric.\n<rubric>\n{rubric}\n</rubric>\n",
-            a.media()
-        );
+    /// The judge's request for `a`; `None` stands for an attached artifact
+    /// not known yet (a plan's estimate), which is left out.
+    fn request(&self, a: Option<&Artifact>, rubric: &str) -> Request {
+        let media = a.map_or_else(|| "asset".to_string(), |a| a.media().to_string());
+        let mut prompt = format!("Judge the attached {media} against this rubric.\n<rubric>\n{rubric}\n</rubric>\n");
         let mut inputs = Vec::new();
-        match a.text() {
-            Some(t) => prompt.push_str(&format!("<asset>\n{t}\n</asset>\n")),
-            None => inputs.push(a.clone()),
+        match a.map(|a| (a, a.text())) {
+            Some((_, Some(t))) => prompt.push_str(&format!("<asset>\n{t}\n</asset>\n")),
+            Some((a, None)) => inputs.push(a.clone()),
+            None => {}
         }
         prompt.push_str(
             "Answer with one JSON object and nothing else, exactly of this shape:\n\
@@ -151,6 +161,40 @@ impl JudgeGate {
         req.params.max_tokens = self.s.max_tokens;
         req.params.system.clone_from(&self.s.system);
         req
+    }
+
+    /// The call of a gate used outside a run: straight to the provider, with
+    /// the gate's retries and the context's cancellation, billed to nothing.
+    async fn call_detached(&self, req: &Request, ctx: &GateCtx, policy: &RetryPolicy) -> Result<Generation, GateError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let call = CallCtx {
+                cancel: ctx.cancel.clone(),
+                attempt,
+                deadline: None,
+                observer: None,
+            };
+            let result = tokio::select! {
+                g = self.provider.generate(req, &call) => g,
+                _ = ctx.cancel.cancelled() => return Err(GateError::new(&self.name, "cancelled")),
+            };
+            match result {
+                Ok(g) => return Ok(g),
+                Err(e) => match policy.delay_for(attempt, &e) {
+                    Some(d) => tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = ctx.cancel.cancelled() => return Err(GateError::new(&self.name, "cancelled")),
+                    },
+                    None => {
+                        return Err(GateError::new(
+                            &self.name,
+                            format!("judge call failed after {attempt} attempt(s): {e}"),
+                        ))
+                    }
+                },
+            }
+        }
     }
 
     /// Parse a judge's answer into a verdict, or say why it is malformed.
@@ -192,45 +236,46 @@ impl QualityGate for JudgeGate {
     fn accepts(&self) -> Option<&[MediaKind]> {
         None
     }
+    /// One call to the judge's provider per check (retries come on top); the
+    /// request is the one sent for an image, the image left out. A rubric that
+    /// does not render for these variables plans the unrendered rubric.
+    fn planned_calls(&self, vars: &Vars) -> Vec<(String, Request)> {
+        let rubric = self.rubric.render(vars).unwrap_or_else(|_| self.s.rubric.clone());
+        vec![(self.provider.id().to_string(), self.request(None, &rubric))]
+    }
     async fn check(&self, a: &Artifact, ctx: &GateCtx) -> Result<Verdict, GateError> {
         let rubric = self
             .rubric
             .render(&ctx.vars)
             .map_err(|e| GateError::new(&self.name, format!("rubric: {e}")))?;
-        let req = self.request(a, &rubric);
-        let policy = creative_core::resilience::RetryPolicy {
-            max_attempts: self.s.max_attempts.max(1),
-            max_rate_limited: self.s.max_attempts.max(1),
-            ..Default::default()
-        };
-        let mut attempt = 0;
-        let generation = loop {
-            attempt += 1;
-            let call = CallCtx {
-                cancel: ctx.cancel.clone(),
-                attempt,
-                deadline: None,
-                observer: None,
-            };
-            let result = tokio::select! {
-                g = self.provider.generate(&req, &call) => g,
-                _ = ctx.cancel.cancelled() => return Err(GateError::new(&self.name, "cancelled")),
-            };
-            match result {
-                Ok(g) => break g,
-                Err(e) => match policy.delay_for(attempt, &e) {
-                    Some(d) => tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = ctx.cancel.cancelled() => return Err(GateError::new(&self.name, "cancelled")),
-                    },
-                    None => {
-                        return Err(GateError::new(
-                            &self.name,
-                            format!("judge call failed after {attempt} attempt(s): {e}"),
-                        ))
-                    }
-                },
+        let req = self.request(Some(a), &rubric);
+        let generation = if ctx.in_run() {
+            match ctx
+                .call_provider(&self.name, self.provider.id(), &req, Some(self.s.max_attempts))
+                .await
+            {
+                Ok(out) => out.generation,
+                Err(StepError::Cancelled) => return Err(GateError::new(&self.name, "cancelled")),
+                Err(StepError::Budget(why)) => {
+                    let id = self.provider.id();
+                    let msg =
+                        format!("the run's budget refused the judge call to `{id}`, so it could not judge: {why}");
+                    return Err(GateError::new(&self.name, msg));
+                }
+                Err(e) => {
+                    return Err(GateError::new(
+                        &self.name,
+                        format!("judge call to `{}` failed: {e}", self.provider.id()),
+                    ))
+                }
             }
+        } else {
+            let policy = RetryPolicy {
+                max_attempts: self.s.max_attempts.max(1),
+                max_rate_limited: self.s.max_attempts.max(1),
+                ..Default::default()
+            };
+            self.call_detached(&req, ctx, &policy).await?
         };
         let answer = generation
             .artifacts

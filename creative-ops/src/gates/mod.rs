@@ -110,4 +110,7 @@ impl QualityGate for Named {
             e
         })
     }
+    fn planned_calls(&self, vars: &creative_core::Vars) -> Vec<(String, creative_core::Request)> {
+        self.inner.planned_calls(vars)
+    }
 }

@@ -116,9 +116,5 @@ pub fn step_ctx(name: &str) -> StepCtx {
 
 pub fn gate_ctx(job_key: &str) -> GateCtx {
     let j = job();
-    GateCtx {
-        cancel: Default::default(),
-        vars: j.vars().clone(),
-        job_key: job_key.to_string(),
-    }
+    GateCtx::new(Default::default(), j.vars().clone(), job_key)
 }
