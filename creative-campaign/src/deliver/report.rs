@@ -217,7 +217,7 @@ impl ReportBuilder {
                 } else {
                     self.totals.gate_failures += 1;
                     for r in reasons {
-                        *g.reasons.entry(r.clone()).or_default() += 1;
+                        *g.reasons.entry(reason_shape(r)).or_default() += 1;
                     }
                     if reasons.is_empty() {
                         *g.reasons.entry("failed".into()).or_default() += 1;
@@ -369,6 +369,26 @@ fn failure_row(job: &str, vars: creative_core::Vars, step: &str, error: Option<&
     }
 }
 
+/// A gate's failure reason with its figures blanked (`sharpness 12.3 < 40`
+/// becomes `sharpness # < #`), so reasons that differ only in the measured
+/// numbers count as one.
+fn reason_shape(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut in_number = false;
+    for c in reason.chars() {
+        let numeric = c.is_ascii_digit() || (in_number && c == '.');
+        if numeric {
+            if !in_number {
+                out.push('#');
+            }
+        } else {
+            out.push(c);
+        }
+        in_number = numeric;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +399,13 @@ mod tests {
             at_ms: 0.0,
             kind,
         }
+    }
+
+    #[test]
+    fn gate_reasons_that_differ_only_in_their_numbers_count_as_one() {
+        assert_eq!(reason_shape("variance 12.5 below 40"), "variance # below #");
+        assert_eq!(reason_shape("1024x768 is not 1:1"), "#x# is not #:#");
+        assert_eq!(reason_shape("too dark."), "too dark.");
     }
 
     #[test]

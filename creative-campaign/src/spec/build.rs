@@ -429,7 +429,7 @@ impl Spec {
                     })
                 }
             };
-            definitions.insert(s.name.clone(), self.definition_fingerprint(s, step.as_ref()));
+            definitions.insert(s.name.clone(), self.definition_fingerprint(s, step.as_ref(), &ctx));
             built.push((s.name.clone(), step, s.inputs.clone()));
         }
         let produces: HashMap<String, Option<MediaKind>> =
@@ -542,7 +542,7 @@ impl Spec {
     /// own entry, the parameter layers (defaults, presets, overrides) and, for a
     /// step that calls providers or judges with gates, the providers' settings.
     /// The journal records it, so a resume after an edit re-runs the step.
-    fn definition_fingerprint(&self, s: &StepSpec, step: &dyn Step) -> String {
+    fn definition_fingerprint(&self, s: &StepSpec, step: &dyn Step, ctx: &BuildCtx) -> String {
         let doc = &self.doc;
         let mut h = blake3::Hasher::new();
         let mut part = |v: serde_json::Result<Vec<u8>>| {
@@ -555,6 +555,13 @@ impl Spec {
         part(serde_json::to_vec(&doc.overrides));
         if s.kind == "generate" || !s.gates.is_empty() || !step.providers().is_empty() {
             part(serde_json::to_vec(&doc.providers));
+            // What the spec cannot show: a workflow file's contents, for one.
+            for p in ctx.providers.values() {
+                h.update(p.id().as_bytes());
+                h.update(&[0]);
+                h.update(p.fingerprint().as_bytes());
+                h.update(&[0]);
+            }
         }
         h.finalize().to_hex().to_string()
     }
