@@ -76,7 +76,7 @@ fn default_max_count() -> u32 {
 /// adds apps.
 ///
 /// fal bills many image models per megapixel of output, "rounding up to the
-/// nearest megapixel" (FLUX.1 [dev]: "$0.025 per megapixel", the model's page,
+/// nearest megapixel" (FLUX.1 \[dev\]: "$0.025 per megapixel", the model's page,
 /// <https://fal.ai/models/fal-ai/flux-1/dev>; billing units:
 /// <https://docs.fal.ai/documentation/model-apis/pricing>). fal quotes the same
 /// $0.025 for a 1024x1024 image, so its megapixel is taken as 1024x1024 px
