@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 /// The class of a provider failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The provider asked us to slow down (HTTP 429 and friends); may carry a delay.
     RateLimited,
@@ -288,6 +289,7 @@ impl GateError {
 
 /// A failed step.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StepError {
     /// Every provider the step could use failed; the last error is kept.
     #[error("provider call failed: {0}")]

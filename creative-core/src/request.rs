@@ -7,6 +7,7 @@ use crate::artifact::{Artifact, MediaKind};
 /// The kind of generation asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Task {
     /// Text from a prompt.
     Text,
