@@ -653,10 +653,14 @@ impl Campaign {
                 let Some(pid) = g.chain.first() else { continue };
                 let names = g.variables();
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let reps: Vec<Job> = self.jobs.representatives(&names).collect::<Vec<_>>();
-                // Every representative stands for the same number of jobs.
-                let each = job_count / (reps.len() as u64).max(1);
-                for job in &reps {
+                // Streamed, never collected: when a prompt names every axis there
+                // is one representative per job, a million for a million jobs.
+                let reps = self.jobs.representatives(&names);
+                // Every representative stands for the same number of jobs (the
+                // range under the iterator gives its exact length).
+                let each = job_count / (reps.size_hint().0 as u64).max(1);
+                for job in reps {
+                    let job = &job;
                     let Ok(req) = g.request_for(job) else { continue };
                     let p = self.providers.get(pid);
                     let generation = PlannedRequest {
