@@ -42,8 +42,8 @@
 //! | check 100k / 1M | 3.0 s 109 MB / 21 s 1,098 MB | seconds, < 100 MB |
 //! | dry run 100k / 1M | 3.4 s 380 MB / 39 s 3,708 MB | seconds, < 100 MB |
 //!
-//! After the streaming, group-commit, linked-delivery and campaign-crate work (main at c216b3b,
-//! 2026-12-07, one run of every section; the bench's own processes put the load average at 3
+//! After the streaming, group-commit, linked-delivery and campaign-crate work (main at a5ab101,
+//! the matrix rows again at c216b3b; 2026-12-07, one run of every section; the bench's own processes put the load average at 3
 //! to 11):
 //!
 //! | case | figure | target |
