@@ -43,8 +43,8 @@
 //! | dry run 100k / 1M | 3.4 s 380 MB / 39 s 3,708 MB | seconds, < 100 MB |
 //!
 //! After the streaming, group-commit, linked-delivery and campaign-crate work (main at a5ab101,
-//! the matrix rows again at c216b3b; 2026-12-07, one run of every section; the bench's own processes put the load average at 3
-//! to 11):
+//! the matrix rows again at c216b3b; 2026-12-07, one run of every section; the bench's own
+//! processes put the load average at 3 to 11):
 //!
 //! | case | figure | target |
 //! |---|---|---|
