@@ -27,10 +27,20 @@ fn take(s: *mut c_char) -> String {
     out
 }
 
+/// A fresh output folder for a test: whatever an earlier run left is removed.
 fn out_dir(name: &str) -> String {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("abi").join(name);
+    let d = out_path(name);
     let _ = std::fs::remove_dir_all(&d);
-    d.display().to_string()
+    d
+}
+
+/// The path of a test's output folder, left as it is (a run may be writing it).
+fn out_path(name: &str) -> String {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("abi")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn opts(name: &str) -> CString {
@@ -187,7 +197,9 @@ fn wrong_state_timeout_and_double_start() {
         assert_eq!(creative_run_report_json(run, &mut json), creative_status::WrongState);
         assert!(last_error().contains("creative_run_wait"), "{}", last_error());
         // A second run into the same folder while the first is going.
-        let same = c(&format!(r#"{{"out_dir": "{}/./"}}"#, out_dir("double")));
+        // (The path only: removing the folder under the running run would pull
+        // its payloads from under it.)
+        let same = c(&format!(r#"{{"out_dir": "{}/./"}}"#, out_path("double")));
         let mut twin = null_mut();
         assert_eq!(
             creative_run_start(e, s.as_ptr(), same.as_ptr(), None, null_mut(), &mut twin),
