@@ -17,6 +17,10 @@ use std::fmt::Display;
 /// Most steps running at once in a run, and most calls in flight to one
 /// provider.
 pub const MAX_CONCURRENCY: usize = 10_000;
+
+/// Steps running at once when nothing says otherwise, from Rust
+/// ([`ExecutorBuilder`](crate::exec::ExecutorBuilder)) and from a spec alike.
+pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Most requests per minute a provider's rate limit may allow.
 pub const MAX_REQUESTS_PER_MINUTE: u32 = 1_000_000;
 /// Largest token-bucket burst of a provider's rate limit.

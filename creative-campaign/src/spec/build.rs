@@ -262,7 +262,8 @@ impl Spec {
         ranges::check_doc(doc)?;
 
         // Providers.
-        let mut exec = Executor::builder().concurrency(doc.concurrency.unwrap_or(8));
+        let mut exec =
+            Executor::builder().concurrency(doc.concurrency.unwrap_or(creative_core::limits::DEFAULT_CONCURRENCY));
         for (id, ps) in &doc.providers {
             let path = format!("providers.{id}");
             let factory = reg.provider_factory(&ps.kind).ok_or_else(|| {

@@ -92,7 +92,7 @@ impl Default for ExecutorBuilder {
     fn default() -> Self {
         ExecutorBuilder {
             providers: Vec::new(),
-            concurrency: 16,
+            concurrency: crate::limits::DEFAULT_CONCURRENCY,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             down: DownConfig::default(),
@@ -115,7 +115,7 @@ impl ExecutorBuilder {
     }
 
     /// Most steps running at once across the run, and most jobs active at once.
-    /// Default 16; values below 1 are raised to 1 and values above
+    /// Default [`crate::limits::DEFAULT_CONCURRENCY`] (8, as in a spec); values below 1 are raised to 1 and values above
     /// [`crate::limits::MAX_CONCURRENCY`] lowered to it (a semaphore cannot hold
     /// more than `usize::MAX >> 3` permits, and no host runs more steps at once).
     pub fn concurrency(mut self, n: usize) -> Self {
