@@ -623,10 +623,10 @@ mod tests {
             t.await.unwrap();
         }
         let size = on_disk(&dir);
-        // The count may be one entry off what is on disk: a hit or a put racing
-        // another task's eviction of the same entry (a known race, seen about
-        // once in ten runs; corrected when the cache is reopened). More than
-        // one entry off would be a bookkeeping bug.
+        // The count may be one payload off what is on disk when puts, hits and
+        // evictions race (seen about once in ten runs: 1,000 bytes counted
+        // fewer than on disk; the cause is not yet pinned down, and reopening
+        // the cache recounts). More than one entry off is a bookkeeping bug.
         let counted = c.size().unwrap().unwrap_or(0);
         assert!(counted.abs_diff(size) <= 1100, "counted {counted}, on disk {size}");
         assert!(size <= cap + 1100, "{size}");
