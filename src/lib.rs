@@ -10,3 +10,26 @@ pub use creative_campaign as campaign;
 pub use creative_core as core;
 pub use creative_ops as ops;
 pub use creative_providers as providers;
+
+/// What most programs use, in one import: `use creative::prelude::*;`.
+///
+/// ```
+/// use creative::prelude::*;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let exec = Executor::builder()
+///     .provider(std::sync::Arc::new(creative::providers::procedural::Procedural::new("art")))
+///     .build();
+/// let dag = Dag::builder("hero")
+///     .step("hero", GenerateStep::new(Task::Image, ["art"], "a {{ product }}")?.size(64, 64), &[])
+///     .build()?;
+/// let out = exec.run(std::sync::Arc::new(dag), [Job::new([("product", "mug")])]).await?;
+/// assert_eq!(out.status, Status::Succeeded);
+/// # Ok(()) }
+/// ```
+pub mod prelude {
+    pub use creative_campaign::spec::{Campaign, CampaignOptions, Registry, Spec};
+    pub use creative_core::{
+        Artifact, CancellationToken, Dag, Event, EventKind, Executor, GenerateStep, Job, OnGateFail, Pipeline,
+        Provider, ProviderError, QualityGate, Request, RunOptions, RunOutcome, Status, Step, StepError, Task,
+    };
+}
