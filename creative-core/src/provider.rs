@@ -132,9 +132,18 @@ pub trait Provider: Send + Sync {
     /// The price this call is expected to cost, in US dollars, before it is made.
     ///
     /// Budgets reserve this amount before the call and settle to the real cost after
-    /// it; routers compare it across providers. The default is free.
-    fn estimate_cost(&self, _request: &Request) -> f64 {
-        0.0
+    /// it; routers compare it across providers. The default is
+    /// [`price`](Self::price), `None` counting as free.
+    fn estimate_cost(&self, request: &Request) -> f64 {
+        self.price(request).unwrap_or(0.0)
+    }
+
+    /// What `request` costs by this provider's price table, `None` when the
+    /// table has no price for it. A backend with a price table implements this
+    /// one method, and [`estimate_cost`](Self::estimate_cost) and
+    /// [`has_price`](Self::has_price) follow from it. Default: free.
+    fn price(&self, _request: &Request) -> Option<f64> {
+        Some(0.0)
     }
 
     /// A fingerprint of the resolved settings that shape this provider's
@@ -211,10 +220,11 @@ pub trait Provider: Send + Sync {
     /// Whether [`estimate_cost`](Self::estimate_cost) knows what `request`
     /// costs. `false` when the provider has no price for the request's model, so
     /// its calls would be recorded as free: under a money budget a campaign
-    /// refuses that unless the spec gives a price. Default `true` (the estimate,
-    /// zero included, is the price: a local model is free).
-    fn has_price(&self, _request: &Request) -> bool {
-        true
+    /// refuses that unless the spec gives a price. Default: whether
+    /// [`price`](Self::price) knows it (a provider that only overrides
+    /// `estimate_cost` is priced: its estimate, zero included, is the price).
+    fn has_price(&self, request: &Request) -> bool {
+        self.price(request).is_some()
     }
 
     /// Configuration concerns that do not stop a build but will make calls

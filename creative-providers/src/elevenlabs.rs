@@ -69,12 +69,6 @@ pub struct ElevenLabs {
 }
 
 impl ElevenLabs {
-    /// The price of `req` from the price table, `None` for a model it lacks.
-    fn price(&self, req: &Request) -> Option<f64> {
-        let model = req.model.as_deref().unwrap_or(&self.model);
-        self.prices.characters(model, req.prompt.chars().count() as u64)
-    }
-
     /// Build from a spec's settings table (see the module docs).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -258,12 +252,10 @@ impl Provider for ElevenLabs {
         Some(req.model.clone().unwrap_or_else(|| self.model.clone()))
     }
 
-    fn estimate_cost(&self, req: &Request) -> f64 {
-        self.price(req).unwrap_or(0.0)
-    }
-
-    fn has_price(&self, req: &Request) -> bool {
-        self.price(req).is_some()
+    /// The price of `req` from the price table, `None` for a model it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        self.prices.characters(model, req.prompt.chars().count() as u64)
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

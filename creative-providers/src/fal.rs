@@ -140,12 +140,6 @@ struct Status {
 }
 
 impl Fal {
-    /// The price of `req` from the price table, `None` for an app it lacks.
-    fn price(&self, req: &Request) -> Option<f64> {
-        let app = req.model.as_deref().unwrap_or(&self.app);
-        pricing::estimate(self.prices.get(app)?, req)
-    }
-
     /// Build from a spec's settings (see [`register`]).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -375,12 +369,10 @@ impl Provider for Fal {
         Some(req.model.clone().unwrap_or_else(|| self.app.clone()))
     }
 
-    fn estimate_cost(&self, req: &Request) -> f64 {
-        self.price(req).unwrap_or(0.0)
-    }
-
-    fn has_price(&self, req: &Request) -> bool {
-        self.price(req).is_some()
+    /// The price of `req` from the price table, `None` for an app it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let app = req.model.as_deref().unwrap_or(&self.app);
+        pricing::estimate(self.prices.get(app)?, req)
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

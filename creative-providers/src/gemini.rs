@@ -80,27 +80,6 @@ pub struct Gemini {
 }
 
 impl Gemini {
-    /// The price of `req` from the price table, `None` for a model it lacks.
-    /// A request no route takes is refused before any call, so it costs nothing.
-    fn price(&self, req: &Request) -> Option<f64> {
-        let Ok((route, model)) = self.route(req) else {
-            return Some(0.0);
-        };
-        let n = req.params.count.unwrap_or(1);
-        match (route, req.task) {
-            // Seconds asked for, else the model's default (`default_s`, 8 s for Veo).
-            (Route::Veo, _) => pricing::estimate(self.prices.get(&model)?, req),
-            (Route::Imagen, _) | (Route::Content, Task::Image | Task::ImageEdit) => {
-                self.prices.images(&model, None, None, n)
-            }
-            _ => {
-                let input = (req.prompt.len() / 4) as u64 + 16;
-                let output = u64::from(req.params.max_tokens.unwrap_or(256));
-                self.prices.tokens(&model, input, output)
-            }
-        }
-    }
-
     /// Build from a spec's settings table (see the module docs).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -730,12 +709,25 @@ impl Provider for Gemini {
         self.route(req).ok().map(|(_, model)| model)
     }
 
-    fn estimate_cost(&self, req: &Request) -> f64 {
-        self.price(req).unwrap_or(0.0)
-    }
-
-    fn has_price(&self, req: &Request) -> bool {
-        self.price(req).is_some()
+    /// The price of `req` from the price table, `None` for a model it lacks.
+    /// A request no route takes is refused before any call, so it costs nothing.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let Ok((route, model)) = self.route(req) else {
+            return Some(0.0);
+        };
+        let n = req.params.count.unwrap_or(1);
+        match (route, req.task) {
+            // Seconds asked for, else the model's default (`default_s`, 8 s for Veo).
+            (Route::Veo, _) => pricing::estimate(self.prices.get(&model)?, req),
+            (Route::Imagen, _) | (Route::Content, Task::Image | Task::ImageEdit) => {
+                self.prices.images(&model, None, None, n)
+            }
+            _ => {
+                let input = (req.prompt.len() / 4) as u64 + 16;
+                let output = u64::from(req.params.max_tokens.unwrap_or(256));
+                self.prices.tokens(&model, input, output)
+            }
+        }
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

@@ -75,24 +75,6 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    /// The price of `req` from the price table, `None` for a model it lacks.
-    fn price(&self, req: &Request) -> Option<f64> {
-        let model = self.model_for(req);
-        match req.task {
-            Task::Text => {
-                let input = (req.prompt.len() / 4) as u64 + 16;
-                let output = u64::from(req.params.max_tokens.unwrap_or(256));
-                self.prices.tokens(&model, input, output)
-            }
-            _ => {
-                let size = size_for(&model, req);
-                let q = req.params.quality.as_deref().or(default_quality(&model));
-                self.prices
-                    .images(&model, size.as_deref(), q, req.params.count.unwrap_or(1))
-            }
-        }
-    }
-
     /// Build from a spec's settings table (see the module docs).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -626,12 +608,22 @@ impl Provider for OpenAi {
         Some(self.model_for(req))
     }
 
-    fn estimate_cost(&self, req: &Request) -> f64 {
-        self.price(req).unwrap_or(0.0)
-    }
-
-    fn has_price(&self, req: &Request) -> bool {
-        self.price(req).is_some()
+    /// The price of `req` from the price table, `None` for a model it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let model = self.model_for(req);
+        match req.task {
+            Task::Text => {
+                let input = (req.prompt.len() / 4) as u64 + 16;
+                let output = u64::from(req.params.max_tokens.unwrap_or(256));
+                self.prices.tokens(&model, input, output)
+            }
+            _ => {
+                let size = size_for(&model, req);
+                let q = req.params.quality.as_deref().or(default_quality(&model));
+                self.prices
+                    .images(&model, size.as_deref(), q, req.params.count.unwrap_or(1))
+            }
+        }
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

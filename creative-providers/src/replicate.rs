@@ -186,13 +186,6 @@ impl Prediction {
 }
 
 impl Replicate {
-    /// The price of `req` from the price table, `None` for a model it lacks.
-    fn price(&self, req: &Request) -> Option<f64> {
-        let model = req.model.as_deref().unwrap_or(&self.model);
-        let base = model.split(':').next().unwrap_or(model);
-        pricing::estimate(self.prices.get(base)?, req)
-    }
-
     /// Build from a spec's settings (see [`register`]).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -415,12 +408,11 @@ impl Provider for Replicate {
         Some(req.model.clone().unwrap_or_else(|| self.model.clone()))
     }
 
-    fn estimate_cost(&self, req: &Request) -> f64 {
-        self.price(req).unwrap_or(0.0)
-    }
-
-    fn has_price(&self, req: &Request) -> bool {
-        self.price(req).is_some()
+    /// The price of `req` from the price table, `None` for a model it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        let base = model.split(':').next().unwrap_or(model);
+        pricing::estimate(self.prices.get(base)?, req)
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {

@@ -109,13 +109,6 @@ fn wire_seed(s: u64) -> u64 {
 }
 
 impl Stability {
-    /// The price of `req` from the price table, `None` for a model it lacks.
-    fn price(&self, req: &Request) -> Option<f64> {
-        let model = req.model.as_deref().unwrap_or(&self.model);
-        self.prices
-            .images(model, None, None, req.params.count.unwrap_or(1).max(1))
-    }
-
     /// Build from a spec's settings (see [`register`]).
     pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
         let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
@@ -325,12 +318,11 @@ impl Provider for Stability {
         Some(req.model.clone().unwrap_or_else(|| self.model.clone()))
     }
 
-    fn estimate_cost(&self, req: &Request) -> f64 {
-        self.price(req).unwrap_or(0.0)
-    }
-
-    fn has_price(&self, req: &Request) -> bool {
-        self.price(req).is_some()
+    /// The price of `req` from the price table, `None` for a model it lacks.
+    fn price(&self, req: &Request) -> Option<f64> {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        self.prices
+            .images(model, None, None, req.params.count.unwrap_or(1).max(1))
     }
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
