@@ -266,7 +266,7 @@ impl HttpSettings {
         // call; a local or compatible server may need none.
         if let (None, Some(var)) = (&api_key, defaults.key_env) {
             if base_url.as_str().trim_end_matches('/') == defaults.base_url.trim_end_matches('/')
-                && !matches!(base_url.host_str(), Some("localhost" | "127.0.0.1" | "::1" | "[::1]"))
+                && !is_loopback(&base_url)
             {
                 warnings.push(format!(
                     "no API key: `{var}` is not set (or name another variable with `api_key_env`); every call to {} will fail with 401",
@@ -324,6 +324,12 @@ impl HttpSettings {
         }
         b
     }
+}
+
+/// Whether `url` names this machine (a local server, which may need no key
+/// and whose models cost nothing).
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1" | "[::1]"))
 }
 
 /// Deserialize a backend's own settings (the rest left by [`HttpSettings::parse`]),

@@ -98,10 +98,7 @@ impl Ollama {
             model: http.model.clone(),
             endpoint,
             prices: Arc::new(prices),
-            local: matches!(
-                http.base_url.host_str(),
-                Some("localhost" | "127.0.0.1" | "::1" | "[::1]")
-            ),
+            local: crate::http::is_loopback(&http.base_url),
         })
     }
 }

@@ -763,8 +763,8 @@ impl Campaign {
     fn check_priced(&self, doc: &crate::spec::SpecDoc) -> Result<(), SpecError> {
         let Some(job) = self.jobs.get(0) else { return Ok(()) };
         let index = |step: &str| doc.steps.iter().position(|s| s.name == step).unwrap_or(0);
-        let unpriced = |path: String, pid: &str, model: Option<&String>, what: &str| {
-            let model = model.cloned().unwrap_or_else(|| "its default model".into());
+        let unpriced = |path: String, pid: &str, model: Option<String>, what: &str| {
+            let model = model.map_or_else(|| "its default model".into(), |m| format!("model `{m}`"));
             err(
                 K::Invalid,
                 path,
@@ -779,7 +779,7 @@ impl Campaign {
                 let Some(p) = self.providers.get(pid) else { continue };
                 if !p.has_price(&req) {
                     let path = format!("steps[{}].providers[{j}]", index(step));
-                    return Err(unpriced(path, pid, req.model.as_ref(), "calls"));
+                    return Err(unpriced(path, pid, p.model(&req), "calls"));
                 }
             }
         }
@@ -795,7 +795,7 @@ impl Campaign {
                     if !p.has_price(&req) {
                         let path = format!("steps[{}].gates[{j}]", index(step));
                         let what = format!("calls from gate `{}`", gate.name());
-                        return Err(unpriced(path, &pid, req.model.as_ref(), &what));
+                        return Err(unpriced(path, &pid, p.model(&req), &what));
                     }
                 }
             }

@@ -126,6 +126,11 @@ fn verify(provider: &str, mut generation: Generation) -> Result<Generation, Prov
     Ok(generation)
 }
 
+/// An attempt's error class and message, as its event carries them.
+fn error_fields(e: Option<&ProviderError>) -> (Option<String>, Option<String>) {
+    e.map(|e| (e.kind().as_str().to_string(), e.to_string())).unzip()
+}
+
 impl StepCtx {
     /// Call the first provider of `chain` that succeeds, with the run's retry,
     /// timeout, breaker, rate-limit, concurrency, budget and cache policies.
@@ -440,10 +445,7 @@ impl StepCtx {
             // paid answer that is not is still paid (settled above).
             let result = result.and_then(|g| verify(&pid, g));
             if listened {
-                let (error_kind, error) = match &result {
-                    Ok(_) => (None, None),
-                    Err(e) => (Some(e.kind().as_str().to_string()), Some(e.to_string())),
-                };
+                let (error_kind, error) = error_fields(result.as_ref().err());
                 // The step's model, else the one the answer names, else the
                 // provider's default (a composite's answers name its members'
                 // models: its own row keeps its key).
@@ -554,10 +556,7 @@ struct MemberEvents {
 
 impl CallObserver for MemberEvents {
     fn member_call(&self, call: MemberCall) {
-        let (error_kind, error) = match &call.error {
-            Some(e) => (Some(e.kind().as_str().to_string()), Some(e.to_string())),
-            None => (None, None),
-        };
+        let (error_kind, error) = error_fields(call.error.as_ref());
         self.run.events.emit(EventKind::MemberAttemptFinished {
             job: self.job.clone(),
             step: self.step.clone(),
