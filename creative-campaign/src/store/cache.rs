@@ -15,7 +15,7 @@ use crate::store::blobs::{write_atomic, BlobStore};
 use crate::store::gc::{id_key, PayloadPins};
 use crate::store::journal::ArtifactRecord;
 use crate::store::{GenerationCache, StoreError};
-use creative_core::artifact::Artifact;
+use creative_core::artifact::{Artifact, ArtifactId};
 use creative_core::request::{Generation, Usage};
 
 /// A content-addressed cache of generations in a folder:
@@ -45,7 +45,8 @@ use creative_core::request::{Generation, Usage};
 /// over the cap, the least recently used entries are evicted (their entry file
 /// removed, and each payload no other entry names and no [`PayloadPins`] holds)
 /// until it is under the cap again; the entry just put is never evicted, so
-/// the cache exceeds its cap by at most that one entry. An entry's size is its
+/// the cache exceeds its cap by at most that one entry (one per put under way
+/// at once: an entry being written is not evicted). An entry's size is its
 /// file plus the payloads it names (a payload two entries share counts twice,
 /// so the cap errs towards evicting more).
 ///
@@ -53,8 +54,8 @@ use creative_core::request::{Generation, Usage};
 /// `futimens` on the file just read, no extra file to keep consistent, and it
 /// survives a kill), and the cap's bookkeeping, made on first use by one pass
 /// over the entries, orders them by it. In memory it keeps the order and size of
-/// each entry and a count of the entries naming each payload: about 200 bytes an
-/// entry. Many tasks may get and put at once; the bookkeeping is one mutex,
+/// each entry, the payloads it names and a count of the entries naming each
+/// payload: about 300 bytes an entry. Many tasks may get and put at once; the bookkeeping is one mutex,
 /// held for the few file removals an eviction makes. Entries another process
 /// writes meanwhile are counted from the next open (or their first hit).
 #[derive(Debug, Clone)]
@@ -84,40 +85,60 @@ struct LruState {
     entries: HashMap<Arc<str>, Slot>,
     /// Entries by recency, oldest first.
     order: BTreeMap<u64, Arc<str>>,
-    /// How many known entries name each payload.
+    /// How many known entries (and puts under way) name each payload.
     refs: HashMap<[u8; 16], u32>,
+    /// Keys a put of this process is writing, with how many puts: never
+    /// evicted until the put has counted them, so an eviction cannot remove
+    /// the file a put has just written and leave it counted.
+    writing: HashMap<Arc<str>, u32>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Slot {
     tick: u64,
     bytes: u64,
+    /// The payloads the entry names, as counted in `refs`: eviction and
+    /// replacement release exactly these, whatever the file says by then.
+    payloads: Box<[ArtifactId]>,
 }
 
 impl LruState {
-    /// Make `key` (of `bytes`) the most recently used; returns whether it was known.
-    fn touch(&mut self, key: &str, bytes: u64) -> bool {
+    /// Make `key` the most recently used; false when it is not known.
+    fn touch(&mut self, key: &str) -> bool {
         let tick = self.tick;
+        let Some(slot) = self.entries.get_mut(key) else {
+            return false;
+        };
         self.tick += 1;
-        match self.entries.get_mut(key) {
-            Some(slot) => {
-                if let Some(k) = self.order.remove(&slot.tick) {
-                    self.order.insert(tick, k);
-                }
-                self.total = self.total - slot.bytes + bytes;
-                *slot = Slot { tick, bytes };
-                true
-            }
-            None => {
-                let k: Arc<str> = Arc::from(key);
-                self.order.insert(tick, k.clone());
-                self.entries.insert(k, Slot { tick, bytes });
-                self.total += bytes;
-                false
-            }
+        if let Some(k) = self.order.remove(&slot.tick) {
+            self.order.insert(tick, k);
         }
+        slot.tick = tick;
+        true
     }
 
+    /// Count `key` as the most recently used entry, of `bytes`, naming
+    /// `payloads`, in place of what was counted for it before. Returns the
+    /// payloads no entry names any more (those of a replaced entry).
+    fn set(&mut self, key: &str, bytes: u64, payloads: Box<[ArtifactId]>) -> Vec<ArtifactId> {
+        self.add_refs(payloads.iter());
+        let old = self.forget(key);
+        let tick = self.tick;
+        self.tick += 1;
+        let k: Arc<str> = Arc::from(key);
+        self.order.insert(tick, k.clone());
+        self.entries.insert(k, Slot { tick, bytes, payloads });
+        self.total += bytes;
+        let mut unnamed = Vec::new();
+        for id in old.iter().flat_map(|s| s.payloads.iter()) {
+            if self.drop_ref(id) {
+                unnamed.push(id.clone());
+            }
+        }
+        unnamed
+    }
+
+    /// Stop counting `key`; its payloads' references are the caller's to drop.
     fn forget(&mut self, key: &str) -> Option<Slot> {
         let slot = self.entries.remove(key)?;
         self.order.remove(&slot.tick);
@@ -125,15 +146,15 @@ impl LruState {
         Some(slot)
     }
 
-    fn add_refs<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+    fn add_refs<'a>(&mut self, ids: impl IntoIterator<Item = &'a ArtifactId>) {
         for id in ids {
-            *self.refs.entry(id_key(id)).or_insert(0) += 1;
+            *self.refs.entry(id_key(id.as_str())).or_insert(0) += 1;
         }
     }
 
-    /// Drop one reference to `id`; true when no entry names it any more.
-    fn drop_ref(&mut self, id: &str) -> bool {
-        let k = id_key(id);
+    /// Drop one reference to `id`; true when nothing counted names it any more.
+    fn drop_ref(&mut self, id: &ArtifactId) -> bool {
+        let k = id_key(id.as_str());
         match self.refs.get_mut(&k) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -148,9 +169,31 @@ impl LruState {
         }
     }
 
-    /// The least recently used entry other than `except`.
+    /// A put of `key` naming `payloads` begins: its key is not evicted and
+    /// its payloads not deleted until [`end_put`](Self::end_put).
+    fn begin_put(&mut self, key: &str, payloads: &[ArtifactId]) {
+        *self.writing.entry(Arc::from(key)).or_insert(0) += 1;
+        self.add_refs(payloads);
+    }
+
+    /// The put [`begin_put`](Self::begin_put) began has ended (counted, or
+    /// failed). Returns the payloads nothing names any more.
+    fn end_put(&mut self, key: &str, payloads: &[ArtifactId]) -> Vec<ArtifactId> {
+        if let Some(n) = self.writing.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(key);
+            }
+        }
+        payloads.iter().filter(|id| self.drop_ref(id)).cloned().collect()
+    }
+
+    /// The least recently used entry other than `except` and those being written.
     fn oldest_but(&self, except: &str) -> Option<Arc<str>> {
-        self.order.values().find(|k| &***k != except).cloned()
+        self.order
+            .values()
+            .find(|k| &***k != except && !self.writing.contains_key(&***k))
+            .cloned()
     }
 }
 
@@ -221,7 +264,7 @@ impl DiskCache {
         if state.loaded {
             return Ok(());
         }
-        let mut found: Vec<(SystemTime, String, u64, Vec<ArtifactRecord>)> = Vec::new();
+        let mut found: Vec<(SystemTime, String, u64, Box<[ArtifactId]>)> = Vec::new();
         let read_err = |p: &Path, e: std::io::Error| StoreError(format!("read {}: {e}", p.display()));
         let prefixes = match std::fs::read_dir(&self.entries) {
             Ok(d) => Some(d),
@@ -251,13 +294,13 @@ impl DiskCache {
                 };
                 let when = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 let bytes = entry_bytes(meta.len(), &entry.artifacts);
-                found.push((when, key.to_string(), bytes, entry.artifacts));
+                found.push((when, key.to_string(), bytes, payload_ids(&entry.artifacts)));
             }
         }
         found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        for (_, key, bytes, artifacts) in found {
-            state.touch(&key, bytes);
-            state.add_refs(artifacts.iter().map(|a| a.id.as_str()));
+        for (_, key, bytes, payloads) in found {
+            // Loading is first use: nothing was counted, nothing is released.
+            state.set(&key, bytes, payloads);
         }
         state.loaded = true;
         Ok(())
@@ -269,31 +312,33 @@ impl DiskCache {
     fn evict(&self, lru: &Lru, state: &mut LruState, keep: &str) {
         while state.total > lru.max_bytes {
             let Some(victim) = state.oldest_but(keep) else { break };
-            state.forget(&victim);
-            let Ok(path) = self.entry_path(&victim) else { continue };
-            let artifacts = std::fs::read(&path)
-                .ok()
-                .and_then(|t| serde_json::from_slice::<CacheEntry>(&t).ok())
-                .map(|e| e.artifacts)
-                .unwrap_or_default();
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "cache eviction could not remove an entry");
+            let Some(slot) = state.forget(&victim) else { break };
+            if let Ok(path) = self.entry_path(&victim) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %path.display(), error = %e, "cache eviction could not remove an entry");
+                    }
                 }
             }
-            let pinned = self.pins.as_ref().map(|p| p.hold());
-            for a in &artifacts {
-                if !state.drop_ref(a.id.as_str()) {
-                    continue;
-                }
-                if pinned.as_ref().is_some_and(|p| p.contains(&id_key(a.id.as_str()))) {
-                    continue;
-                }
-                let blob = self.blobs.path_of(&a.id);
-                if let Err(e) = std::fs::remove_file(&blob) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(path = %blob.display(), error = %e, "cache eviction could not remove a payload");
-                    }
+            let unnamed: Vec<ArtifactId> = slot.payloads.iter().filter(|id| state.drop_ref(id)).cloned().collect();
+            self.remove_payloads(&unnamed);
+        }
+    }
+
+    /// Remove payloads no counted entry names, except those the journal pins.
+    fn remove_payloads(&self, ids: &[ArtifactId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let pinned = self.pins.as_ref().map(|p| p.hold());
+        for id in ids {
+            if pinned.as_ref().is_some_and(|p| p.contains(&id_key(id.as_str()))) {
+                continue;
+            }
+            let blob = self.blobs.path_of(id);
+            if let Err(e) = std::fs::remove_file(&blob) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %blob.display(), error = %e, "cache eviction could not remove a payload");
                 }
             }
         }
@@ -329,11 +374,7 @@ impl DiskCache {
             return Ok(None);
         };
         let bytes = entry_bytes(text.len() as u64, &entry.artifacts);
-        let ids: Vec<ArtifactRecord> = if self.lru.is_some() {
-            entry.artifacts.clone()
-        } else {
-            Vec::new()
-        };
+        let payloads = self.lru.as_ref().map(|_| payload_ids(&entry.artifacts));
         let mut artifacts = Vec::with_capacity(entry.artifacts.len());
         for r in entry.artifacts {
             match self.blobs.get(&r.id, &r.media)? {
@@ -344,9 +385,13 @@ impl DiskCache {
         if let Some(lru) = &self.lru {
             let mut state = lru.state.lock().unwrap_or_else(|p| p.into_inner());
             self.load(&mut state)?;
-            if !state.touch(key, bytes) {
-                // Written by another process since the count.
-                state.add_refs(ids.iter().map(|a| a.id.as_str()));
+            // Not counted: written by another process since the count, or
+            // evicted by this one since it was read (the hit stands: its bytes
+            // were read whole; but a removed entry must not be counted again).
+            // Evictions hold the lock, so under it the file's presence is settled.
+            if !state.touch(key) && path.exists() {
+                let unnamed = state.set(key, bytes, payloads.unwrap_or_default());
+                self.remove_payloads(&unnamed);
             }
             drop(state);
             // Recency that outlives the process; best effort (a read-only cache
@@ -368,43 +413,52 @@ impl DiskCache {
         raw: &Option<serde_json::Value>,
     ) -> Result<(), StoreError> {
         let path = self.entry_path(key)?;
-        // The payloads of the entry this put replaces, if it is counted.
-        let replaced: Option<Vec<ArtifactRecord>> = match &self.lru {
-            Some(_) => std::fs::read(&path)
-                .ok()
-                .and_then(|t| serde_json::from_slice::<CacheEntry>(&t).ok())
-                .map(|e| e.artifacts),
-            None => None,
-        };
-        for a in artifacts {
-            self.blobs.put(a.id(), a.data(), false)?;
-        }
         let entry = CacheEntry {
             artifacts: artifacts.iter().map(ArtifactRecord::of).collect(),
             usage: usage.clone(),
             raw: raw.clone(),
         };
-        let json = serde_json::to_vec(&entry).map_err(|e| StoreError(format!("encode cache entry: {e}")))?;
-        // No fsync: a cache entry lost to a power cut is a miss, not an error.
-        write_atomic(&path, &json, false).map_err(|e| StoreError(format!("write {}: {e}", path.display())))?;
-        if let Some(lru) = &self.lru {
+        let Some(lru) = &self.lru else {
+            return self.write_entry(&path, artifacts, &entry).map(|_| ());
+        };
+        // Announce the put first: until it is counted, no eviction may remove
+        // its entry or the payloads it names (another entry may share them).
+        let payloads = payload_ids(&entry.artifacts);
+        {
             let mut state = lru.state.lock().unwrap_or_else(|p| p.into_inner());
-            // Counting what is on disk now includes this entry: no need to add it.
-            let counted = state.loaded;
             self.load(&mut state)?;
-            if counted {
-                if state.entries.contains_key(key) {
-                    for a in replaced.iter().flatten() {
-                        state.drop_ref(a.id.as_str());
-                    }
-                }
-                state.touch(key, entry_bytes(json.len() as u64, &entry.artifacts));
-                state.add_refs(entry.artifacts.iter().map(|a| a.id.as_str()));
-            }
+            state.begin_put(key, &payloads);
+        }
+        let written = self.write_entry(&path, artifacts, &entry);
+        let mut state = lru.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unnamed = match &written {
+            Ok(len) => state.set(key, entry_bytes(*len, &entry.artifacts), payloads.clone()),
+            Err(_) => Vec::new(),
+        };
+        unnamed.extend(state.end_put(key, &payloads));
+        self.remove_payloads(&unnamed);
+        if written.is_ok() {
             self.evict(lru, &mut state, key);
         }
-        Ok(())
+        written.map(|_| ())
     }
+
+    /// Write the payloads, then the entry naming them; returns the entry
+    /// file's length.
+    fn write_entry(&self, path: &Path, artifacts: &[Artifact], entry: &CacheEntry) -> Result<u64, StoreError> {
+        for a in artifacts {
+            self.blobs.put(a.id(), a.data(), false)?;
+        }
+        let json = serde_json::to_vec(entry).map_err(|e| StoreError(format!("encode cache entry: {e}")))?;
+        // No fsync: a cache entry lost to a power cut is a miss, not an error.
+        write_atomic(path, &json, false).map_err(|e| StoreError(format!("write {}: {e}", path.display())))?;
+        Ok(json.len() as u64)
+    }
+}
+
+/// The payload ids an entry names.
+fn payload_ids(artifacts: &[ArtifactRecord]) -> Box<[ArtifactId]> {
+    artifacts.iter().map(|a| a.id.clone()).collect()
 }
 
 #[async_trait]
@@ -465,24 +519,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn ids(names: &[&str]) -> Box<[ArtifactId]> {
+        names
+            .iter()
+            .map(|n| ArtifactId::of(&MediaType::Png, n.as_bytes()))
+            .collect()
+    }
+
     #[test]
     fn the_lru_order_puts_a_touched_entry_last_and_gives_the_oldest_first() {
         let mut s = LruState::default();
         for k in ["aa", "bb", "cc"] {
-            assert!(!s.touch(k, 10));
+            assert!(s.set(k, 10, ids(&[k])).is_empty());
         }
         assert_eq!(s.total, 30);
         assert_eq!(s.oldest_but("").as_deref(), Some("aa"));
-        assert!(s.touch("aa", 15), "known");
-        assert_eq!(s.total, 35);
+        assert!(s.touch("aa"), "known");
+        assert!(!s.touch("dd"), "unknown");
         let order: Vec<&str> = s.order.values().map(|k| &**k).collect();
         assert_eq!(order, ["bb", "cc", "aa"]);
         assert_eq!(s.oldest_but("bb").as_deref(), Some("cc"), "the one kept is skipped");
         assert_eq!(s.forget("bb").map(|x| x.bytes), Some(10));
-        assert_eq!((s.total, s.entries.len(), s.order.len()), (25, 2, 2));
-        s.add_refs(["p", "p", "q"]);
-        assert!(!s.drop_ref("p") && s.drop_ref("p") && s.drop_ref("q"));
-        assert!(!s.drop_ref("unknown"), "a payload not counted is kept");
+        assert_eq!((s.total, s.entries.len(), s.order.len()), (20, 2, 2));
+    }
+
+    #[test]
+    fn replacing_an_entry_releases_the_payloads_only_it_named() {
+        let mut s = LruState::default();
+        s.set("aa", 10, ids(&["p", "q"]));
+        s.set("bb", 10, ids(&["q"]));
+        let freed = s.set("aa", 15, ids(&["r"]));
+        assert_eq!(&freed[..], &ids(&["p"])[..], "q is still named by bb");
+        assert_eq!((s.total, s.entries.len()), (25, 2));
+        assert!(!s.drop_ref(&ids(&["unknown"])[0]), "a payload not counted is kept");
+    }
+
+    #[test]
+    fn a_key_being_written_is_never_the_eviction_victim_and_its_payloads_stay_named() {
+        let mut s = LruState::default();
+        s.set("aa", 10, ids(&["p"]));
+        s.set("bb", 10, ids(&["q"]));
+        s.begin_put("aa", &ids(&["p"]));
+        assert_eq!(s.oldest_but("").as_deref(), Some("bb"));
+        let slot = s.forget("aa").unwrap();
+        assert!(!s.drop_ref(&slot.payloads[0]), "the put under way still names p");
+        assert!(s.set("aa", 10, ids(&["p"])).is_empty());
+        assert!(s.end_put("aa", &ids(&["p"])).is_empty(), "the entry counted names p");
+        assert_eq!(s.oldest_but("").as_deref(), Some("bb"));
+        assert!(s.writing.is_empty());
     }
 
     /// Every byte under the cache's folder: entries and payloads.
@@ -623,13 +707,10 @@ mod tests {
             t.await.unwrap();
         }
         let size = on_disk(&dir);
-        // The count may be one payload off what is on disk when puts, hits and
-        // evictions race (seen about once in ten runs: 1,000 bytes counted
-        // fewer than on disk; the cause is not yet pinned down, and reopening
-        // the cache recounts). More than one entry off is a bookkeeping bug.
         let counted = c.size().unwrap().unwrap_or(0);
-        assert!(counted.abs_diff(size) <= 1100, "counted {counted}, on disk {size}");
-        assert!(size <= cap + 1100, "{size}");
+        assert_eq!(counted, size, "what the cap counts is what is on disk");
+        // Each task's last put may land over the cap by its own entry.
+        assert!(size <= cap + 8 * 1100, "{size}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
