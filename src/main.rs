@@ -65,7 +65,12 @@ fn main() -> ExitCode {
         Command::Schema(a) => cli::schema::schema(a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "creative", &mut out);
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "creative",
+                &mut out,
+            );
             cli::out::print(&String::from_utf8_lossy(&out));
             ExitCode::SUCCESS
         }

@@ -114,7 +114,10 @@ impl PngCompression {
 /// background = "#ffffff"   # what transparent pixels become in a JPEG
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, expecting = "a table such as { format = \"jpeg\", quality = 85 }")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { format = \"jpeg\", quality = 85 }"
+)]
 pub struct EncodeSettings {
     /// Output format; `None` keeps the input's.
     #[serde(default, skip_serializing_if = "Option::is_none")]

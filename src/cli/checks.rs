@@ -55,7 +55,12 @@ pub fn check(spec: &Spec, campaign: &Campaign, _reg: &Registry) -> Vec<Finding> 
         let at = format!("{}: steps[{i}] `{}`", spec.origin, step.name);
         variables_named(&mut out, &at, &step.settings, &vars);
         for (g, gate) in step.gates.iter().enumerate() {
-            variables_named(&mut out, &format!("{at}: gates[{g}] `{}`", gate.kind), &gate.settings, &vars);
+            variables_named(
+                &mut out,
+                &format!("{at}: gates[{g}] `{}`", gate.kind),
+                &gate.settings,
+                &vars,
+            );
         }
         if step.kind == "generate" {
             ignored_params(&mut out, spec, i, &at);
@@ -82,7 +87,11 @@ fn variables_named(out: &mut Vec<Finding>, at: &str, settings: &serde_json::Map<
             level: Level::Error,
             message: format!(
                 "{at}: {key} = \"{name}\" names a variable no job defines{near}; the jobs' variables are: {}",
-                if vars.is_empty() { "none".to_string() } else { vars.join(", ") }
+                if vars.is_empty() {
+                    "none".to_string()
+                } else {
+                    vars.join(", ")
+                }
             ),
         });
     }
@@ -128,11 +137,7 @@ fn ignored_params(out: &mut Vec<Finding>, spec: &Spec, i: usize, at: &str) {
         let Ok(Value::Object(set)) = serde_json::to_value(&layer) else {
             continue;
         };
-        let names: Vec<&str> = set
-            .keys()
-            .map(String::as_str)
-            .filter(|k| ignored.contains(k))
-            .collect();
+        let names: Vec<&str> = set.keys().map(String::as_str).filter(|k| ignored.contains(k)).collect();
         if !names.is_empty() {
             out.push(Finding {
                 level: Level::Warning,
@@ -148,10 +153,10 @@ fn ignored_params(out: &mut Vec<Finding>, spec: &Spec, i: usize, at: &str) {
 /// A delivered step that makes several outputs per job (renditions, count or
 /// keep above 1) with a file-name template that cannot tell them apart.
 fn several_outputs_one_name(out: &mut Vec<Finding>, spec: &Spec, campaign: &Campaign) {
-    let Some(template) = &spec.doc.output.file_name else { return };
-    let tells_apart = ["index", "id", "rendition"]
-        .iter()
-        .any(|v| template_uses(template, v));
+    let Some(template) = &spec.doc.output.file_name else {
+        return;
+    };
+    let tells_apart = ["index", "id", "rendition"].iter().any(|v| template_uses(template, v));
     if tells_apart {
         return;
     }

@@ -13,9 +13,9 @@ fn provider_block(p: StarterProvider) -> &'static str {
              [providers.art]\nkind = \"procedural\"\n"
         }
         StarterProvider::Openai => {
-            "# OpenAI's image API. The key is read from the environment variable named here,\n\
-             # never written in the spec.\n\
-             [providers.art]\nkind = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\nmodel = \"gpt-image-1\"\n\
+            "# OpenAI's image API. The key is read from OPENAI_API_KEY (`api_key_env` names\n\
+             # another variable), never written in the spec; a dry run needs none.\n\
+             [providers.art]\nkind = \"openai\"\nmodel = \"gpt-image-1\"\n\
              requests_per_minute = 50      # your account's limit; the run paces itself to it\n"
         }
         StarterProvider::Comfyui => {

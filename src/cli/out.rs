@@ -49,7 +49,10 @@ impl Stream {
         if CLOSED.load(Ordering::Relaxed) {
             return false;
         }
-        let r = self.out.write_all(text.as_bytes()).and_then(|()| self.out.write_all(b"\n"));
+        let r = self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"));
         self.check(r)
     }
 

@@ -31,6 +31,7 @@ struct Load {
     worst_calls: u64,
     worst_cost: f64,
     unpriced: u64,
+    unpriced_gate_calls: u64,
 }
 
 /// A provider's pace.
@@ -73,8 +74,10 @@ pub struct Estimate {
     pub time_s: f64,
     /// Worst-case wall time, seconds.
     pub worst_time_s: f64,
-    /// Calls with no known price.
+    /// Generations with no known price.
     pub unpriced: u64,
+    /// Gate calls with no known price.
+    pub unpriced_gate_calls: u64,
 }
 
 /// How many times a first attempt may be repeated, per step: attempts per
@@ -115,9 +118,7 @@ fn pace(spec: &Spec, id: &str, learned: Option<&Report>) -> Pace {
     let doc = &spec.doc;
     let p = doc.providers.get(id);
     let global = doc.concurrency.unwrap_or(8) as f64;
-    let parallel = p
-        .and_then(|p| p.concurrency)
-        .map_or(global, |c| (c as f64).min(global));
+    let parallel = p.and_then(|p| p.concurrency).map_or(global, |c| (c as f64).min(global));
     let per_minute = p.and_then(|p| p.requests_per_minute).map(f64::from);
     let learned_row = learned.and_then(|r| {
         r.providers
@@ -181,7 +182,9 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
             l.cost += r.estimated_cost_usd;
             l.worst_calls += f;
             l.worst_cost += r.estimated_cost_usd * f as f64;
-            if !r.priced {
+            if !r.priced && gate {
+                l.unpriced_gate_calls += 1;
+            } else if !r.priced {
                 l.unpriced += 1;
             }
             if gate {
@@ -215,6 +218,7 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
         est.attempts += l.calls;
         est.worst_attempts += l.worst_calls;
         est.unpriced += l.unpriced;
+        est.unpriced_gate_calls += l.unpriced_gate_calls;
         est.time_s = est.time_s.max(t);
         est.worst_time_s = est.worst_time_s.max(wt);
         providers.push((id.clone(), l.clone(), p, t, wt));
@@ -234,7 +238,8 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
             "worst_case_attempts": est.worst_attempts,
             "estimated_time_s": est.time_s.round(),
             "worst_case_time_s": est.worst_time_s.round(),
-            "unpriced_calls": est.unpriced,
+            "unpriced_generations": est.unpriced,
+            "unpriced_gate_calls": est.unpriced_gate_calls,
             "providers": providers.iter().map(|(id, l, p, t, wt)| json!({
                 "provider": id, "calls": l.calls, "worst_case_calls": l.worst_calls,
                 "cost_usd": l.cost, "worst_case_cost_usd": l.worst_cost,
@@ -267,7 +272,17 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
     if est.gate_calls > 0 {
         text.push_str(&format!("of which {} gate calls (judges)\n", group(est.gate_calls)));
     }
-    let mut t = super::tables::table(&["provider", "calls", "worst calls", "cost $", "worst $", "latency", "pace", "time", "worst time"]);
+    let mut t = super::tables::table(&[
+        "provider",
+        "calls",
+        "worst calls",
+        "cost $",
+        "worst $",
+        "latency",
+        "pace",
+        "time",
+        "worst time",
+    ]);
     for (id, l, p, tt, wt) in &providers {
         t.add_row(vec![
             id.clone(),
@@ -295,11 +310,19 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
         group(est.worst_attempts),
         duration_text(est.worst_time_s)
     ));
-    if est.unpriced > 0 {
-        let who: Vec<&str> = loads.iter().filter(|(_, l)| l.unpriced > 0).map(|(p, _)| p.as_str()).collect();
+    if est.unpriced + est.unpriced_gate_calls > 0 {
+        let who: Vec<&str> = loads
+            .iter()
+            .filter(|(_, l)| l.unpriced + l.unpriced_gate_calls > 0)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let what = match (est.unpriced, est.unpriced_gate_calls) {
+            (g, 0) => format!("{} generations", group(g)),
+            (0, c) => format!("{} gate calls", group(c)),
+            (g, c) => format!("{} generations and {} gate calls", group(g), group(c)),
+        };
         text.push_str(&format!(
-            "{} calls have no known price (provider {}): counted as $0; give the provider a `prices` table\n",
-            group(est.unpriced),
+            "{what} have no known price (provider {}): the estimate counts them as $0; give the provider a `prices` table\n",
             who.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
         ));
     }
@@ -371,7 +394,10 @@ fn limits_text(limits: &[Limit]) -> String {
     for l in limits {
         let verdict = match (l.fraction(false), l.fraction(true)) {
             (Some(f), _) => format!("EXCEEDED: the run would stop about {:.0}% of the way", f * 100.0),
-            (None, Some(f)) => format!("fits as expected; the worst case would stop about {:.0}% of the way", f * 100.0),
+            (None, Some(f)) => format!(
+                "fits as expected; the worst case would stop about {:.0}% of the way",
+                f * 100.0
+            ),
             (None, None) => "fits, even in the worst case".into(),
         };
         s.push_str(&format!(
@@ -436,11 +462,24 @@ mod tests {
     #[test]
     fn the_limit_reached_first_is_named() {
         let limits = [
-            Limit { name: "budget.max_cost_usd", value: 50.0, expected: 100.0, worst: 300.0 },
-            Limit { name: "budget.max_minutes", value: 10.0, expected: 40.0, worst: 90.0 },
+            Limit {
+                name: "budget.max_cost_usd",
+                value: 50.0,
+                expected: 100.0,
+                worst: 300.0,
+            },
+            Limit {
+                name: "budget.max_minutes",
+                value: 10.0,
+                expected: 40.0,
+                worst: 90.0,
+            },
         ];
         let t = limits_text(&limits);
-        assert!(t.contains("the run would stop at budget.max_minutes first, about 25%"), "{t}");
+        assert!(
+            t.contains("the run would stop at budget.max_minutes first, about 25%"),
+            "{t}"
+        );
     }
 
     #[test]

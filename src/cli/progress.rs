@@ -56,8 +56,10 @@ impl Progress {
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) && format == LogFormat::Human {
             let b = indicatif::ProgressBar::new(total);
             b.set_style(
-                indicatif::ProgressStyle::with_template("{bar:32} {pos}/{len} jobs  {msg}  [{elapsed_precise} < {eta}]")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:32} {pos}/{len} jobs  {msg}  [{elapsed_precise} < {eta}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             b.enable_steady_tick(Duration::from_millis(250));
             super::log::set_bar(&b);
@@ -114,7 +116,11 @@ impl Progress {
         };
         *last = Some(Instant::now());
         let elapsed = started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 { c.done_here as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            c.done_here as f64 / elapsed
+        } else {
+            0.0
+        };
         let left = total.saturating_sub(c.done);
         let eta = (rate > 0.0).then(|| left as f64 / rate);
         let text = match format {
@@ -133,7 +139,11 @@ impl Progress {
                 "progress: {}/{} jobs ({:.0}%) | {} failed | {:.2} jobs/s | ETA {} | spent ${:.4} | {} elapsed",
                 c.done,
                 total,
-                if *total > 0 { c.done as f64 * 100.0 / *total as f64 } else { 100.0 },
+                if *total > 0 {
+                    c.done as f64 * 100.0 / *total as f64
+                } else {
+                    100.0
+                },
                 c.failed,
                 rate,
                 eta.map(duration_text).unwrap_or_else(|| "-".into()),

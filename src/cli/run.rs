@@ -113,7 +113,11 @@ pub fn check(a: CheckArgs) -> ExitCode {
         campaign.jobs().len(),
         campaign.steps().len(),
         campaign.deliver_steps().join(", "),
-        if warnings > 0 { format!("; {warnings} warnings") } else { String::new() }
+        if warnings > 0 {
+            format!("; {warnings} warnings")
+        } else {
+            String::new()
+        }
     ));
     ExitCode::SUCCESS
 }
@@ -275,7 +279,8 @@ async fn run_async(campaign: Campaign, a: RunArgs, out: Option<PathBuf>, log_for
     let quiet = a.quiet;
     let watcher = tokio::spawn(async move {
         let Some(events) = events.as_mut() else {
-            return progress;
+            progress.finish(&Counts::default());
+            return;
         };
         let mut c = Counts::default();
         let mut notices = Notices::default();
@@ -345,13 +350,10 @@ async fn run_async(campaign: Campaign, a: RunArgs, out: Option<PathBuf>, log_for
             progress.update(&c);
         }
         progress.finish(&c);
-        progress
     });
     let result = run.wait().await;
-    if let Ok(mut p) = watcher.await {
-        // The watcher ends with the events; a bar left by an early error is cleared here.
-        p.finish(&Counts::default());
-    }
+    // The events end with the run, and the watcher with them.
+    let _ = watcher.await;
     match result {
         Ok(done) => {
             if a.json {

@@ -85,13 +85,26 @@ pub fn status(a: StatusArgs) -> ExitCode {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs());
     if manifest.is_none() && report.is_none() && store_files == 0 {
-        eprintln!("error: {} holds no campaign output (no manifest.json, report.json or {})", dir.display(), creative::campaign::spec::STATE_DIR);
+        eprintln!(
+            "error: {} holds no campaign output (no manifest.json, report.json or {})",
+            dir.display(),
+            creative::campaign::spec::STATE_DIR
+        );
         return ExitCode::from(1);
     }
     let jobs = manifest.as_ref().map(|m| m.jobs.len() as u64);
-    let done = manifest.as_ref().map(|m| m.jobs.iter().filter(|j| j.complete).count() as u64);
-    let status = report.as_ref().and_then(|r| r.get("status")).and_then(|s| s.as_str()).map(String::from);
-    let cost = report.as_ref().and_then(|r| r.pointer("/totals/cost_usd")).and_then(|c| c.as_f64());
+    let done = manifest
+        .as_ref()
+        .map(|m| m.jobs.iter().filter(|j| j.complete).count() as u64);
+    let status = report
+        .as_ref()
+        .and_then(|r| r.get("status"))
+        .and_then(|s| s.as_str())
+        .map(String::from);
+    let cost = report
+        .as_ref()
+        .and_then(|r| r.pointer("/totals/cost_usd"))
+        .and_then(|c| c.as_f64());
     let sessions = report.as_ref().and_then(|r| r.get("sessions")).and_then(|c| c.as_u64());
     if a.json {
         out::println(
@@ -119,10 +132,16 @@ pub fn status(a: StatusArgs) -> ExitCode {
         t.add_row(vec![k.to_string(), v]);
     };
     row("folder", dir.display().to_string());
-    row("campaign", manifest.as_ref().map(|m| m.campaign.clone()).unwrap_or_else(dash));
+    row(
+        "campaign",
+        manifest.as_ref().map(|m| m.campaign.clone()).unwrap_or_else(dash),
+    );
     row(
         "spec hash",
-        manifest.as_ref().map(|m| m.spec_hash.chars().take(16).collect()).unwrap_or_else(dash),
+        manifest
+            .as_ref()
+            .map(|m| m.spec_hash.chars().take(16).collect())
+            .unwrap_or_else(dash),
     );
     row(
         "jobs",
@@ -131,7 +150,13 @@ pub fn status(a: StatusArgs) -> ExitCode {
             _ => dash(),
         },
     );
-    row("assets", manifest.as_ref().map(|m| m.assets.len().to_string()).unwrap_or_else(dash));
+    row(
+        "assets",
+        manifest
+            .as_ref()
+            .map(|m| m.assets.len().to_string())
+            .unwrap_or_else(dash),
+    );
     row(
         "last run",
         match (&status, last_run) {
@@ -140,11 +165,22 @@ pub fn status(a: StatusArgs) -> ExitCode {
             _ => dash(),
         },
     );
-    row("spend", cost.map(|c| format!("${c:.4} over {} sessions", sessions.unwrap_or(1))).unwrap_or_else(dash));
-    row("delivered", format!("{} in {delivered_files} files", mib(delivered_bytes)));
+    row(
+        "spend",
+        cost.map(|c| format!("${c:.4} over {} sessions", sessions.unwrap_or(1)))
+            .unwrap_or_else(dash),
+    );
+    row(
+        "delivered",
+        format!("{} in {delivered_files} files", mib(delivered_bytes)),
+    );
     row(
         "store",
-        format!("{} in {store_files} files ({}; `creative gc SPEC --out DIR` trims it)", mib(store_bytes), creative::campaign::spec::STATE_DIR),
+        format!(
+            "{} in {store_files} files ({}; `creative gc SPEC --out DIR` trims it)",
+            mib(store_bytes),
+            creative::campaign::spec::STATE_DIR
+        ),
     );
     out::println(&t.to_string());
     ExitCode::SUCCESS
@@ -155,5 +191,8 @@ fn ago(unix_s: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(unix_s);
-    format!("{} ago", super::progress::duration_text(now.saturating_sub(unix_s) as f64))
+    format!(
+        "{} ago",
+        super::progress::duration_text(now.saturating_sub(unix_s) as f64)
+    )
 }

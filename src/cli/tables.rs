@@ -21,7 +21,11 @@ fn width() -> Option<u16> {
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    t.load_preset(if tty { presets::UTF8_BORDERS_ONLY } else { presets::ASCII_BORDERS_ONLY_CONDENSED });
+    t.load_preset(if tty {
+        presets::UTF8_BORDERS_ONLY
+    } else {
+        presets::ASCII_BORDERS_ONLY_CONDENSED
+    });
     match width() {
         Some(w) => {
             t.set_width(w).set_content_arrangement(ContentArrangement::Dynamic);
@@ -141,7 +145,10 @@ pub fn report(r: &Report) -> String {
         s.push_str(&t.to_string());
         s.push('\n');
         if r.failures.len() > SHOWN {
-            s.push_str(&format!("... and {} more failed jobs (report.json)\n", r.failures.len() - SHOWN));
+            s.push_str(&format!(
+                "... and {} more failed jobs (report.json)\n",
+                r.failures.len() - SHOWN
+            ));
         }
     }
     for e in &r.delivery_errors {

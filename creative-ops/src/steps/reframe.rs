@@ -179,7 +179,10 @@ fn square() -> Aspect {
 
 /// One rendition of a `renditions` step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, expecting = "a table such as { aspect = \"9:16\", name = \"story\", width = 1080 }")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { aspect = \"9:16\", name = \"story\", width = 1080 }"
+)]
 pub struct RenditionSpec {
     /// Name for `Meta.extra.rendition`; default the aspect's name (`9x16`).
     #[serde(default)]
