@@ -375,8 +375,7 @@ fn a_run_whose_stderr_is_not_a_terminal_prints_progress_lines_and_status_reads_t
     assert!(o.status.success(), "{}", stderr(&o));
     let last = stderr(&o)
         .lines()
-        .filter(|l| l.contains("\"progress\""))
-        .last()
+        .rfind(|l| l.contains("\"progress\""))
         .unwrap_or("")
         .to_string();
     let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();

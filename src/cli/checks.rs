@@ -98,7 +98,7 @@ fn variables_named(out: &mut Vec<Finding>, at: &str, settings: &serde_json::Map<
 }
 
 /// The layers a generate step's parameters come from, each with its path.
-fn layers<'a>(spec: &'a Spec, i: usize) -> Vec<(String, Layer)> {
+fn layers(spec: &Spec, i: usize) -> Vec<(String, Layer)> {
     let doc = &spec.doc;
     let step = &doc.steps[i];
     let mut v = vec![("[defaults]".to_string(), doc.defaults.clone())];

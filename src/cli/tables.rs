@@ -34,7 +34,7 @@ pub fn table(header: &[&str]) -> Table {
             t.set_content_arrangement(ContentArrangement::Disabled);
         }
     }
-    t.set_header(header.iter().map(|h| Cell::new(h)));
+    t.set_header(header.iter().map(Cell::new));
     t
 }
 
