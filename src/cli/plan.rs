@@ -260,7 +260,8 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
     }
     let shown: Vec<JobPlan> = head.into_iter().chain(tail).collect();
     let mut text = super::tables::plan_jobs(&shown, est.jobs - shown.len() as u64);
-    text.push_str(&format!(
+    let mut prose = String::new();
+    prose.push_str(&format!(
         "\n{} jobs x {} steps ({}), {} generations, estimated cost ${:.4} (first attempts); delivers: {}\n",
         group(est.jobs),
         campaign.steps().len(),
@@ -270,8 +271,10 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
         campaign.deliver_steps().join(", ")
     ));
     if est.gate_calls > 0 {
-        text.push_str(&format!("of which {} gate calls (judges)\n", group(est.gate_calls)));
+        prose.push_str(&format!("of which {} gate calls (judges)\n", group(est.gate_calls)));
     }
+    text.push_str(&super::tables::wrap_text(&prose));
+    let mut prose = String::new();
     let mut t = super::tables::table(&[
         "provider",
         "calls",
@@ -299,9 +302,10 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
             duration_text(*wt),
         ]);
     }
+    super::tables::numbers(&mut t, [1, 2, 3, 4, 7, 8]);
     text.push('\n');
     text.push_str(&t.to_string());
-    text.push_str(&format!(
+    prose.push_str(&format!(
         "\nexpected: ${:.4}, {} calls, {}; worst case (every retry, regeneration and fallback): ${:.4}, {} calls, {}\n",
         est.cost_usd,
         group(est.attempts),
@@ -321,12 +325,13 @@ pub fn dry_run(spec: &Spec, campaign: &Campaign, out_dir: Option<&Path>, json: b
             (0, c) => format!("{} gate calls", group(c)),
             (g, c) => format!("{} generations and {} gate calls", group(g), group(c)),
         };
-        text.push_str(&format!(
+        prose.push_str(&format!(
             "{what} have no known price (provider {}): the estimate counts them as $0; give the provider a `prices` table\n",
             who.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
         ));
     }
-    text.push_str(&limits_text(&limits));
+    prose.push_str(&limits_text(&limits));
+    text.push_str(&super::tables::wrap_text(&prose));
     out::print(&text);
     ExitCode::SUCCESS
 }

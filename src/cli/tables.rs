@@ -1,7 +1,7 @@
 //! Tables that fit: wrapped to the terminal's width (or `COLUMNS`), not cut
 //! mid-row; unwrapped when stdout is a file or pipe and `COLUMNS` is unset.
 
-use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
+use comfy_table::{presets, Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table};
 
 use creative::campaign::spec::JobPlan;
 use creative::core::deliver::Report;
@@ -35,17 +35,82 @@ pub fn table(header: &[&str]) -> Table {
         }
     }
     t.set_header(header.iter().map(Cell::new));
+    // One space between columns (the preset's border is another), so eleven
+    // columns of numbers still leave the names room at 80 columns.
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 1));
+    }
+    if let Some(first) = t.column_mut(0) {
+        first.set_padding((1, 1));
+        first.set_constraint(ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(10)));
+    }
     t
 }
 
-/// Right-align the columns from `from` on (numbers).
+/// Right-align the columns from `from` on (numbers), and never wrap them: a
+/// narrow terminal wraps the text columns instead of splitting a number.
 fn numbers_right(t: &mut Table, from: usize) {
     let n = t.column_count();
-    for i in from..n {
+    numbers(t, from..n);
+}
+
+pub fn numbers(t: &mut Table, columns: impl IntoIterator<Item = usize>) {
+    for i in columns {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
+            c.set_constraint(ColumnConstraint::ContentWidth);
         }
     }
+}
+
+/// Lines of prose broken between words to fit the width, continuations
+/// indented by two spaces.
+pub fn wrap_text(text: &str) -> String {
+    let Some(w) = width().map(usize::from) else {
+        return text.to_string();
+    };
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut cur = String::new();
+        for word in line.split(' ') {
+            if !cur.trim().is_empty() && cur.chars().count() + 1 + word.chars().count() > w {
+                out.push_str(cur.trim_end());
+                out.push('\n');
+                cur = format!("  {word}");
+            } else if cur.is_empty() {
+                cur = word.to_string();
+            } else {
+                cur.push(' ');
+                cur.push_str(word);
+            }
+        }
+        out.push_str(&cur);
+        out.push('\n');
+    }
+    out
+}
+
+/// A summary line of `a | b | c` parts, broken between parts to fit the width.
+pub fn wrap_summary(line: &str) -> String {
+    let Some(w) = width().map(usize::from) else {
+        return line.to_string();
+    };
+    let mut out = String::new();
+    let mut cur = String::new();
+    for part in line.split(" | ") {
+        if !cur.is_empty() && cur.chars().count() + 3 + part.chars().count() > w {
+            out.push_str(&cur);
+            out.push('\n');
+            cur = format!("  {part}");
+        } else if cur.is_empty() {
+            cur = part.to_string();
+        } else {
+            cur.push_str(" | ");
+            cur.push_str(part);
+        }
+    }
+    out.push_str(&cur);
+    out
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -56,20 +121,20 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// failures grouped by reason, and the first failed jobs.
 pub fn report(r: &Report) -> String {
     let mut s = String::new();
-    s.push_str(&r.summary_line());
+    s.push_str(&wrap_summary(&r.summary_line()));
     s.push('\n');
     if !r.providers.is_empty() {
         let mut t = table(&[
             "provider/model",
-            "attempts",
+            "calls",
             "ok",
             "fail",
-            "gate %",
-            "p50 ms",
-            "p95 ms",
+            "gate%",
+            "p50ms",
+            "p95ms",
             "cost $",
-            "accepted",
-            "$/accepted",
+            "kept",
+            "$/kept",
             "cache",
         ]);
         for p in &r.providers {
@@ -110,11 +175,7 @@ pub fn report(r: &Report) -> String {
                 top.join("; "),
             ]);
         }
-        for i in 1..4 {
-            if let Some(c) = t.column_mut(i) {
-                c.set_cell_alignment(CellAlignment::Right);
-            }
-        }
+        numbers(&mut t, 1..4);
         s.push('\n');
         s.push_str(&t.to_string());
         s.push('\n');
@@ -128,9 +189,7 @@ pub fn report(r: &Report) -> String {
             };
             t.add_row(vec![what, g.count.to_string(), g.sample.clone()]);
         }
-        if let Some(c) = t.column_mut(1) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
+        numbers(&mut t, [1]);
         s.push('\n');
         s.push_str(&t.to_string());
         s.push('\n');
@@ -189,11 +248,7 @@ pub fn plan_jobs(jobs: &[JobPlan], omitted: u64) -> String {
         t.add_row(row);
     }
     let n = t.column_count();
-    for i in [0, n.saturating_sub(2), n.saturating_sub(1)] {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
+    numbers(&mut t, [0, n.saturating_sub(2), n.saturating_sub(1)]);
     let mut s = t.to_string();
     s.push('\n');
     if omitted > 0 {
