@@ -559,7 +559,7 @@ impl RouterBuilder {
 
     /// The learning strategies' memory, in observations: each observation
     /// multiplies all evidence by `1 - 1/window`, so a collapse or a recovery
-    /// shows within a fraction of it. In [2, 1000000]; default 150.
+    /// shows within a fraction of it. In [2, 1000000]; default 100.
     pub fn window(mut self, observations: f64) -> Self {
         self.window = observations;
         self
@@ -858,7 +858,7 @@ impl Router {
             max_wait: Duration::from_secs(60),
             max_attempts: 0,
             seed: None,
-            window: 150.0,
+            window: 100.0,
             prior_strength: 2.0,
             wait_cost: 0.0,
             latency_cap: None,
@@ -1292,6 +1292,9 @@ impl Router {
     fn record_outcome(&self, i: usize, elapsed: Duration, result: &Result<Generation, ProviderError>) {
         let m = &self.members[i];
         let mut o = m.observed();
+        // A sample older than the window is no evidence of today's latency: a
+        // re-measured member starts its average afresh.
+        let stale = self.tick.load(Ordering::Relaxed).saturating_sub(o.latency_tick) as f64 > self.window;
         // This call is still counted in flight (its guard drops after this).
         let in_flight = o.in_flight;
         o.calls += 1;
@@ -1346,8 +1349,8 @@ impl Router {
         let sample = |o: &mut Observed, alpha: f64| {
             let s = elapsed.as_secs_f64();
             o.latency_ema_s = Some(match o.latency_ema_s {
-                Some(prev) => prev + alpha * (s - prev),
-                None => s,
+                Some(prev) if !stale => prev + alpha * (s - prev),
+                _ => s,
             });
         };
         match result {
