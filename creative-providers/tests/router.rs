@@ -668,11 +668,11 @@ async fn cost_per_accepted_drops_a_collapsed_member_within_dozens_of_attempts_an
         .seed(17)
         .build()
         .unwrap();
-    let good = |who: &str, i: usize| who == "b" || i % 20 != 0;
+    let good = |who: &str, i: usize| who == "b" || !i.is_multiple_of(20);
     let before = judged_by(&r, 200, good).await;
     assert!(share(&before, "a") > 0.8, "{before:?} {:?}", r.stats());
 
-    let collapsed = |who: &str, i: usize| who == "b" || i % 10 == 0;
+    let collapsed = |who: &str, i: usize| who == "b" || i.is_multiple_of(10);
     let first = judged_by(&r, 60, collapsed).await;
     let after = judged_by(&r, 100, collapsed).await;
     assert!(
@@ -835,7 +835,7 @@ async fn learned_statistics_persist_so_the_next_router_starts_from_them() {
     };
     let first = build();
     // `a` is cheap but almost never accepted.
-    let _ = judged_by(&first, 100, |who, i| who == "b" || i % 10 == 0).await;
+    let _ = judged_by(&first, 100, |who, i| who == "b" || i.is_multiple_of(10)).await;
     let learned = first.learned();
     drop(first);
     let second = build();
