@@ -30,7 +30,7 @@
 //! oracle run's. Targets: regret within 5% (stationary), 10% (drift); makespan
 //! within 10% of the oracle's; no job lost.
 //!
-//! Measured at 6b5e0f3 (debug build, 2 loaded cores, 5 seeds, window 100), median
+//! Measured at 8a49933 (debug build, 2 loaded cores, 5 seeds, window 100), median
 //! regret (min..max): router +6.4% (+1.8..+9.4) stationary, +19.4% (+6.9..+28.4)
 //! under drift; always cheapest +14.1% / +12.2%; round robin +43.2% / +62.0%.
 //! Router makespan 39% / 31% shorter than the oracle run's (it spills and
