@@ -149,8 +149,6 @@ typedef enum creative_run_state {
   CREATIVE_RUN_STATE_PARTIAL = 6,
 } creative_run_state;
 
-typedef struct Option_EventFn Option_EventFn;
-
 /**
  * An engine: owns a multi-thread async runtime and the registry of kinds a spec
  * may name. Create with `creative_engine_new`, free with `creative_engine_free`.
@@ -200,7 +198,7 @@ typedef struct creative_run creative_run;
  * the host's runtime (`pthread_exit`) passes through, and the run's later
  * events are not delivered.
  */
-typedef struct Option_EventFn creative_event_fn;
+typedef void (*creative_event_fn)(const char *event_json, void *user_data);
 
 /**
  * Progress counts of a run. This struct never changes.

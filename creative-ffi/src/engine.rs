@@ -164,10 +164,13 @@ impl EngineInner {
     }
 
     pub(crate) fn add_host_kind(&self, kind: HostKind) {
-        self.host_kinds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(kind);
+        let mut kinds = self.host_kinds.lock().unwrap_or_else(PoisonError::into_inner);
+        // Dropped outside the lock: the last reference calls the host's
+        // `free_user_data`.
+        let replaced: Vec<HostKind> = kinds.extract_if(.., |k| kind.replaces(k)).collect();
+        kinds.push(kind);
+        drop(kinds);
+        drop(replaced);
     }
 
     /// The registry with every host kind sending its calls to `dispatch`.

@@ -647,6 +647,12 @@ pub(crate) struct HostKind {
 }
 
 impl HostKind {
+    /// Whether `other` is registered under the same name for the same role (a
+    /// later registration replaces it, and the earlier one's data is released).
+    pub(crate) fn replaces(&self, other: &HostKind) -> bool {
+        self.role == other.role && self.ext.kind == other.ext.kind
+    }
+
     /// Put this kind into `registry`, its calls going where `host` says.
     pub(crate) fn install(&self, registry: &mut creative_campaign::spec::Registry, host: HostCtx) {
         let ext = self.ext.clone();

@@ -89,7 +89,7 @@ std::thread_local! {
 /// Unwinding: it must not throw (C++ exceptions, longjmp); a forced unwind by
 /// the host's runtime (`pthread_exit`) passes through, and the run's later
 /// events are not delivered.
-pub type creative_event_fn = Option<EventFn>;
+pub type creative_event_fn = Option<unsafe extern "C-unwind" fn(event_json: *const c_char, user_data: *mut c_void)>;
 
 /// How a run stands.
 #[repr(C)]
