@@ -583,7 +583,8 @@ void creative_run_free(struct creative_run *run);
  * `run_finished` event delivered). The budget is checked between items: a host
  * call that has started runs to its end. `max_ms` 0 runs what is queued now
  * without waiting (for a UI timer or a game tick); a batch host loops on a
- * larger budget until the run has finished.
+ * larger budget until the run has finished. With 0, work queued while it runs
+ * waits for the next call.
  *
  * Writes `*out_state` (may be NULL): `CREATIVE_RUN_STATE_RUNNING` until the run
  * has finished, then how it ended.
@@ -783,11 +784,6 @@ enum creative_status creative_host_call_cancelled(const struct creative_host_cal
  * Thread safety: any thread.
  */
 void creative_string_free(char *s);
-
-extern int pthread_create_unwinding(pthread_t *thread,
-                                    const pthread_attr_t *attr,
-                                    void *(*start)(void*),
-                                    void *arg);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -419,6 +419,11 @@ impl PumpQueue {
         }
     }
 
+    /// How many items wait now.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.state).items.len()
+    }
+
     /// Whether the queue was closed.
     pub(crate) fn is_closed(&self) -> bool {
         lock(&self.state).closed

@@ -870,7 +870,8 @@ pub unsafe extern "C" fn creative_run_free(run: *mut creative_run) {
 /// `run_finished` event delivered). The budget is checked between items: a host
 /// call that has started runs to its end. `max_ms` 0 runs what is queued now
 /// without waiting (for a UI timer or a game tick); a batch host loops on a
-/// larger budget until the run has finished.
+/// larger budget until the run has finished. With 0, work queued while it runs
+/// waits for the next call.
 ///
 /// Writes `*out_state` (may be NULL): `CREATIVE_RUN_STATE_RUNNING` until the run
 /// has finished, then how it ended.
@@ -923,10 +924,14 @@ pub unsafe extern "C-unwind" fn creative_run_pump(
     let r = unsafe { &*run };
     let start = Instant::now();
     let deadline = start.checked_add(Duration::from_millis(max_ms));
+    // With no budget, only what is queued now: work queued meanwhile waits for
+    // the next pump, so a UI timer's tick stays short.
+    let mut left = if max_ms == 0 { q.len() } else { usize::MAX };
     loop {
-        if r.shared.finished().is_some() || r.free_requested.load(Ordering::Acquire) {
+        if r.shared.finished().is_some() || r.free_requested.load(Ordering::Acquire) || left == 0 {
             break;
         }
+        left -= 1;
         let item = match deadline {
             _ if max_ms == 0 => q.pop(start),
             Some(d) => q.pop(d),

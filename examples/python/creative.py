@@ -518,6 +518,13 @@ def version():
     return _lib.creative_version().decode("utf-8")
 
 
+# Installed as a package with its library beside it (the wheel): load and check
+# it now, so a mismatched install fails at import rather than at first use.
+if __name__ != "__main__" and os.path.basename(os.path.dirname(os.path.abspath(__file__))) == "creative" \
+        and _bundled() is not None and not os.environ.get("CREATIVE_LIBRARY"):
+    load()
+
+
 if __name__ == "__main__":
     load(sys.argv[1] if len(sys.argv) > 1 else None)
     print("creative %s, ABI %d, library %s" % (version(), _lib.creative_abi_version(), library_path()))
