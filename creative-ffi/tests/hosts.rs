@@ -441,3 +441,24 @@ fn the_shared_library_has_a_soname_and_installs_with_its_links() {
         .join(format!("libcreative_ffi.so.{}.debug", env!("CARGO_PKG_VERSION")));
     assert!(debug.is_file(), "{}", debug.display());
 }
+
+#[test]
+fn a_cpp_host_whose_callbacks_end_their_thread_lives_on() {
+    // creative.hpp's catch-alls rethrow a forced unwind (catching it aborted:
+    // "exception not rethrown"), and the library lets it pass.
+    let prefix = install();
+    let dir = scratch("cpp-forced-unwind");
+    let exe = dir.join("forced_unwind");
+    let mut cmd = tool("g++");
+    cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1"])
+        .arg(repo().join("creative-ffi/tests/cpp/forced_unwind.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .args(pkg_config(prefix, &["--cflags", "--libs"]))
+        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
+    run(cmd, "g++ tests/cpp/forced_unwind.cpp");
+    let mut host = Command::new(&exe);
+    host.arg(dir.join("out"));
+    let out = run(host, "C++ host ending its callback threads");
+    assert_all_passed(&out, "C++ forced unwind");
+}
