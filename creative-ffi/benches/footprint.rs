@@ -40,7 +40,12 @@ fn child(lib: &str) {
     type New = unsafe extern "C" fn(*const c_char, *mut *mut c_void) -> i32;
     type Free = unsafe extern "C" fn(*mut c_void);
     // SAFETY: the header's signatures of these two functions.
-    let (new, free): (New, Free) = unsafe { (std::mem::transmute(sym("creative_engine_new")), std::mem::transmute(sym("creative_engine_free"))) };
+    let (new, free): (New, Free) = unsafe {
+        (
+            std::mem::transmute::<*mut c_void, New>(sym("creative_engine_new")),
+            std::mem::transmute::<*mut c_void, Free>(sym("creative_engine_free")),
+        )
+    };
     let before = rss_kib();
     let mut engine = std::ptr::null_mut();
     let t = Instant::now();
@@ -82,11 +87,16 @@ fn main() {
         child(&args[1]);
         return;
     }
-    let lib = args.first().map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/libcreative_ffi.so")
-    });
+    let lib = args
+        .first()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/libcreative_ffi.so"));
     let runs: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(15).clamp(1, 1000);
-    assert!(lib.is_file(), "no library at {} (cargo build --release -p creative-ffi)", lib.display());
+    assert!(
+        lib.is_file(),
+        "no library at {} (cargo build --release -p creative-ffi)",
+        lib.display()
+    );
     let size = std::fs::metadata(&lib).map(|m| m.len()).unwrap_or(0);
     let mb = |b: u64| b as f64 / 1e6;
     println!("library: {}", lib.display());
@@ -108,7 +118,13 @@ fn main() {
         made.push(v[1] / 1000.0);
         idle.push((v[3] - v[2]) / 1024.0);
     }
-    println!("load (dlopen):   {:8.2} ms  (median of {runs} fresh processes)", median(load));
+    println!(
+        "load (dlopen):   {:8.2} ms  (median of {runs} fresh processes)",
+        median(load)
+    );
     println!("engine_new:      {:8.2} ms", median(made));
-    println!("idle engine:     {:8.2} MB resident (RSS after creative_engine_new minus before)", median(idle));
+    println!(
+        "idle engine:     {:8.2} MB resident (RSS after creative_engine_new minus before)",
+        median(idle)
+    );
 }

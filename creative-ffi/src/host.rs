@@ -271,8 +271,12 @@ impl HostCtx {
             .map_err(|why| format!("host kind `{kind}` was not called: {why}"))?;
         match rx.await {
             Ok(r) => r,
+            // The job was dropped without answering: never run (its run was
+            // freed or its engine shut down while it waited in a queue), or its
+            // thread ended inside the host (a forced unwind).
             Err(_) => Err(format!(
-                "host kind `{kind}`: the thread running it ended during the call (the host is exiting?)"
+                "host kind `{kind}`: the call did not return (its run was freed, its engine shut down, \
+                 or the host ended the thread running it)"
             )),
         }
     }

@@ -76,9 +76,11 @@ mod sys {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             let name = std::ffi::CString::new(start.name).unwrap_or_default();
+            // SAFETY: no precondition: the calling thread's own id.
+            let me = unsafe { libc::pthread_self() };
             // SAFETY: names this very thread with a NUL-terminated string of at
             // most 15 bytes (every name given is); failure only loses the name.
-            unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
+            unsafe { libc::pthread_setname_np(me, name.as_ptr()) };
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let _ = start.name;
@@ -378,15 +380,15 @@ struct PumpState {
 }
 
 impl PumpQueue {
-    /// Queue `item`; gives it back once the queue is closed.
-    pub(crate) fn push(&self, item: PumpItem) -> Result<(), PumpItem> {
+    /// Queue `item`; false (and `item` dropped) once the queue is closed.
+    pub(crate) fn push(&self, item: PumpItem) -> bool {
         let mut s = lock(&self.state);
         if s.closed {
-            return Err(item);
+            return false;
         }
         s.items.push_back(item);
         self.ready.notify_all();
-        Ok(())
+        true
     }
 
     /// Queue a host call; gives it back once the queue is closed.

@@ -615,7 +615,7 @@ pub(crate) fn start(
                     let _ = tx.send(ev);
                 } else if let (Some(q), true) = (&pump, pump_events) {
                     // Refused once the run is freed or its engine shut down.
-                    let _ = q.push(PumpItem::Event(ev));
+                    q.push(PumpItem::Event(ev));
                 }
             }
             drop(tx);
@@ -640,14 +640,11 @@ pub(crate) fn start(
             },
         };
         sh.set_done(done);
-        match &pump {
-            Some(q) => {
-                if q.push(PumpItem::End).is_err() {
-                    sh.set_events_done();
-                }
-            }
-            None if events_done_here => sh.set_events_done(),
-            None => {}
+        // In pump mode the host pumps the end, unless the queue is closed (the run
+        // freed, its engine shut down): then nobody will.
+        let end_queued = pump.as_ref().map(|q| q.push(PumpItem::End));
+        if end_queued == Some(false) || (pump.is_none() && events_done_here) {
+            sh.set_events_done();
         }
         guard.completed = true;
     });

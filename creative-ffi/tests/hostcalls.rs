@@ -122,7 +122,7 @@ fn a_host_step_whose_thread_is_ended_by_pthread_exit_fails_its_step_and_the_proc
     let s = unsafe { creative_run_wait(run, 60_000) };
     assert_eq!(s, creative_status::StepFailed, "{}", last_error());
     let msg = last_error();
-    assert!(msg.contains("ended during the call"), "{msg}");
+    assert!(msg.contains("the host ended the thread running it"), "{msg}");
     assert_eq!(state(run), creative_run_state::Failed);
     unsafe { creative_run_free(run) };
     // The engine's threads were ended under it; freeing it still returns.
