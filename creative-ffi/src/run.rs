@@ -83,8 +83,8 @@ std::thread_local! {
 ///
 /// Paths in events: `asset_written`'s `path` is relative to the run's output
 /// folder (as in the manifest), and the file may still be renamed before the
-/// run ends (a name clash resolved at the end); the final paths are the
-/// manifest's and `creative_run_artifact_info_json`'s (absolute there).
+/// run ends: load it at once or copy it, and take the final paths from the
+/// manifest or `creative_run_artifact_info_json` (absolute there).
 ///
 /// Unwinding: it must not throw (C++ exceptions, longjmp); a forced unwind by
 /// the host's runtime (`pthread_exit`) passes through, and the run's later

@@ -1,11 +1,14 @@
 //! The real hosts, built and run by the test suite: the C11 host (under valgrind,
-//! and linked statically), the C++17 host through `creative.hpp`, the Python
-//! ctypes tool, the CMake package and the pkg-config file, plus the exported
-//! symbol check.
+//! and linked statically), the C++17 host through `creative.hpp`, a C++ host
+//! whose callbacks end their threads, the Python ctypes tool (in plain Python
+//! and in a real headless Blender), a Python host exiting with runs in flight,
+//! the wheel installed into a fresh venv, the CMake package and the pkg-config
+//! file, the SONAME and the installed layout, plus the exported symbol check.
 //!
-//! Tools these tests need (the project's CI installs them): gcc, g++, python3,
-//! pkg-config, valgrind, cmake, nm. A missing tool fails the test with its name;
-//! nothing is skipped silently.
+//! Tools these tests need (scripts/test installs them): gcc, g++, python3 (with
+//! venv), pkg-config, valgrind, cmake, nm, readelf, objcopy, blender. A missing
+//! tool fails the test with its name; only Blender, which cannot be installed
+//! everywhere, is skipped, with the reason printed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
