@@ -65,7 +65,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, sniff_media, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults, Transport,
+    backend_settings, sniff_media, wire_f32, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
+    Transport,
 };
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
@@ -296,8 +297,8 @@ impl ComfyUi {
         if let Some(s) = p.steps {
             values.push(("steps", s.into()));
         }
-        if let Some(g) = p.guidance {
-            values.push(("guidance", json!(g)));
+        if let Some(g) = p.guidance.and_then(wire_f32) {
+            values.push(("guidance", g));
         }
         if let Some(c) = p.count {
             values.push(("batch_size", c.into()));
