@@ -24,7 +24,7 @@
 //! | 3 | degraded: every job succeeded, but a fallback served work its primary provider failed to do (named on stderr) |
 //! | 4 | partial: some jobs succeeded, some failed |
 //! | 5 | budget: a money, attempt or time limit stopped it (continue with `--resume` after raising it) |
-//! | 130 | cancelled (Ctrl-C); continue with `--resume` |
+//! | 130 | cancelled (Ctrl-C, SIGTERM or SIGHUP); continue with `--resume` |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -328,10 +328,10 @@ async fn run(campaign: Campaign, args: Args) -> ExitCode {
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_signal().await {
                 eprintln!("\ncancelling: finished steps are kept; continue with --resume");
                 cancel.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if stop_signal().await {
                     std::process::exit(130);
                 }
             }
@@ -496,4 +496,22 @@ impl<'a> Notices<'a> {
             self.bar.println(line);
         }
     }
+}
+
+/// Ctrl-C, or on Unix SIGTERM (a farm's or systemd's stop) or SIGHUP (a closed
+/// terminal): each cancels the run the same way, so prompts on remote servers are
+/// taken back and finished steps are kept. `false` when no signal can be awaited.
+async fn stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            return tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                _ = term.recv() => true,
+                _ = hup.recv() => true,
+            };
+        }
+    }
+    tokio::signal::ctrl_c().await.is_ok()
 }
