@@ -1046,6 +1046,18 @@ impl Transport {
         self.inner.max_response_bytes
     }
 
+    /// The headers a request to the base URL's origin carries besides its own:
+    /// the credential (marked sensitive) and the configured extra headers. For a
+    /// connection the transport does not make itself, such as ComfyUI's
+    /// websocket behind an authenticating proxy.
+    pub fn origin_headers(&self) -> HeaderMap {
+        let mut h = self.inner.headers.clone();
+        if let Some((n, v)) = &self.inner.auth {
+            h.insert(n.clone(), v.clone());
+        }
+        h
+    }
+
     /// Whether the transport holds a credential.
     pub fn has_auth(&self) -> bool {
         self.inner.auth.is_some()
@@ -1110,7 +1122,18 @@ impl Transport {
         let text = String::from_utf8_lossy(body);
         let message = message.unwrap_or_else(|| {
             let t = text.trim();
-            if t.is_empty() {
+            if let Some(page) = html_page(t) {
+                // A web page where the API's JSON was expected: a wrong port or
+                // path, or a proxy's error page. Its markup helps no one.
+                let reason = StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("error");
+                format!(
+                    "{reason}: the server answered with a web page{page} instead of the API's JSON; \
+                     is `base_url` the API's address?"
+                )
+            } else if t.is_empty() {
                 StatusCode::from_u16(status)
                     .ok()
                     .and_then(|s| s.canonical_reason())
@@ -1411,6 +1434,27 @@ impl Transport {
     }
 }
 
+/// When `body` is an HTML page: ` ("its title")`, or an empty string for a page
+/// without a title. `None` for anything else.
+fn html_page(body: &str) -> Option<String> {
+    let head: String = body.chars().take(512).collect::<String>().to_ascii_lowercase();
+    if !(head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<body")) {
+        return None;
+    }
+    let lower = body.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|i| {
+        let start = i + "<title>".len();
+        let end = start + lower[start..].find("</title>")?;
+        // ASCII lowercasing keeps byte offsets, so they index the original.
+        body.get(start..end)
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+    });
+    Some(match title.filter(|t| !t.is_empty()) {
+        Some(t) => format!(" (\"{}\")", t.chars().take(80).collect::<String>()),
+        None => String::new(),
+    })
+}
+
 // ---------------------------------------------------------------------------------
 // Helpers for adapters
 // ---------------------------------------------------------------------------------
@@ -1620,7 +1664,11 @@ pub async fn sleep_or_cancel(d: Duration, ctx: &CallCtx, provider: &str) -> Resu
         _ = ctx.cancel.cancelled() => Err(ProviderError::cancelled(provider)),
         _ = tokio::time::sleep(d) => {
             if hits_deadline {
-                Err(ProviderError::new(ErrorKind::Timeout, provider, "the call's deadline passed while waiting on the job"))
+                Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    provider,
+                    "the call's time limit (the provider's `call_timeout_s`) ran out while waiting on the job",
+                ))
             } else {
                 Ok(())
             }
@@ -1861,6 +1909,21 @@ mod tests {
         assert!(!e.to_string().contains("sk-secret-123"));
         assert!(!e.body().unwrap_or("").contains("sk-secret-123"));
         assert!(!format!("{e:?} {t:?}").contains("sk-secret-123"));
+    }
+
+    #[test]
+    fn an_html_error_page_is_named_not_dumped() {
+        let t = transport();
+        let page = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>\
+            <p>The requested URL was not found on this server.</p></body></html>";
+        let e = t.error_from_response(404, &HeaderMap::new(), page);
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        assert_eq!(
+            e.message(),
+            "Not Found: the server answered with a web page (\"404 Not Found\") instead of the API's JSON; \
+             is `base_url` the API's address?"
+        );
+        assert!(!e.message().contains("<h1>"));
     }
 
     #[test]
