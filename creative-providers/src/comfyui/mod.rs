@@ -13,17 +13,30 @@
 //!    paths (`"12.inputs.strength"`) are set last: the escape hatch;
 //! 2. uploads input images (`POST /upload/image`, multipart) and injects their
 //!    names;
-//! 3. queues the prompt (`POST /prompt` with our own `prompt_id` and a
-//!    `client_id`). Validation errors are reported per node. ComfyUI answers 200 when
+//! 3. opens ComfyUI's websocket (`/ws?clientId=`, with a client id of the call's
+//!    own, since the server keeps one socket per id) and queues the prompt (`POST
+//!    /prompt` with our own `prompt_id`, that `client_id`, and `output_nodes` as
+//!    `partial_execution_targets`, so a server that knows the key runs only those
+//!    outputs). Validation errors are reported per node. ComfyUI answers 200 when
 //!    *some* outputs validate and silently drops the others, listing them in
 //!    `node_errors`: that is an error here too, and the half-prompt is removed from
 //!    the queue;
-//! 4. waits for completion by polling `GET /history/{prompt_id}`. ComfyUI answers
-//!    `{}` both for "not finished" and for "never heard of it", so an empty history
-//!    is checked against `GET /queue`: a prompt in neither is *lost* (server
-//!    restarted, history cleared) and fails with that reason instead of waiting
-//!    forever ("unknown is not pending");
-//! 5. fetches every output file of the prompt's output nodes with `GET /view`.
+//! 4. waits for completion on the websocket (see the `ws` module): node
+//!    progress becomes [`CallProgress`] reports (engine `Progress` events), and
+//!    `executing` with no node says the history entry is stored. Every
+//!    `ws_check_ms` (10 s) the history and queue are asked anyway. Without a
+//!    websocket (setting `websocket = false`, a proxy that refuses the upgrade,
+//!    a socket that closes) `GET /history/{prompt_id}` is polled with backoff.
+//!    ComfyUI answers `{}` both for "not finished" and for "never heard of it", so
+//!    an empty history is checked against `GET /queue`: a prompt in neither is
+//!    *lost* (server restarted, history cleared) and fails with that reason
+//!    instead of waiting forever ("unknown is not pending");
+//! 5. fetches every output file of the prompt's output nodes with `GET /view`;
+//! 6. deletes the prompt's history entry (`POST /history {delete}`; ComfyUI keeps
+//!    up to 10,000 in memory, each with its workflow) unless `keep_history` is
+//!    set. Uploaded inputs cannot be deleted through ComfyUI's API; they are named
+//!    by their content (`creative_{id}`) and overwritten, so a campaign leaves one
+//!    file per distinct input, not one per call.
 //!
 //! **Cached re-runs.** ComfyUI caches node results: a prompt identical to an earlier
 //! one executes nothing (`execution_cached` lists the nodes) and its history points
@@ -37,8 +50,11 @@
 //! ask the server to drop its cache (`POST /free`) when a node has no prefix.
 //!
 //! **Cancellation.** When the call is cancelled, times out or is dropped, the
-//! prompt is removed from the queue (`POST /queue {delete}`) and interrupted if it
-//! is running (`POST /interrupt {prompt_id}`).
+//! queue is read: a prompt of ours that is running is interrupted (`POST
+//! /interrupt {prompt_id}`), one still pending is removed from the queue (`POST
+//! /queue {delete}`). `/interrupt` never goes out otherwise: servers before
+//! September 2025 ignore its `prompt_id` and stop whatever runs, another
+//! client's prompt included.
 //!
 //! Cost: ComfyUI is the user's own GPU; `cost_per_image` (default 0) prices
 //! outputs, `cost_per_second` (default 0) prices the time the prompt executed,
@@ -46,7 +62,8 @@
 //! message to the `execution_success` one in the history entry's
 //! `status.messages` (ComfyUI's `PromptExecutor.add_message` stamps each with
 //! `timestamp`, milliseconds since the epoch). A server that stamps no times is
-//! billed the wall time from queueing the prompt to finding it in the history,
+//! billed the span from `execution_start` to the end as heard on the websocket,
+//! else the wall time from queueing the prompt to finding it in the history,
 //! less the time the queue polls saw it still pending. A cached re-run's
 //! prompts add up. Estimates count `cost_per_image` only (no run time is known
 //! before the call).
@@ -1451,8 +1468,10 @@ fn cached_nodes(entry: &Value) -> BTreeSet<String> {
 /// `api_key_env` when the server sits behind an authenticating proxy), plus
 /// `workflow` (inline) or `workflow_path` (relative to the spec), `inject` (name ->
 /// `node_id.inputs.field` or a list of them), `output_nodes`, `client_id`,
-/// `poll_interval_ms` (250), `poll_max_ms` (2000), `cost_per_image` (0),
-/// `cost_per_second` (0), `max_batch` (16).
+/// `poll_interval_ms` (250, 1..=60000), `poll_max_ms` (2000, 1..=600000),
+/// `websocket` (true), `ws_check_ms` (10000, 10..=3600000), `keep_history`
+/// (false), `cost_per_image` (0), `cost_per_second` (0), `max_batch` (16,
+/// 1..=4096).
 pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "comfyui",
