@@ -1094,9 +1094,24 @@ impl Transport {
         if e.is_timeout() {
             return ProviderError::timeout(self.inner.provider.as_str(), after);
         }
-        let phase = if e.is_connect() {
-            "connect"
-        } else if e.is_body() || e.is_decode() {
+        if e.is_connect() {
+            // reqwest's chain (`error sending request for url (...): client error
+            // (Connect): tcp connect error: Connection refused (os error 111)`)
+            // says one thing three times: keep the address and the root cause.
+            let mut root: &dyn std::error::Error = e;
+            while let Some(s) = root.source() {
+                root = s;
+            }
+            let to = match e.url() {
+                Some(u) => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+                None => self.inner.base_str.clone(),
+            };
+            return self.err(
+                ErrorKind::Transient,
+                self.scrub(&format!("cannot connect to {to}: {root}; is the server running there?")),
+            );
+        }
+        let phase = if e.is_body() || e.is_decode() {
             "reading the body (truncated or reset)"
         } else {
             "sending the request"
