@@ -33,7 +33,7 @@
 //! | 3 | degraded: every job succeeded, but a fallback served work its primary provider failed to do (named on stderr) |
 //! | 4 | partial: some jobs succeeded, some failed |
 //! | 5 | budget: a money, attempt or time limit stopped it (continue with `--resume` after raising it) |
-//! | 130 | cancelled (Ctrl-C); continue with `--resume` |
+//! | 130 | cancelled (Ctrl-C, SIGTERM or SIGHUP); continue with `--resume` |
 
 mod cli;
 

@@ -185,6 +185,23 @@ pub enum EventKind {
         /// Error message when it failed.
         error: Option<String>,
     },
+    /// A provider call in flight made progress (a ComfyUI node's sampling
+    /// steps): sent as the backend reports it, between `Attempt` and
+    /// `AttemptFinished`.
+    Progress {
+        /// Job key.
+        job: String,
+        /// Step name.
+        step: String,
+        /// Provider id.
+        provider: String,
+        /// What is being worked on, in the backend's words.
+        stage: String,
+        /// Units done.
+        done: u64,
+        /// Units in all; 0 when unknown.
+        total: u64,
+    },
     /// A generation came from the cache; no provider was called.
     CacheHit {
         /// Job key.

@@ -73,10 +73,28 @@ pub struct MemberCall {
     pub error: Option<ProviderError>,
 }
 
-/// Told about the member calls of a composite provider; see [`CallCtx::observer`].
+/// How far a long call has come: `done` of `total` units of its current `stage`
+/// (a ComfyUI node's sampling steps, say), so a long generation shows progress
+/// rather than silence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallProgress {
+    /// What is being worked on, in the backend's words (`node 3 (KSampler)`).
+    pub stage: String,
+    /// Units done.
+    pub done: u64,
+    /// Units in all; 0 when unknown.
+    pub total: u64,
+}
+
+/// Told about the member calls of a composite provider and the progress of a
+/// long call; see [`CallCtx::observer`].
 pub trait CallObserver: Send + Sync {
     /// One member call ended.
     fn member_call(&self, call: MemberCall);
+
+    /// The call made progress (see [`CallCtx::report_progress`]). Ignored unless
+    /// the observer cares.
+    fn progress(&self, _progress: CallProgress) {}
 }
 
 impl std::fmt::Debug for dyn CallObserver {
@@ -101,6 +119,13 @@ impl CallCtx {
     pub fn report_member(&self, call: MemberCall) {
         if let Some(o) = &self.observer {
             o.member_call(call);
+        }
+    }
+
+    /// Report how far the call has come; nothing happens when nobody observes.
+    pub fn report_progress(&self, progress: CallProgress) {
+        if let Some(o) = &self.observer {
+            o.progress(progress);
         }
     }
 

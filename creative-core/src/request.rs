@@ -78,7 +78,7 @@ pub struct Params {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<u32>,
     /// Classifier-free guidance scale.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "f32_as_written")]
     pub guidance: Option<f32>,
     /// Named style or style preset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,13 +87,13 @@ pub struct Params {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// Duration in seconds, for audio and video.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "f32_as_written")]
     pub duration_s: Option<f32>,
     /// Voice id, for speech.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub voice: Option<String>,
     /// Sampling temperature, for text.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "f32_as_written")]
     pub temperature: Option<f32>,
     /// Maximum output tokens, for text.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +101,21 @@ pub struct Params {
     /// System prompt, for text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+}
+
+/// An `f32` parameter serialised as the shortest decimal that reads back as the
+/// same `f32` (the value the user wrote), so a JSON value built from it (the
+/// provenance in a manifest) says `0.7`, not the `f64` widening
+/// `0.699999988079071`.
+fn f32_as_written<S: serde::Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if x.is_finite() => match x.to_string().parse::<f64>() {
+            Ok(f) => s.serialize_f64(f),
+            Err(_) => s.serialize_f32(*x),
+        },
+        Some(x) => s.serialize_f32(*x),
+        None => s.serialize_none(),
+    }
 }
 
 impl Params {
@@ -223,4 +238,25 @@ pub struct Generation {
     pub usage: Usage,
     /// The provider's raw response, when the backend keeps it (never holds secrets).
     pub raw: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_params_are_recorded_as_written_not_widened() {
+        let mut req = Request::new(Task::Text, "x");
+        req.params.temperature = Some(0.7);
+        req.params.guidance = Some(3.3);
+        req.params.duration_s = Some(4.1);
+        let v = req.resolved_json();
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(text.contains("\"temperature\":0.7"), "{text}");
+        assert!(text.contains("\"guidance\":3.3"), "{text}");
+        assert!(text.contains("\"duration_s\":4.1"), "{text}");
+        // And it reads back as the same f32.
+        let back: Request = serde_json::from_value(v).unwrap();
+        assert_eq!(back.params.temperature, Some(0.7));
+    }
 }

@@ -228,6 +228,17 @@ impl Provider for ElevenLabs {
         &self.id
     }
 
+    /// `GET /v1/voices/{voice_id}` when a voice is configured (it checks the key,
+    /// the base URL and that the voice exists), else `GET /v1/models`: both
+    /// authenticated, neither spends characters.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        let target = match self.voice_id.as_deref().filter(|v| valid_voice(v)) {
+            Some(v) => format!("v1/voices/{v}"),
+            None => "v1/models".to_string(),
+        };
+        self.transport.send(HttpRequest::get(target), ctx).await.map(|_| ())
+    }
+
     /// The base URL, default model, extra header names and the backend's own
     /// output-shaping settings (see `HttpSettings::fingerprint`).
     fn fingerprint(&self) -> String {

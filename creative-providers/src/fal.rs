@@ -39,8 +39,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, encode_base64, sniff_media, Auth, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
-    Transport, Url,
+    backend_settings, encode_base64, merge_raw, sniff_media, wire_f32, Auth, HttpRequest, HttpSettings, PollBackoff,
+    SettingsDefaults, Transport, Url,
 };
 use crate::pricing::{self, ModelPrice, PriceTable};
 
@@ -192,21 +192,16 @@ impl Fal {
         put("seed", p.seed.map(Value::from));
         put("num_images", p.count.filter(|c| *c > 1).map(Value::from));
         put("num_inference_steps", p.steps.map(Value::from));
-        put("guidance_scale", p.guidance.map(|g| json!(g)));
+        put("guidance_scale", p.guidance.and_then(wire_f32));
         put("output_format", p.format.clone().map(Value::from));
-        put("duration", p.duration_s.map(|d| json!(d)));
+        put("duration", p.duration_s.and_then(wire_f32));
         if let Some(a) = req.inputs.first() {
             let url = format!("data:{};base64,{}", a.media(), encode_base64(a.data()));
             m.insert("image_url".into(), url.into());
         }
-        for (k, v) in &req.raw {
-            if v.is_null() {
-                m.remove(k);
-            } else {
-                m.insert(k.clone(), v.clone());
-            }
-        }
-        Value::Object(m)
+        let mut body = Value::Object(m);
+        merge_raw(&mut body, &req.raw);
+        body
     }
 
     /// A URL the submit answer gave, if it is one we may call with the key (same

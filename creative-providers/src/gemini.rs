@@ -11,9 +11,13 @@
 //! `GEMINI_API_KEY`). Parameters: `temperature`, `max_tokens`, `seed`, `count`
 //! (`candidateCount`, `sampleCount`), `aspect_ratio`, `system`, `negative_prompt`
 //! (Imagen, Veo), `duration_s` (Veo `durationSeconds`). `Request::raw` is merged
-//! last at the top level of the body, exactly as given, so a raw
-//! `generationConfig` or `parameters` table replaces the one built from the typed
-//! parameters.
+//! last and deeply (see [`crate::http::merge_raw`]): a raw `generationConfig` or
+//! `parameters` table adds to the one built from the typed parameters, its keys
+//! winning, so the seed and temperature stay unless raw names them. Floats go
+//! out as written (`0.7`, not `0.699999988079071`).
+//!
+//! Preflight: `GET {base}/models/{model}`, which catches a wrong key, a
+//! `base_url` without `/v1beta` and an unknown model before any job runs.
 //!
 //! Refusals: a `promptFeedback.blockReason`, a candidate finishing with `SAFETY`,
 //! `PROHIBITED_CONTENT`, `BLOCKLIST`, `SPII`, `IMAGE_SAFETY` or `RECITATION` and no
@@ -39,8 +43,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, decode_base64, encode_base64, merge_raw, sniff_media, Auth, ErrorInfo, HttpRequest, HttpSettings,
-    PollBackoff, SettingsDefaults, Transport,
+    backend_settings, decode_base64, encode_base64, lenient_block, lenient_count, merge_raw, sniff_media, wire_f32,
+    Auth, ErrorInfo, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults, Transport,
 };
 use crate::pricing::{self, gemini_defaults, PriceTable};
 
@@ -129,7 +133,7 @@ struct GenerateContentResponse {
     candidates: Vec<Candidate>,
     #[serde(default)]
     prompt_feedback: Option<PromptFeedback>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_block")]
     usage_metadata: Option<UsageMetadata>,
     #[serde(default)]
     model_version: Option<String>,
@@ -181,12 +185,12 @@ struct PromptFeedback {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UsageMetadata {
-    #[serde(default)]
-    prompt_token_count: u64,
-    #[serde(default)]
-    candidates_token_count: u64,
-    #[serde(default)]
-    thoughts_token_count: u64,
+    #[serde(default, deserialize_with = "lenient_count")]
+    prompt_token_count: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_count")]
+    candidates_token_count: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_count")]
+    thoughts_token_count: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,8 +312,8 @@ impl Gemini {
             parts.push(json!({"inlineData": {"mimeType": a.media().as_str(), "data": encode_base64(a.data())}}));
         }
         let mut config = Map::new();
-        if let Some(t) = req.params.temperature {
-            config.insert("temperature".into(), json!(t));
+        if let Some(t) = req.params.temperature.and_then(wire_f32) {
+            config.insert("temperature".into(), t);
         }
         if let Some(m) = req.params.max_tokens {
             config.insert("maxOutputTokens".into(), json!(m));
@@ -486,10 +490,16 @@ impl Gemini {
         }
         let mut usage = Usage::default();
         if let Some(u) = &r.usage_metadata {
-            let out = u.candidates_token_count + u.thoughts_token_count;
-            usage.input_tokens = Some(u.prompt_token_count);
-            usage.output_tokens = Some(out);
-            usage.cost_usd = self.prices.tokens(model, u.prompt_token_count, out).unwrap_or(0.0);
+            let out = match (u.candidates_token_count, u.thoughts_token_count) {
+                (None, None) => None,
+                (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
+            };
+            usage.input_tokens = u.prompt_token_count;
+            usage.output_tokens = out;
+            usage.cost_usd = self
+                .prices
+                .tokens(model, u.prompt_token_count.unwrap_or(0), out.unwrap_or(0))
+                .unwrap_or(0.0);
         }
         if want_image {
             usage.units = Some(artifacts.len() as f64);
@@ -683,6 +693,16 @@ fn refine_error(e: &ErrorInfo<'_>) -> Option<ErrorKind> {
 impl Provider for Gemini {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// `GET {base}/models/{model}` for the text model: authenticated and free, it
+    /// checks the key, the base URL (a `base_url` without `/v1beta` answers 404
+    /// here rather than on every job) and the model name.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        self.transport
+            .send(HttpRequest::get(format!("models/{}", self.text_model)), ctx)
+            .await
+            .map(|_| ())
     }
 
     /// The base URL, default model, extra header names and the backend's own

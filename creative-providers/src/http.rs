@@ -502,6 +502,12 @@ impl HttpRequest {
         HttpRequest::new(Method::DELETE, target)
     }
 
+    /// A POST without a body (and so without a content type), for endpoints that
+    /// take none, such as a cancel.
+    pub fn post(target: impl Into<String>) -> Self {
+        HttpRequest::new(Method::POST, target)
+    }
+
     /// A POST with a JSON body.
     pub fn post_json(target: impl Into<String>, body: Value) -> Self {
         HttpRequest::new(Method::POST, target).body(Body::Json(body))
@@ -1040,6 +1046,18 @@ impl Transport {
         self.inner.max_response_bytes
     }
 
+    /// The headers a request to the base URL's origin carries besides its own:
+    /// the credential (marked sensitive) and the configured extra headers. For a
+    /// connection the transport does not make itself, such as ComfyUI's
+    /// websocket behind an authenticating proxy.
+    pub fn origin_headers(&self) -> HeaderMap {
+        let mut h = self.inner.headers.clone();
+        if let Some((n, v)) = &self.inner.auth {
+            h.insert(n.clone(), v.clone());
+        }
+        h
+    }
+
     /// Whether the transport holds a credential.
     pub fn has_auth(&self) -> bool {
         self.inner.auth.is_some()
@@ -1076,9 +1094,24 @@ impl Transport {
         if e.is_timeout() {
             return ProviderError::timeout(self.inner.provider.as_str(), after);
         }
-        let phase = if e.is_connect() {
-            "connect"
-        } else if e.is_body() || e.is_decode() {
+        if e.is_connect() {
+            // reqwest's chain (`error sending request for url (...): client error
+            // (Connect): tcp connect error: Connection refused (os error 111)`)
+            // says one thing three times: keep the address and the root cause.
+            let mut root: &dyn std::error::Error = e;
+            while let Some(s) = root.source() {
+                root = s;
+            }
+            let to = match e.url() {
+                Some(u) => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+                None => self.inner.base_str.clone(),
+            };
+            return self.err(
+                ErrorKind::Transient,
+                self.scrub(&format!("cannot connect to {to}: {root}; is the server running there?")),
+            );
+        }
+        let phase = if e.is_body() || e.is_decode() {
             "reading the body (truncated or reset)"
         } else {
             "sending the request"
@@ -1104,7 +1137,18 @@ impl Transport {
         let text = String::from_utf8_lossy(body);
         let message = message.unwrap_or_else(|| {
             let t = text.trim();
-            if t.is_empty() {
+            if let Some(page) = html_page(t) {
+                // A web page where the API's JSON was expected: a wrong port or
+                // path, or a proxy's error page. Its markup helps no one.
+                let reason = StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("error");
+                format!(
+                    "{reason}: the server answered with a web page{page} instead of the API's JSON; \
+                     is `base_url` the API's address?"
+                )
+            } else if t.is_empty() {
                 StatusCode::from_u16(status)
                     .ok()
                     .and_then(|s| s.canonical_reason())
@@ -1405,18 +1449,177 @@ impl Transport {
     }
 }
 
+/// When `body` is an HTML page: ` ("its title")`, or an empty string for a page
+/// without a title. `None` for anything else.
+fn html_page(body: &str) -> Option<String> {
+    let head: String = body.chars().take(512).collect::<String>().to_ascii_lowercase();
+    if !(head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<body")) {
+        return None;
+    }
+    let lower = body.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|i| {
+        let start = i + "<title>".len();
+        let end = start + lower[start..].find("</title>")?;
+        // ASCII lowercasing keeps byte offsets, so they index the original.
+        body.get(start..end)
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+    });
+    Some(match title.filter(|t| !t.is_empty()) {
+        Some(t) => format!(" (\"{}\")", t.chars().take(80).collect::<String>()),
+        None => String::new(),
+    })
+}
+
 // ---------------------------------------------------------------------------------
 // Helpers for adapters
 // ---------------------------------------------------------------------------------
 
-/// Merge `raw` into a JSON body last, key by key, so the escape hatch wins over
-/// anything the adapter set. A non-object body is left as is.
+/// Merge `raw` into a JSON body last, so the escape hatch wins over anything the
+/// adapter set, key by key and at every depth: an object in `raw` is merged into
+/// the object the adapter built under the same key (a raw `options` adds to
+/// Ollama's `options` instead of dropping the seed and temperature the typed
+/// parameters put there); any other value replaces, and `null` removes the key.
+/// A non-object body is left as is.
+///
+/// ```
+/// use creative_providers::http::merge_raw;
+/// use serde_json::json;
+/// let mut body = json!({"options": {"seed": 7, "temperature": 0.7}, "n": 1});
+/// let raw = json!({"options": {"temperature": 0.2, "num_ctx": 8192}, "n": null});
+/// merge_raw(&mut body, raw.as_object().unwrap());
+/// assert_eq!(body, json!({"options": {"seed": 7, "temperature": 0.2, "num_ctx": 8192}}));
+/// ```
 pub fn merge_raw(body: &mut Value, raw: &Map<String, Value>) {
     if let Value::Object(m) = body {
-        for (k, v) in raw {
-            m.insert(k.clone(), v.clone());
+        merge_object(m, raw);
+    }
+}
+
+fn merge_object(into: &mut Map<String, Value>, raw: &Map<String, Value>) {
+    for (k, v) in raw {
+        match (into.get_mut(k), v) {
+            (_, Value::Null) => {
+                into.remove(k);
+            }
+            (Some(Value::Object(have)), Value::Object(add)) => merge_object(have, add),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
         }
     }
+}
+
+/// An `f32` parameter as it goes on the wire: the shortest decimal that reads back
+/// as the same `f32` (the value the user wrote), not its `f64` widening
+/// (`0.7f32` is `0.699999988079071` as an `f64`). `None` for NaN or infinity,
+/// which JSON cannot carry.
+///
+/// ```
+/// use creative_providers::http::wire_f32;
+/// assert_eq!(serde_json::to_string(&wire_f32(0.7).unwrap()).unwrap(), "0.7");
+/// assert!(wire_f32(f32::NAN).is_none());
+/// ```
+pub fn wire_f32(x: f32) -> Option<Value> {
+    if !x.is_finite() {
+        return None;
+    }
+    // `Display` for f32 prints the shortest round-tripping decimal; read as an
+    // f64 it is the nearest f64 to what was written, which serialises the same.
+    let shortest: f64 = x.to_string().parse().ok()?;
+    serde_json::Number::from_f64(shortest).map(Value::Number)
+}
+
+/// A token or unit count from a provider's `usage` block, read tolerantly: a
+/// non-negative integer is kept; anything else (negative, fractional, a string,
+/// an object) is logged and counted as absent, so a surprising `usage` never
+/// throws away the outputs it came with. For `#[serde(deserialize_with)]` on an
+/// `Option<u64>` field (with `#[serde(default)]`).
+pub fn lenient_count<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = <Value as serde::Deserialize>::deserialize(d)?;
+    Ok(match &v {
+        Value::Null => None,
+        Value::Number(n) => match n.as_u64() {
+            Some(c) => Some(c),
+            // A float with no fraction (`12.0`) is a count some servers write.
+            None => match n.as_f64() {
+                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => Some(f as u64),
+                _ => {
+                    tracing::warn!(value = %v, "ignoring a usage count that is not a non-negative integer");
+                    None
+                }
+            },
+        },
+        _ => {
+            tracing::warn!(value = %v, "ignoring a usage count that is not a number");
+            None
+        }
+    })
+}
+
+/// A provider's whole `usage` block, read tolerantly: when it is not the shape
+/// `T` expects (a string, a list, a field of the wrong type), it is logged and
+/// treated as absent instead of failing the call. For
+/// `#[serde(deserialize_with)]` on an `Option<T>` field (with `#[serde(default)]`).
+pub fn lenient_block<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let v = <Value as serde::Deserialize>::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    match serde_json::from_value::<T>(v) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a usage block of an unexpected shape");
+            Ok(None)
+        }
+    }
+}
+
+/// An absolute URL a provider handed back (a job's poll or cancel URL) moved onto
+/// the configured base URL: the part of its path below the base URL's path is
+/// kept (with its query), the scheme, host, port and path prefix are the base
+/// URL's. Behind a gateway or proxy the follow-up calls then go where the
+/// configuration says, with the credential, instead of straight to the
+/// provider's own host. `None` when the URL's path is not under the base URL's
+/// last path segment (then the caller builds the path itself).
+///
+/// ```
+/// use creative_providers::http::{rebase_onto, Url};
+/// let base = Url::parse("https://gw.example/replicate/v1").unwrap();
+/// assert_eq!(
+///     rebase_onto(&base, "https://api.replicate.com/v1/predictions/p1").as_deref(),
+///     Some("https://gw.example/replicate/v1/predictions/p1"),
+/// );
+/// ```
+pub fn rebase_onto(base: &Url, url: &str) -> Option<String> {
+    let given = Url::parse(url).ok()?;
+    let base_path = base.path().trim_end_matches('/');
+    let given_path = given.path();
+    let tail = if given.origin() == base.origin() && given_path.starts_with(base_path) {
+        &given_path[base_path.len()..]
+    } else {
+        // Another host: match on the base path's last segment (`/v1`), which the
+        // provider's own URLs share with a gateway's prefix.
+        let last = base_path.rsplit('/').next().filter(|s| !s.is_empty())?;
+        let at = given_path.find(&format!("/{last}/"))?;
+        &given_path[at + last.len() + 1..]
+    };
+    let mut out = format!(
+        "{}/{}",
+        base.as_str().trim_end_matches('/'),
+        tail.trim_start_matches('/')
+    );
+    if let Some(q) = given.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
 }
 
 /// Decode standard base64 (padding optional); bad input is a `Protocol` error.
@@ -1476,7 +1679,11 @@ pub async fn sleep_or_cancel(d: Duration, ctx: &CallCtx, provider: &str) -> Resu
         _ = ctx.cancel.cancelled() => Err(ProviderError::cancelled(provider)),
         _ = tokio::time::sleep(d) => {
             if hits_deadline {
-                Err(ProviderError::new(ErrorKind::Timeout, provider, "the call's deadline passed while waiting on the job"))
+                Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    provider,
+                    "the call's time limit (the provider's `call_timeout_s`) ran out while waiting on the job",
+                ))
             } else {
                 Ok(())
             }
@@ -1717,6 +1924,21 @@ mod tests {
         assert!(!e.to_string().contains("sk-secret-123"));
         assert!(!e.body().unwrap_or("").contains("sk-secret-123"));
         assert!(!format!("{e:?} {t:?}").contains("sk-secret-123"));
+    }
+
+    #[test]
+    fn an_html_error_page_is_named_not_dumped() {
+        let t = transport();
+        let page = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>\
+            <p>The requested URL was not found on this server.</p></body></html>";
+        let e = t.error_from_response(404, &HeaderMap::new(), page);
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        assert_eq!(
+            e.message(),
+            "Not Found: the server answered with a web page (\"404 Not Found\") instead of the API's JSON; \
+             is `base_url` the API's address?"
+        );
+        assert!(!e.message().contains("<h1>"));
     }
 
     #[test]

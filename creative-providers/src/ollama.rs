@@ -8,7 +8,8 @@
 //! Both are sent with `stream: false`. Input images (vision models) go as base64
 //! in `images`. `temperature`, `seed` and `max_tokens` (`num_predict`) go in
 //! `options`; anything else (`format`, `keep_alive`, `think`, more `options`) goes
-//! in `Request::raw`, merged last. Ollama's native API has no image output, so the
+//! in `Request::raw`, merged last and deeply: a raw `options` table adds to the
+//! typed ones, its keys winning (see [`crate::http::merge_raw`]). Ollama's native API has no image output, so the
 //! backend offers text only; for image models behind an OpenAI-compatible server
 //! use the `openai` kind with `base_url`.
 //!
@@ -32,7 +33,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, encode_base64, merge_raw, Auth, HttpRequest, HttpSettings, SettingsDefaults, Transport,
+    backend_settings, encode_base64, lenient_count, merge_raw, wire_f32, Auth, HttpRequest, HttpSettings,
+    SettingsDefaults, Transport,
 };
 use crate::pricing::PriceTable;
 
@@ -117,9 +119,9 @@ struct GenerateResponse {
     message: Option<ChatMessage>,
     #[serde(default)]
     done_reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
     prompt_eval_count: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
     eval_count: Option<u64>,
     #[serde(default)]
     error: Option<String>,
@@ -138,8 +140,8 @@ struct ChatMessage {
 impl Ollama {
     fn options(req: &Request) -> Map<String, Value> {
         let mut o = Map::new();
-        if let Some(t) = req.params.temperature {
-            o.insert("temperature".into(), json!(t));
+        if let Some(t) = req.params.temperature.and_then(wire_f32) {
+            o.insert("temperature".into(), t);
         }
         if let Some(s) = req.params.seed {
             o.insert("seed".into(), json!(s));

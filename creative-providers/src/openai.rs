@@ -34,8 +34,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, decode_base64, encode_base64, merge_raw, sniff_media, Auth, ErrorInfo, FormPart, HttpRequest,
-    HttpSettings, SettingsDefaults, Transport,
+    backend_settings, decode_base64, encode_base64, lenient_block, lenient_count, merge_raw, sniff_media, wire_f32,
+    Auth, ErrorInfo, FormPart, HttpRequest, HttpSettings, SettingsDefaults, Transport,
 };
 use crate::pricing::{openai_defaults, PriceTable};
 
@@ -124,7 +124,7 @@ struct ImagesResponse {
     size: Option<String>,
     #[serde(default)]
     quality: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_block")]
     usage: Option<ImageUsage>,
 }
 
@@ -140,20 +140,20 @@ struct ImageData {
 
 #[derive(Debug, Deserialize)]
 struct ImageUsage {
-    #[serde(default)]
-    input_tokens: u64,
-    #[serde(default)]
-    output_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_count")]
+    input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_count")]
+    output_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_block")]
     input_tokens_details: Option<InputTokenDetails>,
 }
 
 #[derive(Debug, Deserialize)]
 struct InputTokenDetails {
-    #[serde(default)]
-    text_tokens: u64,
-    #[serde(default)]
-    image_tokens: u64,
+    #[serde(default, deserialize_with = "lenient_count")]
+    text_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_count")]
+    image_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,7 +161,7 @@ struct ChatResponse {
     #[serde(default)]
     model: Option<String>,
     choices: Vec<ChatChoice>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_block")]
     usage: Option<ChatUsage>,
 }
 
@@ -182,10 +182,10 @@ struct ChatMessage {
 
 #[derive(Debug, Deserialize)]
 struct ChatUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
+    #[serde(default, deserialize_with = "lenient_count")]
+    prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_count")]
+    completion_tokens: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -348,8 +348,8 @@ impl OpenAi {
         b.insert("model".into(), json!(model));
         b.insert("messages".into(), Value::Array(messages));
         b.insert("stream".into(), json!(false));
-        if let Some(t) = req.params.temperature {
-            b.insert("temperature".into(), json!(t));
+        if let Some(t) = req.params.temperature.and_then(wire_f32) {
+            b.insert("temperature".into(), t);
         }
         if let Some(m) = req.params.max_tokens {
             // OpenAI's reasoning models refuse `max_tokens` (its replacement,
@@ -459,14 +459,16 @@ impl OpenAi {
             units: Some(f64::from(n)),
             ..Usage::default()
         };
+        // Priced by tokens only when the counts it needs are usable; else by image.
         let by_tokens = resp.usage.as_ref().and_then(|u| {
-            let (text, image) = match &u.input_tokens_details {
-                Some(d) => (d.text_tokens, d.image_tokens),
-                None => (u.input_tokens, 0),
+            usage.input_tokens = u.input_tokens;
+            usage.output_tokens = u.output_tokens;
+            let (input, output) = (u.input_tokens?, u.output_tokens?);
+            let (text, image) = match u.input_tokens_details.as_ref() {
+                Some(d) => (d.text_tokens?, d.image_tokens.unwrap_or(0)),
+                None => (input, 0),
             };
-            usage.input_tokens = Some(u.input_tokens);
-            usage.output_tokens = Some(u.output_tokens);
-            self.prices.get(model)?.tokens(text, image, u.output_tokens)
+            self.prices.get(model)?.tokens(text, image, output)
         });
         usage.cost_usd = by_tokens
             .or_else(|| {
@@ -517,11 +519,11 @@ impl OpenAi {
         }
         let mut usage = Usage::default();
         if let Some(u) = &resp.usage {
-            usage.input_tokens = Some(u.prompt_tokens);
-            usage.output_tokens = Some(u.completion_tokens);
+            usage.input_tokens = u.prompt_tokens;
+            usage.output_tokens = u.completion_tokens;
             usage.cost_usd = self
                 .prices
-                .tokens(model, u.prompt_tokens, u.completion_tokens)
+                .tokens(model, u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0))
                 .unwrap_or(0.0);
         }
         Ok(Generation {

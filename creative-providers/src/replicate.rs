@@ -9,9 +9,17 @@
 //!
 //! The request carries `Prefer: wait=N` (setting `wait_s`, default 60; 0 disables
 //! it), so a quick model answers in the creation call. Otherwise the prediction is
-//! polled at `urls.get` until a final state (`succeeded`, `failed`, `canceled`).
-//! If the call is cancelled, times out or is dropped while the prediction runs, the
-//! prediction is cancelled (`POST urls.cancel`) so no GPU time is wasted.
+//! polled at `urls.get` until a final state (`succeeded`, `failed`, `canceled`,
+//! `aborted`: the last is a prediction stopped before it started, such as by a
+//! deadline). `urls.get` and `urls.cancel` are moved onto the configured
+//! `base_url` (see [`crate::http::rebase_onto`]), so behind a gateway the polls
+//! go through it with the key. If the call is cancelled, times out or is
+//! dropped while the prediction runs, the prediction is cancelled (`POST
+//! urls.cancel`, without a body, as the API defines it) so no GPU time is
+//! wasted.
+//!
+//! Preflight: `GET /account`, the cheapest authenticated call (it checks the
+//! token and the base URL).
 //!
 //! Request mapping into `input`: `prompt`, `negative_prompt`, `width`, `height`,
 //! `aspect_ratio`, `seed`, `num_outputs` (count), `num_inference_steps` (steps),
@@ -44,8 +52,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, encode_base64, looks_like_content_policy, sniff_media, Auth, HttpRequest, HttpSettings,
-    PollBackoff, SettingsDefaults, Transport,
+    backend_settings, encode_base64, looks_like_content_policy, merge_raw, rebase_onto, sniff_media, wire_f32, Auth,
+    HttpRequest, HttpSettings, PollBackoff, SettingsDefaults, Transport,
 };
 use crate::pricing::{self, ModelPrice, PriceTable};
 
@@ -164,8 +172,13 @@ struct Prediction {
     error: Value,
     #[serde(default)]
     urls: Urls,
-    #[serde(default)]
+    /// Read tolerantly: odd metrics must not throw away a finished prediction.
+    #[serde(default, deserialize_with = "lenient_metrics")]
     metrics: Metrics,
+}
+
+fn lenient_metrics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Metrics, D::Error> {
+    Ok(crate::http::lenient_block::<D, Metrics>(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,8 +193,22 @@ struct Metrics {
 }
 
 impl Prediction {
+    /// `metrics.predict_time` when it is a usable duration; a negative or
+    /// non-finite one is logged and ignored (it would bill a negative cost).
+    fn predict_time(&self) -> Option<f64> {
+        let t = self.metrics.predict_time?;
+        if t.is_finite() && t >= 0.0 {
+            Some(t)
+        } else {
+            tracing::warn!(prediction = %self.id, predict_time = t, "ignoring an unusable predict_time");
+            None
+        }
+    }
+
+    /// Whether the status is one Replicate's spec calls terminal; anything else
+    /// (`starting`, `processing`, or a status added later) is polled again.
     fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "canceled")
+        matches!(self.status.as_str(), "succeeded" | "failed" | "canceled" | "aborted")
     }
 }
 
@@ -223,6 +250,14 @@ impl Replicate {
         ProviderError::new(kind, self.id.clone(), msg)
     }
 
+    /// Where a poll or cancel goes: the URL the prediction named, moved onto the
+    /// configured base URL; else `fallback` under the base URL.
+    fn follow_up(&self, given: Option<&str>, fallback: &str) -> String {
+        given
+            .and_then(|u| rebase_onto(self.transport.base_url(), u))
+            .unwrap_or_else(|| fallback.to_string())
+    }
+
     /// The creation request for `req`: (path, body).
     pub fn creation(&self, req: &Request) -> Result<(String, Value), ProviderError> {
         let model = req.model.as_deref().unwrap_or(&self.model);
@@ -246,22 +281,17 @@ impl Replicate {
         put("seed", p.seed.map(Value::from));
         put("num_outputs", p.count.filter(|c| *c > 1).map(Value::from));
         put("num_inference_steps", p.steps.map(Value::from));
-        put("guidance_scale", p.guidance.map(|g| json!(g)));
+        put("guidance_scale", p.guidance.and_then(wire_f32));
         put("output_format", p.format.clone().map(Value::from));
         put("max_tokens", p.max_tokens.map(Value::from));
-        put("temperature", p.temperature.map(|t| json!(t)));
+        put("temperature", p.temperature.and_then(wire_f32));
         put("system_prompt", p.system.clone().map(Value::from));
         if let Some(a) = req.inputs.first() {
             let url = format!("data:{};base64,{}", a.media(), encode_base64(a.data()));
             input.insert("image".into(), url.into());
         }
-        for (k, v) in &req.raw {
-            if v.is_null() {
-                input.remove(k);
-            } else {
-                input.insert(k.clone(), v.clone());
-            }
-        }
+        let mut input = Value::Object(input);
+        merge_raw(&mut input, &req.raw);
         Ok(match mref {
             ModelRef::Model { owner, name } => {
                 (format!("models/{owner}/{name}/predictions"), json!({ "input": input }))
@@ -277,7 +307,9 @@ impl Replicate {
             other => other.to_string(),
         };
         let lower = msg.to_ascii_lowercase();
-        let kind = if p.status == "canceled" {
+        // Cancelled by someone, or aborted before it started (a deadline passed
+        // while it queued): neither says anything against the input.
+        let kind = if p.status == "canceled" || p.status == "aborted" {
             ErrorKind::Transient
         } else if lower.contains("nsfw") || lower.contains("sensitive") || looks_like_content_policy(None, &msg) {
             ErrorKind::ContentPolicy
@@ -328,7 +360,7 @@ impl Replicate {
         match self
             .prices
             .get(base)
-            .and_then(|mp| pricing::bill(mp, req, outputs, p.metrics.predict_time))
+            .and_then(|mp| pricing::bill(mp, req, outputs, p.predict_time()))
         {
             Some(c) => c,
             None => {
@@ -377,7 +409,9 @@ impl Drop for CancelGuard {
                 deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
                 ..CallCtx::detached()
             };
-            let _ = t.send(HttpRequest::post_json(url, json!({})), &ctx).await;
+            // The cancel endpoint takes no body: a JSON content type with `{}` is
+            // refused by a server that validates against the spec (415).
+            let _ = t.send(HttpRequest::post(url), &ctx).await;
         });
     }
 }
@@ -415,6 +449,11 @@ impl Provider for Replicate {
         pricing::estimate(self.prices.get(base)?, req)
     }
 
+    /// `GET /account`: checks the token and the base URL without running anything.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        self.transport.send(HttpRequest::get("account"), ctx).await.map(|_| ())
+    }
+
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
         let (path, body) = self.creation(req)?;
         let mut create = HttpRequest::post_json(path, body);
@@ -428,14 +467,9 @@ impl Provider for Replicate {
         };
         let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
         while !p.is_final() {
-            guard.url = Some(
-                p.urls
-                    .cancel
-                    .clone()
-                    .unwrap_or_else(|| format!("predictions/{}/cancel", p.id)),
-            );
+            guard.url = Some(self.follow_up(p.urls.cancel.as_deref(), &format!("predictions/{}/cancel", p.id)));
             backoff.wait(ctx, &self.id).await?;
-            let get = p.urls.get.clone().unwrap_or_else(|| format!("predictions/{}", p.id));
+            let get = self.follow_up(p.urls.get.as_deref(), &format!("predictions/{}", p.id));
             p = self.transport.send_json(HttpRequest::get(get), ctx).await?;
         }
         guard.url = None;
@@ -455,7 +489,7 @@ impl Provider for Replicate {
             raw: Some(json!({
                 "id": p.id,
                 "status": p.status,
-                "predict_time": p.metrics.predict_time,
+                "predict_time": p.predict_time(),
                 "polls": backoff.polls(),
             })),
         })

@@ -298,6 +298,15 @@ impl Provider for Stability {
         &self.id
     }
 
+    /// `GET /v1/user/balance`: authenticated and free, it checks the key and the
+    /// base URL without generating anything.
+    async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
+        self.transport
+            .send(HttpRequest::get("v1/user/balance"), ctx)
+            .await
+            .map(|_| ())
+    }
+
     /// The base URL, default model, extra header names and the backend's own
     /// output-shaping settings (see `HttpSettings::fingerprint`).
     fn fingerprint(&self) -> String {

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use creative_core::{Artifact, CallCtx, ErrorKind, MediaType, Request, Task};
@@ -265,7 +266,7 @@ async fn refused_prompt_reports_each_node() {
     assert_eq!(e.status(), Some(400));
     assert!(
         e.message()
-            .contains("node 3 (KSampler): Value 0 smaller than min of 1: steps"),
+            .contains("Prompt outputs failed validation; node 3 (KSampler): Value 0 smaller than min of 1 (steps)"),
         "{e}"
     );
 }
@@ -406,35 +407,81 @@ async fn cached_rerun_pointing_at_missing_or_foreign_files_reruns_the_output_nod
     }
 }
 
-#[tokio::test]
-async fn cancellation_interrupts_and_dequeues_the_prompt() {
+/// Wait (up to 5 s) until the mock has seen `method path`.
+async fn seen(mock: &MockServer, method: &str, path: &str) -> support::Recorded {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(r) = mock
+                .requests()
+                .into_iter()
+                .find(|q| q.method == method && q.path() == path)
+            {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {method} {path}"))
+}
+
+/// Queue the prompt, cancel the call while `/queue` answers `queue`, and return
+/// what the server saw once the cleanup's last request (`method path`) came.
+async fn cancel_while(queue: Value, method: &str, path: &str) -> Vec<support::Recorded> {
     let mock = MockServer::start().await;
     mock.route("POST", "/prompt", queued(PID));
     mock.route("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
-    mock.route(
-        "GET",
-        "/queue",
-        Reply::json(
-            200,
-            json!({"queue_running": [[1, PID, {}, {}, ["9"]]], "queue_pending": []}),
-        ),
-    );
+    mock.route("GET", "/queue", Reply::json(200, queue));
     mock.route("POST", "/queue", Reply::bytes(200, "text/plain", ""));
     mock.route("POST", "/interrupt", Reply::bytes(200, "text/plain", ""));
     let p = build("comfyui", settings(&mock)).unwrap();
     let ctx = CallCtx::detached();
     let cancel = ctx.cancel.clone();
+    let watcher = mock.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen(&watcher, "GET", "/queue").await;
         cancel.cancel();
     });
     let e = p.generate(&req(), &ctx).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Cancelled);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let reqs = mock.requests();
-    let int = reqs.iter().find(|r| r.path() == "/interrupt").expect("interrupt sent");
+    seen(&mock, method, path).await;
+    // The cleanup sends one request after its look at the queue; give a stray
+    // second one the time the first took.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    mock.requests()
+}
+
+#[tokio::test]
+async fn cancelling_a_running_prompt_interrupts_it_and_nothing_else() {
+    let reqs = cancel_while(
+        json!({"queue_running": [[1, PID, {}, {}, ["9"]]], "queue_pending": []}),
+        "POST",
+        "/interrupt",
+    )
+    .await;
+    let int = reqs.iter().find(|r| r.path() == "/interrupt").unwrap();
     assert_eq!(int.json()["prompt_id"], PID);
-    assert!(reqs.iter().any(|r| r.path() == "/queue" && r.method == "POST"));
+    assert!(!reqs.iter().any(|r| r.path() == "/queue" && r.method == "POST"));
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_prompt_deletes_it_and_never_interrupts_another_clients_prompt() {
+    // Another client's prompt runs; ours waits behind it.
+    let reqs = cancel_while(
+        json!({"queue_running": [[1, "theirs", {}, {}, ["9"]]], "queue_pending": [[2, PID, {}, {}, ["9"]]]}),
+        "POST",
+        "/queue",
+    )
+    .await;
+    let del = reqs
+        .iter()
+        .find(|r| r.path() == "/queue" && r.method == "POST")
+        .unwrap();
+    assert_eq!(del.json(), json!({"delete": [PID]}));
+    assert!(
+        !reqs.iter().any(|r| r.path() == "/interrupt"),
+        "an interrupt would have stopped the other client's prompt"
+    );
 }
 
 #[tokio::test]
@@ -612,4 +659,326 @@ async fn without_timestamps_cost_per_second_bills_wall_time_less_the_queue_wait(
         g.usage.cost_usd
     );
     assert!(g.usage.cost_usd >= 0.0);
+}
+
+/// Collects the progress a call reports.
+#[derive(Default)]
+struct Progress(std::sync::Mutex<Vec<(String, u64, u64)>>);
+
+impl creative_core::CallObserver for Progress {
+    fn member_call(&self, _: creative_core::MemberCall) {}
+    fn progress(&self, p: creative_core::CallProgress) {
+        self.0.lock().unwrap().push((p.stage, p.done, p.total));
+    }
+}
+
+/// The client id the call queued its prompt with, once it has.
+async fn queued_client(mock: &MockServer) -> String {
+    let post = seen(mock, "POST", "/prompt").await;
+    post.json()["client_id"].as_str().unwrap().to_string()
+}
+
+fn ws_msg(kind: &str, data: Value) -> Value {
+    json!({"type": kind, "data": data})
+}
+
+#[tokio::test]
+async fn completion_is_heard_on_the_websocket_and_node_progress_becomes_events() {
+    let mock = MockServer::start().await;
+    mock.enable_websocket();
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route("GET", "/view", Reply::bytes(200, "image/png", png("one", None)));
+    mock.route("POST", "/history", Reply::bytes(200, "text/plain", ""));
+    let server = mock.clone();
+    tokio::spawn(async move {
+        let client = queued_client(&server).await;
+        assert!(
+            server.websocket_clients().contains(&client),
+            "the socket opens before the prompt is queued"
+        );
+        let send = |k: &str, d: Value| assert!(server.ws_send(&client, &ws_msg(k, d)));
+        send("status", json!({"status": {"exec_info": {"queue_remaining": 1}}}));
+        send("execution_start", json!({"prompt_id": PID, "timestamp": 1}));
+        send(
+            "execution_cached",
+            json!({"nodes": ["4"], "prompt_id": PID, "timestamp": 1}),
+        );
+        // Another prompt's message on a shared server is not ours.
+        send(
+            "progress",
+            json!({"value": 9, "max": 9, "prompt_id": "other", "node": "3"}),
+        );
+        send("executing", json!({"node": "3", "display_node": "3", "prompt_id": PID}));
+        for v in 1..=3 {
+            send("progress", json!({"value": v, "max": 3, "prompt_id": PID, "node": "3"}));
+        }
+        send("executed", json!({"node": "9", "output": {}, "prompt_id": PID}));
+        send("execution_success", json!({"prompt_id": PID, "timestamp": 3}));
+        // The worker stores the history entry, then says `executing: null`.
+        server.route(
+            "GET",
+            &format!("/history/{PID}"),
+            Reply::json(200, history(PID, &["a.png"], &[], "success", vec![])),
+        );
+        send("executing", json!({"node": null, "prompt_id": PID}));
+    });
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let observer = Arc::new(Progress::default());
+    let ctx = CallCtx {
+        observer: Some(observer.clone()),
+        ..CallCtx::detached()
+    };
+    let g = p.generate(&req(), &ctx).await.unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+    let reqs = mock.requests();
+    let ws = reqs.iter().find(|r| r.path() == "/ws").expect("a websocket was opened");
+    assert_eq!(ws.query("clientId"), Some(queued_client(&mock).await));
+    assert_eq!(
+        reqs.iter().filter(|r| r.path() == format!("/history/{PID}")).count(),
+        1,
+        "the history is read once, when the socket says it is stored"
+    );
+    assert!(!reqs.iter().any(|r| r.path() == "/queue"), "no queue polls");
+    let stage = "node 3 (KSampler)".to_string();
+    assert_eq!(
+        *observer.0.lock().unwrap(),
+        vec![
+            (stage.clone(), 0, 0),
+            (stage.clone(), 1, 3),
+            (stage.clone(), 2, 3),
+            (stage, 3, 3)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_closed_mid_prompt_falls_back_to_polling() {
+    let mock = MockServer::start().await;
+    mock.enable_websocket();
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route("GET", "/view", Reply::bytes(200, "image/png", png("one", None)));
+    mock.route("POST", "/history", Reply::bytes(200, "text/plain", ""));
+    mock.route(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [[1, PID, {}, {}, ["9"]]], "queue_pending": []}),
+        ),
+    );
+    mock.route_once("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route(
+        "GET",
+        &format!("/history/{PID}"),
+        Reply::json(200, history(PID, &["a.png"], &[], "success", vec![])),
+    );
+    let server = mock.clone();
+    tokio::spawn(async move {
+        let client = queued_client(&server).await;
+        server.ws_send(
+            &client,
+            &ws_msg("execution_start", json!({"prompt_id": PID, "timestamp": 1})),
+        );
+        server.ws_close(&client);
+    });
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+    let polls = mock
+        .requests()
+        .iter()
+        .filter(|r| r.path() == format!("/history/{PID}"))
+        .count();
+    assert_eq!(polls, 2, "polled until the history had it");
+}
+
+#[tokio::test]
+async fn without_history_timestamps_the_run_time_billed_is_the_one_heard_on_the_websocket() {
+    let mock = MockServer::start().await;
+    mock.enable_websocket();
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route("GET", "/view", Reply::bytes(200, "image/png", png("one", None)));
+    mock.route("POST", "/history", Reply::bytes(200, "text/plain", ""));
+    let mut entry = history(PID, &["a.png"], &[], "success", vec![]);
+    entry[PID]["status"]["messages"] = json!([]);
+    let server = mock.clone();
+    let queue_wait = Duration::from_millis(800);
+    let run = Duration::from_millis(150);
+    tokio::spawn(async move {
+        let client = queued_client(&server).await;
+        tokio::time::sleep(queue_wait).await;
+        server.ws_send(&client, &ws_msg("execution_start", json!({"prompt_id": PID})));
+        tokio::time::sleep(run).await;
+        server.ws_send(&client, &ws_msg("execution_success", json!({"prompt_id": PID})));
+        server.route("GET", &format!("/history/{PID}"), Reply::json(200, entry));
+        server.ws_send(&client, &ws_msg("executing", json!({"node": null, "prompt_id": PID})));
+    });
+    let p = build("comfyui", with(settings(&mock), json!({"cost_per_second": 1.0}))).unwrap();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    let billed = g.usage.cost_usd;
+    assert!(billed >= run.as_secs_f64(), "billed {billed} s, ran at least {run:?}");
+    assert!(
+        billed < queue_wait.as_secs_f64(),
+        "billed {billed} s: the queue wait is not billed"
+    );
+}
+
+#[tokio::test]
+async fn output_nodes_are_sent_as_partial_execution_targets() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route(
+        "GET",
+        &format!("/history/{PID}"),
+        Reply::json(200, history(PID, &["a.png"], &[], "success", vec![])),
+    );
+    mock.route("GET", "/view", Reply::bytes(200, "image/png", png("one", None)));
+    mock.route("POST", "/history", Reply::bytes(200, "text/plain", ""));
+    let p = build("comfyui", with(settings(&mock), json!({"output_nodes": ["9"]}))).unwrap();
+    p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    let post = seen(&mock, "POST", "/prompt").await.json();
+    assert_eq!(post["partial_execution_targets"], json!(["9"]));
+
+    // Without `output_nodes` every output runs, and the key is not sent.
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let _ = p.generate(&req(), &CallCtx::detached()).await;
+    assert!(seen(&mock, "POST", "/prompt")
+        .await
+        .json()
+        .get("partial_execution_targets")
+        .is_none());
+}
+
+#[tokio::test]
+async fn finished_prompts_are_deleted_from_the_history_unless_kept() {
+    for keep in [false, true] {
+        let mock = MockServer::start().await;
+        mock.route("POST", "/prompt", queued(PID));
+        mock.route(
+            "GET",
+            &format!("/history/{PID}"),
+            Reply::json(200, history(PID, &["a.png"], &[], "success", vec![])),
+        );
+        mock.route("GET", "/view", Reply::bytes(200, "image/png", png("one", None)));
+        mock.route("POST", "/history", Reply::bytes(200, "text/plain", ""));
+        let p = build("comfyui", with(settings(&mock), json!({"keep_history": keep}))).unwrap();
+        p.generate(&req(), &CallCtx::detached()).await.unwrap();
+        if keep {
+            // The delete is sent after the call returns, if at all: wait as long
+            // as it takes when it is sent.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!mock.requests().iter().any(|r| r.path() == "/history"));
+        } else {
+            let del = seen(&mock, "POST", "/history").await;
+            assert_eq!(del.json(), json!({"delete": [PID]}));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_prompt_is_deleted_from_the_history_too() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    let err = json!(["execution_error", {"prompt_id": PID, "node_id": "3", "node_type": "KSampler",
+        "exception_type": "RuntimeError", "exception_message": "boom"}]);
+    mock.route(
+        "GET",
+        &format!("/history/{PID}"),
+        Reply::json(200, history(PID, &[], &[], "error", vec![err])),
+    );
+    mock.route("POST", "/history", Reply::bytes(200, "text/plain", ""));
+    let p = build("comfyui", settings(&mock)).unwrap();
+    p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(seen(&mock, "POST", "/history").await.json(), json!({"delete": [PID]}));
+}
+
+#[tokio::test]
+async fn a_call_out_of_time_names_how_long_the_prompt_waited_and_where() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/prompt", queued(PID));
+    mock.route("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [], "queue_pending": [[1, PID, {}, {}, ["9"]]]}),
+        ),
+    );
+    mock.route("POST", "/queue", Reply::bytes(200, "text/plain", ""));
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let mut ctx = CallCtx::detached();
+    ctx.deadline = Some(std::time::Instant::now() + Duration::from_millis(300));
+    let e = p.generate(&req(), &ctx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    let m = e.message();
+    assert!(
+        m.starts_with(&format!(
+            "prompt {PID} did not finish within the call's time limit: after "
+        )) && m.contains(" s it was still queued (raise the provider's `call_timeout_s`)"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_web_page_on_the_port_is_named_not_dumped() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "GET",
+        "/system_stats",
+        Reply::bytes(
+            404,
+            "text/html",
+            "<!DOCTYPE html><html><head><title>Error 404 (Not Found)</title></head><body><p>That is an error.</p></body></html>",
+        ),
+    );
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let e = p.preflight(&CallCtx::detached()).await.unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("Not Found: the server answered with a web page (\"Error 404 (Not Found)\")"),
+        "{e}"
+    );
+    assert!(!e.message().contains("<p>"), "{e}");
+}
+
+#[tokio::test]
+async fn validation_messages_read_as_sentences() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "POST",
+        "/prompt",
+        Reply::json(400, json!({
+            "error": {"type": "invalid_prompt", "message": "Cannot execute because node Foo does not exist.", "details": "Node ID '#2'", "extra_info": {}},
+            "node_errors": {}
+        })),
+    );
+    let p = build("comfyui", settings(&mock)).unwrap();
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "Cannot execute because node Foo does not exist (Node ID '#2')"
+    );
+
+    // Accepted with dropped outputs: no `(HTTP 200)`, and a reason without a message says so.
+    mock.reset();
+    mock.route(
+        "POST",
+        "/prompt",
+        Reply::json(
+            200,
+            json!({"prompt_id": PID, "number": 1, "node_errors": {"9": {"errors": [{}], "class_type": "SaveImage"}}}),
+        ),
+    );
+    mock.route("POST", "/queue", Reply::bytes(200, "text/plain", ""));
+    mock.route(
+        "GET",
+        "/queue",
+        Reply::json(200, json!({"queue_running": [], "queue_pending": []})),
+    );
+    let e = p.generate(&req(), &CallCtx::detached()).await.unwrap_err();
+    assert!(!e.to_string().contains("HTTP 200"), "{e}");
+    assert!(e.message().ends_with("node 9 (SaveImage): failed validation"), "{e}");
 }

@@ -158,3 +158,30 @@ async fn speech_passes_the_failure_suite() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn preflight_looks_up_the_configured_voice_else_the_models() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "GET",
+        &format!("/v1/voices/{VOICE}"),
+        Reply::json(200, json!({"voice_id": VOICE, "name": "George"})),
+    );
+    mock.route(
+        "GET",
+        "/v1/models",
+        Reply::json(200, json!([{"model_id": "eleven_multilingual_v2"}])),
+    );
+    let p = build(
+        "elevenlabs",
+        json!({"api_key": KEY, "base_url": mock.url(), "voice_id": VOICE}),
+    )
+    .unwrap();
+    p.preflight(&CallCtx::detached()).await.unwrap();
+    let r = mock.last();
+    assert_eq!(r.path(), format!("/v1/voices/{VOICE}"));
+    assert_eq!(r.header("xi-api-key"), Some(KEY));
+    let p = build("elevenlabs", json!({"api_key": KEY, "base_url": mock.url()})).unwrap();
+    p.preflight(&CallCtx::detached()).await.unwrap();
+    assert_eq!(mock.last().path(), "/v1/models");
+}

@@ -174,8 +174,8 @@ async fn imagen_predict_maps_parameters_and_filtered_outputs() {
     assert_eq!(b["instances"], json!([{"prompt": "robot holding a red skateboard"}]));
     assert_eq!(
         b["parameters"],
-        json!({"sampleCount": 2, "personGeneration": "dont_allow"}),
-        "raw wins whole"
+        json!({"sampleCount": 2, "aspectRatio": "1:1", "personGeneration": "dont_allow"}),
+        "raw merges into the typed parameters"
     );
     assert_eq!(g.artifacts.len(), 2);
     assert!((g.usage.cost_usd - 0.08).abs() < 1e-12);
@@ -481,4 +481,76 @@ async fn veo_is_estimated_at_the_default_duration_and_billed_from_the_container(
     );
     assert_eq!(g.usage.units, Some(5.0));
     assert_eq!(g.artifacts[0].meta().duration_s, Some(5.0));
+}
+
+#[tokio::test]
+async fn a_raw_generation_config_keeps_the_typed_seed_and_temperature_as_written() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/v1beta/models/gemini-2.5-flash:generateContent", text_ok());
+    let p = build("gemini", settings(&mock, json!({}))).unwrap();
+    let mut req = Request::new(Task::Text, "a tagline");
+    req.params.temperature = Some(0.7);
+    req.params.max_tokens = Some(50);
+    req.params.seed = Some(9);
+    req.raw
+        .insert("generationConfig".into(), json!({"topK": 40, "maxOutputTokens": 80}));
+    p.generate(&req, &CallCtx::detached()).await.unwrap();
+    let r = mock.last();
+    let b = r.json();
+    assert_eq!(
+        b["generationConfig"],
+        json!({"temperature": 0.7, "maxOutputTokens": 80, "seed": 9, "topK": 40}),
+        "raw wins per key, the rest stays"
+    );
+    assert!(
+        r.text().contains("\"temperature\":0.7") && !r.text().contains("0.6999"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn a_surprising_usage_metadata_keeps_the_text() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "POST",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        Reply::json(
+            200,
+            json!({
+                "candidates": [{"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": -3, "thoughtsTokenCount": 2.5}
+            }),
+        ),
+    );
+    let p = build("gemini", settings(&mock, json!({}))).unwrap();
+    let g = p
+        .generate(&Request::new(Task::Text, "hi"), &CallCtx::detached())
+        .await
+        .unwrap();
+    assert_eq!(g.artifacts[0].text(), Some("ok"));
+    assert_eq!(g.usage.input_tokens, Some(10));
+    assert_eq!(g.usage.output_tokens, None);
+}
+
+#[tokio::test]
+async fn preflight_gets_the_model_and_a_base_url_without_v1beta_fails_there() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "GET",
+        "/v1beta/models/gemini-2.5-flash",
+        Reply::json(200, json!({"name": "models/gemini-2.5-flash", "version": "001"})),
+    );
+    let p = build("gemini", settings(&mock, json!({}))).unwrap();
+    p.preflight(&CallCtx::detached()).await.unwrap();
+    let r = mock.last();
+    assert_eq!(
+        (r.method.as_str(), r.path()),
+        ("GET", "/v1beta/models/gemini-2.5-flash")
+    );
+    assert_eq!(r.header("x-goog-api-key"), Some(KEY));
+
+    let wrong = build("gemini", json!({"base_url": mock.url(), "api_key": KEY})).unwrap();
+    let e = wrong.preflight(&CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
 }

@@ -313,3 +313,28 @@ async fn connections_are_reused_across_calls() {
     assert_eq!(mock.requests().len(), 20);
     assert_eq!(mock.connections(), 1, "the pooled client keeps one connection alive");
 }
+
+#[tokio::test]
+async fn a_refused_connection_names_the_address_and_the_cause_once() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = Transport::builder("p", format!("http://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let e = t
+        .send(HttpRequest::get("prompt"), &CallCtx::detached())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    let m = e.message();
+    assert!(
+        m.starts_with(&format!("cannot connect to http://127.0.0.1:{port}/prompt: ")),
+        "{m}"
+    );
+    assert!(m.ends_with("; is the server running there?"), "{m}");
+    assert!(!m.contains("error sending request"), "{m}");
+}

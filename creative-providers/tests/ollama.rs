@@ -184,3 +184,49 @@ async fn preflight_asks_the_version_endpoint() {
         "a server without the endpoint is not Ollama"
     );
 }
+
+#[tokio::test]
+async fn a_raw_options_table_adds_to_the_typed_options() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/api/chat", chat_ok());
+    let p = build("ollama", json!({"base_url": mock.url()})).unwrap();
+    let mut req = Request::new(Task::Text, "hi");
+    req.params.temperature = Some(0.7);
+    req.params.seed = Some(42);
+    req.params.max_tokens = Some(64);
+    req.raw
+        .insert("options".into(), json!({"num_ctx": 8192, "num_predict": 128}));
+    p.generate(&req, &CallCtx::detached()).await.unwrap();
+    let r = mock.last();
+    assert_eq!(
+        r.json()["options"],
+        json!({"temperature": 0.7, "seed": 42, "num_predict": 128, "num_ctx": 8192})
+    );
+    assert!(
+        r.text().contains("\"temperature\":0.7") && !r.text().contains("0.6999"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn odd_token_counts_are_ignored_not_fatal() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "POST",
+        "/api/chat",
+        Reply::json(
+            200,
+            json!({"model": "llama3.2", "message": {"role": "assistant", "content": "ok"}, "done": true,
+                   "prompt_eval_count": -1, "eval_count": "20"}),
+        ),
+    );
+    let p = build("ollama", json!({"base_url": mock.url()})).unwrap();
+    let g = p
+        .generate(&Request::new(Task::Text, "hi"), &CallCtx::detached())
+        .await
+        .unwrap();
+    assert_eq!(g.artifacts[0].text(), Some("ok"));
+    assert_eq!(g.usage.input_tokens, None);
+    assert_eq!(g.usage.output_tokens, None);
+}

@@ -379,3 +379,66 @@ async fn preflight_asks_a_compatible_server_for_its_models() {
     let official = build("openai", json!({"api_key": "not-a-real-key"})).unwrap();
     official.preflight(&CallCtx::detached()).await.expect("not checked");
 }
+
+#[tokio::test]
+async fn temperature_goes_out_as_written_not_widened() {
+    let mock = MockServer::start().await;
+    mock.route("POST", "/v1/chat/completions", chat_ok());
+    let p = build("openai", settings(&mock, json!({}))).unwrap();
+    let mut req = Request::new(Task::Text, "a tagline");
+    req.params.temperature = Some(0.7);
+    p.generate(&req, &CallCtx::detached()).await.unwrap();
+    let sent = mock.last().text();
+    assert!(
+        sent.contains("\"temperature\":0.7") && !sent.contains("0.6999"),
+        "{sent}"
+    );
+}
+
+#[tokio::test]
+async fn a_surprising_usage_block_keeps_the_images_and_falls_back_to_the_image_price() {
+    let mock = MockServer::start().await;
+    let body = json!({
+        "created": 1, "data": [{"b64_json": b64(PNG)}],
+        "usage": {"input_tokens": -5, "output_tokens": "many", "input_tokens_details": "n/a"}
+    });
+    mock.route("POST", "/v1/images/generations", Reply::json(200, body));
+    let p = build("openai", settings(&mock, json!({"model": "dall-e-3"}))).unwrap();
+    let g = p
+        .generate(&Request::new(Task::Image, "a lighthouse"), &CallCtx::detached())
+        .await
+        .unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+    assert_eq!(g.usage.input_tokens, None);
+    assert_eq!(g.usage.output_tokens, None);
+    assert!(g.usage.cost_usd > 0.0, "priced per image instead: {}", g.usage.cost_usd);
+
+    // A usage that is not an object at all is ignored too.
+    mock.reset();
+    let body = json!({"created": 1, "data": [{"b64_json": b64(PNG)}], "usage": "unavailable"});
+    mock.route("POST", "/v1/images/generations", Reply::json(200, body));
+    let g = p
+        .generate(&Request::new(Task::Image, "a lighthouse"), &CallCtx::detached())
+        .await
+        .unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_chat_usage_with_negative_counts_keeps_the_text() {
+    let mock = MockServer::start().await;
+    let body = json!({
+        "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": -1}
+    });
+    mock.route("POST", "/v1/chat/completions", Reply::json(200, body));
+    let p = build("openai", settings(&mock, json!({}))).unwrap();
+    let g = p
+        .generate(&Request::new(Task::Text, "hi"), &CallCtx::detached())
+        .await
+        .unwrap();
+    assert_eq!(g.artifacts[0].text(), Some("ok"));
+    assert_eq!(g.usage.input_tokens, Some(12));
+    assert_eq!(g.usage.output_tokens, None);
+}

@@ -358,3 +358,215 @@ async fn size_and_gpu_time_prices_estimate_honestly() {
     assert!(p.has_price(&g));
     assert!((p.estimate_cost(&g) - 0.006).abs() < 1e-12);
 }
+
+/// Wait (up to 5 s) until the mock has seen a request to `path`.
+async fn seen(mock: &MockServer, path: &str) -> support::Recorded {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(r) = mock.requests().into_iter().find(|q| q.path() == path) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no request to {path}"))
+}
+
+#[tokio::test]
+async fn an_aborted_prediction_is_final_and_is_not_polled_again() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(201, prediction("ab", "starting", &base, Value::Null, Value::Null)),
+    );
+    mock.route(
+        "GET",
+        "/predictions/ab",
+        Reply::json(200, prediction("ab", "aborted", &base, Value::Null, Value::Null)),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "poll_interval_ms": 5, "poll_max_ms": 5}),
+    )
+    .unwrap();
+    let mut ctx = CallCtx::detached();
+    // Before the fix the poll ran on to the deadline.
+    ctx.deadline = Some(std::time::Instant::now() + Duration::from_secs(2));
+    let e = p.generate(&req(), &ctx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(e.message().contains("aborted"), "{e}");
+    let polls = mock.requests().iter().filter(|q| q.path() == "/predictions/ab").count();
+    assert_eq!(polls, 1);
+}
+
+#[tokio::test]
+async fn cancel_is_a_post_without_a_body_or_a_content_type() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(201, prediction("c2", "starting", &base, Value::Null, Value::Null)),
+    );
+    mock.route(
+        "GET",
+        "/predictions/c2",
+        Reply::json(200, prediction("c2", "processing", &base, Value::Null, Value::Null)),
+    );
+    mock.route(
+        "POST",
+        "/predictions/c2/cancel",
+        Reply::json(200, prediction("c2", "canceled", &base, Value::Null, Value::Null)),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "poll_interval_ms": 5}),
+    )
+    .unwrap();
+    let ctx = CallCtx::detached();
+    let cancel = ctx.cancel.clone();
+    let watcher = mock.clone();
+    tokio::spawn(async move {
+        seen(&watcher, "/predictions/c2").await;
+        cancel.cancel();
+    });
+    let e = p.generate(&req(), &ctx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    let c = seen(&mock, "/predictions/c2/cancel").await;
+    assert_eq!(c.method, "POST");
+    assert!(c.body.is_empty(), "cancel body: {:?}", c.text());
+    assert_eq!(c.header("content-type"), None);
+    assert_eq!(c.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+}
+
+#[tokio::test]
+async fn polls_and_cancels_stay_on_the_configured_base_url_behind_a_gateway() {
+    // `origin` stands for api.replicate.com: the prediction's URLs name it, but the
+    // configuration says to go through `gateway`, which holds the key.
+    let origin = MockServer::start().await;
+    let gateway = MockServer::start().await;
+    let base = format!("{}/replicate/v1", gateway.url());
+    let own = format!("{}/v1", origin.url());
+    let path = "/replicate/v1/models/black-forest-labs/flux-schnell/predictions";
+    gateway.route(
+        "POST",
+        path,
+        Reply::json(201, prediction("g1", "starting", &own, Value::Null, Value::Null)),
+    );
+    gateway.route_once(
+        "GET",
+        "/replicate/v1/predictions/g1",
+        Reply::json(200, prediction("g1", "processing", &own, Value::Null, Value::Null)),
+    );
+    gateway.route(
+        "GET",
+        "/replicate/v1/predictions/g1",
+        Reply::json(
+            200,
+            prediction(
+                "g1",
+                "succeeded",
+                &own,
+                json!([format!("data:image/png;base64,{PNG_B64}")]),
+                Value::Null,
+            ),
+        ),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": base, "poll_interval_ms": 5}),
+    )
+    .unwrap();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+    assert!(
+        origin.requests().is_empty(),
+        "went around the gateway: {:?}",
+        origin.requests()
+    );
+    let polls: Vec<_> = gateway
+        .requests()
+        .into_iter()
+        .filter(|q| q.path() == "/replicate/v1/predictions/g1")
+        .collect();
+    assert_eq!(polls.len(), 2);
+    assert!(polls
+        .iter()
+        .all(|q| q.header("authorization") == Some(format!("Bearer {KEY}").as_str())));
+}
+
+#[tokio::test]
+async fn preflight_asks_the_account_endpoint_with_the_token() {
+    let mock = MockServer::start().await;
+    mock.route(
+        "GET",
+        "/v1/account",
+        Reply::json(
+            200,
+            json!({"type": "user", "username": "u", "name": "U", "github_url": null}),
+        ),
+    );
+    let p = build(
+        "replicate",
+        json!({"api_key": KEY, "base_url": format!("{}/v1", mock.url())}),
+    )
+    .unwrap();
+    p.preflight(&CallCtx::detached()).await.unwrap();
+    let r = mock.last();
+    assert_eq!((r.method.as_str(), r.path()), ("GET", "/v1/account"));
+    assert_eq!(r.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+
+    // A base URL that misses the version answers 404 at preflight, not on every job.
+    let wrong = build("replicate", json!({"api_key": KEY, "base_url": mock.url()})).unwrap();
+    let e = wrong.preflight(&CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+}
+
+#[tokio::test]
+async fn unusable_metrics_do_not_fail_a_finished_prediction() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    let mut body = prediction(
+        "m1",
+        "succeeded",
+        &base,
+        json!([format!("data:image/png;base64,{PNG_B64}")]),
+        Value::Null,
+    );
+    body["metrics"] = json!({"predict_time": "1.5s", "total_time": -3});
+    mock.route("POST", PATH, Reply::json(201, body));
+    let p = build("replicate", json!({"api_key": KEY, "base_url": base})).unwrap();
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+}
+
+#[tokio::test]
+async fn floats_go_out_as_written_and_raw_merges_into_the_input() {
+    let mock = MockServer::start().await;
+    let base = mock.url();
+    mock.route(
+        "POST",
+        PATH,
+        Reply::json(
+            201,
+            prediction(
+                "f1",
+                "succeeded",
+                &base,
+                json!([format!("data:image/png;base64,{PNG_B64}")]),
+                Value::Null,
+            ),
+        ),
+    );
+    let p = build("replicate", json!({"api_key": KEY, "base_url": base})).unwrap();
+    let mut r = req();
+    r.params.guidance = Some(3.3);
+    r.raw.insert("seed".into(), Value::Null);
+    p.generate(&r, &CallCtx::detached()).await.unwrap();
+    let sent = mock.last().text();
+    assert!(sent.contains("\"guidance_scale\":3.3"), "{sent}");
+    assert!(!sent.contains("\"seed\""), "a raw null removes the key: {sent}");
+}

@@ -229,3 +229,25 @@ async fn the_key_never_shows_in_debug_or_in_errors_that_echo_it() {
         Some(format!("Bearer {KEY}").as_str())
     );
 }
+
+#[tokio::test]
+async fn preflight_asks_the_balance_with_the_key() {
+    let mock = MockServer::start().await;
+    mock.route("GET", "/v1/user/balance", Reply::json(200, json!({"credits": 12.5})));
+    let p = build("stability", json!({"api_key": KEY, "base_url": mock.url()})).unwrap();
+    p.preflight(&CallCtx::detached()).await.unwrap();
+    let r = mock.last();
+    assert_eq!((r.method.as_str(), r.path()), ("GET", "/v1/user/balance"));
+    assert_eq!(r.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    mock.reset();
+    mock.route(
+        "GET",
+        "/v1/user/balance",
+        Reply::json(
+            401,
+            json!({"id": "x", "name": "unauthorized", "message": "missing authorization header"}),
+        ),
+    );
+    let e = p.preflight(&CallCtx::detached()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth);
+}

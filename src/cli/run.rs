@@ -261,10 +261,10 @@ async fn run_async(campaign: Campaign, a: RunArgs, out: Option<PathBuf>, log_for
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_signal().await {
                 eprintln!("\ncancelling: finished steps are kept; continue with --resume");
                 cancel.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if stop_signal().await {
                     std::process::exit(130);
                 }
             }
@@ -418,4 +418,24 @@ impl Notices {
         self.last.insert(key, now);
         Some(text())
     }
+}
+
+/// Ctrl-C, or on Unix SIGTERM (a farm's or systemd's stop) or SIGHUP (a closed
+/// terminal): each cancels the run the same way, so prompts on remote servers are
+/// taken back and finished steps are kept. `false` when no signal can be awaited.
+async fn stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+        {
+            return tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                _ = term.recv() => true,
+                _ = hup.recv() => true,
+            };
+        }
+    }
+    tokio::signal::ctrl_c().await.is_ok()
 }

@@ -36,7 +36,7 @@ use crate::artifact::probe;
 use crate::error::{ErrorKind, ProviderError, StepError};
 use crate::events::EventKind;
 use crate::exec::shared::{Claim, Counters, ProviderSlot, RunShared};
-use crate::provider::{CallCtx, CallObserver, MemberCall};
+use crate::provider::{CallCtx, CallObserver, CallProgress, MemberCall};
 use crate::request::{Generation, Request};
 use crate::resilience::RetryPolicy;
 use crate::step::StepCtx;
@@ -545,7 +545,8 @@ impl StepCtx {
 }
 
 /// Turns a composite provider's member calls into `MemberAttemptFinished`
-/// events of the job and step whose attempt made them.
+/// events, and any provider's progress reports into `Progress` events, of the
+/// job and step whose attempt made them.
 struct MemberEvents {
     run: Arc<RunShared>,
     job: String,
@@ -568,6 +569,17 @@ impl CallObserver for MemberEvents {
             cost_usd: call.cost_usd,
             error_kind,
             error,
+        });
+    }
+
+    fn progress(&self, p: CallProgress) {
+        self.run.events.emit(EventKind::Progress {
+            job: self.job.clone(),
+            step: self.step.clone(),
+            provider: self.router.clone(),
+            stage: p.stage,
+            done: p.done,
+            total: p.total,
         });
     }
 }

@@ -144,6 +144,10 @@ struct State {
     connections: usize,
     routes: VecDeque<Route>,
     requests: Vec<Recorded>,
+    /// Whether `GET /ws` upgrades to a websocket (ComfyUI's `/ws?clientId=`).
+    websocket: bool,
+    /// Open websockets by client id: what to send them (`None` closes).
+    sockets: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Option<String>>>,
 }
 
 /// The loopback mock server.
@@ -219,6 +223,75 @@ impl MockServer {
     pub fn last(&self) -> Recorded {
         self.requests().pop().expect("no request reached the mock")
     }
+
+    /// Accept websocket upgrades on `GET /ws?clientId=...` from now on (the
+    /// handshake of RFC 6455, as ComfyUI's aiohttp server answers it).
+    pub fn enable_websocket(&self) {
+        self.state.lock().unwrap().websocket = true;
+    }
+
+    /// The client ids with an open websocket.
+    pub fn websocket_clients(&self) -> Vec<String> {
+        self.state.lock().unwrap().sockets.keys().cloned().collect()
+    }
+
+    /// Send a text frame to `client_id`'s websocket; false when it has none.
+    pub fn ws_send(&self, client_id: &str, v: &Value) -> bool {
+        let s = self.state.lock().unwrap();
+        s.sockets
+            .get(client_id)
+            .is_some_and(|tx| tx.send(Some(v.to_string())).is_ok())
+    }
+
+    /// Close `client_id`'s websocket from the server's side.
+    pub fn ws_close(&self, client_id: &str) {
+        if let Some(tx) = self.state.lock().unwrap().sockets.remove(client_id) {
+            let _ = tx.send(None);
+        }
+    }
+}
+
+/// Complete a websocket handshake on `sock` and pump frames from the mock's
+/// per-client channel until either side closes.
+#[cfg(feature = "comfyui")]
+async fn serve_websocket(
+    sock: TcpStream,
+    key: &str,
+    client_id: String,
+    state: Arc<Mutex<State>>,
+) -> std::io::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+    let mut sock = sock;
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    sock.write_all(head.as_bytes()).await?;
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(sock, Role::Server, None).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    state.lock().unwrap().sockets.insert(client_id.clone(), tx);
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Some(text)) => {
+                    if ws.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                _ => {
+                    let _ = ws.close(None).await;
+                    break;
+                }
+            },
+            incoming = ws.next() => match incoming {
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+        }
+    }
+    state.lock().unwrap().sockets.remove(&client_id);
+    Ok(())
 }
 
 fn pick(state: &Mutex<State>, req: &Recorded) -> Reply {
@@ -262,6 +335,20 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
             }
         }
         let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        #[cfg(feature = "comfyui")]
+        if get("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) && state.lock().unwrap().websocket {
+            let rec = Recorded {
+                method,
+                target,
+                headers: headers.clone(),
+                body: Vec::new(),
+            };
+            let client_id = rec.query("clientId").unwrap_or_default();
+            state.lock().unwrap().requests.push(rec);
+            let key = get("sec-websocket-key").unwrap_or_default();
+            let sock = r.into_inner().reunite(w).expect("halves of one socket");
+            return serve_websocket(sock, &key, client_id, state).await;
+        }
         let mut body = Vec::new();
         if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(n, 0);

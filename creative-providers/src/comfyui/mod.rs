@@ -13,17 +13,30 @@
 //!    paths (`"12.inputs.strength"`) are set last: the escape hatch;
 //! 2. uploads input images (`POST /upload/image`, multipart) and injects their
 //!    names;
-//! 3. queues the prompt (`POST /prompt` with our own `prompt_id` and a
-//!    `client_id`). Validation errors are reported per node. ComfyUI answers 200 when
+//! 3. opens ComfyUI's websocket (`/ws?clientId=`, with a client id of the call's
+//!    own, since the server keeps one socket per id) and queues the prompt (`POST
+//!    /prompt` with our own `prompt_id`, that `client_id`, and `output_nodes` as
+//!    `partial_execution_targets`, so a server that knows the key runs only those
+//!    outputs). Validation errors are reported per node. ComfyUI answers 200 when
 //!    *some* outputs validate and silently drops the others, listing them in
 //!    `node_errors`: that is an error here too, and the half-prompt is removed from
 //!    the queue;
-//! 4. waits for completion by polling `GET /history/{prompt_id}`. ComfyUI answers
-//!    `{}` both for "not finished" and for "never heard of it", so an empty history
-//!    is checked against `GET /queue`: a prompt in neither is *lost* (server
-//!    restarted, history cleared) and fails with that reason instead of waiting
-//!    forever ("unknown is not pending");
-//! 5. fetches every output file of the prompt's output nodes with `GET /view`.
+//! 4. waits for completion on the websocket (see the `ws` module): node
+//!    progress becomes [`CallProgress`] reports (engine `Progress` events), and
+//!    `executing` with no node says the history entry is stored. Every
+//!    `ws_check_ms` (10 s) the history and queue are asked anyway. Without a
+//!    websocket (setting `websocket = false`, a proxy that refuses the upgrade,
+//!    a socket that closes) `GET /history/{prompt_id}` is polled with backoff.
+//!    ComfyUI answers `{}` both for "not finished" and for "never heard of it", so
+//!    an empty history is checked against `GET /queue`: a prompt in neither is
+//!    *lost* (server restarted, history cleared) and fails with that reason
+//!    instead of waiting forever ("unknown is not pending");
+//! 5. fetches every output file of the prompt's output nodes with `GET /view`;
+//! 6. deletes the prompt's history entry (`POST /history {delete}`; ComfyUI keeps
+//!    up to 10,000 in memory, each with its workflow) unless `keep_history` is
+//!    set. Uploaded inputs cannot be deleted through ComfyUI's API; they are named
+//!    by their content (`creative_{id}`) and overwritten, so a campaign leaves one
+//!    file per distinct input, not one per call.
 //!
 //! **Cached re-runs.** ComfyUI caches node results: a prompt identical to an earlier
 //! one executes nothing (`execution_cached` lists the nodes) and its history points
@@ -37,8 +50,11 @@
 //! ask the server to drop its cache (`POST /free`) when a node has no prefix.
 //!
 //! **Cancellation.** When the call is cancelled, times out or is dropped, the
-//! prompt is removed from the queue (`POST /queue {delete}`) and interrupted if it
-//! is running (`POST /interrupt {prompt_id}`).
+//! queue is read: a prompt of ours that is running is interrupted (`POST
+//! /interrupt {prompt_id}`), one still pending is removed from the queue (`POST
+//! /queue {delete}`). `/interrupt` never goes out otherwise: servers before
+//! September 2025 ignore its `prompt_id` and stop whatever runs, another
+//! client's prompt included.
 //!
 //! Cost: ComfyUI is the user's own GPU; `cost_per_image` (default 0) prices
 //! outputs, `cost_per_second` (default 0) prices the time the prompt executed,
@@ -46,7 +62,8 @@
 //! message to the `execution_success` one in the history entry's
 //! `status.messages` (ComfyUI's `PromptExecutor.add_message` stamps each with
 //! `timestamp`, milliseconds since the epoch). A server that stamps no times is
-//! billed the wall time from queueing the prompt to finding it in the history,
+//! billed the span from `execution_start` to the end as heard on the websocket,
+//! else the wall time from queueing the prompt to finding it in the history,
 //! less the time the queue polls saw it still pending. A cached re-run's
 //! prompts add up. Estimates count `cost_per_image` only (no run time is known
 //! before the call).
@@ -59,13 +76,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use creative_core::registry::BuildCtx;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, CallProgress, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
+    Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+mod ws;
+
 use crate::http::{
-    backend_settings, sniff_media, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults, Transport,
+    backend_settings, sniff_media, wire_f32, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
+    Transport,
 };
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
@@ -110,6 +131,23 @@ struct Extra {
     cost_per_second: f64,
     #[serde(default = "default_max_batch")]
     max_batch: u32,
+    /// Follow prompts on ComfyUI's websocket (polling stays the fallback).
+    #[serde(default = "default_true")]
+    websocket: bool,
+    /// While following a prompt on the websocket, ask the history and queue
+    /// this often anyway (a missed message, a restarted server).
+    #[serde(default = "default_ws_check_ms")]
+    ws_check_ms: u64,
+    /// Leave finished prompts in ComfyUI's history instead of deleting them.
+    #[serde(default)]
+    keep_history: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_ws_check_ms() -> u64 {
+    10_000
 }
 
 fn default_poll_ms() -> u64 {
@@ -159,6 +197,9 @@ pub struct ComfyUi {
     cost_per_image: f64,
     cost_per_second: f64,
     max_batch: u32,
+    websocket: bool,
+    ws_check: Duration,
+    keep_history: bool,
 }
 
 impl std::fmt::Debug for ComfyUi {
@@ -214,6 +255,16 @@ impl ComfyUi {
                 }
             }
         }
+        for (k, v, lo, hi) in [
+            ("poll_interval_ms", extra.poll_interval_ms, 1, 60_000),
+            ("poll_max_ms", extra.poll_max_ms, 1, 600_000),
+            ("ws_check_ms", extra.ws_check_ms, 10, 3_600_000),
+            ("max_batch", u64::from(extra.max_batch), 1, 4096),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("`{k}` must be between {lo} and {hi}, not {v}"));
+            }
+        }
         for (k, v) in [
             ("cost_per_image", extra.cost_per_image),
             ("cost_per_second", extra.cost_per_second),
@@ -257,6 +308,9 @@ impl ComfyUi {
             cost_per_image: extra.cost_per_image,
             cost_per_second: extra.cost_per_second,
             max_batch: extra.max_batch.max(1),
+            websocket: extra.websocket,
+            ws_check: Duration::from_millis(extra.ws_check_ms),
+            keep_history: extra.keep_history,
         })
     }
 
@@ -296,8 +350,8 @@ impl ComfyUi {
         if let Some(s) = p.steps {
             values.push(("steps", s.into()));
         }
-        if let Some(g) = p.guidance {
-            values.push(("guidance", json!(g)));
+        if let Some(g) = p.guidance.and_then(wire_f32) {
+            values.push(("guidance", g));
         }
         if let Some(c) = p.count {
             values.push(("batch_size", c.into()));
@@ -375,9 +429,16 @@ impl ComfyUi {
         &self,
         wf: &Map<String, Value>,
         prompt_id: &str,
+        client_id: &str,
         ctx: &CallCtx,
     ) -> Result<String, ProviderError> {
-        let body = json!({ "prompt": wf, "client_id": self.client_id, "prompt_id": prompt_id });
+        let mut body = json!({ "prompt": wf, "client_id": client_id, "prompt_id": prompt_id });
+        if let Some(nodes) = &self.output_nodes {
+            // Servers since mid-2025 run only these outputs (and what they need);
+            // older ones ignore the key and run every output, of which only
+            // these are fetched.
+            body["partial_execution_targets"] = json!(nodes);
+        }
         let resp = match self.transport.send(HttpRequest::post_json("prompt", body), ctx).await {
             Ok(r) => r,
             Err(e) => return Err(self.explain_prompt_error(e, wf)),
@@ -392,15 +453,14 @@ impl ComfyUi {
             // Valid outputs were queued and the invalid ones silently dropped: the
             // result would be incomplete, so take the prompt back and fail.
             spawn_cleanup(self.transport.clone(), prompt_id.to_string());
-            return Err(self
-                .err(
-                    ErrorKind::Invalid,
-                    format!(
-                        "ComfyUI accepted the prompt but dropped outputs that failed validation: {}",
-                        describe_node_errors(errs, wf)
-                    ),
-                )
-                .with_status(resp.status));
+            // Not an HTTP failure (ComfyUI answered 200), so no status is kept.
+            return Err(self.err(
+                ErrorKind::Invalid,
+                format!(
+                    "ComfyUI accepted the prompt but dropped outputs that failed validation: {}",
+                    describe_node_errors(errs, wf)
+                ),
+            ));
         }
         Ok(prompt_id.to_string())
     }
@@ -414,18 +474,12 @@ impl ComfyUi {
         else {
             return e;
         };
-        let mut msg = body
+        let message = body
             .pointer("/error/message")
             .and_then(Value::as_str)
-            .unwrap_or(e.message())
-            .to_string();
-        if let Some(d) = body
-            .pointer("/error/details")
-            .and_then(Value::as_str)
-            .filter(|d| !d.is_empty())
-        {
-            msg = format!("{msg}: {d}");
-        }
+            .unwrap_or(e.message());
+        let details = body.pointer("/error/details").and_then(Value::as_str);
+        let mut msg = with_details(message, details);
         if let Some(errs) = body
             .get("node_errors")
             .and_then(Value::as_object)
@@ -446,44 +500,217 @@ impl ComfyUi {
         out
     }
 
-    /// Poll until the prompt is in the history; `Err` when it is lost or fails.
-    /// Also returns how long, from the call, the queue polls last saw the prompt
-    /// still pending (time queued, not executing).
-    async fn wait(&self, prompt_id: &str, ctx: &CallCtx) -> Result<(Value, Duration), ProviderError> {
+    /// Wait until the prompt is in the history: over the websocket when one is
+    /// open, falling back to polling when it closes; `Err` when the prompt is
+    /// lost, the call is cancelled or its time runs out.
+    async fn wait(&self, prompt_id: &str, ctx: &CallCtx, sock: Option<ws::Socket>) -> Result<Finished, ProviderError> {
         let since = tokio::time::Instant::now();
-        let mut queued = Duration::ZERO;
-        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
-        let history_path = format!("history/{prompt_id}");
-        loop {
-            backoff.wait(ctx, &self.id).await?;
-            let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
-            if let Some(entry) = h.get(prompt_id) {
-                return Ok((entry.clone(), queued));
+        let mut started = None;
+        if let Some(mut sock) = sock {
+            match self.listen(&mut sock, prompt_id, ctx, since, &mut started).await? {
+                Some(done) => return Ok(done),
+                None => tracing::debug!(provider = %self.id, prompt_id, "websocket closed; polling instead"),
             }
-            // `{}` means "not finished" or "never heard of it": ask the queue.
-            let q: Value = self.transport.send_json(HttpRequest::get("queue"), ctx).await?;
-            if queue_in(&q, "queue_pending", prompt_id) {
-                queued = since.elapsed();
-                continue;
-            }
-            if queue_in(&q, "queue_running", prompt_id) {
-                continue;
-            }
-            // It left the queue: it is in the history now, or it is lost. (A prompt
-            // moves from the queue to the history under one lock, so the history is
-            // read again after the queue.)
-            let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
-            if let Some(entry) = h.get(prompt_id) {
-                return Ok((entry.clone(), queued));
-            }
-            return Err(self.err(
-                ErrorKind::Unavailable,
-                format!(
-                    "prompt {prompt_id} is lost: ComfyUI has it neither in its queue nor in its history \
-                     (the server restarted, or the queue or history was cleared)"
-                ),
-            ));
         }
+        self.poll(prompt_id, ctx, since, started).await
+    }
+
+    /// Follow the prompt on the websocket. Every `ws_check` without the end, the
+    /// history and queue are asked once (a message the socket missed, a prompt
+    /// lost to a restart). `Ok(None)` when the socket closed first.
+    async fn listen(
+        &self,
+        sock: &mut ws::Socket,
+        prompt_id: &str,
+        ctx: &CallCtx,
+        since: tokio::time::Instant,
+        started: &mut Option<tokio::time::Instant>,
+    ) -> Result<Option<Finished>, ProviderError> {
+        let mut ended: Option<tokio::time::Instant> = None;
+        let mut stage = String::new();
+        let mut next_check = since + self.ws_check;
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return Err(ProviderError::cancelled(&self.id)),
+                _ = until_deadline(ctx) => return Err(self.out_of_time(prompt_id, since, started.is_some())),
+                ev = sock.next_for(prompt_id) => ev,
+                _ = tokio::time::sleep_until(next_check) => {
+                    next_check = tokio::time::Instant::now() + self.ws_check;
+                    match self.check(prompt_id, ctx).await.map_err(|e| self.timed_out(e, ctx, prompt_id, since, started.is_some()))? {
+                        Check::Done(entry) => return Ok(Some(self.finished(entry, since, *started, ended))),
+                        Check::Pending | Check::Running => continue,
+                    }
+                }
+            };
+            let now = tokio::time::Instant::now();
+            match ev {
+                None => return Ok(None),
+                Some(ws::WsEvent::Started) => *started = Some(now),
+                Some(ws::WsEvent::Executing(node)) => {
+                    stage = self.stage(&node);
+                    ctx.report_progress(CallProgress {
+                        stage: stage.clone(),
+                        done: 0,
+                        total: 0,
+                    });
+                }
+                Some(ws::WsEvent::Progress { node, value, max }) => {
+                    if let Some(n) = node {
+                        stage = self.stage(&n);
+                    }
+                    ctx.report_progress(CallProgress {
+                        stage: stage.clone(),
+                        done: value,
+                        total: max,
+                    });
+                }
+                // The history entry is stored just after: look soon.
+                Some(ws::WsEvent::Ended) => {
+                    ended.get_or_insert(now);
+                    next_check = now + self.poll.0;
+                }
+                Some(ws::WsEvent::Stored) => {
+                    ended.get_or_insert(now);
+                    let h: Value = self
+                        .transport
+                        .send_json(HttpRequest::get(format!("history/{prompt_id}")), ctx)
+                        .await
+                        .map_err(|e| self.timed_out(e, ctx, prompt_id, since, true))?;
+                    if let Some(entry) = h.get(prompt_id) {
+                        return Ok(Some(self.finished(entry.clone(), since, *started, ended)));
+                    }
+                    next_check = now + self.poll.0;
+                }
+            }
+        }
+    }
+
+    /// `node 3 (KSampler)`, for progress events.
+    fn stage(&self, node: &str) -> String {
+        match self
+            .workflow
+            .get(node)
+            .and_then(|n| n.get("class_type"))
+            .and_then(Value::as_str)
+        {
+            Some(class) => format!("node {node} ({class})"),
+            None => format!("node {node}"),
+        }
+    }
+
+    fn finished(
+        &self,
+        entry: Value,
+        since: tokio::time::Instant,
+        started: Option<tokio::time::Instant>,
+        ended: Option<tokio::time::Instant>,
+    ) -> Finished {
+        let now = tokio::time::Instant::now();
+        Finished {
+            entry,
+            queued: started.map_or(Duration::ZERO, |s| s.saturating_duration_since(since)),
+            heard_run_s: started.map(|s| ended.unwrap_or(now).saturating_duration_since(s).as_secs_f64()),
+        }
+    }
+
+    /// Poll the history (and, while it is empty, the queue) with backoff until
+    /// the prompt is done.
+    async fn poll(
+        &self,
+        prompt_id: &str,
+        ctx: &CallCtx,
+        since: tokio::time::Instant,
+        started: Option<tokio::time::Instant>,
+    ) -> Result<Finished, ProviderError> {
+        let mut queued = started.map(|s| s.saturating_duration_since(since));
+        let mut running = started.is_some();
+        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
+        loop {
+            backoff
+                .wait(ctx, &self.id)
+                .await
+                .map_err(|e| self.timed_out(e, ctx, prompt_id, since, running))?;
+            match self
+                .check(prompt_id, ctx)
+                .await
+                .map_err(|e| self.timed_out(e, ctx, prompt_id, since, running))?
+            {
+                Check::Done(entry) => {
+                    return Ok(Finished {
+                        entry,
+                        queued: queued.unwrap_or(Duration::ZERO),
+                        heard_run_s: None,
+                    })
+                }
+                Check::Pending => queued = Some(since.elapsed()),
+                Check::Running => running = true,
+            }
+        }
+    }
+
+    /// Where the prompt is: done (its history entry), pending or running; `Err`
+    /// when it is lost. ComfyUI answers `{}` both for "not finished" and for
+    /// "never heard of it", so an empty history is checked against the queue.
+    async fn check(&self, prompt_id: &str, ctx: &CallCtx) -> Result<Check, ProviderError> {
+        let history_path = format!("history/{prompt_id}");
+        let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+        if let Some(entry) = h.get(prompt_id) {
+            return Ok(Check::Done(entry.clone()));
+        }
+        let q: Value = self.transport.send_json(HttpRequest::get("queue"), ctx).await?;
+        if queue_in(&q, "queue_pending", prompt_id) {
+            return Ok(Check::Pending);
+        }
+        if queue_in(&q, "queue_running", prompt_id) {
+            return Ok(Check::Running);
+        }
+        // It left the queue: it is in the history now, or it is lost. (A prompt
+        // moves from the queue to the history under one lock, so the history is
+        // read again after the queue.)
+        let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+        if let Some(entry) = h.get(prompt_id) {
+            return Ok(Check::Done(entry.clone()));
+        }
+        Err(self.err(
+            ErrorKind::Unavailable,
+            format!(
+                "prompt {prompt_id} is lost: ComfyUI has it neither in its queue nor in its history \
+                 (the server restarted, or the queue or history was cleared)"
+            ),
+        ))
+    }
+
+    /// `e`, or when it is a timeout because the call's deadline passed (not a
+    /// slow answer), the error that says so (see [`ComfyUi::out_of_time`]).
+    fn timed_out(
+        &self,
+        e: ProviderError,
+        ctx: &CallCtx,
+        prompt_id: &str,
+        since: tokio::time::Instant,
+        running: bool,
+    ) -> ProviderError {
+        let deadline_passed = ctx.deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        if e.kind() == ErrorKind::Timeout && deadline_passed {
+            self.out_of_time(prompt_id, since, running)
+        } else {
+            e
+        }
+    }
+
+    /// The error for a call whose time ran out while the prompt was queued or
+    /// running, naming how long it waited.
+    fn out_of_time(&self, prompt_id: &str, since: tokio::time::Instant, running: bool) -> ProviderError {
+        let state = if running { "still running" } else { "still queued" };
+        self.err(
+            ErrorKind::Timeout,
+            format!(
+                "prompt {prompt_id} did not finish within the call's time limit: after {:.1} s it was {state} \
+                 (raise the provider's `call_timeout_s`)",
+                since.elapsed().as_secs_f64()
+            ),
+        )
     }
 
     fn check_status(&self, entry: &Value) -> Result<(), ProviderError> {
@@ -623,6 +850,17 @@ fn execution_span_s(entry: &Value) -> Option<f64> {
     (end >= start && (end - start).is_finite()).then(|| (end - start) / 1000.0)
 }
 
+/// ComfyUI's `message` and `details` as one sentence: `Required input is
+/// missing (images)`, `Cannot execute because node Foo does not exist (Node ID
+/// '#2')`, without the period ComfyUI ends some messages with.
+fn with_details(message: &str, details: Option<&str>) -> String {
+    let m = message.trim().trim_end_matches('.');
+    match details.map(str::trim).filter(|d| !d.is_empty()) {
+        Some(d) => format!("{m} ({d})"),
+        None => m.to_string(),
+    }
+}
+
 fn describe_node_errors(errs: &Map<String, Value>, wf: &Map<String, Value>) -> String {
     let mut parts = Vec::new();
     for (node, e) in errs {
@@ -637,11 +875,8 @@ fn describe_node_errors(errs: &Map<String, Value>, wf: &Map<String, Value>) -> S
             .map(|a| {
                 a.iter()
                     .map(|r| {
-                        let m = r.get("message").and_then(Value::as_str).unwrap_or("invalid");
-                        match r.get("details").and_then(Value::as_str).filter(|d| !d.is_empty()) {
-                            Some(d) => format!("{m}: {d}"),
-                            None => m.to_string(),
-                        }
+                        let m = r.get("message").and_then(Value::as_str).unwrap_or("failed validation");
+                        with_details(m, r.get("details").and_then(Value::as_str))
                     })
                     .collect()
             })
@@ -653,6 +888,12 @@ fn describe_node_errors(errs: &Map<String, Value>, wf: &Map<String, Value>) -> S
 
 /// Take a queued or running prompt back, without waiting for the answer: used on
 /// cancellation (the call's own token is cancelled, so a fresh context is used).
+///
+/// `/interrupt` stops whatever the server is running: servers before September
+/// 2025 ignore the `prompt_id` it names, so interrupting a prompt that is not
+/// running would kill another client's. So the queue is asked first: a running
+/// prompt of ours is interrupted, a pending one deleted from the queue, and when
+/// the queue cannot be read only the (harmless) delete is sent.
 fn spawn_cleanup(t: Transport, prompt_id: String) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
@@ -662,16 +903,81 @@ fn spawn_cleanup(t: Transport, prompt_id: String) {
             deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
             ..CallCtx::detached()
         };
+        let running = match t.send_json::<Value>(HttpRequest::get("queue"), &ctx).await {
+            Ok(q) => queue_in(&q, "queue_running", &prompt_id),
+            Err(_) => false,
+        };
+        if running {
+            let _ = t
+                .send(
+                    HttpRequest::post_json("interrupt", json!({ "prompt_id": prompt_id })),
+                    &ctx,
+                )
+                .await;
+        } else {
+            let _ = t
+                .send(HttpRequest::post_json("queue", json!({ "delete": [prompt_id] })), &ctx)
+                .await;
+        }
+    });
+}
+
+/// Delete finished prompts' history entries, without waiting for the answer
+/// (ComfyUI keeps up to 10,000 in memory, each with its whole workflow).
+fn spawn_forget(t: Transport, prompt_ids: Vec<String>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let ctx = CallCtx {
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
+            ..CallCtx::detached()
+        };
         let _ = t
-            .send(HttpRequest::post_json("queue", json!({ "delete": [prompt_id] })), &ctx)
-            .await;
-        let _ = t
-            .send(
-                HttpRequest::post_json("interrupt", json!({ "prompt_id": prompt_id })),
-                &ctx,
-            )
+            .send(HttpRequest::post_json("history", json!({ "delete": prompt_ids })), &ctx)
             .await;
     });
+}
+
+/// What [`ComfyUi::check`] found.
+enum Check {
+    Done(Value),
+    Pending,
+    Running,
+}
+
+/// A prompt found in the history.
+struct Finished {
+    entry: Value,
+    /// How long it waited in the queue, as far as was seen.
+    queued: Duration,
+    /// Seconds from `execution_start` to the end, as heard on the websocket.
+    heard_run_s: Option<f64>,
+}
+
+/// Resolves when the call's deadline passes; never without one.
+async fn until_deadline(ctx: &CallCtx) {
+    match ctx.deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Deletes finished prompts' history entries when the call ends, however it ends.
+struct Forget {
+    /// `None` when the history is kept (`keep_history`).
+    transport: Option<Transport>,
+    prompt_ids: Vec<String>,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        if let Some(t) = self.transport.take() {
+            if !self.prompt_ids.is_empty() {
+                spawn_forget(t, std::mem::take(&mut self.prompt_ids));
+            }
+        }
+    }
 }
 
 /// Cancels the remote prompt if dropped while armed (cancellation, timeout, or the
@@ -969,15 +1275,24 @@ impl Provider for ComfyUi {
         }
         let mut wf = self.workflow_for(request, &names)?;
         let mut reruns = 0u32;
+        // Finished prompts' history entries are deleted however the call ends.
+        let mut forget = Forget {
+            transport: (!self.keep_history).then(|| self.transport.clone()),
+            prompt_ids: Vec::new(),
+        };
         loop {
             let suggested = random_hex();
+            // A client id of the call's own: ComfyUI sends a prompt's messages to
+            // the socket of the client id it was queued with, and one socket per id.
+            let client_id = format!("{}-{}", self.client_id, &suggested[..12]);
+            let sock = self.open_socket(&client_id).await;
             let mut guard = PromptGuard {
                 transport: self.transport.clone(),
                 prompt_id: suggested.clone(),
                 armed: true,
             };
             let queued_at = tokio::time::Instant::now();
-            let prompt_id = match self.queue_prompt(&wf, &suggested, ctx).await {
+            let prompt_id = match self.queue_prompt(&wf, &suggested, &client_id, ctx).await {
                 Ok(id) => id,
                 Err(e) => {
                     // A refused prompt was never queued; an accepted-then-dropped one
@@ -990,11 +1305,17 @@ impl Provider for ComfyUi {
                 }
             };
             guard.prompt_id = prompt_id.clone();
-            let (entry, queued) = self.wait(&prompt_id, ctx).await?;
+            let Finished {
+                entry,
+                queued,
+                heard_run_s,
+            } = self.wait(&prompt_id, ctx, sock).await?;
             guard.armed = false;
+            forget.prompt_ids.push(prompt_id.clone());
             self.check_status(&entry)?;
-            run_s +=
-                execution_span_s(&entry).unwrap_or_else(|| queued_at.elapsed().saturating_sub(queued).as_secs_f64());
+            run_s += execution_span_s(&entry)
+                .or(heard_run_s)
+                .unwrap_or_else(|| queued_at.elapsed().saturating_sub(queued).as_secs_f64());
             let cached: BTreeSet<String> = cached_nodes(&entry);
             let files = self.outputs(&entry);
             if files.is_empty() {
@@ -1093,6 +1414,30 @@ impl Provider for ComfyUi {
 }
 
 impl ComfyUi {
+    /// The websocket for `client_id`, when enabled and the server offers one;
+    /// `None` means polling (logged at debug: a proxy without websockets, an
+    /// old server).
+    async fn open_socket(&self, client_id: &str) -> Option<ws::Socket> {
+        if !self.websocket {
+            return None;
+        }
+        let timeout = self.transport.timeout().min(Duration::from_secs(5));
+        match ws::Socket::connect(
+            self.transport.base_url(),
+            client_id,
+            self.transport.origin_headers(),
+            timeout,
+        )
+        .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(provider = %self.id, error = %e, "no ComfyUI websocket; polling instead");
+                None
+            }
+        }
+    }
+
     fn workflow_for(&self, request: &Request, names: &[String]) -> Result<Map<String, Value>, ProviderError> {
         match request.task {
             Task::Image | Task::ImageEdit => self.build_workflow(request, names),
@@ -1123,8 +1468,10 @@ fn cached_nodes(entry: &Value) -> BTreeSet<String> {
 /// `api_key_env` when the server sits behind an authenticating proxy), plus
 /// `workflow` (inline) or `workflow_path` (relative to the spec), `inject` (name ->
 /// `node_id.inputs.field` or a list of them), `output_nodes`, `client_id`,
-/// `poll_interval_ms` (250), `poll_max_ms` (2000), `cost_per_image` (0),
-/// `cost_per_second` (0), `max_batch` (16).
+/// `poll_interval_ms` (250, 1..=60000), `poll_max_ms` (2000, 1..=600000),
+/// `websocket` (true), `ws_check_ms` (10000, 10..=3600000), `keep_history`
+/// (false), `cost_per_image` (0), `cost_per_second` (0), `max_batch` (16,
+/// 1..=4096).
 pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "comfyui",
