@@ -15,7 +15,7 @@ Exit codes:
   3    degraded: every job succeeded, but a fallback served work its primary provider failed to do
   4    partial: some jobs succeeded, some failed
   5    budget: a money, attempt or time limit stopped it (raise it, then --resume)
-  130  cancelled (Ctrl-C); continue with --resume";
+  130  cancelled (Ctrl-C, SIGTERM or SIGHUP); continue with --resume";
 
 /// Run generative-AI campaigns from a spec: generate, check, finish and deliver
 /// every job of its matrix.
