@@ -285,6 +285,8 @@ pub struct Artifact {
     data: Bytes,
     meta: Arc<Meta>,
     provenance: Arc<Provenance>,
+    /// Decoded pixels, shared by every clone (see [`crate::pixels`]).
+    pixels: Arc<crate::pixels::Memo>,
 }
 
 impl Artifact {
@@ -297,6 +299,7 @@ impl Artifact {
             data,
             meta: Arc::new(Meta::default()),
             provenance: Arc::new(Provenance::default()),
+            pixels: Arc::default(),
         }
     }
 
@@ -316,6 +319,7 @@ impl Artifact {
             data,
             meta: Arc::new(meta),
             provenance: Arc::new(provenance),
+            pixels: Arc::default(),
         }
     }
 
@@ -364,6 +368,30 @@ impl Artifact {
     /// The provenance.
     pub fn provenance(&self) -> &Provenance {
         &self.provenance
+    }
+
+    /// The decoded pixels kept beside this image, if a step drew or decoded
+    /// them and the process's budget allowed keeping them.
+    pub fn pixels(&self) -> Option<Arc<crate::pixels::Pixels>> {
+        self.pixels.get()
+    }
+
+    /// Keep `pixels`, the decoded form of this image's bytes, beside it for the
+    /// steps and gates after this one (when the budget allows). The caller
+    /// vouches that they are what decoding [`data`](Self::data) gives.
+    pub fn with_pixels(self, pixels: crate::pixels::Pixels) -> Self {
+        self.pixels.offer(pixels);
+        self
+    }
+
+    /// The decoded pixels: the kept ones, else `decode`'s, kept for the next
+    /// caller. Concurrent callers on clones of one artifact wait for one decode
+    /// instead of each decoding the same bytes.
+    pub fn pixels_or_decode<E>(
+        &self,
+        decode: impl FnOnce(&Bytes) -> Result<crate::pixels::Pixels, E>,
+    ) -> Result<Arc<crate::pixels::Pixels>, E> {
+        self.pixels.get_or_decode(|| decode(&self.data))
     }
 
     /// The payload as UTF-8 text, when the media is textual and valid UTF-8.

@@ -44,6 +44,7 @@ pub mod generate;
 pub mod job;
 pub mod limits;
 pub mod pipeline;
+pub mod pixels;
 pub mod provenance;
 pub mod provider;
 pub mod registry;

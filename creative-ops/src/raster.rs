@@ -257,6 +257,40 @@ impl Raster {
         Ok((Raster::from_dynamic(img), format))
     }
 
+    /// Decode an artifact's image, or take the pixels kept beside it (see
+    /// [`creative_core::pixels`]): the first of several steps or gates on one
+    /// image decodes it, the others reuse its pixels. `what` names the input in
+    /// errors.
+    pub fn of_artifact(a: &creative_core::artifact::Artifact, what: &str) -> Result<(Raster, Format), OpsError> {
+        let Some(format) = Format::from_media(a.media()) else {
+            return Raster::decode(a.data(), what);
+        };
+        let pixels = a.pixels_or_decode(|bytes| Raster::decode(bytes, what).map(|(r, _)| r.into_pixels()))?;
+        Ok((Raster::from_pixels(&pixels), format))
+    }
+
+    /// The pixels to keep beside the artifact this raster is encoded into.
+    pub fn into_pixels(self) -> creative_core::pixels::Pixels {
+        let (w, h) = (self.width(), self.height());
+        let (alpha, data) = match self {
+            Raster::Rgb(i) => (false, i.into_raw()),
+            Raster::Rgba(i) => (true, i.into_raw()),
+        };
+        creative_core::pixels::Pixels::new(w, h, alpha, data).expect("an image buffer holds width x height pixels")
+    }
+
+    /// A raster of kept pixels (a copy: the steps change their raster in place).
+    pub fn from_pixels(p: &creative_core::pixels::Pixels) -> Raster {
+        let data = p.data().to_vec();
+        if p.has_alpha() {
+            Raster::Rgba(
+                RgbaImage::from_raw(p.width(), p.height(), data).expect("pixels hold width x height x 4 bytes"),
+            )
+        } else {
+            Raster::Rgb(RgbImage::from_raw(p.width(), p.height(), data).expect("pixels hold width x height x 3 bytes"))
+        }
+    }
+
     /// Normalise any decoded image to 8-bit RGB or RGBA.
     pub fn from_dynamic(img: image::DynamicImage) -> Raster {
         use image::DynamicImage as D;

@@ -560,3 +560,51 @@ async fn non_image_inputs_are_rejected_with_the_step_name() {
         .unwrap_err();
     assert!(e.to_string().contains("cannot decode input"), "{e}");
 }
+
+#[tokio::test]
+async fn a_png_output_carries_its_pixels_and_they_are_what_its_bytes_decode_to() {
+    let input = png(&detailed(96, 64, 7));
+    let out = run(
+        "resize",
+        json!({ "width": 48, "height": 32, "mode": "exact" }),
+        input.clone(),
+    )
+    .await;
+    let kept = out[0]
+        .pixels()
+        .expect("a PNG output keeps the pixels it was encoded from");
+    let decoded = match Raster::decode(out[0].data(), "out").unwrap().0 {
+        Raster::Rgb(i) => i.into_raw(),
+        Raster::Rgba(i) => i.into_raw(),
+    };
+    assert_eq!((kept.width(), kept.height()), (48, 32));
+    assert_eq!(kept.data(), &decoded[..]);
+    // The step decoded its input once and kept those pixels for the next user.
+    let source = input.pixels().expect("the input's decode is kept beside it");
+    assert_eq!((source.width(), source.height()), (96, 64));
+}
+
+#[tokio::test]
+async fn three_steps_on_one_image_reuse_one_decode_and_give_what_a_fresh_decode_gives() {
+    let hero = png(&detailed(120, 80, 11));
+    let settings = [
+        ("resize", json!({ "width": 60, "height": 60, "mode": "exact" })),
+        ("resize", json!({ "width": 30, "height": 20, "mode": "exact" })),
+        ("crop", json!({ "x": 0, "y": 10, "width": 120, "height": 50 })),
+    ];
+    let tasks: Vec<_> = settings
+        .iter()
+        .map(|(k, s)| tokio::spawn(run(k, s.clone(), hero.clone())))
+        .collect();
+    let mut shared = Vec::new();
+    for t in tasks {
+        shared.push(t.await.unwrap());
+    }
+    assert!(hero.pixels().is_some());
+    // The same steps on a fresh artifact of the same bytes (no pixels kept): same outputs.
+    for ((k, s), out) in settings.iter().zip(&shared) {
+        let fresh = Artifact::new(MediaType::Png, hero.data().clone());
+        let again = run(k, s.clone(), fresh).await;
+        assert_eq!(again[0].id(), out[0].id(), "{k}: kept pixels give the same bytes");
+    }
+}

@@ -45,10 +45,32 @@ pub(crate) fn png_thumbnail(data: &[u8], max: u32) -> Option<Vec<u8>> {
         png::ColorType::Rgba => (4, png::ColorType::Rgba),
         png::ColorType::Indexed => return None,
     };
+    shrink(&buf, w, h, info.line_size, ch, color, max)
+}
+
+/// The thumbnail of pixels a step kept beside its image (see
+/// [`creative_core::pixels`]): the same box filter, no decode.
+fn pixels_thumbnail(p: &creative_core::pixels::Pixels, max: u32) -> Option<Vec<u8>> {
+    if p.width() <= max && p.height() <= max {
+        return None;
+    }
+    let (ch, color) = if p.has_alpha() {
+        (4, png::ColorType::Rgba)
+    } else {
+        (3, png::ColorType::Rgb)
+    };
+    shrink(p.data(), p.width(), p.height(), p.width() as usize * ch, ch, color, max)
+}
+
+/// Scale 8-bit pixels (`ch` bytes each, rows `stride` bytes apart) so the
+/// longest side is `max` (box filter) and encode them as a PNG.
+fn shrink(buf: &[u8], w: u32, h: u32, stride: usize, ch: usize, color: png::ColorType, max: u32) -> Option<Vec<u8>> {
+    if w == 0 || h == 0 {
+        return None;
+    }
     let scale = f64::from(max) / f64::from(w.max(h));
     let nw = ((f64::from(w) * scale).round() as u32).max(1);
     let nh = ((f64::from(h) * scale).round() as u32).max(1);
-    let stride = info.line_size;
     let mut out = vec![0u8; (nw * nh) as usize * ch];
     for y in 0..nh {
         let y0 = (u64::from(y) * u64::from(h) / u64::from(nh)) as usize;
@@ -107,7 +129,15 @@ pub fn make_thumbnail(
     if path.is_file() {
         return Ok(true);
     }
-    match png_thumbnail(artifact.data(), THUMB) {
+    let (w, h) = (artifact.meta().width, artifact.meta().height);
+    if w.is_some_and(|w| w <= THUMB) && h.is_some_and(|h| h <= THUMB) {
+        return Ok(false);
+    }
+    let thumb = match artifact.pixels() {
+        Some(p) => pixels_thumbnail(&p, THUMB),
+        None => png_thumbnail(artifact.data(), THUMB),
+    };
+    match thumb {
         Some(t) if t.len() < artifact.data().len() => {
             crate::store::write_atomic(&path, &t, false)?;
             Ok(true)

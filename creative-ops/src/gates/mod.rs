@@ -46,9 +46,9 @@ where
     if a.media().kind() != MediaKind::Image {
         return Err(GateError::new(gate, format!("needs an image; got {}", a.media())));
     }
-    let data = a.data().clone();
+    let a = a.clone();
     let what = format!("{} ({})", a.id().short(), a.media());
-    tokio::task::spawn_blocking(move || Raster::decode(&data, &what).map(|(r, _)| f(r)))
+    tokio::task::spawn_blocking(move || Raster::of_artifact(&a, &what).map(|(r, _)| f(r)))
         .await
         .map_err(|e| OpsError::Worker(e.to_string()).into_gate(gate))?
         .map_err(|e| e.into_gate(gate))

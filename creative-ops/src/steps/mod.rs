@@ -175,13 +175,22 @@ where
     F: Fn(Raster, &Artifact) -> Result<Vec<Produced>, OpsError>,
 {
     let what = format!("{} ({})", input.id().short(), input.media());
-    let (raster, in_format) = Raster::decode(input.data(), &what)?;
+    let (raster, in_format) = Raster::of_artifact(input, &what)?;
     let format = info.output.resolve(in_format);
     op(raster, input)?
         .into_iter()
-        .map(|p| {
+        .map(|mut p| {
             let bytes = p.raster.encode(format, &info.output)?;
-            Ok(build_artifact(input, info, step, format, bytes, &p))
+            let a = build_artifact(input, info, step, format, bytes, &p);
+            // The next step, gate or thumbnail on this output reuses these
+            // pixels instead of decoding what was just encoded. Only for lossless
+            // outputs: a JPEG's or lossy WebP's bytes decode to other pixels.
+            Ok(if format == Format::Png {
+                let raster = std::mem::replace(&mut p.raster, Raster::Rgb(image::RgbImage::new(0, 0)));
+                a.with_pixels(raster.into_pixels())
+            } else {
+                a
+            })
         })
         .collect()
 }
