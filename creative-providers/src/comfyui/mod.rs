@@ -82,7 +82,10 @@ use creative_core::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+pub mod pool;
 mod ws;
+
+use pool::{Pool, Server, ServerStats};
 
 use crate::http::{
     backend_settings, sniff_media, wire_f32, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
@@ -141,6 +144,15 @@ struct Extra {
     /// Leave finished prompts in ComfyUI's history instead of deleting them.
     #[serde(default)]
     keep_history: bool,
+    /// A pool of servers instead of one `base_url`.
+    base_urls: Option<Vec<String>>,
+    /// How long a pool server that stopped answering is passed over.
+    #[serde(default = "default_server_down_s")]
+    server_down_s: u64,
+}
+
+fn default_server_down_s() -> u64 {
+    30
 }
 
 fn default_true() -> bool {
@@ -188,7 +200,10 @@ pub struct ComfyUi {
     workflow_hash: String,
     /// The settings fingerprint, computed once.
     fingerprint: String,
-    transport: Transport,
+    /// The servers (one for `base_url`, several for `base_urls`).
+    pool: Pool,
+    /// How long a server that stopped answering is passed over.
+    server_down: Duration,
     workflow: Map<String, Value>,
     inject: BTreeMap<String, Vec<NodePath>>,
     output_nodes: Option<Vec<String>>,
@@ -206,7 +221,10 @@ impl std::fmt::Debug for ComfyUi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComfyUi")
             .field("id", &self.id)
-            .field("transport", &self.transport)
+            .field(
+                "servers",
+                &self.pool.servers.iter().map(|s| s.transport.clone()).collect::<Vec<_>>(),
+            )
             .field("nodes", &self.workflow.len())
             .field("inject", &self.inject.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
@@ -273,8 +291,32 @@ impl ComfyUi {
                 return Err(format!("`{k}` must be a non-negative number"));
             }
         }
-        let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
-        let transport = http.transport(id, auth).build()?;
+        let auth = || http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
+        let servers = match &extra.base_urls {
+            None => vec![Server::new(http.transport(id, auth()).build()?)],
+            Some(_) if settings.get("base_url").is_some() => {
+                return Err("give `base_url` (one server) or `base_urls` (a pool), not both".into())
+            }
+            Some(urls) if urls.is_empty() => return Err("`base_urls` is empty: name at least one server".into()),
+            Some(urls) => {
+                let mut out = Vec::with_capacity(urls.len());
+                for (i, u) in urls.iter().enumerate() {
+                    let mut one = http.clone();
+                    one.base_url = crate::http::Url::parse(u)
+                        .ok()
+                        .filter(|x| matches!(x.scheme(), "http" | "https"))
+                        .ok_or_else(|| format!("`base_urls[{i}]`: `{u}` is not an http or https URL"))?;
+                    out.push(Server::new(one.transport(id, auth()).build()?));
+                }
+                out
+            }
+        };
+        if !(1..=3600).contains(&extra.server_down_s) {
+            return Err(format!(
+                "`server_down_s` must be between 1 and 3600, not {}",
+                extra.server_down_s
+            ));
+        }
         let inject_json: BTreeMap<&str, Vec<String>> = inject
             .iter()
             .map(|(k, paths)| {
@@ -284,7 +326,13 @@ impl ComfyUi {
                 )
             })
             .collect();
-        let fingerprint = http.fingerprint(
+        let mut fp_http = http.clone();
+        if extra.base_urls.is_some() {
+            // A pool's servers are interchangeable (they hold the same models):
+            // adding or replacing one must not make finished work look stale.
+            fp_http.base_url = crate::http::Url::parse("http://comfyui-pool").map_err(|e| e.to_string())?;
+        }
+        let fingerprint = fp_http.fingerprint(
             "comfyui",
             json!({
                 "workflow": workflow_hash,
@@ -296,7 +344,8 @@ impl ComfyUi {
             id: id.to_string(),
             workflow_hash,
             fingerprint,
-            transport,
+            pool: Pool::new(servers),
+            server_down: Duration::from_secs(extra.server_down_s),
             workflow,
             inject,
             output_nodes: extra.output_nodes,
@@ -402,14 +451,14 @@ impl ComfyUi {
         Ok(wf)
     }
 
-    async fn upload(&self, a: &Artifact, ctx: &CallCtx) -> Result<String, ProviderError> {
+    async fn upload(&self, srv: &Server, a: &Artifact, ctx: &CallCtx) -> Result<String, ProviderError> {
         let name = format!("creative_{}.{}", a.id().short(), a.media().extension());
         let parts = vec![
             FormPart::file("image", a.data().clone(), name, a.media().as_str()),
             FormPart::text("type", "input"),
             FormPart::text("overwrite", "true"),
         ];
-        let v: Value = self
+        let v: Value = srv
             .transport
             .send_json(HttpRequest::post_multipart("upload/image", parts), ctx)
             .await?;
@@ -427,6 +476,7 @@ impl ComfyUi {
     /// older server ignores the `prompt_id` we suggest).
     async fn queue_prompt(
         &self,
+        srv: &Server,
         wf: &Map<String, Value>,
         prompt_id: &str,
         client_id: &str,
@@ -439,7 +489,7 @@ impl ComfyUi {
             // these are fetched.
             body["partial_execution_targets"] = json!(nodes);
         }
-        let resp = match self.transport.send(HttpRequest::post_json("prompt", body), ctx).await {
+        let resp = match srv.transport.send(HttpRequest::post_json("prompt", body), ctx).await {
             Ok(r) => r,
             Err(e) => return Err(self.explain_prompt_error(e, wf)),
         };
@@ -452,7 +502,7 @@ impl ComfyUi {
         {
             // Valid outputs were queued and the invalid ones silently dropped: the
             // result would be incomplete, so take the prompt back and fail.
-            spawn_cleanup(self.transport.clone(), prompt_id.to_string());
+            spawn_cleanup(srv.transport.clone(), prompt_id.to_string());
             // Not an HTTP failure (ComfyUI answered 200), so no status is kept.
             return Err(self.err(
                 ErrorKind::Invalid,
@@ -503,16 +553,22 @@ impl ComfyUi {
     /// Wait until the prompt is in the history: over the websocket when one is
     /// open, falling back to polling when it closes; `Err` when the prompt is
     /// lost, the call is cancelled or its time runs out.
-    async fn wait(&self, prompt_id: &str, ctx: &CallCtx, sock: Option<ws::Socket>) -> Result<Finished, ProviderError> {
+    async fn wait(
+        &self,
+        srv: &Server,
+        prompt_id: &str,
+        ctx: &CallCtx,
+        sock: Option<ws::Socket>,
+    ) -> Result<Finished, ProviderError> {
         let since = tokio::time::Instant::now();
         let mut started = None;
         if let Some(mut sock) = sock {
-            match self.listen(&mut sock, prompt_id, ctx, since, &mut started).await? {
+            match self.listen(srv, &mut sock, prompt_id, ctx, since, &mut started).await? {
                 Some(done) => return Ok(done),
                 None => tracing::debug!(provider = %self.id, prompt_id, "websocket closed; polling instead"),
             }
         }
-        self.poll(prompt_id, ctx, since, started).await
+        self.poll(srv, prompt_id, ctx, since, started).await
     }
 
     /// Follow the prompt on the websocket. Every `ws_check` without the end, the
@@ -520,6 +576,7 @@ impl ComfyUi {
     /// lost to a restart). `Ok(None)` when the socket closed first.
     async fn listen(
         &self,
+        srv: &Server,
         sock: &mut ws::Socket,
         prompt_id: &str,
         ctx: &CallCtx,
@@ -537,7 +594,7 @@ impl ComfyUi {
                 ev = sock.next_for(prompt_id) => ev,
                 _ = tokio::time::sleep_until(next_check) => {
                     next_check = tokio::time::Instant::now() + self.ws_check;
-                    match self.check(prompt_id, ctx).await.map_err(|e| self.timed_out(e, ctx, prompt_id, since, started.is_some()))? {
+                    match self.check(srv, prompt_id, ctx).await.map_err(|e| self.timed_out(e, ctx, prompt_id, since, started.is_some()))? {
                         Check::Done(entry) => return Ok(Some(self.finished(entry, since, *started, ended))),
                         Check::Pending | Check::Running => continue,
                     }
@@ -546,6 +603,7 @@ impl ComfyUi {
             let now = tokio::time::Instant::now();
             match ev {
                 None => return Ok(None),
+                Some(ws::WsEvent::Queue(n)) => srv.set_queue(n),
                 Some(ws::WsEvent::Started) => *started = Some(now),
                 Some(ws::WsEvent::Executing(node)) => {
                     stage = self.stage(&node);
@@ -572,7 +630,7 @@ impl ComfyUi {
                 }
                 Some(ws::WsEvent::Stored) => {
                     ended.get_or_insert(now);
-                    let h: Value = self
+                    let h: Value = srv
                         .transport
                         .send_json(HttpRequest::get(format!("history/{prompt_id}")), ctx)
                         .await
@@ -618,6 +676,7 @@ impl ComfyUi {
     /// the prompt is done.
     async fn poll(
         &self,
+        srv: &Server,
         prompt_id: &str,
         ctx: &CallCtx,
         since: tokio::time::Instant,
@@ -632,7 +691,7 @@ impl ComfyUi {
                 .await
                 .map_err(|e| self.timed_out(e, ctx, prompt_id, since, running))?;
             match self
-                .check(prompt_id, ctx)
+                .check(srv, prompt_id, ctx)
                 .await
                 .map_err(|e| self.timed_out(e, ctx, prompt_id, since, running))?
             {
@@ -652,13 +711,13 @@ impl ComfyUi {
     /// Where the prompt is: done (its history entry), pending or running; `Err`
     /// when it is lost. ComfyUI answers `{}` both for "not finished" and for
     /// "never heard of it", so an empty history is checked against the queue.
-    async fn check(&self, prompt_id: &str, ctx: &CallCtx) -> Result<Check, ProviderError> {
+    async fn check(&self, srv: &Server, prompt_id: &str, ctx: &CallCtx) -> Result<Check, ProviderError> {
         let history_path = format!("history/{prompt_id}");
-        let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+        let h: Value = srv.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
         if let Some(entry) = h.get(prompt_id) {
             return Ok(Check::Done(entry.clone()));
         }
-        let q: Value = self.transport.send_json(HttpRequest::get("queue"), ctx).await?;
+        let q: Value = srv.transport.send_json(HttpRequest::get("queue"), ctx).await?;
         if queue_in(&q, "queue_pending", prompt_id) {
             return Ok(Check::Pending);
         }
@@ -668,7 +727,7 @@ impl ComfyUi {
         // It left the queue: it is in the history now, or it is lost. (A prompt
         // moves from the queue to the history under one lock, so the history is
         // read again after the queue.)
-        let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+        let h: Value = srv.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
         if let Some(entry) = h.get(prompt_id) {
             return Ok(Check::Done(entry.clone()));
         }
@@ -796,12 +855,12 @@ impl ComfyUi {
         files
     }
 
-    async fn fetch(&self, f: &OutputFile, ctx: &CallCtx) -> Result<Option<(Bytes, Option<MediaType>)>, ProviderError> {
+    async fn fetch(&self, srv: &Server, f: &OutputFile, ctx: &CallCtx) -> Result<Option<(Bytes, Option<MediaType>)>, ProviderError> {
         let req = HttpRequest::get("view")
             .query("filename", &f.filename)
             .query("subfolder", &f.subfolder)
             .query("type", &f.kind);
-        match self.transport.send(req, ctx).await {
+        match srv.transport.send(req, ctx).await {
             Ok(r) => {
                 let media = r.media_type();
                 Ok(Some((r.body, media)))
@@ -1231,12 +1290,28 @@ impl Provider for ComfyUi {
         &self.id
     }
 
-    /// `GET /system_stats`: answers as soon as the server is up, whatever its queue.
+    /// `GET /system_stats` of each server: it answers as soon as the server is
+    /// up, whatever its queue. A pool passes when one server answers; the others
+    /// are marked down (and logged) until they answer a call.
     async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
-        self.transport
-            .send(HttpRequest::get("system_stats"), ctx)
-            .await
-            .map(|_| ())
+        let mut first_err = None;
+        let mut up = 0usize;
+        for srv in &self.pool.servers {
+            match srv.transport.send(HttpRequest::get("system_stats"), ctx).await {
+                Ok(_) => up += 1,
+                Err(e) => {
+                    if self.pool.servers.len() > 1 {
+                        tracing::warn!(provider = %self.id, server = %srv.name(), error = %e, "a ComfyUI server of the pool does not answer");
+                        srv.mark_down(self.server_down);
+                    }
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if up == 0 => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The base URL, the workflow's hash, the resolved injection map (given or
@@ -1267,17 +1342,84 @@ impl Provider for ComfyUi {
     }
 
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let mut given_up: Vec<usize> = Vec::new();
+        loop {
+            let claim = self.pool.claim(&given_up).ok_or_else(|| {
+                self.err(ErrorKind::Unavailable, "every ComfyUI server of the pool stopped answering during this call")
+            })?;
+            let srv = claim.server;
+            let err = match self.run_on(srv, request, ctx).await {
+                Ok(g) => return Ok(g),
+                Err(e) => e,
+            };
+            if !self.server_died(srv, &err, ctx).await {
+                return Err(err);
+            }
+            srv.mark_down(self.server_down);
+            let requeue = self.pool.servers.len() > given_up.len() + 1;
+            srv.record(|s| {
+                s.failures += 1;
+                s.requeued += u64::from(requeue);
+            });
+            if !requeue {
+                return Err(if self.pool.servers.len() > 1 {
+                    self.err(
+                        ErrorKind::Transient,
+                        format!(
+                            "every ComfyUI server of the pool stopped answering; the last, {}: {}",
+                            srv.name(),
+                            err.message()
+                        ),
+                    )
+                } else {
+                    err
+                });
+            }
+            tracing::warn!(provider = %self.id, server = %srv.name(), error = %err, "a ComfyUI server stopped answering; queueing the prompt on another");
+            given_up.push(claim.index);
+        }
+    }
+}
+
+impl ComfyUi {
+    /// What each server has done in this process (one entry without a pool).
+    pub fn server_stats(&self) -> Vec<ServerStats> {
+        self.pool.servers.iter().map(Server::stats).collect()
+    }
+
+    /// Whether `err` came from `srv` no longer answering: a failure that could
+    /// be the server's (not the prompt's, not a cancellation or the call's
+    /// deadline) and a `GET /system_stats` probe that fails too.
+    async fn server_died(&self, srv: &Server, err: &ProviderError, ctx: &CallCtx) -> bool {
+        let deadline_passed = ctx.deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        let maybe = match err.kind() {
+            ErrorKind::Transient | ErrorKind::Unavailable => true,
+            ErrorKind::Timeout => !deadline_passed,
+            _ => false,
+        };
+        if !maybe || ctx.cancel.is_cancelled() {
+            return false;
+        }
+        let probe = CallCtx {
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(3)),
+            ..CallCtx::detached()
+        };
+        srv.transport.send(HttpRequest::get("system_stats"), &probe).await.is_err()
+    }
+
+    /// One attempt at the call on one server.
+    async fn run_on(&self, srv: &Server, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
         // Seconds the server spent executing our prompts (see the module docs).
         let mut run_s = 0.0f64;
         let mut names = Vec::with_capacity(request.inputs.len());
         for a in &request.inputs {
-            names.push(self.upload(a, ctx).await?);
+            names.push(self.upload(srv, a, ctx).await?);
         }
         let mut wf = self.workflow_for(request, &names)?;
         let mut reruns = 0u32;
         // Finished prompts' history entries are deleted however the call ends.
         let mut forget = Forget {
-            transport: (!self.keep_history).then(|| self.transport.clone()),
+            transport: (!self.keep_history).then(|| srv.transport.clone()),
             prompt_ids: Vec::new(),
         };
         loop {
@@ -1285,14 +1427,14 @@ impl Provider for ComfyUi {
             // A client id of the call's own: ComfyUI sends a prompt's messages to
             // the socket of the client id it was queued with, and one socket per id.
             let client_id = format!("{}-{}", self.client_id, &suggested[..12]);
-            let sock = self.open_socket(&client_id).await;
+            let sock = self.open_socket(srv, &client_id).await;
             let mut guard = PromptGuard {
-                transport: self.transport.clone(),
+                transport: srv.transport.clone(),
                 prompt_id: suggested.clone(),
                 armed: true,
             };
             let queued_at = tokio::time::Instant::now();
-            let prompt_id = match self.queue_prompt(&wf, &suggested, &client_id, ctx).await {
+            let prompt_id = match self.queue_prompt(srv, &wf, &suggested, &client_id, ctx).await {
                 Ok(id) => id,
                 Err(e) => {
                     // A refused prompt was never queued; an accepted-then-dropped one
@@ -1309,7 +1451,7 @@ impl Provider for ComfyUi {
                 entry,
                 queued,
                 heard_run_s,
-            } = self.wait(&prompt_id, ctx, sock).await?;
+            } = self.wait(srv, &prompt_id, ctx, sock).await?;
             guard.armed = false;
             forget.prompt_ids.push(prompt_id.clone());
             self.check_status(&entry)?;
@@ -1327,7 +1469,7 @@ impl Provider for ComfyUi {
             let mut artifacts = Vec::with_capacity(files.len());
             let mut stale: BTreeSet<String> = BTreeSet::new();
             for (node, f) in &files {
-                let got = self.fetch(f, ctx).await?;
+                let got = self.fetch(srv, f, ctx).await?;
                 let Some((data, declared)) = got else {
                     if cached.contains(node) {
                         stale.insert(node.clone());
@@ -1355,6 +1497,7 @@ impl Provider for ComfyUi {
                 extra.insert("comfyui_node".into(), node.clone().into());
                 extra.insert("comfyui_filename".into(), f.filename.clone().into());
                 extra.insert("comfyui_prompt_id".into(), prompt_id.clone().into());
+                extra.insert("comfyui_server".into(), srv.name().into());
                 if cached.contains(node) {
                     extra.insert("comfyui_cached".into(), true.into());
                 }
@@ -1393,13 +1536,17 @@ impl Provider for ComfyUi {
                     }
                 }
                 if need_free {
-                    self.transport
+                    srv.transport
                         .send(HttpRequest::post_json("free", json!({"free_memory": true})), ctx)
                         .await?;
                 }
                 continue;
             }
             let n = artifacts.len() as f64;
+            srv.record(|s| {
+                s.outputs += artifacts.len() as u64;
+                s.run_s += run_s;
+            });
             return Ok(Generation {
                 usage: Usage {
                     cost_usd: self.cost_per_image * n + self.cost_per_second * run_s,
@@ -1407,7 +1554,10 @@ impl Provider for ComfyUi {
                     ..Usage::default()
                 },
                 artifacts,
-                raw: Some(json!({ "prompt_id": prompt_id, "cached_nodes": cached, "reruns": reruns, "run_s": run_s })),
+                raw: Some(json!({
+                    "prompt_id": prompt_id, "cached_nodes": cached, "reruns": reruns, "run_s": run_s,
+                    "server": srv.name(),
+                })),
             });
         }
     }
@@ -1417,15 +1567,15 @@ impl ComfyUi {
     /// The websocket for `client_id`, when enabled and the server offers one;
     /// `None` means polling (logged at debug: a proxy without websockets, an
     /// old server).
-    async fn open_socket(&self, client_id: &str) -> Option<ws::Socket> {
+    async fn open_socket(&self, srv: &Server, client_id: &str) -> Option<ws::Socket> {
         if !self.websocket {
             return None;
         }
-        let timeout = self.transport.timeout().min(Duration::from_secs(5));
+        let timeout = srv.transport.timeout().min(Duration::from_secs(5));
         match ws::Socket::connect(
-            self.transport.base_url(),
+            srv.transport.base_url(),
             client_id,
-            self.transport.origin_headers(),
+            srv.transport.origin_headers(),
             timeout,
         )
         .await

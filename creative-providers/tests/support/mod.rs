@@ -146,6 +146,8 @@ struct State {
     requests: Vec<Recorded>,
     /// Whether `GET /ws` upgrades to a websocket (ComfyUI's `/ws?clientId=`).
     websocket: bool,
+    /// Killed: no more connections are accepted and open ones are closed.
+    dead: bool,
     /// Open websockets by client id: what to send them (`None` closes).
     sockets: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Option<String>>>,
 }
@@ -155,6 +157,7 @@ struct State {
 pub struct MockServer {
     addr: std::net::SocketAddr,
     state: Arc<Mutex<State>>,
+    accept: tokio::task::AbortHandle,
 }
 
 impl MockServer {
@@ -164,7 +167,7 @@ impl MockServer {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else { return };
                 st.lock().unwrap().connections += 1;
@@ -174,7 +177,23 @@ impl MockServer {
                 });
             }
         });
-        MockServer { addr, state }
+        MockServer {
+            addr,
+            state,
+            accept: accept.abort_handle(),
+        }
+    }
+
+    /// Die as a crashed server does: the port stops listening (connections are
+    /// refused), kept-alive connections are closed at their next request, and
+    /// websockets are closed.
+    pub fn kill(&self) {
+        self.accept.abort();
+        let mut s = self.state.lock().unwrap();
+        s.dead = true;
+        for (_, tx) in s.sockets.drain() {
+            let _ = tx.send(None);
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -316,7 +335,7 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
     let mut r = BufReader::new(r);
     loop {
         let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
+        if r.read_line(&mut line).await? == 0 || state.lock().unwrap().dead {
             return Ok(());
         }
         let mut parts = line.split_whitespace();

@@ -1,0 +1,253 @@
+//! The `comfyui` backend driving a pool of servers (`base_urls`): loopback
+//! servers speaking ComfyUI's HTTP API (and its websocket), one of them killed
+//! while it holds a prompt.
+#![cfg(feature = "comfyui")]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use creative_core::{CallCtx, ErrorKind, Provider, Request, Task};
+use serde_json::{json, Value};
+use support::{build, MockServer, Recorded, Reply};
+
+const PID: &str = "p-1";
+
+fn workflow() -> Value {
+    json!({
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}}
+    })
+}
+
+fn pool(servers: &[&MockServer]) -> Arc<dyn Provider> {
+    let urls: Vec<String> = servers.iter().map(|m| m.url()).collect();
+    build(
+        "comfyui",
+        json!({"base_urls": urls, "workflow": workflow(), "poll_interval_ms": 5, "poll_max_ms": 20}),
+    )
+    .unwrap()
+}
+
+fn history(pid: &str) -> Value {
+    json!({ pid: {
+        "prompt": [0, pid, workflow(), {"client_id": "c"}, ["9"]],
+        "outputs": {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}},
+        "status": {"status_str": "success", "completed": true, "messages": [
+            ["execution_start", {"prompt_id": pid, "timestamp": 1000}],
+            ["execution_success", {"prompt_id": pid, "timestamp": 3000}]
+        ]}
+    }})
+}
+
+/// A server that takes prompts and keeps them running until `finish`.
+fn busy(mock: &MockServer) {
+    mock.route("POST", "/prompt", Reply::json(200, json!({"prompt_id": PID, "number": 1, "node_errors": {}})));
+    mock.route("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    mock.route(
+        "GET",
+        "/queue",
+        Reply::json(200, json!({"queue_running": [[1, PID, {}, {}, ["9"]]], "queue_pending": []})),
+    );
+    mock.route("GET", "/system_stats", Reply::json(200, json!({"system": {}})));
+}
+
+/// Let a busy server's prompt finish.
+fn finish(mock: &MockServer) {
+    mock.reset();
+    mock.route("POST", "/prompt", Reply::json(200, json!({"prompt_id": PID, "number": 1, "node_errors": {}})));
+    mock.route("GET", &format!("/history/{PID}"), Reply::json(200, history(PID)));
+    mock.route("GET", "/view", Reply::bytes(200, "image/png", b"\x89PNG\r\n\x1a\nimg".to_vec()));
+    mock.route("POST", "/history", Reply::bytes(200, "text/plain", ""));
+    mock.route("GET", "/system_stats", Reply::json(200, json!({"system": {}})));
+}
+
+/// Wait (up to 5 s) until `mock` has seen `n` requests to `method path`.
+async fn seen_n(mock: &MockServer, method: &str, path: &str, n: usize) -> Vec<Recorded> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let hits: Vec<Recorded> = mock
+                .requests()
+                .into_iter()
+                .filter(|q| q.method == method && q.path() == path)
+                .collect();
+            if hits.len() >= n {
+                return hits;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("fewer than {n} {method} {path}"))
+}
+
+fn req() -> Request {
+    Request::new(Task::Image, "a red fox in snow")
+}
+
+#[tokio::test]
+async fn each_prompt_goes_to_the_server_with_the_shortest_queue() {
+    let servers = [MockServer::start().await, MockServer::start().await, MockServer::start().await];
+    for m in &servers {
+        busy(m);
+    }
+    let p = pool(&[&servers[0], &servers[1], &servers[2]]);
+    // Three calls at once: each finds the others' prompts in flight.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.generate(&req(), &CallCtx::detached()).await })
+        })
+        .collect();
+    for m in &servers {
+        assert_eq!(seen_n(m, "POST", "/prompt", 1).await.len(), 1);
+    }
+    for m in &servers {
+        finish(m);
+    }
+    let mut names = Vec::new();
+    for c in calls {
+        let g = c.await.unwrap().unwrap();
+        names.push(g.artifacts[0].meta().extra["comfyui_server"].as_str().unwrap().to_string());
+    }
+    names.sort();
+    let mut want: Vec<String> = servers.iter().map(|m| m.url()).collect();
+    want.sort();
+    assert_eq!(names, want, "one prompt per server");
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_prompt_has_its_prompt_queued_on_another() {
+    let dying = MockServer::start().await;
+    let healthy = MockServer::start().await;
+    busy(&dying);
+    busy(&healthy);
+    finish(&healthy);
+    let p = pool(&[&dying, &healthy]);
+    let call = {
+        let p = p.clone();
+        tokio::spawn(async move { p.generate(&req(), &CallCtx::detached()).await })
+    };
+    // Both idle: the first server takes the prompt; then it dies.
+    seen_n(&dying, "POST", "/prompt", 1).await;
+    dying.kill();
+    let g = call.await.unwrap().unwrap();
+    assert_eq!(g.artifacts.len(), 1);
+    assert_eq!(g.artifacts[0].meta().extra["comfyui_server"], healthy.url());
+    assert_eq!(healthy.requests().iter().filter(|r| r.path() == "/prompt").count(), 1);
+
+    // The next call does not try the dead server while it is marked down.
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(g.artifacts[0].meta().extra["comfyui_server"], healthy.url());
+    assert_eq!(healthy.requests().iter().filter(|r| r.path() == "/prompt").count(), 2);
+}
+
+#[tokio::test]
+async fn when_every_server_dies_the_call_fails_naming_the_pool() {
+    let a = MockServer::start().await;
+    let b = MockServer::start().await;
+    busy(&a);
+    busy(&b);
+    let p = pool(&[&a, &b]);
+    let call = {
+        let p = p.clone();
+        tokio::spawn(async move { p.generate(&req(), &CallCtx::detached()).await })
+    };
+    seen_n(&a, "POST", "/prompt", 1).await;
+    a.kill();
+    seen_n(&b, "POST", "/prompt", 1).await;
+    b.kill();
+    let e = call.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(
+        e.message().starts_with("every ComfyUI server of the pool stopped answering; the last, "),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_pool_passes_preflight_when_one_server_answers() {
+    let up = MockServer::start().await;
+    up.route("GET", "/system_stats", Reply::json(200, json!({"system": {}})));
+    let down = MockServer::start().await;
+    down.kill();
+    let p = pool(&[&down, &up]);
+    p.preflight(&CallCtx::detached()).await.unwrap();
+    let dead = pool(&[&down]);
+    assert!(dead.preflight(&CallCtx::detached()).await.is_err());
+}
+
+/// The build error for `settings`.
+fn refused(settings: Value) -> String {
+    match build("comfyui", settings) {
+        Ok(_) => panic!("built"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn pool_settings_are_checked() {
+    let e = refused(json!({"base_url": "http://127.0.0.1:1", "base_urls": ["http://127.0.0.1:2"], "workflow": workflow()}));
+    assert!(e.contains("not both"), "{e}");
+    let e = refused(json!({"base_urls": [], "workflow": workflow()}));
+    assert!(e.contains("`base_urls` is empty"), "{e}");
+    let e = refused(json!({"base_urls": ["ftp://x"], "workflow": workflow()}));
+    assert!(e.contains("`base_urls[0]`"), "{e}");
+    let e = refused(json!({"base_urls": ["http://127.0.0.1:2"], "server_down_s": 0, "workflow": workflow()}));
+    assert!(e.contains("`server_down_s` must be between 1 and 3600"), "{e}");
+}
+
+#[test]
+fn the_pools_fingerprint_does_not_change_with_its_servers() {
+    let a = build("comfyui", json!({"base_urls": ["http://10.0.0.1:8188"], "workflow": workflow()})).unwrap();
+    let b = build(
+        "comfyui",
+        json!({"base_urls": ["http://10.0.0.2:8188", "http://10.0.0.3:8188"], "workflow": workflow()}),
+    )
+    .unwrap();
+    assert_eq!(a.fingerprint(), b.fingerprint());
+}
+
+/// Serve the `nth` prompt (1-based) a websocket-enabled `mock` receives: report
+/// `queue` as the server's queue length on the call's socket, then finish it.
+async fn serve_on_socket(mock: &MockServer, nth: usize, queue: u64) {
+    let posts = seen_n(mock, "POST", "/prompt", nth).await;
+    let client = posts[nth - 1].json()["client_id"].as_str().unwrap().to_string();
+    let status = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": queue}}, "sid": client}});
+    assert!(mock.ws_send(&client, &status));
+    assert!(mock.ws_send(&client, &json!({"type": "executing", "data": {"node": null, "prompt_id": PID}})));
+}
+
+#[tokio::test]
+async fn a_queue_the_server_reports_on_its_websocket_steers_the_next_prompt_away() {
+    let servers = [MockServer::start().await, MockServer::start().await];
+    for m in &servers {
+        finish(m);
+        m.enable_websocket();
+    }
+    let p = pool(&[&servers[0], &servers[1]]);
+    let run = |p: Arc<dyn Provider>| tokio::spawn(async move { p.generate(&req(), &CallCtx::detached()).await });
+    let name = |g: creative_core::Generation| g.artifacts[0].meta().extra["comfyui_server"].as_str().unwrap().to_string();
+    // The first call: both idle, the first server. Other clients have queued 5
+    // prompts there meanwhile, its socket says.
+    let c = run(p.clone());
+    serve_on_socket(&servers[0], 1, 5).await;
+    assert_eq!(name(c.await.unwrap().unwrap()), servers[0].url());
+    // The second: the other server (fewer calls, and a shorter queue).
+    let c = run(p.clone());
+    serve_on_socket(&servers[1], 1, 0).await;
+    assert_eq!(name(c.await.unwrap().unwrap()), servers[1].url());
+    // The third: as many calls on each; the first server's reported queue
+    // sends it to the second again.
+    let c = run(p.clone());
+    serve_on_socket(&servers[1], 2, 0).await;
+    assert_eq!(name(c.await.unwrap().unwrap()), servers[1].url());
+}
