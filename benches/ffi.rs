@@ -49,7 +49,7 @@ fn finished_run(engine: *mut creative_engine) -> *mut creative_run {
     run
 }
 
-unsafe extern "C" fn count_event(json: *const c_char, user_data: *mut c_void) {
+unsafe extern "C-unwind" fn count_event(json: *const c_char, user_data: *mut c_void) {
     // Touch the text as a host would (its first byte), then count.
     let first = unsafe { *json } as u64;
     let n = unsafe { &*(user_data as *const AtomicU64) };

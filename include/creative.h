@@ -175,16 +175,28 @@ typedef struct creative_run creative_run;
  * Called with each event of a run, as a NUL-terminated JSON object with a `type`
  * field (`run_started`, `job_started`, `step_started`, `attempt`,
  * `attempt_finished`, `gate_verdict`, `retry`, `fallback`, `step_finished`,
- * `job_finished`, `run_finished`...), a `seq` number from 0 and `at_ms`.
+ * `asset_written`, `job_finished`, `run_finished`...), a `seq` number from 0 and
+ * `at_ms`.
  *
- * Thread: a thread the library starts for the run (never the caller's).
- * Ordering: serialized per run: one call at a time, in `seq` order;
- * `run_finished` is always the last call. `event_json` is valid only during the
- * call. Re-entrancy: the callback may call `creative_run_poll`,
+ * Thread: a thread the library starts for the run (never the caller's), or, for
+ * a run started with `"host_calls": "pump"`, the thread calling
+ * `creative_run_pump`. Ordering: serialized per run: one call at a time, in
+ * `seq` order; `run_finished` is always the last call. `event_json` is valid
+ * only during the call. Re-entrancy: the callback may call `creative_run_poll`,
  * `creative_run_progress`, `creative_run_cancel` and `creative_run_free` on its
  * own run (`free` from inside stops further callbacks and releases the run once
- * it has ended); `creative_run_wait` on its own run returns
- * `CREATIVE_STATUS_WRONG_STATE`. It must not unwind (C++ exceptions, longjmp).
+ * it has ended, or, when pumped, once the callback has returned);
+ * `creative_run_wait` and `creative_run_pump` on its own run return
+ * `CREATIVE_STATUS_WRONG_STATE`.
+ *
+ * Paths in events: `asset_written`'s `path` is relative to the run's output
+ * folder (as in the manifest), and the file may still be renamed before the
+ * run ends: load it at once or copy it, and take the final paths from the
+ * manifest or `creative_run_artifact_info_json` (absolute there).
+ *
+ * Unwinding: it must not throw (C++ exceptions, longjmp); a forced unwind by
+ * the host's runtime (`pthread_exit`) passes through, and the run's later
+ * events are not delivered.
  */
 typedef void (*creative_event_fn)(const char *event_json, void *user_data);
 
@@ -237,11 +249,19 @@ typedef void (*creative_free_fn)(void *user_data);
  *
  * Return `CREATIVE_STATUS_OK` (0) on success, or another `creative_status` value
  * on failure (after `creative_host_call_fail` to say why). `call` is valid only
- * until the callback returns. Thread: a thread of the engine's blocking pool;
- * calls may run concurrently (different jobs), so `user_data` must be safe to use
- * from several threads. Inside, only `creative_host_call_*` functions may be
- * called on `call`; the callback must not free the engine or a run, and must not
- * unwind (C++ exceptions, longjmp).
+ * until the callback returns.
+ *
+ * Thread: one of the engine's host threads (started by the library; calls may
+ * run concurrently for different jobs, so `user_data` must be safe to use from
+ * several threads), or, for a run started with `"host_calls": "pump"`, the
+ * thread that calls `creative_run_pump` (the host's main thread, one call at a
+ * time). Inside, only `creative_host_call_*` functions may be called on `call`;
+ * the callback must not free the engine or a run.
+ *
+ * Unwinding: the callback must not throw (C++ exceptions, longjmp). The host's
+ * runtime may end the thread inside it by a forced unwind (`pthread_exit`,
+ * Python's finalization): that passes through the library's frames, and the
+ * call fails; `creative_engine_shutdown` avoids it altogether.
  */
 typedef int (*creative_host_fn)(void *user_data, struct creative_host_call *call);
 
@@ -249,9 +269,10 @@ typedef int (*creative_host_fn)(void *user_data, struct creative_host_call *call
  * A host provider: a spec names its kind in `[providers.<id>] kind = "..."`.
  *
  * Its settings table is handed to the callback in the context JSON; the engine
- * reads three of them: `tasks` (the tasks it performs, default all),
- * `seed` (whether it honours seeds, default true) and `max_count` (most
- * candidates per call, default 1). This struct never changes.
+ * reads four of them: `tasks` (the tasks it performs, default all),
+ * `seed` (whether it honours seeds, default true), `max_count` (most
+ * candidates per call, default 1) and `convert_to` (see
+ * `creative_host_step`). This struct never changes.
  */
 typedef struct creative_host_provider {
   /**
@@ -277,8 +298,11 @@ typedef struct creative_host_provider {
  *
  * Its settings (the step entry minus `name`, `kind`, `inputs`) are handed to the
  * callback in the context JSON; the engine reads `produces` (`image`, `text`,
- * `audio`, `video`, `model3d`) and `min_inputs` when present. This struct never
- * changes.
+ * `audio`, `video`, `model3d`), `min_inputs` and `convert_to` when present.
+ * `convert_to` (`"image/png"` or `"image/jpeg"`) makes the library convert every
+ * image the callback hands back (PPM/PGM, PNG, JPEG) into that format, so a host
+ * that renders to a format other tools cannot read still delivers one they can.
+ * This struct never changes.
  */
 typedef struct creative_host_step {
   /**
@@ -394,6 +418,34 @@ enum creative_status creative_engine_new(const char *config_json,
 void creative_engine_free(struct creative_engine *engine);
 
 /**
+ * Stop calling into the host: for hosts that are about to exit or unload
+ * (an interpreter's exit hook, a plugin's unload).
+ *
+ * From this call on, the library never calls this engine's host code again:
+ * no event callback of any of its runs, no host provider, step or gate call
+ * (calls not yet started fail, and their runs end as failed or cancelled).
+ * Every run in progress is cancelled; `creative_run_start` on this engine
+ * returns `CREATIVE_STATUS_WRONG_STATE` afterwards. Then waits up to
+ * `timeout_ms` (`CREATIVE_WAIT_FOREVER` for no limit, 0 not at all) for host
+ * code already running to return: `CREATIVE_STATUS_OK` when none runs any more,
+ * `CREATIVE_STATUS_TIMEOUT` when some still does (it is not called again once
+ * it returns). Calling it again is allowed (it waits again).
+ *
+ * The engine and its runs stay valid and must still be freed; their results
+ * stay readable. `free_user_data` of host extensions is still called, at the
+ * last free, on the freeing thread.
+ *
+ * Rule for hosts with a runtime of their own (Python, .NET, a game engine's
+ * scripting VM): call this, then free runs and engines, before that runtime
+ * finalizes; the Python binding does it in an `atexit` hook.
+ *
+ * Thread safety: any thread, including from inside a host callback or event
+ * callback of this engine (that callback itself is not waited for).
+ */
+enum creative_status creative_engine_shutdown(const struct creative_engine *engine,
+                                              uint64_t timeout_ms);
+
+/**
  * The kinds a spec may name with this engine, as JSON:
  * `{"providers": [...], "steps": [...], "gates": [...]}` (built-in and host kinds).
  *
@@ -419,8 +471,16 @@ enum creative_status creative_engine_kinds_json(const struct creative_engine *en
  * by job key, for farms that spread a campaign over machines), `preflight`
  * (`true`: first check that the providers' servers answer, such as a local
  * ComfyUI or Ollama; this call then blocks up to 5 s, and a server that does not
- * answer gives `CREATIVE_STATUS_PROVIDER_ERROR` naming it). Unknown fields are
- * an error.
+ * answer gives `CREATIVE_STATUS_PROVIDER_ERROR` naming it), `host_calls`
+ * (`"threads"`, the default: host extensions run on the engine's host threads
+ * and `callback` on a thread of the run's; `"pump"`: both run only on the
+ * thread that calls `creative_run_pump`, for host APIs bound to their main
+ * thread). Unknown fields are an error.
+ *
+ * Paths: `out_dir` and `base_dir` may be relative (to the current directory
+ * for `base_dir`); the manifest and `asset_written` events name files
+ * relative to the output folder, `creative_run_artifact_info_json` gives them
+ * absolute.
  *
  * `callback` may be NULL; otherwise it receives every event of the run (see
  * `creative_event_fn` for its thread, ordering and re-entrancy rules) with
@@ -432,8 +492,9 @@ enum creative_status creative_engine_kinds_json(const struct creative_engine *en
  * `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
  * unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run
  * that has not ended, of this engine or of another process, is writing to the
- * same output folder, `CREATIVE_STATUS_PROVIDER_ERROR` if `preflight` found a
- * server that does not answer.
+ * same output folder or the engine was shut down,
+ * `CREATIVE_STATUS_PROVIDER_ERROR` if `preflight` found a server that does not
+ * answer.
  *
  * Ownership: on success `*out_run` receives a run the caller frees with
  * `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).
@@ -458,6 +519,10 @@ enum creative_status creative_run_start(const struct creative_engine *engine,
  * failure (`CREATIVE_STATUS_PROVIDER_ERROR`, `_GATE_FAILED`, `_IO`,
  * `_STEP_FAILED`...), with a summary in `creative_last_error_message()`. A failed
  * run still has its finished artifacts, manifest and report.
+ *
+ * Pump mode: a run started with `"host_calls": "pump"` only moves on while the
+ * host pumps it (`creative_run_pump`); waiting runs none of its work, so wait
+ * from another thread than the pumping one, or pump instead.
  *
  * Thread safety: any thread, several at once; not from the run's own event
  * callback (returns `CREATIVE_STATUS_WRONG_STATE`: it would wait for itself).
@@ -498,12 +563,47 @@ enum creative_status creative_run_cancel(const struct creative_run *run);
  * A run still running is cancelled and joined first: when this returns, the
  * event callback will never be called again and every byte view and string lent
  * by the run is invalid. (From inside the run's own callback, the callback is not
- * called again after this returns and the run is released once it has ended.)
+ * called again after this returns and the run is released once it has ended,
+ * or, in pump mode, once the callback has returned to `creative_run_pump`.) A
+ * run in pump mode is not pumped again: its queued host calls fail without
+ * being called.
  *
  * Thread safety: any thread, but not concurrently with any other call on the
  * same run.
  */
 void creative_run_free(struct creative_run *run);
+
+/**
+ * Drive a run started with `"host_calls": "pump"` from the host's own thread:
+ * run its queued host provider, step and gate calls and deliver its queued
+ * events, on the calling thread, in order.
+ *
+ * Works for up to `max_ms` milliseconds: it runs what is queued, waits for more
+ * while time remains, and returns early once the run has finished (its
+ * `run_finished` event delivered). The budget is checked between items: a host
+ * call that has started runs to its end. `max_ms` 0 runs what is queued now
+ * without waiting (for a UI timer or a game tick); a batch host loops on a
+ * larger budget until the run has finished. With 0, work queued while it runs
+ * waits for the next call.
+ *
+ * Writes `*out_state` (may be NULL): `CREATIVE_RUN_STATE_RUNNING` until the run
+ * has finished, then how it ended.
+ *
+ * The rule for hosts whose API must be called from one thread (bpy, Maya,
+ * Houdini, Unreal's game thread): start the run in pump mode and pump it from
+ * that thread; the library then never calls the host on a thread of its own.
+ * A run in pump mode does not move on without pumping.
+ *
+ * Statuses: `CREATIVE_STATUS_WRONG_STATE` for a run not in pump mode, or from
+ * inside a callback of the run being pumped.
+ *
+ * Thread safety: one thread pumps a run at a time (the one its host calls may
+ * run on); other threads may poll, cancel or wait meanwhile. Declared
+ * `C-unwind`: a forced unwind by the host's runtime passes through.
+ */
+enum creative_status creative_run_pump(const struct creative_run *run,
+                                       uint64_t max_ms,
+                                       enum creative_run_state *out_state);
 
 /**
  * The run's manifest as JSON: one entry per delivered asset (path, hash, full
@@ -558,7 +658,9 @@ enum creative_status creative_run_artifact_media_type(const struct creative_run 
  * Everything known about artifact `index` as a JSON object: `index`, `id`
  * (content hash), `job` (key), `vars` (the job's variables), `step`,
  * `media_type`, `size`, `meta`, `provenance`, and `path` when the run wrote it
- * to a file.
+ * to a file: absolute (the output folder joined with the manifest's path, which
+ * is relative to the output folder), and final (the name the file has after the
+ * run, which may differ from an `asset_written` event's).
  *
  * Ownership: on success `*out_json` receives a string the caller frees with
  * `creative_string_free`. Thread safety: any thread.

@@ -3,7 +3,13 @@
 // Handles free themselves, failures throw creative::error (carrying the status
 // and the library's message), host extensions are plain lambdas, and no C++
 // exception ever crosses into the library: host callbacks catch everything and
-// turn it into the call's failure.
+// turn it into the call's failure, except a forced unwind (a thread ended by
+// pthread_exit or pthread_cancel, as an embedded Python's finalization does),
+// which they let pass: catching it aborts the process, and the library lets it
+// through. For the same reason the callbacks are not noexcept.
+//
+// Main thread: give the run `{"host_calls": "pump"}` and call `run.pump(...)`
+// from the thread the host's API requires (a game tick, an editor timer).
 //
 //   creative::engine eng;
 //   eng.register_step("host_render", [](creative::host_call& call) { ... });
@@ -25,6 +31,17 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>
+// A forced unwind must be rethrown from a catch (...) (libstdc++).
+#define CREATIVE_RETHROW_FORCED_UNWIND \
+  catch (abi::__forced_unwind&) {      \
+    throw;                             \
+  }
+#else
+#define CREATIVE_RETHROW_FORCED_UNWIND
+#endif
 
 #include "creative.h"
 
@@ -106,13 +123,16 @@ class host_call {
 using host_fn = std::function<void(host_call&)>;
 
 namespace detail {
-inline int trampoline(void* user_data, creative_host_call* call) noexcept {
+// Not noexcept: a forced unwind passes through (see the top of this file).
+inline int trampoline(void* user_data, creative_host_call* call) {
   auto* fn = static_cast<host_fn*>(user_data);
   host_call c(call);
   try {
     (*fn)(c);
     return CREATIVE_STATUS_OK;
-  } catch (const error& e) {
+  }
+  CREATIVE_RETHROW_FORCED_UNWIND
+  catch (const error& e) {
     creative_host_call_fail(call, e.what());
     return e.status();
   } catch (const std::exception& e) {
@@ -161,6 +181,14 @@ class engine {
     creative_host_gate g{new host_fn(std::move(fn)), detail::delete_fn, detail::trampoline};
     check(creative_engine_register_gate(e_, kind.c_str(), &g));
   }
+  /// Stop every call into the host from this engine (runs are cancelled); waits
+  /// up to `timeout` for callbacks in progress. Returns false on timeout.
+  bool shutdown(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) const {
+    creative_status s = creative_engine_shutdown(e_, static_cast<uint64_t>(timeout.count()));
+    if (s == CREATIVE_STATUS_TIMEOUT) return false;
+    check(s);
+    return true;
+  }
   /// The kinds a spec may name, as JSON.
   std::string kinds_json() const {
     char* s = nullptr;
@@ -207,6 +235,14 @@ class run {
   }
   /// Wait for the end; returns how the run ended.
   creative_status wait() const { return creative_run_wait(r_, CREATIVE_WAIT_FOREVER); }
+  /// Pump mode (`{"host_calls": "pump"}`): run the queued host calls and events
+  /// on this thread for up to `budget` (0: what is queued now); returns the
+  /// run's state (CREATIVE_RUN_STATE_RUNNING until it has finished).
+  creative_run_state pump(std::chrono::milliseconds budget = std::chrono::milliseconds(0)) const {
+    creative_run_state s{};
+    check(creative_run_pump(r_, static_cast<uint64_t>(budget.count()), &s));
+    return s;
+  }
   creative_run_state poll() const {
     creative_run_state s{};
     check(creative_run_poll(r_, &s));
@@ -250,10 +286,13 @@ class run {
   creative_run* raw() const noexcept { return r_; }
 
  private:
-  static void deliver(const char* json, void* user_data) noexcept {
+  // Not noexcept: a forced unwind passes through (see the top of this file).
+  static void deliver(const char* json, void* user_data) {
     try {
       (*static_cast<event_fn*>(user_data))(json);
-    } catch (...) {
+    }
+    CREATIVE_RETHROW_FORCED_UNWIND
+    catch (...) {
     }
   }
   std::unique_ptr<event_fn> on_event_;

@@ -80,16 +80,25 @@ fn named(state: &Path) -> Vec<String> {
             ids.push(o["id"].as_str().unwrap().to_string());
         }
     }
-    for p in std::fs::read_dir(state.join("entries")).into_iter().flatten() {
-        for e in std::fs::read_dir(p.unwrap().path()).unwrap() {
-            let text = std::fs::read(e.unwrap().path()).unwrap();
-            let entry: serde_json::Value = serde_json::from_slice(&text).unwrap();
-            for a in entry["artifacts"].as_array().unwrap() {
-                ids.push(a["id"].as_str().unwrap().to_string());
-            }
+    for text in cache_entries(state) {
+        let entry: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        for a in entry["artifacts"].as_array().unwrap() {
+            ids.push(a["id"].as_str().unwrap().to_string());
         }
     }
     ids
+}
+
+/// The encoded cache entries in the state folder's cache index.
+fn cache_entries(state: &Path) -> Vec<Vec<u8>> {
+    let path = state.join("cache.sqlite");
+    if !path.exists() {
+        return Vec::new();
+    }
+    let db = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut q = db.prepare("SELECT body FROM entries").unwrap();
+    let rows = q.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+    rows.map(|r| r.unwrap()).collect()
 }
 
 fn blob(state: &Path, id: &str) -> PathBuf {
@@ -228,22 +237,18 @@ fn a_run_with_cache_max_mb_keeps_its_cache_near_the_cap_and_every_payload_its_jo
     let mut cached = 0u64;
     let mut entries = 0;
     let mut largest = 0;
-    for p in std::fs::read_dir(state.join("entries")).unwrap() {
-        for e in std::fs::read_dir(p.unwrap().path()).unwrap() {
-            let path = e.unwrap().path();
-            let text = std::fs::read(&path).unwrap();
-            let entry: serde_json::Value = serde_json::from_slice(&text).unwrap();
-            let size = text.len() as u64
-                + entry["artifacts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a["bytes"].as_u64().unwrap())
-                    .sum::<u64>();
-            largest = largest.max(size);
-            cached += size;
-            entries += 1;
-        }
+    for text in cache_entries(&state) {
+        let entry: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let size = text.len() as u64
+            + entry["artifacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["bytes"].as_u64().unwrap())
+                .sum::<u64>();
+        largest = largest.max(size);
+        cached += size;
+        entries += 1;
     }
     let cap = 1 << 20;
     assert!(entries < STEPS, "{entries} entries: nothing was evicted");

@@ -95,7 +95,9 @@ impl MediaType {
         }
     }
 
-    /// The usual file extension, without the dot.
+    /// The usual file extension, without the dot: from a table of registered
+    /// and common media types; `bin` for any other (never a name made up from
+    /// the type, which no tool would open).
     pub fn extension(&self) -> &str {
         match self {
             MediaType::Png => "png",
@@ -107,8 +109,63 @@ impl MediaType {
             MediaType::Wav => "wav",
             MediaType::Mp4 => "mp4",
             MediaType::Glb => "glb",
-            MediaType::Other(s) => s.rsplit('/').next().unwrap_or("bin"),
+            MediaType::Other(s) => extension_of(s),
         }
+    }
+}
+
+/// The file extension of a media type outside the built-in variants.
+fn extension_of(media: &str) -> &'static str {
+    let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "image/gif" => "gif",
+        "image/bmp" | "image/x-bmp" | "image/x-ms-bmp" => "bmp",
+        "image/tiff" | "image/tiff-fx" => "tif",
+        "image/x-exr" | "image/aces" => "exr",
+        "image/vnd.radiance" | "image/x-hdr" => "hdr",
+        "image/x-portable-pixmap" => "ppm",
+        "image/x-portable-graymap" => "pgm",
+        "image/x-portable-bitmap" => "pbm",
+        "image/x-portable-anymap" => "pnm",
+        "image/x-portable-floatmap" => "pfm",
+        "image/avif" => "avif",
+        "image/heic" | "image/heif" => "heic",
+        "image/jxl" => "jxl",
+        "image/svg+xml" => "svg",
+        "image/x-tga" | "image/x-targa" => "tga",
+        "image/vnd.adobe.photoshop" => "psd",
+        "image/x-icon" | "image/vnd.microsoft.icon" => "ico",
+        "image/vnd.ms-dds" | "image/x-dds" => "dds",
+        "image/ktx2" => "ktx2",
+        "audio/ogg" => "ogg",
+        "audio/flac" | "audio/x-flac" => "flac",
+        "audio/aac" => "aac",
+        "audio/opus" => "opus",
+        "audio/mp4" | "audio/x-m4a" => "m4a",
+        "audio/aiff" | "audio/x-aiff" => "aiff",
+        "audio/webm" => "weba",
+        "video/webm" => "webm",
+        "video/quicktime" => "mov",
+        "video/x-matroska" => "mkv",
+        "video/mpeg" => "mpg",
+        "video/ogg" => "ogv",
+        "model/gltf+json" => "gltf",
+        "model/obj" => "obj",
+        "model/stl" => "stl",
+        "model/vnd.usdz+zip" => "usdz",
+        "model/vnd.usda" => "usda",
+        "model/x-fbx" => "fbx",
+        "text/html" => "html",
+        "text/markdown" => "md",
+        "text/csv" => "csv",
+        "text/css" => "css",
+        "text/xml" | "application/xml" => "xml",
+        "text/yaml" | "application/yaml" | "application/x-yaml" => "yaml",
+        "application/pdf" => "pdf",
+        "application/zip" => "zip",
+        "application/x-tar" => "tar",
+        "application/gzip" => "gz",
+        _ => "bin",
     }
 }
 
@@ -569,6 +626,18 @@ fn probe_container(media: &MediaType, data: &[u8]) -> Result<Probe, ProbeError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_media_types_get_a_real_extension_or_bin() {
+        let ext = |m: &str| m.parse::<MediaType>().unwrap().extension().to_string();
+        assert_eq!(ext("image/x-portable-pixmap"), "ppm");
+        assert_eq!(ext("image/x-exr"), "exr");
+        assert_eq!(ext("image/TIFF"), "tif");
+        assert_eq!(ext("model/gltf+json; charset=utf-8"), "gltf");
+        assert_eq!(ext("image/x-made-up"), "bin");
+        assert_eq!(ext("application/vnd.studio.thing"), "bin");
+        assert_eq!(ext("image/png"), "png");
+    }
 
     #[test]
     fn id_depends_on_media_and_bytes() {

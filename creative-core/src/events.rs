@@ -402,6 +402,26 @@ impl EventStream {
     pub async fn recv(&mut self) -> Option<Event> {
         futures::StreamExt::next(self).await
     }
+
+    /// The next event if one is already waiting, else `None` at once: how a
+    /// consumer takes a burst of events in one go (an event log writing them
+    /// with one system call).
+    pub fn try_recv(&mut self) -> Option<Event> {
+        if self.ended {
+            return None;
+        }
+        let e = self.rx.try_recv().ok()?;
+        Some(self.number(e))
+    }
+
+    fn number(&mut self, mut e: Event) -> Event {
+        e.seq = self.next_seq;
+        self.next_seq += 1;
+        if matches!(e.kind, EventKind::RunFinished { .. }) {
+            self.ended = true;
+        }
+        e
+    }
 }
 
 impl Stream for EventStream {
@@ -411,14 +431,9 @@ impl Stream for EventStream {
         if self.ended {
             return Poll::Ready(None);
         }
-        let mut polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(e)) = &mut polled {
-            e.seq = self.next_seq;
-            self.next_seq += 1;
-            if matches!(e.kind, EventKind::RunFinished { .. }) {
-                self.ended = true;
-            }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(e)) => Poll::Ready(Some(self.number(e))),
+            other => other,
         }
-        polled
     }
 }

@@ -10,10 +10,16 @@ get_filename_component(_creative_prefix "${CMAKE_CURRENT_LIST_DIR}/../../.." ABS
 if(NOT TARGET creative::creative)
   find_package(Threads REQUIRED)
 
+  # The SONAME carries the ABI version (creative-ffi/build.rs).
+  if(APPLE)
+    set(_creative_soname "@rpath/libcreative_ffi.1.dylib")
+  else()
+    set(_creative_soname "libcreative_ffi.so.1")
+  endif()
   add_library(creative::creative SHARED IMPORTED)
   set_target_properties(creative::creative PROPERTIES
     IMPORTED_LOCATION "${_creative_prefix}/lib/${CMAKE_SHARED_LIBRARY_PREFIX}creative_ffi${CMAKE_SHARED_LIBRARY_SUFFIX}"
-    IMPORTED_SONAME "${CMAKE_SHARED_LIBRARY_PREFIX}creative_ffi${CMAKE_SHARED_LIBRARY_SUFFIX}"
+    IMPORTED_SONAME "${_creative_soname}"
     INTERFACE_INCLUDE_DIRECTORIES "${_creative_prefix}/include")
 
   add_library(creative::creative_static STATIC IMPORTED)
@@ -26,3 +32,4 @@ endif()
 set(creative_INCLUDE_DIRS "${_creative_prefix}/include")
 set(creative_LIBRARIES creative::creative)
 unset(_creative_prefix)
+unset(_creative_soname)

@@ -100,7 +100,9 @@ pub unsafe extern "C" fn creative_run_artifact_media_type(
 /// Everything known about artifact `index` as a JSON object: `index`, `id`
 /// (content hash), `job` (key), `vars` (the job's variables), `step`,
 /// `media_type`, `size`, `meta`, `provenance`, and `path` when the run wrote it
-/// to a file.
+/// to a file: absolute (the output folder joined with the manifest's path, which
+/// is relative to the output folder), and final (the name the file has after the
+/// run, which may differ from an `asset_written` event's).
 ///
 /// Ownership: on success `*out_json` receives a string the caller frees with
 /// `creative_string_free`. Thread safety: any thread.

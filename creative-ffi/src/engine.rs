@@ -4,12 +4,16 @@
 use std::collections::BTreeSet;
 use std::ffi::c_char;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use creative_campaign::spec::Registry;
 use serde::Deserialize;
 
+use crate::host::{HostCtx, HostKind};
+use crate::hostthread::{host_depth, CallGate, Dispatch, HostPool};
 use crate::panic::{guard, opt_text_arg, Out};
+use crate::run::RunShared;
 use crate::status::{creative_status, FfiError};
 use crate::strings::owned_c_string;
 
@@ -28,8 +32,8 @@ pub(crate) struct EngineConfig {
     /// Worker threads of the async runtime. Default 2.
     #[serde(default = "default_workers")]
     pub(crate) worker_threads: usize,
-    /// Most threads running blocking work at once (host callbacks, image codecs).
-    /// Default 16.
+    /// Most threads running blocking work at once (image codecs), and most host
+    /// threads running host callbacks at once. Default 16.
     #[serde(default = "default_blocking")]
     pub(crate) max_blocking_threads: usize,
     /// Folder relative paths of a spec are resolved against when a run's options
@@ -92,6 +96,14 @@ pub(crate) struct EngineInner {
     pub(crate) config: EngineConfig,
     /// Output folders of the runs in progress, so two runs never write into one.
     pub(crate) busy_dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// The threads host extensions run on (runs not in pump mode).
+    pub(crate) pool: Arc<HostPool>,
+    /// Every call into the host passes here; closed by `creative_engine_shutdown`.
+    pub(crate) gate: Arc<CallGate>,
+    /// The host's registrations, in order, for runs that build them anew.
+    host_kinds: Mutex<Vec<HostKind>>,
+    /// The runs started, to cancel them at shutdown.
+    runs: Mutex<Vec<Weak<RunShared>>>,
 }
 
 impl EngineInner {
@@ -117,8 +129,12 @@ impl EngineInner {
         Ok(EngineInner {
             runtime: Some(runtime),
             registry: RwLock::new(registry),
+            pool: HostPool::new(config.max_blocking_threads),
             config,
             busy_dirs: Arc::new(Mutex::new(BTreeSet::new())),
+            gate: Arc::new(CallGate::default()),
+            host_kinds: Mutex::new(Vec::new()),
+            runs: Mutex::new(Vec::new()),
         })
     }
 
@@ -138,10 +154,67 @@ impl EngineInner {
         let mut reg = self.registry.write().unwrap_or_else(PoisonError::into_inner);
         f(&mut reg)
     }
+
+    /// Host calls of a run going to `dispatch`, through this engine's gate.
+    pub(crate) fn host_ctx(&self, dispatch: Dispatch) -> HostCtx {
+        HostCtx {
+            dispatch,
+            gate: self.gate.clone(),
+        }
+    }
+
+    pub(crate) fn add_host_kind(&self, kind: HostKind) {
+        let mut kinds = self.host_kinds.lock().unwrap_or_else(PoisonError::into_inner);
+        // Dropped outside the lock: the last reference calls the host's
+        // `free_user_data`.
+        let replaced: Vec<HostKind> = kinds.extract_if(.., |k| kind.replaces(k)).collect();
+        kinds.push(kind);
+        drop(kinds);
+        drop(replaced);
+    }
+
+    /// The registry with every host kind sending its calls to `dispatch`.
+    pub(crate) fn registry_for(&self, dispatch: Dispatch) -> Registry {
+        let mut reg = self.registry();
+        let host = self.host_ctx(dispatch);
+        for k in self.host_kinds.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            k.install(&mut reg, host.clone());
+        }
+        reg
+    }
+
+    /// Remember a started run, for `shutdown`.
+    pub(crate) fn track(&self, run: &Arc<RunShared>) {
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.retain(|r| r.strong_count() > 0);
+        runs.push(Arc::downgrade(run));
+    }
+
+    /// Stop every call into the host; see `creative_engine_shutdown`. Returns how
+    /// many host calls were still running at `deadline`.
+    pub(crate) fn shutdown(&self, deadline: Option<Instant>) -> usize {
+        let runs: Vec<Arc<RunShared>> = self
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        // Closed first, so no call starts between a run's cancellation and the wait.
+        self.gate.close();
+        for r in &runs {
+            r.stop_host();
+        }
+        self.gate.close_and_wait(deadline, host_depth())
+    }
 }
 
 impl Drop for EngineInner {
     fn drop(&mut self) {
+        // Queued host calls are dropped (their runs are gone), and the host
+        // threads finish the calls they are in: after this, no host callback
+        // of this engine runs, and the host's data can be released.
+        self.pool.close();
         if let Some(rt) = self.runtime.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
                 // Dropped from inside a runtime (a host callback freed the last
@@ -218,6 +291,48 @@ pub unsafe extern "C" fn creative_engine_free(engine: *mut creative_engine) {
         }
         Ok(())
     });
+}
+
+/// Stop calling into the host: for hosts that are about to exit or unload
+/// (an interpreter's exit hook, a plugin's unload).
+///
+/// From this call on, the library never calls this engine's host code again:
+/// no event callback of any of its runs, no host provider, step or gate call
+/// (calls not yet started fail, and their runs end as failed or cancelled).
+/// Every run in progress is cancelled; `creative_run_start` on this engine
+/// returns `CREATIVE_STATUS_WRONG_STATE` afterwards. Then waits up to
+/// `timeout_ms` (`CREATIVE_WAIT_FOREVER` for no limit, 0 not at all) for host
+/// code already running to return: `CREATIVE_STATUS_OK` when none runs any more,
+/// `CREATIVE_STATUS_TIMEOUT` when some still does (it is not called again once
+/// it returns). Calling it again is allowed (it waits again).
+///
+/// The engine and its runs stay valid and must still be freed; their results
+/// stay readable. `free_user_data` of host extensions is still called, at the
+/// last free, on the freeing thread.
+///
+/// Rule for hosts with a runtime of their own (Python, .NET, a game engine's
+/// scripting VM): call this, then free runs and engines, before that runtime
+/// finalizes; the Python binding does it in an `atexit` hook.
+///
+/// Thread safety: any thread, including from inside a host callback or event
+/// callback of this engine (that callback itself is not waited for).
+#[no_mangle]
+pub unsafe extern "C" fn creative_engine_shutdown(engine: *const creative_engine, timeout_ms: u64) -> creative_status {
+    guard("creative_engine_shutdown", || {
+        // SAFETY: `engine` is NULL (`as_ref` gives None) or an engine from
+        // creative_engine_new not yet freed (the `creative_engine` doc), used only
+        // during this call.
+        let engine = unsafe { engine.as_ref() }.ok_or_else(|| FfiError::null("engine"))?;
+        // A timeout too long to represent is no limit at all.
+        let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
+        match engine.inner.shutdown(deadline) {
+            0 => Ok(()),
+            n => Err(FfiError::new(
+                creative_status::Timeout,
+                format!("{n} host callback(s) still running after {timeout_ms} ms; they are not called again"),
+            )),
+        }
+    })
 }
 
 /// The kinds a spec may name with this engine, as JSON:

@@ -2,14 +2,14 @@
 //! "render this in the host", a studio's own check) as structs of function
 //! pointers plus `user_data`, registered into an engine as kinds a spec may name.
 //!
-//! A host callback runs on a thread of the engine's blocking pool, never on an
-//! async worker, so a slow renderer does not stall the engine. It receives a
+//! A host callback runs on one of the engine's host threads (never an async
+//! worker, so a slow renderer does not stall the engine), or, for a run started
+//! in pump mode, on the host's own thread inside `creative_run_pump`. It receives a
 //! `creative_host_call` through which it reads its context and inputs and hands
 //! back outputs or a verdict; its failure becomes that step's error (or that
 //! provider call's, subject to retries and fallbacks), never a crash.
 
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,6 +22,7 @@ use creative_core::{
 use serde_json::{json, Value};
 
 use crate::engine::creative_engine;
+use crate::hostthread::{in_host, CallGate, Dispatch};
 use crate::panic::{guard, opt_text_arg, text_arg, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::creative_bytes;
@@ -30,23 +31,32 @@ use crate::strings::creative_bytes;
 ///
 /// Return `CREATIVE_STATUS_OK` (0) on success, or another `creative_status` value
 /// on failure (after `creative_host_call_fail` to say why). `call` is valid only
-/// until the callback returns. Thread: a thread of the engine's blocking pool;
-/// calls may run concurrently (different jobs), so `user_data` must be safe to use
-/// from several threads. Inside, only `creative_host_call_*` functions may be
-/// called on `call`; the callback must not free the engine or a run, and must not
-/// unwind (C++ exceptions, longjmp).
+/// until the callback returns.
+///
+/// Thread: one of the engine's host threads (started by the library; calls may
+/// run concurrently for different jobs, so `user_data` must be safe to use from
+/// several threads), or, for a run started with `"host_calls": "pump"`, the
+/// thread that calls `creative_run_pump` (the host's main thread, one call at a
+/// time). Inside, only `creative_host_call_*` functions may be called on `call`;
+/// the callback must not free the engine or a run.
+///
+/// Unwinding: the callback must not throw (C++ exceptions, longjmp). The host's
+/// runtime may end the thread inside it by a forced unwind (`pthread_exit`,
+/// Python's finalization): that passes through the library's frames, and the
+/// call fails; `creative_engine_shutdown` avoids it altogether.
 pub type creative_host_fn =
-    Option<unsafe extern "C" fn(user_data: *mut c_void, call: *mut creative_host_call) -> c_int>;
+    Option<unsafe extern "C-unwind" fn(user_data: *mut c_void, call: *mut creative_host_call) -> c_int>;
 
 /// Releases a host extension's `user_data`; called exactly once.
-pub type creative_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+pub type creative_free_fn = Option<unsafe extern "C-unwind" fn(user_data: *mut c_void)>;
 
 /// A host provider: a spec names its kind in `[providers.<id>] kind = "..."`.
 ///
 /// Its settings table is handed to the callback in the context JSON; the engine
-/// reads three of them: `tasks` (the tasks it performs, default all),
-/// `seed` (whether it honours seeds, default true) and `max_count` (most
-/// candidates per call, default 1). This struct never changes.
+/// reads four of them: `tasks` (the tasks it performs, default all),
+/// `seed` (whether it honours seeds, default true), `max_count` (most
+/// candidates per call, default 1) and `convert_to` (see
+/// `creative_host_step`). This struct never changes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct creative_host_provider {
@@ -66,8 +76,11 @@ pub struct creative_host_provider {
 ///
 /// Its settings (the step entry minus `name`, `kind`, `inputs`) are handed to the
 /// callback in the context JSON; the engine reads `produces` (`image`, `text`,
-/// `audio`, `video`, `model3d`) and `min_inputs` when present. This struct never
-/// changes.
+/// `audio`, `video`, `model3d`), `min_inputs` and `convert_to` when present.
+/// `convert_to` (`"image/png"` or `"image/jpeg"`) makes the library convert every
+/// image the callback hands back (PPM/PGM, PNG, JPEG) into that format, so a host
+/// that renders to a format other tools cannot read still delivers one they can.
+/// This struct never changes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct creative_host_step {
@@ -204,7 +217,10 @@ impl creative_host_call {
     }
 }
 
-/// Call the host on this (blocking) thread. Never panics out.
+/// Call the host on this thread (a host thread or the pumping one).
+///
+/// No `catch_unwind` here: a forced unwind ending this thread must pass (see
+/// `hostthread`); a Rust panic cannot come out of the host's C callback.
 fn invoke(ext: &HostExt, mut call: creative_host_call) -> CallResult {
     let Some(cb) = ext.callback else {
         call.error = Some("no callback".into());
@@ -214,24 +230,119 @@ fn invoke(ext: &HostExt, mut call: creative_host_call) -> CallResult {
         };
     };
     // SAFETY: the host registered this callback with this `user_data`
-    // (`creative_host_fn`: called on a blocking-pool thread, concurrently), which
-    // stays valid until `free_user_data` runs in our `Drop`; `call` lives on this
-    // stack for the whole call and nothing else touches it meanwhile.
-    let code = catch_unwind(AssertUnwindSafe(|| unsafe { cb(ext.user_data, &mut call) }));
-    let code = match code {
-        Ok(c) => creative_status::from_code(c).ok_or(c),
-        Err(_) => {
-            call.error = Some("the callback panicked".into());
-            Ok(creative_status::Panic)
-        }
-    };
-    CallResult { code, call }
+    // (`creative_host_fn`: called on a host thread or the pumping thread,
+    // concurrently), which stays valid until `free_user_data` runs in our
+    // `Drop`; `call` lives on this stack for the whole call and nothing else
+    // touches it meanwhile.
+    let code = in_host(|| unsafe { cb(ext.user_data, &mut call) });
+    CallResult {
+        code: creative_status::from_code(code).ok_or(code),
+        call,
+    }
 }
 
-async fn invoke_blocking(ext: Arc<HostExt>, call: creative_host_call) -> Result<CallResult, String> {
-    tokio::task::spawn_blocking(move || invoke(&ext, call))
-        .await
-        .map_err(|e| format!("host callback task failed: {e}"))
+/// Where one run's host calls go, and the engine's gate they pass.
+#[derive(Clone)]
+pub(crate) struct HostCtx {
+    pub(crate) dispatch: Dispatch,
+    pub(crate) gate: Arc<CallGate>,
+}
+
+impl HostCtx {
+    /// Run the host's callback for `call` where this run's host calls go, and
+    /// wait (asynchronously) for its answer.
+    async fn call(&self, ext: Arc<HostExt>, call: creative_host_call) -> Result<CallResult, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gate = self.gate.clone();
+        let kind = ext.kind.clone();
+        let job = Box::new(move || {
+            let Some(_entered) = gate.enter() else {
+                let _ = tx.send(Err(format!(
+                    "host kind `{}` was not called: its engine was shut down",
+                    ext.kind
+                )));
+                return;
+            };
+            let r = invoke(&ext, call);
+            let _ = tx.send(Ok(r));
+        });
+        self.dispatch
+            .submit(job)
+            .map_err(|why| format!("host kind `{kind}` was not called: {why}"))?;
+        match rx.await {
+            Ok(r) => r,
+            // The job was dropped without answering: never run (its run was
+            // freed or its engine shut down while it waited in a queue), or its
+            // thread ended inside the host (a forced unwind).
+            Err(_) => Err(format!(
+                "host kind `{kind}`: the call did not return (its run was freed, its engine shut down, \
+                 or the host ended the thread running it)"
+            )),
+        }
+    }
+}
+
+/// The target of a `convert_to` setting, checked when the spec is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvertTo {
+    Png,
+    Jpeg,
+}
+
+fn convert_to_from(settings: &Value) -> Result<Option<ConvertTo>, String> {
+    match settings.get("convert_to") {
+        None => Ok(None),
+        Some(v) => match v.as_str() {
+            Some("image/png") => Ok(Some(ConvertTo::Png)),
+            Some("image/jpeg") => Ok(Some(ConvertTo::Jpeg)),
+            _ => Err(format!(
+                "`convert_to`: expected \"image/png\" or \"image/jpeg\", got {v}"
+            )),
+        },
+    }
+}
+
+/// Re-encode the image outputs of a host call into `target`; other media pass
+/// through. The pixels are decoded by content (PPM/PGM, PNG, JPEG), whatever
+/// media type the host gave.
+fn convert_outputs(outputs: Vec<Artifact>, target: Option<ConvertTo>) -> Result<Vec<Artifact>, String> {
+    let Some(target) = target else {
+        return Ok(outputs);
+    };
+    let (media, format) = match target {
+        ConvertTo::Png => (MediaType::Png, image::ImageFormat::Png),
+        ConvertTo::Jpeg => (MediaType::Jpeg, image::ImageFormat::Jpeg),
+    };
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let is_image = a.media().as_str().starts_with("image/");
+            if !is_image || *a.media() == media {
+                return Ok(a);
+            }
+            let img = image::load_from_memory(a.data()).map_err(|e| {
+                format!(
+                    "output {i} ({}) cannot be converted to {}: {e}",
+                    a.media().as_str(),
+                    media.as_str()
+                )
+            })?;
+            // JPEG has no alpha channel.
+            let img = if target == ConvertTo::Jpeg {
+                image::DynamicImage::ImageRgb8(img.to_rgb8())
+            } else {
+                img
+            };
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, format)
+                .map_err(|e| format!("output {i}: encoding {} failed: {e}", media.as_str()))?;
+            let mut meta = a.meta().clone();
+            meta.width = Some(img.width());
+            meta.height = Some(img.height());
+            Ok(Artifact::new(media.clone(), out.into_inner()).with_meta(meta))
+        })
+        .collect()
 }
 
 fn artifact_json(a: &Artifact) -> Value {
@@ -248,8 +359,10 @@ fn artifact_json(a: &Artifact) -> Value {
 struct HostProvider {
     id: String,
     ext: Arc<HostExt>,
+    host: HostCtx,
     settings: Value,
     caps: Capabilities,
+    convert: Option<ConvertTo>,
 }
 
 fn caps_from(settings: &Value) -> Result<Capabilities, String> {
@@ -320,7 +433,9 @@ impl Provider for HostProvider {
             "inputs": request.inputs.iter().map(artifact_json).collect::<Vec<_>>(),
         });
         let call = creative_host_call::new(Role::Provider, context, request.inputs.clone(), ctx.cancel.clone());
-        let r = invoke_blocking(self.ext.clone(), call)
+        let r = self
+            .host
+            .call(self.ext.clone(), call)
             .await
             .map_err(|m| ProviderError::transient(&self.id, m))?;
         if r.code != Ok(creative_status::Ok) {
@@ -337,8 +452,15 @@ impl Provider for HostProvider {
                 ),
             ));
         }
+        let artifacts = convert_outputs(r.call.outputs, self.convert).map_err(|m| {
+            ProviderError::new(
+                ErrorKind::Protocol,
+                &self.id,
+                format!("host provider `{}`: {m}", self.ext.kind),
+            )
+        })?;
         Ok(Generation {
-            artifacts: r.call.outputs,
+            artifacts,
             usage: Usage {
                 cost_usd: r.call.cost_usd.unwrap_or(0.0),
                 ..Usage::default()
@@ -352,9 +474,11 @@ impl Provider for HostProvider {
 
 struct HostStep {
     ext: Arc<HostExt>,
+    host: HostCtx,
     settings: Value,
     produces: Option<MediaKind>,
     min_inputs: usize,
+    convert: Option<ConvertTo>,
 }
 
 #[async_trait]
@@ -394,7 +518,9 @@ impl Step for HostStep {
         });
         let parents: Vec<_> = inputs.all().map(|a| a.id().clone()).collect();
         let call = creative_host_call::new(Role::Step, context, inputs.all().cloned().collect(), ctx.cancel.clone());
-        let r = invoke_blocking(self.ext.clone(), call)
+        let r = self
+            .host
+            .call(self.ext.clone(), call)
             .await
             .map_err(StepError::Internal)?;
         if r.code != Ok(creative_status::Ok) {
@@ -407,8 +533,9 @@ impl Step for HostStep {
                 _ => StepError::Internal(msg),
             });
         }
-        Ok(r.call
-            .outputs
+        let outputs = convert_outputs(r.call.outputs, self.convert)
+            .map_err(|m| StepError::Internal(format!("host step `{}`: {m}", self.ext.kind)))?;
+        Ok(outputs
             .into_iter()
             .map(|mut a| {
                 let p = a.provenance_mut();
@@ -424,6 +551,7 @@ impl Step for HostStep {
 
 struct HostGate {
     ext: Arc<HostExt>,
+    host: HostCtx,
     settings: Value,
 }
 
@@ -444,7 +572,9 @@ impl QualityGate for HostGate {
             "artifact": art,
         });
         let call = creative_host_call::new(Role::Gate, context, vec![artifact.clone()], ctx.cancel.clone());
-        let r = invoke_blocking(self.ext.clone(), call)
+        let r = self
+            .host
+            .call(self.ext.clone(), call)
             .await
             .map_err(|m| GateError::new(&self.ext.kind, m))?;
         if r.code != Ok(creative_status::Ok) {
@@ -512,6 +642,93 @@ unsafe fn adopt<'a>(
     Ok((engine, Arc::new(ext)))
 }
 
+/// One registration of a host extension, kept by the engine so a run in pump
+/// mode can build its host kinds with its own queue.
+#[derive(Clone)]
+pub(crate) struct HostKind {
+    role: Role,
+    ext: Arc<HostExt>,
+}
+
+impl HostKind {
+    /// Whether `other` is registered under the same name for the same role (a
+    /// later registration replaces it, and the earlier one's data is released).
+    pub(crate) fn replaces(&self, other: &HostKind) -> bool {
+        self.role == other.role && self.ext.kind == other.ext.kind
+    }
+
+    /// Put this kind into `registry`, its calls going where `host` says.
+    pub(crate) fn install(&self, registry: &mut creative_campaign::spec::Registry, host: HostCtx) {
+        let ext = self.ext.clone();
+        let kind = ext.kind.clone();
+        match self.role {
+            Role::Provider => {
+                let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
+                    let what = |e: String| format!("provider `{id}` (host kind `{}`): {e}", ext.kind);
+                    let caps = caps_from(settings).map_err(what)?;
+                    let convert = convert_to_from(settings).map_err(what)?;
+                    Ok(Arc::new(HostProvider {
+                        id: id.to_string(),
+                        ext: ext.clone(),
+                        host: host.clone(),
+                        settings: settings.clone(),
+                        caps,
+                        convert,
+                    }) as Arc<dyn Provider>)
+                });
+                registry.provider(&kind, factory);
+            }
+            Role::Step => {
+                let factory: StepFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
+                    let produces = match settings.get("produces") {
+                        None => None,
+                        Some(v) => Some(
+                            serde_json::from_value::<MediaKind>(v.clone())
+                                .map_err(|e| format!("host step kind `{}`: `produces`: {e}", ext.kind))?,
+                        ),
+                    };
+                    let min_inputs = match settings.get("min_inputs") {
+                        None => 0,
+                        Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
+                            format!("host step kind `{}`: `min_inputs`: expected a whole number", ext.kind)
+                        })?,
+                    };
+                    let convert =
+                        convert_to_from(settings).map_err(|e| format!("host step kind `{}`: {e}", ext.kind))?;
+                    Ok(Arc::new(HostStep {
+                        ext: ext.clone(),
+                        host: host.clone(),
+                        settings: settings.clone(),
+                        produces,
+                        min_inputs,
+                        convert,
+                    }) as Arc<dyn Step>)
+                });
+                registry.step(&kind, factory);
+            }
+            Role::Gate => {
+                let factory: GateFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
+                    Ok(Arc::new(HostGate {
+                        ext: ext.clone(),
+                        host: host.clone(),
+                        settings: settings.clone(),
+                    }) as Arc<dyn QualityGate>)
+                });
+                registry.gate(&kind, factory);
+            }
+        }
+    }
+}
+
+/// Record a registration on the engine and make its kind available to runs
+/// started afterwards (on the engine's host threads unless a run says "pump").
+fn register(engine: &creative_engine, role: Role, ext: Arc<HostExt>) {
+    let kind = HostKind { role, ext };
+    let host = engine.inner.host_ctx(Dispatch::Pool(engine.inner.pool.clone()));
+    engine.inner.with_registry(|r| kind.install(r, host));
+    engine.inner.add_host_kind(kind);
+}
+
 /// Register a host provider as kind `kind` of this engine (replacing any kind of
 /// that name for runs started afterwards).
 ///
@@ -548,19 +765,7 @@ pub unsafe extern "C" fn creative_engine_register_provider(
                 "provider->generate",
             )
         }?;
-        let kind = ext.kind.clone();
-        let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
-            let caps = caps_from(settings).map_err(|e| format!("provider `{id}` (host kind `{}`): {e}", ext.kind))?;
-            Ok(Arc::new(HostProvider {
-                id: id.to_string(),
-                ext: ext.clone(),
-                settings: settings.clone(),
-                caps,
-            }) as Arc<dyn Provider>)
-        });
-        engine.inner.with_registry(|r| {
-            r.provider(&kind, factory);
-        });
+        register(engine, Role::Provider, ext);
         Ok(())
     })
 }
@@ -583,32 +788,7 @@ pub unsafe extern "C" fn creative_engine_register_step(
             .ok_or_else(|| FfiError::null("step"))?;
         // SAFETY: as in `creative_engine_register_provider`.
         let (engine, ext) = unsafe { adopt(engine, kind, s.user_data, s.free_user_data, s.run, "step->run") }?;
-        let kind = ext.kind.clone();
-        let factory: StepFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
-            let produces = match settings.get("produces") {
-                None => None,
-                Some(v) => Some(
-                    serde_json::from_value::<MediaKind>(v.clone())
-                        .map_err(|e| format!("host step kind `{}`: `produces`: {e}", ext.kind))?,
-                ),
-            };
-            let min_inputs = match settings.get("min_inputs") {
-                None => 0,
-                Some(v) => v
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| format!("host step kind `{}`: `min_inputs`: expected a whole number", ext.kind))?,
-            };
-            Ok(Arc::new(HostStep {
-                ext: ext.clone(),
-                settings: settings.clone(),
-                produces,
-                min_inputs,
-            }) as Arc<dyn Step>)
-        });
-        engine.inner.with_registry(|r| {
-            r.step(&kind, factory);
-        });
+        register(engine, Role::Step, ext);
         Ok(())
     })
 }
@@ -631,16 +811,7 @@ pub unsafe extern "C" fn creative_engine_register_gate(
             .ok_or_else(|| FfiError::null("gate"))?;
         // SAFETY: as in `creative_engine_register_provider`.
         let (engine, ext) = unsafe { adopt(engine, kind, g.user_data, g.free_user_data, g.check, "gate->check") }?;
-        let kind = ext.kind.clone();
-        let factory: GateFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
-            Ok(Arc::new(HostGate {
-                ext: ext.clone(),
-                settings: settings.clone(),
-            }) as Arc<dyn QualityGate>)
-        });
-        engine.inner.with_registry(|r| {
-            r.gate(&kind, factory);
-        });
+        register(engine, Role::Gate, ext);
         Ok(())
     })
 }

@@ -11,7 +11,8 @@
 //!   registry of provider, step and gate kinds, built-in and the host's own
 //!   (`creative_engine_register_provider`, `_step`, `_gate`);
 //! - a run (`creative_run_start(engine, spec_text, options_json, callback,
-//!   user_data)`) is watched with `creative_run_wait`, `_poll`, `_progress`,
+//!   user_data)`) is watched with `creative_run_wait`, `_poll`, `_progress`
+//!   (or, in pump mode, driven from the host's own thread with `_pump`),
 //!   stopped with `_cancel`, read with `_manifest_json`, `_report_json` and the
 //!   artifact accessors, and freed with `_free` (which cancels and joins a run
 //!   still going).
@@ -62,6 +63,7 @@ pub mod host;
 /// Strings and byte views the library hands out.
 pub mod strings;
 
+mod hostthread;
 mod panic;
 
 pub use artifact::*;

@@ -2,15 +2,22 @@
 //!
 //! # Threads
 //!
-//! A run is driven by one task on the engine's runtime (the *pump*): it reads the
-//! run's event stream, keeps a progress snapshot, forwards each event to the
-//! run's *delivery thread* (a plain thread of its own, only when the host gave a
-//! callback), and awaits the outcome. The delivery thread serializes each event to
-//! JSON and calls the host's callback, one event at a time, in order. The run is
-//! *finished* when the outcome is known and the last callback has returned, so a
-//! host that saw `creative_run_wait` return knows its callback will not be called
-//! again.
+//! A run is driven by one task on the engine's runtime (the *driver*): it reads
+//! the run's event stream, keeps a progress snapshot, forwards each event to the
+//! host, and awaits the outcome. Events reach the host in one of two ways:
+//!
+//! - by default, on the run's *delivery thread* (a host thread of its own, see
+//!   `hostthread`, only when the host gave a callback), which serializes each
+//!   event to JSON and calls the host's callback, one at a time, in order;
+//! - in pump mode (`"host_calls": "pump"`), through the run's queue, which the
+//!   host drains on its own thread with `creative_run_pump`, together with the
+//!   run's host provider, step and gate calls.
+//!
+//! The run is *finished* when the outcome is known and the last callback has
+//! returned, so a host that saw `creative_run_wait` return knows its callback
+//! will not be called again.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{c_char, c_void, CString};
 use std::future::Future;
@@ -18,7 +25,6 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use creative_core::{
@@ -27,6 +33,7 @@ use creative_core::{
 use futures::{Stream, StreamExt};
 
 use crate::engine::EngineInner;
+use crate::hostthread::{self, in_host, CallGate, PumpItem, PumpQueue};
 use crate::panic::{guard, Out};
 use crate::status::{creative_status, FfiError};
 use crate::strings::owned_c_string;
@@ -37,26 +44,52 @@ use crate::strings::owned_c_string;
 pub struct creative_run {
     pub(crate) shared: Arc<RunShared>,
     cancel: CancellationToken,
-    delivery: Option<JoinHandle<()>>,
-    delivery_id: Option<ThreadId>,
+    /// Pump mode: the host's callback, called from `creative_run_pump`.
+    pumped_callback: Option<(EventFn, UserData)>,
+    /// Pump mode: a `creative_run_pump` of this run is in progress.
+    pumping: AtomicBool,
+    /// Pump mode: `creative_run_free` was called from inside a pumped callback;
+    /// the pump frees the run when the callback has returned.
+    free_requested: AtomicBool,
     // Keeps the runtime alive while the run is held; dropped last (see `Drop`).
     _engine: Arc<EngineInner>,
+}
+
+type EventFn = unsafe extern "C-unwind" fn(event_json: *const c_char, user_data: *mut c_void);
+
+std::thread_local! {
+    /// The run (its `RunShared`'s address) whose event callback this thread is
+    /// delivering, or 0: a delivery thread for its whole life, a pumping thread
+    /// during each callback.
+    static DELIVERING: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Called with each event of a run, as a NUL-terminated JSON object with a `type`
 /// field (`run_started`, `job_started`, `step_started`, `attempt`,
 /// `attempt_finished`, `gate_verdict`, `retry`, `fallback`, `step_finished`,
-/// `job_finished`, `run_finished`...), a `seq` number from 0 and `at_ms`.
+/// `asset_written`, `job_finished`, `run_finished`...), a `seq` number from 0 and
+/// `at_ms`.
 ///
-/// Thread: a thread the library starts for the run (never the caller's).
-/// Ordering: serialized per run: one call at a time, in `seq` order;
-/// `run_finished` is always the last call. `event_json` is valid only during the
-/// call. Re-entrancy: the callback may call `creative_run_poll`,
+/// Thread: a thread the library starts for the run (never the caller's), or, for
+/// a run started with `"host_calls": "pump"`, the thread calling
+/// `creative_run_pump`. Ordering: serialized per run: one call at a time, in
+/// `seq` order; `run_finished` is always the last call. `event_json` is valid
+/// only during the call. Re-entrancy: the callback may call `creative_run_poll`,
 /// `creative_run_progress`, `creative_run_cancel` and `creative_run_free` on its
 /// own run (`free` from inside stops further callbacks and releases the run once
-/// it has ended); `creative_run_wait` on its own run returns
-/// `CREATIVE_STATUS_WRONG_STATE`. It must not unwind (C++ exceptions, longjmp).
-pub type creative_event_fn = Option<unsafe extern "C" fn(event_json: *const c_char, user_data: *mut c_void)>;
+/// it has ended, or, when pumped, once the callback has returned);
+/// `creative_run_wait` and `creative_run_pump` on its own run return
+/// `CREATIVE_STATUS_WRONG_STATE`.
+///
+/// Paths in events: `asset_written`'s `path` is relative to the run's output
+/// folder (as in the manifest), and the file may still be renamed before the
+/// run ends: load it at once or copy it, and take the final paths from the
+/// manifest or `creative_run_artifact_info_json` (absolute there).
+///
+/// Unwinding: it must not throw (C++ exceptions, longjmp); a forced unwind by
+/// the host's runtime (`pthread_exit`) passes through, and the run's later
+/// events are not delivered.
+pub type creative_event_fn = Option<unsafe extern "C-unwind" fn(event_json: *const c_char, user_data: *mut c_void)>;
 
 /// How a run stands.
 #[repr(C)]
@@ -251,6 +284,11 @@ pub(crate) struct RunShared {
     cond: Condvar,
     progress: Mutex<Progress>,
     stop_callbacks: AtomicBool,
+    cancel: CancellationToken,
+    /// Pump mode: the queue the host drains.
+    pub(crate) pump: Option<Arc<PumpQueue>>,
+    /// The engine's gate every call into the host passes.
+    gate: Arc<CallGate>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -259,13 +297,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RunShared {
-    fn new() -> Self {
+    fn new(cancel: CancellationToken, pump: Option<Arc<PumpQueue>>, gate: Arc<CallGate>) -> Self {
         RunShared {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
             progress: Mutex::new(Progress::default()),
             stop_callbacks: AtomicBool::new(false),
+            cancel,
+            pump,
+            gate,
         }
+    }
+
+    /// Never call into the host for this run again: no more events, queued host
+    /// calls dropped (they fail), and the run cancelled.
+    pub(crate) fn stop_host(&self) {
+        self.stop_callbacks.store(true, Ordering::Release);
+        self.cancel.cancel();
+        if let Some(q) = &self.pump {
+            if q.close() {
+                // Its end was queued and will never be pumped now.
+                self.set_events_done();
+            }
+        }
+    }
+
+    /// Call the host's event callback with `ev` on this thread, unless the run's
+    /// callbacks were stopped or the engine shut down.
+    fn deliver(&self, ev: &Event, cb: EventFn, user_data: *mut c_void) {
+        if self.stop_callbacks.load(Ordering::Acquire) {
+            return;
+        }
+        let json = serde_json::to_string(ev).unwrap_or_else(|e| {
+            serde_json::json!({"type": "error", "seq": ev.seq, "error": e.to_string()}).to_string()
+        });
+        let c = CString::new(json).unwrap_or_default();
+        let Some(_entered) = self.gate.enter() else {
+            return;
+        };
+        // SAFETY: the host's callback with its own `user_data`, which stays valid
+        // until `creative_run_free` returns (`creative_run_start`'s doc); that free
+        // waits for the last delivery or, from inside a callback, stops the calls
+        // first. `c` outlives the call (`event_json` is valid only during it).
+        in_host(|| unsafe { cb(c.as_ptr(), user_data) });
     }
 
     fn set_done(&self, done: Done) {
@@ -391,6 +465,7 @@ impl Drop for DirLease {
 }
 
 /// The host's `user_data` for a run's callback, moved to the delivery thread.
+#[derive(Clone, Copy)]
 struct UserData(*mut c_void);
 // SAFETY: the library never dereferences the pointer; it only hands it back to the
 // host's callback, which `creative_event_fn`'s doc says runs on a thread the
@@ -474,72 +549,78 @@ fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, Stri
     }
 }
 
-/// Start driving `launch` on the engine's runtime and return the handle.
+/// The delivery thread's body: each event to the host's callback, in order; the
+/// run's events are done when it ends, however it ends (a forced unwind by the
+/// host's runtime included), so waiters never hang on a thread the host ended.
+fn deliver_loop(sh: Arc<RunShared>, rx: mpsc::Receiver<Event>, cb: EventFn, ud: UserData) {
+    struct Finish(Arc<RunShared>);
+    impl Drop for Finish {
+        fn drop(&mut self) {
+            DELIVERING.with(|d| d.set(0));
+            self.0.set_events_done();
+        }
+    }
+    DELIVERING.with(|d| d.set(Arc::as_ptr(&sh) as usize));
+    let finish = Finish(sh);
+    for ev in rx {
+        finish.0.deliver(&ev, cb, ud.0);
+    }
+}
+
+/// Start driving `launch` on the engine's runtime and return the handle. With
+/// `pump`, events and host calls wait in that queue for `creative_run_pump`.
 pub(crate) fn start(
     engine: &Arc<EngineInner>,
     launch: Launch,
     callback: creative_event_fn,
     user_data: *mut c_void,
     lease: Option<DirLease>,
+    pump: Option<Arc<PumpQueue>>,
 ) -> Result<Box<creative_run>, FfiError> {
-    let shared = Arc::new(RunShared::new());
-    let (tx, delivery, delivery_id) = match callback {
-        Some(cb) => {
-            let (tx, rx) = mpsc::channel::<Event>();
-            let sh = shared.clone();
-            let ud = UserData(user_data);
-            let handle = std::thread::Builder::new()
-                .name("creative-events".into())
-                .spawn(move || {
-                    let ud = ud;
-                    for ev in rx {
-                        if sh.stop_callbacks.load(Ordering::Acquire) {
-                            continue;
-                        }
-                        let json = serde_json::to_string(&ev).unwrap_or_else(|e| {
-                            serde_json::json!({"type": "error", "seq": ev.seq, "error": e.to_string()}).to_string()
-                        });
-                        let c = CString::new(json).unwrap_or_default();
-                        // SAFETY: the host's callback with its own `user_data`, which
-                        // stays valid until `creative_run_free` returns
-                        // (`creative_run_start`'s doc); that free joins this thread or,
-                        // from inside a callback, stops the calls first. `c` outlives
-                        // the call (`event_json` is valid only during it).
-                        unsafe { cb(c.as_ptr(), ud.0) };
-                    }
-                    sh.set_events_done();
-                })
-                .map_err(|e| FfiError::new(creative_status::Internal, format!("cannot start the event thread: {e}")))?;
-            let id = handle.thread().id();
-            (Some(tx), Some(handle), Some(id))
-        }
-        None => (None, None, None),
-    };
     let Launch {
         mut events,
         cancel,
         finish,
     } = launch;
+    let shared = Arc::new(RunShared::new(cancel.clone(), pump.clone(), engine.gate.clone()));
+    let ud = UserData(user_data);
+    let (tx, pumped_callback) = match (callback, &pump) {
+        (Some(cb), None) => {
+            let (tx, rx) = mpsc::channel::<Event>();
+            let sh = shared.clone();
+            hostthread::spawn("creative-events", Box::new(move || deliver_loop(sh, rx, cb, ud)))?;
+            (Some(tx), None)
+        }
+        (Some(cb), Some(_)) => (None, Some((cb, ud))),
+        (None, _) => (None, None),
+    };
+    engine.track(&shared);
     let sh = shared.clone();
+    // Without a delivery thread, the driver says when the events are done (in
+    // pump mode, when the host pumps the run's end).
     let events_done_here = tx.is_none();
+    let pump_events = pumped_callback.is_some();
     engine.handle().spawn(async move {
         let mut guard = PumpGuard {
             shared: sh.clone(),
             completed: false,
             events_done_here,
         };
-        let pump = async {
+        let drive = async {
             while let Some(ev) = events.next().await {
                 sh.observe(&ev);
                 if let Some(tx) = &tx {
                     // The delivery thread only stops early when the run is freed from
-                    // inside its callback; then nobody listens any more.
+                    // inside its callback or the host ended it; then nobody listens.
                     let _ = tx.send(ev);
+                } else if let (Some(q), true) = (&pump, pump_events) {
+                    // Refused once the run is freed or its engine shut down.
+                    q.push(PumpItem::Event(ev));
                 }
             }
             drop(tx);
         };
-        let ((), finished) = futures::join!(pump, finish);
+        let ((), finished) = futures::join!(drive, finish);
         drop(lease);
         let done = match finished {
             Ok(finished) => {
@@ -559,7 +640,10 @@ pub(crate) fn start(
             },
         };
         sh.set_done(done);
-        if events_done_here {
+        // In pump mode the host pumps the end, unless the queue is closed (the run
+        // freed, its engine shut down): then nobody will.
+        let end_queued = pump.as_ref().map(|q| q.push(PumpItem::End));
+        if end_queued == Some(false) || (pump.is_none() && events_done_here) {
             sh.set_events_done();
         }
         guard.completed = true;
@@ -567,15 +651,18 @@ pub(crate) fn start(
     Ok(Box::new(creative_run {
         shared,
         cancel,
-        delivery,
-        delivery_id,
+        pumped_callback,
+        pumping: AtomicBool::new(false),
+        free_requested: AtomicBool::new(false),
         _engine: engine.clone(),
     }))
 }
 
 impl creative_run {
+    /// Whether this thread is delivering this run's events (inside its callback,
+    /// or its delivery thread).
     fn on_delivery_thread(&self) -> bool {
-        self.delivery_id == Some(std::thread::current().id())
+        DELIVERING.with(|d| d.get()) == Arc::as_ptr(&self.shared) as usize
     }
 
     /// The finished result, or `WRONG_STATE` naming what was asked.
@@ -591,21 +678,19 @@ impl creative_run {
 impl Drop for creative_run {
     fn drop(&mut self) {
         if self.on_delivery_thread() {
-            // Freed from inside its own callback: joining would wait for ourselves.
+            // Freed from inside its own callback: waiting would wait for ourselves.
             // Stop the callbacks now; the thread drains the rest and exits.
-            self.shared.stop_callbacks.store(true, Ordering::Release);
-            self.cancel.cancel();
-            drop(self.delivery.take());
+            self.shared.stop_host();
             return;
+        }
+        if self.shared.pump.is_some() {
+            // Nobody will pump any more: queued calls fail, the run is cancelled
+            // and ends without calling the host again.
+            self.shared.stop_host();
         }
         if self.shared.finished().is_none() {
             self.cancel.cancel();
             self.shared.wait_until(None);
-        }
-        if let Some(h) = self.delivery.take() {
-            // The thread ends right after its last callback; a panic in it was
-            // already contained (callbacks are C code).
-            let _ = h.join();
         }
     }
 }
@@ -634,6 +719,10 @@ pub(crate) unsafe fn run_ref<'a>(run: *const creative_run) -> Result<&'a creativ
 /// failure (`CREATIVE_STATUS_PROVIDER_ERROR`, `_GATE_FAILED`, `_IO`,
 /// `_STEP_FAILED`...), with a summary in `creative_last_error_message()`. A failed
 /// run still has its finished artifacts, manifest and report.
+///
+/// Pump mode: a run started with `"host_calls": "pump"` only moves on while the
+/// host pumps it (`creative_run_pump`); waiting runs none of its work, so wait
+/// from another thread than the pumping one, or pump instead.
 ///
 /// Thread safety: any thread, several at once; not from the run's own event
 /// callback (returns `CREATIVE_STATUS_WRONG_STATE`: it would wait for itself).
@@ -738,7 +827,10 @@ pub unsafe extern "C" fn creative_run_cancel(run: *const creative_run) -> creati
 /// A run still running is cancelled and joined first: when this returns, the
 /// event callback will never be called again and every byte view and string lent
 /// by the run is invalid. (From inside the run's own callback, the callback is not
-/// called again after this returns and the run is released once it has ended.)
+/// called again after this returns and the run is released once it has ended,
+/// or, in pump mode, once the callback has returned to `creative_run_pump`.) A
+/// run in pump mode is not pumped again: its queued host calls fail without
+/// being called.
 ///
 /// Thread safety: any thread, but not concurrently with any other call on the
 /// same run.
@@ -746,6 +838,16 @@ pub unsafe extern "C" fn creative_run_cancel(run: *const creative_run) -> creati
 pub unsafe extern "C" fn creative_run_free(run: *mut creative_run) {
     let _ = guard("creative_run_free", || {
         if !run.is_null() {
+            // SAFETY: not NULL, so a live run from `creative_run_start`, used here
+            // only through a shared reference while the pump may hold one too.
+            let r = unsafe { &*run };
+            if r.pumping.load(Ordering::Acquire) && r.on_delivery_thread() {
+                // Inside a pumped callback: `creative_run_pump` still uses the run
+                // and frees it when the callback returns.
+                r.shared.stop_host();
+                r.free_requested.store(true, Ordering::Release);
+                return Ok(());
+            }
             // SAFETY: not NULL, so a run `creative_run_start` made with
             // `Box::into_raw` and the host frees once, not concurrently with any
             // other call on it (the `creative_run` doc and the thread safety
@@ -754,6 +856,125 @@ pub unsafe extern "C" fn creative_run_free(run: *mut creative_run) {
         }
         Ok(())
     });
+}
+
+/// Drive a run started with `"host_calls": "pump"` from the host's own thread:
+/// run its queued host provider, step and gate calls and deliver its queued
+/// events, on the calling thread, in order.
+///
+/// Works for up to `max_ms` milliseconds: it runs what is queued, waits for more
+/// while time remains, and returns early once the run has finished (its
+/// `run_finished` event delivered). The budget is checked between items: a host
+/// call that has started runs to its end. `max_ms` 0 runs what is queued now
+/// without waiting (for a UI timer or a game tick); a batch host loops on a
+/// larger budget until the run has finished. With 0, work queued while it runs
+/// waits for the next call.
+///
+/// Writes `*out_state` (may be NULL): `CREATIVE_RUN_STATE_RUNNING` until the run
+/// has finished, then how it ended.
+///
+/// The rule for hosts whose API must be called from one thread (bpy, Maya,
+/// Houdini, Unreal's game thread): start the run in pump mode and pump it from
+/// that thread; the library then never calls the host on a thread of its own.
+/// A run in pump mode does not move on without pumping.
+///
+/// Statuses: `CREATIVE_STATUS_WRONG_STATE` for a run not in pump mode, or from
+/// inside a callback of the run being pumped.
+///
+/// Thread safety: one thread pumps a run at a time (the one its host calls may
+/// run on); other threads may poll, cancel or wait meanwhile. Declared
+/// `C-unwind`: a forced unwind by the host's runtime passes through.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn creative_run_pump(
+    run: *const creative_run,
+    max_ms: u64,
+    out_state: *mut creative_run_state,
+) -> creative_status {
+    let mut work = None;
+    let status = guard("creative_run_pump", || {
+        // SAFETY: `out_state` is NULL ("may be NULL") or writable.
+        let out = unsafe { Out::optional(out_state) };
+        // SAFETY: `run` is NULL or a handle from creative_run_start not yet freed
+        // (the `creative_run` doc: create with _start, free with _free).
+        let r = unsafe { run_ref(run) }?;
+        let Some(q) = r.shared.pump.clone() else {
+            return Err(FfiError::wrong_state(
+                "this run was not started in pump mode (run option \"host_calls\": \"pump\"); its host \
+                 calls run on library threads and creative_run_wait waits for it",
+            ));
+        };
+        if r.pumping.swap(true, Ordering::AcqRel) {
+            return Err(FfiError::wrong_state(
+                "this run is being pumped already (from inside one of its callbacks, or by another thread)",
+            ));
+        }
+        work = Some((out, q));
+        Ok(())
+    });
+    let Some((mut out, q)) = work else {
+        return status;
+    };
+    // Outside the panic boundary from here: the host is called in this loop, and a
+    // forced unwind must pass (see `hostthread`). Nothing here panics.
+    // SAFETY: checked not NULL above; the run stays alive during this call: a free
+    // from inside a callback only sets `free_requested` while `pumping` is set.
+    let r = unsafe { &*run };
+    let start = Instant::now();
+    let deadline = start.checked_add(Duration::from_millis(max_ms));
+    // With no budget, only what is queued now: work queued meanwhile waits for
+    // the next pump, so a UI timer's tick stays short.
+    let mut left = if max_ms == 0 { q.len() } else { usize::MAX };
+    loop {
+        if r.shared.finished().is_some() || r.free_requested.load(Ordering::Acquire) || left == 0 {
+            break;
+        }
+        left -= 1;
+        let item = match deadline {
+            _ if max_ms == 0 => q.pop(start),
+            Some(d) => q.pop(d),
+            None => q.pop(Instant::now() + Duration::from_secs(3600)),
+        };
+        match item {
+            Some(PumpItem::Call(job)) => job(),
+            Some(PumpItem::Event(ev)) => {
+                if let Some((cb, ud)) = r.pumped_callback {
+                    DELIVERING.with(|d| d.set(Arc::as_ptr(&r.shared) as usize));
+                    r.shared.deliver(&ev, cb, ud.0);
+                    DELIVERING.with(|d| d.set(0));
+                }
+            }
+            Some(PumpItem::End) => {
+                r.shared.set_events_done();
+                break;
+            }
+            None if max_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) => break,
+            None if q.is_closed() => {
+                // Freed or shut down: nothing will be queued again; the run winds
+                // down on its own.
+                r.shared.wait_until(deadline);
+                break;
+            }
+            None => {}
+        }
+        if max_ms != 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    let state = r
+        .shared
+        .finished()
+        .map(|d| d.state)
+        .unwrap_or(creative_run_state::Running);
+    if let Some(out) = out.as_mut() {
+        out.write(state);
+    }
+    r.pumping.store(false, Ordering::Release);
+    if r.free_requested.load(Ordering::Acquire) {
+        // SAFETY: the host freed the run from inside a callback of this pump
+        // (`creative_run_free` deferred it to here); nothing uses it after this.
+        drop(unsafe { Box::from_raw(run.cast_mut()) });
+    }
+    creative_status::Ok
 }
 
 /// The run's manifest as JSON: one entry per delivered asset (path, hash, full
@@ -844,5 +1065,5 @@ pub fn replay_events(
             })
         }),
     };
-    start(&engine.inner, launch, callback, user_data, None).map_err(|e| e.message)
+    start(&engine.inner, launch, callback, user_data, None, None).map_err(|e| e.message)
 }

@@ -10,6 +10,7 @@ use creative_core::CancellationToken;
 use serde::Deserialize;
 
 use crate::engine::{creative_engine, EngineInner};
+use crate::hostthread::{Dispatch, PumpQueue};
 use crate::panic::{guard, opt_text_arg, text_arg, Out};
 use crate::run::{creative_event_fn, creative_run, start, DirLease, Finished, Launch};
 use crate::status::{creative_status, FfiError};
@@ -45,6 +46,9 @@ pub(crate) struct StartOptions {
     /// Check that the providers' servers answer before starting (blocks up to 5 s).
     #[serde(default)]
     pub(crate) preflight: bool,
+    /// Where host calls and event callbacks run: `threads` (default) or `pump`.
+    #[serde(default)]
+    pub(crate) host_calls: Option<String>,
 }
 
 impl StartOptions {
@@ -59,6 +63,17 @@ impl StartOptions {
                 format!("run options (JSON) line {} column {}: {e}", e.line(), e.column()),
             )
         })
+    }
+
+    /// Whether the run is driven by `creative_run_pump`.
+    fn pump(&self) -> Result<bool, FfiError> {
+        match self.host_calls.as_deref() {
+            None | Some("threads") => Ok(false),
+            Some("pump") => Ok(true),
+            Some(other) => Err(FfiError::invalid(format!(
+                "run options: `host_calls` must be \"threads\" or \"pump\", got \"{other}\""
+            ))),
+        }
     }
 
     fn format(&self, spec: &str) -> Result<Format, FfiError> {
@@ -102,12 +117,18 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-pub(crate) fn launch(
-    engine: &Arc<EngineInner>,
-    spec_text: &str,
-    opts: StartOptions,
-) -> Result<(Launch, Option<DirLease>), FfiError> {
+/// A run ready to be driven: its launch, its output folder's lease, and, in
+/// pump mode, the queue its host calls and events wait in.
+pub(crate) type Launched = (Launch, Option<DirLease>, Option<Arc<PumpQueue>>);
+
+pub(crate) fn launch(engine: &Arc<EngineInner>, spec_text: &str, opts: StartOptions) -> Result<Launched, FfiError> {
+    if engine.gate.is_closed() {
+        return Err(FfiError::wrong_state(
+            "the engine was shut down (creative_engine_shutdown); it starts no more runs",
+        ));
+    }
     let format = opts.format(spec_text)?;
+    let pump = opts.pump()?.then(|| Arc::new(PumpQueue::default()));
     // Checked as given: joined to `base_dir`, an empty path would silently
     // become the base folder itself.
     if let Some(d) = &opts.out_dir {
@@ -128,7 +149,10 @@ pub(crate) fn launch(
         None => std::env::current_dir()
             .map_err(|e| FfiError::new(creative_status::Io, format!("cannot read the current directory: {e}")))?,
     };
-    let registry = engine.registry();
+    let registry = match &pump {
+        Some(q) => engine.registry_for(Dispatch::Pump(q.clone())),
+        None => engine.registry(),
+    };
     let campaign = spec.build(&registry, &base_dir).map_err(spec_error)?;
     if opts.preflight && !opts.dry_run {
         engine
@@ -211,7 +235,7 @@ pub(crate) fn launch(
             outcome: o.outcome,
         })
     });
-    Ok((Launch { events, cancel, finish }, lease))
+    Ok((Launch { events, cancel, finish }, lease, pump))
 }
 
 /// Start a run of the campaign described by `spec_text` (TOML or JSON) and return
@@ -229,8 +253,16 @@ pub(crate) fn launch(
 /// by job key, for farms that spread a campaign over machines), `preflight`
 /// (`true`: first check that the providers' servers answer, such as a local
 /// ComfyUI or Ollama; this call then blocks up to 5 s, and a server that does not
-/// answer gives `CREATIVE_STATUS_PROVIDER_ERROR` naming it). Unknown fields are
-/// an error.
+/// answer gives `CREATIVE_STATUS_PROVIDER_ERROR` naming it), `host_calls`
+/// (`"threads"`, the default: host extensions run on the engine's host threads
+/// and `callback` on a thread of the run's; `"pump"`: both run only on the
+/// thread that calls `creative_run_pump`, for host APIs bound to their main
+/// thread). Unknown fields are an error.
+///
+/// Paths: `out_dir` and `base_dir` may be relative (to the current directory
+/// for `base_dir`); the manifest and `asset_written` events name files
+/// relative to the output folder, `creative_run_artifact_info_json` gives them
+/// absolute.
 ///
 /// `callback` may be NULL; otherwise it receives every event of the run (see
 /// `creative_event_fn` for its thread, ordering and re-entrancy rules) with
@@ -242,8 +274,9 @@ pub(crate) fn launch(
 /// `CREATIVE_STATUS_INVALID_SPEC` for a well-formed spec that cannot be built (an
 /// unknown kind, a missing input...), `CREATIVE_STATUS_WRONG_STATE` if a run
 /// that has not ended, of this engine or of another process, is writing to the
-/// same output folder, `CREATIVE_STATUS_PROVIDER_ERROR` if `preflight` found a
-/// server that does not answer.
+/// same output folder or the engine was shut down,
+/// `CREATIVE_STATUS_PROVIDER_ERROR` if `preflight` found a server that does not
+/// answer.
 ///
 /// Ownership: on success `*out_run` receives a run the caller frees with
 /// `creative_run_free`; on failure it is set to NULL (when `out_run` is not NULL).
@@ -274,8 +307,8 @@ pub unsafe extern "C" fn creative_run_start(
         // text, read only during this call.
         let options = unsafe { opt_text_arg(options_json, "options_json") }?;
         let opts = StartOptions::parse(options)?;
-        let (launch, lease) = launch(&engine.inner, spec, opts)?;
-        let run = start(&engine.inner, launch, callback, user_data, lease)?;
+        let (launch, lease, pump) = launch(&engine.inner, spec, opts)?;
+        let run = start(&engine.inner, launch, callback, user_data, lease, pump)?;
         out.write(Box::into_raw(run));
         Ok(())
     })

@@ -234,7 +234,7 @@ struct Events {
     threads: Mutex<Vec<std::thread::ThreadId>>,
 }
 
-unsafe extern "C" fn record(json: *const c_char, ud: *mut c_void) {
+unsafe extern "C-unwind" fn record(json: *const c_char, ud: *mut c_void) {
     let ev = unsafe { &*(ud as *const Events) };
     let v: serde_json::Value = serde_json::from_str(unsafe { CStr::from_ptr(json) }.to_str().unwrap()).unwrap();
     ev.seqs.lock().unwrap().push(v["seq"].as_u64().unwrap());
@@ -292,7 +292,7 @@ struct SelfFree {
     wait_status: Mutex<Option<creative_status>>,
 }
 
-unsafe extern "C" fn free_inside(_json: *const c_char, ud: *mut c_void) {
+unsafe extern "C-unwind" fn free_inside(_json: *const c_char, ud: *mut c_void) {
     let s = unsafe { &*(ud as *const SelfFree) };
     if s.freed.load(Ordering::SeqCst) {
         s.calls_after_free.fetch_add(1, Ordering::SeqCst);
@@ -344,7 +344,7 @@ struct HostData {
     prompts: Mutex<Vec<String>>,
 }
 
-unsafe extern "C" fn host_generate(ud: *mut c_void, call: *mut creative_host_call) -> c_int {
+unsafe extern "C-unwind" fn host_generate(ud: *mut c_void, call: *mut creative_host_call) -> c_int {
     let d = unsafe { &*(ud as *const HostData) };
     d.calls.fetch_add(1, Ordering::SeqCst);
     let mut ctx = null();
@@ -372,12 +372,12 @@ unsafe extern "C" fn host_generate(ud: *mut c_void, call: *mut creative_host_cal
     }
 }
 
-unsafe extern "C" fn host_free(ud: *mut c_void) {
+unsafe extern "C-unwind" fn host_free(ud: *mut c_void) {
     let d = unsafe { &*(ud as *const HostData) };
     d.freed.fetch_add(1, Ordering::SeqCst);
 }
 
-unsafe extern "C" fn host_bad_status(_ud: *mut c_void, _call: *mut creative_host_call) -> c_int {
+unsafe extern "C-unwind" fn host_bad_status(_ud: *mut c_void, _call: *mut creative_host_call) -> c_int {
     999
 }
 

@@ -10,7 +10,7 @@ use crate::geometry::Rect;
 use crate::raster::{Filter, Raster};
 
 /// How a crop window is placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Attention {
     /// In the middle.

@@ -16,7 +16,13 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(c.to_string(), "#ff8000cc");
 /// assert_eq!("#fff".parse::<Color>().unwrap().to_string(), "#ffffff");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[schemars(
+    with = "String",
+    title = "Colour",
+    description = "A colour as #rrggbb, #rrggbbaa or #rgb.",
+    extend("pattern" = "^\\s*#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})\\s*$", "examples" = ["#ff8000", "#00000080"])
+)]
 pub struct Color {
     /// Red.
     pub r: u8,

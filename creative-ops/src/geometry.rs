@@ -51,7 +51,13 @@ impl fmt::Display for Rect {
 /// assert_eq!(a.largest_in(1024, 1024), (576, 1024));
 /// assert_eq!("16x9".parse::<Aspect>().unwrap().largest_in(1024, 1024), (1024, 576));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, schemars::JsonSchema)]
+#[schemars(
+    with = "String",
+    title = "Aspect ratio",
+    description = "An aspect ratio as W:H, WxH or W/H, or a number (width / height).",
+    extend("type" = ["string", "number"], "examples" = ["9:16", "16x9", 0.5625])
+)]
 pub struct Aspect {
     w: f64,
     h: f64,
@@ -174,7 +180,7 @@ impl<'de> Deserialize<'de> for Aspect {
 }
 
 /// Where something sits inside a larger area.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Anchor {
     /// Top left corner.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::raster::Raster;
 
 /// Which perceptual hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HashKind {
     /// DCT hash: the signs of the 8x8 lowest frequencies of a 32x32 thumbnail

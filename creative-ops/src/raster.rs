@@ -19,7 +19,7 @@ use crate::error::OpsError;
 use crate::geometry::Rect;
 
 /// An output image format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// PNG (lossless).
@@ -75,7 +75,7 @@ impl Format {
 /// Measured on three photo-like renditions (800x800, 540x960, 960x540) of a
 /// noisy 1024x1024 picture: `fast` 7 ms and 2.97 MB, `balanced` 31 ms and
 /// 1.60 MB, `high` 106 ms and 1.54 MB (see `benches/renditions.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PngCompression {
     /// Fastest (fdeflate); files much larger on photographs.
@@ -113,8 +113,11 @@ impl PngCompression {
 /// png_compression = "balanced" # fast | balanced | high | best
 /// background = "#ffffff"   # what transparent pixels become in a JPEG
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { format = \"jpeg\", quality = 85 }"
+)]
 pub struct EncodeSettings {
     /// Output format; `None` keeps the input's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,7 +159,7 @@ impl EncodeSettings {
 }
 
 /// Resampling filter for resizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Filter {
     /// Nearest neighbour (pixel art, masks).

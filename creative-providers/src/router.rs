@@ -6,23 +6,22 @@
 //! router keeps what it observes about each member (latency, success rate, gate
 //! pass rate) and ranks the members on every call by its [`Strategy`]:
 //!
-//! | strategy | ranks by (best first) |
-//! |---|---|
-//! | [`Strategy::Fallback`] | the order the members were given |
-//! | [`Strategy::Cheapest`] | [`Provider::estimate_cost`] of this request |
-//! | [`Strategy::Fastest`] | moving average of observed latency (unmeasured members count as instant) |
-//! | [`Strategy::MostReliable`] | recent success rate (failures that count against a provider's health) |
-//! | [`Strategy::CostPerAccepted`] | estimated price divided by the recent gate pass rate |
+//! | strategy | ranks by (best first) | learns, so explores |
+//! |---|---|---|
+//! | [`Strategy::Fallback`] | the order the members were given | no |
+//! | [`Strategy::Cheapest`] | [`Provider::estimate_cost`] of this request | no |
+//! | [`Strategy::Fastest`] | moving average of observed latency (unmeasured or stale members count as instant) | no |
+//! | [`Strategy::MostReliable`] | a Thompson draw of the success rate | yes |
+//! | [`Strategy::CostPerAccepted`] | a Thompson draw of the cost per accepted asset (or a weighted score, see [`Weights`]) | yes |
 //!
 //! Around each member sit the engine's own resilience pieces: a
 //! [`CircuitBreaker`], an optional [`RateLimiter`] (requests per minute) and an
-//! optional concurrency limit. A member whose breaker is open, whose limiter has
-//! no token free, whose concurrency is full, or that answered "rate limited" a
-//! moment ago is skipped for this call and the next member in rank takes it (the
-//! work spills over instead of queueing). Only when no member can take the call
-//! does the router wait, for the earliest moment one can, bounded by the call's
-//! deadline, its cancellation and [`RouterBuilder::max_wait`]: being told to wait is
-//! not a failure.
+//! optional concurrency limit. A member whose breaker is open is skipped for this
+//! call. A member that is merely busy (no rate-limit token, concurrency full, or
+//! answered "rate limited" a moment ago) is weighed: see *Wait or spill* below.
+//! Only when no member can take the call does the router wait, for the earliest
+//! moment one can, bounded by the call's deadline, its cancellation and
+//! [`RouterBuilder::max_wait`]: being told to wait is not a failure.
 //!
 //! A member that fails a call is not the end of it: the router tries the next
 //! member in rank (up to [`RouterBuilder::max_attempts`] members per call) for
@@ -41,14 +40,60 @@
 //! whole router) and asks [`Provider::unavailable`], which answers when every
 //! member is down and none is due for a probe.
 //!
-//! ## Exploration
+//! ## Cost per accepted asset: Thompson sampling
 //!
-//! Rankings come from observations, and a member that is never called is never
-//! observed: a provider that failed an hour ago and has since recovered would get
-//! no traffic back. So with probability [`RouterBuilder::exploration`] (default
-//! 0.1) a call goes first to a randomly chosen member other than the best one,
-//! and measured statistics decay (recent calls weigh most), so a few good calls
-//! to a recovered member are enough to move traffic back.
+//! A member's price per call is not its cost: a call that fails or whose output
+//! a gate rejects buys nothing. [`Strategy::CostPerAccepted`] keeps for each
+//! member a Beta posterior on its *accepted-per-attempt* rate (an attempt is a
+//! call that was not refused for rate; it counts as accepted when its output
+//! passes every gate, as rejected when it fails or a gate rejects it) and the
+//! mean cost it was billed per attempt. On every call it draws a rate from each
+//! posterior and ranks the members by `cost per attempt / drawn rate`: a member
+//! is chosen as often as it is likely to be the cheapest per accepted asset, so
+//! exploration is where the uncertainty is and shrinks as evidence grows.
+//!
+//! The prior comes from the prices: every member starts believed equally good
+//! value for its price (see [`RouterBuilder::prior_strength`]), so the first calls
+//! are spread over the members whose price makes them plausible.
+//!
+//! Evidence is discounted ([`RouterBuilder::window`]): every observation, to
+//! any member, multiplies all members' evidence by `1 - 1/window`. A member whose
+//! quality collapses loses its traffic within a few dozen attempts, and one that
+//! lost its traffic drifts back towards its prior until a draw tries it again,
+//! which is how a recovered member gets its traffic back.
+//!
+//! [`RouterBuilder::latency_cap`] ranks members whose observed p95 latency is
+//! above the cap after every member under it, and [`Weights`] trades cost per
+//! accepted asset against latency per accepted asset and attempts per accepted
+//! asset in one score.
+//!
+//! The deterministic strategies never explore: the same observations give the
+//! same ranking. [`RouterBuilder::exploration`] adds a uniform share of calls
+//! on top of the learning strategies' own, decaying with the evidence (half the
+//! setting after ten calls per member, a tenth after a hundred).
+//!
+//! ## Wait or spill
+//!
+//! When the first member in rank is busy (rate limited, concurrency full), the
+//! router estimates the wait: what is left of its `Retry-After` or limiter
+//! delay plus the calls queued for it ahead of this one. It spills the call to
+//! the next member only when waiting costs more: when the wait would pass the
+//! call's deadline or [`RouterBuilder::max_wait`], when it would break the
+//! latency cap, or when the wait priced by [`RouterBuilder::wait_cost`] (US
+//! dollars per second of waiting, default 0) is more than the difference in
+//! expected cost per accepted asset. [`Strategy::Fastest`] compares the wait with
+//! the difference in latency instead; [`Strategy::Fallback`] and
+//! [`Strategy::MostReliable`] always spill. [`Router::decisions`] counts the
+//! spills, waits and explorations.
+//!
+//! ## What was learned is kept
+//!
+//! [`Router::learned`] exports each member's evidence keyed by provider, model
+//! and gate set ([`RouterBuilder::gate_set`]) and [`Router::learn`] imports it;
+//! with [`RouterBuilder::stats_file`] the router loads the file when it is built
+//! and merges what it learned into it every few dozen observations and when it
+//! is dropped, so the next run, and every shard writing the same file, starts
+//! from it.
 //!
 //! ## Gate outcomes
 //!
@@ -58,8 +103,9 @@
 //! verdict back through [`Provider::record_verdict`], which the router credits to
 //! that member. A host judging outside the engine reports with
 //! [`Router::record_gate`] (by member id) or [`Router::record_verdict`] (by
-//! artifact). [`Strategy::CostPerAccepted`] ranks on these reports; until a member
-//! has verdicts its pass rate is taken as 1 (optimistic, so it gets tried).
+//! artifact). A router that is told its outputs are judged
+//! ([`RouterBuilder::gated`], or from the first verdict on) waits for the verdict
+//! before counting a successful call as accepted.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -82,8 +128,14 @@
 //! # }
 //! ```
 
+mod bandit;
+mod learned;
+
+use std::collections::VecDeque;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,10 +143,13 @@ use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, DownConfig, DownDetector, RateLimiter};
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request,
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request, Task,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use bandit::{sample_beta, Evidence, Prior};
+pub use learned::{Learned, StatsFileError};
 
 /// The key under which a routed artifact's `meta.extra` names the member that made it.
 pub const ROUTED_PROVIDER: &str = "routed_provider";
@@ -110,11 +165,21 @@ pub enum Strategy {
     Cheapest,
     /// Lowest moving average of observed latency first. Spec name `fastest`.
     Fastest,
-    /// Highest recent success rate first. Spec name `most_reliable`.
+    /// Highest success rate first, by a Thompson draw from each member's
+    /// (discounted) success posterior. Spec name `most_reliable`.
     MostReliable,
-    /// Lowest expected cost per accepted asset first: the estimated price divided by
-    /// the recent gate pass rate. Spec name `cost_per_accepted`.
+    /// Lowest cost per accepted asset first, by a Thompson draw from each
+    /// member's accepted-per-attempt posterior (see the [module docs](self)).
+    /// Spec name `cost_per_accepted`.
     CostPerAccepted,
+}
+
+impl Strategy {
+    /// Whether the strategy learns from its observations and so explores;
+    /// the others are deterministic.
+    pub fn learns(self) -> bool {
+        matches!(self, Strategy::MostReliable | Strategy::CostPerAccepted)
+    }
 }
 
 impl Strategy {
@@ -170,6 +235,9 @@ pub enum RouterError {
         "unknown router strategy `{0}` (expected fallback, cheapest, fastest, most_reliable or cost_per_accepted)"
     )]
     UnknownStrategy(String),
+    /// The learned statistics file could not be read.
+    #[error("{0}")]
+    StatsFile(String),
     /// A numeric setting is out of its range.
     #[error("router setting `{name}` = {value} is out of range: {expected}")]
     OutOfRange {
@@ -180,6 +248,47 @@ pub enum RouterError {
         /// The allowed range, in words.
         expected: &'static str,
     },
+}
+
+/// How [`Strategy::CostPerAccepted`] weighs cost, latency and reliability.
+///
+/// Each term is a member's figure relative to the best member's, so the terms are
+/// comparable: `cost * (cost per accepted / lowest) + latency * (latency per
+/// accepted / lowest) + reliability * (attempts per accepted / lowest)`. The
+/// default, cost alone, ranks by cost per accepted asset. Each weight is in
+/// [0, 1000] and at least one is above 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    /// Weight of the expected cost per accepted asset. Default 1.
+    pub cost: f64,
+    /// Weight of the expected latency per accepted asset. Default 0.
+    pub latency: f64,
+    /// Weight of the expected attempts per accepted asset. Default 0.
+    pub reliability: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            cost: 1.0,
+            latency: 0.0,
+            reliability: 0.0,
+        }
+    }
+}
+
+/// What the router decided beyond its ranking, counted per call; see
+/// [`Router::decisions`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Decisions {
+    /// Calls that went to a member other than their first choice because the
+    /// first choice was busy (rate limited or full) and waiting cost more.
+    pub spills: u64,
+    /// Calls that waited for a busy first choice rather than spill.
+    pub waits: u64,
+    /// Calls whose first choice was not the best by the current estimates
+    /// (a Thompson draw or the `exploration` share favoured another).
+    pub explorations: u64,
 }
 
 /// Per-member limits.
@@ -213,6 +322,20 @@ pub struct MemberStats {
     pub gate_pass_rate: f64,
     /// Gate verdicts reported.
     pub gate_verdicts: u64,
+    /// Attempts counted as accepted (every gate passed, or a success when
+    /// nothing is judged).
+    pub accepted: u64,
+    /// Attempts counted as rejected (a gate rejected the output, the call failed
+    /// or was refused).
+    pub rejected: u64,
+    /// The posterior mean of the accepted-per-attempt rate (prior included).
+    pub accept_rate: f64,
+    /// Expected cost per accepted asset in US dollars, from the billed cost per
+    /// attempt and `accept_rate`.
+    pub cost_per_accepted_usd: f64,
+    /// 95th percentile of the latest successful calls' latency, in milliseconds;
+    /// `None` before five of them.
+    pub latency_p95_ms: Option<f64>,
     /// The member's circuit breaker state.
     pub breaker: BreakerState,
     /// Whether it is declared down (failed every call for [`RouterBuilder::down_after`]).
@@ -233,7 +356,43 @@ struct Observed {
     verdicts_w: f64,
     verdicts: u64,
     rate_limited_until: Option<Instant>,
+    /// Accepted-per-attempt evidence, discounted by the router's global tick.
+    accept: Evidence,
+    /// Billed cost (`yes`) and attempts (`no`), discounted the same way.
+    billed: Evidence,
+    /// Successful outputs whose verdicts are still to come.
+    pending: u64,
+    accepted: u64,
+    rejected: u64,
+    /// Latencies of the latest successful calls, for the p95.
+    latencies: VecDeque<f64>,
+    /// The tick of the latest latency sample ([`Strategy::Fastest`] re-measures
+    /// a member whose sample is older than the window).
+    latency_tick: u64,
+    in_flight: usize,
+    /// Calls waiting for this member now.
+    queued: usize,
+    /// Calls that were in flight when it last said "rate limited": how many it
+    /// serves at once, for the wait estimate.
+    parallel: usize,
+    /// Evidence gathered since the last save, undiscounted.
+    fresh: Fresh,
 }
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Fresh {
+    accepted: f64,
+    rejected: f64,
+    attempts: f64,
+    cost_usd: f64,
+}
+
+/// Latencies kept per member for the p95.
+const LATENCY_SAMPLES: usize = 64;
+/// Observations between two saves of the statistics file.
+const SAVE_EVERY: u64 = 64;
+/// The dearest member's prior mean accepted-per-attempt rate.
+const PRIOR_TOP: f64 = 0.8;
 
 impl Observed {
     fn success_rate(&self) -> f64 {
@@ -244,6 +403,22 @@ impl Observed {
 
     fn gate_pass_rate(&self) -> f64 {
         (self.pass_w + 1.0) / (self.verdicts_w + 1.0)
+    }
+
+    fn p95(&self) -> Option<f64> {
+        if self.latencies.len() < 5 {
+            return None;
+        }
+        let mut v: Vec<f64> = self.latencies.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let k = ((v.len() as f64) * 0.95).ceil() as usize;
+        Some(v[k.clamp(1, v.len()) - 1])
+    }
+
+    /// Mean billed cost per attempt, with the list price as one prior attempt.
+    fn cost_per_attempt(&self, tick: u64, gamma: f64, price: f64) -> f64 {
+        let (cost, attempts) = self.billed.at(tick, gamma);
+        (cost + price) / (attempts + 1.0)
     }
 }
 
@@ -263,6 +438,24 @@ impl Member {
     }
 }
 
+/// Counts a call in flight to a member for as long as it lives, so a call
+/// dropped mid-way (cancelled) is not counted forever.
+struct InFlight<'a>(&'a Member);
+
+impl<'a> InFlight<'a> {
+    fn new(m: &'a Member) -> Self {
+        m.observed().in_flight += 1;
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut o = self.0.observed();
+        o.in_flight = o.in_flight.saturating_sub(1);
+    }
+}
+
 /// Builds a [`Router`]. Setters never fail; [`RouterBuilder::build`] reports the
 /// first bad setting.
 pub struct RouterBuilder {
@@ -277,6 +470,14 @@ pub struct RouterBuilder {
     max_wait: Duration,
     max_attempts: usize,
     seed: Option<u64>,
+    window: f64,
+    prior_strength: f64,
+    wait_cost: f64,
+    latency_cap: Option<Duration>,
+    weights: Weights,
+    gated: bool,
+    gate_set: String,
+    stats_file: Option<PathBuf>,
 }
 
 impl RouterBuilder {
@@ -297,8 +498,10 @@ impl RouterBuilder {
         self
     }
 
-    /// Probability that a call goes first to a member other than the best ranked,
-    /// so every member keeps being observed. Default 0.1; 0 disables exploration.
+    /// A share of calls, on top of the learning strategies' own exploration,
+    /// that goes first to a random member other than the best ranked; it decays
+    /// with the evidence (half after ten calls per member). In [0, 1]; default 0.
+    /// The deterministic strategies ([`Strategy::learns`] false) ignore it.
     pub fn exploration(mut self, p: f64) -> Self {
         self.exploration = p;
         self
@@ -354,6 +557,69 @@ impl RouterBuilder {
         self
     }
 
+    /// The learning strategies' memory, in observations: each observation
+    /// multiplies all evidence by `1 - 1/window`, so a collapse or a recovery
+    /// shows within a fraction of it. In [2, 1000000]; default 100.
+    pub fn window(mut self, observations: f64) -> Self {
+        self.window = observations;
+        self
+    }
+
+    /// How many attempts the price-derived prior is worth. In (0, 1000];
+    /// default 2.
+    pub fn prior_strength(mut self, attempts: f64) -> Self {
+        self.prior_strength = attempts;
+        self
+    }
+
+    /// What a second of waiting for a busy member costs, in US dollars: the
+    /// router spills a call to a dearer member when the expected wait times this
+    /// is more than the difference in expected cost per accepted asset. In
+    /// [0, 1000]; default 0 (waiting is free until a deadline, the wait limit or
+    /// the latency cap says otherwise).
+    pub fn wait_cost(mut self, usd_per_s: f64) -> Self {
+        self.wait_cost = usd_per_s;
+        self
+    }
+
+    /// Prefer members whose p95 latency is under `cap` (ranked before every
+    /// member over it) and do not wait for a busy member longer than the cap
+    /// allows. Between 1 ms and one day; default none.
+    pub fn latency_cap(mut self, cap: Duration) -> Self {
+        self.latency_cap = Some(cap);
+        self
+    }
+
+    /// The weighted score of [`Strategy::CostPerAccepted`]. Default: cost alone.
+    pub fn weights(mut self, w: Weights) -> Self {
+        self.weights = w;
+        self
+    }
+
+    /// Whether the router's outputs are judged by gates, so that a successful
+    /// call counts as accepted only once its verdict arrives. Default false; the
+    /// first verdict reported turns it on.
+    pub fn gated(mut self, gated: bool) -> Self {
+        self.gated = gated;
+        self
+    }
+
+    /// A name for the gates judging the router's outputs (a campaign passes a
+    /// fingerprint of them): learned statistics are kept per gate set. Default
+    /// empty.
+    pub fn gate_set(mut self, key: impl Into<String>) -> Self {
+        self.gate_set = key.into();
+        self
+    }
+
+    /// Load learned statistics from this file when built, and merge what is
+    /// learned into it every few dozen observations and when the router is
+    /// dropped. A missing file is created; a damaged one fails the build.
+    pub fn stats_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stats_file = Some(path.into());
+        self
+    }
+
     /// Check the settings and build the router.
     pub fn build(self) -> Result<Router, RouterError> {
         if self.members.is_empty() {
@@ -388,6 +654,54 @@ impl RouterBuilder {
                 expected: "greater than 0 and less than 1",
             });
         }
+        let check = |name: &'static str, value: f64, ok: bool, expected: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(RouterError::OutOfRange { name, value, expected })
+            }
+        };
+        check(
+            "window",
+            self.window,
+            (2.0..=1e6).contains(&self.window),
+            "between 2 and 1000000 observations",
+        )?;
+        check(
+            "prior_strength",
+            self.prior_strength,
+            self.prior_strength > 0.0 && self.prior_strength <= 1000.0,
+            "greater than 0 and at most 1000",
+        )?;
+        check(
+            "wait_cost",
+            self.wait_cost,
+            (0.0..=1000.0).contains(&self.wait_cost),
+            "between 0 and 1000 US dollars per second",
+        )?;
+        if let Some(cap) = self.latency_cap {
+            let s = cap.as_secs_f64();
+            check(
+                "latency_cap",
+                s,
+                (0.001..=86_400.0).contains(&s),
+                "between 0.001 and 86400 seconds",
+            )?;
+        }
+        let w = self.weights;
+        for (name, v) in [
+            ("weights.cost", w.cost),
+            ("weights.latency", w.latency),
+            ("weights.reliability", w.reliability),
+        ] {
+            check(name, v, (0.0..=1000.0).contains(&v), "between 0 and 1000")?;
+        }
+        check(
+            "weights",
+            w.cost + w.latency + w.reliability,
+            w.cost + w.latency + w.reliability > 0.0,
+            "at least one weight above 0",
+        )?;
         let members = self
             .members
             .into_iter()
@@ -417,7 +731,7 @@ impl RouterBuilder {
                     .collect::<Vec<_>>(),
             }),
         );
-        Ok(Router {
+        let router = Router {
             id: self.id,
             fingerprint,
             members,
@@ -428,7 +742,27 @@ impl RouterBuilder {
             max_wait: self.max_wait,
             max_attempts,
             rng: Mutex::new(self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
-        })
+            window: self.window,
+            gamma: 1.0 - 1.0 / self.window,
+            prior_strength: self.prior_strength,
+            wait_cost: self.wait_cost,
+            latency_cap: self.latency_cap,
+            weights: self.weights,
+            gated: AtomicBool::new(self.gated),
+            gate_set: self.gate_set,
+            stats_file: self.stats_file,
+            tick: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            unsaved: AtomicU64::new(0),
+            spills: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            explorations: AtomicU64::new(0),
+        };
+        if let Some(path) = &router.stats_file {
+            let entries = learned::load(path).map_err(|e| RouterError::StatsFile(e.to_string()))?;
+            router.learn(&entries);
+        }
+        Ok(router)
     }
 }
 
@@ -445,6 +779,38 @@ pub struct Router {
     max_wait: Duration,
     max_attempts: usize,
     rng: Mutex<fastrand::Rng>,
+    window: f64,
+    /// `1 - 1/window`: what evidence keeps of its weight per observation.
+    gamma: f64,
+    prior_strength: f64,
+    wait_cost: f64,
+    latency_cap: Option<Duration>,
+    weights: Weights,
+    gated: AtomicBool,
+    gate_set: String,
+    stats_file: Option<PathBuf>,
+    /// Observations so far, to any member: the clock of the discounting.
+    tick: AtomicU64,
+    /// Calls routed, for the decay of the `exploration` share.
+    calls: AtomicU64,
+    /// Observations since the statistics file was last written.
+    unsaved: AtomicU64,
+    spills: AtomicU64,
+    waits: AtomicU64,
+    explorations: AtomicU64,
+}
+
+/// A call's ranking and what the wait-or-spill decision compares.
+struct Ranked {
+    /// Member indices, best first.
+    order: Vec<usize>,
+    /// Per member index: expected cost per accepted asset (posterior mean for
+    /// the learning strategies, the estimate for the others).
+    cost: Vec<f64>,
+    /// Per member index: observed latency in seconds (0 when unmeasured).
+    latency: Vec<f64>,
+    /// Whether the first choice is not the best by the current estimates.
+    explored: bool,
 }
 
 impl fmt::Debug for Router {
@@ -457,6 +823,13 @@ impl fmt::Debug for Router {
                 &self.members.iter().map(|m| m.provider.id()).collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Router {
+    /// Merge what was learned since the last save into the statistics file.
+    fn drop(&mut self) {
+        self.save();
     }
 }
 
@@ -477,7 +850,7 @@ impl Router {
             id: id.into(),
             members: Vec::new(),
             strategy: Strategy::default(),
-            exploration: 0.1,
+            exploration: 0.0,
             latency_alpha: 0.3,
             decay: 0.9,
             breaker: BreakerConfig::default(),
@@ -485,6 +858,14 @@ impl Router {
             max_wait: Duration::from_secs(60),
             max_attempts: 0,
             seed: None,
+            window: 100.0,
+            prior_strength: 2.0,
+            wait_cost: 0.0,
+            latency_cap: None,
+            weights: Weights::default(),
+            gated: false,
+            gate_set: String::new(),
+            stats_file: None,
         }
     }
 
@@ -503,11 +884,132 @@ impl Router {
         let Some(m) = self.members.iter().find(|m| m.provider.id() == provider_id) else {
             return false;
         };
-        let mut o = m.observed();
-        o.pass_w = o.pass_w * self.decay + if passed { 1.0 } else { 0.0 };
-        o.verdicts_w = o.verdicts_w * self.decay + 1.0;
-        o.verdicts += 1;
+        self.gated.store(true, Ordering::Relaxed);
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            let mut o = m.observed();
+            o.pass_w = o.pass_w * self.decay + if passed { 1.0 } else { 0.0 };
+            o.verdicts_w = o.verdicts_w * self.decay + 1.0;
+            o.verdicts += 1;
+            o.pending = o.pending.saturating_sub(1);
+            o.accept.add(tick, self.gamma, passed);
+            if passed {
+                o.accepted += 1;
+                o.fresh.accepted += 1.0;
+            } else {
+                o.rejected += 1;
+                o.fresh.rejected += 1.0;
+            }
+        }
+        self.observed_one();
         true
+    }
+
+    /// What the router decided beyond its rankings: spills, waits and
+    /// explorations, counted per call.
+    pub fn decisions(&self) -> Decisions {
+        Decisions {
+            spills: self.spills.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+            explorations: self.explorations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Each member's evidence as it stands, keyed by provider, model and gate
+    /// set, for [`Router::learn`] in another router (another run, a shard).
+    pub fn learned(&self) -> Vec<Learned> {
+        let tick = self.tick.load(Ordering::Relaxed);
+        (0..self.members.len())
+            .map(|i| {
+                let o = self.members[i].observed();
+                let (accepted, rejected) = o.accept.at(tick, self.gamma);
+                let (cost_usd, attempts) = o.billed.at(tick, self.gamma);
+                Learned {
+                    provider: self.members[i].provider.id().to_string(),
+                    model: self.model_key(i),
+                    gate_set: self.gate_set.clone(),
+                    accepted,
+                    rejected,
+                    attempts,
+                    cost_usd,
+                    latency_s: o.latency_ema_s,
+                }
+            })
+            .collect()
+    }
+
+    /// Start from evidence learned elsewhere: each entry whose provider, model
+    /// and gate set match a member is added to that member's evidence (capped at
+    /// the window, so a long history does not freeze the estimates). Returns how
+    /// many entries matched.
+    pub fn learn(&self, entries: &[Learned]) -> usize {
+        let tick = self.tick.load(Ordering::Relaxed);
+        let mut matched = 0;
+        for (i, m) in self.members.iter().enumerate() {
+            let model = self.model_key(i);
+            let Some(e) = entries
+                .iter()
+                .find(|e| e.provider == m.provider.id() && e.model == model && e.gate_set == self.gate_set)
+            else {
+                continue;
+            };
+            let e = e.clone().capped(self.window);
+            let mut o = m.observed();
+            o.accept.decay_to(tick, self.gamma);
+            o.accept.yes += e.accepted;
+            o.accept.no += e.rejected;
+            o.billed.decay_to(tick, self.gamma);
+            o.billed.yes += e.cost_usd;
+            o.billed.no += e.attempts;
+            if o.latency_ema_s.is_none() {
+                o.latency_ema_s = e.latency_s;
+            }
+            matched += 1;
+        }
+        matched
+    }
+
+    /// The model a member's learned statistics are keyed by: its default for
+    /// the first task it does.
+    fn model_key(&self, i: usize) -> Option<String> {
+        let p = &self.members[i].provider;
+        let task = p.capabilities().tasks.first().copied()?;
+        p.model(&Request::new(task, ""))
+    }
+
+    /// One observation made: save the statistics every [`SAVE_EVERY`].
+    fn observed_one(&self) {
+        if self.stats_file.is_some() && self.unsaved.fetch_add(1, Ordering::Relaxed) + 1 >= SAVE_EVERY {
+            self.unsaved.store(0, Ordering::Relaxed);
+            self.save();
+        }
+    }
+
+    /// Merge the evidence gathered since the last save into the statistics file.
+    fn save(&self) {
+        let Some(path) = &self.stats_file else { return };
+        let fresh: Vec<Learned> = (0..self.members.len())
+            .filter_map(|i| {
+                let f = std::mem::take(&mut self.members[i].observed().fresh);
+                (f.attempts + f.accepted + f.rejected > 0.0).then(|| Learned {
+                    provider: self.members[i].provider.id().to_string(),
+                    model: self.model_key(i),
+                    gate_set: self.gate_set.clone(),
+                    accepted: f.accepted,
+                    rejected: f.rejected,
+                    attempts: f.attempts,
+                    cost_usd: f.cost_usd,
+                    latency_s: self.members[i].observed().latency_ema_s,
+                })
+            })
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        if let Err(e) = learned::merge_into(path, &fresh, self.window) {
+            // Learning lost is not a failed run: say so and carry on.
+            tracing::warn!(router = %self.id, error = %e, "could not save learned statistics");
+        }
     }
 
     /// Report a verdict on an artifact this router returned, finding the member from
@@ -526,7 +1028,17 @@ impl Router {
             .iter()
             .map(|m| {
                 let o = m.observed();
+                let tick = self.tick.load(Ordering::Relaxed);
+                let (yes, no) = o.accept.at(tick, self.gamma);
+                let prior = self.prior_for(m, None);
+                let accept_rate = (prior.alpha + yes) / (prior.alpha + prior.beta + yes + no);
+                let price = self.list_price(m, None);
                 MemberStats {
+                    accepted: o.accepted,
+                    rejected: o.rejected,
+                    accept_rate,
+                    cost_per_accepted_usd: o.cost_per_attempt(tick, self.gamma, price) / accept_rate,
+                    latency_p95_ms: o.p95().map(|s| s * 1e3),
                     id: m.provider.id().to_string(),
                     calls: o.calls,
                     successes: o.successes,
@@ -542,47 +1054,212 @@ impl Router {
             .collect()
     }
 
-    /// The members able to do `request`'s task, best first by the strategy, before
-    /// exploration.
+    /// The members able to do `request`'s task, best first by the strategy's
+    /// current estimates (posterior means: no draw, no exploration).
     pub fn ranking(&self, request: &Request) -> Vec<&str> {
-        self.rank(request)
+        self.rank(request, false)
+            .order
             .into_iter()
             .map(|i| self.members[i].provider.id())
             .collect()
     }
 
-    fn rank(&self, request: &Request) -> Vec<usize> {
-        let mut scored: Vec<(f64, usize)> = self
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.provider.capabilities().supports(request.task))
-            .map(|(i, m)| {
-                let o = m.observed();
-                let score = match self.strategy {
-                    Strategy::Fallback => i as f64,
-                    Strategy::Cheapest => m.provider.estimate_cost(request),
-                    // Unmeasured members count as instant, so they get measured.
-                    Strategy::Fastest => o.latency_ema_s.unwrap_or(0.0),
-                    Strategy::MostReliable => -o.success_rate(),
-                    Strategy::CostPerAccepted => m.provider.estimate_cost(request) / o.gate_pass_rate(),
-                };
-                (if score.is_nan() { f64::INFINITY } else { score }, i)
-            })
-            .collect();
-        // Stable: equal scores keep the order the members were given.
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-        scored.into_iter().map(|(_, i)| i).collect()
+    /// A member's price for `request` (or for its first task), never negative or NaN.
+    fn list_price(&self, m: &Member, request: Option<&Request>) -> f64 {
+        let p = match request {
+            Some(r) => m.provider.estimate_cost(r),
+            None => {
+                let task = m.provider.capabilities().tasks.first().copied().unwrap_or(Task::Image);
+                m.provider.estimate_cost(&Request::new(task, ""))
+            }
+        };
+        if p.is_finite() && p >= 0.0 {
+            p
+        } else {
+            0.0
+        }
     }
 
-    fn explore(&self, order: &mut [usize]) {
-        if order.len() < 2 || self.exploration <= 0.0 {
-            return;
+    /// The price-derived prior of member `m` among the members able to do `request`.
+    fn prior_for(&self, m: &Member, request: Option<&Request>) -> Prior {
+        let dearest = self
+            .members
+            .iter()
+            .filter(|o| request.is_none_or(|r| o.provider.capabilities().supports(r.task)))
+            .map(|o| self.list_price(o, request))
+            .fold(0.0, f64::max);
+        Prior::from_price(self.list_price(m, request), dearest, PRIOR_TOP, self.prior_strength)
+    }
+
+    /// Rank the members able to do `request`. With `draw`, the learning
+    /// strategies rank by a Thompson draw (and the `exploration` share applies);
+    /// without, by their estimates.
+    fn rank(&self, request: &Request, draw: bool) -> Ranked {
+        let n = self.members.len();
+        let tick = self.tick.load(Ordering::Relaxed);
+        let eligible: Vec<usize> = (0..n)
+            .filter(|&i| self.members[i].provider.capabilities().supports(request.task))
+            .collect();
+        let mut cost = vec![f64::INFINITY; n];
+        let mut latency = vec![0.0; n];
+        let mut over_cap = vec![false; n];
+        // Scores, lower is better: by the estimates, and by this call's draws.
+        let mut estimated = vec![f64::INFINITY; n];
+        let mut drawn = vec![f64::INFINITY; n];
+        let learning = draw && self.strategy.learns();
+        let mut rng = learning.then(|| self.rng.lock().unwrap_or_else(|p| p.into_inner()));
+        // Cost per accepted, latency per accepted, attempts per accepted.
+        let mut terms_est: Vec<(usize, [f64; 3])> = Vec::new();
+        let mut terms_draw: Vec<(usize, [f64; 3])> = Vec::new();
+        for &i in &eligible {
+            let m = &self.members[i];
+            let o = m.observed();
+            let price = self.list_price(m, Some(request));
+            latency[i] = o.latency_ema_s.unwrap_or(0.0);
+            over_cap[i] = self
+                .latency_cap
+                .is_some_and(|cap| o.p95().is_some_and(|p| p > cap.as_secs_f64()));
+            cost[i] = price;
+            let (est, drw) = match self.strategy {
+                Strategy::Fallback => (i as f64, i as f64),
+                Strategy::Cheapest => (price, price),
+                Strategy::Fastest => {
+                    // A sample older than the window may be stale: count the
+                    // member as unmeasured so one call measures it again.
+                    let stale = tick.saturating_sub(o.latency_tick) as f64 > self.window;
+                    let l = if stale { 0.0 } else { latency[i] };
+                    (l, l)
+                }
+                Strategy::MostReliable => {
+                    let (a, b) = (o.ok_w + 1.0, (o.total_w - o.ok_w).max(0.0) + 1.0);
+                    let theta = match rng.as_deref_mut() {
+                        Some(r) => sample_beta(r, a, b),
+                        None => a / (a + b),
+                    };
+                    (-a / (a + b), -theta)
+                }
+                Strategy::CostPerAccepted => {
+                    let prior = self.prior_for(m, Some(request));
+                    let (yes, no) = o.accept.at(tick, self.gamma);
+                    let (a, b) = (prior.alpha + yes, prior.beta + no);
+                    let mean = a / (a + b);
+                    let theta = match rng.as_deref_mut() {
+                        Some(r) => sample_beta(r, a, b).max(1e-6),
+                        None => mean,
+                    };
+                    let per_attempt = o.cost_per_attempt(tick, self.gamma, price);
+                    cost[i] = per_attempt / mean;
+                    terms_est.push((i, [per_attempt / mean, latency[i] / mean, 1.0 / mean]));
+                    terms_draw.push((i, [per_attempt / theta, latency[i] / theta, 1.0 / theta]));
+                    (0.0, 0.0)
+                }
+            };
+            estimated[i] = est;
+            drawn[i] = drw;
         }
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        if rng.f64() < self.exploration {
-            let pick = rng.usize(1..order.len());
-            order[..=pick].rotate_right(1);
+        if self.strategy == Strategy::CostPerAccepted {
+            for (i, s) in self.weighted(&terms_est) {
+                estimated[i] = s;
+            }
+            for (i, s) in self.weighted(&terms_draw) {
+                drawn[i] = s;
+            }
+        }
+        let key = |score: &[f64], i: usize| (over_cap[i], if score[i].is_nan() { f64::INFINITY } else { score[i] });
+        let mut order = eligible.clone();
+        // Stable: equal scores keep the order the members were given.
+        order.sort_by(|&x, &y| {
+            let (kx, ky) = (key(&drawn, x), key(&drawn, y));
+            kx.0.cmp(&ky.0).then(kx.1.total_cmp(&ky.1))
+        });
+        let best = eligible.iter().copied().min_by(|&x, &y| {
+            let (kx, ky) = (key(&estimated, x), key(&estimated, y));
+            kx.0.cmp(&ky.0).then(kx.1.total_cmp(&ky.1)).then(x.cmp(&y))
+        });
+        let mut explored = order.first().copied() != best;
+        if let Some(r) = rng.as_deref_mut() {
+            if order.len() >= 2 && self.exploration > 0.0 {
+                let calls = self.calls.load(Ordering::Relaxed) as f64;
+                let share = self.exploration / (1.0 + calls / (10.0 * order.len() as f64));
+                if r.f64() < share {
+                    let pick = r.usize(1..order.len());
+                    order[..=pick].rotate_right(1);
+                    explored = true;
+                }
+            }
+        }
+        Ranked {
+            order,
+            cost,
+            latency,
+            explored,
+        }
+    }
+
+    /// The weighted score of each member from its per-accepted figures, each
+    /// taken relative to the lowest among the members.
+    fn weighted(&self, terms: &[(usize, [f64; 3])]) -> Vec<(usize, f64)> {
+        let w = [self.weights.cost, self.weights.latency, self.weights.reliability];
+        let mut lowest = [f64::INFINITY; 3];
+        for (_, t) in terms {
+            for k in 0..3 {
+                lowest[k] = lowest[k].min(t[k]);
+            }
+        }
+        // A tiny offset keeps a free or unmeasured member (a zero) from making
+        // every ratio infinite.
+        const EPS: f64 = 1e-9;
+        terms
+            .iter()
+            .map(|(i, t)| {
+                let score = (0..3)
+                    .filter(|&k| w[k] > 0.0)
+                    .map(|k| w[k] * (t[k] + EPS) / (lowest[k] + EPS))
+                    .sum();
+                (*i, score)
+            })
+            .collect()
+    }
+
+    /// The expected wait for busy member `i`: what is left of its delay, plus
+    /// the calls queued ahead of this one at its pace.
+    fn expected_wait(&self, i: usize, delay: Option<Duration>) -> Duration {
+        let m = &self.members[i];
+        let o = m.observed();
+        let parallel = m.concurrency.as_ref().map_or(o.parallel.max(1), |_| o.in_flight.max(1)) as f64;
+        let ahead = o.queued as f64 + if delay.is_none() { 1.0 } else { 0.0 };
+        let queue = ahead / parallel * o.latency_ema_s.unwrap_or(0.0);
+        delay.unwrap_or(Duration::ZERO) + Duration::try_from_secs_f64(queue).unwrap_or(Duration::MAX)
+    }
+
+    /// Whether a call should wait for busy member `i` rather than spill to `next`.
+    fn worth_waiting(
+        &self,
+        i: usize,
+        delay: Option<Duration>,
+        next: usize,
+        ranked: &Ranked,
+        ctx: &CallCtx,
+        waited: Duration,
+    ) -> bool {
+        if matches!(self.strategy, Strategy::Fallback | Strategy::MostReliable) {
+            return false;
+        }
+        let wait = self.expected_wait(i, delay);
+        if wait >= self.remaining(ctx, waited) {
+            return false;
+        }
+        if let Some(cap) = self.latency_cap {
+            let o = self.members[i].observed();
+            let lat = o.p95().or(o.latency_ema_s).unwrap_or(0.0);
+            if wait.as_secs_f64() + lat > cap.as_secs_f64() {
+                return false;
+            }
+        }
+        let w = wait.as_secs_f64();
+        match self.strategy {
+            Strategy::Fastest => w < ranked.latency[next] - ranked.latency[i],
+            _ => w * self.wait_cost < ranked.cost[next] - ranked.cost[i],
         }
     }
 
@@ -615,12 +1292,65 @@ impl Router {
     fn record_outcome(&self, i: usize, elapsed: Duration, result: &Result<Generation, ProviderError>) {
         let m = &self.members[i];
         let mut o = m.observed();
+        // A sample older than the window is no evidence of today's latency: a
+        // re-measured member starts its average afresh.
+        let stale = self.tick.load(Ordering::Relaxed).saturating_sub(o.latency_tick) as f64 > self.window;
+        // This call is still counted in flight (its guard drops after this).
+        let in_flight = o.in_flight;
         o.calls += 1;
+        let quality_signal = match result {
+            Ok(_) => true,
+            // A refusal buys nothing, like a failure; a rate limit, a bad
+            // request or a cancellation says nothing about the member's outputs.
+            Err(e) => e.kind().counts_against_provider() || e.kind() == ErrorKind::ContentPolicy,
+        };
+        if quality_signal {
+            let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+            let gated = self.gated.load(Ordering::Relaxed);
+            match result {
+                Ok(g) => {
+                    let outputs = g.artifacts.len().max(1) as f64;
+                    let cost = if g.usage.cost_usd.is_finite() {
+                        g.usage.cost_usd.max(0.0)
+                    } else {
+                        0.0
+                    };
+                    o.billed.decay_to(tick, self.gamma);
+                    o.billed.yes += cost;
+                    o.billed.no += outputs;
+                    o.fresh.cost_usd += cost;
+                    o.fresh.attempts += outputs;
+                    if gated {
+                        // Accepted or not is the gates' to say.
+                        o.pending += g.artifacts.len() as u64;
+                    } else {
+                        for _ in 0..g.artifacts.len().max(1) {
+                            o.accept.add(tick, self.gamma, true);
+                        }
+                        o.accepted += 1;
+                        o.fresh.accepted += outputs;
+                    }
+                    o.latencies.push_back(elapsed.as_secs_f64());
+                    if o.latencies.len() > LATENCY_SAMPLES {
+                        o.latencies.pop_front();
+                    }
+                    o.latency_tick = tick;
+                }
+                Err(_) => {
+                    o.accept.add(tick, self.gamma, false);
+                    o.billed.decay_to(tick, self.gamma);
+                    o.billed.no += 1.0;
+                    o.rejected += 1;
+                    o.fresh.rejected += 1.0;
+                    o.fresh.attempts += 1.0;
+                }
+            }
+        }
         let sample = |o: &mut Observed, alpha: f64| {
             let s = elapsed.as_secs_f64();
             o.latency_ema_s = Some(match o.latency_ema_s {
-                Some(prev) => prev + alpha * (s - prev),
-                None => s,
+                Some(prev) if !stale => prev + alpha * (s - prev),
+                _ => s,
             });
         };
         match result {
@@ -647,12 +1377,21 @@ impl Router {
                     m.breaker.on_neutral();
                 }
                 if e.kind() == ErrorKind::RateLimited {
-                    // Respect the member's own request to wait; other members take
-                    // the traffic meanwhile.
-                    let wait = e.retry_after().unwrap_or(Duration::from_secs(1)).min(self.max_wait);
+                    // Respect the member's own request to wait. The floor keeps a
+                    // `Retry-After: 0` from turning into a busy loop.
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(Duration::from_secs(1))
+                        .max(Duration::from_millis(20))
+                        .min(self.max_wait);
                     o.rate_limited_until = Some(Instant::now() + wait);
+                    o.parallel = in_flight.max(1);
                 }
             }
+        }
+        drop(o);
+        if quality_signal {
+            self.observed_one();
         }
     }
 
@@ -776,7 +1515,8 @@ impl Provider for Router {
 
     /// Each member's concerns, named by member.
     fn warnings(&self) -> Vec<String> {
-        self.members
+        let mut out: Vec<String> = self
+            .members
             .iter()
             .flat_map(|m| {
                 let id = m.provider.id().to_string();
@@ -785,7 +1525,14 @@ impl Provider for Router {
                     .into_iter()
                     .map(move |w| format!("member `{id}`: {w}"))
             })
-            .collect()
+            .collect();
+        if self.exploration > 0.0 && !self.strategy.learns() {
+            out.push(format!(
+                "`exploration` is ignored: strategy `{}` is deterministic and learns nothing from exploring",
+                self.strategy
+            ));
+        }
+        out
     }
 
     /// Reachable when any member is: the router routes around the others.
@@ -807,14 +1554,18 @@ impl Provider for Router {
     }
 
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
-        let mut order = self.rank(request);
+        let ranked = self.rank(request, true);
+        let order = ranked.order.clone();
         if order.is_empty() {
             return Err(ProviderError::invalid(
                 self.id.clone(),
                 format!("no provider of this router can do task `{}`", request.task.as_str()),
             ));
         }
-        self.explore(&mut order);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if ranked.explored {
+            self.explorations.fetch_add(1, Ordering::Relaxed);
+        }
         // Members report nothing of their own: this router reports each call it
         // makes to them (a router inside a router would count them twice).
         let member_ctx = if ctx.observer.is_some() {
@@ -826,6 +1577,7 @@ impl Provider for Router {
         let mut attempts = 0usize;
         let mut last_err: Option<ProviderError> = None;
         let mut waited = Duration::ZERO;
+        let (mut did_wait, mut did_spill) = (false, false);
         loop {
             if ctx.cancel.is_cancelled() {
                 return Err(ProviderError::cancelled(self.id.clone()));
@@ -834,10 +1586,14 @@ impl Provider for Router {
             let mut soonest: Option<Duration> = None;
             let mut slot: Option<usize> = None;
             let mut picked = None;
+            // A busy member worth waiting for, and for how long at most.
+            let mut wait_for: Option<(usize, Option<Duration>)> = None;
+            let mut passed_busy = false;
             // Members not worth waiting for this round: open circuits once a member
             // has failed this call, and down members' circuits at any time.
             let mut skipped = vec![false; self.members.len()];
-            for &i in order.iter().filter(|&&i| !tried[i]) {
+            let candidates: Vec<usize> = order.iter().copied().filter(|&i| !tried[i]).collect();
+            for (pos, &i) in candidates.iter().enumerate() {
                 match self.try_take(i, now) {
                     Ok(permit) => {
                         picked = Some((i, permit));
@@ -850,11 +1606,45 @@ impl Provider for Router {
                             soonest = Some(soonest.map_or(d, |s| s.min(d)));
                         }
                     }
-                    Err(Blocked::After(d)) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
-                    Err(Blocked::Slot(j)) => {
-                        slot.get_or_insert(j);
+                    Err(busy) => {
+                        let delay = match busy {
+                            Blocked::After(d) => Some(d),
+                            _ => None,
+                        };
+                        let next = candidates.get(pos + 1).copied();
+                        if next.is_some_and(|j| self.worth_waiting(i, delay, j, &ranked, ctx, waited)) {
+                            wait_for = Some((i, delay));
+                            break;
+                        }
+                        passed_busy = true;
+                        match busy {
+                            Blocked::After(d) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
+                            Blocked::Slot(j) => {
+                                slot.get_or_insert(j);
+                            }
+                            Blocked::Open(_) => {}
+                        }
                     }
                 }
+            }
+            if let Some((i, delay)) = wait_for {
+                if !did_wait {
+                    did_wait = true;
+                    self.waits.fetch_add(1, Ordering::Relaxed);
+                }
+                let left = self.remaining(ctx, waited);
+                let started = Instant::now();
+                self.members[i].observed().queued += 1;
+                let r = match delay {
+                    Some(d) => self.pause(d.min(left), ctx).await,
+                    None => self.wait_slot(i, left, ctx).await,
+                };
+                let mut o = self.members[i].observed();
+                o.queued = o.queued.saturating_sub(1);
+                drop(o);
+                r?;
+                waited += started.elapsed();
+                continue;
             }
             let Some((i, permit)) = picked else {
                 if order.iter().all(|&i| tried[i] || skipped[i]) {
@@ -879,6 +1669,11 @@ impl Provider for Router {
                 waited += started.elapsed();
                 continue;
             };
+            if passed_busy && !did_spill {
+                did_spill = true;
+                self.spills.fetch_add(1, Ordering::Relaxed);
+            }
+            let flight = InFlight::new(&self.members[i]);
             attempts += 1;
             let member = &self.members[i];
             let started = Instant::now();
@@ -886,6 +1681,7 @@ impl Provider for Router {
             drop(permit);
             let elapsed = started.elapsed();
             self.record_outcome(i, elapsed, &result);
+            drop(flight);
             match result {
                 Ok(mut generation) => {
                     let id = serde_json::Value::String(member.provider.id().to_string());
@@ -929,6 +1725,14 @@ impl Provider for Router {
                         error: Some(e.clone()),
                     });
                     tracing::debug!(router = %self.id, member = member.provider.id(), error = %e, "member failed");
+                    if e.kind() == ErrorKind::RateLimited && !ctx.cancel.is_cancelled() {
+                        // Not a failure of the member: it is busy until its
+                        // Retry-After, and the next round weighs waiting for it
+                        // against spilling, as for any busy member. The wait
+                        // limit bounds the rounds.
+                        attempts -= 1;
+                        continue;
+                    }
                     if !e.kind().allows_fallback() || attempts >= self.max_attempts {
                         return Err(e);
                     }
@@ -946,8 +1750,11 @@ impl Provider for Router {
 /// (`fallback`, `cheapest`, `fastest`, `most_reliable`, `cost_per_accepted`;
 /// default `fallback`), and optionally `exploration`, `latency_alpha`, `decay`,
 /// `max_wait_s`, `max_attempts`, `breaker = { failure_threshold, cool_down_s }`,
-/// `down_after = { after_s, min_failures }`
-/// and `limits = { <member id> = { rpm, burst, concurrency } }`.
+/// `down_after = { after_s, min_failures }`,
+/// `limits = { <member id> = { rpm, burst, concurrency } }`, and for learning:
+/// `window`, `prior_strength`, `wait_cost_usd_per_s`, `latency_cap_s` (p95),
+/// `weights = { cost, latency, reliability }`, `gated`, `gate_set` and
+/// `stats_file` (resolved against the spec's folder).
 pub fn register(reg: &mut Registry) {
     reg.provider(
         "router",
@@ -971,6 +1778,14 @@ fn build_from_settings(id: &str, s: &serde_json::Value, ctx: &BuildCtx) -> Resul
         "down_after",
         "limits",
         "seed",
+        "window",
+        "prior_strength",
+        "wait_cost_usd_per_s",
+        "latency_cap_s",
+        "weights",
+        "gated",
+        "gate_set",
+        "stats_file",
     ];
     if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(format!("unknown router setting `{k}` (known: {})", KNOWN.join(", ")));
@@ -1033,6 +1848,57 @@ fn build_from_settings(id: &str, s: &serde_json::Value, ctx: &BuildCtx) -> Resul
     }
     if let Some(v) = obj.get("seed") {
         b = b.seed(v.as_u64().ok_or("`seed` must be a whole number")?);
+    }
+    if let Some(x) = num("window")? {
+        b = b.window(x);
+    }
+    if let Some(x) = num("prior_strength")? {
+        b = b.prior_strength(x);
+    }
+    if let Some(x) = num("wait_cost_usd_per_s")? {
+        b = b.wait_cost(x);
+    }
+    if let Some(x) = num("latency_cap_s")? {
+        if !(0.001..=86_400.0).contains(&x) {
+            return Err(format!(
+                "`latency_cap_s` = {x} is out of range: between 0.001 and 86400 seconds"
+            ));
+        }
+        b = b.latency_cap(secs("latency_cap_s", x)?);
+    }
+    if let Some(v) = obj.get("weights") {
+        let t = v
+            .as_object()
+            .ok_or("`weights` must be a table of cost, latency, reliability")?;
+        let mut w = Weights {
+            cost: 0.0,
+            latency: 0.0,
+            reliability: 0.0,
+        };
+        for (k, v) in t {
+            let x = v.as_f64().ok_or_else(|| format!("`weights.{k}` must be a number"))?;
+            match k.as_str() {
+                "cost" => w.cost = x,
+                "latency" => w.latency = x,
+                "reliability" => w.reliability = x,
+                _ => {
+                    return Err(format!(
+                        "unknown setting `weights.{k}` (known: cost, latency, reliability)"
+                    ))
+                }
+            }
+        }
+        b = b.weights(w);
+    }
+    if let Some(v) = obj.get("gated") {
+        b = b.gated(v.as_bool().ok_or("`gated` must be true or false")?);
+    }
+    if let Some(v) = obj.get("gate_set") {
+        b = b.gate_set(v.as_str().ok_or("`gate_set` must be a string")?);
+    }
+    if let Some(v) = obj.get("stats_file") {
+        let path = v.as_str().ok_or("`stats_file` must be a path")?;
+        b = b.stats_file(ctx.resolve(path));
     }
     if let Some(v) = obj.get("breaker") {
         let t = v.as_object().ok_or("`breaker` must be a table")?;

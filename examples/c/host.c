@@ -16,6 +16,7 @@
  * It prints "N passed, N failed" last and exits non-zero on any failure.
  */
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,11 @@ typedef struct {
   atomic_int freed;
 } render_state;
 
+/* Pump mode: the run's host calls must come on the thread that pumps it. */
+static pthread_t main_thread;
+static atomic_int pumping;
+static atomic_int off_main;
+
 /* "Render this in the host": read the generated PNG (input 0) and produce a
  * small PPM image derived from its bytes, as a DCC tool would render a frame. */
 static int host_render(void *user_data, creative_host_call *call) {
@@ -91,6 +97,7 @@ static int host_render(void *user_data, creative_host_call *call) {
                                                     "{\"width\":16,\"height\":16}");
   if (s != CREATIVE_STATUS_OK) return s;
   atomic_fetch_add(&st->renders, 1);
+  if (atomic_load(&pumping) && !pthread_equal(pthread_self(), main_thread)) atomic_fetch_add(&off_main, 1);
   (void)media;
   return CREATIVE_STATUS_OK;
 }
@@ -447,7 +454,41 @@ int main(int argc, char **argv) {
   creative_engine_free(NULL);
   creative_string_free(NULL);
 
-  /* 7. Free everything: host data is released exactly once. */
+  /* 7. Pump mode, for hosts whose API must be called on their main thread:
+   * the host step runs only inside creative_run_pump, on this thread. */
+  printf("run 4: pumped from the main thread\n");
+  main_thread = pthread_self();
+  atomic_store(&pumping, 1);
+  int renders_before = atomic_load(&rs.renders);
+  creative_run *pumped = NULL;
+  char *popts = NULL;
+  {
+    char *base = options_for(out_dir, "pumped");
+    size_t n = strlen(base) + 32;
+    popts = malloc(n);
+    snprintf(popts, n, "%.*s, \"host_calls\": \"pump\"}", (int)strlen(base) - 1, base);
+    free(base);
+  }
+  EXPECT_STATUS(creative_run_start(engine, PRODUCT_SPEC, popts, NULL, NULL, &pumped), CREATIVE_STATUS_OK);
+  creative_run_state pstate = CREATIVE_RUN_STATE_RUNNING;
+  int pumps = 0;
+  while (pumped && pstate == CREATIVE_RUN_STATE_RUNNING && pumps < 100000) {
+    EXPECT_STATUS(creative_run_pump(pumped, 20, &pstate), CREATIVE_STATUS_OK);
+    pumps++;
+  }
+  atomic_store(&pumping, 0);
+  CHECK(pstate == CREATIVE_RUN_STATE_SUCCEEDED, "pumped run state %d after %d pumps", (int)pstate, pumps);
+  CHECK(atomic_load(&rs.renders) - renders_before == 4, "4 frames rendered while pumping");
+  CHECK(atomic_load(&off_main) == 0, "no host call off the pumping thread (%d)", atomic_load(&off_main));
+  creative_run_free(pumped);
+  free(popts);
+
+  /* 8. Before the host's runtime goes away: no call into the host after this. */
+  EXPECT_STATUS(creative_engine_shutdown(engine, 5000), CREATIVE_STATUS_OK);
+  creative_run *late = NULL;
+  EXPECT_STATUS(creative_run_start(engine, PRODUCT_SPEC, NULL, NULL, NULL, &late), CREATIVE_STATUS_WRONG_STATE);
+
+  /* 9. Free everything: host data is released exactly once. */
   creative_engine_free(engine);
   CHECK(atomic_load(&rs.freed) == 1, "render state freed once (%d)", atomic_load(&rs.freed));
   CHECK(atomic_load(&cs.freed) == 1, "check state freed once (%d)", atomic_load(&cs.freed));

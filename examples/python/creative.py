@@ -1,10 +1,13 @@
 """creative: a one-file ctypes binding of the creative C ABI (include/creative.h).
 
 Drop this file next to a Blender add-on, a Houdini shelf tool or any Python
-script; it needs only the shared library (libcreative_ffi.so / .dylib /
-creative_ffi.dll). The library is found through, in order: the ``path``
-argument of :func:`load`, the ``CREATIVE_LIBRARY`` environment variable, then
-the system's library search.
+script, or install the ``creative`` wheel (python/); it needs only the shared
+library (libcreative_ffi.so / .dylib / creative_ffi.dll). The library is found
+through, in order: the ``path`` argument of :func:`load` (or ``Engine(library=)``),
+the ``CREATIVE_LIBRARY`` environment variable, the library installed beside this
+file (the wheel's), then the system's library search. One process loads one
+library: asking for another path once one is loaded raises, and
+:func:`library_path` says which one was loaded.
 
     import creative
     with creative.Engine() as eng:
@@ -17,19 +20,37 @@ the system's library search.
 Errors raise :class:`CreativeError` with the status name and the library's
 message. Host callbacks run on library threads; exceptions they raise fail the
 call (the message is kept) and never reach the library.
+
+Main thread: DCC APIs (``bpy``...) must be called on the host's main thread.
+Start the run with ``{"host_calls": "pump"}`` and call :meth:`Run.pump` from
+that thread (a ``bpy.app.timers`` function, or a loop in batch mode): host
+steps and ``on_event`` then run there, inside ``pump``, and nowhere else.
+
+At interpreter exit, an ``atexit`` hook shuts every live engine down
+(``creative_engine_shutdown``: no callback into Python after it) and frees its
+runs, so a script may exit with runs in flight.
 """
 
+import atexit
 import ctypes
 import ctypes.util
 import json
 import os
 import sys
 import threading
+import time
+import weakref
 
-__all__ = ["CreativeError", "Engine", "Run", "HostCall", "Artifact", "load", "ABI_VERSION"]
+__all__ = ["CreativeError", "Engine", "Run", "HostCall", "Artifact", "load", "library_path", "version",
+           "ABI_VERSION", "__version__"]
 
 #: The ABI version this binding was written for (CREATIVE_ABI_VERSION).
 ABI_VERSION = 1
+
+#: The library version this binding ships with; a library of another version is
+#: refused at load (set CREATIVE_ALLOW_VERSION_MISMATCH=1 to accept any library of
+#: the same ABI).
+__version__ = "0.1.0"
 
 OK = 0
 STATUS_NAMES = [
@@ -75,7 +96,11 @@ class _HostExt(ctypes.Structure):
 
 
 _lib = None
+_lib_path = None
 _lib_lock = threading.Lock()
+# Live engines and runs, for the exit hook.
+_live_engines = weakref.WeakSet()
+_live_runs = weakref.WeakSet()
 
 
 def _declare(lib):
@@ -89,6 +114,7 @@ def _declare(lib):
         "creative_string_free": (None, [vp]),
         "creative_engine_new": (st, [ctypes.c_char_p, ctypes.POINTER(vp)]),
         "creative_engine_free": (None, [vp]),
+        "creative_engine_shutdown": (st, [vp, ctypes.c_uint64]),
         "creative_engine_kinds_json": (st, [vp, ctypes.POINTER(vp)]),
         "creative_engine_register_provider": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
         "creative_engine_register_step": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
@@ -99,6 +125,7 @@ def _declare(lib):
         "creative_run_progress": (st, [vp, ctypes.POINTER(_Progress)]),
         "creative_run_cancel": (st, [vp]),
         "creative_run_free": (None, [vp]),
+        "creative_run_pump": (st, [vp, ctypes.c_uint64, ctypes.POINTER(ctypes.c_int)]),
         "creative_run_manifest_json": (st, [vp, ctypes.POINTER(vp)]),
         "creative_run_report_json": (st, [vp, ctypes.POINTER(vp)]),
         "creative_run_artifact_count": (st, [vp, ctypes.POINTER(sz)]),
@@ -120,13 +147,40 @@ def _declare(lib):
         f.argtypes = args
 
 
+def _bundled():
+    """The library installed beside this file (the wheel's), if any."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("libcreative_ffi.so", "libcreative_ffi.dylib", "creative_ffi.dll"):
+        p = os.path.join(here, name)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def load(path=None):
-    """Load the library once (thread-safe) and check its ABI version."""
-    global _lib
+    """Load the library once (thread-safe) and check its ABI version and version.
+
+    ``path`` None takes the first of CREATIVE_LIBRARY, the bundled library and
+    the system's. Once a library is loaded, asking for another path raises
+    OSError naming the loaded one (a process holds one creative library)."""
+    global _lib, _lib_path
     with _lib_lock:
         if _lib is not None:
+            if path is not None and not _same_file(path, _lib_path):
+                raise OSError("creative library %s is already loaded in this process; cannot load %s as well"
+                              % (_lib_path, path))
             return _lib
-        candidates = [path, os.environ.get("CREATIVE_LIBRARY"), ctypes.util.find_library("creative_ffi")]
+        if path is not None:
+            candidates = [path]  # an explicit path is the only one tried
+        else:
+            candidates = [os.environ.get("CREATIVE_LIBRARY"), _bundled(), ctypes.util.find_library("creative_ffi")]
         errors = []
         for c in candidates:
             if not c:
@@ -142,9 +196,33 @@ def load(path=None):
         _declare(lib)
         got = lib.creative_abi_version()
         if got != ABI_VERSION:
-            raise OSError("creative library has ABI %d, this binding needs %d" % (got, ABI_VERSION))
+            raise OSError("creative library %s has ABI %d, this binding needs %d" % (c, got, ABI_VERSION))
+        v = lib.creative_version().decode("utf-8")
+        if v != __version__ and not os.environ.get("CREATIVE_ALLOW_VERSION_MISMATCH"):
+            raise OSError("creative library %s is version %s, this binding is %s" % (c, v, __version__))
         _lib = lib
+        _lib_path = os.path.abspath(c) if os.path.exists(c) else c
         return lib
+
+
+def library_path():
+    """The path of the loaded library (None before the first load)."""
+    return _lib_path
+
+
+@atexit.register
+def _at_exit():
+    """Before the interpreter finalizes (when it ends threads that call into
+    Python): stop every engine calling back, then free runs and engines."""
+    if _lib is None:
+        return
+    for eng in list(_live_engines):
+        if eng._p:
+            _lib.creative_engine_shutdown(eng._p, 10000)
+    for run in list(_live_runs):
+        run.close()
+    for eng in list(_live_engines):
+        eng.close()
 
 
 def _check(code):
@@ -240,18 +318,36 @@ class Run:
                     self._errors.append(e)
             self._cb = _EVENT_FN(deliver)  # kept alive as long as the run
         opts = None if options is None else (options if isinstance(options, str) else json.dumps(options))
+        as_dict = json.loads(opts) if isinstance(opts, str) and opts.strip() else {}
+        self.pumped = isinstance(as_dict, dict) and as_dict.get("host_calls") == "pump"
         _check(_lib.creative_run_start(engine._p, _text(spec), _text(opts), self._cb, None, ctypes.byref(self._p)))
         self._engine = engine  # the engine outlives its runs on the Python side too
+        _live_runs.add(self)
 
     @property
     def callback_errors(self):
         """Exceptions raised by ``on_event`` (they never reach the library)."""
         return list(self._errors)
 
+    def pump(self, budget=0.0):
+        """Pump mode: run this run's queued host calls and events on this thread for
+        up to ``budget`` seconds (0: what is queued now, without waiting). Returns
+        the state name (``"running"`` until the run has finished)."""
+        s = ctypes.c_int()
+        _check(_lib.creative_run_pump(self._p, max(0, int(budget * 1000)), ctypes.byref(s)))
+        return RUN_STATES[s.value]
+
     def wait(self, timeout=None):
         """Wait for the end (``timeout`` in seconds, None for no limit). Returns the
         final state name; raises CreativeError(TIMEOUT) if still running. A run that
-        ended badly is not an exception here: look at the returned state."""
+        ended badly is not an exception here: look at the returned state. In pump
+        mode this pumps the run on the calling thread until it ends."""
+        if self.pumped:
+            end = None if timeout is None else time.monotonic() + timeout
+            while self.pump(0.1 if end is None else max(0.0, min(0.1, end - time.monotonic()))) == "running":
+                if end is not None and time.monotonic() >= end:
+                    raise CreativeError(STATUS["TIMEOUT"], "the run has not ended within %s s" % timeout)
+            return self.state
         ms = WAIT_FOREVER if timeout is None else max(0, int(timeout * 1000))
         code = _lib.creative_run_wait(self._p, ms)
         if code == STATUS["TIMEOUT"] or code in (STATUS["NULL_POINTER"], STATUS["WRONG_STATE"], STATUS["PANIC"]):
@@ -331,6 +427,7 @@ class Engine:
         self._p = ctypes.c_void_p()
         cfg = None if config is None else (config if isinstance(config, str) else json.dumps(config))
         _check(_lib.creative_engine_new(_text(cfg), ctypes.byref(self._p)))
+        _live_engines.add(self)
         # ctypes callback objects must stay alive while the library may call them.
         self._keep = {}
         self._free_cb = _FREE_FN(self._release)
@@ -387,6 +484,18 @@ class Engine:
         """
         return Run(self, spec, options, on_event)
 
+    def shutdown(self, timeout=10.0):
+        """Stop every callback into Python from this engine (its runs are
+        cancelled; see ``creative_engine_shutdown``). Returns True when no callback
+        runs any more, False if one was still running after ``timeout`` seconds."""
+        if not self._p:
+            return True
+        code = _lib.creative_engine_shutdown(self._p, max(0, int(timeout * 1000)))
+        if code == STATUS["TIMEOUT"]:
+            return False
+        _check(code)
+        return True
+
     def close(self):
         if self._p:
             _lib.creative_engine_free(self._p)
@@ -409,6 +518,13 @@ def version():
     return _lib.creative_version().decode("utf-8")
 
 
+# Installed as a package with its library beside it (the wheel): load and check
+# it now, so a mismatched install fails at import rather than at first use.
+if __name__ != "__main__" and os.path.basename(os.path.dirname(os.path.abspath(__file__))) == "creative" \
+        and _bundled() is not None and not os.environ.get("CREATIVE_LIBRARY"):
+    load()
+
+
 if __name__ == "__main__":
     load(sys.argv[1] if len(sys.argv) > 1 else None)
-    print("creative %s, ABI %d" % (version(), _lib.creative_abi_version()))
+    print("creative %s, ABI %d, library %s" % (version(), _lib.creative_abi_version(), library_path()))

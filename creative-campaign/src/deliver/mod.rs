@@ -11,9 +11,10 @@ mod manifest;
 mod path;
 mod report;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::store::BlobStore;
 use creative_core::artifact::{Artifact, ArtifactId};
@@ -53,6 +54,10 @@ pub struct DirectorySink {
     /// Cleared on the first reflink the file system refuses, so a file system
     /// without them costs one failed attempt per sink, not one per file.
     reflinks: Arc<AtomicBool>,
+    /// Folders under the root this sink made or found, and found not to be
+    /// links (a few per campaign: its step folders), so each file costs no
+    /// more checks of its folders.
+    ready: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl DirectorySink {
@@ -63,6 +68,7 @@ impl DirectorySink {
             names,
             blobs: None,
             reflinks: Arc::new(AtomicBool::new(cfg!(target_os = "linux"))),
+            ready: Arc::default(),
         }
     }
 
@@ -96,37 +102,46 @@ impl DirectorySink {
 
     /// Write one artifact at `rel` (relative to the root; already checked).
     pub fn write(&self, rel: &str, artifact: &Artifact) -> Result<(), SinkError> {
-        let path = self.checked(rel)?;
-        if let Ok(existing) = std::fs::read(&path) {
-            if ArtifactId::of(artifact.media(), &existing) == *artifact.id() {
-                return Ok(());
-            }
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.error(format!("create {}: {e}", dir.display())))?;
-        }
-        if self.link_from_blob(&path, artifact) {
+        let path = self.checked_in_ready_folder(rel)?;
+        let absent = match std::fs::read(&path) {
+            Ok(existing) if ArtifactId::of(artifact.media(), &existing) == *artifact.id() => return Ok(()),
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        self.write_at(&path, artifact, absent)
+    }
+
+    fn write_at(&self, path: &Path, artifact: &Artifact, absent: bool) -> Result<(), SinkError> {
+        if self.link_from_blob(path, artifact, absent) {
             return Ok(());
         }
-        crate::store::write_atomic(&path, artifact.data(), false)
+        crate::store::write_atomic(path, artifact.data(), false)
             .map_err(|e| self.error(format!("write {}: {e}", path.display())))
     }
 
     /// Make `path` from the artifact's blob; whether that worked. Anything short
     /// of a whole file under `path` (no store, no blob, a blob that no longer
     /// holds the bytes, a file system that links nothing) leaves the caller to
-    /// write the bytes.
-    fn link_from_blob(&self, path: &Path, artifact: &Artifact) -> bool {
+    /// write the bytes. `absent`: nothing was at `path` a moment ago.
+    fn link_from_blob(&self, path: &Path, artifact: &Artifact, absent: bool) -> bool {
         let Some(blobs) = &self.blobs else { return false };
         let blob = blobs.path_of(artifact.id());
         // Only a regular file with exactly these bytes: linking a damaged blob
-        // would deliver a damaged asset.
-        match std::fs::symlink_metadata(&blob) {
-            Ok(m) if m.is_file() && m.len() == artifact.data().len() as u64 => {}
-            _ => return false,
+        // would deliver a damaged asset. One the store wrote a moment ago (the
+        // usual case: this job's own output) is known to hold them.
+        if !blobs.holds_lately(artifact.id()) {
+            match std::fs::symlink_metadata(&blob) {
+                Ok(m) if m.is_file() && m.len() == artifact.data().len() as u64 => {}
+                _ => return false,
+            }
+            if !std::fs::read(&blob).is_ok_and(|b| b[..] == artifact.data()[..]) {
+                return false;
+            }
         }
-        if !std::fs::read(&blob).is_ok_and(|b| b[..] == artifact.data()[..]) {
-            return false;
+        // A hard link made under the final name appears whole at once: no
+        // temporary to rename when nothing is there to replace.
+        if absent && !self.reflinks.load(Ordering::Relaxed) && std::fs::hard_link(&blob, path).is_ok() {
+            return true;
         }
         let tmp = crate::store::temp_path(path);
         let made = (self.reflinks.load(Ordering::Relaxed) && self.reflink(&blob, &tmp))
@@ -166,11 +181,13 @@ impl DirectorySink {
     /// whether the file now holds the artifact. Used while a run is going, when
     /// another asset may own the name until the final pass settles collisions.
     pub fn write_unless_taken(&self, rel: &str, artifact: &Artifact) -> Result<bool, SinkError> {
-        let path = self.checked(rel)?;
-        if let Ok(existing) = std::fs::read(&path) {
-            return Ok(ArtifactId::of(artifact.media(), &existing) == *artifact.id());
+        let path = self.checked_in_ready_folder(rel)?;
+        match std::fs::read(&path) {
+            Ok(existing) => Ok(ArtifactId::of(artifact.media(), &existing) == *artifact.id()),
+            Err(e) => self
+                .write_at(&path, artifact, e.kind() == std::io::ErrorKind::NotFound)
+                .map(|()| true),
         }
-        self.write(rel, artifact).map(|()| true)
     }
 
     /// Put the stored payload `id` at `rel` without reading it: a hard link to
@@ -193,7 +210,7 @@ impl DirectorySink {
         let err = |what: &str, p: &Path, e: std::io::Error| {
             SinkError::new("directory", format!("{what} {}: {e}", p.display()))
         };
-        let path = self.checked(rel)?;
+        let path = self.checked_in_ready_folder(rel)?;
         let blob = blobs.path_of(id);
         let Ok(meta) = std::fs::metadata(&blob) else {
             return Ok(false);
@@ -201,20 +218,36 @@ impl DirectorySink {
         if meta.len() != bytes {
             return Ok(false);
         }
-        if let Ok(existing) = std::fs::symlink_metadata(&path) {
-            if same_file(&existing, &meta) {
-                return Ok(true);
-            }
-            if existing.is_file() && existing.len() == bytes {
-                if let Ok(data) = std::fs::read(&path) {
-                    if ArtifactId::of(media, &data) == *id {
-                        return Ok(true);
+        match std::fs::symlink_metadata(&path) {
+            Ok(existing) => {
+                if same_file(&existing, &meta) {
+                    return Ok(true);
+                }
+                if existing.is_file() && existing.len() == bytes {
+                    if let Ok(data) = std::fs::read(&path) {
+                        if ArtifactId::of(media, &data) == *id {
+                            return Ok(true);
+                        }
                     }
                 }
             }
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err("create", dir, e))?;
+            // Nothing there: a hard link made under the final name appears
+            // whole at once, with no temporary to rename.
+            Err(_) if !self.reflinks.load(Ordering::Relaxed) => match std::fs::hard_link(&blob, &path) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // A folder went since it was checked: check and make it
+                    // again (once), then go the long way below.
+                    self.forget_ready(rel);
+                    self.checked_in_ready_folder(rel)?;
+                    if std::fs::hard_link(&blob, &path).is_ok() {
+                        return Ok(true);
+                    }
+                }
+                // Made meanwhile, or no links here: replace it below.
+                Err(_) => {}
+            },
+            Err(_) => {}
         }
         let tmp = crate::store::temp_path(&path);
         let linked = (self.reflinks.load(Ordering::Relaxed) && self.reflink(&blob, &tmp))
@@ -228,6 +261,38 @@ impl DirectorySink {
             err("rename to", &path, e)
         })?;
         Ok(true)
+    }
+
+    /// `root/rel`, its folders made and checked for links once per sink. The
+    /// file's own name is not checked: a link there is replaced by a rename,
+    /// never followed.
+    fn checked_in_ready_folder(&self, rel: &str) -> Result<PathBuf, SinkError> {
+        let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+        let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner()).contains(parent);
+        if ready {
+            // The relative path's own shape is still checked: no `..`, not absolute.
+            if Path::new(rel)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+            {
+                return Ok(self.root.join(rel));
+            }
+        }
+        let path = self.checked(rel)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SinkError::new("directory", format!("create {}: {e}", dir.display())))?;
+        }
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(parent.to_path_buf());
+        Ok(path)
+    }
+
+    fn forget_ready(&self, rel: &str) {
+        let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).remove(parent);
     }
 }
 

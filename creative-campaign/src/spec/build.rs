@@ -4,7 +4,7 @@
 //! fails before any provider is called.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,6 +250,47 @@ impl Spec {
             .map_err(|e| self.locate(e))
     }
 
+    /// What a router learns from needs the spec around it: whether the steps
+    /// that call it judge its outputs, by which gates (learned statistics are
+    /// kept per gate set), and where to keep them. Settings the spec gives win.
+    fn learning_settings(&self, id: &str, settings: &mut serde_json::Map<String, serde_json::Value>) {
+        let gates: Vec<&Vec<crate::spec::schema::GateSpec>> = self
+            .doc
+            .steps
+            .iter()
+            .filter(|s| {
+                s.settings
+                    .get("providers")
+                    .and_then(|v| v.as_array())
+                    .is_some_and(|ps| ps.iter().any(|p| p.as_str() == Some(id)))
+            })
+            .map(|s| &s.gates)
+            .filter(|g| !g.is_empty())
+            .collect();
+        if !gates.is_empty() {
+            settings.entry("gated").or_insert(serde_json::Value::Bool(true));
+            let json = serde_json::to_string(&gates).unwrap_or_default();
+            let key = blake3::hash(json.as_bytes()).to_hex()[..16].to_string();
+            settings.entry("gate_set").or_insert(serde_json::Value::String(key));
+        }
+        // The output folder is relative to where the run starts, as the
+        // campaign uses it; the router resolves relative paths against the
+        // spec's folder, so it gets an absolute one.
+        let out = PathBuf::from(self.doc.output.dir.clone().unwrap_or_else(|| "out".into()));
+        let out = match std::env::current_dir() {
+            Ok(cwd) if out.is_relative() => cwd.join(out),
+            Ok(_) => out,
+            Err(_) => return,
+        };
+        let file = out
+            .join(crate::spec::campaign::STATE_DIR)
+            .join("routing")
+            .join(format!("{id}.json"));
+        settings
+            .entry("stats_file")
+            .or_insert(serde_json::Value::String(file.to_string_lossy().into_owned()));
+    }
+
     fn build_inner(&self, reg: &Registry, base_dir: &Path) -> Result<Campaign, SpecError> {
         let doc = &self.doc;
         let mut ctx = BuildCtx {
@@ -284,7 +325,11 @@ impl Spec {
                     "do not put API keys in specs; name the environment variable that holds it with `api_key_env`",
                 ));
             }
-            let provider = factory(id, &serde_json::Value::Object(ps.settings.clone()), &ctx)
+            let mut settings = ps.settings.clone();
+            if ps.kind == "router" {
+                self.learning_settings(id, &mut settings);
+            }
+            let provider = factory(id, &serde_json::Value::Object(settings), &ctx)
                 .map_err(|m| err(K::Settings, path.clone(), m))?;
             if provider.id() != id {
                 return Err(err(

@@ -20,8 +20,8 @@ use crate::spec::matrix::{self, JobMatrix};
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
 use crate::store::{
-    collect_garbage, lock_out_dir, write_atomic, BlobStore, DiskCache, FileJournal, GcError, GcReport, LockError,
-    PayloadPins, StoreError,
+    collect_garbage, lock_out_dir, write_atomic, DiskCache, FileJournal, GcError, GcReport, LockError, PayloadPins,
+    StoreError,
 };
 use creative_core::cancel::CancellationToken;
 use creative_core::events::{Event, EventKind, Progress};
@@ -911,7 +911,8 @@ impl Campaign {
         }
         .write(&state_dir)?;
         let journal = FileJournal::open(&state_dir, opts.resume)?.with_definitions(self.definitions.clone());
-        let cache = DiskCache::open(self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()))?;
+        let cache = DiskCache::open(self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()))?
+            .with_blob_store(journal.blobs());
         let (journal, cache) = match self.cache_max_bytes {
             // A capped cache sharing the journal's payloads evicts none the
             // journal names. A cache of its own shares no payload with it.
@@ -925,6 +926,7 @@ impl Campaign {
             Some(cap) => (journal, cache.with_max_bytes(cap)),
             None => (journal, cache),
         };
+        let blobs = journal.blobs().clone();
         let (journal, cache) = (Arc::new(journal), Arc::new(cache));
         let log_path = state_dir.join(EVENTS_FILE);
         // The ledger: what earlier sessions of this run paid and tried, read from
@@ -950,8 +952,7 @@ impl Campaign {
         };
         let pipeline = Arc::new(DeliverAsJobsEnd {
             inner: self.dag.clone(),
-            dir: DirectorySink::new(&out_dir, self.file_names.clone())
-                .with_blobs(BlobStore::new(state_dir.join("objects"))),
+            dir: DirectorySink::new(&out_dir, self.file_names.clone()).with_blobs(blobs),
             deliver: self.deliver.clone().into(),
             thumbnails: self.contact_sheet,
         });
@@ -967,20 +968,33 @@ impl Campaign {
         };
         let pump = tokio::spawn(async move {
             let mut log = Some(log);
-            while let Some(e) = stream.recv().await {
+            let mut buf = Vec::with_capacity(64 * 1024);
+            while let Some(first) = stream.recv().await {
+                // Every event already waiting goes out with this one in one
+                // write, as soon as it is seen (a killed run keeps every event
+                // up to the kill for the report; the busier the run, the fewer
+                // writes per event).
+                let mut next = Some(first);
+                while let Some(e) = next {
+                    if log.is_some() {
+                        let at = buf.len();
+                        match serde_json::to_writer(&mut buf, &e) {
+                            Ok(()) => buf.push(b'\n'),
+                            Err(_) => buf.truncate(at),
+                        }
+                    }
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(e);
+                    }
+                    next = if buf.len() < 64 * 1024 { stream.try_recv() } else { None };
+                }
                 if let Some(f) = &mut log {
-                    // One line per event, written through at once, so a killed run
-                    // keeps every event up to the kill for the report.
-                    let mut line = serde_json::to_vec(&e).unwrap_or_default();
-                    line.push(b'\n');
-                    if let Err(err) = f.write_all(&line) {
+                    if let Err(err) = f.write_all(&buf) {
                         tracing::warn!(error = %err, "event log write failed; the report may undercount");
                         log = None;
                     }
                 }
-                if let Some(tx) = &tx {
-                    let _ = tx.send(e);
-                }
+                buf.clear();
             }
         });
         Ok(CampaignRun {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A whole campaign spec.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpecDoc {
     /// The campaign's name (used in the manifest, report and events).
@@ -18,6 +18,7 @@ pub struct SpecDoc {
     pub description: Option<String>,
     /// Most steps running at once (and most jobs active at once). Default 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_CONCURRENCY))]
     pub concurrency: Option<usize>,
     /// Providers by id.
     #[serde(default)]
@@ -51,22 +52,26 @@ pub struct SpecDoc {
 ///
 /// API keys are given by the name of an environment variable (for example
 /// `api_key_env = "OPENAI_API_KEY"`), never required inline.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProviderSpec {
     /// The registered kind (`procedural`, `openai`, `comfyui`...).
     pub kind: String,
     /// Most calls in flight at once to this provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_CONCURRENCY))]
     pub concurrency: Option<usize>,
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_REQUESTS_PER_MINUTE))]
     pub requests_per_minute: Option<u32>,
     /// Requests allowed at once after an idle spell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_BURST))]
     pub burst: Option<u32>,
     /// The engine's per-call timeout in seconds (a backend's own `timeout_s`,
     /// if it has one, is passed on to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = creative_core::limits::MAX_CALL_TIMEOUT_S), extend("exclusiveMinimum" = 0))]
     pub call_timeout_s: Option<f64>,
     /// Everything else goes to the kind's factory.
     #[serde(flatten)]
@@ -129,7 +134,7 @@ impl<'de> Deserialize<'de> for SeedPolicy {
 
 /// One layer of generation parameters: `[defaults]`, a preset, a generate step,
 /// a job's variables, `[overrides]`. Higher layers win field by field.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     /// Model name.
@@ -326,7 +331,7 @@ impl Layer {
 /// channel = ["square", "story"]
 /// size = ["1080x1080", "1080x1920"]
 /// ```
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MatrixSpec {
     /// Runs of every combination (default 1); with more than one, jobs get a
     /// `run` variable (1-based).
@@ -346,7 +351,7 @@ pub struct MatrixSpec {
 }
 
 /// One step of the pipeline.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepSpec {
     /// Unique name (letters, digits, `_`, `-`).
     pub name: String,
@@ -369,7 +374,7 @@ pub struct StepSpec {
 }
 
 /// A quality gate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GateSpec {
     /// A registered gate kind.
     pub kind: String,
@@ -383,12 +388,13 @@ pub struct GateSpec {
 
 /// The settings of a `generate` step (besides name, kind, inputs, gates,
 /// on_gate_fail); any [`Layer`] field may also be given.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GenerateSettings {
     pub providers: Vec<String>,
     pub prompt: String,
     #[serde(default)]
+    #[schemars(with = "Option<TaskName>")]
     pub task: Option<creative_core::request::Task>,
     #[serde(default)]
     pub preset: Option<String>,
@@ -396,42 +402,91 @@ pub(crate) struct GenerateSettings {
     pub keep: Option<usize>,
 }
 
+/// The names of [`creative_core::request::Task`], for the schema (the core
+/// crate has no schema derives).
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used
+enum TaskName {
+    /// Text from a prompt.
+    Text,
+    /// An image from a prompt (the default).
+    Image,
+    /// An image from input images and a prompt.
+    ImageEdit,
+    /// A video.
+    Video,
+    /// Speech or other audio.
+    Audio,
+    /// A 3D model.
+    Model3d,
+}
+
+/// The JSON Schema of a `generate` step's own settings (`providers`, `prompt`,
+/// `task`, `preset`, `keep`), without the [`Layer`] fields it also takes.
+pub fn generate_settings_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    <GenerateSettings as schemars::JsonSchema>::json_schema(generator)
+}
+
+impl schemars::JsonSchema for SeedPolicy {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SeedPolicy".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A seed number (the same for every job), \"derived\" (from the job key and step: reproducible, different per job) or \"random\" (fresh for every generation).",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "enum": ["derived", "random"] },
+                { "type": "string", "pattern": "^[0-9]+$" }
+            ]
+        })
+    }
+}
+
 /// The keys of [`GenerateSettings`].
 pub(crate) const GENERATE_KEYS: &[&str] = &["providers", "prompt", "task", "preset", "keep"];
 
 /// Limits of a run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSpec {
     /// Most money to spend, in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub max_cost_usd: Option<f64>,
     /// Most provider attempts, retries included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_BUDGET_ATTEMPTS))]
     pub max_attempts: Option<u64>,
     /// Stop starting work after this many minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = creative_core::limits::MAX_RUN_MINUTES), extend("exclusiveMinimum" = 0))]
     pub max_minutes: Option<f64>,
 }
 
 /// Retry policy for provider calls.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     /// Attempts per provider for failures other than rate limits (first call
     /// included). Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_RETRY_ATTEMPTS))]
     pub max_attempts: Option<u32>,
     /// First backoff delay in milliseconds. Default: the engine's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_BACKOFF_MS))]
     pub base_ms: Option<u64>,
     /// Longest backoff delay in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_BACKOFF_MS))]
     pub max_ms: Option<u64>,
 }
 
 /// What to write and where.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// Output folder, relative to the working directory (the runner's `--out`
@@ -454,6 +509,7 @@ pub struct OutputSpec {
     /// past it, the least recently used entries are evicted, but never a
     /// payload the run's journal needs. Default: no cap. 1 to 16,777,216.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = creative_core::limits::MAX_CACHE_MB))]
     pub cache_max_mb: Option<u64>,
     /// Write the HTML contact sheet (`contact_sheet.html`). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -464,7 +520,7 @@ pub struct OutputSpec {
 }
 
 /// A sink.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SinkSpec {
     /// A registered sink kind.
     pub kind: String,

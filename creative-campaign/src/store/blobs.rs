@@ -1,17 +1,22 @@
 //! A content-addressed folder of payloads, shared by the cache and the journal.
 //!
-//! A blob lives at `objects/<first two hex digits>/<artifact id>`. It is written to
-//! a temporary name in the same folder and renamed into place, so a reader (or a
-//! run resumed after a kill) sees either the whole payload or nothing; reading
-//! checks the hash, so a payload damaged on disk is treated as missing.
+//! A blob lives at `objects/<first two hex digits>/<artifact id>`. A new blob is
+//! written under its final name, created exclusively (no temporary and rename:
+//! that pair cost as much as the write); a blob that is there but wrong (a
+//! kill mid-write, an edit through a hard link) is replaced by a temporary
+//! renamed over it. Reading checks the hash, so a payload half written or
+//! damaged on disk is treated as missing, never served; and the journal makes
+//! the payloads of a batch durable before the lines that name them.
 //!
 //! Writes never follow a symbolic link planted under the store's root: a prefix
 //! folder or a blob that is a link is refused (see [`refuse_links`]).
 
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -19,9 +24,78 @@ use crate::store::StoreError;
 use creative_core::artifact::{ArtifactId, MediaType};
 
 /// A folder of payloads named by their content hash.
+///
+/// Clones share what the store has learned in this process (which prefix
+/// folders exist and are not links, which payloads it wrote lately), so the
+/// journal, the cache and delivery given one store skip checks already made.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    known: Arc<Known>,
+}
+
+/// What a store learned in this process.
+#[derive(Debug, Default)]
+struct Known {
+    /// Prefix folders made and found not to be links, one bit per prefix.
+    ready: [AtomicU64; 4],
+    /// Payloads this store wrote or checked lately (at most [`RECENT`]).
+    recent: Mutex<Recent>,
+}
+
+/// How many payloads a store remembers writing: enough for the journal's
+/// put of a step's outputs right after the cache's.
+const RECENT: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Recent {
+    set: HashSet<[u8; 16]>,
+    order: VecDeque<[u8; 16]>,
+}
+
+impl Known {
+    fn is_ready(&self, prefix: u8) -> bool {
+        self.ready[usize::from(prefix / 64)].load(Ordering::Relaxed) & (1 << (prefix % 64)) != 0
+    }
+
+    fn set_ready(&self, prefix: u8, ready: bool) {
+        let word = &self.ready[usize::from(prefix / 64)];
+        let bit = 1u64 << (prefix % 64);
+        if ready {
+            word.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            word.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    fn remember(&self, key: [u8; 16]) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.set.insert(key) {
+            r.order.push_back(key);
+            if r.order.len() > RECENT {
+                if let Some(old) = r.order.pop_front() {
+                    r.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Stop trusting a payload found damaged.
+    fn forget(&self, key: &[u8; 16]) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.set.remove(key) {
+            r.order.retain(|k| k != key);
+        }
+    }
+
+    fn wrote(&self, key: &[u8; 16]) -> bool {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).set.contains(key)
+    }
+}
+
+/// The prefix folder's number: its two hex digits as a byte.
+fn prefix_byte(hex: &str) -> Option<u8> {
+    hex.get(..2).and_then(|p| u8::from_str_radix(p, 16).ok())
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -129,6 +203,25 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> std::io::
     result
 }
 
+/// Write a new file at `path` (created exclusively, so an existing one is an
+/// `AlreadyExists` error, never overwritten); a failed write removes what it
+/// began.
+fn write_new(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let result = f
+        .write_all(data)
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
+    drop(f);
+    if let Err(e) = result {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    if durable {
+        sync_dir(path)?;
+    }
+    Ok(())
+}
+
 /// A path that a writer refuses: it leads through a symbolic link, or out of its root.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UnsafePath {
@@ -200,7 +293,10 @@ pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
 impl BlobStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        BlobStore { root: root.into() }
+        BlobStore {
+            root: root.into(),
+            known: Arc::default(),
+        }
     }
 
     /// The folder.
@@ -217,42 +313,98 @@ impl BlobStore {
 
     /// Store a payload under its id. With `durable`, the payload is on disk
     /// (fsync) when this returns, even if it was already there. Without, it is
-    /// whole or absent after a kill, but a power cut may lose it: the journal
+    /// whole or absent after a kill (a half-written one fails its hash and is
+    /// replaced by the next put), but a power cut may lose it: the journal
     /// makes a batch of them durable at once (see the journal's module doc).
     ///
     /// A blob already there is kept only if it still holds these bytes (it may
-    /// share its inode with a delivered file someone edited); otherwise it is
-    /// replaced by a fresh file.
+    /// share its inode with a delivered file someone edited; one this store
+    /// wrote lately and of the right length is trusted without a read);
+    /// otherwise it is replaced by a fresh file.
     pub fn put(&self, id: &ArtifactId, data: &[u8], durable: bool) -> Result<(), StoreError> {
-        if !is_hex(id.as_str()) {
+        let hex = id.as_str();
+        let Some(prefix) = prefix_byte(hex).filter(|_| is_hex(hex)) else {
             return Err(StoreError(format!("artifact id `{id}` is not a hex digest")));
-        }
+        };
         let path = self.path_of(id);
-        if let Ok(rel) = path.strip_prefix(&self.root) {
-            refuse_links(&self.root, rel).map_err(|e| StoreError(e.to_string()))?;
+        let write_err = |e: std::io::Error| StoreError(format!("write {}: {e}", path.display()));
+        if !self.known.is_ready(prefix) {
+            self.make_prefix(&path)?;
+            self.known.set_ready(prefix, true);
         }
-        if self.holds(&path, data) {
-            if durable {
-                // It may have been written by the cache, which does not fsync.
-                OpenOptions::new()
-                    .read(true)
-                    .open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StoreError(format!("sync {}: {e}", path.display())))?;
+        let key = crate::store::gc::id_key(hex);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(StoreError(
+                    UnsafePath::Link {
+                        link: path.clone(),
+                        root: self.root.clone(),
+                    }
+                    .to_string(),
+                ))
             }
-            return Ok(());
+            Ok(m) if m.is_file() && m.len() == data.len() as u64 => {
+                if self.known.wrote(&key) || fs::read(&path).is_ok_and(|on_disk| on_disk == data) {
+                    if durable {
+                        // It may have been written by the cache, which does not fsync.
+                        OpenOptions::new()
+                            .read(true)
+                            .open(&path)
+                            .and_then(|f| f.sync_all())
+                            .map_err(|e| StoreError(format!("sync {}: {e}", path.display())))?;
+                    }
+                    self.known.remember(key);
+                    return Ok(());
+                }
+                write_atomic(&path, data, durable).map_err(write_err)?;
+            }
+            Ok(_) => write_atomic(&path, data, durable).map_err(write_err)?,
+            Err(_) => match write_new(&path, data, durable) {
+                Ok(()) => {}
+                // Another writer made it meanwhile: make sure it holds these bytes.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !fs::read(&path).is_ok_and(|on_disk| on_disk == data) {
+                        write_atomic(&path, data, durable).map_err(write_err)?;
+                    }
+                }
+                // The prefix folder went (gc, by hand) since it was made.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.known.set_ready(prefix, false);
+                    self.make_prefix(&path)?;
+                    self.known.set_ready(prefix, true);
+                    write_new(&path, data, durable).map_err(write_err)?;
+                }
+                Err(e) => return Err(write_err(e)),
+            },
         }
-        write_atomic(&path, data, durable).map_err(|e| StoreError(format!("write {}: {e}", path.display())))
+        self.known.remember(key);
+        Ok(())
     }
 
-    /// Whether the blob at `path` is a regular file holding exactly `data`.
-    fn holds(&self, path: &Path, data: &[u8]) -> bool {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_file() && m.len() == data.len() as u64 => {
-                fs::read(path).map(|on_disk| on_disk == data).unwrap_or(false)
-            }
-            _ => false,
+    /// Whether this store (or a clone) wrote or checked the payload `id` lately
+    /// and has not removed it since: its bytes are there without a look at the
+    /// disk (a file removed behind the store's back is found by the next read,
+    /// which checks the hash, or by the journal's sync, which opens it).
+    pub fn holds_lately(&self, id: &ArtifactId) -> bool {
+        self.known.wrote(&crate::store::gc::id_key(id.as_str()))
+    }
+
+    /// Remove the payload `id` (absent already is not an error).
+    pub fn remove(&self, id: &ArtifactId) -> std::io::Result<()> {
+        self.known.forget(&crate::store::gc::id_key(id.as_str()));
+        match fs::remove_file(self.path_of(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
+    }
+
+    /// Make `path`'s prefix folder, refusing one that is (or leads through) a link.
+    fn make_prefix(&self, path: &Path) -> Result<(), StoreError> {
+        let Some(dir) = path.parent() else { return Ok(()) };
+        if let Ok(rel) = dir.strip_prefix(&self.root) {
+            refuse_links(&self.root, rel).map_err(|e| StoreError(e.to_string()))?;
+        }
+        fs::create_dir_all(dir).map_err(|e| StoreError(format!("create {}: {e}", dir.display())))
     }
 
     /// Read a payload back; `None` if it is absent or does not match its id.
@@ -264,6 +416,7 @@ impl BlobStore {
                     Ok(Some(Bytes::from(data)))
                 } else {
                     tracing::warn!(path = %path.display(), "blob does not match its id; ignoring it");
+                    self.known.forget(&crate::store::gc::id_key(id.as_str()));
                     Ok(None)
                 }
             }

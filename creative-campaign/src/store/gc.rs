@@ -11,7 +11,8 @@
 //!
 //! A payload under `objects/` stays when it is named by
 //! - the latest record of a step in `journal.jsonl` (a resume needs it),
-//! - a cache entry in `entries/` (a hit needs it),
+//! - a cache entry in the cache's index `cache.sqlite` (a hit needs it), or
+//!   in `entries/` (a cache written before the index),
 //! - a line of `assets.jsonl` or `artifacts.jsonl` (what the last run
 //!   delivered and what hosts read artifacts back from).
 //!
@@ -285,7 +286,11 @@ pub fn collect_garbage(out_dir: &Path, dry_run: bool) -> Result<GcReport, GcErro
     })?;
     drop(index);
 
-    // The cache's entries, when the cache lives in the state folder.
+    // The cache's entries, when the cache lives in the state folder: its
+    // index, and the entry files of a cache written before the index.
+    crate::store::cache::for_each_named_payload(&state_dir, |id| {
+        live.insert(id_key(id));
+    })?;
     let mut temps: Vec<PathBuf> = Vec::new();
     let entries = state_dir.join("entries");
     for_each_file_in_prefixes(&entries, |path, name| {

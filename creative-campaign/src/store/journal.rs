@@ -707,8 +707,10 @@ impl Journal for FileJournal {
             // seen the pin yet deletes before the store below rewrites them.
             outputs.iter().for_each(|a| pins.pin(a.id()));
         }
-        let payloads = if outputs.is_empty() {
-            Vec::new()
+        let payloads = if outputs.iter().all(|a| self.blobs.holds_lately(a.id())) {
+            // Written a moment ago by the cache sharing this store (the usual
+            // case): no file work to hand to a blocking thread.
+            outputs.iter().map(|a| self.blobs.path_of(a.id())).collect()
         } else {
             let outputs: Vec<Artifact> = outputs.to_vec();
             let blobs = self.blobs.clone();

@@ -8,7 +8,7 @@ use creative_core::{Artifact, GateCtx, GateError, QualityGate, Verdict};
 use crate::error::OpsError;
 
 /// How a composite gate combines its members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CompositeMode {
     /// Pass when every member passes. The default.

@@ -21,7 +21,7 @@ use crate::raster::Raster;
 /// max_distance = 8   # 64-bit hash distance at or below which two images are duplicates
 /// hash = "phash"     # phash | dhash
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DedupeSettings {
     /// Distance at or below which two images are near-duplicates.
@@ -155,7 +155,7 @@ impl QualityGate for DedupeGate {
 /// max_distance = 12
 /// hash = "phash"
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencySettings {
     /// The reference image file.

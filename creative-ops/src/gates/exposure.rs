@@ -21,7 +21,7 @@ use crate::raster::Raster;
 /// max_highlight_clip = 0.05 # largest share of clipped highlights
 /// min_contrast = 0.08       # smallest RMS contrast (std dev of luma / 255)
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExposureSettings {
     /// Luma at or below which a pixel is a clipped shadow.

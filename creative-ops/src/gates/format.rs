@@ -25,10 +25,11 @@ use crate::geometry::Aspect;
 /// min_bytes = 10_000
 /// max_bytes = 5_000_000
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FormatSettings {
     /// Allowed media types; empty allows any.
+    #[schemars(with = "Vec<String>")]
     #[serde(default)]
     pub media: Vec<MediaType>,
     /// Smallest width.

@@ -26,7 +26,7 @@ use crate::error::OpsError;
 /// max_tokens = 300                            # optional
 /// max_attempts = 3                            # retries on 429/5xx/timeouts (default 3)
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeSettings {
     /// Provider id.

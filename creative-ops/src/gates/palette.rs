@@ -21,7 +21,7 @@ use crate::raster::{Filter, Raster};
 /// max_delta_e = 12.0    # CIEDE2000 distance that still counts as on-palette
 /// min_coverage = 0.75   # share of pixels that must be on-palette
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaletteSettings {
     /// The brand palette.

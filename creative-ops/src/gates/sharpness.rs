@@ -17,7 +17,7 @@ use crate::raster::Raster;
 /// kind = "sharpness"
 /// min_variance = 100.0   # variance of the Laplacian of luma (0..255 scale)
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharpnessSettings {
     /// Images whose Laplacian variance is below this fail as blurry.

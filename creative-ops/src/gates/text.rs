@@ -37,7 +37,7 @@ use crate::error::OpsError;
 /// schema_path = "schemas/copy.json"  # or a schema file (resolved against the spec's folder)
 /// ```
 /// (`required` and `banned` terms are literal strings, not templates.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextSettings {
     /// Fewest grapheme clusters.

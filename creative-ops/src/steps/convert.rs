@@ -20,7 +20,7 @@ use crate::raster::{EncodeSettings, Format, PngCompression};
 /// png_compression = "best" # PNG only: fast | balanced | high | best
 /// background = "#ffffff"   # JPEG: colour under transparent pixels
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConvertSettings {
     /// Target format.

@@ -22,7 +22,7 @@ use crate::raster::{EncodeSettings, Raster};
 /// rendition = "1x1"      # optional
 /// output = { format = "png" }   # optional
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CropSettings {
     /// Left edge.

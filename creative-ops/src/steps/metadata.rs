@@ -9,7 +9,7 @@ use crate::metadata;
 use crate::raster::Format;
 
 /// What the `metadata` step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MetadataMode {
     /// Embed the input's id and provenance (JSON) in the file: PNG `iTXt`, JPEG
@@ -29,7 +29,7 @@ pub enum MetadataMode {
 /// inputs = ["branded"]
 /// mode = "write"      # write | strip
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataSettings {
     /// Write or strip.

@@ -14,8 +14,11 @@ use crate::raster::{EncodeSettings, Raster};
 
 /// A box given as fractions (0..=1) of the image's width and height, so one
 /// setting works for every rendition.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { x = 0.1, y = 0.7, width = 0.8, height = 0.2 } (fractions of the image)"
+)]
 pub struct TextBox {
     /// Left edge.
     pub x: f64,
@@ -88,7 +91,7 @@ impl TextBox {
 /// padding = 0.08             # inside the box, fraction of its smaller side
 /// font = "fonts/NotoSansJP-Regular.otf"   # default: bundled DejaVu Sans
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverlaySettings {
     /// The caption template.

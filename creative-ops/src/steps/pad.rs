@@ -24,7 +24,7 @@ use crate::raster::{EncodeSettings, Raster};
 /// anchor = "centre"        # where the image sits: top_left ... bottom_right
 /// rendition = "16x9"       # default: the aspect's name when `aspect` is given
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PadSettings {
     /// Target aspect ratio.

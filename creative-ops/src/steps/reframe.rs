@@ -27,7 +27,7 @@ use crate::raster::{EncodeSettings, Filter, Raster};
 /// rendition = "story"      # default: the aspect's name, e.g. "9x16"
 /// output = { format = "jpeg", quality = 88 }
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReframeSettings {
     /// Target aspect ratio (the fallback when `aspect_var` is set).
@@ -178,8 +178,11 @@ fn square() -> Aspect {
 }
 
 /// One rendition of a `renditions` step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { aspect = \"9:16\", name = \"story\", width = 1080 }"
+)]
 pub struct RenditionSpec {
     /// Name for `Meta.extra.rendition`; default the aspect's name (`9x16`).
     #[serde(default)]
@@ -210,7 +213,7 @@ pub struct RenditionSpec {
 /// ]
 /// output = { format = "jpeg", quality = 88 }
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenditionsSettings {
     /// The renditions.

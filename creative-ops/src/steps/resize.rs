@@ -10,7 +10,7 @@ use crate::geometry::Aspect;
 use crate::raster::{EncodeSettings, Filter, Raster};
 
 /// How `resize` treats the aspect ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResizeMode {
     /// Scale to fit inside `width` x `height`, keeping the aspect ratio (the
@@ -40,7 +40,7 @@ pub enum ResizeMode {
 /// rendition = "thumb"    # optional Meta.extra.rendition of the output
 /// output = { format = "jpeg", quality = 85 }   # optional, see EncodeSettings
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResizeSettings {
     /// Target width in pixels.

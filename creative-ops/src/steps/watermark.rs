@@ -26,7 +26,7 @@ use crate::raster::{EncodeSettings, Filter, Raster};
 /// opacity = 0.8                   # 0..=1
 /// margin = 0.03                   # fraction of the image's smaller side
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkSettings {
     /// Logo file.

@@ -1,0 +1,14 @@
+//! The runner's parts: the command line, output that survives closed pipes,
+//! the log, progress, tables, the schema and reference, and the subcommands.
+
+pub mod args;
+pub mod checks;
+pub mod init;
+pub mod log;
+pub mod out;
+pub mod plan;
+pub mod progress;
+pub mod run;
+pub mod schema;
+pub mod status;
+pub mod tables;
