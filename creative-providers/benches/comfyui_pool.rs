@@ -4,14 +4,20 @@
 //!
 //! `cargo bench -p creative-providers --bench comfyui_pool`
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use creative_providers::comfyui::pool::{Pool, Server};
 use creative_providers::http::Transport;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 fn pool(n: usize) -> Pool {
     Pool::new(
         (0..n)
-            .map(|i| Server::new(Transport::builder("bench", format!("http://10.0.0.{i}:8188")).build().unwrap()))
+            .map(|i| {
+                Server::new(
+                    Transport::builder("bench", format!("http://10.0.0.{i}:8188"))
+                        .build()
+                        .unwrap(),
+                )
+            })
             .collect(),
     )
 }

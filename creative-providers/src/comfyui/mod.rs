@@ -56,6 +56,23 @@
 //! September 2025 ignore its `prompt_id` and stop whatever runs, another
 //! client's prompt included.
 //!
+//! **Candidates.** A request's `count` goes out as the workflow's `batch_size`,
+//! one prompt for all, up to `max_batch`. More than that, or any count when the
+//! workflow has no batch size, is split into several prompts run at once, each
+//! seeded past the one before (`seed + k` for the prompt starting at candidate
+//! `k`), so no two make the same images; a workflow whose seed cannot be
+//! injected gets one prompt (its images could not differ).
+//!
+//! **A pool of servers** (`base_urls` in place of `base_url`; see [`pool`]):
+//! each prompt goes to the server with the shortest queue, a server that stops
+//! answering mid-prompt is marked down for `server_down_s` and the prompt is
+//! queued again on another, and each server's attempts are reported as member
+//! calls (`MemberAttemptFinished` events, so the run's report has a row per
+//! server under the provider). A pool is a composite for the engine: no breaker
+//! for the whole, and it is unavailable only when every server is marked down.
+//! Preflight passes when one server answers. The settings fingerprint leaves
+//! the servers out, so adding one does not make finished work stale.
+//!
 //! Cost: ComfyUI is the user's own GPU; `cost_per_image` (default 0) prices
 //! outputs, `cost_per_second` (default 0) prices the time the prompt executed,
 //! not the time it waited in the queue: the span from the `execution_start`
@@ -76,8 +93,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use creative_core::registry::BuildCtx;
 use creative_core::{
-    Artifact, CallCtx, CallProgress, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
-    Task, Usage,
+    Artifact, CallCtx, CallProgress, Capabilities, ErrorKind, Generation, MediaType, MemberCall, Provider,
+    ProviderError, Request, Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -223,7 +240,12 @@ impl std::fmt::Debug for ComfyUi {
             .field("id", &self.id)
             .field(
                 "servers",
-                &self.pool.servers.iter().map(|s| s.transport.clone()).collect::<Vec<_>>(),
+                &self
+                    .pool
+                    .servers
+                    .iter()
+                    .map(|s| s.transport.clone())
+                    .collect::<Vec<_>>(),
             )
             .field("nodes", &self.workflow.len())
             .field("inject", &self.inject.keys().collect::<Vec<_>>())
@@ -855,7 +877,12 @@ impl ComfyUi {
         files
     }
 
-    async fn fetch(&self, srv: &Server, f: &OutputFile, ctx: &CallCtx) -> Result<Option<(Bytes, Option<MediaType>)>, ProviderError> {
+    async fn fetch(
+        &self,
+        srv: &Server,
+        f: &OutputFile,
+        ctx: &CallCtx,
+    ) -> Result<Option<(Bytes, Option<MediaType>)>, ProviderError> {
         let req = HttpRequest::get("view")
             .query("filename", &f.filename)
             .query("subfolder", &f.subfolder)
@@ -1329,7 +1356,11 @@ impl Provider for ComfyUi {
             tasks,
             seed: self.inject.contains_key("seed"),
             negative_prompt: self.inject.contains_key("negative_prompt"),
-            max_count: if self.inject.contains_key("batch_size") {
+            // Candidates past one batch go out as more prompts, which needs
+            // a seed of their own each (see `chunks`).
+            max_count: if self.inject.contains_key("seed") {
+                creative_core::limits::MAX_COUNT_PER_CALL
+            } else if self.inject.contains_key("batch_size") {
                 self.max_batch
             } else {
                 1
@@ -1341,18 +1372,129 @@ impl Provider for ComfyUi {
         self.cost_per_image * f64::from(request.params.count.unwrap_or(1).max(1))
     }
 
+    /// A pool is a composite: the engine keeps no breaker for it as a whole
+    /// (one dead server must not stop the live ones); each server is passed
+    /// over while marked down instead, and [`unavailable`](Self::unavailable)
+    /// says when every one is.
+    fn is_composite(&self) -> bool {
+        self.pool.servers.len() > 1
+    }
+
+    /// Every server of the pool marked down and none due to be tried again.
+    fn unavailable(&self) -> Option<ProviderError> {
+        if !self.is_composite() {
+            return None;
+        }
+        let names = self.pool.all_down()?;
+        Some(self.err(
+            ErrorKind::Unavailable,
+            format!(
+                "every ComfyUI server of the pool stopped answering ({}); each is tried again {} s after it failed",
+                names.join(", "),
+                self.server_down.as_secs()
+            ),
+        ))
+    }
+
+    /// One prompt for the request's candidates when they fit one batch (or
+    /// cannot be varied); otherwise one prompt per batch, each with its own
+    /// seed, run at once (on a pool: on as many servers). Any prompt failing
+    /// fails the call, and the others are taken back.
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let chunks = self.chunks(request);
+        if chunks.len() <= 1 {
+            return self.place(request, ctx).await;
+        }
+        let requests: Vec<Request> = chunks.iter().map(|&(k, n)| self.chunk_request(request, k, n)).collect();
+        let parts = futures_util::future::try_join_all(requests.iter().map(|r| self.place(r, ctx))).await?;
+        let mut out = Generation {
+            artifacts: Vec::new(),
+            usage: Usage::default(),
+            raw: Some(json!({ "prompts": [] })),
+        };
+        let mut raws = Vec::with_capacity(parts.len());
+        for g in parts {
+            out.artifacts.extend(g.artifacts);
+            out.usage.cost_usd += g.usage.cost_usd;
+            out.usage.units = Some(out.usage.units.unwrap_or(0.0) + g.usage.units.unwrap_or(0.0));
+            raws.extend(g.raw);
+        }
+        out.raw = Some(json!({ "prompts": raws }));
+        Ok(out)
+    }
+}
+
+impl ComfyUi {
+    /// How a request's candidates are split into prompts: `(first candidate,
+    /// how many)` each. One prompt when they fit a batch (`batch_size`
+    /// injected, at most `max_batch`), or when the seed cannot be injected
+    /// (every prompt would then make the same images).
+    fn chunks(&self, request: &Request) -> Vec<(u32, u32)> {
+        let count = request.params.count.unwrap_or(1).max(1);
+        let per = if self.inject.contains_key("batch_size") {
+            self.max_batch
+        } else {
+            1
+        };
+        if count <= per || !self.inject.contains_key("seed") {
+            return vec![(0, count)];
+        }
+        (0..count)
+            .step_by(per as usize)
+            .map(|k| (k, per.min(count - k)))
+            .collect()
+    }
+
+    /// The request for candidates `k..k + n`: `n` of them, seeded `k` past the
+    /// request's seed (or the workflow's, when the request has none), so no two
+    /// prompts make the same images.
+    fn chunk_request(&self, request: &Request, k: u32, n: u32) -> Request {
+        let mut r = request.clone();
+        r.params.count = Some(n);
+        if k > 0 {
+            let base = request.params.seed.unwrap_or_else(|| {
+                self.inject
+                    .get("seed")
+                    .and_then(|paths| paths.first())
+                    .and_then(|p| self.workflow.get(&p.node)?.get("inputs")?.get(&p.field)?.as_u64())
+                    .unwrap_or(0)
+            });
+            r.params.seed = Some(base.wrapping_add(u64::from(k)));
+        }
+        r
+    }
+
+    /// Run one prompt on the pool: on the server with the shortest queue, and
+    /// again on another when that one stops answering. On a pool each server's
+    /// attempt is reported as a member call (the report's per-server rows).
+    async fn place(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let pooled = self.is_composite();
         let mut given_up: Vec<usize> = Vec::new();
         loop {
             let claim = self.pool.claim(&given_up).ok_or_else(|| {
-                self.err(ErrorKind::Unavailable, "every ComfyUI server of the pool stopped answering during this call")
+                self.err(
+                    ErrorKind::Unavailable,
+                    "every ComfyUI server of the pool stopped answering during this call",
+                )
             })?;
             let srv = claim.server;
-            let err = match self.run_on(srv, request, ctx).await {
+            let started = std::time::Instant::now();
+            let result = self.run_on(srv, request, ctx).await;
+            if pooled {
+                ctx.report_member(MemberCall {
+                    member: srv.name(),
+                    model: self.model(request),
+                    latency: started.elapsed(),
+                    cost_usd: result.as_ref().map_or(0.0, |g| g.usage.cost_usd),
+                    error: result.as_ref().err().cloned(),
+                });
+            }
+            let err = match result {
                 Ok(g) => return Ok(g),
                 Err(e) => e,
             };
-            if !self.server_died(srv, &err, ctx).await {
+            // One server: nowhere else to go, and the engine's breaker keeps its health.
+            if !pooled || !self.server_died(srv, &err, ctx).await {
                 return Err(err);
             }
             srv.mark_down(self.server_down);
@@ -1404,7 +1546,10 @@ impl ComfyUi {
             deadline: Some(std::time::Instant::now() + Duration::from_secs(3)),
             ..CallCtx::detached()
         };
-        srv.transport.send(HttpRequest::get("system_stats"), &probe).await.is_err()
+        srv.transport
+            .send(HttpRequest::get("system_stats"), &probe)
+            .await
+            .is_err()
     }
 
     /// One attempt at the call on one server.
@@ -1621,7 +1766,8 @@ fn cached_nodes(entry: &Value) -> BTreeSet<String> {
 /// `poll_interval_ms` (250, 1..=60000), `poll_max_ms` (2000, 1..=600000),
 /// `websocket` (true), `ws_check_ms` (10000, 10..=3600000), `keep_history`
 /// (false), `cost_per_image` (0), `cost_per_second` (0), `max_batch` (16,
-/// 1..=4096).
+/// 1..=4096); for a pool, `base_urls` (a list, in place of `base_url`) and
+/// `server_down_s` (30, 1..=3600).
 pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "comfyui",

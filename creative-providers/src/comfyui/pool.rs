@@ -124,7 +124,9 @@ impl Server {
         let q = *self.queue.lock().unwrap_or_else(|p| p.into_inner());
         Load {
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            queue: q.filter(|(_, at)| now.duration_since(*at) < QUEUE_REPORT_TTL).map(|(n, _)| n),
+            queue: q
+                .filter(|(_, at)| now.duration_since(*at) < QUEUE_REPORT_TTL)
+                .map(|(n, _)| n),
             down: self
                 .down_until
                 .lock()
@@ -173,6 +175,16 @@ impl Pool {
             servers,
             placing: Mutex::new(()),
         }
+    }
+
+    /// The servers' names when every one is marked down, `None` when one is
+    /// up (or its mark has run out, so it is due to be tried again).
+    pub fn all_down(&self) -> Option<Vec<String>> {
+        let now = Instant::now();
+        self.servers
+            .iter()
+            .map(|s| s.load(now).down.then(|| s.name()))
+            .collect()
     }
 
     /// Claim the server a prompt goes to (see [`pick`]), skipping `skip`

@@ -217,7 +217,13 @@ mod tests {
         );
         assert_eq!(parse(&m("status", json!({"status": {}})), "p"), None);
         assert_eq!(
-            parse(&m("status", json!({"status": {"exec_info": {"queue_remaining": 3}}, "sid": "x"})), "p"),
+            parse(
+                &m(
+                    "status",
+                    json!({"status": {"exec_info": {"queue_remaining": 3}}, "sid": "x"})
+                ),
+                "p"
+            ),
             Some(WsEvent::Queue(3))
         );
     }
