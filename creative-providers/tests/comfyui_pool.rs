@@ -291,6 +291,45 @@ async fn a_queue_the_server_reports_on_its_websocket_steers_the_next_prompt_away
     assert_eq!(name(c.await.unwrap().unwrap()), servers[1].url());
 }
 
+#[tokio::test]
+async fn without_a_websocket_the_queue_polled_from_get_queue_steers_the_next_prompt_away() {
+    let servers = [MockServer::start().await, MockServer::start().await];
+    for m in &servers {
+        finish(m);
+    }
+    // The first server: our prompt pending behind four of other clients' once,
+    // then done.
+    let others: Vec<Value> = (0..4)
+        .map(|i| json!([i, format!("other-{i}"), {}, {}, ["9"]]))
+        .collect();
+    let mut pending = others.clone();
+    pending.push(json!([9, PID, {}, {}, ["9"]]));
+    servers[0].route_once("GET", &format!("/history/{PID}"), Reply::json(200, json!({})));
+    servers[0].route(
+        "GET",
+        "/queue",
+        Reply::json(
+            200,
+            json!({"queue_running": [others[0]], "queue_pending": pending[1..]}),
+        ),
+    );
+    let p = pool(&[&servers[0], &servers[1]]);
+    let name = |g: creative_core::Generation| {
+        g.artifacts[0].meta().extra["comfyui_server"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(name(g), servers[0].url());
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(name(g), servers[1].url(), "fewer calls and a shorter queue");
+    // As many calls on each: the five the first server's /queue showed send the
+    // third to the second server again.
+    let g = p.generate(&req(), &CallCtx::detached()).await.unwrap();
+    assert_eq!(name(g), servers[1].url());
+}
+
 // ---------------------------------------------------------------------------------
 // Against loopback ComfyUI servers (creative-testkit): a queue that runs one
 // prompt at a time, the websocket's status and completion messages.

@@ -740,6 +740,9 @@ impl ComfyUi {
             return Ok(Check::Done(entry.clone()));
         }
         let q: Value = srv.transport.send_json(HttpRequest::get("queue"), ctx).await?;
+        // Without a websocket this is how a pool learns the server's queue.
+        let len = |k: &str| q.get(k).and_then(Value::as_array).map_or(0, |a| a.len() as u64);
+        srv.set_queue(len("queue_running") + len("queue_pending"));
         if queue_in(&q, "queue_pending", prompt_id) {
             return Ok(Check::Pending);
         }

@@ -3,12 +3,14 @@
 //!
 //! Each call claims the server with the shortest queue: the larger of the
 //! prompts this process has in flight there and the queue length the server
-//! last reported on its websocket (`status.exec_info.queue_remaining`, which
-//! counts other clients' prompts too; believed for [`QUEUE_REPORT_TTL`]); ties
-//! go to the server that has had fewer calls. A server that stops answering (a call fails and a `GET /system_stats`
-//! probe fails too) is marked down for `server_down_s` and the call's prompt is
-//! queued again on another server; a down server is chosen only when every
-//! server is down, so a recovered one is found by the next call.
+//! last reported (on its websocket, `status.exec_info.queue_remaining`, or in
+//! the `GET /queue` a polling call reads; either counts other clients' prompts
+//! too, and is believed for [`QUEUE_REPORT_TTL`]); ties go to the server that
+//! has had fewer calls. A server that stops answering (a call fails and a `GET
+//! /system_stats` probe fails too) is marked down for `server_down_s` and the
+//! call's prompt is queued again on another server; a down server is chosen
+//! only when every server is down, so a recovered one is found by the next
+//! call.
 //!
 //! What each server did is counted ([`ServerStats`]) and named on every output
 //! (`comfyui_server` in the artifact's metadata).
@@ -110,7 +112,7 @@ impl Server {
         self.stats().base_url
     }
 
-    /// The queue length the server reported on its websocket.
+    /// The queue length the server reported (websocket `status` or `GET /queue`).
     pub(crate) fn set_queue(&self, n: u64) {
         *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some((n, Instant::now()));
     }
