@@ -105,8 +105,8 @@ mod ws;
 use pool::{Pool, Server, ServerStats};
 
 use crate::http::{
-    backend_settings, sniff_media, wire_f32, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
-    Transport,
+    backend_settings, cleanup_ctx, sniff_media, wire_f32, Auth, CancelGuard, FormPart, HttpRequest, HttpSettings,
+    PollBackoff, SettingsDefaults, Transport,
 };
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
@@ -975,40 +975,38 @@ fn describe_node_errors(errs: &Map<String, Value>, wf: &Map<String, Value>) -> S
     parts.join(" | ")
 }
 
-/// Take a queued or running prompt back, without waiting for the answer: used on
-/// cancellation (the call's own token is cancelled, so a fresh context is used).
+/// Take a prompt of ours back in the background (see [`take_back`]).
+fn spawn_cleanup(t: Transport, prompt_id: String) {
+    // Dropped armed: the guard runs it on the runtime, bounded.
+    CancelGuard::new().arm(take_back(t, prompt_id));
+}
+
+/// Take a queued or running prompt back (on cancellation: the call's own token
+/// is cancelled, so a fresh context is used).
 ///
 /// `/interrupt` stops whatever the server is running: servers before September
 /// 2025 ignore the `prompt_id` it names, so interrupting a prompt that is not
 /// running would kill another client's. So the queue is asked first: a running
 /// prompt of ours is interrupted, a pending one deleted from the queue, and when
 /// the queue cannot be read only the (harmless) delete is sent.
-fn spawn_cleanup(t: Transport, prompt_id: String) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
+async fn take_back(t: Transport, prompt_id: String) {
+    let ctx = cleanup_ctx();
+    let running = match t.send_json::<Value>(HttpRequest::get("queue"), &ctx).await {
+        Ok(q) => queue_in(&q, "queue_running", &prompt_id),
+        Err(_) => false,
     };
-    rt.spawn(async move {
-        let ctx = CallCtx {
-            deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
-            ..CallCtx::detached()
-        };
-        let running = match t.send_json::<Value>(HttpRequest::get("queue"), &ctx).await {
-            Ok(q) => queue_in(&q, "queue_running", &prompt_id),
-            Err(_) => false,
-        };
-        if running {
-            let _ = t
-                .send(
-                    HttpRequest::post_json("interrupt", json!({ "prompt_id": prompt_id })),
-                    &ctx,
-                )
-                .await;
-        } else {
-            let _ = t
-                .send(HttpRequest::post_json("queue", json!({ "delete": [prompt_id] })), &ctx)
-                .await;
-        }
-    });
+    if running {
+        let _ = t
+            .send(
+                HttpRequest::post_json("interrupt", json!({ "prompt_id": prompt_id })),
+                &ctx,
+            )
+            .await;
+    } else {
+        let _ = t
+            .send(HttpRequest::post_json("queue", json!({ "delete": [prompt_id] })), &ctx)
+            .await;
+    }
 }
 
 /// Delete finished prompts' history entries, without waiting for the answer
@@ -1018,12 +1016,11 @@ fn spawn_forget(t: Transport, prompt_ids: Vec<String>) {
         return;
     };
     rt.spawn(async move {
-        let ctx = CallCtx {
-            deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
-            ..CallCtx::detached()
-        };
         let _ = t
-            .send(HttpRequest::post_json("history", json!({ "delete": prompt_ids })), &ctx)
+            .send(
+                HttpRequest::post_json("history", json!({ "delete": prompt_ids })),
+                &cleanup_ctx(),
+            )
             .await;
     });
 }
@@ -1065,22 +1062,6 @@ impl Drop for Forget {
             if !self.prompt_ids.is_empty() {
                 spawn_forget(t, std::mem::take(&mut self.prompt_ids));
             }
-        }
-    }
-}
-
-/// Cancels the remote prompt if dropped while armed (cancellation, timeout, or the
-/// engine dropping the call).
-struct PromptGuard {
-    transport: Transport,
-    prompt_id: String,
-    armed: bool,
-}
-
-impl Drop for PromptGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            spawn_cleanup(self.transport.clone(), self.prompt_id.clone());
         }
     }
 }
@@ -1576,31 +1557,34 @@ impl ComfyUi {
             // the socket of the client id it was queued with, and one socket per id.
             let client_id = format!("{}-{}", self.client_id, &suggested[..12]);
             let sock = self.open_socket(srv, &client_id).await;
-            let mut guard = PromptGuard {
-                transport: srv.transport.clone(),
-                prompt_id: suggested.clone(),
-                armed: true,
-            };
+            // Takes the prompt back if the call ends first (cancelled, out of
+            // time, dropped by the engine).
+            let mut guard = CancelGuard::new();
+            guard.arm(take_back(srv.transport.clone(), suggested.clone()));
             let queued_at = tokio::time::Instant::now();
             let prompt_id = match self.queue_prompt(srv, &wf, &suggested, &client_id, ctx).await {
                 Ok(id) => id,
                 Err(e) => {
                     // A refused prompt was never queued; an accepted-then-dropped one
                     // is cleaned up already. A lost answer may hide a queued prompt.
-                    guard.armed = matches!(
+                    if !matches!(
                         e.kind(),
                         ErrorKind::Cancelled | ErrorKind::Timeout | ErrorKind::Transient
-                    );
+                    ) {
+                        guard.disarm();
+                    }
                     return Err(e);
                 }
             };
-            guard.prompt_id = prompt_id.clone();
+            if prompt_id != suggested {
+                guard.arm(take_back(srv.transport.clone(), prompt_id.clone()));
+            }
             let Finished {
                 entry,
                 queued,
                 heard_run_s,
             } = self.wait(srv, &prompt_id, ctx, sock).await?;
-            guard.armed = false;
+            guard.disarm();
             forget.prompt_ids.push(prompt_id.clone());
             self.check_status(&entry)?;
             run_s += execution_span_s(&entry)

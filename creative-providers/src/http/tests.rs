@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant, SystemTime};
 
-use creative_core::{CallCtx, ErrorKind, MediaType};
+use creative_core::{CallCtx, ErrorKind, MediaType, ProviderError};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Map};
 
@@ -273,4 +273,49 @@ async fn polling_stops_on_cancel_and_on_the_deadline() {
     p.wait(&ctx, "p").await.unwrap();
     p.wait(&ctx, "p").await.unwrap();
     assert_eq!(p.wait(&ctx, "p").await.unwrap_err().kind(), ErrorKind::Timeout);
+}
+
+#[tokio::test]
+async fn a_long_job_takes_the_job_back_before_a_failed_poll_returns_and_when_dropped_midway() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let taken = Arc::new(AtomicU32::new(0));
+    let take = |n: &Arc<AtomicU32>| {
+        let n = n.clone();
+        async move {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let backoff = || PollBackoff::new(Duration::from_millis(1), Duration::from_millis(1));
+
+    let mut job = LongJob::new("p", backoff());
+    job.guard().arm(take(&taken));
+    let e = job
+        .poll(async { Err::<(), _>(ProviderError::new(ErrorKind::Transient, "p", "reset")) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    assert_eq!(taken.load(Ordering::SeqCst), 1, "taken back before the error came back");
+    assert!(!job.guard().is_armed(), "only once");
+
+    // A finished job is not taken back.
+    let mut job = LongJob::new("p", backoff());
+    job.guard().arm(take(&taken));
+    job.wait(&CallCtx::detached()).await.unwrap();
+    job.done();
+    assert!(!job.guard().is_armed());
+    drop(job);
+
+    // A call dropped midway takes it back in the background.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut job = LongJob::new("p", backoff());
+    job.guard().arm(async move {
+        let _ = tx.send(());
+    });
+    drop(job);
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the cleanup ran")
+        .unwrap();
+    assert_eq!(taken.load(Ordering::SeqCst), 1);
 }
