@@ -407,10 +407,9 @@ async fn websocket(mut stream: TcpStream, key: &str, client_id: String, shared: 
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())
     );
-    if stream.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
+    // Registered before the handshake's answer, as ComfyUI's handler does (no
+    // await between `prepare` and `sockets[sid] = ws`): a client that queues a
+    // prompt as soon as it is connected must not miss the prompt's messages.
     let (tx, mut rx) = mpsc::unbounded_channel();
     {
         let mut s = shared.state();
@@ -418,6 +417,11 @@ async fn websocket(mut stream: TcpStream, key: &str, client_id: String, shared: 
         let _ = tx.send(s.status(Some(&client_id)));
         s.sockets.insert(client_id.clone(), tx);
     }
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        shared.state().sockets.remove(&client_id);
+        return;
+    }
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
     loop {
         tokio::select! {
             out = rx.recv() => match out {

@@ -109,7 +109,7 @@ impl Server {
 
     /// The base URL, as outputs name it.
     pub(crate) fn name(&self) -> String {
-        self.stats().base_url
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).base_url.clone()
     }
 
     /// The queue length the server reported (websocket `status` or `GET /queue`).
@@ -134,7 +134,8 @@ impl Server {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .is_some_and(|t| t > now),
-            calls: self.stats().calls,
+            // Not `stats()`: placing a prompt must not copy every server's URL.
+            calls: self.stats.lock().unwrap_or_else(|p| p.into_inner()).calls,
         }
     }
 
