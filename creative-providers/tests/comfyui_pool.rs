@@ -542,3 +542,106 @@ async fn one_server_is_not_a_composite_and_reports_no_members() {
     p.generate(&req(), &ctx).await.unwrap();
     assert!(members.0.lock().unwrap().is_empty());
 }
+
+/// Run `n` jobs through the engine on `provider`, with events.
+async fn engine_run(
+    provider: Arc<ComfyUi>,
+    n: usize,
+    during: impl FnOnce() + Send + 'static,
+) -> (creative_core::RunOutcome, Vec<creative_core::events::EventKind>) {
+    use creative_core::{Dag, Executor, GenerateStep, Job, RunOptions};
+    use futures::StreamExt;
+    let exec = Executor::builder().provider(provider).concurrency(12).build();
+    let step = GenerateStep::new(Task::Image, ["farm"], "tile {{ n }}").unwrap();
+    let dag = Arc::new(Dag::builder("d").step("gen", step, &[]).build().unwrap());
+    let jobs: Vec<Job> = (0..n).map(|i| Job::new([("n", i.to_string())])).collect();
+    let mut run = exec
+        .start(
+            dag,
+            jobs,
+            RunOptions {
+                events: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let events = run.events().unwrap();
+    during();
+    let out = run.wait().await;
+    (out, events.map(|e| e.kind).collect::<Vec<_>>().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_run_on_a_pool_has_a_member_row_per_server_and_node_progress() {
+    use creative_core::events::EventKind;
+    let servers = Arc::new(fakes(3, 20).await);
+    let p = pool_of(&servers, json!({}));
+    let s = servers.clone();
+    let (out, events) = engine_run(p.clone(), 24, move || {
+        // Kill the first server once it has run a prompt and holds more.
+        tokio::spawn(async move {
+            until("the first server ran one", || {
+                s[0].stats().executed >= 1 && s[0].is_running()
+            })
+            .await;
+            s[0].kill();
+        });
+    })
+    .await;
+    assert_eq!(out.status, creative_core::Status::Succeeded, "{:?}", out.jobs);
+    let stats = p.server_stats();
+    let mut rows: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for e in &events {
+        if let EventKind::MemberAttemptFinished {
+            router,
+            member,
+            error_kind,
+            ..
+        } = e
+        {
+            assert_eq!(router, "farm");
+            let r = rows.entry(member.clone()).or_default();
+            if error_kind.is_some() {
+                r.1 += 1;
+            } else {
+                r.0 += 1;
+            }
+        }
+    }
+    // The report's rows under `farm`: one per server, as its statistics say.
+    for s in &stats {
+        assert_eq!(
+            rows.get(&s.base_url).copied().unwrap_or_default(),
+            (s.outputs, s.failures),
+            "{rows:?}"
+        );
+    }
+    assert_eq!(rows.values().map(|r| r.0).sum::<u64>(), 24);
+    assert!(stats[0].failures >= 1, "the killed server failed prompts: {stats:?}");
+    let progress = events
+        .iter()
+        .filter(
+            |e| matches!(e, EventKind::Progress { provider, stage, .. } if provider == "farm" && stage.contains("KSampler")),
+        )
+        .count();
+    assert!(progress >= 24, "a sampler progress event per prompt: {progress}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_s_node_progress_reaches_the_engine_too() {
+    use creative_core::events::EventKind;
+    let servers = fakes(1, 0).await;
+    let urls: Vec<String> = servers.iter().map(FakeComfyUi::url).collect();
+    let settings = json!({"base_url": urls[0], "workflow": workflow()});
+    let p = Arc::new(ComfyUi::from_settings("farm", &settings, &Default::default()).unwrap());
+    let (out, events) = engine_run(p, 2, || {}).await;
+    assert_eq!(out.status, creative_core::Status::Succeeded);
+    let progress = events
+        .iter()
+        .filter(|e| matches!(e, EventKind::Progress { provider, stage, .. } if provider == "farm" && stage.contains("KSampler")))
+        .count();
+    assert_eq!(progress, 2, "{events:?}");
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, EventKind::MemberAttemptFinished { .. })));
+}

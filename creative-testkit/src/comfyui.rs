@@ -17,7 +17,8 @@
 //!   `POST /upload/image` (multipart; answers the uploaded file's name);
 //! - `GET /ws?clientId=..`: a websocket that gets `status` (the queue length) on
 //!   connecting and whenever the queue changes, and its own prompts'
-//!   `execution_start`, `executing` per output node, `executed`,
+//!   `execution_start`, one `progress` (of the sampler), `executing` per output
+//!   node, `executed`,
 //!   `execution_success` and finally `executing` with `node: null`.
 //!
 //! A prompt makes `batch_size` images (the first node input so named, else 1)
@@ -257,6 +258,28 @@ async fn worker(shared: Arc<Shared>) {
             let p = s.running.as_ref().map(|p| (p.batch, p.outputs.len() as u64));
             p.unwrap_or((1, 0))
         };
+        {
+            // One `progress` message for the sampler (or the first node), as
+            // ComfyUI sends for each step of a sampling node.
+            let s = shared.state();
+            if let Some(p) = &s.running {
+                let nodes = p.prompt.as_object();
+                let node = nodes
+                    .and_then(|n| {
+                        n.iter()
+                            .find(|(_, v)| v["class_type"].as_str().is_some_and(|c| c.starts_with("KSampler")))
+                            .or_else(|| n.iter().next())
+                    })
+                    .map(|(k, _)| k.clone());
+                if let Some(node) = node {
+                    s.send(
+                        &p.client_id,
+                        "progress",
+                        json!({"value": 1, "max": 1, "prompt_id": id, "node": node}),
+                    );
+                }
+            }
+        }
         let took = shared.config.per_prompt + shared.config.per_image * (batch * outputs) as u32;
         let started = now_ms();
         // Interrupts are seen within a tick, as ComfyUI checks between steps.
