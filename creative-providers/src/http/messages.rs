@@ -118,7 +118,7 @@ pub enum Body {
     Bytes(Bytes, String),
 }
 
-/// A request as an adapter describes it; the [`Transport`] sends it.
+/// A request as an adapter describes it; the [`Transport`](super::Transport) sends it.
 #[derive(Clone, Debug)]
 pub struct HttpRequest {
     /// The method.

@@ -11,8 +11,8 @@
 //!   deadline) and a connect timeout;
 //! - a response size limit enforced while the body streams in (an oversized body is
 //!   an error, never an out-of-memory);
-//! - the race of every request against [`CallCtx::cancel`];
-//! - one mapping of failures to [`ErrorKind`] (see [`Transport::error_from_response`]):
+//! - the race of every request against [`CallCtx::cancel`](creative_core::CallCtx::cancel);
+//! - one mapping of failures to [`ErrorKind`](creative_core::ErrorKind) (see [`Transport::error_from_response`]):
 //!   429 is `RateLimited` with the delay from `Retry-After` (seconds or HTTP date),
 //!   `retry-after-ms` or the `x-ratelimit-reset-*` headers; 5xx, resets and truncated
 //!   bodies are `Transient`; timeouts are `Timeout`; 400/404/422 are `Invalid`;
