@@ -645,3 +645,24 @@ async fn one_server_s_node_progress_reaches_the_engine_too() {
         .iter()
         .any(|e| matches!(e, EventKind::MemberAttemptFinished { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_a_pool_whose_servers_are_all_down_ends_with_a_clear_error_instead_of_waiting() {
+    // The issue's `--no-preflight` case, for a pool: nothing answers, nothing
+    // is in flight; the run must end, each job naming why.
+    let servers = fakes(2, 0).await;
+    for s in &servers {
+        s.kill();
+    }
+    let p = pool_of(&servers, json!({}));
+    let (out, _) = tokio::time::timeout(Duration::from_secs(60), engine_run(p, 20, || {}))
+        .await
+        .expect("the run ended");
+    assert_eq!(out.status, creative_core::Status::Failed);
+    assert_eq!(out.jobs.len(), 20);
+    for j in &out.jobs {
+        assert_eq!(j.status, creative_core::Status::Failed);
+        let e = format!("{:?}", j.error());
+        assert!(e.contains("every ComfyUI server of the pool stopped answering"), "{e}");
+    }
+}
