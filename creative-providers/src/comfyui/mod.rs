@@ -71,7 +71,10 @@
 //! server under the provider). A pool is a composite for the engine: no breaker
 //! for the whole, and it is unavailable only when every server is marked down.
 //! Preflight passes when one server answers. The settings fingerprint leaves
-//! the servers out, so adding one does not make finished work stale.
+//! the servers out, so adding one does not make finished work stale. The
+//! engine's `concurrency` for the provider bounds the whole pool: two calls
+//! per server keep each one's queue fed while the last prompt's outputs are
+//! fetched.
 //!
 //! Cost: ComfyUI is the user's own GPU; `cost_per_image` (default 0) prices
 //! outputs, `cost_per_second` (default 0) prices the time the prompt executed,
