@@ -109,7 +109,7 @@ use pool::{Pool, Server, ServerStats};
 
 use crate::http::{
     backend_settings, cleanup_ctx, sniff_media, wire_f32, Auth, CancelGuard, FormPart, HttpRequest, HttpSettings,
-    PollBackoff, SettingsDefaults, Transport,
+    LongJob, PollBackoff, SettingsDefaults, Transport,
 };
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
@@ -581,6 +581,7 @@ impl ComfyUi {
     async fn wait(
         &self,
         srv: &Server,
+        job: &mut LongJob,
         prompt_id: &str,
         ctx: &CallCtx,
         sock: Option<ws::Socket>,
@@ -593,7 +594,7 @@ impl ComfyUi {
                 None => tracing::debug!(provider = %self.id, prompt_id, "websocket closed; polling instead"),
             }
         }
-        self.poll(srv, prompt_id, ctx, since, started).await
+        self.poll(srv, job, prompt_id, ctx, since, started).await
     }
 
     /// Follow the prompt on the websocket. Every `ws_check` without the end, the
@@ -702,6 +703,7 @@ impl ComfyUi {
     async fn poll(
         &self,
         srv: &Server,
+        job: &mut LongJob,
         prompt_id: &str,
         ctx: &CallCtx,
         since: tokio::time::Instant,
@@ -709,10 +711,8 @@ impl ComfyUi {
     ) -> Result<Finished, ProviderError> {
         let mut queued = started.map(|s| s.saturating_duration_since(since));
         let mut running = started.is_some();
-        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
         loop {
-            backoff
-                .wait(ctx, &self.id)
+            job.wait(ctx)
                 .await
                 .map_err(|e| self.timed_out(e, ctx, prompt_id, since, running))?;
             match self
@@ -1561,9 +1561,9 @@ impl ComfyUi {
             let client_id = format!("{}-{}", self.client_id, &suggested[..12]);
             let sock = self.open_socket(srv, &client_id).await;
             // Takes the prompt back if the call ends first (cancelled, out of
-            // time, dropped by the engine).
-            let mut guard = CancelGuard::new();
-            guard.arm(take_back(srv.transport.clone(), suggested.clone()));
+            // time, dropped by the engine); polls when there is no websocket.
+            let mut job = LongJob::new(&self.id, PollBackoff::new(self.poll.0, self.poll.1));
+            job.guard().arm(take_back(srv.transport.clone(), suggested.clone()));
             let queued_at = tokio::time::Instant::now();
             let prompt_id = match self.queue_prompt(srv, &wf, &suggested, &client_id, ctx).await {
                 Ok(id) => id,
@@ -1574,20 +1574,20 @@ impl ComfyUi {
                         e.kind(),
                         ErrorKind::Cancelled | ErrorKind::Timeout | ErrorKind::Transient
                     ) {
-                        guard.disarm();
+                        job.done();
                     }
                     return Err(e);
                 }
             };
             if prompt_id != suggested {
-                guard.arm(take_back(srv.transport.clone(), prompt_id.clone()));
+                job.guard().arm(take_back(srv.transport.clone(), prompt_id.clone()));
             }
             let Finished {
                 entry,
                 queued,
                 heard_run_s,
-            } = self.wait(srv, &prompt_id, ctx, sock).await?;
-            guard.disarm();
+            } = self.wait(srv, &mut job, &prompt_id, ctx, sock).await?;
+            job.done();
             forget.prompt_ids.push(prompt_id.clone());
             self.check_status(&entry)?;
             run_s += execution_span_s(&entry)
