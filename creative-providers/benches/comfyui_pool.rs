@@ -12,6 +12,12 @@
 //!   compared against.
 //!
 //! `cargo bench -p creative-providers --bench comfyui_pool`
+//!
+//! Measured at 0e5260d (2 shared cores under other builds, criterion 3 s,
+//! medians): claim 145 ns with 1 server, 388 ns with 4, 1.05 us with 16,
+//! 6.8 us with 64; a whole loopback prompt 2.11 ms on one server and 2.55 ms
+//! on a pool of 4 (interval 1.8-3.6 ms: within the machine's noise). Placing a
+//! prompt costs under a ten-thousandth of the 1-1.5 s a GPU spends on one image.
 
 use std::sync::Arc;
 
