@@ -39,8 +39,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, encode_base64, merge_raw, sniff_media, wire_f32, Auth, HttpRequest, HttpSettings, PollBackoff,
-    SettingsDefaults, Transport, Url,
+    backend_settings, encode_base64, merge_raw, sniff_media, wire_f32, Auth, HttpRequest, HttpSettings, LongJob,
+    PollBackoff, SettingsDefaults, Transport, Url,
 };
 use crate::pricing::{self, ModelPrice, PriceTable};
 
@@ -309,28 +309,6 @@ fn refine_error(info: &crate::http::ErrorInfo<'_>) -> Option<ErrorKind> {
     None
 }
 
-/// Cancels the queued request if dropped while armed.
-struct CancelGuard {
-    transport: Transport,
-    url: Option<String>,
-}
-
-impl Drop for CancelGuard {
-    fn drop(&mut self) {
-        let (Some(url), Ok(rt)) = (self.url.take(), tokio::runtime::Handle::try_current()) else {
-            return;
-        };
-        let t = self.transport.clone();
-        rt.spawn(async move {
-            let ctx = CallCtx {
-                deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
-                ..CallCtx::detached()
-            };
-            let _ = t.send(HttpRequest::new(reqwest::Method::PUT, url), &ctx).await;
-        });
-    }
-}
-
 #[async_trait]
 impl Provider for Fal {
     fn id(&self) -> &str {
@@ -382,15 +360,16 @@ impl Provider for Fal {
         let base = format!("{root}/requests/{}", sub.request_id);
         let status_url = self.follow(sub.status_url.as_deref(), format!("{base}/status"));
         let result_url = self.follow(sub.response_url.as_deref(), base.clone());
-        let mut guard = CancelGuard {
-            transport: self.transport.clone(),
-            url: Some(self.follow(sub.cancel_url.as_deref(), format!("{base}/cancel"))),
-        };
-        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
+        let mut job = LongJob::new(&self.id, PollBackoff::new(self.poll.0, self.poll.1));
+        let cancel = self.follow(sub.cancel_url.as_deref(), format!("{base}/cancel"));
+        job.guard()
+            .arm_request(&self.transport, HttpRequest::new(reqwest::Method::PUT, cancel));
         let mut last_position = None;
         let status = loop {
-            backoff.wait(ctx, &self.id).await?;
-            let s: Status = self.transport.send_json(HttpRequest::get(&status_url), ctx).await?;
+            job.wait(ctx).await?;
+            let s: Status = job
+                .poll(self.transport.send_json(HttpRequest::get(&status_url), ctx))
+                .await?;
             match s.status.as_str() {
                 "IN_QUEUE" => {
                     if s.queue_position != last_position {
@@ -401,14 +380,15 @@ impl Provider for Fal {
                 "IN_PROGRESS" => {}
                 "COMPLETED" => break s,
                 other => {
-                    return Err(self.err(
+                    let e = self.err(
                         ErrorKind::Protocol,
                         format!("request {}: unknown queue status `{other}`", sub.request_id),
-                    ))
+                    );
+                    return Err(job.fail(e).await);
                 }
             }
         };
-        guard.url = None;
+        job.done();
         let result: Value = match self.transport.send_json(HttpRequest::get(&result_url), ctx).await {
             Ok(v) => v,
             Err(e) => return Err(e),
@@ -445,7 +425,7 @@ impl Provider for Fal {
                 "request_id": sub.request_id,
                 "seed": result.get("seed"),
                 "timings": result.get("timings"),
-                "polls": backoff.polls(),
+                "polls": job.polls(),
             })),
         })
     }

@@ -43,8 +43,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, decode_base64, encode_base64, lenient_block, lenient_count, merge_raw, sniff_media, wire_f32,
-    Auth, ErrorInfo, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults, Transport,
+    backend_settings, cleanup_ctx, decode_base64, encode_base64, lenient_block, lenient_count, merge_raw, sniff_media,
+    wire_f32, Auth, ErrorInfo, HttpRequest, HttpSettings, LongJob, PollBackoff, SettingsDefaults, Transport,
 };
 use crate::pricing::{self, gemini_defaults, PriceTable};
 
@@ -567,24 +567,19 @@ impl Gemini {
                 ctx,
             )
             .await?;
-        let mut poll = PollBackoff::new(self.poll_interval, self.poll_interval * 4);
-        while !op.done {
-            if let Err(e) = poll.wait(ctx, &self.id).await {
-                self.cancel_operation(&op.name).await;
-                return Err(e);
-            }
-            let name = op.name.clone();
-            op = match self.transport.send_json(HttpRequest::get(name.as_str()), ctx).await {
-                Ok(op) => op,
-                Err(e) => {
-                    if e.kind() == ErrorKind::Cancelled {
-                        self.cancel_operation(&name).await;
-                    }
-                    return Err(e);
-                }
-            };
-            tracing::debug!(provider = %self.id, operation = %op.name, done = op.done, polls = poll.polls(), "veo poll");
+        let mut job = LongJob::new(&self.id, PollBackoff::new(self.poll_interval, self.poll_interval * 4));
+        if !op.done {
+            job.guard().arm(self.cancel_operation(op.name.clone()));
         }
+        while !op.done {
+            job.wait(ctx).await?;
+            let name = op.name.clone();
+            op = job
+                .poll(self.transport.send_json(HttpRequest::get(name.as_str()), ctx))
+                .await?;
+            tracing::debug!(provider = %self.id, operation = %op.name, done = op.done, polls = job.polls(), "veo poll");
+        }
+        job.done();
         if let Some(e) = op.error {
             // google.rpc.Code: 3 INVALID_ARGUMENT, 7 PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE...
             let kind = match e.code {
@@ -656,14 +651,14 @@ impl Gemini {
 
     /// Ask the server to stop a running operation; a failure is only logged, since
     /// the call is already failing for another reason.
-    async fn cancel_operation(&self, name: &str) {
-        let ctx = CallCtx::detached();
-        let req = HttpRequest::post_json(format!("{name}:cancel"), json!({}));
-        let fut = self.transport.send(req, &ctx);
-        match tokio::time::timeout(Duration::from_secs(5), fut).await {
-            Ok(Ok(_)) => tracing::debug!(provider = %self.id, operation = name, "operation cancelled"),
-            Ok(Err(e)) => tracing::debug!(provider = %self.id, operation = name, error = %e, "cancel failed"),
-            Err(_) => tracing::debug!(provider = %self.id, operation = name, "cancel timed out"),
+    fn cancel_operation(&self, name: String) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (transport, id) = (self.transport.clone(), self.id.clone());
+        async move {
+            let req = HttpRequest::post_json(format!("{name}:cancel"), json!({}));
+            match transport.send(req, &cleanup_ctx()).await {
+                Ok(_) => tracing::debug!(provider = %id, operation = name, "operation cancelled"),
+                Err(e) => tracing::debug!(provider = %id, operation = name, error = %e, "cancel failed"),
+            }
         }
     }
 }

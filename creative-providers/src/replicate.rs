@@ -53,7 +53,7 @@ use serde_json::{json, Map, Value};
 
 use crate::http::{
     backend_settings, encode_base64, looks_like_content_policy, merge_raw, rebase_onto, sniff_media, wire_f32, Auth,
-    HttpRequest, HttpSettings, PollBackoff, SettingsDefaults, Transport,
+    HttpRequest, HttpSettings, LongJob, PollBackoff, SettingsDefaults, Transport,
 };
 use crate::pricing::{self, ModelPrice, PriceTable};
 
@@ -391,31 +391,6 @@ fn refine_error(info: &crate::http::ErrorInfo<'_>) -> Option<ErrorKind> {
     (info.status == 402).then_some(ErrorKind::Auth)
 }
 
-/// Cancels the prediction if dropped while armed.
-struct CancelGuard {
-    transport: Transport,
-    url: Option<String>,
-}
-
-impl Drop for CancelGuard {
-    fn drop(&mut self) {
-        let (Some(url), Ok(rt)) = (self.url.take(), tokio::runtime::Handle::try_current()) else {
-            return;
-        };
-        let t = self.transport.clone();
-        rt.spawn(async move {
-            // The call's own token is cancelled: use a fresh, short context.
-            let ctx = CallCtx {
-                deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
-                ..CallCtx::detached()
-            };
-            // The cancel endpoint takes no body: a JSON content type with `{}` is
-            // refused by a server that validates against the spec (415).
-            let _ = t.send(HttpRequest::post(url), &ctx).await;
-        });
-    }
-}
-
 #[async_trait]
 impl Provider for Replicate {
     fn id(&self) -> &str {
@@ -461,18 +436,17 @@ impl Provider for Replicate {
             create = create.header("prefer", &format!("wait={}", self.wait_s));
         }
         let mut p: Prediction = self.transport.send_json(create, ctx).await?;
-        let mut guard = CancelGuard {
-            transport: self.transport.clone(),
-            url: None,
-        };
-        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
+        let mut job = LongJob::new(&self.id, PollBackoff::new(self.poll.0, self.poll.1));
         while !p.is_final() {
-            guard.url = Some(self.follow_up(p.urls.cancel.as_deref(), &format!("predictions/{}/cancel", p.id)));
-            backoff.wait(ctx, &self.id).await?;
+            let cancel = self.follow_up(p.urls.cancel.as_deref(), &format!("predictions/{}/cancel", p.id));
+            // The cancel endpoint takes no body: a JSON content type with `{}` is
+            // refused by a server that validates against the spec (415).
+            job.guard().arm_request(&self.transport, HttpRequest::post(cancel));
+            job.wait(ctx).await?;
             let get = self.follow_up(p.urls.get.as_deref(), &format!("predictions/{}", p.id));
-            p = self.transport.send_json(HttpRequest::get(get), ctx).await?;
+            p = job.poll(self.transport.send_json(HttpRequest::get(get), ctx)).await?;
         }
-        guard.url = None;
+        job.done();
         if p.status != "succeeded" {
             return Err(self.failure(&p));
         }
@@ -490,7 +464,7 @@ impl Provider for Replicate {
                 "id": p.id,
                 "status": p.status,
                 "predict_time": p.predict_time(),
-                "polls": backoff.polls(),
+                "polls": job.polls(),
             })),
         })
     }

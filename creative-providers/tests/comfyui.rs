@@ -982,3 +982,43 @@ async fn validation_messages_read_as_sentences() {
     assert!(!e.to_string().contains("HTTP 200"), "{e}");
     assert!(e.message().ends_with("node 9 (SaveImage): failed validation"), "{e}");
 }
+
+#[tokio::test]
+async fn conformance_failure_suite() {
+    // A ComfyUI server behind an authenticating proxy (the key), answering
+    // `POST /prompt` in each case's way; ComfyUI has no content policy.
+    const KEY: &str = "comfy-proxy-token-123";
+    support::failure_suite(support::Conformance {
+        kind: "comfyui",
+        settings: json!({"api_key": KEY, "workflow": workflow(), "poll_interval_ms": 5, "poll_max_ms": 10}),
+        request: Request::new(Task::Image, "a lighthouse at dusk"),
+        method: "POST",
+        path: "/prompt",
+        ok: Reply::json(200, json!({"prompt_id": PID, "number": 1, "node_errors": {}})),
+        malformed: Reply::raw_json(200, "{\"prompt_id\": "),
+        content_policy: None,
+        auth: Reply::json(401, json!({"error": {"message": "invalid bearer token"}})),
+        rate_limited: Reply::json(429, json!({"error": {"message": "too many requests"}})),
+        secret: KEY,
+        routes: vec![
+            (
+                "GET",
+                format!("/history/{PID}"),
+                Reply::json(200, history(PID, &["a.png"], &[], "success", vec![])),
+            ),
+            (
+                "GET",
+                "/view".into(),
+                Reply::bytes(200, "image/png", b"\x89PNG\r\n\x1a\nimg".to_vec()),
+            ),
+            ("POST", "/history".into(), Reply::bytes(200, "text/plain", "")),
+            (
+                "GET",
+                "/queue".into(),
+                Reply::json(200, json!({"queue_running": [], "queue_pending": []})),
+            ),
+            ("POST", "/queue".into(), Reply::bytes(200, "text/plain", "")),
+        ],
+    })
+    .await;
+}

@@ -151,10 +151,15 @@ async fn speech_passes_the_failure_suite() {
         path: "/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb",
         ok: audio_ok(),
         malformed: Reply::raw_json(200, "{\"detail\": {\"sta"),
-        content_policy: detail(400, "content_against_policy", "The text violates our terms of service."),
+        content_policy: Some(detail(
+            400,
+            "content_against_policy",
+            "The text violates our terms of service.",
+        )),
         auth: detail(401, "invalid_api_key", "Invalid API key"),
         rate_limited: detail(429, "too_many_concurrent_requests", "Too many concurrent requests."),
         secret: KEY,
+        routes: vec![],
     })
     .await;
 }

@@ -360,3 +360,36 @@ async fn video_apps_are_estimated_from_the_duration_and_billed_from_the_containe
     assert!(p.has_price(&r));
     assert!((p.estimate_cost(&r) - 0.2).abs() < 1e-12);
 }
+
+#[tokio::test]
+async fn conformance_failure_suite() {
+    // Without status/response URLs in the submit answer, fal's paths under the
+    // app root are used (so the answers need not know the mock's port).
+    let png = format!("data:image/png;base64,{}", creative_providers::http::encode_base64(PNG));
+    support::failure_suite(support::Conformance {
+        kind: "fal",
+        settings: json!({"api_key": KEY, "model": "fal-ai/flux/dev", "poll_interval_ms": 5, "poll_max_ms": 10}),
+        request: req(),
+        method: "POST",
+        path: "/fal-ai/flux/dev",
+        ok: Reply::json(200, json!({"request_id": RID, "queue_position": 0})),
+        malformed: Reply::raw_json(200, "{\"request_id\": "),
+        content_policy: Some(Reply::json(
+            422,
+            json!({"detail": [{"loc": ["body", "prompt"], "msg": "The content could not be processed because it contained material flagged by a content checker.",
+                               "type": "content_policy_violation", "url": "https://docs.fal.ai/errors#content_policy_violation"}]}),
+        )),
+        auth: Reply::json(401, json!({"detail": "No user found for Key ID and Secret"})),
+        rate_limited: Reply::json(429, json!({"detail": "Too many requests"})),
+        secret: KEY,
+        routes: vec![
+            ("GET", format!("/fal-ai/flux/requests/{RID}/status"), status("COMPLETED")),
+            (
+                "GET",
+                format!("/fal-ai/flux/requests/{RID}"),
+                Reply::json(200, json!({"images": [{"url": png, "content_type": "image/png"}], "seed": 1})),
+            ),
+        ],
+    })
+    .await;
+}

@@ -393,11 +393,11 @@ async fn text_passes_the_failure_suite() {
         path: "/models/gemini-2.5-flash:generateContent",
         ok: text_ok(),
         malformed: Reply::raw_json(200, "{\"candidates\": [{\"content\": "),
-        content_policy: google_error(
+        content_policy: Some(google_error(
             400,
             "INVALID_ARGUMENT",
             "The prompt was blocked by safety filters (content policy).",
-        ),
+        )),
         auth: google_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."),
         rate_limited: google_error(
             429,
@@ -405,6 +405,7 @@ async fn text_passes_the_failure_suite() {
             "Resource has been exhausted (e.g. check quota).",
         ),
         secret: KEY,
+        routes: vec![],
     })
     .await;
 }
@@ -422,7 +423,7 @@ async fn imagen_passes_the_failure_suite() {
             json!({"predictions": [{"mimeType": "image/png", "bytesBase64Encoded": b64(PNG)}]}),
         ),
         malformed: Reply::raw_json(200, "{\"predictions\": [{"),
-        content_policy: Reply::json(200, json!({})),
+        content_policy: Some(Reply::json(200, json!({}))),
         auth: google_error(
             401,
             "UNAUTHENTICATED",
@@ -430,6 +431,7 @@ async fn imagen_passes_the_failure_suite() {
         ),
         rate_limited: google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded."),
         secret: KEY,
+        routes: vec![],
     })
     .await;
 }

@@ -153,10 +153,14 @@ fn conformance(endpoint: &'static str, path: &'static str, ok: Reply) -> Conform
         path,
         ok,
         malformed: Reply::raw_json(200, "{\"model\":\"llama3.2\",\"message\":{\"content\":"),
-        content_policy: Reply::json(400, json!({"error": "prompt rejected: content policy violation"})),
+        content_policy: Some(Reply::json(
+            400,
+            json!({"error": "prompt rejected: content policy violation"}),
+        )),
         auth: Reply::json(401, json!({"error": "unauthorized"})),
         rate_limited: Reply::json(429, json!({"error": "too many requests"})),
         secret: KEY,
+        routes: vec![],
     }
 }
 

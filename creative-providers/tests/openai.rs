@@ -264,14 +264,15 @@ async fn image_generation_passes_the_failure_suite() {
         path: "/images/generations",
         ok: images_ok(),
         malformed: Reply::raw_json(200, "{\"created\": 1, \"data\": [{\"b64_json\": "),
-        content_policy: error(
+        content_policy: Some(error(
             400,
             "Your request was rejected as a result of our safety system.",
             "content_policy_violation",
-        ),
+        )),
         auth: error(401, "Incorrect API key provided: sk-open***7f3a.", "invalid_api_key"),
         rate_limited: error(429, "Rate limit reached for images per minute", "rate_limit_exceeded"),
         secret: KEY,
+        routes: vec![],
     })
     .await;
 }
@@ -307,14 +308,15 @@ async fn chat_passes_the_failure_suite() {
         path: "/chat/completions",
         ok: chat_ok(),
         malformed: Reply::raw_json(200, "{\"choices\": [{\"message\""),
-        content_policy: error(
+        content_policy: Some(error(
             400,
             "The response was filtered due to the prompt triggering content management policy.",
             "content_filter",
-        ),
+        )),
         auth: error(401, "Incorrect API key provided.", "invalid_api_key"),
         rate_limited: error(429, "Rate limit reached for requests", "rate_limit_exceeded"),
         secret: KEY,
+        routes: vec![],
     })
     .await;
 }

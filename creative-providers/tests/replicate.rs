@@ -41,13 +41,14 @@ async fn conformance_failure_suite() {
         path: PATH,
         ok: Reply::json(201, prediction("p1", "succeeded", "http://unused", json!([data_url]), Value::Null)),
         malformed: Reply::raw_json(201, "{\"id\": \"p1\", \"status\":"),
-        content_policy: Reply::json(
+        content_policy: Some(Reply::json(
             201,
             prediction("p1", "failed", "http://unused", Value::Null, json!("NSFW content detected. Try running it again, or try a different prompt.")),
-        ),
+        )),
         auth: Reply::json(401, json!({"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401})),
         rate_limited: Reply::json(429, json!({"title": "Request was throttled.", "detail": "Request was throttled. Your rate limit resets in ~7s.", "status": 429})),
         secret: KEY,
+        routes: vec![],
     })
     .await;
 }

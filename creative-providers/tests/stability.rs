@@ -37,17 +37,18 @@ async fn conformance_failure_suite() {
         path: PATH,
         ok: ok(),
         malformed: Reply::raw_json(200, "{\"image\": \"iVBOR"),
-        content_policy: Reply::json(
+        content_policy: Some(Reply::json(
             403,
             json!({"id": "e1", "name": "content_moderation",
                    "errors": ["Your request was flagged by our content moderation system, as a result your request was denied and you were not charged."]}),
-        ),
+        )),
         auth: Reply::json(401, json!({"id": "e2", "name": "unauthorized", "errors": ["authorization: invalid or missing header value"]})),
         rate_limited: Reply::json(
             429,
             json!({"id": "e3", "name": "rate_limit_exceeded", "errors": ["You have exceeded the rate limit of 150 requests within a 10 second period"]}),
         ),
         secret: KEY,
+        routes: vec![],
     })
     .await;
 }

@@ -1,5 +1,6 @@
 //! Test and benchmark support for `creative`: a fast loopback server for the
-//! OpenAI images API.
+//! OpenAI images API, and a loopback ComfyUI ([`comfyui::FakeComfyUi`]: its
+//! HTTP API, websocket and one-prompt-at-a-time queue) for the pool's tests.
 //!
 //! [`LoopbackServer`] answers `POST /v1/images/generations` with
 //! `{"created": .., "data": [{"b64_json": ..}]}` holding a PNG of the requested
@@ -21,6 +22,7 @@
 //! RSS from the kernel, for benchmarks and memory tests of the `creative` binary.
 #![warn(missing_docs)]
 
+pub mod comfyui;
 #[cfg(target_os = "linux")]
 pub mod measure;
 
@@ -281,8 +283,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 struct Req {
     method: String,
     path: String,
+    /// The query string (after `?`), empty when none.
+    query: String,
     body: Vec<u8>,
     close: bool,
+    /// `Sec-WebSocket-Key` of a request asking to upgrade to a websocket.
+    ws_key: Option<String>,
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -320,10 +326,13 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
     let mut first = lines.next().unwrap_or_default().split(' ');
     let method = first.next().unwrap_or_default().to_string();
     let target = first.next().unwrap_or_default();
-    let path = target.split('?').next().unwrap_or_default().to_string();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = (path.to_string(), query.to_string());
     let http10 = first.next().is_some_and(|v| v == "HTTP/1.0");
     let mut len = 0usize;
     let mut close = http10;
+    let mut upgrade = false;
+    let mut ws_key = None;
     for line in lines {
         let Some((k, v)) = line.split_once(':') else { continue };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
@@ -334,6 +343,8 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
                     .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad content-length"))?
             }
             "connection" => close = v.eq_ignore_ascii_case("close"),
+            "upgrade" => upgrade = v.eq_ignore_ascii_case("websocket"),
+            "sec-websocket-key" => ws_key = Some(v.to_string()),
             "transfer-encoding" => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -362,8 +373,10 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
     Ok(Some(Req {
         method,
         path,
+        query,
         body,
         close,
+        ws_key: ws_key.filter(|_| upgrade),
     }))
 }
 

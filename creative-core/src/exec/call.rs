@@ -414,7 +414,9 @@ impl StepCtx {
                 cancel: self.cancel.clone(),
                 attempt,
                 deadline: timeout.map(|t| Instant::now() + t),
-                observer: (listened && !guarded).then(|| {
+                // Every provider's: a composite reports its member calls, any
+                // provider its progress (a ComfyUI prompt's nodes).
+                observer: listened.then(|| {
                     Arc::new(MemberEvents {
                         run: run.clone(),
                         job: self.job.key().to_string(),

@@ -56,6 +56,26 @@
 //! September 2025 ignore its `prompt_id` and stop whatever runs, another
 //! client's prompt included.
 //!
+//! **Candidates.** A request's `count` goes out as the workflow's `batch_size`,
+//! one prompt for all, up to `max_batch`. More than that, or any count when the
+//! workflow has no batch size, is split into several prompts run at once, each
+//! seeded past the one before (`seed + k` for the prompt starting at candidate
+//! `k`), so no two make the same images; a workflow whose seed cannot be
+//! injected gets one prompt (its images could not differ).
+//!
+//! **A pool of servers** (`base_urls` in place of `base_url`; see [`pool`]):
+//! each prompt goes to the server with the shortest queue, a server that stops
+//! answering mid-prompt is marked down for `server_down_s` and the prompt is
+//! queued again on another, and each server's attempts are reported as member
+//! calls (`MemberAttemptFinished` events, so the run's report has a row per
+//! server under the provider). A pool is a composite for the engine: no breaker
+//! for the whole, and it is unavailable only when every server is marked down.
+//! Preflight passes when one server answers. The settings fingerprint leaves
+//! the servers out, so adding one does not make finished work stale. The
+//! engine's `concurrency` for the provider bounds the whole pool: two calls
+//! per server keep each one's queue fed while the last prompt's outputs are
+//! fetched.
+//!
 //! Cost: ComfyUI is the user's own GPU; `cost_per_image` (default 0) prices
 //! outputs, `cost_per_second` (default 0) prices the time the prompt executed,
 //! not the time it waited in the queue: the span from the `execution_start`
@@ -76,17 +96,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use creative_core::registry::BuildCtx;
 use creative_core::{
-    Artifact, CallCtx, CallProgress, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
-    Task, Usage,
+    Artifact, CallCtx, CallProgress, Capabilities, ErrorKind, Generation, MediaType, MemberCall, Provider,
+    ProviderError, Request, Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+pub mod pool;
 mod ws;
 
+use pool::{Pool, Server, ServerStats};
+
 use crate::http::{
-    backend_settings, sniff_media, wire_f32, Auth, FormPart, HttpRequest, HttpSettings, PollBackoff, SettingsDefaults,
-    Transport,
+    backend_settings, cleanup_ctx, sniff_media, wire_f32, Auth, CancelGuard, FormPart, HttpRequest, HttpSettings,
+    LongJob, PollBackoff, SettingsDefaults, Transport,
 };
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
@@ -141,6 +164,15 @@ struct Extra {
     /// Leave finished prompts in ComfyUI's history instead of deleting them.
     #[serde(default)]
     keep_history: bool,
+    /// A pool of servers instead of one `base_url`.
+    base_urls: Option<Vec<String>>,
+    /// How long a pool server that stopped answering is passed over.
+    #[serde(default = "default_server_down_s")]
+    server_down_s: u64,
+}
+
+fn default_server_down_s() -> u64 {
+    30
 }
 
 fn default_true() -> bool {
@@ -188,7 +220,10 @@ pub struct ComfyUi {
     workflow_hash: String,
     /// The settings fingerprint, computed once.
     fingerprint: String,
-    transport: Transport,
+    /// The servers (one for `base_url`, several for `base_urls`).
+    pool: Pool,
+    /// How long a server that stopped answering is passed over.
+    server_down: Duration,
     workflow: Map<String, Value>,
     inject: BTreeMap<String, Vec<NodePath>>,
     output_nodes: Option<Vec<String>>,
@@ -206,7 +241,15 @@ impl std::fmt::Debug for ComfyUi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComfyUi")
             .field("id", &self.id)
-            .field("transport", &self.transport)
+            .field(
+                "servers",
+                &self
+                    .pool
+                    .servers
+                    .iter()
+                    .map(|s| s.transport.clone())
+                    .collect::<Vec<_>>(),
+            )
             .field("nodes", &self.workflow.len())
             .field("inject", &self.inject.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
@@ -273,8 +316,32 @@ impl ComfyUi {
                 return Err(format!("`{k}` must be a non-negative number"));
             }
         }
-        let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
-        let transport = http.transport(id, auth).build()?;
+        let auth = || http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
+        let servers = match &extra.base_urls {
+            None => vec![Server::new(http.transport(id, auth()).build()?)],
+            Some(_) if settings.get("base_url").is_some() => {
+                return Err("give `base_url` (one server) or `base_urls` (a pool), not both".into())
+            }
+            Some(urls) if urls.is_empty() => return Err("`base_urls` is empty: name at least one server".into()),
+            Some(urls) => {
+                let mut out = Vec::with_capacity(urls.len());
+                for (i, u) in urls.iter().enumerate() {
+                    let mut one = http.clone();
+                    one.base_url = crate::http::Url::parse(u)
+                        .ok()
+                        .filter(|x| matches!(x.scheme(), "http" | "https"))
+                        .ok_or_else(|| format!("`base_urls[{i}]`: `{u}` is not an http or https URL"))?;
+                    out.push(Server::new(one.transport(id, auth()).build()?));
+                }
+                out
+            }
+        };
+        if !(1..=3600).contains(&extra.server_down_s) {
+            return Err(format!(
+                "`server_down_s` must be between 1 and 3600, not {}",
+                extra.server_down_s
+            ));
+        }
         let inject_json: BTreeMap<&str, Vec<String>> = inject
             .iter()
             .map(|(k, paths)| {
@@ -284,7 +351,13 @@ impl ComfyUi {
                 )
             })
             .collect();
-        let fingerprint = http.fingerprint(
+        let mut fp_http = http.clone();
+        if extra.base_urls.is_some() {
+            // A pool's servers are interchangeable (they hold the same models):
+            // adding or replacing one must not make finished work look stale.
+            fp_http.base_url = crate::http::Url::parse("http://comfyui-pool").map_err(|e| e.to_string())?;
+        }
+        let fingerprint = fp_http.fingerprint(
             "comfyui",
             json!({
                 "workflow": workflow_hash,
@@ -296,7 +369,8 @@ impl ComfyUi {
             id: id.to_string(),
             workflow_hash,
             fingerprint,
-            transport,
+            pool: Pool::new(servers),
+            server_down: Duration::from_secs(extra.server_down_s),
             workflow,
             inject,
             output_nodes: extra.output_nodes,
@@ -402,14 +476,14 @@ impl ComfyUi {
         Ok(wf)
     }
 
-    async fn upload(&self, a: &Artifact, ctx: &CallCtx) -> Result<String, ProviderError> {
+    async fn upload(&self, srv: &Server, a: &Artifact, ctx: &CallCtx) -> Result<String, ProviderError> {
         let name = format!("creative_{}.{}", a.id().short(), a.media().extension());
         let parts = vec![
             FormPart::file("image", a.data().clone(), name, a.media().as_str()),
             FormPart::text("type", "input"),
             FormPart::text("overwrite", "true"),
         ];
-        let v: Value = self
+        let v: Value = srv
             .transport
             .send_json(HttpRequest::post_multipart("upload/image", parts), ctx)
             .await?;
@@ -427,6 +501,7 @@ impl ComfyUi {
     /// older server ignores the `prompt_id` we suggest).
     async fn queue_prompt(
         &self,
+        srv: &Server,
         wf: &Map<String, Value>,
         prompt_id: &str,
         client_id: &str,
@@ -439,7 +514,7 @@ impl ComfyUi {
             // these are fetched.
             body["partial_execution_targets"] = json!(nodes);
         }
-        let resp = match self.transport.send(HttpRequest::post_json("prompt", body), ctx).await {
+        let resp = match srv.transport.send(HttpRequest::post_json("prompt", body), ctx).await {
             Ok(r) => r,
             Err(e) => return Err(self.explain_prompt_error(e, wf)),
         };
@@ -452,7 +527,7 @@ impl ComfyUi {
         {
             // Valid outputs were queued and the invalid ones silently dropped: the
             // result would be incomplete, so take the prompt back and fail.
-            spawn_cleanup(self.transport.clone(), prompt_id.to_string());
+            spawn_cleanup(srv.transport.clone(), prompt_id.to_string());
             // Not an HTTP failure (ComfyUI answered 200), so no status is kept.
             return Err(self.err(
                 ErrorKind::Invalid,
@@ -503,16 +578,23 @@ impl ComfyUi {
     /// Wait until the prompt is in the history: over the websocket when one is
     /// open, falling back to polling when it closes; `Err` when the prompt is
     /// lost, the call is cancelled or its time runs out.
-    async fn wait(&self, prompt_id: &str, ctx: &CallCtx, sock: Option<ws::Socket>) -> Result<Finished, ProviderError> {
+    async fn wait(
+        &self,
+        srv: &Server,
+        job: &mut LongJob,
+        prompt_id: &str,
+        ctx: &CallCtx,
+        sock: Option<ws::Socket>,
+    ) -> Result<Finished, ProviderError> {
         let since = tokio::time::Instant::now();
         let mut started = None;
         if let Some(mut sock) = sock {
-            match self.listen(&mut sock, prompt_id, ctx, since, &mut started).await? {
+            match self.listen(srv, &mut sock, prompt_id, ctx, since, &mut started).await? {
                 Some(done) => return Ok(done),
                 None => tracing::debug!(provider = %self.id, prompt_id, "websocket closed; polling instead"),
             }
         }
-        self.poll(prompt_id, ctx, since, started).await
+        self.poll(srv, job, prompt_id, ctx, since, started).await
     }
 
     /// Follow the prompt on the websocket. Every `ws_check` without the end, the
@@ -520,6 +602,7 @@ impl ComfyUi {
     /// lost to a restart). `Ok(None)` when the socket closed first.
     async fn listen(
         &self,
+        srv: &Server,
         sock: &mut ws::Socket,
         prompt_id: &str,
         ctx: &CallCtx,
@@ -537,7 +620,7 @@ impl ComfyUi {
                 ev = sock.next_for(prompt_id) => ev,
                 _ = tokio::time::sleep_until(next_check) => {
                     next_check = tokio::time::Instant::now() + self.ws_check;
-                    match self.check(prompt_id, ctx).await.map_err(|e| self.timed_out(e, ctx, prompt_id, since, started.is_some()))? {
+                    match self.check(srv, prompt_id, ctx).await.map_err(|e| self.timed_out(e, ctx, prompt_id, since, started.is_some()))? {
                         Check::Done(entry) => return Ok(Some(self.finished(entry, since, *started, ended))),
                         Check::Pending | Check::Running => continue,
                     }
@@ -546,6 +629,7 @@ impl ComfyUi {
             let now = tokio::time::Instant::now();
             match ev {
                 None => return Ok(None),
+                Some(ws::WsEvent::Queue(n)) => srv.set_queue(n),
                 Some(ws::WsEvent::Started) => *started = Some(now),
                 Some(ws::WsEvent::Executing(node)) => {
                     stage = self.stage(&node);
@@ -572,7 +656,7 @@ impl ComfyUi {
                 }
                 Some(ws::WsEvent::Stored) => {
                     ended.get_or_insert(now);
-                    let h: Value = self
+                    let h: Value = srv
                         .transport
                         .send_json(HttpRequest::get(format!("history/{prompt_id}")), ctx)
                         .await
@@ -618,6 +702,8 @@ impl ComfyUi {
     /// the prompt is done.
     async fn poll(
         &self,
+        srv: &Server,
+        job: &mut LongJob,
         prompt_id: &str,
         ctx: &CallCtx,
         since: tokio::time::Instant,
@@ -625,14 +711,12 @@ impl ComfyUi {
     ) -> Result<Finished, ProviderError> {
         let mut queued = started.map(|s| s.saturating_duration_since(since));
         let mut running = started.is_some();
-        let mut backoff = PollBackoff::new(self.poll.0, self.poll.1);
         loop {
-            backoff
-                .wait(ctx, &self.id)
+            job.wait(ctx)
                 .await
                 .map_err(|e| self.timed_out(e, ctx, prompt_id, since, running))?;
             match self
-                .check(prompt_id, ctx)
+                .check(srv, prompt_id, ctx)
                 .await
                 .map_err(|e| self.timed_out(e, ctx, prompt_id, since, running))?
             {
@@ -652,13 +736,16 @@ impl ComfyUi {
     /// Where the prompt is: done (its history entry), pending or running; `Err`
     /// when it is lost. ComfyUI answers `{}` both for "not finished" and for
     /// "never heard of it", so an empty history is checked against the queue.
-    async fn check(&self, prompt_id: &str, ctx: &CallCtx) -> Result<Check, ProviderError> {
+    async fn check(&self, srv: &Server, prompt_id: &str, ctx: &CallCtx) -> Result<Check, ProviderError> {
         let history_path = format!("history/{prompt_id}");
-        let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+        let h: Value = srv.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
         if let Some(entry) = h.get(prompt_id) {
             return Ok(Check::Done(entry.clone()));
         }
-        let q: Value = self.transport.send_json(HttpRequest::get("queue"), ctx).await?;
+        let q: Value = srv.transport.send_json(HttpRequest::get("queue"), ctx).await?;
+        // Without a websocket this is how a pool learns the server's queue.
+        let len = |k: &str| q.get(k).and_then(Value::as_array).map_or(0, |a| a.len() as u64);
+        srv.set_queue(len("queue_running") + len("queue_pending"));
         if queue_in(&q, "queue_pending", prompt_id) {
             return Ok(Check::Pending);
         }
@@ -668,7 +755,7 @@ impl ComfyUi {
         // It left the queue: it is in the history now, or it is lost. (A prompt
         // moves from the queue to the history under one lock, so the history is
         // read again after the queue.)
-        let h: Value = self.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
+        let h: Value = srv.transport.send_json(HttpRequest::get(&history_path), ctx).await?;
         if let Some(entry) = h.get(prompt_id) {
             return Ok(Check::Done(entry.clone()));
         }
@@ -796,12 +883,17 @@ impl ComfyUi {
         files
     }
 
-    async fn fetch(&self, f: &OutputFile, ctx: &CallCtx) -> Result<Option<(Bytes, Option<MediaType>)>, ProviderError> {
+    async fn fetch(
+        &self,
+        srv: &Server,
+        f: &OutputFile,
+        ctx: &CallCtx,
+    ) -> Result<Option<(Bytes, Option<MediaType>)>, ProviderError> {
         let req = HttpRequest::get("view")
             .query("filename", &f.filename)
             .query("subfolder", &f.subfolder)
             .query("type", &f.kind);
-        match self.transport.send(req, ctx).await {
+        match srv.transport.send(req, ctx).await {
             Ok(r) => {
                 let media = r.media_type();
                 Ok(Some((r.body, media)))
@@ -886,40 +978,38 @@ fn describe_node_errors(errs: &Map<String, Value>, wf: &Map<String, Value>) -> S
     parts.join(" | ")
 }
 
-/// Take a queued or running prompt back, without waiting for the answer: used on
-/// cancellation (the call's own token is cancelled, so a fresh context is used).
+/// Take a prompt of ours back in the background (see [`take_back`]).
+fn spawn_cleanup(t: Transport, prompt_id: String) {
+    // Dropped armed: the guard runs it on the runtime, bounded.
+    CancelGuard::new().arm(take_back(t, prompt_id));
+}
+
+/// Take a queued or running prompt back (on cancellation: the call's own token
+/// is cancelled, so a fresh context is used).
 ///
 /// `/interrupt` stops whatever the server is running: servers before September
 /// 2025 ignore the `prompt_id` it names, so interrupting a prompt that is not
 /// running would kill another client's. So the queue is asked first: a running
 /// prompt of ours is interrupted, a pending one deleted from the queue, and when
 /// the queue cannot be read only the (harmless) delete is sent.
-fn spawn_cleanup(t: Transport, prompt_id: String) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
+async fn take_back(t: Transport, prompt_id: String) {
+    let ctx = cleanup_ctx();
+    let running = match t.send_json::<Value>(HttpRequest::get("queue"), &ctx).await {
+        Ok(q) => queue_in(&q, "queue_running", &prompt_id),
+        Err(_) => false,
     };
-    rt.spawn(async move {
-        let ctx = CallCtx {
-            deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
-            ..CallCtx::detached()
-        };
-        let running = match t.send_json::<Value>(HttpRequest::get("queue"), &ctx).await {
-            Ok(q) => queue_in(&q, "queue_running", &prompt_id),
-            Err(_) => false,
-        };
-        if running {
-            let _ = t
-                .send(
-                    HttpRequest::post_json("interrupt", json!({ "prompt_id": prompt_id })),
-                    &ctx,
-                )
-                .await;
-        } else {
-            let _ = t
-                .send(HttpRequest::post_json("queue", json!({ "delete": [prompt_id] })), &ctx)
-                .await;
-        }
-    });
+    if running {
+        let _ = t
+            .send(
+                HttpRequest::post_json("interrupt", json!({ "prompt_id": prompt_id })),
+                &ctx,
+            )
+            .await;
+    } else {
+        let _ = t
+            .send(HttpRequest::post_json("queue", json!({ "delete": [prompt_id] })), &ctx)
+            .await;
+    }
 }
 
 /// Delete finished prompts' history entries, without waiting for the answer
@@ -929,12 +1019,11 @@ fn spawn_forget(t: Transport, prompt_ids: Vec<String>) {
         return;
     };
     rt.spawn(async move {
-        let ctx = CallCtx {
-            deadline: Some(std::time::Instant::now() + Duration::from_secs(10)),
-            ..CallCtx::detached()
-        };
         let _ = t
-            .send(HttpRequest::post_json("history", json!({ "delete": prompt_ids })), &ctx)
+            .send(
+                HttpRequest::post_json("history", json!({ "delete": prompt_ids })),
+                &cleanup_ctx(),
+            )
             .await;
     });
 }
@@ -976,22 +1065,6 @@ impl Drop for Forget {
             if !self.prompt_ids.is_empty() {
                 spawn_forget(t, std::mem::take(&mut self.prompt_ids));
             }
-        }
-    }
-}
-
-/// Cancels the remote prompt if dropped while armed (cancellation, timeout, or the
-/// engine dropping the call).
-struct PromptGuard {
-    transport: Transport,
-    prompt_id: String,
-    armed: bool,
-}
-
-impl Drop for PromptGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            spawn_cleanup(self.transport.clone(), self.prompt_id.clone());
         }
     }
 }
@@ -1231,12 +1304,28 @@ impl Provider for ComfyUi {
         &self.id
     }
 
-    /// `GET /system_stats`: answers as soon as the server is up, whatever its queue.
+    /// `GET /system_stats` of each server: it answers as soon as the server is
+    /// up, whatever its queue. A pool passes when one server answers; the others
+    /// are marked down (and logged) until they answer a call.
     async fn preflight(&self, ctx: &CallCtx) -> Result<(), ProviderError> {
-        self.transport
-            .send(HttpRequest::get("system_stats"), ctx)
-            .await
-            .map(|_| ())
+        let mut first_err = None;
+        let mut up = 0usize;
+        for srv in &self.pool.servers {
+            match srv.transport.send(HttpRequest::get("system_stats"), ctx).await {
+                Ok(_) => up += 1,
+                Err(e) => {
+                    if self.pool.servers.len() > 1 {
+                        tracing::warn!(provider = %self.id, server = %srv.name(), error = %e, "a ComfyUI server of the pool does not answer");
+                        srv.mark_down(self.server_down);
+                    }
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if up == 0 => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The base URL, the workflow's hash, the resolved injection map (given or
@@ -1254,7 +1343,11 @@ impl Provider for ComfyUi {
             tasks,
             seed: self.inject.contains_key("seed"),
             negative_prompt: self.inject.contains_key("negative_prompt"),
-            max_count: if self.inject.contains_key("batch_size") {
+            // Candidates past one batch go out as more prompts, which needs
+            // a seed of their own each (see `chunks`).
+            max_count: if self.inject.contains_key("seed") {
+                creative_core::limits::MAX_COUNT_PER_CALL
+            } else if self.inject.contains_key("batch_size") {
                 self.max_batch
             } else {
                 1
@@ -1266,18 +1359,199 @@ impl Provider for ComfyUi {
         self.cost_per_image * f64::from(request.params.count.unwrap_or(1).max(1))
     }
 
+    /// A pool is a composite: the engine keeps no breaker for it as a whole
+    /// (one dead server must not stop the live ones); each server is passed
+    /// over while marked down instead, and [`unavailable`](Self::unavailable)
+    /// says when every one is.
+    fn is_composite(&self) -> bool {
+        self.pool.servers.len() > 1
+    }
+
+    /// Every server of the pool marked down and none due to be tried again.
+    fn unavailable(&self) -> Option<ProviderError> {
+        if !self.is_composite() {
+            return None;
+        }
+        let names = self.pool.all_down()?;
+        Some(self.err(
+            ErrorKind::Unavailable,
+            format!(
+                "every ComfyUI server of the pool stopped answering ({}); each is tried again {} s after it failed",
+                names.join(", "),
+                self.server_down.as_secs()
+            ),
+        ))
+    }
+
+    /// One prompt for the request's candidates when they fit one batch (or
+    /// cannot be varied); otherwise one prompt per batch, each with its own
+    /// seed, run at once (on a pool: on as many servers). Any prompt failing
+    /// fails the call, and the others are taken back.
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let chunks = self.chunks(request);
+        if chunks.len() <= 1 {
+            return self.place(request, ctx).await;
+        }
+        let requests: Vec<Request> = chunks.iter().map(|&(k, n)| self.chunk_request(request, k, n)).collect();
+        let parts = futures_util::future::try_join_all(requests.iter().map(|r| self.place(r, ctx))).await?;
+        let mut out = Generation {
+            artifacts: Vec::new(),
+            usage: Usage::default(),
+            raw: Some(json!({ "prompts": [] })),
+        };
+        let mut raws = Vec::with_capacity(parts.len());
+        for g in parts {
+            out.artifacts.extend(g.artifacts);
+            out.usage.cost_usd += g.usage.cost_usd;
+            out.usage.units = Some(out.usage.units.unwrap_or(0.0) + g.usage.units.unwrap_or(0.0));
+            raws.extend(g.raw);
+        }
+        out.raw = Some(json!({ "prompts": raws }));
+        Ok(out)
+    }
+}
+
+impl ComfyUi {
+    /// How a request's candidates are split into prompts: `(first candidate,
+    /// how many)` each. One prompt when they fit a batch (`batch_size`
+    /// injected, at most `max_batch`), or when the seed cannot be injected
+    /// (every prompt would then make the same images).
+    fn chunks(&self, request: &Request) -> Vec<(u32, u32)> {
+        let count = request.params.count.unwrap_or(1).max(1);
+        let per = if self.inject.contains_key("batch_size") {
+            self.max_batch
+        } else {
+            1
+        };
+        if count <= per || !self.inject.contains_key("seed") {
+            return vec![(0, count)];
+        }
+        (0..count)
+            .step_by(per as usize)
+            .map(|k| (k, per.min(count - k)))
+            .collect()
+    }
+
+    /// The request for candidates `k..k + n`: `n` of them, seeded `k` past the
+    /// request's seed (or the workflow's, when the request has none), so no two
+    /// prompts make the same images.
+    fn chunk_request(&self, request: &Request, k: u32, n: u32) -> Request {
+        let mut r = request.clone();
+        r.params.count = Some(n);
+        if k > 0 {
+            let base = request.params.seed.unwrap_or_else(|| {
+                self.inject
+                    .get("seed")
+                    .and_then(|paths| paths.first())
+                    .and_then(|p| self.workflow.get(&p.node)?.get("inputs")?.get(&p.field)?.as_u64())
+                    .unwrap_or(0)
+            });
+            r.params.seed = Some(base.wrapping_add(u64::from(k)));
+        }
+        r
+    }
+
+    /// Run one prompt on the pool: on the server with the shortest queue, and
+    /// again on another when that one stops answering. On a pool each server's
+    /// attempt is reported as a member call (the report's per-server rows).
+    async fn place(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
+        let pooled = self.is_composite();
+        let mut given_up: Vec<usize> = Vec::new();
+        loop {
+            let claim = self.pool.claim(&given_up).ok_or_else(|| {
+                self.err(
+                    ErrorKind::Unavailable,
+                    "every ComfyUI server of the pool stopped answering during this call",
+                )
+            })?;
+            let srv = claim.server;
+            let started = std::time::Instant::now();
+            let result = self.run_on(srv, request, ctx).await;
+            if pooled {
+                ctx.report_member(MemberCall {
+                    member: srv.name(),
+                    model: self.model(request),
+                    latency: started.elapsed(),
+                    cost_usd: result.as_ref().map_or(0.0, |g| g.usage.cost_usd),
+                    error: result.as_ref().err().cloned(),
+                });
+            }
+            let err = match result {
+                Ok(g) => return Ok(g),
+                Err(e) => e,
+            };
+            // One server: nowhere else to go, and the engine's breaker keeps its health.
+            if !pooled || !self.server_died(srv, &err, ctx).await {
+                return Err(err);
+            }
+            srv.mark_down(self.server_down);
+            let requeue = self.pool.servers.len() > given_up.len() + 1;
+            srv.record(|s| {
+                s.failures += 1;
+                s.requeued += u64::from(requeue);
+            });
+            if !requeue {
+                return Err(if self.pool.servers.len() > 1 {
+                    self.err(
+                        ErrorKind::Transient,
+                        format!(
+                            "every ComfyUI server of the pool stopped answering; the last, {}: {}",
+                            srv.name(),
+                            err.message()
+                        ),
+                    )
+                } else {
+                    err
+                });
+            }
+            tracing::warn!(provider = %self.id, server = %srv.name(), error = %err, "a ComfyUI server stopped answering; queueing the prompt on another");
+            given_up.push(claim.index);
+        }
+    }
+}
+
+impl ComfyUi {
+    /// What each server has done in this process (one entry without a pool).
+    pub fn server_stats(&self) -> Vec<ServerStats> {
+        self.pool.servers.iter().map(Server::stats).collect()
+    }
+
+    /// Whether `err` came from `srv` no longer answering: a failure that could
+    /// be the server's (not the prompt's, not a cancellation or the call's
+    /// deadline) and a `GET /system_stats` probe that fails too.
+    async fn server_died(&self, srv: &Server, err: &ProviderError, ctx: &CallCtx) -> bool {
+        let deadline_passed = ctx.deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        let maybe = match err.kind() {
+            ErrorKind::Transient | ErrorKind::Unavailable => true,
+            ErrorKind::Timeout => !deadline_passed,
+            _ => false,
+        };
+        if !maybe || ctx.cancel.is_cancelled() {
+            return false;
+        }
+        let probe = CallCtx {
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(3)),
+            ..CallCtx::detached()
+        };
+        srv.transport
+            .send(HttpRequest::get("system_stats"), &probe)
+            .await
+            .is_err()
+    }
+
+    /// One attempt at the call on one server.
+    async fn run_on(&self, srv: &Server, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
         // Seconds the server spent executing our prompts (see the module docs).
         let mut run_s = 0.0f64;
         let mut names = Vec::with_capacity(request.inputs.len());
         for a in &request.inputs {
-            names.push(self.upload(a, ctx).await?);
+            names.push(self.upload(srv, a, ctx).await?);
         }
         let mut wf = self.workflow_for(request, &names)?;
         let mut reruns = 0u32;
         // Finished prompts' history entries are deleted however the call ends.
         let mut forget = Forget {
-            transport: (!self.keep_history).then(|| self.transport.clone()),
+            transport: (!self.keep_history).then(|| srv.transport.clone()),
             prompt_ids: Vec::new(),
         };
         loop {
@@ -1285,32 +1559,35 @@ impl Provider for ComfyUi {
             // A client id of the call's own: ComfyUI sends a prompt's messages to
             // the socket of the client id it was queued with, and one socket per id.
             let client_id = format!("{}-{}", self.client_id, &suggested[..12]);
-            let sock = self.open_socket(&client_id).await;
-            let mut guard = PromptGuard {
-                transport: self.transport.clone(),
-                prompt_id: suggested.clone(),
-                armed: true,
-            };
+            let sock = self.open_socket(srv, &client_id).await;
+            // Takes the prompt back if the call ends first (cancelled, out of
+            // time, dropped by the engine); polls when there is no websocket.
+            let mut job = LongJob::new(&self.id, PollBackoff::new(self.poll.0, self.poll.1));
+            job.guard().arm(take_back(srv.transport.clone(), suggested.clone()));
             let queued_at = tokio::time::Instant::now();
-            let prompt_id = match self.queue_prompt(&wf, &suggested, &client_id, ctx).await {
+            let prompt_id = match self.queue_prompt(srv, &wf, &suggested, &client_id, ctx).await {
                 Ok(id) => id,
                 Err(e) => {
                     // A refused prompt was never queued; an accepted-then-dropped one
                     // is cleaned up already. A lost answer may hide a queued prompt.
-                    guard.armed = matches!(
+                    if !matches!(
                         e.kind(),
                         ErrorKind::Cancelled | ErrorKind::Timeout | ErrorKind::Transient
-                    );
+                    ) {
+                        job.done();
+                    }
                     return Err(e);
                 }
             };
-            guard.prompt_id = prompt_id.clone();
+            if prompt_id != suggested {
+                job.guard().arm(take_back(srv.transport.clone(), prompt_id.clone()));
+            }
             let Finished {
                 entry,
                 queued,
                 heard_run_s,
-            } = self.wait(&prompt_id, ctx, sock).await?;
-            guard.armed = false;
+            } = self.wait(srv, &mut job, &prompt_id, ctx, sock).await?;
+            job.done();
             forget.prompt_ids.push(prompt_id.clone());
             self.check_status(&entry)?;
             run_s += execution_span_s(&entry)
@@ -1327,7 +1604,7 @@ impl Provider for ComfyUi {
             let mut artifacts = Vec::with_capacity(files.len());
             let mut stale: BTreeSet<String> = BTreeSet::new();
             for (node, f) in &files {
-                let got = self.fetch(f, ctx).await?;
+                let got = self.fetch(srv, f, ctx).await?;
                 let Some((data, declared)) = got else {
                     if cached.contains(node) {
                         stale.insert(node.clone());
@@ -1355,6 +1632,7 @@ impl Provider for ComfyUi {
                 extra.insert("comfyui_node".into(), node.clone().into());
                 extra.insert("comfyui_filename".into(), f.filename.clone().into());
                 extra.insert("comfyui_prompt_id".into(), prompt_id.clone().into());
+                extra.insert("comfyui_server".into(), srv.name().into());
                 if cached.contains(node) {
                     extra.insert("comfyui_cached".into(), true.into());
                 }
@@ -1393,13 +1671,17 @@ impl Provider for ComfyUi {
                     }
                 }
                 if need_free {
-                    self.transport
+                    srv.transport
                         .send(HttpRequest::post_json("free", json!({"free_memory": true})), ctx)
                         .await?;
                 }
                 continue;
             }
             let n = artifacts.len() as f64;
+            srv.record(|s| {
+                s.outputs += artifacts.len() as u64;
+                s.run_s += run_s;
+            });
             return Ok(Generation {
                 usage: Usage {
                     cost_usd: self.cost_per_image * n + self.cost_per_second * run_s,
@@ -1407,7 +1689,10 @@ impl Provider for ComfyUi {
                     ..Usage::default()
                 },
                 artifacts,
-                raw: Some(json!({ "prompt_id": prompt_id, "cached_nodes": cached, "reruns": reruns, "run_s": run_s })),
+                raw: Some(json!({
+                    "prompt_id": prompt_id, "cached_nodes": cached, "reruns": reruns, "run_s": run_s,
+                    "server": srv.name(),
+                })),
             });
         }
     }
@@ -1417,15 +1702,15 @@ impl ComfyUi {
     /// The websocket for `client_id`, when enabled and the server offers one;
     /// `None` means polling (logged at debug: a proxy without websockets, an
     /// old server).
-    async fn open_socket(&self, client_id: &str) -> Option<ws::Socket> {
+    async fn open_socket(&self, srv: &Server, client_id: &str) -> Option<ws::Socket> {
         if !self.websocket {
             return None;
         }
-        let timeout = self.transport.timeout().min(Duration::from_secs(5));
+        let timeout = srv.transport.timeout().min(Duration::from_secs(5));
         match ws::Socket::connect(
-            self.transport.base_url(),
+            srv.transport.base_url(),
             client_id,
-            self.transport.origin_headers(),
+            srv.transport.origin_headers(),
             timeout,
         )
         .await
@@ -1471,7 +1756,8 @@ fn cached_nodes(entry: &Value) -> BTreeSet<String> {
 /// `poll_interval_ms` (250, 1..=60000), `poll_max_ms` (2000, 1..=600000),
 /// `websocket` (true), `ws_check_ms` (10000, 10..=3600000), `keep_history`
 /// (false), `cost_per_image` (0), `cost_per_second` (0), `max_batch` (16,
-/// 1..=4096).
+/// 1..=4096); for a pool, `base_urls` (a list, in place of `base_url`) and
+/// `server_down_s` (30, 1..=3600).
 pub fn register(reg: &mut creative_core::registry::Registry) {
     reg.provider(
         "comfyui",

@@ -6,6 +6,8 @@
 //! as a text frame `{"type": ..., "data": {...}}`. Binary frames are previews and
 //! are skipped. The messages read here, as `execution.py` and `main.py` send them:
 //!
+//! - `status` `{status: {exec_info: {queue_remaining}}}`: the server's queue
+//!   length, sent on connecting and whenever it changes (for a pool's choice);
 //! - `execution_start` `{prompt_id, timestamp}`: the prompt left the queue;
 //! - `executing` `{node, display_node, prompt_id}`: a node started; `node: null`
 //!   is sent by the worker loop after the history entry is stored, so it is the
@@ -33,6 +35,8 @@ use crate::http::Url;
 /// One message about our prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum WsEvent {
+    /// `status`: the server's queue length (every client's prompts).
+    Queue(u64),
     /// `execution_start`: the prompt began executing.
     Started,
     /// `executing` with a node: that node began.
@@ -131,6 +135,12 @@ impl Socket {
 pub(crate) fn parse(v: &Value, prompt_id: &str) -> Option<WsEvent> {
     let kind = v.get("type")?.as_str()?;
     let data = v.get("data")?;
+    if kind == "status" {
+        return data
+            .pointer("/status/exec_info/queue_remaining")
+            .and_then(Value::as_u64)
+            .map(WsEvent::Queue);
+    }
     match data.get("prompt_id").and_then(Value::as_str) {
         Some(p) if p != prompt_id => return None,
         None if kind != "progress" => return None,
@@ -206,5 +216,15 @@ mod tests {
             Some(WsEvent::Ended)
         );
         assert_eq!(parse(&m("status", json!({"status": {}})), "p"), None);
+        assert_eq!(
+            parse(
+                &m(
+                    "status",
+                    json!({"status": {"exec_info": {"queue_remaining": 3}}, "sid": "x"})
+                ),
+                "p"
+            ),
+            Some(WsEvent::Queue(3))
+        );
     }
 }

@@ -146,6 +146,8 @@ struct State {
     requests: Vec<Recorded>,
     /// Whether `GET /ws` upgrades to a websocket (ComfyUI's `/ws?clientId=`).
     websocket: bool,
+    /// Killed: no more connections are accepted and open ones are closed.
+    dead: bool,
     /// Open websockets by client id: what to send them (`None` closes).
     sockets: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Option<String>>>,
 }
@@ -155,6 +157,7 @@ struct State {
 pub struct MockServer {
     addr: std::net::SocketAddr,
     state: Arc<Mutex<State>>,
+    accept: tokio::task::AbortHandle,
 }
 
 impl MockServer {
@@ -164,7 +167,7 @@ impl MockServer {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else { return };
                 st.lock().unwrap().connections += 1;
@@ -174,7 +177,23 @@ impl MockServer {
                 });
             }
         });
-        MockServer { addr, state }
+        MockServer {
+            addr,
+            state,
+            accept: accept.abort_handle(),
+        }
+    }
+
+    /// Die as a crashed server does: the port stops listening (connections are
+    /// refused), kept-alive connections are closed at their next request, and
+    /// websockets are closed.
+    pub fn kill(&self) {
+        self.accept.abort();
+        let mut s = self.state.lock().unwrap();
+        s.dead = true;
+        for (_, tx) in s.sockets.drain() {
+            let _ = tx.send(None);
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -316,7 +335,7 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
     let mut r = BufReader::new(r);
     loop {
         let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
+        if r.read_line(&mut line).await? == 0 || state.lock().unwrap().dead {
             return Ok(());
         }
         let mut parts = line.split_whitespace();
@@ -457,14 +476,19 @@ pub struct Conformance {
     pub ok: Reply,
     /// A malformed answer with a 200 status.
     pub malformed: Reply,
-    /// The provider's refusal of the content.
-    pub content_policy: Reply,
+    /// The provider's refusal of the content; `None` for a backend that has
+    /// no content policy (a ComfyUI server).
+    pub content_policy: Option<Reply>,
     /// The provider's answer to a bad key.
     pub auth: Reply,
     /// The provider's rate-limit answer (the suite adds `Retry-After: 7`).
     pub rate_limited: Reply,
     /// A secret that must never show in errors (the key in `settings`).
     pub secret: &'static str,
+    /// The job's other endpoints (`method`, `path`, reply), for a backend whose
+    /// call is a submit followed by polls: answered in every case, behind the
+    /// case's answer to `method path`.
+    pub routes: Vec<(&'static str, String, Reply)>,
 }
 
 async fn call(c: &Conformance, mock: &MockServer, extra: Value) -> Result<creative_core::Generation, ProviderError> {
@@ -501,24 +525,40 @@ pub async fn failure_suite(c: Conformance) {
     let mock = MockServer::start().await;
     let none = serde_json::json!({});
 
-    mock.route(c.method, c.path, c.ok.clone());
+    let route = |reply: Reply| {
+        mock.route(c.method, c.path, reply);
+        for (m, p, r) in &c.routes {
+            mock.route(m, p, r.clone());
+        }
+    };
+
+    route(c.ok.clone());
     let g = call(&c, &mock, none.clone())
         .await
         .expect("the success reply should succeed");
     assert!(!g.artifacts.is_empty(), "success gave no artifacts");
-    assert_eq!(mock.last().path(), c.path);
+    if c.routes.is_empty() {
+        assert_eq!(mock.last().path(), c.path);
+    } else {
+        assert!(
+            mock.requests()
+                .iter()
+                .any(|r| r.method == c.method && r.path() == c.path),
+            "the call went to {} {}",
+            c.method,
+            c.path
+        );
+    }
 
     mock.reset();
-    mock.route(c.method, c.path, c.rate_limited.clone().header("retry-after", "7"));
+    route(c.rate_limited.clone().header("retry-after", "7"));
     let e = expect_kind("429", call(&c, &mock, none.clone()).await, ErrorKind::RateLimited);
     assert_eq!(e.retry_after(), Some(Duration::from_secs(7)), "429: {e:?}");
     assert_eq!(e.status(), Some(429));
     assert!(e.is_retryable());
 
     mock.reset();
-    mock.route(
-        c.method,
-        c.path,
+    route(
         Reply::json(
             500,
             serde_json::json!({"error": {"message": "The server had an error"}}),
@@ -531,7 +571,7 @@ pub async fn failure_suite(c: Conformance) {
     assert!(e.message().contains("The server had an error"), "500 message kept: {e}");
 
     mock.reset();
-    mock.route(c.method, c.path, c.ok.clone().delay(Duration::from_secs(3)));
+    route(c.ok.clone().delay(Duration::from_secs(3)));
     let t0 = Instant::now();
     expect_kind(
         "timeout",
@@ -541,15 +581,15 @@ pub async fn failure_suite(c: Conformance) {
     assert!(t0.elapsed() < Duration::from_secs(2), "timeout took {:?}", t0.elapsed());
 
     mock.reset();
-    mock.route(c.method, c.path, c.malformed.clone());
+    route(c.malformed.clone());
     expect_kind("malformed", call(&c, &mock, none.clone()).await, ErrorKind::Protocol);
 
     mock.reset();
-    mock.route(c.method, c.path, c.ok.clone().truncated());
+    route(c.ok.clone().truncated());
     expect_kind("truncated", call(&c, &mock, none.clone()).await, ErrorKind::Transient);
 
     mock.reset();
-    mock.route(c.method, c.path, c.ok.clone());
+    route(c.ok.clone());
     let limit = (c.ok.len() / 2).max(1);
     let e = expect_kind(
         "oversized",
@@ -559,19 +599,21 @@ pub async fn failure_suite(c: Conformance) {
     assert!(e.message().contains("limit"), "oversized: {e}");
 
     mock.reset();
-    mock.route(c.method, c.path, c.auth.clone());
+    route(c.auth.clone());
     expect_kind("auth", call(&c, &mock, none.clone()).await, ErrorKind::Auth);
 
     mock.reset();
-    mock.route(c.method, c.path, c.content_policy.clone());
-    expect_kind(
-        "content policy",
-        call(&c, &mock, none.clone()).await,
-        ErrorKind::ContentPolicy,
-    );
+    if let Some(refusal) = &c.content_policy {
+        route(refusal.clone());
+        expect_kind(
+            "content policy",
+            call(&c, &mock, none.clone()).await,
+            ErrorKind::ContentPolicy,
+        );
+    }
 
     mock.reset();
-    mock.route(c.method, c.path, c.ok.clone().delay(Duration::from_secs(5)));
+    route(c.ok.clone().delay(Duration::from_secs(5)));
     let settings = with(c.settings.clone(), serde_json::json!({"base_url": mock.url()}));
     let p = build(c.kind, settings).unwrap();
     let ctx = CallCtx::detached();
