@@ -22,9 +22,11 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// In the child: load `lib`, make an engine, print `load_us engine_us rss_before rss_after`.
+/// In the child: load `lib`, make an engine, print
+/// `load_us engine_us rss_before_load rss_before_engine rss_after_engine` (KiB).
 fn child(lib: &str) {
     let path = CString::new(lib).expect("path");
+    let unloaded = rss_kib();
     let t = Instant::now();
     // SAFETY: loads a library by a NUL-terminated path; a NULL result is checked.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
@@ -57,7 +59,14 @@ fn child(lib: &str) {
     let after = rss_kib();
     // SAFETY: the engine just made, freed once.
     unsafe { free(engine) };
-    println!("{} {} {} {}", load.as_micros(), made.as_micros(), before, after);
+    println!(
+        "{} {} {} {} {}",
+        load.as_micros(),
+        made.as_micros(),
+        unloaded,
+        before,
+        after
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -106,7 +115,7 @@ fn main() {
         None => println!("size stripped:   (strip not available)"),
     }
     let exe = std::env::current_exe().expect("own path");
-    let (mut load, mut made, mut idle) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut load, mut made, mut loaded, mut idle) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let out = Command::new(&exe).arg("--child").arg(&lib).output().expect("child");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -114,13 +123,19 @@ fn main() {
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
+        assert_eq!(v.len(), 5, "child printed {v:?}");
         load.push(v[0] / 1000.0);
         made.push(v[1] / 1000.0);
-        idle.push((v[3] - v[2]) / 1024.0);
+        loaded.push((v[3] - v[2]) / 1024.0);
+        idle.push((v[4] - v[3]) / 1024.0);
     }
     println!(
         "load (dlopen):   {:8.2} ms  (median of {runs} fresh processes)",
         median(load)
+    );
+    println!(
+        "loaded library:  {:8.2} MB resident (RSS after dlopen minus before)",
+        median(loaded)
     );
     println!("engine_new:      {:8.2} ms", median(made));
     println!(
