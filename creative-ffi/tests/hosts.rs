@@ -190,8 +190,16 @@ fn c_host_runs_clean_under_valgrind() {
 }
 
 #[test]
-fn c_host_links_the_static_library() {
+fn c_host_links_the_static_library_installed_without_debug_info() {
     let prefix = install();
+    let mut cmd = tool("readelf");
+    cmd.args(["-S", "--wide"]).arg(prefix.join("lib/libcreative_ffi.a"));
+    let sections = String::from_utf8_lossy(&run(cmd, "readelf -S on the archive").stdout).into_owned();
+    assert!(sections.contains(".text"), "readelf read the archive's members");
+    assert!(
+        !sections.contains(".debug_info"),
+        "install.sh strips the archive's debug info"
+    );
     let dir = scratch("c-static");
     let exe = dir.join("host_static");
     let mut cmd = tool("gcc");
