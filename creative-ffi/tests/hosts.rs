@@ -3,12 +3,14 @@
 //! whose callbacks end their threads, the Python ctypes tool (in plain Python
 //! and in a real headless Blender), a Python host exiting with runs in flight,
 //! the wheel installed into a fresh venv, the CMake package and the pkg-config
-//! file, the SONAME and the installed layout, plus the exported symbol check.
+//! file (in a prefix of their own, and under /usr/local with no search path),
+//! the SONAME and the installed layout, plus the exported symbol check.
 //!
 //! Tools these tests need (scripts/test installs them): gcc, g++, python3 (with
-//! venv), pkg-config, valgrind, cmake, nm, readelf, objcopy, blender. A missing
-//! tool fails the test with its name; only Blender, which cannot be installed
-//! everywhere, is skipped, with the reason printed.
+//! venv), pkg-config, valgrind, cmake, nm, readelf, objcopy, unshare, blender. A
+//! missing tool fails the test with its name; only Blender, which cannot be
+//! installed everywhere, and the /usr/local test, where the kernel or container
+//! allows no mount namespace, are skipped, with the reason printed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,6 +52,7 @@ fn apt_package(tool: &str) -> &str {
         "valgrind" => "valgrind",
         "cmake" => "cmake",
         "nm" | "readelf" | "objcopy" => "binutils",
+        "unshare" => "util-linux",
         other => other,
     }
 }
@@ -187,8 +190,16 @@ fn c_host_runs_clean_under_valgrind() {
 }
 
 #[test]
-fn c_host_links_the_static_library() {
+fn c_host_links_the_static_library_installed_without_debug_info() {
     let prefix = install();
+    let mut cmd = tool("readelf");
+    cmd.args(["-S", "--wide"]).arg(prefix.join("lib/libcreative_ffi.a"));
+    let sections = String::from_utf8_lossy(&run(cmd, "readelf -S on the archive").stdout).into_owned();
+    assert!(sections.contains(".text"), "readelf read the archive's members");
+    assert!(
+        !sections.contains(".debug_info"),
+        "install.sh strips the archive's debug info"
+    );
     let dir = scratch("c-static");
     let exe = dir.join("host_static");
     let mut cmd = tool("gcc");
@@ -354,7 +365,9 @@ fn a_python_host_exits_0_with_runs_in_flight_with_or_without_the_exit_hook() {
 
 #[test]
 fn the_python_binding_loads_one_library_and_refuses_another_path() {
-    let out = run(python_host("loading.py"), "python3 loading.py");
+    let mut cmd = python_host("loading.py");
+    cmd.arg(scratch("python-loading"));
+    let out = run(cmd, "python3 loading.py");
     assert_all_passed(&out, "Python library loading");
 }
 
@@ -464,4 +477,91 @@ fn a_cpp_host_whose_callbacks_end_their_thread_lives_on() {
     host.arg(dir.join("out"));
     let out = run(host, "C++ host ending its callback threads");
     assert_all_passed(&out, "C++ forced unwind");
+}
+
+#[test]
+fn installed_under_usr_local_pkg_config_cmake_and_the_loader_find_it_without_search_paths() {
+    // A staged install (DESTDIR), seen at /usr/local inside a private mount
+    // namespace: the real /usr/local and the real loader cache stay untouched.
+    let unshare_args: &[&str] = if running_as_root() { &["-m"] } else { &["-r", "-m"] };
+    let dir = scratch("usr-local");
+    // Whether this kernel and container allow what the script does: an overlay
+    // on /usr/local in a namespace of our own.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let mut probe = tool("unshare");
+    probe.args(unshare_args).args(["sh", "-c"]).arg(format!(
+        "mount -t overlay overlay -o lowerdir={}:/usr/local /usr/local",
+        empty.display()
+    ));
+    let probe = probe.output().expect("run unshare");
+    if !probe.status.success() {
+        println!(
+            "SKIPPED: no overlay in a private mount namespace here (`unshare {}`: {})",
+            unshare_args.join(" "),
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+        return;
+    }
+    let staged = dir.join("staged");
+    let mut cmd = tool("bash");
+    cmd.arg(repo().join("creative-ffi/scripts/install.sh"))
+        .arg(libs())
+        .arg("/usr/local")
+        .env("DESTDIR", &staged);
+    run(cmd, "DESTDIR=... install.sh /usr/local");
+    assert!(
+        staged.join("usr/local/lib/pkgconfig/creative.pc").is_file()
+            && staged
+                .join("usr/local/lib/cmake/creative/creativeConfig.cmake")
+                .is_file(),
+        "the staged tree has the pkg-config and CMake files under usr/local/lib"
+    );
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let mut cmd = tool("unshare");
+    cmd.args(unshare_args)
+        .arg("sh")
+        .arg(repo().join("creative-ffi/tests/install/usr_local.sh"))
+        .arg(&staged)
+        .arg(repo())
+        .arg(&work);
+    for var in [
+        "PKG_CONFIG_PATH",
+        "PKG_CONFIG_LIBDIR",
+        "CMAKE_PREFIX_PATH",
+        "LD_LIBRARY_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = run(cmd, "usr_local.sh in a mount namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("-I/usr/local/") || stdout.contains("-L/usr/local/"),
+        "pkg-config's flags point into /usr/local:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("=> /usr/local/lib/libcreative_ffi.so.1"),
+        "the loader found the SONAME under /usr/local/lib:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("creative_DIR:PATH=/usr/local/lib/cmake/creative"),
+        "find_package found the installed config in /usr/local:\n{stdout}"
+    );
+    // The C host (pkg-config), then host_cpp and host_c_static (CMake).
+    let clean = stdout.lines().filter(|l| l.ends_with(" passed, 0 failed")).count();
+    assert_eq!(clean, 3, "three hosts passed:\n{stdout}");
+}
+
+fn running_as_root() -> bool {
+    // Root mounts in a plain mount namespace; anyone else needs a user namespace
+    // too (`unshare -r`). The effective uid, read from /proc without unsafe code.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }

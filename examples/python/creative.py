@@ -5,9 +5,12 @@ script, or install the ``creative`` wheel (python/); it needs only the shared
 library (libcreative_ffi.so / .dylib / creative_ffi.dll). The library is found
 through, in order: the ``path`` argument of :func:`load` (or ``Engine(library=)``),
 the ``CREATIVE_LIBRARY`` environment variable, the library installed beside this
-file (the wheel's), then the system's library search. One process loads one
-library: asking for another path once one is loaded raises, and
-:func:`library_path` says which one was loaded.
+file (the wheel's), then the system's library search. One process holds one
+library: once one is loaded (by this module, by another copy of it that some
+other add-on ships, or by a native plugin), asking for another file raises
+OSError naming both, a load without a path uses the loaded one, and
+:func:`library_path` says which it is. Its ABI version and version are checked
+against the binding's at load (at import for the wheel).
 
     import creative
     with creative.Engine() as eng:
@@ -164,12 +167,46 @@ def _same_file(a, b):
         return os.path.abspath(a) == os.path.abspath(b)
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _loaded_elsewhere():
+    """A creative library this process already holds though this module did not
+    load it (another add-on's copy of the binding, a native plugin): its path,
+    or None. Two copies of the library in one process would each run their own
+    engines and threads, and which one a host talks to would depend on import
+    order, so the first one loaded is the process's."""
+    noload = getattr(os, "RTLD_NOLOAD", None)
+    if noload is None or os.name != "posix":
+        return None
+    # dlopen by SONAME with RTLD_NOLOAD finds a loaded library whatever its file
+    # name, and never loads one.
+    soname = ("libcreative_ffi.%d.dylib" if sys.platform == "darwin" else "libcreative_ffi.so.%d") % ABI_VERSION
+    try:
+        other = ctypes.CDLL(soname, mode=noload | getattr(os, "RTLD_LAZY", 1))
+    except OSError:
+        return None
+    try:
+        info = _DlInfo()
+        dladdr = ctypes.CDLL(None).dladdr
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        dladdr.restype = ctypes.c_int
+        if dladdr(ctypes.cast(other.creative_abi_version, ctypes.c_void_p), ctypes.byref(info)) and info.dli_fname:
+            return os.fsdecode(info.dli_fname)
+    except (AttributeError, OSError):
+        pass
+    return soname
+
+
 def load(path=None):
     """Load the library once (thread-safe) and check its ABI version and version.
 
-    ``path`` None takes the first of CREATIVE_LIBRARY, the bundled library and
-    the system's. Once a library is loaded, asking for another path raises
-    OSError naming the loaded one (a process holds one creative library)."""
+    ``path`` None takes the library this process already holds, else the first
+    of CREATIVE_LIBRARY, the bundled library and the system's. Asking for
+    another file than the one loaded raises OSError naming both (a process
+    holds one creative library)."""
     global _lib, _lib_path
     with _lib_lock:
         if _lib is not None:
@@ -177,8 +214,14 @@ def load(path=None):
                 raise OSError("creative library %s is already loaded in this process; cannot load %s as well"
                               % (_lib_path, path))
             return _lib
+        elsewhere = _loaded_elsewhere()
+        if elsewhere is not None and path is not None and not _same_file(path, elsewhere):
+            raise OSError("creative library %s is already loaded in this process (by another copy of the "
+                          "binding or a native plugin); cannot load %s as well" % (elsewhere, path))
         if path is not None:
             candidates = [path]  # an explicit path is the only one tried
+        elif elsewhere is not None:
+            candidates = [elsewhere]
         else:
             candidates = [os.environ.get("CREATIVE_LIBRARY"), _bundled(), ctypes.util.find_library("creative_ffi")]
         errors = []
