@@ -4,7 +4,11 @@
 //! ```text
 //! cargo bench --bench routing                 # both scenarios, 5 seeds (about 4 minutes)
 //! CREATIVE_BENCH_SEEDS=2 cargo bench --bench routing -- drift
+//! cargo bench --bench routing -- stationary router   # one scenario, one configuration
 //! ```
+//!
+//! Arguments filter: a scenario name (`stationary`, `drift`) and configuration
+//! names (`oracle`, `router`, `cheapest`, `round`); none runs everything.
 //!
 //! `CREATIVE_BENCH_WINDOW` overrides the router's window (observations).
 //!
@@ -114,6 +118,10 @@ struct ServerState {
     rng: Mutex<fastrand::Rng>,
     bucket: Mutex<Bucket>,
     served: AtomicU64,
+    /// Usable images served before the collapse (all of them without one).
+    good_before: AtomicU64,
+    /// Images served after the collapse.
+    served_after: AtomicU64,
     answered_429: AtomicU64,
     answered_500: AtomicU64,
     collapsed: Arc<AtomicBool>,
@@ -225,6 +233,11 @@ async fn answer(st: &ServerState) -> (u16, String, String) {
         return (500, String::new(), "{\"error\": {\"message\": \"oops\"}}".into());
     }
     st.served.fetch_add(1, Ordering::Relaxed);
+    if st.collapsed.load(Ordering::Relaxed) {
+        st.served_after.fetch_add(1, Ordering::Relaxed);
+    } else if !blank {
+        st.good_before.fetch_add(1, Ordering::Relaxed);
+    }
     if st.total_served.fetch_add(1, Ordering::Relaxed) + 1 >= st.collapse_after {
         st.collapsed.store(true, Ordering::Relaxed);
     }
@@ -344,6 +357,10 @@ struct Outcome {
     makespan: Duration,
     decisions: Option<creative::providers::router::Decisions>,
     shares: Vec<u64>,
+    /// Images each member served after the collapse.
+    after: Vec<u64>,
+    /// Accepted assets made before the collapse.
+    accepted_before: u64,
     r429: u64,
 }
 
@@ -366,6 +383,8 @@ async fn run_once(config: Config, drift: bool, seed: u64) -> Outcome {
                 at: Instant::now(),
             }),
             served: AtomicU64::new(0),
+            good_before: AtomicU64::new(0),
+            served_after: AtomicU64::new(0),
             answered_429: AtomicU64::new(0),
             answered_500: AtomicU64::new(0),
             collapsed: collapsed.clone(),
@@ -456,6 +475,8 @@ async fn run_once(config: Config, drift: bool, seed: u64) -> Outcome {
         makespan,
         decisions: router.as_ref().map(|r| r.decisions()),
         shares: states.iter().map(|s| s.served.load(Ordering::Relaxed)).collect(),
+        after: states.iter().map(|s| s.served_after.load(Ordering::Relaxed)).collect(),
+        accepted_before: states.iter().map(|s| s.good_before.load(Ordering::Relaxed)).sum(),
         r429: states.iter().map(|s| s.answered_429.load(Ordering::Relaxed)).sum(),
     }
 }
@@ -481,9 +502,25 @@ fn oracle_cost_per_accepted(drift: bool) -> f64 {
     (before * accepted_before + after * accepted_after) / JOBS as f64
 }
 
+/// The piecewise oracle on this run's own split: the best member's expected
+/// cost per accepted asset before the collapse for the accepted assets this run
+/// made before it, the best after for the rest. A configuration that explores
+/// early brings the collapse (set by images served) forward in accepted assets;
+/// this figure leaves that out and compares the phases alone.
+fn oracle_on_split(accepted_before: u64) -> f64 {
+    let cpa = |m: &MemberSpec, blank: f64| m.price / (1.0 - blank);
+    let before = MEMBERS.iter().map(|m| cpa(m, m.blank)).fold(f64::INFINITY, f64::min);
+    let after = MEMBERS
+        .iter()
+        .map(|m| cpa(m, m.blank_after))
+        .fold(f64::INFINITY, f64::min);
+    let b = (accepted_before as f64).min(JOBS as f64);
+    (before * b + after * (JOBS as f64 - b)) / JOBS as f64
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() {
@@ -499,35 +536,55 @@ fn main() {
         .expect("runtime");
     for drift in [false, true] {
         let scenario = if drift { "drift" } else { "stationary" };
-        if !filter.is_empty() && !filter.iter().any(|f| scenario.contains(f.as_str())) {
+        let scenarios: Vec<&String> = filter
+            .iter()
+            .filter(|f| ["stationary", "drift"].iter().any(|s| s.contains(f.as_str())))
+            .collect();
+        if !scenarios.is_empty() && !scenarios.iter().any(|f| scenario.contains(f.as_str())) {
             continue;
         }
         let oracle = oracle_cost_per_accepted(drift);
         println!("\n## {scenario}: {JOBS} jobs, concurrency {CONCURRENCY}, {seeds} seeds; oracle expects ${oracle:.4} per accepted\n");
-        println!("| configuration | $/accepted (median) | regret min / median / max | makespan (median) | vs oracle run | lost | images cheap/mid/dear | 429s | spills / waits / explorations |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("| configuration | $/accepted (median) | regret min / median / max | regret on the run's split (median) | makespan (median) | vs oracle run | lost | images cheap/mid/dear (after the collapse) | 429s | spills / waits / explorations / changes |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         let mut oracle_makespans = Vec::new();
         let mut rows = Vec::new();
-        for config in [Config::Oracle, Config::Router, Config::Cheapest, Config::RoundRobin] {
+        let all = [Config::Oracle, Config::Router, Config::Cheapest, Config::RoundRobin];
+        let picked: Vec<Config> = all
+            .into_iter()
+            .filter(|c| filter.iter().any(|f| c.name().starts_with(f.as_str())))
+            .collect();
+        for config in if picked.is_empty() { all.to_vec() } else { picked } {
             let mut cpas = Vec::new();
             let mut spans = Vec::new();
             let mut lost = 0;
             let mut shares = [0u64; 3];
+            let mut after = [0u64; 3];
+            let mut split_regrets = Vec::new();
             let mut r429 = 0;
-            let mut dec = [0u64; 3];
+            let mut dec = [0u64; 4];
             for seed in 1..=seeds {
                 let o = rt.block_on(run_once(config, drift, seed));
-                cpas.push(o.cost / o.accepted.max(1) as f64);
+                let cpa = o.cost / o.accepted.max(1) as f64;
+                cpas.push(cpa);
+                let split = if drift {
+                    oracle_on_split(o.accepted_before)
+                } else {
+                    oracle
+                };
+                split_regrets.push(cpa / split - 1.0);
                 spans.push(o.makespan.as_secs_f64());
                 lost += o.lost;
                 for (k, s) in o.shares.iter().enumerate() {
                     shares[k] += s;
+                    after[k] += o.after[k];
                 }
                 r429 += o.r429;
                 if let Some(d) = o.decisions {
                     dec[0] += d.spills;
                     dec[1] += d.waits;
                     dec[2] += d.explorations;
+                    dec[3] += d.changes;
                 }
             }
             if config == Config::Oracle {
@@ -535,23 +592,32 @@ fn main() {
             }
             let regrets: Vec<f64> = cpas.iter().map(|c| c / oracle - 1.0).collect();
             let span = median(spans.clone());
-            let oracle_span = median(oracle_makespans.clone());
+            // Without an oracle run (filtered out) there is nothing to compare with.
+            let oracle_span = if oracle_makespans.is_empty() {
+                f64::NAN
+            } else {
+                median(oracle_makespans.clone())
+            };
             let row = format!(
-                "| {} | ${:.4} | {:+.1}% / {:+.1}% / {:+.1}% | {:.2} s | {:+.1}% | {} | {}/{}/{} | {} | {} |",
+                "| {} | ${:.4} | {:+.1}% / {:+.1}% / {:+.1}% | {:+.1}% | {:.2} s | {:+.1}% | {} | {}/{}/{} ({}/{}/{}) | {} | {} |",
                 config.name(),
                 median(cpas.clone()),
                 100.0 * regrets.iter().copied().fold(f64::INFINITY, f64::min),
                 100.0 * median(regrets.clone()),
                 100.0 * regrets.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                100.0 * median(split_regrets),
                 span,
                 100.0 * (span / oracle_span - 1.0),
                 lost,
                 shares[0],
                 shares[1],
                 shares[2],
+                after[0],
+                after[1],
+                after[2],
                 r429,
                 if matches!(config, Config::Router | Config::Cheapest) {
-                    format!("{} / {} / {}", dec[0], dec[1], dec[2])
+                    format!("{} / {} / {} / {}", dec[0], dec[1], dec[2], dec[3])
                 } else {
                     "-".into()
                 },
