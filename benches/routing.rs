@@ -10,7 +10,8 @@
 //! Arguments filter: a scenario name (`stationary`, `drift`) and configuration
 //! names (`oracle`, `router`, `cheapest`, `round`); none runs everything.
 //!
-//! `CREATIVE_BENCH_WINDOW` overrides the router's window (observations).
+//! `CREATIVE_BENCH_WINDOW` overrides the router's window (observations);
+//! `CREATIVE_BENCH_FIRST_SEED` starts the seeds elsewhere than 1.
 //!
 //! Three loopback servers of our own speak the OpenAI images API (real HTTP, the
 //! real `openai` provider); each has a price, a latency, a token-bucket rate
@@ -528,6 +529,12 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    // Seeds other than the ones a change was tried on, to check it was not
+    // fitted to them.
+    let first_seed: u64 = std::env::var("CREATIVE_BENCH_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -544,7 +551,7 @@ fn main() {
             continue;
         }
         let oracle = oracle_cost_per_accepted(drift);
-        println!("\n## {scenario}: {JOBS} jobs, concurrency {CONCURRENCY}, {seeds} seeds; oracle expects ${oracle:.4} per accepted\n");
+        println!("\n## {scenario}: {JOBS} jobs, concurrency {CONCURRENCY}, {seeds} seeds from {first_seed}; oracle expects ${oracle:.4} per accepted\n");
         println!("| configuration | $/accepted (median) | regret min / median / max | regret on the run's split (median) | makespan (median) | vs oracle run | lost | images cheap/mid/dear (after the collapse) | 429s | spills / waits / explorations / changes |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
         let mut oracle_makespans = Vec::new();
@@ -563,7 +570,7 @@ fn main() {
             let mut split_regrets = Vec::new();
             let mut r429 = 0;
             let mut dec = [0u64; 4];
-            for seed in 1..=seeds {
+            for seed in first_seed..first_seed + seeds {
                 let o = rt.block_on(run_once(config, drift, seed));
                 let cpa = o.cost / o.accepted.max(1) as f64;
                 cpas.push(cpa);

@@ -155,7 +155,8 @@ use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, DownConfig, DownDetector, RateLimiter};
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request, Task,
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request, RouteReason,
+    Task,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -1727,6 +1728,20 @@ impl Provider for Router {
                 did_spill = true;
                 self.spills.fetch_add(1, Ordering::Relaxed);
             }
+            let reason = if last_err.is_some() {
+                RouteReason::Fallback
+            } else if passed_busy {
+                RouteReason::Spilled
+            } else if order.first() != Some(&i) {
+                // Members ranked before it are unavailable (open circuits).
+                RouteReason::Fallback
+            } else if did_wait {
+                RouteReason::Waited
+            } else if ranked.explored {
+                RouteReason::Explored
+            } else {
+                RouteReason::Exploited
+            };
             let flight = InFlight::new(&self.members[i]);
             // `max_attempts` bounds the members a call tries, not the tries.
             let first_try = !failed_once[i];
@@ -1771,6 +1786,7 @@ impl Provider for Router {
                         latency: elapsed,
                         cost_usd: generation.usage.cost_usd,
                         error: None,
+                        reason: Some(reason),
                     });
                     return Ok(generation);
                 }
@@ -1781,6 +1797,7 @@ impl Provider for Router {
                         latency: elapsed,
                         cost_usd: 0.0,
                         error: Some(e.clone()),
+                        reason: Some(reason),
                     });
                     tracing::debug!(router = %self.id, member = member.provider.id(), error = %e, "member failed");
                     if e.kind() == ErrorKind::RateLimited && !ctx.cancel.is_cancelled() {

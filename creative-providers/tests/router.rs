@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{BreakerConfig, BreakerState};
 use creative_core::{
-    Artifact, CallCtx, CancellationToken, Capabilities, ErrorKind, Generation, Provider, ProviderError, Request, Task,
-    Usage,
+    Artifact, CallCtx, CallObserver, CancellationToken, Capabilities, ErrorKind, Generation, MemberCall, Provider,
+    ProviderError, Request, RouteReason, Task, Usage,
 };
 use creative_providers::router::{MemberLimits, Router, Strategy, ROUTED_PROVIDER};
 
@@ -945,4 +945,99 @@ async fn before_any_verdict_cost_per_accepted_experiments_on_the_cheap_members_n
     assert!(c.get("dear").copied().unwrap_or(0) <= 1, "{c:?}");
     assert!(share(&c, "cheap") > 0.6, "{c:?}");
     assert_eq!(r.ranking(&req())[0], "cheap");
+}
+
+/// Collects the member calls a router reports, with why it chose each member.
+#[derive(Default)]
+struct Seen(Mutex<Vec<(String, Option<RouteReason>, bool)>>);
+
+impl CallObserver for Seen {
+    fn member_call(&self, c: MemberCall) {
+        self.0.lock().unwrap().push((c.member, c.reason, c.error.is_none()));
+    }
+}
+
+impl Seen {
+    fn take(&self) -> Vec<(String, Option<RouteReason>, bool)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_member_call_says_why_the_router_chose_that_member() {
+    use RouteReason::*;
+    let a = Fake::new("a", 10, 0.01);
+    let b = Fake::new("b", 10, 0.03);
+    let r = Router::builder("r")
+        .member(a.clone())
+        .member(b.clone())
+        .strategy(Strategy::CostPerAccepted)
+        .seed(1)
+        .build()
+        .unwrap();
+    both_accepted_95_percent(&r);
+    let seen = Arc::new(Seen::default());
+    let ctx = CallCtx {
+        observer: Some(seen.clone()),
+        ..CallCtx::detached()
+    };
+    let who = |s: &str| s.to_string();
+
+    r.generate(&req(), &ctx).await.unwrap();
+    assert_eq!(seen.take(), [(who("a"), Some(Exploited), true)]);
+
+    // Two server errors: `a` once more, then `b`.
+    a.fail_next(2);
+    r.generate(&req(), &ctx).await.unwrap();
+    assert_eq!(
+        seen.take(),
+        [
+            (who("a"), Some(Exploited), false),
+            (who("a"), Some(Fallback), false),
+            (who("b"), Some(Fallback), true),
+        ]
+    );
+
+    // "Rate limited, retry after 2 s": the call waits for `a`.
+    a.set_fail(Some(ErrorKind::RateLimited));
+    a.behaviour.lock().unwrap().retry_after = Some(Duration::from_secs(2));
+    let heal = tokio::spawn({
+        let a = a.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            a.set_fail(None);
+        }
+    });
+    r.generate(&req(), &ctx).await.unwrap();
+    heal.await.unwrap();
+    assert_eq!(
+        seen.take(),
+        [(who("a"), Some(Exploited), false), (who("a"), Some(Waited), true)]
+    );
+
+    // With a deadline sooner than the wait, the call spills to `b`.
+    a.set_fail(Some(ErrorKind::RateLimited));
+    let hurried = CallCtx {
+        deadline: Some(std::time::Instant::now() + Duration::from_secs(1)),
+        ..ctx.clone()
+    };
+    r.generate(&req(), &hurried).await.unwrap();
+    assert_eq!(
+        seen.take(),
+        [(who("a"), Some(Exploited), false), (who("b"), Some(Spilled), true)]
+    );
+
+    // An exploration share of 1: the first call goes to the member that is not
+    // the best by the estimates.
+    let x = Router::builder("x")
+        .member(Fake::new("a", 10, 0.01))
+        .member(Fake::new("b", 10, 0.03))
+        .strategy(Strategy::CostPerAccepted)
+        .exploration(1.0)
+        .seed(1)
+        .build()
+        .unwrap();
+    both_accepted_95_percent(&x);
+    x.generate(&req(), &ctx).await.unwrap();
+    assert_eq!(seen.take(), [(who("b"), Some(Explored), true)]);
 }
