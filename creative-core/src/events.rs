@@ -185,10 +185,9 @@ pub enum EventKind {
         /// Error message when it failed.
         error: Option<String>,
         /// Why the router chose this member (`exploited`, `explored`,
-        /// `waited`, `spilled`, `fallback`; see [`crate::RouteReason`]), when
-        /// it says.
+        /// `waited`, `spilled`, `fallback`), when it says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
+        reason: Option<crate::RouteReason>,
     },
     /// A provider call in flight made progress (a ComfyUI node's sampling
     /// steps): sent as the backend reports it, between `Attempt` and

@@ -79,7 +79,7 @@ pub struct MemberCall {
 ///
 /// One reason per member call, the first that applies in this order:
 /// `fallback`, `spilled`, `waited`, `explored`, `exploited`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteReason {
     /// The call's first choice, and the best member by the router's current

@@ -173,7 +173,7 @@ impl ReportBuilder {
                 let a = acc(&mut self.rows, &k);
                 count_call(a, *latency_ms, *cost_usd, error_kind.as_ref());
                 if let Some(r) = reason {
-                    *a.row.routed.entry(r.clone()).or_default() += 1;
+                    *a.row.routed.entry(r.as_str().to_string()).or_default() += 1;
                 }
                 self.totals.attempts += 1;
                 self.totals.cost_usd += cost_usd;
@@ -545,7 +545,8 @@ mod tests {
     #[test]
     fn member_rows_count_why_the_router_chose_the_member_in_the_json_and_the_table() {
         let mut b = ReportBuilder::new();
-        let member = |member: &str, reason: Option<&str>| {
+        use creative_core::RouteReason::{self, *};
+        let member = |member: &str, reason: Option<RouteReason>| {
             ev(EventKind::MemberAttemptFinished {
                 job: "j".into(),
                 step: "hero".into(),
@@ -557,14 +558,14 @@ mod tests {
                 cost_usd: 0.02,
                 error_kind: None,
                 error: None,
-                reason: reason.map(String::from),
+                reason,
             })
         };
-        for r in ["exploited", "exploited", "waited", "explored"] {
+        for r in [Exploited, Exploited, Waited, Explored] {
             b.observe(&member("a", Some(r)));
         }
-        b.observe(&member("b", Some("spilled")));
-        b.observe(&member("b", Some("fallback")));
+        b.observe(&member("b", Some(Spilled)));
+        b.observe(&member("b", Some(Fallback)));
         // A composite that does not say why counts its call, not a reason.
         b.observe(&member("b", None));
         let r = b.finish("c", None);

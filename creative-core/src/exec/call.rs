@@ -569,7 +569,7 @@ impl CallObserver for MemberEvents {
             cost_usd: call.cost_usd,
             error_kind,
             error,
-            reason: call.reason.map(|r| r.as_str().to_string()),
+            reason: call.reason,
         });
     }
 
