@@ -96,7 +96,10 @@
 //! expected cost per accepted asset. [`Strategy::Fastest`] compares the wait with
 //! the difference in latency instead; [`Strategy::Fallback`] and
 //! [`Strategy::MostReliable`] always spill. [`Router::decisions`] counts the
-//! spills, waits and explorations.
+//! spills, waits and explorations, and every call to a member reports to the
+//! engine why it went there ([`RouteReason`](creative_core::RouteReason):
+//! exploited, explored, waited, spilled or fallback), which the campaign
+//! report counts per member.
 //!
 //! ## What was learned is kept
 //!
