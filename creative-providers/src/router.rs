@@ -97,7 +97,7 @@
 //! the difference in latency instead; [`Strategy::Fallback`] and
 //! [`Strategy::MostReliable`] always spill. [`Router::decisions`] counts the
 //! spills, waits and explorations, and every call to a member reports to the
-//! engine why it went there ([`RouteReason`](creative_core::RouteReason):
+//! engine why it went there ([`RouteReason`]:
 //! exploited, explored, waited, spilled or fallback), which the campaign
 //! report counts per member.
 //!
