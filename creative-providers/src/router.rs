@@ -14,9 +14,10 @@
 //! | [`Strategy::MostReliable`] | a Thompson draw of the success rate | yes |
 //! | [`Strategy::CostPerAccepted`] | a Thompson draw of the cost per accepted asset (or a weighted score, see [`Weights`]) | yes |
 //!
-//! Around each member sit the engine's own resilience pieces: a
-//! [`CircuitBreaker`], an optional [`RateLimiter`] (requests per minute) and an
-//! optional concurrency limit. A member whose breaker is open is skipped for this
+//! Around each member sits the guard the engine keeps around a provider
+//! ([`ProviderGuard`], built from the member's [`ProviderLimits`]): a circuit
+//! breaker, an optional rate limiter (requests per minute), an optional
+//! concurrency limit and an optional per-call timeout. A member whose breaker is open is skipped for this
 //! call. A member that is merely busy (no rate-limit token, concurrency full, or
 //! answered "rate limited" a moment ago) is weighed: see *Wait or spill* below.
 //! Only when no member can take the call does the router wait, for the earliest
@@ -36,7 +37,7 @@
 //! circuits: when every member left is open, the call returns its failure at
 //! once, and the engine's retry policy decides what comes next. A member that
 //! has failed every call for [`RouterBuilder::down_after`] is down (a
-//! [`DownDetector`] per member, next to its breaker): no call waits for its
+//! [`DownDetector`](creative_core::resilience::DownDetector) per member, next to its breaker): no call waits for its
 //! circuit, while its half-open probes still go through, so it comes back on the
 //! first success. The router is a composite provider ([`Provider::is_composite`]):
 //! the engine keeps no breaker of its own on it (one dead member would trip the
@@ -156,12 +157,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
-use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, DownConfig, DownDetector, RateLimiter};
+use creative_core::resilience::{BreakerConfig, BreakerState, DownConfig, ProviderGuard, ProviderLimits};
 use creative_core::{
     Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request, RouteReason,
     Task,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use bandit::{sample_beta, ChangeTest, Evidence, Prior};
@@ -310,17 +311,6 @@ pub struct Decisions {
     pub changes: u64,
 }
 
-/// Per-member limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MemberLimits {
-    /// Requests per minute; `None` for no limit.
-    pub rpm: Option<u32>,
-    /// Requests allowed at once after an idle spell (rate-limit burst). Default 1.
-    pub burst: u32,
-    /// Calls in flight at once; `None` for no limit.
-    pub concurrency: Option<usize>,
-}
-
 /// What the router has observed about one member, as reported by [`Router::stats`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberStats {
@@ -459,10 +449,8 @@ impl Observed {
 
 struct Member {
     provider: Arc<dyn Provider>,
-    limiter: Option<RateLimiter>,
-    concurrency: Option<Arc<Semaphore>>,
-    breaker: CircuitBreaker,
-    health: DownDetector,
+    /// The same guard the engine keeps around a provider.
+    guard: ProviderGuard,
     observed: Mutex<Observed>,
 }
 
@@ -495,7 +483,7 @@ impl Drop for InFlight<'_> {
 /// first bad setting.
 pub struct RouterBuilder {
     id: String,
-    members: Vec<(Arc<dyn Provider>, MemberLimits)>,
+    members: Vec<(Arc<dyn Provider>, ProviderLimits)>,
     strategy: Strategy,
     exploration: f64,
     latency_alpha: f64,
@@ -518,11 +506,12 @@ pub struct RouterBuilder {
 impl RouterBuilder {
     /// Add a member without limits.
     pub fn member(self, provider: Arc<dyn Provider>) -> Self {
-        self.member_with_limits(provider, MemberLimits::default())
+        self.member_with_limits(provider, ProviderLimits::default())
     }
 
-    /// Add a member with per-member limits.
-    pub fn member_with_limits(mut self, provider: Arc<dyn Provider>, limits: MemberLimits) -> Self {
+    /// Add a member with per-member limits: the engine's own limits type
+    /// (requests per minute, burst, concurrency, a per-call timeout).
+    pub fn member_with_limits(mut self, provider: Arc<dyn Provider>, limits: ProviderLimits) -> Self {
         self.members.push((provider, limits));
         self
     }
@@ -750,13 +739,8 @@ impl RouterBuilder {
             .members
             .into_iter()
             .map(|(provider, limits)| Member {
-                health: DownDetector::new(provider.id(), self.down),
+                guard: ProviderGuard::new(provider.id(), &limits, self.breaker, self.down),
                 provider,
-                limiter: limits
-                    .rpm
-                    .and_then(|rpm| RateLimiter::per_minute(rpm, limits.burst.max(1))),
-                concurrency: limits.concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
-                breaker: CircuitBreaker::new(self.breaker),
                 observed: Mutex::new(Observed::default()),
             })
             .collect::<Vec<_>>();
@@ -1096,8 +1080,8 @@ impl Router {
                     success_rate: o.success_rate(),
                     gate_pass_rate: o.gate_pass_rate(),
                     gate_verdicts: o.verdicts,
-                    breaker: m.breaker.state(),
-                    down: m.health.down().is_some(),
+                    breaker: m.guard.breaker.state(),
+                    down: m.guard.health.down().is_some(),
                 }
             })
             .collect()
@@ -1269,7 +1253,11 @@ impl Router {
     fn expected_wait(&self, i: usize, delay: Option<Duration>) -> Duration {
         let m = &self.members[i];
         let o = m.observed();
-        let parallel = m.concurrency.as_ref().map_or(o.parallel.max(1), |_| o.in_flight.max(1)) as f64;
+        let parallel = m
+            .guard
+            .concurrency
+            .as_ref()
+            .map_or(o.parallel.max(1), |_| o.in_flight.max(1)) as f64;
         let ahead = o.queued as f64 + if delay.is_none() { 1.0 } else { 0.0 };
         let queue = ahead / parallel * o.latency_ema_s.unwrap_or(0.0);
         delay.unwrap_or(Duration::ZERO) + Duration::try_from_secs_f64(queue).unwrap_or(Duration::MAX)
@@ -1314,18 +1302,18 @@ impl Router {
                 return Err(Blocked::After(until - now));
             }
         }
-        let permit = match &m.concurrency {
+        let permit = match &m.guard.concurrency {
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => return Err(Blocked::Slot(i)),
             },
             None => None,
         };
-        m.breaker.try_acquire().map_err(Blocked::Open)?;
-        if let Some(l) = &m.limiter {
+        m.guard.breaker.try_acquire().map_err(Blocked::Open)?;
+        if let Some(l) = &m.guard.limiter {
             if let Err(d) = l.try_acquire() {
                 // Release a half-open probe we took but will not use.
-                m.breaker.on_neutral();
+                m.guard.breaker.on_neutral();
                 return Err(Blocked::After(d));
             }
         }
@@ -1402,8 +1390,8 @@ impl Router {
         };
         match result {
             Ok(_) => {
-                m.breaker.on_success();
-                m.health.on_success();
+                m.guard.breaker.on_success();
+                m.guard.health.on_success();
                 o.successes += 1;
                 o.ok_w = o.ok_w * self.decay + 1.0;
                 o.total_w = o.total_w * self.decay + 1.0;
@@ -1412,8 +1400,8 @@ impl Router {
             Err(e) => {
                 o.failures += 1;
                 if e.kind().counts_against_provider() {
-                    m.breaker.on_failure();
-                    m.health.on_failure(e);
+                    m.guard.breaker.on_failure();
+                    m.guard.health.on_failure(e);
                     o.ok_w *= self.decay;
                     o.total_w = o.total_w * self.decay + 1.0;
                     if e.kind() == ErrorKind::Timeout {
@@ -1421,7 +1409,7 @@ impl Router {
                         sample(&mut o, self.latency_alpha);
                     }
                 } else {
-                    m.breaker.on_neutral();
+                    m.guard.breaker.on_neutral();
                 }
                 if e.kind() == ErrorKind::RateLimited {
                     // Respect the member's own request to wait. The floor keeps a
@@ -1446,7 +1434,7 @@ impl Router {
     fn all_down(&self, order: &[usize]) -> ProviderError {
         let why: Vec<String> = order
             .iter()
-            .map(|&i| match self.members[i].health.down() {
+            .map(|&i| match self.members[i].guard.health.down() {
                 Some(r) => r.to_string(),
                 None => format!("`{}` has an open circuit", self.members[i].provider.id()),
             })
@@ -1469,7 +1457,7 @@ impl Router {
 
     /// Wait for a free slot of member `i` (or `cap`, whichever first).
     async fn wait_slot(&self, i: usize, cap: Duration, ctx: &CallCtx) -> Result<(), ProviderError> {
-        let Some(sem) = self.members[i].concurrency.clone() else {
+        let Some(sem) = self.members[i].guard.concurrency.clone() else {
             return self.pause(cap, ctx).await;
         };
         tokio::select! {
@@ -1556,7 +1544,7 @@ impl Provider for Router {
         let every_down = self
             .members
             .iter()
-            .all(|m| m.health.down().is_some() && m.breaker.state() == BreakerState::Open);
+            .all(|m| m.guard.health.down().is_some() && m.guard.breaker.state() == BreakerState::Open);
         every_down.then(|| self.all_down(&all))
     }
 
@@ -1658,7 +1646,7 @@ impl Provider for Router {
                         break;
                     }
                     Err(Blocked::Open(d)) => {
-                        if last_err.is_some() || self.members[i].health.down().is_some() {
+                        if last_err.is_some() || self.members[i].guard.health.down().is_some() {
                             skipped[i] = true;
                         } else {
                             soonest = Some(soonest.map_or(d, |s| s.min(d)));
@@ -1753,7 +1741,13 @@ impl Provider for Router {
             }
             let member = &self.members[i];
             let started = Instant::now();
-            let result = member.provider.generate(request, &member_ctx).await;
+            let call = member.provider.generate(request, &member_ctx);
+            let result = match member.guard.timeout {
+                Some(t) => tokio::time::timeout(t, call)
+                    .await
+                    .unwrap_or_else(|_| Err(ProviderError::timeout(member.provider.id(), t))),
+                None => call.await,
+            };
             drop(permit);
             let elapsed = started.elapsed();
             self.record_outcome(i, elapsed, &result);
@@ -1900,7 +1894,7 @@ fn build_from_settings(id: &str, s: &serde_json::Value, ctx: &BuildCtx) -> Resul
         })?;
         let lim = match limits.get(pid) {
             Some(l) => member_limits(pid, l)?,
-            None => MemberLimits::default(),
+            None => ProviderLimits::default(),
         };
         b = b.member_with_limits(p, lim);
     }
@@ -2035,19 +2029,18 @@ fn secs(name: &str, x: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(x).map_err(|_| format!("`{name}` must be a non-negative number of seconds"))
 }
 
-fn member_limits(pid: &str, v: &serde_json::Value) -> Result<MemberLimits, String> {
+fn member_limits(pid: &str, v: &serde_json::Value) -> Result<ProviderLimits, String> {
     let t = v.as_object().ok_or_else(|| format!("`limits.{pid}` must be a table"))?;
-    let mut l = MemberLimits {
-        burst: 1,
-        ..MemberLimits::default()
-    };
+    let mut l = ProviderLimits::default();
     for (k, v) in t {
         let n = v
             .as_u64()
             .ok_or_else(|| format!("`limits.{pid}.{k}` must be a whole number"))?;
         match k.as_str() {
-            "rpm" => l.rpm = Some(u32::try_from(n).map_err(|_| format!("`limits.{pid}.rpm` is too large"))?),
-            "burst" => l.burst = u32::try_from(n).map_err(|_| format!("`limits.{pid}.burst` is too large"))?,
+            "rpm" => {
+                l.requests_per_minute = Some(u32::try_from(n).map_err(|_| format!("`limits.{pid}.rpm` is too large"))?)
+            }
+            "burst" => l.burst = Some(u32::try_from(n).map_err(|_| format!("`limits.{pid}.burst` is too large"))?),
             "concurrency" => l.concurrency = Some(n as usize),
             _ => {
                 return Err(format!(

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
+use creative_core::resilience::ProviderLimits;
 use creative_core::resilience::{BreakerConfig, BreakerState};
 use creative_core::{
     Artifact, CallCtx, CallObserver, CancellationToken, Capabilities, ErrorKind, Generation, MemberCall, Provider,
     ProviderError, Request, RouteReason, Task, Usage,
 };
-use creative_providers::router::{MemberLimits, Router, Strategy, ROUTED_PROVIDER};
+use creative_providers::router::{Router, Strategy, ROUTED_PROVIDER};
 
 #[derive(Clone)]
 struct Behaviour {
@@ -391,10 +392,10 @@ async fn a_rate_limited_member_spills_calls_over_to_the_next() {
     let r = Router::builder("r")
         .member_with_limits(
             a.clone(),
-            MemberLimits {
-                rpm: Some(60),
-                burst: 1,
-                concurrency: None,
+            ProviderLimits {
+                requests_per_minute: Some(60),
+                burst: Some(1),
+                ..ProviderLimits::default()
             },
         )
         .member(b.clone())
@@ -447,18 +448,16 @@ async fn concurrency_limits_spill_over_and_are_never_exceeded() {
         Router::builder("r")
             .member_with_limits(
                 a.clone(),
-                MemberLimits {
-                    rpm: None,
-                    burst: 1,
+                ProviderLimits {
                     concurrency: Some(2),
+                    ..ProviderLimits::default()
                 },
             )
             .member_with_limits(
                 b.clone(),
-                MemberLimits {
-                    rpm: None,
-                    burst: 1,
+                ProviderLimits {
                     concurrency: Some(1),
+                    ..ProviderLimits::default()
                 },
             )
             .exploration(0.0)
@@ -1040,4 +1039,39 @@ async fn every_member_call_says_why_the_router_chose_that_member() {
     both_accepted_95_percent(&x);
     x.generate(&req(), &ctx).await.unwrap();
     assert_eq!(seen.take(), [(who("b"), Some(Explored), true)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_s_timeout_from_its_limits_ends_a_slow_call_and_the_next_member_answers() {
+    let slow = Fake::new("slow", 5_000, 0.01);
+    let quick = Fake::new("quick", 10, 0.02);
+    let r = Router::builder("r")
+        .member_with_limits(
+            slow.clone(),
+            ProviderLimits {
+                timeout: Some(Duration::from_secs(1)),
+                ..ProviderLimits::default()
+            },
+        )
+        .member(quick.clone())
+        .strategy(Strategy::Fallback)
+        .build()
+        .unwrap();
+    let seen = Arc::new(Seen::default());
+    let ctx = CallCtx {
+        observer: Some(seen.clone()),
+        ..CallCtx::detached()
+    };
+    let t0 = tokio::time::Instant::now();
+    let g = r.generate(&req(), &ctx).await.unwrap();
+    assert_eq!(g.artifacts[0].meta().extra[ROUTED_PROVIDER], "quick");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(
+        seen.take(),
+        [
+            ("slow".to_string(), Some(RouteReason::Exploited), false),
+            ("quick".to_string(), Some(RouteReason::Fallback), true),
+        ]
+    );
+    assert_eq!(r.stats()[0].failures, 1);
 }
