@@ -171,9 +171,20 @@ size = "1024x1024"
     // The totals count the calls the servers saw, failures included.
     assert_eq!(report.totals.attempts, fs.requests + gs.requests);
     assert_eq!(report.totals.failed_attempts, fs.injected_errors);
+    // Why each call went where it did: `flaky` is always the first choice of
+    // the ordered strategy; `good` only ever takes over after its failure.
+    let why = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(f.routed, why(&[("exploited", fs.requests)]));
+    assert_eq!(g.routed, why(&[("fallback", gs.requests)]));
     let table = report.table();
     assert!(table.contains("images:flaky/gpt-image-1"), "{table}");
     assert!(table.contains("images:good/gpt-image-1"), "{table}");
+    assert!(table.contains(&format!("routed: fallback {}", gs.requests)), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

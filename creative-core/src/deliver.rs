@@ -225,6 +225,11 @@ pub struct ProviderRow {
     pub cache_hits: u64,
     /// Money the cache saved.
     pub saved_usd: f64,
+    /// On a member row: its calls by why the router chose it (`exploited`,
+    /// `explored`, `waited`, `spilled`, `fallback`; see
+    /// [`crate::RouteReason`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routed: BTreeMap<String, u64>,
 }
 
 /// One gate.
@@ -492,6 +497,10 @@ impl Report {
             if !r.failures.is_empty() {
                 let f: Vec<String> = r.failures.iter().map(|(k, n)| format!("{k} {n}")).collect();
                 let _ = writeln!(s, "  failures: {}", f.join(", "));
+            }
+            if !r.routed.is_empty() {
+                let f: Vec<String> = r.routed.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                let _ = writeln!(s, "  routed: {}", f.join(", "));
             }
         }
         if !self.gates.is_empty() {

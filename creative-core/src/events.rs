@@ -184,6 +184,10 @@ pub enum EventKind {
         error_kind: Option<String>,
         /// Error message when it failed.
         error: Option<String>,
+        /// Why the router chose this member (`exploited`, `explored`,
+        /// `waited`, `spilled`, `fallback`), when it says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<crate::RouteReason>,
     },
     /// A provider call in flight made progress (a ComfyUI node's sampling
     /// steps): sent as the backend reports it, between `Attempt` and

@@ -68,7 +68,9 @@ pub use generate::GenerateStep;
 pub use job::{derive_seed, Job, Vars};
 pub use pipeline::{Dag, DagBuilder, Pipeline};
 pub use provenance::{GateRecord, Provenance};
-pub use provider::{settings_fingerprint, CallCtx, CallObserver, CallProgress, Capabilities, MemberCall, Provider};
+pub use provider::{
+    settings_fingerprint, CallCtx, CallObserver, CallProgress, Capabilities, MemberCall, Provider, RouteReason,
+};
 pub use registry::{BuildCtx, Registry};
 pub use request::{Generation, Params, Request, Task, Usage};
 pub use step::{Step, StepCtx, StepInputs};

@@ -71,6 +71,46 @@ pub struct MemberCall {
     pub cost_usd: f64,
     /// The failure, when it failed.
     pub error: Option<ProviderError>,
+    /// Why the composite chose this member for the call, when it says.
+    pub reason: Option<RouteReason>,
+}
+
+/// Why a router sent a call to the member it did, as counted in the report.
+///
+/// One reason per member call, the first that applies in this order:
+/// `fallback`, `spilled`, `waited`, `explored`, `exploited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteReason {
+    /// The call's first choice, and the best member by the router's current
+    /// estimates.
+    Exploited,
+    /// The call's first choice, but not the best by the current estimates: a
+    /// learning router's draw (or its exploration share) picked it to learn.
+    Explored,
+    /// The call waited for this member (rate limited or full) rather than go
+    /// to another.
+    Waited,
+    /// A member ranked before this one was busy and waiting for it cost more,
+    /// so the call went here.
+    Spilled,
+    /// A member failed this call earlier (this one, for a retry on the same
+    /// member), or the members ranked before this one were unavailable
+    /// (circuit open), so the router went on to this one.
+    Fallback,
+}
+
+impl RouteReason {
+    /// The name used in events and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteReason::Exploited => "exploited",
+            RouteReason::Explored => "explored",
+            RouteReason::Waited => "waited",
+            RouteReason::Spilled => "spilled",
+            RouteReason::Fallback => "fallback",
+        }
+    }
 }
 
 /// How far a long call has come: `done` of `total` units of its current `stage`

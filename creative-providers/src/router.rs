@@ -14,9 +14,10 @@
 //! | [`Strategy::MostReliable`] | a Thompson draw of the success rate | yes |
 //! | [`Strategy::CostPerAccepted`] | a Thompson draw of the cost per accepted asset (or a weighted score, see [`Weights`]) | yes |
 //!
-//! Around each member sit the engine's own resilience pieces: a
-//! [`CircuitBreaker`], an optional [`RateLimiter`] (requests per minute) and an
-//! optional concurrency limit. A member whose breaker is open is skipped for this
+//! Around each member sits the guard the engine keeps around a provider
+//! ([`ProviderGuard`], built from the member's [`ProviderLimits`]): a circuit
+//! breaker, an optional rate limiter (requests per minute), an optional
+//! concurrency limit and an optional per-call timeout. A member whose breaker is open is skipped for this
 //! call. A member that is merely busy (no rate-limit token, concurrency full, or
 //! answered "rate limited" a moment ago) is weighed: see *Wait or spill* below.
 //! Only when no member can take the call does the router wait, for the earliest
@@ -24,8 +25,11 @@
 //! [`RouterBuilder::max_wait`]: being told to wait is not a failure.
 //!
 //! A member that fails a call is not the end of it: the router tries the next
-//! member in rank (up to [`RouterBuilder::max_attempts`] members per call) for
-//! every failure class except cancellation and budget.
+//! member in rank (up to [`RouterBuilder::max_attempts`] attempts per call) for
+//! every failure class except cancellation and budget. Under
+//! [`Strategy::CostPerAccepted`] a member that answered a one-off server error
+//! (`transient`) is tried once more first: its failure rate is already in its
+//! cost per accepted asset, so the next in rank is the dearer bet.
 //!
 //! ## Failure is bounded
 //!
@@ -33,7 +37,7 @@
 //! circuits: when every member left is open, the call returns its failure at
 //! once, and the engine's retry policy decides what comes next. A member that
 //! has failed every call for [`RouterBuilder::down_after`] is down (a
-//! [`DownDetector`] per member, next to its breaker): no call waits for its
+//! [`DownDetector`](creative_core::resilience::DownDetector) per member, next to its breaker): no call waits for its
 //! circuit, while its half-open probes still go through, so it comes back on the
 //! first success. The router is a composite provider ([`Provider::is_composite`]):
 //! the engine keeps no breaker of its own on it (one dead member would trip the
@@ -52,15 +56,24 @@
 //! is chosen as often as it is likely to be the cheapest per accepted asset, so
 //! exploration is where the uncertainty is and shrinks as evidence grows.
 //!
-//! The prior comes from the prices: every member starts believed equally good
-//! value for its price (see [`RouterBuilder::prior_strength`]), so the first calls
-//! are spread over the members whose price makes them plausible.
+//! Every member starts believed accepted equally often (a weak prior, see
+//! [`RouterBuilder::prior_strength`]), so before any verdict the list price
+//! ranks: the first experiments are the cheap ones, and a dearer member is
+//! tried once the cheaper ones' evidence leaves room for it to be better value.
 //!
 //! Evidence is discounted ([`RouterBuilder::window`]): every observation, to
-//! any member, multiplies all members' evidence by `1 - 1/window`. A member whose
-//! quality collapses loses its traffic within a few dozen attempts, and one that
-//! lost its traffic drifts back towards its prior until a draw tries it again,
-//! which is how a recovered member gets its traffic back.
+//! any member, multiplies all members' evidence by `1 - 1/window`, so a member
+//! that lost its traffic drifts back towards its prior until a draw tries it
+//! again, which is how a recovered member gets its traffic back. The window is
+//! long (1000 observations by default) because forgetting is what keeps a
+//! router exploring: with 100, the router kept re-trying a member it had
+//! already found 15% dearer per accepted asset on a third of its calls.
+//!
+//! A sudden change is found by a change-point test instead (the Bernoulli GLR
+//! test on each member's latest 64 outcomes, see `bandit::ChangeTest`): when a
+//! member's acceptance collapses, its evidence restarts from the outcomes after
+//! the change, within a dozen or two of its attempts, and the calls waiting
+//! for it are ranked again. [`Decisions::changes`] counts the changes found.
 //!
 //! [`RouterBuilder::latency_cap`] ranks members whose observed p95 latency is
 //! above the cap after every member under it, and [`Weights`] trades cost per
@@ -84,7 +97,10 @@
 //! expected cost per accepted asset. [`Strategy::Fastest`] compares the wait with
 //! the difference in latency instead; [`Strategy::Fallback`] and
 //! [`Strategy::MostReliable`] always spill. [`Router::decisions`] counts the
-//! spills, waits and explorations.
+//! spills, waits and explorations, and every call to a member reports to the
+//! engine why it went there ([`RouteReason`]:
+//! exploited, explored, waited, spilled or fallback), which the campaign
+//! report counts per member.
 //!
 //! ## What was learned is kept
 //!
@@ -141,14 +157,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::registry::{BuildCtx, Registry};
-use creative_core::resilience::{BreakerConfig, BreakerState, CircuitBreaker, DownConfig, DownDetector, RateLimiter};
+use creative_core::resilience::{BreakerConfig, BreakerState, DownConfig, ProviderGuard, ProviderLimits};
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request, Task,
+    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MemberCall, Provider, ProviderError, Request, RouteReason,
+    Task,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use bandit::{sample_beta, Evidence, Prior};
+use bandit::{sample_beta, ChangeTest, Evidence, Prior};
 pub use learned::{Learned, StatsFileError};
 
 /// The key under which a routed artifact's `meta.extra` names the member that made it.
@@ -289,17 +306,9 @@ pub struct Decisions {
     /// Calls whose first choice was not the best by the current estimates
     /// (a Thompson draw or the `exploration` share favoured another).
     pub explorations: u64,
-}
-
-/// Per-member limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MemberLimits {
-    /// Requests per minute; `None` for no limit.
-    pub rpm: Option<u32>,
-    /// Requests allowed at once after an idle spell (rate-limit burst). Default 1.
-    pub burst: u32,
-    /// Calls in flight at once; `None` for no limit.
-    pub concurrency: Option<usize>,
+    /// Changes in a member's acceptance found by the change test, each of which
+    /// restarted that member's evidence from the outcomes after the change.
+    pub changes: u64,
 }
 
 /// What the router has observed about one member, as reported by [`Router::stats`].
@@ -358,6 +367,8 @@ struct Observed {
     rate_limited_until: Option<Instant>,
     /// Accepted-per-attempt evidence, discounted by the router's global tick.
     accept: Evidence,
+    /// The change-point test on the latest accepted-or-not outcomes.
+    change: ChangeTest,
     /// Billed cost (`yes`) and attempts (`no`), discounted the same way.
     billed: Evidence,
     /// Successful outputs whose verdicts are still to come.
@@ -391,10 +402,24 @@ struct Fresh {
 const LATENCY_SAMPLES: usize = 64;
 /// Observations between two saves of the statistics file.
 const SAVE_EVERY: u64 = 64;
-/// The dearest member's prior mean accepted-per-attempt rate.
-const PRIOR_TOP: f64 = 0.8;
+/// Every member's prior mean accepted-per-attempt rate.
+const PRIOR_MEAN: f64 = 0.8;
 
 impl Observed {
+    /// One accepted-or-not outcome: into the evidence, and through the change
+    /// test, which restarts the evidence from the outcomes after a change.
+    /// Returns whether a change was found.
+    fn observe(&mut self, tick: u64, gamma: f64, yes: bool) -> bool {
+        self.accept.add(tick, gamma, yes);
+        match self.change.push(yes) {
+            Some((yes, no)) => {
+                self.accept = Evidence { yes, no, tick };
+                true
+            }
+            None => false,
+        }
+    }
+
     fn success_rate(&self) -> f64 {
         // Optimistic prior (an unmeasured member counts as reliable) so new and
         // recovered members are tried.
@@ -424,10 +449,8 @@ impl Observed {
 
 struct Member {
     provider: Arc<dyn Provider>,
-    limiter: Option<RateLimiter>,
-    concurrency: Option<Arc<Semaphore>>,
-    breaker: CircuitBreaker,
-    health: DownDetector,
+    /// The same guard the engine keeps around a provider.
+    guard: ProviderGuard,
     observed: Mutex<Observed>,
 }
 
@@ -460,7 +483,7 @@ impl Drop for InFlight<'_> {
 /// first bad setting.
 pub struct RouterBuilder {
     id: String,
-    members: Vec<(Arc<dyn Provider>, MemberLimits)>,
+    members: Vec<(Arc<dyn Provider>, ProviderLimits)>,
     strategy: Strategy,
     exploration: f64,
     latency_alpha: f64,
@@ -470,7 +493,7 @@ pub struct RouterBuilder {
     max_wait: Duration,
     max_attempts: usize,
     seed: Option<u64>,
-    window: f64,
+    window: Option<f64>,
     prior_strength: f64,
     wait_cost: f64,
     latency_cap: Option<Duration>,
@@ -483,11 +506,12 @@ pub struct RouterBuilder {
 impl RouterBuilder {
     /// Add a member without limits.
     pub fn member(self, provider: Arc<dyn Provider>) -> Self {
-        self.member_with_limits(provider, MemberLimits::default())
+        self.member_with_limits(provider, ProviderLimits::default())
     }
 
-    /// Add a member with per-member limits.
-    pub fn member_with_limits(mut self, provider: Arc<dyn Provider>, limits: MemberLimits) -> Self {
+    /// Add a member with per-member limits: the engine's own limits type
+    /// (requests per minute, burst, concurrency, a per-call timeout).
+    pub fn member_with_limits(mut self, provider: Arc<dyn Provider>, limits: ProviderLimits) -> Self {
         self.members.push((provider, limits));
         self
     }
@@ -558,14 +582,17 @@ impl RouterBuilder {
     }
 
     /// The learning strategies' memory, in observations: each observation
-    /// multiplies all evidence by `1 - 1/window`, so a collapse or a recovery
-    /// shows within a fraction of it. In [2, 1000000]; default 100.
+    /// multiplies all evidence by `1 - 1/window`, so a slow drift or a
+    /// recovery of a member that lost its traffic shows within a fraction of
+    /// it; [`Strategy::Fastest`] re-measures a member whose latency sample is
+    /// older. In [2, 1000000]; default 1000 for [`Strategy::CostPerAccepted`],
+    /// whose change test finds a sudden collapse sooner, 100 for the others.
     pub fn window(mut self, observations: f64) -> Self {
-        self.window = observations;
+        self.window = Some(observations);
         self
     }
 
-    /// How many attempts the price-derived prior is worth. In (0, 1000];
+    /// How many attempts the prior on acceptance is worth. In (0, 1000];
     /// default 2.
     pub fn prior_strength(mut self, attempts: f64) -> Self {
         self.prior_strength = attempts;
@@ -661,10 +688,16 @@ impl RouterBuilder {
                 Err(RouterError::OutOfRange { name, value, expected })
             }
         };
+        // Cost per accepted asset has the change test for sudden changes, so
+        // its memory can be long; the others have only the window.
+        let window = self.window.unwrap_or(match self.strategy {
+            Strategy::CostPerAccepted => 1000.0,
+            _ => 100.0,
+        });
         check(
             "window",
-            self.window,
-            (2.0..=1e6).contains(&self.window),
+            window,
+            (2.0..=1e6).contains(&window),
             "between 2 and 1000000 observations",
         )?;
         check(
@@ -706,13 +739,8 @@ impl RouterBuilder {
             .members
             .into_iter()
             .map(|(provider, limits)| Member {
-                health: DownDetector::new(provider.id(), self.down),
+                guard: ProviderGuard::new(provider.id(), &limits, self.breaker, self.down),
                 provider,
-                limiter: limits
-                    .rpm
-                    .and_then(|rpm| RateLimiter::per_minute(rpm, limits.burst.max(1))),
-                concurrency: limits.concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
-                breaker: CircuitBreaker::new(self.breaker),
                 observed: Mutex::new(Observed::default()),
             })
             .collect::<Vec<_>>();
@@ -742,8 +770,8 @@ impl RouterBuilder {
             max_wait: self.max_wait,
             max_attempts,
             rng: Mutex::new(self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
-            window: self.window,
-            gamma: 1.0 - 1.0 / self.window,
+            window,
+            gamma: 1.0 - 1.0 / window,
             prior_strength: self.prior_strength,
             wait_cost: self.wait_cost,
             latency_cap: self.latency_cap,
@@ -757,6 +785,7 @@ impl RouterBuilder {
             spills: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             explorations: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
         };
         if let Some(path) = &router.stats_file {
             let entries = learned::load(path).map_err(|e| RouterError::StatsFile(e.to_string()))?;
@@ -798,6 +827,7 @@ pub struct Router {
     spills: AtomicU64,
     waits: AtomicU64,
     explorations: AtomicU64,
+    changes: AtomicU64,
 }
 
 /// A call's ranking and what the wait-or-spill decision compares.
@@ -858,7 +888,7 @@ impl Router {
             max_wait: Duration::from_secs(60),
             max_attempts: 0,
             seed: None,
-            window: 100.0,
+            window: None,
             prior_strength: 2.0,
             wait_cost: 0.0,
             latency_cap: None,
@@ -892,7 +922,9 @@ impl Router {
             o.verdicts_w = o.verdicts_w * self.decay + 1.0;
             o.verdicts += 1;
             o.pending = o.pending.saturating_sub(1);
-            o.accept.add(tick, self.gamma, passed);
+            if o.observe(tick, self.gamma, passed) {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+            }
             if passed {
                 o.accepted += 1;
                 o.fresh.accepted += 1.0;
@@ -912,6 +944,7 @@ impl Router {
             spills: self.spills.load(Ordering::Relaxed),
             waits: self.waits.load(Ordering::Relaxed),
             explorations: self.explorations.load(Ordering::Relaxed),
+            changes: self.changes.load(Ordering::Relaxed),
         }
     }
 
@@ -1030,7 +1063,7 @@ impl Router {
                 let o = m.observed();
                 let tick = self.tick.load(Ordering::Relaxed);
                 let (yes, no) = o.accept.at(tick, self.gamma);
-                let prior = self.prior_for(m, None);
+                let prior = self.prior();
                 let accept_rate = (prior.alpha + yes) / (prior.alpha + prior.beta + yes + no);
                 let price = self.list_price(m, None);
                 MemberStats {
@@ -1047,8 +1080,8 @@ impl Router {
                     success_rate: o.success_rate(),
                     gate_pass_rate: o.gate_pass_rate(),
                     gate_verdicts: o.verdicts,
-                    breaker: m.breaker.state(),
-                    down: m.health.down().is_some(),
+                    breaker: m.guard.breaker.state(),
+                    down: m.guard.health.down().is_some(),
                 }
             })
             .collect()
@@ -1080,15 +1113,9 @@ impl Router {
         }
     }
 
-    /// The price-derived prior of member `m` among the members able to do `request`.
-    fn prior_for(&self, m: &Member, request: Option<&Request>) -> Prior {
-        let dearest = self
-            .members
-            .iter()
-            .filter(|o| request.is_none_or(|r| o.provider.capabilities().supports(r.task)))
-            .map(|o| self.list_price(o, request))
-            .fold(0.0, f64::max);
-        Prior::from_price(self.list_price(m, request), dearest, PRIOR_TOP, self.prior_strength)
+    /// The prior on every member's accepted-per-attempt rate.
+    fn prior(&self) -> Prior {
+        Prior::common(PRIOR_MEAN, self.prior_strength)
     }
 
     /// Rank the members able to do `request`. With `draw`, the learning
@@ -1139,7 +1166,7 @@ impl Router {
                     (-a / (a + b), -theta)
                 }
                 Strategy::CostPerAccepted => {
-                    let prior = self.prior_for(m, Some(request));
+                    let prior = self.prior();
                     let (yes, no) = o.accept.at(tick, self.gamma);
                     let (a, b) = (prior.alpha + yes, prior.beta + no);
                     let mean = a / (a + b);
@@ -1226,7 +1253,11 @@ impl Router {
     fn expected_wait(&self, i: usize, delay: Option<Duration>) -> Duration {
         let m = &self.members[i];
         let o = m.observed();
-        let parallel = m.concurrency.as_ref().map_or(o.parallel.max(1), |_| o.in_flight.max(1)) as f64;
+        let parallel = m
+            .guard
+            .concurrency
+            .as_ref()
+            .map_or(o.parallel.max(1), |_| o.in_flight.max(1)) as f64;
         let ahead = o.queued as f64 + if delay.is_none() { 1.0 } else { 0.0 };
         let queue = ahead / parallel * o.latency_ema_s.unwrap_or(0.0);
         delay.unwrap_or(Duration::ZERO) + Duration::try_from_secs_f64(queue).unwrap_or(Duration::MAX)
@@ -1271,18 +1302,18 @@ impl Router {
                 return Err(Blocked::After(until - now));
             }
         }
-        let permit = match &m.concurrency {
+        let permit = match &m.guard.concurrency {
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => return Err(Blocked::Slot(i)),
             },
             None => None,
         };
-        m.breaker.try_acquire().map_err(Blocked::Open)?;
-        if let Some(l) = &m.limiter {
+        m.guard.breaker.try_acquire().map_err(Blocked::Open)?;
+        if let Some(l) = &m.guard.limiter {
             if let Err(d) = l.try_acquire() {
                 // Release a half-open probe we took but will not use.
-                m.breaker.on_neutral();
+                m.guard.breaker.on_neutral();
                 return Err(Blocked::After(d));
             }
         }
@@ -1325,7 +1356,9 @@ impl Router {
                         o.pending += g.artifacts.len() as u64;
                     } else {
                         for _ in 0..g.artifacts.len().max(1) {
-                            o.accept.add(tick, self.gamma, true);
+                            if o.observe(tick, self.gamma, true) {
+                                self.changes.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         o.accepted += 1;
                         o.fresh.accepted += outputs;
@@ -1337,7 +1370,9 @@ impl Router {
                     o.latency_tick = tick;
                 }
                 Err(_) => {
-                    o.accept.add(tick, self.gamma, false);
+                    if o.observe(tick, self.gamma, false) {
+                        self.changes.fetch_add(1, Ordering::Relaxed);
+                    }
                     o.billed.decay_to(tick, self.gamma);
                     o.billed.no += 1.0;
                     o.rejected += 1;
@@ -1355,8 +1390,8 @@ impl Router {
         };
         match result {
             Ok(_) => {
-                m.breaker.on_success();
-                m.health.on_success();
+                m.guard.breaker.on_success();
+                m.guard.health.on_success();
                 o.successes += 1;
                 o.ok_w = o.ok_w * self.decay + 1.0;
                 o.total_w = o.total_w * self.decay + 1.0;
@@ -1365,8 +1400,8 @@ impl Router {
             Err(e) => {
                 o.failures += 1;
                 if e.kind().counts_against_provider() {
-                    m.breaker.on_failure();
-                    m.health.on_failure(e);
+                    m.guard.breaker.on_failure();
+                    m.guard.health.on_failure(e);
                     o.ok_w *= self.decay;
                     o.total_w = o.total_w * self.decay + 1.0;
                     if e.kind() == ErrorKind::Timeout {
@@ -1374,7 +1409,7 @@ impl Router {
                         sample(&mut o, self.latency_alpha);
                     }
                 } else {
-                    m.breaker.on_neutral();
+                    m.guard.breaker.on_neutral();
                 }
                 if e.kind() == ErrorKind::RateLimited {
                     // Respect the member's own request to wait. The floor keeps a
@@ -1399,7 +1434,7 @@ impl Router {
     fn all_down(&self, order: &[usize]) -> ProviderError {
         let why: Vec<String> = order
             .iter()
-            .map(|&i| match self.members[i].health.down() {
+            .map(|&i| match self.members[i].guard.health.down() {
                 Some(r) => r.to_string(),
                 None => format!("`{}` has an open circuit", self.members[i].provider.id()),
             })
@@ -1422,7 +1457,7 @@ impl Router {
 
     /// Wait for a free slot of member `i` (or `cap`, whichever first).
     async fn wait_slot(&self, i: usize, cap: Duration, ctx: &CallCtx) -> Result<(), ProviderError> {
-        let Some(sem) = self.members[i].concurrency.clone() else {
+        let Some(sem) = self.members[i].guard.concurrency.clone() else {
             return self.pause(cap, ctx).await;
         };
         tokio::select! {
@@ -1509,7 +1544,7 @@ impl Provider for Router {
         let every_down = self
             .members
             .iter()
-            .all(|m| m.health.down().is_some() && m.breaker.state() == BreakerState::Open);
+            .all(|m| m.guard.health.down().is_some() && m.guard.breaker.state() == BreakerState::Open);
         every_down.then(|| self.all_down(&all))
     }
 
@@ -1554,8 +1589,9 @@ impl Provider for Router {
     }
 
     async fn generate(&self, request: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
-        let ranked = self.rank(request, true);
-        let order = ranked.order.clone();
+        let mut changes_seen = self.changes.load(Ordering::Relaxed);
+        let mut ranked = self.rank(request, true);
+        let mut order = ranked.order.clone();
         if order.is_empty() {
             return Err(ProviderError::invalid(
                 self.id.clone(),
@@ -1574,6 +1610,7 @@ impl Provider for Router {
             ctx.clone()
         };
         let mut tried = vec![false; self.members.len()];
+        let mut failed_once = vec![false; self.members.len()];
         let mut attempts = 0usize;
         let mut last_err: Option<ProviderError> = None;
         let mut waited = Duration::ZERO;
@@ -1581,6 +1618,15 @@ impl Provider for Router {
         loop {
             if ctx.cancel.is_cancelled() {
                 return Err(ProviderError::cancelled(self.id.clone()));
+            }
+            // A call that waited may have been ranked on evidence the change
+            // test has since thrown out (a member collapsed meanwhile): rank
+            // it again rather than keep queueing for that member.
+            let changes = self.changes.load(Ordering::Relaxed);
+            if changes != changes_seen {
+                changes_seen = changes;
+                ranked = self.rank(request, true);
+                order = ranked.order.clone();
             }
             let now = Instant::now();
             let mut soonest: Option<Duration> = None;
@@ -1600,7 +1646,7 @@ impl Provider for Router {
                         break;
                     }
                     Err(Blocked::Open(d)) => {
-                        if last_err.is_some() || self.members[i].health.down().is_some() {
+                        if last_err.is_some() || self.members[i].guard.health.down().is_some() {
                             skipped[i] = true;
                         } else {
                             soonest = Some(soonest.map_or(d, |s| s.min(d)));
@@ -1673,11 +1719,35 @@ impl Provider for Router {
                 did_spill = true;
                 self.spills.fetch_add(1, Ordering::Relaxed);
             }
+            let reason = if last_err.is_some() {
+                RouteReason::Fallback
+            } else if passed_busy {
+                RouteReason::Spilled
+            } else if order.first() != Some(&i) {
+                // Members ranked before it are unavailable (open circuits).
+                RouteReason::Fallback
+            } else if did_wait {
+                RouteReason::Waited
+            } else if ranked.explored {
+                RouteReason::Explored
+            } else {
+                RouteReason::Exploited
+            };
             let flight = InFlight::new(&self.members[i]);
-            attempts += 1;
+            // `max_attempts` bounds the members a call tries, not the tries.
+            let first_try = !failed_once[i];
+            if first_try {
+                attempts += 1;
+            }
             let member = &self.members[i];
             let started = Instant::now();
-            let result = member.provider.generate(request, &member_ctx).await;
+            let call = member.provider.generate(request, &member_ctx);
+            let result = match member.guard.timeout {
+                Some(t) => tokio::time::timeout(t, call)
+                    .await
+                    .unwrap_or_else(|_| Err(ProviderError::timeout(member.provider.id(), t))),
+                None => call.await,
+            };
             drop(permit);
             let elapsed = started.elapsed();
             self.record_outcome(i, elapsed, &result);
@@ -1713,6 +1783,7 @@ impl Provider for Router {
                         latency: elapsed,
                         cost_usd: generation.usage.cost_usd,
                         error: None,
+                        reason: Some(reason),
                     });
                     return Ok(generation);
                 }
@@ -1723,6 +1794,7 @@ impl Provider for Router {
                         latency: elapsed,
                         cost_usd: 0.0,
                         error: Some(e.clone()),
+                        reason: Some(reason),
                     });
                     tracing::debug!(router = %self.id, member = member.provider.id(), error = %e, "member failed");
                     if e.kind() == ErrorKind::RateLimited && !ctx.cancel.is_cancelled() {
@@ -1730,13 +1802,25 @@ impl Provider for Router {
                         // Retry-After, and the next round weighs waiting for it
                         // against spilling, as for any busy member. The wait
                         // limit bounds the rounds.
-                        attempts -= 1;
+                        if first_try {
+                            attempts -= 1;
+                        }
                         continue;
                     }
-                    if !e.kind().allows_fallback() || attempts >= self.max_attempts {
+                    let retry_here = self.strategy == Strategy::CostPerAccepted
+                        && e.kind() == ErrorKind::Transient
+                        && !failed_once[i];
+                    if !e.kind().allows_fallback() || (attempts >= self.max_attempts && !retry_here) {
                         return Err(e);
                     }
-                    tried[i] = true;
+                    // Cost per accepted asset already counts a member's
+                    // failures: after a one-off server error the member is as
+                    // good a bet as it was, and the next in rank is dearer per
+                    // accepted asset. So it keeps its place for one more try; a
+                    // second failure in the same call is more than chance, and
+                    // the call moves on.
+                    failed_once[i] = true;
+                    tried[i] = !retry_here;
                     last_err = Some(e);
                 }
             }
@@ -1810,7 +1894,7 @@ fn build_from_settings(id: &str, s: &serde_json::Value, ctx: &BuildCtx) -> Resul
         })?;
         let lim = match limits.get(pid) {
             Some(l) => member_limits(pid, l)?,
-            None => MemberLimits::default(),
+            None => ProviderLimits::default(),
         };
         b = b.member_with_limits(p, lim);
     }
@@ -1945,19 +2029,18 @@ fn secs(name: &str, x: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(x).map_err(|_| format!("`{name}` must be a non-negative number of seconds"))
 }
 
-fn member_limits(pid: &str, v: &serde_json::Value) -> Result<MemberLimits, String> {
+fn member_limits(pid: &str, v: &serde_json::Value) -> Result<ProviderLimits, String> {
     let t = v.as_object().ok_or_else(|| format!("`limits.{pid}` must be a table"))?;
-    let mut l = MemberLimits {
-        burst: 1,
-        ..MemberLimits::default()
-    };
+    let mut l = ProviderLimits::default();
     for (k, v) in t {
         let n = v
             .as_u64()
             .ok_or_else(|| format!("`limits.{pid}.{k}` must be a whole number"))?;
         match k.as_str() {
-            "rpm" => l.rpm = Some(u32::try_from(n).map_err(|_| format!("`limits.{pid}.rpm` is too large"))?),
-            "burst" => l.burst = u32::try_from(n).map_err(|_| format!("`limits.{pid}.burst` is too large"))?,
+            "rpm" => {
+                l.requests_per_minute = Some(u32::try_from(n).map_err(|_| format!("`limits.{pid}.rpm` is too large"))?)
+            }
+            "burst" => l.burst = Some(u32::try_from(n).map_err(|_| format!("`limits.{pid}.burst` is too large"))?),
             "concurrency" => l.concurrency = Some(n as usize),
             _ => {
                 return Err(format!(

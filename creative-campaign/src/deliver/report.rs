@@ -166,10 +166,15 @@ impl ReportBuilder {
                 latency_ms,
                 cost_usd,
                 error_kind,
+                reason,
                 ..
             } => {
                 let k = key(router, member, model.as_deref());
-                count_call(acc(&mut self.rows, &k), *latency_ms, *cost_usd, error_kind.as_ref());
+                let a = acc(&mut self.rows, &k);
+                count_call(a, *latency_ms, *cost_usd, error_kind.as_ref());
+                if let Some(r) = reason {
+                    *a.row.routed.entry(r.as_str().to_string()).or_default() += 1;
+                }
                 self.totals.attempts += 1;
                 self.totals.cost_usd += cost_usd;
                 if error_kind.is_some() {
@@ -476,6 +481,7 @@ mod tests {
                 cost_usd: if err.is_some() { 0.0 } else { 0.04 },
                 error_kind: err.map(String::from),
                 error: err.map(String::from),
+                reason: None,
             })
         };
         for i in 0..3 {
@@ -534,5 +540,50 @@ mod tests {
             "counted once: {}",
             r.totals.cost_usd
         );
+    }
+
+    #[test]
+    fn member_rows_count_why_the_router_chose_the_member_in_the_json_and_the_table() {
+        let mut b = ReportBuilder::new();
+        use creative_core::RouteReason::{self, *};
+        let member = |member: &str, reason: Option<RouteReason>| {
+            ev(EventKind::MemberAttemptFinished {
+                job: "j".into(),
+                step: "hero".into(),
+                router: "images".into(),
+                member: member.into(),
+                model: None,
+                attempt: 1,
+                latency_ms: 5.0,
+                cost_usd: 0.02,
+                error_kind: None,
+                error: None,
+                reason,
+            })
+        };
+        for r in [Exploited, Exploited, Waited, Explored] {
+            b.observe(&member("a", Some(r)));
+        }
+        b.observe(&member("b", Some(Spilled)));
+        b.observe(&member("b", Some(Fallback)));
+        // A composite that does not say why counts its call, not a reason.
+        b.observe(&member("b", None));
+        let r = b.finish("c", None);
+        let (a, b) = (&r.providers[0], &r.providers[1]);
+        assert_eq!(
+            a.routed,
+            BTreeMap::from([("exploited".into(), 2), ("explored".into(), 1), ("waited".into(), 1)])
+        );
+        assert_eq!(
+            b.routed,
+            BTreeMap::from([("fallback".into(), 1), ("spilled".into(), 1)])
+        );
+        assert_eq!(b.attempts, 3);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["providers"][0]["routed"]["exploited"], 2);
+        assert_eq!(json["providers"][1]["routed"]["spilled"], 1);
+        let table = r.table();
+        assert!(table.contains("routed: exploited 2, explored 1, waited 1"), "{table}");
+        assert!(table.contains("routed: fallback 1, spilled 1"), "{table}");
     }
 }

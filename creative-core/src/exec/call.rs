@@ -253,7 +253,7 @@ impl StepCtx {
     /// The error a job gives up on `slot` with when its provider is down; the
     /// first job to find it down emits `ProviderDown`.
     fn down(&self, slot: &ProviderSlot) -> Option<ProviderError> {
-        if let Some(r) = slot.health.declare() {
+        if let Some(r) = slot.guard.health.declare() {
             tracing::warn!(provider = %r.provider, "{r}");
             self.emit(EventKind::ProviderDown {
                 provider: r.provider.clone(),
@@ -263,7 +263,7 @@ impl StepCtx {
                 last_error: r.last_error.clone(),
             });
         }
-        slot.health.down().map(|r| r.to_error())
+        slot.guard.health.down().map(|r| r.to_error())
     }
 
     async fn sleep(&self, d: Duration) -> Result<(), StepError> {
@@ -289,7 +289,7 @@ impl StepCtx {
         let guarded = !provider.is_composite();
         let neutral = || {
             if guarded {
-                slot.breaker.on_neutral();
+                slot.guard.breaker.on_neutral();
             }
         };
         let estimate = provider.estimate_cost(request);
@@ -362,7 +362,7 @@ impl StepCtx {
                 return Tried::Stop(StepError::Cancelled);
             }
             if guarded {
-                if let Err(wait) = slot.breaker.try_acquire() {
+                if let Err(wait) = slot.guard.breaker.try_acquire() {
                     // A provider that is down is not waited for.
                     return match self.down(slot) {
                         Some(e) => Tried::Next(e),
@@ -372,7 +372,7 @@ impl StepCtx {
             } else if let Some(e) = provider.unavailable() {
                 return Tried::Next(e);
             }
-            if let Some(l) = &slot.limiter {
+            if let Some(l) = &slot.guard.limiter {
                 let d = l.reserve();
                 if !d.is_zero() {
                     if let Err(e) = self.sleep(d).await {
@@ -381,7 +381,7 @@ impl StepCtx {
                     }
                 }
             }
-            let _permit = match &slot.concurrency {
+            let _permit = match &slot.guard.concurrency {
                 Some(sem) => tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => { neutral(); return Tried::Stop(StepError::Cancelled) }
@@ -409,7 +409,7 @@ impl StepCtx {
                     attempt,
                 });
             }
-            let timeout = slot.timeout.or(run.call_timeout);
+            let timeout = slot.guard.timeout.or(run.call_timeout);
             let ctx = CallCtx {
                 cancel: self.cancel.clone(),
                 attempt,
@@ -471,8 +471,8 @@ impl StepCtx {
             match result {
                 Ok(generation) => {
                     if guarded {
-                        slot.breaker.on_success();
-                        slot.health.on_success();
+                        slot.guard.breaker.on_success();
+                        slot.guard.health.on_success();
                     }
                     if let (Some(cache), Some(key)) = (&run.cache, &key) {
                         if let Err(e) = cache.put(key, &generation).await {
@@ -500,14 +500,14 @@ impl StepCtx {
                             return Tried::Next(down);
                         }
                     } else if e.kind().counts_against_provider() {
-                        slot.breaker.on_failure();
-                        slot.health.on_failure(&e);
+                        slot.guard.breaker.on_failure();
+                        slot.guard.health.on_failure(&e);
                         // Retrying a provider that is down only delays the fallback.
                         if let Some(down) = self.down(slot) {
                             return Tried::Next(down);
                         }
                     } else {
-                        slot.breaker.on_neutral();
+                        slot.guard.breaker.on_neutral();
                     }
                     let n = if e.kind() == ErrorKind::RateLimited {
                         tally.rate_limited += 1;
@@ -571,6 +571,7 @@ impl CallObserver for MemberEvents {
             cost_usd: call.cost_usd,
             error_kind,
             error,
+            reason: call.reason,
         });
     }
 

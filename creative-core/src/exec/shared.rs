@@ -13,40 +13,9 @@ use crate::cancel::CancellationToken;
 use crate::error::ProviderError;
 use crate::events::EventBus;
 use crate::provider::Provider;
-use crate::resilience::{BreakerConfig, Budget, CircuitBreaker, DownConfig, DownDetector, RateLimiter, RetryPolicy};
+pub use crate::resilience::ProviderLimits;
+use crate::resilience::{BreakerConfig, Budget, DownConfig, ProviderGuard, RetryPolicy};
 use crate::store::{GenerationCache, Journal};
-
-/// Limits for one provider.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProviderLimits {
-    /// Most calls in flight at once; `None` for no limit beyond the global one.
-    /// Values are clamped to `1..=`[`crate::limits::MAX_CONCURRENCY`].
-    pub concurrency: Option<usize>,
-    /// Requests per minute; `None` for no rate limit.
-    pub requests_per_minute: Option<u32>,
-    /// Requests allowed at once after an idle spell (token bucket size). Default 1.
-    pub burst: Option<u32>,
-    /// Per-call timeout, overriding the executor's.
-    #[serde(default, with = "opt_ms")]
-    pub timeout: Option<Duration>,
-}
-
-mod opt_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
-}
 
 /// A provider with the guards the engine keeps for it. Lives as long as the
 /// executor, so breaker and down state carry across runs.
@@ -56,28 +25,14 @@ mod opt_ms {
 /// whether it can take a call (`Provider::unavailable`).
 pub(crate) struct ProviderSlot {
     pub provider: Arc<dyn Provider>,
-    pub breaker: CircuitBreaker,
-    pub health: DownDetector,
-    pub limiter: Option<RateLimiter>,
-    pub concurrency: Option<Arc<Semaphore>>,
-    pub timeout: Option<Duration>,
+    pub guard: ProviderGuard,
 }
 
 impl ProviderSlot {
     pub fn new(provider: Arc<dyn Provider>, limits: &ProviderLimits, breaker: BreakerConfig, down: DownConfig) -> Self {
         ProviderSlot {
-            health: DownDetector::new(provider.id(), down),
+            guard: ProviderGuard::new(provider.id(), limits, breaker, down),
             provider,
-            breaker: CircuitBreaker::new(breaker),
-            limiter: limits
-                .requests_per_minute
-                .and_then(|rpm| RateLimiter::per_minute(rpm, limits.burst.unwrap_or(1))),
-            // Clamped like the executor's own limit: a semaphore panics above
-            // `usize::MAX >> 3` permits.
-            concurrency: limits
-                .concurrency
-                .map(|n| Arc::new(Semaphore::new(n.clamp(1, crate::limits::MAX_CONCURRENCY)))),
-            timeout: limits.timeout,
         }
     }
 }

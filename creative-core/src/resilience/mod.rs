@@ -11,6 +11,9 @@
 //!   minute) from one failing for a moment, so jobs stop waiting for it.
 //! - [`Budget`]: money, attempts and a deadline for a whole run; a call reserves its
 //!   estimated price before it is made and settles the real one after.
+//! - [`ProviderGuard`]: the breaker, down detector, limiter, concurrency limit
+//!   and timeout of one provider, built from its [`ProviderLimits`]; the engine
+//!   keeps one per provider and a router one per member.
 //!
 //! The call itself (timeout, cancellation, fallback along a provider chain, waiting
 //! when every provider is unavailable) is composed in `exec::call`.
@@ -30,6 +33,7 @@
 mod backoff;
 mod breaker;
 mod budget;
+mod guard;
 mod health;
 mod limiter;
 mod retry;
@@ -37,6 +41,7 @@ mod retry;
 pub use backoff::{Backoff, BackoffError};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use budget::{Budget, BudgetExceeded, Reservation};
+pub use guard::{ProviderGuard, ProviderLimits};
 pub use health::{DownConfig, DownDetector, DownReport};
 pub use limiter::RateLimiter;
 pub use retry::RetryPolicy;

@@ -54,6 +54,81 @@ impl Evidence {
     }
 }
 
+/// A change-point test on one member's latest outcomes (accepted or not): the
+/// Bernoulli generalized likelihood ratio (GLR) test of Besson, Kaufmann,
+/// Maillard and Seznec, "Efficient change-point detection for tackling
+/// piecewise-stationary bandits" (JMLR 2022).
+///
+/// Discounting alone trades memory for reaction: a window short enough to
+/// drop a collapsed member within a few dozen attempts also forgets, about
+/// every member, what made exploring it pointless, so the router keeps paying
+/// for the same experiments. The test lets the memory be long: after each
+/// outcome it asks whether the latest outcomes are better explained by two
+/// rates (before and after some split) than by one, and when they are, the
+/// member's evidence restarts from the outcomes after the split.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChangeTest {
+    outcomes: std::collections::VecDeque<bool>,
+}
+
+/// Outcomes the test looks back on.
+const CHANGE_HISTORY: usize = 64;
+/// The fewest outcomes on either side of a split: fewer say nothing.
+const CHANGE_MIN_SIDE: usize = 4;
+/// The false-alarm probability the threshold is set for.
+const CHANGE_DELTA: f64 = 0.01;
+
+impl ChangeTest {
+    /// Add an outcome. When the test finds a change, the outcomes before it are
+    /// forgotten and the (accepted, rejected) counts after it are returned: the
+    /// member's evidence should restart from them.
+    pub fn push(&mut self, yes: bool) -> Option<(f64, f64)> {
+        if self.outcomes.len() == CHANGE_HISTORY {
+            self.outcomes.pop_front();
+        }
+        self.outcomes.push_back(yes);
+        let split = self.change_at()?;
+        self.outcomes.drain(..split);
+        let after_yes = self.outcomes.iter().filter(|&&y| y).count() as f64;
+        Some((after_yes, self.outcomes.len() as f64 - after_yes))
+    }
+
+    /// The split (outcomes before it) with the largest GLR statistic, when that
+    /// is above the threshold `ln(3 n^1.5 / delta)`.
+    fn change_at(&self) -> Option<usize> {
+        let n = self.outcomes.len();
+        if n < 2 * CHANGE_MIN_SIDE {
+            return None;
+        }
+        let total = self.outcomes.iter().filter(|&&y| y).count() as f64;
+        let p = total / n as f64;
+        let threshold = (3.0 * (n as f64).powf(1.5) / CHANGE_DELTA).ln();
+        let mut before = 0.0;
+        let mut best: Option<(usize, f64)> = None;
+        for (k, &y) in self.outcomes.iter().enumerate().take(n - CHANGE_MIN_SIDE) {
+            before += if y { 1.0 } else { 0.0 };
+            let n1 = (k + 1) as f64;
+            if k + 1 < CHANGE_MIN_SIDE {
+                continue;
+            }
+            let n2 = n as f64 - n1;
+            let glr = n1 * kl(before / n1, p) + n2 * kl((total - before) / n2, p);
+            if glr > threshold && best.is_none_or(|(_, g)| glr > g) {
+                best = Some((k + 1, glr));
+            }
+        }
+        best.map(|(k, _)| k)
+    }
+}
+
+/// Kullback-Leibler divergence between Bernoulli(p) and Bernoulli(q).
+fn kl(p: f64, q: f64) -> f64 {
+    const EPS: f64 = 1e-12;
+    let q = q.clamp(EPS, 1.0 - EPS);
+    let term = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
+    term(p, q) + term(1.0 - p, 1.0 - q)
+}
+
 /// A Beta prior as (alpha, beta) pseudo-counts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Prior {
@@ -62,21 +137,18 @@ pub(crate) struct Prior {
 }
 
 impl Prior {
-    /// The prior from prices: every member is first believed to be equally good
-    /// value for its price (a member at a third of the dearest's price is
-    /// believed to be accepted a third as often), with the weight of `strength`
-    /// attempts, so a dozen real observations outweigh it.
+    /// The same prior for every member: accepted with mean `mean` (kept inside
+    /// [0.05, 0.95] so that no member starts certain either way), with the
+    /// weight of `strength` attempts, so a dozen real observations outweigh it.
     ///
-    /// The dearest member's prior mean is `top`; means are kept inside
-    /// [0.05, 0.95] so that no member starts certain either way.
-    pub fn from_price(price: f64, dearest: f64, top: f64, strength: f64) -> Prior {
-        let mean = if dearest > 0.0 && price.is_finite() && price > 0.0 {
-            top * price / dearest
-        } else {
-            // Free or unpriced members (or all of them): no reason to believe
-            // one is better than another.
-            top
-        };
+    /// Nothing about acceptance is known before the first verdict, but the
+    /// price is: with equal acceptance believed, the cheapest list price leads
+    /// and the first experiments are the cheap ones. A dearer member is tried
+    /// once the cheaper ones' evidence leaves room for it to be better value.
+    /// (A prior that believed acceptance to grow with price made the dearest
+    /// member as likely a first choice as any, and a call to it is the dearest
+    /// experiment there is.)
+    pub fn common(mean: f64, strength: f64) -> Prior {
         let mean = mean.clamp(0.05, 0.95);
         Prior {
             alpha: mean * strength,
@@ -174,13 +246,62 @@ mod tests {
     }
 
     #[test]
-    fn the_price_prior_makes_every_member_equally_good_value() {
-        let cheap = Prior::from_price(0.02, 0.08, 0.8, 2.0);
-        let dear = Prior::from_price(0.08, 0.08, 0.8, 2.0);
-        let value = |p: Prior, price: f64| price / (p.alpha / (p.alpha + p.beta));
-        assert!((value(cheap, 0.02) - value(dear, 0.08)).abs() < 1e-9);
-        assert!((cheap.alpha + cheap.beta - 2.0).abs() < 1e-12);
-        let free = Prior::from_price(0.0, 0.0, 0.8, 2.0);
-        assert!((free.alpha - 1.6).abs() < 1e-12);
+    fn the_common_prior_ranks_members_by_price_until_evidence_comes() {
+        let p = Prior::common(0.8, 2.0);
+        assert!((p.alpha - 1.6).abs() < 1e-12 && (p.beta - 0.4).abs() < 1e-12);
+        // Equal acceptance believed: cost per accepted follows the list price.
+        let mean = p.alpha / (p.alpha + p.beta);
+        assert!(0.02 / mean < 0.03 / mean);
+        let sure = Prior::common(1.0, 10.0);
+        assert!((sure.alpha - 9.5).abs() < 1e-12, "never certain: {sure:?}");
+    }
+
+    /// Push `n` outcomes from `accepted` and return after how many a change was
+    /// found, if one was.
+    fn first_change(t: &mut ChangeTest, n: usize, mut accepted: impl FnMut(usize) -> bool) -> Option<usize> {
+        (0..n).find(|&i| t.push(accepted(i)).is_some()).map(|i| i + 1)
+    }
+
+    #[test]
+    fn the_change_test_finds_a_collapse_within_a_dozen_or_two_outcomes() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut t = ChangeTest::default();
+        // 95% accepted for a long while: no change.
+        assert_eq!(first_change(&mut t, 200, |_| rng.f64() < 0.95), None);
+        // Then 20%: found quickly, and the evidence restarts from after the split.
+        let found = first_change(&mut t, 60, |_| rng.f64() < 0.2).expect("a collapse is found");
+        assert!(found <= 20, "found after {found} outcomes");
+        let (yes, no) = (
+            t.outcomes.iter().filter(|&&y| y).count(),
+            t.outcomes.iter().filter(|&&y| !y).count(),
+        );
+        assert!(
+            no > yes,
+            "what is kept is mostly after the collapse: {yes} yes, {no} no"
+        );
+    }
+
+    #[test]
+    fn the_change_test_rarely_raises_a_false_alarm_on_a_steady_rate() {
+        let mut alarms = 0;
+        for seed in 0..50 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut t = ChangeTest::default();
+            for _ in 0..500 {
+                if t.push(rng.f64() < 0.55).is_some() {
+                    alarms += 1;
+                }
+            }
+        }
+        // 25000 outcomes at a steady 55%: a false alarm costs a restart of
+        // the evidence, so they must be rare.
+        assert!(alarms <= 3, "{alarms} false alarms");
+    }
+
+    #[test]
+    fn kl_is_zero_for_equal_rates_and_grows_with_the_gap() {
+        assert!(kl(0.3, 0.3).abs() < 1e-12);
+        assert!(kl(0.0, 0.5) > kl(0.3, 0.5) && kl(0.3, 0.5) > 0.0);
+        assert!(kl(1.0, 0.0).is_finite());
     }
 }
