@@ -1474,6 +1474,13 @@ impl ComfyUi {
                     latency: started.elapsed(),
                     cost_usd: result.as_ref().map_or(0.0, |g| g.usage.cost_usd),
                     error: result.as_ref().err().cloned(),
+                    // The pool places by queue length, not by learned estimates:
+                    // its first placement is its best choice, a requeue a fallback.
+                    reason: Some(if given_up.is_empty() {
+                        creative_core::RouteReason::Exploited
+                    } else {
+                        creative_core::RouteReason::Fallback
+                    }),
                 });
             }
             let err = match result {
