@@ -160,6 +160,16 @@ pub fn report(r: &Report) -> String {
         s.push('\n');
         s.push_str(&t.to_string());
         s.push('\n');
+        // Why each router member got its calls: the decisions behind the rows.
+        for p in r.providers.iter().filter(|p| !p.routed.is_empty()) {
+            let why: Vec<String> = p.routed.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let name = match &p.router {
+                Some(router) => format!("{router}:{}", p.provider),
+                None => p.provider.clone(),
+            };
+            s.push_str(&wrap_text(&format!("{name} routed: {}", why.join(", "))));
+            s.push('\n');
+        }
     }
     if !r.gates.is_empty() {
         let mut t = table(&["gate", "checks", "passed", "pass %", "top failure reasons"]);
@@ -255,4 +265,28 @@ pub fn plan_jobs(jobs: &[JobPlan], omitted: u64) -> String {
         s.push_str("(--json lists every job)\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use creative::core::deliver::ProviderRow;
+
+    #[test]
+    fn the_report_table_says_why_each_router_member_got_its_calls() {
+        let member = ProviderRow {
+            provider: "cheap".into(),
+            model: "m".into(),
+            router: Some("images".into()),
+            attempts: 12,
+            routed: [("exploited".to_string(), 9), ("explored".to_string(), 3)].into(),
+            ..ProviderRow::default()
+        };
+        let report = Report {
+            providers: vec![member],
+            ..Report::default()
+        };
+        let out = super::report(&report);
+        assert!(out.contains("images:cheap routed: exploited 9, explored 3"), "{out}");
+    }
 }
