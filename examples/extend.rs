@@ -121,7 +121,7 @@ impl Step for LegalLine {
             .map(|a| {
                 let text = a
                     .text()
-                    .ok_or_else(|| StepError::InvalidInput(format!("{} is not UTF-8 text", a.id().short())))?;
+                    .ok_or_else(|| StepError::invalid_input(format!("{} is not UTF-8 text", a.id().short())))?;
                 Ok(Artifact::text_plain(format!("{text} {line}")))
             })
             .collect()

@@ -92,7 +92,7 @@ impl GateCtx {
     /// Call `provider` (registered on the run's executor) on behalf of the gate
     /// named `gate`, through the engine's call path, as a generate step does
     /// ([`StepCtx::call_provider`]): the call is reserved against the run's
-    /// budget before it is made (and refused with [`StepError::Budget`] once the
+    /// budget before it is made (and refused with [`StepErrorKind::Budget`](crate::error::StepErrorKind::Budget) once the
     /// budget is exhausted), settled to the provider's reported cost, and
     /// emitted as `Attempt`/`AttemptFinished` events (so the report, the
     /// campaign's ledger and the runner's progress count it), under the run's
@@ -104,7 +104,7 @@ impl GateCtx {
     /// and for rate limits alike) when given.
     ///
     /// Outside a run (a context made by [`GateCtx::new`]) this is an
-    /// [`StepError::InvalidInput`]; so is a provider not registered on the
+    /// [`StepErrorKind::InvalidInput`](crate::error::StepErrorKind::InvalidInput); so is a provider not registered on the
     /// executor.
     pub async fn call_provider(
         &self,
@@ -114,7 +114,7 @@ impl GateCtx {
         max_attempts: Option<u32>,
     ) -> Result<CallOutcome, StepError> {
         let Some(step) = &self.step else {
-            return Err(StepError::InvalidInput(format!(
+            return Err(StepError::invalid_input(format!(
                 "gate `{gate}` runs outside a run: there is no engine to call provider `{provider}` through"
             )));
         };
@@ -161,6 +161,7 @@ pub trait QualityGate: Send + Sync {
 /// What a generate step does when its output fails a gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OnGateFail {
     /// Generate again with a new seed derived from the first, up to `max` more times;
     /// then fail the step.

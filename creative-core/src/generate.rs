@@ -57,7 +57,7 @@ impl GenerateStep {
             task,
             chain: chain.into_iter().map(Into::into).collect(),
             model: None,
-            prompt: Template::new(prompt).map_err(|e| StepError::Template(e.to_string()))?,
+            prompt: Template::new(prompt).map_err(StepError::from)?,
             negative: None,
             params: Params::default(),
             raw: serde_json::Map::new(),
@@ -75,7 +75,7 @@ impl GenerateStep {
 
     /// A negative-prompt template.
     pub fn negative(mut self, t: &str) -> Result<Self, StepError> {
-        self.negative = Some(Template::new(t).map_err(|e| StepError::Template(e.to_string()))?);
+        self.negative = Some(Template::new(t).map_err(StepError::from)?);
         Ok(self)
     }
 
@@ -129,12 +129,9 @@ impl GenerateStep {
         Ok(Request {
             task: self.task,
             model: self.model.clone(),
-            prompt: self
-                .prompt
-                .render(vars)
-                .map_err(|e| StepError::Template(e.to_string()))?,
+            prompt: self.prompt.render(vars).map_err(StepError::from)?,
             negative_prompt: match &self.negative {
-                Some(t) => Some(t.render(vars).map_err(|e| StepError::Template(e.to_string()))?),
+                Some(t) => Some(t.render(vars).map_err(StepError::from)?),
                 None => None,
             },
             inputs: inputs.all().cloned().collect(),
@@ -183,7 +180,7 @@ impl Step for GenerateStep {
                 // A provider that answers far more than it was asked is broken or
                 // hostile: judging, storing and delivering its flood would cost
                 // more than the job is worth.
-                return Err(StepError::Provider(crate::error::ProviderError::new(
+                return Err(StepError::from(crate::error::ProviderError::new(
                     crate::error::ErrorKind::Protocol,
                     out.provider,
                     format!(
@@ -247,7 +244,7 @@ impl Step for GenerateStep {
                 scored.push((score, failed == 0, a));
             }
             if scored.is_empty() {
-                return Err(StepError::Provider(crate::error::ProviderError::new(
+                return Err(StepError::from(crate::error::ProviderError::new(
                     crate::error::ErrorKind::Protocol,
                     out.provider,
                     "provider returned no output",
@@ -273,14 +270,8 @@ impl Step for GenerateStep {
                     .find(|r| !r.verdict.passed)
                     .cloned();
                 match last {
-                    Some(r) => StepError::GateFailed {
-                        gate: r.gate,
-                        reasons: r.verdict.reasons.join("; "),
-                    },
-                    None => StepError::GateFailed {
-                        gate: "?".into(),
-                        reasons: String::new(),
-                    },
+                    Some(r) => StepError::gate_failed(r.gate, r.verdict.reasons.join("; ")),
+                    None => StepError::gate_failed("?", ""),
                 }
             };
             match self.on_fail {

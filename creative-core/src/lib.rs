@@ -56,7 +56,7 @@ pub mod template;
 pub use artifact::{Artifact, ArtifactId, MediaKind, MediaType, Meta};
 pub use cancel::CancellationToken;
 pub use deliver::{Sink, SinkError};
-pub use error::{ErrorKind, GateError, PipelineError, ProviderError, StepError};
+pub use error::{ConfigError, ErrorKind, GateError, PipelineError, ProviderError, StepError, StepErrorKind};
 pub use events::{Event, EventKind, EventStream, Progress, Status};
 pub use exec::{
     CallOutcome, Executor, ExecutorBuilder, JobCtx, JobResult, JobTally, ProviderLimits, Retain, RunError, RunHandle,

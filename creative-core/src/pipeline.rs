@@ -275,5 +275,5 @@ pub(crate) fn panic_message(p: Box<dyn std::any::Any + Send>) -> StepError {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into());
-    StepError::Internal(format!("step panicked: {msg}"))
+    StepError::internal(format!("step panicked: {msg}"))
 }

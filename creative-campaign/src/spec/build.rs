@@ -634,6 +634,7 @@ impl Spec {
                 err(K::Invalid, at(step, "inputs"), e.to_string())
             }
             PipelineError::Empty => err(K::Invalid, "steps", e.to_string()),
+            _ => err(K::Invalid, "steps", e.to_string()),
         }
     }
 

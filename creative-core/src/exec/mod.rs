@@ -48,6 +48,7 @@ use shared::{Counters, ProviderSlot, RunShared};
 
 /// Why a run could not start.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// A step calls a provider the executor does not know.
     #[error("pipeline `{pipeline}` uses unknown provider `{provider}`; registered: {registered}")]
@@ -539,7 +540,7 @@ async fn drive(
             }
             Err(e) => {
                 let (job, index) = in_flight.remove(&e.id()).expect("every task is tracked");
-                let error = StepError::Internal(format!("job task failed: {e}"));
+                let error = StepError::internal(format!("job task failed: {e}"));
                 JobResult {
                     job,
                     index,
