@@ -435,7 +435,7 @@ async fn run_once(config: Config, drift: bool, seed: u64) -> Outcome {
             eb = eb.provider(p.clone());
         }
     }
-    let exec = eb.provider(top.clone()).build();
+    let exec = eb.provider(top.clone()).build().unwrap();
     let step = GenerateStep::new(Task::Image, [top.id().to_string()], "tile {{ n }}")
         .expect("step")
         .gate(gate)

@@ -163,7 +163,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         // One call at a time, so the simulated service's rate limits (every fourth
         // call) and the budget land on the same jobs in every run.
         .concurrency(1)
-        .build();
+        .build()?;
     let copy = GenerateStep::new(Task::Text, ["house-copy"], "{{ product }} for {{ audience }}")?
         .gate(Arc::new(BrandVoice { avoid: vec!["cheap"] }))
         .on_gate_fail(OnGateFail::Regenerate { max: 3 });

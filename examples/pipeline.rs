@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             )?,
             ..RetryPolicy::default()
         })
-        .build();
+        .build()?;
 
     // The steps. Prompts are templates over each job's variables.
     let hero = GenerateStep::new(
@@ -94,7 +94,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Arc::new(dag),
         jobs,
         RunOptions {
-            events: true,
             ..RunOptions::default()
         },
     )?;

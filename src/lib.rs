@@ -17,8 +17,8 @@ pub use creative_providers as providers;
 /// use creative::prelude::*;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let exec = Executor::builder()
-///     .provider(std::sync::Arc::new(creative::providers::procedural::Procedural::new("art")))
-///     .build();
+///     .provider(creative::providers::procedural::Procedural::new("art"))
+///     .build()?;
 /// let dag = Dag::builder("hero")
 ///     .step("hero", GenerateStep::new(Task::Image, ["art"], "a {{ product }}")?.size(64, 64), &[])
 ///     .build()?;

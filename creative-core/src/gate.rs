@@ -129,6 +129,31 @@ impl GateCtx {
     }
 }
 
+/// A gate as an API that attaches one takes it: a concrete gate, moved in,
+/// or one already shared behind an [`Arc`](std::sync::Arc).
+pub trait IntoGate {
+    /// The gate, shared.
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate>;
+}
+
+impl<G: QualityGate + 'static> IntoGate for G {
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate> {
+        std::sync::Arc::new(self)
+    }
+}
+
+impl<G: QualityGate + 'static> IntoGate for std::sync::Arc<G> {
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate> {
+        self
+    }
+}
+
+impl IntoGate for std::sync::Arc<dyn QualityGate> {
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate> {
+        self
+    }
+}
+
 /// A check on an artifact: format, sharpness, palette, duplicates, text rules, an
 /// LLM judge... A failing verdict is a normal answer; an `Err` means the gate could
 /// not judge (a malformed judge answer, an undecodable image) and is treated as a

@@ -9,7 +9,7 @@ use crate::artifact::{Artifact, MediaKind};
 use crate::error::StepError;
 use crate::events::EventKind;
 use crate::exec::shared::Counters;
-use crate::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
+use crate::gate::{GateCtx, IntoGate, OnGateFail, QualityGate, Verdict};
 use crate::job::derive_seed;
 use crate::provenance::GateRecord;
 use crate::request::{Params, Request, Task};
@@ -98,9 +98,9 @@ impl GenerateStep {
         self
     }
 
-    /// Add a gate.
-    pub fn gate(mut self, g: Arc<dyn QualityGate>) -> Self {
-        self.gates.push(g);
+    /// Add a gate (a gate value, or one shared behind an `Arc`).
+    pub fn gate(mut self, g: impl IntoGate) -> Self {
+        self.gates.push(g.into_gate());
         self
     }
 

@@ -19,7 +19,7 @@
 //! #     }
 //! # }
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let exec = Executor::builder().provider(Arc::new(Echo)).concurrency(8).build();
+//! let exec = Executor::builder().provider(Echo).concurrency(8).build().unwrap();
 //! let dag = Dag::builder("tagline")
 //!     .step("write", GenerateStep::new(Task::Text, ["echo"], "a tagline for {{ product }}").unwrap(), &[])
 //!     .build()

@@ -9,7 +9,7 @@
 //! outside its range with a message naming the field and the range.
 //!
 //! The same constants are the engine's own ceilings where it takes numbers from
-//! Rust callers (`ExecutorBuilder::concurrency` clamps to [`MAX_CONCURRENCY`]),
+//! Rust callers (`ExecutorBuilder::build` refuses a concurrency above [`MAX_CONCURRENCY`]),
 //! and the decoders' (`creative-ops` refuses images above [`MAX_IMAGE_PIXELS`]).
 
 use std::fmt::Display;

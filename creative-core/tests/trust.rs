@@ -113,7 +113,11 @@ fn retry(max_attempts: u32) -> RetryPolicy {
 }
 
 async fn run(p: &Arc<Painter>, cache: Option<Arc<MemCache>>, attempts: u32) -> creative_core::RunOutcome {
-    let exec = Executor::builder().provider(p.clone()).retry(retry(attempts)).build();
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .retry(retry(attempts))
+        .build()
+        .unwrap();
     let opts = RunOptions {
         cache: cache.map(|c| c as Arc<dyn GenerationCache>),
         ..Default::default()

@@ -63,7 +63,8 @@ async fn run(mock: &MockServer) -> RunOutcome {
             backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)).unwrap(),
             max_retry_after: Duration::from_secs(1),
         })
-        .build();
+        .build()
+        .unwrap();
     exec.start(pipeline, vec![Job::new([("n", 1)])], RunOptions::default())
         .unwrap()
         .wait()

@@ -561,7 +561,7 @@ impl Spec {
         let campaign = Campaign {
             name: doc.name.clone(),
             spec_hash: self.hash(),
-            executor: exec.build(),
+            executor: exec.build().map_err(|e| err(K::Invalid, e.field(), e.reason()))?,
             dag: Arc::new(dag),
             jobs,
             steps: names.iter().map(|s| s.to_string()).collect(),

@@ -944,7 +944,6 @@ impl Campaign {
             cache: Some(cache),
             force: opts.force,
             journal: Some(journal),
-            events: true,
             cancel: opts.cancel.clone(),
             jobs_hint: Some(self.jobs.count()),
             // The journal is the record: finished jobs leave memory as they end.
