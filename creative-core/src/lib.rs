@@ -55,6 +55,7 @@ pub mod template;
 
 pub use artifact::{Artifact, ArtifactId, MediaKind, MediaType, Meta};
 pub use cancel::CancellationToken;
+pub use dag::{Dag, DagBuilder};
 pub use deliver::{Sink, SinkError};
 pub use error::{ConfigError, ErrorKind, GateError, PipelineError, ProviderError, StepError, StepErrorKind};
 pub use events::{Event, EventKind, EventStream, Progress, Status};
@@ -64,8 +65,8 @@ pub use exec::{
 };
 pub use gate::{GateCtx, OnGateFail, QualityGate, Verdict};
 pub use generate::GenerateStep;
-pub use job::{derive_seed, Job, Vars};
-pub use pipeline::{Dag, DagBuilder, Pipeline};
+pub use job::{derive_seed, Job, SeedPolicy, Vars};
+pub use pipeline::Pipeline;
 pub use provenance::{GateRecord, Provenance};
 pub use provider::{settings_fingerprint, CallCtx, CallObserver, CallProgress, Capabilities, MemberCall, Provider};
 pub use registry::{BuildCtx, Registry};

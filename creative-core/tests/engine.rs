@@ -11,7 +11,8 @@ use creative_core::resilience::{Backoff, BreakerConfig, Budget, DownConfig, Retr
 use creative_core::{
     Artifact, CallCtx, Capabilities, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep, Generation,
     Job, MediaKind, OnGateFail, Pipeline, PipelineError, Provider, ProviderError, ProviderLimits, QualityGate, Request,
-    RunOptions, Status, Step, StepCtx, StepError, StepErrorKind, StepInputs, StepState, Task, Usage, Verdict,
+    RunOptions, SeedPolicy, Status, Step, StepCtx, StepError, StepErrorKind, StepInputs, StepState, Task, Usage,
+    Verdict,
 };
 use futures::StreamExt;
 
@@ -1319,4 +1320,39 @@ async fn identical_concurrent_generations_are_paid_for_once() {
     let out = run_with(cache, true).await;
     assert_eq!(out.stats.cache_hits, 0);
     assert_eq!(p.calls(), 7);
+}
+
+// ---------------------------------------------------------------- seeds
+
+fn seed_of(out: &creative_core::RunOutcome, job: usize) -> Option<u64> {
+    out.jobs[job].outputs("gen")[0].provenance().seed
+}
+
+#[tokio::test]
+async fn seed_policies_fix_derive_or_draw_the_seed_and_record_it() {
+    let exec = Executor::builder().provider(Fake::new("p")).build().unwrap();
+    let run = |step: GenerateStep| {
+        let exec = exec.clone();
+        async move { exec.run(single(step), jobs(2)).await.unwrap() }
+    };
+    let fixed = run(gen(&["p"]).seed_policy(SeedPolicy::Fixed(42))).await;
+    assert_eq!((seed_of(&fixed, 0), seed_of(&fixed, 1)), (Some(42), Some(42)));
+
+    let derived = run(gen(&["p"])).await;
+    let again = run(gen(&["p"]).seed_policy(SeedPolicy::Derived)).await;
+    assert!(seed_of(&derived, 0).is_some());
+    assert_eq!(
+        seed_of(&derived, 0),
+        seed_of(&again, 0),
+        "derived seeds are reproducible"
+    );
+    assert_ne!(seed_of(&derived, 0), seed_of(&derived, 1), "and differ per job");
+
+    let mut drawn = Vec::new();
+    for _ in 0..4 {
+        let out = run(gen(&["p"]).seed_policy(SeedPolicy::Random)).await;
+        drawn.push(seed_of(&out, 0).expect("a random seed is recorded"));
+    }
+    drawn.dedup();
+    assert!(drawn.len() > 1, "four random draws were all {drawn:?}");
 }

@@ -16,12 +16,12 @@ use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_
 use crate::spec::steps::{job_layer, GatedStep, NamedGate, SpecGenerate, Variant};
 use crate::spec::{ranges, Spec};
 use creative_core::artifact::MediaKind;
+use creative_core::dag::Dag;
 use creative_core::error::PipelineError;
 use creative_core::exec::{Executor, ProviderLimits};
 use creative_core::gate::{OnGateFail, QualityGate};
 use creative_core::generate::GenerateStep;
 use creative_core::job::Job;
-use creative_core::pipeline::Dag;
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{Backoff, RetryPolicy};
 use creative_core::step::Step;

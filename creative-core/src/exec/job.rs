@@ -11,8 +11,8 @@ use crate::artifact::Artifact;
 use crate::error::StepError;
 use crate::events::{EventKind, Status};
 use crate::exec::shared::{Counters, RunShared};
+use crate::exec::walk::panic_message;
 use crate::job::Job;
-use crate::pipeline::panic_message;
 use crate::step::{Step, StepCtx, StepInputs};
 use crate::store::Recorded;
 

@@ -18,8 +18,10 @@
 //! steps over all worker threads.
 
 pub(crate) mod call;
+mod ctx;
 pub(crate) mod job;
 pub(crate) mod shared;
+pub(crate) mod walk;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -42,6 +44,7 @@ use crate::resilience::{BreakerConfig, Budget, DownConfig, RetryPolicy};
 use crate::store::{GenerationCache, Journal};
 
 pub use call::CallOutcome;
+pub use ctx::{GateCtx, StepCtx};
 pub use job::{JobCtx, JobResult, StepResult, StepState};
 pub use shared::{Degradation, ProviderLimits, RunStats};
 
