@@ -14,6 +14,7 @@ use creative_core::{
     RunOptions, SeedPolicy, Status, Step, StepCtx, StepError, StepErrorKind, StepInputs, StepState, Task, Usage,
     Verdict,
 };
+use creative_testkit::wait::wait_for;
 use futures::StreamExt;
 
 type Script = dyn Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync;
@@ -1016,7 +1017,12 @@ async fn cancel_returns_within_100ms_and_keeps_finished_work() {
         .build()
         .unwrap();
     let run = exec.start(Arc::new(dag), jobs(6), RunOptions::default()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only p0 and p1 can finish: the others wait ten seconds in the provider.
+    wait_for("jobs p0 and p1 to finish", Duration::from_secs(10), || {
+        run.progress().jobs_done >= 2
+    })
+    .await
+    .unwrap();
     let t = std::time::Instant::now();
     run.cancel();
     let out = run.wait().await;

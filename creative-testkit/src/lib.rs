@@ -1,5 +1,6 @@
 //! Test and benchmark support for `creative`: a fast loopback server for the
-//! OpenAI images API.
+//! OpenAI images API, a scriptable fake provider ([`fake`]) driven from the
+//! test, and condition waits ([`wait`]) instead of sleep-then-assert.
 //!
 //! [`LoopbackServer`] answers `POST /v1/images/generations` with
 //! `{"created": .., "data": [{"b64_json": ..}]}` holding a PNG of the requested
@@ -21,8 +22,10 @@
 //! RSS from the kernel, for benchmarks and memory tests of the `creative` binary.
 #![warn(missing_docs)]
 
+pub mod fake;
 #[cfg(target_os = "linux")]
 pub mod measure;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
