@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use creative::core::{
+use creative::engine::{
     Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, Pipeline, Provider, ProviderError,
     Request, RunOptions, Step, StepCtx, StepError, StepInputs, Task,
 };

@@ -41,9 +41,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use creative::core::registry::{BuildCtx, Registry};
-use creative::core::resilience::RetryPolicy;
-use creative::core::{
+use creative::engine::registry::{BuildCtx, Registry};
+use creative::engine::resilience::RetryPolicy;
+use creative::engine::{
     CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, OnGateFail, Provider, ProviderError, Request,
     Task,
 };

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use creative::core::resilience::Budget;
-use creative::core::{
+use creative::engine::resilience::Budget;
+use creative::engine::{
     Artifact, CallCtx, Capabilities, Dag, Executor, GateCtx, GateError, GenerateStep, Generation, Job, MediaKind,
     OnGateFail, Provider, ProviderError, QualityGate, Request, RunOptions, Step, StepCtx, StepError, StepInputs, Task,
     Usage, Verdict,
@@ -63,7 +63,7 @@ impl Provider for HouseCopywriter {
         }
         if request.prompt.contains("competitor") {
             return Err(ProviderError::new(
-                creative::core::ErrorKind::ContentPolicy,
+                creative::engine::ErrorKind::ContentPolicy,
                 self.id(),
                 "refused: comparative claims need legal review",
             ));
