@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use creative::core::{
+use creative::engine::{
     Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, Pipeline, Provider, ProviderError,
     Request, RunOptions, Step, StepCtx, StepError, StepInputs, Task,
 };
@@ -227,7 +227,7 @@ fn jobs(n: usize) -> Vec<Job> {
 
 fn step_overhead(c: &mut Criterion) {
     let rt = runtime();
-    let exec = Executor::builder().concurrency(64).build();
+    let exec = Executor::builder().concurrency(64).build().unwrap();
     let dag = chain_dag(10);
     let n_jobs = 1000;
     let mut g = c.benchmark_group("executor");
@@ -262,7 +262,11 @@ fn makespan(c: &mut Criterion) {
         let mut sleeper = Sleeper::new(latency);
         sleeper.precise = timer;
         let provider = Arc::new(sleeper);
-        let exec = Executor::builder().provider(provider.clone()).concurrency(256).build();
+        let exec = Executor::builder()
+            .provider(provider.clone())
+            .concurrency(256)
+            .build()
+            .unwrap();
         let dag = one_generate_dag();
         let n = 10_000usize;
         let ideal = latency.as_secs_f64() * n as f64 / 256.0;
@@ -317,7 +321,11 @@ fn memory(_c: &mut Criterion) {
     // Active: 4,096 jobs in flight, parked in a provider call.
     let provider = Arc::new(Sleeper::new(Duration::from_secs(3600)));
     let active_n = 4096;
-    let exec = Executor::builder().provider(provider).concurrency(active_n).build();
+    let exec = Executor::builder()
+        .provider(provider)
+        .concurrency(active_n)
+        .build()
+        .unwrap();
     let dag = one_generate_dag();
     let active_jobs = jobs(active_n);
     let (active, finished) = rt.block_on(async {
@@ -344,7 +352,7 @@ fn memory(_c: &mut Criterion) {
 fn cpu_per_job(c: &mut Criterion) {
     let rt = runtime();
     let provider = Arc::new(Sleeper::new(Duration::ZERO));
-    let exec = Executor::builder().provider(provider).concurrency(256).build();
+    let exec = Executor::builder().provider(provider).concurrency(256).build().unwrap();
     let dag = one_generate_dag();
     let n = 10_000usize;
     let mut g = c.benchmark_group("executor");

@@ -16,7 +16,7 @@ use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use creative::core::{Event, EventKind, Progress};
+use creative::engine::{Event, EventKind, Progress};
 use creative_ffi::*;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -63,7 +63,7 @@ fn events(n: u64) -> Vec<Event> {
             at_ms: seq as f64 * 0.01,
             kind: EventKind::JobFinished {
                 job: format!("{seq:016x}"),
-                status: creative::core::Status::Succeeded,
+                status: creative::engine::Status::Succeeded,
                 progress: Progress {
                     jobs_total: n,
                     jobs_done: seq + 1,

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use creative::core::{CallCtx, Provider, Request, Task};
+use creative::engine::{CallCtx, Provider, Request, Task};
 use creative::providers::http::{HttpRequest, Transport};
 use creative::providers::openai::OpenAi;
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -33,7 +33,7 @@
 
 use std::sync::Arc;
 
-use creative::core::{Artifact, Job, MediaType, Step, StepCtx, StepInputs};
+use creative::engine::{Artifact, Job, MediaType, Step, StepCtx, StepInputs};
 use creative::ops::image;
 use creative::ops::steps::{RenditionsSettings, RenditionsStep};
 use creative::ops::{EncodeSettings, Format, Raster};

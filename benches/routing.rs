@@ -74,9 +74,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use creative::core::registry::{BuildCtx, Registry};
-use creative::core::resilience::RetryPolicy;
-use creative::core::{
+use creative::engine::registry::{BuildCtx, Registry};
+use creative::engine::resilience::RetryPolicy;
+use creative::engine::{
     CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, OnGateFail, Provider, ProviderError, Request,
     Task,
 };
@@ -483,7 +483,7 @@ async fn run_once(config: Config, drift: bool, seed: u64) -> Outcome {
             eb = eb.provider(p.clone());
         }
     }
-    let exec = eb.provider(top.clone()).build();
+    let exec = eb.provider(top.clone()).build().unwrap();
     let step = GenerateStep::new(Task::Image, [top.id().to_string()], "tile {{ n }}")
         .expect("step")
         .gate(gate)

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use creative::core::resilience::Budget;
-use creative::core::{
+use creative::engine::resilience::Budget;
+use creative::engine::{
     Artifact, CallCtx, Capabilities, Dag, Executor, GateCtx, GateError, GenerateStep, Generation, Job, MediaKind,
     OnGateFail, Provider, ProviderError, QualityGate, Request, RunOptions, Step, StepCtx, StepError, StepInputs, Task,
     Usage, Verdict,
@@ -63,7 +63,7 @@ impl Provider for HouseCopywriter {
         }
         if request.prompt.contains("competitor") {
             return Err(ProviderError::new(
-                creative::core::ErrorKind::ContentPolicy,
+                creative::engine::ErrorKind::ContentPolicy,
                 self.id(),
                 "refused: comparative claims need legal review",
             ));
@@ -121,7 +121,7 @@ impl Step for LegalLine {
             .map(|a| {
                 let text = a
                     .text()
-                    .ok_or_else(|| StepError::InvalidInput(format!("{} is not UTF-8 text", a.id().short())))?;
+                    .ok_or_else(|| StepError::invalid_input(format!("{} is not UTF-8 text", a.id().short())))?;
                 Ok(Artifact::text_plain(format!("{text} {line}")))
             })
             .collect()
@@ -163,7 +163,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         // One call at a time, so the simulated service's rate limits (every fourth
         // call) and the budget land on the same jobs in every run.
         .concurrency(1)
-        .build();
+        .build()?;
     let copy = GenerateStep::new(Task::Text, ["house-copy"], "{{ product }} for {{ audience }}")?
         .gate(Arc::new(BrandVoice { avoid: vec!["cheap"] }))
         .on_gate_fail(OnGateFail::Regenerate { max: 3 });

@@ -14,8 +14,8 @@
 use std::error::Error;
 use std::sync::Arc;
 
-use creative::core::resilience::{Backoff, RetryPolicy};
-use creative::core::{Dag, EventKind, Executor, GenerateStep, Job, OnGateFail, ProviderLimits, RunOptions, Task};
+use creative::engine::resilience::{Backoff, RetryPolicy};
+use creative::engine::{Dag, EventKind, Executor, GenerateStep, Job, OnGateFail, ProviderLimits, RunOptions, Task};
 use creative::ops::gates::{ExposureGate, ExposureSettings, SharpnessGate, SharpnessSettings, TextGate, TextSettings};
 use creative::ops::steps::{RenditionsSettings, RenditionsStep};
 use creative::providers::procedural::{Procedural, ProceduralSettings};
@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             )?,
             ..RetryPolicy::default()
         })
-        .build();
+        .build()?;
 
     // The steps. Prompts are templates over each job's variables.
     let hero = GenerateStep::new(
@@ -94,7 +94,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Arc::new(dag),
         jobs,
         RunOptions {
-            events: true,
             ..RunOptions::default()
         },
     )?;

@@ -1,13 +1,15 @@
 //! `creative`: the facade over the workspace crates.
 //!
 //! Applications usually depend on this crate alone: it re-exports the engine
-//! ([`core`]), the campaign layer (specs, folder stores, delivery:
+//! ([`engine`]), the campaign layer (specs, folder stores, delivery:
 //! [`campaign`]), the provider backends ([`providers`]) and the image operations
 //! and quality gates ([`ops`]).
 #![forbid(unsafe_code)]
 
 pub use creative_campaign as campaign;
-pub use creative_core as core;
+// Not `core`: that name is the language's own crate, and a re-export under it
+// shadows `core::` paths in the users' code and macros.
+pub use creative_core as engine;
 pub use creative_ops as ops;
 pub use creative_providers as providers;
 
@@ -17,8 +19,8 @@ pub use creative_providers as providers;
 /// use creative::prelude::*;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let exec = Executor::builder()
-///     .provider(std::sync::Arc::new(creative::providers::procedural::Procedural::new("art")))
-///     .build();
+///     .provider(creative::providers::procedural::Procedural::new("art"))
+///     .build()?;
 /// let dag = Dag::builder("hero")
 ///     .step("hero", GenerateStep::new(Task::Image, ["art"], "a {{ product }}")?.size(64, 64), &[])
 ///     .build()?;

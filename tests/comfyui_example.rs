@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use creative::core::{CallCtx, Provider, Request, Task};
+use creative::engine::{CallCtx, Provider, Request, Task};
 use creative::providers::procedural::Procedural;
 use serde_json::{json, Value};
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use creative::campaign::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink, SinkError};
 use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
-use creative::core::{Artifact, ArtifactId, Status};
+use creative::engine::{Artifact, ArtifactId, Status};
 
 mod common;
 use common::temp_dir;
@@ -499,7 +499,7 @@ file_name = "{name}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
-    use creative::core::EventKind;
+    use creative::engine::EventKind;
     let dir = temp_dir("live");
     let out = dir.join("out");
     let spec = Spec::parse(&campaign_spec(None), Format::Toml, "delivery.toml").unwrap();
@@ -578,7 +578,7 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_stops_a_hanging_webhook_but_keeps_files_and_manifest() {
-    use creative::core::CancellationToken;
+    use creative::engine::CancellationToken;
     // A receiver that accepts connections and never answers.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());

@@ -21,7 +21,7 @@ use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
 use creative::campaign::spec::{CampaignOptions, Format, Registry, Spec};
-use creative::core::{Template, Vars};
+use creative::engine::{Template, Vars};
 use serde_json::{json, Map, Value};
 
 fn registry() -> Registry {
@@ -414,7 +414,7 @@ fn random_templates_render_or_fail_within_fuel_and_never_panic_or_hang() {
             Err(_) => panic!("case {case}: template panicked: {source:?}"),
             Ok(Ok(s)) => {
                 assert!(
-                    s.len() <= creative::core::template::MAX_OUTPUT_BYTES,
+                    s.len() <= creative::engine::template::MAX_OUTPUT_BYTES,
                     "case {case}: {source:?}"
                 );
                 rendered += 1;

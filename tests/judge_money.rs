@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
-use creative::core::{
+use creative::engine::{
     Artifact, CallCtx, Capabilities, Generation, Provider, ProviderError, Request, Status, Task, Usage,
 };
 

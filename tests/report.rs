@@ -7,7 +7,7 @@ use std::path::Path;
 
 use creative::campaign::deliver::Report;
 use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
-use creative::core::Status;
+use creative::engine::Status;
 use creative_testkit::{Config, LoopbackServer};
 
 mod common;

@@ -45,6 +45,7 @@ pub enum MediaType {
 /// another step's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MediaKind {
     /// Raster images.
     Image,
@@ -436,6 +437,7 @@ pub struct Probe {
 
 /// Why a payload is not the media it claims to be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProbeError {
     /// No bytes at all for a media type that has content.
     #[error("empty payload for {media}")]

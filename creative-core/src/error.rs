@@ -6,6 +6,7 @@
 //! build errors from response bodies and status codes, never from request headers.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -287,63 +288,349 @@ impl GateError {
     }
 }
 
-/// A failed step.
-#[derive(Debug, Clone, thiserror::Error)]
+/// What kind of failure a [`StepError`] is: the question policy asks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum StepError {
-    /// Every provider the step could use failed; the last error is kept.
-    #[error("provider call failed: {0}")]
-    Provider(#[from] ProviderError),
+pub enum StepErrorKind {
+    /// Every provider the step could use failed; the last provider error is kept
+    /// ([`StepError::provider_error`]).
+    Provider,
     /// The outputs did not pass their gates and the policy was to fail.
-    #[error("quality gate `{gate}` failed: {reasons}")]
-    GateFailed {
-        /// The gate that failed last.
-        gate: String,
-        /// Its reasons, joined.
-        reasons: String,
-    },
+    GateFailed,
     /// A gate could not judge.
-    #[error(transparent)]
-    Gate(#[from] GateError),
-    /// The step was given inputs it cannot use.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
+    Gate,
+    /// The step was given inputs (or settings) it cannot use.
+    InvalidInput,
     /// A template referred to a variable the job does not have, or failed to render.
-    #[error("template: {0}")]
-    Template(String),
+    Template,
     /// A local operation failed (decode, encode, file).
-    #[error("{0}")]
-    Io(String),
+    Io,
     /// A budget stopped the step before it could finish.
-    #[error("budget exhausted: {0}")]
-    Budget(String),
+    Budget,
     /// The run was cancelled.
-    #[error("cancelled")]
     Cancelled,
     /// The step panicked or failed in an unexpected way; the run goes on.
-    #[error("internal: {0}")]
-    Internal(String),
+    Internal,
 }
 
-impl StepError {
-    /// A short snake-case class name for reports.
-    pub fn class(&self) -> &'static str {
+impl StepErrorKind {
+    /// Snake-case name, as used in reports.
+    pub fn as_str(self) -> &'static str {
         match self {
-            StepError::Provider(e) => e.kind().as_str(),
-            StepError::GateFailed { .. } => "gate_failed",
-            StepError::Gate(_) => "gate_error",
-            StepError::InvalidInput(_) => "invalid_input",
-            StepError::Template(_) => "template",
-            StepError::Io(_) => "io",
-            StepError::Budget(_) => "budget",
-            StepError::Cancelled => "cancelled",
-            StepError::Internal(_) => "internal",
+            StepErrorKind::Provider => "provider",
+            StepErrorKind::GateFailed => "gate_failed",
+            StepErrorKind::Gate => "gate_error",
+            StepErrorKind::InvalidInput => "invalid_input",
+            StepErrorKind::Template => "template",
+            StepErrorKind::Io => "io",
+            StepErrorKind::Budget => "budget",
+            StepErrorKind::Cancelled => "cancelled",
+            StepErrorKind::Internal => "internal",
         }
     }
 }
 
+impl fmt::Display for StepErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed step.
+///
+/// Opaque, like [`ProviderError`]: ask it what happened instead of matching
+/// its shape, so that new kinds of failure do not break callers.
+///
+/// ```
+/// use creative_core::{ProviderError, StepError, StepErrorKind};
+/// let e = StepError::from(ProviderError::transient("openai", "reset"));
+/// assert_eq!(e.kind(), StepErrorKind::Provider);
+/// assert_eq!(e.provider_error().map(|p| p.provider()), Some("openai"));
+/// assert_eq!(e.to_string(), "provider call failed: openai: transient: reset");
+/// assert!(std::error::Error::source(&e).is_some());
+///
+/// let io = StepError::from(std::io::Error::new(std::io::ErrorKind::NotFound, "logo.png"));
+/// assert!(io.is_io());
+/// assert!(std::error::Error::source(&io).unwrap().downcast_ref::<std::io::Error>().is_some());
+/// ```
+#[derive(Clone)]
+pub struct StepError {
+    inner: Box<StepInner>,
+}
+
+#[derive(Clone)]
+struct StepInner {
+    kind: StepErrorKind,
+    // The gate's name for `GateFailed`; the message is its reasons.
+    gate: Option<String>,
+    message: String,
+    provider: Option<ProviderError>,
+    // Shared so that the error stays `Clone` (results are cloned into outcomes
+    // and reports) while keeping the underlying error for `source()`.
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl StepError {
+    /// A new error of `kind` with a message. Prefer the named constructors.
+    pub fn new(kind: StepErrorKind, message: impl Into<String>) -> Self {
+        StepError {
+            inner: Box::new(StepInner {
+                kind,
+                gate: None,
+                message: message.into(),
+                provider: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// The step was given inputs or settings it cannot use.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::new(StepErrorKind::InvalidInput, message)
+    }
+
+    /// A template failed to parse or render.
+    pub fn template(message: impl Into<String>) -> Self {
+        Self::new(StepErrorKind::Template, message)
+    }
+
+    /// A local operation failed; keep the underlying error with
+    /// [`StepError::with_source`] when there is one.
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::new(StepErrorKind::Io, message)
+    }
+
+    /// A budget stopped the step.
+    pub fn budget(message: impl Into<String>) -> Self {
+        Self::new(StepErrorKind::Budget, message)
+    }
+
+    /// The run was cancelled.
+    pub fn cancelled() -> Self {
+        Self::new(StepErrorKind::Cancelled, "cancelled")
+    }
+
+    /// Something unexpected (a panic, a lost task).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StepErrorKind::Internal, message)
+    }
+
+    /// The outputs failed gate `gate` for `reasons` and the policy was to fail.
+    pub fn gate_failed(gate: impl Into<String>, reasons: impl Into<String>) -> Self {
+        let mut e = Self::new(StepErrorKind::GateFailed, reasons);
+        e.inner.gate = Some(gate.into());
+        e
+    }
+
+    /// Keep the error that caused this one, for [`std::error::Error::source`].
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.inner.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> StepErrorKind {
+        self.inner.kind
+    }
+
+    /// A short snake-case class name for reports: the provider error's class
+    /// for a provider failure, else the kind's name.
+    pub fn class(&self) -> &'static str {
+        match &self.inner.provider {
+            Some(p) => p.kind().as_str(),
+            None => self.inner.kind.as_str(),
+        }
+    }
+
+    /// The message, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// The last provider error, for a provider failure.
+    pub fn provider_error(&self) -> Option<&ProviderError> {
+        self.inner.provider.as_ref()
+    }
+
+    /// The gate that failed (for [`StepErrorKind::GateFailed`]) or could not
+    /// judge (for [`StepErrorKind::Gate`]).
+    pub fn gate(&self) -> Option<&str> {
+        self.inner.gate.as_deref()
+    }
+
+    /// Whether the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.kind == StepErrorKind::Cancelled
+    }
+
+    /// Whether a budget (money, attempts, deadline) stopped the step.
+    pub fn is_budget(&self) -> bool {
+        self.inner.kind == StepErrorKind::Budget
+    }
+
+    /// Whether every provider failed.
+    pub fn is_provider(&self) -> bool {
+        self.inner.kind == StepErrorKind::Provider
+    }
+
+    /// Whether a gate failed the outputs or could not judge them.
+    pub fn is_gate(&self) -> bool {
+        matches!(self.inner.kind, StepErrorKind::GateFailed | StepErrorKind::Gate)
+    }
+
+    /// Whether a local operation (decode, encode, file) failed.
+    pub fn is_io(&self) -> bool {
+        self.inner.kind == StepErrorKind::Io
+    }
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> Self {
+        let mut s = Self::new(StepErrorKind::Provider, e.to_string());
+        s.inner.provider = Some(e);
+        s
+    }
+}
+
+impl From<GateError> for StepError {
+    fn from(e: GateError) -> Self {
+        let mut s = Self::new(StepErrorKind::Gate, e.to_string());
+        s.inner.gate = Some(e.gate.clone());
+        s.with_source(e)
+    }
+}
+
+impl From<std::io::Error> for StepError {
+    fn from(e: std::io::Error) -> Self {
+        Self::io(e.to_string()).with_source(e)
+    }
+}
+
+impl From<crate::template::TemplateError> for StepError {
+    fn from(e: crate::template::TemplateError) -> Self {
+        Self::template(e.to_string()).with_source(e)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.inner.message;
+        match self.inner.kind {
+            StepErrorKind::Provider => write!(f, "provider call failed: {m}"),
+            StepErrorKind::GateFailed => {
+                write!(
+                    f,
+                    "quality gate `{}` failed: {m}",
+                    self.inner.gate.as_deref().unwrap_or_default()
+                )
+            }
+            StepErrorKind::Gate | StepErrorKind::Io => f.write_str(m),
+            StepErrorKind::InvalidInput => write!(f, "invalid input: {m}"),
+            StepErrorKind::Template => write!(f, "template: {m}"),
+            StepErrorKind::Budget => write!(f, "budget exhausted: {m}"),
+            StepErrorKind::Cancelled => f.write_str("cancelled"),
+            StepErrorKind::Internal => write!(f, "internal: {m}"),
+        }
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("StepError");
+        d.field("kind", &self.inner.kind).field("message", &self.inner.message);
+        if let Some(g) = &self.inner.gate {
+            d.field("gate", g);
+        }
+        if let Some(p) = &self.inner.provider {
+            d.field("provider", p);
+        }
+        if let Some(s) = &self.inner.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if let Some(p) = &self.inner.provider {
+            return Some(p);
+        }
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A configuration value the library refused: which field, and why.
+///
+/// Returned by builders and constructors (for example
+/// [`ExecutorBuilder::build`](crate::exec::ExecutorBuilder::build)); the field
+/// is a path a user can find (`providers.openai.concurrency`).
+///
+/// ```
+/// use creative_core::ConfigError;
+/// let e = ConfigError::new("concurrency", "must be at least 1");
+/// assert_eq!(e.field(), "concurrency");
+/// assert_eq!(e.to_string(), "concurrency: must be at least 1");
+/// assert_eq!(e.at("providers.openai").field(), "providers.openai.concurrency");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    reason: String,
+}
+
+impl ConfigError {
+    /// The value at `field` is refused for `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error, its field placed under `prefix` (`prefix.field`).
+    pub fn at(mut self, prefix: &str) -> Self {
+        if !prefix.is_empty() {
+            self.field = if self.field.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{}", self.field)
+            };
+        }
+        self
+    }
+
+    /// The path of the refused field.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Why it was refused (a sentence naming the allowed range or form).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A range check does not know the field it checks; its caller places it
+        // with `at`, and until then the reason stands alone.
+        if self.field.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Why a pipeline could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PipelineError {
     /// Two steps share a name.
     #[error("duplicate step name `{0}`")]
@@ -398,6 +685,39 @@ mod tests {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<ProviderError>();
         assert_eq!(std::mem::size_of::<ProviderError>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn step_error_is_small_and_shareable() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<StepError>();
+        assert_eq!(std::mem::size_of::<StepError>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn step_error_messages_keep_their_shape() {
+        assert_eq!(StepError::invalid_input("x").to_string(), "invalid input: x");
+        assert_eq!(
+            StepError::gate_failed("sharp", "blurry").to_string(),
+            "quality gate `sharp` failed: blurry"
+        );
+        assert_eq!(StepError::budget("no money").to_string(), "budget exhausted: no money");
+        assert_eq!(StepError::cancelled().to_string(), "cancelled");
+        assert_eq!(
+            StepError::from(GateError::new("g", "down")).to_string(),
+            "gate `g`: down"
+        );
+        assert_eq!(StepError::from(GateError::new("g", "down")).gate(), Some("g"));
+        let p = StepError::from(ProviderError::invalid("p", "bad"));
+        assert_eq!(p.class(), "invalid");
+        assert_eq!(StepError::internal("x").class(), "internal");
+    }
+
+    #[test]
+    fn config_error_prefixes_nest() {
+        let e = ConfigError::new("", "missing").at("retry").at("executor");
+        assert_eq!(e.field(), "executor.retry");
+        assert_eq!(e.reason(), "missing");
     }
 
     #[test]

@@ -370,7 +370,7 @@ impl EventBus {
     }
 
     pub(crate) fn emit(&self, kind: EventKind) {
-        if let Some(tx) = &self.tx {
+        if let Some(tx) = self.tx.as_ref().filter(|tx| !tx.is_closed()) {
             let at_ms = self.start.elapsed().as_secs_f64() * 1e3;
             // The stream numbers events as it delivers them: numbering here would
             // race with the send between tasks and deliver 6 before 5.
@@ -379,8 +379,10 @@ impl EventBus {
         }
     }
 
+    /// Whether an event would reach anyone: building one (formatting a job
+    /// key, counting progress) is skipped when not.
     pub(crate) fn is_listened(&self) -> bool {
-        self.tx.is_some()
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
     }
 }
 

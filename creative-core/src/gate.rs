@@ -4,13 +4,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{Artifact, MediaKind};
-use crate::cancel::CancellationToken;
-use crate::error::{GateError, StepError};
-use crate::exec::CallOutcome;
+use crate::error::GateError;
 use crate::job::Vars;
 use crate::request::Request;
-use crate::resilience::RetryPolicy;
-use crate::step::StepCtx;
+
+/// The context a gate gets (defined in `exec/`, which owns the run's state).
+pub use crate::exec::GateCtx;
 
 /// A gate's judgement of one artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,88 +43,28 @@ impl Verdict {
     }
 }
 
-/// Context handed to a gate.
-///
-/// A gate running inside a run (its context made by [`StepCtx::gate_ctx`]) can
-/// call a provider through the engine with [`GateCtx::call_provider`], so that
-/// the call is budgeted, billed and reported like a generation.
-#[derive(Debug, Clone)]
-pub struct GateCtx {
-    /// Cancelled with the run.
-    pub cancel: CancellationToken,
-    /// The job's variables (a gate may check text against a locale, say).
-    pub vars: std::sync::Arc<Vars>,
-    /// The job's stable key.
-    pub job_key: String,
-    /// The step the gate judges for; `None` outside a run.
-    step: Option<StepCtx>,
+/// A gate as an API that attaches one takes it: a concrete gate, moved in,
+/// or one already shared behind an [`Arc`](std::sync::Arc).
+pub trait IntoGate {
+    /// The gate, shared.
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate>;
 }
 
-impl GateCtx {
-    /// A context outside any run, for using a gate on its own (tests, tools): it
-    /// has no engine to call providers through ([`GateCtx::in_run`] is false).
-    pub fn new(cancel: CancellationToken, vars: std::sync::Arc<Vars>, job_key: impl Into<String>) -> Self {
-        GateCtx {
-            cancel,
-            vars,
-            job_key: job_key.into(),
-            step: None,
-        }
+impl<G: QualityGate + 'static> IntoGate for G {
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate> {
+        std::sync::Arc::new(self)
     }
+}
 
-    /// The context of a gate judging for `step`.
-    pub(crate) fn for_step(step: &StepCtx) -> Self {
-        GateCtx {
-            cancel: step.cancel.clone(),
-            vars: step.job.vars().clone(),
-            job_key: step.job.key().to_string(),
-            step: Some(step.clone()),
-        }
+impl<G: QualityGate + 'static> IntoGate for std::sync::Arc<G> {
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate> {
+        self
     }
+}
 
-    /// Whether the gate runs inside a run, so that [`GateCtx::call_provider`]
-    /// can call providers.
-    pub fn in_run(&self) -> bool {
-        self.step.is_some()
-    }
-
-    /// Call `provider` (registered on the run's executor) on behalf of the gate
-    /// named `gate`, through the engine's call path, as a generate step does
-    /// ([`StepCtx::call_provider`]): the call is reserved against the run's
-    /// budget before it is made (and refused with [`StepError::Budget`] once the
-    /// budget is exhausted), settled to the provider's reported cost, and
-    /// emitted as `Attempt`/`AttemptFinished` events (so the report, the
-    /// campaign's ledger and the runner's progress count it), under the run's
-    /// breaker, rate limit, concurrency, timeout, cache and cancellation.
-    ///
-    /// The events name the step `<step>:<gate>` (`hero:judge`), so a report
-    /// keeps the judge's calls apart from the generation it judges. Retries
-    /// follow the run's policy, with at most `max_attempts` calls (for failures
-    /// and for rate limits alike) when given.
-    ///
-    /// Outside a run (a context made by [`GateCtx::new`]) this is an
-    /// [`StepError::InvalidInput`]; so is a provider not registered on the
-    /// executor.
-    pub async fn call_provider(
-        &self,
-        gate: &str,
-        provider: &str,
-        request: &Request,
-        max_attempts: Option<u32>,
-    ) -> Result<CallOutcome, StepError> {
-        let Some(step) = &self.step else {
-            return Err(StepError::InvalidInput(format!(
-                "gate `{gate}` runs outside a run: there is no engine to call provider `{provider}` through"
-            )));
-        };
-        let mut ctx = step.clone();
-        ctx.step = std::sync::Arc::from(format!("{}:{gate}", step.step));
-        let retry = max_attempts.map(|n| RetryPolicy {
-            max_attempts: n.max(1),
-            max_rate_limited: n.max(1),
-            ..step.shared().retry.clone()
-        });
-        ctx.call_chain(&[provider.to_string()], request, retry.as_ref()).await
+impl IntoGate for std::sync::Arc<dyn QualityGate> {
+    fn into_gate(self) -> std::sync::Arc<dyn QualityGate> {
+        self
     }
 }
 
@@ -161,6 +100,7 @@ pub trait QualityGate: Send + Sync {
 /// What a generate step does when its output fails a gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OnGateFail {
     /// Generate again with a new seed derived from the first, up to `max` more times;
     /// then fail the step.

@@ -8,9 +8,8 @@ use async_trait::async_trait;
 use crate::artifact::{Artifact, MediaKind};
 use crate::error::StepError;
 use crate::events::EventKind;
-use crate::exec::shared::Counters;
-use crate::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
-use crate::job::derive_seed;
+use crate::gate::{GateCtx, IntoGate, OnGateFail, QualityGate, Verdict};
+use crate::job::{derive_seed, SeedPolicy};
 use crate::provenance::GateRecord;
 use crate::request::{Params, Request, Task};
 use crate::step::{Step, StepCtx, StepInputs};
@@ -43,6 +42,7 @@ pub struct GenerateStep {
     gates: Vec<Arc<dyn QualityGate>>,
     on_fail: OnGateFail,
     keep: usize,
+    seed: SeedPolicy,
 }
 
 impl GenerateStep {
@@ -57,13 +57,14 @@ impl GenerateStep {
             task,
             chain: chain.into_iter().map(Into::into).collect(),
             model: None,
-            prompt: Template::new(prompt).map_err(|e| StepError::Template(e.to_string()))?,
+            prompt: Template::new(prompt).map_err(StepError::from)?,
             negative: None,
             params: Params::default(),
             raw: serde_json::Map::new(),
             gates: Vec::new(),
             on_fail: OnGateFail::default(),
             keep: 1,
+            seed: SeedPolicy::Derived,
         })
     }
 
@@ -75,7 +76,7 @@ impl GenerateStep {
 
     /// A negative-prompt template.
     pub fn negative(mut self, t: &str) -> Result<Self, StepError> {
-        self.negative = Some(Template::new(t).map_err(|e| StepError::Template(e.to_string()))?);
+        self.negative = Some(Template::new(t).map_err(StepError::from)?);
         Ok(self)
     }
 
@@ -92,15 +93,50 @@ impl GenerateStep {
         self
     }
 
+    /// Start from a preset (a named style, a brand kit): its params apply
+    /// where the step sets none, whether the step's own are set before or
+    /// after. Parameters layer as defaults < preset < step < job.
+    ///
+    /// ```
+    /// use creative_core::{GenerateStep, Params, Task};
+    /// let brand = Params { style: Some("flat".into()), width: Some(1024), ..Default::default() };
+    /// let step = GenerateStep::new(Task::Image, ["art"], "a mug").unwrap().size(512, 512).preset(&brand);
+    /// assert_eq!(step.resolved_params().width, Some(512));
+    /// assert_eq!(step.resolved_params().style.as_deref(), Some("flat"));
+    /// ```
+    pub fn preset(mut self, preset: &Params) -> Self {
+        let mut p = preset.clone();
+        p.merge_from(&self.params);
+        self.params = p;
+        self
+    }
+
+    /// How the step chooses its seed. Default [`SeedPolicy::Derived`]; a
+    /// `seed` in [`params`](Self::params) set afterwards fixes it.
+    pub fn seed_policy(mut self, policy: SeedPolicy) -> Self {
+        self.params.seed = match policy {
+            SeedPolicy::Fixed(s) => Some(s),
+            _ => None,
+        };
+        self.seed = policy;
+        self
+    }
+
+    /// The step's params as they stand (presets and its own, before job
+    /// variables and the seed).
+    pub fn resolved_params(&self) -> &Params {
+        &self.params
+    }
+
     /// Raw provider fields.
     pub fn raw(mut self, raw: serde_json::Map<String, serde_json::Value>) -> Self {
         self.raw = raw;
         self
     }
 
-    /// Add a gate.
-    pub fn gate(mut self, g: Arc<dyn QualityGate>) -> Self {
-        self.gates.push(g);
+    /// Add a gate (a gate value, or one shared behind an `Arc`).
+    pub fn gate(mut self, g: impl IntoGate) -> Self {
+        self.gates.push(g.into_gate());
         self
     }
 
@@ -129,12 +165,9 @@ impl GenerateStep {
         Ok(Request {
             task: self.task,
             model: self.model.clone(),
-            prompt: self
-                .prompt
-                .render(vars)
-                .map_err(|e| StepError::Template(e.to_string()))?,
+            prompt: self.prompt.render(vars).map_err(StepError::from)?,
             negative_prompt: match &self.negative {
-                Some(t) => Some(t.render(vars).map_err(|e| StepError::Template(e.to_string()))?),
+                Some(t) => Some(t.render(vars).map_err(StepError::from)?),
                 None => None,
             },
             inputs: inputs.all().cloned().collect(),
@@ -163,9 +196,11 @@ impl Step for GenerateStep {
     }
 
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        let base_seed = self.params.seed.unwrap_or_else(|| ctx.derived_seed());
+        let base_seed = match self.params.seed {
+            Some(s) => s,
+            None => self.seed.choose(|| ctx.derived_seed()),
+        };
         let gctx = ctx.gate_ctx();
-        let counters = &ctx.shared().counters;
         let parents: Vec<_> = inputs.all().map(|a| a.id().clone()).collect();
         let mut chain_start = 0usize;
         let mut round = 0u32;
@@ -183,7 +218,7 @@ impl Step for GenerateStep {
                 // A provider that answers far more than it was asked is broken or
                 // hostile: judging, storing and delivering its flood would cost
                 // more than the job is worth.
-                return Err(StepError::Provider(crate::error::ProviderError::new(
+                return Err(StepError::from(crate::error::ProviderError::new(
                     crate::error::ErrorKind::Protocol,
                     out.provider,
                     format!(
@@ -199,10 +234,8 @@ impl Step for GenerateStep {
             // says it sends seeds, or the provider's own record (a router's
             // member, a backend that sends a derived seed).
             let sends_seed = ctx
-                .shared()
-                .providers
-                .get(&out.provider)
-                .is_some_and(|slot| !slot.provider.is_composite() && slot.provider.capabilities().seed);
+                .provider(&out.provider)
+                .is_some_and(|p| !p.is_composite() && p.capabilities().seed);
             let fingerprint = (!out.fingerprint.is_empty()).then(|| out.fingerprint.clone());
             // The params as sent to a backend that took no seed: without one.
             let mut unseeded_json = params_json.clone();
@@ -217,8 +250,7 @@ impl Step for GenerateStep {
                     p.provider = Some(out.provider.clone());
                     p.model = req.model.clone().or_else(|| p.model.take()).or_else(|| {
                         // The provider's default, as the attempt events name it.
-                        let slot = ctx.shared().providers.get(&out.provider);
-                        slot.and_then(|s| s.provider.model(&req))
+                        ctx.provider(&out.provider).and_then(|p| p.model(&req))
                     });
                     p.seed = p.seed.or(sends_seed.then_some(seed));
                     p.params = if p.seed.is_some() {
@@ -238,8 +270,8 @@ impl Step for GenerateStep {
                 let failed = records.iter().filter(|r| !r.verdict.passed).count();
                 if !records.is_empty() {
                     // Let the provider (a router) learn which of its outputs are accepted.
-                    if let Some(slot) = ctx.shared().providers.get(&out.provider) {
-                        slot.provider.record_verdict(&a, failed == 0);
+                    if let Some(p) = ctx.provider(&out.provider) {
+                        p.record_verdict(&a, failed == 0);
                     }
                 }
                 let score: f64 = records.iter().map(|r| r.verdict.score).sum();
@@ -247,7 +279,7 @@ impl Step for GenerateStep {
                 scored.push((score, failed == 0, a));
             }
             if scored.is_empty() {
-                return Err(StepError::Provider(crate::error::ProviderError::new(
+                return Err(StepError::from(crate::error::ProviderError::new(
                     crate::error::ErrorKind::Protocol,
                     out.provider,
                     "provider returned no output",
@@ -273,20 +305,14 @@ impl Step for GenerateStep {
                     .find(|r| !r.verdict.passed)
                     .cloned();
                 match last {
-                    Some(r) => StepError::GateFailed {
-                        gate: r.gate,
-                        reasons: r.verdict.reasons.join("; "),
-                    },
-                    None => StepError::GateFailed {
-                        gate: "?".into(),
-                        reasons: String::new(),
-                    },
+                    Some(r) => StepError::gate_failed(r.gate, r.verdict.reasons.join("; ")),
+                    None => StepError::gate_failed("?", ""),
                 }
             };
             match self.on_fail {
                 OnGateFail::Regenerate { max } if round < max => {
                     round += 1;
-                    Counters::add(&counters.regenerations, 1);
+                    ctx.record_regeneration();
                     ctx.emit(EventKind::Regenerate {
                         job: ctx.job.key().to_string(),
                         step: ctx.step.to_string(),
@@ -296,7 +322,7 @@ impl Step for GenerateStep {
                 }
                 OnGateFail::Fallback if used + 1 < self.chain.len() => {
                     chain_start = used + 1;
-                    Counters::add(&counters.fallbacks, 1);
+                    ctx.record_fallback();
                     ctx.emit(EventKind::Fallback {
                         job: ctx.job.key().to_string(),
                         step: ctx.step.to_string(),
@@ -314,7 +340,7 @@ impl Step for GenerateStep {
                             a
                         })
                         .collect();
-                    Counters::add(&counters.flagged, kept.len() as u64);
+                    ctx.record_flagged(kept.len() as u64);
                     return Ok(kept);
                 }
                 _ => return Err(failure()),
@@ -337,17 +363,13 @@ pub async fn judge(
     gctx: &GateCtx,
     round: u32,
 ) -> Vec<GateRecord> {
-    let counters = &ctx.shared().counters;
     let mut out = Vec::with_capacity(gates.len());
     for g in gates {
         let verdict = match g.check(artifact, gctx).await {
             Ok(v) => v,
             Err(e) => Verdict::fail(0.0, format!("gate error: {}", e.message)),
         };
-        Counters::add(&counters.gate_checks, 1);
-        if !verdict.passed {
-            Counters::add(&counters.gate_failures, 1);
-        }
+        ctx.record_gate_check(verdict.passed);
         ctx.emit(EventKind::GateVerdict {
             job: ctx.job.key().to_string(),
             step: ctx.step.to_string(),

@@ -89,6 +89,40 @@ impl Job {
     }
 }
 
+/// How a generate step chooses its seed. Whichever it is, the seed sent is
+/// recorded in every asset's provenance.
+///
+/// ```
+/// use creative_core::SeedPolicy;
+/// assert_eq!(SeedPolicy::Fixed(7).choose(|| 1), 7);
+/// assert_eq!(SeedPolicy::Derived.choose(|| 1), 1);
+/// assert!(SeedPolicy::Random.choose(|| 1) <= u64::from(u32::MAX));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SeedPolicy {
+    /// This seed, for every job.
+    Fixed(u64),
+    /// Derived from the job key and step name (or the job's `seed` variable):
+    /// reproducible, different per job. The default.
+    #[default]
+    Derived,
+    /// A fresh random seed for every run of the step.
+    Random,
+}
+
+impl SeedPolicy {
+    /// The seed to use, given the step's derived one.
+    pub fn choose(self, derived: impl FnOnce() -> u64) -> u64 {
+        match self {
+            SeedPolicy::Fixed(s) => s,
+            SeedPolicy::Derived => derived(),
+            // 32 bits, as derived seeds: every provider accepts them.
+            SeedPolicy::Random => u64::from(fastrand::u32(..)),
+        }
+    }
+}
+
 /// Derive a reproducible 64-bit seed from a base and any number of labels.
 ///
 /// Used for per-job seeds (from the job key and step name) and for the new seed

@@ -19,7 +19,7 @@
 //! #     }
 //! # }
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let exec = Executor::builder().provider(Arc::new(Echo)).concurrency(8).build();
+//! let exec = Executor::builder().provider(Echo).concurrency(8).build().unwrap();
 //! let dag = Dag::builder("tagline")
 //!     .step("write", GenerateStep::new(Task::Text, ["echo"], "a tagline for {{ product }}").unwrap(), &[])
 //!     .build()
@@ -56,8 +56,9 @@ pub mod template;
 
 pub use artifact::{Artifact, ArtifactId, MediaKind, MediaType, Meta};
 pub use cancel::CancellationToken;
+pub use dag::{Dag, DagBuilder};
 pub use deliver::{Sink, SinkError};
-pub use error::{ErrorKind, GateError, PipelineError, ProviderError, StepError};
+pub use error::{ConfigError, ErrorKind, GateError, PipelineError, ProviderError, StepError, StepErrorKind};
 pub use events::{Event, EventKind, EventStream, Progress, Status};
 pub use exec::{
     CallOutcome, Executor, ExecutorBuilder, JobCtx, JobResult, JobTally, ProviderLimits, Retain, RunError, RunHandle,
@@ -65,8 +66,8 @@ pub use exec::{
 };
 pub use gate::{GateCtx, OnGateFail, QualityGate, Verdict};
 pub use generate::GenerateStep;
-pub use job::{derive_seed, Job, Vars};
-pub use pipeline::{Dag, DagBuilder, Pipeline};
+pub use job::{derive_seed, Job, SeedPolicy, Vars};
+pub use pipeline::Pipeline;
 pub use provenance::{GateRecord, Provenance};
 pub use provider::{
     settings_fingerprint, CallCtx, CallObserver, CallProgress, Capabilities, MemberCall, Provider, RouteReason,

@@ -9,10 +9,12 @@
 //! outside its range with a message naming the field and the range.
 //!
 //! The same constants are the engine's own ceilings where it takes numbers from
-//! Rust callers (`ExecutorBuilder::concurrency` clamps to [`MAX_CONCURRENCY`]),
+//! Rust callers (`ExecutorBuilder::build` refuses a concurrency above [`MAX_CONCURRENCY`]),
 //! and the decoders' (`creative-ops` refuses images above [`MAX_IMAGE_PIXELS`]).
 
 use std::fmt::Display;
+
+use crate::error::ConfigError;
 
 /// Most steps running at once in a run, and most calls in flight to one
 /// provider.
@@ -82,43 +84,48 @@ pub fn out_of_range<T: Display>(value: T, lo: T, hi: T) -> String {
     format!("{value} is out of range: allowed {lo} to {hi}")
 }
 
-/// `Ok` when `v` is within `lo..=hi`, else the message of [`out_of_range`].
-pub fn check_int<T: PartialOrd + Display + Copy>(v: T, lo: T, hi: T) -> Result<(), String> {
+/// `Ok` when `v` is within `lo..=hi`, else an error whose reason is the
+/// message of [`out_of_range`]; the caller names the field with
+/// [`ConfigError::at`].
+pub fn check_int<T: PartialOrd + Display + Copy>(v: T, lo: T, hi: T) -> Result<(), ConfigError> {
     if v < lo || v > hi {
-        Err(out_of_range(v, lo, hi))
+        Err(ConfigError::new("", out_of_range(v, lo, hi)))
     } else {
         Ok(())
     }
 }
 
 /// `Ok` when `v` is a finite number within `lo..=hi` (`lo` itself excluded
-/// when `lo_open`), else a message naming the range.
-pub fn check_float(v: f64, lo: f64, lo_open: bool, hi: f64) -> Result<(), String> {
+/// when `lo_open`), else an error naming the range; the caller names the
+/// field with [`ConfigError::at`].
+pub fn check_float(v: f64, lo: f64, lo_open: bool, hi: f64) -> Result<(), ConfigError> {
     let low_ok = if lo_open { v > lo } else { v >= lo };
     if v.is_finite() && low_ok && v <= hi {
         Ok(())
     } else {
         let lo_word = if lo_open { "above" } else { "from" };
-        Err(format!(
-            "{v} is out of range: allowed a number {lo_word} {lo} up to {hi}"
+        Err(ConfigError::new(
+            "",
+            format!("{v} is out of range: allowed a number {lo_word} {lo} up to {hi}"),
         ))
     }
 }
 
 /// `Ok` when an image of `width` x `height` is within [`MAX_IMAGE_SIDE`] and
-/// [`MAX_IMAGE_PIXELS`].
-pub fn check_image_size(width: u32, height: u32) -> Result<(), String> {
+/// [`MAX_IMAGE_PIXELS`]; the caller names the field with [`ConfigError::at`].
+pub fn check_image_size(width: u32, height: u32) -> Result<(), ConfigError> {
+    let refuse = |reason: String| Err(ConfigError::new("", reason));
     if width == 0 || height == 0 {
-        return Err(format!("{width}x{height} has no pixels"));
+        return refuse(format!("{width}x{height} has no pixels"));
     }
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
-        return Err(format!(
+        return refuse(format!(
             "{width}x{height} is too large: each side may be at most {MAX_IMAGE_SIDE} pixels"
         ));
     }
     let pixels = u64::from(width) * u64::from(height);
     if pixels > MAX_IMAGE_PIXELS {
-        return Err(format!(
+        return refuse(format!(
             "{width}x{height} is too large: {pixels} pixels, at most {MAX_IMAGE_PIXELS} allowed"
         ));
     }
@@ -140,8 +147,14 @@ mod tests {
     #[test]
     fn image_sizes_are_bounded_by_side_and_by_pixels() {
         assert!(check_image_size(16_384, 6_000).is_ok());
-        assert!(check_image_size(16_385, 1).unwrap_err().contains("at most 16384"));
-        assert!(check_image_size(16_384, 16_384).unwrap_err().contains("pixels"));
+        assert!(check_image_size(16_385, 1)
+            .unwrap_err()
+            .reason()
+            .contains("at most 16384"));
+        assert!(check_image_size(16_384, 16_384)
+            .unwrap_err()
+            .reason()
+            .contains("pixels"));
         assert!(check_image_size(0, 5).is_err());
     }
 
@@ -151,6 +164,6 @@ mod tests {
         assert!(check_float(f64::INFINITY, 0.0, false, f64::MAX).is_err());
         assert!(check_float(0.0, 0.0, true, 1.0).is_err());
         assert!(check_float(0.0, 0.0, false, 1.0).is_ok());
-        assert!(check_int(5u32, 1, 4).unwrap_err().contains("allowed 1 to 4"));
+        assert!(check_int(5u32, 1, 4).unwrap_err().reason().contains("allowed 1 to 4"));
     }
 }

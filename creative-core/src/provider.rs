@@ -179,6 +179,47 @@ impl CallCtx {
     }
 }
 
+/// A provider as an API that registers one takes it: a concrete provider,
+/// moved in, or one already shared behind an [`Arc`] (to keep a handle on it).
+///
+/// ```
+/// use std::sync::Arc;
+/// use creative_core::provider::IntoProvider;
+/// # use creative_core::{Provider, Capabilities, CallCtx, Request, Generation, ProviderError};
+/// # struct Echo;
+/// # #[async_trait::async_trait]
+/// # impl Provider for Echo {
+/// #     fn id(&self) -> &str { "echo" }
+/// #     fn capabilities(&self) -> Capabilities { Capabilities::default() }
+/// #     async fn generate(&self, _: &Request, _: &CallCtx) -> Result<Generation, ProviderError> { Ok(Generation::default()) }
+/// # }
+/// let owned = Echo.into_provider();
+/// let shared: Arc<dyn Provider> = Arc::new(Echo);
+/// assert_eq!(owned.id(), shared.clone().into_provider().id());
+/// ```
+pub trait IntoProvider {
+    /// The provider, shared.
+    fn into_provider(self) -> Arc<dyn Provider>;
+}
+
+impl<P: Provider + 'static> IntoProvider for P {
+    fn into_provider(self) -> Arc<dyn Provider> {
+        Arc::new(self)
+    }
+}
+
+impl<P: Provider + 'static> IntoProvider for Arc<P> {
+    fn into_provider(self) -> Arc<dyn Provider> {
+        self
+    }
+}
+
+impl IntoProvider for Arc<dyn Provider> {
+    fn into_provider(self) -> Arc<dyn Provider> {
+        self
+    }
+}
+
 /// A generative backend: OpenAI, Stability, ComfyUI, the offline `procedural`
 /// stand-in, a router over several, or a host's own renderer through the C ABI.
 ///

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::artifact::{Artifact, MediaKind};
-use crate::cancel::CancellationToken;
 use crate::error::StepError;
-use crate::events::EventKind;
-use crate::exec::shared::RunShared;
-use crate::gate::GateCtx;
-use crate::job::{derive_seed, Job};
+
+/// The context a running step gets from the executor (defined in `exec/`,
+/// which owns the run's state).
+pub use crate::exec::StepCtx;
 
 /// The outputs of a step's input steps, in the order the inputs were declared.
 ///
@@ -71,70 +70,6 @@ impl StepInputs {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// What a running step may see and use: its job, its name, the cancellation token,
-/// and the run's services (providers behind every resilience policy, events).
-#[derive(Clone)]
-pub struct StepCtx {
-    /// The job being run.
-    pub job: Job,
-    /// The step's name in the pipeline.
-    pub step: Arc<str>,
-    /// Cancelled when the run is cancelled. Long local work checks it.
-    pub cancel: CancellationToken,
-    pub(crate) run: Arc<RunShared>,
-    /// Time this step has waited on open circuits, in microseconds: its waits
-    /// count against one allowance (`ExecutorBuilder::max_open_wait`), however
-    /// many provider calls the step makes.
-    pub(crate) open_waited: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl std::fmt::Debug for StepCtx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepCtx")
-            .field("job", &self.job.key())
-            .field("step", &self.step)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StepCtx {
-    /// A context outside any run, for using a step on its own (tests, tools). It has
-    /// no providers registered and its events go nowhere.
-    pub fn detached(job: Job, step: &str) -> Self {
-        StepCtx {
-            job,
-            step: Arc::from(step),
-            cancel: CancellationToken::new(),
-            run: RunShared::detached(),
-            open_waited: Arc::default(),
-        }
-    }
-
-    /// The reproducible seed of this job and step: derived from the job key and the
-    /// step name, unless the job sets a `seed` variable.
-    pub fn derived_seed(&self) -> u64 {
-        match self.job.vars().get("seed").and_then(|v| v.as_u64()) {
-            Some(s) => s,
-            None => derive_seed(0, &[self.job.key(), &self.step]),
-        }
-    }
-
-    /// A gate context for this job.
-    pub fn gate_ctx(&self) -> GateCtx {
-        GateCtx::for_step(self)
-    }
-
-    /// Send an event on the run's stream, stamped with this job and step.
-    pub fn emit(&self, kind: EventKind) {
-        self.run.events.emit(kind);
-    }
-
-    /// The run's shared services.
-    pub(crate) fn shared(&self) -> &Arc<RunShared> {
-        &self.run
     }
 }
 

@@ -28,6 +28,7 @@ pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
 
 /// A template error: the message names the missing variable or the syntax problem.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TemplateError {
     /// The source does not parse.
     #[error("template `{source_text}` does not parse: {message}")]

@@ -1,12 +1,13 @@
-//! The engine stays bounded when built from Rust with extreme numbers, and
-//! refuses provider answers far larger than asked.
+//! The engine refuses out-of-range numbers from Rust with the field named,
+//! stays bounded at the largest it allows, and refuses provider answers far
+//! larger than asked.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use creative_core::limits::{max_artifacts_for, MAX_ARTIFACTS_PER_CALL};
+use creative_core::limits::{max_artifacts_for, MAX_ARTIFACTS_PER_CALL, MAX_CONCURRENCY};
 use creative_core::resilience::{Backoff, Budget};
 use creative_core::{
     Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, Params, Pipeline, Provider,
@@ -56,25 +57,79 @@ fn jobs(n: usize) -> Vec<Job> {
     (0..n).map(|i| Job::new([("product", format!("p{i}"))])).collect()
 }
 
-#[tokio::test]
-async fn a_concurrency_of_usize_max_runs_instead_of_panicking() {
-    let p = Arc::new(Flood {
+fn flood() -> Arc<Flood> {
+    Arc::new(Flood {
         n: 1,
         calls: AtomicU32::new(0),
-    });
-    let exec = Executor::builder()
-        .provider_with_limits(
-            p.clone(),
-            ProviderLimits {
-                concurrency: Some(usize::MAX),
-                ..Default::default()
-            },
-        )
+    })
+}
+
+fn limits(f: impl FnOnce(&mut ProviderLimits)) -> ProviderLimits {
+    let mut l = ProviderLimits::default();
+    f(&mut l);
+    l
+}
+
+#[test]
+fn a_concurrency_of_usize_max_is_refused_naming_the_field_instead_of_panicking() {
+    let e = Executor::builder()
         .concurrency(usize::MAX)
-        .build();
+        .build()
+        .err()
+        .expect("refused");
+    assert_eq!(e.field(), "concurrency");
+    assert!(e.reason().contains(&MAX_CONCURRENCY.to_string()), "{e}");
+    let per_provider = limits(|l| l.concurrency = Some(usize::MAX));
+    let e = Executor::builder()
+        .provider_with_limits(flood(), per_provider)
+        .build()
+        .err()
+        .expect("refused");
+    assert_eq!(e.field(), "providers.flood.concurrency");
+}
+
+#[tokio::test]
+async fn the_largest_allowed_concurrency_runs() {
+    let p = flood();
+    let exec = Executor::builder()
+        .provider_with_limits(p.clone(), limits(|l| l.concurrency = Some(MAX_CONCURRENCY)))
+        .concurrency(MAX_CONCURRENCY)
+        .build()
+        .unwrap();
     let out = exec.run(pipeline(None), jobs(5)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(p.calls.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn zero_limits_are_refused_instead_of_meaning_one_or_unlimited() {
+    let cases: [(ProviderLimits, &str); 4] = [
+        (limits(|l| l.concurrency = Some(0)), "providers.flood.concurrency"),
+        (
+            limits(|l| l.requests_per_minute = Some(0)),
+            "providers.flood.requests_per_minute",
+        ),
+        (limits(|l| l.burst = Some(0)), "providers.flood.burst"),
+        (limits(|l| l.timeout = Some(Duration::ZERO)), "providers.flood.timeout"),
+    ];
+    for (l, field) in cases {
+        let e = Executor::builder().provider_with_limits(flood(), l).build().err();
+        assert_eq!(e.as_ref().map(|e| e.field()), Some(field), "{e:?}");
+    }
+    let e = Executor::builder().concurrency(0).build().err().expect("refused");
+    assert_eq!(e.to_string(), "concurrency: 0 is out of range: allowed 1 to 10000");
+}
+
+#[test]
+fn two_providers_with_one_id_are_refused_instead_of_the_first_vanishing() {
+    let e = Executor::builder()
+        .provider(flood())
+        .provider(flood())
+        .build()
+        .err()
+        .expect("refused");
+    assert_eq!(e.field(), "providers.flood");
+    assert!(e.reason().contains("registered twice"), "{e}");
 }
 
 #[tokio::test]
@@ -83,7 +138,7 @@ async fn an_answer_of_100000_outputs_is_refused_as_invalid() {
         n: 100_000,
         calls: AtomicU32::new(0),
     });
-    let exec = Executor::builder().provider(p.clone()).build();
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let out = exec.run(pipeline(Some(2)), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Failed);
     let err = out.jobs[0].error().expect("the job failed").to_string();
@@ -104,7 +159,7 @@ async fn an_answer_within_the_allowance_is_accepted() {
         n: max_artifacts_for(Some(1)),
         calls: AtomicU32::new(0),
     });
-    let exec = Executor::builder().provider(p).build();
+    let exec = Executor::builder().provider(p).build().unwrap();
     let out = exec.run(pipeline(Some(1)), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
     assert!(max_artifacts_for(Some(1)) <= MAX_ARTIFACTS_PER_CALL);

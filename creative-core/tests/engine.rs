@@ -11,8 +11,10 @@ use creative_core::resilience::{Backoff, BreakerConfig, Budget, DownConfig, Retr
 use creative_core::{
     Artifact, CallCtx, Capabilities, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep, Generation,
     Job, MediaKind, OnGateFail, Pipeline, PipelineError, Provider, ProviderError, ProviderLimits, QualityGate, Request,
-    RunOptions, Status, Step, StepCtx, StepError, StepInputs, StepState, Task, Usage, Verdict,
+    RunOptions, SeedPolicy, Status, Step, StepCtx, StepError, StepErrorKind, StepInputs, StepState, Task, Usage,
+    Verdict,
 };
+use creative_testkit::wait::wait_for;
 use futures::StreamExt;
 
 type Script = dyn Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync;
@@ -137,7 +139,8 @@ async fn runs_every_job_within_global_and_per_provider_limits() {
             },
         )
         .concurrency(6)
-        .build();
+        .build()
+        .unwrap();
     let dag = Dag::builder("two")
         .step("x", gen(&["a"]), &[])
         .step("y", gen(&["b"]), &[])
@@ -165,7 +168,11 @@ async fn one_failing_job_never_stops_the_others() {
             Ok(())
         }
     }));
-    let exec = Executor::builder().provider(p.clone()).retry(fast_retry()).build();
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .retry(fast_retry())
+        .build()
+        .unwrap();
     let out = exec.run(single(gen(&["p"])), jobs(8)).await.unwrap();
     assert_eq!(out.status, Status::Partial, "seven jobs succeeded, one failed");
     let failed: Vec<_> = out.jobs.iter().filter(|j| j.status == Status::Failed).collect();
@@ -178,7 +185,7 @@ async fn one_failing_job_never_stops_the_others() {
 
 #[tokio::test]
 async fn unknown_provider_is_refused_before_running() {
-    let exec = Executor::builder().provider(Arc::new(Fake::new("a"))).build();
+    let exec = Executor::builder().provider(Arc::new(Fake::new("a"))).build().unwrap();
     let err = exec.run(single(gen(&["nope"])), jobs(1)).await.unwrap_err();
     assert!(err.to_string().contains("unknown provider `nope`"), "{err}");
 }
@@ -198,7 +205,7 @@ async fn a_panicking_step_fails_its_job_only() {
             Ok(vec![Artifact::text_plain("ok")])
         }
     }
-    let exec = Executor::builder().build();
+    let exec = Executor::builder().build().unwrap();
     let out = exec.run(single(Boom), jobs(3)).await.unwrap();
     assert_eq!(out.jobs[1].status, Status::Failed);
     assert!(out.jobs[1].error().unwrap().to_string().contains("kaboom"));
@@ -217,7 +224,11 @@ async fn transient_failures_are_retried_with_backoff() {
             Ok(())
         }
     }));
-    let exec = Executor::builder().provider(p.clone()).retry(fast_retry()).build();
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .retry(fast_retry())
+        .build()
+        .unwrap();
     let out = exec.run(single(gen(&["p"])), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(p.calls(), 3);
@@ -236,7 +247,11 @@ async fn rate_limits_wait_for_retry_after() {
             Ok(())
         }
     }));
-    let exec = Executor::builder().provider(p.clone()).retry(fast_retry()).build();
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .retry(fast_retry())
+        .build()
+        .unwrap();
     let start = tokio::time::Instant::now();
     let out = exec.run(single(gen(&["p"])), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
@@ -253,16 +268,10 @@ async fn auth_and_invalid_are_not_retried_but_fall_back() {
         .provider(a.clone())
         .provider(b.clone())
         .retry(fast_retry())
-        .build();
+        .build()
+        .unwrap();
     let mut run = exec
-        .start(
-            single(gen(&["a", "b"])),
-            jobs(1),
-            RunOptions {
-                events: true,
-                ..Default::default()
-            },
-        )
+        .start(single(gen(&["a", "b"])), jobs(1), RunOptions { ..Default::default() })
         .unwrap();
     let events: Vec<_> = run.events().unwrap().collect().await;
     let out = run.wait().await;
@@ -314,7 +323,8 @@ async fn slow_calls_time_out_and_are_retried() {
         .provider(Arc::new(Hang(AtomicU32::new(0))))
         .call_timeout(Some(Duration::from_secs(2)))
         .retry(fast_retry())
-        .build();
+        .build()
+        .unwrap();
     let start = tokio::time::Instant::now();
     let out = exec.run(single(gen(&["hang"])), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
@@ -343,7 +353,8 @@ async fn circuit_breaker_opens_then_half_opens_after_cool_down() {
             failure_threshold: 3,
             cool_down: Duration::from_secs(30),
         })
-        .build();
+        .build()
+        .unwrap();
     let dag = single(gen(&["flaky", "backup"]));
     let out = exec.run(dag.clone(), jobs(10)).await.unwrap();
     assert_eq!(
@@ -386,16 +397,10 @@ async fn all_providers_open_means_waiting_not_failing() {
             failure_threshold: 1,
             cool_down: Duration::from_secs(10),
         })
-        .build();
+        .build()
+        .unwrap();
     let mut run = exec
-        .start(
-            single(gen(&["only"])),
-            jobs(3),
-            RunOptions {
-                events: true,
-                ..Default::default()
-            },
-        )
+        .start(single(gen(&["only"])), jobs(3), RunOptions { ..Default::default() })
         .unwrap();
     let mut events = run.events().unwrap();
     // The first job fails (one failure opens the circuit). The second waits.
@@ -441,16 +446,7 @@ async fn run_with_events(
     n: usize,
 ) -> (creative_core::RunOutcome, Vec<EventKind>, Duration) {
     let t0 = tokio::time::Instant::now();
-    let mut run = exec
-        .start(
-            dag,
-            jobs(n),
-            RunOptions {
-                events: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let mut run = exec.start(dag, jobs(n), RunOptions { ..Default::default() }).unwrap();
     let events = run.events().unwrap();
     let out = run.wait().await;
     let kinds = events.map(|e| e.kind).collect::<Vec<_>>().await;
@@ -462,7 +458,7 @@ async fn a_provider_answering_500_to_everything_fails_within_its_down_window_nam
     // The case with the engine's defaults: 4 jobs at concurrency 2 took
     // 990 s to fail, each breaker wait restarting the attempt count.
     let p = answers_500("openai");
-    let exec = Executor::builder().provider(p.clone()).concurrency(2).build();
+    let exec = Executor::builder().provider(p.clone()).concurrency(2).build().unwrap();
     let (out, events, elapsed) = run_with_events(&exec, single(gen(&["openai"])), 4).await;
     assert_eq!(out.status, Status::Failed);
     assert!(out.jobs.iter().all(|j| j.status == Status::Failed));
@@ -517,7 +513,8 @@ async fn attempts_on_a_provider_do_not_restart_after_a_wait_on_its_circuit() {
             after: Duration::from_secs(3600),
             min_failures: 100,
         })
-        .build();
+        .build()
+        .unwrap();
     let (out, events, _) = run_with_events(&exec, single(gen(&["p"])), 1).await;
     assert_eq!(out.jobs[0].status, Status::Failed);
     let waits = events.iter().filter(|e| matches!(e, EventKind::Waiting { .. })).count();
@@ -537,7 +534,8 @@ async fn waits_on_open_circuits_stop_at_the_steps_allowance() {
             cool_down: Duration::from_secs(100),
         })
         .max_open_wait(Duration::from_secs(30))
-        .build();
+        .build()
+        .unwrap();
     let (out, events, elapsed) = run_with_events(&exec, single(gen(&["only"])), 2).await;
     assert_eq!(p.calls(), 1, "the open circuit was not waited for");
     assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
@@ -574,7 +572,8 @@ async fn a_down_provider_is_fallen_back_from_at_once_and_probed_again() {
             after: Duration::from_secs(10),
             min_failures: 3,
         })
-        .build();
+        .build()
+        .unwrap();
     let dag = single(gen(&["flaky", "backup"]));
     let (out, events, _) = run_with_events(&exec, dag.clone(), 40).await;
     assert_eq!(out.status, Status::Degraded, "the backup served while flaky was down");
@@ -619,7 +618,12 @@ async fn a_down_provider_is_fallen_back_from_at_once_and_probed_again() {
 async fn a_run_with_nothing_reachable_fails_every_job_naming_the_providers() {
     let a = answers_500("a");
     let b = answers_500("b");
-    let exec = Executor::builder().provider(a).provider(b).concurrency(2).build();
+    let exec = Executor::builder()
+        .provider(a)
+        .provider(b)
+        .concurrency(2)
+        .build()
+        .unwrap();
     let (out, _, elapsed) = run_with_events(&exec, single(gen(&["a", "b"])), 6).await;
     assert!(out.jobs.iter().all(|j| j.status == Status::Failed));
     assert!(elapsed <= Duration::from_secs(120), "{elapsed:?}");
@@ -677,7 +681,8 @@ async fn the_engine_keeps_no_breaker_of_its_own_on_a_composite_provider() {
             failure_threshold: 1,
             cool_down: Duration::from_secs(30),
         })
-        .build();
+        .build()
+        .unwrap();
     let (out, events, elapsed) = run_with_events(&exec, single(gen(&["router"])), 20).await;
     assert_eq!(r.calls.load(Ordering::SeqCst), 20, "every job reached the router");
     assert!(!events.iter().any(|e| matches!(e, EventKind::Waiting { .. })));
@@ -688,7 +693,7 @@ async fn the_engine_keeps_no_breaker_of_its_own_on_a_composite_provider() {
         calls: AtomicU32::new(0),
         down: true,
     });
-    let exec = Executor::builder().provider(down.clone()).build();
+    let exec = Executor::builder().provider(down.clone()).build().unwrap();
     let (out, _, _) = run_with_events(&exec, single(gen(&["router"])), 3).await;
     assert_eq!(
         down.calls.load(Ordering::SeqCst),
@@ -701,7 +706,7 @@ async fn the_engine_keeps_no_breaker_of_its_own_on_a_composite_provider() {
 #[tokio::test]
 async fn money_budget_stops_new_work_cleanly() {
     let p = Arc::new(Fake::new("p"));
-    let exec = Executor::builder().provider(p.clone()).concurrency(1).build();
+    let exec = Executor::builder().provider(p.clone()).concurrency(1).build().unwrap();
     let budget = Arc::new(Budget::new().max_cost_usd(0.035));
     let out = exec
         .start(
@@ -731,7 +736,8 @@ async fn attempt_budget_counts_retries() {
         .provider(p.clone())
         .concurrency(1)
         .retry(fast_retry())
-        .build();
+        .build()
+        .unwrap();
     let out = exec
         .start(
             single(gen(&["p"])),
@@ -751,7 +757,7 @@ async fn attempt_budget_counts_retries() {
 #[tokio::test(start_paused = true)]
 async fn deadline_budget_stops_starting_jobs() {
     let p = Arc::new(Fake::new("p").latency(Duration::from_secs(1)));
-    let exec = Executor::builder().provider(p.clone()).concurrency(1).build();
+    let exec = Executor::builder().provider(p.clone()).concurrency(1).build().unwrap();
     let out = exec
         .start(
             single(gen(&["p"])),
@@ -831,7 +837,7 @@ fn fail_first(k: u32) -> Arc<FailFirst> {
 async fn gate_failure_regenerates_with_new_derived_seeds() {
     let p = Arc::new(Fake::new("p"));
     let gate = fail_first(2);
-    let exec = Executor::builder().provider(p.clone()).build();
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let step = gen(&["p"])
         .gate(gate.clone())
         .on_gate_fail(OnGateFail::Regenerate { max: 3 });
@@ -892,7 +898,7 @@ async fn gate_verdicts_are_reported_back_to_the_provider() {
         inner: Fake::new("p"),
         verdicts: Mutex::new(Vec::new()),
     });
-    let exec = Executor::builder().provider(p.clone()).build();
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let step = gen(&["p"])
         .gate(fail_first(2))
         .on_gate_fail(OnGateFail::Regenerate { max: 3 });
@@ -903,27 +909,28 @@ async fn gate_verdicts_are_reported_back_to_the_provider() {
 #[tokio::test]
 async fn regeneration_gives_up_after_max_rounds() {
     let p = Arc::new(Fake::new("p"));
-    let exec = Executor::builder().provider(p.clone()).build();
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let step = gen(&["p"])
         .gate(Arc::new(Contains("never")))
         .on_gate_fail(OnGateFail::Regenerate { max: 2 });
     let out = exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Failed);
     assert_eq!(p.calls(), 3);
-    match out.jobs[0].error().unwrap() {
-        StepError::GateFailed { gate, reasons } => {
-            assert_eq!(gate, "contains");
-            assert!(reasons.contains("missing `never`"));
-        }
-        e => panic!("unexpected {e}"),
-    }
+    let e = out.jobs[0].error().unwrap();
+    assert_eq!(e.kind(), StepErrorKind::GateFailed, "unexpected {e}");
+    assert_eq!(e.gate(), Some("contains"));
+    assert!(e.message().contains("missing `never`"));
 }
 
 #[tokio::test]
 async fn gate_failure_can_fall_back_flag_or_fail() {
     let a = Arc::new(Fake::new("a"));
     let b = Arc::new(Fake::new("b"));
-    let exec = Executor::builder().provider(a.clone()).provider(b.clone()).build();
+    let exec = Executor::builder()
+        .provider(a.clone())
+        .provider(b.clone())
+        .build()
+        .unwrap();
 
     // Fallback: a's output lacks "b|", b's has it.
     let step = gen(&["a", "b"])
@@ -953,12 +960,12 @@ async fn gate_failure_can_fall_back_flag_or_fail() {
         .on_gate_fail(OnGateFail::Fail);
     let out = exec.run(single(step), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Failed);
-    assert!(matches!(out.jobs[0].error(), Some(StepError::GateFailed { .. })));
+    assert!(out.jobs[0].error().map(StepError::kind) == Some(StepErrorKind::GateFailed));
 }
 
 #[tokio::test]
 async fn a_gate_that_cannot_judge_fails_the_artifact() {
-    let exec = Executor::builder().provider(Arc::new(Fake::new("p"))).build();
+    let exec = Executor::builder().provider(Arc::new(Fake::new("p"))).build().unwrap();
     struct Broken;
     #[async_trait]
     impl QualityGate for Broken {
@@ -999,14 +1006,23 @@ async fn cancel_returns_within_100ms_and_keeps_finished_work() {
             })
         }
     }
-    let exec = Executor::builder().provider(Arc::new(Sleepy)).concurrency(8).build();
+    let exec = Executor::builder()
+        .provider(Arc::new(Sleepy))
+        .concurrency(8)
+        .build()
+        .unwrap();
     let dag = Dag::builder("c")
         .step("gen", gen(&["sleepy"]), &[])
         .step("after", gen(&["sleepy"]), &["gen"])
         .build()
         .unwrap();
     let run = exec.start(Arc::new(dag), jobs(6), RunOptions::default()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only p0 and p1 can finish: the others wait ten seconds in the provider.
+    wait_for("jobs p0 and p1 to finish", Duration::from_secs(10), || {
+        run.progress().jobs_done >= 2
+    })
+    .await
+    .unwrap();
     let t = std::time::Instant::now();
     run.cancel();
     let out = run.wait().await;
@@ -1028,7 +1044,7 @@ async fn cancel_returns_within_100ms_and_keeps_finished_work() {
 #[tokio::test]
 async fn events_stream_tells_the_whole_story_in_order() {
     let p = Arc::new(Fake::new("p"));
-    let exec = Executor::builder().provider(p).build();
+    let exec = Executor::builder().provider(p).build().unwrap();
     let dag = Dag::builder("ev")
         .step("gen", gen(&["p"]).gate(Arc::new(Contains("p|"))), &[])
         .step("copy", gen(&["p"]), &["gen"])
@@ -1039,7 +1055,6 @@ async fn events_stream_tells_the_whole_story_in_order() {
             Arc::new(dag),
             jobs(3),
             RunOptions {
-                events: true,
                 jobs_hint: Some(3),
                 ..Default::default()
             },
@@ -1091,7 +1106,7 @@ async fn events_stream_tells_the_whole_story_in_order() {
 #[tokio::test]
 async fn progress_counts_against_the_announced_total_until_the_source_runs_dry() {
     let p = Arc::new(Fake::new("p"));
-    let exec = Executor::builder().provider(p).concurrency(1).build();
+    let exec = Executor::builder().provider(p).concurrency(1).build().unwrap();
     let dag = Dag::builder("progress").step("gen", gen(&["p"]), &[]).build().unwrap();
     // A lazy source of 5 jobs that announces 7: progress says "of 7" while jobs are
     // still being pulled, and the exact 5 once the source is exhausted.
@@ -1100,7 +1115,6 @@ async fn progress_counts_against_the_announced_total_until_the_source_runs_dry()
             Arc::new(dag),
             jobs(5),
             RunOptions {
-                events: true,
                 jobs_hint: Some(7),
                 ..Default::default()
             },
@@ -1225,7 +1239,7 @@ async fn random_dags_run_every_node_once_after_all_its_inputs() {
             );
         }
         let dag = b.build().unwrap();
-        let exec = Executor::builder().concurrency(1 + rng.usize(0..6)).build();
+        let exec = Executor::builder().concurrency(1 + rng.usize(0..6)).build().unwrap();
         let out = exec.run(Arc::new(dag), jobs(3)).await.unwrap();
         assert_eq!(out.status, Status::Succeeded, "case {case}");
         let log = log.lock().unwrap();
@@ -1275,7 +1289,7 @@ impl creative_core::GenerationCache for MemCache {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_concurrent_generations_are_paid_for_once() {
     let p = Arc::new(Fake::new("p").latency(Duration::from_millis(50)));
-    let exec = Executor::builder().provider(p.clone()).concurrency(8).build();
+    let exec = Executor::builder().provider(p.clone()).concurrency(8).build().unwrap();
     // Six jobs that differ only in a variable the prompt does not use, with a
     // fixed seed: the same request six times at once.
     let jobs: Vec<Job> = (0..6)
@@ -1312,4 +1326,39 @@ async fn identical_concurrent_generations_are_paid_for_once() {
     let out = run_with(cache, true).await;
     assert_eq!(out.stats.cache_hits, 0);
     assert_eq!(p.calls(), 7);
+}
+
+// ---------------------------------------------------------------- seeds
+
+fn seed_of(out: &creative_core::RunOutcome, job: usize) -> Option<u64> {
+    out.jobs[job].outputs("gen")[0].provenance().seed
+}
+
+#[tokio::test]
+async fn seed_policies_fix_derive_or_draw_the_seed_and_record_it() {
+    let exec = Executor::builder().provider(Fake::new("p")).build().unwrap();
+    let run = |step: GenerateStep| {
+        let exec = exec.clone();
+        async move { exec.run(single(step), jobs(2)).await.unwrap() }
+    };
+    let fixed = run(gen(&["p"]).seed_policy(SeedPolicy::Fixed(42))).await;
+    assert_eq!((seed_of(&fixed, 0), seed_of(&fixed, 1)), (Some(42), Some(42)));
+
+    let derived = run(gen(&["p"])).await;
+    let again = run(gen(&["p"]).seed_policy(SeedPolicy::Derived)).await;
+    assert!(seed_of(&derived, 0).is_some());
+    assert_eq!(
+        seed_of(&derived, 0),
+        seed_of(&again, 0),
+        "derived seeds are reproducible"
+    );
+    assert_ne!(seed_of(&derived, 0), seed_of(&derived, 1), "and differ per job");
+
+    let mut drawn = Vec::new();
+    for _ in 0..4 {
+        let out = run(gen(&["p"]).seed_policy(SeedPolicy::Random)).await;
+        drawn.push(seed_of(&out, 0).expect("a random seed is recorded"));
+    }
+    drawn.dedup();
+    assert!(drawn.len() > 1, "four random draws were all {drawn:?}");
 }

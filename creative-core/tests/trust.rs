@@ -113,7 +113,11 @@ fn retry(max_attempts: u32) -> RetryPolicy {
 }
 
 async fn run(p: &Arc<Painter>, cache: Option<Arc<MemCache>>, attempts: u32) -> creative_core::RunOutcome {
-    let exec = Executor::builder().provider(p.clone()).retry(retry(attempts)).build();
+    let exec = Executor::builder()
+        .provider(p.clone())
+        .retry(retry(attempts))
+        .build()
+        .unwrap();
     let opts = RunOptions {
         cache: cache.map(|c| c as Arc<dyn GenerationCache>),
         ..Default::default()
@@ -167,8 +171,8 @@ async fn four_bytes_that_are_no_png_fail_every_attempt_and_the_job() {
     assert_eq!(p.calls(), 3, "an invalid answer is retried per the policy");
     assert_eq!(out.stats.failed_attempts, 3);
     assert!(out.jobs[0].outputs("hero").is_empty(), "nothing is delivered");
-    match out.jobs[0].error() {
-        Some(StepError::Provider(e)) => {
+    match out.jobs[0].error().and_then(StepError::provider_error) {
+        Some(e) => {
             assert_eq!(e.kind(), ErrorKind::Protocol);
             assert!(e.to_string().contains("not image/png"), "{e}");
         }

@@ -522,19 +522,19 @@ impl Step for HostStep {
             .host
             .call(self.ext.clone(), call)
             .await
-            .map_err(StepError::Internal)?;
+            .map_err(StepError::internal)?;
         if r.code != Ok(creative_status::Ok) {
             let msg = r.call.failure(&self.ext.kind, &r.code);
             return Err(match r.code {
-                Ok(creative_status::Cancelled) => StepError::Cancelled,
-                Ok(creative_status::InvalidArgument) => StepError::InvalidInput(msg),
-                Ok(creative_status::Io) => StepError::Io(msg),
-                Ok(creative_status::BudgetExceeded) => StepError::Budget(msg),
-                _ => StepError::Internal(msg),
+                Ok(creative_status::Cancelled) => StepError::cancelled(),
+                Ok(creative_status::InvalidArgument) => StepError::invalid_input(msg),
+                Ok(creative_status::Io) => StepError::io(msg),
+                Ok(creative_status::BudgetExceeded) => StepError::budget(msg),
+                _ => StepError::internal(msg),
             });
         }
         let outputs = convert_outputs(r.call.outputs, self.convert)
-            .map_err(|m| StepError::Internal(format!("host step `{}`: {m}", self.ext.kind)))?;
+            .map_err(|m| StepError::internal(format!("host step `{}`: {m}", self.ext.kind)))?;
         Ok(outputs
             .into_iter()
             .map(|mut a| {

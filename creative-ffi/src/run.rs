@@ -28,7 +28,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use creative_core::{
-    Artifact, CancellationToken, Event, EventKind, Progress, RunOutcome, Status, StepError, StepState,
+    Artifact, CancellationToken, Event, EventKind, Progress, RunOutcome, Status, StepError, StepErrorKind, StepState,
 };
 use futures::{Stream, StreamExt};
 
@@ -527,12 +527,12 @@ fn status_of(outcome: &RunOutcome) -> (creative_run_state, creative_status, Stri
             });
             let (status, detail) = match first {
                 Some((job, step, err)) => {
-                    let status = match &err {
-                        Some(StepError::Provider(_)) => creative_status::ProviderError,
-                        Some(StepError::GateFailed { .. }) | Some(StepError::Gate(_)) => creative_status::GateFailed,
-                        Some(StepError::Budget(_)) => creative_status::BudgetExceeded,
-                        Some(StepError::Io(_)) => creative_status::Io,
-                        Some(StepError::Cancelled) => creative_status::Cancelled,
+                    let status = match err.as_ref().map(StepError::kind) {
+                        Some(StepErrorKind::Provider) => creative_status::ProviderError,
+                        Some(StepErrorKind::GateFailed | StepErrorKind::Gate) => creative_status::GateFailed,
+                        Some(StepErrorKind::Budget) => creative_status::BudgetExceeded,
+                        Some(StepErrorKind::Io) => creative_status::Io,
+                        Some(StepErrorKind::Cancelled) => creative_status::Cancelled,
                         _ => creative_status::StepFailed,
                     };
                     let why = err.map(|e| e.to_string()).unwrap_or_else(|| "no error recorded".into());

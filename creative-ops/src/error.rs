@@ -68,12 +68,14 @@ impl OpsError {
 
 impl From<OpsError> for StepError {
     fn from(e: OpsError) -> Self {
-        match e {
+        let message = e.to_string();
+        let error = match e {
             OpsError::Settings { .. } | OpsError::Decode { .. } | OpsError::Unfit(_) => {
-                StepError::InvalidInput(e.to_string())
+                StepError::invalid_input(message)
             }
-            OpsError::Encode { .. } | OpsError::File { .. } | OpsError::Metadata(_) => StepError::Io(e.to_string()),
-            OpsError::Worker(_) => StepError::Internal(e.to_string()),
-        }
+            OpsError::Encode { .. } | OpsError::File { .. } | OpsError::Metadata(_) => StepError::io(message),
+            OpsError::Worker(_) => StepError::internal(message),
+        };
+        error.with_source(e)
     }
 }

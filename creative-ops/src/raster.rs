@@ -215,7 +215,7 @@ pub fn declared_dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
 /// `Ok` when an image of `w`x`h` may be decoded or produced: at most
 /// [`MAX_IMAGE_SIDE`] a side and [`MAX_IMAGE_PIXELS`] in all.
 pub fn check_image_size(w: u32, h: u32) -> Result<(), String> {
-    creative_core::limits::check_image_size(w, h)
+    creative_core::limits::check_image_size(w, h).map_err(|e| e.reason().to_string())
 }
 
 /// A decoded 8-bit image: RGB, or RGBA when the source had alpha.

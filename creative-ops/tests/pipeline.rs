@@ -82,7 +82,8 @@ async fn a_campaign_regenerates_blurry_shots_and_delivers_captioned_renditions()
             calls: AtomicU32::new(0),
         }))
         .concurrency(1)
-        .build();
+        .build()
+        .unwrap();
     let jobs = vec![Job::new([("product", "mug")]), Job::new([("product", "lamp")])];
     let out = exec.run(Arc::new(dag), jobs).await.unwrap();
 

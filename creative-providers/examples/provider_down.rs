@@ -97,7 +97,11 @@ async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
 
     let dead = Member::new("openai", 5, 100);
-    let exec = Executor::builder().provider(dead.clone()).concurrency(2).build();
+    let exec = Executor::builder()
+        .provider(dead.clone())
+        .concurrency(2)
+        .build()
+        .unwrap();
     let (t, attempts, failed, _) = run(&exec, "openai", 4).await;
     println!(
         "500 everywhere, 4 jobs, concurrency 2: {:.1} s to fail ({failed} failed, {attempts} calls)",
@@ -116,7 +120,11 @@ async fn main() {
             .seed(7)
             .build()
             .expect("valid router");
-        let exec = Executor::builder().provider(Arc::new(router)).concurrency(16).build();
+        let exec = Executor::builder()
+            .provider(Arc::new(router))
+            .concurrency(16)
+            .build()
+            .unwrap();
         let (t, attempts, failed, retries) = run(&exec, "r", n).await;
         let member_calls =
             a.calls.load(Ordering::SeqCst) + b.calls.load(Ordering::SeqCst) + c.calls.load(Ordering::SeqCst);

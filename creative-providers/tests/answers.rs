@@ -63,7 +63,8 @@ async fn run(mock: &MockServer) -> RunOutcome {
             backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)).unwrap(),
             max_retry_after: Duration::from_secs(1),
         })
-        .build();
+        .build()
+        .unwrap();
     exec.start(pipeline, vec![Job::new([("n", 1)])], RunOptions::default())
         .unwrap()
         .wait()
@@ -82,8 +83,8 @@ async fn base64_string_answered_as_a_png_fails_the_job_instead_of_delivering_a_1
         2,
         "the invalid answer was retried, then the job failed"
     );
-    match out.jobs[0].error() {
-        Some(StepError::Provider(e)) => {
+    match out.jobs[0].error().and_then(StepError::provider_error) {
+        Some(e) => {
             assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
             assert!(e.to_string().contains("not image/png"), "refused by the probe: {e}");
         }

@@ -89,7 +89,8 @@ async fn run(kill: bool) -> Measured {
             backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)).unwrap(),
             max_retry_after: Duration::from_secs(5),
         })
-        .build();
+        .build()
+        .unwrap();
     let step = GenerateStep::new(Task::Image, ["images"], "tile {{ n }}").unwrap();
     let dag = Arc::new(Dag::builder("tiles").step("gen", step, &[]).build().unwrap());
     let jobs = (0..JOBS).map(|i| Job::new([("n", i.to_string())]));

@@ -50,7 +50,7 @@ async fn real_png(side: u32) -> Vec<u8> {
 async fn run(provider: Arc<dyn Provider>, cache: &Arc<MemCache>) -> RunOutcome {
     let step = GenerateStep::new(Task::Image, [provider.id().to_string()], "a mug").unwrap();
     let pipeline: Arc<dyn Pipeline> = Arc::new(Dag::builder("t").step("hero", step, &[]).build().unwrap());
-    let exec = Executor::builder().provider(provider).build();
+    let exec = Executor::builder().provider(provider).build().unwrap();
     let opts = RunOptions {
         cache: Some(cache.clone() as Arc<dyn GenerationCache>),
         ..Default::default()

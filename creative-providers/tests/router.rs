@@ -639,7 +639,11 @@ async fn the_engine_reports_gate_verdicts_to_the_router() {
             .unwrap(),
     );
     // One job at a time, so each verdict is in before the next call is routed.
-    let exec = Executor::builder().provider(router.clone()).concurrency(1).build();
+    let exec = Executor::builder()
+        .provider(router.clone())
+        .concurrency(1)
+        .build()
+        .unwrap();
     let step = GenerateStep::new(Task::Image, ["r"], "tile {{ n }}")
         .unwrap()
         .gate(Arc::new(OnlyB))

@@ -200,7 +200,8 @@ async fn the_engine_keeps_one_breaker_per_member_not_one_for_the_router() {
             max_retry_after: Duration::from_secs(1),
         })
         .breaker(breaker(30))
-        .build();
+        .build()
+        .unwrap();
     let step = GenerateStep::new(Task::Text, ["r"], "tile {{ n }}").unwrap();
     let dag = Arc::new(Dag::builder("d").step("gen", step, &[]).build().unwrap());
     let jobs: Vec<Job> = (0..200).map(|i| Job::new([("n", i.to_string())])).collect();
@@ -210,7 +211,6 @@ async fn the_engine_keeps_one_breaker_per_member_not_one_for_the_router() {
             dag,
             jobs,
             RunOptions {
-                events: true,
                 ..RunOptions::default()
             },
         )
@@ -261,7 +261,11 @@ async fn a_step_over_a_router_whose_members_are_all_down_fails_at_once_naming_th
             .build()
             .unwrap(),
     );
-    let exec = Executor::builder().provider(router.clone()).concurrency(1).build();
+    let exec = Executor::builder()
+        .provider(router.clone())
+        .concurrency(1)
+        .build()
+        .unwrap();
     let step = GenerateStep::new(Task::Text, ["r"], "tile {{ n }}").unwrap();
     let dag = Arc::new(Dag::builder("d").step("gen", step, &[]).build().unwrap());
     let jobs: Vec<Job> = (0..10).map(|i| Job::new([("n", i.to_string())])).collect();

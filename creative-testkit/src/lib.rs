@@ -1,6 +1,8 @@
 //! Test and benchmark support for `creative`: a fast loopback server for the
-//! OpenAI images API, and a loopback ComfyUI ([`comfyui::FakeComfyUi`]: its
-//! HTTP API, websocket and one-prompt-at-a-time queue) for the pool's tests.
+//! OpenAI images API, a loopback ComfyUI ([`comfyui::FakeComfyUi`]: its HTTP
+//! API, websocket and one-prompt-at-a-time queue) for the pool's tests, a
+//! scriptable fake provider ([`fake`]) driven from the test, and condition
+//! waits ([`wait`]) instead of sleep-then-assert.
 //!
 //! [`LoopbackServer`] answers `POST /v1/images/generations` with
 //! `{"created": .., "data": [{"b64_json": ..}]}` holding a PNG of the requested
@@ -23,8 +25,10 @@
 #![warn(missing_docs)]
 
 pub mod comfyui;
+pub mod fake;
 #[cfg(target_os = "linux")]
 pub mod measure;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

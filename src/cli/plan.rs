@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use creative::campaign::spec::{Campaign, JobPlan, Spec, PLAN_SAMPLE};
-use creative::core::deliver::Report;
+use creative::engine::deliver::Report;
 
 use super::out;
 use super::progress::duration_text;
@@ -117,7 +117,7 @@ fn worst_factor(spec: &Spec, step: &str, gate: bool) -> u64 {
 fn pace(spec: &Spec, id: &str, learned: Option<&Report>) -> Pace {
     let doc = &spec.doc;
     let p = doc.providers.get(id);
-    let global = doc.concurrency.unwrap_or(8) as f64;
+    let global = doc.concurrency.unwrap_or(creative::engine::limits::DEFAULT_CONCURRENCY) as f64;
     let parallel = p.and_then(|p| p.concurrency).map_or(global, |c| (c as f64).min(global));
     let per_minute = p.and_then(|p| p.requests_per_minute).map(f64::from);
     let learned_row = learned.and_then(|r| {

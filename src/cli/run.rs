@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use creative::campaign::spec::{Campaign, CampaignOptions, Registry, Spec};
-use creative::core::{CancellationToken, EventKind, Status};
+use creative::engine::{CancellationToken, EventKind, Status};
 
 use super::args::{CheckArgs, GcArgs, LogFormat, MergeArgs, RunArgs};
 use super::out;

@@ -4,7 +4,7 @@
 use comfy_table::{presets, Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table};
 
 use creative::campaign::spec::JobPlan;
-use creative::core::deliver::Report;
+use creative::engine::deliver::Report;
 
 /// The width to fit tables to: the terminal's, else `COLUMNS`, else none.
 fn width() -> Option<u16> {

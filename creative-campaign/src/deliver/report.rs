@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use creative_core::deliver::{FailureGroup, FailureRow, GateRow, JobCounts, ProviderRow, Report, Totals};
-use creative_core::error::StepError;
+use creative_core::error::{StepError, StepErrorKind};
 
 use crate::store::JournalRecord;
 use creative_core::events::{Event, EventKind};
@@ -357,8 +357,8 @@ fn failure_row(job: &str, vars: creative_core::Vars, step: &str, error: Option<&
         Some(e) => (
             e.class().to_string(),
             e.to_string(),
-            match e {
-                StepError::GateFailed { gate, .. } => Some(gate.clone()),
+            match e.kind() {
+                StepErrorKind::GateFailed => e.gate().map(str::to_string),
                 _ => None,
             },
         ),

@@ -16,12 +16,12 @@ use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_
 use crate::spec::steps::{job_layer, GatedStep, NamedGate, SpecGenerate, Variant};
 use crate::spec::{ranges, Spec};
 use creative_core::artifact::MediaKind;
+use creative_core::dag::Dag;
 use creative_core::error::PipelineError;
 use creative_core::exec::{Executor, ProviderLimits};
 use creative_core::gate::{OnGateFail, QualityGate};
 use creative_core::generate::GenerateStep;
 use creative_core::job::Job;
-use creative_core::pipeline::Dag;
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{Backoff, RetryPolicy};
 use creative_core::step::Step;
@@ -561,7 +561,7 @@ impl Spec {
         let campaign = Campaign {
             name: doc.name.clone(),
             spec_hash: self.hash(),
-            executor: exec.build(),
+            executor: exec.build().map_err(|e| err(K::Invalid, e.field(), e.reason()))?,
             dag: Arc::new(dag),
             jobs,
             steps: names.iter().map(|s| s.to_string()).collect(),
@@ -634,6 +634,7 @@ impl Spec {
                 err(K::Invalid, at(step, "inputs"), e.to_string())
             }
             PipelineError::Empty => err(K::Invalid, "steps", e.to_string()),
+            _ => err(K::Invalid, "steps", e.to_string()),
         }
     }
 

@@ -24,11 +24,12 @@ use crate::store::{
     StoreError,
 };
 use creative_core::cancel::CancellationToken;
+use creative_core::dag::Dag;
 use creative_core::events::{Event, EventKind, Progress};
 use creative_core::exec::{Executor, Retain, RunError, RunHandle, RunOptions, RunOutcome};
 use creative_core::gate::QualityGate;
 use creative_core::job::{Job, Vars};
-use creative_core::pipeline::{Dag, Pipeline};
+use creative_core::pipeline::Pipeline;
 use creative_core::provider::Provider;
 use creative_core::resilience::Budget;
 
@@ -944,7 +945,6 @@ impl Campaign {
             cache: Some(cache),
             force: opts.force,
             journal: Some(journal),
-            events: true,
             cancel: opts.cancel.clone(),
             jobs_hint: Some(self.jobs.count()),
             // The journal is the record: finished jobs leave memory as they end.

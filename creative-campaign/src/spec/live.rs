@@ -13,9 +13,10 @@ use async_trait::async_trait;
 
 use crate::deliver::{AssetEntry, DirectorySink};
 use creative_core::artifact::Artifact;
+use creative_core::dag::Dag;
 use creative_core::events::EventKind;
 use creative_core::exec::{JobCtx, JobResult};
-use creative_core::pipeline::{Dag, Pipeline};
+use creative_core::pipeline::Pipeline;
 
 /// A [`Dag`] whose jobs deliver their own assets as they end.
 pub(crate) struct DeliverAsJobsEnd {

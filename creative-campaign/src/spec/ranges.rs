@@ -12,14 +12,14 @@ fn bad(path: impl Into<String>, msg: String) -> SpecError {
 
 fn int<T: PartialOrd + std::fmt::Display + Copy>(v: Option<T>, lo: T, hi: T, path: &str) -> Result<(), SpecError> {
     match v {
-        Some(v) => check_int(v, lo, hi).map_err(|m| bad(path, m)),
+        Some(v) => check_int(v, lo, hi).map_err(|e| bad(path, e.reason().to_string())),
         None => Ok(()),
     }
 }
 
 fn float(v: Option<f64>, lo: f64, lo_open: bool, hi: f64, path: &str) -> Result<(), SpecError> {
     match v {
-        Some(v) => check_float(v, lo, lo_open, hi).map_err(|m| bad(path, m)),
+        Some(v) => check_float(v, lo, lo_open, hi).map_err(|e| bad(path, e.reason().to_string())),
         None => Ok(()),
     }
 }
@@ -78,7 +78,7 @@ pub(crate) fn check_layer(layer: &Layer, base: &str) -> Result<(), SpecError> {
     match (w, h) {
         (Some(w), Some(h)) => {
             let at = if w > l::MAX_IMAGE_SIDE || w == 0 { w_at } else { h_at };
-            l::check_image_size(w, h).map_err(|m| bad(at, m))?;
+            l::check_image_size(w, h).map_err(|e| bad(at, e.reason().to_string()))?;
         }
         _ => {
             int(w, 1, l::MAX_IMAGE_SIDE, &w_at)?;
@@ -115,7 +115,7 @@ pub(crate) fn check_layer(layer: &Layer, base: &str) -> Result<(), SpecError> {
 /// A gate-failure policy's rounds.
 pub(crate) fn check_policy(p: &OnGateFail, path: &str) -> Result<(), SpecError> {
     if let OnGateFail::Regenerate { max } = p {
-        check_int(*max, 0, l::MAX_REGENERATIONS).map_err(|m| bad(format!("{path}.max"), m))?;
+        check_int(*max, 0, l::MAX_REGENERATIONS).map_err(|e| bad(format!("{path}.max"), e.reason().to_string()))?;
     }
     Ok(())
 }

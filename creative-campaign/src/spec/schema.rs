@@ -92,6 +92,16 @@ pub enum SeedPolicy {
     Random,
 }
 
+impl From<SeedPolicy> for creative_core::SeedPolicy {
+    fn from(p: SeedPolicy) -> Self {
+        match p {
+            SeedPolicy::Fixed(s) => creative_core::SeedPolicy::Fixed(s),
+            SeedPolicy::Derived => creative_core::SeedPolicy::Derived,
+            SeedPolicy::Random => creative_core::SeedPolicy::Random,
+        }
+    }
+}
+
 fn ser_derived<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("derived")
 }

@@ -67,7 +67,7 @@ impl SpecGenerate {
         };
         self.variants
             .get(&preset)
-            .ok_or_else(|| StepError::InvalidInput(format!("unknown preset `{}`", preset.unwrap_or_default())))
+            .ok_or_else(|| StepError::invalid_input(format!("unknown preset `{}`", preset.unwrap_or_default())))
     }
 
     /// The gates judging this step's outputs for a job (those of its preset).
@@ -79,7 +79,7 @@ impl SpecGenerate {
     pub fn resolve(&self, job: &Job) -> Result<(&Variant, Layer), StepError> {
         let v = self.variant(job)?;
         let mut layer = v.base.clone();
-        layer.merge_from(&job_layer(job.vars()).map_err(StepError::InvalidInput)?);
+        layer.merge_from(&job_layer(job.vars()).map_err(StepError::invalid_input)?);
         layer.merge_from(&self.overrides);
         Ok((v, layer))
     }
@@ -87,7 +87,7 @@ impl SpecGenerate {
     /// The core step configured for a job.
     fn configured(&self, job: &Job) -> Result<GenerateStep, StepError> {
         let (v, layer) = self.resolve(job)?;
-        let mut params = layer.params().map_err(StepError::InvalidInput)?;
+        let mut params = layer.params().map_err(StepError::invalid_input)?;
         if layer.seed == Some(SeedPolicy::Random) {
             // Random, but recorded: the seed lands in the asset's provenance.
             params.seed = Some(u64::from(fastrand::u32(..)));
@@ -121,14 +121,14 @@ impl SpecGenerate {
     pub fn request_for(&self, job: &Job) -> Result<Request, StepError> {
         let (v, layer) = self.resolve(job)?;
         let vars = job.vars();
-        let render = |t: &Template| t.render(vars).map_err(|e| StepError::Template(e.to_string()));
+        let render = |t: &Template| t.render(vars).map_err(StepError::from);
         Ok(Request {
             task: self.task,
             model: layer.model.clone(),
             prompt: render(&v.prompt)?,
             negative_prompt: v.negative.as_ref().map(render).transpose()?,
             inputs: Vec::new(),
-            params: layer.params().map_err(StepError::InvalidInput)?,
+            params: layer.params().map_err(StepError::invalid_input)?,
             raw: layer.raw.clone().unwrap_or_default(),
         })
     }
@@ -223,10 +223,7 @@ impl Step for GatedStep {
                 if self.on_fail == OnGateFail::Flag {
                     a.provenance_mut().flagged = true;
                 } else {
-                    return Err(StepError::GateFailed {
-                        gate: r.gate,
-                        reasons: r.verdict.reasons.join("; "),
-                    });
+                    return Err(StepError::gate_failed(r.gate, r.verdict.reasons.join("; ")));
                 }
             }
         }

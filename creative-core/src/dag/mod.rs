@@ -1,4 +1,6 @@
-//! The pure graph: build, validate, and a ready-queue. No async, no I/O.
+//! The DAG: the pure graph (build, validate, a ready-queue) and [`Dag`], a
+//! validated graph of steps with its [`DagBuilder`]. No async, no I/O: the
+//! executor walks a `Dag` (`exec/walk.rs`).
 //!
 //! Modelled on cargo's `DependencyQueue`: the executor asks which nodes are ready,
 //! marks nodes finished or failed, and the queue answers with the nodes that became
@@ -9,6 +11,10 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use crate::error::PipelineError;
+
+mod builder;
+
+pub use builder::{Dag, DagBuilder};
 
 /// A validated directed acyclic graph of named nodes.
 #[derive(Debug, Clone)]

@@ -152,7 +152,7 @@ impl StepCtx {
         let run = self.shared().clone();
         let retry = retry.unwrap_or(&run.retry);
         if chain.is_empty() {
-            return Err(StepError::InvalidInput("no provider given for this step".into()));
+            return Err(StepError::invalid_input("no provider given for this step"));
         }
         let mut tallies = vec![Tally::default(); chain.len()];
         // Why each provider was given up on for this call; those are not asked again.
@@ -166,7 +166,7 @@ impl StepCtx {
                     continue;
                 }
                 let slot = run.providers.get(id).cloned().ok_or_else(|| {
-                    StepError::InvalidInput(format!("unknown provider `{id}` (not registered on the executor)"))
+                    StepError::invalid_input(format!("unknown provider `{id}` (not registered on the executor)"))
                 })?;
                 if let Some((p, reason)) = prev.take() {
                     Counters::add(&run.counters.fallbacks, 1);
@@ -210,7 +210,7 @@ impl StepCtx {
             // (circuit open), wait for the earliest reopening, within the step's
             // allowance and the run's deadline, instead of losing the work.
             let Some(d) = earliest_reopen else {
-                return Err(StepError::Provider(all_failed(chain, &given_up)));
+                return Err(StepError::from(all_failed(chain, &given_up)));
             };
             let waited = Duration::from_micros(self.open_waited.load(Ordering::Relaxed));
             if waited + d > run.max_open_wait {
@@ -226,11 +226,11 @@ impl StepCtx {
                         waited.as_secs_f64()
                     ),
                 )));
-                return Err(StepError::Provider(all_failed(chain, &why)));
+                return Err(StepError::from(all_failed(chain, &why)));
             }
             if let Some(deadline) = run.budget.deadline() {
                 if tokio::time::Instant::now() + d >= deadline {
-                    return Err(StepError::Budget(format!(
+                    return Err(StepError::budget(format!(
                         "deadline comes before any provider reopens (circuit open for {})",
                         open.join(", ")
                     )));
@@ -269,7 +269,7 @@ impl StepCtx {
     async fn sleep(&self, d: Duration) -> Result<(), StepError> {
         tokio::select! {
             biased;
-            _ = self.cancel.cancelled() => Err(StepError::Cancelled),
+            _ = self.cancel.cancelled() => Err(StepError::cancelled()),
             _ = tokio::time::sleep(d) => Ok(()),
         }
     }
@@ -349,7 +349,7 @@ impl StepCtx {
                     Claim::Follower(done) => {
                         tokio::select! {
                             biased;
-                            _ = self.cancel.cancelled() => return Tried::Stop(StepError::Cancelled),
+                            _ = self.cancel.cancelled() => return Tried::Stop(StepError::cancelled()),
                             _ = done.acquire() => {}
                         }
                     }
@@ -359,7 +359,7 @@ impl StepCtx {
 
         loop {
             if self.cancel.is_cancelled() {
-                return Tried::Stop(StepError::Cancelled);
+                return Tried::Stop(StepError::cancelled());
             }
             if guarded {
                 if let Err(wait) = slot.guard.breaker.try_acquire() {
@@ -384,7 +384,7 @@ impl StepCtx {
             let _permit = match &slot.guard.concurrency {
                 Some(sem) => tokio::select! {
                     biased;
-                    _ = self.cancel.cancelled() => { neutral(); return Tried::Stop(StepError::Cancelled) }
+                    _ = self.cancel.cancelled() => { neutral(); return Tried::Stop(StepError::cancelled()) }
                     p = sem.clone().acquire_owned() => p.ok(),
                 },
                 None => None,
@@ -393,7 +393,7 @@ impl StepCtx {
                 Ok(r) => r,
                 Err(e) => {
                     neutral();
-                    return Tried::Stop(StepError::Budget(e.to_string()));
+                    return Tried::Stop(StepError::budget(e.to_string()));
                 }
             };
             tally.attempt += 1;
@@ -493,7 +493,7 @@ impl StepCtx {
                     Counters::add(&run.counters.failed_attempts, 1);
                     if e.kind() == ErrorKind::Cancelled {
                         neutral();
-                        return Tried::Stop(StepError::Cancelled);
+                        return Tried::Stop(StepError::cancelled());
                     }
                     if !guarded {
                         if let Some(down) = provider.unavailable() {
@@ -538,7 +538,7 @@ impl StepCtx {
                             }
                         }
                         None if e.kind().allows_fallback() => return Tried::Next(e),
-                        None => return Tried::Stop(StepError::Provider(e)),
+                        None => return Tried::Stop(StepError::from(e)),
                     }
                 }
             }

@@ -11,14 +11,15 @@ use crate::artifact::Artifact;
 use crate::error::StepError;
 use crate::events::{EventKind, Status};
 use crate::exec::shared::{Counters, RunShared};
+use crate::exec::walk::panic_message;
 use crate::job::Job;
-use crate::pipeline::panic_message;
 use crate::step::{Step, StepCtx, StepInputs};
 use crate::store::Recorded;
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StepState {
     /// Finished; outputs are kept.
     Done,
@@ -199,13 +200,16 @@ impl JobCtx {
                     });
                 }
                 Ok(_) => {}
-                Err(e) => return Err(fail(StepState::Failed, StepError::Io(e.to_string()), started.elapsed())),
+                Err(e) => {
+                    let error = StepError::io(e.to_string()).with_source(e);
+                    return Err(fail(StepState::Failed, error, started.elapsed()));
+                }
             }
         }
 
         let _permit = tokio::select! {
             biased;
-            _ = run.cancel.cancelled() => return Err(fail(StepState::Cancelled, StepError::Cancelled, started.elapsed())),
+            _ = run.cancel.cancelled() => return Err(fail(StepState::Cancelled, StepError::cancelled(), started.elapsed())),
             p = run.steps.clone().acquire_owned() => p.ok(),
         };
         if run.budget.is_exhausted() && !(step.providers().is_empty() && self.free_steps_may_run()) {
@@ -230,7 +234,7 @@ impl JobCtx {
             .instrument(span);
         let result = tokio::select! {
             biased;
-            _ = run.cancel.cancelled() => Err(StepError::Cancelled),
+            _ = run.cancel.cancelled() => Err(StepError::cancelled()),
             r = fut => r.unwrap_or_else(|p| Err(panic_message(p))),
         };
         let result = match result {
@@ -239,7 +243,7 @@ impl JobCtx {
                     .record(&self.job, name, fp, &outputs)
                     .await
                     .map(|_| outputs)
-                    .map_err(|e| StepError::Io(e.to_string())),
+                    .map_err(|e| StepError::io(e.to_string()).with_source(e)),
                 _ => Ok(outputs),
             },
             Err(e) => Err(e),
@@ -267,7 +271,7 @@ impl JobCtx {
                     elapsed,
                 })
             }
-            Err(StepError::Cancelled) => Err(fail(StepState::Cancelled, StepError::Cancelled, elapsed)),
+            Err(e) if e.is_cancelled() => Err(fail(StepState::Cancelled, e, elapsed)),
             Err(e) => Err(fail(StepState::Failed, e, elapsed)),
         }
     }
@@ -291,7 +295,7 @@ pub(crate) fn job_status(steps: &[StepResult]) -> Status {
         Status::Cancelled
     } else if steps
         .iter()
-        .any(|s| s.state == StepState::Failed && !matches!(s.error, Some(StepError::Budget(_))))
+        .any(|s| s.state == StepState::Failed && !s.error.as_ref().is_some_and(StepError::is_budget))
     {
         Status::Failed
     } else {

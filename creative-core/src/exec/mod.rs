@@ -18,8 +18,10 @@
 //! steps over all worker threads.
 
 pub(crate) mod call;
+mod ctx;
 pub(crate) mod job;
 pub(crate) mod shared;
+pub(crate) mod walk;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -32,15 +34,17 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::cancel::CancellationToken;
-use crate::error::StepError;
+use crate::error::{ConfigError, StepError};
 use crate::events::{EventBus, EventKind, EventStream, Progress, Status};
 use crate::job::Job;
+use crate::limits::{check_float, check_int, MAX_BURST, MAX_CALL_TIMEOUT_S, MAX_CONCURRENCY, MAX_REQUESTS_PER_MINUTE};
 use crate::pipeline::Pipeline;
-use crate::provider::Provider;
+use crate::provider::{IntoProvider, Provider};
 use crate::resilience::{BreakerConfig, Budget, DownConfig, RetryPolicy};
 use crate::store::{GenerationCache, Journal};
 
 pub use call::CallOutcome;
+pub use ctx::{GateCtx, StepCtx};
 pub use job::{JobCtx, JobResult, StepResult, StepState};
 pub use shared::{Degradation, ProviderLimits, RunStats};
 
@@ -48,6 +52,7 @@ use shared::{Counters, ProviderSlot, RunShared};
 
 /// Why a run could not start.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// A step calls a provider the executor does not know.
     #[error("pipeline `{pipeline}` uses unknown provider `{provider}`; registered: {registered}")]
@@ -103,23 +108,30 @@ impl Default for ExecutorBuilder {
 }
 
 impl ExecutorBuilder {
-    /// Register a provider with no limits of its own.
-    pub fn provider(self, p: Arc<dyn Provider>) -> Self {
+    /// Register a provider (a provider value, or one shared behind an `Arc`)
+    /// with no limits of its own. Ids must be unique: [`build`](Self::build)
+    /// refuses a second provider with an id already registered.
+    pub fn provider(self, p: impl IntoProvider) -> Self {
         self.provider_with_limits(p, ProviderLimits::default())
     }
 
-    /// Register a provider with its own concurrency, rate limit and timeout.
-    pub fn provider_with_limits(mut self, p: Arc<dyn Provider>, limits: ProviderLimits) -> Self {
-        self.providers.push((p, limits));
+    /// Register a provider with its own concurrency, rate limit and timeout;
+    /// [`build`](Self::build) checks the limits (`concurrency` 1 to
+    /// [`MAX_CONCURRENCY`], `requests_per_minute` 1 to
+    /// [`MAX_REQUESTS_PER_MINUTE`], `burst` 1 to [`MAX_BURST`], a timeout above
+    /// zero and at most [`MAX_CALL_TIMEOUT_S`] seconds).
+    pub fn provider_with_limits(mut self, p: impl IntoProvider, limits: ProviderLimits) -> Self {
+        self.providers.push((p.into_provider(), limits));
         self
     }
 
     /// Most steps running at once across the run, and most jobs active at once.
-    /// Default [`crate::limits::DEFAULT_CONCURRENCY`] (8, as in a spec); values below 1 are raised to 1 and values above
-    /// [`crate::limits::MAX_CONCURRENCY`] lowered to it (a semaphore cannot hold
-    /// more than `usize::MAX >> 3` permits, and no host runs more steps at once).
+    /// Default [`crate::limits::DEFAULT_CONCURRENCY`] (8, as in a spec);
+    /// [`build`](Self::build) refuses 0 and values above [`MAX_CONCURRENCY`] (a
+    /// semaphore cannot hold more than `usize::MAX >> 3` permits, and no host
+    /// runs more steps at once).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.clamp(1, crate::limits::MAX_CONCURRENCY);
+        self.concurrency = n;
         self
     }
 
@@ -157,15 +169,36 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Build the executor.
-    pub fn build(self) -> Executor {
+    /// Build the executor, or say which setting is wrong: a provider id
+    /// registered twice, or a limit out of its range (a zero concurrency or
+    /// rate would otherwise silently mean "one" or "unlimited").
+    ///
+    /// ```
+    /// # use creative_core::{Executor, ProviderLimits};
+    /// let e = Executor::builder().concurrency(0).build().err().unwrap();
+    /// assert_eq!(e.field(), "concurrency");
+    /// ```
+    pub fn build(self) -> Result<Executor, ConfigError> {
+        check_int(self.concurrency, 1, MAX_CONCURRENCY).map_err(|e| e.at("concurrency"))?;
+        if let Some(t) = self.call_timeout {
+            check_timeout(t).map_err(|e| e.at("call_timeout"))?;
+        }
         let (breaker, down) = (self.breaker, self.down);
-        let providers = self
-            .providers
-            .into_iter()
-            .map(|(p, l)| (p.id().to_string(), Arc::new(ProviderSlot::new(p, &l, breaker, down))))
-            .collect();
-        Executor {
+        let mut providers = HashMap::with_capacity(self.providers.len());
+        for (p, limits) in self.providers {
+            let id = p.id().to_string();
+            let at = format!("providers.{id}");
+            check_limits(&limits).map_err(|e| e.at(&at))?;
+            if providers.contains_key(&id) {
+                return Err(ConfigError::new(
+                    at,
+                    "registered twice: every provider needs its own id",
+                ));
+            }
+            let slot = Arc::new(ProviderSlot::new(p, &limits, breaker, down));
+            providers.insert(id, slot);
+        }
+        Ok(Executor {
             inner: Arc::new(ExecInner {
                 providers: Arc::new(providers),
                 concurrency: self.concurrency,
@@ -173,8 +206,29 @@ impl ExecutorBuilder {
                 call_timeout: self.call_timeout,
                 max_open_wait: self.max_open_wait,
             }),
-        }
+        })
     }
+}
+
+/// The ranges of one provider's limits (see [`ExecutorBuilder::provider_with_limits`]).
+fn check_limits(l: &ProviderLimits) -> Result<(), ConfigError> {
+    if let Some(n) = l.concurrency {
+        check_int(n, 1, MAX_CONCURRENCY).map_err(|e| e.at("concurrency"))?;
+    }
+    if let Some(n) = l.requests_per_minute {
+        check_int(n, 1, MAX_REQUESTS_PER_MINUTE).map_err(|e| e.at("requests_per_minute"))?;
+    }
+    if let Some(n) = l.burst {
+        check_int(n, 1, MAX_BURST).map_err(|e| e.at("burst"))?;
+    }
+    if let Some(t) = l.timeout {
+        check_timeout(t).map_err(|e| e.at("timeout"))?;
+    }
+    Ok(())
+}
+
+fn check_timeout(t: Duration) -> Result<(), ConfigError> {
+    check_float(t.as_secs_f64(), 0.0, true, MAX_CALL_TIMEOUT_S)
 }
 
 /// Per-run options.
@@ -188,8 +242,6 @@ pub struct RunOptions {
     pub force: bool,
     /// Journal for resumable runs.
     pub journal: Option<Arc<dyn Journal>>,
-    /// Produce an event stream (take it with [`RunHandle::events`]).
-    pub events: bool,
     /// Cancel the run when this token is cancelled.
     pub cancel: Option<CancellationToken>,
     /// The number of jobs, if known, for progress.
@@ -323,8 +375,11 @@ impl RunHandle {
         self.cancel.clone()
     }
 
-    /// Take the event stream (once; `None` if events were not asked for or were
-    /// already taken).
+    /// Take the event stream (once; `None` when already taken).
+    ///
+    /// Every run has one. Events wait in the stream until read, so a caller
+    /// that will not read them drops the stream (`drop(handle.events())`):
+    /// from then on the run builds no event at all.
     pub fn events(&mut self) -> Option<EventStream> {
         self.events.take()
     }
@@ -390,7 +445,10 @@ impl Executor {
         I: IntoIterator<Item = Job>,
         I::IntoIter: Send + 'static,
     {
-        Ok(self.start(pipeline, jobs, RunOptions::default())?.wait().await)
+        let mut handle = self.start(pipeline, jobs, RunOptions::default())?;
+        // Nobody can read this run's events: stop them at the source.
+        drop(handle.events());
+        Ok(handle.wait().await)
     }
 
     /// Start a run on the current tokio runtime and return at once.
@@ -411,12 +469,7 @@ impl Executor {
                 });
             }
         }
-        let (tx, rx) = if opts.events {
-            let (tx, rx) = mpsc::unbounded_channel();
-            (Some(tx), Some(EventStream::new(rx)))
-        } else {
-            (None, None)
-        };
+        let (tx, rx) = mpsc::unbounded_channel();
         let cancel = opts.cancel.clone().unwrap_or_default();
         let shared = Arc::new(RunShared {
             providers: self.inner.providers.clone(),
@@ -424,7 +477,7 @@ impl Executor {
             call_timeout: self.inner.call_timeout,
             max_open_wait: self.inner.max_open_wait,
             budget: opts.budget.clone().unwrap_or_else(|| Arc::new(Budget::new())),
-            events: EventBus::new(tx),
+            events: EventBus::new(Some(tx)),
             cache: opts.cache.clone(),
             force: opts.force,
             journal: opts.journal.clone(),
@@ -448,7 +501,7 @@ impl Executor {
         );
         Ok(RunHandle {
             cancel,
-            events: rx,
+            events: Some(EventStream::new(rx)),
             join,
             shared,
         })
@@ -539,7 +592,7 @@ async fn drive(
             }
             Err(e) => {
                 let (job, index) = in_flight.remove(&e.id()).expect("every task is tracked");
-                let error = StepError::Internal(format!("job task failed: {e}"));
+                let error = StepError::internal(format!("job task failed: {e}"));
                 JobResult {
                     job,
                     index,

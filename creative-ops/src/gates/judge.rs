@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use creative_core::resilience::RetryPolicy;
 use creative_core::{
-    Artifact, CallCtx, GateCtx, GateError, Generation, MediaKind, Provider, QualityGate, Request, StepError, Task,
-    Template, Vars, Verdict,
+    Artifact, CallCtx, GateCtx, GateError, Generation, MediaKind, Provider, QualityGate, Request, Task, Template, Vars,
+    Verdict,
 };
 
 use crate::error::OpsError;
@@ -255,8 +255,9 @@ impl QualityGate for JudgeGate {
                 .await
             {
                 Ok(out) => out.generation,
-                Err(StepError::Cancelled) => return Err(GateError::new(&self.name, "cancelled")),
-                Err(StepError::Budget(why)) => {
+                Err(e) if e.is_cancelled() => return Err(GateError::new(&self.name, "cancelled")),
+                Err(e) if e.is_budget() => {
+                    let why = e.message();
                     let id = self.provider.id();
                     let msg =
                         format!("the run's budget refused the judge call to `{id}`, so it could not judge: {why}");

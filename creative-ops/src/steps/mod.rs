@@ -83,7 +83,7 @@ pub(crate) fn image_inputs<'a>(
         }
     }
     if out.is_empty() {
-        return Err(StepError::InvalidInput(format!(
+        return Err(StepError::invalid_input(format!(
             "step `{}` ({kind}) needs an image input; got [{}]",
             ctx.step,
             seen.join(", ")
@@ -152,7 +152,7 @@ where
     let mut handles = Vec::with_capacity(inputs.len());
     for input in inputs {
         if ctx.cancel.is_cancelled() {
-            return Err(StepError::Cancelled);
+            return Err(StepError::cancelled());
         }
         let (op, info, step) = (op.clone(), info.clone(), step.clone());
         handles.push(tokio::task::spawn_blocking(move || process(&input, &*op, &info, &step)));
@@ -165,7 +165,7 @@ where
         out.extend(produced);
     }
     if ctx.cancel.is_cancelled() {
-        return Err(StepError::Cancelled);
+        return Err(StepError::cancelled());
     }
     Ok(out)
 }

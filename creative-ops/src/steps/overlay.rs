@@ -241,7 +241,7 @@ impl Step for OverlayStep {
         let text = self
             .template
             .render(&vars)
-            .map_err(|e| StepError::Template(format!("step `{}` (overlay): {e}", ctx.step)))?;
+            .map_err(|e| StepError::template(format!("step `{}` (overlay): {e}", ctx.step)))?;
         let images = image_inputs(inputs.all(), ctx, "overlay")?;
         let info = OpInfo {
             kind: "overlay",

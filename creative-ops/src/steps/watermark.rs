@@ -144,7 +144,7 @@ impl Step for WatermarkStep {
                     .from_step(from)
                     .and_then(|a| a.iter().find(|a| a.media().kind() == MediaKind::Image))
                     .ok_or_else(|| {
-                        StepError::InvalidInput(format!(
+                        StepError::invalid_input(format!(
                             "step `{}` (watermark): input step `{from}` gave no image to use as the logo",
                             ctx.step
                         ))
@@ -163,7 +163,7 @@ impl Step for WatermarkStep {
                     .collect();
                 (Arc::new(logo), Some(art.id().clone()), targets)
             }
-            (None, None) => return Err(StepError::Internal("watermark without a logo".into())),
+            (None, None) => return Err(StepError::internal("watermark without a logo")),
         };
         let images = image_inputs(targets.into_iter(), ctx, "watermark")?;
         let info = OpInfo {

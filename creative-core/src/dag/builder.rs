@@ -1,0 +1,153 @@
+//! A validated DAG of steps, and its builder. The per-job walk over it (the
+//! [`Pipeline`](crate::pipeline::Pipeline) implementation) is the executor's: `exec/walk.rs`.
+
+use std::sync::Arc;
+
+use crate::artifact::MediaKind;
+use crate::dag::Graph;
+use crate::error::PipelineError;
+use crate::step::Step;
+
+pub(crate) struct Node {
+    pub(crate) name: Arc<str>,
+    pub(crate) step: Arc<dyn Step>,
+}
+
+/// A validated DAG of steps. Build one with [`Dag::builder`]; run it as a
+/// [`Pipeline`](crate::pipeline::Pipeline).
+///
+/// ```
+/// use std::sync::Arc;
+/// use creative_core::{Dag, Step, StepCtx, StepInputs, StepError, Artifact, Pipeline};
+/// struct Hello;
+/// #[async_trait::async_trait]
+/// impl Step for Hello {
+///     fn kind(&self) -> &str { "hello" }
+///     async fn run(&self, _: &StepInputs, _: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+///         Ok(vec![Artifact::text_plain("hi")])
+///     }
+/// }
+/// let dag = Dag::builder("demo")
+///     .step("a", Hello, &[])
+///     .step("b", Hello, &["a"])
+///     .step("c", Hello, &["a"])
+///     .step("d", Hello, &["b", "c"]) // fan-in
+///     .build()
+///     .unwrap();
+/// assert_eq!(dag.step_names().len(), 4);
+/// ```
+pub struct Dag {
+    pub(crate) name: String,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) graph: Graph,
+}
+
+impl std::fmt::Debug for Dag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dag")
+            .field("name", &self.name)
+            .field("steps", &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Builds a [`Dag`]. Adding steps never fails; [`DagBuilder::build`] reports the
+/// first problem: a duplicate name, an unknown input, a missing input, a cycle
+/// (naming its steps), a media mismatch between steps whose media are known.
+pub struct DagBuilder {
+    name: String,
+    nodes: Vec<(String, Arc<dyn Step>, Vec<String>)>,
+}
+
+impl Dag {
+    /// Start a builder.
+    pub fn builder(name: impl Into<String>) -> DagBuilder {
+        DagBuilder {
+            name: name.into(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The underlying graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// A step by name.
+    pub fn step(&self, name: &str) -> Option<&Arc<dyn Step>> {
+        self.nodes.iter().find(|n| &*n.name == name).map(|n| &n.step)
+    }
+}
+
+impl DagBuilder {
+    /// Add a step reading the outputs of `inputs` (in that order).
+    pub fn step(self, name: impl Into<String>, step: impl Step + 'static, inputs: &[&str]) -> Self {
+        self.step_arc(name, Arc::new(step), inputs)
+    }
+
+    /// Add a shared step.
+    pub fn step_arc(mut self, name: impl Into<String>, step: Arc<dyn Step>, inputs: &[&str]) -> Self {
+        self.nodes
+            .push((name.into(), step, inputs.iter().map(|s| s.to_string()).collect()));
+        self
+    }
+
+    /// Validate and build.
+    pub fn build(self) -> Result<Dag, PipelineError> {
+        let pairs: Vec<(&str, Vec<&str>)> = self
+            .nodes
+            .iter()
+            .map(|(n, _, ins)| (n.as_str(), ins.iter().map(String::as_str).collect()))
+            .collect();
+        let graph = Graph::build(&pairs)?;
+        for (i, (name, step, _)) in self.nodes.iter().enumerate() {
+            let got = graph.inputs(i).len();
+            if got < step.min_inputs() {
+                return Err(PipelineError::MissingInput {
+                    step: name.clone(),
+                    expected: step.min_inputs(),
+                    got,
+                });
+            }
+            if let Some(accepts) = step.accepts() {
+                for &j in graph.inputs(i) {
+                    if let Some(produces) = self.nodes[j].1.produces() {
+                        if !accepts.contains(&produces) {
+                            return Err(PipelineError::MediaMismatch {
+                                step: name.clone(),
+                                input: self.nodes[j].0.clone(),
+                                accepts: kinds(accepts),
+                                produces: kinds(&[produces]),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let nodes = self
+            .nodes
+            .into_iter()
+            .map(|(name, step, _)| Node {
+                name: Arc::from(name),
+                step,
+            })
+            .collect();
+        Ok(Dag {
+            name: self.name,
+            nodes,
+            graph,
+        })
+    }
+}
+
+fn kinds(k: &[MediaKind]) -> String {
+    k.iter()
+        .map(|k| {
+            serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
