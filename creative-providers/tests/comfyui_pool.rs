@@ -551,20 +551,11 @@ async fn engine_run(
 ) -> (creative_core::RunOutcome, Vec<creative_core::events::EventKind>) {
     use creative_core::{Dag, Executor, GenerateStep, Job, RunOptions};
     use futures::StreamExt;
-    let exec = Executor::builder().provider(provider).concurrency(12).build();
+    let exec = Executor::builder().provider(provider).concurrency(12).build().unwrap();
     let step = GenerateStep::new(Task::Image, ["farm"], "tile {{ n }}").unwrap();
     let dag = Arc::new(Dag::builder("d").step("gen", step, &[]).build().unwrap());
     let jobs: Vec<Job> = (0..n).map(|i| Job::new([("n", i.to_string())])).collect();
-    let mut run = exec
-        .start(
-            dag,
-            jobs,
-            RunOptions {
-                events: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let mut run = exec.start(dag, jobs, RunOptions::default()).unwrap();
     let events = run.events().unwrap();
     during();
     let out = run.wait().await;

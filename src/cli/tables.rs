@@ -270,7 +270,7 @@ pub fn plan_jobs(jobs: &[JobPlan], omitted: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use creative::core::deliver::ProviderRow;
+    use creative::engine::deliver::ProviderRow;
 
     #[test]
     fn the_report_table_says_why_each_router_member_got_its_calls() {
