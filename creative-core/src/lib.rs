@@ -55,7 +55,7 @@ pub mod template;
 
 pub use artifact::{Artifact, ArtifactId, MediaKind, MediaType, Meta};
 pub use cancel::CancellationToken;
-pub use deliver::{Sink, SinkError};
+pub use deliver::{Delivery, Receipt, Sink, SinkError};
 pub use error::{ErrorKind, GateError, PipelineError, ProviderError, StepError};
 pub use events::{Event, EventKind, EventStream, Progress, Status};
 pub use exec::{
