@@ -296,3 +296,58 @@ async fn signed_events_go_out_as_assets_land_and_a_resume_sends_exactly_the_unac
     assert!(rx.lock().unwrap().forged.is_empty(), "every POST was signed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_after_an_object_store_sends_the_url_the_store_gave_each_asset() {
+    std::env::set_var("CREATIVE_TEST_WEBHOOK_SECRET", SECRET);
+    let dir = temp_dir("webhooks-store");
+    let (out, bucket) = (dir.join("out"), dir.join("bucket"));
+    std::fs::create_dir_all(&bucket).unwrap();
+    let (url, rx) = receiver();
+    let store = format!(
+        "[[output.sinks]]\nkind = \"object_store\"\nurl = \"file://{}\"\nkey = \"{{{{ product }}}}/{{{{ locale }}}}-{{{{ step }}}}.{{{{ ext }}}}\"\n\n",
+        bucket.display()
+    );
+    // The store is listed before the webhook, and the webhook has no public base.
+    let text = spec(&url)
+        .replace(
+            "[[output.sinks]]\nkind = \"webhook\"",
+            &format!("{store}[[output.sinks]]\nkind = \"webhook\""),
+        )
+        .replace("public_base_url = \"https://cdn.example.com/hooks/\"\n", "");
+    let campaign = Spec::parse(&text, Format::Toml, "hooks.toml")
+        .unwrap()
+        .build(&registry(), ".")
+        .unwrap();
+    let done = campaign
+        .start(CampaignOptions {
+            out_dir: Some(out.clone()),
+            ..CampaignOptions::default()
+        })
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(
+        done.report.delivery_errors.is_empty(),
+        "{:?}",
+        done.report.delivery_errors
+    );
+    let events = rx.lock().unwrap().events.clone();
+    let assets = of_type(&events, "asset.delivered");
+    assert_eq!(assets.len(), 8);
+    for e in assets {
+        let d = &e.body["data"];
+        let key = format!(
+            "{}/{}-{}.png",
+            d["vars"]["product"].as_str().unwrap(),
+            d["vars"]["locale"].as_str().unwrap(),
+            d["step"].as_str().unwrap()
+        );
+        assert_eq!(d["url"], format!("file://{}/{key}", bucket.display()));
+        let uploaded = std::fs::read(bucket.join(&key)).unwrap();
+        let delivered = std::fs::read(out.join(d["path"].as_str().unwrap())).unwrap();
+        assert!(uploaded == delivered, "{key} holds the asset's bytes");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

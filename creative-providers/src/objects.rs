@@ -18,7 +18,7 @@
 //! `AZURE_STORAGE_ACCOUNT_NAME`...), then from `options` (the builders' keys),
 //! so the spec holds no secret. Every object gets its content type and the
 //! metadata `creative-id` (the asset's content hash), `creative-job` and
-//! `creative-step`. Keys come from a template over the asset's variables, so a
+//! `creative-step` (not in a local folder, which keeps neither). Keys come from a template over the asset's variables, so a
 //! resumed run writes the same keys; an object already holding the asset (its
 //! `creative-id` matches) is not uploaded again.
 
@@ -87,6 +87,9 @@ pub struct ObjectStoreSink {
     public_base: Option<String>,
     threshold: u64,
     part: usize,
+    /// A local folder: it keeps no content type or metadata, so an object's
+    /// bytes say whether it holds the asset.
+    local: bool,
 }
 
 impl std::fmt::Debug for ObjectStoreSink {
@@ -148,6 +151,7 @@ impl ObjectStoreSink {
             key,
             public_base,
             threshold: settings.multipart_threshold_mb * MIB,
+            local: url.scheme() == "file",
             part: usize::try_from(settings.part_size_mb * MIB).map_err(|_| "part_size_mb is too large here")?,
         })
     }
@@ -206,6 +210,15 @@ impl ObjectStoreSink {
 
     /// Whether the object at `path` already holds `asset`.
     async fn holds(&self, path: &ObjectPath, asset: &AssetEntry) -> bool {
+        if self.local {
+            return match self.store.get(path).await {
+                Ok(r) if r.meta.size == asset.bytes => r
+                    .bytes()
+                    .await
+                    .is_ok_and(|b| creative_core::ArtifactId::of(&asset.media, &b) == asset.id),
+                _ => false,
+            };
+        }
         let opts = GetOptions {
             head: true,
             ..GetOptions::default()
@@ -222,8 +235,11 @@ impl ObjectStoreSink {
         }
     }
 
-    fn attributes(asset: &AssetEntry) -> Attributes {
+    fn attributes(&self, asset: &AssetEntry) -> Attributes {
         let mut a = Attributes::new();
+        if self.local {
+            return a;
+        }
         a.insert(Attribute::ContentType, asset.media.as_str().to_string().into());
         a.insert(
             Attribute::Metadata(Cow::Borrowed(ID_META)),
@@ -251,7 +267,7 @@ impl ObjectStoreSink {
             let data = artifact.data().clone();
             if data.len() as u64 > self.threshold {
                 let opts = PutMultipartOptions {
-                    attributes: Self::attributes(asset),
+                    attributes: self.attributes(asset),
                     ..PutMultipartOptions::default()
                 };
                 let upload = self
@@ -268,7 +284,7 @@ impl ObjectStoreSink {
                 w.finish().await.map_err(|e| err("finish upload of", e))?;
             } else {
                 let opts = PutOptions {
-                    attributes: Self::attributes(asset),
+                    attributes: self.attributes(asset),
                     ..PutOptions::default()
                 };
                 self.store
