@@ -235,8 +235,12 @@ async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks()
 
     // The webhook got every asset and the end, despite a 503 first.
     let posts = posts.lock().unwrap().clone();
-    assert_eq!(posts.iter().filter(|p| p["event"] == "asset").count(), 8, "{posts:?}");
-    assert_eq!(posts.iter().filter(|p| p["event"] == "campaign_finished").count(), 1);
+    assert_eq!(
+        posts.iter().filter(|p| p["type"] == "asset.delivered").count(),
+        8,
+        "{posts:?}"
+    );
+    assert_eq!(posts.iter().filter(|p| p["type"] == "campaign.finished").count(), 1);
 
     // Run again: every generation comes from the cache, the money is saved, the
     // manifest is the same, and no file is duplicated.

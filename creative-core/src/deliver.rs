@@ -58,6 +58,62 @@ pub trait Sink: Send + Sync {
     async fn finish(&self, _manifest: &ManifestSummary, _report: &Report) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Deliver one asset as an event of a run: what the campaign layer calls.
+    /// `delivery` names the run and the event (the same id on every retry and
+    /// every resume of this run, so a receiver can drop duplicates) and where
+    /// the sinks before this one put the asset. A sink that stores the asset
+    /// somewhere reachable says where in its [`Receipt`]; the campaign records
+    /// the receipt, so a resumed run skips the sinks that already acknowledged
+    /// the asset. By default: [`deliver`](Self::deliver), with no URL.
+    async fn deliver_event(
+        &self,
+        _delivery: &Delivery,
+        asset: &AssetEntry,
+        artifact: &Artifact,
+    ) -> Result<Receipt, SinkError> {
+        self.deliver(asset, artifact).await.map(|()| Receipt::default())
+    }
+
+    /// [`finish`](Self::finish) as an event of a run (its id changes when a
+    /// resume delivers more). By default: [`finish`](Self::finish).
+    async fn finish_event(
+        &self,
+        _delivery: &Delivery,
+        manifest: &ManifestSummary,
+        report: &Report,
+    ) -> Result<(), SinkError> {
+        self.finish(manifest, report).await
+    }
+}
+
+/// The run and event a sink is handed an asset (or the end of a run) for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// The run's id: new for every fresh run of a spec, kept by its resumes.
+    pub run: String,
+    /// The event's id: unique per run and asset (or per run and end), the same
+    /// across retries and resumes.
+    pub event: String,
+    /// Where the sinks before this one put the asset: `(sink, url)`, in the
+    /// order the spec lists the sinks.
+    pub urls: Vec<(String, String)>,
+}
+
+impl Delivery {
+    /// The first URL an earlier sink gave the asset, if any.
+    pub fn url(&self) -> Option<&str> {
+        self.urls.first().map(|(_, u)| u.as_str())
+    }
+}
+
+/// What a sink reports back for a delivered asset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Where the asset can now be fetched (an object's URL), when the sink
+    /// stores it somewhere reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A delivered asset.

@@ -57,7 +57,7 @@ pub mod template;
 pub use artifact::{Artifact, ArtifactId, MediaKind, MediaType, Meta};
 pub use cancel::CancellationToken;
 pub use dag::{Dag, DagBuilder};
-pub use deliver::{Sink, SinkError};
+pub use deliver::{Delivery, Receipt, Sink, SinkError};
 pub use error::{ConfigError, ErrorKind, GateError, PipelineError, ProviderError, StepError, StepErrorKind};
 pub use events::{Event, EventKind, EventStream, Progress, Status};
 pub use exec::{

@@ -15,6 +15,8 @@ pub mod fal;
 pub mod gemini;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "object-store")]
+pub mod objects;
 #[cfg(feature = "ollama")]
 pub mod ollama;
 #[cfg(feature = "openai")]
@@ -54,5 +56,7 @@ pub fn register(reg: &mut creative_core::registry::Registry) {
     router::register(reg);
     #[cfg(feature = "webhook")]
     webhook::register(reg);
+    #[cfg(feature = "object-store")]
+    objects::register(reg);
     let _ = reg;
 }

@@ -35,17 +35,29 @@ pub fn job_entries(
         complete: steps_done.len() == steps.len(),
         steps_done,
     };
-    let mut assets = Vec::new();
     if done.is_empty() {
-        return (entry, assets);
+        return (entry, Vec::new());
     }
-    let all: HashMap<&ArtifactId, &ArtifactRecord> = done
-        .values()
-        .flat_map(|r| r.outputs.iter().map(|a| (&a.id, a)))
-        .collect();
+    let outputs: BTreeMap<&str, &[ArtifactRecord]> = done.iter().map(|(s, r)| (s.as_str(), &r.outputs[..])).collect();
+    (entry, delivered_assets(job, deliver, &outputs))
+}
+
+/// The delivered assets of one job from its steps' outputs (by step), in
+/// delivery step order, each with its stable provenance and its sources: the
+/// entries `manifest.json` lists, and sinks are handed as each job ends.
+pub(crate) fn delivered_assets(
+    job: &Job,
+    deliver: &[String],
+    outputs: &BTreeMap<&str, &[ArtifactRecord]>,
+) -> Vec<AssetEntry> {
+    let mut assets = Vec::new();
+    let all: HashMap<&ArtifactId, &ArtifactRecord> =
+        outputs.values().flat_map(|r| r.iter().map(|a| (&a.id, a))).collect();
     for step in deliver {
-        let Some(rec) = done.get(step.as_str()) else { continue };
-        for (index, a) in rec.outputs.iter().enumerate() {
+        let Some(recs) = outputs.get(step.as_str()) else {
+            continue;
+        };
+        for (index, a) in recs.iter().enumerate() {
             assets.push(AssetEntry {
                 job: job.key().to_string(),
                 vars: (**job.vars()).clone(),
@@ -61,7 +73,7 @@ pub fn job_entries(
             });
         }
     }
-    (entry, assets)
+    assets
 }
 
 /// Build a manifest from journal records (any order; shards' records may be

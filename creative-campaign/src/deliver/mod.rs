@@ -7,6 +7,7 @@
 //! journals, and an uninterrupted run give the same manifest.
 
 mod html;
+mod ledger;
 mod manifest;
 mod path;
 mod report;
@@ -24,6 +25,9 @@ pub use creative_core::deliver::{
     SinkError, SourceEntry, Totals,
 };
 pub use html::{contact_sheet, make_thumbnail, sheet_page_name, thumbnail_path, write_contact_sheet, SHEET_PAGE};
+pub(crate) use ledger::Sinks;
+pub use ledger::{asset_key, DeliveryLedger, DELIVERIES_FILE};
+pub(crate) use manifest::delivered_assets;
 pub use manifest::{job_entries, manifest_from_records};
 pub use path::{FileNameTemplate, PathError};
 pub use report::ReportBuilder;

@@ -13,9 +13,9 @@ use futures::Stream;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::deliver::{DirectorySink, FileNameTemplate, Manifest, ManifestSummary, Report, Sink};
+use crate::deliver::{DeliveryLedger, DirectorySink, FileNameTemplate, Manifest, ManifestSummary, Report, Sink, Sinks};
 use crate::spec::finish;
-use crate::spec::live::DeliverAsJobsEnd;
+use crate::spec::live::{DeliverAsJobsEnd, LiveDelivery};
 use crate::spec::matrix::{self, JobMatrix};
 use crate::spec::schema::BudgetSpec;
 use crate::spec::steps::SpecGenerate;
@@ -482,6 +482,8 @@ enum RunState {
         pump: tokio::task::JoinHandle<()>,
         /// Held until the outputs are written.
         lock: fs::File,
+        /// Feeds the sinks as jobs end.
+        live: Option<LiveDelivery>,
     },
 }
 
@@ -940,12 +942,27 @@ impl Campaign {
         };
         let budget = self.budget().already_spent(spent.cost_usd, spent.attempts);
         let log = open_event_log(&log_path, opts.resume)?;
+        // The run's token, known before the run starts, so the queue feeding
+        // the sinks stops waiting when the run is cancelled.
+        let cancel = opts.cancel.clone().unwrap_or_default();
+        let (queue, live) = if self.sinks.is_empty() {
+            (None, None)
+        } else {
+            let ledger = DeliveryLedger::open(&state_dir, !opts.resume)?;
+            let (q, l) = LiveDelivery::start(
+                Sinks::new(&self.sinks),
+                ledger,
+                crate::spec::finish::SINK_CONCURRENCY,
+                cancel.clone(),
+            );
+            (Some(q), Some(l))
+        };
         let run_opts = RunOptions {
             budget: Some(Arc::new(budget)),
             cache: Some(cache),
             force: opts.force,
             journal: Some(journal),
-            cancel: opts.cancel.clone(),
+            cancel: Some(cancel),
             jobs_hint: Some(self.jobs.count()),
             // The journal is the record: finished jobs leave memory as they end.
             retain: Retain::Failures,
@@ -955,6 +972,7 @@ impl Campaign {
             dir: DirectorySink::new(&out_dir, self.file_names.clone()).with_blobs(blobs),
             deliver: self.deliver.clone().into(),
             thumbnails: self.contact_sheet,
+            sinks: queue,
         });
         let mut handle = self.executor.start(pipeline, self.jobs.iter(), run_opts)?;
         let mut stream = handle
@@ -1000,7 +1018,12 @@ impl Campaign {
         Ok(CampaignRun {
             campaign: self.clone(),
             out_dir,
-            state: RunState::Live { handle, pump, lock },
+            state: RunState::Live {
+                handle,
+                pump,
+                lock,
+                live,
+            },
             events: rx,
         })
     }
@@ -1218,11 +1241,19 @@ impl CampaignRun {
                     plan: Some(plan),
                 })
             }
-            RunState::Live { handle, pump, lock } => {
+            RunState::Live {
+                handle,
+                pump,
+                lock,
+                live,
+            } => {
                 let cancel = handle.cancel_token();
                 let outcome = handle.wait().await;
                 // The stream ends when the run's last sender is dropped.
                 let _ = pump.await;
+                if let Some(live) = live {
+                    live.close(&cancel).await;
+                }
                 let (manifest, report) = self
                     .campaign
                     .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel))

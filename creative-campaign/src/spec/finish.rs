@@ -20,7 +20,8 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::deliver::{
-    job_entries, write_contact_sheet, AssetEntry, DirectorySink, JobEntry, ManifestSummary, Report, ReportBuilder,
+    job_entries, write_contact_sheet, AssetEntry, DeliveryLedger, DirectorySink, JobEntry, ManifestSummary, Report,
+    ReportBuilder, Sinks,
 };
 use crate::spec::campaign::{Campaign, CampaignError, EVENTS_FILE, STATE_DIR};
 use crate::store::{remove_stale_temps, write_atomic, BlobStore, FileJournal, StoreError};
@@ -29,7 +30,7 @@ use creative_core::cancel::CancellationToken;
 use creative_core::exec::RunOutcome;
 
 /// Assets handed to the sinks at once at the end of a run.
-const SINK_CONCURRENCY: usize = 8;
+pub(crate) const SINK_CONCURRENCY: usize = 8;
 
 /// The delivered assets of the last run, one [`AssetEntry`] a JSON line, in
 /// manifest order, inside the state folder: what hosts read the assets back
@@ -170,51 +171,51 @@ impl Campaign {
         let state_dir = out_dir.join(STATE_DIR);
         let blobs = BlobStore::new(state_dir.join("objects"));
         let mut sinks_stopped = false;
-        if !self.sinks.is_empty() && summary.assets > 0 {
-            // A few assets at a time: one webhook round trip after another would
-            // take minutes for a campaign of thousands. Sinks are idempotent per
-            // asset, so the order they see assets in does not matter. The assets
-            // are read back from disk as the sinks take them.
-            let (tx, rx) = mpsc::channel::<AssetEntry>(SINK_CONCURRENCY * 4);
-            let path = state_dir.join(ASSETS_FILE);
-            let reader = tokio::task::spawn_blocking(move || read_assets(&path, |a| tx.blocking_send(a).is_ok()));
-            let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|a| (a, rx)) })
-                .map(|a| {
-                    let blobs = blobs.clone();
-                    async move { self.deliver_to_sinks(&a, &blobs).await }
-                })
-                .buffer_unordered(SINK_CONCURRENCY);
-            let mut deliveries = Box::pin(deliveries);
-            let mut sink_errors = Vec::new();
-            loop {
-                match until_cancelled(cancel, deliveries.next()).await {
-                    None => {
-                        sinks_stopped = true;
-                        break;
+        let sinks = Sinks::new(&self.sinks);
+        if !sinks.is_empty() {
+            // The acknowledgements of the deliveries as jobs ended (and of
+            // earlier sessions of this run): only the rest is handed again.
+            let sd = state_dir.clone();
+            let ledger = blocking(move || DeliveryLedger::open(&sd, false)).await?;
+            if summary.assets > 0 {
+                // A few assets at a time: one webhook round trip after another would
+                // take minutes for a campaign of thousands. Sinks are idempotent per
+                // asset, so the order they see assets in does not matter. The assets
+                // are read back from disk as the sinks take them.
+                let (tx, rx) = mpsc::channel::<AssetEntry>(SINK_CONCURRENCY * 4);
+                let path = state_dir.join(ASSETS_FILE);
+                let reader = tokio::task::spawn_blocking(move || read_assets(&path, |a| tx.blocking_send(a).is_ok()));
+                let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|a| (a, rx)) })
+                    .map(|a| {
+                        let (blobs, sinks, ledger) = (blobs.clone(), &sinks, &ledger);
+                        async move { self.deliver_to_sinks(&a, &blobs, sinks, ledger).await }
+                    })
+                    .buffer_unordered(SINK_CONCURRENCY);
+                let mut deliveries = Box::pin(deliveries);
+                let mut sink_errors = Vec::new();
+                loop {
+                    match until_cancelled(cancel, deliveries.next()).await {
+                        None => {
+                            sinks_stopped = true;
+                            break;
+                        }
+                        Some(None) => break,
+                        Some(Some(r)) => sink_errors.extend(r?),
                     }
-                    Some(None) => break,
-                    Some(Some(r)) => sink_errors.extend(r?),
                 }
+                // Dropping the stream ends the reader (its sends fail).
+                drop(deliveries);
+                match reader.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => errors.push(e.to_string()),
+                    Err(e) => errors.push(format!("asset reader failed: {e}")),
+                }
+                // Completion order varies from run to run; the report should not.
+                sink_errors.sort();
+                errors.extend(sink_errors);
             }
-            // Dropping the stream ends the reader (its sends fail).
-            drop(deliveries);
-            match reader.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => errors.push(e.to_string()),
-                Err(e) => errors.push(format!("asset reader failed: {e}")),
-            }
-            // Completion order varies from run to run; the report should not.
-            sink_errors.sort();
-            errors.extend(sink_errors);
-        }
-        for s in &self.sinks {
-            if sinks_stopped {
-                break;
-            }
-            match until_cancelled(cancel, s.finish(&summary, &report)).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => errors.push(e.to_string()),
-                None => sinks_stopped = true,
+            if !sinks_stopped {
+                sinks_stopped = !sinks.finish(&ledger, &summary, &report, cancel, &mut errors).await;
             }
         }
         if sinks_stopped {
@@ -232,8 +233,18 @@ impl Campaign {
         Ok((summary, report))
     }
 
-    /// Hand one delivered asset to every sink; returns their errors.
-    async fn deliver_to_sinks(&self, asset: &AssetEntry, blobs: &BlobStore) -> Result<Vec<String>, CampaignError> {
+    /// Hand one delivered asset to every sink that has not acknowledged it;
+    /// returns their errors.
+    async fn deliver_to_sinks(
+        &self,
+        asset: &AssetEntry,
+        blobs: &BlobStore,
+        sinks: &Sinks,
+        ledger: &DeliveryLedger,
+    ) -> Result<Vec<String>, CampaignError> {
+        if !sinks.pending(ledger, asset) {
+            return Ok(Vec::new());
+        }
         let b = blobs.clone();
         let (id, media) = (asset.id.clone(), asset.media.clone());
         let data = blocking(move || b.get(&id, &media)).await?;
@@ -245,13 +256,7 @@ impl Campaign {
             asset.meta.clone(),
             asset.provenance.clone(),
         );
-        let mut errors = Vec::new();
-        for s in &self.sinks {
-            if let Err(e) = s.deliver(asset, &artifact).await {
-                errors.push(e.to_string());
-            }
-        }
-        Ok(errors)
+        Ok(sinks.deliver(ledger, asset, &artifact).await)
     }
 
     /// Walk the matrix, place every delivered asset's file, and write the

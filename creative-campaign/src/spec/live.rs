@@ -7,12 +7,18 @@
 //! file from the journal in a fixed order, settles collisions, and rewrites what
 //! is missing, so early files never change the manifest.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::deliver::{AssetEntry, DirectorySink};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::deliver::{delivered_assets, AssetEntry, DeliveryLedger, DirectorySink, Sinks};
+use crate::store::ArtifactRecord;
 use creative_core::artifact::Artifact;
+use creative_core::cancel::CancellationToken;
 use creative_core::dag::Dag;
 use creative_core::events::EventKind;
 use creative_core::exec::{JobCtx, JobResult};
@@ -26,6 +32,81 @@ pub(crate) struct DeliverAsJobsEnd {
     /// Make the contact sheet's thumbnails here, on the worker pool, as each
     /// job ends, so the end of the run has no image work left.
     pub(crate) thumbnails: bool,
+    /// Where each asset goes for the spec's sinks as it lands (none: no sinks).
+    pub(crate) sinks: Option<DeliveryQueue>,
+}
+
+/// The sending end of the queue feeding a run's sinks as jobs end.
+pub(crate) struct DeliveryQueue {
+    tx: mpsc::Sender<(AssetEntry, Artifact)>,
+    cancel: CancellationToken,
+}
+
+/// What feeds the sinks while a run goes: [`LiveDelivery::close`] it once the
+/// run has ended to let it finish what is queued.
+pub(crate) struct LiveDelivery {
+    close: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LiveDelivery {
+    /// A queue and the task handing what it holds to `sinks`, a few assets at
+    /// once, recording acknowledgements in `ledger`. A delivery that fails is
+    /// logged here and handed again by the pass at the end of the run, which
+    /// reports what still fails.
+    pub(crate) fn start(
+        sinks: Sinks,
+        ledger: DeliveryLedger,
+        concurrency: usize,
+        cancel: CancellationToken,
+    ) -> (DeliveryQueue, LiveDelivery) {
+        let (tx, rx) = mpsc::channel::<(AssetEntry, Artifact)>(concurrency * 4);
+        let (close_tx, close_rx) = oneshot::channel::<()>();
+        let items = futures::stream::unfold((rx, Some(close_rx)), |(mut rx, mut close)| async move {
+            loop {
+                match close.as_mut() {
+                    Some(c) => tokio::select! {
+                        item = rx.recv() => return item.map(|i| (i, (rx, close))),
+                        _ = c => {
+                            // No more sends: what is queued is still handed out.
+                            rx.close();
+                            close = None;
+                        }
+                    },
+                    None => return rx.recv().await.map(|i| (i, (rx, None))),
+                }
+            }
+        });
+        let task = tokio::spawn(async move {
+            let (sinks, ledger) = (&sinks, &ledger);
+            items
+                .for_each_concurrent(concurrency, |(entry, artifact)| async move {
+                    for e in sinks.deliver(ledger, &entry, &artifact).await {
+                        tracing::debug!(job = %entry.job, step = %entry.step, error = %e, "delivery as the job ended failed; the end of the run tries again");
+                    }
+                })
+                .await;
+        });
+        (
+            DeliveryQueue { tx, cancel },
+            LiveDelivery {
+                close: Some(close_tx),
+                task,
+            },
+        )
+    }
+
+    /// Let the queue empty, then end; a cancel of `cancel` stops it at once
+    /// (the pass at the end of the run, or a resume, hands the rest).
+    pub(crate) async fn close(mut self, cancel: &CancellationToken) {
+        if let Some(c) = self.close.take() {
+            let _ = c.send(());
+        }
+        tokio::select! {
+            _ = &mut self.task => {}
+            () = cancel.cancelled() => self.task.abort(),
+        }
+    }
 }
 
 #[async_trait]
@@ -44,63 +125,68 @@ impl Pipeline for DeliverAsJobsEnd {
 
     async fn run_job(&self, ctx: &JobCtx) -> JobResult {
         let result = self.inner.run_job(ctx).await;
-        let mut files: Vec<(String, usize, String, Artifact)> = Vec::new();
-        for step in self.deliver.iter() {
-            for (index, a) in result.outputs(step).iter().enumerate() {
-                let entry = AssetEntry {
-                    job: result.job.key().to_string(),
-                    vars: (**result.job.vars()).clone(),
-                    step: step.clone(),
-                    index,
-                    id: a.id().clone(),
-                    media: a.media().clone(),
-                    bytes: a.data().len() as u64,
-                    path: None,
-                    meta: Default::default(),
-                    provenance: Default::default(),
-                    sources: Vec::new(),
-                };
-                // A name the template refuses is reported by the final pass.
-                if let Ok(rel) = self.dir.path_for(&entry) {
-                    files.push((step.clone(), index, rel, a.clone()));
-                }
+        let records: Vec<(&str, Vec<ArtifactRecord>)> = result
+            .steps
+            .iter()
+            .map(|s| (&*s.step, s.outputs.iter().map(ArtifactRecord::of).collect()))
+            .collect();
+        let outputs: BTreeMap<&str, &[ArtifactRecord]> = records.iter().map(|(s, r)| (*s, &r[..])).collect();
+        let mut files: Vec<(AssetEntry, String, Artifact)> = Vec::new();
+        for entry in delivered_assets(&result.job, &self.deliver, &outputs) {
+            // A name the template refuses is reported by the final pass.
+            if let Ok(rel) = self.dir.path_for(&entry) {
+                let artifact = result.outputs(&entry.step)[entry.index].clone();
+                files.push((entry, rel, artifact));
             }
         }
-        if !files.is_empty() {
-            let dir = self.dir.clone();
-            let job = result.job.key().to_string();
-            let thumbnails = self.thumbnails;
-            let written = tokio::task::spawn_blocking(move || {
-                if thumbnails {
-                    for (_, _, rel, a) in &files {
-                        if let Err(e) = crate::deliver::make_thumbnail(dir.root(), a) {
-                            tracing::debug!(job = %job, path = %rel, error = %e, "thumbnail failed; the sheet links the file");
-                        }
+        if files.is_empty() {
+            return result;
+        }
+        let dir = self.dir.clone();
+        let job = result.job.key().to_string();
+        let thumbnails = self.thumbnails;
+        let written = tokio::task::spawn_blocking(move || {
+            if thumbnails {
+                for (_, rel, a) in &files {
+                    if let Err(e) = crate::deliver::make_thumbnail(dir.root(), a) {
+                        tracing::debug!(job = %job, path = %rel, error = %e, "thumbnail failed; the sheet links the file");
                     }
                 }
-                files
-                    .into_iter()
-                    .filter(|(_, _, rel, a)| match dir.write_unless_taken(rel, a) {
-                        Ok(ours) => ours,
-                        // Best effort: the final pass retries and reports failures.
-                        Err(e) => {
-                            tracing::debug!(job = %job, path = %rel, error = %e, "early delivery failed");
-                            false
-                        }
-                    })
-                    .map(|(step, index, path, _)| (step, index, path))
-                    .collect::<Vec<_>>()
-            });
-            if let Ok(written) = written.await {
-                if ctx.events_listened() {
-                    for (step, index, path) in written {
-                        ctx.emit(EventKind::AssetWritten {
-                            job: result.job.key().to_string(),
-                            step,
-                            index,
-                            path,
-                        });
+            }
+            files
+                .into_iter()
+                .filter(|(_, rel, a)| match dir.write_unless_taken(rel, a) {
+                    Ok(ours) => ours,
+                    // Best effort: the final pass retries and reports failures.
+                    Err(e) => {
+                        tracing::debug!(job = %job, path = %rel, error = %e, "early delivery failed");
+                        false
                     }
+                })
+                .map(|(mut entry, rel, a)| {
+                    entry.path = Some(rel);
+                    (entry, a)
+                })
+                .collect::<Vec<_>>()
+        });
+        let Ok(written) = written.await else { return result };
+        if ctx.events_listened() {
+            for (entry, _) in &written {
+                ctx.emit(EventKind::AssetWritten {
+                    job: entry.job.clone(),
+                    step: entry.step.clone(),
+                    index: entry.index,
+                    path: entry.path.clone().unwrap_or_default(),
+                });
+            }
+        }
+        // Each asset goes to the sinks as it lands, through the delivery
+        // queue: a slow receiver holds no worker, only a full queue waits.
+        if let Some(queue) = &self.sinks {
+            for item in written {
+                tokio::select! {
+                    sent = queue.tx.send(item) => if sent.is_err() { break },
+                    () = queue.cancel.cancelled() => break,
                 }
             }
         }
