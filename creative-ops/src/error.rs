@@ -49,6 +49,18 @@ pub enum OpsError {
     /// A background task failed (it panicked or the runtime shut down).
     #[error("worker: {0}")]
     Worker(String),
+    /// An external tool (ffmpeg, ffprobe) is missing or failed.
+    #[error("{tool}: {message}")]
+    Tool {
+        /// The tool's name.
+        tool: &'static str,
+        /// What went wrong: what is missing and where it was looked for, or the
+        /// tail of the tool's own error output.
+        message: String,
+    },
+    /// The run was cancelled while the operation was in progress.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl OpsError {
@@ -72,8 +84,11 @@ impl From<OpsError> for StepError {
             OpsError::Settings { .. } | OpsError::Decode { .. } | OpsError::Unfit(_) => {
                 StepError::InvalidInput(e.to_string())
             }
-            OpsError::Encode { .. } | OpsError::File { .. } | OpsError::Metadata(_) => StepError::Io(e.to_string()),
+            OpsError::Encode { .. } | OpsError::File { .. } | OpsError::Metadata(_) | OpsError::Tool { .. } => {
+                StepError::Io(e.to_string())
+            }
             OpsError::Worker(_) => StepError::Internal(e.to_string()),
+            OpsError::Cancelled => StepError::Cancelled,
         }
     }
 }

@@ -55,6 +55,7 @@ pub mod color;
 pub mod error;
 pub mod gates;
 pub mod geometry;
+pub mod media;
 pub mod metadata;
 pub mod phash;
 pub mod raster;
