@@ -136,6 +136,11 @@ fn load_image(ctx: &BuildCtx, field: &'static str, path: &str) -> Result<Raster,
 /// ([`TextSettings`]), `judge` ([`JudgeSettings`]), `composite` (see
 /// [`CompositeGate`]).
 ///
+/// Audio and video kinds (see [`crate::media`]) find ffmpeg when built, so a
+/// spec using one fails to build, naming the missing tool, before any job runs.
+/// `frames` runs image gate kinds (looked up as for `composite`) on sampled
+/// video frames.
+///
 /// Every settings struct rejects unknown fields, and every error names the kind
 /// and the setting. Relative paths (`font`, `path`, `reference`, `schema_path`)
 /// are resolved against [`BuildCtx::base_dir`]; files are read when the spec is
