@@ -42,7 +42,18 @@ fn make_clip(ff: &Ffmpeg, dir: &Path) -> Vec<u8> {
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30:duration=10"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=10"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "18",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
         .arg(&out)
         .status()
         .expect("ffmpeg runs");
@@ -56,15 +67,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3);
+    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3);
     let ff = Arc::new(Ffmpeg::locate().expect("ffmpeg"));
     let dir = tempfile::tempdir().unwrap();
     let clip = make_clip(&ff, dir.path());
     let src = dir.path().join("src.mp4");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let step = VideoRenditionsStep::new(settings(), ff.clone()).unwrap();
     let input = Artifact::new(MediaType::Mp4, clip);
     let inputs = StepInputs::new(vec![(Arc::from("clip"), Arc::from(vec![input]))]);
@@ -99,7 +110,10 @@ fn main() {
 
         let t = Instant::now();
         let out = rt
-            .block_on(step.run(&inputs, &StepCtx::detached(creative_core::Job::new::<&str, &str>([]), "cuts")))
+            .block_on(step.run(
+                &inputs,
+                &StepCtx::detached(creative_core::Job::new::<&str, &str>([]), "cuts"),
+            ))
             .expect("renditions");
         ours.push(t.elapsed().as_secs_f64());
         assert_eq!(out.len(), 3);

@@ -401,7 +401,8 @@ async fn image_gates_judge_sampled_frames_and_name_the_frame_time() {
     let v = gate.check(&flat, &ctx()).await.unwrap();
     assert!(!v.passed, "{v:?}");
     assert_eq!(v.reasons.len(), 3);
-    assert!(v.reasons[0].starts_with("frame at 0.25 s: sharpness: "), "{v:?}");
+    assert!(v.reasons[0].starts_with("frame at 0.00 s: sharpness: "), "{v:?}");
+    assert!(v.reasons[1].starts_with("frame at 0.50 s: sharpness: "), "{v:?}");
 }
 
 #[test]

@@ -195,9 +195,13 @@ impl VideoOutput {
     }
 }
 
-/// Sample `n` frames evenly through a video (at the middle of `n` equal
+/// Sample `n` frames evenly through a video (at the starts of `n` equal
 /// spans), each as an RGB raster at `size` (default: the video's own size).
 /// Returns (time in seconds, frame).
+///
+/// One ffmpeg pass decodes the clip once and keeps the frames nearest those
+/// times; it skips decoding non-reference frames, which nothing else depends
+/// on, so sampling costs well under a full decode.
 pub async fn sample_frames(
     ff: &Ffmpeg,
     path: &Path,
@@ -211,10 +215,35 @@ pub async fn sample_frames(
     };
     let (w, h) = size.unwrap_or((w0, h0));
     let d = info.duration_s.unwrap_or(0.0).max(0.0);
+    if d <= 0.0 || n == 1 {
+        return Ok(vec![(0.0, frame_at(ff, path, 0.0, w, h, cancel).await?)]);
+    }
+    let rate = f64::from(n) / d;
+    let mut a = args(["-skip_frame", "noref", "-i"]);
+    a.push(path.into());
+    a.extend(args([
+        "-an".to_string(),
+        "-vf".into(),
+        format!("fps={rate:.6},scale={w}:{h}:flags=area"),
+        "-frames:v".into(),
+        n.to_string(),
+        "-f".into(),
+        "rawvideo".into(),
+        "-pix_fmt".into(),
+        "rgb24".into(),
+        "pipe:1".into(),
+    ]));
+    let bytes = ff.run(a, &Control::cancel_only(cancel)).await?;
+    let size = (w * h * 3) as usize;
     let mut out = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let t = d * (f64::from(i) + 0.5) / f64::from(n);
-        out.push((t, frame_at(ff, path, t, w, h, cancel).await?));
+    for (i, chunk) in bytes.chunks_exact(size).enumerate() {
+        out.push((i as f64 / rate, rgb_raster(w, h, chunk.to_vec())?));
+    }
+    if out.is_empty() {
+        return Err(OpsError::Decode {
+            what: path.display().to_string(),
+            message: "no frames decoded".into(),
+        });
     }
     Ok(out)
 }
