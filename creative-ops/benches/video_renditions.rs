@@ -5,8 +5,10 @@
 //! first by the `video_renditions` step (probe, attention over 5 sampled
 //! frames, one decode split into three crop+scale chains, each output
 //! probed), then by one hand-written `ffmpeg -filter_complex split=3...` with
-//! centred crops and the same encoder settings. Runs alternate so both see
-//! the same machine load; the median of each is reported, and the ratio.
+//! centred crops and the same encoder settings. Runs alternate (ABBA) so both
+//! see the same machine load; the median of each is reported, and the ratio,
+//! for wall time and for the CPU time of the child processes (user + system,
+//! from /proc/self/stat: steadier than wall time on a shared machine).
 //!
 //!   cargo bench -p creative-ops --bench video_renditions [-- RUNS]
 
@@ -61,6 +63,17 @@ fn make_clip(ff: &Ffmpeg, dir: &Path) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// CPU seconds (user + system) of this process's waited-for children, from
+/// /proc/self/stat (fields 16 and 17, in clock ticks of 1/100 s on Linux).
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm)", field 3 (state) is index 0: cutime is field 16, cstime 17.
+    let tick = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(16) + tick(17)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -98,31 +111,52 @@ fn main() {
     );
 
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        let t = Instant::now();
+    let (mut ours_cpu, mut theirs_cpu) = (Vec::new(), Vec::new());
+    let run_hand = || {
+        let (t, c) = (Instant::now(), children_cpu());
         let st = Command::new(ff.ffmpeg_path())
             .args(["-hide_banner", "-loglevel", "error", "-y"])
             .args(&hand)
             .status()
             .unwrap();
         assert!(st.success());
-        theirs.push(t.elapsed().as_secs_f64());
-
-        let t = Instant::now();
-        let out = rt
-            .block_on(step.run(
-                &inputs,
-                &StepCtx::detached(creative_core::Job::new::<&str, &str>([]), "cuts"),
-            ))
-            .expect("renditions");
-        ours.push(t.elapsed().as_secs_f64());
+        (t.elapsed().as_secs_f64(), children_cpu() - c)
+    };
+    let run_step = || {
+        let (t, c) = (Instant::now(), children_cpu());
+        let ctx = StepCtx::detached(creative_core::Job::new::<&str, &str>([]), "cuts");
+        let out = rt.block_on(step.run(&inputs, &ctx)).expect("renditions");
         assert_eq!(out.len(), 3);
-        println!("run {}: hand {:.2} s, step {:.2} s", i + 1, theirs[i], ours[i]);
+        (t.elapsed().as_secs_f64(), children_cpu() - c)
+    };
+    for i in 0..runs {
+        // ABBA: neither side always runs first.
+        let (h, o) = if i % 2 == 0 {
+            let h = run_hand();
+            (h, run_step())
+        } else {
+            let o = run_step();
+            (run_hand(), o)
+        };
+        theirs.push(h.0);
+        theirs_cpu.push(h.1);
+        ours.push(o.0);
+        ours_cpu.push(o.1);
+        println!(
+            "run {}: hand {:.2} s ({:.2} s CPU), step {:.2} s ({:.2} s CPU)",
+            i + 1,
+            h.0,
+            h.1,
+            o.0,
+            o.1
+        );
     }
     let (o, h) = (median(ours), median(theirs));
+    let (oc, hc) = (median(ours_cpu), median(theirs_cpu));
     println!(
-        "video_renditions 10 s 1080p -> 3 cuts: step {o:.2} s, hand-written ffmpeg {h:.2} s, ratio {:.3} ({:+.1}%)",
-        o / h,
-        (o / h - 1.0) * 100.0
+        "video_renditions 10 s 1080p -> 3 cuts (median of {runs}): wall step {o:.2} s vs hand {h:.2} s ({:+.1}%); \
+         CPU step {oc:.2} s vs hand {hc:.2} s ({:+.1}%)",
+        (o / h - 1.0) * 100.0,
+        (oc / hc - 1.0) * 100.0
     );
 }
