@@ -151,14 +151,15 @@ pub struct Loudness {
 /// Measure interleaved samples: `channels` channels at `rate` Hz.
 ///
 /// ```
-/// // A full-scale 1 kHz sine in both channels of a stereo pair is about -0.7 LUFS.
+/// // A full-scale 1 kHz sine reads -3.01 LUFS in one channel (BS.1770's
+/// // reference), so in both channels of a stereo pair, 0 LUFS.
 /// let rate = 48_000;
 /// let s: Vec<f32> = (0..rate * 2).flat_map(|i| {
 ///     let v = (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / rate as f32).sin();
 ///     [v, v]
 /// }).collect();
 /// let l = creative_ops::media::audio::measure(&s, 2, rate).unwrap();
-/// assert!((l.integrated_lufs + 0.7).abs() < 0.2, "{l:?}");
+/// assert!(l.integrated_lufs.abs() < 0.05, "{l:?}");
 /// ```
 pub fn measure(samples: &[f32], channels: u32, rate: u32) -> Result<Loudness, OpsError> {
     let err = |e: ebur128::Error| OpsError::Unfit(format!("loudness measurement: {e}"));
