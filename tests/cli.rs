@@ -171,7 +171,12 @@ fn toml_json(text: &str) -> serde_json::Value {
 #[test]
 fn every_example_spec_names_the_schema_and_is_valid_against_it() {
     let v = schema();
-    for name in ["product_campaign.toml", "social_post.toml", "comfyui_campaign.toml"] {
+    for name in [
+        "product_campaign.toml",
+        "social_post.toml",
+        "comfyui_campaign.toml",
+        "video_spot.toml",
+    ] {
         let text = std::fs::read_to_string(root().join("examples/specs").join(name)).unwrap();
         assert!(text.starts_with("#:schema ./creative.schema.json\n"), "{name}");
         let doc = toml_json(&text);

@@ -159,6 +159,8 @@ fn extension_of(media: &str) -> &'static str {
         "text/html" => "html",
         "text/markdown" => "md",
         "text/csv" => "csv",
+        "text/vtt" => "vtt",
+        "application/x-subrip" | "text/srt" => "srt",
         "text/css" => "css",
         "text/xml" | "application/xml" => "xml",
         "text/yaml" | "application/yaml" | "application/x-yaml" => "yaml",

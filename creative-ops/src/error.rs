@@ -49,6 +49,18 @@ pub enum OpsError {
     /// A background task failed (it panicked or the runtime shut down).
     #[error("worker: {0}")]
     Worker(String),
+    /// An external tool (ffmpeg, ffprobe) is missing or failed.
+    #[error("{tool}: {message}")]
+    Tool {
+        /// The tool's name.
+        tool: &'static str,
+        /// What went wrong: what is missing and where it was looked for, or the
+        /// tail of the tool's own error output.
+        message: String,
+    },
+    /// The run was cancelled while the operation was in progress.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl OpsError {
@@ -73,8 +85,11 @@ impl From<OpsError> for StepError {
             OpsError::Settings { .. } | OpsError::Decode { .. } | OpsError::Unfit(_) => {
                 StepError::invalid_input(message)
             }
-            OpsError::Encode { .. } | OpsError::File { .. } | OpsError::Metadata(_) => StepError::io(message),
+            OpsError::Encode { .. } | OpsError::File { .. } | OpsError::Metadata(_) | OpsError::Tool { .. } => {
+                StepError::io(message)
+            }
             OpsError::Worker(_) => StepError::internal(message),
+            OpsError::Cancelled => return StepError::cancelled(),
         };
         error.with_source(e)
     }

@@ -21,6 +21,13 @@
 //! rubric; a malformed answer is an error, never a pass), `composite` (all, any,
 //! weighted).
 //!
+//! **Audio and video** ([`media`], through ffmpeg): steps `probe`,
+//! `loudness_normalize`, `audio_transcode`, `audio_trim`, `audio_concat`,
+//! `video_transcode`, `video_renditions`, `video_trim`, `poster`, `captions`,
+//! `subtitles`, `mux`; gates `duration`, `loudness`, `silence`, `clipping`,
+//! `resolution`, `frame_rate`, `black_frames`, `frozen_frames`, `frames` (image
+//! gates on sampled frames).
+//!
 //! [`register`] adds every kind to a spec registry; each settings struct's docs
 //! show its spec form.
 //!
@@ -55,6 +62,7 @@ pub mod color;
 pub mod error;
 pub mod gates;
 pub mod geometry;
+pub mod media;
 pub mod metadata;
 pub mod phash;
 pub mod raster;

@@ -25,27 +25,48 @@ use crate::steps::{
 
 /// The step kinds [`register`] adds.
 pub const STEP_KINDS: &[&str] = &[
+    "audio_concat",
+    "audio_transcode",
+    "audio_trim",
+    "captions",
     "convert",
     "crop",
+    "loudness_normalize",
     "metadata",
+    "mux",
     "overlay",
     "pad",
+    "poster",
+    "probe",
     "reframe",
     "renditions",
     "resize",
+    "subtitles",
+    "video_renditions",
+    "video_transcode",
+    "video_trim",
     "watermark",
 ];
 
 /// The gate kinds [`register`] adds.
 pub const GATE_KINDS: &[&str] = &[
+    "black_frames",
+    "clipping",
     "composite",
     "consistency",
     "dedupe",
+    "duration",
     "exposure",
     "format",
+    "frame_rate",
+    "frames",
+    "frozen_frames",
     "judge",
+    "loudness",
     "palette",
+    "resolution",
     "sharpness",
+    "silence",
     "text",
 ];
 
@@ -114,6 +135,11 @@ fn load_image(ctx: &BuildCtx, field: &'static str, path: &str) -> Result<Raster,
 /// ([`DedupeSettings`]), `consistency` ([`ConsistencySettings`]), `text`
 /// ([`TextSettings`]), `judge` ([`JudgeSettings`]), `composite` (see
 /// [`CompositeGate`]).
+///
+/// Audio and video kinds (see [`crate::media`]) find ffmpeg when built, so a
+/// spec using one fails to build, naming the missing tool, before any job runs.
+/// `frames` runs image gate kinds (looked up as for `composite`) on sampled
+/// video frames.
 ///
 /// Every settings struct rejects unknown fields, and every error names the kind
 /// and the setting. Relative paths (`font`, `path`, `reference`, `schema_path`)
@@ -196,11 +222,130 @@ pub fn register(reg: &mut Registry) {
         JudgeGate::new(s, provider)
     });
 
+    register_media(reg);
+
     let snapshot = Arc::new(reg.clone());
+    let frames_snapshot = snapshot.clone();
     reg.gate(
         "composite",
         Arc::new(move |v: &Value, ctx: &BuildCtx| build_composite(v, ctx, &snapshot)),
     );
+    reg.gate(
+        "frames",
+        Arc::new(move |v: &Value, ctx: &BuildCtx| build_frames(v, ctx, &frames_snapshot)),
+    );
+}
+
+/// The audio and video kinds: each finds ffmpeg when built, so a spec that
+/// uses one fails to build, naming the missing tool, before any job runs.
+fn register_media(reg: &mut Registry) {
+    use crate::media::{self, audio, gates as mg, video};
+    step(reg, "probe", |_: media::ProbeSettings, _| {
+        Ok(media::ProbeStep::new(media::tool()?))
+    });
+    step(reg, "loudness_normalize", |s: audio::LoudnessNormalizeSettings, _| {
+        audio::LoudnessNormalizeStep::new(s, media::tool()?)
+    });
+    step(reg, "audio_transcode", |s: audio::AudioTranscodeSettings, _| {
+        audio::AudioTranscodeStep::new(s, media::tool()?)
+    });
+    step(reg, "audio_trim", |s: audio::AudioTrimSettings, _| {
+        audio::AudioTrimStep::new(s, media::tool()?)
+    });
+    step(reg, "audio_concat", |s: audio::AudioConcatSettings, _| {
+        audio::AudioConcatStep::new(s, media::tool()?)
+    });
+    step(reg, "video_transcode", |s: video::VideoTranscodeSettings, _| {
+        video::VideoTranscodeStep::new(s, media::tool()?)
+    });
+    step(reg, "video_renditions", |s: video::VideoRenditionsSettings, _| {
+        video::VideoRenditionsStep::new(s, media::tool()?)
+    });
+    step(reg, "video_trim", |s: video::VideoTrimSettings, _| {
+        video::VideoTrimStep::new(s, media::tool()?)
+    });
+    step(reg, "poster", |s: video::PosterSettings, _| {
+        video::PosterStep::new(s, media::tool()?)
+    });
+    step(reg, "captions", |s: video::CaptionsSettings, ctx| {
+        let font = match &s.font {
+            Some(p) => Some(Font::from_file(&ctx.resolve(p))?),
+            None => None,
+        };
+        video::CaptionsStep::new(s, font, media::tool()?)
+    });
+    step(reg, "subtitles", |s: video::SubtitlesSettings, _| {
+        video::SubtitlesStep::new(s, media::tool()?)
+    });
+    step(reg, "mux", |s: video::MuxSettings, _| {
+        video::MuxStep::new(s, media::tool()?)
+    });
+
+    gate(reg, "duration", |s: mg::DurationSettings, _| {
+        mg::DurationGate::new(s, media::tool()?)
+    });
+    gate(reg, "loudness", |s: mg::LoudnessSettings, _| {
+        mg::LoudnessGate::new(s, media::tool()?)
+    });
+    gate(reg, "silence", |s: mg::SilenceSettings, _| {
+        mg::SilenceGate::new(s, media::tool()?)
+    });
+    gate(reg, "clipping", |s: mg::ClippingSettings, _| {
+        mg::ClippingGate::new(s, media::tool()?)
+    });
+    gate(reg, "resolution", |s: mg::ResolutionSettings, _| {
+        mg::ResolutionGate::new(s, media::tool()?)
+    });
+    gate(reg, "frame_rate", |s: mg::FrameRateSettings, _| {
+        mg::FrameRateGate::new(s, media::tool()?)
+    });
+    gate(reg, "black_frames", |s: mg::BlackFramesSettings, _| {
+        mg::BlackFramesGate::new(s, media::tool()?)
+    });
+    gate(reg, "frozen_frames", |s: mg::FrozenFramesSettings, _| {
+        mg::FrozenFramesGate::new(s, media::tool()?)
+    });
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FramesSettings {
+    #[serde(default = "five")]
+    samples: u32,
+    gates: Vec<serde_json::Map<String, Value>>,
+}
+
+fn five() -> u32 {
+    5
+}
+
+/// The `frames` gate: image gates (any registered kind) on sampled frames.
+fn build_frames(v: &Value, ctx: &BuildCtx, reg: &Registry) -> Result<Arc<dyn QualityGate>, String> {
+    let s: FramesSettings = parse("frames", v)?;
+    let mut members = Vec::with_capacity(s.gates.len());
+    for (i, mut entry) in s.gates.into_iter().enumerate() {
+        let at = |m: String| format!("frames: gates[{i}]: {m}");
+        let kind = match entry.remove("kind") {
+            Some(Value::String(k)) => k,
+            _ => return Err(at("needs a `kind` string".into())),
+        };
+        let f = reg.gate_factory(&kind).ok_or_else(|| {
+            let kinds: Vec<&str> = reg.gate_kinds().collect();
+            at(format!("unknown gate kind `{kind}`; kinds: {}", kinds.join(", ")))
+        })?;
+        let gate = f(&Value::Object(entry), ctx).map_err(at)?;
+        if !gate
+            .accepts()
+            .is_some_and(|k| k.contains(&creative_core::MediaKind::Image))
+        {
+            return Err(at(format!("`{kind}` does not judge images")));
+        }
+        members.push(gate);
+    }
+    let ff = crate::media::tool().map_err(msg("frames"))?;
+    Ok(Arc::new(
+        crate::media::gates::FramesGate::new(s.samples, members, ff).map_err(msg("frames"))?,
+    ))
 }
 
 #[derive(Deserialize)]

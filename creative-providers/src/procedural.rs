@@ -2,7 +2,11 @@
 //!
 //! **This is not a model.** It draws deterministic abstract compositions (a
 //! gradient, shapes, stripes, grain) from a hash of the prompt, seed and size, and
-//! writes deterministic text from the prompt. It exists so that pipelines, gates,
+//! writes deterministic text from the prompt. For `audio` it writes a
+//! voice-like tone sequence (syllables and pauses, 24 kHz mono WAV); for `video`
+//! it draws moving shapes frame by frame and has ffmpeg encode them to H.264
+//! MP4 (the `ffmpeg` setting, `CREATIVE_FFMPEG`, or `PATH`), `duration_s` long
+//! (0.5..=60 s). It exists so that pipelines, gates,
 //! examples, benchmarks and tests run anywhere with no network and no keys, with
 //! outputs that behave like real ones: real PNG files, different for every prompt
 //! and seed, identical for the same ones, never blank or uniform.
@@ -38,6 +42,8 @@ use creative_core::{
 };
 use serde::Deserialize;
 
+mod media;
+
 /// Settings of the procedural provider, as read from a spec.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,6 +63,12 @@ pub struct ProceduralSettings {
     pub cost_per_image: f64,
     /// Simulated price per 1,000 characters of text, in US dollars. Default 0.0005.
     pub cost_per_1k_chars: f64,
+    /// Simulated price per second of video, in US dollars. Default 0.05.
+    pub cost_per_video_second: f64,
+    /// Simulated price per second of audio, in US dollars. Default 0.0005.
+    pub cost_per_audio_second: f64,
+    /// The ffmpeg that encodes video; default `CREATIVE_FFMPEG`, else `PATH`.
+    pub ffmpeg: Option<PathBuf>,
     /// Default size when a request gives none. Default 512.
     pub default_size: u32,
     /// Append one line per call (task, seed, prompt) to this file; for tests that
@@ -77,6 +89,9 @@ impl Default for ProceduralSettings {
             retry_after_ms: 100,
             cost_per_image: 0.002,
             cost_per_1k_chars: 0.0005,
+            cost_per_video_second: 0.05,
+            cost_per_audio_second: 0.0005,
+            ffmpeg: None,
             default_size: 512,
             call_log: None,
             chaos_seed: None,
@@ -96,6 +111,13 @@ pub struct Procedural {
 
 /// The largest side the provider draws, to bound memory and time on bad input.
 const MAX_SIDE: u32 = 4096;
+/// The largest side of a clip, and its default size.
+const MAX_VIDEO_SIDE: u32 = 1920;
+const VIDEO_SIZE: (u32, u32) = (640, 360);
+/// Clip and voice lengths: default and allowed range, in seconds.
+const VIDEO_SECONDS: f32 = 4.0;
+const AUDIO_SECONDS: f32 = 5.0;
+const MEDIA_SECONDS: std::ops::RangeInclusive<f32> = 0.5..=60.0;
 
 impl Procedural {
     /// A provider with default settings (no latency, no failures).
@@ -124,6 +146,16 @@ impl Procedural {
             ))
             }
         };
+        for (name, v) in [
+            ("cost_per_image", settings.cost_per_image),
+            ("cost_per_1k_chars", settings.cost_per_1k_chars),
+            ("cost_per_video_second", settings.cost_per_video_second),
+            ("cost_per_audio_second", settings.cost_per_audio_second),
+        ] {
+            if !(v.is_finite() && (0.0..=1000.0).contains(&v)) {
+                return Err(format!("{name} must be within 0..=1000, got {v}"));
+            }
+        }
         if settings.default_size == 0 || settings.default_size > MAX_SIDE {
             return Err(format!("default_size must be within 1..={MAX_SIDE}"));
         }
@@ -215,7 +247,7 @@ impl Provider for Procedural {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            tasks: vec![Task::Image, Task::ImageEdit, Task::Text],
+            tasks: vec![Task::Image, Task::ImageEdit, Task::Text, Task::Audio, Task::Video],
             seed: true,
             negative_prompt: false,
             max_count: 16,
@@ -225,6 +257,12 @@ impl Provider for Procedural {
     fn estimate_cost(&self, req: &Request) -> f64 {
         match req.task {
             Task::Text => self.settings.cost_per_1k_chars * 0.4,
+            Task::Video => {
+                self.settings.cost_per_video_second * f64::from(req.params.duration_s.unwrap_or(VIDEO_SECONDS))
+            }
+            Task::Audio => {
+                self.settings.cost_per_audio_second * f64::from(req.params.duration_s.unwrap_or(AUDIO_SECONDS))
+            }
             _ => self.settings.cost_per_image * f64::from(req.params.count.unwrap_or(1).max(1)),
         }
     }
@@ -298,11 +336,95 @@ impl Provider for Procedural {
                     raw: None,
                 })
             }
+            Task::Audio => {
+                let secs = self.media_seconds(req, AUDIO_SECONDS)?;
+                let prompt = req.prompt.clone();
+                let wav = tokio::task::spawn_blocking(move || {
+                    media::wav(&media::voice_samples(&prompt, seed, secs), media::VOICE_RATE)
+                })
+                .await
+                .map_err(|e| ProviderError::new(ErrorKind::Transient, &self.id, format!("render task failed: {e}")))?;
+                let mut meta = Meta {
+                    duration_s: Some(f64::from(secs)),
+                    ..Meta::default()
+                };
+                meta.extra.insert("sample_rate".into(), media::VOICE_RATE.into());
+                meta.extra.insert("channels".into(), 1.into());
+                Ok(Generation {
+                    artifacts: vec![Artifact::new(MediaType::Wav, wav).with_meta(meta)],
+                    usage: Usage {
+                        cost_usd: self.settings.cost_per_audio_second * f64::from(secs),
+                        units: Some(f64::from(secs)),
+                        ..Usage::default()
+                    },
+                    raw: None,
+                })
+            }
+            Task::Video => {
+                let secs = self.media_seconds(req, VIDEO_SECONDS)?;
+                let w = req.params.width.unwrap_or(VIDEO_SIZE.0);
+                let h = req.params.height.unwrap_or(VIDEO_SIZE.1);
+                if !(16..=MAX_VIDEO_SIDE).contains(&w) || !(16..=MAX_VIDEO_SIDE).contains(&h) {
+                    return Err(ProviderError::invalid(
+                        &self.id,
+                        format!("video size {w}x{h} is outside 16..={MAX_VIDEO_SIDE} per side"),
+                    )
+                    .with_status(400));
+                }
+                // 4:2:0 chroma needs even sides.
+                let (w, h) = (w & !1, h & !1);
+                let ffmpeg = media::find_ffmpeg(self.settings.ffmpeg.as_ref())
+                    .map_err(|m| ProviderError::invalid(&self.id, m))?;
+                let frames = (secs * media::FPS as f32).round() as u32;
+                let scene = media::Scene::new(&req.prompt, seed, w, h);
+                let mp4 = media::encode_clip(&ffmpeg, scene, frames, &ctx.cancel)
+                    .await
+                    .map_err(|e| match e {
+                        media::EncodeError::Cancelled => ProviderError::cancelled(&self.id),
+                        media::EncodeError::Failed(m) => ProviderError::new(ErrorKind::Transient, &self.id, m),
+                    })?;
+                let mut meta = Meta {
+                    width: Some(w),
+                    height: Some(h),
+                    duration_s: Some(f64::from(frames) / f64::from(media::FPS)),
+                    ..Meta::default()
+                };
+                meta.extra.insert("fps".into(), media::FPS.into());
+                meta.extra.insert("video_codec".into(), "h264".into());
+                Ok(Generation {
+                    artifacts: vec![Artifact::new(MediaType::Mp4, mp4).with_meta(meta)],
+                    usage: Usage {
+                        cost_usd: self.settings.cost_per_video_second * f64::from(secs),
+                        units: Some(f64::from(secs)),
+                        ..Usage::default()
+                    },
+                    raw: None,
+                })
+            }
             other => Err(ProviderError::invalid(
                 &self.id,
                 format!("procedural cannot do task `{}`", other.as_str()),
             )),
         }
+    }
+}
+
+impl Procedural {
+    /// The requested length of a clip or voice, checked.
+    fn media_seconds(&self, req: &Request, default: f32) -> Result<f32, ProviderError> {
+        let secs = req.params.duration_s.unwrap_or(default);
+        if !MEDIA_SECONDS.contains(&secs) {
+            return Err(ProviderError::invalid(
+                &self.id,
+                format!(
+                    "duration_s {secs} is outside {}..={} seconds",
+                    MEDIA_SECONDS.start(),
+                    MEDIA_SECONDS.end()
+                ),
+            )
+            .with_status(400));
+        }
+        Ok(secs)
     }
 }
 

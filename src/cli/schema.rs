@@ -24,6 +24,8 @@ use creative::ops::steps::{
     ResizeSettings, WatermarkSettings,
 };
 
+use creative::ops::media::{audio as media_audio, gates as media_gates, video as media_video, ProbeSettings};
+
 use super::args::{ExplainArgs, SchemaArgs, SchemaFormat};
 use super::out;
 
@@ -38,6 +40,10 @@ a preset, the job's variables and [overrides] layer on top.\n\n```toml\n[[steps]
 kind = \"generate\"\nproviders = [\"art\"]          # the first is tried first; the others are fallbacks\n\
 prompt = \"a {{ product }} on a table, {{ style }}\"\nsize = \"1024x1024\"\n\
 gates = [{ kind = \"sharpness\" }]\non_gate_fail = { action = \"regenerate\", max = 2 }\n```";
+
+const FRAMES_DOC: &str = "Image gates on frames sampled evenly through a video: every member must \
+pass on every frame; the score is the lowest member score.\n\n```toml\ngates = [{ kind = \"frames\", samples = 5, \
+gates = [\n  { kind = \"sharpness\", min_variance = 50.0 },\n  { kind = \"exposure\" },\n] }]\n```";
 
 const COMPOSITE_DOC: &str = "Combine gates: `all` must pass, `any` may pass, or a `weighted` score of \
 the members' scores must reach `min_score`.\n\n```toml\ngates = [{ kind = \"composite\", mode = \"weighted\", \
@@ -98,6 +104,22 @@ fn kinds(g: &mut SchemaGenerator) -> Vec<Kind> {
         },
         "required": ["gates"]
     });
+    let frames = json!({
+        "description": FRAMES_DOC,
+        "type": "object",
+        "properties": {
+            "samples": {
+                "description": "How many frames are sampled, evenly through the clip.",
+                "type": "integer", "minimum": 1, "maximum": 60, "default": 5
+            },
+            "gates": {
+                "description": "The image gates: each a gate table (`kind` and its settings).",
+                "type": "array",
+                "items": { "type": "object", "required": ["kind"], "properties": { "kind": { "type": "string" } } }
+            }
+        },
+        "required": ["gates"]
+    });
     let step = |name, settings| Kind {
         name,
         family: "step",
@@ -119,6 +141,24 @@ fn kinds(g: &mut SchemaGenerator) -> Vec<Kind> {
         step("renditions", settings_of::<RenditionsSettings>(g)),
         step("resize", settings_of::<ResizeSettings>(g)),
         step("watermark", settings_of::<WatermarkSettings>(g)),
+        step("probe", settings_of::<ProbeSettings>(g)),
+        step(
+            "loudness_normalize",
+            settings_of::<media_audio::LoudnessNormalizeSettings>(g),
+        ),
+        step("audio_transcode", settings_of::<media_audio::AudioTranscodeSettings>(g)),
+        step("audio_trim", settings_of::<media_audio::AudioTrimSettings>(g)),
+        step("audio_concat", settings_of::<media_audio::AudioConcatSettings>(g)),
+        step("video_transcode", settings_of::<media_video::VideoTranscodeSettings>(g)),
+        step(
+            "video_renditions",
+            settings_of::<media_video::VideoRenditionsSettings>(g),
+        ),
+        step("video_trim", settings_of::<media_video::VideoTrimSettings>(g)),
+        step("poster", settings_of::<media_video::PosterSettings>(g)),
+        step("captions", settings_of::<media_video::CaptionsSettings>(g)),
+        step("subtitles", settings_of::<media_video::SubtitlesSettings>(g)),
+        step("mux", settings_of::<media_video::MuxSettings>(g)),
         gate("composite", composite),
         gate("consistency", settings_of::<ConsistencySettings>(g)),
         gate("dedupe", settings_of::<DedupeSettings>(g)),
@@ -128,6 +168,15 @@ fn kinds(g: &mut SchemaGenerator) -> Vec<Kind> {
         gate("palette", settings_of::<PaletteSettings>(g)),
         gate("sharpness", settings_of::<SharpnessSettings>(g)),
         gate("text", settings_of::<TextSettings>(g)),
+        gate("duration", settings_of::<media_gates::DurationSettings>(g)),
+        gate("loudness", settings_of::<media_gates::LoudnessSettings>(g)),
+        gate("silence", settings_of::<media_gates::SilenceSettings>(g)),
+        gate("clipping", settings_of::<media_gates::ClippingSettings>(g)),
+        gate("resolution", settings_of::<media_gates::ResolutionSettings>(g)),
+        gate("frame_rate", settings_of::<media_gates::FrameRateSettings>(g)),
+        gate("black_frames", settings_of::<media_gates::BlackFramesSettings>(g)),
+        gate("frozen_frames", settings_of::<media_gates::FrozenFramesSettings>(g)),
+        gate("frames", frames),
     ]
 }
 

@@ -187,6 +187,12 @@ fn preview(out_dir: &std::path::Path, asset: &AssetEntry, load: &dyn Fn(&AssetEn
             }
             None => "<div class=\"ph\">payload missing</div>".into(),
         },
+        // Delivered audio and video play in place.
+        kind @ (MediaKind::Video | MediaKind::Audio) if asset.path.is_some() => format!(
+            "<{tag} controls preload=\"metadata\" src=\"{src}\"></{tag}>",
+            tag = if kind == MediaKind::Video { "video" } else { "audio" },
+            src = esc(&url(asset.path.as_deref().unwrap_or_default()))
+        ),
         _ => match &asset.path {
             Some(p) => format!(
                 "<div class=\"ph\"><a href=\"{}\">{} ({} bytes)</a></div>",
@@ -228,7 +234,7 @@ table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;paddi
 th:first-child,td:first-child{{text-align:left}}\
 .grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:12px}}\
 .card{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px}}.card.flag{{border:2px solid #d80}}\
-.card img{{max-width:256px;max-height:256px;display:block;margin:auto}}\
+.card img,.card video{{max-width:256px;max-height:256px;display:block;margin:auto}}.card audio{{width:100%}}\
 pre{{white-space:pre-wrap;max-height:256px;overflow:auto;background:#fafafa;margin:0}}\
 .ph{{height:120px;display:flex;align-items:center;justify-content:center;background:#eee}}\
 .vars,.gates{{font-size:12px;margin:4px 0;padding:0;list-style:none}}.pass{{color:#070}}.fail{{color:#b00}}\

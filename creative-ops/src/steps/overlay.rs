@@ -43,7 +43,7 @@ impl Default for TextBox {
 }
 
 impl TextBox {
-    fn validate(&self) -> Result<(), OpsError> {
+    pub(crate) fn validate(&self) -> Result<(), OpsError> {
         let ok = |v: f64| (0.0..=1.0).contains(&v);
         if !(ok(self.x) && ok(self.y) && ok(self.width) && ok(self.height))
             || self.x + self.width > 1.0 + 1e-9
@@ -59,7 +59,7 @@ impl TextBox {
         Ok(())
     }
 
-    fn pixels(&self, w: u32, h: u32) -> Rect {
+    pub(crate) fn pixels(&self, w: u32, h: u32) -> Rect {
         let x = (self.x * f64::from(w)).round() as u32;
         let y = (self.y * f64::from(h)).round() as u32;
         let bw = ((self.width * f64::from(w)).round() as u32).min(w - x.min(w)).max(1);
