@@ -68,7 +68,7 @@ pub(crate) fn inputs_of(
             MediaKind::Text => "a text",
             _ => "an image",
         };
-        return Err(StepError::InvalidInput(format!(
+        return Err(StepError::invalid_input(format!(
             "step `{}` ({kind}) needs {want} input; got [{}]",
             ctx.step,
             seen.join(", ")
@@ -264,7 +264,7 @@ impl creative_core::Step for ProbeStep {
             out.push(a);
         }
         if out.is_empty() {
-            return Err(StepError::InvalidInput(format!(
+            return Err(StepError::invalid_input(format!(
                 "step `{}` (probe) needs an audio or video input",
                 ctx.step
             )));

@@ -911,7 +911,7 @@ fn script_of(inputs: &StepInputs, ctx: &StepCtx, kind: &str) -> Result<(Artifact
     let t = inputs_of(inputs, ctx, kind, MediaKind::Text)?.remove(0);
     let text = t.text().unwrap_or_default().trim().to_string();
     if text.is_empty() {
-        return Err(StepError::InvalidInput(format!(
+        return Err(StepError::invalid_input(format!(
             "step `{}` ({kind}): the text input {} is empty",
             ctx.step,
             t.id().short()
@@ -1206,7 +1206,7 @@ impl Step for SubtitlesStep {
                 }
             }
             None => self.s.duration_s.ok_or_else(|| {
-                StepError::InvalidInput(format!(
+                StepError::invalid_input(format!(
                     "step `{}` (subtitles) needs an audio or video input to time against, or `duration_s`",
                     ctx.step
                 ))
