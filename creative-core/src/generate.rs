@@ -14,7 +14,7 @@ use crate::job::derive_seed;
 use crate::provenance::GateRecord;
 use crate::request::{Params, Request, Task};
 use crate::step::{Step, StepCtx, StepInputs};
-use crate::template::Template;
+use crate::template::{Template, UPSTREAM};
 
 /// Generates with the first provider of a chain that succeeds, judges every
 /// candidate with the step's gates, and keeps the best that pass.
@@ -123,21 +123,40 @@ impl GenerateStep {
     }
 
     fn request(&self, inputs: &StepInputs, ctx: &StepCtx, seed: u64) -> Result<Request, StepError> {
-        let vars = ctx.job.vars();
+        let templates = || std::iter::once(&self.prompt).chain(self.negative.as_ref());
+        let chained = templates().any(Template::reads_upstream);
+        let vars = if chained {
+            // Prompt chaining: the templates read the input steps' outputs.
+            let mut v = (**ctx.job.vars()).clone();
+            v.insert(UPSTREAM.into(), inputs.upstream());
+            std::borrow::Cow::Owned(v)
+        } else {
+            std::borrow::Cow::Borrowed(&**ctx.job.vars())
+        };
+        // A step whose output the prompt reads feeds the prompt, not the
+        // provider: an image model handed the copywriter's text as its first
+        // input would take it for an image to edit.
+        let mut read: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        for t in templates() {
+            match t.upstream_steps() {
+                Some(names) => read.extend(names),
+                None => read.extend(inputs.groups().iter().map(|(n, _)| &**n)),
+            }
+        }
         let mut params = self.params.clone();
         params.seed = Some(seed);
+        let render = |t: &Template| t.render(&vars).map_err(|e| StepError::Template(e.to_string()));
         Ok(Request {
             task: self.task,
             model: self.model.clone(),
-            prompt: self
-                .prompt
-                .render(vars)
-                .map_err(|e| StepError::Template(e.to_string()))?,
-            negative_prompt: match &self.negative {
-                Some(t) => Some(t.render(vars).map_err(|e| StepError::Template(e.to_string()))?),
-                None => None,
-            },
-            inputs: inputs.all().cloned().collect(),
+            prompt: render(&self.prompt)?,
+            negative_prompt: self.negative.as_ref().map(render).transpose()?,
+            inputs: inputs
+                .groups()
+                .iter()
+                .filter(|(n, _)| !(chained && read.contains(&**n)))
+                .flat_map(|(_, a)| a.iter().cloned())
+                .collect(),
             params,
             raw: self.raw.clone(),
         })

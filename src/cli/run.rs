@@ -427,9 +427,7 @@ async fn stop_signal() -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut hup)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-        {
+        if let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
             return tokio::select! {
                 r = tokio::signal::ctrl_c() => r.is_ok(),
                 _ = term.recv() => true,

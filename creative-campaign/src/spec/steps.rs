@@ -14,7 +14,7 @@ use creative_core::generate::{judge, GenerateStep};
 use creative_core::job::{Job, Vars};
 use creative_core::request::{Request, Task};
 use creative_core::step::{Step, StepCtx, StepInputs};
-use creative_core::template::Template;
+use creative_core::template::{Template, UPSTREAM};
 
 /// The parameter layer a job's variables make: every variable named like a
 /// [`Layer`] field (`width`, `size`, `model`, `seed`...).
@@ -57,6 +57,10 @@ pub(crate) struct SpecGenerate {
     pub variants: HashMap<Option<String>, Variant>,
     pub default_preset: Option<String>,
     pub overrides: Layer,
+    /// What the prompts read of upstream outputs, as placeholders
+    /// (`‹steps.copy.text›`), for estimates and dry runs made before those
+    /// outputs exist; `None` when the prompts read none.
+    pub upstream: Option<serde_json::Value>,
 }
 
 impl SpecGenerate {
@@ -113,6 +117,8 @@ impl SpecGenerate {
                 names.extend(n.variables().map(str::to_string));
             }
         }
+        // Upstream outputs are not job variables.
+        names.remove(UPSTREAM);
         names.into_iter().collect()
     }
 
@@ -120,8 +126,15 @@ impl SpecGenerate {
     /// runs; the seed is left as the policy makes it).
     pub fn request_for(&self, job: &Job) -> Result<Request, StepError> {
         let (v, layer) = self.resolve(job)?;
-        let vars = job.vars();
-        let render = |t: &Template| t.render(vars).map_err(|e| StepError::Template(e.to_string()));
+        let vars = match &self.upstream {
+            Some(up) => {
+                let mut vars = (**job.vars()).clone();
+                vars.insert(UPSTREAM.into(), up.clone());
+                std::borrow::Cow::Owned(vars)
+            }
+            None => std::borrow::Cow::Borrowed(&**job.vars()),
+        };
+        let render = |t: &Template| t.render(&vars).map_err(|e| StepError::Template(e.to_string()));
         Ok(Request {
             task: self.task,
             model: layer.model.clone(),
