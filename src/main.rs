@@ -9,6 +9,7 @@
 //! creative init [FILE] [--provider procedural|openai|comfyui]
 //! creative explain [KIND]
 //! creative schema [--format json|markdown]
+//! creative brief BRIEF --provider ID [--providers FILE] [-o FILE] [--max-repairs N]
 //! creative completions SHELL
 //! ```
 //!
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         Command::Init(a) => cli::init::init(a),
         Command::Explain(a) => cli::schema::explain(a),
         Command::Schema(a) => cli::schema::schema(a),
+        Command::Brief(a) => cli::brief::brief(a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(

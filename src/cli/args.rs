@@ -79,6 +79,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the JSON Schema of the spec (for editors), or its reference as Markdown.
     Schema(SchemaArgs),
+    /// Turn a brief into a commented spec with a language model (validated, repaired).
+    Brief(BriefArgs),
     /// Print a shell completion script (for example `creative completions bash`).
     Completions {
         /// The shell.
@@ -179,6 +181,30 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `creative brief`.
+#[derive(Debug, Args)]
+pub struct BriefArgs {
+    /// The brief (Markdown or text): products, audience, channels and sizes,
+    /// locales, tone, brand kit, budget, deadline.
+    #[arg(value_name = "BRIEF")]
+    pub brief: PathBuf,
+    /// The text provider that writes the spec: an id of the providers file.
+    #[arg(long, value_name = "ID")]
+    pub provider: String,
+    /// A TOML (or JSON) file with `[providers.ID]` tables, as in a spec.
+    #[arg(long, value_name = "FILE", default_value = "providers.toml")]
+    pub providers: PathBuf,
+    /// The spec to write.
+    #[arg(short, long, value_name = "FILE", default_value = "campaign.toml")]
+    pub output: PathBuf,
+    /// Answers the loader refused that go back to the model for repair (0 to 10).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub max_repairs: u32,
+    /// Overwrite the output if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `creative init`.

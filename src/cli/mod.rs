@@ -2,6 +2,7 @@
 //! the log, progress, tables, the schema and reference, and the subcommands.
 
 pub mod args;
+pub mod brief;
 pub mod checks;
 pub mod init;
 pub mod log;

@@ -1,0 +1,1 @@
+//! Advice on a finished run (filled in by the advise step).
