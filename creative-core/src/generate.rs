@@ -79,6 +79,18 @@ impl GenerateStep {
         Ok(self)
     }
 
+    /// Append literal text to the prompt (a reviewer's note): it is not a
+    /// template, so braces in it are kept as written.
+    pub fn append_to_prompt(mut self, text: &str) -> Result<Self, StepError> {
+        if text.is_empty() {
+            return Ok(self);
+        }
+        let literal = text.replace("{% endraw %}", "{ % endraw %}");
+        let src = format!("{}{{% raw %}}{literal}{{% endraw %}}", self.prompt.source());
+        self.prompt = Template::new(&src).map_err(|e| StepError::Template(e.to_string()))?;
+        Ok(self)
+    }
+
     /// Output size.
     pub fn size(mut self, width: u32, height: u32) -> Self {
         self.params.width = Some(width);

@@ -457,6 +457,7 @@ impl Spec {
         let mut generators = Vec::new();
         let mut gated = Vec::new();
         let mut definitions = BTreeMap::new();
+        let revisions = Arc::default();
         for (i, s) in doc.steps.iter().enumerate() {
             let base = format!("steps[{i}]");
             for (j, input) in s.inputs.iter().enumerate() {
@@ -471,7 +472,7 @@ impl Spec {
             let generate = s.kind == "generate";
             let policy = on_gate_fail(&s.on_gate_fail, &format!("{base}.on_gate_fail"), generate)?;
             let step: Arc<dyn Step> = if generate {
-                let (step, gen) = self.build_generate(s, &base, reg, &ctx, &jobs, policy)?;
+                let (step, gen) = self.build_generate(s, &base, reg, &ctx, &jobs, policy, &revisions)?;
                 generators.push((s.name.clone(), gen));
                 step
             } else {
@@ -611,6 +612,7 @@ impl Spec {
             gated,
             providers: ctx.providers.clone(),
             definitions,
+            revisions,
         };
         if doc.budget.max_cost_usd.is_some() {
             campaign.check_priced(doc)?;
@@ -829,6 +831,7 @@ impl Spec {
         ctx: &BuildCtx,
         jobs: &JobMatrix,
         policy: OnGateFail,
+        revisions: &Arc<std::sync::RwLock<crate::review::Revisions>>,
     ) -> Result<(Arc<dyn Step>, Arc<SpecGenerate>), SpecError> {
         let doc = &self.doc;
         let (mut own, mut layer_map) = (serde_json::Map::new(), serde_json::Map::new());
@@ -955,6 +958,7 @@ impl Spec {
             default_preset: settings.preset.clone(),
             overrides: doc.overrides.clone(),
             upstream,
+            revisions: revisions.clone(),
         });
         Ok((gen.clone() as Arc<dyn Step>, gen))
     }
