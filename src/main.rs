@@ -10,6 +10,7 @@
 //! creative explain [KIND]
 //! creative schema [--format json|markdown]
 //! creative brief BRIEF --provider ID [--providers FILE] [-o FILE] [--max-repairs N]
+//! creative review OUT [--port P]
 //! creative completions SHELL
 //! ```
 //!
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => cli::schema::explain(a),
         Command::Schema(a) => cli::schema::schema(a),
         Command::Brief(a) => cli::brief::brief(a),
+        Command::Review(a) => cli::review::review(a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(

@@ -81,6 +81,8 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Turn a brief into a commented spec with a language model (validated, repaired).
     Brief(BriefArgs),
+    /// Review a delivered folder in the browser: approve or reject each asset (with a note).
+    Review(ReviewArgs),
     /// Print a shell completion script (for example `creative completions bash`).
     Completions {
         /// The shell.
@@ -205,6 +207,17 @@ pub struct BriefArgs {
     /// Overwrite the output if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `creative review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// The output folder a run delivered into (with manifest.json).
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// The port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
 }
 
 /// `creative init`.

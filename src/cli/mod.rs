@@ -9,6 +9,7 @@ pub mod log;
 pub mod out;
 pub mod plan;
 pub mod progress;
+pub mod review;
 pub mod run;
 pub mod schema;
 pub mod status;
