@@ -11,6 +11,7 @@
 //! creative schema [--format json|markdown]
 //! creative brief BRIEF --provider ID [--providers FILE] [-o FILE] [--max-repairs N]
 //! creative review OUT [--port P]
+//! creative advise OUT [--spec FILE]
 //! creative completions SHELL
 //! ```
 //!
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         Command::Schema(a) => cli::schema::schema(a),
         Command::Brief(a) => cli::brief::brief(a),
         Command::Review(a) => cli::review::review(a),
+        Command::Advise(a) => cli::advise::advise(a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(

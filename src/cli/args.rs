@@ -83,6 +83,8 @@ pub enum Command {
     Brief(BriefArgs),
     /// Review a delivered folder in the browser: approve or reject each asset (with a note).
     Review(ReviewArgs),
+    /// Findings from a run and its review, with the spec changes they propose as a diff.
+    Advise(AdviseArgs),
     /// Print a shell completion script (for example `creative completions bash`).
     Completions {
         /// The shell.
@@ -218,6 +220,17 @@ pub struct ReviewArgs {
     /// The port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+}
+
+/// `creative advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// The output folder a run delivered into (manifest.json, report.json).
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// The spec it ran, to show the proposed changes as a diff of it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
 }
 
 /// `creative init`.

@@ -1,6 +1,7 @@
 //! The runner's parts: the command line, output that survives closed pipes,
 //! the log, progress, tables, the schema and reference, and the subcommands.
 
+pub mod advise;
 pub mod args;
 pub mod brief;
 pub mod checks;
