@@ -161,3 +161,24 @@ fn a_repair_count_out_of_range_is_refused_by_the_command_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("11"));
 }
+
+#[test]
+fn the_example_brief_s_spec_checks_and_its_dry_run_fits_the_brief_s_budget() {
+    let spec = format!("{}/examples/briefs/spring_mugs.toml", env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(BIN).args(["check", &spec]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = temp_dir("brief-example");
+    let o = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["run", &spec, "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A line per job, then the plan's totals.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let plan: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(plan["job_count"], 8, "2 products x 2 locales x 2 placements");
+    let cost = plan["estimated_cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost <= 5.0, "within the brief's $5: {cost}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
