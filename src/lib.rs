@@ -3,9 +3,11 @@
 //! Applications usually depend on this crate alone: it re-exports the engine
 //! ([`engine`]), the campaign layer (specs, folder stores, delivery:
 //! [`campaign`]), the provider backends ([`providers`]) and the image operations
-//! and quality gates ([`ops`]).
+//! and quality gates ([`ops`]), and layer 3: a brief turned into a spec, and
+//! advice on a finished run ([`agent`]).
 #![forbid(unsafe_code)]
 
+pub use creative_agent as agent;
 pub use creative_campaign as campaign;
 // Not `core`: that name is the language's own crate, and a re-export under it
 // shadows `core::` paths in the users' code and macros.

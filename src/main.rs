@@ -9,6 +9,9 @@
 //! creative init [FILE] [--provider procedural|openai|comfyui]
 //! creative explain [KIND]
 //! creative schema [--format json|markdown]
+//! creative brief BRIEF --provider ID [--providers FILE] [-o FILE] [--max-repairs N]
+//! creative review OUT [--port P]
+//! creative advise OUT [--spec FILE]
 //! creative completions SHELL
 //! ```
 //!
@@ -63,6 +66,9 @@ fn main() -> ExitCode {
         Command::Init(a) => cli::init::init(a),
         Command::Explain(a) => cli::schema::explain(a),
         Command::Schema(a) => cli::schema::schema(a),
+        Command::Brief(a) => cli::brief::brief(a),
+        Command::Review(a) => cli::review::review(a),
+        Command::Advise(a) => cli::advise::advise(a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(

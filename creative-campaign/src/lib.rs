@@ -3,7 +3,8 @@
 //! The application layer of `creative`, shared by the `creative` runner and the
 //! C ABI: declarative specs and the campaign matrix ([`spec`]), the folder
 //! stores that make a run cached and resumable ([`store`]), and delivery: the
-//! folder sink, the manifest, the report and the contact sheet ([`deliver`]).
+//! folder sink, the manifest, the report and the contact sheet ([`deliver`]),
+//! and a reviewer's decisions on the assets ([`review`]).
 //!
 //! The engine (`creative-core`) knows none of this: no files, TOML or HTML. It
 //! defines the seams this crate fills (`GenerationCache`, `Journal`, `Sink`,
@@ -23,5 +24,6 @@
 #![forbid(unsafe_code)]
 
 pub mod deliver;
+pub mod review;
 pub mod spec;
 pub mod store;

@@ -13,7 +13,7 @@ use crate::job::{derive_seed, SeedPolicy};
 use crate::provenance::GateRecord;
 use crate::request::{Params, Request, Task};
 use crate::step::{Step, StepCtx, StepInputs};
-use crate::template::Template;
+use crate::template::{Template, UPSTREAM};
 
 /// Generates with the first provider of a chain that succeeds, judges every
 /// candidate with the step's gates, and keeps the best that pass.
@@ -77,6 +77,18 @@ impl GenerateStep {
     /// A negative-prompt template.
     pub fn negative(mut self, t: &str) -> Result<Self, StepError> {
         self.negative = Some(Template::new(t).map_err(StepError::from)?);
+        Ok(self)
+    }
+
+    /// Append literal text to the prompt (a reviewer's note): it is not a
+    /// template, so braces in it are kept as written.
+    pub fn append_to_prompt(mut self, text: &str) -> Result<Self, StepError> {
+        if text.is_empty() {
+            return Ok(self);
+        }
+        let literal = text.replace("{% endraw %}", "{ % endraw %}");
+        let src = format!("{}{{% raw %}}{literal}{{% endraw %}}", self.prompt.source());
+        self.prompt = Template::new(&src).map_err(StepError::from)?;
         Ok(self)
     }
 
@@ -159,18 +171,40 @@ impl GenerateStep {
     }
 
     fn request(&self, inputs: &StepInputs, ctx: &StepCtx, seed: u64) -> Result<Request, StepError> {
-        let vars = ctx.job.vars();
+        let templates = || std::iter::once(&self.prompt).chain(self.negative.as_ref());
+        let chained = templates().any(Template::reads_upstream);
+        let vars = if chained {
+            // Prompt chaining: the templates read the input steps' outputs.
+            let mut v = (**ctx.job.vars()).clone();
+            v.insert(UPSTREAM.into(), inputs.upstream());
+            std::borrow::Cow::Owned(v)
+        } else {
+            std::borrow::Cow::Borrowed(&**ctx.job.vars())
+        };
+        // A step whose output the prompt reads feeds the prompt, not the
+        // provider: an image model handed the copywriter's text as its first
+        // input would take it for an image to edit.
+        let mut read: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        for t in templates() {
+            match t.upstream_steps() {
+                Some(names) => read.extend(names),
+                None => read.extend(inputs.groups().iter().map(|(n, _)| &**n)),
+            }
+        }
         let mut params = self.params.clone();
         params.seed = Some(seed);
+        let render = |t: &Template| t.render(&vars).map_err(StepError::from);
         Ok(Request {
             task: self.task,
             model: self.model.clone(),
-            prompt: self.prompt.render(vars).map_err(StepError::from)?,
-            negative_prompt: match &self.negative {
-                Some(t) => Some(t.render(vars).map_err(StepError::from)?),
-                None => None,
-            },
-            inputs: inputs.all().cloned().collect(),
+            prompt: render(&self.prompt)?,
+            negative_prompt: self.negative.as_ref().map(render).transpose()?,
+            inputs: inputs
+                .groups()
+                .iter()
+                .filter(|(n, _)| !(chained && read.contains(&**n)))
+                .flat_map(|(_, a)| a.iter().cloned())
+                .collect(),
             params,
             raw: self.raw.clone(),
         })

@@ -57,6 +57,54 @@ impl StepInputs {
         h.finalize().to_hex().to_string()
     }
 
+    /// The input steps' outputs as templates read them under
+    /// [`crate::template::UPSTREAM`]: per step name, `text` (its first text
+    /// output), `texts` (all of them), `json` (the first text parsed as JSON,
+    /// a fenced code block unwrapped, when it parses), `meta` (the first output's
+    /// width, height, duration and extra facts), `id`, `media`, `provider`,
+    /// `model` and `count`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use creative_core::{Artifact, StepInputs};
+    /// let copy = Artifact::text_plain("{\"headline\": \"Hot for 12 hours\"}");
+    /// let inputs = StepInputs::new(vec![(Arc::from("copy"), Arc::from(vec![copy]))]);
+    /// let up = inputs.upstream();
+    /// assert_eq!(up["copy"]["json"]["headline"], "Hot for 12 hours");
+    /// ```
+    pub fn upstream(&self) -> serde_json::Value {
+        let mut steps = serde_json::Map::new();
+        for (name, artifacts) in &self.items {
+            let mut o = serde_json::Map::new();
+            let texts: Vec<&str> = artifacts.iter().filter_map(Artifact::text).collect();
+            if let Some(t) = texts.first() {
+                o.insert("text".into(), (*t).into());
+                if let Some(j) = parse_json_text(t) {
+                    o.insert("json".into(), j);
+                }
+            }
+            o.insert(
+                "texts".into(),
+                texts.iter().map(|t| serde_json::Value::from(*t)).collect(),
+            );
+            if let Some(a) = artifacts.first() {
+                o.insert("meta".into(), serde_json::to_value(a.meta()).unwrap_or_default());
+                o.insert("id".into(), a.id().as_str().into());
+                o.insert("media".into(), a.media().as_str().into());
+                let p = a.provenance();
+                if let Some(v) = &p.provider {
+                    o.insert("provider".into(), v.clone().into());
+                }
+                if let Some(v) = &p.model {
+                    o.insert("model".into(), v.clone().into());
+                }
+            }
+            o.insert("count".into(), artifacts.len().into());
+            steps.insert(name.to_string(), serde_json::Value::Object(o));
+        }
+        serde_json::Value::Object(steps)
+    }
+
     /// The first input artifact.
     pub fn first(&self) -> Option<&Artifact> {
         self.all().next()
@@ -71,6 +119,19 @@ impl StepInputs {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Text as JSON: as is, or the body of a fenced code block (language models
+/// often wrap JSON in one even when asked not to).
+pub fn parse_json_text(text: &str) -> Option<serde_json::Value> {
+    let t = text.trim();
+    if let Ok(v) = serde_json::from_str(t) {
+        return Some(v);
+    }
+    let body = t.strip_prefix("```")?;
+    let body = body.split_once('\n')?.1;
+    let body = body.trim_end().strip_suffix("```")?;
+    serde_json::from_str(body).ok()
 }
 
 /// One node of a pipeline: generate, transform, check, deliver, or a host's own.

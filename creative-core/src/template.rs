@@ -26,6 +26,11 @@ pub const FUEL: u64 = 1_000_000;
 /// kilobytes at most; a larger output is a runaway template.
 pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
 
+/// The variable under which a step's templates read its input steps' outputs:
+/// `{{ steps.copy.text }}`, `{{ steps.copy.json.headline }}`,
+/// `{{ steps.hero.meta.width }}` (see [`crate::step::StepInputs::upstream`]).
+pub const UPSTREAM: &str = "steps";
+
 /// A template error: the message names the missing variable or the syntax problem.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -91,6 +96,8 @@ pub struct Template {
     source: Arc<str>,
     env: Arc<Environment<'static>>,
     variables: Arc<BTreeSet<String>>,
+    /// Dotted attribute chains the template reads (`steps.copy.json.headline`).
+    paths: Arc<BTreeSet<String>>,
     literal: bool,
 }
 
@@ -111,15 +118,21 @@ impl Template {
                 source_text: source.to_string(),
                 message: e.to_string(),
             })?;
-        let variables = env
+        let (variables, paths) = env
             .get_template("t")
-            .map(|t| t.undeclared_variables(false).into_iter().collect())
+            .map(|t| {
+                (
+                    t.undeclared_variables(false).into_iter().collect(),
+                    t.undeclared_variables(true).into_iter().collect(),
+                )
+            })
             .unwrap_or_default();
         let literal = !source.contains("{{") && !source.contains("{%");
         Ok(Template {
             source: Arc::from(source),
             env: Arc::new(env),
             variables: Arc::new(variables),
+            paths: Arc::new(paths),
             literal,
         })
     }
@@ -132,6 +145,34 @@ impl Template {
     /// The variables the template reads.
     pub fn variables(&self) -> impl Iterator<Item = &str> {
         self.variables.iter().map(String::as_str)
+    }
+
+    /// The attribute chains the template reads, dotted: `steps.copy.json.headline`
+    /// for `{{ steps.copy.json.headline }}`, `product` for `{{ product }}`. A
+    /// lookup by subscript (`steps[name]`) stops the chain where it starts.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(String::as_str)
+    }
+
+    /// The upstream steps the template reads through `steps.NAME`, in name order.
+    /// `None` when it reads `steps` whole or by subscript, so the names cannot be
+    /// known before rendering.
+    pub fn upstream_steps(&self) -> Option<BTreeSet<&str>> {
+        let mut names = BTreeSet::new();
+        for p in self.paths() {
+            if p == UPSTREAM {
+                return None;
+            }
+            if let Some(rest) = p.strip_prefix(UPSTREAM).and_then(|r| r.strip_prefix('.')) {
+                names.insert(rest.split('.').next().unwrap_or(rest));
+            }
+        }
+        Some(names)
+    }
+
+    /// Whether the template reads upstream outputs (`steps`).
+    pub fn reads_upstream(&self) -> bool {
+        self.variables.contains(UPSTREAM)
     }
 
     /// Render with the job's variables.

@@ -6,7 +6,8 @@
 //!
 //! [`LoopbackServer`] answers `POST /v1/images/generations` with
 //! `{"created": .., "data": [{"b64_json": ..}]}` holding a PNG of the requested
-//! `size` (or of a forced size), and `GET /v1/models` (the `openai` provider's
+//! `size` (or of a forced size), `POST /v1/chat/completions` with what a test's
+//! responder writes ([`LoopbackServer::respond_to_chat`]), and `GET /v1/models` (the `openai` provider's
 //! preflight). Each size's PNG is encoded once and its base64 cached, so the
 //! server's own cost per request is a copy: a benchmark measures the client,
 //! not the mock. Every request waits the configured latency (a tokio sleep, so
@@ -131,7 +132,15 @@ struct Shared {
     counters: Counters,
     /// base64 of each size's PNG, made on first use.
     images: Mutex<HashMap<(u32, u32), Arc<str>>>,
+    /// Writes the answer of each chat completion from its request body.
+    chat: Mutex<Option<ChatResponder>>,
+    /// Bodies of the chat completions received, in order.
+    chat_log: Mutex<Vec<serde_json::Value>>,
 }
+
+/// Writes a chat completion's answer (the assistant message's content) from the
+/// request body: the test's script of what the model says.
+pub type ChatResponder = Arc<dyn Fn(&serde_json::Value) -> String + Send + Sync>;
 
 impl Shared {
     fn image_b64(&self, w: u32, h: u32) -> Result<Arc<str>, TestkitError> {
@@ -205,6 +214,8 @@ impl LoopbackServer {
             killed: tokio::sync::watch::channel(false).0,
             counters: Counters::default(),
             images: Mutex::new(HashMap::new()),
+            chat: Mutex::new(None),
+            chat_log: Mutex::new(Vec::new()),
         });
         if let Some((w, h)) = shared.config.size {
             // Encode the forced size before the first request, so no request pays for it.
@@ -232,6 +243,19 @@ impl LoopbackServer {
     /// Encode a size's PNG now rather than on its first request.
     pub fn prewarm(&self, w: u32, h: u32) -> Result<(), TestkitError> {
         self.shared.image_b64(w, h).map(|_| ())
+    }
+
+    /// Answer `POST /v1/chat/completions` too: `respond` writes the assistant's
+    /// message from the request body (OpenAI chat completions wire format, with
+    /// usage counted at four characters a token). Without a responder the route
+    /// answers 404.
+    pub fn respond_to_chat(&self, respond: impl Fn(&serde_json::Value) -> String + Send + Sync + 'static) {
+        *self.shared.chat.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(respond));
+    }
+
+    /// The bodies of the chat completions received so far, in order.
+    pub fn chat_requests(&self) -> Vec<serde_json::Value> {
+        self.shared.chat_log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Counts so far.
@@ -421,11 +445,60 @@ fn error_body(message: &str, kind: &str, code: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A chat completion from the test's responder.
+fn chat_answer(req: &Req, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
+    let c = &shared.counters;
+    c.other.fetch_add(1, Ordering::Relaxed);
+    let respond = shared.chat.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(respond) = respond else {
+        return (
+            404,
+            "",
+            error_body("no chat responder", "invalid_request_error", "not_found"),
+        );
+    };
+    let body: serde_json::Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                400,
+                "",
+                error_body(&format!("body is not JSON: {e}"), "invalid_request_error", "bad_json"),
+            )
+        }
+    };
+    shared
+        .chat_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(body.clone());
+    let content = respond(&body);
+    let prompt_chars: usize = body["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["content"].as_str()).map(str::len).sum())
+        .unwrap_or(0);
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let reply = serde_json::json!({
+        "id": format!("chatcmpl-{created}"),
+        "object": "chat.completion",
+        "created": created,
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_chars.div_ceil(4),
+            "completion_tokens": content.len().div_ceil(4),
+            "total_tokens": prompt_chars.div_ceil(4) + content.len().div_ceil(4),
+        },
+    });
+    (200, "", reply.to_string().into_bytes())
+}
+
 /// Status, extra header lines, body.
 async fn answer(req: &Req, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
     let c = &shared.counters;
     match (req.method.as_str(), req.path.trim_end_matches('/')) {
         ("POST", "/v1/images/generations") => {}
+        ("POST", "/v1/chat/completions") => return chat_answer(req, shared),
         ("GET", "/v1/models") => {
             c.other.fetch_add(1, Ordering::Relaxed);
             let body = serde_json::json!({

@@ -79,6 +79,12 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the JSON Schema of the spec (for editors), or its reference as Markdown.
     Schema(SchemaArgs),
+    /// Turn a brief into a commented spec with a language model (validated, repaired).
+    Brief(BriefArgs),
+    /// Review a delivered folder in the browser: approve or reject each asset (with a note).
+    Review(ReviewArgs),
+    /// Findings from a run and its review, with the spec changes they propose as a diff.
+    Advise(AdviseArgs),
     /// Print a shell completion script (for example `creative completions bash`).
     Completions {
         /// The shell.
@@ -179,6 +185,52 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `creative brief`.
+#[derive(Debug, Args)]
+pub struct BriefArgs {
+    /// The brief (Markdown or text): products, audience, channels and sizes,
+    /// locales, tone, brand kit, budget, deadline.
+    #[arg(value_name = "BRIEF")]
+    pub brief: PathBuf,
+    /// The text provider that writes the spec: an id of the providers file.
+    #[arg(long, value_name = "ID")]
+    pub provider: String,
+    /// A TOML (or JSON) file with `[providers.ID]` tables, as in a spec.
+    #[arg(long, value_name = "FILE", default_value = "providers.toml")]
+    pub providers: PathBuf,
+    /// The spec to write.
+    #[arg(short, long, value_name = "FILE", default_value = "campaign.toml")]
+    pub output: PathBuf,
+    /// Answers the loader refused that go back to the model for repair (0 to 10).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub max_repairs: u32,
+    /// Overwrite the output if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `creative review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// The output folder a run delivered into (with manifest.json).
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// The port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+/// `creative advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// The output folder a run delivered into (manifest.json, report.json).
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// The spec it ran, to show the proposed changes as a diff of it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
 }
 
 /// `creative init`.

@@ -356,6 +356,12 @@ async fn run_async(campaign: Campaign, a: RunArgs, out: Option<PathBuf>, log_for
     let _ = watcher.await;
     match result {
         Ok(done) => {
+            // A reviewed folder: the new manifest records each decision that holds.
+            if creative::campaign::review::review_path(&out_dir).exists() {
+                if let Err(e) = creative::campaign::review::annotate_manifest(&out_dir) {
+                    eprintln!("warning: review decisions not recorded in the manifest: {e}");
+                }
+            }
             if a.json {
                 out::println(&serde_json::to_string_pretty(&done.report).unwrap_or_default());
             } else {

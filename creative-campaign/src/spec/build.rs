@@ -25,7 +25,7 @@ use creative_core::job::Job;
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{Backoff, RetryPolicy};
 use creative_core::step::Step;
-use creative_core::template::{Template, TemplateError};
+use creative_core::template::{Template, TemplateError, UPSTREAM};
 
 fn err(kind: K, path: impl Into<String>, msg: impl Into<String>) -> SpecError {
     SpecError::new(kind, path, msg)
@@ -60,6 +60,31 @@ fn template(src: &str, path: &str) -> Result<Template, SpecError> {
     Template::new(src).map_err(|e| err(K::Invalid, path, e.to_string()))
 }
 
+/// Merge what one template reads upstream into what the step's templates read.
+fn merge_placeholder(into: &mut Option<serde_json::Value>, more: Option<serde_json::Value>) {
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(old) => merge(old, v),
+                        None => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (a, b) if !a.is_object() => *a = b,
+            _ => {}
+        }
+    }
+    match (into.as_mut(), more) {
+        (Some(a), Some(b)) => merge(a, b),
+        (None, Some(b)) => *into = Some(b),
+        _ => {}
+    }
+}
+
 fn describe(job: &Job) -> String {
     let vars: Vec<String> = job
         .vars()
@@ -84,9 +109,10 @@ fn check_renders(
     t: &Template,
     jobs: &JobMatrix,
     preset: Option<&(Option<String>, Option<String>)>,
+    upstream: Option<&serde_json::Value>,
     path: &str,
 ) -> Result<(), SpecError> {
-    let mut names: Vec<&str> = t.variables().collect();
+    let mut names: Vec<&str> = t.variables().filter(|v| *v != UPSTREAM).collect();
     names.push("preset");
     for job in jobs.representatives(&names) {
         if let Some((wanted, default)) = preset {
@@ -94,7 +120,15 @@ fn check_renders(
                 continue;
             }
         }
-        if let Err(e) = t.render(job.vars()) {
+        let rendered = match upstream {
+            Some(up) => {
+                let mut vars = (**job.vars()).clone();
+                vars.insert(UPSTREAM.into(), up.clone());
+                t.render(&vars)
+            }
+            None => t.render(job.vars()),
+        };
+        if let Err(e) = rendered {
             return Err(match e {
                 TemplateError::Missing { name, .. } => {
                     let have = job.vars().keys().cloned().collect::<Vec<_>>();
@@ -423,6 +457,7 @@ impl Spec {
         let mut generators = Vec::new();
         let mut gated = Vec::new();
         let mut definitions = BTreeMap::new();
+        let revisions = Arc::default();
         for (i, s) in doc.steps.iter().enumerate() {
             let base = format!("steps[{i}]");
             for (j, input) in s.inputs.iter().enumerate() {
@@ -437,7 +472,7 @@ impl Spec {
             let generate = s.kind == "generate";
             let policy = on_gate_fail(&s.on_gate_fail, &format!("{base}.on_gate_fail"), generate)?;
             let step: Arc<dyn Step> = if generate {
-                let (step, gen) = self.build_generate(s, &base, reg, &ctx, &jobs, policy)?;
+                let (step, gen) = self.build_generate(s, &base, reg, &ctx, &jobs, policy, &revisions)?;
                 generators.push((s.name.clone(), gen));
                 step
             } else {
@@ -577,6 +612,7 @@ impl Spec {
             gated,
             providers: ctx.providers.clone(),
             definitions,
+            revisions,
         };
         if doc.budget.max_cost_usd.is_some() {
             campaign.check_priced(doc)?;
@@ -638,6 +674,114 @@ impl Spec {
         }
     }
 
+    /// Prompt chaining, checked: every `steps.NAME` a template reads names an
+    /// input of this step (so it has run and its output reaches the prompt),
+    /// and every `steps.NAME.json.FIELD` names a field the upstream step's text
+    /// gate schema declares, when it declares fields. Returns placeholders for
+    /// what the template reads, for the render check and estimates.
+    fn upstream_placeholder(
+        &self,
+        t: &Template,
+        s: &StepSpec,
+        path: &str,
+    ) -> Result<Option<serde_json::Value>, SpecError> {
+        if !t.reads_upstream() {
+            return Ok(None);
+        }
+        let names: Vec<&str> = self.doc.steps.iter().map(|s| s.name.as_str()).collect();
+        let mut tree = serde_json::Map::new();
+        // Every input is there whole, as it will be at run time.
+        for input in &s.inputs {
+            let ph = |field: &str| serde_json::Value::String(format!("‹steps.{input}.{field}›"));
+            tree.insert(
+                input.clone(),
+                serde_json::json!({
+                    "text": ph("text"), "texts": [ph("text")], "json": {}, "meta": {},
+                    "id": ph("id"), "media": ph("media"), "provider": ph("provider"),
+                    "model": ph("model"), "count": 1,
+                }),
+            );
+        }
+        for p in t.paths() {
+            let Some(rest) = p.strip_prefix(UPSTREAM).and_then(|r| r.strip_prefix('.')) else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split('.').collect();
+            let name = parts[0];
+            let shown = format!("{{{{ {p} }}}}");
+            if name == s.name {
+                return Err(err(
+                    K::Invalid,
+                    path,
+                    format!("`{shown}` reads step `{name}`'s own output; a step can read only its inputs' outputs"),
+                ));
+            }
+            if !names.contains(&name) {
+                return Err(err(
+                    K::UnknownStep,
+                    path,
+                    format!("`{shown}` names no step `{name}`; steps are: {}", list(&names)),
+                ));
+            }
+            if !s.inputs.iter().any(|i| i == name) {
+                return Err(err(
+                    K::UnknownStep,
+                    path,
+                    format!(
+                        "`{shown}` reads step `{name}`, which is not upstream of step `{}`: add \"{name}\" to its inputs so it runs first and its output reaches the prompt (inputs: {})",
+                        s.name,
+                        list(&s.inputs)
+                    ),
+                ));
+            }
+            if parts.get(1) == Some(&"json") {
+                if let (Some(field), Some(fields)) = (parts.get(2), self.json_fields(name)) {
+                    if !fields.iter().any(|f| f == field) {
+                        return Err(err(
+                            K::Invalid,
+                            path,
+                            format!(
+                                "`{shown}`: step `{name}`'s text gate schema declares no field `{field}`; it declares: {}",
+                                list(&fields)
+                            ),
+                        ));
+                    }
+                }
+            }
+            // The leaf read gets a placeholder; the objects on the way exist.
+            let mut node = tree.entry(name.to_string()).or_insert_with(|| serde_json::json!({}));
+            for part in &parts[1..] {
+                if !node.is_object() {
+                    *node = serde_json::json!({});
+                }
+                let Some(obj) = node.as_object_mut() else { break };
+                node = obj
+                    .entry(part.to_string())
+                    .or_insert_with(|| serde_json::Value::String(format!("‹{p}›")));
+            }
+        }
+        Ok(Some(serde_json::Value::Object(tree)))
+    }
+
+    /// The top-level fields a step's output JSON has, as the `json_schema` of
+    /// its text gate declares them (`properties`); `None` when it has no such
+    /// gate or the schema lists no properties.
+    fn json_fields(&self, step: &str) -> Option<Vec<String>> {
+        let s = self.doc.steps.iter().find(|s| s.name == step)?;
+        s.gates.iter().filter(|g| g.kind == "text").find_map(|g| {
+            let schema = g.settings.get("json_schema")?;
+            // A schema that allows more fields than it lists cannot rule one out.
+            if schema
+                .get("additionalProperties")
+                .is_some_and(|a| a != &serde_json::Value::Bool(false))
+            {
+                return None;
+            }
+            let props = schema.get("properties")?.as_object()?;
+            Some(props.keys().cloned().collect())
+        })
+    }
+
     fn build_gates(
         &self,
         gates: &[GateSpec],
@@ -688,6 +832,7 @@ impl Spec {
         ctx: &BuildCtx,
         jobs: &JobMatrix,
         policy: OnGateFail,
+        revisions: &Arc<std::sync::RwLock<crate::review::Revisions>>,
     ) -> Result<(Arc<dyn Step>, Arc<SpecGenerate>), SpecError> {
         let doc = &self.doc;
         let (mut own, mut layer_map) = (serde_json::Map::new(), serde_json::Map::new());
@@ -738,6 +883,7 @@ impl Spec {
             presets.extend(doc.presets.keys().map(|k| Some(k.clone())));
         }
         let mut variants = HashMap::new();
+        let mut upstream = None;
         for preset in presets {
             if variants.contains_key(&preset) {
                 continue;
@@ -759,11 +905,27 @@ impl Spec {
             );
             let prompt = template(&prompt_src, &format!("{base}.prompt"))?;
             let users = (preset.clone(), settings.preset.clone());
-            check_renders(&prompt, jobs, Some(&users), &format!("{base}.prompt"))?;
+            let up = self.upstream_placeholder(&prompt, s, &format!("{base}.prompt"))?;
+            merge_placeholder(&mut upstream, up);
+            check_renders(
+                &prompt,
+                jobs,
+                Some(&users),
+                upstream.as_ref(),
+                &format!("{base}.prompt"),
+            )?;
             let negative = match &words.negative_prompt {
                 Some(n) => {
                     let t = template(n, &format!("{base}.negative_prompt"))?;
-                    check_renders(&t, jobs, Some(&users), &format!("{base}.negative_prompt"))?;
+                    let up = self.upstream_placeholder(&t, s, &format!("{base}.negative_prompt"))?;
+                    merge_placeholder(&mut upstream, up);
+                    check_renders(
+                        &t,
+                        jobs,
+                        Some(&users),
+                        upstream.as_ref(),
+                        &format!("{base}.negative_prompt"),
+                    )?;
                     Some(t)
                 }
                 None => None,
@@ -796,6 +958,8 @@ impl Spec {
             variants,
             default_preset: settings.preset.clone(),
             overrides: doc.overrides.clone(),
+            upstream,
+            revisions: revisions.clone(),
         });
         Ok((gen.clone() as Arc<dyn Step>, gen))
     }

@@ -57,6 +57,9 @@ pub struct Campaign {
     pub(crate) providers: BTreeMap<String, Arc<dyn Provider>>,
     /// A fingerprint of each step's definition, for the journal.
     pub(crate) definitions: BTreeMap<String, String>,
+    /// What a reviewer's rejections change (read from the output folder when
+    /// a run resumes), shared with the generate steps.
+    pub(crate) revisions: Arc<std::sync::RwLock<crate::review::Revisions>>,
 }
 
 /// Which campaign wrote an output folder: `.creative/campaign.json`.
@@ -502,6 +505,37 @@ pub const STATE_DIR: &str = ".creative";
 pub(crate) const EVENTS_FILE: &str = "events.jsonl";
 
 impl Campaign {
+    /// The revisions the output folder's review decisions ask for, each on
+    /// the generate steps it comes from.
+    fn review_revisions(&self, out_dir: &Path) -> Result<crate::review::Revisions, StoreError> {
+        let decisions = crate::review::read(out_dir).map_err(|e| StoreError(e.to_string()))?;
+        let revisions = crate::review::Revisions::from_decisions(&decisions);
+        if revisions.is_empty() {
+            return Ok(revisions);
+        }
+        let is_generator = |s: &str| self.generators.iter().any(|(n, _)| n == s);
+        let graph = self.dag.graph();
+        let upstream = |step: &str| {
+            let mut found = Vec::new();
+            let mut todo: Vec<usize> = graph.index_of(step).into_iter().collect();
+            let mut seen = std::collections::HashSet::new();
+            while let Some(n) = todo.pop() {
+                for &i in graph.inputs(n) {
+                    if seen.insert(i) {
+                        let name = graph.name(i).to_string();
+                        if is_generator(&name) {
+                            found.push(name);
+                        } else {
+                            todo.push(i);
+                        }
+                    }
+                }
+            }
+            found
+        };
+        Ok(revisions.onto_generators(is_generator, upstream))
+    }
+
     /// The campaign's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -913,7 +947,15 @@ impl Campaign {
             spec_hash: self.spec_hash.clone(),
         }
         .write(&state_dir)?;
-        let journal = FileJournal::open(&state_dir, opts.resume)?.with_definitions(self.definitions.clone());
+        let revisions = if opts.resume {
+            self.review_revisions(&out_dir)?
+        } else {
+            crate::review::Revisions::default()
+        };
+        let journal = FileJournal::open(&state_dir, opts.resume)?
+            .with_definitions(self.definitions.clone())
+            .with_revisions(revisions.fingerprints());
+        *self.revisions.write().unwrap_or_else(|p| p.into_inner()) = revisions;
         let cache = DiskCache::open(self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()))?
             .with_blob_store(journal.blobs());
         let (journal, cache) = match self.cache_max_bytes {

@@ -11,10 +11,10 @@ use creative_core::artifact::{Artifact, MediaKind};
 use creative_core::error::{GateError, StepError};
 use creative_core::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
 use creative_core::generate::{judge, GenerateStep};
-use creative_core::job::{Job, Vars};
+use creative_core::job::{derive_seed, Job, Vars};
 use creative_core::request::{Request, Task};
 use creative_core::step::{Step, StepCtx, StepInputs};
-use creative_core::template::Template;
+use creative_core::template::{Template, UPSTREAM};
 
 /// The parameter layer a job's variables make: every variable named like a
 /// [`Layer`] field (`width`, `size`, `model`, `seed`...).
@@ -57,6 +57,13 @@ pub(crate) struct SpecGenerate {
     pub variants: HashMap<Option<String>, Variant>,
     pub default_preset: Option<String>,
     pub overrides: Layer,
+    /// What the prompts read of upstream outputs, as placeholders
+    /// (`‹steps.copy.text›`), for estimates and dry runs made before those
+    /// outputs exist; `None` when the prompts read none.
+    pub upstream: Option<serde_json::Value>,
+    /// What a reviewer's rejections change, shared with the campaign (which
+    /// fills it when a run resumes).
+    pub revisions: Arc<std::sync::RwLock<crate::review::Revisions>>,
 }
 
 impl SpecGenerate {
@@ -113,6 +120,8 @@ impl SpecGenerate {
                 names.extend(n.variables().map(str::to_string));
             }
         }
+        // Upstream outputs are not job variables.
+        names.remove(UPSTREAM);
         names.into_iter().collect()
     }
 
@@ -120,8 +129,15 @@ impl SpecGenerate {
     /// runs; the seed is left as the policy makes it).
     pub fn request_for(&self, job: &Job) -> Result<Request, StepError> {
         let (v, layer) = self.resolve(job)?;
-        let vars = job.vars();
-        let render = |t: &Template| t.render(vars).map_err(StepError::from);
+        let vars = match &self.upstream {
+            Some(up) => {
+                let mut vars = (**job.vars()).clone();
+                vars.insert(UPSTREAM.into(), up.clone());
+                std::borrow::Cow::Owned(vars)
+            }
+            None => std::borrow::Cow::Borrowed(&**job.vars()),
+        };
+        let render = |t: &Template| t.render(&vars).map_err(StepError::from);
         Ok(Request {
             task: self.task,
             model: layer.model.clone(),
@@ -153,7 +169,26 @@ impl Step for SpecGenerate {
     }
 
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        self.configured(&ctx.job)?.run(inputs, ctx).await
+        let mut step = self.configured(&ctx.job)?;
+        let revision = {
+            let r = self.revisions.read().unwrap_or_else(|p| p.into_inner());
+            r.get(ctx.job.key(), &ctx.step).cloned()
+        };
+        if let Some(rev) = revision {
+            // A rejected asset: a new seed derived from the one it had, and the
+            // reviewer's notes for the model.
+            let (_, layer) = self.resolve(&ctx.job)?;
+            let base = match layer.seed {
+                Some(SeedPolicy::Fixed(s)) => s,
+                _ => ctx.derived_seed(),
+            };
+            let params = creative_core::request::Params {
+                seed: Some(derive_seed(base, &["review", &rev.round.to_string()])),
+                ..Default::default()
+            };
+            step = step.params(&params).append_to_prompt(&rev.prompt_suffix())?;
+        }
+        step.run(inputs, ctx).await
     }
 }
 

@@ -448,6 +448,9 @@ pub struct FileJournal {
     commits: Arc<AtomicU64>,
     /// A fingerprint of each step's definition, by step name.
     definitions: Arc<BTreeMap<String, String>>,
+    /// A fingerprint of the review revision of some (job key, step) pairs: a
+    /// rejected asset's step is not done until it is run again with it.
+    revisions: Arc<std::collections::HashMap<(String, String), String>>,
     /// Payloads the cache's eviction must keep: every output recorded.
     pins: Option<Arc<PayloadPins>>,
 }
@@ -533,6 +536,7 @@ impl FileJournal {
             committer: Some(handle),
             commits,
             definitions: Arc::default(),
+            revisions: Arc::default(),
             pins: None,
         })
     }
@@ -543,6 +547,15 @@ impl FileJournal {
     /// passes the spec's.
     pub fn with_definitions(mut self, definitions: BTreeMap<String, String>) -> Self {
         self.definitions = Arc::new(definitions);
+        self
+    }
+
+    /// Fold a reviewer's revisions (a fingerprint by job key and step, from
+    /// [`crate::review::Revisions::fingerprints`]) into what is recorded for
+    /// those steps, so a resume re-runs each step whose asset was rejected (and,
+    /// through their changed inputs, the steps downstream), and only those.
+    pub fn with_revisions(mut self, revisions: std::collections::HashMap<(String, String), String>) -> Self {
+        self.revisions = Arc::new(revisions);
         self
     }
 
@@ -564,11 +577,17 @@ impl FileJournal {
     }
 
     /// The fingerprint recorded for `step` run on inputs `inputs`.
-    fn fingerprint(&self, step: &str, inputs: &str) -> String {
+    fn fingerprint(&self, job: &str, step: &str, inputs: &str) -> String {
         let mut h = blake3::Hasher::new();
         h.update(self.definitions.get(step).map_or("", String::as_str).as_bytes());
         h.update(&[0]);
         h.update(inputs.as_bytes());
+        if !self.revisions.is_empty() {
+            if let Some(r) = self.revisions.get(&(job.to_string(), step.to_string())) {
+                h.update(&[1]);
+                h.update(r.as_bytes());
+            }
+        }
         h.finalize().to_hex().to_string()
     }
 
@@ -667,7 +686,7 @@ impl Journal for FileJournal {
                 None => return Ok(Recorded::Missing),
             }
         };
-        let fingerprint = self.fingerprint(step, inputs);
+        let fingerprint = self.fingerprint(job.key(), step, inputs);
         let (reader, path, blobs) = (self.reader.clone(), self.path.clone(), self.blobs.clone());
         let (job, step) = (job.key().to_string(), step.to_string());
         tokio::task::spawn_blocking(move || {
@@ -698,7 +717,7 @@ impl Journal for FileJournal {
             vars: (**job.vars()).clone(),
             step: step.to_string(),
             outputs: outputs.iter().map(ArtifactRecord::of).collect(),
-            fingerprint: self.fingerprint(step, inputs),
+            fingerprint: self.fingerprint(job.key(), step, inputs),
         };
         let mut line = serde_json::to_vec(&rec).map_err(|e| StoreError(format!("encode journal record: {e}")))?;
         line.push(b'\n');

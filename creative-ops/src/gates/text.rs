@@ -213,7 +213,9 @@ impl TextGate {
             ));
         }
         if let Some(schema) = &self.schema {
-            match serde_json::from_str::<serde_json::Value>(text) {
+            // A fenced code block is unwrapped, as `{{ steps.NAME.json }}` reads it.
+            let parsed = creative_core::step::parse_json_text(text).ok_or(());
+            match parsed.or_else(|()| serde_json::from_str::<serde_json::Value>(text)) {
                 Err(e) => rules.push((false, format!("not valid JSON: {e}"))),
                 Ok(v) => {
                     let errors: Vec<String> = schema
