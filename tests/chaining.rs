@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec, SpecErrorKind};
-use creative::core::Status;
+use creative::engine::Status;
 use creative_testkit::{Config, LoopbackServer};
 
 mod common;

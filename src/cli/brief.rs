@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use creative::agent::brief::{spec_from_brief, BriefOptions};
 use creative::campaign::spec::{Format, ProviderSpec, Spec};
-use creative::core::registry::BuildCtx;
+use creative::engine::registry::BuildCtx;
 
 use super::args::BriefArgs;
 use super::run::{registry, DID_NOT_START};
@@ -24,7 +24,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Read the providers file and build the one named `id`.
-fn provider(file: &Path, id: &str) -> Result<(std::sync::Arc<dyn creative::core::Provider>, String), String> {
+fn provider(file: &Path, id: &str) -> Result<(std::sync::Arc<dyn creative::engine::Provider>, String), String> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         format!(
             "--providers {}: {e} (a TOML file with a [providers.{id}] table, as in a spec)",
