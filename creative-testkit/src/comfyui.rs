@@ -394,17 +394,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             }
         }
         let (status, kind, body) = answer(&req, &shared);
-        let reason = match status {
-            200 => "OK",
-            400 => "Bad Request",
-            _ => "Not Found",
-        };
-        let head = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n{}\r\n",
-            body.len(),
-            if req.close { "connection: close\r\n" } else { "" }
-        );
-        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
+        if !crate::respond(&mut stream, status, kind, "", &body, req.close).await {
             return;
         }
         if req.close {

@@ -408,6 +408,32 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
     }))
 }
 
+/// Write one HTTP/1.1 response (status line, headers, body); `extra` holds
+/// further header lines, each ending in CRLF. `false` when the peer is gone.
+pub(crate) async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    close: bool,
+) -> bool {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        _ => "Unknown",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}{}\r\n",
+        body.len(),
+        if close { "connection: close\r\n" } else { "" }
+    );
+    stream.write_all(head.as_bytes()).await.is_ok() && stream.write_all(body).await.is_ok()
+}
+
 async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -416,20 +442,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             Ok(None) | Err(_) => return,
         };
         let (status, extra, body) = answer(&req, &shared).await;
-        let reason = match status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            429 => "Too Many Requests",
-            500 => "Internal Server Error",
-            _ => "Unknown",
-        };
-        let head = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}{}\r\n",
-            body.len(),
-            if req.close { "connection: close\r\n" } else { "" }
-        );
-        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
+        if !respond(&mut stream, status, "application/json", &extra, &body, req.close).await {
             return;
         }
         if req.close {
