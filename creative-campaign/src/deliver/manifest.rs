@@ -6,18 +6,12 @@ use crate::store::{ArtifactRecord, JournalRecord};
 use creative_core::artifact::ArtifactId;
 use creative_core::deliver::{AssetEntry, JobEntry, Manifest, SourceEntry};
 use creative_core::job::Job;
-use creative_core::provenance::Provenance;
-
-fn stable(p: &Provenance) -> Provenance {
-    let mut p = p.clone();
-    p.latency_ms = 0.0;
-    p.attempt = 0;
-    p.cached = false;
-    p
-}
 
 /// One job's manifest entries from its journal records (by step): its
-/// [`JobEntry`] and its delivered assets, in step order.
+/// [`JobEntry`] and its delivered assets, in step order. Each asset and source
+/// keeps the provenance recorded when its step ran (latency, attempt, cached)
+/// and the time its step finished, so entries read back on a resume are the
+/// ones the first run wrote.
 pub fn job_entries(
     job: &Job,
     steps: &[String],
@@ -56,7 +50,8 @@ pub fn job_entries(
                 bytes: a.bytes,
                 path: None,
                 meta: a.meta.clone(),
-                provenance: stable(&a.provenance),
+                finished_at: rec.finished_at.clone(),
+                provenance: a.provenance.clone(),
                 sources: sources(a, &all),
             });
         }
@@ -67,7 +62,9 @@ pub fn job_entries(
 /// Build a manifest from journal records (any order; shards' records may be
 /// concatenated), in memory. `jobs` and `steps` give the order; `deliver`
 /// the steps whose outputs are assets. A campaign streams the same entries
-/// into `manifest.json` instead (see [`job_entries`]).
+/// into `manifest.json` instead (see [`job_entries`]). The run's own times
+/// ([`Manifest::started_at`], [`Manifest::finished_at`]) are left to the
+/// caller, which knows them.
 pub fn manifest_from_records<'a>(
     campaign: &str,
     spec_hash: &str,
@@ -86,6 +83,7 @@ pub fn manifest_from_records<'a>(
     let mut out = Manifest {
         campaign: campaign.to_string(),
         spec_hash: spec_hash.to_string(),
+        library_version: crate::VERSION.to_string(),
         ..Manifest::default()
     };
     let none = BTreeMap::new();
@@ -112,7 +110,7 @@ fn sources(a: &ArtifactRecord, all: &HashMap<&ArtifactId, &ArtifactRecord>) -> V
             out.push(SourceEntry {
                 id: p.id.clone(),
                 media: p.media.clone(),
-                provenance: stable(&p.provenance),
+                provenance: p.provenance.clone(),
             });
             queue.extend(p.provenance.parents.iter());
         }

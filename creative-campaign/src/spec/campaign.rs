@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use serde::Serialize;
@@ -481,6 +481,8 @@ enum RunState {
         pump: tokio::task::JoinHandle<()>,
         /// Held until the outputs are written.
         lock: fs::File,
+        /// When the run started: the manifest's `started_at`.
+        started: SystemTime,
     },
 }
 
@@ -824,6 +826,7 @@ impl Campaign {
         out_dir: &Path,
         shard_dirs: &[PathBuf],
     ) -> Result<(ManifestSummary, Report), CampaignError> {
+        let started = SystemTime::now();
         // Every part must be a run of this very spec: a part of another
         // campaign, or of an edited spec, would merge another campaign's
         // figures under this one's name.
@@ -862,7 +865,7 @@ impl Campaign {
             spec_hash: self.spec_hash.clone(),
         }
         .write(&state)?;
-        let done = self.finalize(out_dir, None).await;
+        let done = self.finalize_until(out_dir, None, None, started).await;
         drop(lock);
         done
     }
@@ -882,6 +885,7 @@ impl Campaign {
     }
 
     fn start_all(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
+        let started = SystemTime::now();
         let out_dir = opts.out_dir.clone().unwrap_or_else(|| self.out_dir.clone());
         crate::spec::check_out_dir(&out_dir)?;
         if opts.dry_run {
@@ -1000,19 +1004,25 @@ impl Campaign {
         Ok(CampaignRun {
             campaign: self.clone(),
             out_dir,
-            state: RunState::Live { handle, pump, lock },
+            state: RunState::Live {
+                handle,
+                pump,
+                lock,
+                started,
+            },
             events: rx,
         })
     }
 
     /// Deliver and account for what the journal in `out_dir` records (after a
-    /// run, or to rebuild the outputs from a merged journal).
+    /// run, or to rebuild the outputs from a merged journal). The manifest's
+    /// `started_at` is the time of this call.
     pub async fn finalize(
         &self,
         out_dir: &Path,
         outcome: Option<&RunOutcome>,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
-        self.finalize_until(out_dir, outcome, None).await
+        self.finalize_until(out_dir, outcome, None, SystemTime::now()).await
     }
 }
 
@@ -1218,14 +1228,19 @@ impl CampaignRun {
                     plan: Some(plan),
                 })
             }
-            RunState::Live { handle, pump, lock } => {
+            RunState::Live {
+                handle,
+                pump,
+                lock,
+                started,
+            } => {
                 let cancel = handle.cancel_token();
                 let outcome = handle.wait().await;
                 // The stream ends when the run's last sender is dropped.
                 let _ = pump.await;
                 let (manifest, report) = self
                     .campaign
-                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel))
+                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel), started)
                     .await?;
                 drop(lock);
                 Ok(CampaignOutcome {

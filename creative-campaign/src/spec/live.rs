@@ -56,6 +56,7 @@ impl Pipeline for DeliverAsJobsEnd {
                     bytes: a.data().len() as u64,
                     path: None,
                     meta: Default::default(),
+                    finished_at: None,
                     provenance: Default::default(),
                     sources: Vec::new(),
                 };
