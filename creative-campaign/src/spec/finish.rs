@@ -365,7 +365,13 @@ impl Campaign {
     /// document (what serializing a whole [`Manifest`](crate::deliver::Manifest)
     /// would give, byte for byte). `started` is when this run began; it ends
     /// now, as the manifest is written.
-    fn write_manifest(&self, out_dir: &Path, started: SystemTime, jobs: &Path, assets: &Path) -> Result<(), StoreError> {
+    fn write_manifest(
+        &self,
+        out_dir: &Path,
+        started: SystemTime,
+        jobs: &Path,
+        assets: &Path,
+    ) -> Result<(), StoreError> {
         let path = out_dir.join("manifest.json");
         let tmp = crate::store::temp_path(&path);
         let result = (|| -> std::io::Result<()> {
