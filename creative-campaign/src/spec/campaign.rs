@@ -820,7 +820,9 @@ impl Campaign {
     /// Merge the output folders of a campaign's shards into `out_dir`: their
     /// journals, payloads and event logs are combined, then the assets, manifest,
     /// report and contact sheet are made as for one run. The manifest equals that
-    /// of an unsharded run.
+    /// of an unsharded run but for the run-specific fields: each asset keeps what
+    /// its shard recorded (latency, attempt, cached, `finished_at`), and
+    /// `started_at` and `finished_at` at the top are the merge's.
     pub async fn merge(
         &self,
         out_dir: &Path,
