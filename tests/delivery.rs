@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use creative::campaign::deliver::{AssetEntry, Manifest, ManifestSummary, Report, Sink, SinkError};
@@ -13,6 +14,7 @@ use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registr
 use creative::engine::{Artifact, ArtifactId, Status};
 
 mod common;
+use common::manifest::{assert_run_fields_plausible, without_run_fields, Generations};
 use common::temp_dir;
 
 fn registry() -> Registry {
@@ -150,7 +152,14 @@ async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks()
     let out = dir.join("out");
     let (url, posts) = webhook_server(16);
     let collect = Arc::new(Collect::default());
+    let from = SystemTime::now();
     let done = run(&campaign_spec(Some(&url)), &out, false, Some(collect.clone())).await;
+    let first = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert_eq!(
+        assert_run_fields_plausible(&first, from, SystemTime::now()),
+        Generations { fresh: 8, cached: 0 },
+        "four heroes, each an asset and a thumbnail's source"
+    );
     assert_eq!(done.outcome.status, Status::Succeeded);
     assert!(
         done.report.delivery_errors.is_empty(),
@@ -251,21 +260,38 @@ async fn assets_land_under_template_names_with_manifest_report_sheet_and_sinks()
             .count()
     };
     let before = files(&out);
+    let from = SystemTime::now();
     let again = run(&campaign_spec(None), &out, false, None).await;
+    let second = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert_eq!(
+        assert_run_fields_plausible(&second, from, SystemTime::now()),
+        Generations { fresh: 0, cached: 8 }
+    );
+    // The first run's spec had a webhook (another spec hash): the assets match.
+    assert_eq!(
+        without_run_fields(&second)["assets"],
+        without_run_fields(&first)["assets"],
+        "a run served by the cache"
+    );
     assert_eq!(again.report.totals.attempts, 0, "no provider call");
     assert_eq!(again.report.totals.cache_hits, 4);
     assert!((again.report.totals.saved_usd - 0.20).abs() < 1e-9);
     assert_eq!(again.report.providers[0].cache_hits, 4);
-    assert_eq!(again.read_manifest().unwrap().assets, m.assets);
     assert_eq!(files(&out), before);
 
     // --force pays again.
+    let from = SystemTime::now();
     let forced = run(&campaign_spec(None), &out, true, None).await;
+    let third = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert_eq!(
+        assert_run_fields_plausible(&third, from, SystemTime::now()),
+        Generations { fresh: 8, cached: 0 }
+    );
     assert_eq!(forced.report.totals.attempts, 4);
     assert_eq!(forced.report.totals.cache_hits, 0);
     assert_eq!(
-        forced.read_manifest().unwrap().assets,
-        m.assets,
+        without_run_fields(&third)["assets"],
+        without_run_fields(&first)["assets"],
         "procedural is deterministic"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -565,6 +591,7 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
         done.report.delivery_errors
     );
     // Released: the same folder can be resumed now.
+    let first = done.read_manifest().unwrap();
     let again = campaign
         .start(CampaignOptions {
             out_dir: Some(out.clone()),
@@ -576,7 +603,14 @@ async fn each_job_delivers_its_files_as_it_ends_and_one_run_holds_the_folder() {
         .await
         .unwrap();
     assert_eq!(again.manifest, done.manifest);
-    assert_eq!(again.read_manifest().unwrap(), done.read_manifest().unwrap());
+    // Every entry read back as the first run recorded it; only the run's own
+    // start and end are the resume's.
+    let resumed = again.read_manifest().unwrap();
+    assert_eq!((&resumed.jobs, &resumed.assets), (&first.jobs, &first.assets));
+    assert!(
+        resumed.started_at >= first.finished_at,
+        "the resume started after the first run ended"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

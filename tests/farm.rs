@@ -5,8 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::SystemTime;
 
 mod common;
+use common::manifest::{assert_run_fields_plausible, assert_same_but_run_fields};
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");
@@ -88,6 +90,7 @@ fn the_openjd_template_runs_shards_then_merges_to_the_unsharded_manifest() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("passes validation"));
 
     // The reference: one run on one machine.
+    let from = SystemTime::now();
     let whole = dir.join("whole");
     let o = Command::new(BIN)
         .args([
@@ -100,6 +103,7 @@ fn the_openjd_template_runs_shards_then_merges_to_the_unsharded_manifest() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let whole_to = SystemTime::now();
     let reference_calls = call_count(&log);
     assert_eq!(reference_calls, 8);
 
@@ -126,11 +130,15 @@ fn the_openjd_template_runs_shards_then_merges_to_the_unsharded_manifest() {
     for k in 1..=3 {
         assert!(farm.join(format!("shard-{k}/manifest.json")).is_file());
     }
-    assert_eq!(
+    let (merged, unsharded) = (
         std::fs::read_to_string(farm.join("all/manifest.json")).unwrap(),
         std::fs::read_to_string(whole.join("manifest.json")).unwrap(),
-        "the merged manifest is the unsharded one"
     );
+    let fresh = assert_run_fields_plausible(&unsharded, from, whole_to).fresh;
+    assert!(fresh > 0, "unsharded records fresh generations");
+    let fresh = assert_run_fields_plausible(&merged, whole_to, SystemTime::now()).fresh;
+    assert!(fresh > 0, "merged records fresh generations");
+    assert_same_but_run_fields(&merged, &unsharded, "the merged manifest is the unsharded one");
     assert!(farm.join("all/report.json").is_file() && farm.join("all/contact_sheet.html").is_file());
 
     // A scheduler retrying shard 2 on another worker: it resumes, calls nothing.

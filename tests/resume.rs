@@ -4,9 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 mod common;
+use common::manifest::{assert_run_fields_plausible, assert_same_but_run_fields};
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");
@@ -98,6 +99,7 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     std::fs::write(&spec_a, spec(&log)).unwrap();
     let spec_b = spec_a.clone();
     let out_a = dir.join("out-a");
+    let a_from = SystemTime::now();
     let o = run(&[
         "run",
         spec_a.to_str().unwrap(),
@@ -110,10 +112,12 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
         "reference run failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    let a_to = SystemTime::now();
     let reference_calls = calls(&log).len();
     assert_eq!(reference_calls, steps_total, "one call per generation");
 
     // The same campaign, killed in the middle.
+    let b_from = SystemTime::now();
     let out_b = dir.join("out-b");
     let journal = out_b.join(".creative").join("journal.jsonl");
     let mut child = Command::new(BIN)
@@ -164,6 +168,7 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
     assert!(!early.is_empty(), "no file was delivered before the kill");
 
     // Resume.
+    let resumed_from = SystemTime::now();
     let o = run(&[
         "run",
         spec_b.to_str().unwrap(),
@@ -178,13 +183,36 @@ fn a_killed_run_resumes_to_the_same_manifest_without_paying_twice() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    // Same manifest, byte for byte.
+    let b_to = SystemTime::now();
+
+    // Same manifest but for what each run recorded of itself.
     let ma = std::fs::read_to_string(out_a.join("manifest.json")).unwrap();
     let mb = std::fs::read_to_string(out_b.join("manifest.json")).unwrap();
-    assert!(
-        ma == mb,
-        "manifests differ:\n--- uninterrupted\n{ma}\n--- resumed\n{mb}"
-    );
+    let fresh = assert_run_fields_plausible(&ma, a_from, a_to).fresh;
+    assert!(fresh > 0, "ma records fresh generations");
+    let fresh = assert_run_fields_plausible(&mb, b_from, b_to).fresh;
+    assert!(fresh > 0, "mb records fresh generations");
+    assert_same_but_run_fields(&ma, &mb, "uninterrupted vs killed and resumed");
+    let m: serde_json::Value = serde_json::from_str(&mb).unwrap();
+    let started = humantime::parse_rfc3339(m["started_at"].as_str().unwrap()).unwrap();
+    assert!(started >= resumed_from, "the manifest's start is the resume's");
+    // A step finished before the kill keeps the time it finished at (and its
+    // latency and attempt): the resume read its record back.
+    let before: HashSet<(&str, &str)> = done_before.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    let mut kept = 0;
+    for a in m["assets"].as_array().unwrap() {
+        if before.contains(&(a["job"].as_str().unwrap(), a["step"].as_str().unwrap())) {
+            let at = humantime::parse_rfc3339(a["finished_at"].as_str().unwrap()).unwrap();
+            assert!(
+                at < resumed_from,
+                "{} {} was restamped by the resume",
+                a["job"],
+                a["step"]
+            );
+            kept += 1;
+        }
+    }
+    assert!(kept > 0, "no asset was finished before the kill");
 
     // No step finished before the kill was called again after it, and each of
     // them was called exactly once in all.

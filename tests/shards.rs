@@ -3,8 +3,10 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::SystemTime;
 
 mod common;
+use common::manifest::{assert_run_fields_plausible, assert_same_but_run_fields};
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");
@@ -60,7 +62,9 @@ fn assets(out: &Path) -> usize {
 fn shards_run_apart_and_merge_to_the_unsharded_manifest() {
     let dir = temp_dir("shards");
     std::fs::write(dir.join("spec.toml"), SPEC).unwrap();
+    let from = SystemTime::now();
     creative(&dir, &["run", "spec.toml", "--quiet", "--out", "whole"]);
+    let whole_to = SystemTime::now();
     creative(
         &dir,
         &["run", "spec.toml", "--quiet", "--out", "part1", "--shard", "1/2"],
@@ -76,13 +80,28 @@ fn shards_run_apart_and_merge_to_the_unsharded_manifest() {
 
     let out = creative(&dir, &["merge", "spec.toml", "part1", "part2", "--out", "merged"]);
     assert!(out.contains("9 of 9 jobs complete"), "{out}");
-    let whole = std::fs::read(dir.join("whole/manifest.json")).unwrap();
-    let merged = std::fs::read(dir.join("merged/manifest.json")).unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&whole),
-        String::from_utf8_lossy(&merged),
-        "the merged manifest equals the unsharded one"
-    );
+    let to = SystemTime::now();
+    let whole = std::fs::read_to_string(dir.join("whole/manifest.json")).unwrap();
+    let merged = std::fs::read_to_string(dir.join("merged/manifest.json")).unwrap();
+    let fresh = assert_run_fields_plausible(&whole, from, whole_to).fresh;
+    assert!(fresh > 0, "whole records fresh generations");
+    let fresh = assert_run_fields_plausible(&merged, whole_to, to).fresh;
+    assert!(fresh > 0, "merged records fresh generations");
+    assert_same_but_run_fields(&whole, &merged, "unsharded vs merged shards");
+    // The merge keeps what the shards recorded of each asset (latency,
+    // attempt, finish time), entry for entry.
+    let parts: Vec<serde_json::Value> = ["part1", "part2"]
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(dir.join(p).join("manifest.json")).unwrap()).unwrap())
+        .collect();
+    let merged: serde_json::Value = serde_json::from_str(&merged).unwrap();
+    for a in merged["assets"].as_array().unwrap() {
+        let same = |b: &&serde_json::Value| b["job"] == a["job"] && b["step"] == a["step"] && b["index"] == a["index"];
+        let shard = parts
+            .iter()
+            .find_map(|m| m["assets"].as_array().unwrap().iter().find(same));
+        assert_eq!(shard, Some(a), "the merged entry is its shard's");
+    }
     for f in [
         "fr/lamp-thumb.jpg",
         "de/chair-thumb.jpg",

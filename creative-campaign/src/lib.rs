@@ -27,3 +27,7 @@ pub mod deliver;
 pub mod review;
 pub mod spec;
 pub mod store;
+
+/// The library's version (the workspace shares one), as recorded in every
+/// `manifest.json`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

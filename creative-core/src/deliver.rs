@@ -139,8 +139,14 @@ pub struct AssetEntry {
     /// Metadata.
     #[serde(default)]
     pub meta: Meta,
-    /// Provenance (timing and attempt numbers, which differ from run to run, are
-    /// in the report instead).
+    /// When the step that made it finished (UTC, RFC 3339), as its journal
+    /// record says: a resume reads it back rather than restamping it. `None`
+    /// for a record written before steps were stamped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Provenance, as recorded when the step ran: model, prompt, params and
+    /// seed, and that run's `latency_ms`, `attempt` and `cached` (which differ
+    /// from run to run, so compare manifests of different runs without them).
     pub provenance: Provenance,
     /// The artifacts it was made from, within its job, each with its provenance:
     /// a rendition's generation, with its prompt, model, params and seed.
@@ -174,14 +180,29 @@ pub struct JobEntry {
 
 /// What a campaign delivered. Written as `manifest.json`.
 ///
-/// Deterministic: built from journal records in job and step order, with no
-/// timestamps, so a resumed run gives the same manifest as an uninterrupted one.
+/// Built from journal records in job and step order. Each asset carries what
+/// was recorded when its step ran (latency, attempt, whether the cache served
+/// it, when the step finished), so a resume does not change an asset's entry;
+/// only the run's own fields ([`Manifest::started_at`],
+/// [`Manifest::finished_at`]) and those recorded values differ between a
+/// resumed run and an uninterrupted one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The campaign's name.
     pub campaign: String,
     /// BLAKE3 of the spec's canonical JSON.
     pub spec_hash: String,
+    /// The version of the library that wrote it (empty in a manifest written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub library_version: String,
+    /// When the run (or merge) that wrote it started (UTC, RFC 3339). A resumed
+    /// run gives its own start; the assets keep their steps' times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the run (or merge) that wrote it finished delivering (UTC, RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
     /// Every job.
     pub jobs: Vec<JobEntry>,
     /// Every delivered asset.

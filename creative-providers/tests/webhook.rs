@@ -30,6 +30,7 @@ fn asset() -> (AssetEntry, Artifact) {
         bytes: 5,
         path: Some("caption/mug.txt".into()),
         meta: Default::default(),
+        finished_at: None,
         provenance: Provenance::default(),
         sources: Vec::new(),
     };
@@ -96,6 +97,7 @@ async fn the_final_post_summarizes_the_campaign() {
         spec_hash: "ab".repeat(32),
         jobs: Vec::new(),
         assets: vec![entry],
+        ..Manifest::default()
     };
     // The sink reads the entries back from the manifest the run wrote.
     let dir = std::env::temp_dir().join(format!("creative-webhook-finish-{}", std::process::id()));

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod manifest;
+
 /// A fresh folder under the system's temp dir, unique to this process and moment;
 /// tests remove it when they pass and leave it for inspection when they fail.
 pub fn temp_dir(name: &str) -> PathBuf {

@@ -4,7 +4,10 @@
 //!
 //! Everything here is computed from journal records (and, for the report, the
 //! run's events), so a resumed run, a sharded run merged by concatenating
-//! journals, and an uninterrupted run give the same manifest.
+//! journals, and an uninterrupted run give the same manifest but for what each
+//! run recorded of itself: an asset's latency, attempt, cache hit and finish
+//! time (kept from the journal record, so a resume does not change them) and
+//! the manifest's start and end.
 
 mod html;
 mod ledger;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use serde::Serialize;
@@ -487,6 +487,8 @@ enum RunState {
         lock: fs::File,
         /// Feeds the sinks as jobs end.
         live: Option<LiveDelivery>,
+        /// When the run started: the manifest's `started_at`.
+        started: SystemTime,
     },
 }
 
@@ -855,12 +857,15 @@ impl Campaign {
     /// Merge the output folders of a campaign's shards into `out_dir`: their
     /// journals, payloads and event logs are combined, then the assets, manifest,
     /// report and contact sheet are made as for one run. The manifest equals that
-    /// of an unsharded run.
+    /// of an unsharded run but for the run-specific fields: each asset keeps what
+    /// its shard recorded (latency, attempt, cached, `finished_at`), and
+    /// `started_at` and `finished_at` at the top are the merge's.
     pub async fn merge(
         &self,
         out_dir: &Path,
         shard_dirs: &[PathBuf],
     ) -> Result<(ManifestSummary, Report), CampaignError> {
+        let started = SystemTime::now();
         // Every part must be a run of this very spec: a part of another
         // campaign, or of an edited spec, would merge another campaign's
         // figures under this one's name.
@@ -899,7 +904,7 @@ impl Campaign {
             spec_hash: self.spec_hash.clone(),
         }
         .write(&state)?;
-        let done = self.finalize(out_dir, None).await;
+        let done = self.finalize_until(out_dir, None, None, started).await;
         drop(lock);
         done
     }
@@ -919,6 +924,7 @@ impl Campaign {
     }
 
     fn start_all(&self, opts: CampaignOptions) -> Result<CampaignRun, CampaignError> {
+        let started = SystemTime::now();
         let out_dir = opts.out_dir.clone().unwrap_or_else(|| self.out_dir.clone());
         crate::spec::check_out_dir(&out_dir)?;
         if opts.dry_run {
@@ -1065,19 +1071,21 @@ impl Campaign {
                 pump,
                 lock,
                 live,
+                started,
             },
             events: rx,
         })
     }
 
     /// Deliver and account for what the journal in `out_dir` records (after a
-    /// run, or to rebuild the outputs from a merged journal).
+    /// run, or to rebuild the outputs from a merged journal). The manifest's
+    /// `started_at` is the time of this call.
     pub async fn finalize(
         &self,
         out_dir: &Path,
         outcome: Option<&RunOutcome>,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
-        self.finalize_until(out_dir, outcome, None).await
+        self.finalize_until(out_dir, outcome, None, SystemTime::now()).await
     }
 }
 
@@ -1288,6 +1296,7 @@ impl CampaignRun {
                 pump,
                 lock,
                 live,
+                started,
             } => {
                 let cancel = handle.cancel_token();
                 let outcome = handle.wait().await;
@@ -1298,7 +1307,7 @@ impl CampaignRun {
                 }
                 let (manifest, report) = self
                     .campaign
-                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel))
+                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel), started)
                     .await?;
                 drop(lock);
                 Ok(CampaignOutcome {

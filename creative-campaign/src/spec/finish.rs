@@ -15,6 +15,7 @@ use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -159,6 +160,7 @@ impl Campaign {
         out_dir: &Path,
         outcome: Option<&RunOutcome>,
         cancel: Option<&CancellationToken>,
+        started: SystemTime,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
         let this = self.clone();
         let out = out_dir.to_path_buf();
@@ -166,7 +168,7 @@ impl Campaign {
             summary,
             builder,
             mut errors,
-        } = blocking(move || this.deliver_files(&out)).await?;
+        } = blocking(move || this.deliver_files(&out, started)).await?;
         let mut report = builder.finish(&self.name, outcome);
         let state_dir = out_dir.join(STATE_DIR);
         let blobs = BlobStore::new(state_dir.join("objects"));
@@ -261,7 +263,7 @@ impl Campaign {
 
     /// Walk the matrix, place every delivered asset's file, and write the
     /// manifest (with paths); feed the report the events, records and assets.
-    fn deliver_files(&self, out_dir: &Path) -> Result<Delivered, StoreError> {
+    fn deliver_files(&self, out_dir: &Path, started: SystemTime) -> Result<Delivered, StoreError> {
         let state_dir = out_dir.join(STATE_DIR);
         fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
         let index = FileJournal::index(&state_dir.join(FileJournal::FILE))?;
@@ -353,7 +355,7 @@ impl Campaign {
         artifacts.finish()?;
         let (jobs_path, _) = jobs_part.finish()?;
         let (assets_path, _) = assets_part.finish()?;
-        self.write_manifest(out_dir, &jobs_path, &assets_path)?;
+        self.write_manifest(out_dir, started, &jobs_path, &assets_path)?;
         summary.path = Some(out_dir.join("manifest.json"));
         let _ = fs::remove_file(&jobs_path);
         let _ = fs::remove_file(&assets_path);
@@ -366,8 +368,15 @@ impl Campaign {
 
     /// `manifest.json`: the header, then the two parts, as one pretty JSON
     /// document (what serializing a whole [`Manifest`](crate::deliver::Manifest)
-    /// would give, byte for byte).
-    fn write_manifest(&self, out_dir: &Path, jobs: &Path, assets: &Path) -> Result<(), StoreError> {
+    /// would give, byte for byte). `started` is when this run began; it ends
+    /// now, as the manifest is written.
+    fn write_manifest(
+        &self,
+        out_dir: &Path,
+        started: SystemTime,
+        jobs: &Path,
+        assets: &Path,
+    ) -> Result<(), StoreError> {
         let path = out_dir.join("manifest.json");
         let tmp = crate::store::temp_path(&path);
         let result = (|| -> std::io::Result<()> {
@@ -375,9 +384,12 @@ impl Campaign {
             let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
             write!(
                 w,
-                "{{\n  \"campaign\": {},\n  \"spec_hash\": {},\n  \"jobs\": [",
+                "{{\n  \"campaign\": {},\n  \"spec_hash\": {},\n  \"library_version\": {},\n  \"started_at\": {},\n  \"finished_at\": {},\n  \"jobs\": [",
                 q(&self.name),
-                q(&self.spec_hash)
+                q(&self.spec_hash),
+                q(crate::VERSION),
+                q(&crate::store::rfc3339(started)),
+                q(&crate::store::utc_now()),
             )?;
             let copy = |part: &Path, w: &mut BufWriter<File>| -> std::io::Result<()> {
                 let mut f = File::open(part)?;

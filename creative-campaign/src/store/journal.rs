@@ -111,6 +111,11 @@ pub struct JournalRecord {
     /// with another fingerprint finds the step changed, not done.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub fingerprint: String,
+    /// When the step finished (UTC, RFC 3339, milliseconds): stamped as the
+    /// record is written, so a resume that reads the record back keeps the
+    /// time the step really ran. `None` in journals written before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 /// The hash of a (job, step) pair that indexes the journal.
@@ -718,6 +723,7 @@ impl Journal for FileJournal {
             step: step.to_string(),
             outputs: outputs.iter().map(ArtifactRecord::of).collect(),
             fingerprint: self.fingerprint(job.key(), step, inputs),
+            finished_at: Some(crate::store::utc_now()),
         };
         let mut line = serde_json::to_vec(&rec).map_err(|e| StoreError(format!("encode journal record: {e}")))?;
         line.push(b'\n');
@@ -856,6 +862,7 @@ mod tests {
             step: step.into(),
             outputs: vec![ArtifactRecord::of(&Artifact::text_plain(text))],
             fingerprint: String::new(),
+            finished_at: None,
         };
         let mut l = serde_json::to_vec(&r).unwrap();
         l.push(b'\n');

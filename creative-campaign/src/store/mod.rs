@@ -19,3 +19,15 @@ pub use cache::DiskCache;
 pub use creative_core::store::{cache_key, GenerationCache, Journal, Recorded, StoreError};
 pub use gc::{collect_garbage, GcError, GcReport, PayloadPins};
 pub use journal::{ArtifactRecord, FileJournal, JournalIndex, JournalRecord, SyncMethod};
+
+/// `t` as UTC RFC 3339 with milliseconds (`2026-12-07T13:14:12.345Z`), the
+/// form every timestamp in the journal and the manifest takes: sortable as
+/// text, and read by any JSON consumer's date parser.
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Now, as [`rfc3339`].
+pub(crate) fn utc_now() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
