@@ -108,6 +108,7 @@ fn asset(data: Vec<u8>) -> (AssetEntry, Artifact) {
         bytes: a.data().len() as u64,
         path: Some("en/mug-hero.png".into()),
         meta: Default::default(),
+        finished_at: None,
         provenance: Provenance::default(),
         sources: Vec::new(),
     };

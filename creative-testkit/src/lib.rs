@@ -442,7 +442,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             Ok(None) | Err(_) => return,
         };
         let (status, extra, body) = answer(&req, &shared).await;
-        if !respond(&mut stream, status, "application/json", &extra, &body, req.close).await {
+        if !respond(&mut stream, status, "application/json", extra, &body, req.close).await {
             return;
         }
         if req.close {

@@ -33,16 +33,19 @@ pub fn job_entries(
         return (entry, Vec::new());
     }
     let outputs: BTreeMap<&str, &[ArtifactRecord]> = done.iter().map(|(s, r)| (s.as_str(), &r.outputs[..])).collect();
-    (entry, delivered_assets(job, deliver, &outputs))
+    let finished = |step: &str| done.get(step).and_then(|r| r.finished_at.clone());
+    (entry, delivered_assets(job, deliver, &outputs, &finished))
 }
 
 /// The delivered assets of one job from its steps' outputs (by step), in
-/// delivery step order, each with its stable provenance and its sources: the
+/// delivery step order, each with its provenance and its sources: the
 /// entries `manifest.json` lists, and sinks are handed as each job ends.
+/// `finished` gives when a step's record was committed, where that is known.
 pub(crate) fn delivered_assets(
     job: &Job,
     deliver: &[String],
     outputs: &BTreeMap<&str, &[ArtifactRecord]>,
+    finished: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<AssetEntry> {
     let mut assets = Vec::new();
     let all: HashMap<&ArtifactId, &ArtifactRecord> =
@@ -51,6 +54,7 @@ pub(crate) fn delivered_assets(
         let Some(recs) = outputs.get(step.as_str()) else {
             continue;
         };
+        let finished_at = finished(step);
         for (index, a) in recs.iter().enumerate() {
             assets.push(AssetEntry {
                 job: job.key().to_string(),
@@ -62,7 +66,7 @@ pub(crate) fn delivered_assets(
                 bytes: a.bytes,
                 path: None,
                 meta: a.meta.clone(),
-                finished_at: rec.finished_at.clone(),
+                finished_at: finished_at.clone(),
                 provenance: a.provenance.clone(),
                 sources: sources(a, &all),
             });

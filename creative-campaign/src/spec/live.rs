@@ -132,7 +132,9 @@ impl Pipeline for DeliverAsJobsEnd {
             .collect();
         let outputs: BTreeMap<&str, &[ArtifactRecord]> = records.iter().map(|(s, r)| (*s, &r[..])).collect();
         let mut files: Vec<(AssetEntry, String, Artifact)> = Vec::new();
-        for entry in delivered_assets(&result.job, &self.deliver, &outputs) {
+        // The journal stamps a step's finish when it commits the record; sinks
+        // handed the asset as the job ends see none yet.
+        for entry in delivered_assets(&result.job, &self.deliver, &outputs, &|_| None) {
             // A name the template refuses is reported by the final pass.
             if let Ok(rel) = self.dir.path_for(&entry) {
                 let artifact = result.outputs(&entry.step)[entry.index].clone();
