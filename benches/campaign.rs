@@ -67,6 +67,9 @@
 //! | campaign, 10k jobs | 6.71 / 6.78 / 6.95 s = 3.6x to 4.0x floor, 516 to 535 us CPU/job (half sys), 44 to 46 MB | <= 1.25x, < 100 us: not met |
 //! | python vs spec, 200 jobs | median 40.55 s / 11.57 s wall = 3.51x, 19.14 s / 7.84 s CPU = 2.44x, PNG 23 MB / 18 MB = 1.30x, 294 to 329 MB peak | >= 5x: not met; <= 2x |
 //!
+//! The same sections on an idle machine (load 0.1 to 4, 13:55): floor 1.06 s wall, 0.55 s CPU
+//! (median of 3); campaign 3.69 to 3.78 s = 3.55x to 3.63x floor, 509 to 636 us CPU per job, 41 MB.
+//!
 //! Per job, `strace -c` now counts 31 futex calls (hand-offs between the runtime's workers,
 //! the blocking pool and the journal's committer), 14 pwrite and 8 fcntl (SQLite's WAL and
 //! locks), 1.6 fdatasync and 0.8 fsync (group commits of about 1.4 jobs), 5 statx, 2.6 openat,
