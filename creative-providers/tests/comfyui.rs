@@ -9,24 +9,9 @@ use std::time::Duration;
 
 use creative_core::{Artifact, CallCtx, ErrorKind, MediaType, Request, Task};
 use serde_json::{json, Value};
-use support::{build, with, MockServer, Reply};
+use support::{build, comfyui_workflow as workflow, with, MockServer, Reply};
 
 const PID: &str = "p-1";
-
-/// A txt2img workflow as ComfyUI's "Export (API)" writes it.
-fn workflow() -> Value {
-    json!({
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}}
-    })
-}
 
 fn settings(mock: &MockServer) -> Value {
     json!({"base_url": mock.url(), "workflow": workflow(), "poll_interval_ms": 5, "poll_max_ms": 20})

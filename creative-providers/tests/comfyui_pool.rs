@@ -10,23 +10,9 @@ use std::time::Duration;
 
 use creative_core::{CallCtx, ErrorKind, Provider, Request, Task};
 use serde_json::{json, Value};
-use support::{build, MockServer, Recorded, Reply};
+use support::{build, comfyui_workflow as workflow, MockServer, Recorded, Reply};
 
 const PID: &str = "p-1";
-
-fn workflow() -> Value {
-    json!({
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}}
-    })
-}
 
 fn pool(servers: &[&MockServer]) -> Arc<dyn Provider> {
     let urls: Vec<String> = servers.iter().map(|m| m.url()).collect();

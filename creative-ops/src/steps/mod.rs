@@ -179,15 +179,14 @@ where
     let format = info.output.resolve(in_format);
     op(raster, input)?
         .into_iter()
-        .map(|mut p| {
+        .map(|p| {
             let bytes = p.raster.encode(format, &info.output)?;
             let a = build_artifact(input, info, step, format, bytes, &p);
             // The next step, gate or thumbnail on this output reuses these
             // pixels instead of decoding what was just encoded. Only for lossless
             // outputs: a JPEG's or lossy WebP's bytes decode to other pixels.
             Ok(if format == Format::Png {
-                let raster = std::mem::replace(&mut p.raster, Raster::Rgb(image::RgbImage::new(0, 0)));
-                a.with_pixels(raster.into_pixels())
+                a.with_pixels(p.raster.into_pixels())
             } else {
                 a
             })

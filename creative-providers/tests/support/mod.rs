@@ -659,3 +659,18 @@ pub fn mp4_of(seconds: u32) -> Vec<u8> {
     out.extend(bx(b"moov", &bx(b"mvhd", &mvhd)));
     out
 }
+
+/// A txt2img workflow as ComfyUI's "Export (API)" writes it.
+pub fn comfyui_workflow() -> Value {
+    serde_json::json!({
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}}
+    })
+}
