@@ -158,7 +158,6 @@ typedef enum creative_run_state {
 typedef struct creative_engine creative_engine;
 
 /**
- * One host callback invocation: its context, inputs, and what it hands back.
  *
  * Opaque; valid only during the callback it was passed to.
  */
@@ -245,7 +244,92 @@ typedef struct creative_bytes {
 typedef void (*creative_free_fn)(void *user_data);
 
 /**
- * A host callback: does the work of a provider call, a step or a gate check.
+ * One asset handed to a host sink, lent for the duration of the callback.
+ *
+ * Every string is NUL-terminated UTF-8. Fields are only ever appended:
+ * `struct_size` is this struct's size as the library filled it, so a host
+ * built against a later header checks it before reading a newer field.
+ */
+typedef struct creative_sink_asset {
+  /**
+   * `sizeof(creative_sink_asset)` in the library that filled it.
+   */
+  size_t struct_size;
+  /**
+   * The run's id: new for every fresh run of a spec, kept by its resumes.
+   */
+  const char *run_id;
+  /**
+   * The delivery's id: the same on every retry and resume of this run, so
+   * the host can drop a duplicate.
+   */
+  const char *event_id;
+  /**
+   * The asset's content hash (BLAKE3, hex).
+   */
+  const char *id;
+  /**
+   * The key of the job that made it.
+   */
+  const char *job;
+  /**
+   * The step that made it.
+   */
+  const char *step;
+  /**
+   * Its position among the step's outputs.
+   */
+  size_t index;
+  /**
+   * Its media type, such as `"image/png"`.
+   */
+  const char *media_type;
+  /**
+   * Its bytes.
+   */
+  struct creative_bytes data;
+  /**
+   * Where the run wrote it, relative to the output folder; NULL when it was
+   * not written to a file.
+   */
+  const char *path;
+  /**
+   * The job's variables, as a JSON object.
+   */
+  const char *vars_json;
+} creative_sink_asset;
+
+/**
+ * A host sink's delivery callback: takes one asset.
+ *
+ * Return `CREATIVE_STATUS_OK` (0) to acknowledge the asset (it is recorded in
+ * the run's delivery ledger and never handed to this sink again), or another
+ * `creative_status` to refuse it (after `creative_host_call_fail` to say why):
+ * `CREATIVE_STATUS_TIMEOUT`, `CREATIVE_STATUS_IO` and
+ * `CREATIVE_STATUS_PROVIDER_ERROR` say the refusal may pass, and the asset is
+ * offered again after a pause, up to the sink's `retries` setting; any other
+ * status refuses it for this run. A refused asset is listed among the report's
+ * delivery errors and offered again by `"resume": true`.
+ *
+ * `asset` and `call` are valid only until the callback returns; copy what is
+ * kept (the bytes included). `creative_host_call_set_url` records where the host
+ * put the asset (the manifest's receipt, and what later sinks are told);
+ * `creative_host_call_context_json` gives the whole manifest entry
+ * (provenance, metadata, sources) and the delivery's ids;
+ * `creative_host_call_input(call, 0, ...)` is the asset's bytes again.
+ *
+ * Thread, concurrency and unwinding: as `creative_host_fn` (an engine host
+ * thread, several assets at once; or the thread calling `creative_run_pump` for
+ * a run in pump mode, one at a time; a forced unwind passes through and fails
+ * the delivery; the callback must not throw).
+ */
+typedef int (*creative_sink_fn)(void *user_data,
+                                const struct creative_sink_asset *asset,
+                                struct creative_host_call *call);
+
+/**
+ * A host callback: does the work of a provider call, a step or a gate check, or
+ * takes a sink's end of delivery (`creative_host_sink.finish`).
  *
  * Return `CREATIVE_STATUS_OK` (0) on success, or another `creative_status` value
  * on failure (after `creative_host_call_fail` to say why). `call` is valid only
@@ -264,6 +348,48 @@ typedef void (*creative_free_fn)(void *user_data);
  * call fails; `creative_engine_shutdown` avoids it altogether.
  */
 typedef int (*creative_host_fn)(void *user_data, struct creative_host_call *call);
+
+/**
+ * A host sink: a spec names its kind in `[[output.sinks]] kind = "..."`.
+ *
+ * The sink's table is handed to the callbacks in the context JSON (`settings`);
+ * the engine reads three of its keys: `name` (the sink's name in reports and
+ * in the delivery ledger, default the kind; two sinks of one kind in a spec
+ * need different names), `retries` (how many more times an asset refused with
+ * a passing status is offered within the run, 0 to 10, default 2) and
+ * `backoff_ms` (the pause before the first of those, doubling with jitter, 1
+ * to 60000, default 200).
+ *
+ * `struct_size` must be `sizeof(creative_host_sink)`: fields are only ever
+ * appended, and the library reads those the host's header had.
+ */
+typedef struct creative_host_sink {
+  /**
+   * `sizeof(creative_host_sink)` as the host compiled it.
+   */
+  size_t struct_size;
+  /**
+   * Handed to every call; may be NULL.
+   */
+  void *user_data;
+  /**
+   * Called exactly once with `user_data` when the library no longer needs it
+   * (even when registration fails, unless `struct_size` is too small to
+   * find it); may be NULL.
+   */
+  creative_free_fn free_user_data;
+  /**
+   * Takes one asset. Must not be NULL.
+   */
+  creative_sink_fn deliver;
+  /**
+   * Told once per run (and per resume that delivered more) that delivery
+   * ended, after every asset was offered: the context JSON holds `manifest`
+   * (counts) and `report`. A non-OK return is listed among the report's
+   * delivery errors. May be NULL.
+   */
+  creative_host_fn finish;
+} creative_host_sink;
 
 /**
  * A host provider: a spec names its kind in `[providers.<id>] kind = "..."`.
@@ -670,45 +796,14 @@ enum creative_status creative_run_artifact_info_json(const struct creative_run *
                                                      char **out_json);
 
 /**
- * Register a host provider as kind `kind` of this engine (replacing any kind of
- * that name for runs started afterwards).
- *
- * Ownership: the library owns `provider->user_data` from this call on, whatever
- * it returns: `free_user_data` is called exactly once, when the engine and every
- * run using the kind are freed, or before this returns if registration fails.
- * The struct itself is copied; it need not outlive the call. `provider` NULL is
- * `CREATIVE_STATUS_NULL_POINTER` (and nothing is freed).
- * Thread safety: any thread; runs already started keep the kinds they had.
- */
-enum creative_status creative_engine_register_provider(struct creative_engine *engine,
-                                                       const char *kind,
-                                                       const struct creative_host_provider *provider);
-
-/**
- * Register a host step as kind `kind` of this engine (replacing any kind of that
- * name for runs started afterwards).
- *
- * Ownership and thread safety as `creative_engine_register_provider`.
- */
-enum creative_status creative_engine_register_step(struct creative_engine *engine,
-                                                   const char *kind,
-                                                   const struct creative_host_step *step);
-
-/**
- * Register a host quality gate as kind `kind` of this engine (replacing any kind
- * of that name for runs started afterwards).
- *
- * Ownership and thread safety as `creative_engine_register_provider`.
- */
-enum creative_status creative_engine_register_gate(struct creative_engine *engine,
-                                                   const char *kind,
-                                                   const struct creative_host_gate *gate);
-
-/**
- * The call's context as a JSON object: `role` (`provider`, `step`, `gate`),
- * `kind`, `settings` (the spec's table for this provider, step or gate), and per
- * role: `id`, `attempt`, `request` (provider); `step`, `job` {`key`, `vars`},
- * `seed` (step); `job`, `artifact` (gate); `inputs` (descriptions of the inputs).
+ * The call's context as a JSON object: `role` (`provider`, `step`, `gate`,
+ * `sink`, `sink_finish`), `kind`, `settings` (the spec's table for this
+ * provider, step, gate or sink), and per role: `id`, `attempt`, `request`
+ * (provider); `step`, `job` {`key`, `vars`}, `seed` (step); `job`, `artifact`
+ * (gate); `inputs` (descriptions of the inputs); `name`, `run`, `event`,
+ * `urls` (where earlier sinks put the asset) and `attempt`, `asset` (the
+ * manifest's entry: provenance, metadata, sources) for a sink, or `manifest`
+ * (counts) and `report` for its finish.
  *
  * Lifetime: `*out_json` is lent until the callback returns; never free it.
  */
@@ -774,6 +869,70 @@ enum creative_status creative_host_call_fail(struct creative_host_call *call, co
  */
 enum creative_status creative_host_call_cancelled(const struct creative_host_call *call,
                                                   bool *out_cancelled);
+
+/**
+ * Record where a sink put the asset it was handed (a URL or any locator the
+ * host's tools read): the manifest's delivery receipt, and what later sinks of
+ * the run are told. `url` is copied; 1 to 4096 bytes.
+ * `CREATIVE_STATUS_WRONG_STATE` outside a sink's `deliver`.
+ */
+enum creative_status creative_host_call_set_url(struct creative_host_call *call, const char *url);
+
+/**
+ * Register a host sink as kind `kind` of this engine (replacing any sink kind
+ * of that name for runs started afterwards).
+ *
+ * `sink->struct_size` smaller than this header's `sizeof(creative_host_sink)`
+ * is `CREATIVE_STATUS_INVALID_ARGUMENT` (and nothing is freed: the library
+ * cannot tell where the host's fields are); `sink->deliver` NULL is
+ * `CREATIVE_STATUS_NULL_POINTER`.
+ *
+ * Ownership: the library owns `sink->user_data` from this call on, whatever it
+ * returns (but for the case above): `free_user_data` is called exactly once,
+ * when the engine and every run using the kind are freed, or before this
+ * returns if registration fails. The struct itself is copied; it need not
+ * outlive the call. `sink` NULL is `CREATIVE_STATUS_NULL_POINTER` (and nothing
+ * is freed).
+ * Thread safety: any thread; runs already started keep the kinds they had.
+ */
+enum creative_status creative_engine_register_sink(struct creative_engine *engine,
+                                                   const char *kind,
+                                                   const struct creative_host_sink *sink);
+
+/**
+ * Register a host provider as kind `kind` of this engine (replacing any kind of
+ * that name for runs started afterwards).
+ *
+ * Ownership: the library owns `provider->user_data` from this call on, whatever
+ * it returns: `free_user_data` is called exactly once, when the engine and every
+ * run using the kind are freed, or before this returns if registration fails.
+ * The struct itself is copied; it need not outlive the call. `provider` NULL is
+ * `CREATIVE_STATUS_NULL_POINTER` (and nothing is freed).
+ * Thread safety: any thread; runs already started keep the kinds they had.
+ */
+enum creative_status creative_engine_register_provider(struct creative_engine *engine,
+                                                       const char *kind,
+                                                       const struct creative_host_provider *provider);
+
+/**
+ * Register a host step as kind `kind` of this engine (replacing any kind of that
+ * name for runs started afterwards).
+ *
+ * Ownership and thread safety as `creative_engine_register_provider`.
+ */
+enum creative_status creative_engine_register_step(struct creative_engine *engine,
+                                                   const char *kind,
+                                                   const struct creative_host_step *step);
+
+/**
+ * Register a host quality gate as kind `kind` of this engine (replacing any kind
+ * of that name for runs started afterwards).
+ *
+ * Ownership and thread safety as `creative_engine_register_provider`.
+ */
+enum creative_status creative_engine_register_gate(struct creative_engine *engine,
+                                                   const char *kind,
+                                                   const struct creative_host_gate *gate);
 
 /**
  * Free a string returned by the library (`creative_run_manifest_json`,
