@@ -307,13 +307,14 @@ typedef struct creative_sink_asset {
  * `creative_status` to refuse it (after `creative_host_call_fail` to say why):
  * `CREATIVE_STATUS_TIMEOUT`, `CREATIVE_STATUS_IO` and
  * `CREATIVE_STATUS_PROVIDER_ERROR` say the refusal may pass, and the asset is
- * offered again after a pause, up to the sink's `retries` setting; any other
- * status refuses it for this run. A refused asset is listed among the report's
+ * offered again after a pause, up to the sink's `retries` setting (and once
+ * more by the run's last delivery pass); any other status refuses it for this
+ * run (it is not offered again until a resume). A refused asset is listed among the report's
  * delivery errors and offered again by `"resume": true`.
  *
  * `asset` and `call` are valid only until the callback returns; copy what is
  * kept (the bytes included). `creative_host_call_set_url` records where the host
- * put the asset (the manifest's receipt, and what later sinks are told);
+ * put the asset (kept in the delivery ledger, and told to later sinks);
  * `creative_host_call_context_json` gives the whole manifest entry
  * (provenance, metadata, sources) and the delivery's ids;
  * `creative_host_call_input(call, 0, ...)` is the asset's bytes again.
@@ -872,8 +873,8 @@ enum creative_status creative_host_call_cancelled(const struct creative_host_cal
 
 /**
  * Record where a sink put the asset it was handed (a URL or any locator the
- * host's tools read): the manifest's delivery receipt, and what later sinks of
- * the run are told. `url` is copied; 1 to 4096 bytes.
+ * host's tools read): kept with the acknowledgement in the run's delivery
+ * ledger, and told to the sinks after this one. `url` is copied; 1 to 4096 bytes.
  * `CREATIVE_STATUS_WRONG_STATE` outside a sink's `deliver`.
  */
 enum creative_status creative_host_call_set_url(struct creative_host_call *call, const char *url);

@@ -144,24 +144,27 @@ fn assert_all_passed(out: &Output, what: &str) {
 /// Compile the C host against the installed shared library through pkg-config;
 /// returns the executable and the test's scratch folder.
 fn build_c_host(name: &str) -> (PathBuf, PathBuf) {
+    build_c(name, "examples/c/host.c")
+}
+
+/// Compile `source` (relative to the repository) as `build_c_host` does.
+fn build_c(name: &str, source: &str) -> (PathBuf, PathBuf) {
     let prefix = install();
     let dir = scratch(name);
     let exe = dir.join("host");
     let mut cmd = tool("gcc");
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"])
-        .arg(repo().join("examples/c/host.c"))
+        .arg(repo().join(source))
         .arg("-o")
         .arg(&exe)
         .args(pkg_config(prefix, &["--cflags", "--libs"]))
         .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
-    run(cmd, "gcc examples/c/host.c");
+    run(cmd, &format!("gcc {source}"));
     (exe, dir)
 }
 
-#[test]
-fn c_host_runs_clean_under_valgrind() {
-    let (exe, dir) = build_c_host("c-valgrind");
-    let out_dir = dir.join("out");
+/// Run `exe OUT` under valgrind, failing on any error or leak.
+fn valgrind(exe: &Path, out_dir: &Path, what: &str) -> Output {
     let mut cmd = tool("valgrind");
     cmd.args([
         "--leak-check=full",
@@ -174,19 +177,32 @@ fn c_host_runs_clean_under_valgrind() {
         "--suppressions={}",
         repo().join("creative-ffi/tests/valgrind.supp").display()
     ))
-    .arg(&exe)
-    .arg(&out_dir);
-    let out = run(cmd, "valgrind examples/c/host");
-    assert_all_passed(&out, "C host under valgrind");
+    .arg(exe)
+    .arg(out_dir);
+    let out = run(cmd, what);
+    assert_all_passed(&out, what);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("definitely lost"),
-        "valgrind reported a leak:\n{stderr}"
+        "{what}: valgrind reported a leak:\n{stderr}"
     );
     assert!(
         !stderr.contains("Invalid read") && !stderr.contains("Invalid write"),
-        "{stderr}"
+        "{what}: {stderr}"
     );
+    out
+}
+
+#[test]
+fn a_c_sink_takes_each_asset_and_a_resume_redelivers_exactly_the_one_it_refused() {
+    let (exe, dir) = build_c("c-sinks", "creative-ffi/tests/c/sinks.c");
+    valgrind(&exe, &dir.join("out"), "the C sink under valgrind");
+}
+
+#[test]
+fn c_host_runs_clean_under_valgrind() {
+    let (exe, dir) = build_c_host("c-valgrind");
+    valgrind(&exe, &dir.join("out"), "C host under valgrind");
 }
 
 #[test]

@@ -277,8 +277,8 @@ pub unsafe extern "C" fn creative_host_call_cancelled(
 }
 
 /// Record where a sink put the asset it was handed (a URL or any locator the
-/// host's tools read): the manifest's delivery receipt, and what later sinks of
-/// the run are told. `url` is copied; 1 to 4096 bytes.
+/// host's tools read): kept with the acknowledgement in the run's delivery
+/// ledger, and told to the sinks after this one. `url` is copied; 1 to 4096 bytes.
 /// `CREATIVE_STATUS_WRONG_STATE` outside a sink's `deliver`.
 #[no_mangle]
 pub unsafe extern "C" fn creative_host_call_set_url(

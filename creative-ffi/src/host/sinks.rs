@@ -8,8 +8,9 @@
 //! (`CREATIVE_STATUS_TIMEOUT`, `_IO`, `_PROVIDER_ERROR`) is first tried again
 //! within the run, up to the sink's `retries`.
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,13 +35,14 @@ use crate::strings::creative_bytes;
 /// `creative_status` to refuse it (after `creative_host_call_fail` to say why):
 /// `CREATIVE_STATUS_TIMEOUT`, `CREATIVE_STATUS_IO` and
 /// `CREATIVE_STATUS_PROVIDER_ERROR` say the refusal may pass, and the asset is
-/// offered again after a pause, up to the sink's `retries` setting; any other
-/// status refuses it for this run. A refused asset is listed among the report's
+/// offered again after a pause, up to the sink's `retries` setting (and once
+/// more by the run's last delivery pass); any other status refuses it for this
+/// run (it is not offered again until a resume). A refused asset is listed among the report's
 /// delivery errors and offered again by `"resume": true`.
 ///
 /// `asset` and `call` are valid only until the callback returns; copy what is
 /// kept (the bytes included). `creative_host_call_set_url` records where the host
-/// put the asset (the manifest's receipt, and what later sinks are told);
+/// put the asset (kept in the delivery ledger, and told to later sinks);
 /// `creative_host_call_context_json` gives the whole manifest entry
 /// (provenance, metadata, sources) and the delivery's ids;
 /// `creative_host_call_input(call, 0, ...)` is the asset's bytes again.
@@ -225,6 +227,11 @@ fn sink_settings(kind: &str, settings: &Value) -> Result<SinkSettings, String> {
     })
 }
 
+/// An asset's identity when no delivery event names it.
+fn ledger_key(asset: &AssetEntry) -> String {
+    format!("{}/{}/{}/{}", asset.job, asset.step, asset.index, asset.id)
+}
+
 /// Whether a refusal may pass, so the asset is offered again within the run.
 fn passing(code: &Result<creative_status, i32>) -> bool {
     matches!(
@@ -238,6 +245,11 @@ struct HostSink {
     host: HostCtx,
     settings: Value,
     own: SinkSettings,
+    /// Assets the host refused for this run (by delivery event), with why: the
+    /// run's pass at the end offers every unacknowledged asset again, and a
+    /// refusal that does not pass must not be asked twice. A sink is built per
+    /// run, so a resume asks again.
+    refused: Mutex<HashMap<String, String>>,
 }
 
 impl HostSink {
@@ -279,6 +291,14 @@ impl Sink for HostSink {
         asset: &AssetEntry,
         artifact: &Artifact,
     ) -> Result<Receipt, SinkError> {
+        let key = if delivery.event.is_empty() {
+            ledger_key(asset)
+        } else {
+            delivery.event.clone()
+        };
+        if let Some(why) = self.refused.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Err(self.error(why.clone()));
+        }
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -296,7 +316,12 @@ impl Sink for HostSink {
             }
             let message = r.call.failure(&self.ext.kind, &r.code);
             if !passing(&r.code) {
-                return Err(self.error(format!("refused {}: {message}", asset.id.short())));
+                let why = format!("refused {} for this run: {message}", asset.id.short());
+                self.refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, why.clone());
+                return Err(self.error(why));
             }
             if attempt > self.own.retries {
                 return Err(self.error(format!(
@@ -356,6 +381,7 @@ pub(super) fn install(ext: &Arc<HostExt>, registry: &mut Registry, host: HostCtx
             host: host.clone(),
             settings: settings.clone(),
             own,
+            refused: Mutex::new(HashMap::new()),
         }) as Arc<dyn Sink>)
     });
     registry.sink(&kind, factory);
@@ -419,4 +445,39 @@ pub unsafe extern "C" fn creative_engine_register_sink(
         register(engine, Role::Sink, ext);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_settings_out_of_range_are_refused_naming_the_key_and_range() {
+        let s = sink_settings("shelf", &json!({})).unwrap();
+        assert_eq!((s.name.as_str(), s.retries), ("shelf", 2));
+        let s = sink_settings("shelf", &json!({"name": "dam", "retries": 0, "backoff_ms": 60000})).unwrap();
+        assert_eq!((s.name.as_str(), s.retries), ("dam", 0));
+        let e = sink_settings("shelf", &json!({"retries": 11})).unwrap_err();
+        assert!(
+            e.contains("`retries`") && e.contains("0 to 10") && e.contains("11"),
+            "{e}"
+        );
+        let e = sink_settings("shelf", &json!({"backoff_ms": 0})).unwrap_err();
+        assert!(e.contains("`backoff_ms`") && e.contains("1 to 60000"), "{e}");
+        let e = sink_settings("shelf", &json!({"name": " "})).unwrap_err();
+        assert!(e.contains("`name`"), "{e}");
+    }
+
+    #[test]
+    fn only_timeout_io_and_provider_errors_are_passing_refusals() {
+        for code in 0..16 {
+            let s = creative_status::from_code(code).unwrap();
+            let want = matches!(
+                s,
+                creative_status::Timeout | creative_status::Io | creative_status::ProviderError
+            );
+            assert_eq!(passing(&Ok(s)), want, "{}", s.name());
+        }
+        assert!(!passing(&Err(99)));
+    }
 }
