@@ -936,6 +936,58 @@ enum creative_status creative_engine_register_gate(struct creative_engine *engin
                                                    const struct creative_host_gate *gate);
 
 /**
+ * Turn a brief into a campaign spec with a language model, as `creative brief`
+ * does: the model answers with a spec (constrained by the spec's JSON Schema
+ * where the provider supports structured output), each answer is checked by
+ * the loader `creative_run_start` uses (against this engine's kinds, the
+ * host's included), and the loader's errors go back to the model for up to
+ * `max_repairs` repairs. The result is commented TOML a person reads and edits.
+ *
+ * `brief_text`: the brief (products, audience, channels and sizes, locales,
+ * tone, budget...), 1 byte to 256 KiB of UTF-8.
+ *
+ * `provider_json`: the text provider, as a spec's `[providers.<id>]` table in
+ * JSON, such as `{"kind": "openai", "base_url": "...", "api_key_env":
+ * "OPENAI_API_KEY", "text_model": "gpt-4o-mini"}` (any provider kind of this
+ * engine that writes text: `openai`, `ollama`, `gemini`, or a host provider).
+ * Its id in messages is `brief`. Prefer `api_key_env` (the environment
+ * variable holding the key) to a key written into this text.
+ *
+ * `options_json` may be NULL, or a JSON object with any of: `max_repairs` (0 to
+ * 10, default 3), `temperature` (0 to 2, default 0.2), `max_tokens` (256 to
+ * 65536), `source` (the brief's name in the spec's header comment, default
+ * `"brief"`), `base_dir` (folder the spec's relative paths resolve against
+ * when it is checked; default the engine's `base_dir`, else the current
+ * directory). Unknown fields are an error.
+ *
+ * Blocks until the spec is written or the model's answers ran out (each
+ * repair is one more call to the provider).
+ *
+ * Statuses: `CREATIVE_STATUS_PARSE` for options or provider text that does not
+ * parse, `CREATIVE_STATUS_INVALID_ARGUMENT` for an empty or oversized brief or
+ * an option out of range, `CREATIVE_STATUS_INVALID_SPEC` for a provider table
+ * that does not build or when no answer validated within the repairs (the
+ * message quotes the loader's last word), `CREATIVE_STATUS_PROVIDER_ERROR` (or
+ * `_TIMEOUT`) when the model call failed.
+ *
+ * Ownership: on success `*out_toml` receives the spec's TOML, and (when
+ * `out_info_json` is not NULL) `*out_info_json` a JSON object with `rounds`
+ * (answers asked for), `refused` (the loader's message for each refused
+ * answer), `cost_usd` and `why` (the model's reason per field path): both
+ * freed by the caller with `creative_string_free`. On failure both are set to
+ * NULL (when not NULL).
+ *
+ * Thread safety: any thread, several at once; not from inside a host callback
+ * or event callback of this engine (it waits on the engine's runtime).
+ */
+enum creative_status creative_brief(const struct creative_engine *engine,
+                                    const char *brief_text,
+                                    const char *provider_json,
+                                    const char *options_json,
+                                    char **out_toml,
+                                    char **out_info_json);
+
+/**
  * Free a string returned by the library (`creative_run_manifest_json`,
  * `creative_run_report_json`, `creative_run_artifact_info_json`,
  * `creative_engine_kinds_json`). NULL is a no-op.

@@ -9,7 +9,8 @@
 //! - `creative_abi_version()` and the `CREATIVE_ABI_VERSION` macro;
 //! - an engine (`creative_engine_new(config_json)`) owns its async runtime and a
 //!   registry of provider, step and gate kinds, built-in and the host's own
-//!   (`creative_engine_register_provider`, `_step`, `_gate`);
+//!   (`creative_engine_register_provider`, `_step`, `_gate`, `_sink`);
+//! - `creative_brief` turns a brief into a spec with a language model;
 //! - a run (`creative_run_start(engine, spec_text, options_json, callback,
 //!   user_data)`) is watched with `creative_run_wait`, `_poll`, `_progress`
 //!   (or, in pump mode, driven from the host's own thread with `_pump`),
@@ -57,8 +58,11 @@ pub mod run;
 /// A finished run's artifacts, lent without copying.
 pub mod artifact;
 
-/// Host extensions: providers, steps and gates written by the host.
+/// Host extensions: providers, steps, gates and sinks written by the host.
 pub mod host;
+
+/// `creative_brief`: a brief turned into a spec by a language model.
+pub mod brief;
 
 /// Strings and byte views the library hands out.
 pub mod strings;
@@ -67,6 +71,7 @@ mod hostthread;
 mod panic;
 
 pub use artifact::*;
+pub use brief::*;
 pub use engine::*;
 pub use host::*;
 pub use run::*;
