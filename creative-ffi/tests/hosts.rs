@@ -353,6 +353,14 @@ fn python_host(script: &str) -> Command {
 }
 
 #[test]
+fn a_python_sink_is_redelivered_what_it_refused_and_a_python_brief_is_repaired() {
+    let mut cmd = python_host("sink_and_brief.py");
+    cmd.arg(scratch("python-sink-brief"));
+    let out = run(cmd, "python3 sink_and_brief.py");
+    assert_all_passed(&out, "Python sink and brief");
+}
+
+#[test]
 fn a_python_host_exits_0_with_runs_in_flight_with_or_without_the_exit_hook() {
     // `hook`: the binding shuts the engine down at exit; `nohook`: finalization
     // ends the library's threads inside Python callbacks, and the forced unwind

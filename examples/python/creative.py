@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 
-__all__ = ["CreativeError", "Engine", "Run", "HostCall", "Artifact", "load", "library_path", "version",
+__all__ = ["CreativeError", "Engine", "Run", "HostCall", "SinkAsset", "Artifact", "load", "library_path", "version",
            "ABI_VERSION", "__version__"]
 
 #: The ABI version this binding was written for (CREATIVE_ABI_VERSION).
@@ -98,6 +98,37 @@ class _HostExt(ctypes.Structure):
     _fields_ = [("user_data", ctypes.c_void_p), ("free_user_data", _FREE_FN), ("callback", _HOST_FN)]
 
 
+class _SinkAsset(ctypes.Structure):
+    # creative_sink_asset (fields are only ever appended; struct_size says how many).
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("run_id", ctypes.c_char_p),
+        ("event_id", ctypes.c_char_p),
+        ("id", ctypes.c_char_p),
+        ("job", ctypes.c_char_p),
+        ("step", ctypes.c_char_p),
+        ("index", ctypes.c_size_t),
+        ("media_type", ctypes.c_char_p),
+        ("data", _Bytes),
+        ("path", ctypes.c_char_p),
+        ("vars_json", ctypes.c_char_p),
+    ]
+
+
+_SINK_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(_SinkAsset), ctypes.c_void_p)
+
+
+class _HostSink(ctypes.Structure):
+    # creative_host_sink.
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("user_data", ctypes.c_void_p),
+        ("free_user_data", _FREE_FN),
+        ("deliver", _SINK_FN),
+        ("finish", _HOST_FN),
+    ]
+
+
 _lib = None
 _lib_path = None
 _lib_lock = threading.Lock()
@@ -122,6 +153,9 @@ def _declare(lib):
         "creative_engine_register_provider": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
         "creative_engine_register_step": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
         "creative_engine_register_gate": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostExt)]),
+        "creative_engine_register_sink": (st, [vp, ctypes.c_char_p, ctypes.POINTER(_HostSink)]),
+        "creative_brief": (st, [vp, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(vp),
+                                ctypes.POINTER(vp)]),
         "creative_run_start": (st, [vp, ctypes.c_char_p, ctypes.c_char_p, _EVENT_FN, vp, ctypes.POINTER(vp)]),
         "creative_run_wait": (st, [vp, ctypes.c_uint64]),
         "creative_run_poll": (st, [vp, ctypes.POINTER(ctypes.c_int)]),
@@ -142,6 +176,7 @@ def _declare(lib):
         "creative_host_call_set_verdict": (st, [vp, ctypes.c_bool, ctypes.c_double, ctypes.c_char_p]),
         "creative_host_call_set_cost": (st, [vp, ctypes.c_double]),
         "creative_host_call_fail": (st, [vp, ctypes.c_char_p]),
+        "creative_host_call_set_url": (st, [vp, ctypes.c_char_p]),
         "creative_host_call_cancelled": (st, [vp, ctypes.POINTER(ctypes.c_bool)]),
     }
     for name, (res, args) in sigs.items():
@@ -326,12 +361,33 @@ class HostCall:
         """Report a provider call's cost in US dollars."""
         _check(_lib.creative_host_call_set_cost(self._p, float(usd)))
 
+    def set_url(self, url):
+        """Say where a sink put the asset it was handed (sinks' ``deliver`` only)."""
+        _check(_lib.creative_host_call_set_url(self._p, _text(url)))
+
     @property
     def cancelled(self):
         """Whether the run was cancelled (long work should stop early)."""
         b = ctypes.c_bool()
         _check(_lib.creative_host_call_cancelled(self._p, ctypes.byref(b)))
         return b.value
+
+
+class SinkAsset:
+    """An asset handed to a host sink: ``id``, ``job``, ``step``, ``index``,
+    ``media_type``, ``data`` (bytes, copied), ``path`` (relative to the output
+    folder, or None), ``vars`` (dict), ``run_id`` and ``event_id`` (the same on
+    every retry and resume of a run)."""
+
+    def __init__(self, a):
+        def t(b):
+            return None if b is None else b.decode("utf-8")
+
+        self.run_id, self.event_id, self.id = t(a.run_id), t(a.event_id), t(a.id)
+        self.job, self.step, self.index = t(a.job), t(a.step), a.index
+        self.media_type, self.path = t(a.media_type), t(a.path)
+        self.data = ctypes.string_at(a.data.ptr, a.data.len)
+        self.vars = json.loads(t(a.vars_json))
 
 
 class Artifact:
@@ -511,6 +567,55 @@ class Engine:
     def register_gate(self, kind, fn):
         """``fn(call)``: judge ``call.inputs()[0]``, ``call.set_verdict(...)``."""
         self._register("creative_engine_register_gate", kind, fn, STATUS["GATE_FAILED"])
+
+    def register_sink(self, kind, deliver, finish=None):
+        """``deliver(asset, call)`` for each asset as it lands (a :class:`SinkAsset`);
+        returning normally acknowledges it, raising refuses it: a
+        ``CreativeError`` whose status is ``TIMEOUT``, ``IO`` or ``PROVIDER_ERROR``
+        has it offered again after a pause, any other exception refuses it until
+        a resume. ``finish(call)``, if given, is told when delivery ended."""
+        token = self._next
+        self._next += 1
+
+        def refuse(call_ptr, e):
+            if isinstance(e, CreativeError):
+                _lib.creative_host_call_fail(call_ptr, str(e).encode("utf-8", "replace"))
+                return e.code
+            _lib.creative_host_call_fail(call_ptr, ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace"))
+            return STATUS["INVALID_ARGUMENT"]
+
+        def on_deliver(_user_data, asset_ptr, call_ptr):
+            try:
+                deliver(SinkAsset(asset_ptr.contents), HostCall(call_ptr))
+                return OK
+            except BaseException as e:  # never let an exception reach the library
+                return refuse(call_ptr, e)
+
+        def on_finish(_user_data, call_ptr):
+            try:
+                finish(HostCall(call_ptr))
+                return OK
+            except BaseException as e:
+                return refuse(call_ptr, e)
+
+        cbs = (_SINK_FN(on_deliver), _HOST_FN(on_finish) if finish else _HOST_FN())
+        self._keep[token] = cbs
+        sink = _HostSink(ctypes.sizeof(_HostSink), ctypes.c_void_p(token), self._free_cb, cbs[0], cbs[1])
+        _check(_lib.creative_engine_register_sink(self._p, _text(kind), ctypes.byref(sink)))
+
+    def brief(self, text, provider, options=None):
+        """A campaign spec (commented TOML) written by a language model from the
+        brief ``text``; ``provider`` is a spec's provider table as a dict (``kind``,
+        ``base_url``, ``api_key_env``, ``text_model``...), ``options`` a dict with
+        ``max_repairs``, ``temperature``, ``max_tokens``, ``source``, ``base_dir``.
+        Returns ``(toml, info)``, ``info`` holding ``rounds``, ``refused``,
+        ``cost_usd`` and ``why``."""
+        prov = provider if isinstance(provider, str) else json.dumps(provider)
+        opts = None if options is None else (options if isinstance(options, str) else json.dumps(options))
+        toml, info = ctypes.c_void_p(), ctypes.c_void_p()
+        _check(_lib.creative_brief(self._p, _text(text), _text(prov), _text(opts), ctypes.byref(toml),
+                                   ctypes.byref(info)))
+        return _take_string(toml), json.loads(_take_string(info))
 
     def kinds(self):
         out = ctypes.c_void_p()
