@@ -246,6 +246,12 @@ impl HostCtx {
         let gate = self.gate.clone();
         let kind = ext.kind.clone();
         let job = Box::new(move || {
+            // Nobody waits for the answer any more (the run was cancelled or
+            // freed while the call was queued, or a sink's delivery dropped):
+            // the host is not asked for work that would be thrown away.
+            if tx.is_closed() {
+                return;
+            }
             let Some(_entered) = gate.enter() else {
                 let _ = tx.send(Err(format!(
                     "host kind `{}` was not called: its engine was shut down",
