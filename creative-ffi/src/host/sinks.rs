@@ -46,6 +46,10 @@ use crate::strings::creative_bytes;
 /// `creative_host_call_context_json` gives the whole manifest entry
 /// (provenance, metadata, sources) and the delivery's ids;
 /// `creative_host_call_input(call, 0, ...)` is the asset's bytes again.
+/// `creative_host_call_cancelled` stays false: when the run is cancelled, the
+/// library stops offering assets and a delivery already started is left
+/// unacknowledged (a resume offers it again), so a callback finishes what it
+/// started.
 ///
 /// Thread, concurrency and unwinding: as `creative_host_fn` (an engine host
 /// thread, several assets at once; or the thread calling `creative_run_pump` for
