@@ -1,22 +1,24 @@
 //! The generation cache on disk: an index of entries in one SQLite file beside
 //! the payloads, optionally capped in size with least-recently-used eviction.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod index;
+
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::store::blobs::BlobStore;
-use crate::store::gc::{id_key, PayloadPins};
+use crate::store::gc::PayloadPins;
 use crate::store::journal::ArtifactRecord;
 use crate::store::{GenerationCache, StoreError};
-use creative_core::artifact::{Artifact, ArtifactId};
+use creative_core::artifact::ArtifactId;
 use creative_core::request::{Generation, Usage};
+pub(crate) use index::for_each_named_payload;
+use index::{Index, Op, Put};
 
 /// A content-addressed cache of generations in a folder: `cache.sqlite` indexes
 /// the entries (the artifacts and usage of one generation, by cache key),
@@ -71,44 +73,6 @@ pub struct DiskCache {
     pins: Option<Arc<PayloadPins>>,
 }
 
-/// The index file and what this process keeps beside it.
-#[derive(Debug)]
-struct Index {
-    path: PathBuf,
-    db: Mutex<Connection>,
-    /// Payloads a put of this process is writing: an eviction that finds one
-    /// of them named by no entry leaves its file, which the put is about to name.
-    writing: Mutex<HashMap<[u8; 16], u32>>,
-    /// The last recency stamp given, so stamps only grow within a process.
-    clock: AtomicU64,
-}
-
-/// The index file's name in the cache folder.
-pub(crate) const INDEX_FILE: &str = "cache.sqlite";
-
-/// The layout of the index; a file of another version is moved aside.
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries(
-    key TEXT PRIMARY KEY NOT NULL,
-    body BLOB NOT NULL,
-    bytes INTEGER NOT NULL,
-    used INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_by_use ON entries(used);
-CREATE TABLE IF NOT EXISTS names(
-    payload TEXT NOT NULL,
-    entry TEXT NOT NULL,
-    PRIMARY KEY(payload, entry)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
-INSERT OR IGNORE INTO totals VALUES(0, 0);
-";
-
-/// How long a put or hit waits for another process writing the index.
-const BUSY_WAIT: Duration = Duration::from_secs(30);
-
 /// An entry's size as the cap counts it.
 fn entry_bytes(body_len: u64, artifacts: &[ArtifactRecord]) -> u64 {
     artifacts.iter().fold(body_len, |n, a| n.saturating_add(a.bytes))
@@ -134,247 +98,8 @@ struct IdOnly {
     id: ArtifactId,
 }
 
-fn sql_err<'a>(what: &'a str, path: &'a Path) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
-    move |e| StoreError(format!("{what} {}: {e}", path.display()))
-}
-
-/// Whether `e` says the file is not a usable SQLite database.
-fn is_damaged(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-    )
-}
-
-impl Index {
-    fn open(dir: &Path) -> Result<Index, StoreError> {
-        let path = dir.join(INDEX_FILE);
-        let db = match Self::connect(&path) {
-            Ok(db) => db,
-            Err(e) if is_damaged(&e) || matches!(e, rusqlite::Error::InvalidQuery) => {
-                let aside = path.with_extension(format!(
-                    "sqlite.damaged-{}",
-                    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-                ));
-                tracing::warn!(path = %path.display(), aside = %aside.display(), error = %e,
-                    "the cache index is damaged or of another version; starting a new one (its entries are misses)");
-                std::fs::rename(&path, &aside)
-                    .map_err(|e| StoreError(format!("move {} aside: {e}", path.display())))?;
-                for side in ["sqlite-wal", "sqlite-shm"] {
-                    let _ = std::fs::remove_file(path.with_extension(side));
-                }
-                Self::connect(&path).map_err(sql_err("open", &path))?
-            }
-            Err(e) => return Err(sql_err("open", &path)(e)),
-        };
-        let index = Index {
-            path,
-            db: Mutex::new(db),
-            writing: Mutex::default(),
-            clock: AtomicU64::new(0),
-        };
-        index.import_entry_files(dir)?;
-        Ok(index)
-    }
-
-    fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
-        let db = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        db.busy_timeout(BUSY_WAIT)?;
-        // The write-ahead log: a put appends, readers are not blocked, and with
-        // NORMAL only checkpoints sync (a power cut may lose the last puts,
-        // never the file's integrity).
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        // Checkpoints (the only syncs) every 8,192 pages of log (32 MiB)
-        // rather than SQLite's 1,000: a busy run's puts sync a few times a
-        // minute, not every second.
-        db.pragma_update(None, "wal_autocheckpoint", 8192)?;
-        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let has_tables: bool = db.query_row(
-            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table')",
-            [],
-            |r| r.get(0),
-        )?;
-        if has_tables && version != SCHEMA_VERSION {
-            return Err(rusqlite::Error::InvalidQuery);
-        }
-        db.execute_batch(SCHEMA)?;
-        db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(db)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A recency stamp: microseconds since the epoch, never below the last one given.
-    fn stamp(&self) -> i64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let mut last = self.clock.load(Ordering::Relaxed);
-        loop {
-            let next = now.max(last + 1);
-            match self
-                .clock
-                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return i64::try_from(next).unwrap_or(i64::MAX),
-                Err(seen) => last = seen,
-            }
-        }
-    }
-
-    /// Bring the entry files of a cache written before the index (one file per
-    /// entry under `entries/`) into it, then remove them: once per folder.
-    fn import_entry_files(&self, dir: &Path) -> Result<(), StoreError> {
-        let entries = dir.join("entries");
-        let Ok(prefixes) = std::fs::read_dir(&entries) else {
-            return Ok(());
-        };
-        let mut db = self.lock();
-        let tx = db.transaction().map_err(sql_err("import into", &self.path))?;
-        let mut files = Vec::new();
-        for p in prefixes.flatten() {
-            let Ok(inner) = std::fs::read_dir(p.path()) else {
-                continue;
-            };
-            for e in inner.flatten() {
-                let path = e.path();
-                files.push(path.clone());
-                let name = e.file_name();
-                let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                    continue;
-                };
-                if !is_key(key) {
-                    continue;
-                }
-                let Ok(body) = std::fs::read(&path) else { continue };
-                let Ok(entry) = serde_json::from_slice::<CacheEntry>(&body) else {
-                    continue;
-                };
-                let used = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_micros() as i64);
-                let ids: Vec<ArtifactId> = entry.artifacts.iter().map(|a| a.id.clone()).collect();
-                replace(
-                    &tx,
-                    key,
-                    &body,
-                    entry_bytes(body.len() as u64, &entry.artifacts),
-                    used,
-                    &ids,
-                )
-                .map_err(sql_err("import into", &self.path))?;
-            }
-        }
-        tx.commit().map_err(sql_err("import into", &self.path))?;
-        drop(db);
-        for f in files {
-            let _ = std::fs::remove_file(f);
-        }
-        if let Ok(prefixes) = std::fs::read_dir(&entries) {
-            for p in prefixes.flatten() {
-                let _ = std::fs::remove_dir(p.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&entries);
-        Ok(())
-    }
-
-    fn begin_put(&self, ids: &[ArtifactId]) {
-        let mut w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            *w.entry(id_key(id.as_str())).or_insert(0) += 1;
-        }
-    }
-
-    fn end_put(&self, ids: &[ArtifactId]) {
-        let mut w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            let k = id_key(id.as_str());
-            if let Some(n) = w.get_mut(&k) {
-                *n -= 1;
-                if *n == 0 {
-                    w.remove(&k);
-                }
-            }
-        }
-    }
-}
-
 fn is_key(key: &str) -> bool {
     key.len() >= 2 && key.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Put (or replace) the row of `key`, keeping the names and the total in step.
-/// Returns the payloads the replaced row named that no entry names any more.
-fn replace(
-    tx: &rusqlite::Transaction<'_>,
-    key: &str,
-    body: &[u8],
-    bytes: u64,
-    used: i64,
-    ids: &[ArtifactId],
-) -> Result<Vec<ArtifactId>, rusqlite::Error> {
-    let old = remove(tx, key)?;
-    tx.prepare_cached("INSERT INTO entries(key, body, bytes, used) VALUES(?1, ?2, ?3, ?4)")?
-        .execute(params![key, body, bytes as i64, used])?;
-    let mut name = tx.prepare_cached("INSERT OR IGNORE INTO names(payload, entry) VALUES(?1, ?2)")?;
-    for id in ids {
-        name.execute(params![id.as_str(), key])?;
-    }
-    tx.prepare_cached("UPDATE totals SET bytes = bytes + ?1 WHERE id = 0")?
-        .execute(params![bytes as i64])?;
-    unnamed(tx, old)
-}
-
-/// Remove the row of `key`; returns the payloads it named (maybe still named by others).
-fn remove(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Vec<ArtifactId>, rusqlite::Error> {
-    let old: Option<(Vec<u8>, i64)> = tx
-        .prepare_cached("SELECT body, bytes FROM entries WHERE key = ?1")?
-        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((body, bytes)) = old else {
-        return Ok(Vec::new());
-    };
-    tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
-        .execute(params![key])?;
-    tx.prepare_cached("UPDATE totals SET bytes = max(bytes - ?1, 0) WHERE id = 0")?
-        .execute(params![bytes])?;
-    let ids: Vec<ArtifactId> = serde_json::from_slice::<EntryIds>(&body)
-        .map(|e| e.artifacts.into_iter().map(|a| a.id).collect())
-        .unwrap_or_default();
-    let mut unname = tx.prepare_cached("DELETE FROM names WHERE payload = ?1 AND entry = ?2")?;
-    for id in &ids {
-        unname.execute(params![id.as_str(), key])?;
-    }
-    Ok(ids)
-}
-
-/// Those of `ids` no entry names.
-fn unnamed(tx: &rusqlite::Transaction<'_>, mut ids: Vec<ArtifactId>) -> Result<Vec<ArtifactId>, rusqlite::Error> {
-    let mut named = tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM names WHERE payload = ?1)")?;
-    let mut keep = Vec::with_capacity(ids.len());
-    for id in ids.drain(..) {
-        let is_named: bool = named.query_row(params![id.as_str()], |r| r.get(0))?;
-        if !is_named {
-            keep.push(id);
-        }
-    }
-    Ok(keep)
-}
-
-fn total(db: &Connection) -> Result<u64, rusqlite::Error> {
-    db.prepare_cached("SELECT bytes FROM totals WHERE id = 0")?
-        .query_row([], |r| r.get::<_, i64>(0))
-        .map(|n| n.max(0) as u64)
 }
 
 impl DiskCache {
@@ -425,61 +150,31 @@ impl DiskCache {
     }
 
     /// The cache's size as the cap counts it (entries plus the payloads they
-    /// name). `None` without a cap.
+    /// name), as of the last put the index has applied ([`flush`](Self::flush)
+    /// first for every put so far). `None` without a cap.
     pub fn size(&self) -> Result<Option<u64>, StoreError> {
         if self.max_bytes.is_none() {
             return Ok(None);
         }
-        let db = self.index.lock();
-        total(&db).map(Some).map_err(sql_err("read", &self.index.path))
+        self.index.total().map(Some)
     }
 
-    /// Remove payloads no entry names, except those the journal pins and
-    /// those a put of this process is writing.
-    fn remove_payloads(&self, ids: &[ArtifactId]) {
-        if ids.is_empty() {
-            return;
-        }
-        let pinned = self.pins.as_ref().map(|p| p.hold());
-        let writing = self.index.writing.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            let k = id_key(id.as_str());
-            if pinned.as_ref().is_some_and(|p| p.contains(&k)) || writing.contains_key(&k) {
-                continue;
-            }
-            if let Err(e) = self.blobs.remove(id) {
-                let blob = self.blobs.path_of(id);
-                tracing::warn!(path = %blob.display(), error = %e, "cache eviction could not remove a payload");
-            }
-        }
+    /// Wait until the index holds every entry put so far (and has made the
+    /// evictions they call for). A put's entry is visible to this process at
+    /// once; other processes see it after this.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.index.flush().await
     }
 
-    fn get_blocking(&self, key: &str) -> Result<Option<Generation>, StoreError> {
-        if !is_key(key) {
-            return Err(StoreError(format!("cache key `{key}` is not a hex digest")));
-        }
-        let body: Option<Vec<u8>> = {
-            let db = self.index.lock();
-            let read = sql_err("read", &self.index.path);
-            let body = db
-                .prepare_cached("SELECT body FROM entries WHERE key = ?1")
-                .and_then(|mut q| q.query_row(params![key], |r| r.get(0)).optional())
-                .map_err(&read)?;
-            if body.is_some() {
-                db.prepare_cached("UPDATE entries SET used = ?1 WHERE key = ?2")
-                    .and_then(|mut q| q.execute(params![self.index.stamp(), key]))
-                    .map_err(&read)?;
-            }
-            body
-        };
-        let Some(body) = body else { return Ok(None) };
-        let Ok(entry) = serde_json::from_slice::<CacheEntry>(&body) else {
+    /// The generation an entry's `body` names, its payloads read from the store.
+    fn materialize(blobs: &BlobStore, key: &str, body: &[u8]) -> Result<Option<Generation>, StoreError> {
+        let Ok(entry) = serde_json::from_slice::<CacheEntry>(body) else {
             tracing::warn!(key, "unreadable cache entry; treating it as a miss");
             return Ok(None);
         };
         let mut artifacts = Vec::with_capacity(entry.artifacts.len());
         for r in entry.artifacts {
-            match self.blobs.get(&r.id, &r.media)? {
+            match blobs.get(&r.id, &r.media)? {
                 Some(data) => artifacts.push(r.into_artifact(data)),
                 None => return Ok(None),
             }
@@ -490,139 +185,98 @@ impl DiskCache {
             raw: entry.raw,
         }))
     }
-
-    fn put_blocking(
-        &self,
-        key: &str,
-        artifacts: &[Artifact],
-        usage: &Usage,
-        raw: &Option<serde_json::Value>,
-    ) -> Result<(), StoreError> {
-        if !is_key(key) {
-            return Err(StoreError(format!("cache key `{key}` is not a hex digest")));
-        }
-        let entry = CacheEntry {
-            artifacts: artifacts.iter().map(ArtifactRecord::of).collect(),
-            usage: usage.clone(),
-            raw: raw.clone(),
-        };
-        let body = serde_json::to_vec(&entry).map_err(|e| StoreError(format!("encode cache entry: {e}")))?;
-        let ids: Vec<ArtifactId> = entry.artifacts.iter().map(|a| a.id.clone()).collect();
-        // Announced first: until the entry names them, an eviction that finds
-        // these payloads named by no entry must leave their files.
-        self.index.begin_put(&ids);
-        self.write_and_index(key, artifacts, &body, &entry, &ids)
-    }
-
-    fn write_and_index(
-        &self,
-        key: &str,
-        artifacts: &[Artifact],
-        body: &[u8],
-        entry: &CacheEntry,
-        ids: &[ArtifactId],
-    ) -> Result<(), StoreError> {
-        for a in artifacts {
-            if let Err(e) = self.blobs.put(a.id(), a.data(), false) {
-                self.index.end_put(ids);
-                return Err(e);
-            }
-        }
-        let err = sql_err("write", &self.index.path);
-        let mut db = self.index.lock();
-        let indexed = (|| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let bytes = entry_bytes(body.len() as u64, &entry.artifacts);
-            let mut free = replace(&tx, key, body, bytes, self.index.stamp(), ids)?;
-            if let Some(cap) = self.max_bytes {
-                free.extend(evict(&tx, cap, key)?);
-            }
-            tx.commit()?;
-            Ok(free)
-        })()
-        .map_err(&err);
-        // Under the index's lock: once it is released, another put's eviction
-        // may unname these payloads and must then be free to remove them.
-        self.index.end_put(ids);
-        // Still under it, so no put of this process names one of the freed
-        // payloads between the check and the removal.
-        self.remove_payloads(&indexed?);
-        drop(db);
-        Ok(())
-    }
 }
 
-/// Evict least recently used entries, never `keep`, until the total is under
-/// `cap`; returns the payloads no entry names any more.
-fn evict(tx: &rusqlite::Transaction<'_>, cap: u64, keep: &str) -> Result<Vec<ArtifactId>, rusqlite::Error> {
-    let mut freed = Vec::new();
-    while total(tx)? > cap {
-        let victims: Vec<String> = tx
-            .prepare_cached("SELECT key FROM entries WHERE key != ?1 ORDER BY used LIMIT 16")?
-            .query_map(params![keep], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        if victims.is_empty() {
-            break;
-        }
-        for v in victims {
-            if total(tx)? <= cap {
-                break;
-            }
-            let ids = remove(tx, &v)?;
-            freed.extend(unnamed(tx, ids)?);
-        }
-    }
-    Ok(freed)
-}
+/// Payloads up to this size are written on the caller's thread: a hand-off
+/// to a blocking thread costs more than the write (a file create and a copy
+/// into the page cache); larger ones go to the blocking pool.
+const WRITE_INLINE: usize = 256 * 1024;
 
 #[async_trait]
 impl GenerationCache for DiskCache {
+    /// A miss is a point query on the caller's thread; a hit reads its
+    /// payloads on a blocking thread and refreshes the entry's recency.
     async fn get(&self, key: &str) -> Result<Option<Generation>, StoreError> {
-        let this = self.clone();
-        let key = key.to_string();
-        tokio::task::spawn_blocking(move || this.get_blocking(&key))
+        if !is_key(key) {
+            return Err(StoreError(format!("cache key `{key}` is not a hex digest")));
+        }
+        let Some(body) = self.index.body(key)? else {
+            return Ok(None);
+        };
+        self.index
+            .send(Op::Touch {
+                key: key.to_string(),
+                used: self.index.stamp(),
+            })
+            .await?;
+        let (blobs, key) = (self.blobs.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || Self::materialize(&blobs, &key, &body))
             .await
             .map_err(|e| StoreError(format!("cache read task failed: {e}")))?
     }
 
+    /// Returns once the payloads are written and the entry is queued for the
+    /// index (see [`flush`](DiskCache::flush)).
     async fn put(&self, key: &str, generation: &Generation) -> Result<(), StoreError> {
-        let this = self.clone();
-        let key = key.to_string();
-        let artifacts = generation.artifacts.clone();
-        let usage = generation.usage.clone();
-        let raw = generation.raw.clone();
-        tokio::task::spawn_blocking(move || this.put_blocking(&key, &artifacts, &usage, &raw))
-            .await
-            .map_err(|e| StoreError(format!("cache write task failed: {e}")))?
+        if !is_key(key) {
+            return Err(StoreError(format!("cache key `{key}` is not a hex digest")));
+        }
+        let entry = CacheEntry {
+            artifacts: generation.artifacts.iter().map(ArtifactRecord::of).collect(),
+            usage: generation.usage.clone(),
+            raw: generation.raw.clone(),
+        };
+        let body: Arc<[u8]> = serde_json::to_vec(&entry)
+            .map_err(|e| StoreError(format!("encode cache entry: {e}")))?
+            .into();
+        let ids: Vec<ArtifactId> = entry.artifacts.iter().map(|a| a.id.clone()).collect();
+        // Claimed first: until the entry names them, an eviction that finds
+        // these payloads named by no entry must leave their files.
+        let shared = &self.index.shared;
+        shared.begin_put(&ids);
+        let size: usize = generation.artifacts.iter().map(|a| a.data().len()).sum();
+        let written = if size <= WRITE_INLINE {
+            generation
+                .artifacts
+                .iter()
+                .try_for_each(|a| self.blobs.put(a.id(), a.data(), false))
+        } else {
+            let (blobs, artifacts) = (self.blobs.clone(), generation.artifacts.clone());
+            tokio::task::spawn_blocking(move || artifacts.iter().try_for_each(|a| blobs.put(a.id(), a.data(), false)))
+                .await
+                .map_err(|e| StoreError(format!("cache write task failed: {e}")))
+                .and_then(|r| r)
+        };
+        if let Err(e) = written {
+            shared.end_put(&ids);
+            return Err(e);
+        }
+        shared.set_pending(key, body.clone());
+        let put = Put {
+            key: key.to_string(),
+            bytes: entry_bytes(body.len() as u64, &entry.artifacts),
+            body: body.clone(),
+            used: self.index.stamp(),
+            ids,
+            cap: self.max_bytes,
+            blobs: self.blobs.clone(),
+            pins: self.pins.clone(),
+        };
+        let ids = put.ids.clone();
+        if let Err(e) = self.index.send(Op::Put(Box::new(put))).await {
+            shared.clear_pending(key, &body);
+            shared.end_put(&ids);
+            return Err(e);
+        }
+        Ok(())
     }
-}
-
-/// Every payload id the cache folder's index names, one at a time (for gc).
-/// Nothing when the folder has no index.
-pub(crate) fn for_each_named_payload(dir: &Path, mut f: impl FnMut(&str)) -> Result<(), StoreError> {
-    let path = dir.join(INDEX_FILE);
-    if !path.exists() {
-        return Ok(());
-    }
-    let err = sql_err("read", &path);
-    let db = Connection::open_with_flags(
-        &path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(&err)?;
-    db.busy_timeout(BUSY_WAIT).map_err(&err)?;
-    let mut q = db.prepare("SELECT DISTINCT payload FROM names").map_err(&err)?;
-    let mut rows = q.query([]).map_err(&err)?;
-    while let Some(row) = rows.next().map_err(&err)? {
-        let id: String = row.get(0).map_err(&err)?;
-        f(&id);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::index::INDEX_FILE;
     use super::*;
+    use creative_core::artifact::Artifact;
     use creative_core::artifact::MediaType;
 
     fn tmp(name: &str) -> PathBuf {
@@ -671,8 +325,7 @@ mod tests {
         }
         let bodies: i64 = c
             .index
-            .lock()
-            .query_row("SELECT coalesce(sum(length(body)), 0) FROM entries", [], |r| r.get(0))
+            .read(|db| db.query_row("SELECT coalesce(sum(length(body)), 0) FROM entries", [], |r| r.get(0)))
             .unwrap();
         walk(c.blobs.root()) + bodies as u64
     }
@@ -696,6 +349,7 @@ mod tests {
         let cap = 10_000;
         let c = DiskCache::open(&dir).unwrap().with_max_bytes(cap);
         c.put(&key(0), &payload(0, 1000)).await.unwrap();
+        c.flush().await.unwrap();
         let entry = c.size().unwrap().unwrap();
         let fit = (cap / entry) as usize;
         let mut largest = 0;
@@ -706,6 +360,7 @@ mod tests {
                 c.get(&key(0)).await.unwrap().is_some(),
                 "the hot entry is kept (put {i})"
             );
+            c.flush().await.unwrap();
             let size = on_disk(&c);
             largest = largest.max(size);
             assert_eq!(c.size().unwrap(), Some(size), "the count is what is on disk");
@@ -725,6 +380,7 @@ mod tests {
         // An entry over the cap on its own is kept, alone.
         c.put("ffff", &payload(99, 20_000)).await.unwrap();
         assert!(c.get("ffff").await.unwrap().is_some());
+        c.flush().await.unwrap();
         assert!(c.get(&key(0)).await.unwrap().is_none());
         assert!(on_disk(&c) <= 20_000 + 1000);
         let _ = std::fs::remove_dir_all(&dir);
@@ -738,6 +394,7 @@ mod tests {
             for i in 0..3 {
                 c.put(&key(i), &payload(i, 1000)).await.unwrap();
             }
+            c.flush().await.unwrap();
             let c = DiskCache::open(&dir).unwrap().with_max_bytes(1_000_000);
             assert!(c.get(&key(0)).await.unwrap().is_some(), "a hit makes 0 the most recent");
         }
@@ -745,6 +402,7 @@ mod tests {
         let three = c.size().unwrap().unwrap();
         assert!(three > 3000 && three < 4000, "{three}");
         c.put(&key(3), &payload(3, 1000)).await.unwrap();
+        c.flush().await.unwrap();
         assert!(c.get(&key(1)).await.unwrap().is_none(), "1 was the least recently used");
         for i in [0, 2, 3] {
             assert!(c.get(&key(i)).await.unwrap().is_some(), "{i} kept");
@@ -766,6 +424,7 @@ mod tests {
         c.put(&key(2), &shared).await.unwrap();
         c.put(&key(3), &shared).await.unwrap();
         c.put(&key(4), &payload(4, 1000)).await.unwrap();
+        c.flush().await.unwrap();
         assert!(c.get(&key(1)).await.unwrap().is_none() && c.get(&key(2)).await.unwrap().is_none());
         assert!(
             c.blobs.path_of(pinned.artifacts[0].id()).exists(),
@@ -828,6 +487,7 @@ mod tests {
         let dir = tmp("shared");
         let (a, b) = (DiskCache::open(&dir).unwrap(), DiskCache::open(&dir).unwrap());
         a.put("abcd", &payload(1, 10)).await.unwrap();
+        a.flush().await.unwrap();
         assert!(b.get("abcd").await.unwrap().is_some(), "one index, two connections");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -852,6 +512,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+        c.flush().await.unwrap();
         let size = on_disk(&c);
         let counted = c.size().unwrap().unwrap_or(0);
         assert_eq!(counted, size, "what the cap counts is what is on disk");
