@@ -68,6 +68,9 @@ const QUEUE: usize = 2048;
 /// Operations applied in one transaction at most.
 const BATCH: usize = 512;
 
+/// How long the writer lets puts gather before a commit.
+const GATHER: Duration = Duration::from_millis(5);
+
 /// Idle reader connections kept for reuse.
 const READERS: usize = 8;
 
@@ -410,6 +413,12 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(BATCH);
         while let Some(op) = rx.blocking_recv() {
+            // Nobody waits for a put's row, so the writer lets a batch gather
+            // (a commit costs the same for one row as for hundreds); a flush
+            // is waited for, so it is applied at once.
+            if !matches!(op, Op::Flush(_)) {
+                std::thread::sleep(GATHER);
+            }
             batch.push(op);
             while batch.len() < BATCH {
                 match rx.try_recv() {
