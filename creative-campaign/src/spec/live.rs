@@ -24,6 +24,10 @@ use creative_core::events::EventKind;
 use creative_core::exec::{JobCtx, JobResult};
 use creative_core::pipeline::Pipeline;
 
+/// Assets of a job up to this many bytes in all are delivered on the job's
+/// own thread (see [`DeliverAsJobsEnd`]).
+const INLINE_BYTES: usize = 64 * 1024;
+
 /// A [`Dag`] whose jobs deliver their own assets as they end.
 pub(crate) struct DeliverAsJobsEnd {
     pub(crate) inner: Arc<Dag>,
@@ -147,7 +151,11 @@ impl Pipeline for DeliverAsJobsEnd {
         let dir = self.dir.clone();
         let job = result.job.key().to_string();
         let thumbnails = self.thumbnails;
-        let written = tokio::task::spawn_blocking(move || {
+        // Small assets are written (and their thumbnails made) on this thread:
+        // a link and a few kilobytes cost less than the hand-off to a
+        // blocking thread and back. Larger ones go to the blocking pool.
+        let small = files.iter().map(|(_, _, a)| a.data().len()).sum::<usize>() <= INLINE_BYTES;
+        let write = move || {
             if thumbnails {
                 for (_, rel, a) in &files {
                     if let Err(e) = crate::deliver::make_thumbnail(dir.root(), a) {
@@ -170,8 +178,15 @@ impl Pipeline for DeliverAsJobsEnd {
                     (entry, a)
                 })
                 .collect::<Vec<_>>()
-        });
-        let Ok(written) = written.await else { return result };
+        };
+        let written = if small {
+            write()
+        } else {
+            match tokio::task::spawn_blocking(write).await {
+                Ok(w) => w,
+                Err(_) => return result,
+            }
+        };
         if ctx.events_listened() {
             for (entry, _) in &written {
                 ctx.emit(EventKind::AssetWritten {

@@ -553,6 +553,7 @@ mod tests {
             ..Default::default()
         };
         cache.put("abcd", &g).await.unwrap();
+        cache.flush().await.unwrap();
         // `delivered` was delivered as a hard link of its payload.
         let blobs = BlobStore::new(state.join("objects"));
         let file = out.join("hero.png");

@@ -27,8 +27,11 @@ const MAX_REDIRECTS: usize = 5;
 fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        // No cap on idle connections per host: the pool never holds more than
+        // were open at once (the run's concurrency), and a cap below it closed
+        // the surplus after each wave only to open them again (measured: 7% of
+        // a 10,000-job run's CPU went to new connections at concurrency 256).
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         // Redirects are followed by hand in `Transport::send`, so that an API key is
         // never carried to another origin.
