@@ -261,6 +261,16 @@ impl Campaign {
         Ok(sinks.deliver(ledger, asset, &artifact).await)
     }
 
+    /// The folder sink files are delivered through: linked from the store's
+    /// blobs, or written marked when the spec asks for marks.
+    pub(crate) fn directory_sink(&self, out_dir: &Path, blobs: BlobStore) -> DirectorySink {
+        let dir = DirectorySink::new(out_dir, self.file_names.clone()).with_blobs(blobs);
+        match &self.marking {
+            Some(m) => dir.with_marking(m.clone()),
+            None => dir,
+        }
+    }
+
     /// Walk the matrix, place every delivered asset's file, and write the
     /// manifest (with paths); feed the report the events, records and assets.
     fn deliver_files(&self, out_dir: &Path, started: SystemTime) -> Result<Delivered, StoreError> {
@@ -268,7 +278,7 @@ impl Campaign {
         fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
         let index = FileJournal::index(&state_dir.join(FileJournal::FILE))?;
         let blobs = BlobStore::new(state_dir.join("objects"));
-        let dir = DirectorySink::new(out_dir, self.file_names.clone()).with_blobs(blobs.clone());
+        let dir = self.directory_sink(out_dir, blobs.clone());
         let mut builder = ReportBuilder::new();
         read_events(&state_dir.join(EVENTS_FILE), |e| builder.observe(&e))?;
 
@@ -311,7 +321,12 @@ impl Campaign {
                 match dir.path_for(&asset) {
                     Ok(p) => {
                         let rel = unique(p, &asset, |p| used.contains(&hash64(p)));
-                        match dir.place(&rel, &blobs, &asset.id, &asset.media, asset.bytes) {
+                        let placed = if dir.marking().is_some() {
+                            dir.place_marked(&rel, &blobs, &asset)
+                        } else {
+                            dir.place(&rel, &blobs, &asset.id, &asset.media, asset.bytes)
+                        };
+                        match placed {
                             Ok(true) => {
                                 used.insert(hash64(&rel));
                                 if let Some(folder) = out_dir.join(&rel).parent() {

@@ -146,6 +146,11 @@ impl Pipeline for DeliverAsJobsEnd {
         }
         let dir = self.dir.clone();
         let job = result.job.key().to_string();
+        let job_outputs: Vec<Artifact> = if dir.marking().is_some() {
+            result.steps.iter().flat_map(|s| s.outputs.iter().cloned()).collect()
+        } else {
+            Vec::new()
+        };
         let thumbnails = self.thumbnails;
         let written = tokio::task::spawn_blocking(move || {
             if thumbnails {
@@ -155,9 +160,14 @@ impl Pipeline for DeliverAsJobsEnd {
                     }
                 }
             }
+            // Marks record an asset's sources as ingredients: this job's
+            // outputs, all at hand.
+            let source = |s: &creative_core::deliver::SourceEntry| {
+                job_outputs.iter().find(|a| a.id() == &s.id).map(|a| a.data().clone())
+            };
             files
                 .into_iter()
-                .filter(|(_, rel, a)| match dir.write_unless_taken(rel, a) {
+                .filter(|(entry, rel, a)| match write(&dir, rel, entry, a, &source) {
                     Ok(ours) => ours,
                     // Best effort: the final pass retries and reports failures.
                     Err(e) => {
@@ -193,5 +203,20 @@ impl Pipeline for DeliverAsJobsEnd {
             }
         }
         result
+    }
+}
+
+/// Write one file as its job ends, marked when the sink marks files.
+fn write(
+    dir: &DirectorySink,
+    rel: &str,
+    entry: &AssetEntry,
+    artifact: &Artifact,
+    source: &dyn Fn(&creative_core::deliver::SourceEntry) -> Option<bytes::Bytes>,
+) -> Result<bool, creative_core::deliver::SinkError> {
+    if dir.marking().is_some() {
+        dir.write_marked_unless_taken(rel, entry, artifact.data(), source)
+    } else {
+        dir.write_unless_taken(rel, artifact)
     }
 }
