@@ -39,7 +39,11 @@ fn credentials(dir: &Path, alg: &'static SignatureAlgorithm) -> (PathBuf, PathBu
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.distinguished_name.push(DnType::CommonName, "creative test CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap();
 
     let key = KeyPair::generate_for(alg).unwrap();
@@ -173,7 +177,11 @@ print(json.dumps(out))
 fn failures(store: &Value) -> Vec<String> {
     store["validation_results"]["activeManifest"]["failure"]
         .as_array()
-        .map(|a| a.iter().map(|f| f["code"].as_str().unwrap_or("?").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|f| f["code"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -211,7 +219,9 @@ fn parent<'a>(store: &'a Value, m: &Value) -> &'a Value {
         .iter()
         .find(|i| i["relationship"] == "parentOf")
         .expect("a parentOf ingredient");
-    let label = p["active_manifest"].as_str().expect("the ingredient carries its own manifest");
+    let label = p["active_manifest"]
+        .as_str()
+        .expect("the ingredient carries its own manifest");
     let found = manifest(store, label);
     assert!(found.is_object(), "ingredient manifest {label} is in the store");
     found
@@ -238,7 +248,12 @@ async fn signed_files_validate_in_c2pa_python_and_each_rendition_chains_to_its_g
     let dir = temp_dir("c2pa-signed");
     credentials(&dir, &rcgen::PKCS_ECDSA_P256_SHA256);
     let out = dir.join("out");
-    let m = run(&spec("[output.c2pa]\ncert = \"chain.pem\"\nkey = \"key.pem\"\n"), &dir, &out).await;
+    let m = run(
+        &spec("[output.c2pa]\ncert = \"chain.pem\"\nkey = \"key.pem\"\n"),
+        &dir,
+        &out,
+    )
+    .await;
     assert_eq!(m.assets.len(), 5);
 
     let path = |step: &str| {
@@ -260,9 +275,14 @@ async fn signed_files_validate_in_c2pa_python_and_each_rendition_chains_to_its_g
         assert_eq!(own["step"], *step);
         assert_eq!(own["campaign"], "provenance");
         // By default the credentials name the provider, not the prompt or seed.
-        assert!(own.get("prompt").is_none() && own.get("seed").is_none(), "{step}: {own}");
+        assert!(
+            own.get("prompt").is_none() && own.get("seed").is_none(),
+            "{step}: {own}"
+        );
     }
-    let [hero, thumb, print, web, clip] = &stores[..] else { unreachable!() };
+    let [hero, thumb, print, web, clip] = &stores[..] else {
+        unreachable!()
+    };
 
     // Generations: made by a model from nothing.
     for s in [hero, clip] {
@@ -280,10 +300,7 @@ async fn signed_files_validate_in_c2pa_python_and_each_rendition_chains_to_its_g
     edited_from_a_parent(web_own);
     let thumb_in_web = parent(web, web_own);
     edited_from_a_parent(thumb_in_web);
-    assert_eq!(
-        assertion(thumb_in_web, "creative.provenance").unwrap()["step"],
-        "thumb"
-    );
+    assert_eq!(assertion(thumb_in_web, "creative.provenance").unwrap()["step"], "thumb");
     created_by_a_model(parent(web, thumb_in_web));
 
     // The store keeps what the steps made: the signed file is a new one.
@@ -325,7 +342,11 @@ fn the_cli_checks_and_signs_with_ed25519_credentials_from_the_environment_and_th
 
     // `check` tries the credentials: another key fails it, before any run.
     let other = dir.join("other.pem");
-    std::fs::write(&other, KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem()).unwrap();
+    std::fs::write(
+        &other,
+        KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem(),
+    )
+    .unwrap();
     let o = creative(&["check"], &other);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -354,7 +375,10 @@ fn bad_credentials_are_spec_errors_at_build_time_naming_the_setting() {
     let (chain, key) = credentials(&dir, &rcgen::PKCS_ECDSA_P256_SHA256);
     let check = |output: &str| -> SpecError {
         let e = build(&spec(output), &dir).expect_err(output);
-        assert!(matches!(e.kind, SpecErrorKind::Settings | SpecErrorKind::Invalid), "{e}");
+        assert!(
+            matches!(e.kind, SpecErrorKind::Settings | SpecErrorKind::Invalid),
+            "{e}"
+        );
         e
     };
 
@@ -362,7 +386,9 @@ fn bad_credentials_are_spec_errors_at_build_time_naming_the_setting() {
     let other = dir.join("other.pem");
     std::fs::write(
         &other,
-        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_pem(),
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem(),
     )
     .unwrap();
     let e = check("[output.c2pa]\ncert = \"chain.pem\"\nkey = \"other.pem\"\n");
@@ -433,8 +459,16 @@ async fn unsigned_images_state_their_ai_source_in_xmp_that_exiftool_reads() {
             .unwrap();
         let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {o:?}"));
         let tags = &v[0];
-        assert_eq!(tags["DigitalSourceType"], TRAINED_ALGORITHMIC_MEDIA, "{}: {tags}", a.step);
-        assert!(tags.get("Error").is_none() && tags.get("Warning").is_none(), "{}: {tags}", a.step);
+        assert_eq!(
+            tags["DigitalSourceType"], TRAINED_ALGORITHMIC_MEDIA,
+            "{}: {tags}",
+            a.step
+        );
+        assert!(
+            tags.get("Error").is_none() && tags.get("Warning").is_none(),
+            "{}: {tags}",
+            a.step
+        );
     }
     // A video carries no XMP here: delivered as made.
     let clip = m.assets.iter().find(|a| a.step == "clip").unwrap();

@@ -120,6 +120,8 @@ impl Marking {
     /// `None` when its media type carries no mark (or, for XMP, when no model
     /// made it). `title` names the file in C2PA credentials; `source` gives the
     /// payload of one of [`AssetEntry::sources`] (its ingredients).
+    // Without the `c2pa` feature, XMP needs neither a title nor sources.
+    #[cfg_attr(not(feature = "c2pa"), allow(unused_variables))]
     pub fn mark(
         &self,
         asset: &AssetEntry,
@@ -140,11 +142,6 @@ impl Marking {
             #[cfg(feature = "c2pa")]
             How::C2pa(signer) => signer.sign_asset(asset, title, data, source),
         }
-        .map(|marked| {
-            // Keep the arguments used in a build without the `c2pa` feature.
-            let _ = (title, source);
-            marked
-        })
     }
 
     /// Whether marking the same bytes twice gives the same file (XMP does;
