@@ -213,11 +213,35 @@ pub fn spec_schema() -> SpecSchema {
     set_kind_enum(&mut defs, "ProviderSpec", &provider_kinds);
     set_kind_enum(&mut defs, "SinkSpec", &sink_kinds);
     schema["definitions"] = Value::Object(defs);
+    let mut kinds = kinds;
+    for k in &mut kinds {
+        sort_keys(&mut k.settings);
+    }
+    sort_keys(&mut schema);
     SpecSchema {
         schema,
         kinds,
         provider_kinds,
         sink_kinds,
+    }
+}
+
+/// Every object's keys in sorted order, so the schema and the reference are
+/// the same whether or not serde_json keeps insertion order (a dependency's
+/// `preserve_order` feature, such as the C2PA SDK's, turns that on for the
+/// whole build).
+fn sort_keys(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, mut child) in entries {
+                sort_keys(&mut child);
+                map.insert(k, child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(sort_keys),
+        _ => {}
     }
 }
 
@@ -290,7 +314,7 @@ pub fn explain(a: ExplainArgs) -> ExitCode {
                 .join(", ")
         };
         out::println(&format!(
-            "step kinds: {}\ngate kinds: {}\nprovider kinds: {}\nsink kinds: {}\nsections: budget, retry, output, matrix, defaults\n\n`creative explain KIND` prints a kind's settings; `creative schema` the whole JSON Schema.",
+            "step kinds: {}\ngate kinds: {}\nprovider kinds: {}\nsink kinds: {}\nsections: budget, retry, output, c2pa, matrix, defaults\n\n`creative explain KIND` prints a kind's settings; `creative schema` the whole JSON Schema.",
             list("step"),
             list("gate"),
             s.provider_kinds.join(", "),
@@ -310,7 +334,7 @@ pub fn explain(a: ExplainArgs) -> ExitCode {
     } else {
         let mut all: Vec<String> = s.kinds.iter().map(|k| k.name.to_string()).collect();
         all.extend(s.provider_kinds.iter().cloned());
-        all.extend(["budget", "retry", "output", "matrix", "defaults"].map(String::from));
+        all.extend(["budget", "retry", "output", "c2pa", "matrix", "defaults"].map(String::from));
         let near = nearest(&kind, &all);
         eprintln!(
             "error: no kind or section `{kind}`{}; `creative explain` lists them",
@@ -327,6 +351,7 @@ fn section(name: &str) -> Option<(&'static str, &'static str)> {
         "budget" => ("[budget]", "BudgetSpec"),
         "retry" => ("[retry]", "RetrySpec"),
         "output" => ("[output]", "OutputSpec"),
+        "c2pa" | "output.c2pa" => ("[output.c2pa]", "C2paSpec"),
         "matrix" => ("[matrix]", "MatrixSpec"),
         "defaults" | "overrides" | "presets" | "layer" => ("[defaults], [overrides], [presets.NAME]", "Layer"),
         _ => return None,
@@ -384,7 +409,7 @@ put `#:schema ./{SCHEMA_FILE}` on a spec's first line and editors with a TOML la
     m.push_str("Contents: [top level](#top-level), [sections](#sections), [step kinds](#step-kinds), [gate kinds](#gate-kinds), [providers](#providers), [value types](#value-types).\n\n");
     object_section(&mut m, "## Top level", &s.schema, &defs);
     m.push_str("## Sections\n\n");
-    for name in ["budget", "retry", "output", "matrix", "defaults"] {
+    for name in ["budget", "retry", "output", "output.c2pa", "matrix", "defaults"] {
         if let Some((title, def)) = section(name) {
             object_section(
                 &mut m,

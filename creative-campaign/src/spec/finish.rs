@@ -190,7 +190,7 @@ impl Campaign {
                 let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|a| (a, rx)) })
                     .map(|a| {
                         let (blobs, sinks, ledger) = (blobs.clone(), &sinks, &ledger);
-                        async move { self.deliver_to_sinks(&a, &blobs, sinks, ledger).await }
+                        async move { self.deliver_to_sinks(&a, out_dir, &blobs, sinks, ledger).await }
                     })
                     .buffer_unordered(SINK_CONCURRENCY);
                 let mut deliveries = Box::pin(deliveries);
@@ -240,12 +240,22 @@ impl Campaign {
     async fn deliver_to_sinks(
         &self,
         asset: &AssetEntry,
+        out_dir: &Path,
         blobs: &BlobStore,
         sinks: &Sinks,
         ledger: &DeliveryLedger,
     ) -> Result<Vec<String>, CampaignError> {
         if !sinks.pending(ledger, asset) {
             return Ok(Vec::new());
+        }
+        // Marked files differ from the store's bytes: sinks get what the
+        // folder holds, the signed file a receiver should see.
+        if let (Some(_), Some(rel)) = (&self.marking, &asset.path) {
+            let path = out_dir.join(rel);
+            let read = blocking(move || Ok::<_, StoreError>(fs::read(&path).ok())).await?;
+            let Some(data) = read else { return Ok(Vec::new()) };
+            let artifact = marked_artifact(asset, data.into());
+            return Ok(sinks.deliver(ledger, asset, &artifact).await);
         }
         let b = blobs.clone();
         let (id, media) = (asset.id.clone(), asset.media.clone());
@@ -524,4 +534,17 @@ fn unique(path: String, asset: &AssetEntry, taken: impl Fn(&str) -> bool) -> Str
         return by_index;
     }
     format!("{stem}-{}{ext}", asset.id.short())
+}
+
+/// The artifact sinks are handed for a marked file: its delivered bytes (and
+/// their own id), with the asset's metadata and provenance. The asset entry
+/// keeps the store's id, which the manifest names.
+pub(crate) fn marked_artifact(asset: &AssetEntry, data: bytes::Bytes) -> Artifact {
+    Artifact::from_parts(
+        creative_core::artifact::ArtifactId::of(&asset.media, &data),
+        asset.media.clone(),
+        data,
+        asset.meta.clone(),
+        asset.provenance.clone(),
+    )
 }

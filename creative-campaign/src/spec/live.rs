@@ -176,6 +176,11 @@ impl Pipeline for DeliverAsJobsEnd {
                     }
                 })
                 .map(|(mut entry, rel, a)| {
+                    // Sinks get the marked file as written, not the store's bytes.
+                    let a = match dir.marking().and_then(|_| std::fs::read(dir.root().join(&rel)).ok()) {
+                        Some(marked) => crate::spec::finish::marked_artifact(&entry, marked.into()),
+                        None => a,
+                    };
                     entry.path = Some(rel);
                     (entry, a)
                 })

@@ -529,9 +529,8 @@ pub struct OutputSpec {
     pub sinks: Vec<SinkSpec>,
     /// Mark delivered PNG, JPEG and WebP files that a generative model made
     /// (or that were made from its output) with IPTC `DigitalSourceType`
-    /// `trainedAlgorithmicMedia` in an XMP packet. Files signed by
-    /// [`c2pa`](Self::c2pa) carry the same statement in their credentials
-    /// instead. Default false: a delivered file then holds exactly the bytes its
+    /// `trainedAlgorithmicMedia` in an XMP packet. Files signed by `c2pa`
+    /// carry the same statement in their credentials instead. Default false: a delivered file then holds exactly the bytes its
     /// manifest entry's hash names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xmp: Option<bool>,
