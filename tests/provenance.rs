@@ -8,10 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use creative::campaign::deliver::{Manifest, TRAINED_ALGORITHMIC_MEDIA};
+use std::sync::{Arc, Mutex};
+
+use creative::campaign::deliver::{AssetEntry, Manifest, Sink, SinkError, TRAINED_ALGORITHMIC_MEDIA};
 use creative::campaign::spec::{CampaignOptions, Format, Registry, Spec, SpecError, SpecErrorKind};
 use creative::campaign::store::BlobStore;
-use creative::engine::{ArtifactId, Status};
+use creative::engine::{Artifact, ArtifactId, Status};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SignatureAlgorithm,
@@ -35,6 +37,11 @@ fn registry() -> Registry {
 /// authority key identifier. Writes `chain.pem` (signer first, then the CA)
 /// and `key.pem` (the signer's PKCS #8 key) under `dir`.
 fn credentials(dir: &Path, alg: &'static SignatureAlgorithm) -> (PathBuf, PathBuf) {
+    signer_credentials(dir, alg, true)
+}
+
+/// [`credentials`], with or without an organization in the signer's subject.
+fn signer_credentials(dir: &Path, alg: &'static SignatureAlgorithm, organization: bool) -> (PathBuf, PathBuf) {
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.distinguished_name.push(DnType::CommonName, "creative test CA");
@@ -49,7 +56,9 @@ fn credentials(dir: &Path, alg: &'static SignatureAlgorithm) -> (PathBuf, PathBu
     let key = KeyPair::generate_for(alg).unwrap();
     let mut ee = CertificateParams::new(Vec::<String>::new()).unwrap();
     ee.distinguished_name.push(DnType::CommonName, "creative test signer");
-    ee.distinguished_name.push(DnType::OrganizationName, "creative tests");
+    if organization {
+        ee.distinguished_name.push(DnType::OrganizationName, "creative tests");
+    }
     ee.is_ca = IsCa::ExplicitNoCa;
     ee.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     ee.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
@@ -127,8 +136,29 @@ fn build(text: &str, base: &Path) -> Result<creative::campaign::spec::Campaign, 
         .build(&registry(), base)
 }
 
+/// A host sink keeping the bytes it is handed, by delivered path.
+#[derive(Default)]
+struct Keep(Mutex<Vec<(String, Vec<u8>)>>);
+
+#[async_trait::async_trait]
+impl Sink for Keep {
+    fn name(&self) -> &str {
+        "keep"
+    }
+    async fn deliver(&self, asset: &AssetEntry, artifact: &Artifact) -> Result<(), SinkError> {
+        let path = asset.path.clone().unwrap_or_default();
+        self.0.lock().unwrap().push((path, artifact.data().to_vec()));
+        Ok(())
+    }
+}
+
 async fn run(text: &str, base: &Path, out: &Path) -> Manifest {
-    let campaign = build(text, base).unwrap();
+    run_with(text, base, out, Arc::new(Keep::default())).await
+}
+
+async fn run_with(text: &str, base: &Path, out: &Path, sink: Arc<Keep>) -> Manifest {
+    let mut campaign = build(text, base).unwrap();
+    campaign.add_sink(sink);
     let opts = CampaignOptions {
         out_dir: Some(out.to_path_buf()),
         ..CampaignOptions::default()
@@ -248,13 +278,16 @@ async fn signed_files_validate_in_c2pa_python_and_each_rendition_chains_to_its_g
     let dir = temp_dir("c2pa-signed");
     credentials(&dir, &rcgen::PKCS_ECDSA_P256_SHA256);
     let out = dir.join("out");
-    let m = run(
-        &spec("[output.c2pa]\ncert = \"chain.pem\"\nkey = \"key.pem\"\n"),
-        &dir,
-        &out,
-    )
-    .await;
+    let keep = Arc::new(Keep::default());
+    let text = spec("[output.c2pa]\ncert = \"chain.pem\"\nkey = \"key.pem\"\n");
+    let m = run_with(&text, &dir, &out, keep.clone()).await;
     assert_eq!(m.assets.len(), 5);
+    // Sinks are handed the signed files, as delivered.
+    let kept = keep.0.lock().unwrap().clone();
+    assert_eq!(kept.len(), 5);
+    for (path, bytes) in &kept {
+        assert_eq!(&std::fs::read(out.join(path)).unwrap(), bytes, "{path}");
+    }
 
     let path = |step: &str| {
         let a = m.assets.iter().find(|a| a.step == step).unwrap();
@@ -405,6 +438,13 @@ fn bad_credentials_are_spec_errors_at_build_time_naming_the_setting() {
     std::fs::write(dir.join("ca.pem"), ca_only).unwrap();
     let e = check("[output.c2pa]\ncert = \"ca.pem\"\nkey = \"key.pem\"\n");
     assert_eq!(e.path, "output.c2pa", "{e}");
+
+    // A signer whose subject names no organization: readers reject it.
+    let nameless = dir.join("nameless");
+    std::fs::create_dir_all(&nameless).unwrap();
+    signer_credentials(&nameless, &rcgen::PKCS_ECDSA_P256_SHA256, false);
+    let e = check("[output.c2pa]\ncert = \"nameless/chain.pem\"\nkey = \"nameless/key.pem\"\n");
+    assert!(e.message.contains("organization (O=)"), "{e}");
 
     // A missing file, named with its path.
     let e = check("[output.c2pa]\ncert = \"nope.pem\"\nkey = \"key.pem\"\n");

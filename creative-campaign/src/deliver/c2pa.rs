@@ -338,8 +338,127 @@ fn self_test(context: &Arc<Context>, signer: &dyn c2pa::Signer) -> Result<(), C2
         })
         .unwrap_or_default();
     if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(rejected(failures.join("; ")))
+        return Ok(());
+    }
+    let mut reason = failures.join("; ");
+    if reason.contains("claimSignature.mismatch") {
+        // The SDK says only that the signature is not valid; these are the
+        // two causes seen in practice.
+        reason.push_str(
+            ": the private key does not match the first certificate of the chain, \
+             or that certificate's subject has no organization (O=), which C2PA readers require",
+        );
+    }
+    Err(rejected(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::{DirectorySink, FileNameTemplate, Marking};
+    use crate::store::BlobStore;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+
+    /// A CA-issued ES256 signer as C2PA wants one: (chain PEM, key PEM).
+    fn credentials() -> (String, String) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(DnType::CommonName, "unit test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut ee = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ee.distinguished_name.push(DnType::CommonName, "unit test signer");
+        // C2PA readers reject a signer without an organization.
+        ee.distinguished_name.push(DnType::OrganizationName, "creative");
+        ee.is_ca = IsCa::ExplicitNoCa;
+        ee.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        ee.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+        ee.use_authority_key_identifier_extension = true;
+        let cert = ee.signed_by(&key, &ca).unwrap();
+        (format!("{}{}", cert.pem(), ca.pem()), key.serialize_pem())
+    }
+
+    fn png() -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, 4, 4);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.write_header().unwrap().write_image_data(&[128; 16]).unwrap();
+        out
+    }
+
+    fn asset(data: &[u8]) -> AssetEntry {
+        let media = MediaType::Png;
+        AssetEntry {
+            job: "mug".into(),
+            vars: Default::default(),
+            step: "hero".into(),
+            index: 0,
+            id: ArtifactId::of(&media, data),
+            media,
+            bytes: data.len() as u64,
+            path: None,
+            meta: Default::default(),
+            finished_at: None,
+            provenance: Provenance {
+                step: "hero".into(),
+                provider: Some("art".into()),
+                model: Some("m1".into()),
+                ..Provenance::default()
+            },
+            sources: Vec::new(),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_signed_as_its_job_ended_is_kept_by_the_final_pass_not_signed_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("creative-c2pa-once-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (chain, key) = credentials();
+        let signer = C2paSigner::new(chain.as_bytes(), key.as_bytes(), C2paAlg::Es256, None).unwrap();
+        let blobs = BlobStore::new(dir.join(".creative/objects"));
+        let data = png();
+        let a = asset(&data);
+        blobs.put(&a.id, &data, false).unwrap();
+        let sink = DirectorySink::new(&dir, FileNameTemplate::new("{{ step }}.{{ ext }}").unwrap())
+            .with_blobs(blobs.clone())
+            .with_marking(Marking::c2pa(signer));
+        let none = |_: &SourceEntry| None;
+        assert!(sink.write_marked_unless_taken("hero.png", &a, &data, &none).unwrap());
+        let file = dir.join("hero.png");
+        let (first, inode) = (std::fs::read(&file).unwrap(), std::fs::metadata(&file).unwrap().ino());
+        assert!(first.len() > data.len(), "signed");
+        assert!(sink.place_marked("hero.png", &blobs, &a).unwrap());
+        assert_eq!(std::fs::read(&file).unwrap(), first, "the same signed file");
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode, "not replaced");
+
+        // A file this run did not write there is replaced by a signed one.
+        std::fs::write(&file, b"stale").unwrap();
+        assert!(!sink.write_marked_unless_taken("hero.png", &a, &data, &none).unwrap());
+        assert!(sink.place_marked("hero.png", &blobs, &a).unwrap());
+        let again = std::fs::read(&file).unwrap();
+        assert!(again.starts_with(b"\x89PNG") && again.len() > data.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_signer_s_debug_shows_no_key() {
+        let (chain, key) = credentials();
+        let signer = C2paSigner::new(chain.as_bytes(), key.as_bytes(), C2paAlg::Es256, None).unwrap();
+        let shown = format!("{signer:?}");
+        let body = key.lines().nth(1).unwrap();
+        assert!(!shown.contains(body) && shown.contains("Es256"), "{shown}");
+    }
+
+    #[test]
+    fn a_timestamp_authority_must_be_an_http_url() {
+        let (chain, key) = credentials();
+        let e = C2paSigner::new(chain.as_bytes(), key.as_bytes(), C2paAlg::Es256, Some("tsa.example")).unwrap_err();
+        assert!(matches!(e, C2paError::TsaUrl { .. }), "{e}");
     }
 }
