@@ -213,35 +213,19 @@ pub fn spec_schema() -> SpecSchema {
     set_kind_enum(&mut defs, "ProviderSpec", &provider_kinds);
     set_kind_enum(&mut defs, "SinkSpec", &sink_kinds);
     schema["definitions"] = Value::Object(defs);
+    // Sorted keys: the same schema and reference whether or not serde_json
+    // keeps insertion order (a dependency's `preserve_order` feature, such as
+    // the C2PA SDK's, turns that on for the whole build).
     let mut kinds = kinds;
     for k in &mut kinds {
-        sort_keys(&mut k.settings);
+        k.settings.sort_all_objects();
     }
-    sort_keys(&mut schema);
+    schema.sort_all_objects();
     SpecSchema {
         schema,
         kinds,
         provider_kinds,
         sink_kinds,
-    }
-}
-
-/// Every object's keys in sorted order, so the schema and the reference are
-/// the same whether or not serde_json keeps insertion order (a dependency's
-/// `preserve_order` feature, such as the C2PA SDK's, turns that on for the
-/// whole build).
-fn sort_keys(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (k, mut child) in entries {
-                sort_keys(&mut child);
-                map.insert(k, child);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(sort_keys),
-        _ => {}
     }
 }
 
