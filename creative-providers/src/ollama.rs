@@ -207,7 +207,13 @@ impl Ollama {
 impl Ollama {
     fn generation(&self, model: &str, r: GenerateResponse) -> Result<Generation, ProviderError> {
         if let Some(e) = r.error {
-            // A 200 with an error: the model failed mid-answer.
+            // A 200 with an error: the model failed mid-answer. An empty one
+            // still has to say something.
+            let e = if e.trim().is_empty() {
+                "the answer carries an empty `error`".to_string()
+            } else {
+                e
+            };
             return Err(ProviderError::transient(&self.id, e));
         }
         let text = match (r.response, r.message) {

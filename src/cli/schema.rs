@@ -213,6 +213,14 @@ pub fn spec_schema() -> SpecSchema {
     set_kind_enum(&mut defs, "ProviderSpec", &provider_kinds);
     set_kind_enum(&mut defs, "SinkSpec", &sink_kinds);
     schema["definitions"] = Value::Object(defs);
+    // Sorted keys: the same schema and reference whether or not serde_json
+    // keeps insertion order (a dependency's `preserve_order` feature, such as
+    // the C2PA SDK's, turns that on for the whole build).
+    let mut kinds = kinds;
+    for k in &mut kinds {
+        k.settings.sort_all_objects();
+    }
+    schema.sort_all_objects();
     SpecSchema {
         schema,
         kinds,
@@ -290,7 +298,7 @@ pub fn explain(a: ExplainArgs) -> ExitCode {
                 .join(", ")
         };
         out::println(&format!(
-            "step kinds: {}\ngate kinds: {}\nprovider kinds: {}\nsink kinds: {}\nsections: budget, retry, output, matrix, defaults\n\n`creative explain KIND` prints a kind's settings; `creative schema` the whole JSON Schema.",
+            "step kinds: {}\ngate kinds: {}\nprovider kinds: {}\nsink kinds: {}\nsections: budget, retry, output, c2pa, matrix, defaults\n\n`creative explain KIND` prints a kind's settings; `creative schema` the whole JSON Schema.",
             list("step"),
             list("gate"),
             s.provider_kinds.join(", "),
@@ -310,7 +318,7 @@ pub fn explain(a: ExplainArgs) -> ExitCode {
     } else {
         let mut all: Vec<String> = s.kinds.iter().map(|k| k.name.to_string()).collect();
         all.extend(s.provider_kinds.iter().cloned());
-        all.extend(["budget", "retry", "output", "matrix", "defaults"].map(String::from));
+        all.extend(["budget", "retry", "output", "c2pa", "matrix", "defaults"].map(String::from));
         let near = nearest(&kind, &all);
         eprintln!(
             "error: no kind or section `{kind}`{}; `creative explain` lists them",
@@ -327,6 +335,7 @@ fn section(name: &str) -> Option<(&'static str, &'static str)> {
         "budget" => ("[budget]", "BudgetSpec"),
         "retry" => ("[retry]", "RetrySpec"),
         "output" => ("[output]", "OutputSpec"),
+        "c2pa" | "output.c2pa" => ("[output.c2pa]", "C2paSpec"),
         "matrix" => ("[matrix]", "MatrixSpec"),
         "defaults" | "overrides" | "presets" | "layer" => ("[defaults], [overrides], [presets.NAME]", "Layer"),
         _ => return None,
@@ -384,7 +393,7 @@ put `#:schema ./{SCHEMA_FILE}` on a spec's first line and editors with a TOML la
     m.push_str("Contents: [top level](#top-level), [sections](#sections), [step kinds](#step-kinds), [gate kinds](#gate-kinds), [providers](#providers), [value types](#value-types).\n\n");
     object_section(&mut m, "## Top level", &s.schema, &defs);
     m.push_str("## Sections\n\n");
-    for name in ["budget", "retry", "output", "matrix", "defaults"] {
+    for name in ["budget", "retry", "output", "output.c2pa", "matrix", "defaults"] {
         if let Some((title, def)) = section(name) {
             object_section(
                 &mut m,

@@ -9,11 +9,15 @@
 //! time (kept from the journal record, so a resume does not change them) and
 //! the manifest's start and end.
 
+#[cfg(feature = "c2pa")]
+mod c2pa;
 mod html;
 mod ledger;
 mod manifest;
+mod mark;
 mod path;
 mod report;
+mod xmp;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use crate::store::BlobStore;
 use creative_core::artifact::{Artifact, ArtifactId};
 
+#[cfg(feature = "c2pa")]
+pub use c2pa::{C2paError, C2paSigner, PROVENANCE_LABEL};
 pub use creative_core::deliver::{
     AssetEntry, FailureRow, GateRow, JobCounts, JobEntry, Manifest, ManifestSummary, ProviderRow, Report, Sink,
     SinkError, SourceEntry, Totals,
@@ -32,8 +38,10 @@ pub(crate) use ledger::Sinks;
 pub use ledger::{asset_key, DeliveryLedger, DELIVERIES_FILE};
 pub(crate) use manifest::delivered_assets;
 pub use manifest::{job_entries, manifest_from_records};
+pub use mark::{MarkError, Marking};
 pub use path::{FileNameTemplate, PathError};
 pub use report::ReportBuilder;
+pub use xmp::{packet as xmp_packet, TRAINED_ALGORITHMIC_MEDIA};
 
 /// Writes assets into a folder, under names from a [`FileNameTemplate`].
 ///
@@ -65,6 +73,9 @@ pub struct DirectorySink {
     /// links (a few per campaign: its step folders), so each file costs no
     /// more checks of its folders.
     ready: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Marks put on files as they are written (C2PA or XMP); `None`: files
+    /// are the store's bytes.
+    marking: Option<Marking>,
 }
 
 impl DirectorySink {
@@ -76,7 +87,22 @@ impl DirectorySink {
             blobs: None,
             reflinks: Arc::new(AtomicBool::new(cfg!(target_os = "linux"))),
             ready: Arc::default(),
+            marking: None,
         }
+    }
+
+    /// Mark each file as it is written (see [`Marking`]). A marked file is
+    /// written, never linked to its blob: the store keeps the unmarked bytes.
+    /// Deliver marked files with [`place_marked`](Self::place_marked) and
+    /// [`write_marked_unless_taken`](Self::write_marked_unless_taken).
+    pub fn with_marking(mut self, marking: Marking) -> Self {
+        self.marking = Some(marking);
+        self
+    }
+
+    /// The marking set by [`with_marking`](Self::with_marking).
+    pub fn marking(&self) -> Option<&Marking> {
+        self.marking.as_ref()
     }
 
     /// Make files from the blobs of `blobs` (reflink or hard link) where the
@@ -295,6 +321,81 @@ impl DirectorySink {
             .unwrap_or_else(|p| p.into_inner())
             .insert(parent.to_path_buf());
         Ok(path)
+    }
+
+    /// Put `asset` at `rel`, marked (see [`with_marking`](Self::with_marking)):
+    /// its payload comes from `blobs`, as do the sources its credentials record
+    /// as ingredients. Returns `false` when the payload is missing from the
+    /// store, so the caller can report it. A file this run already marked for
+    /// the same asset is left alone; anything else at `rel` is replaced.
+    pub fn place_marked(&self, rel: &str, blobs: &BlobStore, asset: &AssetEntry) -> Result<bool, SinkError> {
+        let data = blobs
+            .get(&asset.id, &asset.media)
+            .map_err(|e| self.error(format!("read payload {} for {rel}: {e}", asset.id)))?;
+        let Some(data) = data else { return Ok(false) };
+        let from_store = |s: &SourceEntry| blobs.get(&s.id, &s.media).ok().flatten();
+        self.deliver_marked(rel, asset, &data, &from_store, false)
+    }
+
+    /// Write `asset` (payload `data`) at `rel`, marked, unless a file is
+    /// already there; returns whether the file now holds this asset. `source`
+    /// gives the payload of each of the asset's sources (its ingredients).
+    /// Used while a run is going, when another asset may own the name.
+    pub fn write_marked_unless_taken(
+        &self,
+        rel: &str,
+        asset: &AssetEntry,
+        data: &[u8],
+        source: &dyn Fn(&SourceEntry) -> Option<bytes::Bytes>,
+    ) -> Result<bool, SinkError> {
+        self.deliver_marked(rel, asset, data, source, true)
+    }
+
+    fn deliver_marked(
+        &self,
+        rel: &str,
+        asset: &AssetEntry,
+        data: &[u8],
+        source: &dyn Fn(&SourceEntry) -> Option<bytes::Bytes>,
+        only_if_free: bool,
+    ) -> Result<bool, SinkError> {
+        let path = self.checked_in_ready_folder(rel)?;
+        let existing = match std::fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.error(format!("read {}: {e}", path.display()))),
+        };
+        if let (Some(m), Some(old)) = (&self.marking, &existing) {
+            if m.wrote(&path, &asset.id, old) {
+                return Ok(true);
+            }
+            // Signing again cannot give the same bytes: whatever is there
+            // was not written by this run for this asset.
+            if only_if_free && !m.deterministic() {
+                return Ok(false);
+            }
+        }
+        let title = Path::new(rel)
+            .file_name()
+            .map_or_else(|| rel.to_string(), |n| n.to_string_lossy().into_owned());
+        let marked = match &self.marking {
+            Some(m) => m
+                .mark(asset, &title, data, source)
+                .map_err(|e| self.error(format!("mark {}: {e}", path.display())))?,
+            None => None,
+        };
+        let bytes: &[u8] = marked.as_deref().unwrap_or(data);
+        if existing.as_deref() != Some(bytes) {
+            if only_if_free && existing.is_some() {
+                return Ok(false);
+            }
+            crate::store::write_atomic(&path, bytes, false)
+                .map_err(|e| self.error(format!("write {}: {e}", path.display())))?;
+        }
+        if let Some(m) = &self.marking {
+            m.remember(&path, &asset.id, bytes);
+        }
+        Ok(true)
     }
 
     fn forget_ready(&self, rel: &str) {

@@ -275,6 +275,80 @@ fn ext_for(kind: Option<MediaKind>) -> &'static str {
     }
 }
 
+/// How delivered files are marked: C2PA credentials (`output.c2pa`), else
+/// IPTC XMP (`output.xmp`), else not at all. The signing credentials are
+/// loaded and tried here, so `creative check` reports a bad key or
+/// certificate before anything is generated.
+fn marking(
+    out: &crate::spec::OutputSpec,
+    ctx: &BuildCtx,
+    campaign: &str,
+) -> Result<Option<crate::deliver::Marking>, SpecError> {
+    let Some(c) = &out.c2pa else {
+        return Ok(out.xmp.unwrap_or(false).then(crate::deliver::Marking::xmp));
+    };
+    #[cfg(feature = "c2pa")]
+    {
+        let cert = pem(&c.cert, &c.cert_env, "cert", ctx)?;
+        let key = pem(&c.key, &c.key_env, "key", ctx)?;
+        let signer = crate::deliver::C2paSigner::new(&cert, &key, c.alg.unwrap_or_default(), c.tsa_url.as_deref())
+            .map_err(|e| {
+                let field = match e {
+                    crate::deliver::C2paError::TsaUrl { .. } => "output.c2pa.tsa_url",
+                    _ => "output.c2pa",
+                };
+                err(K::Settings, field, e.to_string())
+            })?
+            .campaign(campaign)
+            .include(c.include_prompt.unwrap_or(false), c.include_seed.unwrap_or(false));
+        Ok(Some(crate::deliver::Marking::c2pa(signer)))
+    }
+    #[cfg(not(feature = "c2pa"))]
+    {
+        let _ = (c, ctx, campaign);
+        Err(err(
+            K::Settings,
+            "output.c2pa",
+            "this build cannot sign C2PA credentials: build creative with the `c2pa` feature",
+        ))
+    }
+}
+
+/// A PEM document from a file (`what`) or an environment variable
+/// (`what_env`), exactly one of the two. The text is never put in an error.
+#[cfg(feature = "c2pa")]
+fn pem(file: &Option<String>, env: &Option<String>, what: &str, ctx: &BuildCtx) -> Result<Vec<u8>, SpecError> {
+    match (file, env) {
+        (Some(f), None) => {
+            let path = ctx.resolve(f);
+            std::fs::read(&path).map_err(|e| {
+                err(
+                    K::Settings,
+                    format!("output.c2pa.{what}"),
+                    format!("read {}: {e}", path.display()),
+                )
+            })
+        }
+        (None, Some(var)) => std::env::var(var).map(String::into_bytes).map_err(|_| {
+            err(
+                K::Settings,
+                format!("output.c2pa.{what}_env"),
+                format!("the environment variable `{var}` is not set (or is not UTF-8)"),
+            )
+        }),
+        (Some(_), Some(_)) => Err(err(
+            K::Invalid,
+            format!("output.c2pa.{what}"),
+            format!("give `{what}` (a PEM file) or `{what}_env`, not both"),
+        )),
+        (None, None) => Err(err(
+            K::Invalid,
+            "output.c2pa",
+            format!("`{what}` (a PEM file) or `{what}_env` (a variable holding the PEM) is required"),
+        )),
+    }
+}
+
 impl Spec {
     /// Build a runnable [`Campaign`]: providers, steps and gates come from the
     /// registry; relative paths resolve against `base_dir` (usually the spec's
@@ -585,6 +659,8 @@ impl Spec {
             sinks.push(f(&serde_json::Value::Object(s.settings.clone()), &ctx).map_err(|m| err(K::Settings, path, m))?);
         }
 
+        let marking = marking(out, &ctx, &doc.name)?;
+
         let b = &doc.budget;
         if b.max_cost_usd.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
             return Err(err(K::Invalid, "budget.max_cost_usd", "must be a non-negative number"));
@@ -608,6 +684,7 @@ impl Spec {
             cache_max_bytes: out.cache_max_mb.map(|mb| mb.saturating_mul(1 << 20)),
             contact_sheet: out.contact_sheet.unwrap_or(true),
             sinks,
+            marking,
             generators,
             gated,
             providers: ctx.providers.clone(),

@@ -13,7 +13,7 @@ use futures::Stream;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::deliver::{DeliveryLedger, DirectorySink, FileNameTemplate, Manifest, ManifestSummary, Report, Sink, Sinks};
+use crate::deliver::{DeliveryLedger, FileNameTemplate, Manifest, ManifestSummary, Report, Sink, Sinks};
 use crate::spec::finish;
 use crate::spec::live::{DeliverAsJobsEnd, LiveDelivery};
 use crate::spec::matrix::{self, JobMatrix};
@@ -51,6 +51,9 @@ pub struct Campaign {
     pub(crate) cache_max_bytes: Option<u64>,
     pub(crate) contact_sheet: bool,
     pub(crate) sinks: Vec<Arc<dyn Sink>>,
+    /// Marks on delivered files (`output.c2pa` or `output.xmp`), shared by
+    /// the early and final passes.
+    pub(crate) marking: Option<crate::deliver::Marking>,
     pub(crate) generators: Vec<(String, Arc<SpecGenerate>)>,
     /// The gates around steps that are not generate steps, by step name.
     pub(crate) gated: Vec<(String, Vec<Arc<dyn QualityGate>>)>,
@@ -1017,7 +1020,7 @@ impl Campaign {
         };
         let pipeline = Arc::new(DeliverAsJobsEnd {
             inner: self.dag.clone(),
-            dir: DirectorySink::new(&out_dir, self.file_names.clone()).with_blobs(blobs),
+            dir: self.directory_sink(&out_dir, blobs),
             deliver: self.deliver.clone().into(),
             thumbnails: self.contact_sheet,
             sinks: queue,

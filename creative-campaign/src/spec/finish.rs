@@ -190,7 +190,7 @@ impl Campaign {
                 let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|a| (a, rx)) })
                     .map(|a| {
                         let (blobs, sinks, ledger) = (blobs.clone(), &sinks, &ledger);
-                        async move { self.deliver_to_sinks(&a, &blobs, sinks, ledger).await }
+                        async move { self.deliver_to_sinks(&a, out_dir, &blobs, sinks, ledger).await }
                     })
                     .buffer_unordered(SINK_CONCURRENCY);
                 let mut deliveries = Box::pin(deliveries);
@@ -240,12 +240,22 @@ impl Campaign {
     async fn deliver_to_sinks(
         &self,
         asset: &AssetEntry,
+        out_dir: &Path,
         blobs: &BlobStore,
         sinks: &Sinks,
         ledger: &DeliveryLedger,
     ) -> Result<Vec<String>, CampaignError> {
         if !sinks.pending(ledger, asset) {
             return Ok(Vec::new());
+        }
+        // Marked files differ from the store's bytes: sinks get what the
+        // folder holds, the signed file a receiver should see.
+        if let (Some(_), Some(rel)) = (&self.marking, &asset.path) {
+            let path = out_dir.join(rel);
+            let read = blocking(move || Ok::<_, StoreError>(fs::read(&path).ok())).await?;
+            let Some(data) = read else { return Ok(Vec::new()) };
+            let artifact = marked_artifact(asset, data.into());
+            return Ok(sinks.deliver(ledger, asset, &artifact).await);
         }
         let b = blobs.clone();
         let (id, media) = (asset.id.clone(), asset.media.clone());
@@ -261,6 +271,16 @@ impl Campaign {
         Ok(sinks.deliver(ledger, asset, &artifact).await)
     }
 
+    /// The folder sink files are delivered through: linked from the store's
+    /// blobs, or written marked when the spec asks for marks.
+    pub(crate) fn directory_sink(&self, out_dir: &Path, blobs: BlobStore) -> DirectorySink {
+        let dir = DirectorySink::new(out_dir, self.file_names.clone()).with_blobs(blobs);
+        match &self.marking {
+            Some(m) => dir.with_marking(m.clone()),
+            None => dir,
+        }
+    }
+
     /// Walk the matrix, place every delivered asset's file, and write the
     /// manifest (with paths); feed the report the events, records and assets.
     fn deliver_files(&self, out_dir: &Path, started: SystemTime) -> Result<Delivered, StoreError> {
@@ -268,7 +288,7 @@ impl Campaign {
         fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
         let index = FileJournal::index(&state_dir.join(FileJournal::FILE))?;
         let blobs = BlobStore::new(state_dir.join("objects"));
-        let dir = DirectorySink::new(out_dir, self.file_names.clone()).with_blobs(blobs.clone());
+        let dir = self.directory_sink(out_dir, blobs.clone());
         let mut builder = ReportBuilder::new();
         read_events(&state_dir.join(EVENTS_FILE), |e| builder.observe(&e))?;
 
@@ -311,7 +331,12 @@ impl Campaign {
                 match dir.path_for(&asset) {
                     Ok(p) => {
                         let rel = unique(p, &asset, |p| used.contains(&hash64(p)));
-                        match dir.place(&rel, &blobs, &asset.id, &asset.media, asset.bytes) {
+                        let placed = if dir.marking().is_some() {
+                            dir.place_marked(&rel, &blobs, &asset)
+                        } else {
+                            dir.place(&rel, &blobs, &asset.id, &asset.media, asset.bytes)
+                        };
+                        match placed {
                             Ok(true) => {
                                 used.insert(hash64(&rel));
                                 if let Some(folder) = out_dir.join(&rel).parent() {
@@ -509,4 +534,17 @@ fn unique(path: String, asset: &AssetEntry, taken: impl Fn(&str) -> bool) -> Str
         return by_index;
     }
     format!("{stem}-{}{ext}", asset.id.short())
+}
+
+/// The artifact sinks are handed for a marked file: its delivered bytes (and
+/// their own id), with the asset's metadata and provenance. The asset entry
+/// keeps the store's id, which the manifest names.
+pub(crate) fn marked_artifact(asset: &AssetEntry, data: bytes::Bytes) -> Artifact {
+    Artifact::from_parts(
+        creative_core::artifact::ArtifactId::of(&asset.media, &data),
+        asset.media.clone(),
+        data,
+        asset.meta.clone(),
+        asset.provenance.clone(),
+    )
 }

@@ -150,6 +150,11 @@ impl Pipeline for DeliverAsJobsEnd {
         }
         let dir = self.dir.clone();
         let job = result.job.key().to_string();
+        let job_outputs: Vec<Artifact> = if dir.marking().is_some() {
+            result.steps.iter().flat_map(|s| s.outputs.iter().cloned()).collect()
+        } else {
+            Vec::new()
+        };
         let thumbnails = self.thumbnails;
         // Small assets are written (and their thumbnails made) on this thread:
         // a link and a few kilobytes cost less than the hand-off to a
@@ -163,9 +168,14 @@ impl Pipeline for DeliverAsJobsEnd {
                     }
                 }
             }
+            // Marks record an asset's sources as ingredients: this job's
+            // outputs, all at hand.
+            let source = |s: &creative_core::deliver::SourceEntry| {
+                job_outputs.iter().find(|a| a.id() == &s.id).map(|a| a.data().clone())
+            };
             files
                 .into_iter()
-                .filter(|(_, rel, a)| match dir.write_unless_taken(rel, a) {
+                .filter(|(entry, rel, a)| match write(&dir, rel, entry, a, &source) {
                     Ok(ours) => ours,
                     // Best effort: the final pass retries and reports failures.
                     Err(e) => {
@@ -174,6 +184,11 @@ impl Pipeline for DeliverAsJobsEnd {
                     }
                 })
                 .map(|(mut entry, rel, a)| {
+                    // Sinks get the marked file as written, not the store's bytes.
+                    let a = match dir.marking().and_then(|_| std::fs::read(dir.root().join(&rel)).ok()) {
+                        Some(marked) => crate::spec::finish::marked_artifact(&entry, marked.into()),
+                        None => a,
+                    };
                     entry.path = Some(rel);
                     (entry, a)
                 })
@@ -208,5 +223,20 @@ impl Pipeline for DeliverAsJobsEnd {
             }
         }
         result
+    }
+}
+
+/// Write one file as its job ends, marked when the sink marks files.
+fn write(
+    dir: &DirectorySink,
+    rel: &str,
+    entry: &AssetEntry,
+    artifact: &Artifact,
+    source: &dyn Fn(&creative_core::deliver::SourceEntry) -> Option<bytes::Bytes>,
+) -> Result<bool, creative_core::deliver::SinkError> {
+    if dir.marking().is_some() {
+        dir.write_marked_unless_taken(rel, entry, artifact.data(), source)
+    } else {
+        dir.write_unless_taken(rel, artifact)
     }
 }

@@ -43,8 +43,8 @@ pub use finish::{ArtifactLine, ARTIFACTS_FILE, ASSETS_FILE};
 pub use matrix::{JobMatrix, Jobs, DEFAULT_MAX_JOBS, MAX_JOBS_LIMIT};
 pub use out_dir::{check_out_dir, UnsafeOutputDir};
 pub use schema::{
-    generate_settings_schema, BudgetSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec, RetrySpec, SeedPolicy,
-    SinkSpec, SpecDoc, StepSpec,
+    generate_settings_schema, BudgetSpec, C2paAlg, C2paSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec,
+    RetrySpec, SeedPolicy, SinkSpec, SpecDoc, StepSpec,
 };
 
 /// The text format of a spec.

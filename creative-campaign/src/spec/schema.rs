@@ -527,6 +527,68 @@ pub struct OutputSpec {
     /// Extra sinks (`kind = "webhook"`...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sinks: Vec<SinkSpec>,
+    /// Mark delivered PNG, JPEG and WebP files that a generative model made
+    /// (or that were made from its output) with IPTC `DigitalSourceType`
+    /// `trainedAlgorithmicMedia` in an XMP packet. Files signed by `c2pa`
+    /// carry the same statement in their credentials instead. Default false: a delivered file then holds exactly the bytes its
+    /// manifest entry's hash names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xmp: Option<bool>,
+    /// Sign delivered files with C2PA content credentials (needs the `c2pa`
+    /// feature). Default: not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2pa: Option<C2paSpec>,
+}
+
+/// C2PA content credentials: the signer's own certificate chain and private key.
+///
+/// Each of the certificate chain and the key comes from a file (`cert`, `key`:
+/// PEM, relative to the spec's folder) or from an environment variable holding
+/// the PEM text (`cert_env`, `key_env`), exactly one of the two.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct C2paSpec {
+    /// PEM file of the certificate chain, the signing certificate first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// Environment variable holding the PEM certificate chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_env: Option<String>,
+    /// PEM file of the private key (PKCS #8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Environment variable holding the PEM private key (PKCS #8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// Signing algorithm, matching the key: `es256` (ECDSA P-256, the
+    /// default), `ps256` (RSA-PSS) or `ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<C2paAlg>,
+    /// An RFC 3161 timestamp authority (`http://` or `https://`), asked for a
+    /// timestamp at each signing, so the credentials outlive the certificate.
+    /// Default: none (no network call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsa_url: Option<String>,
+    /// Put each asset's prompt in its credentials. Default false: the model
+    /// and provider only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_prompt: Option<bool>,
+    /// Put each asset's seed in its credentials. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_seed: Option<bool>,
+}
+
+/// A C2PA signing algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum C2paAlg {
+    /// ECDSA with P-256 and SHA-256.
+    #[default]
+    Es256,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
+    /// Ed25519.
+    Ed25519,
 }
 
 /// A sink.
