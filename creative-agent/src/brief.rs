@@ -158,11 +158,17 @@ pub fn answer_schema(spec_schema: &Value) -> Value {
 /// The provider fields that constrain the answer to `schema`, for the provider
 /// kinds that support structured output; empty for the others.
 pub fn structured_output(provider_kind: &str, schema: &Value) -> serde_json::Map<String, Value> {
+    structured_output_named(provider_kind, "campaign_spec", schema)
+}
+
+/// [`structured_output`] for an answer of another kind, `name`d as OpenAI
+/// asks (letters, digits, `_` and `-`).
+pub fn structured_output_named(provider_kind: &str, name: &str, schema: &Value) -> serde_json::Map<String, Value> {
     let v = match provider_kind {
         // Not strict: strict mode wants every property required and no open
         // maps, which the spec's settings tables are.
         "openai" => json!({"response_format": {"type": "json_schema", "json_schema": {
-            "name": "campaign_spec", "schema": schema, "strict": false}}}),
+            "name": name, "schema": schema, "strict": false}}}),
         "ollama" => json!({"format": schema}),
         // `responseJsonSchema` takes JSON Schema with `$ref`; `responseSchema`
         // (an OpenAPI subset) does not, and the spec's schema needs them.
