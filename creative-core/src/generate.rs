@@ -229,6 +229,14 @@ impl Step for GenerateStep {
         self.chain.clone()
     }
 
+    fn reads(&self) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for t in std::iter::once(&self.prompt).chain(self.negative.as_ref()) {
+            names.extend(t.upstream_steps().into_iter().flatten());
+        }
+        names.into_iter().map(str::to_string).collect()
+    }
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
         let base_seed = match self.params.seed {
             Some(s) => s,

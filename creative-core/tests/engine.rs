@@ -1401,3 +1401,52 @@ async fn seed_policies_fix_derive_or_draw_the_seed_and_record_it() {
     drawn.dedup();
     assert!(drawn.len() > 1, "four random draws were all {drawn:?}");
 }
+
+// ------------------------------------------------------------ prompt chaining
+
+#[tokio::test]
+async fn a_step_reads_an_ancestor_that_is_not_its_input_by_name() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
+    let text = |prompt: &str| GenerateStep::new(Task::Text, ["p"], prompt).unwrap();
+    let dag = Dag::builder("chain")
+        .step("copy", text("copy for {{ product }}"), &[])
+        .step("middle", text("middle"), &["copy"])
+        .step("last", text("last reads {{ steps.copy.text }}"), &["middle"])
+        .build()
+        .unwrap();
+    let out = exec.run(Arc::new(dag), jobs(2)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    for j in &out.jobs {
+        let copy = j.outputs("copy")[0].text().unwrap().to_string();
+        let last = &j.outputs("last")[0];
+        assert_eq!(
+            last.provenance().params["prompt"],
+            format!("last reads {copy}"),
+            "the grandparent's text, per job"
+        );
+        // The ancestor fed the prompt only: the last step's parents are its input's.
+        assert_eq!(last.provenance().parents, vec![j.outputs("middle")[0].id().clone()]);
+    }
+}
+
+#[test]
+fn a_step_reading_a_step_that_is_not_upstream_is_refused_when_the_dag_is_built() {
+    let text = |prompt: &str| GenerateStep::new(Task::Text, ["p"], prompt).unwrap();
+    let e = Dag::builder("chain")
+        .step("copy", text("copy"), &[])
+        .step("side", text("side"), &["copy"])
+        .step("hero", text("{{ steps.side.text }}"), &["copy"])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PipelineError::NotUpstream {
+            step: "hero".into(),
+            reads: "side".into()
+        }
+    );
+    assert!(e
+        .to_string()
+        .contains("make `side` an input of `hero` or of one of its ancestors"));
+}
