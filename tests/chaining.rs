@@ -1,7 +1,8 @@
-//! Prompt chaining (issue 18): a step's templates read its input steps'
-//! outputs by name (`{{ steps.copy.text }}`, `{{ steps.copy.json.headline }}`),
-//! the spec check refuses a reference to a missing or non-upstream step, and
-//! provenance records the prompt as resolved.
+//! Prompt chaining (issue 18): a step's templates read the outputs of the
+//! steps upstream of it by name (`{{ steps.copy.text }}`,
+//! `{{ steps.copy.json.headline }}`), its inputs or their ancestors; the spec
+//! check refuses a reference to a missing or non-upstream step, and provenance
+//! records the prompt as resolved.
 
 use std::path::Path;
 
@@ -237,4 +238,93 @@ fn a_valid_chain_checks_and_its_dry_run_shows_the_prompt_with_placeholders() {
     assert_eq!(plan.generations, 2, "copy and hero");
     let hero = plan.jobs[0].requests.iter().find(|r| r.step == "hero").unwrap();
     assert_eq!(hero.request["prompt"], "‹STEPS.COPY.JSON.HEADLINE›");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_reads_the_text_of_an_ancestor_that_is_not_its_input() {
+    let spec = r#"
+name = "chain-ancestor"
+[providers.standin]
+kind = "procedural"
+[matrix]
+product = ["mug", "lamp"]
+[[steps]]
+name = "script"
+kind = "generate"
+task = "text"
+providers = ["standin"]
+prompt = "a voice-over line for the {{ product }}"
+[[steps]]
+name = "visual"
+kind = "generate"
+inputs = ["script"]
+providers = ["standin"]
+prompt = "illustrate: {{ steps.script.text }}"
+size = "32x32"
+[[steps]]
+name = "caption"
+kind = "generate"
+task = "text"
+inputs = ["visual"]
+providers = ["standin"]
+prompt = "a caption for the {{ product }} picture, echoing: {{ steps.script.text }}"
+[output]
+steps = ["script", "visual", "caption"]
+"#;
+    let dir = temp_dir("chain-ancestor");
+    let out = dir.join("out");
+    let done = run(spec, &out).await;
+    assert_eq!(done.outcome.status, Status::Succeeded, "{:?}", done.report.failures);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let assets = m["assets"].as_array().unwrap();
+    for product in ["mug", "lamp"] {
+        let of = |step: &str| {
+            assets
+                .iter()
+                .find(|a| a["step"] == step && a["vars"]["product"] == product)
+                .unwrap_or_else(|| panic!("no {step} for {product}"))
+        };
+        let script = std::fs::read_to_string(out.join(of("script")["path"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            of("caption")["provenance"]["params"]["prompt"],
+            format!("a caption for the {product} picture, echoing: {script}"),
+            "the caption reads its grandparent's text, of its own job"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reference_to_an_ancestor_checks_and_its_dry_run_shows_the_placeholder() {
+    let spec = format!(
+        "{TWO_STEPS}[[steps]]\nname = \"hero\"\nkind = \"generate\"\ninputs = [\"copy\"]\nproviders = [\"standin\"]\nprompt = \"a mug\"\n[[steps]]\nname = \"banner\"\nkind = \"generate\"\ninputs = [\"hero\"]\nproviders = [\"standin\"]\nprompt = \"banner: {{{{ steps.copy.json.headline }}}}\"\n"
+    );
+    let spec = Spec::parse(&spec, Format::Toml, "chain.toml").unwrap();
+    let c = spec.build(&registry(), ".").unwrap();
+    let plan = c.plan();
+    let banner = plan.jobs[0].requests.iter().find(|r| r.step == "banner").unwrap();
+    assert_eq!(banner.request["prompt"], "banner: ‹steps.copy.json.headline›");
+}
+
+#[test]
+fn a_json_field_an_ancestor_s_schema_does_not_declare_is_a_check_error() {
+    let e = check_error(&format!(
+        "{TWO_STEPS}[[steps]]\nname = \"hero\"\nkind = \"generate\"\ninputs = [\"copy\"]\nproviders = [\"standin\"]\nprompt = \"a mug\"\n[[steps]]\nname = \"banner\"\nkind = \"generate\"\ninputs = [\"hero\"]\nproviders = [\"standin\"]\nprompt = \"{{{{ steps.copy.json.headlin }}}}\"\n"
+    ));
+    assert_eq!(e.path, "steps[2].prompt", "{e}");
+    assert!(e.message.contains("declares no field `headlin`"), "{e}");
+}
+
+#[test]
+fn a_reference_to_a_sibling_that_is_not_upstream_is_still_a_check_error() {
+    let e = check_error(&format!(
+        "{TWO_STEPS}[[steps]]\nname = \"side\"\nkind = \"generate\"\ninputs = [\"copy\"]\nproviders = [\"standin\"]\nprompt = \"a mug\"\n[[steps]]\nname = \"hero\"\nkind = \"generate\"\ninputs = [\"copy\"]\nproviders = [\"standin\"]\nprompt = \"{{{{ steps.side.text }}}}\"\n"
+    ));
+    assert_eq!(e.kind, SpecErrorKind::UnknownStep, "{e}");
+    assert_eq!(e.path, "steps[2].prompt", "{e}");
+    assert!(
+        e.message
+            .contains("`{{ steps.side.text }}` reads step `side`, which is not upstream of step `hero`"),
+        "{e}"
+    );
 }

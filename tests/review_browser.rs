@@ -1,7 +1,9 @@
 //! `creative review` in a real browser (issue 18): headless Chromium, driven
 //! through chromedriver's WebDriver API, approves one asset, rejects another
 //! with a note, filters the page and approves what is shown in bulk; the
-//! decisions land in the output folder and the manifest. Where Chromium or
+//! decisions land in the output folder and the manifest. An asset whose first
+//! candidate its gate refused shows that candidate, with its thumbnail and the
+//! gate's reasons. Where Chromium or
 //! chromedriver is not installed (`scripts/test` installs Debian's), the test
 //! says so and skips.
 
@@ -22,14 +24,17 @@ name = "review-browser"
 [providers.art]
 kind = "procedural"
 [matrix]
-product = ["mug", "lamp", "chair"]
+product = ["mug", "rug", "chair", "vase"]
 [[steps]]
 name = "hero"
 kind = "generate"
 providers = ["art"]
 prompt = "a {{ product }} on a table"
 size = "48x48"
-gates = [{ kind = "sharpness", min_variance = 1.0 }]
+# The offline stand-in's first vase (seeded from the job) is blurrier than
+# this, its first regeneration is not: the vase has a rejected candidate.
+gates = [{ kind = "sharpness", min_variance = 1900.0 }]
+on_gate_fail = { action = "regenerate", max = 3 }
 "#;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -136,6 +141,16 @@ impl Driver {
             .await;
         t.as_str().map(str::to_string)
     }
+
+    /// Run a script in the page and return its value.
+    async fn script(&self, js: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": js, "args": []})),
+        )
+        .await
+    }
 }
 
 fn assets(out: &Path) -> Vec<Value> {
@@ -144,7 +159,8 @@ fn assets(out: &Path) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reviewer_approves_rejects_with_a_note_and_bulk_approves_in_headless_chromium() {
+async fn a_reviewer_approves_rejects_with_a_note_bulk_approves_and_sees_a_gate_refused_candidate_in_headless_chromium()
+{
     let (Some(chromium), Some(driver)) = (
         on_path("chromium").or_else(|| on_path("chromium-browser")),
         on_path("chromedriver"),
@@ -167,7 +183,41 @@ async fn a_reviewer_approves_rejects_with_a_note_and_bulk_approves_in_headless_c
             .unwrap()
             .to_string()
     };
-    let (mug, lamp, chair) = (by_product("mug"), by_product("lamp"), by_product("chair"));
+    let (mug, rug, chair, vase) = (
+        by_product("mug"),
+        by_product("rug"),
+        by_product("chair"),
+        by_product("vase"),
+    );
+    // The refused candidate is recorded by reference beside the vase that
+    // was kept: its id, round, gate, verdict, reason and cost.
+    let vase_entry = assets(&out).into_iter().find(|a| a["id"] == vase.as_str()).unwrap();
+    let refused = vase_entry["provenance"]["rejected"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !refused.is_empty(),
+        "the vase's first candidate was refused: {vase_entry}"
+    );
+    let first = &refused[0];
+    assert_eq!(first["round"], 0, "{first}");
+    assert_eq!(first["gates"][0]["gate"], "sharpness", "{first}");
+    assert_eq!(first["gates"][0]["passed"], false, "{first}");
+    let reason = first["gates"][0]["reasons"][0].as_str().unwrap().to_string();
+    assert!(reason.contains("is below 1900 (blurry)"), "{reason}");
+    assert!(first["cost_usd"].as_f64().unwrap() > 0.0, "{first}");
+    let candidate = first["artifact"].as_str().unwrap().to_string();
+    assert_ne!(candidate, vase);
+    // The journal holds the same reference (a resume keeps it), not the bytes.
+    let journal = std::fs::read_to_string(out.join(".creative").join("journal.jsonl")).unwrap();
+    assert!(
+        journal.contains(&format!("\"rejected\":[{{\"v\":1,\"artifact\":\"{candidate}\"")),
+        "{journal}"
+    );
+    // The mug passed its gate at once: nothing refused.
+    let mug_entry = assets(&out).into_iter().find(|a| a["id"] == mug.as_str()).unwrap();
+    assert!(mug_entry["provenance"].get("rejected").is_none(), "{mug_entry}");
 
     let mut server = Command::new(BIN)
         .args(["review", out.to_str().unwrap()])
@@ -199,6 +249,23 @@ async fn a_reviewer_approves_rejects_with_a_note_and_bulk_approves_in_headless_c
             .status(),
         403
     );
+
+    // The candidate's payload is served from the store, by the id the
+    // manifest names and for no other id.
+    let png = http
+        .get(url.replace("/?token=", &format!("/candidate?id={candidate}&token=")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert!(png.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    let other = http
+        .get(url.replace("/?token=", &format!("/candidate?id={mug}&token=")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "a delivered asset is not a rejected candidate");
 
     let port = free_port();
     let _driver = Kill(
@@ -244,13 +311,38 @@ async fn a_reviewer_approves_rejects_with_a_note_and_bulk_approves_in_headless_c
     })
     .await;
 
+    // The vase's card shows its refused candidate: thumbnail loaded, reason shown.
+    let row = format!("[data-asset=\"{vase}\"] .rejected-candidates [data-candidate=\"{candidate}\"]");
+    let shown = until(
+        "the rejected candidate on the page",
+        Duration::from_secs(20),
+        || async { d.text(&format!("{row} .why")).await.filter(|t| !t.is_empty()) },
+    )
+    .await;
+    assert!(shown.contains(&reason), "{shown}");
+    assert!(shown.contains("round 0"), "{shown}");
+    let loaded = format!(
+        "const i = document.querySelector('{}'); return !!i && i.complete && i.naturalWidth === 48;",
+        format!("{row} img").replace('\'', "\\'")
+    );
+    until("the candidate's thumbnail to load", Duration::from_secs(20), || async {
+        d.script(&loaded).await.as_bool().filter(|b| *b)
+    })
+    .await;
+    assert!(
+        d.text(&format!("[data-asset=\"{mug}\"] .rejected-candidates"))
+            .await
+            .is_none(),
+        "the mug has no rejected candidate to show"
+    );
+
     // One approval, one rejection with a note.
     d.click(&format!("[data-asset=\"{mug}\"] button.approve")).await;
-    d.type_into(&format!("[data-asset=\"{lamp}\"] input.note"), "warmer light")
+    d.type_into(&format!("[data-asset=\"{rug}\"] input.note"), "warmer light")
         .await;
-    d.click(&format!("[data-asset=\"{lamp}\"] button.reject")).await;
+    d.click(&format!("[data-asset=\"{rug}\"] button.reject")).await;
     until("the rejection on the page", Duration::from_secs(20), || async {
-        d.text(&status(&lamp)).await.filter(|t| t == "rejected: warmer light")
+        d.text(&status(&rug)).await.filter(|t| t == "rejected: warmer light")
     })
     .await;
     // Filter down to the chair, select what is shown, approve it in bulk.
@@ -266,15 +358,16 @@ async fn a_reviewer_approves_rejects_with_a_note_and_bulk_approves_in_headless_c
 
     let held = creative::campaign::review::latest(&creative::campaign::review::read(&out).unwrap());
     assert_eq!(held.len(), 3, "{held:?}");
+    assert!(!held.contains_key(&vase), "the vase was not decided");
     use creative::campaign::review::Verdict;
     assert_eq!(held[&mug].verdict, Verdict::Approved);
-    assert_eq!(held[&lamp].verdict, Verdict::Rejected);
-    assert_eq!(held[&lamp].note.as_deref(), Some("warmer light"));
+    assert_eq!(held[&rug].verdict, Verdict::Rejected);
+    assert_eq!(held[&rug].note.as_deref(), Some("warmer light"));
     assert_eq!(held[&chair].verdict, Verdict::Approved);
     assert_eq!(held[&chair].note.as_deref(), Some("fine as is"));
-    assert_eq!(held[&lamp].step, "hero");
+    assert_eq!(held[&rug].step, "hero");
     // The manifest records them.
-    let lamp_entry = assets(&out).into_iter().find(|a| a["id"] == lamp.as_str()).unwrap();
-    assert_eq!(lamp_entry["review"]["verdict"], "rejected");
+    let rug_entry = assets(&out).into_iter().find(|a| a["id"] == rug.as_str()).unwrap();
+    assert_eq!(rug_entry["review"]["verdict"], "rejected");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -158,11 +158,17 @@ pub fn answer_schema(spec_schema: &Value) -> Value {
 /// The provider fields that constrain the answer to `schema`, for the provider
 /// kinds that support structured output; empty for the others.
 pub fn structured_output(provider_kind: &str, schema: &Value) -> serde_json::Map<String, Value> {
+    structured_output_named(provider_kind, "campaign_spec", schema)
+}
+
+/// [`structured_output`] for an answer of another kind, `name`d as OpenAI
+/// asks (letters, digits, `_` and `-`).
+pub fn structured_output_named(provider_kind: &str, name: &str, schema: &Value) -> serde_json::Map<String, Value> {
     let v = match provider_kind {
         // Not strict: strict mode wants every property required and no open
         // maps, which the spec's settings tables are.
         "openai" => json!({"response_format": {"type": "json_schema", "json_schema": {
-            "name": "campaign_spec", "schema": schema, "strict": false}}}),
+            "name": name, "schema": schema, "strict": false}}}),
         "ollama" => json!({"format": schema}),
         // `responseJsonSchema` takes JSON Schema with `$ref`; `responseSchema`
         // (an OpenAPI subset) does not, and the spec's schema needs them.
@@ -180,7 +186,7 @@ const SYSTEM: &str = "You turn a creative brief into a campaign spec for `creati
 Answer with one JSON object and nothing else: {\"spec\": <the campaign spec>, \"why\": {<field path>: <one sentence: why this choice, citing the brief>}}. \
 The spec must validate against the JSON Schema below. Put the brief's products, locales, channels and sizes in [matrix] (zip channels with their sizes), \
 its tone and brand kit in [presets] with prompt_prefix/prompt_suffix, its budget in budget.max_cost_usd, and give providers prices when there is a money budget. \
-Chain steps where it helps: a text step (task = \"text\") may return JSON checked by a text gate's json_schema, and a later step reads it as {{ steps.NAME.json.FIELD }} when it lists NAME in its inputs. \
+Chain steps where it helps: a text step (task = \"text\") may return JSON checked by a text gate's json_schema, and a later step reads it as {{ steps.NAME.json.FIELD }} when NAME is upstream of it (in its inputs, or its inputs' inputs). \
 Add quality gates a person would ask for. Give a `why` entry for every choice a person would question.";
 
 /// Ask `provider` (of kind `provider_kind`) for a spec of `brief` (read from

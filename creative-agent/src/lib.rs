@@ -7,10 +7,12 @@
 //!   validated by the spec loader, repaired a bounded number of times, and
 //!   written as commented TOML a person reads and edits ([`toml_out`]).
 //! - [`advise`]: rule-based findings from a run's report and a reviewer's
-//!   decisions, as a diff to the spec.
+//!   decisions, as a diff to the spec; [`rank`]: the same findings ranked and
+//!   explained by a language model, when one is configured.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod advise;
 pub mod brief;
+pub mod rank;
 pub mod toml_out;

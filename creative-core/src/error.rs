@@ -668,6 +668,14 @@ pub enum PipelineError {
         /// What the producer makes.
         produces: String,
     },
+    /// A step reads (by name, in a template) a step that is not upstream of it.
+    #[error("step `{step}` reads the output of step `{reads}`, which is not upstream of it: make `{reads}` an input of `{step}` or of one of its ancestors")]
+    NotUpstream {
+        /// The reading step.
+        step: String,
+        /// The step it names.
+        reads: String,
+    },
     /// The pipeline has no steps.
     #[error("pipeline has no steps")]
     Empty,

@@ -10,7 +10,7 @@ use crate::error::StepError;
 use crate::events::EventKind;
 use crate::gate::{GateCtx, IntoGate, OnGateFail, QualityGate, Verdict};
 use crate::job::{derive_seed, SeedPolicy};
-use crate::provenance::GateRecord;
+use crate::provenance::{GateRecord, RejectedCandidate, MAX_REJECTED_KEPT};
 use crate::request::{Params, Request, Task};
 use crate::step::{Step, StepCtx, StepInputs};
 use crate::template::{Template, UPSTREAM};
@@ -229,6 +229,14 @@ impl Step for GenerateStep {
         self.chain.clone()
     }
 
+    fn reads(&self) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for t in std::iter::once(&self.prompt).chain(self.negative.as_ref()) {
+            names.extend(t.upstream_steps().into_iter().flatten());
+        }
+        names.into_iter().map(str::to_string).collect()
+    }
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
         let base_seed = match self.params.seed {
             Some(s) => s,
@@ -238,6 +246,24 @@ impl Step for GenerateStep {
         let parents: Vec<_> = inputs.all().map(|a| a.id().clone()).collect();
         let mut chain_start = 0usize;
         let mut round = 0u32;
+        // Candidates the gates refused, by reference, for the provenance of
+        // what is finally kept: a reviewer sees what was paid for and why it
+        // was refused, without the step holding their payloads.
+        let mut rejected: std::collections::VecDeque<RejectedCandidate> = std::collections::VecDeque::new();
+        let refuse = |rejected: &mut std::collections::VecDeque<RejectedCandidate>, a: &Artifact| {
+            if rejected.len() == MAX_REJECTED_KEPT {
+                rejected.pop_front();
+            }
+            rejected.push_back(RejectedCandidate::of(a));
+        };
+        let with_rejected = |mut kept: Vec<Artifact>, rejected: &std::collections::VecDeque<RejectedCandidate>| {
+            if !rejected.is_empty() {
+                for a in &mut kept {
+                    a.provenance_mut().rejected = rejected.iter().cloned().collect();
+                }
+            }
+            kept
+        };
         loop {
             let seed = if round == 0 {
                 base_seed
@@ -327,7 +353,12 @@ impl Step for GenerateStep {
                 .take(self.keep)
                 .collect();
             if !passing.is_empty() {
-                return Ok(passing);
+                for (_, passed, a) in &scored {
+                    if !passed {
+                        refuse(&mut rejected, a);
+                    }
+                }
+                return Ok(with_rejected(passing, &rejected));
             }
             let failure = || {
                 let last = scored[0]
@@ -343,6 +374,11 @@ impl Step for GenerateStep {
                     None => StepError::gate_failed("?", ""),
                 }
             };
+            if !matches!(self.on_fail, OnGateFail::Flag) {
+                for (_, _, a) in &scored {
+                    refuse(&mut rejected, a);
+                }
+            }
             match self.on_fail {
                 OnGateFail::Regenerate { max } if round < max => {
                     round += 1;
@@ -375,7 +411,7 @@ impl Step for GenerateStep {
                         })
                         .collect();
                     ctx.record_flagged(kept.len() as u64);
-                    return Ok(kept);
+                    return Ok(with_rejected(kept, &rejected));
                 }
                 _ => return Err(failure()),
             }

@@ -68,7 +68,7 @@ pub use gate::{GateCtx, OnGateFail, QualityGate, Verdict};
 pub use generate::GenerateStep;
 pub use job::{derive_seed, Job, SeedPolicy, Vars};
 pub use pipeline::Pipeline;
-pub use provenance::{GateRecord, Provenance};
+pub use provenance::{GateRecord, Provenance, RejectedCandidate};
 pub use provider::{
     settings_fingerprint, CallCtx, CallObserver, CallProgress, Capabilities, MemberCall, Provider, RouteReason,
 };

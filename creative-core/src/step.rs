@@ -17,12 +17,32 @@ pub use crate::exec::StepCtx;
 #[derive(Debug, Clone, Default)]
 pub struct StepInputs {
     items: Vec<(Arc<str>, Arc<[Artifact]>)>,
+    /// Outputs of ancestors that are not inputs, which the step's templates
+    /// read ([`Step::reads`]): in [`upstream`](Self::upstream) only, never
+    /// among the artifacts handed to a provider.
+    context: Vec<(Arc<str>, Arc<[Artifact]>)>,
 }
 
 impl StepInputs {
     /// Inputs from `(producer step name, its outputs)` pairs.
     pub fn new(items: Vec<(Arc<str>, Arc<[Artifact]>)>) -> Self {
-        StepInputs { items }
+        StepInputs {
+            items,
+            context: Vec::new(),
+        }
+    }
+
+    /// Add the outputs of ancestors that are not inputs, as `(step name,
+    /// outputs)` pairs, for the step's templates to read by name.
+    pub fn with_context(mut self, context: Vec<(Arc<str>, Arc<[Artifact]>)>) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// The ancestors' outputs handed for templates only (see
+    /// [`with_context`](Self::with_context)).
+    pub fn context(&self) -> &[(Arc<str>, Arc<[Artifact]>)] {
+        &self.context
     }
 
     /// Every input artifact, in declaration order.
@@ -41,11 +61,16 @@ impl StepInputs {
     }
 
     /// A fingerprint of the inputs: BLAKE3 over each producing step's name and
-    /// its artifacts' ids, in order. Equal fingerprints mean byte-identical
-    /// inputs; the journal records it so a resume notices changed inputs.
+    /// its artifacts' ids, in order, then the same for the ancestors handed as
+    /// context (when there are any, so fingerprints without are unchanged).
+    /// Equal fingerprints mean byte-identical inputs; the journal records it so
+    /// a resume notices changed inputs.
     pub fn fingerprint(&self) -> String {
         let mut h = blake3::Hasher::new();
-        for (step, artifacts) in &self.items {
+        for (i, (step, artifacts)) in self.items.iter().chain(&self.context).enumerate() {
+            if i == self.items.len() {
+                h.update(b"\0context\0");
+            }
             h.update(step.as_bytes());
             h.update(&[0]);
             for a in artifacts.iter() {
@@ -57,8 +82,8 @@ impl StepInputs {
         h.finalize().to_hex().to_string()
     }
 
-    /// The input steps' outputs as templates read them under
-    /// [`crate::template::UPSTREAM`]: per step name, `text` (its first text
+    /// The input steps' outputs (and the ancestors' handed as context) as
+    /// templates read them under [`crate::template::UPSTREAM`]: per step name, `text` (its first text
     /// output), `texts` (all of them), `json` (the first text parsed as JSON,
     /// a fenced code block unwrapped, when it parses), `meta` (the first output's
     /// width, height, duration and extra facts), `id`, `media`, `provider`,
@@ -74,7 +99,7 @@ impl StepInputs {
     /// ```
     pub fn upstream(&self) -> serde_json::Value {
         let mut steps = serde_json::Map::new();
-        for (name, artifacts) in &self.items {
+        for (name, artifacts) in self.items.iter().chain(&self.context) {
             let mut o = serde_json::Map::new();
             let texts: Vec<&str> = artifacts.iter().filter_map(Artifact::text).collect();
             if let Some(t) = texts.first() {
@@ -161,6 +186,14 @@ pub trait Step: Send + Sync {
 
     /// The provider ids it will call, so a run can check them before starting.
     fn providers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Steps whose outputs it reads by name (prompt chaining: `{{ steps.NAME.text }}`)
+    /// beyond its inputs. Each must be an ancestor (an input, an input's input,
+    /// ...): a [`Dag`](crate::Dag) refuses any other, and hands it their outputs
+    /// through [`StepInputs::context`]. Default none.
+    fn reads(&self) -> Vec<String> {
         Vec::new()
     }
 

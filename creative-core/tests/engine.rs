@@ -870,6 +870,45 @@ async fn gate_failure_regenerates_with_new_derived_seeds() {
     assert_eq!(*gate.seeds.lock().unwrap(), *gate2.seeds.lock().unwrap());
 }
 
+#[tokio::test]
+async fn refused_candidates_are_kept_by_reference_in_the_accepted_artifact_s_provenance() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
+    let step = gen(&["p"])
+        .gate(fail_first(2))
+        .on_gate_fail(OnGateFail::Regenerate { max: 3 });
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    let a = &out.jobs[0].outputs("gen")[0];
+    let refused = &a.provenance().rejected;
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused.iter().map(|r| r.round).collect::<Vec<_>>(), vec![0, 1]);
+    for r in refused {
+        assert_ne!(&r.artifact, a.id());
+        assert_eq!(r.gates[0].gate, "fail_first");
+        assert!(!r.gates[0].verdict.passed);
+        assert_eq!(r.gates[0].verdict.reasons, vec!["too dull".to_string()]);
+        assert_eq!(r.provider.as_deref(), Some("p"));
+        assert_eq!(r.v, creative_core::provenance::REJECTED_RECORD_VERSION);
+    }
+    assert_ne!(refused[0].artifact, refused[1].artifact);
+}
+
+#[tokio::test]
+async fn a_long_regeneration_loop_keeps_only_the_latest_refused_candidates() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
+    let step = gen(&["p"])
+        .gate(fail_first(40))
+        .on_gate_fail(OnGateFail::Regenerate { max: 40 });
+    let out = exec.run(single(step), jobs(1)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    let refused = &out.jobs[0].outputs("gen")[0].provenance().rejected;
+    let cap = creative_core::provenance::MAX_REJECTED_KEPT;
+    assert_eq!(refused.len(), cap);
+    assert_eq!(refused[0].round, 40 - cap as u32, "the oldest are dropped");
+    assert_eq!(refused[cap - 1].round, 39);
+}
+
 /// Records the verdicts the engine reports back.
 struct Listener {
     inner: Fake,
@@ -1361,4 +1400,53 @@ async fn seed_policies_fix_derive_or_draw_the_seed_and_record_it() {
     }
     drawn.dedup();
     assert!(drawn.len() > 1, "four random draws were all {drawn:?}");
+}
+
+// ------------------------------------------------------------ prompt chaining
+
+#[tokio::test]
+async fn a_step_reads_an_ancestor_that_is_not_its_input_by_name() {
+    let p = Arc::new(Fake::new("p"));
+    let exec = Executor::builder().provider(p.clone()).build().unwrap();
+    let text = |prompt: &str| GenerateStep::new(Task::Text, ["p"], prompt).unwrap();
+    let dag = Dag::builder("chain")
+        .step("copy", text("copy for {{ product }}"), &[])
+        .step("middle", text("middle"), &["copy"])
+        .step("last", text("last reads {{ steps.copy.text }}"), &["middle"])
+        .build()
+        .unwrap();
+    let out = exec.run(Arc::new(dag), jobs(2)).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    for j in &out.jobs {
+        let copy = j.outputs("copy")[0].text().unwrap().to_string();
+        let last = &j.outputs("last")[0];
+        assert_eq!(
+            last.provenance().params["prompt"],
+            format!("last reads {copy}"),
+            "the grandparent's text, per job"
+        );
+        // The ancestor fed the prompt only: the last step's parents are its input's.
+        assert_eq!(last.provenance().parents, vec![j.outputs("middle")[0].id().clone()]);
+    }
+}
+
+#[test]
+fn a_step_reading_a_step_that_is_not_upstream_is_refused_when_the_dag_is_built() {
+    let text = |prompt: &str| GenerateStep::new(Task::Text, ["p"], prompt).unwrap();
+    let e = Dag::builder("chain")
+        .step("copy", text("copy"), &[])
+        .step("side", text("side"), &["copy"])
+        .step("hero", text("{{ steps.side.text }}"), &["copy"])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PipelineError::NotUpstream {
+            step: "hero".into(),
+            reads: "side".into()
+        }
+    );
+    assert!(e
+        .to_string()
+        .contains("make `side` an input of `hero` or of one of its ancestors"));
 }

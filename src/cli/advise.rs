@@ -1,9 +1,13 @@
-//! `creative advise OUT [--spec FILE]`: findings from a run's report, manifest
-//! and review decisions, and the spec edits they propose as a diff.
+//! `creative advise OUT [--spec FILE] [--provider ID]`: findings from a run's
+//! report, manifest and review decisions, and the spec edits they propose as a
+//! diff; with a provider, the findings ranked and explained by its model (the
+//! findings and the diff stay the rules').
 
 use std::process::ExitCode;
 
-use creative::agent::advise::{diff, findings, spend_by_step};
+use creative::agent::advise::{diff, findings, spend_by_step, Finding};
+use creative::agent::rank::{rank_findings, report_summary, rule_order, RankOptions, Ranking};
+use creative::campaign::review::{latest, Decision, Verdict};
 use creative::campaign::spec::Spec;
 use serde_json::Value;
 
@@ -52,12 +56,31 @@ pub fn advise(a: AdviseArgs) -> ExitCode {
         None => (None, Vec::new()),
     };
     let found = findings(&manifest, &report, &decisions, &steps);
+    let ranking = match &a.provider {
+        Some(id) => match ranked(&a, id, &found, &report, &decisions) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        },
+        None => rule_order(&found, None),
+    };
     let mut text = String::new();
     if found.is_empty() {
         text.push_str("no findings: pass and rejection rates, gates and regenerations look sound\n");
+    } else if ranking.by_model {
+        text.push_str(&format!(
+            "findings, ranked by `{}` (${:.4}):\n",
+            a.provider.as_deref().unwrap_or_default(),
+            ranking.cost_usd
+        ));
     }
-    for (i, f) in found.iter().enumerate() {
-        text.push_str(&format!("{}. {}\n", i + 1, f.message));
+    if let Some(note) = &ranking.note {
+        text.push_str(&format!("note: {note}\n"));
+    }
+    for (n, r) in ranking.order.iter().enumerate() {
+        text.push_str(&format!("{}. [{}] {}\n", n + 1, r.id, found[r.index].message));
+        if let Some(why) = &r.rationale {
+            text.push_str(&format!("   why here: {why}\n"));
+        }
     }
     text.push_str("\nspend per accepted asset (not rejected in review), by step:\n");
     for s in spend_by_step(&manifest, &decisions) {
@@ -84,4 +107,40 @@ pub fn advise(a: AdviseArgs) -> ExitCode {
     }
     super::out::print(&text);
     ExitCode::SUCCESS
+}
+
+/// The findings ranked by the model of provider `id`; `Err` only when the
+/// provider cannot be set up (a model that fails or answers badly leaves the
+/// rules' order, with a note).
+fn ranked(
+    a: &AdviseArgs,
+    id: &str,
+    found: &[Finding],
+    report: &Value,
+    decisions: &[Decision],
+) -> Result<Ranking, String> {
+    let file = a
+        .providers
+        .clone()
+        .or_else(|| a.spec.clone())
+        .unwrap_or_else(|| "providers.toml".into());
+    let (provider, kind) = super::brief::provider(&file, id)?;
+    let held = latest(decisions);
+    let rejected = held.values().filter(|d| d.verdict == Verdict::Rejected).count();
+    let summary = report_summary(report, held.len() - rejected, rejected);
+    let opts = RankOptions {
+        max_repairs: a.max_repairs,
+        ..RankOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let r = rt
+        .block_on(rank_findings(provider.as_ref(), &kind, found, &summary, &opts))
+        .map_err(|e| e.to_string())?;
+    for (i, why) in r.refused.iter().enumerate() {
+        eprintln!("ranking {} refused: {why}", i + 1);
+    }
+    Ok(r)
 }

@@ -231,6 +231,18 @@ pub struct AdviseArgs {
     /// The spec it ran, to show the proposed changes as a diff of it.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
+    /// A text provider that ranks the findings and says why each ranks where
+    /// it does (an id of the providers file); the findings and the diff stay
+    /// the rules'.
+    #[arg(long, value_name = "ID")]
+    pub provider: Option<String>,
+    /// A TOML (or JSON) file with `[providers.ID]` tables (default: the
+    /// `--spec` file, else providers.toml).
+    #[arg(long, value_name = "FILE")]
+    pub providers: Option<PathBuf>,
+    /// Refused rankings that go back to the model for repair (0 to 5).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=5))]
+    pub max_repairs: u32,
 }
 
 /// `creative init`.

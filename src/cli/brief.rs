@@ -23,8 +23,11 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(DID_NOT_START)
 }
 
-/// Read the providers file and build the one named `id`.
-fn provider(file: &Path, id: &str) -> Result<(std::sync::Arc<dyn creative::engine::Provider>, String), String> {
+/// Read the providers file and build the one named `id`, with its kind.
+pub(super) fn provider(
+    file: &Path,
+    id: &str,
+) -> Result<(std::sync::Arc<dyn creative::engine::Provider>, String), String> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         format!(
             "--providers {}: {e} (a TOML file with a [providers.{id}] table, as in a spec)",

@@ -13,6 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use creative::campaign::review::{self, Decision, Verdict};
+use creative::campaign::spec::STATE_DIR;
+use creative::campaign::store::BlobStore;
+use creative::engine::ArtifactId;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,6 +45,9 @@ struct State {
     manifest: Value,
     /// Asset id -> (job, step, path in the output folder).
     assets: HashMap<String, (String, String, String)>,
+    /// Rejected candidates' artifact ids -> their media type, from the
+    /// provenance of the assets and of their sources.
+    candidates: HashMap<String, creative::engine::MediaType>,
     page: String,
 }
 
@@ -73,6 +79,18 @@ pub fn review(a: ReviewArgs) -> ExitCode {
         let s = |k: &str| x[k].as_str().unwrap_or_default().to_string();
         assets.insert(s("id"), (s("job"), s("step"), s("path")));
     }
+    let mut candidates = HashMap::new();
+    for x in manifest["assets"].as_array().into_iter().flatten() {
+        let sources = x["sources"].as_array().into_iter().flatten();
+        for p in std::iter::once(&x["provenance"]).chain(sources.map(|s| &s["provenance"])) {
+            for r in p["rejected"].as_array().into_iter().flatten() {
+                let media = serde_json::from_value(r["media"].clone());
+                if let (Some(id), Ok(media)) = (r["artifact"].as_str(), media) {
+                    candidates.insert(id.to_string(), media);
+                }
+            }
+        }
+    }
     let report = std::fs::read(a.out.join("report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -83,6 +101,7 @@ pub fn review(a: ReviewArgs) -> ExitCode {
         token: token(),
         manifest,
         assets,
+        candidates,
         page,
     });
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -246,20 +265,49 @@ async fn answer(req: &Req, s: &State) -> (u16, &'static str, Vec<u8>) {
                 .and_then(|a| a.iter().find(|x| x["id"] == id.as_str()))
                 .and_then(|x| x["media"].as_str())
                 .unwrap_or("application/octet-stream");
-            let ctype: &'static str = match media {
-                "image/png" => "image/png",
-                "image/jpeg" => "image/jpeg",
-                "image/webp" => "image/webp",
-                m if m.starts_with("text/") => "text/plain; charset=utf-8",
-                _ => "application/octet-stream",
-            };
+            let ctype = content_type(media);
             match tokio::fs::read(s.out.join(rel)).await {
                 Ok(b) => (200, ctype, b),
                 Err(e) => (404, "text/plain", e.to_string().into_bytes()),
             }
         }
+        ("GET", "/candidate") => {
+            // Only candidates the manifest names, read from the output folder's
+            // store by id (and checked against it): no path from the request.
+            let id = req.query.get("id").cloned().unwrap_or_default();
+            let Some(media) = s.candidates.get(&id) else {
+                return (404, "text/plain", b"no such rejected candidate".to_vec());
+            };
+            let blobs = BlobStore::new(s.out.join(STATE_DIR).join("objects"));
+            let (aid, m) = (ArtifactId::from_hex(&id), media.clone());
+            let got = tokio::task::spawn_blocking(move || blobs.get(&aid, &m))
+                .await
+                .unwrap_or_else(|e| Err(creative::engine::StoreError(e.to_string())));
+            match got {
+                Ok(Some(b)) => (200, content_type(media.as_str()), b.to_vec()),
+                Ok(None) => (
+                    404,
+                    "text/plain",
+                    b"this candidate's payload is no longer in the store (removed by `creative gc` or a cache cap)"
+                        .to_vec(),
+                ),
+                Err(e) => (500, "text/plain", e.to_string().into_bytes()),
+            }
+        }
         ("POST", "/decide") => decide(&req.body, s),
         _ => (404, "text/plain", b"not found".to_vec()),
+    }
+}
+
+/// The content type a payload of `media` is served as: images as they are,
+/// text as plain text, anything else as bytes to download.
+fn content_type(media: &str) -> &'static str {
+    match media {
+        "image/png" => "image/png",
+        "image/jpeg" => "image/jpeg",
+        "image/webp" => "image/webp",
+        m if m.starts_with("text/") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
     }
 }
 

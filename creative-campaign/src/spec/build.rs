@@ -751,8 +751,27 @@ impl Spec {
         }
     }
 
-    /// Prompt chaining, checked: every `steps.NAME` a template reads names an
-    /// input of this step (so it has run and its output reaches the prompt),
+    /// Whether step `name` is upstream of `s`: one of its inputs, or of theirs,
+    /// and so on (a cycle, refused elsewhere, ends the walk).
+    fn is_ancestor(&self, name: &str, s: &StepSpec) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack: Vec<&str> = s.inputs.iter().map(String::as_str).collect();
+        while let Some(x) = stack.pop() {
+            if x == name {
+                return true;
+            }
+            if seen.insert(x) {
+                if let Some(up) = self.doc.steps.iter().find(|t| t.name == x) {
+                    stack.extend(up.inputs.iter().map(String::as_str));
+                }
+            }
+        }
+        false
+    }
+
+    /// Prompt chaining, checked: every `steps.NAME` a template reads names a
+    /// step upstream of this one, an input or an input's ancestor (so it has
+    /// run, and the executor hands its output to the template),
     /// and every `steps.NAME.json.FIELD` names a field the upstream step's text
     /// gate schema declares, when it declares fields. Returns placeholders for
     /// what the template reads, for the render check and estimates.
@@ -790,7 +809,7 @@ impl Spec {
                 return Err(err(
                     K::Invalid,
                     path,
-                    format!("`{shown}` reads step `{name}`'s own output; a step can read only its inputs' outputs"),
+                    format!("`{shown}` reads step `{name}`'s own output; a step can read only the outputs of the steps upstream of it"),
                 ));
             }
             if !names.contains(&name) {
@@ -800,12 +819,12 @@ impl Spec {
                     format!("`{shown}` names no step `{name}`; steps are: {}", list(&names)),
                 ));
             }
-            if !s.inputs.iter().any(|i| i == name) {
+            if !self.is_ancestor(name, s) {
                 return Err(err(
                     K::UnknownStep,
                     path,
                     format!(
-                        "`{shown}` reads step `{name}`, which is not upstream of step `{}`: add \"{name}\" to its inputs so it runs first and its output reaches the prompt (inputs: {})",
+                        "`{shown}` reads step `{name}`, which is not upstream of step `{}`: add \"{name}\" to its inputs (or to an input's) so it runs first and its output reaches the prompt (inputs: {})",
                         s.name,
                         list(&s.inputs)
                     ),

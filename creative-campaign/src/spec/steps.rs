@@ -168,6 +168,14 @@ impl Step for SpecGenerate {
         self.chain.clone()
     }
 
+    fn reads(&self) -> Vec<String> {
+        // Any preset's prompt may be the one a job runs.
+        let mut names: Vec<String> = self.variants.values().flat_map(|v| v.step.reads()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
         let mut step = self.configured(&ctx.job)?;
         let revision = {
@@ -245,6 +253,10 @@ impl Step for GatedStep {
 
     fn providers(&self) -> Vec<String> {
         self.inner.providers()
+    }
+
+    fn reads(&self) -> Vec<String> {
+        self.inner.reads()
     }
 
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {

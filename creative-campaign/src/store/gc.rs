@@ -10,7 +10,8 @@
 //! # What is kept
 //!
 //! A payload under `objects/` stays when it is named by
-//! - the latest record of a step in `journal.jsonl` (a resume needs it),
+//! - the latest record of a step in `journal.jsonl` (a resume needs it), as
+//!   outputs or as candidates their gates refused (a reviewer sees them),
 //! - a cache entry in the cache's index `cache.sqlite` (a hit needs it), or
 //!   in `entries/` (a cache written before the index),
 //! - a line of `assets.jsonl` or `artifacts.jsonl` (what the last run
@@ -601,6 +602,33 @@ mod tests {
             (again.payloads_removed, again.temps_removed, again.prev_journal_bytes),
             (0, 0, None)
         );
+        let _ = fs::remove_dir_all(&out);
+    }
+
+    #[tokio::test]
+    async fn gc_keeps_the_payload_of_a_candidate_the_journal_names_as_refused() {
+        let out = tmp("refused");
+        let state = out.join(STATE);
+        let (refused, stray) = (
+            Artifact::new(MediaType::Png, vec![3u8; 50]),
+            Artifact::new(MediaType::Png, vec![4u8; 50]),
+        );
+        let mut kept = Artifact::text_plain("kept");
+        kept.provenance_mut().rejected = vec![creative_core::provenance::RejectedCandidate::of(&refused)];
+        let j = FileJournal::open(&state, false).unwrap();
+        j.record(&Job::new([("i", 1)]), "s", "in", std::slice::from_ref(&kept))
+            .await
+            .unwrap();
+        drop(j);
+        // The refused candidate's payload was stored by the cache in its time.
+        let blobs = BlobStore::new(state.join("objects"));
+        blobs.put(refused.id(), refused.data(), false).unwrap();
+        blobs.put(stray.id(), stray.data(), false).unwrap();
+        let done = collect_garbage(&out, false).unwrap();
+        assert_eq!(done.payloads_removed, 1, "only the stray");
+        let mut want = vec![kept.id().to_string(), refused.id().to_string()];
+        want.sort();
+        assert_eq!(payloads(&state), want);
         let _ = fs::remove_dir_all(&out);
     }
 

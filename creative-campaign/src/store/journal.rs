@@ -214,8 +214,8 @@ impl JournalIndex {
     }
 
     /// Call `f` with the payload id of every output of the latest record of
-    /// each (job, step), reading one line at a time (what store housekeeping
-    /// keeps).
+    /// each (job, step), and of every candidate its gates refused, reading one
+    /// line at a time (what store housekeeping keeps).
     pub fn for_each_output_id(&self, mut f: impl FnMut(&str)) -> Result<(), StoreError> {
         let Some(file) = &self.file else { return Ok(()) };
         let mut buf = Vec::new();
@@ -235,11 +235,30 @@ impl JournalIndex {
     }
 }
 
-/// Just the payload ids of a journal line.
+/// Just the payload ids of a journal line: each output's, and those of the
+/// candidates its gates refused (kept so a reviewer can still see them).
 #[derive(Deserialize)]
 struct OutputIds {
     #[serde(default)]
-    outputs: Vec<crate::store::gc::IdOnly>,
+    outputs: Vec<OutputId>,
+}
+
+#[derive(Deserialize)]
+struct OutputId {
+    id: String,
+    #[serde(default)]
+    provenance: RejectedIds,
+}
+
+#[derive(Deserialize, Default)]
+struct RejectedIds {
+    #[serde(default)]
+    rejected: Vec<RejectedId>,
+}
+
+#[derive(Deserialize)]
+struct RejectedId {
+    artifact: String,
 }
 
 /// Read the line at `span` and call `f` with the id of each of its outputs.
@@ -255,7 +274,10 @@ fn read_output_ids(
         .map_err(|e| StoreError(format!("read {} at byte {}: {e}", path.display(), span.offset)))?;
     let ids: OutputIds = serde_json::from_slice(buf)
         .map_err(|e| StoreError(format!("{} at byte {}: {e}", path.display(), span.offset)))?;
-    ids.outputs.iter().for_each(|o| f(&o.id));
+    for o in &ids.outputs {
+        f(&o.id);
+        o.provenance.rejected.iter().for_each(|r| f(&r.artifact));
+    }
     Ok(())
 }
 

@@ -11,6 +11,8 @@ use crate::step::Step;
 pub(crate) struct Node {
     pub(crate) name: Arc<str>,
     pub(crate) step: Arc<dyn Step>,
+    /// Ancestors (not inputs) whose outputs the step reads by name.
+    pub(crate) context: Vec<usize>,
 }
 
 /// A validated DAG of steps. Build one with [`Dag::builder`]; run it as a
@@ -53,7 +55,8 @@ impl std::fmt::Debug for Dag {
 
 /// Builds a [`Dag`]. Adding steps never fails; [`DagBuilder::build`] reports the
 /// first problem: a duplicate name, an unknown input, a missing input, a cycle
-/// (naming its steps), a media mismatch between steps whose media are known.
+/// (naming its steps), a media mismatch between steps whose media are known, a
+/// step reading ([`Step::reads`]) one that is not its ancestor.
 pub struct DagBuilder {
     name: String,
     nodes: Vec<(String, Arc<dyn Step>, Vec<String>)>,
@@ -124,12 +127,32 @@ impl DagBuilder {
                 }
             }
         }
+        let mut contexts = Vec::with_capacity(self.nodes.len());
+        for (i, (name, step, _)) in self.nodes.iter().enumerate() {
+            let mut context = Vec::new();
+            for read in step.reads() {
+                let j = graph.index_of(&read).filter(|&j| ancestor(&graph, j, i));
+                match j {
+                    Some(j) if graph.inputs(i).contains(&j) => {}
+                    Some(j) => context.push(j),
+                    None => {
+                        return Err(PipelineError::NotUpstream {
+                            step: name.clone(),
+                            reads: read,
+                        })
+                    }
+                }
+            }
+            contexts.push(context);
+        }
         let nodes = self
             .nodes
             .into_iter()
-            .map(|(name, step, _)| Node {
+            .zip(contexts)
+            .map(|((name, step, _), context)| Node {
                 name: Arc::from(name),
                 step,
+                context,
             })
             .collect();
         Ok(Dag {
@@ -138,6 +161,21 @@ impl DagBuilder {
             graph,
         })
     }
+}
+
+/// Whether `a` is upstream of `n`: reached walking `n`'s inputs back.
+fn ancestor(g: &Graph, a: usize, n: usize) -> bool {
+    let mut seen = vec![false; g.len()];
+    let mut stack: Vec<usize> = g.inputs(n).to_vec();
+    while let Some(x) = stack.pop() {
+        if x == a {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[x], true) {
+            stack.extend_from_slice(g.inputs(x));
+        }
+    }
+    false
 }
 
 fn kinds(k: &[MediaKind]) -> String {

@@ -52,18 +52,18 @@ impl Pipeline for Dag {
                         }
                         continue;
                     }
-                    let inputs = StepInputs::new(
-                        g.inputs(n)
-                            .iter()
-                            .map(|&i| {
-                                (
-                                    g.name(i).clone(),
-                                    outputs[i].clone().unwrap_or_else(|| Arc::from(Vec::new())),
-                                )
-                            })
-                            .collect(),
-                    );
+                    let group = |i: usize| {
+                        (
+                            g.name(i).clone(),
+                            outputs[i].clone().unwrap_or_else(|| Arc::from(Vec::new())),
+                        )
+                    };
                     let node = &self.nodes[n];
+                    // Ancestors the step's templates read by name: finished
+                    // before it (they are upstream), and their outputs are
+                    // held for the job in `outputs` (shared, not copied).
+                    let inputs = StepInputs::new(g.inputs(n).iter().map(|&i| group(i)).collect())
+                        .with_context(node.context.iter().map(|&i| group(i)).collect());
                     running.push(async move { (n, ctx.run_step(&node.name, &*node.step, inputs).await) });
                 }
             } else {
