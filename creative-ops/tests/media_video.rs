@@ -14,7 +14,7 @@ use creative_ops::media::gates::{
     FrozenFramesSettings, ResolutionGate, ResolutionSettings,
 };
 use creative_ops::media::video::{
-    CaptionsSettings, CaptionsStep, MuxSettings, MuxStep, PosterSettings, PosterStep, SubtitleFormat,
+    CaptionsSettings, CaptionsStep, MuxSettings, MuxStep, PosterSettings, PosterStep, Sampling, SubtitleFormat,
     SubtitlesSettings, SubtitlesStep, VideoCodec, VideoOutput, VideoRenditionsSettings, VideoRenditionsStep,
     VideoTranscodeSettings, VideoTranscodeStep, VideoTrimSettings, VideoTrimStep,
 };
@@ -115,6 +115,7 @@ async fn renditions_cut_every_aspect_from_one_decode_and_keep_an_off_centre_subj
             ],
             attention: Attention::Entropy,
             samples: 3,
+            sampling: Sampling::Keyframes,
             output: fast(),
         },
         ff(),
@@ -164,6 +165,67 @@ async fn renditions_cut_every_aspect_from_one_decode_and_keep_an_off_centre_subj
     assert!(gate.check(&out[0], &ctx()).await.unwrap().passed);
     let v = gate.check(&out[1], &ctx()).await.unwrap();
     assert!(!v.passed && v.reasons[0].contains("is not 9:16"), "{v:?}");
+}
+
+/// A 2 s clip of 24 fps with a keyframe every `gop` frames.
+fn clip_with_gop(gop: u32) -> Artifact {
+    let g = gop.to_string();
+    let bytes = ffmpeg_make(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=24:duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            &g,
+            "-pix_fmt",
+            "yuv420p",
+        ],
+        "mp4",
+    );
+    Artifact::new(creative_core::MediaType::Mp4, bytes)
+}
+
+async fn samples_measured(src: &Artifact, samples: u32, sampling: Sampling) -> u64 {
+    let step = VideoRenditionsStep::new(
+        VideoRenditionsSettings {
+            renditions: vec![RenditionSpec {
+                name: None,
+                aspect: "1:1".parse().unwrap(),
+                width: Some(90),
+                height: None,
+            }],
+            attention: Attention::Entropy,
+            samples,
+            sampling,
+            output: fast(),
+        },
+        ff(),
+    )
+    .unwrap();
+    let out = step
+        .run(&common::inputs("c", vec![src.clone()]), &common::step_ctx("cuts"))
+        .await
+        .unwrap();
+    out[0].provenance().params["samples"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn keyframe_sampling_measures_up_to_samples_keyframes_and_records_how_many() {
+    // Keyframes at 0, 0.5, 1 and 1.5 s: three even times (0, 0.67, 1.33 s)
+    // each find one, all four are more than three asked for.
+    let every_half_second = clip_with_gop(12);
+    assert_eq!(samples_measured(&every_half_second, 3, Sampling::Keyframes).await, 3);
+    assert_eq!(samples_measured(&every_half_second, 8, Sampling::Keyframes).await, 4);
+    // One keyframe in the clip: attention sees that one, and says so.
+    let one_keyframe = clip_with_gop(250);
+    assert_eq!(samples_measured(&one_keyframe, 3, Sampling::Keyframes).await, 1);
+    // Even sampling decodes the clip and measures as many frames as asked.
+    assert_eq!(samples_measured(&one_keyframe, 3, Sampling::Even).await, 3);
 }
 
 #[tokio::test]
