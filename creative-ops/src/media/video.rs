@@ -367,6 +367,15 @@ async fn encode(
     ff.run(a, &ctl).await.map(drop)
 }
 
+/// The input's duration: from its `Meta`, else read from the staged file,
+/// so progress can be told against it.
+async fn duration_of(ff: &Ffmpeg, input: &Artifact, staged: &Path, cancel: &CancellationToken) -> Option<f64> {
+    match input.meta().duration_s {
+        Some(d) => Some(d),
+        None => ff.probe_file(staged, cancel).await.ok()?.duration_s,
+    }
+}
+
 /// Settings of the `video_transcode` step: re-encode each video input.
 ///
 /// ```toml
@@ -438,6 +447,7 @@ impl Step for VideoTranscodeStep {
                 filters.push(format!("fps={f}"));
             }
             let mut a = args(["-i"]);
+            let total = duration_of(&self.ff, &input, &src, &ctx.cancel).await;
             a.push(src.into());
             if !filters.is_empty() {
                 a.extend(args(["-vf".to_string(), filters.join(",")]));
@@ -445,7 +455,7 @@ impl Step for VideoTranscodeStep {
             a.extend(args(["-map", "0:v:0", "-map", "0:a:0?"]));
             a.extend(args(self.s.output.args()));
             a.push(scratch.path("out").into());
-            encode(&self.ff, ctx, "video_transcode", a, input.meta().duration_s).await?;
+            encode(&self.ff, ctx, "video_transcode", a, total).await?;
             let made = Made {
                 media: self.s.output.media(),
                 bytes: scratch.read("out").await?,
