@@ -496,3 +496,138 @@ fn a_bad_preset_or_quality_is_an_error_naming_the_setting() {
     .unwrap();
     assert!(e.to_string().contains("output.quality"), "{e}");
 }
+
+/// The facts a step records from an MP4's header are ffprobe's.
+async fn header_agrees_with_ffprobe(a: &Artifact) {
+    let header = creative_ops::media::MediaInfo::from_mp4_header(a.data()).expect("an MP4 header it reads");
+    let probed = ff().probe(a, &Default::default()).await.unwrap();
+    let near = |x: Option<f64>, y: Option<f64>, tol: f64| match (x, y) {
+        (Some(x), Some(y)) => (x - y).abs() <= tol,
+        (x, y) => x == y,
+    };
+    assert!(
+        near(header.duration_s, probed.duration_s, 0.0015) && near(header.fps, probed.fps, 0.01),
+        "header {header:?}\nffprobe {probed:?}"
+    );
+    let facts = |i: &creative_ops::media::MediaInfo| {
+        (
+            i.container.clone(),
+            i.width,
+            i.height,
+            i.video_codec.clone(),
+            i.audio_codec.clone(),
+            i.sample_rate,
+            i.channels,
+        )
+    };
+    assert_eq!(facts(&header), facts(&probed));
+    // And that is what the step recorded.
+    let m = a.meta();
+    assert_eq!(
+        (m.width, m.height, m.duration_s),
+        (header.width, header.height, header.duration_s)
+    );
+}
+
+#[tokio::test]
+async fn every_mp4_a_video_step_writes_records_the_facts_ffprobe_reads_from_it() {
+    let src = clip_from_graph("testsrc2=size=320x240:rate=25:duration=2[v]", 2.0);
+    let ctx = common::step_ctx("s");
+    let mut outputs = Vec::new();
+    let transcode = VideoTranscodeStep::new(
+        VideoTranscodeSettings {
+            width: Some(160),
+            fps: Some(30.0),
+            output: fast(),
+            ..Default::default()
+        },
+        ff(),
+    )
+    .unwrap();
+    outputs.extend(
+        transcode
+            .run(&common::inputs("c", vec![src.clone()]), &ctx)
+            .await
+            .unwrap(),
+    );
+    let trim = VideoTrimStep::new(
+        VideoTrimSettings {
+            start_s: 0.3,
+            duration_s: Some(1.1),
+            output: fast(),
+        },
+        ff(),
+    )
+    .unwrap();
+    outputs.extend(trim.run(&common::inputs("c", vec![src.clone()]), &ctx).await.unwrap());
+    let renditions = VideoRenditionsStep::new(
+        VideoRenditionsSettings {
+            renditions: vec![
+                RenditionSpec {
+                    name: None,
+                    aspect: "9:16".parse().unwrap(),
+                    width: Some(90),
+                    height: None,
+                },
+                RenditionSpec {
+                    name: None,
+                    aspect: "1:1".parse().unwrap(),
+                    width: Some(120),
+                    height: None,
+                },
+            ],
+            attention: Attention::Entropy,
+            samples: 3,
+            sampling: Sampling::Keyframes,
+            output: fast(),
+        },
+        ff(),
+    )
+    .unwrap();
+    outputs.extend(
+        renditions
+            .run(&common::inputs("c", vec![src.clone()]), &ctx)
+            .await
+            .unwrap(),
+    );
+    let voice = wav_artifact(&voice(44_100, 1.5), 44_100);
+    let mux = MuxStep::new(MuxSettings::default(), ff()).unwrap();
+    outputs.extend(
+        mux.run(
+            &media_common::inputs(vec![("v", vec![src.clone()]), ("a", vec![voice])]),
+            &ctx,
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(outputs.len(), 5);
+    for a in &outputs {
+        header_agrees_with_ffprobe(a).await;
+    }
+    // What it cannot read with certainty, it leaves to ffprobe.
+    let webm = transcode_vp9(&src).await;
+    assert!(creative_ops::media::MediaInfo::from_mp4_header(webm.data()).is_none());
+    assert!(creative_ops::media::MediaInfo::from_mp4_header(b"\0\0\0\x08moov").is_none());
+}
+
+async fn transcode_vp9(src: &Artifact) -> Artifact {
+    let step = VideoTranscodeStep::new(
+        VideoTranscodeSettings {
+            width: Some(96),
+            output: VideoOutput {
+                codec: VideoCodec::Vp9,
+                preset: "ultrafast".into(),
+                ..VideoOutput::default()
+            },
+            ..Default::default()
+        },
+        ff(),
+    )
+    .unwrap();
+    let out = step
+        .run(&common::inputs("c", vec![src.clone()]), &common::step_ctx("w"))
+        .await
+        .unwrap();
+    assert_eq!(out[0].meta().width, Some(96), "ffprobe recorded the WebM's facts");
+    out[0].clone()
+}
