@@ -58,6 +58,9 @@ renditions = [{ aspect = "1:1", width = 64 }, { aspect = "9:16", width = 36 }]
 output = { preset = "ultrafast" }
 "#;
 
+/// (step, media type, container by its magic bytes, width and height).
+type Facts<'a> = (&'a str, &'a str, &'a str, (Option<u64>, Option<u64>));
+
 #[test]
 fn generated_audio_and_video_and_their_renditions_come_through_the_abi_with_their_media_types() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("abi").join("media");
@@ -114,7 +117,7 @@ fn generated_audio_and_video_and_their_renditions_come_through_the_abi_with_thei
         }
         creative_run_free(run);
         creative_engine_free(e);
-        let facts: Vec<(&str, &str, &str, (Option<u64>, Option<u64>))> = seen
+        let facts: Vec<Facts> = seen
             .iter()
             .map(|(s, m, magic, _, size)| (s.as_str(), m.as_str(), *magic, *size))
             .collect();
