@@ -16,10 +16,19 @@
 //!
 //!   cargo bench -p creative-ops --bench video_renditions [-- ROUNDS]
 //!
-//! Measured 2026-12-07 on the 2-core development machine, 5 rounds, load
-//! average RESULT_LOAD:
+//! Measured 2026-12-07 on the 2-core development machine shared with five
+//! other builds (it was never idle that day): 3 rounds, load average 8.7
+//! before and 15.6 after (1-minute figures). Wall times under that load are
+//! noise (a round's three runs differed by up to 40%); CPU times held within
+//! 4% across rounds and are the figure to read. Attention saw the clip's 2
+//! keyframes (of 5 samples asked).
 //!
-//! RESULT_TABLE
+//! ```text
+//!                     wall s    CPU s      wall       CPU
+//! hand                 29.17    20.03     +0.0%     +0.0%
+//! step (keyframes)     28.47    20.29     -2.4%     +1.3%
+//! step (even)          21.21    22.05    -27.3%    +10.1%
+//! ```
 //!
 //! Before this change (last session, same bench): step +12.3% CPU, +8.1%
 //! wall against the hand-written command; the extra was the full decode for
