@@ -474,8 +474,8 @@ impl Step for VideoTranscodeStep {
 /// through the clip (the median of the per-frame placements, so the window
 /// holds still and follows where the subject mostly is).
 ///
-/// By default attention looks at keyframes only (see [`Sampling`]): decoding
-/// them costs a small share of decoding the clip, which matters because the
+/// By default attention looks at keyframes only (`sampling`): decoding them
+/// costs a small share of decoding the clip, which matters because the
 /// renditions' own encode is the only other work the step does.
 ///
 /// ```toml
