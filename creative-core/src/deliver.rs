@@ -307,6 +307,22 @@ pub struct ProviderRow {
     /// [`crate::RouteReason`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub routed: BTreeMap<String, u64>,
+    /// Seconds of audio among its accepted assets: the sum of each one's
+    /// `Meta::duration_s` (an asset whose Meta has none counts nothing).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_s: f64,
+    /// Seconds of video among its accepted assets, likewise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub video_s: f64,
+    /// `cost_usd / (audio_s + video_s)`, when it made any audio or video: what
+    /// a kept second cost, rejected attempts included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_second_usd: Option<f64>,
+}
+
+/// Whether a figure is zero, so a report of stills only does not list media seconds.
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// One gate.
@@ -455,6 +471,38 @@ pub struct Totals {
     pub cost_usd: f64,
     /// `cost_usd / assets`, when any.
     pub cost_per_asset_usd: Option<f64>,
+    /// Seconds of audio generated and accepted (each asset counted once per job).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_s: f64,
+    /// Seconds of video generated and accepted, likewise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub video_s: f64,
+    /// What the audio cost: each provider row's cost, shared between its audio
+    /// and video by their seconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_cost_usd: f64,
+    /// What the video cost, likewise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub video_cost_usd: f64,
+}
+
+impl Totals {
+    /// ` | video 18.0 s $0.9000, audio 6.0 s $0.0018`, or nothing when no audio
+    /// or video was generated.
+    fn media_part(&self) -> String {
+        let mut parts = Vec::new();
+        if self.video_s > 0.0 {
+            parts.push(format!("video {:.1} s ${:.4}", self.video_s, self.video_cost_usd));
+        }
+        if self.audio_s > 0.0 {
+            parts.push(format!("audio {:.1} s ${:.4}", self.audio_s, self.audio_cost_usd));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" | {}", parts.join(", "))
+        }
+    }
 }
 
 /// What a campaign did and cost. Written as `report.json`; [`Report::table`]
@@ -508,7 +556,7 @@ impl Report {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_else(|| "-".into());
         format!(
-            "{status}: jobs {} ({}{}) | assets {} ({} flagged) | attempts {} ({} failed, {} retries) | gate failures {}/{} | cost ${:.4} | cache {} hits, ${:.4} saved | {:.1} s",
+            "{status}: jobs {} ({}{}) | assets {} ({} flagged) | attempts {} ({} failed, {} retries) | gate failures {}/{} | cost ${:.4}{} | cache {} hits, ${:.4} saved | {:.1} s",
             self.jobs.total,
             self.jobs.outcomes(),
             if self.jobs.steps_resumed + self.jobs.steps_changed > 0 {
@@ -527,6 +575,7 @@ impl Report {
             t.gate_failures,
             t.gate_checks,
             t.cost_usd,
+            t.media_part(),
             t.cache_hits,
             t.saved_usd,
             self.elapsed_ms / 1e3
@@ -578,6 +627,15 @@ impl Report {
             if !r.routed.is_empty() {
                 let f: Vec<String> = r.routed.iter().map(|(k, n)| format!("{k} {n}")).collect();
                 let _ = writeln!(s, "  routed: {}", f.join(", "));
+            }
+            if r.audio_s > 0.0 || r.video_s > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "  media: video {:.1} s, audio {:.1} s, ${}/s",
+                    r.video_s,
+                    r.audio_s,
+                    opt(r.cost_per_second_usd, 4)
+                );
             }
         }
         if !self.gates.is_empty() {

@@ -14,7 +14,7 @@ use creative_ops::media::gates::{
     FrozenFramesSettings, ResolutionGate, ResolutionSettings,
 };
 use creative_ops::media::video::{
-    CaptionsSettings, CaptionsStep, MuxSettings, MuxStep, PosterSettings, PosterStep, SubtitleFormat,
+    CaptionsSettings, CaptionsStep, MuxSettings, MuxStep, PosterSettings, PosterStep, Sampling, SubtitleFormat,
     SubtitlesSettings, SubtitlesStep, VideoCodec, VideoOutput, VideoRenditionsSettings, VideoRenditionsStep,
     VideoTranscodeSettings, VideoTranscodeStep, VideoTrimSettings, VideoTrimStep,
 };
@@ -115,6 +115,7 @@ async fn renditions_cut_every_aspect_from_one_decode_and_keep_an_off_centre_subj
             ],
             attention: Attention::Entropy,
             samples: 3,
+            sampling: Sampling::Keyframes,
             output: fast(),
         },
         ff(),
@@ -164,6 +165,67 @@ async fn renditions_cut_every_aspect_from_one_decode_and_keep_an_off_centre_subj
     assert!(gate.check(&out[0], &ctx()).await.unwrap().passed);
     let v = gate.check(&out[1], &ctx()).await.unwrap();
     assert!(!v.passed && v.reasons[0].contains("is not 9:16"), "{v:?}");
+}
+
+/// A 2 s clip of 24 fps with a keyframe every `gop` frames.
+fn clip_with_gop(gop: u32) -> Artifact {
+    let g = gop.to_string();
+    let bytes = ffmpeg_make(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=24:duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            &g,
+            "-pix_fmt",
+            "yuv420p",
+        ],
+        "mp4",
+    );
+    Artifact::new(creative_core::MediaType::Mp4, bytes)
+}
+
+async fn samples_measured(src: &Artifact, samples: u32, sampling: Sampling) -> u64 {
+    let step = VideoRenditionsStep::new(
+        VideoRenditionsSettings {
+            renditions: vec![RenditionSpec {
+                name: None,
+                aspect: "1:1".parse().unwrap(),
+                width: Some(90),
+                height: None,
+            }],
+            attention: Attention::Entropy,
+            samples,
+            sampling,
+            output: fast(),
+        },
+        ff(),
+    )
+    .unwrap();
+    let out = step
+        .run(&common::inputs("c", vec![src.clone()]), &common::step_ctx("cuts"))
+        .await
+        .unwrap();
+    out[0].provenance().params["samples"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn keyframe_sampling_measures_up_to_samples_keyframes_and_records_how_many() {
+    // Keyframes at 0, 0.5, 1 and 1.5 s: three even times (0, 0.67, 1.33 s)
+    // each find one, all four are more than three asked for.
+    let every_half_second = clip_with_gop(12);
+    assert_eq!(samples_measured(&every_half_second, 3, Sampling::Keyframes).await, 3);
+    assert_eq!(samples_measured(&every_half_second, 8, Sampling::Keyframes).await, 4);
+    // One keyframe in the clip: attention sees that one, and says so.
+    let one_keyframe = clip_with_gop(250);
+    assert_eq!(samples_measured(&one_keyframe, 3, Sampling::Keyframes).await, 1);
+    // Even sampling decodes the clip and measures as many frames as asked.
+    assert_eq!(samples_measured(&one_keyframe, 3, Sampling::Even).await, 3);
 }
 
 #[tokio::test]
@@ -433,4 +495,139 @@ fn a_bad_preset_or_quality_is_an_error_naming_the_setting() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("output.quality"), "{e}");
+}
+
+/// The facts a step records from an MP4's header are ffprobe's.
+async fn header_agrees_with_ffprobe(a: &Artifact) {
+    let header = creative_ops::media::MediaInfo::from_mp4_header(a.data()).expect("an MP4 header it reads");
+    let probed = ff().probe(a, &Default::default()).await.unwrap();
+    let near = |x: Option<f64>, y: Option<f64>, tol: f64| match (x, y) {
+        (Some(x), Some(y)) => (x - y).abs() <= tol,
+        (x, y) => x == y,
+    };
+    assert!(
+        near(header.duration_s, probed.duration_s, 0.0015) && near(header.fps, probed.fps, 0.01),
+        "header {header:?}\nffprobe {probed:?}"
+    );
+    let facts = |i: &creative_ops::media::MediaInfo| {
+        (
+            i.container.clone(),
+            i.width,
+            i.height,
+            i.video_codec.clone(),
+            i.audio_codec.clone(),
+            i.sample_rate,
+            i.channels,
+        )
+    };
+    assert_eq!(facts(&header), facts(&probed));
+    // And that is what the step recorded.
+    let m = a.meta();
+    assert_eq!(
+        (m.width, m.height, m.duration_s),
+        (header.width, header.height, header.duration_s)
+    );
+}
+
+#[tokio::test]
+async fn every_mp4_a_video_step_writes_records_the_facts_ffprobe_reads_from_it() {
+    let src = clip_from_graph("testsrc2=size=320x240:rate=25:duration=2[v]", 2.0);
+    let ctx = common::step_ctx("s");
+    let mut outputs = Vec::new();
+    let transcode = VideoTranscodeStep::new(
+        VideoTranscodeSettings {
+            width: Some(160),
+            fps: Some(30.0),
+            output: fast(),
+            ..Default::default()
+        },
+        ff(),
+    )
+    .unwrap();
+    outputs.extend(
+        transcode
+            .run(&common::inputs("c", vec![src.clone()]), &ctx)
+            .await
+            .unwrap(),
+    );
+    let trim = VideoTrimStep::new(
+        VideoTrimSettings {
+            start_s: 0.3,
+            duration_s: Some(1.1),
+            output: fast(),
+        },
+        ff(),
+    )
+    .unwrap();
+    outputs.extend(trim.run(&common::inputs("c", vec![src.clone()]), &ctx).await.unwrap());
+    let renditions = VideoRenditionsStep::new(
+        VideoRenditionsSettings {
+            renditions: vec![
+                RenditionSpec {
+                    name: None,
+                    aspect: "9:16".parse().unwrap(),
+                    width: Some(90),
+                    height: None,
+                },
+                RenditionSpec {
+                    name: None,
+                    aspect: "1:1".parse().unwrap(),
+                    width: Some(120),
+                    height: None,
+                },
+            ],
+            attention: Attention::Entropy,
+            samples: 3,
+            sampling: Sampling::Keyframes,
+            output: fast(),
+        },
+        ff(),
+    )
+    .unwrap();
+    outputs.extend(
+        renditions
+            .run(&common::inputs("c", vec![src.clone()]), &ctx)
+            .await
+            .unwrap(),
+    );
+    let voice = wav_artifact(&voice(44_100, 1.5), 44_100);
+    let mux = MuxStep::new(MuxSettings::default(), ff()).unwrap();
+    outputs.extend(
+        mux.run(
+            &media_common::inputs(vec![("v", vec![src.clone()]), ("a", vec![voice])]),
+            &ctx,
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(outputs.len(), 5);
+    for a in &outputs {
+        header_agrees_with_ffprobe(a).await;
+    }
+    // What it cannot read with certainty, it leaves to ffprobe.
+    let webm = transcode_vp9(&src).await;
+    assert!(creative_ops::media::MediaInfo::from_mp4_header(webm.data()).is_none());
+    assert!(creative_ops::media::MediaInfo::from_mp4_header(b"\0\0\0\x08moov").is_none());
+}
+
+async fn transcode_vp9(src: &Artifact) -> Artifact {
+    let step = VideoTranscodeStep::new(
+        VideoTranscodeSettings {
+            width: Some(96),
+            output: VideoOutput {
+                codec: VideoCodec::Vp9,
+                preset: "ultrafast".into(),
+                ..VideoOutput::default()
+            },
+            ..Default::default()
+        },
+        ff(),
+    )
+    .unwrap();
+    let out = step
+        .run(&common::inputs("c", vec![src.clone()]), &common::step_ctx("w"))
+        .await
+        .unwrap();
+    assert_eq!(out[0].meta().width, Some(96), "ffprobe recorded the WebM's facts");
+    out[0].clone()
 }

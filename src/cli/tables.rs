@@ -160,6 +160,33 @@ pub fn report(r: &Report) -> String {
         s.push('\n');
         s.push_str(&t.to_string());
         s.push('\n');
+        // Seconds of audio and video in their own table, only when there are
+        // any: a campaign of stills keeps the table it had.
+        let timed: Vec<_> = r
+            .providers
+            .iter()
+            .filter(|p| p.audio_s > 0.0 || p.video_s > 0.0)
+            .collect();
+        if !timed.is_empty() {
+            let mut t = table(&["media by provider/model", "video s", "audio s", "cost $", "$/s"]);
+            for p in timed {
+                let name = match &p.router {
+                    Some(router) => format!("{router}:{}/{}", p.provider, p.model),
+                    None => format!("{}/{}", p.provider, p.model),
+                };
+                t.add_row(vec![
+                    name,
+                    format!("{:.1}", p.video_s),
+                    format!("{:.1}", p.audio_s),
+                    format!("{:.4}", p.cost_usd),
+                    opt(p.cost_per_second_usd, 4),
+                ]);
+            }
+            numbers_right(&mut t, 1);
+            s.push('\n');
+            s.push_str(&t.to_string());
+            s.push('\n');
+        }
         // Why each router member got its calls: the decisions behind the rows.
         for p in r.providers.iter().filter(|p| !p.routed.is_empty()) {
             let why: Vec<String> = p.routed.iter().map(|(k, n)| format!("{k} {n}")).collect();

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use creative_core::MediaKind;
+
 use creative_core::deliver::{FailureGroup, FailureRow, GateRow, JobCounts, ProviderRow, Report, Totals};
 use creative_core::error::{StepError, StepErrorKind};
 
@@ -60,6 +62,8 @@ pub struct ReportBuilder {
     /// What is serving each step of each job not yet finished.
     who: HashMap<String, HashMap<String, Serving>>,
     accepted: HashMap<Key, u64>,
+    /// Seconds of (audio, video) among each row's accepted assets.
+    seconds: HashMap<Key, (f64, f64)>,
     rows: BTreeMap<Key, Acc>,
     gates: BTreeMap<String, GateRow>,
     totals: Totals,
@@ -251,19 +255,41 @@ impl ReportBuilder {
 
     /// Feed one journal record: its outputs are accepted assets of the provider
     /// and model that made them (and, when a router made them, of the member
-    /// and model that did).
+    /// and model that did), with the seconds of those that are audio or video.
+    /// An output made by an earlier step and passed on unchanged (a `probe`
+    /// step's) is that step's asset, already counted.
     pub fn observe_record(&mut self, r: &JournalRecord) {
         for a in &r.outputs {
             let Some(p) = &a.provenance.provider else { continue };
+            if a.provenance.step != r.step {
+                continue;
+            }
             let model = a.provenance.model.as_deref();
-            match a.meta.extra.get(ROUTED_PROVIDER).and_then(|v| v.as_str()) {
+            let keys = match a.meta.extra.get(ROUTED_PROVIDER).and_then(|v| v.as_str()) {
                 Some(member) => {
                     // The router's own row is keyed by the step's model, if any.
                     let asked = a.provenance.params.get("model").and_then(|v| v.as_str());
-                    *self.accepted.entry(key(p, "", asked)).or_default() += 1;
-                    *self.accepted.entry(key(p, member, model)).or_default() += 1;
+                    vec![key(p, "", asked), key(p, member, model)]
                 }
-                None => *self.accepted.entry(key(p, "", model)).or_default() += 1,
+                None => vec![key(p, "", model)],
+            };
+            for k in &keys {
+                *self.accepted.entry(k.clone()).or_default() += 1;
+            }
+            let kind = a.media.kind();
+            let Some(d) = a.meta.duration_s.filter(|d| d.is_finite() && *d > 0.0) else {
+                continue;
+            };
+            if !matches!(kind, MediaKind::Audio | MediaKind::Video) {
+                continue;
+            }
+            let (audio, video) = if kind == MediaKind::Audio { (d, 0.0) } else { (0.0, d) };
+            self.totals.audio_s += audio;
+            self.totals.video_s += video;
+            for k in keys {
+                let s = self.seconds.entry(k).or_default();
+                s.0 += audio;
+                s.1 += video;
             }
         }
     }
@@ -280,6 +306,7 @@ impl ReportBuilder {
     pub fn finish(self, campaign: &str, outcome: Option<&RunOutcome>) -> Report {
         let ReportBuilder {
             accepted,
+            seconds,
             mut rows,
             gates,
             mut totals,
@@ -288,6 +315,17 @@ impl ReportBuilder {
         } = self;
         for (k, n) in &accepted {
             acc(&mut rows, k).row.accepted = *n;
+        }
+        for (k, (audio, video)) in &seconds {
+            let a = acc(&mut rows, k);
+            (a.row.audio_s, a.row.video_s) = (*audio, *video);
+            let cost = a.row.cost_usd;
+            a.row.cost_per_second_usd = Some(cost / (audio + video));
+            // A member's calls are inside its router's row: count cost once.
+            if a.row.router.is_none() {
+                totals.audio_cost_usd += cost * audio / (audio + video);
+                totals.video_cost_usd += cost * video / (audio + video);
+            }
         }
         let providers = rows
             .into_values()

@@ -33,7 +33,9 @@ pub struct Control<'a> {
     /// Cancelling it kills the running tool.
     pub cancel: &'a CancellationToken,
     /// Called with (microseconds of output written, microseconds expected)
-    /// as ffmpeg reports them; only for runs that write to files.
+    /// as ffmpeg reports them, every 0.2 s: always moving forward, never past
+    /// the expected total, and ending at it when the run succeeds. Only for
+    /// runs that write to files.
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
     /// The expected output duration in microseconds (0 when unknown).
     pub total_us: u64,
@@ -137,7 +139,13 @@ impl Ffmpeg {
             .map(OsString::from)
             .collect();
         if ctl.progress.is_some() {
-            head.extend(["-progress", "pipe:1", "-nostats"].iter().map(OsString::from));
+            // A report every 0.2 s rather than ffmpeg's 0.5: short encodes
+            // still show movement.
+            head.extend(
+                ["-progress", "pipe:1", "-nostats", "-stats_period", "0.2"]
+                    .iter()
+                    .map(OsString::from),
+            );
         }
         head.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         run_tool("ffmpeg", &self.ffmpeg, head, ctl).await
@@ -178,27 +186,35 @@ async fn run_tool(tool: &'static str, bin: &Path, args: Vec<OsString>, ctl: &Con
     let progress = ctl.progress;
     let total = ctl.total_us;
     let read_out = async move {
-        let mut out = Vec::new();
+        let (mut out, mut behind) = (Vec::new(), false);
         match progress {
             Some(report) => {
+                // Reports only move forward and stop at the total: ffmpeg repeats
+                // a time while it flushes, and its last time can pass the
+                // expected total by a frame.
+                let mut last = 0u64;
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    // ffmpeg 5+ writes microseconds under both names.
-                    if let Some(v) = line
-                        .strip_prefix("out_time_us=")
-                        .or_else(|| line.strip_prefix("out_time_ms="))
-                    {
-                        if let Ok(us) = v.trim().parse::<u64>() {
+                    // ffmpeg also writes `out_time_ms`, in microseconds too (a
+                    // misnomer it keeps): one name is enough.
+                    if let Some(v) = line.strip_prefix("out_time_us=") {
+                        let Ok(us) = v.trim().parse::<u64>() else { continue };
+                        let us = if total > 0 { us.min(total) } else { us };
+                        if us > last {
+                            last = us;
                             report(us, total);
                         }
                     }
                 }
+                // Short of the total (the last report came before the end):
+                // said once the run has succeeded, below.
+                behind = total > last;
             }
             None => {
                 let _ = stdout.read_to_end(&mut out).await;
             }
         }
-        out
+        (out, behind)
     };
     let read_err = async move {
         let mut err = Vec::new();
@@ -210,7 +226,7 @@ async fn run_tool(tool: &'static str, bin: &Path, args: Vec<OsString>, ctl: &Con
         _ = ctl.cancel.cancelled() => None,
         r = async { tokio::join!(read_out, read_err, child.wait()) } => Some(r),
     };
-    let Some((out, err, status)) = finished else {
+    let Some(((out, behind), err, status)) = finished else {
         // The reads are dropped with the select; kill the child and reap it.
         let _ = child.start_kill();
         let _ = child.wait().await;
@@ -231,6 +247,10 @@ async fn run_tool(tool: &'static str, bin: &Path, args: Vec<OsString>, ctl: &Con
             tool,
             message: format!("exited with {status}: {tail}"),
         });
+    }
+    if let (Some(report), true) = (progress, behind) {
+        // Finished: all of the expected output is written.
+        report(total, total);
     }
     Ok(out)
 }

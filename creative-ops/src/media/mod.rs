@@ -8,7 +8,8 @@
 //! `Progress` events (provider `ffmpeg`). Inputs and outputs pass through a
 //! scratch directory that is removed when the step ends.
 //!
-//! Every output is probed, so its `Meta` carries duration, resolution, frame
+//! Every output is probed (an MP4 from its header, [`MediaInfo::from_mp4_header`];
+//! anything else by ffprobe), so its `Meta` carries duration, resolution, frame
 //! rate, codecs, sample rate and channels (see [`MediaInfo::record`]), and its
 //! provenance the step's settings and resolved values (gain applied, crop
 //! chosen).
@@ -129,7 +130,16 @@ pub(crate) async fn finish(
     };
     let a = Artifact::new(made.media.clone(), made.bytes);
     if made.media.kind() != MediaKind::Image && made.media.kind() != MediaKind::Text {
-        ff.probe(&a, &ctx.cancel).await?.record(&mut meta);
+        // An MP4's facts are in its header: reading them here spares an
+        // ffprobe process per output (a renditions step makes several).
+        let header = (made.media == MediaType::Mp4)
+            .then(|| MediaInfo::from_mp4_header(a.data()))
+            .flatten();
+        let info = match header {
+            Some(info) => info,
+            None => ff.probe(&a, &ctx.cancel).await?,
+        };
+        info.record(&mut meta);
     }
     let mut params = Map::new();
     params.insert("op".into(), Value::String(kind.into()));
