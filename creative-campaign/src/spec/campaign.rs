@@ -13,6 +13,7 @@ use futures::Stream;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::deliver::ReportBuilder;
 use crate::deliver::{DeliveryLedger, FileNameTemplate, Manifest, ManifestSummary, Report, Sink, Sinks};
 use crate::spec::finish;
 use crate::spec::live::{DeliverAsJobsEnd, LiveDelivery};
@@ -485,7 +486,9 @@ enum RunState {
     Dry(Plan),
     Live {
         handle: RunHandle,
-        pump: tokio::task::JoinHandle<()>,
+        /// Writes the event log; returns the report's view of this session's
+        /// events (none on a resume, whose earlier sessions are in the log).
+        pump: tokio::task::JoinHandle<Option<ReportBuilder>>,
         /// Held until the outputs are written.
         lock: fs::File,
         /// Feeds the sinks as jobs end.
@@ -907,7 +910,7 @@ impl Campaign {
             spec_hash: self.spec_hash.clone(),
         }
         .write(&state)?;
-        let done = self.finalize_until(out_dir, None, None, started).await;
+        let done = self.finalize_until(out_dir, None, None, started, None).await;
         drop(lock);
         done
     }
@@ -1035,6 +1038,9 @@ impl Campaign {
         } else {
             (None, None)
         };
+        // A fresh run's report is made from the events as they pass, not read
+        // back from the log at the end (a quarter of the end of a 10,000-job run).
+        let mut observed = (!opts.resume).then(ReportBuilder::new);
         let pump = tokio::spawn(async move {
             let mut log = Some(log);
             let mut buf = Vec::with_capacity(64 * 1024);
@@ -1052,6 +1058,9 @@ impl Campaign {
                             Err(_) => buf.truncate(at),
                         }
                     }
+                    if let Some(b) = &mut observed {
+                        b.observe(&e);
+                    }
                     if let Some(tx) = &tx {
                         let _ = tx.send(e);
                     }
@@ -1065,6 +1074,7 @@ impl Campaign {
                 }
                 buf.clear();
             }
+            observed
         });
         Ok(CampaignRun {
             campaign: self.clone(),
@@ -1088,7 +1098,8 @@ impl Campaign {
         out_dir: &Path,
         outcome: Option<&RunOutcome>,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
-        self.finalize_until(out_dir, outcome, None, SystemTime::now()).await
+        self.finalize_until(out_dir, outcome, None, SystemTime::now(), None)
+            .await
     }
 }
 
@@ -1304,13 +1315,13 @@ impl CampaignRun {
                 let cancel = handle.cancel_token();
                 let outcome = handle.wait().await;
                 // The stream ends when the run's last sender is dropped.
-                let _ = pump.await;
+                let observed = pump.await.ok().flatten();
                 if let Some(live) = live {
                     live.close(&cancel).await;
                 }
                 let (manifest, report) = self
                     .campaign
-                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel), started)
+                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel), started, observed)
                     .await?;
                 drop(lock);
                 Ok(CampaignOutcome {

@@ -161,6 +161,7 @@ impl Campaign {
         outcome: Option<&RunOutcome>,
         cancel: Option<&CancellationToken>,
         started: SystemTime,
+        observed: Option<ReportBuilder>,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
         let this = self.clone();
         let out = out_dir.to_path_buf();
@@ -168,7 +169,7 @@ impl Campaign {
             summary,
             builder,
             mut errors,
-        } = blocking(move || this.deliver_files(&out, started)).await?;
+        } = blocking(move || this.deliver_files(&out, started, observed)).await?;
         let mut report = builder.finish(&self.name, outcome);
         let state_dir = out_dir.join(STATE_DIR);
         let blobs = BlobStore::new(state_dir.join("objects"));
@@ -283,14 +284,27 @@ impl Campaign {
 
     /// Walk the matrix, place every delivered asset's file, and write the
     /// manifest (with paths); feed the report the events, records and assets.
-    fn deliver_files(&self, out_dir: &Path, started: SystemTime) -> Result<Delivered, StoreError> {
+    /// `observed`: the report's view of the run's events, when it was made as
+    /// they passed (else it is read from the event log).
+    fn deliver_files(
+        &self,
+        out_dir: &Path,
+        started: SystemTime,
+        observed: Option<ReportBuilder>,
+    ) -> Result<Delivered, StoreError> {
         let state_dir = out_dir.join(STATE_DIR);
         fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
         let index = FileJournal::index(&state_dir.join(FileJournal::FILE))?;
         let blobs = BlobStore::new(state_dir.join("objects"));
         let dir = self.directory_sink(out_dir, blobs.clone());
-        let mut builder = ReportBuilder::new();
-        read_events(&state_dir.join(EVENTS_FILE), |e| builder.observe(&e))?;
+        let mut builder = match observed {
+            Some(b) => b,
+            None => {
+                let mut b = ReportBuilder::new();
+                read_events(&state_dir.join(EVENTS_FILE), |e| b.observe(&e))?;
+                b
+            }
+        };
 
         let mut jobs_part = Part::create(state_dir.join(JOBS_PART))?;
         let mut assets_part = Part::create(state_dir.join(ASSETS_PART))?;

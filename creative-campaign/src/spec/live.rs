@@ -158,9 +158,11 @@ impl Pipeline for DeliverAsJobsEnd {
         let thumbnails = self.thumbnails;
         // Small assets are written (and their thumbnails made) on this thread:
         // a link and a few kilobytes cost less than the hand-off to a
-        // blocking thread and back. Larger ones go to the blocking pool.
-        let small = files.iter().map(|(_, _, a)| a.data().len()).sum::<usize>() <= INLINE_BYTES;
-        let write = move || {
+        // blocking thread and back. Larger ones, and marked ones (signing
+        // takes milliseconds), go to the blocking pool.
+        let small = dir.marking().is_none()
+            && files.iter().map(|(_, _, a)| a.data().len()).sum::<usize>() <= INLINE_BYTES;
+        let deliver = move || {
             if thumbnails {
                 for (_, rel, a) in &files {
                     if let Err(e) = crate::deliver::make_thumbnail(dir.root(), a) {
@@ -195,9 +197,9 @@ impl Pipeline for DeliverAsJobsEnd {
                 .collect::<Vec<_>>()
         };
         let written = if small {
-            write()
+            deliver()
         } else {
-            match tokio::task::spawn_blocking(write).await {
+            match tokio::task::spawn_blocking(deliver).await {
                 Ok(w) => w,
                 Err(_) => return result,
             }
