@@ -15,9 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use creative_campaign::spec::{BuildCtx, GateFactory, ProviderFactory, StepFactory};
 use creative_core::{
-    Artifact, CallCtx, CancellationToken, Capabilities, ErrorKind, GateCtx, GateError, Generation, MediaKind,
-    MediaType, Meta, Provider, ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs, Task, Usage,
-    Verdict,
+    Artifact, CallCtx, CancellationToken, Capabilities, ConfigError, ErrorKind, GateCtx, GateError, Generation,
+    MediaKind, MediaType, Meta, Provider, ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs,
+    Task, Usage, Verdict,
 };
 use serde_json::{json, Value};
 
@@ -664,7 +664,8 @@ impl HostKind {
         match self.role {
             Role::Provider => {
                 let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
-                    let what = |e: String| format!("provider `{id}` (host kind `{}`): {e}", ext.kind);
+                    let what =
+                        |e: String| ConfigError::new("", format!("provider `{id}` (host kind `{}`): {e}", ext.kind));
                     let caps = caps_from(settings).map_err(what)?;
                     let convert = convert_to_from(settings).map_err(what)?;
                     Ok(Arc::new(HostProvider {

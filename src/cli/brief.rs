@@ -56,7 +56,7 @@ fn provider(file: &Path, id: &str) -> Result<(std::sync::Arc<dyn creative::engin
         ..BuildCtx::default()
     };
     let p = factory(id, &serde_json::Value::Object(ps.settings.clone()), &ctx)
-        .map_err(|e| format!("providers.{id}: {e}"))?;
+        .map_err(|e| e.at(&format!("providers.{id}")).to_string())?;
     Ok((p, ps.kind.clone()))
 }
 
