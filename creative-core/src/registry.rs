@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::deliver::Sink;
+use crate::error::ConfigError;
 use crate::gate::QualityGate;
 use crate::provider::Provider;
 use crate::step::Step;
@@ -46,10 +47,11 @@ impl BuildCtx {
 }
 
 /// Builds a provider from its id and its settings table (the spec's
-/// `[providers.<id>]` minus `kind`). Errors are plain messages naming the bad
-/// setting; the spec loader adds the file and field path.
+/// `[providers.<id>]` minus `kind`). The error's field is the refused key
+/// within the table; the spec loader places it under `providers.<id>` and adds
+/// the file and line.
 pub type ProviderFactory =
-    Arc<dyn Fn(&str, &serde_json::Value, &BuildCtx) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
+    Arc<dyn Fn(&str, &serde_json::Value, &BuildCtx) -> Result<Arc<dyn Provider>, ConfigError> + Send + Sync>;
 
 /// Builds a step from its settings table (the spec's step entry minus the fields
 /// the engine itself reads: `name`, `kind`, `inputs`).
@@ -59,16 +61,16 @@ pub type StepFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<d
 pub type GateFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn QualityGate>, String> + Send + Sync>;
 
 /// Builds a sink from its settings table (the spec's `[[output.sinks]]` entry
-/// minus `kind`).
-pub type SinkFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn Sink>, String> + Send + Sync>;
+/// minus `kind`). The error's field is the refused key within the table.
+pub type SinkFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn Sink>, ConfigError> + Send + Sync>;
 
 /// Named factories for providers, steps, gates and sinks.
 ///
 /// ```
 /// use std::sync::Arc;
-/// use creative_core::registry::Registry;
+/// use creative_core::{registry::Registry, ConfigError};
 /// let mut reg = Registry::new();
-/// reg.provider("null", Arc::new(|id: &str, _: &serde_json::Value, _: &_| Err(format!("{id}: not available here"))));
+/// reg.provider("null", Arc::new(|id: &str, _: &serde_json::Value, _: &_| Err(ConfigError::new("", format!("{id}: not available here")))));
 /// assert!(reg.provider_kinds().any(|k| k == "null"));
 /// ```
 #[derive(Clone, Default)]

@@ -139,7 +139,7 @@ pub(crate) fn launch(engine: &Arc<EngineInner>, spec_text: &str, opts: StartOpti
         .as_deref()
         .map(|s| {
             s.parse::<Shard>()
-                .map_err(|e| FfiError::invalid(format!("run options: {e}")))
+                .map_err(|e| FfiError::invalid(format!("run options: {} {}", e.field(), e.reason())))
         })
         .transpose()?;
     let origin = opts.origin.clone().unwrap_or_else(|| "spec".to_string());

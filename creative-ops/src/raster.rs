@@ -203,13 +203,17 @@ pub fn decode_limits() -> image::Limits {
 }
 
 /// The width and height an image's header declares, read without decoding a
-/// pixel.
-pub fn declared_dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
+/// pixel. The error is [`OpsError::Decode`] of `what`.
+pub fn declared_dimensions(bytes: &[u8], what: &str) -> Result<(u32, u32), OpsError> {
+    let err = |e: image::ImageError| OpsError::Decode {
+        what: what.to_string(),
+        message: e.to_string(),
+    };
     image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| err(e.into()))?
         .into_dimensions()
-        .map_err(|e| e.to_string())
+        .map_err(err)
 }
 
 /// `Ok` when an image of `w`x`h` may be decoded or produced: at most
@@ -240,7 +244,7 @@ impl Raster {
             what: what.to_string(),
             message,
         };
-        let (w, h) = declared_dimensions(bytes).map_err(err)?;
+        let (w, h) = declared_dimensions(bytes, what)?;
         check_image_size(w, h).map_err(|m| err(format!("the image declares {m} (decompression-bomb guard)")))?;
         let mut reader = image::ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()

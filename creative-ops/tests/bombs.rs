@@ -41,7 +41,7 @@ fn a_tiny_png_claiming_50000x50000_is_refused_before_decoding() {
     let bomb = claiming(50_000, 50_000);
     assert!(bomb.len() < 100, "{} bytes", bomb.len());
     assert_eq!(
-        creative_ops::raster::declared_dimensions(&bomb).unwrap(),
+        creative_ops::raster::declared_dimensions(&bomb, "bomb").unwrap(),
         (50_000, 50_000)
     );
     let e = Raster::decode(&bomb, "bomb.png").unwrap_err();

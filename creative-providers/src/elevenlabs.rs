@@ -24,14 +24,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
+    Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, merge_raw, sniff_media, Auth, ErrorInfo, HttpRequest, HttpResponse, HttpSettings,
-    SettingsDefaults, Transport,
+    backend_settings, http_setters, merge_raw, sniff_media, Auth, ErrorInfo, HttpRequest, HttpResponse, HttpSettings,
+    HttpSettingsBuilder, SettingsDefaults, Transport,
 };
 use crate::pricing::{elevenlabs_defaults, PriceTable};
 
@@ -46,7 +47,7 @@ const DEFAULTS: SettingsDefaults = SettingsDefaults {
     timeout: Duration::from_secs(120),
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
     voice_id: Option<String>,
@@ -68,17 +69,52 @@ pub struct ElevenLabs {
     prices: Arc<PriceTable>,
 }
 
-impl ElevenLabs {
-    /// Build from a spec's settings table (see the module docs).
-    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
+/// Builds a [`ElevenLabs`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it. Debug never shows the key.
+///
+/// ```no_run
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use creative_providers::elevenlabs::ElevenLabs;
+/// let voice = ElevenLabs::builder()
+///     .api_key_env("ELEVENLABS_API_KEY")
+///     .voice_id("21m00Tcm4TlvDq8ikWAM")
+///     .build()?;
+/// # let _ = voice; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ElevenLabsBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl ElevenLabsBuilder {
+    http_setters!("elevenlabs");
+
+    /// The default voice (a request's `voice` parameter overrides it).
+    pub fn voice_id(mut self, voice: impl Into<String>) -> Self {
+        self.extra.voice_id = Some(voice.into());
+        self
+    }
+
+    /// The audio format asked for (default `mp3_44100_128`).
+    pub fn output_format(mut self, format: impl Into<String>) -> Self {
+        self.extra.output_format = Some(format.into());
+        self
+    }
+
+    /// Check every value, resolve the key and build the provider.
+    pub fn build(self) -> Result<ElevenLabs, ConfigError> {
+        let ElevenLabsBuilder { id, http, extra } = self;
+        let http = http.build()?;
         let auth = http
             .api_key
             .clone()
             .map(|k| Auth::Header("xi-api-key", k))
             .unwrap_or(Auth::None);
-        let transport = http.transport(id, auth).error_refiner(refine_error).build()?;
+        let transport = http.transport(&id, auth).error_refiner(refine_error).build()?;
         let prices = elevenlabs_defaults().with_overrides(http.prices.as_ref())?;
         let fingerprint = http.fingerprint(
             "elevenlabs",
@@ -88,7 +124,7 @@ impl ElevenLabs {
             }),
         );
         Ok(ElevenLabs {
-            id: id.to_string(),
+            id,
             fingerprint,
             warnings: http.warnings.clone(),
             transport,
@@ -97,6 +133,29 @@ impl ElevenLabs {
             output_format: extra.output_format.unwrap_or_else(|| "mp3_44100_128".into()),
             prices: Arc::new(prices),
         })
+    }
+}
+
+impl ElevenLabs {
+    /// A builder with every default (see the module docs).
+    pub fn builder() -> ElevenLabsBuilder {
+        ElevenLabsBuilder {
+            id: "elevenlabs".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings table (see the module docs): the table
+    /// fills a [`ElevenLabsBuilder`]. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        ElevenLabsBuilder {
+            id: id.to_string(),
+            http,
+            extra: backend_settings(rest)?,
+        }
+        .build()
     }
 }
 
@@ -316,6 +375,6 @@ mod tests {
         let e = p.request(&Request::new(Task::Audio, "hi")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid);
         let e = ElevenLabs::from_settings("el", &json!({"voice": "x"})).unwrap_err();
-        assert!(e.contains("voice"), "{e}");
+        assert!(e.to_string().contains("voice"), "{e}");
     }
 }

@@ -33,14 +33,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
+    Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, encode_base64, merge_raw, sniff_media, wire_f32, Auth, HttpRequest, HttpSettings, LongJob,
-    PollBackoff, SettingsDefaults, Transport, Url,
+    backend_settings, encode_base64, http_setters, merge_raw, sniff_media, wire_f32, Auth, HttpRequest, HttpSettings,
+    HttpSettingsBuilder, LongJob, PollBackoff, SettingsDefaults, Transport, Url,
 };
 use crate::pricing::{self, ModelPrice, PriceTable};
 
@@ -51,25 +52,17 @@ const DEFAULTS: SettingsDefaults = SettingsDefaults {
     timeout: Duration::from_secs(60),
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
-    #[serde(default = "default_poll_ms")]
-    poll_interval_ms: u64,
-    #[serde(default = "default_poll_max_ms")]
-    poll_max_ms: u64,
-    #[serde(default = "default_max_count")]
-    max_count: u32,
+    poll_interval_ms: Option<u64>,
+    poll_max_ms: Option<u64>,
+    max_count: Option<u32>,
 }
 
-fn default_poll_ms() -> u64 {
-    250
-}
-fn default_poll_max_ms() -> u64 {
-    3000
-}
-fn default_max_count() -> u32 {
-    4
+/// Whole milliseconds of a duration, saturating (a poll wait has no use for more).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// fal list prices (dollars) as defaults; a spec's `prices` table overrides or
@@ -139,31 +132,98 @@ struct Status {
     error: Option<Value>,
 }
 
-impl Fal {
-    /// Build from a spec's settings (see [`register`]).
-    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
-        check_app(&http.model).map_err(|e| format!("`model`: {e}"))?;
-        let key = http.api_key.clone().ok_or("no fal key: set FAL_KEY or `api_key_env`")?;
+/// Builds a [`Fal`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it. Debug never shows the key.
+///
+/// ```no_run
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use creative_providers::fal::Fal;
+/// let flux = Fal::builder().api_key_env("FAL_KEY").model("fal-ai/flux/dev").build()?;
+/// # let _ = flux; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct FalBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl FalBuilder {
+    http_setters!("fal");
+
+    /// First wait between polls of a running job (default 250 ms); it doubles up to
+    /// [`poll_max`](Self::poll_max). Below a millisecond counts as one.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.extra.poll_interval_ms = Some(millis(every));
+        self
+    }
+
+    /// Longest wait between polls (default 3 s); never below the first wait.
+    pub fn poll_max(mut self, most: Duration) -> Self {
+        self.extra.poll_max_ms = Some(millis(most));
+        self
+    }
+
+    /// Most outputs asked in one call (default 4); 0 counts as 1.
+    pub fn max_count(mut self, n: u32) -> Self {
+        self.extra.max_count = Some(n);
+        self
+    }
+
+    /// Check every value, resolve the key and build the provider.
+    pub fn build(self) -> Result<Fal, ConfigError> {
+        let FalBuilder { id, http, extra } = self;
+        let http = http.build()?;
+        check_app(&http.model)?;
+        let key = http
+            .api_key
+            .clone()
+            .ok_or_else(|| ConfigError::new("api_key_env", "no fal key: set FAL_KEY or `api_key_env`"))?;
         let transport = http
-            .transport(id, Auth::Scheme("Key", key))
+            .transport(&id, Auth::Scheme("Key", key))
             .error_refiner(refine_error)
             .build()?;
         let prices = default_prices().with_overrides(http.prices.as_ref())?;
         let fingerprint = http.fingerprint("fal", json!({}));
+        let every = extra.poll_interval_ms.unwrap_or(250);
+        let most = extra.poll_max_ms.unwrap_or(3000);
         Ok(Fal {
-            id: id.to_string(),
+            id,
             fingerprint,
             transport,
             app: http.model,
             prices,
             poll: (
-                Duration::from_millis(extra.poll_interval_ms.max(1)),
-                Duration::from_millis(extra.poll_max_ms.max(extra.poll_interval_ms).max(1)),
+                Duration::from_millis(every.max(1)),
+                Duration::from_millis(most.max(every).max(1)),
             ),
-            max_count: extra.max_count.max(1),
+            max_count: extra.max_count.unwrap_or(4).max(1),
         })
+    }
+}
+
+impl Fal {
+    /// A builder with every default (see the module docs).
+    pub fn builder() -> FalBuilder {
+        FalBuilder {
+            id: "fal".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings table (see the module docs): the table
+    /// fills a [`FalBuilder`]. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        FalBuilder {
+            id: id.to_string(),
+            http,
+            extra: backend_settings(rest)?,
+        }
+        .build()
     }
 
     fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
@@ -283,10 +343,13 @@ impl Fal {
     }
 }
 
-fn check_app(app: &str) -> Result<(), String> {
+fn check_app(app: &str) -> Result<(), ConfigError> {
     let segs: Vec<&str> = app.split('/').collect();
     if segs.len() < 2 || segs.iter().any(|s| s.is_empty()) {
-        return Err(format!("`{app}` is not a fal app id such as `fal-ai/flux/dev`"));
+        return Err(ConfigError::new(
+            "model",
+            format!("`{app}` is not a fal app id such as `fal-ai/flux/dev`"),
+        ));
     }
     Ok(())
 }
@@ -350,7 +413,7 @@ impl Provider for Fal {
 
     async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
         let app = req.model.as_deref().unwrap_or(&self.app);
-        check_app(app).map_err(|e| self.err(ErrorKind::Invalid, e))?;
+        check_app(app).map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
         let sub: Submitted = self
             .transport
             .send_json(HttpRequest::post_json(app, self.input(req)), ctx)

@@ -37,14 +37,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
+    Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, cleanup_ctx, decode_base64, encode_base64, lenient_block, lenient_count, merge_raw, sniff_media,
-    wire_f32, Auth, ErrorInfo, HttpRequest, HttpSettings, LongJob, PollBackoff, SettingsDefaults, Transport,
+    backend_settings, cleanup_ctx, decode_base64, encode_base64, http_setters, lenient_block, lenient_count, merge_raw,
+    sniff_media, wire_f32, Auth, ErrorInfo, HttpRequest, HttpSettings, HttpSettingsBuilder, LongJob, PollBackoff,
+    SettingsDefaults, Transport,
 };
 use crate::pricing::{self, gemini_defaults, PriceTable};
 
@@ -59,7 +61,7 @@ const DEFAULTS: SettingsDefaults = SettingsDefaults {
     timeout: Duration::from_secs(180),
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
     image_model: Option<String>,
@@ -83,15 +85,59 @@ pub struct Gemini {
     prices: Arc<PriceTable>,
 }
 
-impl Gemini {
-    /// Build from a spec's settings table (see the module docs).
-    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
+/// Builds a [`Gemini`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it. Debug never shows the key.
+///
+/// ```no_run
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use std::time::Duration;
+/// use creative_providers::gemini::Gemini;
+/// let gemini = Gemini::builder()
+///     .api_key_env("GEMINI_API_KEY")
+///     .video_model("veo-3.0-generate-001")
+///     .poll_interval(Duration::from_secs(10))
+///     .build()?;
+/// # let _ = gemini; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct GeminiBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl GeminiBuilder {
+    http_setters!("gemini");
+
+    /// The model for `image` requests (default `gemini-2.5-flash-image`).
+    pub fn image_model(mut self, model: impl Into<String>) -> Self {
+        self.extra.image_model = Some(model.into());
+        self
+    }
+
+    /// The Veo model for `video` requests (default `veo-3.0-generate-001`).
+    pub fn video_model(mut self, model: impl Into<String>) -> Self {
+        self.extra.video_model = Some(model.into());
+        self
+    }
+
+    /// How often a video operation is polled (default 5 s); positive and below an hour.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.extra.poll_interval_s = Some(every.as_secs_f64());
+        self
+    }
+
+    /// Check every value, resolve the key and build the provider.
+    pub fn build(self) -> Result<Gemini, ConfigError> {
+        let GeminiBuilder { id, http, extra } = self;
+        let http = http.build()?;
         let poll = extra.poll_interval_s.unwrap_or(5.0);
         if !(poll.is_finite() && poll > 0.0 && poll < 3600.0) {
-            return Err(format!(
-                "`poll_interval_s` must be a positive number of seconds, got {poll}"
+            return Err(ConfigError::new(
+                "poll_interval_s",
+                format!("must be a positive number of seconds below 3600, got {poll}"),
             ));
         }
         let auth = http
@@ -99,7 +145,7 @@ impl Gemini {
             .clone()
             .map(|k| Auth::Header("x-goog-api-key", k))
             .unwrap_or(Auth::None);
-        let transport = http.transport(id, auth).error_refiner(refine_error).build()?;
+        let transport = http.transport(&id, auth).error_refiner(refine_error).build()?;
         let prices = gemini_defaults().with_overrides(http.prices.as_ref())?;
         let fingerprint = http.fingerprint(
             "gemini",
@@ -109,7 +155,7 @@ impl Gemini {
             }),
         );
         Ok(Gemini {
-            id: id.to_string(),
+            id,
             fingerprint,
             warnings: http.warnings.clone(),
             transport,
@@ -119,6 +165,29 @@ impl Gemini {
             poll_interval: Duration::from_secs_f64(poll),
             prices: Arc::new(prices),
         })
+    }
+}
+
+impl Gemini {
+    /// A builder with every default (see the module docs).
+    pub fn builder() -> GeminiBuilder {
+        GeminiBuilder {
+            id: "gemini".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings table (see the module docs): the table
+    /// fills a [`GeminiBuilder`]. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        GeminiBuilder {
+            id: id.to_string(),
+            http,
+            extra: backend_settings(rest)?,
+        }
+        .build()
     }
 }
 
@@ -803,8 +872,8 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let e = Gemini::from_settings("gemini", &json!({"poll_interval_s": -1})).unwrap_err();
-        assert!(e.contains("poll_interval_s"), "{e}");
+        assert!(e.to_string().contains("poll_interval_s"), "{e}");
         let e = Gemini::from_settings("gemini", &json!({"videomodel": "v"})).unwrap_err();
-        assert!(e.contains("videomodel"), "{e}");
+        assert!(e.to_string().contains("videomodel"), "{e}");
     }
 }

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use creative_core::deliver::{AssetEntry, Delivery, Receipt, Sink, SinkError};
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::template::Template;
-use creative_core::Artifact;
+use creative_core::{Artifact, ConfigError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -105,18 +105,22 @@ impl std::fmt::Debug for ObjectStoreSink {
 const MIB: u64 = 1024 * 1024;
 
 impl ObjectStoreSink {
-    /// A sink from settings; errors name the bad setting.
-    pub fn new(settings: ObjectStoreSettings) -> Result<Self, String> {
+    /// A sink from settings; the error's field is the bad setting.
+    pub fn new(settings: ObjectStoreSettings) -> Result<Self, ConfigError> {
         if !(1..=5120).contains(&settings.multipart_threshold_mb) {
-            return Err(format!(
-                "multipart_threshold_mb must be 1 to 5120, not {}",
-                settings.multipart_threshold_mb
+            return Err(ConfigError::new(
+                "multipart_threshold_mb",
+                format!("must be 1 to 5120, not {}", settings.multipart_threshold_mb),
             ));
         }
         if !(5..=5120).contains(&settings.part_size_mb) {
-            return Err(format!("part_size_mb must be 5 to 5120, not {}", settings.part_size_mb));
+            return Err(ConfigError::new(
+                "part_size_mb",
+                format!("must be 5 to 5120, not {}", settings.part_size_mb),
+            ));
         }
-        let url = reqwest::Url::parse(&settings.url).map_err(|e| format!("url `{}`: {e}", settings.url))?;
+        let url = reqwest::Url::parse(&settings.url)
+            .map_err(|e| ConfigError::new("url", format!("`{}`: {e}", settings.url)))?;
         // The environment first (lowercased, as the builders' keys are), then
         // the spec's options over it.
         let mut options: Vec<(String, String)> = std::env::vars()
@@ -128,19 +132,24 @@ impl ObjectStoreSink {
         let (store, prefix) = ::object_store::parse_url_opts(&url, options).map_err(|e| {
             let e = e.to_string();
             let what = e.split(':').next().unwrap_or("invalid settings");
-            format!("url `{}`: cannot open the store ({what})", settings.url)
+            ConfigError::new("url", format!("`{}`: cannot open the store ({what})", settings.url))
         })?;
         let key = settings
             .key
             .as_deref()
             .map(Template::new)
             .transpose()
-            .map_err(|e| format!("key: {e}"))?;
+            .map_err(|e| ConfigError::new("key", e.to_string()))?;
         let public_base = match &settings.public_base_url {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
                 Some(u.trim_end_matches('/').to_string())
             }
-            Some(u) => return Err(format!("public_base_url `{u}` must start with http:// or https://")),
+            Some(u) => {
+                return Err(ConfigError::new(
+                    "public_base_url",
+                    format!("`{u}` must start with http:// or https://"),
+                ))
+            }
             None => None,
         };
         Ok(ObjectStoreSink {
@@ -152,13 +161,15 @@ impl ObjectStoreSink {
             public_base,
             threshold: settings.multipart_threshold_mb * MIB,
             local: url.scheme() == "file",
-            part: usize::try_from(settings.part_size_mb * MIB).map_err(|_| "part_size_mb is too large here")?,
+            part: usize::try_from(settings.part_size_mb * MIB)
+                .map_err(|_| ConfigError::new("part_size_mb", "is too large here"))?,
         })
     }
 
     /// Build from a spec's settings table.
-    pub fn from_json(settings: &Value) -> Result<Self, String> {
-        let s: ObjectStoreSettings = serde_json::from_value(settings.clone()).map_err(|e| e.to_string())?;
+    pub fn from_json(settings: &Value) -> Result<Self, ConfigError> {
+        let s: ObjectStoreSettings =
+            serde_json::from_value(settings.clone()).map_err(|e| crate::http::field_error(&e.to_string()))?;
         Self::new(s)
     }
 
@@ -354,13 +365,13 @@ mod tests {
     #[test]
     fn bad_settings_name_the_problem() {
         let e = ObjectStoreSink::from_json(&json!({"url": "file:///tmp/x", "part_size_mb": 1})).unwrap_err();
-        assert!(e.contains("part_size_mb"), "{e}");
+        assert!(e.to_string().contains("part_size_mb"), "{e}");
         let e = ObjectStoreSink::from_json(&json!({"url": "file:///tmp/x", "multipart_threshold_mb": 0})).unwrap_err();
-        assert!(e.contains("multipart_threshold_mb"), "{e}");
+        assert!(e.to_string().contains("multipart_threshold_mb"), "{e}");
         let e = ObjectStoreSink::from_json(&json!({"url": "nope"})).unwrap_err();
-        assert!(e.contains("url"), "{e}");
+        assert!(e.to_string().contains("url"), "{e}");
         let e = ObjectStoreSink::from_json(&json!({"url": "file:///tmp/x", "bukket": "b"})).unwrap_err();
-        assert!(e.contains("bukket"), "{e}");
+        assert!(e.to_string().contains("bukket"), "{e}");
     }
 
     #[test]

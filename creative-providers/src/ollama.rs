@@ -27,14 +27,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, Provider, ProviderError, Request, Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, encode_base64, lenient_count, merge_raw, wire_f32, Auth, HttpRequest, HttpSettings,
-    SettingsDefaults, Transport,
+    backend_settings, encode_base64, http_setters, lenient_count, merge_raw, wire_f32, Auth, HttpRequest, HttpSettings,
+    HttpSettingsBuilder, SettingsDefaults, Transport,
 };
 use crate::pricing::PriceTable;
 
@@ -49,7 +49,7 @@ const DEFAULTS: SettingsDefaults = SettingsDefaults {
     timeout: Duration::from_secs(300),
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
     endpoint: Option<String>,
@@ -76,25 +76,59 @@ pub struct Ollama {
     local: bool,
 }
 
-impl Ollama {
-    /// Build from a spec's settings table (see the module docs).
-    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
+/// Builds a [`Ollama`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it. Debug never shows the key.
+///
+/// ```
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use creative_providers::ollama::Ollama;
+/// let local = Ollama::builder().model("llama3.2").endpoint("generate").build()?;
+/// # let _ = local;
+/// let e = Ollama::builder().endpoint("stream").build().unwrap_err();
+/// assert_eq!(e.field(), "endpoint");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct OllamaBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl OllamaBuilder {
+    http_setters!("ollama");
+
+    /// The native endpoint text requests use: `chat` (the default) or `generate`.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.extra.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Check every value and build the provider.
+    pub fn build(self) -> Result<Ollama, ConfigError> {
+        let OllamaBuilder { id, http, extra } = self;
+        let http = http.build()?;
         let endpoint = match extra.endpoint.as_deref() {
             None | Some("chat") => Endpoint::Chat,
             Some("generate") => Endpoint::Generate,
-            Some(other) => return Err(format!("`endpoint` must be `chat` or `generate`, got `{other}`")),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "endpoint",
+                    format!("must be `chat` or `generate`, got `{other}`"),
+                ))
+            }
         };
         let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
-        let transport = http.transport(id, auth).build()?;
+        let transport = http.transport(&id, auth).build()?;
         let prices = PriceTable::new().with_overrides(http.prices.as_ref())?;
         let fingerprint = http.fingerprint(
             "ollama",
             json!({"endpoint": format!("{endpoint:?}").to_ascii_lowercase()}),
         );
         Ok(Ollama {
-            id: id.to_string(),
+            id,
             fingerprint,
             transport,
             model: http.model.clone(),
@@ -102,6 +136,29 @@ impl Ollama {
             prices: Arc::new(prices),
             local: crate::http::is_loopback(&http.base_url),
         })
+    }
+}
+
+impl Ollama {
+    /// A builder with every default (see the module docs).
+    pub fn builder() -> OllamaBuilder {
+        OllamaBuilder {
+            id: "ollama".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings table (see the module docs): the table
+    /// fills a [`OllamaBuilder`]. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        OllamaBuilder {
+            id: id.to_string(),
+            http,
+            extra: backend_settings(rest)?,
+        }
+        .build()
     }
 }
 
@@ -347,8 +404,8 @@ mod tests {
     #[test]
     fn a_bad_endpoint_is_named() {
         let e = Ollama::from_settings("ollama", &json!({"endpoint": "stream"})).unwrap_err();
-        assert!(e.contains("endpoint"), "{e}");
+        assert!(e.to_string().contains("endpoint"), "{e}");
         let e = Ollama::from_settings("ollama", &json!({"temprature": 1})).unwrap_err();
-        assert!(e.contains("temprature"), "{e}");
+        assert!(e.to_string().contains("temprature"), "{e}");
     }
 }

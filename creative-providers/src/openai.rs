@@ -28,14 +28,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
+    Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, decode_base64, encode_base64, lenient_block, lenient_count, merge_raw, sniff_media, wire_f32,
-    Auth, ErrorInfo, FormPart, HttpRequest, HttpSettings, SettingsDefaults, Transport,
+    backend_settings, decode_base64, encode_base64, http_setters, lenient_block, lenient_count, merge_raw, sniff_media,
+    wire_f32, Auth, ErrorInfo, FormPart, HttpRequest, HttpSettings, HttpSettingsBuilder, SettingsDefaults, Transport,
 };
 use crate::pricing::{openai_defaults, PriceTable};
 
@@ -50,7 +51,7 @@ const DEFAULTS: SettingsDefaults = SettingsDefaults {
     timeout: Duration::from_secs(180),
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
     text_model: Option<String>,
@@ -75,24 +76,107 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    /// Build from a spec's settings table (see the module docs).
-    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
+    /// A builder with every default (see the module docs).
+    pub fn builder() -> OpenAiBuilder {
+        OpenAiBuilder {
+            id: "openai".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings table (see the module docs): the table
+    /// fills an [`OpenAiBuilder`]. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        OpenAiBuilder {
+            id: id.to_string(),
+            http,
+            extra: backend_settings(rest)?,
+        }
+        .build()
+    }
+
+    /// The transport (for tests and tools).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+/// Builds an [`OpenAi`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it. Debug never shows the key.
+///
+/// ```no_run
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use creative_providers::openai::OpenAi;
+/// let openai = OpenAi::builder()
+///     .api_key_env("OPENAI_API_KEY")
+///     .model("gpt-image-1")
+///     .text_model("gpt-4o-mini")
+///     .build()?;
+/// # let _ = openai; Ok(()) }
+/// ```
+///
+/// Any OpenAI-compatible server, and a bad value named by its field:
+///
+/// ```
+/// use creative_providers::openai::OpenAi;
+/// let local = OpenAi::builder().base_url("http://127.0.0.1:8080/v1").build();
+/// assert!(local.is_ok());
+/// let e = OpenAi::builder().response_format("png").build().unwrap_err();
+/// assert_eq!(e.field(), "response_format");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct OpenAiBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl OpenAiBuilder {
+    http_setters!("openai");
+
+    /// The chat model for `text` requests (default `gpt-4o-mini`).
+    pub fn text_model(mut self, model: impl Into<String>) -> Self {
+        self.extra.text_model = Some(model.into());
+        self
+    }
+
+    /// How dall-e models return images: `b64_json` (the default) or `url`.
+    pub fn response_format(mut self, format: impl Into<String>) -> Self {
+        self.extra.response_format = Some(format.into());
+        self
+    }
+
+    /// Most images asked in one call (default 10).
+    pub fn max_count(mut self, n: u32) -> Self {
+        self.extra.max_count = Some(n);
+        self
+    }
+
+    /// Check every value, resolve the key and build the provider.
+    pub fn build(self) -> Result<OpenAi, ConfigError> {
+        let OpenAiBuilder { id, http, extra } = self;
+        let http = http.build()?;
         if let Some(f) = &extra.response_format {
             if f != "b64_json" && f != "url" {
-                return Err(format!("`response_format` must be `b64_json` or `url`, got `{f}`"));
+                return Err(ConfigError::new(
+                    "response_format",
+                    format!("must be `b64_json` or `url`, got `{f}`"),
+                ));
             }
         }
         let auth = http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
-        let transport = http.transport(id, auth).error_refiner(refine_error).build()?;
+        let transport = http.transport(&id, auth).error_refiner(refine_error).build()?;
         let prices = openai_defaults().with_overrides(http.prices.as_ref())?;
         let fingerprint = http.fingerprint(
             "openai",
             json!({"text_model": extra.text_model.as_deref().unwrap_or("gpt-4o-mini")}),
         );
         Ok(OpenAi {
-            id: id.to_string(),
+            id,
             fingerprint,
             warnings: http.warnings.clone(),
             transport,
@@ -102,11 +186,6 @@ impl OpenAi {
             max_count: extra.max_count.unwrap_or(10),
             prices: Arc::new(prices),
         })
-    }
-
-    /// The transport (for tests and tools).
-    pub fn transport(&self) -> &Transport {
-        &self.transport
     }
 }
 
@@ -713,13 +792,13 @@ mod tests {
     #[test]
     fn unknown_settings_are_named() {
         let e = OpenAi::from_settings("openai", &json!({"api_key": "k", "qualty": "hd"})).unwrap_err();
-        assert!(e.contains("qualty"), "{e}");
+        assert!(e.to_string().contains("qualty"), "{e}");
         assert!(
-            e.contains("text_model") && e.contains("base_url"),
+            e.to_string().contains("text_model") && e.to_string().contains("base_url"),
             "the known keys are listed: {e}"
         );
         let e = OpenAi::from_settings("openai", &json!({"response_format": "png"})).unwrap_err();
-        assert!(e.contains("response_format"), "{e}");
+        assert!(e.to_string().contains("response_format"), "{e}");
     }
 
     #[test]

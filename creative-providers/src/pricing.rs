@@ -45,7 +45,7 @@
 use std::collections::BTreeMap;
 
 use creative_core::artifact::probe;
-use creative_core::{Artifact, MediaKind, Request, Task};
+use creative_core::{Artifact, ConfigError, MediaKind, Request, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -224,17 +224,24 @@ impl PriceTable {
 
     /// Overlay a spec's `prices` table: `{ model: { field: value } }`. Fields given
     /// replace the defaults; image entries are added to the default ones.
-    pub fn with_overrides(mut self, overrides: Option<&Value>) -> Result<Self, String> {
+    ///
+    /// The error's field is `prices` or `prices.<model>`.
+    pub fn with_overrides(mut self, overrides: Option<&Value>) -> Result<Self, ConfigError> {
         let Some(v) = overrides else {
             return Ok(self);
         };
         let Value::Object(map) = v else {
-            return Err("`prices` must be a table of models".into());
+            return Err(ConfigError::new("prices", "must be a table of models"));
         };
         for (model, entry) in map {
-            let p: ModelPrice = serde_json::from_value(entry.clone()).map_err(|e| format!("`prices.{model}`: {e}"))?;
+            let field = || format!("prices.{model}");
+            let p: ModelPrice =
+                serde_json::from_value(entry.clone()).map_err(|e| ConfigError::new(field(), e.to_string()))?;
             if p.megapixel_px == Some(0) {
-                return Err(format!("`prices.{model}`: `megapixel_px` must be at least 1"));
+                return Err(ConfigError::new(
+                    format!("{}.megapixel_px", field()),
+                    "must be at least 1",
+                ));
             }
             let all = p.image.values().copied().chain(
                 [
@@ -253,8 +260,9 @@ impl PriceTable {
             );
             for x in all {
                 if !(x.is_finite() && x >= 0.0) {
-                    return Err(format!(
-                        "`prices.{model}`: prices must be finite and not negative, got {x}"
+                    return Err(ConfigError::new(
+                        field(),
+                        format!("prices must be finite and not negative, got {x}"),
                     ));
                 }
             }
@@ -599,11 +607,14 @@ mod tests {
         let e = PriceTable::new()
             .with_overrides(Some(&json!({"m": {"per_image": 1.0}})))
             .unwrap_err();
-        assert!(e.contains("prices.m") && e.contains("per_image"), "{e}");
+        assert!(
+            e.to_string().contains("prices.m") && e.to_string().contains("per_image"),
+            "{e}"
+        );
         let e = PriceTable::new()
             .with_overrides(Some(&json!({"m": {"per_second": -1.0}})))
             .unwrap_err();
-        assert!(e.contains("prices.m"), "{e}");
+        assert!(e.to_string().contains("prices.m"), "{e}");
     }
 
     #[test]
@@ -660,7 +671,7 @@ mod tests {
             json!({"m": {"est_gpu_s": -2.0}}),
         ] {
             let e = PriceTable::new().with_overrides(Some(&bad)).unwrap_err();
-            assert!(e.contains("prices.m"), "{e}");
+            assert!(e.to_string().contains("prices.m"), "{e}");
         }
     }
 

@@ -37,8 +37,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Meta, Provider, ProviderError, Request, Task,
-    Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, MediaType, Meta, Provider, ProviderError,
+    Request, Task, Usage,
 };
 use serde::Deserialize;
 
@@ -99,6 +99,133 @@ impl Default for ProceduralSettings {
     }
 }
 
+/// A serde message as a [`ConfigError`] whose field is the unknown key serde
+/// names in backticks.
+fn settings_error(msg: &str) -> ConfigError {
+    msg.strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| ConfigError::new(name, msg))
+        .unwrap_or_else(|| ConfigError::new("", msg))
+}
+
+/// Builds a [`Procedural`] stand-in with typed values. Setters never fail;
+/// [`build`](Self::build) reports the first bad value by its field.
+///
+/// ```
+/// use std::time::Duration;
+/// use creative_core::ErrorKind;
+/// use creative_providers::procedural::Procedural;
+/// let flaky = Procedural::builder()
+///     .id("flaky")
+///     .latency(Duration::from_millis(20))
+///     .failure_rate(0.3)
+///     .failure_kind(ErrorKind::RateLimited)
+///     .chaos_seed(7)
+///     .build()
+///     .unwrap();
+/// # let _ = flaky;
+/// let e = Procedural::builder().failure_rate(1.5).build().unwrap_err();
+/// assert_eq!(e.field(), "failure_rate");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ProceduralBuilder {
+    id: String,
+    settings: ProceduralSettings,
+}
+
+impl ProceduralBuilder {
+    /// The provider id (default `procedural`).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Simulated latency per call (default none).
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.settings.latency_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Extra random latency, uniform up to this (default none).
+    pub fn latency_jitter(mut self, d: Duration) -> Self {
+        self.settings.latency_jitter_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Probability that a call fails, 0 to 1 (default 0).
+    pub fn failure_rate(mut self, p: f64) -> Self {
+        self.settings.failure_rate = p;
+        self
+    }
+
+    /// The class of injected failures (default transient): transient,
+    /// rate-limited, timeout, invalid, content policy or auth.
+    pub fn failure_kind(mut self, kind: ErrorKind) -> Self {
+        self.settings.failure_kind = kind.as_str().to_string();
+        self
+    }
+
+    /// Retry-After sent with injected rate limits (default 100 ms).
+    pub fn retry_after(mut self, d: Duration) -> Self {
+        self.settings.retry_after_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Simulated price per image, in US dollars, 0 to 1000 (default 0.002).
+    pub fn cost_per_image(mut self, usd: f64) -> Self {
+        self.settings.cost_per_image = usd;
+        self
+    }
+
+    /// Simulated price per 1,000 characters of text, 0 to 1000 (default 0.0005).
+    pub fn cost_per_1k_chars(mut self, usd: f64) -> Self {
+        self.settings.cost_per_1k_chars = usd;
+        self
+    }
+
+    /// Simulated price per second of video, 0 to 1000 (default 0.05).
+    pub fn cost_per_video_second(mut self, usd: f64) -> Self {
+        self.settings.cost_per_video_second = usd;
+        self
+    }
+
+    /// Simulated price per second of audio, 0 to 1000 (default 0.0005).
+    pub fn cost_per_audio_second(mut self, usd: f64) -> Self {
+        self.settings.cost_per_audio_second = usd;
+        self
+    }
+
+    /// The ffmpeg that encodes video (default `CREATIVE_FFMPEG`, else `PATH`).
+    pub fn ffmpeg(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.ffmpeg = Some(path.into());
+        self
+    }
+
+    /// Side of an image when a request gives no size, 1 to 4096 (default 512).
+    pub fn default_size(mut self, side: u32) -> Self {
+        self.settings.default_size = side;
+        self
+    }
+
+    /// Append one line per call to this file (tests counting calls across processes).
+    pub fn call_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.call_log = Some(path.into());
+        self
+    }
+
+    /// Seed of the failure and jitter draws (default random).
+    pub fn chaos_seed(mut self, seed: u64) -> Self {
+        self.settings.chaos_seed = Some(seed);
+        self
+    }
+
+    /// Check every value and build the provider.
+    pub fn build(self) -> Result<Procedural, ConfigError> {
+        Procedural::with_settings(self.id, self.settings)
+    }
+}
+
 /// The offline stand-in provider. See the module docs.
 #[derive(Debug)]
 pub struct Procedural {
@@ -125,12 +252,20 @@ impl Procedural {
         Self::with_settings(id, ProceduralSettings::default()).expect("default settings are valid")
     }
 
-    /// A provider with the given settings; errors name the bad setting.
-    pub fn with_settings(id: impl Into<String>, settings: ProceduralSettings) -> Result<Self, String> {
+    /// A builder with default settings (no latency, no failures).
+    pub fn builder() -> ProceduralBuilder {
+        ProceduralBuilder {
+            id: "procedural".into(),
+            settings: ProceduralSettings::default(),
+        }
+    }
+
+    /// A provider with the given settings; the error's field is the bad setting.
+    pub fn with_settings(id: impl Into<String>, settings: ProceduralSettings) -> Result<Self, ConfigError> {
         if !(0.0..=1.0).contains(&settings.failure_rate) {
-            return Err(format!(
-                "failure_rate must be within 0..=1, got {}",
-                settings.failure_rate
+            return Err(ConfigError::new(
+                "failure_rate",
+                format!("must be within 0..=1, got {}", settings.failure_rate),
             ));
         }
         let failure_kind = match settings.failure_kind.as_str() {
@@ -141,9 +276,10 @@ impl Procedural {
             "content_policy" => ErrorKind::ContentPolicy,
             "auth" => ErrorKind::Auth,
             other => {
-                return Err(format!(
-                "failure_kind `{other}` is not one of transient, rate_limited, timeout, invalid, content_policy, auth"
-            ))
+                return Err(ConfigError::new(
+                    "failure_kind",
+                    format!("`{other}` is not one of transient, rate_limited, timeout, invalid, content_policy, auth"),
+                ))
             }
         };
         for (name, v) in [
@@ -153,11 +289,14 @@ impl Procedural {
             ("cost_per_audio_second", settings.cost_per_audio_second),
         ] {
             if !(v.is_finite() && (0.0..=1000.0).contains(&v)) {
-                return Err(format!("{name} must be within 0..=1000, got {v}"));
+                return Err(ConfigError::new(name, format!("must be within 0..=1000, got {v}")));
             }
         }
         if settings.default_size == 0 || settings.default_size > MAX_SIDE {
-            return Err(format!("default_size must be within 1..={MAX_SIDE}"));
+            return Err(ConfigError::new(
+                "default_size",
+                format!("must be within 1..={MAX_SIDE}, got {}", settings.default_size),
+            ));
         }
         let rng = match settings.chaos_seed {
             Some(s) => fastrand::Rng::with_seed(s),
@@ -173,11 +312,11 @@ impl Procedural {
     }
 
     /// Build from a spec's settings table.
-    pub fn from_json(id: &str, settings: &serde_json::Value) -> Result<Self, String> {
+    pub fn from_json(id: &str, settings: &serde_json::Value) -> Result<Self, ConfigError> {
         let s: ProceduralSettings = if settings.is_null() {
             ProceduralSettings::default()
         } else {
-            serde_json::from_value(settings.clone()).map_err(|e| e.to_string())?
+            serde_json::from_value(settings.clone()).map_err(|e| settings_error(&e.to_string()))?
         };
         Self::with_settings(id, s)
     }
@@ -843,9 +982,9 @@ mod tests {
     #[test]
     fn bad_settings_name_the_field() {
         let e = Procedural::from_json("p", &serde_json::json!({"failure_rate": 2.0})).unwrap_err();
-        assert!(e.contains("failure_rate"), "{e}");
+        assert!(e.to_string().contains("failure_rate"), "{e}");
         let e = Procedural::from_json("p", &serde_json::json!({"latency": 2})).unwrap_err();
-        assert!(e.contains("latency"), "{e}");
+        assert!(e.to_string().contains("latency"), "{e}");
     }
 
     #[tokio::test]

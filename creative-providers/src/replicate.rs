@@ -46,14 +46,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
+    Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, encode_base64, looks_like_content_policy, merge_raw, rebase_onto, sniff_media, wire_f32, Auth,
-    HttpRequest, HttpSettings, LongJob, PollBackoff, SettingsDefaults, Transport,
+    backend_settings, encode_base64, http_setters, looks_like_content_policy, merge_raw, rebase_onto, sniff_media,
+    wire_f32, Auth, HttpRequest, HttpSettings, HttpSettingsBuilder, LongJob, PollBackoff, SettingsDefaults, Transport,
 };
 use crate::pricing::{self, ModelPrice, PriceTable};
 
@@ -64,30 +65,21 @@ const DEFAULTS: SettingsDefaults = SettingsDefaults {
     timeout: Duration::from_secs(120),
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
-    #[serde(default = "default_wait")]
-    wait_s: u64,
-    #[serde(default = "default_poll_ms")]
-    poll_interval_ms: u64,
-    #[serde(default = "default_poll_max_ms")]
-    poll_max_ms: u64,
-    #[serde(default = "default_max_count")]
-    max_count: u32,
+    wait_s: Option<u64>,
+    poll_interval_ms: Option<u64>,
+    poll_max_ms: Option<u64>,
+    max_count: Option<u32>,
 }
 
-fn default_wait() -> u64 {
-    60
-}
-fn default_poll_ms() -> u64 {
-    500
-}
-fn default_poll_max_ms() -> u64 {
-    5000
-}
-fn default_max_count() -> u32 {
-    4
+/// Replicate's own longest `Prefer: wait`, the default.
+const DEFAULT_WAIT_S: u64 = 60;
+
+/// Whole milliseconds of a duration, saturating (a poll wait has no use for more).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Replicate list prices (dollars) for a few popular models as defaults; a spec's
@@ -127,11 +119,12 @@ pub enum ModelRef {
 
 impl ModelRef {
     /// Parse a model setting.
-    pub fn parse(s: &str) -> Result<ModelRef, String> {
+    /// The error's field is `model`.
+    pub fn parse(s: &str) -> Result<ModelRef, ConfigError> {
         let s = s.trim();
         if let Some((_, v)) = s.split_once(':') {
             if v.is_empty() {
-                return Err(format!("model `{s}`: empty version after `:`"));
+                return Err(ConfigError::new("model", format!("`{s}`: empty version after `:`")));
             }
             return Ok(ModelRef::Version(v.to_string()));
         }
@@ -141,8 +134,9 @@ impl ModelRef {
                 name: n.to_string(),
             }),
             None if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) => Ok(ModelRef::Version(s.to_string())),
-            _ => Err(format!(
-                "model `{s}`: expected `owner/name`, `owner/name:version` or a version id"
+            _ => Err(ConfigError::new(
+                "model",
+                format!("`{s}`: expected `owner/name`, `owner/name:version` or a version id"),
             )),
         }
     }
@@ -212,38 +206,127 @@ impl Prediction {
     }
 }
 
-impl Replicate {
-    /// Build from a spec's settings (see [`register`]).
-    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
-        ModelRef::parse(&http.model).map_err(|e| format!("`model`: {e}"))?;
-        if extra.wait_s > 60 {
-            return Err("`wait_s` must be between 0 and 60 (Replicate's `Prefer: wait` limit)".into());
+/// Builds a [`Replicate`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it. Debug never shows the key.
+///
+/// ```no_run
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use creative_providers::replicate::Replicate;
+/// let flux = Replicate::builder()
+///     .api_key_env("REPLICATE_API_TOKEN")
+///     .model("black-forest-labs/flux-schnell")
+///     .wait_s(30)
+///     .build()?;
+/// # let _ = flux; Ok(()) }
+/// ```
+///
+/// A value out of its range is refused by name:
+///
+/// ```
+/// use creative_providers::replicate::Replicate;
+/// let e = Replicate::builder().api_key("k").wait_s(90).build().unwrap_err();
+/// assert_eq!(e.field(), "wait_s");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ReplicateBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl ReplicateBuilder {
+    http_setters!("replicate");
+
+    /// How long the first request waits for the prediction (`Prefer: wait`),
+    /// in seconds: 0 to 60 (default 60).
+    pub fn wait_s(mut self, seconds: u64) -> Self {
+        self.extra.wait_s = Some(seconds);
+        self
+    }
+
+    /// First wait between polls of a running job (default 500 ms); it doubles up to
+    /// [`poll_max`](Self::poll_max). Below a millisecond counts as one.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.extra.poll_interval_ms = Some(millis(every));
+        self
+    }
+
+    /// Longest wait between polls (default 5 s); never below the first wait.
+    pub fn poll_max(mut self, most: Duration) -> Self {
+        self.extra.poll_max_ms = Some(millis(most));
+        self
+    }
+
+    /// Most outputs asked in one call (default 4); 0 counts as 1.
+    pub fn max_count(mut self, n: u32) -> Self {
+        self.extra.max_count = Some(n);
+        self
+    }
+
+    /// Check every value, resolve the key and build the provider.
+    pub fn build(self) -> Result<Replicate, ConfigError> {
+        let ReplicateBuilder { id, http, extra } = self;
+        let http = http.build()?;
+        ModelRef::parse(&http.model)?;
+        let wait_s = extra.wait_s.unwrap_or(DEFAULT_WAIT_S);
+        if wait_s > 60 {
+            return Err(ConfigError::new(
+                "wait_s",
+                format!("must be between 0 and 60 (Replicate's `Prefer: wait` limit), got {wait_s}"),
+            ));
         }
-        let key = http
-            .api_key
-            .clone()
-            .ok_or("no Replicate API token: set REPLICATE_API_TOKEN or `api_key_env`")?;
+        let key = http.api_key.clone().ok_or_else(|| {
+            ConfigError::new(
+                "api_key_env",
+                "no Replicate API token: set REPLICATE_API_TOKEN or `api_key_env`",
+            )
+        })?;
         let transport = http
-            .transport(id, Auth::Bearer(key))
+            .transport(&id, Auth::Bearer(key))
             .error_refiner(refine_error)
             .build()?;
         let prices = default_prices().with_overrides(http.prices.as_ref())?;
         let fingerprint = http.fingerprint("replicate", json!({}));
+        let every = extra.poll_interval_ms.unwrap_or(500);
+        let most = extra.poll_max_ms.unwrap_or(5000);
         Ok(Replicate {
-            id: id.to_string(),
+            id,
             fingerprint,
             transport,
             model: http.model,
             prices,
-            wait_s: extra.wait_s,
+            wait_s,
             poll: (
-                Duration::from_millis(extra.poll_interval_ms.max(1)),
-                Duration::from_millis(extra.poll_max_ms.max(extra.poll_interval_ms).max(1)),
+                Duration::from_millis(every.max(1)),
+                Duration::from_millis(most.max(every).max(1)),
             ),
-            max_count: extra.max_count.max(1),
+            max_count: extra.max_count.unwrap_or(4).max(1),
         })
+    }
+}
+
+impl Replicate {
+    /// A builder with every default (see the module docs).
+    pub fn builder() -> ReplicateBuilder {
+        ReplicateBuilder {
+            id: "replicate".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings table (see the module docs): the table
+    /// fills a [`ReplicateBuilder`]. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        ReplicateBuilder {
+            id: id.to_string(),
+            http,
+            extra: backend_settings(rest)?,
+        }
+        .build()
     }
 
     fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
@@ -261,7 +344,7 @@ impl Replicate {
     /// The creation request for `req`: (path, body).
     pub fn creation(&self, req: &Request) -> Result<(String, Value), ProviderError> {
         let model = req.model.as_deref().unwrap_or(&self.model);
-        let mref = ModelRef::parse(model).map_err(|e| self.err(ErrorKind::Invalid, e))?;
+        let mref = ModelRef::parse(model).map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
         let mut input = Map::new();
         let p = &req.params;
         if !req.prompt.is_empty() {

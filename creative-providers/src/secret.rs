@@ -10,6 +10,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use creative_core::ConfigError;
+
 /// A credential that prints as `***`.
 ///
 /// ```
@@ -51,15 +53,16 @@ impl ApiKey {
         inline: Option<&str>,
         env_name: Option<&str>,
         default_env: Option<&str>,
-    ) -> Result<Option<ApiKey>, String> {
+    ) -> Result<Option<ApiKey>, ConfigError> {
         if let Some(k) = inline.filter(|k| !k.trim().is_empty()) {
             return Ok(Some(ApiKey::new(k)));
         }
         if let Some(var) = env_name {
             return match ApiKey::from_env(var) {
                 Some(k) => Ok(Some(k)),
-                None => Err(format!(
-                    "`api_key_env`: environment variable `{var}` is not set or empty"
+                None => Err(ConfigError::new(
+                    "api_key_env",
+                    format!("environment variable `{var}` is not set or empty"),
                 )),
             };
         }
@@ -109,6 +112,6 @@ mod tests {
     #[test]
     fn a_named_but_unset_variable_is_an_error_naming_it() {
         let e = ApiKey::resolve(None, Some("CREATIVE_TEST_KEY_UNSET_Y"), None).unwrap_err();
-        assert!(e.contains("CREATIVE_TEST_KEY_UNSET_Y"), "{e}");
+        assert!(e.to_string().contains("CREATIVE_TEST_KEY_UNSET_Y"), "{e}");
     }
 }

@@ -23,14 +23,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ErrorKind, Generation, MediaType, Provider, ProviderError, Request, Task, Usage,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, Generation, MediaType, Provider, ProviderError, Request,
+    Task, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::http::{
-    backend_settings, decode_base64, sniff_media, Auth, FormPart, HttpRequest, HttpSettings, SettingsDefaults,
-    Transport,
+    backend_settings, decode_base64, http_setters, sniff_media, Auth, FormPart, HttpRequest, HttpSettings,
+    HttpSettingsBuilder, SettingsDefaults, Transport,
 };
 use crate::pricing::{ModelPrice, PriceTable};
 
@@ -44,18 +45,14 @@ const DEFAULTS: SettingsDefaults = SettingsDefaults {
 /// The aspect ratios the v2beta endpoints accept.
 pub const ASPECT_RATIOS: &[&str] = &["21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
-    #[serde(default)]
     accept: Option<String>,
-    #[serde(default = "default_max_count")]
-    max_count: u32,
+    max_count: Option<u32>,
 }
 
-fn default_max_count() -> u32 {
-    4
-}
+const DEFAULT_MAX_COUNT: u32 = 4;
 
 /// Stability prices (dollars per image: credits at $0.01) as defaults.
 pub fn default_prices() -> PriceTable {
@@ -108,36 +105,107 @@ fn wire_seed(s: u64) -> u64 {
     s % 4_294_967_295
 }
 
-impl Stability {
-    /// Build from a spec's settings (see [`register`]).
-    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
+/// Builds a [`Stability`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it. Debug never shows the key.
+///
+/// ```no_run
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use creative_providers::stability::Stability;
+/// let sd = Stability::builder().api_key_env("STABILITY_API_KEY").model("sd3.5-large").build()?;
+/// # let _ = sd; Ok(()) }
+/// ```
+///
+/// An unknown model is refused by name:
+///
+/// ```
+/// use creative_providers::stability::Stability;
+/// let e = Stability::builder().api_key("k").model("dalle").build().unwrap_err();
+/// assert_eq!(e.field(), "model");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StabilityBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl StabilityBuilder {
+    http_setters!("stability");
+
+    /// How images come back: `image` (raw bytes, the default) or `json` (base64
+    /// with the finish reason).
+    pub fn accept(mut self, accept: impl Into<String>) -> Self {
+        self.extra.accept = Some(accept.into());
+        self
+    }
+
+    /// Most images asked in one call (default 4); 0 counts as 1.
+    pub fn max_count(mut self, n: u32) -> Self {
+        self.extra.max_count = Some(n);
+        self
+    }
+
+    /// Check every value, resolve the key and build the provider.
+    pub fn build(self) -> Result<Stability, ConfigError> {
+        let StabilityBuilder { id, http, extra } = self;
+        let http = http.build()?;
         let json = match extra.accept.as_deref() {
             None | Some("image") => false,
             Some("json") => true,
-            Some(o) => return Err(format!("`accept` must be `image` or `json`, got `{o}`")),
+            Some(o) => {
+                return Err(ConfigError::new(
+                    "accept",
+                    format!("must be `image` or `json`, got `{o}`"),
+                ))
+            }
         };
-        endpoint(&http.model).map_err(|e| format!("`model`: {e}"))?;
-        let key = http
-            .api_key
-            .clone()
-            .ok_or("no Stability API key: set STABILITY_API_KEY or `api_key_env`")?;
+        endpoint(&http.model)?;
+        let key = http.api_key.clone().ok_or_else(|| {
+            ConfigError::new(
+                "api_key_env",
+                "no Stability API key: set STABILITY_API_KEY or `api_key_env`",
+            )
+        })?;
         let transport = http
-            .transport(id, Auth::Bearer(key))
+            .transport(&id, Auth::Bearer(key))
             .error_refiner(refine_error)
             .build()?;
         let prices = default_prices().with_overrides(http.prices.as_ref())?;
         let fingerprint = http.fingerprint("stability", json!({}));
         Ok(Stability {
-            id: id.to_string(),
+            id,
             fingerprint,
             transport,
             model: http.model,
             json,
             prices,
-            max_count: extra.max_count.max(1),
+            max_count: extra.max_count.unwrap_or(DEFAULT_MAX_COUNT).max(1),
         })
+    }
+}
+
+impl Stability {
+    /// A builder with every default (see the module docs).
+    pub fn builder() -> StabilityBuilder {
+        StabilityBuilder {
+            id: "stability".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings table (see the module docs): the table
+    /// fills a [`StabilityBuilder`]. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        StabilityBuilder {
+            id: id.to_string(),
+            http,
+            extra: backend_settings(rest)?,
+        }
+        .build()
     }
 
     fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
@@ -147,7 +215,7 @@ impl Stability {
     /// The endpoint path and form fields for one image of `req` with `seed`.
     pub fn form(&self, req: &Request, seed: Option<u64>) -> Result<(String, Vec<FormPart>), ProviderError> {
         let model = req.model.as_deref().unwrap_or(&self.model);
-        let ep = endpoint(model).map_err(|e| self.err(ErrorKind::Invalid, e))?;
+        let ep = endpoint(model).map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
         let p = &req.params;
         let mut fields: Vec<(String, String)> = vec![("prompt".into(), req.prompt.clone())];
         if ep == "sd3" && model != "sd3" {
@@ -271,13 +339,14 @@ impl Stability {
     }
 }
 
-fn endpoint(model: &str) -> Result<&'static str, String> {
+fn endpoint(model: &str) -> Result<&'static str, ConfigError> {
     match model {
         "core" | "stable-image-core" => Ok("core"),
         "ultra" | "stable-image-ultra" => Ok("ultra"),
         m if m.starts_with("sd3") => Ok("sd3"),
-        m => Err(format!(
-            "unknown model `{m}` (expected core, ultra, sd3 or an sd3.5 model name)"
+        m => Err(ConfigError::new(
+            "model",
+            format!("unknown model `{m}` (expected core, ultra, sd3 or an sd3.5 model name)"),
         )),
     }
 }

@@ -36,13 +36,13 @@ use bytes::Bytes;
 use creative_core::deliver::{AssetEntry, Delivery, Manifest, ManifestSummary, Receipt, Report, Sink, SinkError};
 use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::Backoff;
-use creative_core::{Artifact, CallCtx};
+use creative_core::{Artifact, CallCtx, ConfigError};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::http::{Auth, Body, HttpRequest, Transport};
+use crate::http::{field_error, Auth, Body, HttpRequest, Transport};
 use crate::secret::ApiKey;
 
 /// Webhook settings.
@@ -118,19 +118,21 @@ impl fmt::Debug for WebhookSecret {
 impl WebhookSecret {
     /// Parse `whsec_<base64>` (24 to 64 bytes once decoded). The error never
     /// holds the secret.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// The error names no field (the caller knows where the secret came from).
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::new("", reason);
         let b64 = s
             .trim()
             .strip_prefix("whsec_")
-            .ok_or("the secret must start with `whsec_`")?;
+            .ok_or_else(|| bad("the secret must start with `whsec_`".into()))?;
         let key = base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map_err(|_| "the secret after `whsec_` is not valid base64".to_string())?;
+            .map_err(|_| bad("the secret after `whsec_` is not valid base64".into()))?;
         if !(24..=64).contains(&key.len()) {
-            return Err(format!(
+            return Err(bad(format!(
                 "the secret decodes to {} bytes; Standard Webhooks secrets hold 24 to 64",
                 key.len()
-            ));
+            )));
         }
         Ok(WebhookSecret(key.into()))
     }
@@ -164,49 +166,71 @@ pub struct WebhookSink {
     settings: WebhookSettings,
 }
 
-fn in_range(name: &str, v: f64, max: f64) -> Result<(), String> {
+fn in_range(name: &str, v: f64, max: f64) -> Result<(), ConfigError> {
     if v.is_finite() && v > 0.0 && v <= max {
         Ok(())
     } else {
-        Err(format!("{name} must be above 0 and at most {max}, not {v}"))
+        Err(ConfigError::new(
+            name,
+            format!("must be above 0 and at most {max}, not {v}"),
+        ))
     }
 }
 
 impl WebhookSink {
-    /// A sink from settings; errors name the bad setting.
-    pub fn new(settings: WebhookSettings) -> Result<Self, String> {
+    /// A sink from settings; the error's field is the bad setting.
+    pub fn new(settings: WebhookSettings) -> Result<Self, ConfigError> {
         if !(settings.url.starts_with("http://") || settings.url.starts_with("https://")) {
-            return Err(format!("url `{}` must start with http:// or https://", settings.url));
+            return Err(ConfigError::new(
+                "url",
+                format!("`{}` must start with http:// or https://", settings.url),
+            ));
         }
         in_range("timeout_s", settings.timeout_s, 600.0)?;
         in_range("deadline_s", settings.deadline_s, 86_400.0)?;
         if settings.retries > 100 {
-            return Err(format!("retries must be 0 to 100, not {}", settings.retries));
+            return Err(ConfigError::new(
+                "retries",
+                format!("must be 0 to 100, not {}", settings.retries),
+            ));
         }
         if !(1..=600_000).contains(&settings.backoff_ms) {
-            return Err(format!("backoff_ms must be 1 to 600000, not {}", settings.backoff_ms));
+            return Err(ConfigError::new(
+                "backoff_ms",
+                format!("must be 1 to 600000, not {}", settings.backoff_ms),
+            ));
         }
-        let auth = match &settings.bearer_env {
-            Some(var) => Auth::Bearer(
-                ApiKey::from_env(var).ok_or_else(|| format!("bearer_env: environment variable `{var}` is not set"))?,
-            ),
-            None => Auth::None,
-        };
+        let auth =
+            match &settings.bearer_env {
+                Some(var) => Auth::Bearer(ApiKey::from_env(var).ok_or_else(|| {
+                    ConfigError::new("bearer_env", format!("environment variable `{var}` is not set"))
+                })?),
+                None => Auth::None,
+            };
         let secret = match &settings.secret_env {
             Some(var) => {
                 let raw = std::env::var(var)
                     .ok()
                     .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| format!("secret_env: environment variable `{var}` is not set"))?;
-                Some(WebhookSecret::parse(&raw).map_err(|e| format!("secret_env `{var}`: {e}"))?)
+                    .ok_or_else(|| {
+                        ConfigError::new("secret_env", format!("environment variable `{var}` is not set"))
+                    })?;
+                Some(
+                    WebhookSecret::parse(&raw)
+                        .map_err(|e| ConfigError::new("secret_env", format!("`{var}`: {}", e.reason())))?,
+                )
             }
             None => None,
         };
         let public_base = match &settings.public_base_url {
             Some(u) => {
-                let mut url = reqwest::Url::parse(u).map_err(|e| format!("public_base_url `{u}`: {e}"))?;
+                let mut url =
+                    reqwest::Url::parse(u).map_err(|e| ConfigError::new("public_base_url", format!("`{u}`: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-                    return Err(format!("public_base_url `{u}` must be an http:// or https:// URL"));
+                    return Err(ConfigError::new(
+                        "public_base_url",
+                        format!("`{u}` must be an http:// or https:// URL"),
+                    ));
                 }
                 // A base names a folder: `.../summer` and `.../summer/` both
                 // put `hero/mug.png` under `summer/`.
@@ -219,11 +243,19 @@ impl WebhookSink {
             None => None,
         };
         let base = Duration::from_millis(settings.backoff_ms);
-        let backoff = Backoff::new(base, base.max(Duration::from_secs(60))).map_err(|e| format!("backoff_ms: {e}"))?;
+        let backoff = Backoff::new(base, base.max(Duration::from_secs(60)))
+            .map_err(|e| ConfigError::new("backoff_ms", e.to_string()))?;
         let transport = Transport::builder("webhook", settings.url.clone())
             .auth(auth)
             .timeout(Duration::from_secs_f64(settings.timeout_s))
-            .build()?;
+            .build()
+            .map_err(|e| {
+                if e.field() == "base_url" {
+                    ConfigError::new("url", e.reason())
+                } else {
+                    e
+                }
+            })?;
         Ok(WebhookSink {
             name: settings.name.clone().unwrap_or_else(|| "webhook".into()),
             url: settings.url.clone(),
@@ -238,8 +270,8 @@ impl WebhookSink {
     }
 
     /// Build from a spec's settings table.
-    pub fn from_json(settings: &Value) -> Result<Self, String> {
-        let s: WebhookSettings = serde_json::from_value(settings.clone()).map_err(|e| e.to_string())?;
+    pub fn from_json(settings: &Value) -> Result<Self, ConfigError> {
+        let s: WebhookSettings = serde_json::from_value(settings.clone()).map_err(|e| field_error(&e.to_string()))?;
         Self::new(s)
     }
 
@@ -497,12 +529,12 @@ mod tests {
     #[test]
     fn bad_settings_name_the_problem() {
         let e = WebhookSink::from_json(&json!({"url": "ftp://x"})).unwrap_err();
-        assert!(e.contains("http://"), "{e}");
+        assert!(e.to_string().contains("http://"), "{e}");
         let e = WebhookSink::from_json(&json!({"url": "http://127.0.0.1:9", "retrys": 2})).unwrap_err();
-        assert!(e.contains("retrys"), "{e}");
+        assert!(e.to_string().contains("retrys"), "{e}");
         let e = WebhookSink::from_json(&json!({"url": "http://127.0.0.1:9", "bearer_env": "CREATIVE_TEST_UNSET_VAR"}))
             .unwrap_err();
-        assert!(e.contains("CREATIVE_TEST_UNSET_VAR"), "{e}");
+        assert!(e.to_string().contains("CREATIVE_TEST_UNSET_VAR"), "{e}");
         for (k, v) in [
             ("retries", json!(101)),
             ("backoff_ms", json!(0)),
@@ -510,18 +542,27 @@ mod tests {
             ("timeout_s", json!(601)),
         ] {
             let e = WebhookSink::from_json(&json!({"url": "http://127.0.0.1:9", k: v})).unwrap_err();
-            assert!(e.contains(k), "{k}: {e}");
+            assert!(e.to_string().contains(k), "{k}: {e}");
         }
         let e =
             WebhookSink::from_json(&json!({"url": "http://127.0.0.1:9", "public_base_url": "ftp://x/"})).unwrap_err();
-        assert!(e.contains("public_base_url"), "{e}");
+        assert!(e.to_string().contains("public_base_url"), "{e}");
     }
 
     #[test]
     fn a_secret_must_be_whsec_base64_of_24_to_64_bytes_and_never_prints() {
-        assert!(WebhookSecret::parse("c2VjcmV0").unwrap_err().contains("whsec_"));
-        assert!(WebhookSecret::parse("whsec_!!!").unwrap_err().contains("base64"));
-        assert!(WebhookSecret::parse("whsec_c2hvcnQ=").unwrap_err().contains("5 bytes"));
+        assert!(WebhookSecret::parse("c2VjcmV0")
+            .unwrap_err()
+            .to_string()
+            .contains("whsec_"));
+        assert!(WebhookSecret::parse("whsec_!!!")
+            .unwrap_err()
+            .to_string()
+            .contains("base64"));
+        assert!(WebhookSecret::parse("whsec_c2hvcnQ=")
+            .unwrap_err()
+            .to_string()
+            .contains("5 bytes"));
         let s = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(format!("{s:?}"), "WebhookSecret(***)");
     }

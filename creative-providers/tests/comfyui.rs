@@ -542,7 +542,7 @@ async fn http_failures_are_classified_at_every_stage() {
 
 #[test]
 fn settings_errors_name_the_problem() {
-    let bad = |s: Value| build("comfyui", s).err().unwrap();
+    let bad = |s: Value| build("comfyui", s).err().unwrap().to_string();
     assert!(bad(json!({})).contains("needs `workflow`"));
     assert!(bad(json!({"workflow": {"1": {"inputs": {}}}})).contains("class_type"));
     assert!(bad(json!({"workflow": workflow(), "inject": {"seed": "99.inputs.seed"}})).contains("node `99`"));

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use creative_core::{CallCtx, ErrorKind, Provider, Request, Task};
+use creative_core::{CallCtx, ConfigError, ErrorKind, Provider, Request, Task};
 use serde_json::{json, Value};
 use support::{build, comfyui_workflow as workflow, MockServer, Recorded, Reply};
 
@@ -197,7 +197,7 @@ async fn a_pool_passes_preflight_when_one_server_answers() {
 }
 
 /// The build error for `settings`.
-fn refused(settings: Value) -> String {
+fn refused(settings: Value) -> ConfigError {
     match build("comfyui", settings) {
         Ok(_) => panic!("built"),
         Err(e) => e,
@@ -208,13 +208,18 @@ fn refused(settings: Value) -> String {
 fn pool_settings_are_checked() {
     let e =
         refused(json!({"base_url": "http://127.0.0.1:1", "base_urls": ["http://127.0.0.1:2"], "workflow": workflow()}));
-    assert!(e.contains("not both"), "{e}");
+    assert!(e.reason().contains("not both"), "{e}");
     let e = refused(json!({"base_urls": [], "workflow": workflow()}));
-    assert!(e.contains("`base_urls` is empty"), "{e}");
+    assert_eq!(
+        (e.field(), e.reason().starts_with("is empty")),
+        ("base_urls", true),
+        "{e}"
+    );
     let e = refused(json!({"base_urls": ["ftp://x"], "workflow": workflow()}));
-    assert!(e.contains("`base_urls[0]`"), "{e}");
+    assert_eq!(e.field(), "base_urls[0]", "{e}");
     let e = refused(json!({"base_urls": ["http://127.0.0.1:2"], "server_down_s": 0, "workflow": workflow()}));
-    assert!(e.contains("`server_down_s` must be between 1 and 3600"), "{e}");
+    assert_eq!(e.field(), "server_down_s", "{e}");
+    assert!(e.reason().contains("must be between 1 and 3600"), "{e}");
 }
 
 #[test]

@@ -593,12 +593,31 @@ async fn the_router_kind_builds_from_spec_settings() {
     assert_eq!((a.calls(), b.calls()), (0, 1));
 
     let bad = |s: serde_json::Value| factory("images", &s, &ctx).err().unwrap();
-    assert!(bad(serde_json::json!({"providers": ["a", "zz"]})).contains("`zz` is not defined"));
-    assert!(bad(serde_json::json!({"providers": ["a"], "strategy": "random"})).contains("unknown router strategy"));
-    assert!(bad(serde_json::json!({"providers": ["a"], "limits": {"b": {"rpm": 1}}})).contains("limits.b"));
-    assert!(bad(serde_json::json!({"providers": ["a"], "limits": {"a": {"rps": 1}}})).contains("limits.a.rps"));
-    assert!(bad(serde_json::json!({"providers": ["a"], "colour": 1})).contains("unknown router setting `colour`"));
-    assert!(bad(serde_json::json!({"providers": "a"})).contains("`providers` must be a list"));
+    let e = bad(serde_json::json!({"providers": ["a", "zz"]}));
+    assert!(
+        e.field() == "providers[1]" && e.reason().contains("`zz` is not defined"),
+        "{e}"
+    );
+    let e = bad(serde_json::json!({"providers": ["a"], "strategy": "random"}));
+    assert!(
+        e.field() == "strategy" && e.reason().contains("unknown router strategy"),
+        "{e}"
+    );
+    assert_eq!(
+        bad(serde_json::json!({"providers": ["a"], "limits": {"b": {"rpm": 1}}})).field(),
+        "limits.b"
+    );
+    assert_eq!(
+        bad(serde_json::json!({"providers": ["a"], "limits": {"a": {"rps": 1}}})).field(),
+        "limits.a.rps"
+    );
+    let e = bad(serde_json::json!({"providers": ["a"], "colour": 1}));
+    assert!(
+        e.field() == "colour" && e.reason().contains("unknown router setting `colour`"),
+        "{e}"
+    );
+    let e = bad(serde_json::json!({"providers": "a"}));
+    assert!(e.field() == "providers" && e.reason().contains("must be a list"), "{e}");
 }
 
 /// Passes outputs of member `b` only.

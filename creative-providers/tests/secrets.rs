@@ -164,5 +164,6 @@ fn a_missing_key_variable_is_named_without_a_value() {
     let Err(e) = build("openai", json!({"api_key_env": "CREATIVE_SECRETS_TEST_UNSET_VAR"})) else {
         panic!("an unset key variable must fail the build");
     };
-    assert!(e.contains("CREATIVE_SECRETS_TEST_UNSET_VAR"), "{e}");
+    assert_eq!(e.field(), "api_key_env");
+    assert!(e.reason().contains("CREATIVE_SECRETS_TEST_UNSET_VAR"), "{e}");
 }

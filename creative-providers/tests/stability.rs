@@ -198,16 +198,17 @@ fn settings_need_a_key_and_a_known_model() {
         build("stability", json!({"api_key_env": "CREATIVE_TEST_UNSET_STABILITY"}))
             .err()
             .unwrap()
+            .to_string()
             .contains("CREATIVE_TEST_UNSET_STABILITY")
     );
-    assert!(build("stability", json!({"api_key": "k", "model": "dalle"}))
+    let e = build("stability", json!({"api_key": "k", "model": "dalle"}))
         .err()
-        .unwrap()
-        .contains("unknown model"));
-    assert!(build("stability", json!({"api_key": "k", "accept": "xml"}))
+        .unwrap();
+    assert!(e.field() == "model" && e.reason().contains("unknown model"), "{e}");
+    let e = build("stability", json!({"api_key": "k", "accept": "xml"}))
         .err()
-        .unwrap()
-        .contains("accept"));
+        .unwrap();
+    assert_eq!(e.field(), "accept", "{e}");
 }
 
 #[tokio::test]

@@ -295,6 +295,6 @@ pub enum SchemaFormat {
     Markdown,
 }
 
-fn parse_shard(s: &str) -> Result<Shard, String> {
+fn parse_shard(s: &str) -> Result<Shard, creative::engine::ConfigError> {
     s.parse()
 }

@@ -59,7 +59,7 @@ pub(super) fn provider(
         ..BuildCtx::default()
     };
     let p = factory(id, &serde_json::Value::Object(ps.settings.clone()), &ctx)
-        .map_err(|e| format!("providers.{id}: {e}"))?;
+        .map_err(|e| e.at(&format!("providers.{id}")).to_string())?;
     Ok((p, ps.kind.clone()))
 }
 

@@ -26,9 +26,17 @@ use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{Backoff, RetryPolicy};
 use creative_core::step::Step;
 use creative_core::template::{Template, TemplateError, UPSTREAM};
+use creative_core::ConfigError;
 
 fn err(kind: K, path: impl Into<String>, msg: impl Into<String>) -> SpecError {
     SpecError::new(kind, path, msg)
+}
+
+/// A factory's refusal of the settings at `path`: its field goes on the path,
+/// so the error (and its line) points at the refused key itself.
+fn settings_err(path: &str, e: ConfigError) -> SpecError {
+    let e = e.at(path);
+    err(K::Settings, e.field(), e.reason())
 }
 
 fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
@@ -437,8 +445,8 @@ impl Spec {
             if ps.kind == "router" {
                 self.learning_settings(id, &mut settings);
             }
-            let provider = factory(id, &serde_json::Value::Object(settings), &ctx)
-                .map_err(|m| err(K::Settings, path.clone(), m))?;
+            let provider =
+                factory(id, &serde_json::Value::Object(settings), &ctx).map_err(|e| settings_err(&path, e))?;
             if provider.id() != id {
                 return Err(err(
                     K::Settings,
@@ -656,7 +664,7 @@ impl Spec {
                     ),
                 )
             })?;
-            sinks.push(f(&serde_json::Value::Object(s.settings.clone()), &ctx).map_err(|m| err(K::Settings, path, m))?);
+            sinks.push(f(&serde_json::Value::Object(s.settings.clone()), &ctx).map_err(|e| settings_err(&path, e))?);
         }
 
         let marking = marking(out, &ctx, &doc.name)?;

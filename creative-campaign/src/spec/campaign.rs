@@ -136,7 +136,7 @@ pub struct CampaignOptions {
 /// let s: Shard = "2/4".parse().unwrap();
 /// assert_eq!((s.index, s.count), (1, 4));
 /// assert_eq!(s.to_string(), "2/4");
-/// assert!("5/4".parse::<Shard>().is_err());
+/// assert_eq!("5/4".parse::<Shard>().unwrap_err().field(), "shard");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -154,10 +154,11 @@ impl Shard {
 }
 
 impl std::str::FromStr for Shard {
-    type Err = String;
+    type Err = creative_core::ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("shard `{s}`: write K/N with 1 <= K <= N, such as 2/4");
+        let bad =
+            || creative_core::ConfigError::new("shard", format!("`{s}`: write K/N with 1 <= K <= N, such as 2/4"));
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
         let (k, n): (u32, u32) = (
             k.trim().parse().map_err(|_| bad())?,

@@ -94,12 +94,13 @@ impl SpecGenerate {
     /// The core step configured for a job.
     fn configured(&self, job: &Job) -> Result<GenerateStep, StepError> {
         let (v, layer) = self.resolve(job)?;
-        let mut params = layer.params().map_err(StepError::invalid_input)?;
-        if layer.seed == Some(SeedPolicy::Random) {
-            // Random, but recorded: the seed lands in the asset's provenance.
-            params.seed = Some(u64::from(fastrand::u32(..)));
-        }
+        let params = layer.params().map_err(StepError::invalid_input)?;
         let mut step = v.step.clone().params(&params);
+        if let Some(policy) = layer.seed {
+            // The engine draws a random seed per run and records whichever
+            // seed it sends in the asset's provenance.
+            step = step.seed_policy(policy.into());
+        }
         if let Some(m) = &layer.model {
             step = step.model(m.clone());
         }

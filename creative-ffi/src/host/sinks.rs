@@ -379,7 +379,8 @@ pub(super) fn install(ext: &Arc<HostExt>, registry: &mut Registry, host: HostCtx
     let kind = ext.kind.clone();
     let ext = ext.clone();
     let factory: SinkFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
-        let own = sink_settings(&ext.kind, settings).map_err(|e| format!("host sink kind `{}`: {e}", ext.kind))?;
+        let own = sink_settings(&ext.kind, settings)
+            .map_err(|e| creative_core::ConfigError::new("", format!("host sink kind `{}`: {e}", ext.kind)))?;
         Ok(Arc::new(HostSink {
             ext: ext.clone(),
             host: host.clone(),

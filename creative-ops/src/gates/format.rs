@@ -100,7 +100,7 @@ impl FormatGate {
 }
 
 fn dimensions(data: &[u8]) -> Option<(u32, u32)> {
-    crate::raster::declared_dimensions(data).ok()
+    crate::raster::declared_dimensions(data, "image").ok()
 }
 
 #[async_trait]

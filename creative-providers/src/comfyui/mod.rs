@@ -96,7 +96,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use creative_core::registry::BuildCtx;
 use creative_core::{
-    Artifact, CallCtx, CallProgress, Capabilities, ErrorKind, Generation, MediaType, MemberCall, Provider,
+    Artifact, CallCtx, CallProgress, Capabilities, ConfigError, ErrorKind, Generation, MediaType, MemberCall, Provider,
     ProviderError, Request, Task, Usage,
 };
 use serde::Deserialize;
@@ -108,8 +108,8 @@ mod ws;
 use pool::{Pool, Server, ServerStats};
 
 use crate::http::{
-    backend_settings, cleanup_ctx, sniff_media, wire_f32, Auth, CancelGuard, FormPart, HttpRequest, HttpSettings,
-    LongJob, PollBackoff, SettingsDefaults, Transport,
+    backend_settings, cleanup_ctx, http_setters, sniff_media, wire_f32, Auth, CancelGuard, FormPart, HttpRequest,
+    HttpSettings, HttpSettingsBuilder, LongJob, PollBackoff, SettingsDefaults, Transport,
 };
 
 const DEFAULTS: SettingsDefaults = SettingsDefaults {
@@ -132,7 +132,7 @@ const KNOWN_NAMES: &[&str] = &[
     "image",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extra {
     /// The workflow inline.
@@ -144,52 +144,27 @@ struct Extra {
     /// Only take outputs of these nodes.
     output_nodes: Option<Vec<String>>,
     client_id: Option<String>,
-    #[serde(default = "default_poll_ms")]
-    poll_interval_ms: u64,
-    #[serde(default = "default_poll_max_ms")]
-    poll_max_ms: u64,
-    #[serde(default)]
-    cost_per_image: f64,
-    #[serde(default)]
-    cost_per_second: f64,
-    #[serde(default = "default_max_batch")]
-    max_batch: u32,
+    poll_interval_ms: Option<u64>,
+    poll_max_ms: Option<u64>,
+    cost_per_image: Option<f64>,
+    cost_per_second: Option<f64>,
+    max_batch: Option<u32>,
     /// Follow prompts on ComfyUI's websocket (polling stays the fallback).
-    #[serde(default = "default_true")]
-    websocket: bool,
+    websocket: Option<bool>,
     /// While following a prompt on the websocket, ask the history and queue
     /// this often anyway (a missed message, a restarted server).
-    #[serde(default = "default_ws_check_ms")]
-    ws_check_ms: u64,
+    ws_check_ms: Option<u64>,
     /// Leave finished prompts in ComfyUI's history instead of deleting them.
-    #[serde(default)]
-    keep_history: bool,
+    keep_history: Option<bool>,
     /// A pool of servers instead of one `base_url`.
     base_urls: Option<Vec<String>>,
     /// How long a pool server that stopped answering is passed over.
-    #[serde(default = "default_server_down_s")]
-    server_down_s: u64,
+    server_down_s: Option<u64>,
 }
 
-fn default_server_down_s() -> u64 {
-    30
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_ws_check_ms() -> u64 {
-    10_000
-}
-
-fn default_poll_ms() -> u64 {
-    250
-}
-fn default_poll_max_ms() -> u64 {
-    2000
-}
-fn default_max_batch() -> u32 {
-    16
+/// Whole milliseconds of a duration, saturating (the ranges checked at build are far below).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A `node_id.inputs.field` location in a workflow.
@@ -260,31 +235,181 @@ fn random_hex() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
-impl ComfyUi {
-    /// Build from a spec's settings (see [`register`]).
-    pub fn from_settings(id: &str, settings: &Value, ctx: &BuildCtx) -> Result<Self, String> {
-        let (http, rest) = HttpSettings::parse(settings, DEFAULTS)?;
-        let extra: Extra = backend_settings(rest)?;
+/// Builds a [`ComfyUi`] provider. Setters never fail; [`build`](Self::build)
+/// reports the first bad value, naming the field as a spec's settings table
+/// spells it (the ranges are listed at [`register`]). Debug never shows a key.
+///
+/// ```
+/// # fn main() -> Result<(), creative_core::ConfigError> {
+/// use serde_json::json;
+/// use creative_providers::comfyui::ComfyUi;
+/// let workflow = json!({
+///     "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 20}},
+///     "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "x"}},
+///     "9": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}}
+/// });
+/// let comfy = ComfyUi::builder()
+///     .base_url("http://127.0.0.1:8188")
+///     .workflow(workflow)
+///     .inject("prompt", "6.inputs.text")
+///     .build()?;
+/// assert_eq!(comfy.injection_map()["prompt"][0].node, "6");
+/// let e = ComfyUi::builder().build().unwrap_err();
+/// assert_eq!(e.field(), "workflow");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ComfyUiBuilder {
+    id: String,
+    http: HttpSettingsBuilder,
+    extra: Extra,
+}
+
+impl ComfyUiBuilder {
+    http_setters!("comfyui");
+
+    /// The workflow, in ComfyUI's "Export (API)" format (a JSON object of nodes).
+    pub fn workflow(mut self, workflow: Value) -> Self {
+        self.extra.workflow = Some(workflow);
+        self
+    }
+
+    /// Or the path of the workflow file (relative to the working directory).
+    pub fn workflow_path(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.extra.workflow_path = Some(path.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    /// Inject a request field (`prompt`, `seed`, `width`, ... or any key of
+    /// `Request::raw`) at `node_id.inputs.field`; call again to add more paths.
+    /// Without any, the injection points are detected from the workflow.
+    pub fn inject(mut self, name: impl Into<String>, path: impl Into<String>) -> Self {
+        let map = self.extra.inject.get_or_insert_with(Map::new);
+        let name = name.into();
+        let path = Value::String(path.into());
+        match map.get_mut(&name) {
+            Some(Value::Array(a)) => a.push(path),
+            Some(one) => *one = Value::Array(vec![one.clone(), path]),
+            None => {
+                map.insert(name, path);
+            }
+        }
+        self
+    }
+
+    /// Take outputs only from these nodes.
+    pub fn output_nodes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, nodes: I) -> Self {
+        self.extra.output_nodes = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The websocket client id (default: random per provider).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.extra.client_id = Some(id.into());
+        self
+    }
+
+    /// First wait between polls of a prompt (default 250 ms; 1 ms to 60 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.extra.poll_interval_ms = Some(millis(every));
+        self
+    }
+
+    /// Longest wait between polls (default 2 s; 1 ms to 600 s).
+    pub fn poll_max(mut self, most: Duration) -> Self {
+        self.extra.poll_max_ms = Some(millis(most));
+        self
+    }
+
+    /// Dollars per output image, for reports (default 0; not negative).
+    pub fn cost_per_image(mut self, usd: f64) -> Self {
+        self.extra.cost_per_image = Some(usd);
+        self
+    }
+
+    /// Dollars per second of run time, for reports (default 0; not negative).
+    pub fn cost_per_second(mut self, usd: f64) -> Self {
+        self.extra.cost_per_second = Some(usd);
+        self
+    }
+
+    /// Most images in one prompt (default 16; 1 to 4096).
+    pub fn max_batch(mut self, n: u32) -> Self {
+        self.extra.max_batch = Some(n);
+        self
+    }
+
+    /// Follow prompts on the websocket (default true; polling stays the fallback).
+    pub fn websocket(mut self, on: bool) -> Self {
+        self.extra.websocket = Some(on);
+        self
+    }
+
+    /// While on the websocket, check history and queue this often anyway
+    /// (default 10 s; 10 ms to an hour).
+    pub fn ws_check(mut self, every: Duration) -> Self {
+        self.extra.ws_check_ms = Some(millis(every));
+        self
+    }
+
+    /// Leave finished prompts in ComfyUI's history (default false).
+    pub fn keep_history(mut self, keep: bool) -> Self {
+        self.extra.keep_history = Some(keep);
+        self
+    }
+
+    /// A pool of interchangeable servers in place of one `base_url`.
+    pub fn base_urls<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
+        self.extra.base_urls = Some(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How long a pool server that stopped answering is passed over, in
+    /// seconds (default 30; 1 to 3600).
+    pub fn server_down_s(mut self, seconds: u64) -> Self {
+        self.extra.server_down_s = Some(seconds);
+        self
+    }
+
+    /// Check every value, read the workflow and build the provider.
+    pub fn build(self) -> Result<ComfyUi, ConfigError> {
+        let ComfyUiBuilder { id, http, extra } = self;
+        let one_base_url = http.has_base_url();
+        let http = http.build()?;
         let (workflow, workflow_hash) = match (extra.workflow, extra.workflow_path) {
-            (Some(_), Some(_)) => return Err("give `workflow` or `workflow_path`, not both".into()),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "workflow",
+                    "give `workflow` or `workflow_path`, not both",
+                ))
+            }
             (Some(w), None) => {
                 let hash = creative_core::settings_fingerprint("comfyui-workflow", &w);
                 (w, hash)
             }
             (None, Some(p)) => {
-                let path = ctx.resolve(&p);
+                let path = std::path::PathBuf::from(p);
                 let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("`workflow_path`: cannot read `{}`: {e}", path.display()))?;
+                    .map_err(|e| ConfigError::new("workflow_path", format!("cannot read `{}`: {e}", path.display())))?;
                 // The file's own hash, so `b3sum` on the file finds it in a manifest.
                 let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
                 let w = serde_json::from_str(&text)
-                    .map_err(|e| format!("`workflow_path`: `{}` is not JSON: {e}", path.display()))?;
+                    .map_err(|e| ConfigError::new("workflow_path", format!("`{}` is not JSON: {e}", path.display())))?;
                 (w, hash)
             }
-            (None, None) => return Err("a ComfyUI provider needs `workflow` or `workflow_path`".into()),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "workflow",
+                    "a ComfyUI provider needs `workflow` or `workflow_path`",
+                ))
+            }
         };
         let Value::Object(workflow) = workflow else {
-            return Err("the workflow must be a JSON object of nodes (ComfyUI's \"Export (API)\" format)".into());
+            return Err(ConfigError::new(
+                "workflow",
+                "must be a JSON object of nodes (ComfyUI's \"Export (API)\" format)",
+            ));
         };
         validate_workflow(&workflow)?;
         let inject = match extra.inject {
@@ -294,35 +419,47 @@ impl ComfyUi {
         if let Some(nodes) = &extra.output_nodes {
             for n in nodes {
                 if !workflow.contains_key(n) {
-                    return Err(format!("`output_nodes`: node `{n}` is not in the workflow"));
+                    return Err(ConfigError::new(
+                        "output_nodes",
+                        format!("node `{n}` is not in the workflow"),
+                    ));
                 }
             }
         }
+        let poll_interval_ms = extra.poll_interval_ms.unwrap_or(250);
+        let poll_max_ms = extra.poll_max_ms.unwrap_or(2000);
+        let ws_check_ms = extra.ws_check_ms.unwrap_or(10_000);
+        let max_batch = extra.max_batch.unwrap_or(16);
+        let cost_per_image = extra.cost_per_image.unwrap_or(0.0);
+        let cost_per_second = extra.cost_per_second.unwrap_or(0.0);
+        let server_down_s = extra.server_down_s.unwrap_or(30);
         for (k, v, lo, hi) in [
-            ("poll_interval_ms", extra.poll_interval_ms, 1, 60_000),
-            ("poll_max_ms", extra.poll_max_ms, 1, 600_000),
-            ("ws_check_ms", extra.ws_check_ms, 10, 3_600_000),
-            ("max_batch", u64::from(extra.max_batch), 1, 4096),
+            ("poll_interval_ms", poll_interval_ms, 1, 60_000),
+            ("poll_max_ms", poll_max_ms, 1, 600_000),
+            ("ws_check_ms", ws_check_ms, 10, 3_600_000),
+            ("max_batch", u64::from(max_batch), 1, 4096),
         ] {
             if !(lo..=hi).contains(&v) {
-                return Err(format!("`{k}` must be between {lo} and {hi}, not {v}"));
+                return Err(ConfigError::new(k, format!("must be between {lo} and {hi}, not {v}")));
             }
         }
-        for (k, v) in [
-            ("cost_per_image", extra.cost_per_image),
-            ("cost_per_second", extra.cost_per_second),
-        ] {
+        for (k, v) in [("cost_per_image", cost_per_image), ("cost_per_second", cost_per_second)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("`{k}` must be a non-negative number"));
+                return Err(ConfigError::new(k, format!("must be a non-negative number, not {v}")));
             }
         }
         let auth = || http.api_key.clone().map(Auth::Bearer).unwrap_or(Auth::None);
         let servers = match &extra.base_urls {
-            None => vec![Server::new(http.transport(id, auth()).build()?)],
-            Some(_) if settings.get("base_url").is_some() => {
-                return Err("give `base_url` (one server) or `base_urls` (a pool), not both".into())
+            None => vec![Server::new(http.transport(&id, auth()).build()?)],
+            Some(_) if one_base_url => {
+                return Err(ConfigError::new(
+                    "base_urls",
+                    "give `base_url` (one server) or `base_urls` (a pool), not both",
+                ))
             }
-            Some(urls) if urls.is_empty() => return Err("`base_urls` is empty: name at least one server".into()),
+            Some(urls) if urls.is_empty() => {
+                return Err(ConfigError::new("base_urls", "is empty: name at least one server"))
+            }
             Some(urls) => {
                 let mut out = Vec::with_capacity(urls.len());
                 for (i, u) in urls.iter().enumerate() {
@@ -330,16 +467,18 @@ impl ComfyUi {
                     one.base_url = crate::http::Url::parse(u)
                         .ok()
                         .filter(|x| matches!(x.scheme(), "http" | "https"))
-                        .ok_or_else(|| format!("`base_urls[{i}]`: `{u}` is not an http or https URL"))?;
-                    out.push(Server::new(one.transport(id, auth()).build()?));
+                        .ok_or_else(|| {
+                            ConfigError::new(format!("base_urls[{i}]"), format!("`{u}` is not an http or https URL"))
+                        })?;
+                    out.push(Server::new(one.transport(&id, auth()).build()?));
                 }
                 out
             }
         };
-        if !(1..=3600).contains(&extra.server_down_s) {
-            return Err(format!(
-                "`server_down_s` must be between 1 and 3600, not {}",
-                extra.server_down_s
+        if !(1..=3600).contains(&server_down_s) {
+            return Err(ConfigError::new(
+                "server_down_s",
+                format!("must be between 1 and 3600, not {server_down_s}"),
             ));
         }
         let inject_json: BTreeMap<&str, Vec<String>> = inject
@@ -355,7 +494,8 @@ impl ComfyUi {
         if extra.base_urls.is_some() {
             // A pool's servers are interchangeable (they hold the same models):
             // adding or replacing one must not make finished work look stale.
-            fp_http.base_url = crate::http::Url::parse("http://comfyui-pool").map_err(|e| e.to_string())?;
+            fp_http.base_url = crate::http::Url::parse("http://comfyui-pool")
+                .map_err(|e| ConfigError::new("base_urls", e.to_string()))?;
         }
         let fingerprint = fp_http.fingerprint(
             "comfyui",
@@ -366,26 +506,54 @@ impl ComfyUi {
             }),
         );
         Ok(ComfyUi {
-            id: id.to_string(),
+            id,
             workflow_hash,
             fingerprint,
             pool: Pool::new(servers),
-            server_down: Duration::from_secs(extra.server_down_s),
+            server_down: Duration::from_secs(server_down_s),
             workflow,
             inject,
             output_nodes: extra.output_nodes,
             client_id: extra.client_id.unwrap_or_else(random_hex),
             poll: (
-                Duration::from_millis(extra.poll_interval_ms.max(1)),
-                Duration::from_millis(extra.poll_max_ms.max(extra.poll_interval_ms).max(1)),
+                Duration::from_millis(poll_interval_ms.max(1)),
+                Duration::from_millis(poll_max_ms.max(poll_interval_ms).max(1)),
             ),
-            cost_per_image: extra.cost_per_image,
-            cost_per_second: extra.cost_per_second,
-            max_batch: extra.max_batch.max(1),
-            websocket: extra.websocket,
-            ws_check: Duration::from_millis(extra.ws_check_ms),
-            keep_history: extra.keep_history,
+            cost_per_image,
+            cost_per_second,
+            max_batch: max_batch.max(1),
+            websocket: extra.websocket.unwrap_or(true),
+            ws_check: Duration::from_millis(ws_check_ms),
+            keep_history: extra.keep_history.unwrap_or(false),
         })
+    }
+}
+
+impl ComfyUi {
+    /// A builder with every default (see [`register`] for the settings).
+    pub fn builder() -> ComfyUiBuilder {
+        ComfyUiBuilder {
+            id: "comfyui".into(),
+            http: HttpSettings::builder(DEFAULTS),
+            extra: Extra::default(),
+        }
+    }
+
+    /// Build from a spec's settings (see [`register`]): the table fills a
+    /// [`ComfyUiBuilder`], with `workflow_path` resolved against the spec's
+    /// folder. The error's field is the refused key.
+    pub fn from_settings(id: &str, settings: &Value, ctx: &BuildCtx) -> Result<Self, ConfigError> {
+        let (http, rest) = HttpSettingsBuilder::parse(settings, DEFAULTS)?;
+        let mut extra: Extra = backend_settings(rest)?;
+        if let Some(p) = &extra.workflow_path {
+            extra.workflow_path = Some(ctx.resolve(p).to_string_lossy().into_owned());
+        }
+        ComfyUiBuilder {
+            id: id.to_string(),
+            http,
+            extra,
+        }
+        .build()
     }
 
     /// BLAKE3 hex of the workflow: the bytes of the `workflow_path` file, or the
@@ -1069,43 +1237,51 @@ impl Drop for Forget {
     }
 }
 
-fn validate_workflow(wf: &Map<String, Value>) -> Result<(), String> {
+fn validate_workflow(wf: &Map<String, Value>) -> Result<(), ConfigError> {
+    let bad = |reason: String| Err(ConfigError::new("workflow", reason));
     if wf.is_empty() {
-        return Err("the workflow has no nodes".into());
+        return bad("the workflow has no nodes".into());
     }
     for (id, node) in wf {
         if node.get("class_type").and_then(Value::as_str).is_none() {
-            return Err(format!(
+            return bad(format!(
                 "workflow node `{id}` has no `class_type`: export the workflow with \"Export (API)\", not \"Save\""
             ));
         }
         if !node.get("inputs").is_some_and(Value::is_object) {
-            return Err(format!("workflow node `{id}` has no `inputs` table"));
+            return bad(format!("workflow node `{id}` has no `inputs` table"));
         }
     }
     Ok(())
 }
 
-fn parse_inject(m: &Map<String, Value>, wf: &Map<String, Value>) -> Result<BTreeMap<String, Vec<NodePath>>, String> {
+fn parse_inject(
+    m: &Map<String, Value>,
+    wf: &Map<String, Value>,
+) -> Result<BTreeMap<String, Vec<NodePath>>, ConfigError> {
     let mut out = BTreeMap::new();
     for (name, v) in m {
+        let field = || format!("inject.{name}");
         let list: Vec<&str> = match v {
             Value::String(s) => vec![s.as_str()],
             Value::Array(a) => a
                 .iter()
                 .map(|x| {
                     x.as_str()
-                        .ok_or_else(|| format!("`inject.{name}`: paths must be strings"))
+                        .ok_or_else(|| ConfigError::new(field(), "paths must be strings"))
                 })
                 .collect::<Result<_, _>>()?,
-            _ => return Err(format!("`inject.{name}` must be a path or a list of paths")),
+            _ => return Err(ConfigError::new(field(), "must be a path or a list of paths")),
         };
         let mut paths = Vec::new();
         for s in list {
             let p = NodePath::parse(s)
-                .ok_or_else(|| format!("`inject.{name}`: `{s}` is not a `node_id.inputs.field` path"))?;
+                .ok_or_else(|| ConfigError::new(field(), format!("`{s}` is not a `node_id.inputs.field` path")))?;
             if !wf.contains_key(&p.node) {
-                return Err(format!("`inject.{name}`: node `{}` is not in the workflow", p.node));
+                return Err(ConfigError::new(
+                    field(),
+                    format!("node `{}` is not in the workflow", p.node),
+                ));
             }
             paths.push(p);
         }

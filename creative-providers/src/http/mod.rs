@@ -45,7 +45,7 @@
 //! let t = Transport::builder("openai", "https://api.openai.com/v1")
 //!     .auth(Auth::Bearer(ApiKey::new("sk-...")))
 //!     .build()
-//!     .map_err(|e| creative_core::ProviderError::invalid("openai", e))?;
+//!     .map_err(|e| creative_core::ProviderError::invalid("openai", e.to_string()))?;
 //! let body = serde_json::json!({"model": "gpt-4o-mini", "messages": []});
 //! let resp = t.send(HttpRequest::post_json("chat/completions", body), &CallCtx::detached()).await?;
 //! let v: serde_json::Value = resp.json(t.provider())?;

@@ -13,7 +13,7 @@ use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT,
 };
 use bytes::{Bytes, BytesMut};
-use creative_core::{CallCtx, ErrorKind, ProviderError};
+use creative_core::{CallCtx, ConfigError, ErrorKind, ProviderError};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -24,7 +24,7 @@ const MAX_REDIRECTS: usize = 5;
 
 // The one place a client is built (clippy.toml forbids it elsewhere).
 #[allow(clippy::disallowed_methods)]
-fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
+fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         // No cap on idle connections per host: the pool never holds more than
@@ -38,15 +38,15 @@ fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("creative/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(|e| ConfigError::new("", format!("cannot build the HTTP client: {e}")))
 }
 
 /// The process-wide pooled client (connect timeout [`DEFAULT_CONNECT_TIMEOUT`]).
 ///
 /// Every transport with the default connect timeout shares it, so connections to
 /// a provider are reused across providers, steps and runs.
-pub fn shared_client() -> Result<reqwest::Client, String> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+pub fn shared_client() -> Result<reqwest::Client, ConfigError> {
+    static CLIENT: OnceLock<Result<reqwest::Client, ConfigError>> = OnceLock::new();
     CLIENT.get_or_init(|| build_client(DEFAULT_CONNECT_TIMEOUT)).clone()
 }
 
@@ -109,13 +109,15 @@ impl TransportBuilder {
         self
     }
 
-    /// Build it.
-    pub fn build(self) -> Result<Transport, String> {
-        let base = Url::parse(&self.base_url).map_err(|e| format!("base URL `{}`: {e}", self.base_url))?;
+    /// Build it; the error names the first refused setting (`base_url`,
+    /// `headers.<name>`, `api_key`, `max_response_bytes`), never a secret.
+    pub fn build(self) -> Result<Transport, ConfigError> {
+        let base = Url::parse(&self.base_url)
+            .map_err(|e| ConfigError::new("base_url", format!("`{}` is not a URL: {e}", self.base_url)))?;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(format!(
-                "base URL `{}` must be an http(s) URL with a host",
-                self.base_url
+            return Err(ConfigError::new(
+                "base_url",
+                format!("`{}` must be an http(s) URL with a host", self.base_url),
             ));
         }
         let base_str = base.as_str().trim_end_matches('/').to_string();
@@ -137,7 +139,7 @@ impl TransportBuilder {
             Auth::Header(h, k) => (
                 Some((
                     HeaderName::from_bytes(h.as_bytes())
-                        .map_err(|_| format!("auth header `{h}`: not a header name"))?,
+                        .map_err(|_| ConfigError::new("api_key", format!("auth header `{h}` is not a header name")))?,
                     k.expose().to_string(),
                 )),
                 Some(k.clone()),
@@ -147,7 +149,7 @@ impl TransportBuilder {
             Some((name, value)) => {
                 // The error never includes the value: it is the secret.
                 let mut v = HeaderValue::from_str(&value)
-                    .map_err(|_| "the API key has characters not allowed in an HTTP header".to_string())?;
+                    .map_err(|_| ConfigError::new("api_key", "the key has characters not allowed in an HTTP header"))?;
                 v.set_sensitive(true);
                 Some((name, v))
             }
@@ -155,14 +157,17 @@ impl TransportBuilder {
         };
         let mut headers = HeaderMap::new();
         for (k, v) in &self.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("header `{k}`: not a header name"))?;
-            let mut value = HeaderValue::from_str(v).map_err(|_| format!("header `{k}`: not a valid value"))?;
+            let field = || format!("headers.{k}");
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConfigError::new(field(), "not a header name"))?;
+            let mut value =
+                HeaderValue::from_str(v).map_err(|_| ConfigError::new(field(), "not a valid header value"))?;
             // Extra headers may carry organisation ids or other tokens: keep them out of Debug.
             value.set_sensitive(true);
             headers.append(name, value);
         }
         if self.max_response_bytes == 0 {
-            return Err("max_response_bytes must be positive".into());
+            return Err(ConfigError::new("max_response_bytes", "must be positive"));
         }
         Ok(Transport {
             inner: Arc::new(TransportInner {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use creative_core::registry::{BuildCtx, Registry};
-use creative_core::{CallCtx, ErrorKind, Provider, ProviderError, Request};
+use creative_core::{CallCtx, ConfigError, ErrorKind, Provider, ProviderError, Request};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -438,7 +438,7 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
 // ---------------------------------------------------------------------------------
 
 /// Build a provider of `kind` from settings through the crate's registry.
-pub fn build(kind: &str, settings: Value) -> Result<Arc<dyn Provider>, String> {
+pub fn build(kind: &str, settings: Value) -> Result<Arc<dyn Provider>, ConfigError> {
     let mut reg = Registry::new();
     creative_providers::register(&mut reg);
     let f = reg
@@ -496,7 +496,7 @@ async fn call(c: &Conformance, mock: &MockServer, extra: Value) -> Result<creati
         with(c.settings.clone(), serde_json::json!({"base_url": mock.url()})),
         extra,
     );
-    let p = build(c.kind, settings).map_err(|e| ProviderError::invalid("build", e))?;
+    let p = build(c.kind, settings).map_err(|e| ProviderError::invalid("build", e.to_string()))?;
     let r = p.generate(&c.request, &CallCtx::detached()).await;
     if let Err(e) = &r {
         let shown = format!("{e} {e:?} {}", e.body().unwrap_or(""));
