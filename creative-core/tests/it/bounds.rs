@@ -2,45 +2,23 @@
 //! stays bounded at the largest it allows, and refuses provider answers far
 //! larger than asked.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use creative_core::limits::{max_artifacts_for, MAX_ARTIFACTS_PER_CALL, MAX_CONCURRENCY};
 use creative_core::resilience::{Backoff, Budget};
-use creative_core::{
-    Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, Params, Pipeline, Provider,
-    ProviderError, ProviderLimits, Request, Status, Task, Usage,
-};
+use creative_core::{Artifact, Dag, Executor, GenerateStep, Job, Params, Pipeline, ProviderLimits, Status, Task};
+use creative_testkit::fake::{Answer, FakeProvider};
 
-/// Answers every call with `n` text artifacts.
-struct Flood {
-    n: usize,
-    calls: AtomicU32,
-}
-
-#[async_trait]
-impl Provider for Flood {
-    fn id(&self) -> &str {
-        "flood"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            tasks: vec![Task::Text],
-            ..Default::default()
-        }
-    }
-    async fn generate(&self, req: &Request, _ctx: &CallCtx) -> Result<Generation, ProviderError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(Generation {
-            artifacts: (0..self.n)
+/// The kit's fake answering every call with `n` text artifacts.
+fn flood_of(n: usize) -> Arc<FakeProvider> {
+    Arc::new(FakeProvider::new("flood", &[Task::Text]).respond(move |req, _| {
+        Answer::artifacts(
+            (0..n)
                 .map(|i| Artifact::text_plain(format!("{} #{i}", req.prompt)))
                 .collect(),
-            usage: Usage::default(),
-            raw: None,
-        })
-    }
+        )
+    }))
 }
 
 fn pipeline(count: Option<u32>) -> Arc<dyn Pipeline> {
@@ -57,11 +35,8 @@ fn jobs(n: usize) -> Vec<Job> {
     (0..n).map(|i| Job::new([("product", format!("p{i}"))])).collect()
 }
 
-fn flood() -> Arc<Flood> {
-    Arc::new(Flood {
-        n: 1,
-        calls: AtomicU32::new(0),
-    })
+fn flood() -> Arc<FakeProvider> {
+    flood_of(1)
 }
 
 fn limits(f: impl FnOnce(&mut ProviderLimits)) -> ProviderLimits {
@@ -98,7 +73,7 @@ async fn the_largest_allowed_concurrency_runs() {
         .unwrap();
     let out = exec.run(pipeline(None), jobs(5)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
-    assert_eq!(p.calls.load(Ordering::SeqCst), 5);
+    assert_eq!(p.calls(), 5);
 }
 
 #[test]
@@ -134,10 +109,7 @@ fn two_providers_with_one_id_are_refused_instead_of_the_first_vanishing() {
 
 #[tokio::test]
 async fn an_answer_of_100000_outputs_is_refused_as_invalid() {
-    let p = Arc::new(Flood {
-        n: 100_000,
-        calls: AtomicU32::new(0),
-    });
+    let p = flood_of(100_000);
     let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let out = exec.run(pipeline(Some(2)), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Failed);
@@ -155,10 +127,7 @@ async fn an_answer_of_100000_outputs_is_refused_as_invalid() {
 #[tokio::test]
 async fn an_answer_within_the_allowance_is_accepted() {
     // Some providers always answer a fixed batch: a few more than asked is fine.
-    let p = Arc::new(Flood {
-        n: max_artifacts_for(Some(1)),
-        calls: AtomicU32::new(0),
-    });
+    let p = flood_of(max_artifacts_for(Some(1)));
     let exec = Executor::builder().provider(p).build().unwrap();
     let out = exec.run(pipeline(Some(1)), jobs(1)).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);

@@ -2,104 +2,29 @@
 //! cancellation, events, DAG scheduling.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use creative_core::resilience::{Backoff, BreakerConfig, Budget, DownConfig, RetryPolicy};
 use creative_core::{
-    Artifact, CallCtx, Capabilities, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep, Generation,
-    Job, MediaKind, OnGateFail, Pipeline, PipelineError, Provider, ProviderError, ProviderLimits, QualityGate, Request,
-    RunOptions, SeedPolicy, Status, Step, StepCtx, StepError, StepErrorKind, StepInputs, StepState, Task, Usage,
-    Verdict,
+    Artifact, Dag, ErrorKind, EventKind, Executor, GateCtx, GateError, GenerateStep, Generation, Job, MediaKind,
+    OnGateFail, Pipeline, PipelineError, ProviderError, ProviderLimits, QualityGate, RunOptions, SeedPolicy, Status,
+    Step, StepCtx, StepError, StepErrorKind, StepInputs, StepState, Task, Verdict,
 };
+use creative_testkit::fake::{Answer, FakeProvider};
 use creative_testkit::wait::wait_for;
 use futures::StreamExt;
 
-type Script = dyn Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync;
-
-/// A provider that answers with a text artifact naming itself, the prompt and the
-/// seed, after an optional latency, failing as its script says.
-struct Fake {
-    id: String,
-    latency: Duration,
-    calls: AtomicU32,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    script: Box<Script>,
-    cost: f64,
-}
-
-impl Fake {
-    fn new(id: &str) -> Self {
-        Fake {
-            id: id.into(),
-            latency: Duration::ZERO,
-            calls: AtomicU32::new(0),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            script: Box::new(|_, _| Ok(())),
-            cost: 0.01,
-        }
-    }
-    fn latency(mut self, d: Duration) -> Self {
-        self.latency = d;
-        self
-    }
-    fn script(mut self, f: impl Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync + 'static) -> Self {
-        self.script = Box::new(f);
-        self
-    }
-    fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Provider for Fake {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            tasks: vec![Task::Text, Task::Image],
-            seed: true,
-            ..Default::default()
-        }
-    }
-    fn estimate_cost(&self, _: &Request) -> f64 {
-        self.cost
-    }
-    async fn generate(&self, req: &Request, _ctx: &CallCtx) -> Result<Generation, ProviderError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        struct Dec<'a>(&'a AtomicUsize);
-        impl Drop for Dec<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        let _dec = Dec(&self.in_flight);
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        (self.script)(req, n)?;
-        Ok(Generation {
-            artifacts: vec![Artifact::text_plain(format!(
-                "{}|{}|{}",
-                self.id,
-                req.prompt,
-                req.params.seed.unwrap_or(0)
-            ))],
-            usage: Usage {
-                cost_usd: self.cost,
-                ..Default::default()
-            },
-            raw: None,
-        })
-    }
+/// The kit's fake answering with a text artifact naming itself, the prompt and
+/// the seed, for 0.01 USD a call.
+fn fake(id: &str) -> FakeProvider {
+    let me = id.to_string();
+    FakeProvider::new(id, &[Task::Text, Task::Image])
+        .seed(true)
+        .cost(0.01)
+        .respond(move |req, _| Answer::text(format!("{}|{}|{}", me, req.prompt, req.params.seed.unwrap_or(0))))
 }
 
 fn gen(chain: &[&str]) -> GenerateStep {
@@ -127,8 +52,8 @@ fn single(step: impl Step + 'static) -> Arc<dyn Pipeline> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_every_job_within_global_and_per_provider_limits() {
-    let a = Arc::new(Fake::new("a").latency(Duration::from_millis(5)));
-    let b = Arc::new(Fake::new("b").latency(Duration::from_millis(5)));
+    let a = Arc::new(fake("a").latency(Duration::from_millis(5)));
+    let b = Arc::new(fake("b").latency(Duration::from_millis(5)));
     let exec = Executor::builder()
         .provider(a.clone())
         .provider_with_limits(
@@ -152,8 +77,8 @@ async fn runs_every_job_within_global_and_per_provider_limits() {
     assert!(out.jobs.iter().enumerate().all(|(i, j)| j.index == i as u64));
     assert_eq!(a.calls(), 40);
     assert_eq!(b.calls(), 40);
-    let max_b = b.max_in_flight.load(Ordering::SeqCst);
-    let max_a = a.max_in_flight.load(Ordering::SeqCst);
+    let max_b = b.max_in_flight();
+    let max_a = a.max_in_flight();
     assert!(max_b <= 2, "per-provider limit: {max_b}");
     assert!(max_a <= 6, "global limit: {max_a}");
     assert!(max_a >= 3, "the global limit allows parallel calls: {max_a}");
@@ -161,7 +86,7 @@ async fn runs_every_job_within_global_and_per_provider_limits() {
 
 #[tokio::test]
 async fn one_failing_job_never_stops_the_others() {
-    let p = Arc::new(Fake::new("p").script(|req, _| {
+    let p = Arc::new(fake("p").script(|req, _| {
         if req.prompt.ends_with("p3") {
             Err(ProviderError::invalid("p", "this product is not allowed"))
         } else {
@@ -185,7 +110,7 @@ async fn one_failing_job_never_stops_the_others() {
 
 #[tokio::test]
 async fn unknown_provider_is_refused_before_running() {
-    let exec = Executor::builder().provider(Arc::new(Fake::new("a"))).build().unwrap();
+    let exec = Executor::builder().provider(Arc::new(fake("a"))).build().unwrap();
     let err = exec.run(single(gen(&["nope"])), jobs(1)).await.unwrap_err();
     assert!(err.to_string().contains("unknown provider `nope`"), "{err}");
 }
@@ -217,7 +142,7 @@ async fn a_panicking_step_fails_its_job_only() {
 
 #[tokio::test(start_paused = true)]
 async fn transient_failures_are_retried_with_backoff() {
-    let p = Arc::new(Fake::new("p").script(|_, n| {
+    let p = Arc::new(fake("p").script(|_, n| {
         if n < 3 {
             Err(ProviderError::transient("p", "503").with_status(503))
         } else {
@@ -240,7 +165,7 @@ async fn transient_failures_are_retried_with_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn rate_limits_wait_for_retry_after() {
-    let p = Arc::new(Fake::new("p").script(|_, n| {
+    let p = Arc::new(fake("p").script(|_, n| {
         if n == 1 {
             Err(ProviderError::rate_limited("p", "slow down", Some(Duration::from_secs(5))).with_status(429))
         } else {
@@ -262,8 +187,8 @@ async fn rate_limits_wait_for_retry_after() {
 
 #[tokio::test(start_paused = true)]
 async fn auth_and_invalid_are_not_retried_but_fall_back() {
-    let a = Arc::new(Fake::new("a").script(|_, _| Err(ProviderError::new(ErrorKind::Auth, "a", "bad key"))));
-    let b = Arc::new(Fake::new("b"));
+    let a = Arc::new(fake("a").script(|_, _| Err(ProviderError::new(ErrorKind::Auth, "a", "bad key"))));
+    let b = Arc::new(fake("b"));
     let exec = Executor::builder()
         .provider(a.clone())
         .provider(b.clone())
@@ -300,27 +225,17 @@ async fn auth_and_invalid_are_not_retried_but_fall_back() {
 #[tokio::test(start_paused = true)]
 async fn slow_calls_time_out_and_are_retried() {
     // First call hangs for an hour; the timeout cuts it; the retry is fast.
-    struct Hang(AtomicU32);
-    #[async_trait]
-    impl Provider for Hang {
-        fn id(&self) -> &str {
-            "hang"
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities::default()
-        }
-        async fn generate(&self, _: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
-            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+    let hang = FakeProvider::new("hang", &[])
+        .delay(|_, n| {
+            if n == 1 {
+                Duration::from_secs(3600)
+            } else {
+                Duration::ZERO
             }
-            Ok(Generation {
-                artifacts: vec![Artifact::text_plain("late but fine")],
-                ..Default::default()
-            })
-        }
-    }
+        })
+        .respond(|_, _| Answer::text("late but fine"));
     let exec = Executor::builder()
-        .provider(Arc::new(Hang(AtomicU32::new(0))))
+        .provider(hang)
         .call_timeout(Some(Duration::from_secs(2)))
         .retry(fast_retry())
         .build()
@@ -336,14 +251,14 @@ async fn slow_calls_time_out_and_are_retried() {
 async fn circuit_breaker_opens_then_half_opens_after_cool_down() {
     let healthy = Arc::new(AtomicU32::new(0));
     let h = healthy.clone();
-    let flaky = Arc::new(Fake::new("flaky").script(move |_, _| {
+    let flaky = Arc::new(fake("flaky").script(move |_, _| {
         if h.load(Ordering::SeqCst) == 1 {
             Ok(())
         } else {
             Err(ProviderError::transient("flaky", "down"))
         }
     }));
-    let backup = Arc::new(Fake::new("backup"));
+    let backup = Arc::new(fake("backup"));
     let exec = Executor::builder()
         .provider(flaky.clone())
         .provider(backup.clone())
@@ -382,7 +297,7 @@ async fn circuit_breaker_opens_then_half_opens_after_cool_down() {
 async fn all_providers_open_means_waiting_not_failing() {
     let healthy = Arc::new(AtomicU32::new(0));
     let h = healthy.clone();
-    let only = Arc::new(Fake::new("only").script(move |_, _| {
+    let only = Arc::new(fake("only").script(move |_, _| {
         if h.load(Ordering::SeqCst) == 1 {
             Ok(())
         } else {
@@ -434,10 +349,8 @@ fn job_errors(out: &creative_core::RunOutcome) -> Vec<String> {
         .collect()
 }
 
-fn answers_500(id: &'static str) -> Arc<Fake> {
-    Arc::new(
-        Fake::new(id).script(move |_, _| Err(ProviderError::transient(id, "internal server error").with_status(500))),
-    )
+fn answers_500(id: &'static str) -> Arc<FakeProvider> {
+    Arc::new(fake(id).script(move |_, _| Err(ProviderError::transient(id, "internal server error").with_status(500))))
 }
 
 async fn run_with_events(
@@ -551,14 +464,14 @@ async fn waits_on_open_circuits_stop_at_the_steps_allowance() {
 async fn a_down_provider_is_fallen_back_from_at_once_and_probed_again() {
     let healthy = Arc::new(AtomicU32::new(0));
     let h = healthy.clone();
-    let flaky = Arc::new(Fake::new("flaky").script(move |_, _| {
+    let flaky = Arc::new(fake("flaky").script(move |_, _| {
         if h.load(Ordering::SeqCst) == 1 {
             Ok(())
         } else {
             Err(ProviderError::transient("flaky", "down"))
         }
     }));
-    let backup = Arc::new(Fake::new("backup").latency(Duration::from_secs(1)));
+    let backup = Arc::new(fake("backup").latency(Duration::from_secs(1)));
     let exec = Executor::builder()
         .provider(flaky.clone())
         .provider(backup.clone())
@@ -637,42 +550,25 @@ async fn a_run_with_nothing_reachable_fails_every_job_naming_the_providers() {
     assert!(errors.last().unwrap().contains("is down"), "{errors:?}");
 }
 
-/// A provider that says it is made of members with their own health.
-struct Composite {
-    calls: AtomicU32,
-    down: bool,
-}
-
-#[async_trait]
-impl Provider for Composite {
-    fn id(&self) -> &str {
-        "router"
+/// A provider that says it is made of members with their own health, and
+/// whose every call fails; `down`: it says every member is down.
+fn composite(down: bool) -> Arc<FakeProvider> {
+    let r = FakeProvider::new("router", &[Task::Text])
+        .composite(true)
+        .script(|_, _| Err(ProviderError::transient("router", "member b: 500")));
+    if down {
+        r.set_unavailable(Some(ProviderError::new(
+            ErrorKind::Unavailable,
+            "router",
+            "every member is down",
+        )));
     }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            tasks: vec![Task::Text],
-            ..Default::default()
-        }
-    }
-    async fn generate(&self, _: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Err(ProviderError::transient("router", "member b: 500"))
-    }
-    fn is_composite(&self) -> bool {
-        true
-    }
-    fn unavailable(&self) -> Option<ProviderError> {
-        self.down
-            .then(|| ProviderError::new(ErrorKind::Unavailable, "router", "every member is down"))
-    }
+    Arc::new(r)
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_engine_keeps_no_breaker_of_its_own_on_a_composite_provider() {
-    let r = Arc::new(Composite {
-        calls: AtomicU32::new(0),
-        down: false,
-    });
+    let r = composite(false);
     let exec = Executor::builder()
         .provider(r.clone())
         .concurrency(1)
@@ -684,28 +580,21 @@ async fn the_engine_keeps_no_breaker_of_its_own_on_a_composite_provider() {
         .build()
         .unwrap();
     let (out, events, elapsed) = run_with_events(&exec, single(gen(&["router"])), 20).await;
-    assert_eq!(r.calls.load(Ordering::SeqCst), 20, "every job reached the router");
+    assert_eq!(r.calls(), 20, "every job reached the router");
     assert!(!events.iter().any(|e| matches!(e, EventKind::Waiting { .. })));
     assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
     assert!(out.jobs.iter().all(|j| j.status == Status::Failed));
 
-    let down = Arc::new(Composite {
-        calls: AtomicU32::new(0),
-        down: true,
-    });
+    let down = composite(true);
     let exec = Executor::builder().provider(down.clone()).build().unwrap();
     let (out, _, _) = run_with_events(&exec, single(gen(&["router"])), 3).await;
-    assert_eq!(
-        down.calls.load(Ordering::SeqCst),
-        0,
-        "a composite that is unavailable is not called"
-    );
+    assert_eq!(down.calls(), 0, "a composite that is unavailable is not called");
     assert!(job_errors(&out).iter().all(|e| e.contains("every member is down")));
 }
 
 #[tokio::test]
 async fn money_budget_stops_new_work_cleanly() {
-    let p = Arc::new(Fake::new("p"));
+    let p = Arc::new(fake("p"));
     let exec = Executor::builder().provider(p.clone()).concurrency(1).build().unwrap();
     let budget = Arc::new(Budget::new().max_cost_usd(0.035));
     let out = exec
@@ -731,7 +620,7 @@ async fn money_budget_stops_new_work_cleanly() {
 
 #[tokio::test]
 async fn attempt_budget_counts_retries() {
-    let p = Arc::new(Fake::new("p").script(|_, _| Err(ProviderError::transient("p", "503"))));
+    let p = Arc::new(fake("p").script(|_, _| Err(ProviderError::transient("p", "503"))));
     let exec = Executor::builder()
         .provider(p.clone())
         .concurrency(1)
@@ -756,7 +645,7 @@ async fn attempt_budget_counts_retries() {
 
 #[tokio::test(start_paused = true)]
 async fn deadline_budget_stops_starting_jobs() {
-    let p = Arc::new(Fake::new("p").latency(Duration::from_secs(1)));
+    let p = Arc::new(fake("p").latency(Duration::from_secs(1)));
     let exec = Executor::builder().provider(p.clone()).concurrency(1).build().unwrap();
     let out = exec
         .start(
@@ -835,7 +724,7 @@ fn fail_first(k: u32) -> Arc<FailFirst> {
 
 #[tokio::test]
 async fn gate_failure_regenerates_with_new_derived_seeds() {
-    let p = Arc::new(Fake::new("p"));
+    let p = Arc::new(fake("p"));
     let gate = fail_first(2);
     let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let step = gen(&["p"])
@@ -870,45 +759,20 @@ async fn gate_failure_regenerates_with_new_derived_seeds() {
     assert_eq!(*gate.seeds.lock().unwrap(), *gate2.seeds.lock().unwrap());
 }
 
-/// Records the verdicts the engine reports back.
-struct Listener {
-    inner: Fake,
-    verdicts: Mutex<Vec<bool>>,
-}
-
-#[async_trait]
-impl Provider for Listener {
-    fn id(&self) -> &str {
-        self.inner.id()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn generate(&self, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
-        self.inner.generate(req, ctx).await
-    }
-    fn record_verdict(&self, _: &Artifact, accepted: bool) {
-        self.verdicts.lock().unwrap().push(accepted);
-    }
-}
-
 #[tokio::test]
 async fn gate_verdicts_are_reported_back_to_the_provider() {
-    let p = Arc::new(Listener {
-        inner: Fake::new("p"),
-        verdicts: Mutex::new(Vec::new()),
-    });
+    let p = Arc::new(fake("p"));
     let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let step = gen(&["p"])
         .gate(fail_first(2))
         .on_gate_fail(OnGateFail::Regenerate { max: 3 });
     exec.run(single(step), jobs(1)).await.unwrap();
-    assert_eq!(*p.verdicts.lock().unwrap(), vec![false, false, true]);
+    assert_eq!(p.verdicts(), vec![false, false, true]);
 }
 
 #[tokio::test]
 async fn regeneration_gives_up_after_max_rounds() {
-    let p = Arc::new(Fake::new("p"));
+    let p = Arc::new(fake("p"));
     let exec = Executor::builder().provider(p.clone()).build().unwrap();
     let step = gen(&["p"])
         .gate(Arc::new(Contains("never")))
@@ -924,8 +788,8 @@ async fn regeneration_gives_up_after_max_rounds() {
 
 #[tokio::test]
 async fn gate_failure_can_fall_back_flag_or_fail() {
-    let a = Arc::new(Fake::new("a"));
-    let b = Arc::new(Fake::new("b"));
+    let a = Arc::new(fake("a"));
+    let b = Arc::new(fake("b"));
     let exec = Executor::builder()
         .provider(a.clone())
         .provider(b.clone())
@@ -965,7 +829,7 @@ async fn gate_failure_can_fall_back_flag_or_fail() {
 
 #[tokio::test]
 async fn a_gate_that_cannot_judge_fails_the_artifact() {
-    let exec = Executor::builder().provider(Arc::new(Fake::new("p"))).build().unwrap();
+    let exec = Executor::builder().provider(Arc::new(fake("p"))).build().unwrap();
     struct Broken;
     #[async_trait]
     impl QualityGate for Broken {
@@ -987,30 +851,16 @@ async fn a_gate_that_cannot_judge_fails_the_artifact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_returns_within_100ms_and_keeps_finished_work() {
     // Jobs p0 and p1 are fast; the rest sleep 10 s inside the provider.
-    struct Sleepy;
-    #[async_trait]
-    impl Provider for Sleepy {
-        fn id(&self) -> &str {
-            "sleepy"
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities::default()
-        }
-        async fn generate(&self, r: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
-            if !(r.prompt.ends_with("p0") || r.prompt.ends_with("p1")) {
-                tokio::time::sleep(Duration::from_secs(10)).await;
+    let sleepy = FakeProvider::new("sleepy", &[])
+        .delay(|r, _| {
+            if r.prompt.ends_with("p0") || r.prompt.ends_with("p1") {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(10)
             }
-            Ok(Generation {
-                artifacts: vec![Artifact::text_plain(r.prompt.clone())],
-                ..Default::default()
-            })
-        }
-    }
-    let exec = Executor::builder()
-        .provider(Arc::new(Sleepy))
-        .concurrency(8)
-        .build()
-        .unwrap();
+        })
+        .respond(|r, _| Answer::text(r.prompt.clone()));
+    let exec = Executor::builder().provider(sleepy).concurrency(8).build().unwrap();
     let dag = Dag::builder("c")
         .step("gen", gen(&["sleepy"]), &[])
         .step("after", gen(&["sleepy"]), &["gen"])
@@ -1043,7 +893,7 @@ async fn cancel_returns_within_100ms_and_keeps_finished_work() {
 
 #[tokio::test]
 async fn events_stream_tells_the_whole_story_in_order() {
-    let p = Arc::new(Fake::new("p"));
+    let p = Arc::new(fake("p"));
     let exec = Executor::builder().provider(p).build().unwrap();
     let dag = Dag::builder("ev")
         .step("gen", gen(&["p"]).gate(Arc::new(Contains("p|"))), &[])
@@ -1105,7 +955,7 @@ async fn events_stream_tells_the_whole_story_in_order() {
 
 #[tokio::test]
 async fn progress_counts_against_the_announced_total_until_the_source_runs_dry() {
-    let p = Arc::new(Fake::new("p"));
+    let p = Arc::new(fake("p"));
     let exec = Executor::builder().provider(p).concurrency(1).build().unwrap();
     let dag = Dag::builder("progress").step("gen", gen(&["p"]), &[]).build().unwrap();
     // A lazy source of 5 jobs that announces 7: progress says "of 7" while jobs are
@@ -1288,7 +1138,7 @@ impl creative_core::GenerationCache for MemCache {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_concurrent_generations_are_paid_for_once() {
-    let p = Arc::new(Fake::new("p").latency(Duration::from_millis(50)));
+    let p = Arc::new(fake("p").latency(Duration::from_millis(50)));
     let exec = Executor::builder().provider(p.clone()).concurrency(8).build().unwrap();
     // Six jobs that differ only in a variable the prompt does not use, with a
     // fixed seed: the same request six times at once.
@@ -1336,7 +1186,7 @@ fn seed_of(out: &creative_core::RunOutcome, job: usize) -> Option<u64> {
 
 #[tokio::test]
 async fn seed_policies_fix_derive_or_draw_the_seed_and_record_it() {
-    let exec = Executor::builder().provider(Fake::new("p")).build().unwrap();
+    let exec = Executor::builder().provider(fake("p")).build().unwrap();
     let run = |step: GenerateStep| {
         let exec = exec.clone();
         async move { exec.run(single(step), jobs(2)).await.unwrap() }

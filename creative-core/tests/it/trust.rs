@@ -10,10 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use creative_core::resilience::{Backoff, RetryPolicy};
 use creative_core::{
-    settings_fingerprint, Artifact, CallCtx, Capabilities, Dag, ErrorKind, Executor, GenerateStep, Generation,
-    GenerationCache, Job, MediaType, Pipeline, Provider, ProviderError, Request, RunOptions, Status, StepError,
-    StoreError, Task, Usage,
+    settings_fingerprint, Artifact, Dag, ErrorKind, Executor, GenerateStep, Generation, GenerationCache, Job,
+    MediaType, Pipeline, RunOptions, Status, StepError, StoreError, Task, Usage,
 };
+use creative_testkit::fake::{Answer, FakeProvider};
 
 /// A real PNG of `w` x `h` pixels.
 fn png(w: u32, h: u32) -> Vec<u8> {
@@ -27,59 +27,25 @@ fn png(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-/// An image provider whose answer, settings fingerprint and seed capability
-/// the test chooses.
-struct Painter {
-    answer: Box<dyn Fn() -> Vec<u8> + Send + Sync>,
-    fingerprint: Mutex<String>,
-    sends_seed: bool,
-    calls: AtomicU32,
-}
-
-impl Painter {
-    fn new(answer: impl Fn() -> Vec<u8> + Send + Sync + 'static) -> Self {
-        Painter {
-            answer: Box::new(answer),
-            fingerprint: Mutex::new(String::new()),
-            sends_seed: true,
-            calls: AtomicU32::new(0),
-        }
-    }
-    fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Provider for Painter {
-    fn id(&self) -> &str {
-        "painter"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            tasks: vec![Task::Image],
-            seed: self.sends_seed,
-            ..Default::default()
-        }
-    }
-    fn fingerprint(&self) -> String {
-        self.fingerprint.lock().unwrap().clone()
-    }
-    async fn generate(&self, req: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let mut a = Artifact::new(MediaType::Png, (self.answer)());
-        // Like a backend that copies the requested size into the metadata.
-        a.meta_mut().width = req.params.width;
-        a.meta_mut().height = req.params.height;
-        Ok(Generation {
-            artifacts: vec![a],
-            usage: Usage {
-                cost_usd: 0.04,
-                ..Default::default()
-            },
-            raw: None,
+/// The kit's fake as an image provider whose answer the test chooses (its
+/// settings fingerprint and seed capability too, on the fake).
+fn painter(answer: impl Fn() -> Vec<u8> + Send + Sync + 'static) -> FakeProvider {
+    FakeProvider::new("painter", &[Task::Image])
+        .seed(true)
+        .respond(move |req, _| {
+            let mut a = Artifact::new(MediaType::Png, answer());
+            // Like a backend that copies the requested size into the metadata.
+            a.meta_mut().width = req.params.width;
+            a.meta_mut().height = req.params.height;
+            Answer::Ok(Generation {
+                artifacts: vec![a],
+                usage: Usage {
+                    cost_usd: 0.04,
+                    ..Default::default()
+                },
+                raw: None,
+            })
         })
-    }
 }
 
 #[derive(Default)]
@@ -112,7 +78,7 @@ fn retry(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-async fn run(p: &Arc<Painter>, cache: Option<Arc<MemCache>>, attempts: u32) -> creative_core::RunOutcome {
+async fn run(p: &Arc<FakeProvider>, cache: Option<Arc<MemCache>>, attempts: u32) -> creative_core::RunOutcome {
     let exec = Executor::builder()
         .provider(p.clone())
         .retry(retry(attempts))
@@ -132,13 +98,13 @@ async fn run(p: &Arc<Painter>, cache: Option<Arc<MemCache>>, attempts: u32) -> c
 
 #[tokio::test]
 async fn a_changed_provider_fingerprint_misses_the_cache_and_calls_again() {
-    let p = Arc::new(Painter::new(|| png(8, 8)));
-    *p.fingerprint.lock().unwrap() = settings_fingerprint("painter", &serde_json::json!({"model": "a"}));
+    let p = Arc::new(painter(|| png(8, 8)));
+    p.set_fingerprint(settings_fingerprint("painter", &serde_json::json!({"model": "a"})));
     let cache = Arc::new(MemCache::default());
     assert_eq!(run(&p, Some(cache.clone()), 1).await.status, Status::Succeeded);
     assert_eq!(run(&p, Some(cache.clone()), 1).await.stats.cache_hits, 1);
     assert_eq!(p.calls(), 1, "same settings: served from the cache");
-    *p.fingerprint.lock().unwrap() = settings_fingerprint("painter", &serde_json::json!({"model": "b"}));
+    p.set_fingerprint(settings_fingerprint("painter", &serde_json::json!({"model": "b"})));
     let out = run(&p, Some(cache), 1).await;
     assert_eq!(out.stats.cache_hits, 0);
     assert_eq!(p.calls(), 2, "new settings: the provider is called again");
@@ -146,7 +112,7 @@ async fn a_changed_provider_fingerprint_misses_the_cache_and_calls_again() {
 
 #[tokio::test]
 async fn provenance_records_the_provider_fingerprint_and_omits_an_empty_one() {
-    let p = Arc::new(Painter::new(|| png(8, 8)));
+    let p = Arc::new(painter(|| png(8, 8)));
     let out = run(&p, None, 1).await;
     let a = &out.jobs[0].outputs("hero")[0];
     assert_eq!(a.provenance().provider_fingerprint, None);
@@ -154,7 +120,7 @@ async fn provenance_records_the_provider_fingerprint_and_omits_an_empty_one() {
     assert!(json.get("provider_fingerprint").is_none());
 
     let fp = settings_fingerprint("painter", &serde_json::json!({"model": "a"}));
-    *p.fingerprint.lock().unwrap() = fp.clone();
+    p.set_fingerprint(fp.clone());
     let out = run(&p, None, 1).await;
     let a = &out.jobs[0].outputs("hero")[0];
     assert_eq!(a.provenance().provider_fingerprint.as_deref(), Some(fp.as_str()));
@@ -165,7 +131,7 @@ async fn provenance_records_the_provider_fingerprint_and_omits_an_empty_one() {
 #[tokio::test]
 async fn four_bytes_that_are_no_png_fail_every_attempt_and_the_job() {
     // What a server answering b64_json "string" decodes to.
-    let p = Arc::new(Painter::new(|| b"\xb2\xda\xe2\x9e".to_vec()));
+    let p = Arc::new(painter(|| b"\xb2\xda\xe2\x9e".to_vec()));
     let out = run(&p, None, 3).await;
     assert_eq!(out.status, Status::Failed);
     assert_eq!(p.calls(), 3, "an invalid answer is retried per the policy");
@@ -183,7 +149,7 @@ async fn four_bytes_that_are_no_png_fail_every_attempt_and_the_job() {
 #[tokio::test]
 async fn an_invalid_answer_followed_by_a_valid_one_succeeds_on_retry() {
     let n = AtomicU32::new(0);
-    let p = Arc::new(Painter::new(move || {
+    let p = Arc::new(painter(move || {
         if n.fetch_add(1, Ordering::SeqCst) == 0 {
             b"<html>502</html>".to_vec()
         } else {
@@ -198,7 +164,7 @@ async fn an_invalid_answer_followed_by_a_valid_one_succeeds_on_retry() {
 
 #[tokio::test]
 async fn an_invalid_answer_is_never_cached() {
-    let p = Arc::new(Painter::new(|| b"stri".to_vec()));
+    let p = Arc::new(painter(|| b"stri".to_vec()));
     let cache = Arc::new(MemCache::default());
     run(&p, Some(cache.clone()), 1).await;
     assert!(cache.0.lock().unwrap().is_empty());
@@ -206,7 +172,7 @@ async fn an_invalid_answer_is_never_cached() {
 
 #[tokio::test]
 async fn a_256_px_answer_to_a_1024_px_request_is_recorded_as_256x256() {
-    let p = Arc::new(Painter::new(|| png(256, 256)));
+    let p = Arc::new(painter(|| png(256, 256)));
     let out = run(&p, None, 1).await;
     assert_eq!(out.status, Status::Succeeded);
     let a = &out.jobs[0].outputs("hero")[0];
@@ -217,8 +183,7 @@ async fn a_256_px_answer_to_a_1024_px_request_is_recorded_as_256x256() {
 
 #[tokio::test]
 async fn a_seed_is_recorded_only_for_a_provider_that_sends_one() {
-    let mut silent = Painter::new(|| png(8, 8));
-    silent.sends_seed = false;
+    let silent = painter(|| png(8, 8)).seed(false);
     let out = run(&Arc::new(silent), None, 1).await;
     let a = &out.jobs[0].outputs("hero")[0];
     assert_eq!(a.provenance().seed, None, "a backend that takes no seed records none");
@@ -228,7 +193,7 @@ async fn a_seed_is_recorded_only_for_a_provider_that_sends_one() {
         a.provenance().params
     );
 
-    let out = run(&Arc::new(Painter::new(|| png(8, 8))), None, 1).await;
+    let out = run(&Arc::new(painter(|| png(8, 8))), None, 1).await;
     let a = &out.jobs[0].outputs("hero")[0];
     assert!(
         a.provenance().seed.is_some(),
