@@ -2,7 +2,7 @@
 //! size, and a step's settings may ask for any size; neither reaches an
 //! allocation beyond the engine's image limits.
 
-mod common;
+use crate::common;
 
 use common::*;
 use creative_core::limits::MAX_IMAGE_SIDE;

@@ -1,6 +1,6 @@
 //! Transform steps on images made inside the tests.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,9 +1,8 @@
 //! The video steps and gates, on clips made in each test with ffmpeg's lavfi
 //! sources.
 
-mod common;
-#[path = "media_common/mod.rs"]
-mod media_common;
+use crate::common;
+use crate::media_common;
 
 use std::sync::Arc;
 

@@ -1,8 +1,7 @@
 //! Probing, the audio steps and the audio gates, on media made in each test.
 
-mod common;
-#[path = "media_common/mod.rs"]
-mod media_common;
+use crate::common;
+use crate::media_common;
 
 use creative_core::{Artifact, MediaKind, QualityGate, Step};
 use creative_ops::media::audio::{

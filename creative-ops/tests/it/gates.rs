@@ -1,18 +1,15 @@
 //! Quality gates on images and texts made inside the tests, with exact expectations.
 
-mod common;
+use crate::common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use common::*;
 use creative_core::registry::{BuildCtx, Registry};
-use creative_core::{
-    Artifact, CallCtx, Capabilities, Generation, MediaType, Provider, ProviderError, QualityGate, Request, Task,
-    Verdict,
-};
+use creative_core::{Artifact, MediaType, Provider, ProviderError, QualityGate, Task, Verdict};
 use creative_ops::gates::*;
 use creative_ops::{Format, Raster};
+use creative_testkit::fake::{Answer, FakeProvider};
 use image::{Rgb, RgbImage};
 use serde_json::json;
 
@@ -349,52 +346,17 @@ async fn json_schema_for_structured_output() {
     assert!(gate_err("text", json!({ "json_schema": { "type": 12 } }), &BuildCtx::default()).contains("json_schema"));
 }
 
-/// A judge that answers with a fixed text and records what it was asked.
-struct FakeJudge {
-    answer: Result<String, ProviderError>,
-    seen: Mutex<Vec<Request>>,
-    /// Calls that fail with a 503 before the answer comes.
-    outages: std::sync::atomic::AtomicU32,
+/// The kit's fake as a judge that answers with a fixed text (it records what
+/// it was asked; `fail_next` makes outages before the answer).
+fn fake_judge(answer: Result<String, ProviderError>) -> FakeProvider {
+    FakeProvider::new("fake-judge", &[Task::Text]).respond(move |_, _| match &answer {
+        Ok(text) => Answer::text(text.clone()),
+        Err(e) => Answer::error(e.clone()),
+    })
 }
 
-#[async_trait]
-impl Provider for FakeJudge {
-    fn id(&self) -> &str {
-        "fake-judge"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            tasks: vec![Task::Text],
-            ..Default::default()
-        }
-    }
-    async fn generate(&self, r: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
-        self.seen.lock().unwrap().push(r.clone());
-        let outage = self
-            .outages
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok();
-        if outage {
-            return Err(ProviderError::transient("fake-judge", "upstream 503").with_status(503));
-        }
-        let text = self.answer.clone()?;
-        Ok(Generation {
-            artifacts: vec![Artifact::text_plain(text)],
-            ..Default::default()
-        })
-    }
-}
-
-fn judge_with(answer: Result<&str, ProviderError>) -> (Arc<dyn QualityGate>, Arc<FakeJudge>) {
-    let p = Arc::new(FakeJudge {
-        answer: answer.map(str::to_string),
-        seen: Mutex::new(Vec::new()),
-        outages: Default::default(),
-    });
+fn judge_with(answer: Result<&str, ProviderError>) -> (Arc<dyn QualityGate>, Arc<FakeProvider>) {
+    let p = Arc::new(fake_judge(answer.map(str::to_string)));
     let mut ctx = BuildCtx::default();
     ctx.providers.insert("vision".into(), p.clone() as Arc<dyn Provider>);
     let g = gate_with(
@@ -418,7 +380,7 @@ async fn judge_parses_good_verdicts() {
             reasons: vec!["clear product shot".into()]
         }
     );
-    let req = p.seen.lock().unwrap()[0].clone();
+    let req = p.requests()[0].clone();
     assert_eq!(req.task, Task::Text);
     assert_eq!(req.inputs.len(), 1);
     assert_eq!(req.inputs[0].id(), img.id());
@@ -446,7 +408,7 @@ async fn judge_parses_good_verdicts() {
     // Text artifacts go inside the prompt, not as inputs.
     let (g, p) = judge_with(Ok(r#"{"score": 0.8, "pass": true, "reasons": []}"#));
     assert!(check(&g, &Artifact::text_plain("Hot coffee all day")).await.passed);
-    let req = p.seen.lock().unwrap()[0].clone();
+    let req = p.requests()[0].clone();
     assert!(req.inputs.is_empty() && req.prompt.contains("<asset>\nHot coffee all day\n</asset>"));
 }
 
@@ -471,15 +433,15 @@ async fn judge_malformed_answers_are_errors_not_passes() {
         e.message.contains("judge call failed after 3 attempt(s)") && e.message.contains("upstream 503"),
         "{e}"
     );
-    assert_eq!(p.seen.lock().unwrap().len(), 3, "transient failures are retried");
+    assert_eq!(p.requests().len(), 3, "transient failures are retried");
     let (g, p) = judge_with(Err(ProviderError::invalid("fake-judge", "bad rubric")));
     g.check(&img, &gate_ctx("j")).await.unwrap_err();
-    assert_eq!(p.seen.lock().unwrap().len(), 1, "invalid requests are not");
+    assert_eq!(p.requests().len(), 1, "invalid requests are not");
     // A brief outage of the judge does not fail the artifact.
     let (g, p) = judge_with(Ok(r#"{"score": 0.9, "pass": true}"#));
-    p.outages.store(1, std::sync::atomic::Ordering::SeqCst);
+    p.fail_next(1);
     assert!(g.check(&img, &gate_ctx("j")).await.unwrap().passed);
-    assert_eq!(p.seen.lock().unwrap().len(), 2);
+    assert_eq!(p.requests().len(), 2);
     let e = gate_err(
         "judge",
         json!({ "provider": "nobody", "rubric": "x" }),

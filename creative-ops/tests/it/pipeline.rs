@@ -1,53 +1,30 @@
 //! Steps and gates inside the engine: a generate step gated by sharpness and
 //! dedupe, then renditions, a caption and provenance metadata, for two jobs.
 
-mod common;
+use crate::common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use common::*;
 use creative_core::registry::{BuildCtx, Registry};
-use creative_core::{
-    Artifact, CallCtx, Capabilities, Dag, Executor, GenerateStep, Generation, Job, MediaType, OnGateFail, Provider,
-    ProviderError, Request, Status, Task,
-};
+use creative_core::{Artifact, Dag, Executor, GenerateStep, Job, MediaType, OnGateFail, Status, Task};
 use creative_ops::{metadata, Format};
+use creative_testkit::fake::{Answer, FakeProvider};
 use serde_json::json;
 
-/// An image provider whose first answer is blurry and later ones sharp; each
-/// job's image differs (the seed picks the pattern).
-struct Camera {
-    calls: AtomicU32,
-}
-
-#[async_trait]
-impl Provider for Camera {
-    fn id(&self) -> &str {
-        "camera"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            tasks: vec![Task::Image],
-            seed: true,
-            ..Default::default()
-        }
-    }
-    async fn generate(&self, r: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+/// The kit's fake as an image provider whose first answer is blurry and later
+/// ones sharp; each job's image differs (the seed picks the pattern).
+fn camera() -> FakeProvider {
+    FakeProvider::new("camera", &[Task::Image]).seed(true).respond(|r, n| {
         let seed = r.params.seed.unwrap_or(1);
         let img = if r.prompt.contains("mug") {
             detailed(320, 240, seed)
         } else {
             subject_at(320, 240, 20 + (seed % 50) as u32, 120)
         };
-        let img = if n == 0 { blur(&img, 4, 2) } else { img };
-        Ok(Generation {
-            artifacts: vec![Artifact::new(MediaType::Png, encode(&img, Format::Png))],
-            ..Default::default()
-        })
-    }
+        let img = if n == 1 { blur(&img, 4, 2) } else { img };
+        Answer::artifacts(vec![Artifact::new(MediaType::Png, encode(&img, Format::Png))])
+    })
 }
 
 #[tokio::test]
@@ -77,13 +54,7 @@ async fn a_campaign_regenerates_blurry_shots_and_delivers_captioned_renditions()
         .step_arc("tagged", step("metadata", json!({})), &["captioned"])
         .build()
         .unwrap();
-    let exec = Executor::builder()
-        .provider(Arc::new(Camera {
-            calls: AtomicU32::new(0),
-        }))
-        .concurrency(1)
-        .build()
-        .unwrap();
+    let exec = Executor::builder().provider(camera()).concurrency(1).build().unwrap();
     let jobs = vec![Job::new([("product", "mug")]), Job::new([("product", "lamp")])];
     let out = exec.run(Arc::new(dag), jobs).await.unwrap();
 
