@@ -332,8 +332,13 @@ impl FakeProvider {
     /// the call with it.
     #[must_use]
     pub fn script(self, f: impl Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync + 'static) -> Self {
-        self.behaviour().script = Some(Arc::new(f));
+        self.set_script(f);
         self
+    }
+
+    /// Replace the [`script`](Self::script) from the next call on.
+    pub fn set_script(&self, f: impl Fn(&Request, u32) -> Result<(), ProviderError> + Send + Sync + 'static) {
+        self.behaviour().script = Some(Arc::new(f));
     }
 
     /// Say it is made of members with their own health (a router).
@@ -410,7 +415,7 @@ impl FakeProvider {
         let mut b = self.behaviour();
         if b.fail_next > 0 {
             b.fail_next -= 1;
-            return Some(ProviderError::new(ErrorKind::Transient, self.id.clone(), "injected 500").with_status(500));
+            return Some(ProviderError::new(ErrorKind::Transient, self.id.clone(), "injected 500"));
         }
         match b.fail? {
             ErrorKind::RateLimited => Some(ProviderError::rate_limited(self.id.clone(), "slow down", b.retry_after)),
