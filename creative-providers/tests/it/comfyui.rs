@@ -220,7 +220,9 @@ async fn accepted_prompt_with_node_errors_is_an_error_and_is_taken_back() {
     ] {
         assert!(e.message().contains(needle), "`{needle}` missing in: {e}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The queue delete goes out after the call has returned.
+    mock.wait_for_requests(1, |r| r.path() == "/queue" && r.method == "POST")
+        .await;
     let reqs = mock.requests();
     let del = reqs
         .iter()

@@ -210,18 +210,17 @@ async fn cancellation_cancels_the_queued_request() {
     let p = build("fal", settings(&mock)).unwrap();
     let ctx = CallCtx::detached();
     let cancel = ctx.cancel.clone();
+    let watcher = mock.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        watcher
+            .wait_for_path(&format!("/fal-ai/flux/requests/{RID}/status"))
+            .await;
         cancel.cancel();
     });
     let e = p.generate(&req(), &ctx).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Cancelled);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let c = mock
-        .requests()
-        .into_iter()
-        .find(|q| q.path() == format!("/fal-ai/flux/requests/{RID}/cancel"))
-        .expect("cancel sent");
+    // The cancel goes out after the call has returned.
+    let c = mock.wait_for_path(&format!("/fal-ai/flux/requests/{RID}/cancel")).await;
     assert_eq!(c.method, "PUT");
 }
 

@@ -318,8 +318,10 @@ async fn cancelling_while_polling_cancels_the_operation() {
     let p = build("gemini", settings(&mock, json!({"poll_interval_s": 0.05}))).unwrap();
     let ctx = CallCtx::detached();
     let c = ctx.cancel.clone();
+    let watcher = mock.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Cancel once it has polled twice.
+        watcher.wait_for_requests(2, |r| r.method == "GET").await;
         c.cancel();
     });
     let t0 = Instant::now();

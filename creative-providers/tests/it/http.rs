@@ -149,8 +149,10 @@ async fn cancellation_stops_a_request_in_flight() {
     );
     let ctx = CallCtx::detached();
     let c = ctx.cancel.clone();
+    let watcher = mock.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Cancel once the request is in flight (its answer waits 3 s).
+        watcher.wait_for_path("/v1/x").await;
         c.cancel();
     });
     let t = Transport::builder("test", mock.url()).build().unwrap();

@@ -226,18 +226,15 @@ async fn cancellation_cancels_the_prediction() {
     .unwrap();
     let ctx = CallCtx::detached();
     let cancel = ctx.cancel.clone();
+    let watcher = mock.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        watcher.wait_for_path("/predictions/c").await;
         cancel.cancel();
     });
     let e = p.generate(&req(), &ctx).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Cancelled);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let c = mock
-        .requests()
-        .into_iter()
-        .find(|q| q.path() == "/predictions/c/cancel")
-        .expect("cancel sent");
+    // The cancel goes out after the call has returned.
+    let c = mock.wait_for_path("/predictions/c/cancel").await;
     assert_eq!(c.method, "POST");
     assert_eq!(c.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
 }

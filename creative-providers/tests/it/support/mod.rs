@@ -238,6 +238,33 @@ impl MockServer {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// Wait (up to 10 s) until `n` requests matching `what` have arrived, and
+    /// give them: how a test sees a request it caused without sleeping a guess.
+    pub async fn wait_for_requests(&self, n: usize, what: impl Fn(&Recorded) -> bool) -> Vec<Recorded> {
+        let matching = || self.requests().into_iter().filter(|r| what(r)).collect::<Vec<_>>();
+        creative_testkit::wait::wait_for(
+            &format!("{n} matching requests at the mock"),
+            Duration::from_secs(10),
+            || matching().len() >= n,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}; saw {:?}",
+                self.requests()
+                    .iter()
+                    .map(|r| format!("{} {}", r.method, r.target))
+                    .collect::<Vec<_>>()
+            )
+        });
+        matching()
+    }
+
+    /// Wait (up to 10 s) for the first request to `path` (query aside).
+    pub async fn wait_for_path(&self, path: &str) -> Recorded {
+        self.wait_for_requests(1, |r| r.path() == path).await.remove(0)
+    }
+
     /// The last request.
     pub fn last(&self) -> Recorded {
         self.requests().pop().expect("no request reached the mock")
@@ -618,8 +645,10 @@ pub async fn failure_suite(c: Conformance) {
     let p = build(c.kind, settings).unwrap();
     let ctx = CallCtx::detached();
     let cancel = ctx.cancel.clone();
+    let watcher = mock.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Cancel once the request is in flight (its answer waits 5 s).
+        watcher.wait_for_requests(1, |_| true).await;
         cancel.cancel();
     });
     let t0 = Instant::now();
