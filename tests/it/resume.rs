@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-mod common;
+use crate::common;
 use common::manifest::{assert_run_fields_plausible, assert_same_but_run_fields};
 use common::temp_dir;
 

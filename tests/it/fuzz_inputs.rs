@@ -13,7 +13,7 @@
 //! - the C ABI's JSON entry points (engine config, run options, spec text):
 //!   random and mutated inputs give a status and a last-error message.
 
-mod common;
+use crate::common;
 
 use std::ffi::{CStr, CString};
 use std::panic::AssertUnwindSafe;

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");

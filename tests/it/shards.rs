@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
-mod common;
+use crate::common;
 use common::manifest::{assert_run_fields_plausible, assert_same_but_run_fields};
 use common::temp_dir;
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use creative_testkit::{Config, LoopbackServer};
 use serde_json::{json, Value};
 
-mod common;
+use crate::common;
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");

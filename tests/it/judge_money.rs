@@ -10,56 +10,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
-use creative::engine::{
-    Artifact, CallCtx, Capabilities, Generation, Provider, ProviderError, Request, Status, Task, Usage,
-};
+use creative::engine::{Provider, Status, Task};
+use creative_testkit::fake::{Answer, FakeProvider};
 
-mod common;
+use crate::common;
 use common::temp_dir;
-
-/// A judge that passes everything at `cost` dollars a call (estimated alike),
-/// and says it has no price when `priced` is false.
-#[derive(Debug)]
-struct VerdictProvider {
-    id: String,
-    cost: f64,
-    priced: bool,
-}
-
-#[async_trait]
-impl Provider for VerdictProvider {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            tasks: vec![Task::Text],
-            ..Capabilities::default()
-        }
-    }
-
-    fn estimate_cost(&self, _: &Request) -> f64 {
-        self.cost
-    }
-
-    fn has_price(&self, _: &Request) -> bool {
-        self.priced
-    }
-
-    async fn generate(&self, _: &Request, _: &CallCtx) -> Result<Generation, ProviderError> {
-        Ok(Generation {
-            artifacts: vec![Artifact::text_plain(r#"{"score": 0.9, "pass": true, "reasons": []}"#)],
-            usage: Usage {
-                cost_usd: self.cost,
-                ..Usage::default()
-            },
-            raw: None,
-        })
-    }
-}
 
 fn registry() -> Registry {
     let mut reg = Registry::new();
@@ -68,11 +24,14 @@ fn registry() -> Registry {
     reg.provider(
         "verdict",
         Arc::new(|id: &str, s: &serde_json::Value, _: &_| {
-            Ok(Arc::new(VerdictProvider {
-                id: id.to_string(),
-                cost: s.get("cost").and_then(|v| v.as_f64()).unwrap_or(0.0),
-                priced: s.get("priced").and_then(|v| v.as_bool()).unwrap_or(true),
-            }) as Arc<dyn Provider>)
+            // The kit's fake as a judge that passes everything at `cost`
+            // dollars a call (estimated alike), and says it has no price when
+            // `priced` is false.
+            let judge = FakeProvider::new(id, &[Task::Text])
+                .cost(s.get("cost").and_then(|v| v.as_f64()).unwrap_or(0.0))
+                .priced(s.get("priced").and_then(|v| v.as_bool()).unwrap_or(true))
+                .respond(|_, _| Answer::text(r#"{"score": 0.9, "pass": true, "reasons": []}"#));
+            Ok(Arc::new(judge) as Arc<dyn Provider>)
         }),
     );
     reg

@@ -14,7 +14,7 @@ use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registr
 use hmac::{KeyInit, Mac};
 use sha2::Digest;
 
-mod common;
+use crate::common;
 use common::temp_dir;
 
 /// 32 bytes, as `whsec_<base64>`.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");

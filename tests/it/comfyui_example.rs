@@ -18,7 +18,7 @@ use creative::engine::{CallCtx, Provider, Request, Task};
 use creative::providers::procedural::Procedural;
 use serde_json::{json, Value};
 
-mod common;
+use crate::common;
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");

@@ -9,7 +9,7 @@ use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registr
 use creative::engine::Status;
 use creative_testkit::{Config, LoopbackServer};
 
-mod common;
+use crate::common;
 use common::temp_dir;
 
 fn registry() -> Registry {

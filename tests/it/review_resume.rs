@@ -10,7 +10,7 @@ use std::process::Command;
 use creative::campaign::review::{append, Decision, Verdict};
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creative");
