@@ -415,7 +415,11 @@ impl FakeProvider {
         let mut b = self.behaviour();
         if b.fail_next > 0 {
             b.fail_next -= 1;
-            return Some(ProviderError::new(ErrorKind::Transient, self.id.clone(), "injected 500"));
+            return Some(ProviderError::new(
+                ErrorKind::Transient,
+                self.id.clone(),
+                "injected 500",
+            ));
         }
         match b.fail? {
             ErrorKind::RateLimited => Some(ProviderError::rate_limited(self.id.clone(), "slow down", b.retry_after)),
