@@ -13,6 +13,7 @@ use creative::campaign::deliver::{AssetEntry, Manifest, ManifestSummary, Report,
 use creative::campaign::spec::{CampaignOptions, CampaignOutcome, Format, Registry, Spec};
 use creative::engine::{Artifact, ArtifactId, Status};
 
+#[path = "it/common/mod.rs"]
 mod common;
 use common::manifest::{assert_run_fields_plausible, without_run_fields, Generations};
 use common::temp_dir;

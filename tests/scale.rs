@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use creative_testkit::measure::{self, Limits, Measured};
 
+#[path = "it/common/mod.rs"]
 mod common;
 use common::temp_dir;
 

@@ -271,7 +271,11 @@ fn events_arrive_in_order_on_one_library_thread_and_stop_at_free() {
         // Freed while running: cancelled and joined; no call afterwards.
         ev.types.lock().unwrap().clear();
         let run = start(e, &spec(40, 50), &opts("events-free"), Some(record), ud);
-        std::thread::sleep(Duration::from_millis(30));
+        // Free it once it is certainly running: its first event has arrived.
+        let t = Instant::now();
+        while ev.types.lock().unwrap().is_empty() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         creative_run_free(run);
         let n = ev.types.lock().unwrap().len();
         assert_eq!(

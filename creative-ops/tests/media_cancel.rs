@@ -1,7 +1,7 @@
 //! A cancelled ffmpeg run stops its child process. Alone in its binary: it
 //! counts this process's ffmpeg children, which other tests would add to.
 
-#[path = "media_common/mod.rs"]
+#[path = "it/media_common/mod.rs"]
 mod media_common;
 
 use std::sync::atomic::{AtomicU64, Ordering};

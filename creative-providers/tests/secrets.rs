@@ -3,6 +3,7 @@
 //! server echoes the key back.
 #![cfg(all(feature = "openai", feature = "ollama", feature = "gemini", feature = "elevenlabs"))]
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::io::Write;

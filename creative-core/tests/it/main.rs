@@ -1,0 +1,6 @@
+//! The engine's integration tests, one binary: each former `tests/*.rs` file is
+//! a module here, so CI links one executable instead of one per file.
+
+mod bounds;
+mod engine;
+mod trust;
