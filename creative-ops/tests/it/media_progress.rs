@@ -2,7 +2,6 @@
 //! the executor sends `Progress` events (provider `ffmpeg`) that only move
 //! forward and end at the clip's whole duration.
 
-#[path = "media_common/mod.rs"]
 use crate::media_common;
 
 use std::sync::Arc;

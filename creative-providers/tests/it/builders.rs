@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use creative_core::{CallCtx, ConfigError, Provider, Request, Task};
 use serde_json::{json, Value};
-use crate::support::{build, with, MockServer};
+use crate::support::{self, build, with, MockServer};
 
 /// One backend: its kind, its own settings (besides the shared ones every
 /// case gets), the same values through its builder, and a request it serves.
