@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use creative_campaign::spec::{BuildCtx, GateFactory, ProviderFactory, Registry, StepFactory};
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, GateCtx, GateError, Generation, MediaKind, MediaType, Provider,
-    ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs, Task, Usage, Verdict,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, GateCtx, GateError, Generation, MediaKind, MediaType,
+    Provider, ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs, Task, Usage, Verdict,
 };
 use serde_json::{json, Value};
 
@@ -397,8 +397,7 @@ pub(super) fn install(role: Role, ext: &Arc<HostExt>, registry: &mut Registry, h
     match role {
         Role::Provider => {
             let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
-                let what =
-                    |e: String| ConfigError::new("", format!("provider `{id}` (host kind `{}`): {e}", ext.kind));
+                let what = |e: String| ConfigError::new("", format!("provider `{id}` (host kind `{}`): {e}", ext.kind));
                 let caps = caps_from(settings).map_err(what)?;
                 let convert = convert_to_from(settings).map_err(what)?;
                 Ok(Arc::new(HostProvider {

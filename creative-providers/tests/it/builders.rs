@@ -2,13 +2,12 @@
 //! the same fingerprint and, against the loopback server, the same requests.
 //! A bad value is refused with its field named as the table spells it.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{self, build, with, MockServer};
 use creative_core::{CallCtx, ConfigError, Provider, Request, Task};
 use serde_json::{json, Value};
-use crate::support::{self, build, with, MockServer};
 
 /// One backend: its kind, its own settings (besides the shared ones every
 /// case gets), the same values through its builder, and a request it serves.
