@@ -40,10 +40,6 @@
 
 mod cli;
 
-/// See the dependency's comment in `Cargo.toml`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 use clap::Parser as _;
