@@ -27,21 +27,22 @@ mod finish;
 mod live;
 mod matrix;
 mod out_dir;
+mod plan;
 mod ranges;
+mod run;
 mod schema;
 mod steps;
 
 use std::path::{Path, PathBuf};
 
-pub use campaign::{
-    Campaign, CampaignError, CampaignEvents, CampaignOptions, CampaignOutcome, CampaignRun, JobPlan, Plan,
-    PlannedRequest, Shard, PLAN_SAMPLE, STATE_DIR,
-};
+pub use campaign::{Campaign, CampaignError, CampaignOptions, Shard, STATE_DIR};
 pub use creative_core::registry::{BuildCtx, GateFactory, ProviderFactory, Registry, SinkFactory, StepFactory};
 pub use error::{SpecError, SpecErrorKind};
 pub use finish::{ArtifactLine, ARTIFACTS_FILE, ASSETS_FILE};
 pub use matrix::{JobMatrix, Jobs, DEFAULT_MAX_JOBS, MAX_JOBS_LIMIT};
 pub use out_dir::{check_out_dir, UnsafeOutputDir};
+pub use plan::{JobPlan, Plan, PlannedRequest, PLAN_SAMPLE};
+pub use run::{CampaignEvents, CampaignOutcome, CampaignRun};
 pub use schema::{
     generate_settings_schema, BudgetSpec, C2paAlg, C2paSpec, GateSpec, Layer, MatrixSpec, OutputSpec, ProviderSpec,
     RetrySpec, SeedPolicy, SinkSpec, SpecDoc, StepSpec,
