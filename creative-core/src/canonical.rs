@@ -1,0 +1,409 @@
+//! Canonical JSON: the bytes every hash in the project is taken over.
+//!
+//! `serde_json::to_vec` writes a `serde_json::Map` in sorted key order, unless
+//! anything in the build turns on serde_json's `preserve_order` feature (the
+//! `c2pa` crate does), and then in insertion order. Cargo unifies features
+//! across the build, so the same job, request or spec would hash differently
+//! in a build with `c2pa` and one without, and a cache or resume made by one
+//! would miss in the other. [`to_vec`] writes the bytes `serde_json::to_vec`
+//! writes without `preserve_order`, whatever the build: struct fields in
+//! declaration order, map entries sorted by key, compact.
+//!
+//! ```
+//! use serde_json::{json, Map};
+//! let mut m = Map::new();
+//! m.insert("b".into(), json!(1));
+//! m.insert("a".into(), json!({"y": 2, "x": 3}));
+//! let bytes = creative_core::canonical::to_vec(&m).unwrap();
+//! assert_eq!(bytes, br#"{"a":{"x":3,"y":2},"b":1}"#);
+//! ```
+
+use serde::ser::{
+    Serialize, SerializeMap, SerializeSeq, SerializeStruct, SerializeStructVariant, SerializeTuple,
+    SerializeTupleStruct, SerializeTupleVariant, Serializer,
+};
+
+/// Serialize `value` as canonical JSON: what `serde_json::to_vec` writes in a
+/// build without serde_json's `preserve_order` feature.
+///
+/// Every map (a `serde_json::Map`, a `BTreeMap`, a `HashMap`...) is written
+/// with its entries sorted by the bytes of the key as a string (a number key
+/// by its decimal text, as JSON writes it); entries with equal keys keep their
+/// order. Everything else is written by serde_json itself.
+///
+/// # Errors
+///
+/// The errors `serde_json::to_vec` gives: a map key that is not a string,
+/// number, bool or char, or a `Serialize` implementation that fails.
+pub fn to_vec<T: ?Sized + Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    value.serialize(Canonical { out: &mut out })?;
+    Ok(out)
+}
+
+type Result<T = ()> = serde_json::Result<T>;
+
+/// serde_json's own serializer over `out`, for scalars: the numbers, strings
+/// and escapes are then exactly serde_json's.
+fn json(out: &mut Vec<u8>) -> serde_json::Serializer<&mut Vec<u8>> {
+    serde_json::Serializer::new(out)
+}
+
+/// The serializer: writes compound values itself, so that it can sort maps,
+/// and hands every scalar to serde_json.
+struct Canonical<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Serializer for Canonical<'a> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = Seq<'a>;
+    type SerializeTuple = Seq<'a>;
+    type SerializeTupleStruct = Seq<'a>;
+    type SerializeTupleVariant = Seq<'a>;
+    type SerializeMap = Map<'a>;
+    type SerializeStruct = Struct<'a>;
+    type SerializeStructVariant = Struct<'a>;
+
+    fn serialize_bool(self, v: bool) -> Result {
+        json(self.out).serialize_bool(v)
+    }
+    fn serialize_i8(self, v: i8) -> Result {
+        json(self.out).serialize_i8(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result {
+        json(self.out).serialize_i16(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result {
+        json(self.out).serialize_i32(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result {
+        json(self.out).serialize_i64(v)
+    }
+    fn serialize_i128(self, v: i128) -> Result {
+        json(self.out).serialize_i128(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result {
+        json(self.out).serialize_u8(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result {
+        json(self.out).serialize_u16(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result {
+        json(self.out).serialize_u32(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result {
+        json(self.out).serialize_u64(v)
+    }
+    fn serialize_u128(self, v: u128) -> Result {
+        json(self.out).serialize_u128(v)
+    }
+    fn serialize_f32(self, v: f32) -> Result {
+        json(self.out).serialize_f32(v)
+    }
+    fn serialize_f64(self, v: f64) -> Result {
+        json(self.out).serialize_f64(v)
+    }
+    fn serialize_char(self, v: char) -> Result {
+        json(self.out).serialize_char(v)
+    }
+    fn serialize_str(self, v: &str) -> Result {
+        json(self.out).serialize_str(v)
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result {
+        json(self.out).serialize_bytes(v)
+    }
+    fn serialize_none(self) -> Result {
+        json(self.out).serialize_none()
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result {
+        json(self.out).serialize_unit()
+    }
+    fn serialize_unit_struct(self, name: &'static str) -> Result {
+        json(self.out).serialize_unit_struct(name)
+    }
+    fn serialize_unit_variant(self, name: &'static str, index: u32, variant: &'static str) -> Result {
+        json(self.out).serialize_unit_variant(name, index, variant)
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _name: &'static str, value: &T) -> Result {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result {
+        open_variant(self.out, variant)?;
+        value.serialize(Canonical { out: &mut *self.out })?;
+        self.out.push(b'}');
+        Ok(())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Seq<'a>> {
+        self.out.push(b'[');
+        Ok(Seq {
+            out: self.out,
+            first: true,
+            close: b"]",
+        })
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Seq<'a>> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<Seq<'a>> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Seq<'a>> {
+        open_variant(self.out, variant)?;
+        self.out.push(b'[');
+        Ok(Seq {
+            out: self.out,
+            first: true,
+            close: b"]}",
+        })
+    }
+    fn serialize_map(self, len: Option<usize>) -> Result<Map<'a>> {
+        Ok(Map {
+            out: self.out,
+            entries: Vec::with_capacity(len.unwrap_or(0)),
+            key: None,
+        })
+    }
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Struct<'a>> {
+        self.out.push(b'{');
+        Ok(Struct {
+            out: self.out,
+            first: true,
+            close: b"}",
+        })
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Struct<'a>> {
+        open_variant(self.out, variant)?;
+        self.out.push(b'{');
+        Ok(Struct {
+            out: self.out,
+            first: true,
+            close: b"}}",
+        })
+    }
+}
+
+/// `{"variant":`, as serde_json opens every variant that carries data.
+fn open_variant(out: &mut Vec<u8>, variant: &str) -> Result {
+    out.push(b'{');
+    json(out).serialize_str(variant)?;
+    out.push(b':');
+    Ok(())
+}
+
+/// A sequence, tuple or tuple variant being written.
+struct Seq<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+    /// `]`, or `]}` for a variant.
+    close: &'static [u8],
+}
+
+impl Seq<'_> {
+    fn element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        value.serialize(Canonical { out: &mut *self.out })
+    }
+    fn close(self) -> Result {
+        self.out.extend_from_slice(self.close);
+        Ok(())
+    }
+}
+
+impl SerializeSeq for Seq<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
+        self.element(value)
+    }
+    fn end(self) -> Result {
+        self.close()
+    }
+}
+
+impl SerializeTuple for Seq<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
+        self.element(value)
+    }
+    fn end(self) -> Result {
+        self.close()
+    }
+}
+
+impl SerializeTupleStruct for Seq<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
+        self.element(value)
+    }
+    fn end(self) -> Result {
+        self.close()
+    }
+}
+
+impl SerializeTupleVariant for Seq<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
+        self.element(value)
+    }
+    fn end(self) -> Result {
+        self.close()
+    }
+}
+
+/// A struct or struct variant being written: fields in the order serde hands
+/// them over, which is declaration order (skipped fields are never handed).
+struct Struct<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+    /// `}`, or `}}` for a variant.
+    close: &'static [u8],
+}
+
+impl Struct<'_> {
+    fn field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        json(self.out).serialize_str(key)?;
+        self.out.push(b':');
+        value.serialize(Canonical { out: &mut *self.out })
+    }
+    fn close(self) -> Result {
+        self.out.extend_from_slice(self.close);
+        Ok(())
+    }
+}
+
+impl SerializeStruct for Struct<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result {
+        self.field(key, value)
+    }
+    fn end(self) -> Result {
+        self.close()
+    }
+}
+
+impl SerializeStructVariant for Struct<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result {
+        self.field(key, value)
+    }
+    fn end(self) -> Result {
+        self.close()
+    }
+}
+
+/// One map entry, held until the map ends.
+struct Entry {
+    /// The key as a string, to sort by.
+    key: String,
+    /// The key as written: quoted and escaped.
+    key_json: Vec<u8>,
+    /// The value as written.
+    value: Vec<u8>,
+}
+
+/// A map being collected: its entries are written, sorted, at the end.
+struct Map<'a> {
+    out: &'a mut Vec<u8>,
+    entries: Vec<Entry>,
+    /// The key handed to `serialize_key`, waiting for its value.
+    key: Option<(String, Vec<u8>)>,
+}
+
+impl SerializeMap for Map<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result {
+        self.key = Some(map_key(key)?);
+        Ok(())
+    }
+    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
+        let (key, key_json) = self
+            .key
+            .take()
+            .ok_or_else(|| serde::ser::Error::custom("canonical JSON: a map value came without its key"))?;
+        let mut buf = Vec::new();
+        value.serialize(Canonical { out: &mut buf })?;
+        self.entries.push(Entry {
+            key,
+            key_json,
+            value: buf,
+        });
+        Ok(())
+    }
+    fn end(mut self) -> Result {
+        // Stable, so duplicate keys keep the order they came in, as serde_json
+        // would write them.
+        self.entries.sort_by(|a, b| a.key.cmp(&b.key));
+        self.out.push(b'{');
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.out.extend_from_slice(&e.key_json);
+            self.out.push(b':');
+            self.out.extend_from_slice(&e.value);
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// A map key as serde_json writes it (quoted, escaped) and as text to sort by.
+///
+/// serde_json decides which keys are allowed and how a number or bool key is
+/// quoted, so the key goes through serde_json itself, as the only key of a map
+/// (`{KEY:null}`), and is cut out of the result.
+fn map_key<T: ?Sized + Serialize>(key: &T) -> Result<(String, Vec<u8>)> {
+    struct Probe<'a, T: ?Sized>(&'a T);
+    impl<T: ?Sized + Serialize> Serialize for Probe<'_, T> {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry(self.0, &())?;
+            m.end()
+        }
+    }
+    let written = serde_json::to_vec(&Probe(key))?;
+    let key_json = written
+        .strip_prefix(b"{")
+        .and_then(|w| w.strip_suffix(b":null}"))
+        .ok_or_else(|| serde::ser::Error::custom("canonical JSON: serde_json wrote a map key in an unexpected form"))?
+        .to_vec();
+    let text: String = serde_json::from_slice(&key_json)?;
+    Ok((text, key_json))
+}
+
