@@ -125,9 +125,10 @@ impl Spec {
         JobMatrix::new(&self.doc.matrix).map_err(|e| self.locate(e))
     }
 
-    /// BLAKE3 of the document's canonical JSON.
+    /// BLAKE3 of the document's canonical JSON ([`creative_core::canonical`]:
+    /// the same in a build with serde_json's `preserve_order` as without).
     pub fn hash(&self) -> String {
-        let json = serde_json::to_vec(&self.doc).unwrap_or_default();
+        let json = creative_core::canonical::to_vec(&self.doc).unwrap_or_default();
         blake3::hash(&json).to_hex().to_string()
     }
 
