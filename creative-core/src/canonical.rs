@@ -31,6 +31,14 @@ use serde::ser::{
 /// by its decimal text, as JSON writes it); entries with equal keys keep their
 /// order. Everything else is written by serde_json itself.
 ///
+/// A struct with a `#[serde(flatten)]` field, or an internally tagged enum,
+/// reaches a serializer as one map holding both its own fields (and tag) and
+/// the flattened map's entries. Its own fields keep their place, as
+/// serde_json writes them; only the runs of entries between them are sorted.
+/// Serde hands its own field names and tags over as `&'static str` keys and a
+/// map's entries with the map's key type, and that is how they are told
+/// apart: an entry whose key has type `str` keeps its place.
+///
 /// # Errors
 ///
 /// The errors `serde_json::to_vec` gives: a map key that is not a string,
@@ -328,6 +336,8 @@ impl SerializeStructVariant for Struct<'_> {
 
 /// One map entry, held until the map ends.
 struct Entry {
+    /// A struct's own field or an enum tag: it keeps its place.
+    fixed: bool,
     /// The key as a string, to sort by.
     key: String,
     /// The key as written: quoted and escaped.
@@ -341,24 +351,26 @@ struct Map<'a> {
     out: &'a mut Vec<u8>,
     entries: Vec<Entry>,
     /// The key handed to `serialize_key`, waiting for its value.
-    key: Option<(String, Vec<u8>)>,
+    key: Option<(bool, String, Vec<u8>)>,
 }
 
 impl SerializeMap for Map<'_> {
     type Ok = ();
     type Error = serde_json::Error;
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result {
-        self.key = Some(map_key(key)?);
+        let (text, json) = map_key(key)?;
+        self.key = Some((is_field_name::<T>(), text, json));
         Ok(())
     }
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
-        let (key, key_json) = self
+        let (fixed, key, key_json) = self
             .key
             .take()
             .ok_or_else(|| serde::ser::Error::custom("canonical JSON: a map value came without its key"))?;
         let mut buf = Vec::new();
         value.serialize(Canonical { out: &mut buf })?;
         self.entries.push(Entry {
+            fixed,
             key,
             key_json,
             value: buf,
@@ -368,7 +380,13 @@ impl SerializeMap for Map<'_> {
     fn end(mut self) -> Result {
         // Stable, so duplicate keys keep the order they came in, as serde_json
         // would write them.
-        self.entries.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut start = 0;
+        for i in 0..=self.entries.len() {
+            if self.entries.get(i).is_none_or(|e| e.fixed) {
+                self.entries[start..i].sort_by(|a, b| a.key.cmp(&b.key));
+                start = i + 1;
+            }
+        }
         self.out.push(b'{');
         for (i, e) in self.entries.iter().enumerate() {
             if i > 0 {
@@ -381,6 +399,15 @@ impl SerializeMap for Map<'_> {
         self.out.push(b'}');
         Ok(())
     }
+}
+
+/// Whether a map key of type `K` is one of serde's own field names or tags
+/// (always `&'static str`, so `K` is `str`) rather than a map's key (`String`,
+/// `&str`, a number...).
+fn is_field_name<K: ?Sized>() -> bool {
+    // `type_name` is meant for diagnostics, but for `str` it has only ever been
+    // "str"; the flatten tests in tests/canonical.rs fail if that changes.
+    std::any::type_name::<K>() == "str"
 }
 
 /// A map key as serde_json writes it (quoted, escaped) and as text to sort by.
@@ -406,4 +433,3 @@ fn map_key<T: ?Sized + Serialize>(key: &T) -> Result<(String, Vec<u8>)> {
     let text: String = serde_json::from_slice(&key_json)?;
     Ok((text, key_json))
 }
-

@@ -26,7 +26,10 @@ fn unsorted_object() -> Value {
     let mut outer = Map::new();
     outer.insert("palette".into(), Value::Object(inner.clone()));
     outer.insert("brand".into(), json!("acme"));
-    outer.insert("layers".into(), Value::Array(vec![Value::Object(inner), json!([1.5, true])]));
+    outer.insert(
+        "layers".into(),
+        Value::Array(vec![Value::Object(inner), json!([1.5, true])]),
+    );
     outer.insert("émoji \"quoted\"".into(), json!("\u{1F600}"));
     outer.insert("a".into(), json!(-7));
     Value::Object(outer)
@@ -179,17 +182,31 @@ fn canonical_bytes_of_input_with_sorted_maps_equal_serde_json_to_vec() {
         object: sorted_object(),
         empty_map: BTreeMap::new(),
         empty_seq: vec![],
-        nested: vec![[("k".to_string(), vec![[("v".to_string(), sorted_object())].into_iter().collect()])]
-            .into_iter()
-            .collect()],
+        nested: vec![[(
+            "k".to_string(),
+            vec![[("v".to_string(), sorted_object())].into_iter().collect()],
+        )]
+        .into_iter()
+        .collect()],
     };
     let canonical = creative_core::canonical::to_vec(&shapes).unwrap();
     assert_eq!(
         String::from_utf8(canonical).unwrap(),
         String::from_utf8(serde_json::to_vec(&shapes).unwrap()).unwrap()
     );
-    for v in [json!(null), json!(true), json!(-1), json!(u64::MAX), json!("s"), json!([]), json!({})] {
-        assert_eq!(creative_core::canonical::to_vec(&v).unwrap(), serde_json::to_vec(&v).unwrap());
+    for v in [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(u64::MAX),
+        json!("s"),
+        json!([]),
+        json!({}),
+    ] {
+        assert_eq!(
+            creative_core::canonical::to_vec(&v).unwrap(),
+            serde_json::to_vec(&v).unwrap()
+        );
     }
 }
 
@@ -217,4 +234,76 @@ fn a_map_key_serde_json_refuses_is_the_same_error_not_a_panic() {
     let ours = creative_core::canonical::to_vec(&m).unwrap_err();
     let theirs = serde_json::to_vec(&m).unwrap_err();
     assert_eq!(ours.to_string(), theirs.to_string());
+}
+
+/// Whether this build's serde_json sorts a `Map` (no `preserve_order`).
+fn serde_json_sorts_maps() -> bool {
+    let mut m = Map::new();
+    m.insert("b".into(), Value::Null);
+    m.insert("a".into(), Value::Null);
+    m.keys().next().map(String::as_str) == Some("a")
+}
+
+fn unsorted_settings() -> Map<String, Value> {
+    let mut inner = Map::new();
+    inner.insert("b".into(), json!(1));
+    inner.insert("a".into(), json!(2));
+    let mut m = Map::new();
+    m.insert("zulu".into(), json!(1));
+    m.insert("Alpha".into(), json!(2));
+    m.insert("mike".into(), Value::Object(inner));
+    m
+}
+
+#[derive(serde::Serialize)]
+struct Flat {
+    name: String,
+    #[serde(flatten)]
+    settings: Map<String, Value>,
+    after: u8,
+}
+
+#[derive(serde::Serialize)]
+#[serde(tag = "type")]
+enum Tagged {
+    Settings(Map<String, Value>),
+    Step { zeta: u8, alpha: u8 },
+}
+
+#[test]
+fn a_flattened_map_is_sorted_between_the_fields_of_its_struct_which_keep_their_order() {
+    let flat = Flat {
+        name: "hero".into(),
+        settings: unsorted_settings(),
+        after: 9,
+    };
+    let bytes = creative_core::canonical::to_vec(&flat).unwrap();
+    assert_eq!(
+        String::from_utf8(bytes.clone()).unwrap(),
+        r#"{"name":"hero","Alpha":2,"mike":{"a":2,"b":1},"zulu":1,"after":9}"#
+    );
+    if serde_json_sorts_maps() {
+        assert_eq!(bytes, serde_json::to_vec(&flat).unwrap());
+    }
+}
+
+#[test]
+fn an_internally_tagged_enum_keeps_its_tag_first_and_its_struct_fields_in_order() {
+    let cases = [
+        (
+            Tagged::Settings(unsorted_settings()),
+            r#"{"type":"Settings","Alpha":2,"mike":{"a":2,"b":1},"zulu":1}"#,
+        ),
+        (
+            Tagged::Step { zeta: 1, alpha: 2 },
+            r#"{"type":"Step","zeta":1,"alpha":2}"#,
+        ),
+    ];
+    for (value, expected) in cases {
+        let bytes = creative_core::canonical::to_vec(&value).unwrap();
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
+        if serde_json_sorts_maps() {
+            assert_eq!(bytes, serde_json::to_vec(&value).unwrap());
+        }
+    }
 }
