@@ -160,8 +160,8 @@ impl Pipeline for DeliverAsJobsEnd {
         // a link and a few kilobytes cost less than the hand-off to a
         // blocking thread and back. Larger ones, and marked ones (signing
         // takes milliseconds), go to the blocking pool.
-        let small =
-            dir.marking().is_none() && files.iter().map(|(_, _, a)| a.data().len()).sum::<usize>() <= INLINE_BYTES;
+        let small = dir.marking().is_none()
+            && files.iter().map(|(_, _, a)| a.data().len()).sum::<usize>() <= INLINE_BYTES;
         let deliver = move || {
             if thumbnails {
                 for (_, rel, a) in &files {
