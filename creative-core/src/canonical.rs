@@ -412,10 +412,17 @@ fn is_field_name<K: ?Sized>() -> bool {
 
 /// A map key as serde_json writes it (quoted, escaped) and as text to sort by.
 ///
-/// serde_json decides which keys are allowed and how a number or bool key is
-/// quoted, so the key goes through serde_json itself, as the only key of a map
-/// (`{KEY:null}`), and is cut out of the result.
+/// serde_json decides which other keys are allowed and how a number or bool
+/// key is quoted, so such a key goes through serde_json itself, as the only
+/// key of a map (`{KEY:null}`), and is cut out of the result.
 fn map_key<T: ?Sized + Serialize>(key: &T) -> Result<(String, Vec<u8>)> {
+    // The usual key is a string, which serde_json writes as any string: no
+    // detour through a map for it.
+    if let Ok(serde_json::Value::String(text)) = key.serialize(serde_json::value::Serializer) {
+        let mut key_json = Vec::with_capacity(text.len() + 2);
+        json(&mut key_json).serialize_str(&text)?;
+        return Ok((text, key_json));
+    }
     struct Probe<'a, T: ?Sized>(&'a T);
     impl<T: ?Sized + Serialize> Serialize for Probe<'_, T> {
         fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
