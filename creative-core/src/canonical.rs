@@ -182,9 +182,13 @@ impl<'a> Serializer for Canonical<'a> {
         })
     }
     fn serialize_map(self, len: Option<usize>) -> Result<Map<'a>> {
+        self.out.push(b'{');
         Ok(Map {
+            start: self.out.len(),
             out: self.out,
             entries: Vec::with_capacity(len.unwrap_or(0)),
+            in_order: true,
+            prev: None,
             key: None,
         })
     }
@@ -334,67 +338,103 @@ impl SerializeStructVariant for Struct<'_> {
     }
 }
 
-/// One map entry, held until the map ends.
+/// Where one map entry was written.
 struct Entry {
     /// A struct's own field or an enum tag: it keeps its place.
     fixed: bool,
-    /// The key as a string, to sort by.
-    key: String,
-    /// The key as written: quoted and escaped.
-    key_json: Vec<u8>,
-    /// The value as written.
-    value: Vec<u8>,
+    /// Where its key starts in the output.
+    start: usize,
+    /// Where its key ends.
+    key_end: usize,
+    /// Where its value ends.
+    end: usize,
 }
 
-/// A map being collected: its entries are written, sorted, at the end.
+/// A map being written.
+///
+/// Entries are written as they come, which is the whole job when they come in
+/// key order (a `BTreeMap`, or a `serde_json::Map` without `preserve_order`);
+/// only when one comes out of order are they moved into order at the end.
 struct Map<'a> {
     out: &'a mut Vec<u8>,
+    /// Where the first entry starts (after the `{`).
+    start: usize,
     entries: Vec<Entry>,
-    /// The key handed to `serialize_key`, waiting for its value.
-    key: Option<(bool, String, Vec<u8>)>,
+    /// Whether every run of entries so far came in key order.
+    in_order: bool,
+    /// The previous key's text in the current run, if the run has one.
+    prev: Option<Vec<u8>>,
+    /// The key written by `serialize_key`, waiting for its value: whether it
+    /// is fixed, where it starts, where it ends.
+    key: Option<(bool, usize, usize)>,
 }
 
 impl SerializeMap for Map<'_> {
     type Ok = ();
     type Error = serde_json::Error;
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result {
-        let (text, json) = map_key(key)?;
-        self.key = Some((is_field_name::<T>(), text, json));
+        if !self.entries.is_empty() {
+            self.out.push(b',');
+        }
+        let start = self.out.len();
+        write_key(self.out, key)?;
+        let key_end = self.out.len();
+        let fixed = is_field_name::<T>();
+        if fixed {
+            self.prev = None;
+        } else {
+            let text = key_text(&self.out[start..key_end])?;
+            if self.prev.as_deref().is_some_and(|prev| text.as_ref() < prev) {
+                self.in_order = false;
+            }
+            let prev = self.prev.get_or_insert_with(Vec::new);
+            prev.clear();
+            prev.extend_from_slice(&text);
+        }
+        self.key = Some((fixed, start, key_end));
         Ok(())
     }
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result {
-        let (fixed, key, key_json) = self
+        let (fixed, start, key_end) = self
             .key
             .take()
             .ok_or_else(|| serde::ser::Error::custom("canonical JSON: a map value came without its key"))?;
-        let mut buf = Vec::new();
-        value.serialize(Canonical { out: &mut buf })?;
+        self.out.push(b':');
+        value.serialize(Canonical { out: &mut *self.out })?;
         self.entries.push(Entry {
             fixed,
-            key,
-            key_json,
-            value: buf,
+            start,
+            key_end,
+            end: self.out.len(),
         });
         Ok(())
     }
-    fn end(mut self) -> Result {
-        // Stable, so duplicate keys keep the order they came in, as serde_json
-        // would write them.
-        let mut start = 0;
-        for i in 0..=self.entries.len() {
-            if self.entries.get(i).is_none_or(|e| e.fixed) {
-                self.entries[start..i].sort_by(|a, b| a.key.cmp(&b.key));
-                start = i + 1;
+    fn end(self) -> Result {
+        if !self.in_order {
+            let texts = self
+                .entries
+                .iter()
+                .map(|e| key_text(&self.out[e.start..e.key_end]).map(std::borrow::Cow::into_owned))
+                .collect::<Result<Vec<_>>>()?;
+            let mut order: Vec<usize> = (0..self.entries.len()).collect();
+            // Sort each run between fixed entries; stable, so duplicate keys
+            // keep the order they came in, as serde_json would write them.
+            let mut run = 0;
+            for i in 0..=self.entries.len() {
+                if self.entries.get(i).is_none_or(|e| e.fixed) {
+                    order[run..i].sort_by(|&a, &b| texts[a].cmp(&texts[b]));
+                    run = i + 1;
+                }
             }
-        }
-        self.out.push(b'{');
-        for (i, e) in self.entries.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
+            let written = self.out.split_off(self.start);
+            for (n, &i) in order.iter().enumerate() {
+                if n > 0 {
+                    self.out.push(b',');
+                }
+                let e = &self.entries[i];
+                self.out
+                    .extend_from_slice(&written[e.start - self.start..e.end - self.start]);
             }
-            self.out.extend_from_slice(&e.key_json);
-            self.out.push(b':');
-            self.out.extend_from_slice(&e.value);
         }
         self.out.push(b'}');
         Ok(())
@@ -410,33 +450,27 @@ fn is_field_name<K: ?Sized>() -> bool {
     std::any::type_name::<K>() == "str"
 }
 
-/// A map key as serde_json writes it (quoted, escaped) and as text to sort by.
+/// Write a map key as serde_json writes it: quoted and escaped.
 ///
-/// serde_json decides which other keys are allowed and how a number or bool
-/// key is quoted, so such a key goes through serde_json itself, as the only
-/// key of a map (`{KEY:null}`), and is cut out of the result.
-fn map_key<T: ?Sized + Serialize>(key: &T) -> Result<(String, Vec<u8>)> {
-    // The usual key is a string, which serde_json writes as any string: no
-    // detour through a map for it.
-    if let Ok(serde_json::Value::String(text)) = key.serialize(serde_json::value::Serializer) {
-        let mut key_json = Vec::with_capacity(text.len() + 2);
-        json(&mut key_json).serialize_str(&text)?;
-        return Ok((text, key_json));
-    }
-    struct Probe<'a, T: ?Sized>(&'a T);
-    impl<T: ?Sized + Serialize> Serialize for Probe<'_, T> {
-        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(Some(1))?;
-            m.serialize_entry(self.0, &())?;
-            m.end()
+/// serde_json decides which keys are allowed and how a number or bool key is
+/// quoted, so the key goes through serde_json's own map, which writes `{` and
+/// then the key; the `{` is taken out again.
+fn write_key<T: ?Sized + Serialize>(out: &mut Vec<u8>, key: &T) -> Result {
+    let brace = out.len();
+    // The map is left unfinished on purpose: only the key was wanted.
+    json(out).serialize_map(None)?.serialize_key(key)?;
+    out.remove(brace);
+    Ok(())
+}
+
+/// The text of a written key, the order of which is the order of its entry:
+/// the key's bytes without quotes, unescaped when it has escapes.
+fn key_text(written: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    match written {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Ok(std::borrow::Cow::Borrowed(inner)),
+        _ => {
+            let text: String = serde_json::from_slice(written)?;
+            Ok(std::borrow::Cow::Owned(text.into_bytes()))
         }
     }
-    let written = serde_json::to_vec(&Probe(key))?;
-    let key_json = written
-        .strip_prefix(b"{")
-        .and_then(|w| w.strip_suffix(b":null}"))
-        .ok_or_else(|| serde::ser::Error::custom("canonical JSON: serde_json wrote a map key in an unexpected form"))?
-        .to_vec();
-    let text: String = serde_json::from_slice(&key_json)?;
-    Ok((text, key_json))
 }
