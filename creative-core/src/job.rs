@@ -55,9 +55,10 @@ impl Job {
     }
 
     /// The stable key: the first 16 hex digits of BLAKE3 over the canonical JSON of
-    /// the variables.
+    /// the variables ([`crate::canonical`]: objects inside values sorted by key,
+    /// whatever serde_json's features in the build).
     pub fn key_of(vars: &Vars) -> String {
-        let json = serde_json::to_vec(vars).unwrap_or_default();
+        let json = crate::canonical::to_vec(vars).unwrap_or_default();
         let hash = blake3::hash(&json);
         hash.to_hex()[..16].to_string()
     }

@@ -34,6 +34,7 @@
 
 pub mod artifact;
 pub mod cancel;
+pub mod canonical;
 pub mod dag;
 pub mod deliver;
 pub mod error;

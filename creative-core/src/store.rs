@@ -37,9 +37,11 @@ pub fn cache_key(provider: &str, fingerprint: &str, request: &Request) -> String
     h.update(&[0]);
     h.update(fingerprint.as_bytes());
     h.update(&[0]);
-    // serde_json writes struct fields in declaration order and `raw` is a sorted
-    // map (no preserve_order feature), so this serialization is canonical.
-    if let Ok(json) = serde_json::to_vec(request) {
+    // Canonical, not `serde_json::to_vec`: `raw` is a `serde_json::Map`, which
+    // keeps insertion order in a build where anything turns on serde_json's
+    // `preserve_order` (the `c2pa` feature does), and the key must not change
+    // with the build.
+    if let Ok(json) = crate::canonical::to_vec(request) {
         h.update(&json);
     }
     for a in &request.inputs {

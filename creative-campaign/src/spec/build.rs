@@ -385,8 +385,8 @@ impl Spec {
             .collect();
         if !gates.is_empty() {
             settings.entry("gated").or_insert(serde_json::Value::Bool(true));
-            let json = serde_json::to_string(&gates).unwrap_or_default();
-            let key = blake3::hash(json.as_bytes()).to_hex()[..16].to_string();
+            let json = creative_core::canonical::to_vec(&gates).unwrap_or_default();
+            let key = blake3::hash(&json).to_hex()[..16].to_string();
             settings.entry("gate_set").or_insert(serde_json::Value::String(key));
         }
         // The output folder is relative to where the run starts, as the
@@ -716,12 +716,12 @@ impl Spec {
             h.update(&v.unwrap_or_default());
             h.update(&[0]);
         };
-        part(serde_json::to_vec(s));
-        part(serde_json::to_vec(&doc.defaults));
-        part(serde_json::to_vec(&doc.presets));
-        part(serde_json::to_vec(&doc.overrides));
+        part(creative_core::canonical::to_vec(s));
+        part(creative_core::canonical::to_vec(&doc.defaults));
+        part(creative_core::canonical::to_vec(&doc.presets));
+        part(creative_core::canonical::to_vec(&doc.overrides));
         if s.kind == "generate" || !s.gates.is_empty() || !step.providers().is_empty() {
-            part(serde_json::to_vec(&doc.providers));
+            part(creative_core::canonical::to_vec(&doc.providers));
             // What the spec cannot show: a workflow file's contents, for one.
             for p in ctx.providers.values() {
                 h.update(p.id().as_bytes());

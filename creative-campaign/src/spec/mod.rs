@@ -126,9 +126,10 @@ impl Spec {
         JobMatrix::new(&self.doc.matrix).map_err(|e| self.locate(e))
     }
 
-    /// BLAKE3 of the document's canonical JSON.
+    /// BLAKE3 of the document's canonical JSON ([`creative_core::canonical`]:
+    /// the same in a build with serde_json's `preserve_order` as without).
     pub fn hash(&self) -> String {
-        let json = serde_json::to_vec(&self.doc).unwrap_or_default();
+        let json = creative_core::canonical::to_vec(&self.doc).unwrap_or_default();
         blake3::hash(&json).to_hex().to_string()
     }
 
@@ -191,4 +192,41 @@ fn parse_json(text: &str) -> Result<SpecDoc, SpecError> {
             message: msg,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings whose keys are out of order in the text, which is the order a
+    /// `serde_json::Map` keeps them in when serde_json's `preserve_order` is on
+    /// (a build with the `c2pa` feature).
+    const UNSORTED: &str = r#"{
+        "name": "demo",
+        "providers": {
+            "art": {"kind": "procedural", "zeta": 1, "alpha": {"y": true, "x": [2, 1]}}
+        },
+        "matrix": {"product": ["mug", "lamp"]},
+        "steps": [{
+            "name": "hero", "kind": "generate", "providers": ["art"],
+            "prompt": "a {{ product }}", "raw": {"z": 1, "a": 2},
+            "gates": [{"kind": "min_size", "width": 64, "height": 64}]
+        }]
+    }"#;
+
+    #[test]
+    fn a_spec_hash_is_the_hash_of_a_build_without_preserve_order() {
+        let spec = Spec::parse(UNSORTED, Format::Json, "demo.json").unwrap();
+        // Pinned from `serde_json::to_vec` in a build without `preserve_order`,
+        // before the canonical writer.
+        assert_eq!(spec.hash(), "2eb901783297cfbfef75c4cfc3423468df9ee49dd5aff8a7a98d58629013b083");
+        let mut probe = serde_json::Map::new();
+        probe.insert("b".into(), serde_json::Value::Null);
+        probe.insert("a".into(), serde_json::Value::Null);
+        if probe.keys().next().map(String::as_str) == Some("a") {
+            // In such a build the canonical bytes are serde_json's, byte for byte.
+            let json = serde_json::to_vec(&spec.doc).unwrap();
+            assert_eq!(creative_core::canonical::to_vec(&spec.doc).unwrap(), json);
+        }
+    }
 }
