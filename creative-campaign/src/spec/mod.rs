@@ -219,7 +219,10 @@ mod tests {
         let spec = Spec::parse(UNSORTED, Format::Json, "demo.json").unwrap();
         // Pinned from `serde_json::to_vec` in a build without `preserve_order`,
         // before the canonical writer.
-        assert_eq!(spec.hash(), "2eb901783297cfbfef75c4cfc3423468df9ee49dd5aff8a7a98d58629013b083");
+        assert_eq!(
+            spec.hash(),
+            "2eb901783297cfbfef75c4cfc3423468df9ee49dd5aff8a7a98d58629013b083"
+        );
         let mut probe = serde_json::Map::new();
         probe.insert("b".into(), serde_json::Value::Null);
         probe.insert("a".into(), serde_json::Value::Null);

@@ -2,5 +2,6 @@
 //! a module here, so CI links one executable instead of one per file.
 
 mod bounds;
+mod canonical;
 mod engine;
 mod trust;
