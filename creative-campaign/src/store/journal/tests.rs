@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use super::*;
 
 fn tmp(name: &str) -> PathBuf {
