@@ -105,6 +105,11 @@
 //! | campaign, 10k jobs | 3.38 / 3.58 s = 3.39x to 3.66x floor, 270 to 272 us CPU per job (was 509 to 636 idle, 516 to 535 loaded), 39 MB | <= 1.25x, < 100 us: not met |
 //! | python vs spec, 200 jobs | median 14.54 s / 3.98 s wall = 3.66x, 18.69 s / 4.99 s CPU = 3.75x, PNG 1.30x, 328 to 353 MB peak | >= 5x: not met; <= 2x |
 //!
+//! The same sections on an idle machine (load 0.2 at the start, 16:20): floor 1.03 s wall,
+//! 0.42 s CPU (median of 3); campaign 1.93 / 1.96 / 1.99 s = **1.87x to 1.99x floor** (was 3.55x
+//! to 3.63x idle at the session's start), 272 to 280 us CPU per job, 40 to 41 MB; python vs spec
+//! median 9.81 s / 2.62 s wall = 3.74x, 18.31 s / 4.79 s CPU = 3.82x, 325 to 348 MB peak.
+//!
 //! Run by hand side by side (interleaved, same spec, load 8 to 14): main before these changes
 //! 4.1 to 4.6 s CPU for the 10k jobs, after 2.3 to 2.4 s. Where the wall time goes now: the
 //! jobs take 2.9 to 3.7 s of it, and the final pass over the journal (manifest, report, 20
