@@ -54,11 +54,15 @@ pub type ProviderFactory =
     Arc<dyn Fn(&str, &serde_json::Value, &BuildCtx) -> Result<Arc<dyn Provider>, ConfigError> + Send + Sync>;
 
 /// Builds a step from its settings table (the spec's step entry minus the fields
-/// the engine itself reads: `name`, `kind`, `inputs`).
-pub type StepFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn Step>, String> + Send + Sync>;
+/// the engine itself reads: `name`, `kind`, `inputs`). The error's field is the
+/// refused key within the table (empty for the table as a whole); the spec
+/// loader places it under `steps[i]`.
+pub type StepFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn Step>, ConfigError> + Send + Sync>;
 
-/// Builds a gate from its settings table (minus `kind` and `name`).
-pub type GateFactory = Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn QualityGate>, String> + Send + Sync>;
+/// Builds a gate from its settings table (minus `kind` and `name`). The error's
+/// field is the refused key within the table, as for [`StepFactory`].
+pub type GateFactory =
+    Arc<dyn Fn(&serde_json::Value, &BuildCtx) -> Result<Arc<dyn QualityGate>, ConfigError> + Send + Sync>;
 
 /// Builds a sink from its settings table (the spec's `[[output.sinks]]` entry
 /// minus `kind`). The error's field is the refused key within the table.

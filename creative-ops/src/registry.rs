@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use creative_core::registry::{BuildCtx, Registry};
-use creative_core::{QualityGate, Step};
+use creative_core::{ConfigError, QualityGate, Step};
 
 use crate::caption::Font;
 use crate::error::OpsError;
@@ -70,17 +70,34 @@ pub const GATE_KINDS: &[&str] = &[
     "text",
 ];
 
-fn parse<S: DeserializeOwned>(kind: &str, v: &Value) -> Result<S, String> {
+/// A settings table refused by serde: the field is the one its message names
+/// (`unknown field `x``, `missing field `x``), else the table itself.
+fn parse<S: DeserializeOwned>(kind: &str, v: &Value) -> Result<S, ConfigError> {
     let v = if v.is_null() {
         Value::Object(Default::default())
     } else {
         v.clone()
     };
-    serde_json::from_value(v).map_err(|e| format!("{kind}: {e}"))
+    serde_json::from_value(v).map_err(|e| {
+        let text = e.to_string();
+        let field = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| text.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or("");
+        ConfigError::new(field, format!("{kind}: {text}"))
+    })
 }
 
-fn msg(kind: &str) -> impl Fn(OpsError) -> String + '_ {
-    move |e| format!("{kind}: {e}")
+/// An ops error refusing a kind's settings: a settings error names its field.
+fn msg(kind: &str) -> impl Fn(OpsError) -> ConfigError + '_ {
+    move |e| {
+        let field = match &e {
+            OpsError::Settings { field, .. } => *field,
+            _ => "",
+        };
+        ConfigError::new(field, format!("{kind}: {e}"))
+    }
 }
 
 fn step<S, T>(reg: &mut Registry, kind: &'static str, build: fn(S, &BuildCtx) -> Result<T, OpsError>)
@@ -159,7 +176,8 @@ fn load_image(ctx: &BuildCtx, field: &'static str, path: &str) -> Result<Raster,
 /// assert!(reg.gate_kinds().any(|k| k == "judge"));
 /// let f = reg.step_factory("resize").unwrap();
 /// let e = f(&serde_json::json!({ "widht": 10 }), &Default::default()).err().unwrap();
-/// assert!(e.contains("unknown field `widht`"), "{e}");
+/// assert_eq!(e.field(), "widht");
+/// assert!(e.reason().contains("unknown field `widht`"), "{e}");
 /// ```
 pub fn register(reg: &mut Registry) {
     step(reg, "resize", |s: ResizeSettings, _| ResizeStep::new(s));
@@ -320,11 +338,14 @@ fn five() -> u32 {
 }
 
 /// The `frames` gate: image gates (any registered kind) on sampled frames.
-fn build_frames(v: &Value, ctx: &BuildCtx, reg: &Registry) -> Result<Arc<dyn QualityGate>, String> {
+fn build_frames(v: &Value, ctx: &BuildCtx, reg: &Registry) -> Result<Arc<dyn QualityGate>, ConfigError> {
     let s: FramesSettings = parse("frames", v)?;
     let mut members = Vec::with_capacity(s.gates.len());
     for (i, mut entry) in s.gates.into_iter().enumerate() {
-        let at = |m: String| format!("frames: gates[{i}]: {m}");
+        let at = |m: String| ConfigError::new(format!("gates[{i}]"), format!("frames: gates[{i}]: {m}"));
+        let inner = |e: ConfigError| {
+            ConfigError::new(e.field(), format!("frames: gates[{i}]: {}", e.reason())).at(&format!("gates[{i}]"))
+        };
         let kind = match entry.remove("kind") {
             Some(Value::String(k)) => k,
             _ => return Err(at("needs a `kind` string".into())),
@@ -333,7 +354,7 @@ fn build_frames(v: &Value, ctx: &BuildCtx, reg: &Registry) -> Result<Arc<dyn Qua
             let kinds: Vec<&str> = reg.gate_kinds().collect();
             at(format!("unknown gate kind `{kind}`; kinds: {}", kinds.join(", ")))
         })?;
-        let gate = f(&Value::Object(entry), ctx).map_err(at)?;
+        let gate = f(&Value::Object(entry), ctx).map_err(inner)?;
         if !gate
             .accepts()
             .is_some_and(|k| k.contains(&creative_core::MediaKind::Image))
@@ -362,12 +383,15 @@ fn half() -> f64 {
     0.5
 }
 
-fn build_composite(v: &Value, ctx: &BuildCtx, reg: &Registry) -> Result<Arc<dyn QualityGate>, String> {
+fn build_composite(v: &Value, ctx: &BuildCtx, reg: &Registry) -> Result<Arc<dyn QualityGate>, ConfigError> {
     let s: CompositeSettings = parse("composite", v)?;
     let mut members = Vec::with_capacity(s.gates.len());
     for (i, entry) in s.gates.into_iter().enumerate() {
         let mut entry = entry;
-        let at = |m: String| format!("composite: gates[{i}]: {m}");
+        let at = |m: String| ConfigError::new(format!("gates[{i}]"), format!("composite: gates[{i}]: {m}"));
+        let inner = |e: ConfigError| {
+            ConfigError::new(e.field(), format!("composite: gates[{i}]: {}", e.reason())).at(&format!("gates[{i}]"))
+        };
         let kind = match entry.remove("kind") {
             Some(Value::String(k)) => k,
             _ => return Err(at("needs a `kind` string".into())),
@@ -383,13 +407,13 @@ fn build_composite(v: &Value, ctx: &BuildCtx, reg: &Registry) -> Result<Arc<dyn 
         };
         let settings = Value::Object(entry);
         let gate = if kind == "composite" {
-            build_composite(&settings, ctx, reg).map_err(at)?
+            build_composite(&settings, ctx, reg).map_err(inner)?
         } else {
             let f = reg.gate_factory(&kind).ok_or_else(|| {
                 let kinds: Vec<&str> = reg.gate_kinds().chain(["composite"]).collect();
                 at(format!("unknown gate kind `{kind}`; kinds: {}", kinds.join(", ")))
             })?;
-            f(&settings, ctx).map_err(at)?
+            f(&settings, ctx).map_err(inner)?
         };
         let gate: Arc<dyn QualityGate> = match name {
             Some(n) => Arc::new(Named::new(n, gate)),

@@ -413,3 +413,32 @@ fn a_case_that_builds_is_reported_not_passed() {
     let good = Case::toml("a good spec", format!("{BASE}{STEP}"));
     assert_eq!(good.check(), vec!["the spec built".to_string()]);
 }
+
+/// The image steps' and gates' factories refuse a setting by its key, which
+/// the spec error places under the step (or gate) and points its line at.
+#[test]
+fn an_image_step_or_gate_setting_refused_by_its_factory_is_named_under_its_step_at_its_line() {
+    let mut reg = registry();
+    creative::ops::register(&mut reg);
+    let build = |text: String| {
+        Spec::parse(&text, Format::Toml, "campaign.toml")
+            .and_then(|spec| spec.build(&reg, "."))
+            .err()
+            .expect("refused")
+    };
+    let e = build(format!(
+        "{BASE}{STEP}\n[[steps]]\nname = \"small\"\nkind = \"resize\"\ninputs = [\"s\"]\nwidth = 4000000000\n"
+    ));
+    assert_eq!((e.kind, e.path.as_str()), (K::Settings, "steps[1].width"), "{e}");
+    assert_eq!(e.line, Some(19), "{e}");
+    assert!(e.to_string().contains("allowed 1 to"), "{e}");
+    let e = build(format!(
+        "{BASE}\n[[steps]]\nname = \"s\"\nkind = \"generate\"\nproviders = [\"art\"]\nprompt = \"x\"\ngates = [{{ kind = \"sharpness\", min_varianse = 3 }}]\n"
+    ));
+    assert_eq!(
+        (e.kind, e.path.as_str()),
+        (K::Settings, "steps[0].gates[0].min_varianse"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("unknown field `min_varianse`"), "{e}");
+}

@@ -417,16 +417,20 @@ pub(super) fn install(role: Role, ext: &Arc<HostExt>, registry: &mut Registry, h
                     None => None,
                     Some(v) => Some(
                         serde_json::from_value::<MediaKind>(v.clone())
-                            .map_err(|e| format!("host step kind `{}`: `produces`: {e}", ext.kind))?,
+                            .map_err(|e| ConfigError::new("produces", format!("host step kind `{}`: {e}", ext.kind)))?,
                     ),
                 };
                 let min_inputs = match settings.get("min_inputs") {
                     None => 0,
                     Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
-                        format!("host step kind `{}`: `min_inputs`: expected a whole number", ext.kind)
+                        ConfigError::new(
+                            "min_inputs",
+                            format!("host step kind `{}`: expected a whole number", ext.kind),
+                        )
                     })?,
                 };
-                let convert = convert_to_from(settings).map_err(|e| format!("host step kind `{}`: {e}", ext.kind))?;
+                let convert = convert_to_from(settings)
+                    .map_err(|e| ConfigError::new("", format!("host step kind `{}`: {e}", ext.kind)))?;
                 Ok(Arc::new(HostStep {
                     ext: ext.clone(),
                     host: host.clone(),

@@ -86,7 +86,11 @@ async fn a_step_decoding_a_bomb_fails_its_input_instead_of_allocating() {
 fn steps_refuse_output_sizes_beyond_the_image_limits() {
     let mut reg = Registry::new();
     creative_ops::register(&mut reg);
-    let build = |kind: &str, s: serde_json::Value| reg.step_factory(kind).unwrap()(&s, &BuildCtx::default()).err();
+    let build = |kind: &str, s: serde_json::Value| {
+        reg.step_factory(kind).unwrap()(&s, &BuildCtx::default())
+            .err()
+            .map(|e| e.to_string())
+    };
     let e = build("resize", json!({ "width": 4_000_000_000u32 })).expect("refused");
     assert!(e.contains(&format!("allowed 1 to {MAX_IMAGE_SIDE}")), "{e}");
     let e = build("pad", json!({ "width": 16_384, "height": 16_384 })).expect("refused");

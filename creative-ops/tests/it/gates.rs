@@ -32,7 +32,10 @@ fn gate_with(kind: &str, settings: serde_json::Value, ctx: &BuildCtx) -> Arc<dyn
 fn gate_err(kind: &str, settings: serde_json::Value, ctx: &BuildCtx) -> String {
     let reg = registry();
     let f = reg.gate_factory(kind).expect("kind registered");
-    f(&settings, ctx).err().expect("settings should be rejected")
+    f(&settings, ctx)
+        .err()
+        .expect("settings should be rejected")
+        .to_string()
 }
 
 async fn check(g: &Arc<dyn QualityGate>, a: &Artifact) -> Verdict {

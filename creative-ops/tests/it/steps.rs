@@ -24,6 +24,7 @@ fn build_err(kind: &str, settings: serde_json::Value) -> String {
     f(&settings, &BuildCtx::default())
         .err()
         .expect("settings should be rejected")
+        .to_string()
 }
 
 async fn run(kind: &str, settings: serde_json::Value, input: Artifact) -> Vec<Artifact> {

@@ -309,7 +309,7 @@ impl Spec {
                     )
                 })?;
                 let inner = factory(&serde_json::Value::Object(s.settings.clone()), &ctx)
-                    .map_err(|m| err(K::Settings, base.clone(), m))?;
+                    .map_err(|e| settings_err(&base, e))?;
                 for p in inner.providers() {
                     if !ctx.providers.contains_key(&p) {
                         return Err(err(
@@ -527,7 +527,7 @@ impl Spec {
                     settings.insert("palette".into(), p.clone().into());
                 }
             }
-            let gate = f(&serde_json::Value::Object(settings), ctx).map_err(|m| err(K::Settings, path, m))?;
+            let gate = f(&serde_json::Value::Object(settings), ctx).map_err(|e| settings_err(&path, e))?;
             out.push(match &g.name {
                 Some(n) => Arc::new(NamedGate {
                     name: n.clone(),
