@@ -423,8 +423,7 @@ fn an_image_step_or_gate_setting_refused_by_its_factory_is_named_under_its_step_
     let build = |text: String| {
         Spec::parse(&text, Format::Toml, "campaign.toml")
             .and_then(|spec| spec.build(&reg, "."))
-            .err()
-            .expect("refused")
+            .expect_err("refused")
     };
     let e = build(format!(
         "{BASE}{STEP}\n[[steps]]\nname = \"small\"\nkind = \"resize\"\ninputs = [\"s\"]\nwidth = 4000000000\n"
