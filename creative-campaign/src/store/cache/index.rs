@@ -74,7 +74,7 @@ const GATHER: Duration = Duration::from_millis(5);
 /// Idle reader connections kept for reuse.
 const READERS: usize = 8;
 
-pub(super) fn sql_err<'a>(what: &'a str, path: &'a Path) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+fn sql_err<'a>(what: &'a str, path: &'a Path) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
     move |e| StoreError(format!("{what} {}: {e}", path.display()))
 }
 
@@ -434,28 +434,26 @@ impl Writer {
     /// one bad row costs only itself), then release what the puts held and
     /// answer the flushes.
     fn apply(&mut self, batch: &mut Vec<Op>) {
-        let freed = match transact(&mut self.db, batch) {
-            Ok(freed) => Some(freed),
-            Err(e) if batch.len() == 1 => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cache index write failed; the entry is a miss");
-                None
-            }
-            Err(_) => None,
+        let path = &self.path;
+        let warn = |e: rusqlite::Error| {
+            tracing::warn!(path = %path.display(), error = %e, "cache index write failed; the entry is a miss");
         };
-        let freed = match freed {
-            Some(f) => f,
-            None if batch.len() > 1 => {
+        let freed = match transact(&mut self.db, batch) {
+            Ok(freed) => freed,
+            Err(e) if batch.len() == 1 => {
+                warn(e);
+                Vec::new()
+            }
+            Err(_) => {
                 let mut all = Vec::new();
                 for op in batch.iter() {
                     match transact(&mut self.db, std::slice::from_ref(op)) {
                         Ok(f) => all.extend(f),
-                        Err(e) => tracing::warn!(path = %self.path.display(), error = %e,
-                            "cache index write failed; the entry is a miss"),
+                        Err(e) => warn(e),
                     }
                 }
                 all
             }
-            None => Vec::new(),
         };
         let puts = || {
             batch.iter().filter_map(|op| match op {
