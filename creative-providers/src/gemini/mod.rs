@@ -31,6 +31,11 @@
 //!
 //! Settings (besides those of [`HttpSettings`]): `image_model`, `video_model`,
 //! `poll_interval_s` (first delay between operation polls, default 5, growing to 4x).
+//!
+//! This file holds the settings, generateContent and Imagen, and the provider;
+//! `wire.rs` the shapes of their answers; `veo.rs` the video jobs, which run
+//! long (submit, poll the operation with backoff, cancel on drop) and have
+//! shapes of their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,11 +49,15 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::{
-    backend_settings, cleanup_ctx, decode_base64, encode_base64, http_setters, lenient_block, lenient_count, merge_raw,
-    sniff_media, wire_f32, Auth, ErrorInfo, HttpRequest, HttpSettings, HttpSettingsBuilder, LongJob, PollBackoff,
-    SettingsDefaults, Transport,
+    backend_settings, decode_base64, encode_base64, http_setters, merge_raw, sniff_media, wire_f32, Auth, ErrorInfo,
+    HttpRequest, HttpSettings, HttpSettingsBuilder, SettingsDefaults, Transport,
 };
 use crate::pricing::{self, gemini_defaults, PriceTable};
+
+mod veo;
+mod wire;
+
+use wire::{GenerateContentResponse, PredictResponse};
 
 // ---------------------------------------------------------------------------------
 // Settings
@@ -192,145 +201,12 @@ impl Gemini {
 }
 
 // ---------------------------------------------------------------------------------
-// Wire types
+// Wire types: `wire.rs` (generateContent, Imagen's `:predict`) and `veo.rs`
+// (long-running operations)
 // ---------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GenerateContentResponse {
-    #[serde(default)]
-    candidates: Vec<Candidate>,
-    #[serde(default)]
-    prompt_feedback: Option<PromptFeedback>,
-    #[serde(default, deserialize_with = "lenient_block")]
-    usage_metadata: Option<UsageMetadata>,
-    #[serde(default)]
-    model_version: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Candidate {
-    #[serde(default)]
-    content: Option<Content>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Content {
-    #[serde(default)]
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Part {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default, alias = "inline_data")]
-    inline_data: Option<InlineData>,
-    #[serde(default)]
-    thought: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct InlineData {
-    #[serde(alias = "mime_type")]
-    mime_type: String,
-    data: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PromptFeedback {
-    #[serde(default)]
-    block_reason: Option<String>,
-    #[serde(default)]
-    block_reason_message: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UsageMetadata {
-    #[serde(default, deserialize_with = "lenient_count")]
-    prompt_token_count: Option<u64>,
-    #[serde(default, deserialize_with = "lenient_count")]
-    candidates_token_count: Option<u64>,
-    #[serde(default, deserialize_with = "lenient_count")]
-    thoughts_token_count: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PredictResponse {
-    #[serde(default)]
-    predictions: Vec<Prediction>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Prediction {
-    #[serde(default)]
-    bytes_base64_encoded: Option<String>,
-    #[serde(default)]
-    mime_type: Option<String>,
-    #[serde(default)]
-    rai_filtered_reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Operation {
-    name: String,
-    #[serde(default)]
-    done: bool,
-    #[serde(default)]
-    error: Option<OperationError>,
-    #[serde(default)]
-    response: Option<OperationResponse>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OperationError {
-    #[serde(default)]
-    code: i64,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OperationResponse {
-    #[serde(default)]
-    generate_video_response: Option<VideoResponse>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct VideoResponse {
-    #[serde(default)]
-    generated_samples: Vec<VideoSample>,
-    #[serde(default)]
-    rai_media_filtered_count: Option<u64>,
-    #[serde(default)]
-    rai_media_filtered_reasons: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct VideoSample {
-    video: VideoRef,
-}
-
-#[derive(Debug, Deserialize)]
-struct VideoRef {
-    #[serde(default)]
-    uri: Option<String>,
-    #[serde(default, rename = "bytesBase64Encoded")]
-    bytes: Option<String>,
-}
-
 // ---------------------------------------------------------------------------------
-// Request mapping
+// Request mapping (Veo's body: `veo.rs`)
 // ---------------------------------------------------------------------------------
 
 /// How a request is served.
@@ -426,36 +302,6 @@ impl Gemini {
             p.insert("seed".into(), json!(s as u32 as i32));
         }
         let mut v = json!({"instances": [{"prompt": req.prompt}], "parameters": p});
-        merge_raw(&mut v, &req.raw);
-        v
-    }
-
-    fn veo_body(req: &Request) -> Value {
-        let mut instance = Map::new();
-        instance.insert("prompt".into(), json!(req.prompt));
-        if let Some(a) = req.inputs.iter().find(|a| a.media().as_str().starts_with("image/")) {
-            instance.insert(
-                "image".into(),
-                json!({"bytesBase64Encoded": encode_base64(a.data()), "mimeType": a.media().as_str()}),
-            );
-        }
-        let mut p = Map::new();
-        if let Some(r) = &req.params.aspect_ratio {
-            p.insert("aspectRatio".into(), json!(r));
-        }
-        if let Some(n) = &req.negative_prompt {
-            p.insert("negativePrompt".into(), json!(n));
-        }
-        if let Some(d) = req.params.duration_s {
-            p.insert("durationSeconds".into(), json!(d.round() as u32));
-        }
-        if let Some(n) = req.params.count {
-            p.insert("sampleCount".into(), json!(n));
-        }
-        if let Some(s) = req.params.seed {
-            p.insert("seed".into(), json!(s as u32 as i32));
-        }
-        let mut v = json!({"instances": [instance], "parameters": p});
         merge_raw(&mut v, &req.raw);
         v
     }
@@ -625,110 +471,6 @@ impl Gemini {
             },
             raw: None,
         })
-    }
-
-    async fn veo(&self, model: &str, req: &Request, ctx: &CallCtx) -> Result<Generation, ProviderError> {
-        let body = Self::veo_body(req);
-        let mut op: Operation = self
-            .transport
-            .send_json(
-                HttpRequest::post_json(format!("models/{model}:predictLongRunning"), body),
-                ctx,
-            )
-            .await?;
-        let mut job = LongJob::new(&self.id, PollBackoff::new(self.poll_interval, self.poll_interval * 4));
-        if !op.done {
-            job.guard().arm(self.cancel_operation(op.name.clone()));
-        }
-        while !op.done {
-            job.wait(ctx).await?;
-            let name = op.name.clone();
-            op = job
-                .poll(self.transport.send_json(HttpRequest::get(name.as_str()), ctx))
-                .await?;
-            tracing::debug!(provider = %self.id, operation = %op.name, done = op.done, polls = job.polls(), "veo poll");
-        }
-        job.done();
-        if let Some(e) = op.error {
-            // google.rpc.Code: 3 INVALID_ARGUMENT, 7 PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE...
-            let kind = match e.code {
-                3 | 5 | 9 | 11 => ErrorKind::Invalid,
-                7 | 16 => ErrorKind::Auth,
-                8 => ErrorKind::RateLimited,
-                4 => ErrorKind::Timeout,
-                _ => ErrorKind::Transient,
-            };
-            let kind = if crate::http::looks_like_content_policy(None, &e.message) {
-                ErrorKind::ContentPolicy
-            } else {
-                kind
-            };
-            return Err(ProviderError::new(
-                kind,
-                &self.id,
-                format!("operation failed: {}", e.message),
-            ));
-        }
-        let resp = op
-            .response
-            .and_then(|r| r.generate_video_response)
-            .ok_or_else(|| self.protocol("operation done without a video response"))?;
-        let mut artifacts = Vec::new();
-        for s in &resp.generated_samples {
-            let (data, served) = match (&s.video.bytes, &s.video.uri) {
-                (Some(b), _) => (decode_base64(&self.id, b)?, None),
-                (None, Some(uri)) => {
-                    let d = self.transport.download(uri, ctx).await?;
-                    (d.data, d.media)
-                }
-                (None, None) => return Err(self.protocol("a video sample has neither uri nor bytes")),
-            };
-            let media = sniff_media(&data)
-                .or(served.filter(|m| m.kind() == creative_core::MediaKind::Video))
-                .unwrap_or(MediaType::Mp4);
-            // The container's duration where its movie header says, else the request's.
-            let seconds = pricing::mp4_duration_s(&data).or(req.params.duration_s.map(f64::from));
-            let mut a = Artifact::new(media, data);
-            a.provenance_mut().model = Some(model.to_string());
-            a.meta_mut().duration_s = seconds;
-            artifacts.push(a);
-        }
-        if artifacts.is_empty() {
-            let reasons = resp.rai_media_filtered_reasons.join("; ");
-            return Err(
-                if resp.rai_media_filtered_count.unwrap_or(0) > 0 || !reasons.is_empty() {
-                    self.refused(format!("video filtered: {reasons}"))
-                } else {
-                    self.protocol("operation done with no video")
-                },
-            );
-        }
-        let price = self.prices.get(model);
-        let default_s = price.and_then(|p| p.default_s).unwrap_or(8.0);
-        let seconds: f64 = artifacts.iter().map(|a| a.meta().duration_s.unwrap_or(default_s)).sum();
-        let cost = price.and_then(|p| pricing::bill(p, req, &artifacts, None));
-        Ok(Generation {
-            artifacts,
-            usage: Usage {
-                cost_usd: cost.unwrap_or(0.0),
-                units: Some(seconds),
-                ..Usage::default()
-            },
-            raw: None,
-        })
-    }
-
-    /// Ask the server to stop a running operation; a failure is only logged, since
-    /// the call is already failing for another reason.
-    fn cancel_operation(&self, name: String) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (transport, id) = (self.transport.clone(), self.id.clone());
-        async move {
-            let req = HttpRequest::post_json(format!("{name}:cancel"), json!({}));
-            match transport.send(req, &cleanup_ctx()).await {
-                Ok(_) => tracing::debug!(provider = %id, operation = name, "operation cancelled"),
-                Err(e) => tracing::debug!(provider = %id, operation = name, error = %e, "cancel failed"),
-            }
-        }
     }
 }
 
