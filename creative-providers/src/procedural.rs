@@ -513,7 +513,7 @@ impl Provider for Procedural {
                 // 4:2:0 chroma needs even sides.
                 let (w, h) = (w & !1, h & !1);
                 let ffmpeg = media::find_ffmpeg(self.settings.ffmpeg.as_ref())
-                    .map_err(|m| ProviderError::invalid(&self.id, m))?;
+                    .map_err(|e| ProviderError::invalid(&self.id, e.to_string()))?;
                 let frames = (secs * media::FPS as f32).round() as u32;
                 let scene = media::Scene::new(&req.prompt, seed, w, h);
                 let mp4 = media::encode_clip(&ffmpeg, scene, frames, &ctx.cancel)

@@ -275,7 +275,7 @@ impl ComfyUi {
                                 field: "filename_prefix".into(),
                             };
                             set_input(&mut wf, &path, format!("{p}_{nonce}").into())
-                                .map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                                .map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
                         }
                         None => need_free = true,
                     }

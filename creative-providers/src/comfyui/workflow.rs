@@ -78,7 +78,7 @@ impl ComfyUi {
         for (name, v) in values {
             if let Some(paths) = self.inject.get(name) {
                 for path in paths {
-                    set_input(&mut wf, path, v.clone()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                    set_input(&mut wf, path, v.clone()).map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
                 }
             } else if name == "image" {
                 return Err(self.err(
@@ -91,7 +91,8 @@ impl ComfyUi {
         for (i, n) in image_names.iter().enumerate().skip(1) {
             if let Some(paths) = self.inject.get(&format!("image_{i}")) {
                 for path in paths {
-                    set_input(&mut wf, path, n.clone().into()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                    set_input(&mut wf, path, n.clone().into())
+                        .map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
                 }
             }
         }
@@ -99,7 +100,7 @@ impl ComfyUi {
         for (k, v) in &req.raw {
             if let Some(paths) = self.inject.get(k) {
                 for path in paths {
-                    set_input(&mut wf, path, v.clone()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+                    set_input(&mut wf, path, v.clone()).map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
                 }
             }
         }
@@ -113,7 +114,7 @@ impl ComfyUi {
                     format!("raw key `{k}` is neither an `inject` name nor a `node_id.inputs.field` path"),
                 )
             })?;
-            set_input(&mut wf, &path, v.clone()).map_err(|m| self.err(ErrorKind::Invalid, m))?;
+            set_input(&mut wf, &path, v.clone()).map_err(|e| self.err(ErrorKind::Invalid, e.to_string()))?;
         }
         Ok(wf)
     }
@@ -263,17 +264,37 @@ pub(super) fn detect_inject(wf: &Map<String, Value>) -> BTreeMap<String, Vec<Nod
     out
 }
 
-pub(super) fn set_input(wf: &mut Map<String, Value>, p: &NodePath, v: Value) -> Result<(), String> {
+/// Why a value could not be written into the workflow: names the node and
+/// the input.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SetInputError {
+    /// The path names a node the workflow lacks, or one without inputs.
+    #[error("workflow has no node `{node}` with inputs")]
+    NoNode {
+        /// The node id.
+        node: String,
+    },
+    /// The input is wired to another node's output; only widget values can be set.
+    #[error("`{node}.inputs.{field}` is a link to another node; inject into a widget input instead")]
+    Link {
+        /// The node id.
+        node: String,
+        /// The input field.
+        field: String,
+    },
+}
+
+pub(super) fn set_input(wf: &mut Map<String, Value>, p: &NodePath, v: Value) -> Result<(), SetInputError> {
     let inputs = wf
         .get_mut(&p.node)
         .and_then(|n| n.get_mut("inputs"))
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| format!("workflow has no node `{}` with inputs", p.node))?;
+        .ok_or_else(|| SetInputError::NoNode { node: p.node.clone() })?;
     if inputs.get(&p.field).is_some_and(Value::is_array) {
-        return Err(format!(
-            "`{}.inputs.{}` is a link to another node; inject into a widget input instead",
-            p.node, p.field
-        ));
+        return Err(SetInputError::Link {
+            node: p.node.clone(),
+            field: p.field.clone(),
+        });
     }
     inputs.insert(p.field.clone(), v);
     Ok(())

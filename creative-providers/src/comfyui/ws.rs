@@ -57,6 +57,25 @@ pub(crate) enum WsEvent {
     Stored,
 }
 
+/// Why no websocket was opened. Never fatal: the call polls instead, and
+/// says why in a debug log, which prints the message only (so the cause is
+/// part of it).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The base URL's scheme has no websocket counterpart.
+    #[error("the base URL is not http or https")]
+    NotHttp,
+    /// The URL could not become a handshake request.
+    #[error("cannot build the websocket request: {0}")]
+    Request(tokio_tungstenite::tungstenite::Error),
+    /// The server refused the upgrade or the connection failed.
+    #[error("websocket handshake failed: {0}")]
+    Handshake(tokio_tungstenite::tungstenite::Error),
+    /// Nothing answered within the connect timeout.
+    #[error("no websocket answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+}
+
 /// A connected websocket for one client id.
 pub(crate) struct Socket {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -88,19 +107,16 @@ impl Socket {
         client_id: &str,
         headers: HeaderMap,
         timeout: Duration,
-    ) -> Result<Socket, String> {
-        let url = ws_url(base, client_id).ok_or("the base URL is not http or https")?;
-        let mut req = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| format!("cannot build the websocket request: {e}"))?;
+    ) -> Result<Socket, ConnectError> {
+        let url = ws_url(base, client_id).ok_or(ConnectError::NotHttp)?;
+        let mut req = url.as_str().into_client_request().map_err(ConnectError::Request)?;
         for (k, v) in headers.iter() {
             req.headers_mut().insert(k.clone(), v.clone());
         }
         match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(req)).await {
             Ok(Ok((stream, _))) => Ok(Socket { stream }),
-            Ok(Err(e)) => Err(format!("websocket handshake failed: {e}")),
-            Err(_) => Err(format!("no websocket answer within {} ms", timeout.as_millis())),
+            Ok(Err(e)) => Err(ConnectError::Handshake(e)),
+            Err(_) => Err(ConnectError::NoAnswer(timeout)),
         }
     }
 

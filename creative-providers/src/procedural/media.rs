@@ -174,14 +174,34 @@ impl Scene {
     }
 }
 
+/// Why no ffmpeg was found, naming where it was looked for.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FfmpegNotFound {
+    /// The provider's `ffmpeg` setting names no file.
+    #[error("setting `ffmpeg` names `{}`, which is not a file", .0.display())]
+    Setting(PathBuf),
+    /// `CREATIVE_FFMPEG` names no file.
+    #[error("CREATIVE_FFMPEG names `{}`, which is not a file", .0.display())]
+    Env(PathBuf),
+    /// Neither is set and no directory of `PATH` holds it.
+    #[error(
+        "video needs ffmpeg, which was not found: set the provider's `ffmpeg` setting or CREATIVE_FFMPEG, \
+         or install it (Debian: apt-get install ffmpeg); looked in PATH={path}"
+    )]
+    NotOnPath {
+        /// The `PATH` searched, as text.
+        path: String,
+    },
+}
+
 /// ffmpeg as configured (the provider's `ffmpeg` setting, else
 /// `CREATIVE_FFMPEG`, else `PATH`).
-pub(crate) fn find_ffmpeg(configured: Option<&PathBuf>) -> Result<PathBuf, String> {
+pub(crate) fn find_ffmpeg(configured: Option<&PathBuf>) -> Result<PathBuf, FfmpegNotFound> {
     if let Some(p) = configured {
         return if p.is_file() {
             Ok(p.clone())
         } else {
-            Err(format!("setting `ffmpeg` names `{}`, which is not a file", p.display()))
+            Err(FfmpegNotFound::Setting(p.clone()))
         };
     }
     if let Some(p) = std::env::var_os("CREATIVE_FFMPEG") {
@@ -189,18 +209,15 @@ pub(crate) fn find_ffmpeg(configured: Option<&PathBuf>) -> Result<PathBuf, Strin
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("CREATIVE_FFMPEG names `{}`, which is not a file", p.display()))
+            Err(FfmpegNotFound::Env(p))
         };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join("ffmpeg"))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "video needs ffmpeg, which was not found: set the provider's `ffmpeg` setting or CREATIVE_FFMPEG, or install it (Debian: apt-get install ffmpeg); looked in PATH={}",
-                path.to_string_lossy()
-            )
+        .ok_or_else(|| FfmpegNotFound::NotOnPath {
+            path: path.to_string_lossy().into_owned(),
         })
 }
 
