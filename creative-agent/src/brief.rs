@@ -191,15 +191,16 @@ Add quality gates a person would ask for. Give a `why` entry for every choice a 
 
 /// Ask `provider` (of kind `provider_kind`) for a spec of `brief` (read from
 /// `source`, named in the spec's header comment), check each answer with
-/// `validate` (given the TOML that would be written; `Err` holds the loader's
-/// message) and repair up to `opts.max_repairs` times.
-pub async fn spec_from_brief(
+/// `validate` (given the TOML that would be written; `Err` is the loader's
+/// refusal, whose message goes back to the model) and repair up to
+/// `opts.max_repairs` times.
+pub async fn spec_from_brief<E: std::fmt::Display>(
     provider: &dyn Provider,
     provider_kind: &str,
     spec_schema: &Value,
     brief: &str,
     source: &str,
-    validate: &(dyn Fn(&str) -> Result<(), String> + Sync),
+    validate: &(dyn Fn(&str) -> Result<(), E> + Sync),
     opts: &BriefOptions,
 ) -> Result<BriefOutcome, BriefError> {
     opts.check()?;
@@ -240,9 +241,10 @@ pub async fn spec_from_brief(
             .find_map(|a| a.text())
             .unwrap_or_default()
             .to_string();
-        let verdict = read_answer(&text).and_then(|(spec, why)| {
+        // Either refusal is sent back to the model as text, and kept as text.
+        let verdict = read_answer(&text).map_err(|e| e.to_string()).and_then(|(spec, why)| {
             let toml = to_commented_toml(&spec, &why, &header);
-            validate(&toml).map(|()| (spec, why, toml))
+            validate(&toml).map(|()| (spec, why, toml)).map_err(|e| e.to_string())
         });
         match verdict {
             Ok((spec, why, toml)) => {
@@ -267,22 +269,38 @@ pub async fn spec_from_brief(
     })
 }
 
+/// Why an answer holds no spec; the message goes back to the model.
+#[derive(Debug, thiserror::Error)]
+enum AnswerError {
+    /// Not JSON at all (prose, a cut-off answer).
+    #[error("the answer is not JSON (it begins: {begins:?})")]
+    NotJson {
+        /// Its first 200 characters.
+        begins: String,
+    },
+    /// JSON, but a list or a scalar.
+    #[error("the answer is JSON but not an object")]
+    NotObject,
+    /// The envelope's `spec` is not a table.
+    #[error("`spec` is not an object")]
+    SpecNotObject,
+}
+
 /// The spec and the reasons from an answer; a bare spec (no envelope) is taken
 /// as is, with no reasons.
-fn read_answer(text: &str) -> Result<(Value, BTreeMap<String, String>), String> {
-    let v = parse_json_text(text).ok_or_else(|| {
-        let shown: String = text.chars().take(200).collect();
-        format!("the answer is not JSON (it begins: {shown:?})")
+fn read_answer(text: &str) -> Result<(Value, BTreeMap<String, String>), AnswerError> {
+    let v = parse_json_text(text).ok_or_else(|| AnswerError::NotJson {
+        begins: text.chars().take(200).collect(),
     })?;
     let Value::Object(mut m) = v else {
-        return Err("the answer is JSON but not an object".into());
+        return Err(AnswerError::NotObject);
     };
     let (spec, why) = match m.remove("spec") {
         Some(spec) => (spec, m.remove("why").unwrap_or(Value::Null)),
         None => (Value::Object(m), Value::Null),
     };
     if !spec.is_object() {
-        return Err("`spec` is not an object".into());
+        return Err(AnswerError::SpecNotObject);
     }
     let why = match why {
         Value::Object(w) => w
@@ -341,6 +359,9 @@ mod tests {
         let (spec, why) = read_answer("{\"name\": \"x\", \"steps\": []}").unwrap();
         assert_eq!(spec["name"], "x");
         assert!(why.is_empty());
-        assert!(read_answer("Sure! Here is your spec").unwrap_err().contains("not JSON"));
+        assert!(read_answer("Sure! Here is your spec")
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
     }
 }

@@ -275,6 +275,7 @@ pub async fn rank_findings(
                 });
             }
             Err(e) => {
+                let e = e.to_string();
                 refused.push(e.clone());
                 let shown: String = text.chars().take(4000).collect();
                 previous = Some((shown, e));
@@ -293,36 +294,94 @@ pub async fn rank_findings(
     Ok(r)
 }
 
+/// Why an answer's ranking was refused, naming the entry (`ranking[i]`) and
+/// the id; the message goes back to the model for repair.
+#[derive(Debug, thiserror::Error)]
+enum RankingRefused {
+    /// Not JSON at all.
+    #[error("the answer is not JSON (it begins: {begins:?})")]
+    NotJson {
+        /// Its first 200 characters.
+        begins: String,
+    },
+    /// JSON without a `ranking` list.
+    #[error("the answer has no `ranking` array")]
+    NoRanking,
+    /// An entry without a string `id`.
+    #[error("ranking[{at}].id is missing or not a string")]
+    NoId {
+        /// The entry's index.
+        at: usize,
+    },
+    /// An id that was not sent.
+    #[error("ranking[{at}].id `{id}` is not a finding id; the ids are {ids}")]
+    UnknownId {
+        /// The entry's index.
+        at: usize,
+        /// The id given.
+        id: String,
+        /// The ids sent, comma-separated.
+        ids: String,
+    },
+    /// An id listed a second time.
+    #[error("ranking[{at}].id `{id}` is listed twice")]
+    Twice {
+        /// The second entry's index.
+        at: usize,
+        /// The id.
+        id: String,
+    },
+    /// An entry with an empty rationale.
+    #[error("ranking[{at}] (`{id}`) has no rationale")]
+    NoRationale {
+        /// The entry's index.
+        at: usize,
+        /// Its id.
+        id: String,
+    },
+    /// Ids sent but not ranked.
+    #[error("the ranking leaves out {ids}; list every finding id once")]
+    Missing {
+        /// The ids left out, comma-separated.
+        ids: String,
+    },
+}
+
 /// The order an answer gives, checked against the ids sent: every one once,
 /// none other, each with a rationale (cut to [`MAX_RATIONALE_CHARS`]).
-fn read_ranking(text: &str, ids: &[String]) -> Result<Vec<Ranked>, String> {
-    let v = parse_json_text(text).ok_or_else(|| {
-        let shown: String = text.chars().take(200).collect();
-        format!("the answer is not JSON (it begins: {shown:?})")
+fn read_ranking(text: &str, ids: &[String]) -> Result<Vec<Ranked>, RankingRefused> {
+    let v = parse_json_text(text).ok_or_else(|| RankingRefused::NotJson {
+        begins: text.chars().take(200).collect(),
     })?;
     let list = match &v {
         Value::Object(m) => m.get("ranking").and_then(Value::as_array),
         _ => None,
     }
-    .ok_or("the answer has no `ranking` array")?;
+    .ok_or(RankingRefused::NoRanking)?;
     let mut seen = BTreeSet::new();
     let mut order = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
-        let id = item["id"]
-            .as_str()
-            .ok_or_else(|| format!("ranking[{i}].id is missing or not a string"))?;
-        let index = ids.iter().position(|x| x == id).ok_or_else(|| {
-            format!(
-                "ranking[{i}].id `{id}` is not a finding id; the ids are {}",
-                ids.join(", ")
-            )
-        })?;
+        let id = item["id"].as_str().ok_or(RankingRefused::NoId { at: i })?;
+        let index = ids
+            .iter()
+            .position(|x| x == id)
+            .ok_or_else(|| RankingRefused::UnknownId {
+                at: i,
+                id: id.to_string(),
+                ids: ids.join(", "),
+            })?;
         if !seen.insert(index) {
-            return Err(format!("ranking[{i}].id `{id}` is listed twice"));
+            return Err(RankingRefused::Twice {
+                at: i,
+                id: id.to_string(),
+            });
         }
         let rationale = item["rationale"].as_str().map(str::trim).unwrap_or_default();
         if rationale.is_empty() {
-            return Err(format!("ranking[{i}] (`{id}`) has no rationale"));
+            return Err(RankingRefused::NoRationale {
+                at: i,
+                id: id.to_string(),
+            });
         }
         let rationale = match rationale.char_indices().nth(MAX_RATIONALE_CHARS) {
             Some((at, _)) => format!("{}…", &rationale[..at]),
@@ -339,10 +398,9 @@ fn read_ranking(text: &str, ids: &[String]) -> Result<Vec<Ranked>, String> {
         .map(|i| ids[i].as_str())
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "the ranking leaves out {}; list every finding id once",
-            missing.join(", ")
-        ));
+        return Err(RankingRefused::Missing {
+            ids: missing.join(", "),
+        });
     }
     Ok(order)
 }
@@ -368,20 +426,33 @@ mod tests {
 
     #[test]
     fn unknown_repeated_missing_ids_and_empty_rationales_are_refused_saying_which() {
-        let e = read_ranking(r#"{"ranking": [{"id": "F9", "rationale": "x"}]}"#, &ids(2)).unwrap_err();
+        let e = read_ranking(r#"{"ranking": [{"id": "F9", "rationale": "x"}]}"#, &ids(2))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`F9` is not a finding id; the ids are F1, F2"), "{e}");
         let e = read_ranking(
             r#"{"ranking": [{"id": "F1", "rationale": "x"}, {"id": "F1", "rationale": "y"}]}"#,
             &ids(2),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("listed twice"), "{e}");
-        let e = read_ranking(r#"{"ranking": [{"id": "F1", "rationale": "x"}]}"#, &ids(2)).unwrap_err();
+        let e = read_ranking(r#"{"ranking": [{"id": "F1", "rationale": "x"}]}"#, &ids(2))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("leaves out F2"), "{e}");
-        let e = read_ranking(r#"{"ranking": [{"id": "F1", "rationale": " "}]}"#, &ids(1)).unwrap_err();
+        let e = read_ranking(r#"{"ranking": [{"id": "F1", "rationale": " "}]}"#, &ids(1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has no rationale"), "{e}");
-        assert!(read_ranking("F1 then F2", &ids(2)).unwrap_err().contains("not JSON"));
-        assert!(read_ranking("[1]", &ids(2)).unwrap_err().contains("no `ranking`"));
+        assert!(read_ranking("F1 then F2", &ids(2))
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
+        assert!(read_ranking("[1]", &ids(2))
+            .unwrap_err()
+            .to_string()
+            .contains("no `ranking`"));
     }
 
     #[test]

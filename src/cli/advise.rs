@@ -12,6 +12,7 @@ use creative::campaign::spec::Spec;
 use serde_json::Value;
 
 use super::args::AdviseArgs;
+use super::error::CliError;
 use super::run::DID_NOT_START;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -19,10 +20,17 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(DID_NOT_START)
 }
 
-fn read_json(path: &std::path::Path) -> Result<Value, String> {
-    let b = std::fs::read(path)
-        .map_err(|e| format!("{}: {e} (advise on a folder a run delivered into)", path.display()))?;
-    serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))
+fn read_json(path: &std::path::Path) -> Result<Value, CliError> {
+    let b = std::fs::read(path).map_err(|error| CliError::Read {
+        flag: "",
+        path: path.to_path_buf(),
+        error,
+        hint: " (advise on a folder a run delivered into)".into(),
+    })?;
+    serde_json::from_slice(&b).map_err(|error| CliError::Json {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// Print the findings, the spend per accepted asset by step, and the diff.
@@ -118,7 +126,7 @@ fn ranked(
     found: &[Finding],
     report: &Value,
     decisions: &[Decision],
-) -> Result<Ranking, String> {
+) -> Result<Ranking, CliError> {
     let file = a
         .providers
         .clone()
@@ -135,10 +143,8 @@ fn ranked(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let r = rt
-        .block_on(rank_findings(provider.as_ref(), &kind, found, &summary, &opts))
-        .map_err(|e| e.to_string())?;
+        .map_err(CliError::Runtime)?;
+    let r = rt.block_on(rank_findings(provider.as_ref(), &kind, found, &summary, &opts))?;
     for (i, why) in r.refused.iter().enumerate() {
         eprintln!("ranking {} refused: {why}", i + 1);
     }

@@ -9,6 +9,7 @@ use creative::campaign::spec::{Format, ProviderSpec, Spec};
 use creative::engine::registry::BuildCtx;
 
 use super::args::BriefArgs;
+use super::error::{CliError, Refusal};
 use super::run::{registry, DID_NOT_START};
 
 /// The `[providers]` of a providers file (or of a spec: other sections are ignored).
@@ -27,39 +28,46 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 pub(super) fn provider(
     file: &Path,
     id: &str,
-) -> Result<(std::sync::Arc<dyn creative::engine::Provider>, String), String> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        format!(
-            "--providers {}: {e} (a TOML file with a [providers.{id}] table, as in a spec)",
-            file.display()
-        )
+) -> Result<(std::sync::Arc<dyn creative::engine::Provider>, String), CliError> {
+    let text = std::fs::read_to_string(file).map_err(|error| CliError::Read {
+        flag: "--providers ",
+        path: file.to_path_buf(),
+        error,
+        hint: format!(" (a TOML file with a [providers.{id}] table, as in a spec)"),
     })?;
     let parsed: ProvidersFile = match Format::from_path(file) {
-        Format::Json => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?,
-        Format::Toml => toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?,
+        Format::Json => serde_json::from_str(&text).map_err(|error| CliError::Json {
+            path: file.to_path_buf(),
+            error,
+        })?,
+        Format::Toml => toml::from_str(&text).map_err(|error| CliError::Toml {
+            path: file.to_path_buf(),
+            error,
+        })?,
     };
     let Some(ps) = parsed.providers.get(id) else {
         let have: Vec<&str> = parsed.providers.keys().map(String::as_str).collect();
-        return Err(format!(
-            "--provider {id}: {} declares no [providers.{id}]; it declares: {}",
-            file.display(),
-            if have.is_empty() {
+        return Err(CliError::NoSuchProvider {
+            id: id.to_string(),
+            file: file.to_path_buf(),
+            declared: if have.is_empty() {
                 "(none)".into()
             } else {
                 have.join(", ")
-            }
-        ));
+            },
+        });
     };
     let reg = registry();
-    let factory = reg
-        .provider_factory(&ps.kind)
-        .ok_or_else(|| format!("providers.{id}.kind: unknown provider kind `{}`", ps.kind))?;
+    let factory = reg.provider_factory(&ps.kind).ok_or_else(|| CliError::UnknownKind {
+        id: id.to_string(),
+        kind: ps.kind.clone(),
+    })?;
     let ctx = BuildCtx {
         base_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         ..BuildCtx::default()
     };
     let p = factory(id, &serde_json::Value::Object(ps.settings.clone()), &ctx)
-        .map_err(|e| e.at(&format!("providers.{id}")).to_string())?;
+        .map_err(|e| CliError::ProviderSettings(e.at(&format!("providers.{id}"))))?;
     Ok((p, ps.kind.clone()))
 }
 
@@ -84,9 +92,9 @@ pub fn brief(a: BriefArgs) -> ExitCode {
     let out_name = a.output.display().to_string();
     let base: PathBuf = a.output.parent().map(Path::to_path_buf).unwrap_or_default();
     // The same loader as `creative check`: parse, build, then the static checks.
-    let validate = |toml: &str| -> Result<(), String> {
-        let spec = Spec::parse(toml, Format::Toml, &out_name).map_err(|e| e.to_string())?;
-        let campaign = spec.build(&registry(), &base).map_err(|e| e.to_string())?;
+    let validate = |toml: &str| -> Result<(), Refusal> {
+        let spec = Spec::parse(toml, Format::Toml, &out_name).map_err(Refusal::Spec)?;
+        let campaign = spec.build(&registry(), &base).map_err(Refusal::Spec)?;
         let errors: Vec<String> = super::checks::check(&spec, &campaign, &registry())
             .into_iter()
             .filter(|f| f.level == super::checks::Level::Error)
@@ -95,12 +103,12 @@ pub fn brief(a: BriefArgs) -> ExitCode {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("\n"))
+            Err(Refusal::Checks(errors))
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(CliError::Runtime(e)),
     };
     let source = a.brief.display().to_string();
     let done = rt.block_on(spec_from_brief(

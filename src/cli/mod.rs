@@ -5,6 +5,7 @@ pub mod advise;
 pub mod args;
 pub mod brief;
 pub mod checks;
+pub mod error;
 pub mod init;
 pub mod log;
 pub mod out;

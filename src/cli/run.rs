@@ -10,6 +10,7 @@ use creative::campaign::spec::{Campaign, CampaignOptions, Registry, Spec};
 use creative::engine::{CancellationToken, EventKind, Status};
 
 use super::args::{CheckArgs, GcArgs, LogFormat, MergeArgs, RunArgs};
+use super::error::CliError;
 use super::out;
 use super::progress::{Counts, Progress};
 
@@ -42,29 +43,27 @@ pub fn registry() -> Registry {
 }
 
 /// Read and build a spec.
-pub fn load(path: &Path) -> Result<(Spec, Campaign), String> {
-    let spec = Spec::from_path(path).map_err(|e| super::schema::spec_terms(&e.to_string()))?;
+pub fn load(path: &Path) -> Result<(Spec, Campaign), CliError> {
+    let spec = Spec::from_path(path).map_err(CliError::Spec)?;
     let base = spec.dir.clone().unwrap_or_default();
-    let campaign = spec
-        .build(&registry(), base)
-        .map_err(|e| super::schema::spec_terms(&e.to_string()))?;
+    let campaign = spec.build(&registry(), base).map_err(CliError::Spec)?;
     Ok((spec, campaign))
 }
 
 /// `--out`, checked: an empty path or a file-system root is refused before
 /// anything is written.
-fn out_dir(out: Option<OsString>) -> Result<Option<PathBuf>, String> {
+fn out_dir(out: Option<OsString>) -> Result<Option<PathBuf>, CliError> {
     let Some(out) = out else { return Ok(None) };
     let out = PathBuf::from(out);
-    creative::campaign::spec::check_out_dir(&out).map_err(|e| format!("--out: {e}"))?;
+    creative::campaign::spec::check_out_dir(&out).map_err(CliError::OutDir)?;
     Ok(Some(out))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .map_err(CliError::Runtime)
 }
 
 /// Print the static checks' findings; true when there are errors.
