@@ -17,7 +17,7 @@ use crate::http::{http_setters, Auth, HttpSettingsBuilder};
 
 /// Builds a [`ComfyUi`] provider. Setters never fail; [`build`](Self::build)
 /// reports the first bad value, naming the field as a spec's settings table
-/// spells it (the ranges are listed at [`register`]). Debug never shows a key.
+/// spells it (the ranges are listed at [`register`](super::register)). Debug never shows a key.
 ///
 /// ```
 /// # fn main() -> Result<(), creative_core::ConfigError> {
