@@ -22,7 +22,7 @@
 //!    `node_errors`: that is an error here too, and the half-prompt is removed from
 //!    the queue;
 //! 4. waits for completion on the websocket (see the `ws` module): node
-//!    progress becomes [`CallProgress`] reports (engine `Progress` events), and
+//!    progress becomes [`CallProgress`](creative_core::CallProgress) reports (engine `Progress` events), and
 //!    `executing` with no node says the history entry is stored. Every
 //!    `ws_check_ms` (10 s) the history and queue are asked anyway. Without a
 //!    websocket (setting `websocket = false`, a proxy that refuses the upgrade,
