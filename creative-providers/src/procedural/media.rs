@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use creative_core::cancel::CancellationToken;
 
-use super::{hsv, rng_for};
+use super::image::hsv;
+use super::rng_for;
 
 /// The sample rate of the stand-in's voice: speech-band, small files.
 pub(crate) const VOICE_RATE: u32 = 24_000;
