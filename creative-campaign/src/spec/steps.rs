@@ -254,3 +254,48 @@ impl Step for GatedStep {
         Ok(outputs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, serde_json::Value)]) -> Vars {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn a_job_variable_of_the_wrong_type_is_refused_at_its_name() {
+        let e = job_layer(&vars(&[("width", "wide".into())])).unwrap_err();
+        assert_eq!(e.field(), "width");
+        assert!(e.reason().contains("invalid type"), "{e}");
+        assert!(job_var_message(&e).starts_with("job variable `width`: "), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_size_variable_is_refused_at_size() {
+        let e = job_layer(&vars(&[("size", "40 by 40".into())])).unwrap_err();
+        assert_eq!(e.field(), "size");
+        assert_eq!(e.reason(), "size `40 by 40` is not WIDTHxHEIGHT");
+    }
+
+    #[test]
+    fn a_layer_becomes_an_engine_preset_with_its_size_seed_and_words() {
+        let layer = job_layer(&vars(&[
+            ("size", "40x30".into()),
+            ("seed", 9.into()),
+            ("model", "m".into()),
+        ]))
+        .unwrap();
+        let mut layer = layer;
+        layer.prompt_prefix = Some("kit ".into());
+        let p = preset_of(&layer, "kit").unwrap();
+        let step = GenerateStep::new(Task::Image, ["art"], "a mug").unwrap().preset(p);
+        let r = step.request_for(&Job::new([("x", 1)]), None).unwrap();
+        assert_eq!(
+            (r.params.width, r.params.height, r.params.seed),
+            (Some(40), Some(30), Some(9))
+        );
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.prompt, "kit a mug");
+    }
+}
