@@ -33,7 +33,7 @@ pub use creative_providers as providers;
 pub mod prelude {
     pub use creative_campaign::spec::{Campaign, CampaignOptions, Registry, Spec};
     pub use creative_core::{
-        Artifact, CancellationToken, Dag, Event, EventKind, Executor, GenerateStep, Job, OnGateFail, Pipeline,
+        Artifact, CancellationToken, Dag, Event, EventKind, Executor, GenerateStep, Job, OnGateFail, Pipeline, Preset,
         Provider, ProviderError, QualityGate, Request, RunOptions, RunOutcome, Status, Step, StepError, Task,
     };
 }

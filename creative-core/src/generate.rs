@@ -1,6 +1,7 @@
 //! The generate step: a provider call (through the engine's resilience layer)
 //! followed by quality gates and a policy for when they fail.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,7 +10,8 @@ use crate::artifact::{Artifact, MediaKind};
 use crate::error::StepError;
 use crate::events::EventKind;
 use crate::gate::{GateCtx, IntoGate, OnGateFail, QualityGate, Verdict};
-use crate::job::{derive_seed, SeedPolicy};
+use crate::job::{derive_seed, Job, SeedPolicy};
+use crate::preset::Preset;
 use crate::provenance::{GateRecord, RejectedCandidate, MAX_REJECTED_KEPT};
 use crate::request::{Params, Request, Task};
 use crate::step::{Step, StepCtx, StepInputs};
@@ -18,10 +20,14 @@ use crate::template::{Template, UPSTREAM};
 /// Generates with the first provider of a chain that succeeds, judges every
 /// candidate with the step's gates, and keeps the best that pass.
 ///
-/// Seeds are reproducible: the step's `seed` param if set, else one derived from
-/// the job key and step name; a regeneration round `r` uses
-/// `derive_seed(seed, ["regen", r])`. Every candidate's verdicts land in its
-/// provenance.
+/// Seeds are reproducible: the step's `seed` param if set, else its seed
+/// policy, else its preset's, else one derived from the job key and step name;
+/// a regeneration round `r` uses `derive_seed(seed, ["regen", r])`. Every
+/// candidate's verdicts land in its provenance.
+///
+/// Settings layer as preset < step: a [`Preset`] fills in what the step does
+/// not set itself (see [`preset`](Self::preset)), and a step may pick its
+/// preset per job ([`preset_by_var`](Self::preset_by_var)).
 ///
 /// ```
 /// use creative_core::{GenerateStep, OnGateFail, Task};
@@ -34,15 +40,55 @@ use crate::template::{Template, UPSTREAM};
 pub struct GenerateStep {
     task: Task,
     chain: Vec<String>,
+    // The step's own settings; its presets' are in `presets`.
     model: Option<String>,
     prompt: Template,
+    /// Reviewer notes, as `{% raw %}` blocks put after the (wrapped) prompt.
+    appended: String,
     negative: Option<Template>,
     params: Params,
     raw: serde_json::Map<String, serde_json::Value>,
     gates: Vec<Arc<dyn QualityGate>>,
     on_fail: OnGateFail,
     keep: usize,
-    seed: SeedPolicy,
+    /// `None`: the preset's policy, else [`SeedPolicy::Derived`].
+    seed: Option<SeedPolicy>,
+    presets: Arc<Presets>,
+    /// The default variant's params merged with the step's, for
+    /// [`resolved_params`](Self::resolved_params).
+    resolved: Params,
+    /// Why the prompt and a preset given to the infallible
+    /// [`preset`](Self::preset) do not make a template: every run fails with it.
+    broken: Option<StepError>,
+}
+
+/// A step's presets, compiled with its prompt.
+#[derive(Clone, Default)]
+struct Presets {
+    /// The presets given with [`GenerateStep::preset`], merged (the first wins).
+    fixed: Option<Preset>,
+    choice: Option<Choice>,
+    /// The step with `fixed` alone: for a job that picks no preset.
+    base: Option<Variant>,
+    /// By preset name: `fixed` under the chosen preset.
+    chosen: BTreeMap<String, Variant>,
+}
+
+/// How a job picks its preset.
+#[derive(Clone)]
+struct Choice {
+    var: String,
+    presets: Vec<Preset>,
+    default: Option<String>,
+}
+
+/// The step under one preset: the preset's settings (the fixed presets under
+/// the chosen one) and the templates compiled with them.
+#[derive(Clone)]
+struct Variant {
+    preset: Preset,
+    prompt: Template,
+    negative: Option<Template>,
 }
 
 impl GenerateStep {
@@ -53,42 +99,50 @@ impl GenerateStep {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Ok(GenerateStep {
+        let mut step = GenerateStep {
             task,
             chain: chain.into_iter().map(Into::into).collect(),
             model: None,
             prompt: Template::new(prompt).map_err(StepError::from)?,
+            appended: String::new(),
             negative: None,
             params: Params::default(),
             raw: serde_json::Map::new(),
             gates: Vec::new(),
             on_fail: OnGateFail::default(),
             keep: 1,
-            seed: SeedPolicy::Derived,
-        })
+            seed: None,
+            presets: Arc::default(),
+            resolved: Params::default(),
+            broken: None,
+        };
+        step.compile()?;
+        Ok(step)
     }
 
-    /// The model.
+    /// The model (wins over a preset's).
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
         self
     }
 
-    /// A negative-prompt template.
+    /// A negative-prompt template (wins over a preset's).
     pub fn negative(mut self, t: &str) -> Result<Self, StepError> {
         self.negative = Some(Template::new(t).map_err(StepError::from)?);
+        self.compile()?;
         Ok(self)
     }
 
     /// Append literal text to the prompt (a reviewer's note): it is not a
-    /// template, so braces in it are kept as written.
+    /// template, so braces in it are kept as written. It goes after a preset's
+    /// prompt suffix.
     pub fn append_to_prompt(mut self, text: &str) -> Result<Self, StepError> {
         if text.is_empty() {
             return Ok(self);
         }
         let literal = text.replace("{% endraw %}", "{ % endraw %}");
-        let src = format!("{}{{% raw %}}{literal}{{% endraw %}}", self.prompt.source());
-        self.prompt = Template::new(&src).map_err(StepError::from)?;
+        self.appended.push_str(&format!("{{% raw %}}{literal}{{% endraw %}}"));
+        self.compile()?;
         Ok(self)
     }
 
@@ -96,18 +150,36 @@ impl GenerateStep {
     pub fn size(mut self, width: u32, height: u32) -> Self {
         self.params.width = Some(width);
         self.params.height = Some(height);
+        self.refresh();
         self
     }
 
     /// Typed params (overlaid on what is set).
     pub fn params(mut self, p: &Params) -> Self {
         self.params.merge_from(p);
+        self.refresh();
         self
     }
 
-    /// Start from a preset (a named style, a brand kit): its params apply
-    /// where the step sets none, whether the step's own are set before or
-    /// after. Parameters layer as defaults < preset < step < job.
+    /// Start from a preset (a named style, a brand kit; or bare [`Params`], as
+    /// before presets carried more). What the preset sets applies where the
+    /// step sets nothing, whether the step's own settings are given before or
+    /// after; settings layer as preset < step. Field by field:
+    ///
+    /// - params, model, seed policy, negative prompt: the step's own win;
+    ///   the preset's fill in the rest;
+    /// - raw fields: merged key by key, the step's keys winning;
+    /// - prompt: the preset's prefix and suffix wrap the step's prompt (the
+    ///   step has none of its own); see [`Preset::wrap_prompt`];
+    /// - gates: the preset's judge after the step's own.
+    ///
+    /// A second preset applies under the first (the first wins where both set
+    /// something). A preset a job picks ([`preset_by_var`](Self::preset_by_var))
+    /// applies over these.
+    ///
+    /// If the preset's prefix and suffix around the prompt do not parse as a
+    /// template, every run of the step fails saying so; [`try_preset`](Self::try_preset)
+    /// says it here instead.
     ///
     /// ```
     /// use creative_core::{GenerateStep, Params, Task};
@@ -116,31 +188,115 @@ impl GenerateStep {
     /// assert_eq!(step.resolved_params().width, Some(512));
     /// assert_eq!(step.resolved_params().style.as_deref(), Some("flat"));
     /// ```
-    pub fn preset(mut self, preset: &Params) -> Self {
-        let mut p = preset.clone();
-        p.merge_from(&self.params);
-        self.params = p;
+    pub fn preset(mut self, preset: impl Into<Preset>) -> Self {
+        self.add_fixed(preset.into());
+        if let Err(e) = self.compile() {
+            self.broken = Some(e);
+        }
         self
     }
 
-    /// How the step chooses its seed. Default [`SeedPolicy::Derived`]; a
-    /// `seed` in [`params`](Self::params) set afterwards fixes it.
+    /// [`preset`](Self::preset), failing if the preset's prompt prefix and
+    /// suffix around the step's prompt, or its negative prompt, do not parse.
+    pub fn try_preset(mut self, preset: impl Into<Preset>) -> Result<Self, StepError> {
+        self.add_fixed(preset.into());
+        self.compile()?;
+        Ok(self)
+    }
+
+    fn add_fixed(&mut self, preset: Preset) {
+        let set = Arc::make_mut(&mut self.presets);
+        set.fixed = Some(match set.fixed.take() {
+            // The earlier preset wins where both set something.
+            Some(first) => {
+                let mut p = preset;
+                p.merge_from(&first);
+                p.name = first.name;
+                p
+            }
+            None => preset,
+        });
+    }
+
+    /// Let each job pick its preset: the one named by the job variable `var`,
+    /// else the one named `default`, else none of them (only those given with
+    /// [`preset`](Self::preset)). The picked preset applies over those, under
+    /// the step's own settings: preset < picked preset < step.
+    ///
+    /// Fails if two presets share a name, `default` names none of them, or a
+    /// preset's prompt or negative prompt does not parse with the step's. A
+    /// job naming a preset that is not among them fails its step with an
+    /// invalid-input error naming it.
+    ///
+    /// ```
+    /// use creative_core::{GenerateStep, Job, Preset, Task};
+    /// let step = GenerateStep::new(Task::Image, ["art"], "a mug")
+    ///     .unwrap()
+    ///     .preset_by_var(
+    ///         "style",
+    ///         [Preset::new("flat").prompt_prefix("flat art of "), Preset::new("photo").prompt_prefix("a photo of ")],
+    ///         Some("flat"),
+    ///     )
+    ///     .unwrap();
+    /// let photo = step.request_for(&Job::new([("style", "photo")]), None).unwrap();
+    /// assert_eq!(photo.prompt, "a photo of a mug");
+    /// let default = step.request_for(&Job::new([("product", "mug")]), None).unwrap();
+    /// assert_eq!(default.prompt, "flat art of a mug");
+    /// ```
+    pub fn preset_by_var(
+        mut self,
+        var: &str,
+        presets: impl IntoIterator<Item = Preset>,
+        default: Option<&str>,
+    ) -> Result<Self, StepError> {
+        let presets: Vec<Preset> = presets.into_iter().collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &presets {
+            if !seen.insert(p.name.as_str()) {
+                return Err(StepError::invalid_input(format!(
+                    "two presets are named `{}`; a job picks one by its name",
+                    p.name
+                )));
+            }
+        }
+        if let Some(d) = default {
+            if !seen.contains(d) {
+                return Err(StepError::invalid_input(format!(
+                    "default preset `{d}` is not among the presets ({})",
+                    seen.iter().copied().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        Arc::make_mut(&mut self.presets).choice = Some(Choice {
+            var: var.to_string(),
+            presets,
+            default: default.map(str::to_string),
+        });
+        self.compile()?;
+        Ok(self)
+    }
+
+    /// How the step chooses its seed (wins over a preset's). Default: the
+    /// preset's, else [`SeedPolicy::Derived`]; a `seed` in
+    /// [`params`](Self::params) set afterwards fixes it.
     pub fn seed_policy(mut self, policy: SeedPolicy) -> Self {
         self.params.seed = match policy {
             SeedPolicy::Fixed(s) => Some(s),
             _ => None,
         };
-        self.seed = policy;
+        self.seed = Some(policy);
+        self.refresh();
         self
     }
 
-    /// The step's params as they stand (presets and its own, before job
-    /// variables and the seed).
+    /// The step's params as they stand (its presets' and its own, before job
+    /// variables; the seed only if fixed). For a step that picks its preset per
+    /// job, with the default preset.
     pub fn resolved_params(&self) -> &Params {
-        &self.params
+        &self.resolved
     }
 
-    /// Raw provider fields.
+    /// Raw provider fields (merged key by key over a preset's, these winning).
     pub fn raw(mut self, raw: serde_json::Map<String, serde_json::Value>) -> Self {
         self.raw = raw;
         self
@@ -152,9 +308,38 @@ impl GenerateStep {
         self
     }
 
-    /// The step's gates, in the order they judge.
-    pub fn gates(&self) -> &[Arc<dyn QualityGate>] {
-        &self.gates
+    /// The step's gates, in the order they judge: its own, then its preset's
+    /// (for a step that picks its preset per job, the default preset's; see
+    /// [`gates_for`](Self::gates_for)).
+    pub fn gates(&self) -> Vec<Arc<dyn QualityGate>> {
+        let preset = self
+            .default_variant()
+            .map(|v| v.preset.gates.as_slice())
+            .unwrap_or_default();
+        self.gates.iter().chain(preset).cloned().collect()
+    }
+
+    /// The gates judging a job's outputs: the step's own, then those of the
+    /// preset the job runs with.
+    pub fn gates_for(&self, job: &Job) -> Result<Vec<Arc<dyn QualityGate>>, StepError> {
+        let v = self.variant(job)?;
+        Ok(self.gates.iter().chain(&v.preset.gates).cloned().collect())
+    }
+
+    /// How a job's seed is chosen: the step's `seed` param or policy, else its
+    /// preset's, else [`SeedPolicy::Derived`].
+    pub fn seed_policy_for(&self, job: &Job) -> Result<SeedPolicy, StepError> {
+        Ok(self.seed_of(self.variant(job)?))
+    }
+
+    /// Every template the step may render (its prompt and negative prompt
+    /// under each of its presets), for the job variables they read.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.presets
+            .base
+            .iter()
+            .chain(self.presets.chosen.values())
+            .flat_map(|v| std::iter::once(&v.prompt).chain(v.negative.as_ref()))
     }
 
     /// What to do when candidates fail their gates. Default: regenerate twice.
@@ -170,8 +355,131 @@ impl GenerateStep {
         self
     }
 
-    fn request(&self, inputs: &StepInputs, ctx: &StepCtx, seed: u64) -> Result<Request, StepError> {
-        let templates = || std::iter::once(&self.prompt).chain(self.negative.as_ref());
+    /// The first request the step makes for a job, before any input exists (for
+    /// estimates and dry runs): no inputs, the seed set only when it is fixed.
+    /// `upstream`, if given, stands in for the outputs of the steps the
+    /// prompts read (`steps.NAME.text`...).
+    pub fn request_for(&self, job: &Job, upstream: Option<&serde_json::Value>) -> Result<Request, StepError> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let v = self.variant(job)?;
+        let vars = match upstream {
+            Some(up) => {
+                let mut vars = (**job.vars()).clone();
+                vars.insert(UPSTREAM.into(), up.clone());
+                std::borrow::Cow::Owned(vars)
+            }
+            None => std::borrow::Cow::Borrowed(&**job.vars()),
+        };
+        let seed = match self.seed_of(v) {
+            SeedPolicy::Fixed(s) => Some(s),
+            _ => None,
+        };
+        self.request_with(v, &vars, Vec::new(), seed)
+    }
+
+    /// Compile the prompt and negative prompt under every preset, and refresh
+    /// the resolved params.
+    fn compile(&mut self) -> Result<(), StepError> {
+        let variant = |preset: Preset| -> Result<Variant, StepError> {
+            let in_preset = |e: crate::template::TemplateError| {
+                let e = StepError::from(e);
+                if preset.name.is_empty() {
+                    e
+                } else {
+                    StepError::new(e.kind(), format!("with preset `{}`: {e}", preset.name))
+                }
+            };
+            let prompt = if preset.prompt_prefix.is_none() && preset.prompt_suffix.is_none() && self.appended.is_empty()
+            {
+                self.prompt.clone()
+            } else {
+                let src = format!("{}{}", preset.wrap_prompt(self.prompt.source()), self.appended);
+                Template::new(&src).map_err(in_preset)?
+            };
+            let negative = match (&self.negative, &preset.negative) {
+                (Some(own), _) => Some(own.clone()),
+                (None, Some(n)) => Some(Template::new(n).map_err(in_preset)?),
+                (None, None) => None,
+            };
+            Ok(Variant {
+                preset,
+                prompt,
+                negative,
+            })
+        };
+        let fixed = self.presets.fixed.clone();
+        let base = variant(fixed.clone().unwrap_or_default())?;
+        let mut chosen = BTreeMap::new();
+        if let Some(c) = &self.presets.choice {
+            for p in &c.presets {
+                let mut preset = fixed.clone().unwrap_or_default();
+                preset.merge_from(p);
+                preset.name = p.name.clone();
+                chosen.insert(p.name.clone(), variant(preset)?);
+            }
+        }
+        let set = Arc::make_mut(&mut self.presets);
+        set.base = Some(base);
+        set.chosen = chosen;
+        self.broken = None;
+        self.refresh();
+        Ok(())
+    }
+
+    /// Recompute [`resolved_params`](Self::resolved_params).
+    fn refresh(&mut self) {
+        let Some(v) = self.default_variant() else { return };
+        let mut p = v.preset.params.clone();
+        p.merge_from(&self.params);
+        p.seed = match self.seed_of(v) {
+            SeedPolicy::Fixed(s) => Some(s),
+            _ => None,
+        };
+        self.resolved = p;
+    }
+
+    /// The variant a job with no preset variable runs with.
+    fn default_variant(&self) -> Option<&Variant> {
+        let set = &self.presets;
+        set.choice
+            .as_ref()
+            .and_then(|c| c.default.as_ref())
+            .and_then(|d| set.chosen.get(d))
+            .or(set.base.as_ref())
+    }
+
+    /// The variant a job runs with.
+    fn variant(&self, job: &Job) -> Result<&Variant, StepError> {
+        let set = &self.presets;
+        let picked = set
+            .choice
+            .as_ref()
+            .and_then(|c| job.var_str(&c.var).or_else(|| c.default.clone()));
+        match picked {
+            Some(name) => set
+                .chosen
+                .get(&name)
+                .ok_or_else(|| StepError::invalid_input(format!("unknown preset `{name}`"))),
+            None => set
+                .base
+                .as_ref()
+                .ok_or_else(|| StepError::invalid_input("the step's prompt is not compiled")),
+        }
+    }
+
+    /// The step's seed policy under a variant: its own `seed` param, its own
+    /// policy, the preset's, or derived.
+    fn seed_of(&self, v: &Variant) -> SeedPolicy {
+        match self.params.seed {
+            Some(s) => SeedPolicy::Fixed(s),
+            None => self.seed.or(v.preset.seed).unwrap_or_default(),
+        }
+    }
+
+    fn request(&self, v: &Variant, inputs: &StepInputs, ctx: &StepCtx, seed: u64) -> Result<Request, StepError> {
+        let templates = || std::iter::once(&v.prompt).chain(v.negative.as_ref());
         let chained = templates().any(Template::reads_upstream);
         let vars = if chained {
             // Prompt chaining: the templates read the input steps' outputs.
@@ -191,22 +499,39 @@ impl GenerateStep {
                 None => read.extend(inputs.groups().iter().map(|(n, _)| &**n)),
             }
         }
-        let mut params = self.params.clone();
-        params.seed = Some(seed);
-        let render = |t: &Template| t.render(&vars).map_err(StepError::from);
+        let inputs = inputs
+            .groups()
+            .iter()
+            .filter(|(n, _)| !(chained && read.contains(&**n)))
+            .flat_map(|(_, a)| a.iter().cloned())
+            .collect();
+        self.request_with(v, &vars, inputs, Some(seed))
+    }
+
+    /// The request under a variant: the preset's settings under the step's.
+    fn request_with(
+        &self,
+        v: &Variant,
+        vars: &crate::job::Vars,
+        inputs: Vec<Artifact>,
+        seed: Option<u64>,
+    ) -> Result<Request, StepError> {
+        let mut params = v.preset.params.clone();
+        params.merge_from(&self.params);
+        params.seed = seed;
+        let mut raw = v.preset.raw.clone();
+        for (k, val) in &self.raw {
+            raw.insert(k.clone(), val.clone());
+        }
+        let render = |t: &Template| t.render(vars).map_err(StepError::from);
         Ok(Request {
             task: self.task,
-            model: self.model.clone(),
-            prompt: render(&self.prompt)?,
-            negative_prompt: self.negative.as_ref().map(render).transpose()?,
-            inputs: inputs
-                .groups()
-                .iter()
-                .filter(|(n, _)| !(chained && read.contains(&**n)))
-                .flat_map(|(_, a)| a.iter().cloned())
-                .collect(),
+            model: self.model.clone().or_else(|| v.preset.model.clone()),
+            prompt: render(&v.prompt)?,
+            negative_prompt: v.negative.as_ref().map(render).transpose()?,
+            inputs,
             params,
-            raw: self.raw.clone(),
+            raw,
         })
     }
 }
@@ -230,18 +555,21 @@ impl Step for GenerateStep {
     }
 
     fn reads(&self) -> Vec<String> {
+        // Any preset's prompt may be the one a job runs.
         let mut names = std::collections::BTreeSet::new();
-        for t in std::iter::once(&self.prompt).chain(self.negative.as_ref()) {
+        for t in self.templates() {
             names.extend(t.upstream_steps().into_iter().flatten());
         }
         names.into_iter().map(str::to_string).collect()
     }
 
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
-        let base_seed = match self.params.seed {
-            Some(s) => s,
-            None => self.seed.choose(|| ctx.derived_seed()),
-        };
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let variant = self.variant(&ctx.job)?;
+        let base_seed = self.seed_of(variant).choose(|| ctx.derived_seed());
+        let gates: Vec<Arc<dyn QualityGate>> = self.gates.iter().chain(&variant.preset.gates).cloned().collect();
         let gctx = ctx.gate_ctx();
         let parents: Vec<_> = inputs.all().map(|a| a.id().clone()).collect();
         let mut chain_start = 0usize;
@@ -270,7 +598,7 @@ impl Step for GenerateStep {
             } else {
                 derive_seed(base_seed, &["regen", &round.to_string()])
             };
-            let req = self.request(inputs, ctx, seed)?;
+            let req = self.request(variant, inputs, ctx, seed)?;
             let out = ctx.call_provider(&self.chain[chain_start..], &req).await?;
             let used = chain_start + out.chain_index;
             let allowed = crate::limits::max_artifacts_for(req.params.count);
@@ -326,7 +654,7 @@ impl Step for GenerateStep {
                     p.parents = parents.clone();
                     p.cached = out.cached;
                 }
-                let records = judge(&self.gates, &a, ctx, &gctx, round).await;
+                let records = judge(&gates, &a, ctx, &gctx, round).await;
                 let failed = records.iter().filter(|r| !r.verdict.passed).count();
                 if !records.is_empty() {
                     // Let the provider (a router) learn which of its outputs are accepted.

@@ -46,6 +46,7 @@ pub mod job;
 pub mod limits;
 pub mod pipeline;
 pub mod pixels;
+pub mod preset;
 pub mod provenance;
 pub mod provider;
 pub mod registry;
@@ -69,6 +70,7 @@ pub use gate::{GateCtx, OnGateFail, QualityGate, Verdict};
 pub use generate::GenerateStep;
 pub use job::{derive_seed, Job, SeedPolicy, Vars};
 pub use pipeline::Pipeline;
+pub use preset::Preset;
 pub use provenance::{GateRecord, Provenance, RejectedCandidate};
 pub use provider::{
     settings_fingerprint, CallCtx, CallObserver, CallProgress, Capabilities, MemberCall, Provider, RouteReason,

@@ -24,6 +24,7 @@ mod farm;
 mod fuzz_inputs;
 mod judge_money;
 mod media_report;
+mod presets;
 mod provenance;
 mod report;
 mod resume;

@@ -30,7 +30,7 @@ impl Campaign {
                 estimated_cost_usd: p.map(|p| p.estimate_cost(&req)).unwrap_or(0.0),
                 priced: p.is_some_and(|p| p.has_price(&req)),
             });
-            requests.extend(self.gate_calls(step, g.gates_for(job), job));
+            requests.extend(self.gate_calls(step, &g.gates_for(job), job));
         }
         for (step, gates) in &self.gated {
             requests.extend(self.gate_calls(step, gates, job));
@@ -126,7 +126,7 @@ impl Campaign {
                     // A judge's request depends on its rubric's variables,
                     // which its price hardly does: the step's representatives
                     // stand for it.
-                    for r in self.gate_calls(step, g.gates_for(job), job) {
+                    for r in self.gate_calls(step, &g.gates_for(job), job) {
                         count(&r, each);
                     }
                 }

@@ -71,7 +71,9 @@ pub(crate) fn check_layer(layer: &Layer, base: &str) -> Result<(), SpecError> {
             format!("{base}.{f}")
         }
     };
-    let (w, h) = layer.dimensions().map_err(|m| bad(at("size"), m))?;
+    let (w, h) = layer
+        .dimensions()
+        .map_err(|e| bad(at("size"), e.reason().to_string()))?;
     // A size's parts are reported at `size` unless set on their own.
     let w_at = at(if layer.width.is_some() { "width" } else { "size" });
     let h_at = at(if layer.height.is_some() { "height" } else { "size" });

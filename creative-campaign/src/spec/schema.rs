@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use creative_core::ConfigError;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A whole campaign spec.
@@ -284,28 +285,23 @@ impl Layer {
         }
     }
 
-    /// Width and height, from `size` unless set on their own.
-    pub(crate) fn dimensions(&self) -> Result<(Option<u32>, Option<u32>), String> {
+    /// Width and height, from `size` unless set on their own. A malformed
+    /// size is refused at field `size`.
+    pub(crate) fn dimensions(&self) -> Result<(Option<u32>, Option<u32>), ConfigError> {
         let (mut w, mut h) = (None, None);
         if let Some(s) = &self.size {
-            let (a, b) = s
-                .split_once(['x', 'X'])
-                .ok_or_else(|| format!("size `{s}` is not WIDTHxHEIGHT"))?;
-            let parse = |t: &str| {
-                t.trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| format!("size `{s}` is not WIDTHxHEIGHT"))
-            };
+            let bad = || ConfigError::new("size", format!("size `{s}` is not WIDTHxHEIGHT"));
+            let (a, b) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+            let parse = |t: &str| t.trim().parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(bad);
             w = Some(parse(a)?);
             h = Some(parse(b)?);
         }
         Ok((self.width.or(w), self.height.or(h)))
     }
 
-    /// The typed request parameters of this layer (seed aside: see the policy).
-    pub(crate) fn params(&self) -> Result<creative_core::request::Params, String> {
+    /// The typed request parameters of this layer (a fixed seed included: see
+    /// the policy). Fails only on a malformed `size`.
+    pub(crate) fn params(&self) -> Result<creative_core::request::Params, ConfigError> {
         let (width, height) = self.dimensions()?;
         Ok(creative_core::request::Params {
             width,

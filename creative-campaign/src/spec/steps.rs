@@ -1,12 +1,11 @@
 //! The steps a spec builds itself: the generate step with parameter layers and
 //! seed policy, and gates around any other step.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::spec::schema::{Layer, SeedPolicy, PARAM_VARS};
+use crate::spec::schema::{Layer, PARAM_VARS};
 use creative_core::artifact::{Artifact, MediaKind};
 use creative_core::error::{GateError, StepError};
 use creative_core::gate::{GateCtx, OnGateFail, QualityGate, Verdict};
@@ -14,11 +13,13 @@ use creative_core::generate::{judge, GenerateStep};
 use creative_core::job::{derive_seed, Job, Vars};
 use creative_core::request::{Request, Task};
 use creative_core::step::{Step, StepCtx, StepInputs};
-use creative_core::template::{Template, UPSTREAM};
+use creative_core::template::UPSTREAM;
+use creative_core::{ConfigError, Preset};
 
 /// The parameter layer a job's variables make: every variable named like a
-/// [`Layer`] field (`width`, `size`, `model`, `seed`...).
-pub(crate) fn job_layer(vars: &Vars) -> Result<Layer, String> {
+/// [`Layer`] field (`width`, `size`, `model`, `seed`...). A refused variable is
+/// the error's field (see [`job_var_message`]).
+pub(crate) fn job_layer(vars: &Vars) -> Result<Layer, ConfigError> {
     let mut m = serde_json::Map::new();
     for name in PARAM_VARS {
         if let Some(v) = vars.get(*name) {
@@ -29,33 +30,51 @@ pub(crate) fn job_layer(vars: &Vars) -> Result<Layer, String> {
         return Ok(Layer::default());
     }
     let layer: Layer = serde_path_to_error::deserialize(serde_json::Value::Object(m))
-        .map_err(|e| format!("job variable `{}`: {}", e.path(), e.inner()))?;
+        .map_err(|e| ConfigError::new(e.path().to_string(), e.inner().to_string()))?;
     layer.dimensions()?;
     Ok(layer)
 }
 
-/// One way a generate step can run: for one preset (or none).
-#[derive(Clone)]
-pub(crate) struct Variant {
-    /// defaults < preset < step, merged.
-    pub base: Layer,
-    /// The step with its prompt (prefix and suffix applied) compiled.
-    pub step: GenerateStep,
-    /// The prompt template, for estimates.
-    pub prompt: Template,
-    /// The negative prompt template.
-    pub negative: Option<Template>,
+/// What a refused job variable says: `job variable `width`: ...`.
+pub(crate) fn job_var_message(e: &ConfigError) -> String {
+    format!("job variable `{}`: {}", e.field(), e.reason())
 }
 
-/// A generate step from a spec: picks its preset per job (the job's `preset`
-/// variable, else the step's), layers parameters (defaults < preset < step <
-/// job variables < overrides), applies the seed policy, then runs the core
-/// [`GenerateStep`].
+/// The engine preset of one parameter layer (a `[presets.NAME]`, the
+/// defaults, a step's own settings). The palette is the spec's own: it feeds
+/// the gates, which the spec builds per preset.
+pub(crate) fn preset_of(layer: &Layer, name: &str) -> Result<Preset, ConfigError> {
+    let mut p = Preset::new(name).params(&layer.params()?);
+    if let Some(seed) = layer.seed {
+        p = p.seed(seed.into());
+    }
+    if let Some(m) = &layer.model {
+        p = p.model(m.clone());
+    }
+    if let Some(raw) = &layer.raw {
+        p = p.raw(raw.clone());
+    }
+    if let Some(t) = &layer.prompt_prefix {
+        p = p.prompt_prefix(t.clone());
+    }
+    if let Some(t) = &layer.prompt_suffix {
+        p = p.prompt_suffix(t.clone());
+    }
+    if let Some(t) = &layer.negative_prompt {
+        p = p.negative(t.clone());
+    }
+    Ok(p)
+}
+
+/// A generate step from a spec: the core [`GenerateStep`] carrying the step's
+/// presets (defaults < preset < the step's own settings, each a complete
+/// engine [`Preset`]; the one a job's `preset` variable names, else the
+/// step's), with job variables < overrides layered over them per job and a
+/// reviewer's revision applied.
 pub(crate) struct SpecGenerate {
     pub task: Task,
     pub chain: Vec<String>,
-    pub variants: HashMap<Option<String>, Variant>,
-    pub default_preset: Option<String>,
+    pub step: GenerateStep,
     pub overrides: Layer,
     /// What the prompts read of upstream outputs, as placeholders
     /// (`‹steps.copy.text›`), for estimates and dry runs made before those
@@ -67,35 +86,18 @@ pub(crate) struct SpecGenerate {
 }
 
 impl SpecGenerate {
-    fn variant(&self, job: &Job) -> Result<&Variant, StepError> {
-        let preset = match job.var_str("preset") {
-            Some(p) => Some(p),
-            None => self.default_preset.clone(),
-        };
-        self.variants
-            .get(&preset)
-            .ok_or_else(|| StepError::invalid_input(format!("unknown preset `{}`", preset.unwrap_or_default())))
-    }
-
     /// The gates judging this step's outputs for a job (those of its preset).
-    pub fn gates_for(&self, job: &Job) -> &[Arc<dyn QualityGate>] {
-        self.variant(job).map(|v| v.step.gates()).unwrap_or_default()
+    pub fn gates_for(&self, job: &Job) -> Vec<Arc<dyn QualityGate>> {
+        self.step.gates_for(job).unwrap_or_default()
     }
 
-    /// The fully resolved layer for a job.
-    pub fn resolve(&self, job: &Job) -> Result<(&Variant, Layer), StepError> {
-        let v = self.variant(job)?;
-        let mut layer = v.base.clone();
-        layer.merge_from(&job_layer(job.vars()).map_err(StepError::invalid_input)?);
-        layer.merge_from(&self.overrides);
-        Ok((v, layer))
-    }
-
-    /// The core step configured for a job.
+    /// The core step configured for a job: the job's parameter variables, then
+    /// the overrides, as the step's own settings over its presets.
     fn configured(&self, job: &Job) -> Result<GenerateStep, StepError> {
-        let (v, layer) = self.resolve(job)?;
-        let params = layer.params().map_err(StepError::invalid_input)?;
-        let mut step = v.step.clone().params(&params);
+        let mut layer = job_layer(job.vars()).map_err(|e| StepError::invalid_input(job_var_message(&e)))?;
+        layer.merge_from(&self.overrides);
+        let params = layer.params().map_err(|e| StepError::invalid_input(e.reason()))?;
+        let mut step = self.step.clone().params(&params);
         if let Some(policy) = layer.seed {
             // The engine draws a random seed per run and records whichever
             // seed it sends in the asset's provenance.
@@ -115,11 +117,8 @@ impl SpecGenerate {
     pub fn variables(&self) -> Vec<String> {
         let mut names: std::collections::BTreeSet<String> = PARAM_VARS.iter().map(|s| s.to_string()).collect();
         names.insert("preset".into());
-        for v in self.variants.values() {
-            names.extend(v.prompt.variables().map(str::to_string));
-            if let Some(n) = &v.negative {
-                names.extend(n.variables().map(str::to_string));
-            }
+        for t in self.step.templates() {
+            names.extend(t.variables().map(str::to_string));
         }
         // Upstream outputs are not job variables.
         names.remove(UPSTREAM);
@@ -129,25 +128,7 @@ impl SpecGenerate {
     /// The first request this step would make for a job (for estimates and dry
     /// runs; the seed is left as the policy makes it).
     pub fn request_for(&self, job: &Job) -> Result<Request, StepError> {
-        let (v, layer) = self.resolve(job)?;
-        let vars = match &self.upstream {
-            Some(up) => {
-                let mut vars = (**job.vars()).clone();
-                vars.insert(UPSTREAM.into(), up.clone());
-                std::borrow::Cow::Owned(vars)
-            }
-            None => std::borrow::Cow::Borrowed(&**job.vars()),
-        };
-        let render = |t: &Template| t.render(&vars).map_err(StepError::from);
-        Ok(Request {
-            task: self.task,
-            model: layer.model.clone(),
-            prompt: render(&v.prompt)?,
-            negative_prompt: v.negative.as_ref().map(render).transpose()?,
-            inputs: Vec::new(),
-            params: layer.params().map_err(StepError::invalid_input)?,
-            raw: layer.raw.clone().unwrap_or_default(),
-        })
+        self.configured(job)?.request_for(job, self.upstream.as_ref())
     }
 }
 
@@ -170,11 +151,7 @@ impl Step for SpecGenerate {
     }
 
     fn reads(&self) -> Vec<String> {
-        // Any preset's prompt may be the one a job runs.
-        let mut names: Vec<String> = self.variants.values().flat_map(|v| v.step.reads()).collect();
-        names.sort();
-        names.dedup();
-        names
+        self.step.reads()
     }
 
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
@@ -186,9 +163,8 @@ impl Step for SpecGenerate {
         if let Some(rev) = revision {
             // A rejected asset: a new seed derived from the one it had, and the
             // reviewer's notes for the model.
-            let (_, layer) = self.resolve(&ctx.job)?;
-            let base = match layer.seed {
-                Some(SeedPolicy::Fixed(s)) => s,
+            let base = match step.seed_policy_for(&ctx.job)? {
+                creative_core::SeedPolicy::Fixed(s) => s,
                 _ => ctx.derived_seed(),
             };
             let params = creative_core::request::Params {
@@ -276,5 +252,50 @@ impl Step for GatedStep {
             }
         }
         Ok(outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, serde_json::Value)]) -> Vars {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn a_job_variable_of_the_wrong_type_is_refused_at_its_name() {
+        let e = job_layer(&vars(&[("width", "wide".into())])).unwrap_err();
+        assert_eq!(e.field(), "width");
+        assert!(e.reason().contains("invalid type"), "{e}");
+        assert!(job_var_message(&e).starts_with("job variable `width`: "), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_size_variable_is_refused_at_size() {
+        let e = job_layer(&vars(&[("size", "40 by 40".into())])).unwrap_err();
+        assert_eq!(e.field(), "size");
+        assert_eq!(e.reason(), "size `40 by 40` is not WIDTHxHEIGHT");
+    }
+
+    #[test]
+    fn a_layer_becomes_an_engine_preset_with_its_size_seed_and_words() {
+        let layer = job_layer(&vars(&[
+            ("size", "40x30".into()),
+            ("seed", 9.into()),
+            ("model", "m".into()),
+        ]))
+        .unwrap();
+        let mut layer = layer;
+        layer.prompt_prefix = Some("kit ".into());
+        let p = preset_of(&layer, "kit").unwrap();
+        let step = GenerateStep::new(Task::Image, ["art"], "a mug").unwrap().preset(p);
+        let r = step.request_for(&Job::new([("x", 1)]), None).unwrap();
+        assert_eq!(
+            (r.params.width, r.params.height, r.params.seed),
+            (Some(40), Some(30), Some(9))
+        );
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.prompt, "kit a mug");
     }
 }

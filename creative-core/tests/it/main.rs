@@ -4,4 +4,5 @@
 mod bounds;
 mod canonical;
 mod engine;
+mod preset;
 mod trust;

@@ -13,7 +13,7 @@ use crate::spec::campaign::Campaign;
 use crate::spec::error::{SpecError, SpecErrorKind as K};
 use crate::spec::matrix::JobMatrix;
 use crate::spec::schema::{GateSpec, GenerateSettings, Layer, StepSpec, GENERATE_KEYS, PARAM_VARS};
-use crate::spec::steps::{job_layer, GatedStep, NamedGate, SpecGenerate, Variant};
+use crate::spec::steps::{job_layer, job_var_message, preset_of, GatedStep, NamedGate, SpecGenerate};
 use crate::spec::{ranges, Spec};
 use creative_core::artifact::MediaKind;
 use creative_core::dag::Dag;
@@ -25,7 +25,7 @@ use creative_core::registry::{BuildCtx, Registry};
 use creative_core::resilience::{Backoff, RetryPolicy};
 use creative_core::step::Step;
 use creative_core::template::Template;
-use creative_core::ConfigError;
+use creative_core::{ConfigError, Preset, StepError};
 
 fn err(kind: K, path: impl Into<String>, msg: impl Into<String>) -> SpecError {
     SpecError::new(kind, path, msg)
@@ -242,8 +242,13 @@ impl Spec {
         let mut layer_vars: Vec<&str> = PARAM_VARS.to_vec();
         layer_vars.push("preset");
         for job in jobs.representatives(&layer_vars) {
-            let layer =
-                job_layer(job.vars()).map_err(|m| err(K::Invalid, "matrix", format!("{m} ({})", describe(&job))))?;
+            let layer = job_layer(job.vars()).map_err(|e| {
+                err(
+                    K::Invalid,
+                    "matrix",
+                    format!("{} ({})", job_var_message(&e), describe(&job)),
+                )
+            })?;
             ranges::check_layer(&layer, "matrix").map_err(|mut e| {
                 e.message = format!("{} ({})", e.message, describe(&job));
                 e
@@ -322,7 +327,7 @@ impl Spec {
                 if s.gates.is_empty() {
                     inner
                 } else {
-                    let gates = self.build_gates(&s.gates, &base, reg, &ctx, &Layer::default())?;
+                    let gates = self.build_gates(&s.gates, &base, reg, &ctx, None)?;
                     gated.push((s.name.clone(), gates.clone()));
                     Arc::new(GatedStep {
                         inner,
@@ -504,7 +509,7 @@ impl Spec {
         base: &str,
         reg: &Registry,
         ctx: &BuildCtx,
-        layer: &Layer,
+        palette: Option<&Vec<String>>,
     ) -> Result<Vec<Arc<dyn QualityGate>>, SpecError> {
         let mut out: Vec<Arc<dyn QualityGate>> = Vec::new();
         for (j, g) in gates.iter().enumerate() {
@@ -522,7 +527,7 @@ impl Spec {
             })?;
             let mut settings = g.settings.clone();
             if g.kind == "palette" && !settings.contains_key("palette") {
-                if let Some(p) = &layer.palette {
+                if let Some(p) = palette {
                     // The brand kit's palette, unless the gate sets its own.
                     settings.insert("palette".into(), p.clone().into());
                 }
@@ -598,28 +603,43 @@ impl Spec {
         if jobs.get(0).is_some_and(|j| j.vars().contains_key("preset")) {
             presets.extend(doc.presets.keys().map(|k| Some(k.clone())));
         }
-        let mut variants = HashMap::new();
+        // Each layer as an engine preset; the engine merges them. A size was
+        // checked with the layer, so converting it cannot fail here.
+        let engine_preset = |layer: &Layer, path: &str| {
+            preset_of(layer, "").map_err(|e| err(K::Invalid, format!("{path}.{}", e.field()), e.reason()))
+        };
+        let defaults = engine_preset(&doc.defaults, "defaults")?;
+        let own = engine_preset(&step_layer, base)?;
+        // Prompt wrappers cannot come from job variables, so the overrides
+        // are the last word on them here.
+        let o = &doc.overrides;
+        let mut words = Preset::new("");
+        if let Some(t) = &o.prompt_prefix {
+            words = words.prompt_prefix(t.clone());
+        }
+        if let Some(t) = &o.prompt_suffix {
+            words = words.prompt_suffix(t.clone());
+        }
+        if let Some(t) = &o.negative_prompt {
+            words = words.negative(t.clone());
+        }
+        let (mut fixed, mut named) = (None, Vec::new());
         let mut upstream = None;
         for preset in presets {
-            if variants.contains_key(&preset) {
+            let seen = |p: &Preset| preset.as_deref() == Some(p.name());
+            if (preset.is_none() && fixed.is_some()) || named.iter().any(seen) {
                 continue;
             }
-            let mut layer = doc.defaults.clone();
-            if let Some(p) = preset.as_ref().and_then(|p| doc.presets.get(p)) {
-                layer.merge_from(p);
+            let layer = preset.as_ref().and_then(|p| doc.presets.get(p));
+            // defaults < preset < step < (the overrides' words), merged by the engine.
+            let mut engine = Preset::new(preset.clone().unwrap_or_default());
+            engine.merge_from(&defaults);
+            if let Some(l) = layer {
+                engine.merge_from(&engine_preset(l, &format!("presets.{}", engine.name()))?);
             }
-            layer.merge_from(&step_layer);
-            // Prompt wrappers cannot come from job variables, so the overrides
-            // are the last word on them here.
-            let mut words = layer.clone();
-            words.merge_from(&doc.overrides);
-            let prompt_src = format!(
-                "{}{}{}",
-                words.prompt_prefix.as_deref().unwrap_or(""),
-                settings.prompt,
-                words.prompt_suffix.as_deref().unwrap_or("")
-            );
-            let prompt = template(&prompt_src, &format!("{base}.prompt"))?;
+            engine.merge_from(&own);
+            engine.merge_from(&words);
+            let prompt = template(&engine.wrap_prompt(&settings.prompt), &format!("{base}.prompt"))?;
             let users = (preset.clone(), settings.preset.clone());
             let up = self.upstream_placeholder(&prompt, s, &format!("{base}.prompt"))?;
             merge_placeholder(&mut upstream, up);
@@ -630,49 +650,50 @@ impl Spec {
                 upstream.as_ref(),
                 &format!("{base}.prompt"),
             )?;
-            let negative = match &words.negative_prompt {
-                Some(n) => {
-                    let t = template(n, &format!("{base}.negative_prompt"))?;
-                    let up = self.upstream_placeholder(&t, s, &format!("{base}.negative_prompt"))?;
-                    merge_placeholder(&mut upstream, up);
-                    check_renders(
-                        &t,
-                        jobs,
-                        Some(&users),
-                        upstream.as_ref(),
-                        &format!("{base}.negative_prompt"),
-                    )?;
-                    Some(t)
-                }
-                None => None,
-            };
-            let mut step = GenerateStep::new(task, settings.providers.clone(), &prompt_src)
-                .map_err(|e| err(K::Invalid, format!("{base}.prompt"), e.to_string()))?
-                .on_gate_fail(policy)
-                .keep(settings.keep.unwrap_or(1));
-            if let Some(n) = &words.negative_prompt {
-                step = step
-                    .negative(n)
-                    .map_err(|e| err(K::Invalid, format!("{base}.negative_prompt"), e.to_string()))?;
+            if let Some(n) = engine.negative_prompt() {
+                let t = template(n, &format!("{base}.negative_prompt"))?;
+                let up = self.upstream_placeholder(&t, s, &format!("{base}.negative_prompt"))?;
+                merge_placeholder(&mut upstream, up);
+                check_renders(
+                    &t,
+                    jobs,
+                    Some(&users),
+                    upstream.as_ref(),
+                    &format!("{base}.negative_prompt"),
+                )?;
             }
-            for g in self.build_gates(&s.gates, base, reg, ctx, &layer)? {
-                step = step.gate(g);
+            // The brand kit's palette, for palette gates that set none.
+            let palette = step_layer
+                .palette
+                .as_ref()
+                .or(layer.and_then(|l| l.palette.as_ref()))
+                .or(doc.defaults.palette.as_ref());
+            for g in self.build_gates(&s.gates, base, reg, ctx, palette)? {
+                engine = engine.gate(g);
             }
-            variants.insert(
-                preset,
-                Variant {
-                    base: layer,
-                    step,
-                    prompt,
-                    negative,
-                },
-            );
+            match preset {
+                None => fixed = Some(engine),
+                Some(_) => named.push(engine),
+            }
+        }
+        let in_step = |e: StepError| err(K::Invalid, format!("{base}.prompt"), e.to_string());
+        let mut step = GenerateStep::new(task, settings.providers.clone(), &settings.prompt)
+            .map_err(in_step)?
+            .on_gate_fail(policy)
+            .keep(settings.keep.unwrap_or(1));
+        if let Some(p) = fixed {
+            step = step.try_preset(p).map_err(in_step)?;
+        }
+        if !named.is_empty() {
+            // A job's `preset` variable picks one, else the step's own.
+            step = step
+                .preset_by_var("preset", named, settings.preset.as_deref())
+                .map_err(in_step)?;
         }
         let gen = Arc::new(SpecGenerate {
             task,
             chain: settings.providers.clone(),
-            variants,
-            default_preset: settings.preset.clone(),
+            step,
             overrides: doc.overrides.clone(),
             upstream,
             revisions: revisions.clone(),
@@ -713,7 +734,7 @@ impl Campaign {
             .generators
             .iter()
             .map(|(step, g)| (step, g.gates_for(&job)))
-            .chain(self.gated.iter().map(|(step, gates)| (step, gates.as_slice())));
+            .chain(self.gated.iter().map(|(step, gates)| (step, gates.clone())));
         for (step, gates) in gates {
             for (j, gate) in gates.iter().enumerate() {
                 for (pid, req) in gate.planned_calls(job.vars()) {
