@@ -52,7 +52,7 @@ use futures::{Stream, StreamExt};
 
 use crate::engine::EngineInner;
 use crate::hostthread::{self, PumpItem, PumpQueue};
-use crate::status::FfiError;
+use crate::status::{creative_status, FfiError};
 
 /// A started run. Create with `creative_run_start`, free with `creative_run_free`.
 ///
@@ -337,6 +337,20 @@ pub(crate) unsafe fn run_ref<'a>(run: *const creative_run) -> Result<&'a creativ
     unsafe { run.as_ref() }.ok_or_else(|| FfiError::null("run"))
 }
 
+/// Why [`replay_events`] could not start its run: the status and message a C
+/// caller of `creative_run_start` would have seen.
+#[doc(hidden)]
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct ReplayError(FfiError);
+
+impl ReplayError {
+    /// The status the C ABI returns for this failure.
+    pub fn status(&self) -> creative_status {
+        self.0.status
+    }
+}
+
 /// Start a run that only replays `events` to `callback` and then ends succeeded
 /// with no jobs: the event-delivery path alone (pump, delivery thread, JSON, the
 /// host's callback), for benchmarks and tests from Rust. Not part of the C ABI.
@@ -346,7 +360,7 @@ pub fn replay_events(
     events: Vec<Event>,
     callback: creative_event_fn,
     user_data: *mut c_void,
-) -> Result<Box<creative_run>, String> {
+) -> Result<Box<creative_run>, ReplayError> {
     let launch = Launch {
         events: Box::pin(futures::stream::iter(events)),
         cancel: CancellationToken::new(),
@@ -367,5 +381,5 @@ pub fn replay_events(
             })
         }),
     };
-    start(&engine.inner, launch, callback, user_data, None, None).map_err(|e| e.message)
+    start(&engine.inner, launch, callback, user_data, None, None).map_err(ReplayError)
 }
