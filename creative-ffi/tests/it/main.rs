@@ -8,6 +8,7 @@
 //! variable of its own.
 
 mod abi;
+mod abi_text;
 mod brief;
 mod header;
 mod hostcalls;
