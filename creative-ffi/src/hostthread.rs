@@ -35,15 +35,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The system refused a thread for host calls (`pthread_create`'s error).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start a thread for host calls: {0}")]
+pub(crate) struct SpawnError(#[source] std::io::Error);
+
+impl From<SpawnError> for FfiError {
+    fn from(e: SpawnError) -> Self {
+        FfiError::new(creative_status::Internal, e.to_string())
+    }
+}
+
+/// Why host work was not handed to a thread (the work is dropped; its caller
+/// sees the call fail).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DispatchError {
+    /// The engine's pool was closed by `creative_engine_shutdown` or `_free`.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// Pump mode: the run's queue was closed (the run freed, its engine shut
+    /// down).
+    #[error("the run was freed or its engine shut down")]
+    RunClosed,
+    /// No thread could be started and none was running to take the work.
+    #[error(transparent)]
+    NoThread(#[from] SpawnError),
+}
+
 /// Start a detached thread named `name` running `f`, on which a forced unwind
 /// passes through to the thread's start instead of aborting the process.
-pub(crate) fn spawn(name: &'static str, f: Job) -> Result<(), FfiError> {
-    spawn_impl(name, f).map_err(|e| {
-        FfiError::new(
-            creative_status::Internal,
-            format!("cannot start a thread for host calls: {e}"),
-        )
-    })
+pub(crate) fn spawn(name: &'static str, f: Job) -> Result<(), SpawnError> {
+    spawn_impl(name, f).map_err(SpawnError)
 }
 
 #[cfg(unix)]
@@ -88,7 +110,7 @@ mod sys {
         std::ptr::null_mut()
     }
 
-    pub(super) fn spawn_impl(name: &'static str, f: Job) -> Result<(), String> {
+    pub(super) fn spawn_impl(name: &'static str, f: Job) -> std::io::Result<()> {
         let arg = Box::into_raw(Box::new(Start { name, f })).cast::<c_void>();
         let mut tid: libc::pthread_t = 0;
         // SAFETY: `tid` is writable; a NULL attribute means the defaults; `start`
@@ -97,7 +119,7 @@ mod sys {
         if rc != 0 {
             // SAFETY: the thread was not created, so `arg` is still ours alone.
             drop(unsafe { Box::from_raw(arg.cast::<Start>()) });
-            return Err(std::io::Error::from_raw_os_error(rc).to_string());
+            return Err(std::io::Error::from_raw_os_error(rc));
         }
         // Nobody joins it: completion is signalled through the pool's and the
         // run's own state, which destructors update even on a forced unwind.
@@ -113,12 +135,8 @@ mod sys {
 
     // Windows ends threads with `_endthreadex`/`ExitThread`, which does not
     // unwind: std's threads serve.
-    pub(super) fn spawn_impl(name: &'static str, f: Job) -> Result<(), String> {
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(f)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    pub(super) fn spawn_impl(name: &'static str, f: Job) -> std::io::Result<()> {
+        std::thread::Builder::new().name(name.into()).spawn(f).map(drop)
     }
 }
 
@@ -264,12 +282,12 @@ impl HostPool {
 
     /// Queue `job`; says why not if the pool was closed or no thread can start
     /// (the job is dropped: its caller sees the call fail).
-    pub(crate) fn submit(self: &Arc<Self>, job: Job) -> Result<(), String> {
+    pub(crate) fn submit(self: &Arc<Self>, job: Job) -> Result<(), DispatchError> {
         let mut s = lock(&self.state);
         if s.closed {
             drop(s);
             drop(job);
-            return Err("the engine is shutting down".into());
+            return Err(DispatchError::ShuttingDown);
         }
         s.queue.push_back(job);
         if s.idle >= s.queue.len() {
@@ -289,7 +307,7 @@ impl HostPool {
                     let job = s.queue.pop_back();
                     drop(s);
                     drop(job);
-                    return Err(e.message);
+                    return Err(e.into());
                 }
             }
         }
@@ -455,12 +473,10 @@ pub(crate) enum Dispatch {
 
 impl Dispatch {
     /// Hand `job` over, or say why it cannot run (and drop it).
-    pub(crate) fn submit(&self, job: Job) -> Result<(), String> {
+    pub(crate) fn submit(&self, job: Job) -> Result<(), DispatchError> {
         match self {
             Dispatch::Pool(p) => p.submit(job),
-            Dispatch::Pump(q) => q
-                .push_call(job)
-                .map_err(|_job| "the run was freed or its engine shut down".to_string()),
+            Dispatch::Pump(q) => q.push_call(job).map_err(|_job| DispatchError::RunClosed),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use ab_glyph::{point, Font as _, FontArc, PxScale, ScaleFont};
+use ab_glyph::{point, Font as _, FontArc, InvalidFont, PxScale, ScaleFont};
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -39,19 +39,17 @@ impl std::fmt::Debug for Font {
 impl Font {
     /// The bundled DejaVu Sans.
     pub fn bundled() -> Result<Font, OpsError> {
-        static FONT: OnceLock<Result<Font, String>> = OnceLock::new();
+        static FONT: OnceLock<Result<Font, InvalidFont>> = OnceLock::new();
         FONT.get_or_init(|| {
-            FontArc::try_from_slice(BUNDLED)
-                .map(|inner| Font {
-                    inner,
-                    name: Arc::from("DejaVu Sans (bundled)"),
-                })
-                .map_err(|e| e.to_string())
+            FontArc::try_from_slice(BUNDLED).map(|inner| Font {
+                inner,
+                name: Arc::from("DejaVu Sans (bundled)"),
+            })
         })
         .clone()
-        .map_err(|message| OpsError::File {
+        .map_err(|e| OpsError::File {
             path: "assets/DejaVuSans.ttf (bundled)".into(),
-            message,
+            message: e.to_string(),
         })
     }
 

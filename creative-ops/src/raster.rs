@@ -218,8 +218,60 @@ pub fn declared_dimensions(bytes: &[u8], what: &str) -> Result<(u32, u32), OpsEr
 
 /// `Ok` when an image of `w`x`h` may be decoded or produced: at most
 /// [`MAX_IMAGE_SIDE`] a side and [`MAX_IMAGE_PIXELS`] in all.
-pub fn check_image_size(w: u32, h: u32) -> Result<(), String> {
-    creative_core::limits::check_image_size(w, h).map_err(|e| e.reason().to_string())
+///
+/// ```
+/// use creative_ops::raster::{check_image_size, ImageSizeError};
+/// assert!(check_image_size(1920, 1080).is_ok());
+/// assert!(matches!(check_image_size(0, 5), Err(ImageSizeError::Empty { .. })));
+/// let e = check_image_size(50_000, 50_000).unwrap_err();
+/// assert!(e.to_string().starts_with("50000x50000 is too large"), "{e}");
+/// ```
+pub fn check_image_size(w: u32, h: u32) -> Result<(), ImageSizeError> {
+    let (width, height) = (w, h);
+    if w == 0 || h == 0 {
+        return Err(ImageSizeError::Empty { width, height });
+    }
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(ImageSizeError::SideTooLong { width, height });
+    }
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(ImageSizeError::TooManyPixels { width, height, pixels });
+    }
+    Ok(())
+}
+
+/// An image size refused by [`check_image_size`]; the message names the size
+/// and the limit it breaks (the engine's own limits, the same words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageSizeError {
+    /// A side is zero.
+    #[error("{width}x{height} has no pixels")]
+    Empty {
+        /// The width asked for.
+        width: u32,
+        /// The height asked for.
+        height: u32,
+    },
+    /// A side is longer than [`MAX_IMAGE_SIDE`].
+    #[error("{width}x{height} is too large: each side may be at most {MAX_IMAGE_SIDE} pixels")]
+    SideTooLong {
+        /// The width asked for.
+        width: u32,
+        /// The height asked for.
+        height: u32,
+    },
+    /// More than [`MAX_IMAGE_PIXELS`] in all.
+    #[error("{width}x{height} is too large: {pixels} pixels, at most {MAX_IMAGE_PIXELS} allowed")]
+    TooManyPixels {
+        /// The width asked for.
+        width: u32,
+        /// The height asked for.
+        height: u32,
+        /// Their product.
+        pixels: u64,
+    },
 }
 
 /// A decoded 8-bit image: RGB, or RGBA when the source had alpha.

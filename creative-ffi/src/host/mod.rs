@@ -22,11 +22,12 @@ use creative_core::{Artifact, CancellationToken, Verdict};
 use serde_json::Value;
 
 use crate::engine::creative_engine;
-use crate::hostthread::{in_host, CallGate, Dispatch};
+use crate::hostthread::{in_host, CallGate, Dispatch, DispatchError};
 use crate::panic::text_arg;
 use crate::status::{creative_status, FfiError};
 
 mod call;
+mod convert;
 mod sinks;
 mod steps;
 
@@ -231,6 +232,37 @@ fn invoke(ext: &HostExt, mut call: creative_host_call) -> CallResult {
     }
 }
 
+/// Why a host callback gave no answer. The host's own refusals are not here:
+/// they come back as a status in the call's result.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HostCallError {
+    /// The engine was shut down before the call's turn came.
+    #[error("host kind `{kind}` was not called: its engine was shut down")]
+    ShutDown {
+        /// The registered kind.
+        kind: String,
+    },
+    /// The call could not be handed to a thread (or to the pump queue).
+    #[error("host kind `{kind}` was not called: {why}")]
+    NotDispatched {
+        /// The registered kind.
+        kind: String,
+        /// Why not.
+        why: DispatchError,
+    },
+    /// The call was dropped unanswered: never run (its run freed or its engine
+    /// shut down while it waited in a queue), or its thread ended inside the
+    /// host (a forced unwind).
+    #[error(
+        "host kind `{kind}`: the call did not return (its run was freed, its engine shut down, or the host \
+         ended the thread running it)"
+    )]
+    NoAnswer {
+        /// The registered kind.
+        kind: String,
+    },
+}
+
 /// Where one run's host calls go, and the engine's gate they pass.
 #[derive(Clone)]
 pub(crate) struct HostCtx {
@@ -241,7 +273,7 @@ pub(crate) struct HostCtx {
 impl HostCtx {
     /// Run the host's callback for `call` where this run's host calls go, and
     /// wait (asynchronously) for its answer.
-    async fn call(&self, ext: Arc<HostExt>, call: creative_host_call) -> Result<CallResult, String> {
+    async fn call(&self, ext: Arc<HostExt>, call: creative_host_call) -> Result<CallResult, HostCallError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gate = self.gate.clone();
         let kind = ext.kind.clone();
@@ -253,27 +285,22 @@ impl HostCtx {
                 return;
             }
             let Some(_entered) = gate.enter() else {
-                let _ = tx.send(Err(format!(
-                    "host kind `{}` was not called: its engine was shut down",
-                    ext.kind
-                )));
+                let _ = tx.send(Err(HostCallError::ShutDown { kind: ext.kind.clone() }));
                 return;
             };
             let r = invoke(&ext, call);
             let _ = tx.send(Ok(r));
         });
-        self.dispatch
-            .submit(job)
-            .map_err(|why| format!("host kind `{kind}` was not called: {why}"))?;
+        self.dispatch.submit(job).map_err(|why| HostCallError::NotDispatched {
+            kind: kind.clone(),
+            why,
+        })?;
         match rx.await {
             Ok(r) => r,
             // The job was dropped without answering: never run (its run was
             // freed or its engine shut down while it waited in a queue), or its
             // thread ended inside the host (a forced unwind).
-            Err(_) => Err(format!(
-                "host kind `{kind}`: the call did not return (its run was freed, its engine shut down, \
-                 or the host ended the thread running it)"
-            )),
+            Err(_) => Err(HostCallError::NoAnswer { kind }),
         }
     }
 }
@@ -367,4 +394,43 @@ fn register(engine: &creative_engine, role: Role, ext: Arc<HostExt>) {
     let host = engine.inner.host_ctx(Dispatch::Pool(engine.inner.pool.clone()));
     engine.inner.with_registry(|r| kind.install(r, host));
     engine.inner.add_host_kind(kind);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These messages reach a host through `creative_last_error_message()`:
+    /// each names the host kind and why it was not answered.
+    #[test]
+    fn a_host_call_error_names_the_kind_and_why() {
+        let kind = || "blender".to_string();
+        let refused = HostCallError::NotDispatched {
+            kind: kind(),
+            why: DispatchError::ShuttingDown,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "host kind `blender` was not called: the engine is shutting down"
+        );
+        let closed = HostCallError::NotDispatched {
+            kind: kind(),
+            why: DispatchError::RunClosed,
+        };
+        assert!(
+            closed
+                .to_string()
+                .ends_with("the run was freed or its engine shut down"),
+            "{closed}"
+        );
+        assert_eq!(
+            HostCallError::ShutDown { kind: kind() }.to_string(),
+            "host kind `blender` was not called: its engine was shut down"
+        );
+        let lost = HostCallError::NoAnswer { kind: kind() }.to_string();
+        assert!(
+            lost.starts_with("host kind `blender`: the call did not return"),
+            "{lost}"
+        );
+    }
 }

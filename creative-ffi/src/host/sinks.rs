@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use creative_campaign::spec::{BuildCtx, Registry, SinkFactory};
 use creative_core::deliver::{AssetEntry, ManifestSummary, Report};
 use creative_core::resilience::Backoff;
-use creative_core::{Artifact, CancellationToken, Delivery, Receipt, Sink, SinkError};
+use creative_core::{Artifact, CancellationToken, ConfigError, Delivery, Receipt, Sink, SinkError};
 use serde_json::{json, Value};
 
 use super::{
@@ -202,20 +202,28 @@ struct SinkSettings {
 const MAX_RETRIES: u64 = 10;
 const MAX_BACKOFF_MS: u64 = 60_000;
 
-fn sink_settings(kind: &str, settings: &Value) -> Result<SinkSettings, String> {
+fn sink_settings(kind: &str, settings: &Value) -> Result<SinkSettings, ConfigError> {
     let name = match settings.get("name") {
         None => kind.to_string(),
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(v) => return Err(format!("`name`: expected a non-empty string, got {v}")),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "name",
+                format!("expected a non-empty string, got {v}"),
+            ))
+        }
     };
-    let number = |key: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, String> {
+    let number = |key: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
         match settings.get(key) {
             None => Ok(default),
             Some(v) => v.as_u64().filter(|n| range.contains(n)).ok_or_else(|| {
-                format!(
-                    "`{key}`: expected a whole number from {} to {}, got {v}",
-                    range.start(),
-                    range.end()
+                ConfigError::new(
+                    key,
+                    format!(
+                        "expected a whole number from {} to {}, got {v}",
+                        range.start(),
+                        range.end()
+                    ),
                 )
             }),
         }
@@ -223,7 +231,8 @@ fn sink_settings(kind: &str, settings: &Value) -> Result<SinkSettings, String> {
     let retries = number("retries", 2, 0..=MAX_RETRIES)?;
     let backoff_ms = number("backoff_ms", 200, 1..=MAX_BACKOFF_MS)?;
     let base = Duration::from_millis(backoff_ms);
-    let backoff = Backoff::new(base, base.max(Duration::from_secs(10))).map_err(|e| format!("`backoff_ms`: {e}"))?;
+    let backoff = Backoff::new(base, base.max(Duration::from_secs(10)))
+        .map_err(|e| ConfigError::new("backoff_ms", e.to_string()))?;
     Ok(SinkSettings {
         name,
         retries: u32::try_from(retries).unwrap_or(0),
@@ -314,7 +323,7 @@ impl Sink for HostSink {
                 .host
                 .call(self.ext.clone(), call)
                 .await
-                .map_err(|m| self.error(m))?;
+                .map_err(|e| self.error(e.to_string()))?;
             if r.code == Ok(creative_status::Ok) {
                 return Ok(Receipt { url: r.call.url });
             }
@@ -359,7 +368,7 @@ impl Sink for HostSink {
             .host
             .call(self.ext.clone(), call)
             .await
-            .map_err(|m| self.error(m))?;
+            .map_err(|e| self.error(e.to_string()))?;
         if r.code == Ok(creative_status::Ok) {
             Ok(())
         } else {
@@ -379,8 +388,9 @@ pub(super) fn install(ext: &Arc<HostExt>, registry: &mut Registry, host: HostCtx
     let kind = ext.kind.clone();
     let ext = ext.clone();
     let factory: SinkFactory = Arc::new(move |settings: &Value, _: &BuildCtx| {
+        // The refused key stays the field, so the spec points at it.
         let own = sink_settings(&ext.kind, settings)
-            .map_err(|e| creative_core::ConfigError::new("", format!("host sink kind `{}`: {e}", ext.kind)))?;
+            .map_err(|e| ConfigError::new(e.field(), format!("host sink kind `{}`: {}", ext.kind, e.reason())))?;
         Ok(Arc::new(HostSink {
             ext: ext.clone(),
             host: host.clone(),
@@ -464,13 +474,13 @@ mod tests {
         assert_eq!((s.name.as_str(), s.retries), ("dam", 0));
         let e = sink_settings("shelf", &json!({"retries": 11})).unwrap_err();
         assert!(
-            e.contains("`retries`") && e.contains("0 to 10") && e.contains("11"),
+            e.field() == "retries" && e.reason().contains("0 to 10") && e.reason().contains("11"),
             "{e}"
         );
         let e = sink_settings("shelf", &json!({"backoff_ms": 0})).unwrap_err();
-        assert!(e.contains("`backoff_ms`") && e.contains("1 to 60000"), "{e}");
+        assert!(e.field() == "backoff_ms" && e.reason().contains("1 to 60000"), "{e}");
         let e = sink_settings("shelf", &json!({"name": " "})).unwrap_err();
-        assert!(e.contains("`name`"), "{e}");
+        assert_eq!(e.field(), "name", "{e}");
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use creative_campaign::spec::{BuildCtx, GateFactory, ProviderFactory, Registry, StepFactory};
 use creative_core::{
-    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, GateCtx, GateError, Generation, MediaKind, MediaType,
-    Provider, ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs, Task, Usage, Verdict,
+    Artifact, CallCtx, Capabilities, ConfigError, ErrorKind, GateCtx, GateError, Generation, MediaKind, Provider,
+    ProviderError, QualityGate, Request, Step, StepCtx, StepError, StepInputs, Task, Usage, Verdict,
 };
 use serde_json::{json, Value};
 
+use super::convert::{convert_outputs, convert_to_from, ConvertTo};
 use super::{
     adopt, creative_free_fn, creative_host_call, creative_host_fn, register, Callbacks, HostCtx, HostExt, Role,
 };
@@ -81,70 +82,6 @@ pub struct creative_host_gate {
     pub check: creative_host_fn,
 }
 
-/// One host callback invocation: its context, inputs, and what it hands back.
-/// The target of a `convert_to` setting, checked when the spec is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConvertTo {
-    Png,
-    Jpeg,
-}
-
-fn convert_to_from(settings: &Value) -> Result<Option<ConvertTo>, String> {
-    match settings.get("convert_to") {
-        None => Ok(None),
-        Some(v) => match v.as_str() {
-            Some("image/png") => Ok(Some(ConvertTo::Png)),
-            Some("image/jpeg") => Ok(Some(ConvertTo::Jpeg)),
-            _ => Err(format!(
-                "`convert_to`: expected \"image/png\" or \"image/jpeg\", got {v}"
-            )),
-        },
-    }
-}
-
-/// Re-encode the image outputs of a host call into `target`; other media pass
-/// through. The pixels are decoded by content (PPM/PGM, PNG, JPEG), whatever
-/// media type the host gave.
-fn convert_outputs(outputs: Vec<Artifact>, target: Option<ConvertTo>) -> Result<Vec<Artifact>, String> {
-    let Some(target) = target else {
-        return Ok(outputs);
-    };
-    let (media, format) = match target {
-        ConvertTo::Png => (MediaType::Png, image::ImageFormat::Png),
-        ConvertTo::Jpeg => (MediaType::Jpeg, image::ImageFormat::Jpeg),
-    };
-    outputs
-        .into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let is_image = a.media().as_str().starts_with("image/");
-            if !is_image || *a.media() == media {
-                return Ok(a);
-            }
-            let img = image::load_from_memory(a.data()).map_err(|e| {
-                format!(
-                    "output {i} ({}) cannot be converted to {}: {e}",
-                    a.media().as_str(),
-                    media.as_str()
-                )
-            })?;
-            // JPEG has no alpha channel.
-            let img = if target == ConvertTo::Jpeg {
-                image::DynamicImage::ImageRgb8(img.to_rgb8())
-            } else {
-                img
-            };
-            let mut out = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut out, format)
-                .map_err(|e| format!("output {i}: encoding {} failed: {e}", media.as_str()))?;
-            let mut meta = a.meta().clone();
-            meta.width = Some(img.width());
-            meta.height = Some(img.height());
-            Ok(Artifact::new(media.clone(), out.into_inner()).with_meta(meta))
-        })
-        .collect()
-}
-
 fn artifact_json(a: &Artifact) -> Value {
     json!({
         "id": a.id().as_str(),
@@ -165,7 +102,7 @@ struct HostProvider {
     convert: Option<ConvertTo>,
 }
 
-fn caps_from(settings: &Value) -> Result<Capabilities, String> {
+fn caps_from(settings: &Value) -> Result<Capabilities, ConfigError> {
     let all = vec![
         Task::Text,
         Task::Image,
@@ -177,11 +114,13 @@ fn caps_from(settings: &Value) -> Result<Capabilities, String> {
     let tasks = match settings.get("tasks") {
         None => all,
         Some(v) => serde_json::from_value::<Vec<Task>>(v.clone())
-            .map_err(|e| format!("`tasks`: {e} (expected a list such as [\"image\", \"text\"])"))?,
+            .map_err(|e| ConfigError::new("tasks", format!("{e} (expected a list such as [\"image\", \"text\"])")))?,
     };
     let seed = match settings.get("seed") {
         None => true,
-        Some(v) => v.as_bool().ok_or("`seed`: expected true or false")?,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| ConfigError::new("seed", "expected true or false"))?,
     };
     let max_count = match settings.get("max_count") {
         None => 1,
@@ -189,7 +128,7 @@ fn caps_from(settings: &Value) -> Result<Capabilities, String> {
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n >= 1)
-            .ok_or("`max_count`: expected a whole number of at least 1")?,
+            .ok_or_else(|| ConfigError::new("max_count", "expected a whole number of at least 1"))?,
     };
     Ok(Capabilities {
         tasks,
@@ -237,7 +176,7 @@ impl Provider for HostProvider {
             .host
             .call(self.ext.clone(), call)
             .await
-            .map_err(|m| ProviderError::transient(&self.id, m))?;
+            .map_err(|e| ProviderError::transient(&self.id, e.to_string()))?;
         if r.code != Ok(creative_status::Ok) {
             let msg = r.call.failure(&self.ext.kind, &r.code);
             return Err(provider_error(&self.id, &r.code, msg));
@@ -322,7 +261,7 @@ impl Step for HostStep {
             .host
             .call(self.ext.clone(), call)
             .await
-            .map_err(StepError::internal)?;
+            .map_err(|e| StepError::internal(e.to_string()).with_source(e))?;
         if r.code != Ok(creative_status::Ok) {
             let msg = r.call.failure(&self.ext.kind, &r.code);
             return Err(match r.code {
@@ -334,7 +273,7 @@ impl Step for HostStep {
             });
         }
         let outputs = convert_outputs(r.call.outputs, self.convert)
-            .map_err(|m| StepError::internal(format!("host step `{}`: {m}", self.ext.kind)))?;
+            .map_err(|e| StepError::internal(format!("host step `{}`: {e}", self.ext.kind)).with_source(e))?;
         Ok(outputs
             .into_iter()
             .map(|mut a| {
@@ -376,7 +315,7 @@ impl QualityGate for HostGate {
             .host
             .call(self.ext.clone(), call)
             .await
-            .map_err(|m| GateError::new(&self.ext.kind, m))?;
+            .map_err(|e| GateError::new(&self.ext.kind, e.to_string()))?;
         if r.code != Ok(creative_status::Ok) {
             return Err(GateError::new(&self.ext.kind, r.call.failure(&self.ext.kind, &r.code)));
         }
@@ -397,7 +336,13 @@ pub(super) fn install(role: Role, ext: &Arc<HostExt>, registry: &mut Registry, h
     match role {
         Role::Provider => {
             let factory: ProviderFactory = Arc::new(move |id: &str, settings: &Value, _: &BuildCtx| {
-                let what = |e: String| ConfigError::new("", format!("provider `{id}` (host kind `{}`): {e}", ext.kind));
+                // The refused key stays the field, so the spec points at it.
+                let what = |e: ConfigError| {
+                    ConfigError::new(
+                        e.field(),
+                        format!("provider `{id}` (host kind `{}`): {}", ext.kind, e.reason()),
+                    )
+                };
                 let caps = caps_from(settings).map_err(what)?;
                 let convert = convert_to_from(settings).map_err(what)?;
                 Ok(Arc::new(HostProvider {
@@ -429,8 +374,9 @@ pub(super) fn install(role: Role, ext: &Arc<HostExt>, registry: &mut Registry, h
                         )
                     })?,
                 };
-                let convert = convert_to_from(settings)
-                    .map_err(|e| ConfigError::new("", format!("host step kind `{}`: {e}", ext.kind)))?;
+                let convert = convert_to_from(settings).map_err(|e| {
+                    ConfigError::new(e.field(), format!("host step kind `{}`: {}", ext.kind, e.reason()))
+                })?;
                 Ok(Arc::new(HostStep {
                     ext: ext.clone(),
                     host: host.clone(),
@@ -559,4 +505,22 @@ pub unsafe extern "C" fn creative_engine_register_gate(
         register(engine, Role::Gate, ext);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_provider_capabilities_are_refused_at_their_own_keys() {
+        for (settings, field) in [
+            (json!({"tasks": ["paint"]}), "tasks"),
+            (json!({"seed": "yes"}), "seed"),
+            (json!({"max_count": 0}), "max_count"),
+        ] {
+            let e = caps_from(&settings).unwrap_err();
+            assert_eq!(e.field(), field, "{settings}: {e}");
+        }
+        assert_eq!(caps_from(&json!({"max_count": 4})).unwrap().max_count, 4);
+    }
 }

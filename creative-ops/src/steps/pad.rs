@@ -66,7 +66,7 @@ impl PadStep {
         match (s.aspect.is_some(), s.width, s.height) {
             (true, None, None) => {}
             (false, Some(w), Some(h)) if w > 0 && h > 0 => {
-                crate::raster::check_image_size(w, h).map_err(|m| OpsError::settings("width", m))?;
+                crate::raster::check_image_size(w, h).map_err(|m| OpsError::settings("width", m.to_string()))?;
             }
             (true, _, _) => {
                 return Err(OpsError::settings(

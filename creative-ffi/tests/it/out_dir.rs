@@ -1,21 +1,11 @@
 //! The output folder through the C ABI: an empty path or a root is refused with
 //! a status and a message, and nothing is written anywhere.
 
-use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::ptr::{null, null_mut};
 
+use crate::abi_text::{c, last_error};
 use creative_ffi::*;
-
-fn c(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(creative_last_error_message()) }
-        .to_string_lossy()
-        .into_owned()
-}
 
 const SPEC: &str = "name = \"t\"\n[providers.procedural]\nkind = \"procedural\"\n[matrix]\nproduct = [\"mug\"]\n\
                     [[steps]]\nname = \"hero\"\nkind = \"generate\"\nproviders = [\"procedural\"]\n\

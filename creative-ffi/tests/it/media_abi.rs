@@ -3,28 +3,12 @@
 //! each one's bytes with its media type and its probed facts, called from
 //! Rust exactly as C calls it. Needs ffmpeg (scripts/test installs it).
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, CStr};
 use std::path::PathBuf;
 use std::ptr::{null, null_mut};
 
+use crate::abi_text::{c, last_error, take};
 use creative_ffi::*;
-
-fn c(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(creative_last_error_message()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn take(s: *mut c_char) -> String {
-    assert!(!s.is_null());
-    let out = unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned();
-    unsafe { creative_string_free(s) };
-    out
-}
 
 const SPEC: &str = r#"
 name = "media-abi"

@@ -35,7 +35,7 @@ fn header_is_up_to_date() {
             .unwrap_or_else(|| committed.lines().count().min(fresh.lines().count()) + 1);
         panic!(
             "include/creative.h is out of date (first difference at line {line}); regenerate it with \
-             `CREATIVE_BLESS=1 cargo test -p creative-ffi --test header` and commit it"
+             `CREATIVE_BLESS=1 cargo test -p creative-ffi --test it header` and commit it"
         );
     }
 }

@@ -3,33 +3,16 @@
 //! loader's error and the repaired one comes out as TOML a run takes; answers
 //! that never validate end in a readable error.
 
-use std::ffi::{c_char, CStr, CString};
 use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::abi_text::{c, last_error, take};
 use creative_ffi::*;
 use creative_testkit::{Config, LoopbackServer};
 use serde_json::{json, Value};
 
 const BRIEF: &str = "# Spring mugs\nProducts: travel mug, desk lamp. Markets: en, fr. Square 1080 for Instagram. Budget $5. Tone: calm.\n";
-
-fn c(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(creative_last_error_message()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn take(s: *mut c_char) -> String {
-    assert!(!s.is_null());
-    let out = unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned();
-    unsafe { creative_string_free(s) };
-    out
-}
 
 fn answer(provider: &str) -> String {
     json!({

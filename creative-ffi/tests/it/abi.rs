@@ -8,24 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::abi_text::{c, last_error, take};
 use creative_ffi::*;
-
-fn c(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(creative_last_error_message()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn take(s: *mut c_char) -> String {
-    assert!(!s.is_null());
-    let out = unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned();
-    unsafe { creative_string_free(s) };
-    out
-}
 
 /// A fresh output folder for a test: whatever an earlier run left is removed.
 fn out_dir(name: &str) -> String {

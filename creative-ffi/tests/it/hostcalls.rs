@@ -11,17 +11,8 @@ use std::sync::Mutex;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use crate::abi_text::{c, last_error};
 use creative_ffi::*;
-
-fn c(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(creative_last_error_message()) }
-        .to_string_lossy()
-        .into_owned()
-}
 
 fn out_dir(name: &str) -> String {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hostcalls").join(name);
