@@ -326,7 +326,7 @@ impl RouterBuilder {
             changes: AtomicU64::new(0),
         };
         if let Some(path) = &router.stats_file {
-            let entries = learned::load(path).map_err(|e| RouterError::StatsFile(e.to_string()))?;
+            let entries = learned::load(path).map_err(|e| RouterError::StatsFile(Arc::new(e)))?;
             router.learn(&entries);
         }
         Ok(router)

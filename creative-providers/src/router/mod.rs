@@ -174,7 +174,7 @@ mod wait;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(doc)]
@@ -193,7 +193,8 @@ pub use strategy::{Strategy, Weights};
 pub const ROUTED_PROVIDER: &str = "routed_provider";
 
 /// A router configuration that cannot work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RouterError {
     /// No member was given.
     #[error("router `{0}` has no providers")]
@@ -211,9 +212,10 @@ pub enum RouterError {
         "unknown router strategy `{0}` (expected fallback, cheapest, fastest, most_reliable or cost_per_accepted)"
     )]
     UnknownStrategy(String),
-    /// The learned statistics file could not be read.
-    #[error("{0}")]
-    StatsFile(String),
+    /// The learned statistics file could not be read: which file, and the io
+    /// error or the parser's reason (shared, so the error stays `Clone`).
+    #[error(transparent)]
+    StatsFile(Arc<StatsFileError>),
     /// A numeric setting is out of its range.
     #[error("router setting `{name}` = {value} is out of range: {expected}")]
     OutOfRange {
