@@ -16,7 +16,7 @@ use creative_core::{
     Artifact, CallCtx, CallObserver, CancellationToken, Capabilities, ErrorKind, MemberCall, Provider, Request,
     RouteReason, Task,
 };
-use creative_providers::router::{Router, Strategy, ROUTED_PROVIDER};
+use creative_providers::router::{Router, RouterError, StatsFileError, Strategy, ROUTED_PROVIDER};
 use creative_testkit::fake::{Answer, FakeProvider};
 
 /// A member: the kit's fake answering "from {id}" for `price` after
@@ -819,6 +819,22 @@ async fn learned_statistics_persist_so_the_next_router_starts_from_them() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("r.json"), "{e}");
+    assert!(
+        matches!(&e, RouterError::StatsFile(f) if matches!(**f, StatsFileError::Invalid { .. })),
+        "{e:?}"
+    );
+    // A file that cannot be read keeps the io error as its source.
+    let e = Router::builder("r")
+        .member(a.clone())
+        .stats_file(&dir)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&e, RouterError::StatsFile(f) if matches!(**f, StatsFileError::Io { .. })),
+        "{e:?}"
+    );
+    let source = std::error::Error::source(&e).expect("the io error");
+    assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
