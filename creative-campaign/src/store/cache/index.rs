@@ -65,6 +65,10 @@ const READ_WAIT: Duration = Duration::from_secs(2);
 /// bytes each, so the queue stays under a megabyte.
 const QUEUE: usize = 2048;
 
+/// How much of the index file a reader maps rather than reads (address
+/// space, not memory: the pages stay the kernel's page cache).
+const MMAP_BYTES: i64 = 256 << 20;
+
 /// Operations applied in one transaction at most.
 const BATCH: usize = 512;
 
@@ -251,6 +255,10 @@ impl Index {
                 db.busy_timeout(READ_WAIT).map_err(&err)?;
                 // Lookups touch a few pages each: a small page cache per reader.
                 db.pragma_update(None, "cache_size", -256).map_err(&err)?;
+                // Every commit of the writer empties a reader's page cache, so
+                // each lookup would read its pages again with a system call
+                // apiece; mapped, the main file's pages are read in place.
+                db.pragma_update(None, "mmap_size", MMAP_BYTES).map_err(&err)?;
                 db
             }
         };
@@ -345,7 +353,11 @@ fn import_entry_files(db: &mut Connection, path: &Path, dir: &Path) -> Result<()
     let Ok(prefixes) = std::fs::read_dir(&entries) else {
         return Ok(());
     };
-    let tx = db.transaction().map_err(sql_err("import into", path))?;
+    let err = sql_err("import into", path);
+    let tx = db
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&err)?;
+    let mut total = Total::read(&tx).map_err(&err)?;
     let mut files = Vec::new();
     for p in prefixes.flatten() {
         let Ok(inner) = std::fs::read_dir(p.path()) else {
@@ -374,16 +386,18 @@ fn import_entry_files(db: &mut Connection, path: &Path, dir: &Path) -> Result<()
             let ids: Vec<ArtifactId> = entry.artifacts.iter().map(|a| a.id.clone()).collect();
             replace(
                 &tx,
+                &mut total,
                 key,
                 &body,
                 entry_bytes(body.len() as u64, &entry.artifacts),
                 used,
                 &ids,
             )
-            .map_err(sql_err("import into", path))?;
+            .map_err(&err)?;
         }
     }
-    tx.commit().map_err(sql_err("import into", path))?;
+    total.write(&tx).map_err(&err)?;
+    tx.commit().map_err(&err)?;
     for f in files {
         let _ = std::fs::remove_file(f);
     }
@@ -497,13 +511,16 @@ impl Writer {
 /// Apply `ops` in one immediate transaction; the payloads evictions freed.
 fn transact<'a>(db: &mut Connection, ops: &'a [Op]) -> Result<Vec<Freed<'a>>, rusqlite::Error> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // The transaction holds the write lock, so the total read here stays true
+    // while it runs: it is kept in step here and written once at the end.
+    let mut total = Total::read(&tx)?;
     let mut freed = Vec::new();
     for op in ops {
         match op {
             Op::Put(p) => {
-                let mut ids = replace(&tx, &p.key, &p.body, p.bytes, p.used, &p.ids)?;
+                let mut ids = replace(&tx, &mut total, &p.key, &p.body, p.bytes, p.used, &p.ids)?;
                 if let Some(cap) = p.cap {
-                    ids.extend(evict(&tx, cap, &p.key)?);
+                    ids.extend(evict(&tx, &mut total, cap, &p.key)?);
                 }
                 if !ids.is_empty() {
                     freed.push(Freed { by: p, ids });
@@ -516,45 +533,83 @@ fn transact<'a>(db: &mut Connection, ops: &'a [Op]) -> Result<Vec<Freed<'a>>, ru
             Op::Flush(_) => {}
         }
     }
+    total.write(&tx)?;
     tx.commit()?;
     Ok(freed)
+}
+
+/// The bytes the cap counts, as a transaction changes them.
+struct Total {
+    bytes: i64,
+    changed: bool,
+}
+
+impl Total {
+    fn read(tx: &rusqlite::Transaction<'_>) -> Result<Total, rusqlite::Error> {
+        Ok(Total {
+            bytes: total(tx)? as i64,
+            changed: false,
+        })
+    }
+
+    fn add(&mut self, n: i64) {
+        self.bytes = self.bytes.saturating_add(n).max(0);
+        self.changed = true;
+    }
+
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+        if self.changed {
+            tx.prepare_cached("UPDATE totals SET bytes = ?1 WHERE id = 0")?
+                .execute(params![self.bytes])?;
+        }
+        Ok(())
+    }
 }
 
 /// Put (or replace) the row of `key`, keeping the names and the total in step.
 /// Returns the payloads the replaced row named that no entry names any more.
 fn replace(
     tx: &rusqlite::Transaction<'_>,
+    total: &mut Total,
     key: &str,
     body: &[u8],
     bytes: u64,
     used: i64,
     ids: &[ArtifactId],
 ) -> Result<Vec<ArtifactId>, rusqlite::Error> {
-    let old = remove(tx, key)?;
-    tx.prepare_cached("INSERT INTO entries(key, body, bytes, used) VALUES(?1, ?2, ?3, ?4)")?
-        .execute(params![key, body, bytes as i64, used])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO entries(key, body, bytes, used) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING",
+    )?;
+    // A new key (the common case) is one statement; only a key already there
+    // pays for reading and unnaming the row it replaces.
+    let old = if insert.execute(params![key, body, bytes as i64, used])? == 0 {
+        let old = remove(tx, total, key)?;
+        insert.execute(params![key, body, bytes as i64, used])?;
+        old
+    } else {
+        Vec::new()
+    };
     let mut name = tx.prepare_cached("INSERT OR IGNORE INTO names(payload, entry) VALUES(?1, ?2)")?;
     for id in ids {
         name.execute(params![id.as_str(), key])?;
     }
-    tx.prepare_cached("UPDATE totals SET bytes = bytes + ?1 WHERE id = 0")?
-        .execute(params![bytes as i64])?;
+    total.add(bytes as i64);
+    if old.is_empty() {
+        return Ok(old);
+    }
     unnamed(tx, old)
 }
 
 /// Remove the row of `key`; returns the payloads it named (maybe still named by others).
-fn remove(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Vec<ArtifactId>, rusqlite::Error> {
+fn remove(tx: &rusqlite::Transaction<'_>, total: &mut Total, key: &str) -> Result<Vec<ArtifactId>, rusqlite::Error> {
     let old: Option<(Vec<u8>, i64)> = tx
-        .prepare_cached("SELECT body, bytes FROM entries WHERE key = ?1")?
+        .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING body, bytes")?
         .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((body, bytes)) = old else {
         return Ok(Vec::new());
     };
-    tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
-        .execute(params![key])?;
-    tx.prepare_cached("UPDATE totals SET bytes = max(bytes - ?1, 0) WHERE id = 0")?
-        .execute(params![bytes])?;
+    total.add(-bytes);
     let ids: Vec<ArtifactId> = serde_json::from_slice::<EntryIds>(&body)
         .map(|e| e.artifacts.into_iter().map(|a| a.id).collect())
         .unwrap_or_default();
@@ -586,9 +641,15 @@ fn total(db: &Connection) -> Result<u64, rusqlite::Error> {
 
 /// Evict least recently used entries, never `keep`, until the total is under
 /// `cap`; returns the payloads no entry names any more.
-fn evict(tx: &rusqlite::Transaction<'_>, cap: u64, keep: &str) -> Result<Vec<ArtifactId>, rusqlite::Error> {
+fn evict(
+    tx: &rusqlite::Transaction<'_>,
+    total: &mut Total,
+    cap: u64,
+    keep: &str,
+) -> Result<Vec<ArtifactId>, rusqlite::Error> {
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let mut freed = Vec::new();
-    while total(tx)? > cap {
+    while total.bytes > cap {
         let victims: Vec<String> = tx
             .prepare_cached("SELECT key FROM entries WHERE key != ?1 ORDER BY used LIMIT 16")?
             .query_map(params![keep], |r| r.get(0))?
@@ -597,10 +658,10 @@ fn evict(tx: &rusqlite::Transaction<'_>, cap: u64, keep: &str) -> Result<Vec<Art
             break;
         }
         for v in victims {
-            if total(tx)? <= cap {
+            if total.bytes <= cap {
                 break;
             }
-            let ids = remove(tx, &v)?;
+            let ids = remove(tx, total, &v)?;
             freed.extend(unnamed(tx, ids)?);
         }
     }
