@@ -212,9 +212,11 @@ pub unsafe extern "C" fn creative_brief(
             .map_err(|e| FfiError::new(creative_status::InvalidSpec, format!("`provider_json`: {e}")))?;
 
         let schema = spec_schema(&reg);
-        let validate = |toml: &str| -> Result<(), String> {
-            let spec = Spec::parse(toml, Format::Toml, &source).map_err(|e| e.to_string())?;
-            spec.build(&reg, &base_dir).map(drop).map_err(|e| e.to_string())
+        // The refusal's text is what the model reads back to repair its spec.
+        let validate = |toml: &str| -> Result<(), creative_campaign::spec::SpecError> {
+            Spec::parse(toml, Format::Toml, &source)?
+                .build(&reg, &base_dir)
+                .map(drop)
         };
         let done = engine
             .inner
