@@ -328,68 +328,96 @@ impl Campaign {
             }
         };
         clean(out_dir, &mut errors);
-        for job in self.jobs.iter() {
-            let mut done = BTreeMap::new();
-            for step in &self.steps {
-                if let Some(r) = index.get(job.key(), step)? {
-                    builder.observe_record(&r);
-                    done.insert(step.clone(), r);
-                }
-            }
-            let (entry, assets): (JobEntry, Vec<AssetEntry>) = job_entries(&job, &self.steps, &self.deliver, &done);
-            summary.jobs += 1;
-            summary.jobs_complete += u64::from(entry.complete);
-            jobs_part.push(&entry)?;
-            let mut paths: Vec<(String, usize, String)> = Vec::new();
-            for mut asset in assets {
-                match dir.path_for(&asset) {
-                    Ok(p) => {
-                        let rel = unique(p, &asset, |p| used.contains(&hash64(p)));
-                        let placed = if dir.marking().is_some() {
-                            dir.place_marked(&rel, &blobs, &asset)
-                        } else {
-                            dir.place(&rel, &blobs, &asset.id, &asset.media, asset.bytes)
-                        };
-                        match placed {
-                            Ok(true) => {
-                                used.insert(hash64(&rel));
-                                if let Some(folder) = out_dir.join(&rel).parent() {
-                                    clean(folder, &mut errors);
-                                }
-                                paths.push((asset.step.clone(), asset.index, rel.clone()));
-                                asset.path = Some(rel);
+        // Reading each job's records back from the journal (a read and a JSON
+        // parse per step) runs on a thread of its own, a bounded stretch of
+        // jobs ahead of the placing and writing below: the two halves of the
+        // pass take about the same time, and the order stays the matrix's.
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<JobRecords, StoreError>>(READ_AHEAD);
+            scope.spawn(move || {
+                for job in self.jobs.iter() {
+                    let mut done = BTreeMap::new();
+                    let mut read = || -> Result<JobRecords, StoreError> {
+                        for step in &self.steps {
+                            if let Some(r) = index.get(job.key(), step)? {
+                                done.insert(step.clone(), r);
                             }
-                            Ok(false) => errors.push(format!(
-                                "{} step {}: payload {} is missing",
-                                asset.job, asset.step, asset.id
-                            )),
-                            Err(e) => errors.push(e.to_string()),
                         }
+                        let (entry, assets) = job_entries(&job, &self.steps, &self.deliver, &done);
+                        Ok(JobRecords {
+                            done: std::mem::take(&mut done),
+                            entry,
+                            assets,
+                        })
+                    };
+                    let item = read();
+                    let failed = item.is_err();
+                    // The receiver stops at an error or one of its own.
+                    if tx.send(item).is_err() || failed {
+                        return;
                     }
-                    Err(e) => errors.push(format!("{} step {}: {e}", asset.job, asset.step)),
                 }
-                builder.observe_asset(&asset);
-                assets_part.push(&asset)?;
-                lines.push(&asset)?;
-                summary.assets += 1;
-            }
-            for (step, rec) in self.steps.iter().filter_map(|s| done.get(s).map(|r| (s, r))) {
-                for (index, a) in rec.outputs.iter().enumerate() {
-                    let path = paths
-                        .iter()
-                        .find(|(s, i, _)| s == step && *i == index)
-                        .map(|(_, _, p)| p.clone());
-                    artifacts.push(&ArtifactLine {
-                        job: rec.job.clone(),
-                        vars: rec.vars.clone(),
-                        step: step.clone(),
-                        index,
-                        path,
-                        artifact: a.clone(),
-                    })?;
+            });
+            for item in rx {
+                let JobRecords { done, entry, assets } = item?;
+                for r in self.steps.iter().filter_map(|s| done.get(s)) {
+                    builder.observe_record(r);
+                }
+                summary.jobs += 1;
+                summary.jobs_complete += u64::from(entry.complete);
+                jobs_part.push(&entry)?;
+                let mut paths: Vec<(String, usize, String)> = Vec::new();
+                for mut asset in assets {
+                    match dir.path_for(&asset) {
+                        Ok(p) => {
+                            let rel = unique(p, &asset, |p| used.contains(&hash64(p)));
+                            let placed = if dir.marking().is_some() {
+                                dir.place_marked(&rel, &blobs, &asset)
+                            } else {
+                                dir.place(&rel, &blobs, &asset.id, &asset.media, asset.bytes)
+                            };
+                            match placed {
+                                Ok(true) => {
+                                    used.insert(hash64(&rel));
+                                    if let Some(folder) = out_dir.join(&rel).parent() {
+                                        clean(folder, &mut errors);
+                                    }
+                                    paths.push((asset.step.clone(), asset.index, rel.clone()));
+                                    asset.path = Some(rel);
+                                }
+                                Ok(false) => errors.push(format!(
+                                    "{} step {}: payload {} is missing",
+                                    asset.job, asset.step, asset.id
+                                )),
+                                Err(e) => errors.push(e.to_string()),
+                            }
+                        }
+                        Err(e) => errors.push(format!("{} step {}: {e}", asset.job, asset.step)),
+                    }
+                    builder.observe_asset(&asset);
+                    assets_part.push(&asset)?;
+                    lines.push(&asset)?;
+                    summary.assets += 1;
+                }
+                for (step, rec) in self.steps.iter().filter_map(|s| done.get(s).map(|r| (s, r))) {
+                    for (index, a) in rec.outputs.iter().enumerate() {
+                        let path = paths
+                            .iter()
+                            .find(|(s, i, _)| s == step && *i == index)
+                            .map(|(_, _, p)| p.clone());
+                        artifacts.push(&ArtifactLine {
+                            job: rec.job.clone(),
+                            vars: rec.vars.clone(),
+                            step: step.clone(),
+                            index,
+                            path,
+                            artifact: a.clone(),
+                        })?;
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
         lines.finish()?;
         artifacts.finish()?;
         let (jobs_path, _) = jobs_part.finish()?;
@@ -475,6 +503,16 @@ impl Campaign {
             .map_err(|_| StoreError("the contact sheet's reader failed".into()))??;
         Ok(())
     }
+}
+
+/// Jobs whose records the final pass reads ahead of the one it places.
+const READ_AHEAD: usize = 256;
+
+/// One job's records as the final pass's reader hands them on.
+struct JobRecords {
+    done: BTreeMap<String, crate::store::JournalRecord>,
+    entry: JobEntry,
+    assets: Vec<AssetEntry>,
 }
 
 /// Run blocking work (file system) off the async threads.
