@@ -125,13 +125,14 @@ pub fn make_thumbnail(
     if *artifact.media() != MediaType::Png {
         return Ok(false);
     }
-    let path = out_dir.join(thumbnail_path(artifact.id()));
-    if path.is_file() {
-        return Ok(true);
-    }
+    // Small enough to show as it is: known without asking the file system.
     let (w, h) = (artifact.meta().width, artifact.meta().height);
     if w.is_some_and(|w| w <= THUMB) && h.is_some_and(|h| h <= THUMB) {
         return Ok(false);
+    }
+    let path = out_dir.join(thumbnail_path(artifact.id()));
+    if path.is_file() {
+        return Ok(true);
     }
     let thumb = match artifact.pixels() {
         Some(p) => pixels_thumbnail(&p, THUMB),
@@ -171,7 +172,9 @@ fn preview(out_dir: &std::path::Path, asset: &AssetEntry, load: &dyn Fn(&AssetEn
     match asset.media.kind() {
         MediaKind::Image => {
             let thumb = thumbnail_path(&asset.id);
-            if out_dir.join(&thumb).is_file() {
+            // No thumbnail is made of an image that small (see make_thumbnail).
+            let small = asset.meta.width.is_some_and(|w| w <= THUMB) && asset.meta.height.is_some_and(|h| h <= THUMB);
+            if !small && out_dir.join(&thumb).is_file() {
                 img(&thumb)
             } else if let Some(p) = &asset.path {
                 img(p)

@@ -215,6 +215,15 @@ impl DirectorySink {
     /// another asset may own the name until the final pass settles collisions.
     pub fn write_unless_taken(&self, rel: &str, artifact: &Artifact) -> Result<bool, SinkError> {
         let path = self.checked_in_ready_folder(rel)?;
+        // The usual case, a fresh name and a blob this process just wrote:
+        // the link itself says whether the name was free (one call, where
+        // looking first costs a failed open as well).
+        if let Some(blobs) = self.blobs.as_ref().filter(|b| b.holds_lately(artifact.id())) {
+            if !self.reflinks.load(Ordering::Relaxed) && std::fs::hard_link(blobs.path_of(artifact.id()), &path).is_ok()
+            {
+                return Ok(true);
+            }
+        }
         match std::fs::read(&path) {
             Ok(existing) => Ok(ArtifactId::of(artifact.media(), &existing) == *artifact.id()),
             Err(e) => self

@@ -65,10 +65,6 @@ const READ_WAIT: Duration = Duration::from_secs(2);
 /// bytes each, so the queue stays under a megabyte.
 const QUEUE: usize = 2048;
 
-/// How much of the index file a reader maps rather than reads (address
-/// space, not memory: the pages stay the kernel's page cache).
-const MMAP_BYTES: i64 = 256 << 20;
-
 /// Operations applied in one transaction at most.
 const BATCH: usize = 512;
 
@@ -255,10 +251,6 @@ impl Index {
                 db.busy_timeout(READ_WAIT).map_err(&err)?;
                 // Lookups touch a few pages each: a small page cache per reader.
                 db.pragma_update(None, "cache_size", -256).map_err(&err)?;
-                // Every commit of the writer empties a reader's page cache, so
-                // each lookup would read its pages again with a system call
-                // apiece; mapped, the main file's pages are read in place.
-                db.pragma_update(None, "mmap_size", MMAP_BYTES).map_err(&err)?;
                 db
             }
         };
