@@ -333,6 +333,35 @@ impl BlobStore {
             self.known.set_ready(prefix, true);
         }
         let key = crate::store::gc::id_key(hex);
+        if !self.known.wrote(&key) {
+            // The usual case, a payload new to the store: creating it says
+            // whether the name was free (and refuses a link there, which
+            // O_EXCL never follows), where looking first costs a failed stat.
+            match write_new(&path, data, durable) {
+                Ok(()) => {
+                    self.known.remember(key);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                // The prefix folder went (gc, by hand) since it was made.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.known.set_ready(prefix, false);
+                    self.make_prefix(&path)?;
+                    self.known.set_ready(prefix, true);
+                    match write_new(&path, data, durable) {
+                        Ok(()) => {
+                            self.known.remember(key);
+                            return Ok(());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(write_err(e)),
+                    }
+                }
+                Err(e) => return Err(write_err(e)),
+            }
+        }
+        // Something is there already: a link is refused, the same bytes are
+        // kept, anything else is replaced whole.
         match fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(StoreError(
@@ -533,6 +562,26 @@ mod link_tests {
         assert_eq!(
             fs::read_dir(&outside).unwrap().count(),
             0,
+            "nothing written through the link"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_blob_write_refuses_a_link_planted_at_the_blobs_own_name() {
+        let dir = tmp("blob-link");
+        let outside = dir.join("outside.txt");
+        fs::write(&outside, b"theirs").unwrap();
+        let store = BlobStore::new(dir.join("objects"));
+        let id = ArtifactId::of(&MediaType::Text, b"hello");
+        let blob = store.path_of(&id);
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, &blob).unwrap();
+        let err = store.put(&id, b"hello", false).unwrap_err();
+        assert!(err.0.contains("symbolic link"), "{err}");
+        assert_eq!(
+            fs::read(&outside).unwrap(),
+            b"theirs",
             "nothing written through the link"
         );
         let _ = fs::remove_dir_all(&dir);
