@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::Rect;
-use crate::raster::{Filter, Raster};
+use crate::raster::{Filter, RasterRef};
 
 /// How a crop window is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -32,7 +32,8 @@ const BINS: usize = 32;
 ///
 /// Positions that score the same (within 1e-9) resolve to the one nearest the
 /// centre, so a uniform image crops like `Centre` and the result is deterministic.
-pub fn place(img: &Raster, cw: u32, ch: u32, attention: Attention) -> Rect {
+pub fn place<'a>(img: impl Into<RasterRef<'a>>, cw: u32, ch: u32, attention: Attention) -> Rect {
+    let img = img.into();
     let thumb = if attention == Attention::Centre {
         None
     } else {
@@ -79,7 +80,8 @@ pub(crate) struct Thumb {
 
 impl Thumb {
     /// The thumbnail of `img` (at most 256 pixels a side, area average).
-    pub(crate) fn of(img: &Raster) -> Option<Thumb> {
+    pub(crate) fn of<'a>(img: impl Into<RasterRef<'a>>) -> Option<Thumb> {
+        let img = img.into();
         let (w, h) = (img.width(), img.height());
         let scale = (f64::from(THUMB) / f64::from(w.max(h))).min(1.0);
         let tw = ((f64::from(w) * scale).round() as u32).max(1);
@@ -195,6 +197,7 @@ fn entropy(hist: &[u32; BINS], total: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raster::Raster;
     use image::RgbImage;
 
     fn subject_at(w: u32, h: u32, sx: u32, sw: u32) -> Raster {

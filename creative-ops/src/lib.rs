@@ -78,6 +78,6 @@ pub use attention::Attention;
 pub use color::{Color, Lab};
 pub use error::OpsError;
 pub use geometry::{Anchor, Aspect, Rect};
-pub use raster::{EncodeSettings, Filter, Format, PngCompression, Raster};
+pub use raster::{Decoded, EncodeSettings, Filter, Format, PngCompression, Raster, RasterRef};
 pub use registry::{register, GATE_KINDS, STEP_KINDS};
 pub use steps::Produced;

@@ -314,15 +314,11 @@ impl Raster {
     }
 
     /// Decode an artifact's image, or take the pixels kept beside it (see
-    /// [`creative_core::pixels`]): the first of several steps or gates on one
-    /// image decodes it, the others reuse its pixels. `what` names the input in
-    /// errors.
+    /// [`creative_core::pixels`]), as a raster of its own: a copy of kept
+    /// pixels. An operation that only reads the image takes
+    /// [`Decoded::of_artifact`] instead and borrows them.
     pub fn of_artifact(a: &creative_core::artifact::Artifact, what: &str) -> Result<(Raster, Format), OpsError> {
-        let Some(format) = Format::from_media(a.media()) else {
-            return Raster::decode(a.data(), what);
-        };
-        let pixels = a.pixels_or_decode(|bytes| Raster::decode(bytes, what).map(|(r, _)| r.into_pixels()))?;
-        Ok((Raster::from_pixels(&pixels), format))
+        Decoded::of_artifact(a, what).map(|(d, f)| (d.into_raster(), f))
     }
 
     /// The pixels to keep beside the artifact this raster is encoded into.
@@ -337,14 +333,12 @@ impl Raster {
 
     /// A raster of kept pixels (a copy: the steps change their raster in place).
     pub fn from_pixels(p: &creative_core::pixels::Pixels) -> Raster {
-        let data = p.data().to_vec();
-        if p.has_alpha() {
-            Raster::Rgba(
-                RgbaImage::from_raw(p.width(), p.height(), data).expect("pixels hold width x height x 4 bytes"),
-            )
-        } else {
-            Raster::Rgb(RgbImage::from_raw(p.width(), p.height(), data).expect("pixels hold width x height x 3 bytes"))
-        }
+        RasterRef::from(p).to_raster()
+    }
+
+    /// The pixels as a borrowed view.
+    pub fn view(&self) -> RasterRef<'_> {
+        RasterRef::from(self)
     }
 
     /// Normalise any decoded image to 8-bit RGB or RGBA.
@@ -431,70 +425,19 @@ impl Raster {
 
     /// Copy out a rectangle, which must lie inside the image.
     pub fn crop(&self, r: Rect) -> Result<Raster, OpsError> {
-        if !r.fits_in(self.width(), self.height()) || r.width == 0 || r.height == 0 {
-            return Err(OpsError::Unfit(format!(
-                "crop {r} does not fit in a {}x{} image",
-                self.width(),
-                self.height()
-            )));
-        }
-        let ch = self.channels();
-        let stride = self.width() as usize * ch;
-        let src = self.raw();
-        let mut out = Vec::with_capacity(r.width as usize * r.height as usize * ch);
-        for y in r.y..r.y + r.height {
-            let start = y as usize * stride + r.x as usize * ch;
-            out.extend_from_slice(&src[start..start + r.width as usize * ch]);
-        }
-        Raster::from_raw(r.width, r.height, self.has_alpha(), out)
+        self.view().crop(r)
     }
 
     /// Resize the `src` rectangle of the image (the whole image when `None`) to
     /// `w`x`h`, with the SIMD resizer. Alpha is premultiplied while filtering so
     /// transparent pixels do not bleed their colour.
     pub fn resize(&self, src: Option<Rect>, w: u32, h: u32, filter: Filter) -> Result<Raster, OpsError> {
-        if let Err(m) = check_image_size(w, h) {
-            return Err(OpsError::Unfit(format!("cannot resize to {w}x{h}: {m}")));
-        }
-        let src = src.unwrap_or(Rect::full(self.width(), self.height()));
-        if !src.fits_in(self.width(), self.height()) || src.width == 0 || src.height == 0 {
-            return Err(OpsError::Unfit(format!(
-                "source rectangle {src} does not fit in a {}x{} image",
-                self.width(),
-                self.height()
-            )));
-        }
-        if (src.width, src.height) == (w, h) {
-            return self.crop(src);
-        }
-        let pt = if self.has_alpha() {
-            fir::PixelType::U8x4
-        } else {
-            fir::PixelType::U8x3
-        };
-        let worker = |e: String| OpsError::Worker(format!("resize: {e}"));
-        let src_view = fir::images::ImageRef::new(self.width(), self.height(), self.raw(), pt)
-            .map_err(|e| worker(e.to_string()))?;
-        let mut dst = fir::images::Image::new(w, h, pt);
-        let opts = fir::ResizeOptions::new().resize_alg(filter.alg()).crop(
-            f64::from(src.x),
-            f64::from(src.y),
-            f64::from(src.width),
-            f64::from(src.height),
-        );
-        fir::Resizer::new()
-            .resize(&src_view, &mut dst, &opts)
-            .map_err(|e| worker(e.to_string()))?;
-        Raster::from_raw(w, h, self.has_alpha(), dst.into_vec())
+        self.view().resize(src, w, h, filter)
     }
 
     /// Luma (Rec. 601 weights, integer), one byte a pixel, row-major.
     pub fn luma(&self) -> Vec<u8> {
-        let ch = self.channels();
-        self.raw()
-            .chunks_exact(ch)
-            .map(|p| ((299 * u32::from(p[0]) + 587 * u32::from(p[1]) + 114 * u32::from(p[2]) + 500) / 1000) as u8)
-            .collect()
+        self.view().luma()
     }
 
     /// Pixels as `[r, g, b, a]` (a = 255 when opaque).
@@ -614,5 +557,320 @@ impl Raster {
                 d[3] = out_a.min(255) as u8;
             }
         }
+    }
+}
+
+/// The most bytes of scratch an idle resizer keeps: enough for a 1024 px RGB
+/// or RGBA image's intermediate pass and premultiplied copy, so a larger
+/// resize gives its scratch back rather than parking it in the pool.
+const RESIZER_SCRATCH_KEPT: usize = 6 << 20;
+
+/// Idle resizers, so their scratch (about 1.5 MB for a 1024 px image halved)
+/// is reused: a fresh one allocated and page-faulted it on every resize, about
+/// 2% of a renditions run's CPU. A pool rather than one per thread: tokio's
+/// blocking pool runs dozens of threads, which would each pin their scratch
+/// (70 MB more peak memory in a 32-job campaign), while only about as many
+/// resizes as there are cores run at once.
+static RESIZERS: std::sync::Mutex<Vec<fir::Resizer>> = std::sync::Mutex::new(Vec::new());
+
+/// How many idle resizers the pool keeps: two per core.
+fn resizers_kept() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Run `f` with an idle resizer from the pool (or a fresh one), then give it
+/// back, without its scratch if that grew past [`RESIZER_SCRATCH_KEPT`].
+fn with_resizer<T>(f: impl FnOnce(&mut fir::Resizer) -> T) -> T {
+    let pool = || RESIZERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut r = pool().pop().unwrap_or_else(fir::Resizer::new);
+    let out = f(&mut r);
+    let mut idle = pool();
+    if idle.len() < resizers_kept() {
+        idle.push(trimmed(r));
+    }
+    out
+}
+
+/// A resizer without its scratch when that is more than an idle one keeps.
+fn trimmed(mut r: fir::Resizer) -> fir::Resizer {
+    if r.size_of_internal_buffers() > RESIZER_SCRATCH_KEPT {
+        r.reset_internal_buffers();
+    }
+    r
+}
+
+/// A decoded 8-bit image borrowed, not owned: a [`Raster`]'s pixels or those
+/// kept beside an artifact (see [`creative_core::pixels`]).
+///
+/// The operations that only read an image (resize, crop, the attention
+/// thumbnail) work on a view, so that the three renditions of one memoised hero
+/// read its pixels in place instead of each copying the whole buffer first.
+///
+/// ```
+/// use creative_ops::raster::{Filter, Raster, RasterRef};
+/// use image::{Rgb, RgbImage};
+///
+/// let img = Raster::Rgb(RgbImage::from_pixel(40, 20, Rgb([10, 20, 30])));
+/// let view = RasterRef::new(40, 20, false, img.view().data()).unwrap();
+/// assert_eq!(view.resize(None, 20, 10, Filter::Lanczos3).unwrap(), img.resize(None, 20, 10, Filter::Lanczos3).unwrap());
+/// assert!(RasterRef::new(40, 21, false, img.view().data()).is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RasterRef<'a> {
+    width: u32,
+    height: u32,
+    alpha: bool,
+    data: &'a [u8],
+}
+
+impl<'a> RasterRef<'a> {
+    /// A view of `width` x `height` pixels, 3 bytes each (4 with `alpha`), rows
+    /// top to bottom. `None` when `data` is not exactly that long.
+    pub fn new(width: u32, height: u32, alpha: bool, data: &'a [u8]) -> Option<RasterRef<'a>> {
+        let channels: u64 = if alpha { 4 } else { 3 };
+        let want = u64::from(width) * u64::from(height) * channels;
+        (want == data.len() as u64).then_some(RasterRef {
+            width,
+            height,
+            alpha,
+            data,
+        })
+    }
+
+    /// Width in pixels.
+    pub fn width(self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(self) -> u32 {
+        self.height
+    }
+
+    /// Whether the pixels carry alpha.
+    pub fn has_alpha(self) -> bool {
+        self.alpha
+    }
+
+    /// The pixel bytes.
+    pub fn data(self) -> &'a [u8] {
+        self.data
+    }
+
+    fn channels(self) -> usize {
+        if self.alpha {
+            4
+        } else {
+            3
+        }
+    }
+
+    /// A raster of its own (a copy of every pixel).
+    pub fn to_raster(self) -> Raster {
+        let data = self.data.to_vec();
+        // `new` and the `From` impls checked the length, so this cannot fail;
+        // an empty image of the same size stands in rather than a panic.
+        Raster::from_raw(self.width, self.height, self.alpha, data).unwrap_or_else(|_| {
+            if self.alpha {
+                Raster::Rgba(RgbaImage::new(self.width, self.height))
+            } else {
+                Raster::Rgb(RgbImage::new(self.width, self.height))
+            }
+        })
+    }
+
+    /// Copy out a rectangle, which must lie inside the image: only its rows
+    /// are read.
+    pub fn crop(self, r: Rect) -> Result<Raster, OpsError> {
+        if !r.fits_in(self.width, self.height) || r.width == 0 || r.height == 0 {
+            return Err(OpsError::Unfit(format!(
+                "crop {r} does not fit in a {}x{} image",
+                self.width, self.height
+            )));
+        }
+        let ch = self.channels();
+        let stride = self.width as usize * ch;
+        let row = r.width as usize * ch;
+        let mut out = Vec::with_capacity(row * r.height as usize);
+        for y in r.y..r.y + r.height {
+            let start = y as usize * stride + r.x as usize * ch;
+            out.extend_from_slice(&self.data[start..start + row]);
+        }
+        Raster::from_raw(r.width, r.height, self.alpha, out)
+    }
+
+    /// Resize the `src` rectangle of the image (the whole image when `None`) to
+    /// `w`x`h`, with the SIMD resizer. Alpha is premultiplied while filtering so
+    /// transparent pixels do not bleed their colour.
+    pub fn resize(self, src: Option<Rect>, w: u32, h: u32, filter: Filter) -> Result<Raster, OpsError> {
+        if let Err(m) = check_image_size(w, h) {
+            return Err(OpsError::Unfit(format!("cannot resize to {w}x{h}: {m}")));
+        }
+        let src = src.unwrap_or(Rect::full(self.width, self.height));
+        if !src.fits_in(self.width, self.height) || src.width == 0 || src.height == 0 {
+            return Err(OpsError::Unfit(format!(
+                "source rectangle {src} does not fit in a {}x{} image",
+                self.width, self.height
+            )));
+        }
+        if (src.width, src.height) == (w, h) {
+            return self.crop(src);
+        }
+        let pt = if self.alpha {
+            fir::PixelType::U8x4
+        } else {
+            fir::PixelType::U8x3
+        };
+        let worker = |e: String| OpsError::Worker(format!("resize: {e}"));
+        let src_view =
+            fir::images::ImageRef::new(self.width, self.height, self.data, pt).map_err(|e| worker(e.to_string()))?;
+        let mut dst = fir::images::Image::new(w, h, pt);
+        let opts = fir::ResizeOptions::new().resize_alg(filter.alg()).crop(
+            f64::from(src.x),
+            f64::from(src.y),
+            f64::from(src.width),
+            f64::from(src.height),
+        );
+        with_resizer(|r| r.resize(&src_view, &mut dst, &opts)).map_err(|e| worker(e.to_string()))?;
+        Raster::from_raw(w, h, self.alpha, dst.into_vec())
+    }
+
+    /// Luma (Rec. 601 weights, integer), one byte a pixel, row-major.
+    pub fn luma(self) -> Vec<u8> {
+        self.data
+            .chunks_exact(self.channels())
+            .map(|p| ((299 * u32::from(p[0]) + 587 * u32::from(p[1]) + 114 * u32::from(p[2]) + 500) / 1000) as u8)
+            .collect()
+    }
+}
+
+impl<'a> From<&'a Raster> for RasterRef<'a> {
+    fn from(r: &'a Raster) -> RasterRef<'a> {
+        RasterRef {
+            width: r.width(),
+            height: r.height(),
+            alpha: r.has_alpha(),
+            data: r.raw(),
+        }
+    }
+}
+
+impl<'a> From<&'a creative_core::pixels::Pixels> for RasterRef<'a> {
+    fn from(p: &'a creative_core::pixels::Pixels) -> RasterRef<'a> {
+        // `Pixels::new` checked the length against the size and channels.
+        RasterRef {
+            width: p.width(),
+            height: p.height(),
+            alpha: p.has_alpha(),
+            data: p.data(),
+        }
+    }
+}
+
+/// An artifact's decoded image as an operation receives it: the pixels kept
+/// beside the artifact, shared with every other step reading it, or a raster
+/// decoded for this operation alone.
+#[derive(Debug)]
+pub enum Decoded {
+    /// The artifact's kept pixels (read-only: other steps share them).
+    Kept(std::sync::Arc<creative_core::pixels::Pixels>),
+    /// Pixels decoded for this operation.
+    Own(Raster),
+}
+
+impl Decoded {
+    /// Decode an artifact's image, or take the pixels kept beside it (see
+    /// [`creative_core::pixels`]): the first of several steps or gates on one
+    /// image decodes it, the others reuse its pixels without copying them.
+    /// `what` names the input in errors.
+    pub fn of_artifact(a: &creative_core::artifact::Artifact, what: &str) -> Result<(Decoded, Format), OpsError> {
+        let Some(format) = Format::from_media(a.media()) else {
+            return Raster::decode(a.data(), what).map(|(r, f)| (Decoded::Own(r), f));
+        };
+        let pixels = a.pixels_or_decode(|bytes| Raster::decode(bytes, what).map(|(r, _)| r.into_pixels()))?;
+        Ok((Decoded::Kept(pixels), format))
+    }
+
+    /// The pixels, borrowed.
+    pub fn view(&self) -> RasterRef<'_> {
+        match self {
+            Decoded::Kept(p) => RasterRef::from(&**p),
+            Decoded::Own(r) => r.view(),
+        }
+    }
+
+    /// A raster of its own, for an operation that changes pixels in place (a
+    /// copy when the pixels are kept and shared).
+    pub fn into_raster(self) -> Raster {
+        match self {
+            Decoded::Kept(p) => RasterRef::from(&*p).to_raster(),
+            Decoded::Own(r) => r,
+        }
+    }
+}
+
+impl From<Raster> for Decoded {
+    fn from(r: Raster) -> Decoded {
+        Decoded::Own(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noisy(w: u32, h: u32, alpha: bool) -> Raster {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 56) as u8
+        };
+        if alpha {
+            Raster::Rgba(RgbaImage::from_fn(w, h, |_, _| {
+                image::Rgba([next(), next(), next(), next()])
+            }))
+        } else {
+            Raster::Rgb(RgbImage::from_fn(w, h, |_, _| image::Rgb([next(), next(), next()])))
+        }
+    }
+
+    #[test]
+    fn a_reused_resizer_gives_the_pixels_of_a_fresh_one() {
+        for alpha in [false, true] {
+            let img = noisy(300, 200, alpha);
+            let first = img.resize(None, 150, 100, Filter::Lanczos3).unwrap();
+            // A larger job in between leaves larger scratch behind.
+            noisy(900, 700, alpha).resize(None, 450, 600, Filter::Lanczos3).unwrap();
+            let again = img.resize(None, 150, 100, Filter::Lanczos3).unwrap();
+            assert_eq!(first, again, "alpha {alpha}");
+        }
+    }
+
+    /// A resizer after resizing `src` to `w`x`h`.
+    fn used(src: &Raster, w: u32, h: u32) -> fir::Resizer {
+        let pt = if src.has_alpha() {
+            fir::PixelType::U8x4
+        } else {
+            fir::PixelType::U8x3
+        };
+        let view = fir::images::ImageRef::new(src.width(), src.height(), src.raw(), pt).unwrap();
+        let mut dst = fir::images::Image::new(w, h, pt);
+        let mut r = fir::Resizer::new();
+        r.resize(&view, &mut dst, &fir::ResizeOptions::new()).unwrap();
+        r
+    }
+
+    #[test]
+    fn an_idle_resizer_keeps_a_1024_px_scratch_but_not_a_larger_one() {
+        // 2048 px RGBA: a 16 MB premultiplied copy, past the scratch kept.
+        let big = used(&noisy(2048, 2048, true), 1000, 1000);
+        assert!(big.size_of_internal_buffers() > RESIZER_SCRATCH_KEPT);
+        assert_eq!(trimmed(big).size_of_internal_buffers(), 0);
+        let hero = trimmed(used(&noisy(1024, 1024, false), 512, 512));
+        assert!(hero.size_of_internal_buffers() > 1 << 20);
+        assert!(resizers_kept() >= 2);
     }
 }

@@ -64,36 +64,38 @@ fn pixels_thumbnail(p: &creative_core::pixels::Pixels, max: u32) -> Option<Vec<u
 
 /// Scale 8-bit pixels (`ch` bytes each, rows `stride` bytes apart) so the
 /// longest side is `max` (box filter) and encode them as a PNG.
+///
+/// The box filter runs in fast_image_resize (SIMD, two separable passes, alpha
+/// premultiplied): a scalar per-pixel loop over a 1024 px asset cost about a
+/// tenth of a campaign's CPU, for a preview.
 fn shrink(buf: &[u8], w: u32, h: u32, stride: usize, ch: usize, color: png::ColorType, max: u32) -> Option<Vec<u8>> {
+    use fast_image_resize as fir;
     if w == 0 || h == 0 {
         return None;
     }
     let scale = f64::from(max) / f64::from(w.max(h));
     let nw = ((f64::from(w) * scale).round() as u32).max(1);
     let nh = ((f64::from(h) * scale).round() as u32).max(1);
-    let mut out = vec![0u8; (nw * nh) as usize * ch];
-    for y in 0..nh {
-        let y0 = (u64::from(y) * u64::from(h) / u64::from(nh)) as usize;
-        let y1 = ((u64::from(y + 1) * u64::from(h) / u64::from(nh)) as usize).max(y0 + 1);
-        for x in 0..nw {
-            let x0 = (u64::from(x) * u64::from(w) / u64::from(nw)) as usize;
-            let x1 = ((u64::from(x + 1) * u64::from(w) / u64::from(nw)) as usize).max(x0 + 1);
-            let mut sum = [0u32; 4];
-            for sy in y0..y1 {
-                let row = &buf[sy * stride..];
-                for sx in x0..x1 {
-                    for (c, s) in sum.iter_mut().enumerate().take(ch) {
-                        *s += u32::from(row[sx * ch + c]);
-                    }
-                }
-            }
-            let n = ((y1 - y0) * (x1 - x0)) as u32;
-            let o = (y as usize * nw as usize + x as usize) * ch;
-            for c in 0..ch {
-                out[o + c] = (sum[c] / n) as u8;
-            }
-        }
-    }
+    let pt = match ch {
+        1 => fir::PixelType::U8,
+        2 => fir::PixelType::U8x2,
+        3 => fir::PixelType::U8x3,
+        4 => fir::PixelType::U8x4,
+        _ => return None,
+    };
+    // The resizer reads packed rows; a decoder's rows may carry padding.
+    let row = w as usize * ch;
+    let packed: std::borrow::Cow<'_, [u8]> = if stride == row {
+        std::borrow::Cow::Borrowed(buf.get(..row * h as usize)?)
+    } else {
+        let rows = (0..h as usize).map(|y| buf.get(y * stride..y * stride + row));
+        std::borrow::Cow::Owned(rows.collect::<Option<Vec<_>>>()?.concat())
+    };
+    let src = fir::images::ImageRef::new(w, h, &packed, pt).ok()?;
+    let mut dst = fir::images::Image::new(nw, nh, pt);
+    let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Box));
+    fir::Resizer::new().resize(&src, &mut dst, &opts).ok()?;
+    let out = dst.into_vec();
     let mut png_out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut png_out, nw, nh);

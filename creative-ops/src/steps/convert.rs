@@ -67,7 +67,7 @@ impl Step for ConvertStep {
 
     async fn run(&self, inputs: &StepInputs, ctx: &StepCtx) -> Result<Vec<Artifact>, StepError> {
         map_images(inputs, ctx, "convert", record(&self.s), self.s.encode(), |img, _| {
-            Ok(vec![Produced::new(img)])
+            Ok(vec![Produced::new(img.into_raster())])
         })
         .await
     }

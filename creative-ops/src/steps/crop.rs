@@ -6,7 +6,7 @@ use creative_core::{Artifact, MediaKind, Step, StepCtx, StepError, StepInputs};
 use super::{image_to_image, map_images, record, Produced};
 use crate::error::OpsError;
 use crate::geometry::Rect;
-use crate::raster::{EncodeSettings, Raster};
+use crate::raster::{EncodeSettings, RasterRef};
 
 /// Settings of the `crop` step: a pixel rectangle that must lie inside the input.
 ///
@@ -59,8 +59,10 @@ impl CropStep {
         Ok(CropStep { s })
     }
 
-    /// Apply to one decoded image.
-    pub fn apply(&self, img: &Raster) -> Result<Produced, OpsError> {
+    /// Apply to one decoded image (a `&Raster` or a borrowed view): only the
+    /// rectangle's pixels are copied.
+    pub fn apply<'a>(&self, img: impl Into<RasterRef<'a>>) -> Result<Produced, OpsError> {
+        let img = img.into();
         let r = Rect::new(self.s.x, self.s.y, self.s.width, self.s.height);
         let mut p = Produced::new(img.crop(r)?);
         p.rendition.clone_from(&self.s.rendition);
@@ -80,7 +82,7 @@ impl Step for CropStep {
             "crop",
             record(&self.s),
             self.s.output.clone(),
-            move |img, _| Ok(vec![me.apply(&img)?]),
+            move |img, _| Ok(vec![me.apply(img.view())?]),
         )
         .await
     }

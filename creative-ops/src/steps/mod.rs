@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use creative_core::{Artifact, ArtifactId, MediaKind, Meta, Provenance, StepCtx, StepError, StepInputs};
 
 use crate::error::OpsError;
-use crate::raster::{EncodeSettings, Format, Raster};
+use crate::raster::{Decoded, EncodeSettings, Format, Raster};
 
 pub use convert::{ConvertSettings, ConvertStep};
 pub use crop::{CropSettings, CropStep};
@@ -112,7 +112,8 @@ macro_rules! image_to_image {
 }
 pub(crate) use image_to_image;
 
-/// Run `op` on each image input of a step (every input, in order), recording
+/// Run `op` on each image input of a step (every input, in order; see
+/// [`Decoded`] for how it gets the pixels), recording
 /// `settings` and encoding with `output`. Fails naming the step when there is no
 /// image input.
 pub(crate) async fn map_images<F>(
@@ -124,7 +125,7 @@ pub(crate) async fn map_images<F>(
     op: F,
 ) -> Result<Vec<Artifact>, StepError>
 where
-    F: Fn(Raster, &Artifact) -> Result<Vec<Produced>, OpsError> + Send + Sync + 'static,
+    F: Fn(Decoded, &Artifact) -> Result<Vec<Produced>, OpsError> + Send + Sync + 'static,
 {
     let images = image_inputs(all(inputs), ctx, kind)?;
     let info = OpInfo {
@@ -144,7 +145,7 @@ pub(crate) async fn run_each<F>(
     op: F,
 ) -> Result<Vec<Artifact>, StepError>
 where
-    F: Fn(Raster, &Artifact) -> Result<Vec<Produced>, OpsError> + Send + Sync + 'static,
+    F: Fn(Decoded, &Artifact) -> Result<Vec<Produced>, OpsError> + Send + Sync + 'static,
 {
     let op = Arc::new(op);
     let info = Arc::new(info);
@@ -172,12 +173,14 @@ where
 
 fn process<F>(input: &Artifact, op: &F, info: &OpInfo, step: &str) -> Result<Vec<Artifact>, StepError>
 where
-    F: Fn(Raster, &Artifact) -> Result<Vec<Produced>, OpsError>,
+    F: Fn(Decoded, &Artifact) -> Result<Vec<Produced>, OpsError>,
 {
     let what = format!("{} ({})", input.id().short(), input.media());
-    let (raster, in_format) = Raster::of_artifact(input, &what)?;
+    // Borrowed when the input's pixels are kept: an operation that only reads
+    // them (resize, crop) never copies the whole image.
+    let (decoded, in_format) = Decoded::of_artifact(input, &what)?;
     let format = info.output.resolve(in_format);
-    op(raster, input)?
+    op(decoded, input)?
         .into_iter()
         .map(|p| {
             let bytes = p.raster.encode(format, &info.output)?;

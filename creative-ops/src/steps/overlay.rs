@@ -254,6 +254,9 @@ impl Step for OverlayStep {
                 .collect(),
         };
         let me = self.clone();
-        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply(img, &text)?])).await
+        run_each(images, ctx, info, move |img, _| {
+            Ok(vec![me.apply(img.into_raster(), &text)?])
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@ use super::{image_to_image, map_images, record, Produced};
 use crate::color::Color;
 use crate::error::OpsError;
 use crate::geometry::{Anchor, Aspect};
-use crate::raster::{EncodeSettings, Raster};
+use crate::raster::{EncodeSettings, Raster, RasterRef};
 
 /// Settings of the `pad` step: extend the canvas to an aspect ratio (the
 /// smallest canvas of that ratio around the image) or to an exact size, without
@@ -85,8 +85,9 @@ impl PadStep {
         Ok(PadStep { s })
     }
 
-    /// Apply to one decoded image.
-    pub fn apply(&self, img: &Raster) -> Result<Produced, OpsError> {
+    /// Apply to one decoded image (a `&Raster` or a borrowed view).
+    pub fn apply<'a>(&self, img: impl Into<RasterRef<'a>>) -> Result<Produced, OpsError> {
+        let img = img.into();
         let s = &self.s;
         let (w, h) = (img.width(), img.height());
         let (cw, ch) = match (s.aspect, s.width, s.height) {
@@ -102,20 +103,7 @@ impl PadStep {
         crate::raster::check_image_size(cw, ch)
             .map_err(|m| OpsError::Unfit(format!("cannot pad a {w}x{h} image to {cw}x{ch}: {m}")))?;
         let (x, y) = s.anchor.place(cw, ch, w, h, 0);
-        let c = s.color;
-        // Copy, not blend: the image's own pixels (and alpha) are kept as they are.
-        let canvas = match img {
-            Raster::Rgb(src) if c.a == 255 => {
-                let mut dst = RgbImage::from_pixel(cw, ch, image::Rgb([c.r, c.g, c.b]));
-                image::imageops::replace(&mut dst, src, x, y);
-                Raster::Rgb(dst)
-            }
-            _ => {
-                let mut dst = RgbaImage::from_pixel(cw, ch, image::Rgba([c.r, c.g, c.b, c.a]));
-                image::imageops::replace(&mut dst, &img.to_rgba(), x, y);
-                Raster::Rgba(dst)
-            }
-        };
+        let canvas = paste(img, cw, ch, x, y, s.color)?;
         let mut p = Produced::new(canvas);
         p.rendition = s.rendition.clone().or_else(|| s.aspect.map(|a| a.name()));
         p.detail.insert("offset".into(), serde_json::json!([x, y]));
@@ -135,8 +123,45 @@ impl Step for PadStep {
             "pad",
             record(&self.s),
             self.s.output.clone(),
-            move |img, _| Ok(vec![me.apply(&img)?]),
+            move |img, _| Ok(vec![me.apply(img.view())?]),
         )
         .await
     }
+}
+
+/// `img` copied (not blended: its own pixels and alpha are kept as they are)
+/// onto a `cw`x`ch` canvas of `c` at (`x`, `y`), clipped to the canvas. The
+/// canvas is RGB when both the image and the colour are opaque, else RGBA.
+fn paste(img: RasterRef<'_>, cw: u32, ch: u32, x: i64, y: i64, c: Color) -> Result<Raster, OpsError> {
+    let rgb = !img.has_alpha() && c.a == 255;
+    let (ic, oc) = (if img.has_alpha() { 4 } else { 3 }, if rgb { 3 } else { 4 });
+    let fill: &[u8] = if rgb { &[c.r, c.g, c.b] } else { &[c.r, c.g, c.b, c.a] };
+    let mut out = fill.repeat(cw as usize * ch as usize);
+    // The columns and rows of the image that land on the canvas.
+    let span = |at: i64, len: u32, outer: u32| -> (usize, usize, usize) {
+        let first = (-at).clamp(0, i64::from(len)) as usize;
+        let last = (i64::from(outer) - at).clamp(0, i64::from(len)) as usize;
+        (first, last.max(first), (at + first as i64).max(0) as usize)
+    };
+    let (x0, x1, dx) = span(x, img.width(), cw);
+    let (y0, y1, dy) = span(y, img.height(), ch);
+    let (iw, ow) = (img.width() as usize, cw as usize);
+    for (row, oy) in (y0..y1).zip(dy..) {
+        let src = &img.data()[(row * iw + x0) * ic..(row * iw + x1) * ic];
+        let dst = &mut out[(oy * ow + dx) * oc..(oy * ow + dx + (x1 - x0)) * oc];
+        if ic == oc {
+            dst.copy_from_slice(src);
+        } else {
+            for (d, p) in dst.chunks_exact_mut(4).zip(src.chunks_exact(3)) {
+                d[..3].copy_from_slice(p);
+                d[3] = 255;
+            }
+        }
+    }
+    let bad = || OpsError::Worker(format!("pad: pixel buffer does not match {cw}x{ch}"));
+    Ok(if rgb {
+        Raster::Rgb(RgbImage::from_raw(cw, ch, out).ok_or_else(bad)?)
+    } else {
+        Raster::Rgba(RgbaImage::from_raw(cw, ch, out).ok_or_else(bad)?)
+    })
 }

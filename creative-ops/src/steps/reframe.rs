@@ -7,7 +7,7 @@ use super::{image_to_image, map_images, record, Produced};
 use crate::attention::{self, Attention};
 use crate::error::OpsError;
 use crate::geometry::Aspect;
-use crate::raster::{EncodeSettings, Filter, Raster};
+use crate::raster::{EncodeSettings, Filter, RasterRef};
 
 /// Settings of the `reframe` step: cut the largest window of an aspect ratio,
 /// placed by an attention measure so the subject stays in frame, and optionally
@@ -79,7 +79,7 @@ fn check_size(aspect: Aspect, width: Option<u32>, height: Option<u32>) -> Result
 
 /// Reframe one image: returns the output and the crop rectangle used.
 pub(crate) fn reframe(
-    img: &Raster,
+    img: RasterRef<'_>,
     thumb: Option<&attention::Thumb>,
     aspect: Aspect,
     attention: Attention,
@@ -138,13 +138,14 @@ impl ReframeStep {
         }
     }
 
-    /// Apply to one decoded image.
-    pub fn apply(&self, img: &Raster) -> Result<Produced, OpsError> {
+    /// Apply to one decoded image (a `&Raster` or a borrowed view).
+    pub fn apply<'a>(&self, img: impl Into<RasterRef<'a>>) -> Result<Produced, OpsError> {
         self.apply_with(img, self.s.aspect)
     }
 
     /// Apply to one decoded image with a given aspect.
-    pub fn apply_with(&self, img: &Raster, aspect: Aspect) -> Result<Produced, OpsError> {
+    pub fn apply_with<'a>(&self, img: impl Into<RasterRef<'a>>, aspect: Aspect) -> Result<Produced, OpsError> {
+        let img = img.into();
         let s = &self.s;
         let mut p = reframe(img, None, aspect, s.attention, s.width, s.height, s.filter)?;
         if let Some(r) = &s.rendition {
@@ -167,7 +168,7 @@ impl Step for ReframeStep {
             "reframe",
             record(&self.s),
             self.s.output.clone(),
-            move |img, _| Ok(vec![me.apply_with(&img, aspect)?]),
+            move |img, _| Ok(vec![me.apply_with(img.view(), aspect)?]),
         )
         .await
     }
@@ -256,8 +257,10 @@ impl RenditionsStep {
         Ok(RenditionsStep { s })
     }
 
-    /// Apply to one decoded image: one output per rendition.
-    pub fn apply(&self, img: &Raster) -> Result<Vec<Produced>, OpsError> {
+    /// Apply to one decoded image (a `&Raster` or a borrowed view): one output
+    /// per rendition.
+    pub fn apply<'a>(&self, img: impl Into<RasterRef<'a>>) -> Result<Vec<Produced>, OpsError> {
+        let img = img.into();
         // One attention thumbnail serves every rendition of the image.
         let thumb = match self.s.attention {
             Attention::Centre => None,
@@ -297,7 +300,7 @@ impl Step for RenditionsStep {
             "renditions",
             record(&self.s),
             self.s.output.clone(),
-            move |img, _| me.apply(&img),
+            move |img, _| me.apply(img.view()),
         )
         .await
     }

@@ -7,7 +7,7 @@ use super::{image_to_image, map_images, record, Produced};
 use crate::attention::{self, Attention};
 use crate::error::OpsError;
 use crate::geometry::Aspect;
-use crate::raster::{EncodeSettings, Filter, Raster};
+use crate::raster::{EncodeSettings, Filter, RasterRef};
 
 /// How `resize` treats the aspect ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -108,8 +108,9 @@ impl ResizeStep {
         Ok(ResizeStep { s })
     }
 
-    /// Apply to one decoded image.
-    pub fn apply(&self, img: &Raster) -> Result<Produced, OpsError> {
+    /// Apply to one decoded image (a `&Raster` or a borrowed view).
+    pub fn apply<'a>(&self, img: impl Into<RasterRef<'a>>) -> Result<Produced, OpsError> {
+        let img = img.into();
         let s = &self.s;
         let (w, h) = (img.width(), img.height());
         let mut p = match s.mode {
@@ -166,7 +167,7 @@ impl Step for ResizeStep {
             "resize",
             record(&self.s),
             self.s.output.clone(),
-            move |img, _| Ok(vec![me.apply(&img)?]),
+            move |img, _| Ok(vec![me.apply(img.view())?]),
         )
         .await
     }

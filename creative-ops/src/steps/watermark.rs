@@ -173,6 +173,9 @@ impl Step for WatermarkStep {
             extra_parents: logo_id.into_iter().collect(),
         };
         let me = self.clone();
-        run_each(images, ctx, info, move |img, _| Ok(vec![me.apply(img, &logo)?])).await
+        run_each(images, ctx, info, move |img, _| {
+            Ok(vec![me.apply(img.into_raster(), &logo)?])
+        })
+        .await
     }
 }

@@ -609,3 +609,119 @@ async fn three_steps_on_one_image_reuse_one_decode_and_give_what_a_fresh_decode_
         assert_eq!(again[0].id(), out[0].id(), "{k}: kept pixels give the same bytes");
     }
 }
+
+/// `detailed` with an alpha that varies across the image (and some fully
+/// transparent pixels), so premultiplied filtering is exercised.
+fn detailed_rgba(w: u32, h: u32, seed: u64) -> image::RgbaImage {
+    let rgb = detailed(w, h, seed);
+    image::RgbaImage::from_fn(w, h, |x, y| {
+        let p = rgb.get_pixel(x, y);
+        let a = if x % 13 == 0 {
+            0
+        } else {
+            (x * 255 / w.max(1)) as u8 | 0x10
+        };
+        image::Rgba([p[0], p[1], p[2], a])
+    })
+}
+
+/// Resize an owned copy of the pixels the way the steps did before they
+/// borrowed them: the reference the borrowed path must match byte for byte.
+fn owned_resize(r: &Raster, w: u32, h: u32) -> Raster {
+    use fast_image_resize as fir;
+    let (pt, data) = match r {
+        Raster::Rgb(i) => (fir::PixelType::U8x3, i.as_raw().clone()),
+        Raster::Rgba(i) => (fir::PixelType::U8x4, i.as_raw().clone()),
+    };
+    let src = fir::images::Image::from_vec_u8(r.width(), r.height(), data, pt).unwrap();
+    let mut dst = fir::images::Image::new(w, h, pt);
+    let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3));
+    fir::Resizer::new().resize(&src, &mut dst, &opts).unwrap();
+    match r {
+        Raster::Rgb(_) => Raster::Rgb(image::RgbImage::from_raw(w, h, dst.into_vec()).unwrap()),
+        Raster::Rgba(_) => Raster::Rgba(image::RgbaImage::from_raw(w, h, dst.into_vec()).unwrap()),
+    }
+}
+
+fn owned_crop(r: &Raster, x: u32, y: u32, w: u32, h: u32) -> Raster {
+    use image::GenericImageView;
+    match r {
+        Raster::Rgb(i) => Raster::Rgb(i.view(x, y, w, h).to_image()),
+        Raster::Rgba(i) => Raster::Rgba(i.view(x, y, w, h).to_image()),
+    }
+}
+
+#[tokio::test]
+async fn resize_and_crop_read_kept_pixels_in_place_and_give_the_bytes_of_an_owned_copy() {
+    let settings = creative_ops::EncodeSettings::default();
+    for img in [
+        Raster::Rgb(detailed(160, 120, 21)),
+        Raster::Rgba(detailed_rgba(160, 120, 22)),
+    ] {
+        let alpha = img.has_alpha();
+        let hero = Artifact::new(MediaType::Png, img.encode(Format::Png, &settings).unwrap());
+        // Decode once so every step below reads the kept pixels, as in a job.
+        let (kept, _) = creative_ops::Decoded::of_artifact(&hero, "hero").unwrap();
+        assert!(matches!(kept, creative_ops::Decoded::Kept(_)), "alpha {alpha}");
+        let cases = [
+            (
+                json!({ "width": 64, "height": 64, "mode": "exact", "filter": "lanczos3" }),
+                "resize",
+                owned_resize(&img, 64, 64),
+            ),
+            (
+                json!({ "width": 200, "height": 90, "mode": "exact", "filter": "lanczos3" }),
+                "resize",
+                owned_resize(&img, 200, 90),
+            ),
+            (
+                json!({ "x": 10, "y": 24, "width": 150, "height": 60 }),
+                "crop",
+                owned_crop(&img, 10, 24, 150, 60),
+            ),
+            (
+                json!({ "x": 0, "y": 0, "width": 160, "height": 120 }),
+                "crop",
+                img.clone(),
+            ),
+        ];
+        for (s, kind, want) in cases {
+            let out = run(kind, s.clone(), hero.clone()).await;
+            let want = want.encode(Format::Png, &settings).unwrap();
+            assert_eq!(out[0].data().as_ref(), &want[..], "{kind} {s} alpha {alpha}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn pad_on_kept_pixels_matches_a_paste_on_an_owned_canvas() {
+    let rgb = detailed(50, 30, 31);
+    let rgba = detailed_rgba(50, 30, 32);
+    let cases = [
+        (Raster::Rgb(rgb.clone()), "#ff00ff", "centre"),
+        (Raster::Rgb(rgb.clone()), "#00000080", "bottom_right"),
+        (Raster::Rgba(rgba.clone()), "#ffffff", "top_left"),
+    ];
+    for (img, color, anchor) in cases {
+        let hero = Artifact::new(MediaType::Png, img.encode(Format::Png, &Default::default()).unwrap());
+        let out = run(
+            "pad",
+            json!({ "width": 70, "height": 40, "color": color, "anchor": anchor }),
+            hero,
+        )
+        .await;
+        let c: creative_ops::Color = color.parse().unwrap();
+        let anchor_v: creative_ops::Anchor = serde_json::from_value(json!(anchor)).unwrap();
+        let (x, y) = anchor_v.place(70, 40, 50, 30, 0);
+        let want = if img.has_alpha() || c.a < 255 {
+            let mut canvas = image::RgbaImage::from_pixel(70, 40, image::Rgba([c.r, c.g, c.b, c.a]));
+            image::imageops::replace(&mut canvas, &img.to_rgba(), x, y);
+            Raster::Rgba(canvas)
+        } else {
+            let mut canvas = image::RgbImage::from_pixel(70, 40, image::Rgb([c.r, c.g, c.b]));
+            image::imageops::replace(&mut canvas, &rgb, x, y);
+            Raster::Rgb(canvas)
+        };
+        assert_eq!(decode(&out[0]), want, "{color} {anchor}");
+    }
+}
