@@ -119,6 +119,27 @@
 //! mimalloc as the binary's allocator was tried and rejected: 10% less CPU on the 10k small
 //! jobs, but 911 to 1,122 MB peak and 30% more CPU on the 1024 px campaign.
 //!
+//! Session 4 (main at the session-4 merges, 2026-12-07 18:20, no other build running, load 1.9 at
+//! the start; the bench's own children put it at 2 to 5). Renditions and pad read the kept pixels
+//! in place instead of copying 3 MB per step; contact-sheet thumbnails shrink with
+//! fast_image_resize and are encoded with per-row filters (they were larger than the rendition
+//! and thrown away); resizers are pooled; the final pass reads the journal on a thread of its own;
+//! a fresh blob or delivered file is created or linked first (24% fewer system calls per job):
+//!
+//! | case | figure | target |
+//! |---|---|---|
+//! | floor, 10k calls | 0.97 s wall, 0.46 s CPU (median of 3) | ideal 0.78 s |
+//! | campaign, 10k jobs | 1.97 / 2.42 / 2.58 s = 2.03x to 2.58x floor, 282 to 368 us CPU per job, 43 to 45 MB | <= 1.25x, < 100 us: not met |
+//! | python vs spec, 200 jobs | median 9.76 s / 2.19 s wall = **4.45x** (was 3.74x), 18.29 s / 3.88 s CPU = 4.71x (was 3.82x), PNG 1.30x, 262 to 310 MB peak | >= 5x: not met; <= 2x |
+//!
+//! The 10k campaign is unchanged within the noise: run by hand interleaved (4 rounds each, load 3),
+//! the session's first binary took 2.65 to 2.96 s of CPU and the last 2.79 to 3.33 s; `strace -c`
+//! counts 23 system calls per job instead of 30 (statx 5 to 3, openat 1.7 to 0.5), which the CPU
+//! figure does not show. Tried and rejected: jemalloc as the binary's allocator (5% less CPU on the
+//! 10k small jobs, but 5 to 8% more on the 1024 px campaign, its sys time up by half from returning
+//! and re-faulting large buffers); `mmap_size` on the cache's readers (a WAL reader reads its pages
+//! from the log, so the pread count did not move).
+//!
 //! Before that, where the campaign's time went (strace -c of the 10k-job campaign): per job about 22
 //! statx (the link-refusing path checks), 7.5 openat, 8 write, 2 rename, 2 mkdir (all but a few
 //! EEXIST), 2 getpid, 1 linkat, and 0.57 fdatasync + 0.29 fsync (group commits of only ~2 jobs
