@@ -133,3 +133,48 @@ fn an_asset_no_larger_than_a_thumbnail_gets_none() {
     assert!(!make_thumbnail(&dir, &a).unwrap());
     assert!(!dir.join(thumbnail_path(a.id())).exists());
 }
+
+#[test]
+fn a_thumbnail_of_a_well_compressed_rendition_is_smaller_and_kept() {
+    // A rendition as the image steps write them: per-row filters and a real
+    // deflate level, so its file is small for its size. A thumbnail encoded
+    // less carefully came out larger than it and was dropped.
+    let (w, h) = (512u32, 512u32);
+    // The loopback server's picture (creative-testkit's `gradient_png`): its
+    // XOR pattern deflates well at full size and turns to noise when shrunk.
+    let mut px = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            px.extend_from_slice(&[
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                ((x ^ y).wrapping_mul(7) & 255) as u8,
+            ]);
+        }
+    }
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+        enc.set_compression(png::Compression::Default);
+        enc.write_header().unwrap().write_image_data(&px).unwrap();
+    }
+    let dir = tmp("rendition");
+    for keep in [true, false] {
+        let a = Artifact::new(MediaType::Png, png_bytes.clone()).with_meta(Meta {
+            width: Some(w),
+            height: Some(h),
+            ..Meta::default()
+        });
+        let a = if keep {
+            a.with_pixels(Pixels::new(w, h, false, px.clone()).unwrap())
+        } else {
+            a
+        };
+        let (tw, th, _, _) = thumbnail(&dir, &a);
+        assert_eq!((tw, th), (256, 256), "kept pixels: {keep}");
+        let _ = std::fs::remove_file(dir.join(thumbnail_path(a.id())));
+    }
+}
