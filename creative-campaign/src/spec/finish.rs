@@ -336,21 +336,16 @@ impl Campaign {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<JobRecords, StoreError>>(READ_AHEAD);
             scope.spawn(move || {
                 for job in self.jobs.iter() {
-                    let mut done = BTreeMap::new();
-                    let mut read = || -> Result<JobRecords, StoreError> {
+                    let item = (|| {
+                        let mut done = BTreeMap::new();
                         for step in &self.steps {
                             if let Some(r) = index.get(job.key(), step)? {
                                 done.insert(step.clone(), r);
                             }
                         }
                         let (entry, assets) = job_entries(&job, &self.steps, &self.deliver, &done);
-                        Ok(JobRecords {
-                            done: std::mem::take(&mut done),
-                            entry,
-                            assets,
-                        })
-                    };
-                    let item = read();
+                        Ok(JobRecords { done, entry, assets })
+                    })();
                     let failed = item.is_err();
                     // The receiver stops at an error or one of its own.
                     if tx.send(item).is_err() || failed {
