@@ -11,6 +11,12 @@ use creative_core::artifact::{MediaKind, MediaType};
 /// Longest side of a thumbnail, in pixels.
 const THUMB: u32 = 256;
 
+/// Whether an image's recorded size already fits a thumbnail: none is made of
+/// it, so the sheet shows the file itself and never looks for one.
+fn fits_a_thumbnail(meta: &creative_core::artifact::Meta) -> bool {
+    meta.width.is_some_and(|w| w <= THUMB) && meta.height.is_some_and(|h| h <= THUMB)
+}
+
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -133,8 +139,7 @@ pub fn make_thumbnail(
         return Ok(false);
     }
     // Small enough to show as it is: known without asking the file system.
-    let (w, h) = (artifact.meta().width, artifact.meta().height);
-    if w.is_some_and(|w| w <= THUMB) && h.is_some_and(|h| h <= THUMB) {
+    if fits_a_thumbnail(artifact.meta()) {
         return Ok(false);
     }
     let path = out_dir.join(thumbnail_path(artifact.id()));
@@ -179,9 +184,7 @@ fn preview(out_dir: &std::path::Path, asset: &AssetEntry, load: &dyn Fn(&AssetEn
     match asset.media.kind() {
         MediaKind::Image => {
             let thumb = thumbnail_path(&asset.id);
-            // No thumbnail is made of an image that small (see make_thumbnail).
-            let small = asset.meta.width.is_some_and(|w| w <= THUMB) && asset.meta.height.is_some_and(|h| h <= THUMB);
-            if !small && out_dir.join(&thumb).is_file() {
+            if !fits_a_thumbnail(&asset.meta) && out_dir.join(&thumb).is_file() {
                 img(&thumb)
             } else if let Some(p) = &asset.path {
                 img(p)
