@@ -333,32 +333,12 @@ impl BlobStore {
             self.known.set_ready(prefix, true);
         }
         let key = crate::store::gc::id_key(hex);
-        if !self.known.wrote(&key) {
-            // The usual case, a payload new to the store: creating it says
-            // whether the name was free (and refuses a link there, which
-            // O_EXCL never follows), where looking first costs a failed stat.
-            match write_new(&path, data, durable) {
-                Ok(()) => {
-                    self.known.remember(key);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                // The prefix folder went (gc, by hand) since it was made.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.known.set_ready(prefix, false);
-                    self.make_prefix(&path)?;
-                    self.known.set_ready(prefix, true);
-                    match write_new(&path, data, durable) {
-                        Ok(()) => {
-                            self.known.remember(key);
-                            return Ok(());
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(write_err(e)),
-                    }
-                }
-                Err(e) => return Err(write_err(e)),
-            }
+        // The usual case, a payload new to the store: creating it says whether
+        // the name was free (and refuses a link there, which O_EXCL never
+        // follows), where looking first costs a failed stat.
+        if !self.known.wrote(&key) && self.create(&path, prefix, data, durable)? {
+            self.known.remember(key);
+            return Ok(());
         }
         // Something is there already: a link is refused, the same bytes are
         // kept, anything else is replaced whole.
@@ -388,26 +368,37 @@ impl BlobStore {
                 write_atomic(&path, data, durable).map_err(write_err)?;
             }
             Ok(_) => write_atomic(&path, data, durable).map_err(write_err)?,
-            Err(_) => match write_new(&path, data, durable) {
-                Ok(()) => {}
-                // Another writer made it meanwhile: make sure it holds these bytes.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if !fs::read(&path).is_ok_and(|on_disk| on_disk == data) {
-                        write_atomic(&path, data, durable).map_err(write_err)?;
-                    }
+            // Gone since this store wrote it. If another writer makes it
+            // meanwhile, make sure it holds these bytes.
+            Err(_) => {
+                if !self.create(&path, prefix, data, durable)? && !fs::read(&path).is_ok_and(|on_disk| on_disk == data)
+                {
+                    write_atomic(&path, data, durable).map_err(write_err)?;
                 }
-                // The prefix folder went (gc, by hand) since it was made.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.known.set_ready(prefix, false);
-                    self.make_prefix(&path)?;
-                    self.known.set_ready(prefix, true);
-                    write_new(&path, data, durable).map_err(write_err)?;
-                }
-                Err(e) => return Err(write_err(e)),
-            },
+            }
         }
         self.known.remember(key);
         Ok(())
+    }
+
+    /// Create `path` holding `data`; `false` when something is there already.
+    /// A prefix folder that went (gc, by hand) since it was made is made again.
+    fn create(&self, path: &Path, prefix: u8, data: &[u8], durable: bool) -> Result<bool, StoreError> {
+        let write_err = |e: std::io::Error| StoreError(format!("write {}: {e}", path.display()));
+        let made = |r: std::io::Result<()>| match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        };
+        match made(write_new(path, data, durable)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.known.set_ready(prefix, false);
+                self.make_prefix(path)?;
+                self.known.set_ready(prefix, true);
+                made(write_new(path, data, durable)).map_err(write_err)
+            }
+            r => r.map_err(write_err),
+        }
     }
 
     /// Whether this store (or a clone) wrote or checked the payload `id` lately
