@@ -9,13 +9,13 @@ use serde_json::{Map, Value};
 
 use creative_core::{Artifact, MediaKind, MediaType, Meta, Provenance, Step, StepCtx, StepError, StepInputs};
 
-use super::{encode, VideoOutput};
+use super::{encode, staged_video, VideoOutput};
 use crate::caption::{self, Align, FitRules, Font, VAlign};
 use crate::color::Color;
 use crate::error::OpsError;
 use crate::geometry::Rect;
 use crate::media::audio::{range_f64, range_u32};
-use crate::media::{args, finish, inputs_of, stage, Ffmpeg, Made, Scratch};
+use crate::media::{args, finish, inputs_of, Ffmpeg, Made, Scratch};
 use crate::raster::{EncodeSettings, Format, Raster};
 use crate::steps::{record, TextBox};
 
@@ -294,11 +294,7 @@ impl Step for CaptionsStep {
         let mut out = Vec::new();
         for input in inputs_of(inputs, ctx, "captions", MediaKind::Video)? {
             let scratch = Scratch::new()?;
-            let src = stage(&scratch, "in", &input).await?;
-            let info = self.ff.probe_file(&src, &ctx.cancel).await?;
-            let (Some(w), Some(h)) = (info.width, info.height) else {
-                return Err(OpsError::Unfit(format!("input {} has no video stream", input.id().short())).into());
-            };
+            let (src, info, w, h) = staged_video(&self.ff, &scratch, &input, &ctx.cancel).await?;
             let d = info.duration_s.unwrap_or(0.0);
             let cues = cues(&script, d, self.s.max_chars as usize);
             let mut a = args(["-i"]);

@@ -9,7 +9,7 @@ use serde_json::Map;
 
 use creative_core::{Artifact, MediaKind, MediaType, Step, StepCtx, StepError, StepInputs};
 
-use super::{encode, frame_at, VideoOutput};
+use super::{encode, frame_at, staged_video, VideoOutput};
 use crate::error::OpsError;
 use crate::media::audio::{json_f, range_f64, range_u32};
 use crate::media::{args, finish, inputs_of, stage, Ffmpeg, Made, Scratch, VIDEO};
@@ -152,11 +152,7 @@ impl Step for PosterStep {
         let mut out = Vec::new();
         for input in inputs_of(inputs, ctx, "poster", MediaKind::Video)? {
             let scratch = Scratch::new()?;
-            let src = stage(&scratch, "in", &input).await?;
-            let info = self.ff.probe_file(&src, &ctx.cancel).await?;
-            let (Some(w), Some(h)) = (info.width, info.height) else {
-                return Err(OpsError::Unfit(format!("input {} has no video stream", input.id().short())).into());
-            };
+            let (src, info, w, h) = staged_video(&self.ff, &scratch, &input, &ctx.cancel).await?;
             let d = info.duration_s.unwrap_or(0.0);
             let t = self.s.at_s.unwrap_or(d / 2.0).clamp(0.0, (d - 0.05).max(0.0));
             let frame = frame_at(&self.ff, &src, t, w, h, &ctx.cancel).await?;

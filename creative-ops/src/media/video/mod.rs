@@ -329,6 +329,25 @@ pub async fn sample_keyframes(
     Ok(frames)
 }
 
+/// A video input staged in `scratch` and probed: its file, its facts and its
+/// frame size. An input without a video stream is refused, naming it.
+async fn staged_video(
+    ff: &Ffmpeg,
+    scratch: &super::Scratch,
+    input: &Artifact,
+    cancel: &CancellationToken,
+) -> Result<(std::path::PathBuf, MediaInfo, u32, u32), OpsError> {
+    let src = super::stage(scratch, "in", input).await?;
+    let info = ff.probe_file(&src, cancel).await?;
+    let (Some(w), Some(h)) = (info.width, info.height) else {
+        return Err(OpsError::Unfit(format!(
+            "input {} has no video stream",
+            input.id().short()
+        )));
+    };
+    Ok((src, info, w, h))
+}
+
 /// One frame at `t` seconds, scaled to `w`x`h`. Seeking before the input is
 /// fast (from the nearest keyframe) and exact (ffmpeg decodes up to `t`).
 pub(crate) async fn frame_at(

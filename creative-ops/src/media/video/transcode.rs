@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use creative_core::{Artifact, MediaKind, Step, StepCtx, StepError, StepInputs};
 
-use super::{duration_of, encode, sample_frames, sample_keyframes, VideoOutput};
+use super::{duration_of, encode, sample_frames, sample_keyframes, staged_video, VideoOutput};
 use crate::attention::{self, Attention};
 use crate::error::OpsError;
 use crate::geometry::{Aspect, Rect};
@@ -297,11 +297,7 @@ impl Step for VideoRenditionsStep {
         let mut out = Vec::new();
         for input in inputs_of(inputs, ctx, "video_renditions", MediaKind::Video)? {
             let scratch = Scratch::new()?;
-            let src = stage(&scratch, "in", &input).await?;
-            let info = self.ff.probe_file(&src, &ctx.cancel).await?;
-            let (Some(w), Some(h)) = (info.width, info.height) else {
-                return Err(OpsError::Unfit(format!("input {} has no video stream", input.id().short())).into());
-            };
+            let (src, info, w, h) = staged_video(&self.ff, &scratch, &input, &ctx.cancel).await?;
             let thumbs = match (self.s.attention, self.s.sampling) {
                 (Attention::Centre, _) => Vec::new(),
                 (_, Sampling::Keyframes) => {
