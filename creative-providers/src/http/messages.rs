@@ -6,7 +6,7 @@ use bytes::Bytes;
 use creative_core::{ErrorKind, MediaType, ProviderError};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Headers that carry a provider's request id, most common first.
@@ -218,8 +218,8 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     /// Parse the body as JSON; a body that does not parse is a `Protocol` error
-    /// carrying the start of the body.
-    pub fn json<T: DeserializeOwned>(&self, provider: &str) -> Result<T, ProviderError> {
+    /// carrying the start of the body. `T` may borrow strings from the body.
+    pub fn json<'a, T: Deserialize<'a>>(&'a self, provider: &str) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| {
             let mut err = ProviderError::new(
                 ErrorKind::Protocol,

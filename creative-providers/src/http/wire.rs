@@ -162,6 +162,11 @@ pub fn rebase_onto(base: &Url, url: &str) -> Option<String> {
 /// Decode standard base64 (padding optional); bad input is a `Protocol` error.
 pub fn decode_base64(provider: &str, s: &str) -> Result<Bytes, ProviderError> {
     let s = s.trim();
+    if let Ok(v) = base64_simd::STANDARD.decode_to_vec(s) {
+        return Ok(Bytes::from(v));
+    }
+    // The rare other cases (no padding, or bad input) go through the scalar
+    // decoder, whose error names the offending symbol and offset.
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
@@ -198,5 +203,27 @@ pub fn sniff_media(data: &[u8]) -> Option<MediaType> {
         Some(MediaType::Mp4)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_with_or_without_padding_and_around_whitespace() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let padded = base64::engine::general_purpose::STANDARD.encode(&data);
+        assert!(padded.ends_with('='), "the sample must need padding");
+        assert_eq!(decode_base64("p", &padded).unwrap(), data);
+        assert_eq!(decode_base64("p", padded.trim_end_matches('=')).unwrap(), data);
+        assert_eq!(decode_base64("p", &format!(" {padded}\n")).unwrap(), data);
+    }
+
+    #[test]
+    fn bad_base64_is_a_protocol_error_naming_the_offset() {
+        let e = decode_base64("p", "aGVsbG8*d29ybGQ=").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert!(e.to_string().contains("offset 7"), "{e}");
     }
 }

@@ -23,6 +23,7 @@
 //! `gpt-4o-mini`), `response_format` (`b64_json` or `url`), `max_count` (default 10).
 //! The key comes from `api_key_env` (default `OPENAI_API_KEY`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,10 +194,12 @@ impl OpenAiBuilder {
 // Wire types
 // ---------------------------------------------------------------------------------
 
+/// Borrows from the response body: an image's base64 (megabytes) is decoded
+/// straight from it rather than copied into a `String` first.
 #[derive(Debug, Deserialize)]
-struct ImagesResponse {
-    #[serde(default)]
-    data: Vec<ImageData>,
+struct ImagesResponse<'a> {
+    #[serde(default, borrow)]
+    data: Vec<ImageData<'a>>,
     #[serde(default)]
     output_format: Option<String>,
     #[serde(default)]
@@ -208,9 +211,10 @@ struct ImagesResponse {
 }
 
 #[derive(Debug, Deserialize)]
-struct ImageData {
-    #[serde(default)]
-    b64_json: Option<String>,
+struct ImageData<'a> {
+    /// Borrowed unless the JSON escapes a character in it (`\/`).
+    #[serde(default, borrow)]
+    b64_json: Option<Cow<'a, str>>,
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
@@ -484,7 +488,7 @@ impl OpenAi {
         &self,
         model: &str,
         req: &Request,
-        resp: ImagesResponse,
+        resp: ImagesResponse<'_>,
         ctx: &CallCtx,
     ) -> Result<Generation, ProviderError> {
         if resp.data.is_empty() {
@@ -712,19 +716,19 @@ impl Provider for OpenAi {
         match req.task {
             Task::Image => {
                 let body = self.image_body(&model, req);
-                let resp: ImagesResponse = self
+                let http = self
                     .transport
-                    .send_json(HttpRequest::post_json("images/generations", body), ctx)
+                    .send(HttpRequest::post_json("images/generations", body), ctx)
                     .await?;
-                self.images_response(&model, req, resp, ctx).await
+                self.images_response(&model, req, http.json(&self.id)?, ctx).await
             }
             Task::ImageEdit => {
                 let form = self.edit_form(&model, req)?;
-                let resp: ImagesResponse = self
+                let http = self
                     .transport
-                    .send_json(HttpRequest::post_multipart("images/edits", form), ctx)
+                    .send(HttpRequest::post_multipart("images/edits", form), ctx)
                     .await?;
-                self.images_response(&model, req, resp, ctx).await
+                self.images_response(&model, req, http.json(&self.id)?, ctx).await
             }
             Task::Text => {
                 let body = self.chat_body(&model, req);
