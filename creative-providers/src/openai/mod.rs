@@ -212,14 +212,19 @@ struct ImagesResponse<'a> {
 
 #[derive(Debug, Deserialize)]
 struct ImageData<'a> {
-    /// Borrowed unless the JSON escapes a character in it (`\/`).
     #[serde(default, borrow)]
-    b64_json: Option<Cow<'a, str>>,
+    b64_json: Option<Base64Text<'a>>,
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
     revised_prompt: Option<String>,
 }
+
+/// Base64 text borrowed from the body unless the JSON escapes a character in it
+/// (`\/`). A newtype, because serde borrows a `Cow` only as a field of its own,
+/// never inside an `Option`.
+#[derive(Debug, Deserialize)]
+struct Base64Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Debug, Deserialize)]
 struct ImageUsage {
@@ -507,7 +512,7 @@ impl OpenAi {
         let mut artifacts = Vec::with_capacity(resp.data.len());
         for d in &resp.data {
             let (data, served) = match (&d.b64_json, &d.url) {
-                (Some(b), _) => (decode_base64(&self.id, b)?, None),
+                (Some(b), _) => (decode_base64(&self.id, &b.0)?, None),
                 (None, Some(u)) => {
                     let dl = self.transport.download(u, ctx).await?;
                     (dl.data, dl.media)

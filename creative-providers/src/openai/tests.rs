@@ -58,3 +58,12 @@ fn estimates_use_the_price_table() {
     let o = p(json!({"model": "dall-e-3", "prices": {"dall-e-3": {"image": {"1024x1024/hd": 1.0}}}}));
     assert_eq!(o.estimate_cost(&r), 1.0);
 }
+
+#[test]
+fn an_image_s_base64_is_read_in_place_from_the_body_unless_escaped() {
+    let body = br#"{"data":[{"b64_json":"aGVsbG8="},{"b64_json":"aGV\/bG8="}]}"#;
+    let resp: ImagesResponse<'_> = serde_json::from_slice(body).unwrap();
+    let texts: Vec<&Cow<'_, str>> = resp.data.iter().map(|d| &d.b64_json.as_ref().unwrap().0).collect();
+    assert!(matches!(texts[0], Cow::Borrowed("aGVsbG8=")), "{:?}", texts[0]);
+    assert!(matches!(texts[1], Cow::Owned(s) if s == "aGV/bG8="), "{:?}", texts[1]);
+}
