@@ -123,14 +123,11 @@ impl Part {
     }
 
     fn push<T: serde::Serialize>(&mut self, v: &T) -> Result<(), StoreError> {
-        let pretty = serde_json::to_string_pretty(v).map_err(|e| io_err("encode for", &self.path, e))?;
-        let sep = if self.count == 0 { "\n    " } else { ",\n    " };
-        // JSON strings escape their newlines, so every newline here is layout.
-        let body = pretty.replace('\n', "\n    ");
-        self.out
-            .write_all(sep.as_bytes())
-            .and_then(|_| self.out.write_all(body.as_bytes()))
-            .map_err(|e| io_err("write", &self.path, e))?;
+        let sep: &[u8] = if self.count == 0 { b"\n    " } else { b",\n    " };
+        self.out.write_all(sep).map_err(|e| io_err("write", &self.path, e))?;
+        // Pretty-printed straight into the file, every line indented as it goes.
+        let mut ser = serde_json::Serializer::pretty(Indented(&mut self.out));
+        v.serialize(&mut ser).map_err(|e| io_err("write", &self.path, e))?;
         self.count += 1;
         Ok(())
     }
@@ -138,6 +135,28 @@ impl Part {
     fn finish(mut self) -> Result<(PathBuf, u64), StoreError> {
         self.out.flush().map_err(|e| io_err("write", &self.path, e))?;
         Ok((self.path, self.count))
+    }
+}
+
+/// Writes through, indenting every line after the first by four spaces: a
+/// pretty-printed value nested two levels into the manifest. JSON strings escape
+/// their newlines, so every newline written is layout.
+struct Indented<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Indented<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            self.0.write_all(&rest[..=i])?;
+            self.0.write_all(b"    ")?;
+            rest = &rest[i + 1..];
+        }
+        self.0.write_all(rest)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
