@@ -38,7 +38,7 @@ pub fn starter(p: StarterProvider) -> String {
 #   creative run campaign.toml --dry-run  # jobs, cost and time against the budget
 #   creative run campaign.toml            # writes ./out
 name = \"starter\"
-concurrency = 4                 # steps running at once (1 to 10000)
+concurrency = 4                 # jobs and calls at once (1 to 10000)
 
 {provider}
 # Every list is an axis: 2 x 2 = 4 jobs. Each job's variables fill the templates.

@@ -17,7 +17,8 @@ pub struct SpecDoc {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Most steps running at once (and most jobs active at once). Default 8.
+    /// Most jobs active at once, and most steps running at once of each kind
+    /// (provider calls; local work such as image operations and gates). Default 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = creative_core::limits::MAX_CONCURRENCY))]
     pub concurrency: Option<usize>,

@@ -149,8 +149,9 @@ impl JobCtx {
     }
 
     /// Run one step of this job under the engine's rules: the journal is consulted
-    /// first (a finished step is never redone), the global concurrency limit is
-    /// respected, cancellation stops it at once, a panic becomes the step's error,
+    /// first (a finished step is never redone), the concurrency limit is
+    /// respected (steps that call providers and steps that call none each have
+    /// a pool of that many permits), cancellation stops it at once, a panic becomes the step's error,
     /// and success counts only once the journal has recorded it.
     ///
     /// `Ok` carries a done step; `Err` a failed or cancelled one.
@@ -207,12 +208,14 @@ impl JobCtx {
             }
         }
 
+        let local = step.providers().is_empty();
+        let permits = if local { &run.local_steps } else { &run.steps };
         let _permit = tokio::select! {
             biased;
             _ = run.cancel.cancelled() => return Err(fail(StepState::Cancelled, StepError::cancelled(), started.elapsed())),
-            p = run.steps.clone().acquire_owned() => p.ok(),
+            p = permits.clone().acquire_owned() => p.ok(),
         };
-        if run.budget.is_exhausted() && !(step.providers().is_empty() && self.free_steps_may_run()) {
+        if run.budget.is_exhausted() && !(local && self.free_steps_may_run()) {
             return Err(StepResult::not_run(name.clone(), StepState::Skipped));
         }
         if run.events.is_listened() {

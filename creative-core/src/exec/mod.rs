@@ -7,7 +7,9 @@
 //! `concurrency` jobs active, and collects each job's result as it ends; a failed
 //! job never stops the others. Each active job is a task of its own that walks its
 //! DAG with a pure ready-queue ([`crate::dag::ReadyQueue`]) and runs ready steps
-//! concurrently; every step takes a permit of the global concurrency limit, and
+//! concurrently; every step takes a permit of the concurrency limit (steps that
+//! call providers from one pool, steps that call none from another of the same
+//! size, so CPU work on finished generations never holds back the next calls), and
 //! every provider call goes through the resilience layer (`call.rs`) and its
 //! per-provider limits. Cancellation is one token that every await races against;
 //! on cancel or budget exhaustion, running work stops or drains, nothing new
@@ -125,7 +127,10 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Most steps running at once across the run, and most jobs active at once.
+    /// Most jobs active at once, and most steps running at once across the run:
+    /// up to `n` steps that call providers, and up to `n` that call none (image
+    /// operations, gates), so CPU work on finished generations never holds back
+    /// the next calls.
     /// Default [`crate::limits::DEFAULT_CONCURRENCY`] (8, as in a spec);
     /// [`build`](Self::build) refuses 0 and values above [`MAX_CONCURRENCY`] (a
     /// semaphore cannot hold more than `usize::MAX >> 3` permits, and no host
@@ -483,6 +488,7 @@ impl Executor {
             journal: opts.journal.clone(),
             inflight: Arc::default(),
             steps: Arc::new(Semaphore::new(self.inner.concurrency)),
+            local_steps: Arc::new(Semaphore::new(self.inner.concurrency)),
             counters: Counters::default(),
             cancel: cancel.clone(),
             degraded: Default::default(),

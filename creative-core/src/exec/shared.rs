@@ -201,7 +201,12 @@ pub(crate) struct RunShared {
     pub force: bool,
     pub journal: Option<Arc<dyn Journal>>,
     pub inflight: Arc<Inflight>,
+    /// Permits of steps that call providers.
     pub steps: Arc<Semaphore>,
+    /// Permits of steps that call none (image operations, gates, custom
+    /// steps): a pool of their own, so CPU work on finished generations never
+    /// holds back the next calls.
+    pub local_steps: Arc<Semaphore>,
     pub counters: Counters,
     pub cancel: CancellationToken,
     /// Providers that failed work a fallback then served, by provider.
@@ -261,6 +266,7 @@ impl RunShared {
             journal: None,
             inflight: Arc::default(),
             steps: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            local_steps: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             counters: Counters::default(),
             cancel: CancellationToken::new(),
             degraded: Mutex::default(),

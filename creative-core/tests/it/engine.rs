@@ -84,6 +84,54 @@ async fn runs_every_job_within_global_and_per_provider_limits() {
     assert!(max_a >= 3, "the global limit allows parallel calls: {max_a}");
 }
 
+/// A local step that waits for a permit the provider hands out when called.
+struct WaitForCall(Arc<tokio::sync::Semaphore>);
+
+#[async_trait]
+impl Step for WaitForCall {
+    fn kind(&self) -> &str {
+        "wait-for-call"
+    }
+    async fn run(&self, inputs: &StepInputs, _: &StepCtx) -> Result<Vec<Artifact>, StepError> {
+        self.0
+            .acquire()
+            .await
+            .map_err(|e| StepError::io(e.to_string()))?
+            .forget();
+        Ok(inputs.all().cloned().collect())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_steps_holding_every_permit_never_hold_back_a_provider_call() {
+    // `first` readies two local steps and a second call; the local steps take
+    // both permits of a concurrency of 2 and finish only once `second` has been
+    // called. Sharing one pool of permits, the run would wait forever.
+    let released = Arc::new(tokio::sync::Semaphore::new(0));
+    let r = released.clone();
+    let p = Arc::new(fake("p").script(move |req, _| {
+        if req.prompt.starts_with("second") {
+            r.add_permits(2);
+        }
+        Ok(())
+    }));
+    let exec = Executor::builder().provider(p.clone()).concurrency(2).build().unwrap();
+    let call = |prompt: &str| GenerateStep::new(Task::Text, ["p"], prompt).unwrap();
+    let dag = Dag::builder("fan-out")
+        .step("first", call("first {{ product }}"), &[])
+        .step("hold1", WaitForCall(released.clone()), &["first"])
+        .step("hold2", WaitForCall(released.clone()), &["first"])
+        .step("second", call("second {{ product }}"), &["first"])
+        .build()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(600), exec.run(Arc::new(dag), jobs(1)))
+        .await
+        .expect("the second call waited behind the local steps")
+        .unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(p.calls(), 2);
+}
+
 #[tokio::test]
 async fn one_failing_job_never_stops_the_others() {
     let p = Arc::new(fake("p").script(|req, _| {
