@@ -1,0 +1,180 @@
+//! What the cache index's writer pays per put: CPU time of its thread, and
+//! the bytes and write calls it makes (the write-ahead log's frames and the
+//! checkpoints), for entries shaped like a campaign's and put at a campaign's
+//! pace, so the writer gathers batches as it does in a run.
+//!
+//! `cargo bench -p creative-campaign --bench cache_index -- [entries] [rounds] [puts/s]`
+//! (defaults 10000, 3, 5000: the 10,000-job loopback campaign finishes about
+//! 5,000 generations a second). Linux only: the figures come from the writer
+//! thread's `/proc/self/task/<tid>/{schedstat,io}`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use creative_campaign::store::DiskCache;
+use creative_core::artifact::{Artifact, MediaType, Meta};
+use creative_core::provenance::Provenance;
+use creative_core::request::{Generation, Usage};
+use creative_core::GenerationCache;
+
+/// A writer thread's counters.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    cpu_ns: u64,
+    written: u64,
+    writes: u64,
+}
+
+fn counters(tid: &str) -> Counters {
+    let task = Path::new("/proc/self/task").join(tid);
+    let cpu_ns = std::fs::read_to_string(task.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    let io = std::fs::read_to_string(task.join("io")).unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Counters {
+        cpu_ns,
+        written: field("wchar:"),
+        writes: field("syscw:"),
+    }
+}
+
+fn tasks() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The thread the cache started: the one task named `creative-cache…` that
+/// was not there before (a new thread names itself once running, so this
+/// waits for the name a while).
+fn writer_tid(before: &[String]) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = tasks().into_iter().find(|t| {
+            !before.contains(t)
+                && std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                    .is_ok_and(|c| c.starts_with("creative-cache"))
+        });
+        if found.is_some() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// A generation like the loopback campaign's: one small PNG (distinct bytes,
+/// so a distinct payload per entry, as real images are), its size and the
+/// model in the record, a cost in the usage.
+fn generation(i: u64) -> Generation {
+    let mut data = vec![0u8; 268];
+    data[..8].copy_from_slice(&i.to_le_bytes());
+    let artifact = Artifact::new(MediaType::Png, data)
+        .with_meta(Meta {
+            width: Some(8),
+            height: Some(8),
+            ..Meta::default()
+        })
+        .with_provenance(Provenance {
+            model: Some("gpt-image-1".into()),
+            ..Provenance::default()
+        });
+    Generation {
+        artifacts: vec![artifact],
+        usage: Usage {
+            cost_usd: 0.167,
+            units: Some(1.0),
+            ..Usage::default()
+        },
+        raw: None,
+    }
+}
+
+fn key(round: u64, i: u64) -> String {
+    blake3::hash(format!("{round}/{i}").as_bytes()).to_hex().to_string()
+}
+
+struct Figures {
+    secs: f64,
+    counters: Counters,
+    page_size: u64,
+}
+
+async fn round(dir: &Path, round: u64, entries: u64, rate: u64) -> Figures {
+    let _ = std::fs::remove_dir_all(dir);
+    let before = tasks();
+    let cache = DiskCache::open(dir).expect("open the cache");
+    let tid = writer_tid(&before).expect("the cache's writer thread");
+    let page_size: i64 = rusqlite::Connection::open(dir.join("cache.sqlite"))
+        .and_then(|db| db.pragma_query_value(None, "page_size", |r| r.get(0)))
+        .expect("read the page size");
+    // Puts arrive in small groups every tick, as a campaign's jobs finish.
+    let tick = Duration::from_millis(2);
+    let per_tick = (rate * 2 / 1000).max(1);
+    let mut interval = tokio::time::interval(tick);
+    let start = counters(&tid);
+    let t0 = Instant::now();
+    let mut i = 0;
+    while i < entries {
+        interval.tick().await;
+        for _ in 0..per_tick.min(entries - i) {
+            cache.put(&key(round, i), &generation(i)).await.expect("put");
+            i += 1;
+        }
+    }
+    cache.flush().await.expect("flush");
+    let secs = t0.elapsed().as_secs_f64();
+    let end = counters(&tid);
+    drop(cache);
+    Figures {
+        secs,
+        counters: Counters {
+            cpu_ns: end.cpu_ns - start.cpu_ns,
+            written: end.written - start.written,
+            writes: end.writes - start.writes,
+        },
+        page_size: page_size as u64,
+    }
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let entries = args.first().copied().unwrap_or(10_000);
+    let rounds = args.get(1).copied().unwrap_or(3);
+    let rate = args.get(2).copied().unwrap_or(5_000);
+    let dir: PathBuf = std::env::temp_dir().join(format!("creative-bench-cache-index-{}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    println!("cache index: {entries} puts at {rate}/s, {rounds} rounds");
+    for r in 0..rounds {
+        let f = rt.block_on(round(&dir, r, entries, rate));
+        let n = entries as f64;
+        let c = f.counters;
+        println!(
+            "round {r}: writer {:.1} µs CPU/put, {:.2} pages written/put ({} B pages), {:.2} write calls/put, {:.0} B/put; {:.2} s",
+            c.cpu_ns as f64 / 1e3 / n,
+            c.written as f64 / (f.page_size + 24) as f64 / n,
+            f.page_size,
+            c.writes as f64 / n,
+            c.written as f64 / n,
+            f.secs,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
