@@ -1,12 +1,14 @@
 //! What the cache index's writer pays per put: CPU time of its thread, and
 //! the bytes and write calls it makes (the write-ahead log's frames and the
-//! checkpoints), for entries shaped like a campaign's and put at a campaign's
-//! pace, so the writer gathers batches as it does in a run.
+//! checkpoints), for entries shaped like a campaign's, in transactions of the
+//! size the writer gathers in a run.
 //!
-//! `cargo bench -p creative-campaign --bench cache_index -- [entries] [rounds] [puts/s]`
-//! (defaults 10000, 3, 5000: the 10,000-job loopback campaign finishes about
-//! 5,000 generations a second). Linux only: the figures come from the writer
-//! thread's `/proc/self/task/<tid>/{schedstat,io}`.
+//! `cargo bench -p creative-campaign --bench cache_index -- [entries] [rounds] [batch]`
+//! (defaults 10000, 3, 49: in the 10,000-job loopback campaign the writer
+//! committed about 205 transactions of 49 puts). Each batch is its puts then
+//! a flush, so the transactions are that size however loaded the machine is.
+//! Linux only: the figures come from the writer thread's
+//! `/proc/self/task/<tid>/{schedstat,io}`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -110,7 +112,7 @@ struct Figures {
     page_size: u64,
 }
 
-async fn round(dir: &Path, round: u64, entries: u64, rate: u64) -> Figures {
+async fn round(dir: &Path, round: u64, entries: u64, batch: u64) -> Figures {
     let _ = std::fs::remove_dir_all(dir);
     let before = tasks();
     let cache = DiskCache::open(dir).expect("open the cache");
@@ -118,21 +120,16 @@ async fn round(dir: &Path, round: u64, entries: u64, rate: u64) -> Figures {
     let page_size: i64 = rusqlite::Connection::open(dir.join("cache.sqlite"))
         .and_then(|db| db.pragma_query_value(None, "page_size", |r| r.get(0)))
         .expect("read the page size");
-    // Puts arrive in small groups every tick, as a campaign's jobs finish.
-    let tick = Duration::from_millis(2);
-    let per_tick = (rate * 2 / 1000).max(1);
-    let mut interval = tokio::time::interval(tick);
     let start = counters(&tid);
     let t0 = Instant::now();
     let mut i = 0;
     while i < entries {
-        interval.tick().await;
-        for _ in 0..per_tick.min(entries - i) {
+        for _ in 0..batch.min(entries - i) {
             cache.put(&key(round, i), &generation(i)).await.expect("put");
             i += 1;
         }
+        cache.flush().await.expect("flush");
     }
-    cache.flush().await.expect("flush");
     let secs = t0.elapsed().as_secs_f64();
     let end = counters(&tid);
     drop(cache);
@@ -155,15 +152,15 @@ fn main() {
         .collect();
     let entries = args.first().copied().unwrap_or(10_000);
     let rounds = args.get(1).copied().unwrap_or(3);
-    let rate = args.get(2).copied().unwrap_or(5_000);
+    let batch = args.get(2).copied().unwrap_or(49).max(1);
     let dir: PathBuf = std::env::temp_dir().join(format!("creative-bench-cache-index-{}", std::process::id()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    println!("cache index: {entries} puts at {rate}/s, {rounds} rounds");
+    println!("cache index: {entries} puts in transactions of {batch}, {rounds} rounds");
     for r in 0..rounds {
-        let f = rt.block_on(round(&dir, r, entries, rate));
+        let f = rt.block_on(round(&dir, r, entries, batch));
         let n = entries as f64;
         let c = f.counters;
         println!(
