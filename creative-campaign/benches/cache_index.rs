@@ -6,14 +6,17 @@
 //! `cargo bench -p creative-campaign --bench cache_index -- [entries] [rounds] [batch]`
 //! (defaults 10000, 3, 49: in the 10,000-job loopback campaign the writer
 //! committed about 205 transactions of 49 puts). Each batch is its puts then
-//! a flush, so the transactions are that size however loaded the machine is.
+//! a flush, and the payloads are written before the clock starts (a put then
+//! finds its payload there, so a batch is queued well within the writer's
+//! gathering time): the transactions are that size however loaded the
+//! machine is.
 //! Linux only: the figures come from the writer thread's
 //! `/proc/self/task/<tid>/{schedstat,io}`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use creative_campaign::store::DiskCache;
+use creative_campaign::store::{BlobStore, DiskCache};
 use creative_core::artifact::{Artifact, MediaType, Meta};
 use creative_core::provenance::Provenance;
 use creative_core::request::{Generation, Usage};
@@ -114,8 +117,16 @@ struct Figures {
 
 async fn round(dir: &Path, round: u64, entries: u64, batch: u64) -> Figures {
     let _ = std::fs::remove_dir_all(dir);
+    let blobs = BlobStore::new(dir.join("objects"));
+    let generations: Vec<Generation> = (0..entries).map(generation).collect();
+    for g in &generations {
+        for a in &g.artifacts {
+            blobs.put(a.id(), a.data(), false).expect("write a payload");
+        }
+    }
+    let keys: Vec<String> = (0..entries).map(|i| key(round, i)).collect();
     let before = tasks();
-    let cache = DiskCache::open(dir).expect("open the cache");
+    let cache = DiskCache::open(dir).expect("open the cache").with_blob_store(&blobs);
     let tid = writer_tid(&before).expect("the cache's writer thread");
     let page_size: i64 = rusqlite::Connection::open(dir.join("cache.sqlite"))
         .and_then(|db| db.pragma_query_value(None, "page_size", |r| r.get(0)))
@@ -125,7 +136,7 @@ async fn round(dir: &Path, round: u64, entries: u64, batch: u64) -> Figures {
     let mut i = 0;
     while i < entries {
         for _ in 0..batch.min(entries - i) {
-            cache.put(&key(round, i), &generation(i)).await.expect("put");
+            cache.put(&keys[i as usize], &generations[i as usize]).await.expect("put");
             i += 1;
         }
         cache.flush().await.expect("flush");
