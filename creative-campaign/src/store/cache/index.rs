@@ -428,18 +428,35 @@ fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
 /// Move a version 1 index's entries into version 2's tables, in recency
 /// order, rebuilding the names and the total from the bodies as a put does.
 /// One transaction: a crash leaves the file as it was, migrated at next open.
+/// A row that does not read as an entry (never written so by this crate) is
+/// left behind: a miss, as a damaged entry is.
 fn migrate_v1(tx: &rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
     tx.execute_batch(V1_ASIDE)?;
     tx.execute_batch(SCHEMA)?;
     let mut total = Total::read(tx)?;
     let mut rows = tx.prepare("SELECT key, body, bytes, used FROM entries_v1 ORDER BY used")?;
     let mut rows = rows.query([])?;
+    let mut skipped = 0u64;
     while let Some(r) = rows.next()? {
-        let (key, body, bytes, used): (String, Vec<u8>, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let ids: Vec<ArtifactId> = serde_json::from_slice::<EntryIds>(&body)
+        let row = (r.get_ref(0)?, r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?);
+        let (ValueRef::Text(key), ValueRef::Blob(body), ValueRef::Integer(bytes), ValueRef::Integer(used)) = row else {
+            skipped += 1;
+            continue;
+        };
+        let Some(key) = std::str::from_utf8(key).ok().filter(|k| is_key(k)) else {
+            skipped += 1;
+            continue;
+        };
+        let ids: Vec<ArtifactId> = serde_json::from_slice::<EntryIds>(body)
             .map(|e| e.artifacts.into_iter().map(|a| a.id).collect())
             .unwrap_or_default();
-        replace(tx, &mut total, &key, &body, bytes.max(0) as u64, used, &ids)?;
+        replace(tx, &mut total, key, body, bytes.max(0) as u64, used, &ids)?;
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "cache index migration left behind rows it could not read; they are misses"
+        );
     }
     total.write(tx)?;
     tx.execute_batch("DROP TABLE entries_v1")?;
