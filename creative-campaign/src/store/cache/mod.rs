@@ -577,6 +577,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_caches_opening_one_version_1_index_at_once_migrate_it_once() {
+        let dir = tmp("v1-race");
+        let gens: Vec<Generation> = (0..50).map(|i| payload(i, 100)).collect();
+        let keys: Vec<String> = (0..50).map(key).collect();
+        let rows: Vec<(&str, &Generation, i64)> = keys
+            .iter()
+            .zip(&gens)
+            .enumerate()
+            .map(|(i, (k, g))| (k.as_str(), g, i as i64))
+            .collect();
+        write_v1(&dir, &rows);
+        let opens: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || DiskCache::open(&dir))
+            })
+            .collect();
+        let caches: Vec<DiskCache> = opens.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+        let count: i64 = caches[0]
+            .index
+            .read(|db| db.query_row("SELECT count(*) FROM entries", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(count, 50, "each entry once");
+        for c in &caches {
+            for (k, g) in keys.iter().zip(&gens) {
+                let hit = c.get(k).await.unwrap().expect("a migrated entry hits");
+                assert_eq!(hit.artifacts[0].data(), g.artifacts[0].data());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn keys_stored_as_bytes_or_text_stay_distinct_and_exact() {
         let dir = tmp("keys");
         let c = DiskCache::open(&dir).unwrap();
