@@ -12,11 +12,14 @@
 //! machine is.
 //! Linux only: the figures come from the writer thread's
 //! `/proc/self/task/<tid>/{schedstat,io}`.
+//!
+//! Then the one-time cost of the upgrade: the time to open a cache whose
+//! index is of version 1 and holds that many entries (its migration).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use creative_campaign::store::{BlobStore, DiskCache};
+use creative_campaign::store::{ArtifactRecord, BlobStore, DiskCache};
 use creative_core::artifact::{Artifact, MediaType, Meta};
 use creative_core::provenance::Provenance;
 use creative_core::request::{Generation, Usage};
@@ -174,6 +177,52 @@ async fn round(dir: &Path, round: u64, entries: u64, batch: u64) -> Figures {
     }
 }
 
+/// Version 1 of the index, as the release before version 2 wrote it.
+const SCHEMA_V1: &str = "
+    CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, body BLOB NOT NULL,
+        bytes INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX entries_by_use ON entries(used);
+    CREATE TABLE names(payload TEXT NOT NULL, entry TEXT NOT NULL,
+        PRIMARY KEY(payload, entry)) WITHOUT ROWID;
+    CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
+    INSERT INTO totals VALUES(0, 0);
+    PRAGMA journal_mode = WAL;
+    PRAGMA user_version = 1;";
+
+/// Seconds to open a cache whose version 1 index holds `entries` entries.
+fn migration(dir: &Path, entries: u64) -> f64 {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("create the folder");
+    let mut db = rusqlite::Connection::open(dir.join("cache.sqlite")).expect("open a v1 index");
+    db.execute_batch(SCHEMA_V1).expect("the v1 schema");
+    let tx = db.transaction().expect("a transaction");
+    for i in 0..entries {
+        let g = generation(i);
+        let records: Vec<ArtifactRecord> = g.artifacts.iter().map(ArtifactRecord::of).collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "artifacts": records, "usage": g.usage }))
+            .expect("encode an entry");
+        let key = key(u64::MAX, i);
+        let bytes = body.len() as i64 + 268;
+        tx.execute(
+            "INSERT INTO entries VALUES(?1, ?2, ?3, ?4)",
+            rusqlite::params![key, body, bytes, i as i64],
+        )
+        .expect("a v1 entry");
+        tx.execute(
+            "INSERT INTO names VALUES(?1, ?2)",
+            rusqlite::params![records[0].id.as_str(), key],
+        )
+        .expect("a v1 name");
+    }
+    tx.commit().expect("commit the v1 index");
+    drop(db);
+    let t0 = Instant::now();
+    let cache = DiskCache::open(dir).expect("open and migrate");
+    let secs = t0.elapsed().as_secs_f64();
+    drop(cache);
+    secs
+}
+
 fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)
@@ -204,5 +253,9 @@ fn main() {
             f.secs,
         );
     }
+    println!(
+        "opening a version 1 index of {entries} entries (its migration): {:.2} s",
+        migration(&dir, entries)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
