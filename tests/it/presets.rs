@@ -309,7 +309,8 @@ fn fingerprints(out: &Path) -> BTreeSet<(String, String)> {
 
 fn cache_keys(out: &Path) -> Vec<String> {
     let db = rusqlite::Connection::open(out.join(".creative/cache.sqlite")).unwrap();
-    let mut q = db.prepare("SELECT key FROM entries ORDER BY key").unwrap();
+    // The index keeps a hex key as its bytes.
+    let mut q = db.prepare("SELECT lower(hex(key)) FROM entries ORDER BY key").unwrap();
     let keys = q.query_map([], |r| r.get(0)).unwrap();
     keys.map(Result::unwrap).collect()
 }

@@ -289,8 +289,8 @@ pub fn collect_garbage(out_dir: &Path, dry_run: bool) -> Result<GcReport, GcErro
 
     // The cache's entries, when the cache lives in the state folder: its
     // index, and the entry files of a cache written before the index.
-    crate::store::cache::for_each_named_payload(&state_dir, |id| {
-        live.insert(id_key(id));
+    crate::store::cache::for_each_named_payload(&state_dir, |key| {
+        live.insert(key);
     })?;
     let mut temps: Vec<PathBuf> = Vec::new();
     let entries = state_dir.join("entries");

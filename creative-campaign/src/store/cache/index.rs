@@ -9,7 +9,7 @@
 //! the writer applies whatever has queued meanwhile in one transaction, as the
 //! journal's committer does. A row not yet applied is still visible to this
 //! process (see [`Shared::pending`]); another process sees it once committed,
-//! a few milliseconds later. [`Index::flush`] waits for every queued row.
+//! at most `GATHER` (20 ms) later. [`Index::flush`] waits for every queued row.
 //!
 //! Lookups read through connections of their own: with the write-ahead log a
 //! reader is never blocked by the writer, so a miss costs a point query on the
@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{entry_bytes, is_key, CacheEntry, EntryIds};
@@ -34,24 +35,55 @@ use creative_core::artifact::ArtifactId;
 /// The index file's name in the cache folder.
 pub(crate) const INDEX_FILE: &str = "cache.sqlite";
 
-/// The layout of the index; a file of another version is moved aside.
-const SCHEMA_VERSION: i64 = 1;
+/// The layout of the index. A file of version 1 is migrated on open; one of
+/// any other version is moved aside.
+const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
+/// Version 2: why this shape.
+///
+/// A put used to write four to five pages of log (3.9 in the `cache_index`
+/// bench's transactions of 49 puts, 5.5 in a 10,000-job campaign): the bodies lived in the leaves of a `WITHOUT ROWID`
+/// table keyed by hex text, so every put landed on a random leaf holding a
+/// handful of rows, which split often, and `names` repeated both hex ids.
+/// Now the bodies sit in a rowid table in put order (consecutive puts share
+/// its last page), and the two trees a put must touch at a random place, the
+/// key index and `names`, hold short rows (a key as its bytes, a payload as
+/// the 16-byte key gc uses, an entry as its row id), so many fit a page and a
+/// batch's random inserts share pages.
+///
+/// `key` holds the bytes a lowercase hex key of even length spells, and any
+/// other key as text (see [`SqlKey`]): a blob never equals a text, so every
+/// key still has exactly one row.
+const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS entries(
-    key TEXT PRIMARY KEY NOT NULL,
+    id INTEGER PRIMARY KEY,
+    key NOT NULL,
     body BLOB NOT NULL,
     bytes INTEGER NOT NULL,
     used INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_by_use ON entries(used);
+);
 CREATE TABLE IF NOT EXISTS names(
-    payload TEXT NOT NULL,
-    entry TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    entry INTEGER NOT NULL,
     PRIMARY KEY(payload, entry)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES(0, 0);
+";
+
+/// The indexes of version 2's `entries` (apart, so a migration builds them
+/// once its rows are in).
+const INDEXES: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS entries_by_key ON entries(key);
+CREATE INDEX IF NOT EXISTS entries_by_use ON entries(used);
+";
+
+/// Version 1's tables, renamed while their rows move into version 2's.
+const V1_ASIDE: &str = "
+DROP INDEX IF EXISTS entries_by_use;
+ALTER TABLE entries RENAME TO entries_v1;
+DROP TABLE IF EXISTS names;
+DROP TABLE IF EXISTS totals;
 ";
 
 /// How long the writer waits for another process writing the index.
@@ -68,14 +100,69 @@ const QUEUE: usize = 2048;
 /// Operations applied in one transaction at most.
 const BATCH: usize = 512;
 
-/// How long the writer lets puts gather before a commit.
-const GATHER: Duration = Duration::from_millis(5);
+/// How long the writer lets puts gather before a commit, at most.
+///
+/// A transaction pays a fixed cost (the pages every commit rewrites: the
+/// total, the last pages of the bodies and of the recency index, the file
+/// header) and each put a random leaf of the key index and of `names`, which
+/// the puts of one transaction share more the more of them there are. The
+/// `cache_index` bench, writer CPU and pages written per put by transaction
+/// size: 49 puts 17 us and 1.5 pages, 150 puts 10 us and 0.74, 500 puts 8.5 us
+/// and 0.47. 5 ms gathered about 49 puts in a fast campaign; 20 ms gathers a
+/// few hundred, and only delays what other processes see.
+const GATHER: Duration = Duration::from_millis(20);
+
+/// The writer gathers in slices of this, so that a flush, a full batch or a
+/// closed queue ends the wait early.
+const GATHER_SLICE: Duration = Duration::from_millis(4);
 
 /// Idle reader connections kept for reuse.
 const READERS: usize = 8;
 
 fn sql_err<'a>(what: &'a str, path: &'a Path) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
     move |e| StoreError(format!("{what} {}: {e}", path.display()))
+}
+
+/// A cache key as the index stores it: the bytes of a lowercase hex key of
+/// even length (a BLAKE3 key is 32 bytes instead of 64 characters), any
+/// other key as its text. The mapping is one-to-one, so lookups stay exact.
+pub(super) enum SqlKey<'a> {
+    Bytes([u8; SqlKey::MAX], usize),
+    Text(&'a str),
+}
+
+impl<'a> SqlKey<'a> {
+    /// The longest key stored as bytes; a longer one is stored as text.
+    const MAX: usize = 64;
+
+    pub(super) fn of(key: &'a str) -> SqlKey<'a> {
+        let hex = key.as_bytes();
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 2 * Self::MAX {
+            return SqlKey::Text(key);
+        }
+        let mut out = [0u8; Self::MAX];
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => *o = (hi << 4) | lo,
+                _ => return SqlKey::Text(key),
+            }
+        }
+        SqlKey::Bytes(out, hex.len() / 2)
+    }
+}
+
+impl ToSql for SqlKey<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            SqlKey::Bytes(b, n) => ValueRef::Blob(&b[..*n]),
+            SqlKey::Text(t) => ValueRef::Text(t.as_bytes()),
+        }))
+    }
 }
 
 /// Whether `e` says the file is not a usable SQLite database.
@@ -269,7 +356,7 @@ impl Index {
         }
         let body: Option<Vec<u8>> = self.read(|db| {
             db.prepare_cached("SELECT body FROM entries WHERE key = ?1")?
-                .query_row(params![key], |r| r.get(0))
+                .query_row(params![SqlKey::of(key)], |r| r.get(0))
                 .optional()
         })?;
         Ok(body.map(Arc::from))
@@ -311,7 +398,7 @@ impl Drop for Index {
 }
 
 fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
-    let db = Connection::open_with_flags(
+    let mut db = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
@@ -324,18 +411,88 @@ fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
     // Checkpoints (the only syncs) every 8,192 pages of log (32 MiB) rather
     // than SQLite's 1,000: a busy run syncs a few times a minute, not every second.
     db.pragma_update(None, "wal_autocheckpoint", 8192)?;
-    let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let has_tables: bool = db.query_row(
+    // Under the write lock, so a process opening the file at the same time
+    // waits, then finds it migrated.
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_tables: bool = tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table')",
         [],
         |r| r.get(0),
     )?;
-    if has_tables && version != SCHEMA_VERSION {
-        return Err(rusqlite::Error::InvalidQuery);
+    match (has_tables, version) {
+        (false, _) | (true, SCHEMA_VERSION) => {
+            tx.execute_batch(TABLES)?;
+            tx.execute_batch(INDEXES)?;
+        }
+        (true, 1) => migrate_v1(&tx)?,
+        (true, _) => return Err(rusqlite::Error::InvalidQuery),
     }
-    db.execute_batch(SCHEMA)?;
-    db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(db)
+}
+
+/// Move a version 1 index's entries into version 2's tables with their
+/// recency stamps, rebuilding the names and the total from the bodies as a
+/// put does.
+/// One transaction: a crash leaves the file as it was, migrated at next open.
+/// A row that does not read as an entry (never written so by this crate) is
+/// left behind: a miss, as a damaged entry is.
+///
+/// A bulk load rather than a put per row: the rows are read in the order
+/// they are stored (not by recency, which jumps about the old file), the
+/// names are inserted in their order, and the key and recency indexes are
+/// built at the end by sorting. A million entries (`cache_index` bench):
+/// 21 s as a put per row in recency order, 6.3 s so.
+fn migrate_v1(tx: &rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+    tx.execute_batch(V1_ASIDE)?;
+    tx.execute_batch(TABLES)?;
+    tx.execute_batch("CREATE TEMP TABLE names_v1(payload BLOB NOT NULL, entry INTEGER NOT NULL)")?;
+    let mut total = Total::read(tx)?;
+    let mut skipped = 0u64;
+    {
+        let mut insert = tx.prepare("INSERT INTO entries(key, body, bytes, used) VALUES(?1, ?2, ?3, ?4)")?;
+        let mut name = tx.prepare("INSERT INTO temp.names_v1(payload, entry) VALUES(?1, ?2)")?;
+        let mut rows = tx.prepare("SELECT key, body, bytes, used FROM entries_v1")?;
+        let mut rows = rows.query([])?;
+        while let Some(r) = rows.next()? {
+            let row = (r.get_ref(0)?, r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?);
+            let (ValueRef::Text(key), ValueRef::Blob(body), ValueRef::Integer(bytes), ValueRef::Integer(used)) = row
+            else {
+                skipped += 1;
+                continue;
+            };
+            let Some(key) = std::str::from_utf8(key).ok().filter(|k| is_key(k)) else {
+                skipped += 1;
+                continue;
+            };
+            // Version 1's keys are unique and `SqlKey` maps them one to one,
+            // so the unique index built below cannot fail.
+            insert.execute(params![SqlKey::of(key), body, bytes.max(0), used])?;
+            let entry = tx.last_insert_rowid();
+            if let Ok(e) = serde_json::from_slice::<EntryIds>(body) {
+                for a in e.artifacts {
+                    name.execute(params![id_key(a.id.as_str()), entry])?;
+                }
+            }
+            total.add(bytes.max(0));
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "cache index migration left behind rows it could not read; they are misses"
+        );
+    }
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO names SELECT payload, entry FROM temp.names_v1 ORDER BY payload, entry;
+         DROP TABLE temp.names_v1;
+         DROP TABLE entries_v1;",
+    )?;
+    tx.execute_batch(INDEXES)?;
+    total.write(tx)?;
+    Ok(())
 }
 
 /// Bring the entry files of a cache written before the index (one file per
@@ -420,17 +577,31 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH);
         while let Some(op) = rx.blocking_recv() {
             // Nobody waits for a put's row, so the writer lets a batch gather
-            // (a commit costs the same for one row as for hundreds); a flush
-            // is waited for, so it is applied at once.
-            if !matches!(op, Op::Flush(_)) {
-                std::thread::sleep(GATHER);
-            }
+            // (a commit costs little more for hundreds of rows than for one);
+            // a flush is waited for, so it ends the gathering.
+            let mut flush = matches!(op, Op::Flush(_));
             batch.push(op);
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+            let mut waited = Duration::ZERO;
+            loop {
+                let mut closed = false;
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(op) => {
+                            flush |= matches!(op, Op::Flush(_));
+                            batch.push(op);
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
                 }
+                if flush || closed || batch.len() >= BATCH || waited >= GATHER {
+                    break;
+                }
+                std::thread::sleep(GATHER_SLICE);
+                waited += GATHER_SLICE;
             }
             self.apply(&mut batch);
         }
@@ -510,9 +681,9 @@ fn transact<'a>(db: &mut Connection, ops: &'a [Op]) -> Result<Vec<Freed<'a>>, ru
     for op in ops {
         match op {
             Op::Put(p) => {
-                let mut ids = replace(&tx, &mut total, &p.key, &p.body, p.bytes, p.used, &p.ids)?;
+                let (entry, mut ids) = replace(&tx, &mut total, &p.key, &p.body, p.bytes, p.used, &p.ids)?;
                 if let Some(cap) = p.cap {
-                    ids.extend(evict(&tx, &mut total, cap, &p.key)?);
+                    ids.extend(evict(&tx, &mut total, cap, entry)?);
                 }
                 if !ids.is_empty() {
                     freed.push(Freed { by: p, ids });
@@ -520,7 +691,7 @@ fn transact<'a>(db: &mut Connection, ops: &'a [Op]) -> Result<Vec<Freed<'a>>, ru
             }
             Op::Touch { key, used } => {
                 tx.prepare_cached("UPDATE entries SET used = ?1 WHERE key = ?2")?
-                    .execute(params![used, key])?;
+                    .execute(params![used, SqlKey::of(key)])?;
             }
             Op::Flush(_) => {}
         }
@@ -559,7 +730,8 @@ impl Total {
 }
 
 /// Put (or replace) the row of `key`, keeping the names and the total in step.
-/// Returns the payloads the replaced row named that no entry names any more.
+/// Returns the new row's id and the payloads the replaced row named that no
+/// entry names any more.
 fn replace(
     tx: &rusqlite::Transaction<'_>,
     total: &mut Total,
@@ -568,35 +740,44 @@ fn replace(
     bytes: u64,
     used: i64,
     ids: &[ArtifactId],
-) -> Result<Vec<ArtifactId>, rusqlite::Error> {
+) -> Result<(i64, Vec<ArtifactId>), rusqlite::Error> {
+    let key = SqlKey::of(key);
     let mut insert = tx.prepare_cached(
         "INSERT INTO entries(key, body, bytes, used) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING",
     )?;
     // A new key (the common case) is one statement; only a key already there
     // pays for reading and unnaming the row it replaces.
     let old = if insert.execute(params![key, body, bytes as i64, used])? == 0 {
-        let old = remove(tx, total, key)?;
+        let old = tx
+            .prepare_cached("SELECT id FROM entries WHERE key = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?;
+        let old = match old {
+            Some(id) => remove(tx, total, id)?,
+            None => Vec::new(),
+        };
         insert.execute(params![key, body, bytes as i64, used])?;
         old
     } else {
         Vec::new()
     };
+    let entry = tx.last_insert_rowid();
     let mut name = tx.prepare_cached("INSERT OR IGNORE INTO names(payload, entry) VALUES(?1, ?2)")?;
     for id in ids {
-        name.execute(params![id.as_str(), key])?;
+        name.execute(params![id_key(id.as_str()), entry])?;
     }
     total.add(bytes as i64);
     if old.is_empty() {
-        return Ok(old);
+        return Ok((entry, old));
     }
-    unnamed(tx, old)
+    Ok((entry, unnamed(tx, old)?))
 }
 
-/// Remove the row of `key`; returns the payloads it named (maybe still named by others).
-fn remove(tx: &rusqlite::Transaction<'_>, total: &mut Total, key: &str) -> Result<Vec<ArtifactId>, rusqlite::Error> {
+/// Remove the row `entry`; returns the payloads it named (maybe still named by others).
+fn remove(tx: &rusqlite::Transaction<'_>, total: &mut Total, entry: i64) -> Result<Vec<ArtifactId>, rusqlite::Error> {
     let old: Option<(Vec<u8>, i64)> = tx
-        .prepare_cached("DELETE FROM entries WHERE key = ?1 RETURNING body, bytes")?
-        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached("DELETE FROM entries WHERE id = ?1 RETURNING body, bytes")?
+        .query_row(params![entry], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((body, bytes)) = old else {
         return Ok(Vec::new());
@@ -607,17 +788,18 @@ fn remove(tx: &rusqlite::Transaction<'_>, total: &mut Total, key: &str) -> Resul
         .unwrap_or_default();
     let mut unname = tx.prepare_cached("DELETE FROM names WHERE payload = ?1 AND entry = ?2")?;
     for id in &ids {
-        unname.execute(params![id.as_str(), key])?;
+        unname.execute(params![id_key(id.as_str()), entry])?;
     }
     Ok(ids)
 }
 
-/// Those of `ids` no entry names.
+/// Those of `ids` no entry names. Names are 16-byte keys of the ids, so two
+/// ids alike in those bytes keep each other's file: the safe way to err.
 fn unnamed(tx: &rusqlite::Transaction<'_>, mut ids: Vec<ArtifactId>) -> Result<Vec<ArtifactId>, rusqlite::Error> {
     let mut named = tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM names WHERE payload = ?1)")?;
     let mut keep = Vec::with_capacity(ids.len());
     for id in ids.drain(..) {
-        let is_named: bool = named.query_row(params![id.as_str()], |r| r.get(0))?;
+        let is_named: bool = named.query_row(params![id_key(id.as_str())], |r| r.get(0))?;
         if !is_named {
             keep.push(id);
         }
@@ -631,19 +813,19 @@ fn total(db: &Connection) -> Result<u64, rusqlite::Error> {
         .map(|n| n.max(0) as u64)
 }
 
-/// Evict least recently used entries, never `keep`, until the total is under
-/// `cap`; returns the payloads no entry names any more.
+/// Evict least recently used entries, never the row `keep`, until the total
+/// is under `cap`; returns the payloads no entry names any more.
 fn evict(
     tx: &rusqlite::Transaction<'_>,
     total: &mut Total,
     cap: u64,
-    keep: &str,
+    keep: i64,
 ) -> Result<Vec<ArtifactId>, rusqlite::Error> {
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let mut freed = Vec::new();
     while total.bytes > cap {
-        let victims: Vec<String> = tx
-            .prepare_cached("SELECT key FROM entries WHERE key != ?1 ORDER BY used LIMIT 16")?
+        let victims: Vec<i64> = tx
+            .prepare_cached("SELECT id FROM entries WHERE id != ?1 ORDER BY used LIMIT 16")?
             .query_map(params![keep], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         if victims.is_empty() {
@@ -653,16 +835,17 @@ fn evict(
             if total.bytes <= cap {
                 break;
             }
-            let ids = remove(tx, total, &v)?;
+            let ids = remove(tx, total, v)?;
             freed.extend(unnamed(tx, ids)?);
         }
     }
     Ok(freed)
 }
 
-/// Every payload id the cache folder's index names, one at a time (for gc).
-/// Nothing when the folder has no index.
-pub(crate) fn for_each_named_payload(dir: &Path, mut f: impl FnMut(&str)) -> Result<(), StoreError> {
+/// The key ([`id_key`]) of every payload the cache folder's index names, one
+/// at a time (for gc). Nothing when the folder has no index. An index of
+/// version 1 (not opened by a cache since the upgrade) is read as it is.
+pub(crate) fn for_each_named_payload(dir: &Path, mut f: impl FnMut([u8; 16])) -> Result<(), StoreError> {
     let path = dir.join(INDEX_FILE);
     if !path.exists() {
         return Ok(());
@@ -674,11 +857,32 @@ pub(crate) fn for_each_named_payload(dir: &Path, mut f: impl FnMut(&str)) -> Res
     )
     .map_err(&err)?;
     db.busy_timeout(BUSY_WAIT).map_err(&err)?;
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(&err)?;
     let mut q = db.prepare("SELECT DISTINCT payload FROM names").map_err(&err)?;
     let mut rows = q.query([]).map_err(&err)?;
     while let Some(row) = rows.next().map_err(&err)? {
-        let id: String = row.get(0).map_err(&err)?;
-        f(&id);
+        match row.get_ref(0).map_err(&err)? {
+            ValueRef::Blob(b) if version >= 2 => match <[u8; 16]>::try_from(b) {
+                Ok(k) => f(k),
+                Err(_) => {
+                    return Err(StoreError(format!(
+                        "read {}: a payload name of {} bytes",
+                        path.display(),
+                        b.len()
+                    )))
+                }
+            },
+            ValueRef::Text(t) => f(id_key(&String::from_utf8_lossy(t))),
+            other => {
+                return Err(StoreError(format!(
+                    "read {}: a payload name of type {:?}",
+                    path.display(),
+                    other.data_type()
+                )))
+            }
+        }
     }
     Ok(())
 }

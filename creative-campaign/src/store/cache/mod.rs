@@ -464,6 +464,173 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Version 1 of the index, as the release before version 2 wrote it.
+    const SCHEMA_V1: &str = "
+        CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, body BLOB NOT NULL,
+            bytes INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE INDEX entries_by_use ON entries(used);
+        CREATE TABLE names(payload TEXT NOT NULL, entry TEXT NOT NULL,
+            PRIMARY KEY(payload, entry)) WITHOUT ROWID;
+        CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
+        INSERT INTO totals VALUES(0, 0);
+        PRAGMA user_version = 1;";
+
+    /// Write a version 1 index in `dir` holding `entries` (key, generation,
+    /// recency), their payloads in the store, as a version 1 put did.
+    fn write_v1(dir: &Path, entries: &[(&str, &Generation, i64)]) {
+        std::fs::create_dir_all(dir).unwrap();
+        let blobs = BlobStore::new(dir.join("objects"));
+        let db = rusqlite::Connection::open(dir.join(INDEX_FILE)).unwrap();
+        db.execute_batch(SCHEMA_V1).unwrap();
+        let mut total = 0;
+        for (key, g, used) in entries {
+            for a in &g.artifacts {
+                blobs.put(a.id(), a.data(), false).unwrap();
+            }
+            let records: Vec<ArtifactRecord> = g.artifacts.iter().map(ArtifactRecord::of).collect();
+            let body = serde_json::to_vec(&CacheEntry {
+                artifacts: records.clone(),
+                usage: g.usage.clone(),
+                raw: None,
+            })
+            .unwrap();
+            let bytes = entry_bytes(body.len() as u64, &records) as i64;
+            total += bytes;
+            db.execute(
+                "INSERT INTO entries VALUES(?1, ?2, ?3, ?4)",
+                rusqlite::params![key, body, bytes, used],
+            )
+            .unwrap();
+            for r in &records {
+                db.execute(
+                    "INSERT INTO names VALUES(?1, ?2)",
+                    rusqlite::params![r.id.as_str(), key],
+                )
+                .unwrap();
+            }
+        }
+        db.execute("UPDATE totals SET bytes = ?1", [total]).unwrap();
+    }
+
+    fn named_payloads(dir: &Path) -> std::collections::BTreeSet<[u8; 16]> {
+        let mut named = std::collections::BTreeSet::new();
+        for_each_named_payload(dir, |k| {
+            named.insert(k);
+        })
+        .unwrap();
+        named
+    }
+
+    #[tokio::test]
+    async fn a_version_1_index_is_migrated_on_open_and_its_entries_still_hit_with_their_size_recency_and_names() {
+        let dir = tmp("v1");
+        let (a, b, c) = (payload(1, 1000), payload(2, 1000), payload(3, 1000));
+        // b is the least recently used, then c, then a; d names c's payload too.
+        write_v1(
+            &dir,
+            &[
+                (&key(1), &a, 300),
+                (&key(2), &b, 100),
+                (&key(3), &c, 200),
+                (&key(4), &c, 250),
+            ],
+        );
+        let id = |g: &Generation| crate::store::gc::id_key(g.artifacts[0].id().as_str());
+        let want: std::collections::BTreeSet<_> = [id(&a), id(&b), id(&c)].into();
+        assert_eq!(named_payloads(&dir), want, "gc reads a version 1 index as it is");
+        let v1 = rusqlite::Connection::open(dir.join(INDEX_FILE)).unwrap();
+        // A row no version 1 put wrote (a text body) is left behind, not fatal.
+        v1.execute("INSERT INTO entries VALUES('abcdef', 'text', 4, 50)", [])
+            .unwrap();
+        let before: i64 = v1.query_row("SELECT bytes FROM totals", [], |r| r.get(0)).unwrap();
+        drop(v1);
+
+        // Capped at what it holds, so the next put evicts the least recently
+        // used entry as version 1 recorded it: b.
+        let cache = DiskCache::open(&dir).unwrap().with_max_bytes(before as u64);
+        assert_eq!(cache.size().unwrap(), Some(before as u64), "the total is kept");
+        assert_eq!(named_payloads(&dir), want, "and the names, migrated");
+        let version: i64 = cache
+            .index
+            .read(|db| db.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, 2);
+        cache.put(&key(5), &payload(5, 10)).await.unwrap();
+        cache.flush().await.unwrap();
+        assert!(
+            cache.get(&key(2)).await.unwrap().is_none(),
+            "b was the least recently used"
+        );
+        assert!(
+            !cache.blobs.path_of(b.artifacts[0].id()).exists(),
+            "its payload went with it"
+        );
+        assert!(
+            cache.get("abcdef").await.unwrap().is_none(),
+            "the unreadable row is a miss"
+        );
+        for (k, g) in [(key(1), &a), (key(3), &c), (key(4), &c), (key(5), &payload(5, 10))] {
+            let hit = cache.get(&k).await.unwrap().expect("a migrated entry hits");
+            assert_eq!(hit.artifacts[0].data(), g.artifacts[0].data(), "{k}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn two_caches_opening_one_version_1_index_at_once_migrate_it_once() {
+        let dir = tmp("v1-race");
+        let gens: Vec<Generation> = (0..50).map(|i| payload(i, 100)).collect();
+        let keys: Vec<String> = (0..50).map(key).collect();
+        let rows: Vec<(&str, &Generation, i64)> = keys
+            .iter()
+            .zip(&gens)
+            .enumerate()
+            .map(|(i, (k, g))| (k.as_str(), g, i as i64))
+            .collect();
+        write_v1(&dir, &rows);
+        let opens: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || DiskCache::open(&dir))
+            })
+            .collect();
+        let caches: Vec<DiskCache> = opens.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+        let count: i64 = caches[0]
+            .index
+            .read(|db| db.query_row("SELECT count(*) FROM entries", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(count, 50, "each entry once");
+        for c in &caches {
+            for (k, g) in keys.iter().zip(&gens) {
+                let hit = c.get(k).await.unwrap().expect("a migrated entry hits");
+                assert_eq!(hit.artifacts[0].data(), g.artifacts[0].data());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn keys_stored_as_bytes_or_text_stay_distinct_and_exact() {
+        let dir = tmp("keys");
+        let c = DiskCache::open(&dir).unwrap();
+        // Lowercase hex is stored as its bytes; upper case, an odd length and
+        // a very long key as text: none may answer for another.
+        let long = "ab".repeat(80);
+        let keys = ["abcd", "ABCD", "abc", "00abcd", long.as_str()];
+        for (i, k) in keys.iter().enumerate() {
+            c.put(k, &payload(i, 10)).await.unwrap();
+        }
+        c.flush().await.unwrap();
+        let reopened = DiskCache::open(&dir).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let hit = reopened.get(k).await.unwrap().expect("each key hits");
+            assert_eq!(hit.artifacts[0].data(), payload(i, 10).artifacts[0].data(), "{k}");
+        }
+        assert!(reopened.get("abcdef").await.unwrap().is_none());
+        assert!(reopened.get("ab").await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn a_damaged_index_is_moved_aside_and_the_cache_starts_empty() {
         let dir = tmp("damaged");
