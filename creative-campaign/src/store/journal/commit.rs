@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -38,6 +39,9 @@ pub(super) struct Pending {
 /// The most lines one commit takes; more wait for the next one.
 const MAX_BATCH: usize = 4096;
 
+/// How long a commit waits for more steps when steps are arriving together.
+const GATHER: Duration = Duration::from_millis(2);
+
 /// The committer's state: the journal's append handle and what is committed.
 pub(super) struct Committer {
     pub(super) path: PathBuf,
@@ -54,14 +58,28 @@ pub(super) struct Committer {
 
 impl Committer {
     pub(super) fn run(mut self, queue: mpsc::Receiver<Pending>) {
+        let mut last_batch = 0;
         while let Ok(first) = queue.recv() {
+            // Steps arriving together (the last batch had company) wait a
+            // moment for more, as databases delay a commit when others are
+            // active: each sync then covers several steps. A lone writer's
+            // steps (batches of one) never wait.
+            let until = (last_batch > 1).then(|| Instant::now() + GATHER);
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
+                let next = match until {
+                    Some(t) => match t.checked_duration_since(Instant::now()) {
+                        Some(left) => queue.recv_timeout(left).ok(),
+                        None => queue.try_recv().ok(),
+                    },
+                    None => queue.try_recv().ok(),
+                };
+                match next {
+                    Some(p) => batch.push(p),
+                    None => break,
                 }
             }
+            last_batch = batch.len();
             let result = self.commit(&batch);
             for p in batch {
                 // A waiter that gave up (its future was dropped) is not an error:
