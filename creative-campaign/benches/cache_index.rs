@@ -19,6 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use creative_campaign::store::CACHE_SCHEMA_V1 as SCHEMA_V1;
 use creative_campaign::store::{ArtifactRecord, BlobStore, DiskCache};
 use creative_core::artifact::{Artifact, MediaType, Meta};
 use creative_core::provenance::Provenance;
@@ -177,24 +178,14 @@ async fn round(dir: &Path, round: u64, entries: u64, batch: u64) -> Figures {
     }
 }
 
-/// Version 1 of the index, as the release before version 2 wrote it.
-const SCHEMA_V1: &str = "
-    CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, body BLOB NOT NULL,
-        bytes INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE INDEX entries_by_use ON entries(used);
-    CREATE TABLE names(payload TEXT NOT NULL, entry TEXT NOT NULL,
-        PRIMARY KEY(payload, entry)) WITHOUT ROWID;
-    CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
-    INSERT INTO totals VALUES(0, 0);
-    PRAGMA journal_mode = WAL;
-    PRAGMA user_version = 1;";
-
 /// Seconds to open a cache whose version 1 index holds `entries` entries.
 fn migration(dir: &Path, entries: u64) -> f64 {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("create the folder");
     let mut db = rusqlite::Connection::open(dir.join("cache.sqlite")).expect("open a v1 index");
     db.execute_batch(SCHEMA_V1).expect("the v1 schema");
+    db.pragma_update(None, "journal_mode", "WAL")
+        .expect("the v1 journal mode");
     let tx = db.transaction().expect("a transaction");
     for i in 0..entries {
         let g = generation(i);

@@ -16,6 +16,8 @@ mod journal;
 pub use blobs::BlobStore;
 pub(crate) use blobs::{lock_out_dir, refuse_links, remove_stale_temps, sync_dir, temp_path, write_atomic, LockError};
 pub use cache::DiskCache;
+#[doc(hidden)]
+pub use cache::SCHEMA_V1 as CACHE_SCHEMA_V1;
 pub use creative_core::store::{cache_key, GenerationCache, Journal, Recorded, StoreError};
 pub use gc::{collect_garbage, GcError, GcReport, PayloadPins};
 pub use journal::{ArtifactRecord, FileJournal, JournalIndex, JournalRecord, SyncMethod};

@@ -272,6 +272,20 @@ impl GenerationCache for DiskCache {
     }
 }
 
+/// Version 1 of the index, as the release before version 2 wrote it: what the
+/// migration on open reads. Public (and hidden) only so the tests and the
+/// `cache_index` bench can write one.
+#[doc(hidden)]
+pub const SCHEMA_V1: &str = "
+    CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, body BLOB NOT NULL,
+        bytes INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX entries_by_use ON entries(used);
+    CREATE TABLE names(payload TEXT NOT NULL, entry TEXT NOT NULL,
+        PRIMARY KEY(payload, entry)) WITHOUT ROWID;
+    CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
+    INSERT INTO totals VALUES(0, 0);
+    PRAGMA user_version = 1;";
+
 #[cfg(test)]
 mod tests {
     use super::index::INDEX_FILE;
@@ -464,24 +478,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Version 1 of the index, as the release before version 2 wrote it.
-    const SCHEMA_V1: &str = "
-        CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, body BLOB NOT NULL,
-            bytes INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE INDEX entries_by_use ON entries(used);
-        CREATE TABLE names(payload TEXT NOT NULL, entry TEXT NOT NULL,
-            PRIMARY KEY(payload, entry)) WITHOUT ROWID;
-        CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
-        INSERT INTO totals VALUES(0, 0);
-        PRAGMA user_version = 1;";
-
     /// Write a version 1 index in `dir` holding `entries` (key, generation,
     /// recency), their payloads in the store, as a version 1 put did.
     fn write_v1(dir: &Path, entries: &[(&str, &Generation, i64)]) {
         std::fs::create_dir_all(dir).unwrap();
         let blobs = BlobStore::new(dir.join("objects"));
         let db = rusqlite::Connection::open(dir.join(INDEX_FILE)).unwrap();
-        db.execute_batch(SCHEMA_V1).unwrap();
+        db.execute_batch(super::SCHEMA_V1).unwrap();
         let mut total = 0;
         for (key, g, used) in entries {
             for a in &g.artifacts {
