@@ -49,6 +49,15 @@ use crate::store::blobs::{is_temp_name, lock_out_dir, LockError};
 use crate::store::{FileJournal, StoreError};
 use creative_core::artifact::ArtifactId;
 
+/// The value of a lowercase hex digit; `None` for anything else.
+pub(crate) fn lower_hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
 /// The short key a live set holds for a payload id: its first 16 bytes when
 /// it is a hex digest (as every stored id is), else a hash of it. Two ids
 /// sharing a key would both be kept, never both removed.
@@ -56,11 +65,7 @@ pub(crate) fn id_key(id: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
     let hex = id.as_bytes();
     if hex.len() >= 32 && hex.iter().all(u8::is_ascii_hexdigit) {
-        let nibble = |b: u8| match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => b.to_ascii_lowercase().wrapping_sub(b'a').wrapping_add(10),
-        };
+        let nibble = |b: u8| lower_hex_digit(b.to_ascii_lowercase()).unwrap_or(0);
         for (i, k) in key.iter_mut().enumerate() {
             *k = (nibble(hex[2 * i]) << 4) | nibble(hex[2 * i + 1]);
         }

@@ -3,6 +3,9 @@
 
 mod index;
 
+#[doc(hidden)]
+pub use index::SCHEMA_V1;
+
 use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
@@ -271,20 +274,6 @@ impl GenerationCache for DiskCache {
         Ok(())
     }
 }
-
-/// Version 1 of the index, as the release before version 2 wrote it: what the
-/// migration on open reads. Public (and hidden) only so the tests and the
-/// `cache_index` bench can write one.
-#[doc(hidden)]
-pub const SCHEMA_V1: &str = "
-    CREATE TABLE entries(key TEXT PRIMARY KEY NOT NULL, body BLOB NOT NULL,
-        bytes INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE INDEX entries_by_use ON entries(used);
-    CREATE TABLE names(payload TEXT NOT NULL, entry TEXT NOT NULL,
-        PRIMARY KEY(payload, entry)) WITHOUT ROWID;
-    CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK(id = 0), bytes INTEGER NOT NULL);
-    INSERT INTO totals VALUES(0, 0);
-    PRAGMA user_version = 1;";
 
 #[cfg(test)]
 mod tests {
