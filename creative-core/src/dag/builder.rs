@@ -13,6 +13,8 @@ pub(crate) struct Node {
     pub(crate) step: Arc<dyn Step>,
     /// Ancestors (not inputs) whose outputs the step reads by name.
     pub(crate) context: Vec<usize>,
+    /// The step calls no provider (its permits come from the local pool).
+    pub(crate) local: bool,
 }
 
 /// A validated DAG of steps. Build one with [`Dag::builder`]; run it as a
@@ -151,6 +153,7 @@ impl DagBuilder {
             .zip(contexts)
             .map(|((name, step, _), context)| Node {
                 name: Arc::from(name),
+                local: step.providers().is_empty(),
                 step,
                 context,
             })

@@ -161,6 +161,19 @@ impl JobCtx {
         step: &dyn Step,
         inputs: StepInputs,
     ) -> Result<StepResult, StepResult> {
+        self.run_step_as(name, step, step.providers().is_empty(), inputs).await
+    }
+
+    /// [`run_step`](Self::run_step) for a step known to call no provider
+    /// (`local`) or some: the DAG works that out once per step, not once per
+    /// job (`Step::providers` allocates).
+    pub(crate) async fn run_step_as(
+        &self,
+        name: &Arc<str>,
+        step: &dyn Step,
+        local: bool,
+        inputs: StepInputs,
+    ) -> Result<StepResult, StepResult> {
         let run = &self.run;
         let started = Instant::now();
         let key = self.job.key();
@@ -208,7 +221,6 @@ impl JobCtx {
             }
         }
 
-        let local = step.providers().is_empty();
         let permits = if local { &run.local_steps } else { &run.steps };
         let _permit = tokio::select! {
             biased;

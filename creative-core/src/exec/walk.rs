@@ -64,7 +64,8 @@ impl Pipeline for Dag {
                     // held for the job in `outputs` (shared, not copied).
                     let inputs = StepInputs::new(g.inputs(n).iter().map(|&i| group(i)).collect())
                         .with_context(node.context.iter().map(|&i| group(i)).collect());
-                    running.push(async move { (n, ctx.run_step(&node.name, &*node.step, inputs).await) });
+                    running
+                        .push(async move { (n, ctx.run_step_as(&node.name, &*node.step, node.local, inputs).await) });
                 }
             } else {
                 for n in queue.skip_rest() {
