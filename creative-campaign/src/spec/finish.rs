@@ -352,12 +352,8 @@ impl Campaign {
         // jobs ahead of the placing and writing below: the two halves of the
         // pass take about the same time, and the order stays the matrix's.
         std::thread::scope(|scope| -> Result<(), StoreError> {
-            // Handed on in batches: one hand-off (a futex wake on each side)
-            // per job was a tenth of the pass's CPU on 10,000 small jobs.
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<Result<Vec<JobRecords>, StoreError>>(READ_AHEAD / READ_BATCH);
+            let (mut tx, rx) = batches::<Result<JobRecords, StoreError>>(READ_AHEAD);
             scope.spawn(move || {
-                let mut batch = Vec::with_capacity(READ_BATCH);
                 for job in self.jobs.iter() {
                     let item = (|| {
                         let mut done = BTreeMap::new();
@@ -369,34 +365,14 @@ impl Campaign {
                         let (entry, assets) = job_entries(&job, &self.steps, &self.deliver, &done);
                         Ok(JobRecords { done, entry, assets })
                     })();
-                    match item {
-                        Ok(records) => batch.push(records),
-                        Err(e) => {
-                            // What was read goes first, then the error, where the receiver stops.
-                            if !batch.is_empty() {
-                                let _ = tx.send(Ok(std::mem::take(&mut batch)));
-                            }
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                    // The receiver stops at an error of its own.
-                    if batch.len() == READ_BATCH
-                        && tx
-                            .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH))))
-                            .is_err()
-                    {
+                    let failed = item.is_err();
+                    // The receiver stops at an error or one of its own.
+                    if !tx.push(item) || failed {
                         return;
                     }
                 }
-                if !batch.is_empty() {
-                    let _ = tx.send(Ok(batch));
-                }
             });
-            for item in rx.into_iter().flat_map(|b| match b {
-                Ok(batch) => batch.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            }) {
+            for item in rx {
                 let JobRecords { done, entry, assets } = item?;
                 for r in self.steps.iter().filter_map(|s| done.get(s)) {
                     builder.observe_record(r);
@@ -529,25 +505,12 @@ impl Campaign {
         let blobs = BlobStore::new(state_dir.join("objects"));
         let path = state_dir.join(ASSETS_FILE);
         // The sheet reads the assets back in a thread of their own and takes
-        // them a page at a time; a bounded channel keeps a few batches in flight.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<AssetEntry>>(2);
-        let reader = std::thread::spawn(move || {
-            let mut batch = Vec::with_capacity(READ_BATCH);
-            read_assets(&path, |a| {
-                batch.push(a);
-                batch.len() < READ_BATCH
-                    || tx
-                        .send(std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH)))
-                        .is_ok()
-            })?;
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-            Ok::<(), StoreError>(())
-        });
+        // them a page at a time; a bounded channel keeps a page's worth in flight.
+        let (mut tx, rx) = batches::<AssetEntry>(64);
+        let reader = std::thread::spawn(move || read_assets(&path, |a| tx.push(a)));
         let load = |a: &AssetEntry| blobs.get(&a.id, &a.media).ok().flatten();
         let total = usize::try_from(assets).unwrap_or(usize::MAX);
-        write_contact_sheet(out_dir, &self.name, report, total, rx.into_iter().flatten(), &load)
+        write_contact_sheet(out_dir, &self.name, report, total, rx, &load)
             .map_err(|e| io_err("write the contact sheet in", out_dir, e))?;
         reader
             .join()
@@ -558,8 +521,48 @@ impl Campaign {
 
 /// Jobs whose records the final pass reads ahead of the one it places.
 const READ_AHEAD: usize = 256;
-/// Jobs the final pass's reader hands on at once.
+/// Items a reader thread of the end of the run hands on at once.
 const READ_BATCH: usize = 32;
+
+/// A bounded channel from a reader thread that hands its items on
+/// [`READ_BATCH`] at a time, about `in_flight` of them queued at most: one
+/// hand-off (a futex wake on each side) per item was a tenth of the final
+/// pass's CPU on 10,000 small jobs. The receiving end yields the items one by
+/// one, in order.
+fn batches<T>(in_flight: usize) -> (Batches<T>, impl Iterator<Item = T>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>((in_flight / READ_BATCH).max(1));
+    let tx = Batches {
+        tx,
+        batch: Vec::with_capacity(READ_BATCH),
+    };
+    (tx, rx.into_iter().flatten())
+}
+
+/// The sending end of [`batches`]; dropping it sends what is left.
+struct Batches<T> {
+    tx: std::sync::mpsc::SyncSender<Vec<T>>,
+    batch: Vec<T>,
+}
+
+impl<T> Batches<T> {
+    /// Queue `item`; `false` once the receiver is gone.
+    fn push(&mut self, item: T) -> bool {
+        self.batch.push(item);
+        self.batch.len() < READ_BATCH
+            || self
+                .tx
+                .send(std::mem::replace(&mut self.batch, Vec::with_capacity(READ_BATCH)))
+                .is_ok()
+    }
+}
+
+impl<T> Drop for Batches<T> {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
+        }
+    }
+}
 
 /// One job's records as the final pass's reader hands them on.
 struct JobRecords {
