@@ -302,6 +302,24 @@ impl ReportBuilder {
         }
     }
 
+    /// Add what `records` was fed by [`observe_record`](Self::observe_record)
+    /// and [`observe_asset`](Self::observe_asset) (the pass placing files
+    /// keeps a builder of its own while the events go to this one).
+    pub(crate) fn absorb(&mut self, records: ReportBuilder) {
+        for (k, n) in records.accepted {
+            *self.accepted.entry(k).or_default() += n;
+        }
+        for (k, (audio, video)) in records.seconds {
+            let s = self.seconds.entry(k).or_default();
+            s.0 += audio;
+            s.1 += video;
+        }
+        self.totals.audio_s += records.totals.audio_s;
+        self.totals.video_s += records.totals.video_s;
+        self.totals.assets += records.totals.assets;
+        self.totals.flagged += records.totals.flagged;
+    }
+
     /// Build the report.
     pub fn finish(self, campaign: &str, outcome: Option<&RunOutcome>) -> Report {
         let ReportBuilder {

@@ -472,7 +472,7 @@ impl Campaign {
             spec_hash: self.spec_hash.clone(),
         }
         .write(&state)?;
-        let done = self.finalize_until(out_dir, None, None, started, None).await;
+        let done = self.finalize_until(out_dir, None, None, started, None, None).await;
         drop(lock);
         done
     }
@@ -499,7 +499,7 @@ impl Campaign {
         out_dir: &Path,
         outcome: Option<&RunOutcome>,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
-        self.finalize_until(out_dir, outcome, None, SystemTime::now(), None)
+        self.finalize_until(out_dir, outcome, None, SystemTime::now(), None, None)
             .await
     }
 }

@@ -15,6 +15,7 @@ use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::StreamExt;
@@ -25,7 +26,8 @@ use crate::deliver::{
     ReportBuilder, Sinks,
 };
 use crate::spec::campaign::{Campaign, CampaignError, EVENTS_FILE, STATE_DIR};
-use crate::store::{remove_stale_temps, write_atomic, BlobStore, FileJournal, StoreError};
+use crate::spec::ended::{Ended, Wait};
+use crate::store::{remove_stale_temps, write_atomic, BlobStore, FileJournal, JournalRecord, LiveRecords, StoreError};
 use creative_core::artifact::Artifact;
 use creative_core::cancel::CancellationToken;
 use creative_core::exec::RunOutcome;
@@ -68,7 +70,8 @@ pub struct ArtifactLine {
 struct Lines {
     path: PathBuf,
     tmp: PathBuf,
-    out: BufWriter<File>,
+    /// `None` once finished.
+    out: Option<BufWriter<File>>,
 }
 
 impl Lines {
@@ -78,19 +81,33 @@ impl Lines {
         Ok(Lines {
             path,
             tmp,
-            out: BufWriter::with_capacity(1 << 16, f),
+            out: Some(BufWriter::with_capacity(1 << 16, f)),
         })
     }
 
     fn push<T: serde::Serialize>(&mut self, v: &T) -> Result<(), StoreError> {
-        serde_json::to_writer(&mut self.out, v).map_err(|e| io_err("write", &self.tmp, e))?;
-        self.out.write_all(b"\n").map_err(|e| io_err("write", &self.tmp, e))
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io_err("write", &self.tmp, "finished"))?;
+        serde_json::to_writer(&mut *out, v).map_err(|e| io_err("write", &self.tmp, e))?;
+        out.write_all(b"\n").map_err(|e| io_err("write", &self.tmp, e))
     }
 
     fn finish(mut self) -> Result<(), StoreError> {
-        self.out.flush().map_err(|e| io_err("write", &self.tmp, e))?;
-        drop(self.out);
+        let mut out = self.out.take().ok_or_else(|| io_err("write", &self.tmp, "finished"))?;
+        out.flush().map_err(|e| io_err("write", &self.tmp, e))?;
+        drop(out);
         fs::rename(&self.tmp, &self.path).map_err(|e| io_err("rename", &self.path, e))
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        // A pass that failed or was abandoned leaves the last run's file as it was.
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -167,6 +184,73 @@ struct Delivered {
     errors: Vec<String>,
 }
 
+/// Reads the latest record of (job, step) back from a journal.
+type ReadRecord<'a> = dyn Fn(&str, &str) -> Result<Option<JournalRecord>, StoreError> + Sync + 'a;
+
+/// What the pass placing files left: the counts, the report's view of the
+/// records and assets it saw, what went wrong, and the manifest's two parts.
+struct Placed {
+    summary: ManifestSummary,
+    records: ReportBuilder,
+    errors: Vec<String>,
+    jobs_part: PathBuf,
+    assets_part: PathBuf,
+}
+
+/// The pass placing files, run on a thread of its own while the campaign runs:
+/// it takes each job, in matrix order, as soon as the job has ended (see
+/// [`Ended`]), so that at the end of a run only the last few jobs, the manifest,
+/// the report and the sheet are left. A run whose pass fell behind, or stopped
+/// following it, finishes the pass from the journal once it is over.
+pub(crate) struct Finisher {
+    ended: Arc<Ended>,
+    thread: Option<std::thread::JoinHandle<Result<Placed, StoreError>>>,
+}
+
+impl Finisher {
+    /// Start the pass for `campaign` delivering into `out_dir`, reading records
+    /// from the running journal's `records`.
+    pub(crate) fn start(campaign: Campaign, out_dir: PathBuf, records: LiveRecords) -> Result<Finisher, StoreError> {
+        let ended = Arc::new(Ended::default());
+        let e = ended.clone();
+        let thread = std::thread::Builder::new()
+            .name("creative-finish".into())
+            .spawn(move || campaign.place_files(&out_dir, &|job, step| records.get(job, step), Some(&e)))
+            .map_err(|e| StoreError(format!("start the pass placing files: {e}")))?;
+        Ok(Finisher {
+            ended,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where the run marks the jobs that ended.
+    pub(crate) fn ended(&self) -> Arc<Ended> {
+        self.ended.clone()
+    }
+
+    /// The run is over: let the pass take the jobs left and wait for it.
+    fn join(mut self) -> Result<Placed, StoreError> {
+        self.ended.run_over();
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| StoreError("the pass was joined twice".into()))?;
+        thread
+            .join()
+            .map_err(|_| StoreError("the pass placing files panicked".into()))?
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        // Not joined: the run was dropped, and with it the output folder's lock.
+        // The pass must not write the state folder after that.
+        if self.thread.is_some() {
+            self.ended.abandon();
+        }
+    }
+}
+
 impl Campaign {
     /// The end of a run: deliver and account for what the journal in `out_dir`
     /// records, where a cancelled `cancel` stops the sinks (the files,
@@ -181,6 +265,7 @@ impl Campaign {
         cancel: Option<&CancellationToken>,
         started: SystemTime,
         observed: Option<ReportBuilder>,
+        finisher: Option<Finisher>,
     ) -> Result<(ManifestSummary, Report), CampaignError> {
         let this = self.clone();
         let out = out_dir.to_path_buf();
@@ -188,7 +273,7 @@ impl Campaign {
             summary,
             builder,
             mut errors,
-        } = blocking(move || this.deliver_files(&out, started, observed)).await?;
+        } = blocking(move || this.deliver_files(&out, started, observed, finisher)).await?;
         let mut report = builder.finish(&self.name, outcome);
         let state_dir = out_dir.join(STATE_DIR);
         let blobs = BlobStore::new(state_dir.join("objects"));
@@ -301,21 +386,39 @@ impl Campaign {
         }
     }
 
-    /// Walk the matrix, place every delivered asset's file, and write the
-    /// manifest (with paths); feed the report the events, records and assets.
-    /// `observed`: the report's view of the run's events, when it was made as
-    /// they passed (else it is read from the event log).
+    /// Place every delivered asset's file and write the manifest (with paths);
+    /// feed the report the events, records and assets. The placing is the
+    /// `finisher`'s, which has followed the run, when there is one; else it is
+    /// done here, from the journal. `observed`: the report's view of the run's
+    /// events, when it was made as they passed (else it is read from the event
+    /// log).
     fn deliver_files(
         &self,
         out_dir: &Path,
         started: SystemTime,
         observed: Option<ReportBuilder>,
+        finisher: Option<Finisher>,
     ) -> Result<Delivered, StoreError> {
         let state_dir = out_dir.join(STATE_DIR);
-        fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
-        let index = FileJournal::index(&state_dir.join(FileJournal::FILE))?;
-        let blobs = BlobStore::new(state_dir.join("objects"));
-        let dir = self.directory_sink(out_dir, blobs.clone());
+        let placed = match finisher {
+            Some(f) => f.join()?,
+            None => {
+                fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
+                let index = FileJournal::index(&state_dir.join(FileJournal::FILE))?;
+                self.place_files(out_dir, &|job, step| index.get(job, step), None)?
+            }
+        };
+        let Placed {
+            mut summary,
+            records,
+            errors,
+            jobs_part,
+            assets_part,
+        } = placed;
+        self.write_manifest(out_dir, started, &jobs_part, &assets_part)?;
+        summary.path = Some(out_dir.join("manifest.json"));
+        let _ = fs::remove_file(&jobs_part);
+        let _ = fs::remove_file(&assets_part);
         let mut builder = match observed {
             Some(b) => b,
             None => {
@@ -324,7 +427,29 @@ impl Campaign {
                 b
             }
         };
+        builder.absorb(records);
+        Ok(Delivered {
+            summary,
+            builder,
+            errors,
+        })
+    }
 
+    /// Walk the matrix in order, place every delivered asset's file, and write
+    /// the manifest's entries (with paths) to part files, reading each job's
+    /// records with `records`. With `ended`, each job is taken once it has
+    /// ended (the pass follows a running campaign); without, at once.
+    fn place_files(
+        &self,
+        out_dir: &Path,
+        records: &ReadRecord<'_>,
+        ended: Option<&Ended>,
+    ) -> Result<Placed, StoreError> {
+        let state_dir = out_dir.join(STATE_DIR);
+        fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
+        let blobs = BlobStore::new(state_dir.join("objects"));
+        let dir = self.directory_sink(out_dir, blobs.clone());
+        let mut builder = ReportBuilder::new();
         let mut jobs_part = Part::create(state_dir.join(JOBS_PART))?;
         let mut assets_part = Part::create(state_dir.join(ASSETS_PART))?;
         let mut lines = Lines::create(state_dir.join(ASSETS_FILE))?;
@@ -355,10 +480,15 @@ impl Campaign {
             let (mut tx, rx) = batches::<Result<JobRecords, StoreError>>(READ_AHEAD);
             scope.spawn(move || {
                 for job in self.jobs.iter() {
+                    if ended.is_some_and(|e| e.wait_for(job.key()) == Wait::Stop) {
+                        let stop = Err(StoreError("the run was dropped before its end".into()));
+                        tx.push(stop);
+                        return;
+                    }
                     let item = (|| {
                         let mut done = BTreeMap::new();
                         for step in &self.steps {
-                            if let Some(r) = index.get(job.key(), step)? {
+                            if let Some(r) = records(job.key(), step)? {
                                 done.insert(step.clone(), r);
                             }
                         }
@@ -434,16 +564,14 @@ impl Campaign {
         })?;
         lines.finish()?;
         artifacts.finish()?;
-        let (jobs_path, _) = jobs_part.finish()?;
-        let (assets_path, _) = assets_part.finish()?;
-        self.write_manifest(out_dir, started, &jobs_path, &assets_path)?;
-        summary.path = Some(out_dir.join("manifest.json"));
-        let _ = fs::remove_file(&jobs_path);
-        let _ = fs::remove_file(&assets_path);
-        Ok(Delivered {
+        let (jobs_part, _) = jobs_part.finish()?;
+        let (assets_part, _) = assets_part.finish()?;
+        Ok(Placed {
             summary,
-            builder,
+            records: builder,
             errors,
+            jobs_part,
+            assets_part,
         })
     }
 

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::deliver::{delivered_assets, AssetEntry, DeliveryLedger, DirectorySink, Sinks};
+use crate::spec::ended::Ended;
 use crate::store::ArtifactRecord;
 use creative_core::artifact::Artifact;
 use creative_core::cancel::CancellationToken;
@@ -38,6 +39,9 @@ pub(crate) struct DeliverAsJobsEnd {
     pub(crate) thumbnails: bool,
     /// Where each asset goes for the spec's sinks as it lands (none: no sinks).
     pub(crate) sinks: Option<DeliveryQueue>,
+    /// Where each job is marked once it has ended, for the pass placing files
+    /// that follows the run.
+    pub(crate) ended: Option<Arc<Ended>>,
 }
 
 /// The sending end of the queue feeding a run's sinks as jobs end.
@@ -128,6 +132,17 @@ impl Pipeline for DeliverAsJobsEnd {
     }
 
     async fn run_job(&self, ctx: &JobCtx) -> JobResult {
+        let result = self.run_and_deliver(ctx).await;
+        if let Some(ended) = &self.ended {
+            ended.job_ended(result.job.key());
+        }
+        result
+    }
+}
+
+impl DeliverAsJobsEnd {
+    /// Run the job, then write its delivered files (and hand them to the sinks).
+    async fn run_and_deliver(&self, ctx: &JobCtx) -> JobResult {
         let result = self.inner.run_job(ctx).await;
         let records: Vec<(&str, Vec<ArtifactRecord>)> = result
             .steps

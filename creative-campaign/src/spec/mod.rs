@@ -22,6 +22,7 @@
 
 mod build;
 mod campaign;
+mod ended;
 mod error;
 mod finish;
 mod live;

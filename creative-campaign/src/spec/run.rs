@@ -78,6 +78,8 @@ impl Campaign {
             None => (journal, cache),
         };
         let blobs = journal.blobs().clone();
+        // The pass placing files follows the run, job by job, as they end.
+        let finisher = finish::Finisher::start(self.clone(), out_dir.clone(), journal.live_records())?;
         let (journal, cache) = (Arc::new(journal), Arc::new(cache));
         let log_path = state_dir.join(EVENTS_FILE);
         // The ledger: what earlier sessions of this run paid and tried, read from
@@ -121,6 +123,7 @@ impl Campaign {
             deliver: self.deliver.clone().into(),
             thumbnails: self.contact_sheet,
             sinks: queue,
+            ended: Some(finisher.ended()),
         });
         let mut handle = self.executor.start(pipeline, self.jobs.iter(), run_opts)?;
         let mut stream = handle
@@ -179,6 +182,7 @@ impl Campaign {
                 lock,
                 live,
                 started,
+                finisher,
             },
             events: rx,
         })
@@ -253,6 +257,8 @@ enum RunState {
         live: Option<LiveDelivery>,
         /// When the run started: the manifest's `started_at`.
         started: SystemTime,
+        /// Places the files of the jobs that ended, in matrix order.
+        finisher: finish::Finisher,
     },
 }
 
@@ -399,6 +405,7 @@ impl CampaignRun {
                 lock,
                 live,
                 started,
+                finisher,
             } => {
                 let cancel = handle.cancel_token();
                 let outcome = handle.wait().await;
@@ -409,7 +416,14 @@ impl CampaignRun {
                 }
                 let (manifest, report) = self
                     .campaign
-                    .finalize_until(&self.out_dir, Some(&outcome), Some(&cancel), started, observed)
+                    .finalize_until(
+                        &self.out_dir,
+                        Some(&outcome),
+                        Some(&cancel),
+                        started,
+                        observed,
+                        Some(finisher),
+                    )
                     .await?;
                 drop(lock);
                 Ok(CampaignOutcome {

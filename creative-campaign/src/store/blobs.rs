@@ -156,9 +156,20 @@ pub(crate) fn is_temp_name(name: &str) -> bool {
     digits(parts.next()) && digits(parts.next()) && parts.next().is_some_and(|n| !n.is_empty())
 }
 
+/// The `.<pid>.<n>.tmp` end of a temporary's name (see [`temp_path`]).
+fn temp_suffix(name: &str) -> &str {
+    let mut dots = name.rmatch_indices('.').map(|(i, _)| i);
+    match (dots.next(), dots.next(), dots.next()) {
+        (Some(_), Some(_), Some(i)) => &name[i..],
+        _ => name,
+    }
+}
+
 /// Remove the temporaries a killed writer left in `dir` (not recursive); returns
-/// how many. Only for folders no other writer is using: the caller holds the
-/// output folder's lock.
+/// how many. Only for folders no other process is writing: the caller holds
+/// the output folder's lock. This process's own temporaries are writes in
+/// progress (files delivered as jobs end, while the pass placing files cleans
+/// the folders it reaches), so they stay.
 pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     let entries = match fs::read_dir(dir) {
@@ -166,9 +177,14 @@ pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
+    let ours = format!(".{}.", std::process::id());
     for e in entries {
         let e = e?;
-        if e.file_type()?.is_file() && e.file_name().to_str().is_some_and(is_temp_name) {
+        if e.file_type()?.is_file()
+            && e.file_name()
+                .to_str()
+                .is_some_and(|n| is_temp_name(n) && !temp_suffix(n).starts_with(&ours))
+        {
             fs::remove_file(e.path())?;
             removed += 1;
         }
@@ -498,16 +514,20 @@ mod temp_tests {
     }
 
     #[test]
-    fn stale_temps_are_removed_and_real_files_kept() {
+    fn stale_temps_are_removed_and_real_files_and_this_processs_writes_kept() {
         let dir = std::env::temp_dir().join(format!("creative-temps-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("a.png"), b"a").unwrap();
-        fs::write(temp_path(&dir.join("a.png")), b"half").unwrap();
-        fs::write(dir.join(".b.png.99.3.tmp"), b"half").unwrap();
+        let ours = temp_path(&dir.join("a.png"));
+        fs::write(&ours, b"being written").unwrap();
+        let other = std::process::id().wrapping_add(1);
+        fs::write(dir.join(format!(".a.png.{other}.7.tmp")), b"half").unwrap();
+        fs::write(dir.join(".b.png.1.3.tmp"), b"half").unwrap();
         assert_eq!(remove_stale_temps(&dir).unwrap(), 2);
-        let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left, ["a.png"]);
+        let mut left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, [ours.file_name().unwrap(), "a.png".as_ref()]);
         assert_eq!(remove_stale_temps(&dir.join("missing")).unwrap(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }

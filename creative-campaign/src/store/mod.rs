@@ -20,6 +20,7 @@ pub use cache::DiskCache;
 pub use cache::SCHEMA_V1 as CACHE_SCHEMA_V1;
 pub use creative_core::store::{cache_key, GenerationCache, Journal, Recorded, StoreError};
 pub use gc::{collect_garbage, GcError, GcReport, PayloadPins};
+pub(crate) use journal::LiveRecords;
 pub use journal::{ArtifactRecord, FileJournal, JournalIndex, JournalRecord, SyncMethod};
 
 /// `t` as UTC RFC 3339 with milliseconds (`2026-12-07T13:14:12.345Z`), the

@@ -235,6 +235,30 @@ impl JournalIndex {
     }
 }
 
+/// The records a running [`FileJournal`] has committed, read back by position
+/// while it goes on committing more: what the end of a run reads each job from
+/// as soon as the job ends (see `spec::finish`).
+#[derive(Debug, Clone)]
+pub(crate) struct LiveRecords {
+    path: PathBuf,
+    file: Arc<File>,
+    positions: Arc<Mutex<Positions>>,
+}
+
+impl LiveRecords {
+    /// The latest committed record of `step` of `job`, read back from the file.
+    pub(crate) fn get(&self, job: &str, step: &str) -> Result<Option<JournalRecord>, StoreError> {
+        let span = self
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key_of(job, step));
+        let Some(span) = span else { return Ok(None) };
+        let r = read_record(&self.file, &self.path, span)?;
+        Ok((r.job == job && r.step == step).then_some(r))
+    }
+}
+
 /// Just the payload ids of a journal line: each output's, and those of the
 /// candidates its gates refused (kept so a reviewer can still see them).
 #[derive(Deserialize)]
@@ -492,6 +516,16 @@ impl FileJournal {
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A reader of the records committed so far and of every one committed
+    /// later (a record is in it once `record` has returned).
+    pub(crate) fn live_records(&self) -> LiveRecords {
+        LiveRecords {
+            path: self.path.clone(),
+            file: self.reader.clone(),
+            positions: self.positions.clone(),
+        }
     }
 
     /// The payload store.
