@@ -166,6 +166,24 @@
 //! unit (no difference within the noise, a build 50% longer); zune-png and libdeflate (both slower
 //! than png 0.18's fdeflate on this picture: 9.4 and 6.7 ms against 4.9 ms).
 //!
+//! Session 6 (main at 9e1b2a9, 2026-12-07 22:06, no other build running, load 1.6 at the start).
+//! The pass placing files and writing the manifest's entries follows the run on a thread of its
+//! own, taking each job as soon as it has ended, instead of starting after the last job:
+//!
+//! | case | figure | target |
+//! |---|---|---|
+//! | floor, 10k calls | 1.01 s wall, 0.35 s CPU (median of 3) | ideal 0.78 s |
+//! | campaign, 10k jobs | 1.54 / 1.52 / 1.56 s = 1.51x / 1.51x / 1.66x floor (median **1.51x**, was 1.82x), 231 to 234 us CPU per job (median 232, was 250), 42 MB | <= 1.25x, < 100 us: not met |
+//! | python vs spec, 200 jobs | median 9.45 s / 1.78 s wall = **5.31x** (was 4.96x to 5.06x), 17.67 s / 3.20 s CPU = 5.52x, PNG 1.30x, 246 to 261 MB peak | >= 5x: met; <= 2x |
+//!
+//! The 10k run's last job ends about 100 ms before the process does (was 320 ms): the manifest
+//! (11 MB copied from its parts and synced, about 40 ms), the report, and the 20 contact-sheet
+//! pages (about 45 ms of rendering). The run itself is CPU-bound on the two cores, so the pass's
+//! work moved into it costs some of what it saves. Tried again and dropped: jemalloc for
+//! allocations under 8 or 64 KB with glibc's heap above (a split global allocator): 15% less wall
+//! time and 18% less CPU on the 10k jobs, but the 1024 px campaign's peak RSS rose from 245 to 385
+//! MB for no gain in its wall time; mimalloc split at 256 KB: 1.1 to 1.3 GB peak there.
+//!
 //! Before that, where the campaign's time went (strace -c of the 10k-job campaign): per job about 22
 //! statx (the link-refusing path checks), 7.5 openat, 8 write, 2 rename, 2 mkdir (all but a few
 //! EEXIST), 2 getpid, 1 linkat, and 0.57 fdatasync + 0.29 fsync (group commits of only ~2 jobs

@@ -1,8 +1,10 @@
 //! The end of a campaign run, streamed from the journal.
 //!
 //! Nothing here holds the campaign in memory. One pass walks the matrix in
-//! order and reads each job's records back from the journal by position
-//! ([`JournalIndex`]): it places the job's files (hard links to the stored
+//! order and reads each job's records back from the journal by position: it
+//! follows a running campaign on a thread of its own ([`Finisher`]), taking
+//! each job as soon as it has ended, or runs from a [`JournalIndex`] when there
+//! is no run to follow. It places the job's files (hard links to the stored
 //! payloads, so no byte is copied or read), writes the job's manifest entries
 //! to part files, and feeds the report. `manifest.json` is then assembled from
 //! the parts; sinks are fed from the assets' part, a few at a time; the contact
@@ -215,7 +217,12 @@ impl Finisher {
         let e = ended.clone();
         let thread = std::thread::Builder::new()
             .name("creative-finish".into())
-            .spawn(move || campaign.place_files(&out_dir, &|job, step| records.get(job, step), Some(&e)))
+            .spawn(move || {
+                let placed = campaign.place_files(&out_dir, &|job, step| records.get(job, step), Some(&e));
+                // Done (or failed): the run's marks are of no use any more.
+                e.abandon();
+                placed
+            })
             .map_err(|e| StoreError(format!("start the pass placing files: {e}")))?;
         Ok(Finisher {
             ended,
@@ -450,8 +457,10 @@ impl Campaign {
         let blobs = BlobStore::new(state_dir.join("objects"));
         let dir = self.directory_sink(out_dir, blobs.clone());
         let mut builder = ReportBuilder::new();
-        let mut jobs_part = Part::create(state_dir.join(JOBS_PART))?;
-        let mut assets_part = Part::create(state_dir.join(ASSETS_PART))?;
+        // Named as temporaries, so a pass abandoned with its run never shares
+        // a file with the next run's, and a killed run's are cleaned below.
+        let mut jobs_part = Part::create(crate::store::temp_path(&state_dir.join(JOBS_PART)))?;
+        let mut assets_part = Part::create(crate::store::temp_path(&state_dir.join(ASSETS_PART)))?;
         let mut lines = Lines::create(state_dir.join(ASSETS_FILE))?;
         let mut artifacts = Lines::create(state_dir.join(ARTIFACTS_FILE))?;
         let mut used: HashSet<u64> = HashSet::new();
@@ -472,6 +481,7 @@ impl Campaign {
             }
         };
         clean(out_dir, &mut errors);
+        clean(&state_dir, &mut errors);
         // Reading each job's records back from the journal (a read and a JSON
         // parse per step) runs on a thread of its own, a bounded stretch of
         // jobs ahead of the placing and writing below: the two halves of the

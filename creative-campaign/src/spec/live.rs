@@ -3,9 +3,10 @@
 //! A campaign's pipeline is wrapped so that each job, once it ends, writes its
 //! delivered assets into the output folder at once: a host watching the folder
 //! sees them arrive, and a killed run has already delivered every job it
-//! finished. The pass at the end of the run stays authoritative: it names every
-//! file from the journal in a fixed order, settles collisions, and rewrites what
-//! is missing, so early files never change the manifest.
+//! finished. The pass placing files (which follows the run, see `spec::finish`)
+//! stays authoritative: it names every file from the journal in a fixed order,
+//! settles collisions, and rewrites what is missing, so early files never change
+//! the manifest.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
