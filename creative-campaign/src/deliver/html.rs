@@ -371,24 +371,138 @@ pub fn write_contact_sheet(
 ) -> std::io::Result<usize> {
     let pages = total.div_ceil(SHEET_PAGE).max(1);
     let mut assets = assets.peekable();
+    let mut cards = String::with_capacity(256 * 1024);
     for page in 1..=pages {
-        let mut h = String::with_capacity(256 * 1024);
-        head(&mut h, campaign, report, page, pages);
-        h.push_str("<div class=\"grid\">");
+        cards.clear();
         for a in assets.by_ref().take(SHEET_PAGE) {
-            card(&mut h, out_dir, &a, load);
+            card(&mut cards, out_dir, &a, load);
         }
-        h.push_str("</div>");
-        nav(&mut h, page, pages);
-        h.push_str("</body></html>\n");
-        crate::store::write_atomic(&out_dir.join(sheet_page_name(page)), h.as_bytes(), true)?;
+        write_page(out_dir, campaign, report, page, pages, &cards)?;
     }
-    // A re-run with fewer assets leaves no stale page behind.
+    remove_pages_after(out_dir, pages);
+    Ok(pages)
+}
+
+/// One page of the sheet around its `cards`, written atomically and durably.
+fn write_page(
+    out_dir: &std::path::Path,
+    campaign: &str,
+    report: &Report,
+    page: usize,
+    pages: usize,
+    cards: &str,
+) -> std::io::Result<()> {
+    let mut h = String::with_capacity(cards.len() + 16 * 1024);
+    head(&mut h, campaign, report, page, pages);
+    h.push_str("<div class=\"grid\">");
+    h.push_str(cards);
+    h.push_str("</div>");
+    nav(&mut h, page, pages);
+    h.push_str("</body></html>\n");
+    crate::store::write_atomic(&out_dir.join(sheet_page_name(page)), h.as_bytes(), true)
+}
+
+/// A re-run with fewer assets leaves no stale page behind.
+fn remove_pages_after(out_dir: &std::path::Path, pages: usize) {
     let mut n = pages + 1;
     while std::fs::remove_file(out_dir.join(sheet_page_name(n))).is_ok() {
         n += 1;
     }
-    Ok(pages)
+}
+
+/// The contact sheet made as the assets pass: each card is rendered when its
+/// asset is placed (by the pass that follows the run) into a file aside, and
+/// [`finish`](Self::finish) writes the pages around them once the report they
+/// open with is known. The end of a run then only copies cards, where it used
+/// to read every asset back and render every card.
+pub(crate) struct SheetCards {
+    path: std::path::PathBuf,
+    /// `None` once finished.
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    /// Where each full page's cards end in the file.
+    page_ends: Vec<u64>,
+    written: u64,
+    in_page: usize,
+    card: String,
+}
+
+impl SheetCards {
+    /// Cards written to `path` (a temporary, removed when finished or dropped).
+    pub(crate) fn create(path: std::path::PathBuf) -> std::io::Result<SheetCards> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        Ok(SheetCards {
+            path,
+            out: Some(std::io::BufWriter::with_capacity(1 << 16, f)),
+            page_ends: Vec::new(),
+            written: 0,
+            in_page: 0,
+            card: String::with_capacity(4096),
+        })
+    }
+
+    /// The card of `a`, delivered into `out_dir`; `load` reads a text asset's payload.
+    pub(crate) fn push(
+        &mut self,
+        out_dir: &std::path::Path,
+        a: &AssetEntry,
+        load: &dyn Fn(&AssetEntry) -> Option<Bytes>,
+    ) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let out = self.out.as_mut().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        self.card.clear();
+        card(&mut self.card, out_dir, a, load);
+        out.write_all(self.card.as_bytes())?;
+        self.written += self.card.len() as u64;
+        self.in_page += 1;
+        if self.in_page == SHEET_PAGE {
+            self.page_ends.push(self.written);
+            self.in_page = 0;
+        }
+        Ok(())
+    }
+
+    /// Write the pages into `out_dir` (as [`write_contact_sheet`] does); returns
+    /// how many.
+    pub(crate) fn finish(
+        mut self,
+        out_dir: &std::path::Path,
+        campaign: &str,
+        report: &Report,
+    ) -> std::io::Result<usize> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let out = self.out.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let mut f = out.into_inner().map_err(|e| e.into_error())?;
+        if self.in_page > 0 || self.page_ends.is_empty() {
+            self.page_ends.push(self.written);
+        }
+        let pages = self.page_ends.len();
+        f.seek(SeekFrom::Start(0))?;
+        let mut cards = String::new();
+        let mut start = 0;
+        for (i, &end) in self.page_ends.iter().enumerate() {
+            cards.clear();
+            (&mut f).take(end - start).read_to_string(&mut cards)?;
+            write_page(out_dir, campaign, report, i + 1, pages, &cards)?;
+            start = end;
+        }
+        drop(f);
+        let _ = std::fs::remove_file(&self.path);
+        remove_pages_after(out_dir, pages);
+        Ok(pages)
+    }
+}
+
+impl Drop for SheetCards {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Render a one-page contact sheet of a manifest in memory (small campaigns,
@@ -427,6 +541,71 @@ mod tests {
         assert_eq!((dec.info().width, dec.info().height), (256, 128));
         let small = png(64, 64);
         assert_eq!(png_thumbnail(&small, 256).unwrap(), small);
+    }
+
+    fn asset(i: usize) -> AssetEntry {
+        let data = format!("asset {i}");
+        AssetEntry {
+            job: format!("job{i}"),
+            vars: [("n".to_string(), serde_json::json!(i))].into_iter().collect(),
+            step: "hero".into(),
+            index: 0,
+            id: creative_core::artifact::ArtifactId::of(&MediaType::Png, data.as_bytes()),
+            media: MediaType::Png,
+            bytes: data.len() as u64,
+            path: Some(format!("hero/{i} <x>.png")),
+            meta: Default::default(),
+            finished_at: None,
+            provenance: Default::default(),
+            sources: Vec::new(),
+        }
+    }
+
+    fn pages(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("contact_sheet"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn cards_made_as_assets_pass_give_the_pages_a_sheet_made_at_once_gives() {
+        let root = std::env::temp_dir().join(format!("creative-sheet-cards-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let report = Report {
+            campaign: "c".into(),
+            ..Report::default()
+        };
+        let none = |_: &AssetEntry| None;
+        for n in [0, 1, SHEET_PAGE, SHEET_PAGE + 1, 2 * SHEET_PAGE + 7] {
+            let (once, cards) = (root.join(format!("once-{n}")), root.join(format!("cards-{n}")));
+            std::fs::create_dir_all(&once).unwrap();
+            std::fs::create_dir_all(&cards).unwrap();
+            // A stale page of a larger sheet goes in both.
+            std::fs::write(once.join(sheet_page_name(9)), "old").unwrap();
+            std::fs::write(cards.join(sheet_page_name(9)), "old").unwrap();
+            let a = write_contact_sheet(&once, "c", &report, n, (0..n).map(asset), &none).unwrap();
+            let part = cards.join(".cards.part");
+            let mut sheet = SheetCards::create(part.clone()).unwrap();
+            for i in 0..n {
+                sheet.push(&cards, &asset(i), &none).unwrap();
+            }
+            let b = sheet.finish(&cards, "c", &report).unwrap();
+            assert_eq!(a, b, "{n} assets: pages");
+            assert_eq!(a, n.div_ceil(SHEET_PAGE).max(1));
+            assert!(!part.exists(), "the cards' file is removed");
+            assert_eq!(pages(&once), pages(&cards), "{n} assets: the same pages, byte for byte");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub use creative_core::deliver::{
     AssetEntry, FailureRow, GateRow, JobCounts, JobEntry, Manifest, ManifestSummary, ProviderRow, Report, Sink,
     SinkError, SourceEntry, Totals,
 };
+pub(crate) use html::SheetCards;
 pub use html::{contact_sheet, make_thumbnail, sheet_page_name, thumbnail_path, write_contact_sheet, SHEET_PAGE};
 pub(crate) use ledger::Sinks;
 pub use ledger::{asset_key, DeliveryLedger, DELIVERIES_FILE};

@@ -8,8 +8,9 @@
 //! payloads, so no byte is copied or read), writes the job's manifest entries
 //! to part files, and feeds the report. `manifest.json` is then assembled from
 //! the parts; sinks are fed from the assets' part, a few at a time; the contact
-//! sheet is written page by page, linking the thumbnails each job made as it
-//! ended. What stays in memory is a hash per delivered file name (8 bytes), a
+//! sheet's cards are rendered as the pass places each asset (linking the
+//! thumbnail its job made as it ended), and its pages are written around them
+//! at the end, once the report they open with is known. What stays in memory is a hash per delivered file name (8 bytes), a
 //! hash per output folder, and the report's rows.
 
 use std::collections::{BTreeMap, HashSet};
@@ -24,8 +25,8 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::deliver::{
-    job_entries, write_contact_sheet, AssetEntry, DeliveryLedger, DirectorySink, JobEntry, ManifestSummary, Report,
-    ReportBuilder, Sinks,
+    job_entries, AssetEntry, DeliveryLedger, DirectorySink, JobEntry, ManifestSummary, Report, ReportBuilder,
+    SheetCards, Sinks,
 };
 use crate::spec::campaign::{Campaign, CampaignError, EVENTS_FILE, STATE_DIR};
 use crate::spec::ended::{Ended, Wait};
@@ -47,6 +48,7 @@ pub const ASSETS_FILE: &str = "assets.jsonl";
 pub const ARTIFACTS_FILE: &str = "artifacts.jsonl";
 const JOBS_PART: &str = "manifest-jobs.part";
 const ASSETS_PART: &str = "manifest-assets.part";
+const SHEET_PART: &str = "contact-sheet.part";
 
 /// One line of [`ARTIFACTS_FILE`]: an output of a finished step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -184,6 +186,8 @@ struct Delivered {
     summary: ManifestSummary,
     builder: ReportBuilder,
     errors: Vec<String>,
+    /// The contact sheet's cards, when the spec asks for a sheet.
+    sheet: Option<SheetCards>,
 }
 
 /// Reads the latest record of (job, step) back from a journal.
@@ -197,6 +201,7 @@ struct Placed {
     errors: Vec<String>,
     jobs_part: PathBuf,
     assets_part: PathBuf,
+    sheet: Option<SheetCards>,
 }
 
 /// The pass placing files, run on a thread of its own while the campaign runs:
@@ -280,6 +285,7 @@ impl Campaign {
             summary,
             builder,
             mut errors,
+            sheet,
         } = blocking(move || this.deliver_files(&out, started, observed, finisher)).await?;
         let mut report = builder.finish(&self.name, outcome);
         let state_dir = out_dir.join(STATE_DIR);
@@ -342,8 +348,8 @@ impl Campaign {
         report.delivery_errors = errors;
         let this = self.clone();
         let out = out_dir.to_path_buf();
-        let (r2, total) = (report.clone(), summary.assets);
-        blocking(move || this.write_report_and_sheet(&out, &r2, total)).await?;
+        let r2 = report.clone();
+        blocking(move || this.write_report_and_sheet(&out, &r2, sheet)).await?;
         Ok((summary, report))
     }
 
@@ -421,6 +427,7 @@ impl Campaign {
             errors,
             jobs_part,
             assets_part,
+            sheet,
         } = placed;
         self.write_manifest(out_dir, started, &jobs_part, &assets_part)?;
         summary.path = Some(out_dir.join("manifest.json"));
@@ -439,6 +446,7 @@ impl Campaign {
             summary,
             builder,
             errors,
+            sheet,
         })
     }
 
@@ -461,6 +469,12 @@ impl Campaign {
         // a file with the next run's, and a killed run's are cleaned below.
         let mut jobs_part = Part::create(crate::store::temp_path(&state_dir.join(JOBS_PART)))?;
         let mut assets_part = Part::create(crate::store::temp_path(&state_dir.join(ASSETS_PART)))?;
+        let sheet_path = crate::store::temp_path(&state_dir.join(SHEET_PART));
+        let mut sheet = match self.contact_sheet {
+            true => Some(SheetCards::create(sheet_path.clone()).map_err(|e| io_err("create", &sheet_path, e))?),
+            false => None,
+        };
+        let load = |a: &AssetEntry| blobs.get(&a.id, &a.media).ok().flatten();
         let mut lines = Lines::create(state_dir.join(ASSETS_FILE))?;
         let mut artifacts = Lines::create(state_dir.join(ARTIFACTS_FILE))?;
         let mut used: HashSet<u64> = HashSet::new();
@@ -551,6 +565,11 @@ impl Campaign {
                     builder.observe_asset(&asset);
                     assets_part.push(&asset)?;
                     lines.push(&asset)?;
+                    if let Some(sheet) = &mut sheet {
+                        sheet
+                            .push(out_dir, &asset, &load)
+                            .map_err(|e| io_err("write", &sheet_path, e))?;
+                    }
                     summary.assets += 1;
                 }
                 for (step, rec) in self.steps.iter().filter_map(|s| done.get(s).map(|r| (s, r))) {
@@ -582,6 +601,7 @@ impl Campaign {
             errors,
             jobs_part,
             assets_part,
+            sheet,
         })
     }
 
@@ -631,28 +651,21 @@ impl Campaign {
         result.map_err(|e| io_err("write", &path, e))
     }
 
-    fn write_report_and_sheet(&self, out_dir: &Path, report: &Report, assets: u64) -> Result<(), StoreError> {
+    fn write_report_and_sheet(
+        &self,
+        out_dir: &Path,
+        report: &Report,
+        sheet: Option<SheetCards>,
+    ) -> Result<(), StoreError> {
         let mut json = serde_json::to_vec_pretty(report).map_err(|e| StoreError(e.to_string()))?;
         json.push(b'\n');
         let p = out_dir.join("report.json");
         write_atomic(&p, &json, true).map_err(|e| io_err("write", &p, e))?;
-        if !self.contact_sheet {
-            return Ok(());
+        if let Some(sheet) = sheet {
+            sheet
+                .finish(out_dir, &self.name, report)
+                .map_err(|e| io_err("write the contact sheet in", out_dir, e))?;
         }
-        let state_dir = out_dir.join(STATE_DIR);
-        let blobs = BlobStore::new(state_dir.join("objects"));
-        let path = state_dir.join(ASSETS_FILE);
-        // The sheet reads the assets back in a thread of their own and takes
-        // them a page at a time; a bounded channel keeps a page's worth in flight.
-        let (mut tx, rx) = batches::<AssetEntry>(64);
-        let reader = std::thread::spawn(move || read_assets(&path, |a| tx.push(a)));
-        let load = |a: &AssetEntry| blobs.get(&a.id, &a.media).ok().flatten();
-        let total = usize::try_from(assets).unwrap_or(usize::MAX);
-        write_contact_sheet(out_dir, &self.name, report, total, rx, &load)
-            .map_err(|e| io_err("write the contact sheet in", out_dir, e))?;
-        reader
-            .join()
-            .map_err(|_| StoreError("the contact sheet's reader failed".into()))??;
         Ok(())
     }
 }

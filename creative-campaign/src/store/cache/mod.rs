@@ -25,7 +25,9 @@ use index::{Index, Op, Put};
 
 /// A content-addressed cache of generations in a folder: `cache.sqlite` indexes
 /// the entries (the artifacts and usage of one generation, by cache key),
-/// `objects/` holds the payloads.
+/// `objects/` holds the payloads. The index's write-ahead log,
+/// `cache.sqlite-wal` (up to 32 MiB) and `cache.sqlite-shm`, stays beside it
+/// between runs and is part of it: to clear the cache, remove all three.
 ///
 /// A hit needs the entry and every payload it names, each matching its hash;
 /// anything less is a miss, so a cache damaged by a crash costs a provider call,
@@ -386,6 +388,29 @@ mod tests {
         c.flush().await.unwrap();
         assert!(c.get(&key(0)).await.unwrap().is_none());
         assert!(on_disk(&c) <= 20_000 + 1000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn closing_leaves_the_log_beside_the_index_and_a_reopen_reads_every_entry_from_it() {
+        let dir = tmp("wal");
+        {
+            let c = DiskCache::open(&dir).unwrap();
+            for i in 0..50 {
+                c.put(&key(i), &payload(i, 100)).await.unwrap();
+            }
+            c.flush().await.unwrap();
+            assert!(c.get(&key(0)).await.unwrap().is_some());
+        }
+        // Not checkpointed at close: the entries are still in the log.
+        let wal = std::fs::metadata(dir.join("cache.sqlite-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(wal > 0, "the log was checkpointed into the file and emptied at close");
+        let c = DiskCache::open(&dir).unwrap();
+        for i in 0..50 {
+            assert!(c.get(&key(i)).await.unwrap().is_some(), "{i} is found after a reopen");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
