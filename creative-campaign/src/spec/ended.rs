@@ -14,6 +14,12 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+/// Marks that wake a pass waiting for one of them: a pass that keeps up with
+/// the run would otherwise be woken for every job (a futex call and a context
+/// switch on each side); this way it takes jobs a few dozen at a time, a few
+/// dozen behind the run.
+const WAKE_AFTER: usize = 64;
+
 /// Marks of ended jobs the pass has not reached yet, at most (about 20 bytes
 /// each): past it the pass waits for the end of the run instead.
 const MAX_PENDING: usize = 1 << 16;
@@ -78,9 +84,12 @@ impl Ended {
             return;
         }
         *s.pending.entry(h).or_default() += 1;
-        // Only the job the pass waits for wakes it: one wake per job would cost
-        // a futex call on each side for every job of the run.
-        if s.waiting == Some(h) {
+        // Only once the job the pass waits for has ended and enough others
+        // have (see WAKE_AFTER); the end of the run wakes it in any case.
+        if s.waiting
+            .is_some_and(|w| s.pending.len() >= WAKE_AFTER && s.pending.contains_key(&w))
+        {
+            s.waiting = None;
             drop(s);
             self.changed.notify_all();
         }
@@ -153,6 +162,11 @@ mod tests {
         e.job_ended("b");
         assert_eq!(e.lock().waiting, Some(hash("a")), "b's end does not release the pass");
         e.job_ended("a");
+        // Woken once enough jobs have ended, not at every one.
+        for i in 2..WAKE_AFTER {
+            assert_eq!(e.lock().waiting, Some(hash("a")), "still asleep after {i} marks");
+            e.job_ended(&format!("job {i}"));
+        }
         assert_eq!(pass.join().unwrap(), Wait::Go);
         assert_eq!(e.wait_for("b"), Wait::Go, "b's mark is still there");
     }

@@ -243,16 +243,18 @@ pub(crate) struct LiveRecords {
     path: PathBuf,
     file: Arc<File>,
     positions: Arc<Mutex<Positions>>,
+    recent: Arc<Recent>,
 }
 
 impl LiveRecords {
-    /// The latest committed record of `step` of `job`, read back from the file.
+    /// The latest committed record of `step` of `job`: the one kept as it was
+    /// committed, once (each is read by one pass), else read back from the file.
     pub(crate) fn get(&self, job: &str, step: &str) -> Result<Option<JournalRecord>, StoreError> {
-        let span = self
-            .positions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key_of(job, step));
+        let key = key_of(job, step);
+        if let Some(r) = self.recent.take(&key).filter(|r| r.job == job && r.step == step) {
+            return Ok(Some(r));
+        }
+        let span = self.positions.lock().unwrap_or_else(|p| p.into_inner()).get(&key);
         let Some(span) = span else { return Ok(None) };
         let r = read_record(&self.file, &self.path, span)?;
         Ok((r.job == job && r.step == step).then_some(r))
@@ -368,6 +370,39 @@ pub struct FileJournal {
     revisions: Arc<std::collections::HashMap<(String, String), String>>,
     /// Payloads the cache's eviction must keep: every output recorded.
     pins: Option<Arc<PayloadPins>>,
+    /// Records just committed, kept for a [`LiveRecords`] reader (once there
+    /// is one) so it need not read them back from the file.
+    recent: Arc<Recent>,
+}
+
+/// Records a [`LiveRecords`] reader has not taken yet, by (job, step): what
+/// the pass following a run reads each job from, without a read and a parse
+/// per step. At most [`Recent::MAX`]; past it a record is read from the file.
+#[derive(Debug, Default)]
+struct Recent {
+    /// Whether a reader exists (else nothing is kept).
+    on: std::sync::atomic::AtomicBool,
+    records: Mutex<HashMap<Key, JournalRecord>>,
+}
+
+impl Recent {
+    const MAX: usize = 4096;
+
+    /// Keep `rec`, committed under `key`: always when it replaces one kept
+    /// (a kept record is the latest or none is), else only below the bound.
+    fn keep(&self, key: Key, rec: JournalRecord) {
+        if !self.on.load(AtomicOrdering::Relaxed) {
+            return;
+        }
+        let mut m = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() < Self::MAX || m.contains_key(&key) {
+            m.insert(key, rec);
+        }
+    }
+
+    fn take(&self, key: &Key) -> Option<JournalRecord> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+    }
 }
 
 impl std::fmt::Debug for FileJournal {
@@ -453,6 +488,7 @@ impl FileJournal {
             definitions: Arc::default(),
             revisions: Arc::default(),
             pins: None,
+            recent: Arc::default(),
         })
     }
 
@@ -521,10 +557,12 @@ impl FileJournal {
     /// A reader of the records committed so far and of every one committed
     /// later (a record is in it once `record` has returned).
     pub(crate) fn live_records(&self) -> LiveRecords {
+        self.recent.on.store(true, AtomicOrdering::Relaxed);
         LiveRecords {
             path: self.path.clone(),
             file: self.reader.clone(),
             positions: self.positions.clone(),
+            recent: self.recent.clone(),
         }
     }
 
@@ -670,17 +708,20 @@ impl Journal for FileJournal {
         };
         let (done, committed) = oneshot::channel();
         let stopped = || StoreError(format!("the committer of {} has stopped", self.path.display()));
+        let key = key_of(&rec.job, &rec.step);
         self.queue
             .as_ref()
             .ok_or_else(stopped)?
             .send(Pending {
-                key: key_of(&rec.job, &rec.step),
+                key,
                 line,
                 payloads,
                 done,
             })
             .map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?
+        committed.await.map_err(|_| stopped())??;
+        self.recent.keep(key, rec);
+        Ok(())
     }
 }
 

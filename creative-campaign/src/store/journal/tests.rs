@@ -296,3 +296,62 @@ async fn a_journal_syncing_its_file_system_records_and_reads_back() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_live_reader_gets_each_committed_record_as_the_file_holds_it_and_the_latest_one() {
+    let dir = tmp("live");
+    let j = FileJournal::open(&dir, false).unwrap();
+    let live = j.live_records();
+    // A float that a shortest-digits print and a fast parse could disagree on.
+    let job = Job::new([
+        ("weight", serde_json::json!(0.1 + 0.2)),
+        ("product", serde_json::json!("mug")),
+    ]);
+    assert!(live.get(job.key(), "hero").unwrap().is_none(), "nothing committed yet");
+    j.record(&job, "hero", "in", &[Artifact::text_plain("one")])
+        .await
+        .unwrap();
+    j.record(&job, "hero", "in2", &[Artifact::text_plain("two")])
+        .await
+        .unwrap();
+    let path = dir.join(FileJournal::FILE);
+    let from_file = FileJournal::index(&path)
+        .unwrap()
+        .get(job.key(), "hero")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        from_file.outputs[0].id,
+        Artifact::text_plain("two").id().clone(),
+        "the latest"
+    );
+    // Kept in memory as committed: taken once, equal to the file's.
+    let kept = live.get(job.key(), "hero").unwrap().unwrap();
+    assert_eq!(kept, from_file);
+    assert!(j.recent.take(&key_of(job.key(), "hero")).is_none(), "taken");
+    // Then read back from the file, the same again.
+    assert_eq!(live.get(job.key(), "hero").unwrap().unwrap(), from_file);
+    assert!(live.get(job.key(), "other").unwrap().is_none());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn records_are_kept_for_a_live_reader_only_up_to_the_bound() {
+    let dir = tmp("bound");
+    let j = FileJournal::open(&dir, false).unwrap();
+    let jobs: Vec<Job> = (0..Recent::MAX + 3).map(|i| Job::new([("i", i)])).collect();
+    // No reader: nothing is kept.
+    j.record(&jobs[0], "s", "in", &[]).await.unwrap();
+    assert!(j.recent.records.lock().unwrap().is_empty());
+    let live = j.live_records();
+    for job in &jobs {
+        j.record(job, "s", "in", &[]).await.unwrap();
+    }
+    assert_eq!(j.recent.records.lock().unwrap().len(), Recent::MAX);
+    // Every record is still there for the reader, from memory or the file.
+    for job in &jobs {
+        assert_eq!(live.get(job.key(), "s").unwrap().unwrap().job, job.key());
+    }
+    assert!(j.recent.records.lock().unwrap().is_empty());
+    let _ = fs::remove_dir_all(&dir);
+}
