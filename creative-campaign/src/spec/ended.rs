@@ -138,6 +138,18 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A pass on a thread of its own, returned once it waits for `key`.
+    fn waiting_pass(e: &Arc<Ended>, key: &'static str) -> std::thread::JoinHandle<Wait> {
+        let pass = {
+            let e = e.clone();
+            std::thread::spawn(move || e.wait_for(key))
+        };
+        while e.lock().waiting != Some(hash(key)) {
+            std::thread::yield_now();
+        }
+        pass
+    }
+
     #[test]
     fn a_job_that_ended_before_the_pass_reached_it_is_taken_without_waiting() {
         let e = Ended::default();
@@ -151,14 +163,7 @@ mod tests {
     #[test]
     fn the_pass_waits_for_the_job_it_needs_and_no_other() {
         let e = Arc::new(Ended::default());
-        let pass = {
-            let e = e.clone();
-            std::thread::spawn(move || e.wait_for("a"))
-        };
-        // Wait until the pass is waiting for "a", then end another job first.
-        while e.lock().waiting.is_none() {
-            std::thread::yield_now();
-        }
+        let pass = waiting_pass(&e, "a");
         e.job_ended("b");
         assert_eq!(e.lock().waiting, Some(hash("a")), "b's end does not release the pass");
         e.job_ended("a");
@@ -184,13 +189,7 @@ mod tests {
     #[test]
     fn the_end_of_the_run_releases_a_pass_waiting_for_a_job_that_never_ran() {
         let e = Arc::new(Ended::default());
-        let pass = {
-            let e = e.clone();
-            std::thread::spawn(move || e.wait_for("never"))
-        };
-        while e.lock().waiting.is_none() {
-            std::thread::yield_now();
-        }
+        let pass = waiting_pass(&e, "never");
         e.run_over();
         assert_eq!(pass.join().unwrap(), Wait::Go);
     }

@@ -391,15 +391,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Put entries `0..n` of `len` bytes each, and wait until the index has them.
+    async fn put_flushed(c: &DiskCache, n: usize, len: usize) {
+        for i in 0..n {
+            c.put(&key(i), &payload(i, len)).await.unwrap();
+        }
+        c.flush().await.unwrap();
+    }
+
     #[tokio::test]
     async fn closing_leaves_the_log_beside_the_index_and_a_reopen_reads_every_entry_from_it() {
         let dir = tmp("wal");
         {
             let c = DiskCache::open(&dir).unwrap();
-            for i in 0..50 {
-                c.put(&key(i), &payload(i, 100)).await.unwrap();
-            }
-            c.flush().await.unwrap();
+            put_flushed(&c, 50, 100).await;
             assert!(c.get(&key(0)).await.unwrap().is_some());
         }
         // Not checkpointed at close: the entries are still in the log.
@@ -419,10 +424,7 @@ mod tests {
         let dir = tmp("mtime");
         {
             let c = DiskCache::open(&dir).unwrap();
-            for i in 0..3 {
-                c.put(&key(i), &payload(i, 1000)).await.unwrap();
-            }
-            c.flush().await.unwrap();
+            put_flushed(&c, 3, 1000).await;
             let c = DiskCache::open(&dir).unwrap().with_max_bytes(1_000_000);
             assert!(c.get(&key(0)).await.unwrap().is_some(), "a hit makes 0 the most recent");
         }
