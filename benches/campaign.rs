@@ -523,7 +523,8 @@ fn floor_and_campaign(t: &mut Table, with_campaign: bool) -> Result<(), String> 
     let server = Server::start("--latency-ms 20 --size 8")?;
     let ideal = JOBS as f64 * 0.020 / CONC as f64;
     let rounds = 3;
-    let (mut floors, mut floor_cpu, mut walls, mut ratios, mut cpu_us) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut floors, mut floor_cpu, mut walls, mut ratios) = (vec![], vec![], vec![], vec![]);
+    let (mut cpu_us, mut beyond_us) = (vec![], vec![]);
     for round in 1..=rounds {
         let (fw, fc) = floor(&server, JOBS, CONC)?;
         t.add(
@@ -553,6 +554,9 @@ fn floor_and_campaign(t: &mut Table, with_campaign: bool) -> Result<(), String> 
         let (files, _) = delivered(&dir.join("out"), "png");
         let ratio = m.wall.as_secs_f64() / fw.as_secs_f64();
         let per_job = m.cpu().as_secs_f64() * 1e6 / JOBS as f64;
+        // The target counts the engine, store and delivery: what the campaign
+        // spends beyond the bare client's own CPU for the same calls.
+        let beyond = (m.cpu().as_secs_f64() - fc.as_secs_f64()) * 1e6 / JOBS as f64;
         t.add(
             "b campaign",
             format!("round {round}: creative run, 10k jobs, c256"),
@@ -571,13 +575,14 @@ fn floor_and_campaign(t: &mut Table, with_campaign: bool) -> Result<(), String> 
         t.add(
             "b campaign",
             format!("round {round}: CPU per job (user+sys)"),
-            outcome(&m, format!("{per_job:.0} us")),
+            outcome(&m, format!("{per_job:.0} us, {beyond:.0} us beyond the bare client's")),
             "< 100 us",
         );
         if m.success() {
             walls.push(m.wall.as_secs_f64());
             ratios.push(ratio);
             cpu_us.push(per_job);
+            beyond_us.push(beyond);
         }
     }
     t.add(
@@ -591,10 +596,11 @@ fn floor_and_campaign(t: &mut Table, with_campaign: bool) -> Result<(), String> 
             "b campaign",
             "median",
             format!(
-                "{:.2} s = {:.2}x floor, {:.0} us CPU per job",
+                "{:.2} s = {:.2}x floor, {:.0} us CPU per job ({:.0} us beyond the bare client's)",
                 median(walls),
                 median(ratios),
-                median(cpu_us)
+                median(cpu_us),
+                median(beyond_us)
             ),
             "<= 1.25x, < 100 us",
         );
