@@ -10,8 +10,12 @@
 //! the parts; sinks are fed from the assets' part, a few at a time; the contact
 //! sheet's cards are rendered as the pass places each asset (linking the
 //! thumbnail its job made as it ended), and its pages are written around them
-//! at the end, once the report they open with is known. What stays in memory is a hash per delivered file name (8 bytes), a
-//! hash per output folder, and the report's rows.
+//! at the end, once the report they open with is known.
+//!
+//! What stays in memory is a hash per delivered file name (8 bytes), a hash per
+//! output folder and the report's rows; while a run goes, also the marks of
+//! jobs that ended ahead of the pass (at most 65,536) and the records committed
+//! that it has not taken yet (at most 4,096).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
@@ -496,8 +500,9 @@ impl Campaign {
         };
         clean(out_dir, &mut errors);
         clean(&state_dir, &mut errors);
-        // Reading each job's records back from the journal (a read and a JSON
-        // parse per step) runs on a thread of its own, a bounded stretch of
+        // Getting each job's records (waiting for the job to end, when the pass
+        // follows a run; a read and a JSON parse per step when they are not
+        // kept in memory) runs on a thread of its own, a bounded stretch of
         // jobs ahead of the placing and writing below: the two halves of the
         // pass take about the same time, and the order stays the matrix's.
         std::thread::scope(|scope| -> Result<(), StoreError> {
