@@ -148,21 +148,21 @@ pub(crate) fn lock_out_dir(state_dir: &Path) -> Result<File, LockError> {
 
 /// Whether `name` is one of [`temp_path`]'s names: `.<name>.<pid>.<n>.tmp`.
 pub(crate) fn is_temp_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
-        return false;
-    };
-    let mut parts = rest.rsplitn(3, '.');
-    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    digits(parts.next()) && digits(parts.next()) && parts.next().is_some_and(|n| !n.is_empty())
+    temp_pid(name).is_some()
 }
 
-/// The `.<pid>.<n>.tmp` end of a temporary's name (see [`temp_path`]).
-fn temp_suffix(name: &str) -> &str {
-    let mut dots = name.rmatch_indices('.').map(|(i, _)| i);
-    match (dots.next(), dots.next(), dots.next()) {
-        (Some(_), Some(_), Some(i)) => &name[i..],
-        _ => name,
-    }
+/// The process id (its digits) in one of [`temp_path`]'s names, `None` for any
+/// other name.
+fn temp_pid(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    parts.next().filter(|p| all_digits(p))?;
+    let pid = parts.next().filter(|p| all_digits(p))?;
+    parts.next().filter(|n| !n.is_empty()).map(|_| pid)
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Remove the temporaries a killed writer left in `dir` (not recursive); returns
@@ -177,14 +177,10 @@ pub(crate) fn remove_stale_temps(dir: &Path) -> std::io::Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let ours = format!(".{}.", std::process::id());
+    let ours = std::process::id().to_string();
     for e in entries {
         let e = e?;
-        if e.file_type()?.is_file()
-            && e.file_name()
-                .to_str()
-                .is_some_and(|n| is_temp_name(n) && !temp_suffix(n).starts_with(&ours))
-        {
+        if e.file_type()?.is_file() && e.file_name().to_str().and_then(temp_pid).is_some_and(|p| p != ours) {
             fs::remove_file(e.path())?;
             removed += 1;
         }

@@ -207,10 +207,7 @@ impl JournalIndex {
         let (Some(file), Some(span)) = (&self.file, self.positions.get(&key_of(job, step))) else {
             return Ok(None);
         };
-        let r = read_record(file, &self.path, span)?;
-        // A different pair under the same 128-bit hash would be a first; it is
-        // still not this step.
-        Ok((r.job == job && r.step == step).then_some(r))
+        read_record_of(file, &self.path, span, job, step)
     }
 
     /// Call `f` with the payload id of every output of the latest record of
@@ -256,8 +253,7 @@ impl LiveRecords {
         }
         let span = self.positions.lock().unwrap_or_else(|p| p.into_inner()).get(&key);
         let Some(span) = span else { return Ok(None) };
-        let r = read_record(&self.file, &self.path, span)?;
-        Ok((r.job == job && r.step == step).then_some(r))
+        read_record_of(&self.file, &self.path, span, job, step)
     }
 }
 
@@ -305,6 +301,19 @@ fn read_output_ids(
         o.provenance.rejected.iter().for_each(|r| f(&r.artifact));
     }
     Ok(())
+}
+
+/// The record of `step` of `job` at `span`, if it is theirs: a different pair
+/// under the same 128-bit hash would be a first, but it is still not this step.
+fn read_record_of(
+    file: &File,
+    path: &Path,
+    span: Span,
+    job: &str,
+    step: &str,
+) -> Result<Option<JournalRecord>, StoreError> {
+    let r = read_record(file, path, span)?;
+    Ok((r.job == job && r.step == step).then_some(r))
 }
 
 /// Read the line at `span` and decode it.
