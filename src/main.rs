@@ -38,6 +38,7 @@
 //! | 5 | budget: a money, attempt or time limit stopped it (continue with `--resume` after raising it) |
 //! | 130 | cancelled (Ctrl-C, SIGTERM or SIGHUP); continue with `--resume` |
 
+mod alloc;
 mod cli;
 
 use std::process::ExitCode;
@@ -47,7 +48,7 @@ use clap::Parser as _;
 use cli::args::{Cli, Command};
 
 fn main() -> ExitCode {
-    tune_allocator();
+    alloc::tune();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -83,31 +84,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Keep the large buffers of image work in the allocator's pools.
-///
-/// Every job of a 1024 px campaign allocates a few buffers of 1 to 4 MB (the
-/// response, the decoded PNG, the pixels, each rendition). glibc's defaults hand
-/// buffers that size back to the kernel when freed and fault fresh zeroed pages
-/// in for the next job, and spread the blocking pool's threads over up to eight
-/// arenas a core, each keeping its own free memory. Measured on the 200-job
-/// renditions campaign (2 cores): serving those buffers from the heap, trimming
-/// it only past 32 MiB free and one arena a core cut the system time from 0.5-0.6
-/// to 0.31-0.36 s and the peak RSS from 280 to 220 MB; the 10k small-job
-/// campaign did not move. A binary's choice, so the library leaves hosts'
-/// allocators alone.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets glibc's malloc parameters, before any other
-    // thread exists; a refused value (it returns 0) leaves glibc's default.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
