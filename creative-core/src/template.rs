@@ -99,6 +99,54 @@ pub struct Template {
     /// Dotted attribute chains the template reads (`steps.copy.json.headline`).
     paths: Arc<BTreeSet<String>>,
     literal: bool,
+    /// The template as text and variables, when it is nothing more (see [`Piece`]).
+    pieces: Option<Arc<[Piece]>>,
+}
+
+/// A piece of a template made only of text and `{{ name }}` substitutions, the
+/// shape of nearly every file name and most prompts. Such a template renders by
+/// joining its pieces (string and integer values; any other value goes through
+/// minijinja), without converting the job's variables into minijinja values on
+/// every render: on a 10,000-job campaign that conversion was 5% of the run's
+/// CPU for four renders a job.
+#[derive(Debug)]
+enum Piece {
+    Text(Box<str>),
+    Var(Box<str>),
+}
+
+/// Split `source` into [`Piece`]s, or `None` when any part of it is more than
+/// text and a bare variable name, so minijinja renders it exactly as written.
+fn pieces(source: &str) -> Option<Arc<[Piece]>> {
+    const MARKS: [&str; 6] = ["{{", "}}", "{%", "%}", "{#", "#}"];
+    // minijinja drops one trailing newline; leave that to it.
+    if source.ends_with('\n') {
+        return None;
+    }
+    let text = |t: &str| (!MARKS.iter().any(|m| t.contains(m))).then(|| Piece::Text(t.into()));
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            out.push(text(&rest[..open])?);
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let name = after[..close].trim_matches(' ');
+        let ident = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        // Literals, not variables, in a Jinja expression.
+        let keyword = matches!(name, "true" | "false" | "none" | "True" | "False" | "None");
+        if !ident || keyword {
+            return None;
+        }
+        out.push(Piece::Var(name.into()));
+        rest = &after[close + 2..];
+    }
+    if !rest.is_empty() {
+        out.push(text(rest)?);
+    }
+    Some(out.into())
 }
 
 impl std::fmt::Debug for Template {
@@ -128,12 +176,14 @@ impl Template {
             })
             .unwrap_or_default();
         let literal = !source.contains("{{") && !source.contains("{%");
+        let pieces = if literal { None } else { pieces(source) };
         Ok(Template {
             source: Arc::from(source),
             env: Arc::new(env),
             variables: Arc::new(variables),
             paths: Arc::new(paths),
             literal,
+            pieces,
         })
     }
 
@@ -180,6 +230,16 @@ impl Template {
         if self.literal {
             return Ok(self.source.to_string());
         }
+        if let Some(out) = self.pieces.as_deref().and_then(|p| join(p, vars)) {
+            return if out.len() > MAX_OUTPUT_BYTES {
+                Err(TemplateError::TooLarge {
+                    source_text: self.source.to_string(),
+                    limit: MAX_OUTPUT_BYTES,
+                })
+            } else {
+                Ok(out)
+            };
+        }
         let missing = self.variables.iter().find(|v| !vars.contains_key(*v));
         let t = self.env.get_template("t").map_err(|e| self.render_err(e))?;
         let mut out = Capped::default();
@@ -213,6 +273,30 @@ impl Template {
             message: e.to_string(),
         }
     }
+}
+
+/// Join `pieces` with the values of `vars`, or `None` when a variable is
+/// missing or holds anything but a string or an integer (minijinja then renders
+/// it, with its own formatting and errors).
+fn join(pieces: &[Piece], vars: &Vars) -> Option<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Var(name) => match vars.get(&**name)? {
+                serde_json::Value::String(s) => out.push_str(s),
+                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+                    let _ = write!(out, "{n}");
+                }
+                _ => return None,
+            },
+        }
+        if out.len() > MAX_OUTPUT_BYTES {
+            break;
+        }
+    }
+    Some(out)
 }
 
 /// A sink that refuses to grow past [`MAX_OUTPUT_BYTES`]; the refusal stops the
@@ -286,6 +370,91 @@ mod tests {
         for _ in 0..3000 {
             t.render(&Vars::new()).unwrap();
         }
+    }
+
+    /// The same template rendered by minijinja alone.
+    fn by_minijinja(t: &Template) -> Template {
+        Template {
+            pieces: None,
+            ..t.clone()
+        }
+    }
+
+    #[test]
+    fn text_and_names_render_as_minijinja_renders_them() {
+        let mut vars = Vars::new();
+        vars.insert("product".into(), "mug {{ x }} é/\\ <b>&amp;".into());
+        vars.insert("n".into(), 42.into());
+        vars.insert("neg".into(), (-7).into());
+        vars.insert("big".into(), u64::MAX.into());
+        vars.insert("_under_1".into(), "u".into());
+        vars.insert("empty".into(), "".into());
+        let fast = [
+            "{{ product }}",
+            "{{product}}/{{ n }}-{{  neg  }}.{{ big }}",
+            "a {{ _under_1 }} b {{ empty }}c",
+            "{{ n }}{{ n }}",
+            "x } {{ n }}",
+            "} {{ n }} {",
+        ];
+        for source in fast {
+            let t = Template::new(source).unwrap();
+            assert!(t.pieces.is_some(), "{source} should render without minijinja");
+            assert_eq!(
+                t.render(&vars).unwrap(),
+                by_minijinja(&t).render(&vars).unwrap(),
+                "{source}"
+            );
+        }
+        // Anything more than text and bare names is minijinja's, and so are values
+        // other than strings and integers and missing names.
+        let slow = [
+            "{{ product | upper }}",
+            "{{ steps.copy.text }}",
+            "{{- n }}",
+            "{{ n -}}",
+            "{{ true }}",
+            "{{ None }}",
+            "{{ n }}\n",
+            "{# note #}{{ n }}",
+            "{% if n %}{{ n }}{% endif %}",
+            "{{ n }} %}",
+            "{{ 'a' }}",
+            "{{ n + 1 }}",
+        ];
+        for source in slow {
+            if let Ok(t) = Template::new(source) {
+                assert!(t.pieces.is_none(), "{source} should go through minijinja");
+            }
+        }
+        vars.insert("f".into(), 1.5.into());
+        vars.insert("b".into(), true.into());
+        vars.insert("list".into(), serde_json::json!([1, "two"]));
+        for source in ["{{ f }}", "{{ b }}", "{{ list }}", "{{ n }}/{{ f }}"] {
+            let t = Template::new(source).unwrap();
+            assert_eq!(
+                t.render(&vars).unwrap(),
+                by_minijinja(&t).render(&vars).unwrap(),
+                "{source}"
+            );
+        }
+        let t = Template::new("{{ n }}/{{ missing }}").unwrap();
+        assert_eq!(
+            t.render(&vars).unwrap_err().to_string(),
+            "missing variable `missing` in template `{{ n }}/{{ missing }}`"
+        );
+    }
+
+    #[test]
+    fn a_substitution_beyond_the_size_limit_is_refused() {
+        let mut vars = Vars::new();
+        vars.insert("chunk".into(), "x".repeat(MAX_OUTPUT_BYTES / 2 + 1).into());
+        let t = Template::new("{{ chunk }}{{ chunk }}").unwrap();
+        assert!(matches!(t.render(&vars), Err(TemplateError::TooLarge { .. })));
+        assert!(matches!(
+            by_minijinja(&t).render(&vars),
+            Err(TemplateError::TooLarge { .. })
+        ));
     }
 
     #[test]

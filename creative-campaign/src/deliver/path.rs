@@ -63,15 +63,15 @@ impl FileNameTemplate {
     pub fn render(&self, vars: &Vars) -> Result<String, PathError> {
         for name in self.template.variables() {
             if let Some(v) = vars.get(name) {
-                let s = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                let s: std::borrow::Cow<'_, str> = match v {
+                    serde_json::Value::String(s) => s.into(),
+                    other => other.to_string().into(),
                 };
                 let t = s.trim();
                 if s.contains(['/', '\\', '\0']) || t == ".." || t == "." || s.starts_with('~') {
                     return Err(PathError::Escape {
                         variable: name.to_string(),
-                        value: s,
+                        value: s.into_owned(),
                     });
                 }
             }
