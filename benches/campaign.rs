@@ -202,6 +202,33 @@
 //! the 1024 px campaign's peak 300 MB); a 5 ms journal gathering window instead of 2 (no
 //! difference); one tokio worker thread instead of two (slower).
 //!
+//! Session 7. The runner's allocator is jemalloc (one arena, freed pages kept for reuse, large
+//! zeroed buffers cleared with a write rather than faulted in afresh: `src/alloc.rs`), and a template
+//! of only text and bare names renders by joining its pieces instead of converting the job's
+//! variables for minijinja (four renders a job). perf had glibc's malloc and free at 18% of the
+//! 10k run's CPU, with its arena locks doubling the context switches (18,000 voluntary against
+//! 8,500); the campaign makes about 500 allocations a job, 380 of them under 64 bytes.
+//!
+//! | run | floor | campaign, 10k jobs | python vs spec, 200 jobs |
+//! |---|---|---|---|
+//! | main at 5b0583a, the session's start (23:50, load 1.8) | 1.01 s, 0.36 s CPU | 1.74 / 1.48 / 1.72 s = median 1.71x, 264 us CPU per job (223 beyond the client's) | - |
+//! | jemalloc (eb23fa8's code, 00:35, load 1.9) | 1.03 s, 0.48 s CPU | 1.36 / 1.46 / 1.47 s = median **1.42x**, 225 us (181 beyond) | 10.00 s / 1.90 s = **5.27x**, 5.49x less CPU, 259 to 267 MB |
+//! | jemalloc and the templates (cf2e7db, 01:07, load 1.7) | 1.01 s, 0.45 s CPU | 1.32 / 1.29 / 1.37 s = median **1.31x**, 193 us (148 beyond) | 9.62 s / 1.89 s = **5.08x**, 5.35x less CPU, 257 to 283 MB |
+//!
+//! By hand, interleaved (the same spec): glibc 1.41 to 2.07 s wall and 2.27 to 3.19 s CPU against
+//! jemalloc 1.23 to 1.38 s and 1.73 to 2.12 s; with the templates too, 1.30 to 1.45 s and 1.93 to
+//! 2.18 s CPU against 1.38 to 1.46 s and 2.10 to 2.29 s before them. The 1024 px campaign is
+//! unchanged in time (1.79 to 1.93 s against 1.86 to 1.94 s) and in peak (255 to 293 MB against 241
+//! to 284 MB). Tried on the way: jemalloc's defaults (the 1024 px campaign 320 to 340 MB and four
+//! times the page faults: jemalloc zeroes a recycled large block by handing its pages back); jemalloc
+//! under 1 or 64 KB with glibc above (375 to 430 MB there: glibc's heap grows once the small
+//! allocations leave it, cause not found); glibc with 8 or 16 arenas (vcs 18,000 to 13,000, 5%
+//! faster); glibc's tcache at 1,000 entries a bin (no change). Where the 10k run's CPU goes now:
+//! the HTTP client and the kernel's TCP 32% (the bare loop's own cost is about half of it), the
+//! engine's walk and step 15%, delivery as jobs end 9% (mostly the kernel's directory work), the
+//! pass 11% (a third of it the manifest's JSON), the journal 10%, the cache 12% (a SQLite read per
+//! miss 6%), events 4%, templates 1%. Reaching 1.25x needs about a tenth less CPU per job again.
+//!
 //! Before that, where the campaign's time went (strace -c of the 10k-job campaign): per job about 22
 //! statx (the link-refusing path checks), 7.5 openat, 8 write, 2 rename, 2 mkdir (all but a few
 //! EEXIST), 2 getpid, 1 linkat, and 0.57 fdatasync + 0.29 fsync (group commits of only ~2 jobs
