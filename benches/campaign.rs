@@ -216,11 +216,12 @@
 //! | jemalloc and the templates (cf2e7db, 01:07, load 1.7) | 1.01 s, 0.45 s CPU | 1.32 / 1.29 / 1.37 s = median **1.31x**, 193 us (148 beyond) | 9.62 s / 1.89 s = **5.08x**, 5.35x less CPU, 257 to 283 MB |
 //!
 //! The `scale` and `matrix` sections after both (01:00, load 1.6): 1k / 10k / 100k jobs (8 px, 1 ms)
-//! 37 / 46 / 66 MB peak (was 28 / 44 / 80), 100k jobs in 12.8 s (was 40.5 s), 217 B per finished
-//! job from 10k to 100k; `check` of 100k / 1M jobs 0.34 s 16 MB / 3.6 s 52 MB (was 0.63 s 11 MB /
-//! 5.3 s 37 MB); the dry run 0.50 s 17 MB / 5.0 s 52 MB (was 0.81 s 10 MB / 7.7 s 37 MB); 40 B
-//! per queued job (was 22 B): jemalloc's arena and caches start larger, and stay well within the
-//! 100 MB and 2 KB targets.
+//! 37 / 46 / 66 MB peak, 100k jobs in 12.8 s, 217 B per finished job from 10k to 100k; `check` of
+//! 100k / 1M jobs 0.34 s 16 MB / 3.6 s 52 MB; the dry run 0.50 s 17 MB / 5.0 s 52 MB; 40 B per
+//! queued job. These sections were last recorded at a5ab101 (28 / 44 / 80 MB, 40.5 s for 100k;
+//! check 0.63 s 11 MB / 5.3 s 37 MB; dry run 0.81 s 10 MB / 7.7 s 37 MB; 22 B per queued job), so
+//! the time is every session since, and the memory jemalloc's: its arena and caches start larger,
+//! well within the 100 MB and 2 KB targets.
 //!
 //! By hand, interleaved (the same spec): glibc 1.41 to 2.07 s wall and 2.27 to 3.19 s CPU against
 //! jemalloc 1.23 to 1.38 s and 1.73 to 2.12 s; with the templates too, 1.30 to 1.45 s and 1.93 to
