@@ -62,8 +62,13 @@ impl Campaign {
             .with_definitions(self.definitions.clone())
             .with_revisions(revisions.fingerprints());
         *self.revisions.write().unwrap_or_else(|p| p.into_inner()) = revisions;
-        let cache = DiskCache::open(self.cache_dir.clone().unwrap_or_else(|| state_dir.clone()))?
-            .with_blob_store(journal.blobs());
+        // The campaign's own cache lives in the output folder this run holds
+        // locked; one of `output.cache_dir` may be shared with other runs.
+        let cache = match &self.cache_dir {
+            Some(dir) => DiskCache::open(dir)?,
+            None => DiskCache::open_owned(&state_dir)?,
+        }
+        .with_blob_store(journal.blobs());
         let (journal, cache) = match self.cache_max_bytes {
             // A capped cache sharing the journal's payloads evicts none the
             // journal names. A cache of its own shares no payload with it.

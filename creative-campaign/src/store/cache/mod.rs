@@ -111,11 +111,25 @@ impl DiskCache {
     /// A cache in `dir` (created if needed). A cache folder written before the
     /// index existed (one file per entry under `entries/`) is brought into it.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let dir = dir.as_ref();
+        Self::open_with(dir.as_ref(), false)
+    }
+
+    /// A cache in `dir` that only it writes while it is open: the campaign's
+    /// own cache, inside an output folder the run holds locked. Its misses
+    /// cost no query while its index has only its own entries (a first run
+    /// of a campaign finds none of its generations and looks up every one).
+    /// Another writer is still noticed, within about 50 ms or at the next
+    /// [`flush`](DiskCache::flush), and from then on every lookup queries
+    /// the index, as [`open`](DiskCache::open)'s do.
+    pub fn open_owned(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(dir.as_ref(), true)
+    }
+
+    fn open_with(dir: &Path, owned: bool) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("create {}: {e}", dir.display())))?;
         Ok(DiskCache {
             blobs: BlobStore::new(dir.join("objects")),
-            index: Arc::new(Index::open(dir)?),
+            index: Arc::new(Index::open(dir, owned)?),
             max_bytes: None,
             pins: None,
         })
@@ -283,6 +297,8 @@ mod tests {
     use super::*;
     use creative_core::artifact::Artifact;
     use creative_core::artifact::MediaType;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("creative-cache-{name}-{}", std::process::id()));
@@ -704,6 +720,75 @@ mod tests {
         assert_eq!(counted, size, "what the cap counts is what is on disk");
         // Each task's last put may land over the cap by its own entry.
         assert!(size <= cap + 8 * 1100, "{size}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A BLAKE3-like key, as campaigns' cache keys are.
+    fn digest(i: usize) -> String {
+        blake3::hash(&i.to_le_bytes()).to_hex().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_was_empty_answers_misses_without_a_query_and_finds_its_own_puts() {
+        let dir = tmp("known");
+        let c = DiskCache::open_owned(&dir).unwrap();
+        assert!(c.get(&digest(1)).await.unwrap().is_none());
+        c.put(&digest(1), &payload(1, 100)).await.unwrap();
+        assert!(c.get(&digest(1)).await.unwrap().is_some(), "queued");
+        c.flush().await.unwrap();
+        assert!(c.get(&digest(1)).await.unwrap().is_some(), "committed");
+        for i in 2..200 {
+            assert!(c.get(&digest(i)).await.unwrap().is_none());
+        }
+        assert_eq!(
+            c.index.queries.load(Ordering::Relaxed),
+            1,
+            "only the key put was looked up"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_cache_opened_with_entries_or_not_owned_queries_its_index_for_every_miss() {
+        let dir = tmp("known-reopen");
+        let c = DiskCache::open_owned(&dir).unwrap();
+        c.put(&digest(1), &payload(1, 100)).await.unwrap();
+        drop(c);
+        let c = DiskCache::open_owned(&dir).unwrap();
+        assert!(c.get(&digest(1)).await.unwrap().is_some());
+        assert!(c.get(&digest(2)).await.unwrap().is_none());
+        assert_eq!(c.index.queries.load(Ordering::Relaxed), 2);
+        let fresh = DiskCache::open(tmp("known-shared")).unwrap();
+        assert!(fresh.get(&digest(2)).await.unwrap().is_none());
+        assert_eq!(fresh.index.queries.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(tmp("known-shared"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn another_cache_s_entry_is_found_once_the_idle_writer_has_seen_its_commit() {
+        let dir = tmp("known-idle");
+        // `a` was promised the folder, and answers misses from what it knows.
+        let (a, b) = (DiskCache::open_owned(&dir).unwrap(), DiskCache::open(&dir).unwrap());
+        assert!(a.get(&digest(1)).await.unwrap().is_none());
+        b.put(&digest(1), &payload(1, 100)).await.unwrap();
+        b.flush().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while a.get(&digest(1)).await.unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "b's entry never seen by a");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn another_cache_s_entry_is_found_at_once_after_a_flush() {
+        let dir = tmp("known-flush");
+        let (a, b) = (DiskCache::open_owned(&dir).unwrap(), DiskCache::open(&dir).unwrap());
+        b.put(&digest(1), &payload(1, 100)).await.unwrap();
+        b.flush().await.unwrap();
+        a.flush().await.unwrap();
+        assert!(a.get(&digest(1)).await.unwrap().is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,7 +8,8 @@ use std::time::UNIX_EPOCH;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::{replace, sql_err, SqlKey, Total, INDEXES, TABLES};
+use super::writer::{replace, Total};
+use super::{sql_err, SqlKey, INDEXES, TABLES};
 use crate::store::cache::{entry_bytes, is_key, CacheEntry, EntryIds};
 use crate::store::gc::id_key;
 use crate::store::StoreError;
