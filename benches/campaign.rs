@@ -214,6 +214,8 @@
 //! | main at 5b0583a, the session's start (23:50, load 1.8) | 1.01 s, 0.36 s CPU | 1.74 / 1.48 / 1.72 s = median 1.71x, 264 us CPU per job (223 beyond the client's) | - |
 //! | jemalloc (eb23fa8's code, 00:35, load 1.9) | 1.03 s, 0.48 s CPU | 1.36 / 1.46 / 1.47 s = median **1.42x**, 225 us (181 beyond) | 10.00 s / 1.90 s = **5.27x**, 5.49x less CPU, 259 to 267 MB |
 //! | jemalloc and the templates (cf2e7db, 01:07, load 1.7) | 1.01 s, 0.45 s CPU | 1.32 / 1.29 / 1.37 s = median **1.31x**, 193 us (148 beyond) | 9.62 s / 1.89 s = **5.08x**, 5.35x less CPU, 257 to 283 MB |
+//! | the same, again (00:30, load 1.8) | 1.02 s, 0.43 s CPU | 1.35 / 1.24 / 1.26 s = median 1.32x (1.21x to 1.33x by round), 178 us (141 beyond) | - |
+//! | and the cache's known misses (deb3acb, 01:16, load 1.9; a slow spell: Python's rounds 8% slower than at 01:07) | 1.02 s, 0.48 s CPU | 1.36 / 1.66 / 1.49 s = median 1.45x, 227 us (175 beyond) | 10.43 s / 1.93 s = **5.41x**, 5.68x less CPU, 254 to 257 MB |
 //!
 //! The `scale` and `matrix` sections after both (01:00, load 1.6): 1k / 10k / 100k jobs (8 px, 1 ms)
 //! 37 / 46 / 66 MB peak, 100k jobs in 12.8 s, 217 B per finished job from 10k to 100k; `check` of
@@ -222,6 +224,14 @@
 //! check 0.63 s 11 MB / 5.3 s 37 MB; dry run 0.81 s 10 MB / 7.7 s 37 MB; 22 B per queued job), so
 //! the time is every session since, and the memory jemalloc's: its arena and caches start larger,
 //! well within the 100 MB and 2 KB targets.
+//!
+//! The campaign's own cache (in the output folder the run holds) now answers a miss without a
+//! query while its index, empty at open, has no other writer: a Bloom filter of its own puts, with
+//! SQLite's `data_version` watched for another writer (`store/cache/index/known.rs`); perf puts the
+//! cache's lookups at 0.5% of the run's CPU, from 5.7%. Interleaved by hand, 4 rounds of each
+//! binary in turn (01:18, load 3.2 to 3.7): the session's first 1.49 to 1.70 s wall and 2.28 to
+//! 2.60 s CPU; jemalloc and the templates 1.30 to 1.36 s and 1.84 to 2.02 s; with the known misses
+//! too 1.26 to 1.35 s and 1.75 to 2.01 s (the floor 1.01 to 1.03 s in the bench run before).
 //!
 //! By hand, interleaved (the same spec): glibc 1.41 to 2.07 s wall and 2.27 to 3.19 s CPU against
 //! jemalloc 1.23 to 1.38 s and 1.73 to 2.12 s; with the templates too, 1.30 to 1.45 s and 1.93 to
@@ -235,7 +245,10 @@
 //! the HTTP client and the kernel's TCP 32% (the bare loop's own cost is about half of it), the
 //! engine's walk and step 15%, delivery as jobs end 9% (mostly the kernel's directory work), the
 //! pass 11% (a third of it the manifest's JSON), the journal 10%, the cache 12% (a SQLite read per
-//! miss 6%), events 4%, templates 1%. Reaching 1.25x needs about a tenth less CPU per job again.
+//! miss 6%, since gone), events 4%, templates 1%. The run is CPU-bound: with the journal's wait for
+//! its commit removed (an experiment, not a change), the 5 ms a step spent between its call's end
+//! and its own moved into the calls (26 to 30 ms each) and a job took as long; nicing the pass and
+//! the cache's writer changed nothing measurable either. Only CPU per job moves the makespan.
 //!
 //! Before that, where the campaign's time went (strace -c of the 10k-job campaign): per job about 22
 //! statx (the link-refusing path checks), 7.5 openat, 8 write, 2 rename, 2 mkdir (all but a few
