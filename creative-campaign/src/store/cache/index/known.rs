@@ -4,10 +4,10 @@
 //! jobs those point queries (a read transaction each, its locks and its pages
 //! read back from the log the writer keeps appending to) were 6% of the run's
 //! CPU. A cache opened as the only writer of its folder (the campaign's own,
-//! inside the output folder its run holds locked) whose index is empty at
-//! open holds only the entries it puts. Those go into a Bloom filter before
-//! they are visible anywhere, so a key the filter has never seen is a miss
-//! without a query.
+//! inside the output folder its run holds locked) holds the entries its index
+//! had at open and those it puts. Both go into a Bloom filter (the first read
+//! at open, up to 250,000 of them; the others before they are visible
+//! anywhere), so a key the filter has never seen is a miss without a query.
 //!
 //! Should another connection write the index all the same, the writer
 //! notices (SQLite's `data_version` changes on its connection exactly when
@@ -43,22 +43,22 @@ pub(super) struct Known {
 }
 
 impl Known {
-    /// Knowledge of an index that was empty at open (`empty`); of one that
-    /// was not, nothing (every lookup queries).
-    pub(super) fn new(empty: bool) -> Known {
-        let words = if empty {
+    /// A filter to fill and trust (`enabled`), or none: every lookup queries.
+    pub(super) fn new(enabled: bool) -> Known {
+        let words = if enabled {
             (0..BITS / 64).map(|_| AtomicU64::new(0)).collect()
         } else {
             Box::default()
         };
         Known {
             words,
-            trusted: AtomicBool::new(empty),
+            trusted: AtomicBool::new(enabled),
         }
     }
 
-    /// Note a key this process is about to put (before it is visible to any
-    /// lookup, so the filter never says "absent" of a key the index holds).
+    /// Note a key the index holds, or one this process is about to put (before
+    /// it is visible to any lookup, so the filter never says "absent" of a key
+    /// the index holds).
     pub(super) fn put(&self, key: &str) {
         if self.words.is_empty() {
             return;

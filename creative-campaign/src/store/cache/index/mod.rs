@@ -269,7 +269,7 @@ impl Index {
     /// open (see [`Known`]).
     pub fn open(dir: &Path, owned: bool) -> Result<Index, StoreError> {
         let path = dir.join(INDEX_FILE);
-        let (mut db, (empty, version)) = match connect_patiently(&path) {
+        let (mut db, (entries, version)) = match connect_patiently(&path) {
             Ok(db) => db,
             Err(e) if is_damaged(&e) || matches!(e, rusqlite::Error::InvalidQuery) => {
                 let aside = path.with_extension(format!(
@@ -287,11 +287,18 @@ impl Index {
             }
             Err(e) => return Err(sql_err("open", &path)(e)),
         };
-        // A folder of entry files (before the index) is never empty.
-        let empty = empty && !dir.join("entries").exists();
+        // A folder of entry files (before the index) is imported below, not
+        // read into the filter: its lookups query.
+        let knowable = owned && entries <= LOAD_KEYS && !dir.join("entries").exists();
         import_entry_files(&mut db, &path, dir)?;
+        let known = Known::new(knowable);
+        if knowable && entries > 0 {
+            // Read outside the write lock: an entry another connection adds
+            // meanwhile changes the version the writer watches.
+            load_keys(&db, &known).map_err(sql_err("read", &path))?;
+        }
         let shared = Arc::new(Shared {
-            known: Known::new(owned && empty),
+            known,
             ..Shared::default()
         });
         let (queue, rx) = mpsc::channel(QUEUE);
@@ -430,7 +437,7 @@ fn no_checkpoint_on_close(db: &Connection) -> Result<(), rusqlite::Error> {
 /// at once rather than wait (two processes opening a version 1 index
 /// together: one switching it to the write-ahead log, the other reading its
 /// header), for up to [`BUSY_WAIT`].
-fn connect_patiently(path: &Path) -> Result<(Connection, (bool, i64)), rusqlite::Error> {
+fn connect_patiently(path: &Path) -> Result<(Connection, (i64, i64)), rusqlite::Error> {
     let started = std::time::Instant::now();
     loop {
         match connect(path) {
@@ -447,10 +454,39 @@ fn connect_patiently(path: &Path) -> Result<(Connection, (bool, i64)), rusqlite:
     }
 }
 
-/// Open (and create or migrate) the index; with whether it holds no entry and
-/// its `data_version`, both read under the write lock, so any later commit by
-/// another connection shows as a change of version.
-fn connect(path: &Path) -> Result<(Connection, (bool, i64)), rusqlite::Error> {
+/// An owned cache's index with at most this many entries at open has their
+/// keys read into its [`Known`] filter (about 100 ms at the most); a larger
+/// one's lookups query.
+const LOAD_KEYS: i64 = 250_000;
+
+/// Put every key of the index into `known`, as lookups spell it (lowercase hex
+/// for a key stored as bytes, see [`SqlKey`]).
+fn load_keys(db: &Connection, known: &Known) -> Result<(), rusqlite::Error> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut st = db.prepare("SELECT key FROM entries")?;
+    let mut rows = st.query([])?;
+    let mut hex = String::new();
+    while let Some(row) = rows.next()? {
+        match row.get_ref(0)? {
+            ValueRef::Blob(b) => {
+                hex.clear();
+                for &byte in b {
+                    hex.push(HEX[usize::from(byte >> 4)] as char);
+                    hex.push(HEX[usize::from(byte & 15)] as char);
+                }
+                known.put(&hex);
+            }
+            ValueRef::Text(t) => known.put(&String::from_utf8_lossy(t)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Open (and create or migrate) the index; with how many entries it holds (up
+/// to one past [`LOAD_KEYS`]) and its `data_version`, both read under the write
+/// lock, so any later commit by another connection shows as a change of version.
+fn connect(path: &Path) -> Result<(Connection, (i64, i64)), rusqlite::Error> {
     let mut db = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -487,10 +523,14 @@ fn connect(path: &Path) -> Result<(Connection, (bool, i64)), rusqlite::Error> {
         (true, _) => return Err(rusqlite::Error::InvalidQuery),
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    let empty: bool = tx.query_row("SELECT NOT EXISTS(SELECT 1 FROM entries)", [], |r| r.get(0))?;
+    let entries: i64 = tx.query_row(
+        "SELECT count(*) FROM (SELECT 1 FROM entries LIMIT ?1)",
+        [LOAD_KEYS + 1],
+        |r| r.get(0),
+    )?;
     let version = data_version(&tx)?;
     tx.commit()?;
-    Ok((db, (empty, version)))
+    Ok((db, (entries, version)))
 }
 
 /// The key ([`id_key`]) of every payload the cache folder's index names, one
