@@ -455,8 +455,8 @@ fn connect_patiently(path: &Path) -> Result<(Connection, (i64, i64)), rusqlite::
 }
 
 /// An owned cache's index with at most this many entries at open has their
-/// keys read into its [`Known`] filter (about 100 ms at the most); a larger
-/// one's lookups query.
+/// keys read into its [`Known`] filter (measured: 45 to 50 ms more to open
+/// one of 250,000 entries); a larger one's lookups query.
 const LOAD_KEYS: i64 = 250_000;
 
 /// Put every key of the index into `known`, as lookups spell it (lowercase hex
