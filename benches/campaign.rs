@@ -211,13 +211,13 @@
 //!
 //! | run | floor | campaign, 10k jobs | python vs spec, 200 jobs |
 //! |---|---|---|---|
-//! | main at 5b0583a, the session's start (23:50, load 1.8) | 1.01 s, 0.36 s CPU | 1.74 / 1.48 / 1.72 s = median 1.71x, 264 us CPU per job (223 beyond the client's) | - |
-//! | jemalloc (eb23fa8's code, 00:35, load 1.9) | 1.03 s, 0.48 s CPU | 1.36 / 1.46 / 1.47 s = median **1.42x**, 225 us (181 beyond) | 10.00 s / 1.90 s = **5.27x**, 5.49x less CPU, 259 to 267 MB |
-//! | jemalloc and the templates (cf2e7db, 01:07, load 1.7) | 1.01 s, 0.45 s CPU | 1.32 / 1.29 / 1.37 s = median **1.31x**, 193 us (148 beyond) | 9.62 s / 1.89 s = **5.08x**, 5.35x less CPU, 257 to 283 MB |
-//! | the same, again (00:30, load 1.8) | 1.02 s, 0.43 s CPU | 1.35 / 1.24 / 1.26 s = median 1.32x (1.21x to 1.33x by round), 178 us (141 beyond) | - |
-//! | and the cache's known misses (deb3acb, 01:16, load 1.9; a slow spell: Python's rounds 8% slower than at 01:07) | 1.02 s, 0.48 s CPU | 1.36 / 1.66 / 1.49 s = median 1.45x, 227 us (175 beyond) | 10.43 s / 1.93 s = **5.41x**, 5.68x less CPU, 254 to 257 MB |
+//! | main at 5b0583a, the session's start (the session's first bench run, load 1.8) | 1.01 s, 0.36 s CPU | 1.74 / 1.48 / 1.72 s = median 1.71x, 264 us CPU per job (223 beyond the client's) | - |
+//! | jemalloc (eb23fa8's code, the second, load 1.9) | 1.03 s, 0.48 s CPU | 1.36 / 1.46 / 1.47 s = median **1.42x**, 225 us (181 beyond) | 10.00 s / 1.90 s = **5.27x**, 5.49x less CPU, 259 to 267 MB |
+//! | jemalloc and the templates (cf2e7db, the third, load 1.7) | 1.01 s, 0.45 s CPU | 1.32 / 1.29 / 1.37 s = median **1.31x**, 193 us (148 beyond) | 9.62 s / 1.89 s = **5.08x**, 5.35x less CPU, 257 to 283 MB |
+//! | the same code, the fourth (load 1.8) | 1.02 s, 0.43 s CPU | 1.35 / 1.24 / 1.26 s = median 1.32x (1.21x to 1.33x by round), 178 us (141 beyond) | - |
+//! | and the cache's known misses (deb3acb, the fifth, load 1.9; a slow spell: Python's rounds 8% slower than in the third) | 1.02 s, 0.48 s CPU | 1.36 / 1.66 / 1.49 s = median 1.45x, 227 us (175 beyond) | 10.43 s / 1.93 s = **5.41x**, 5.68x less CPU, 254 to 257 MB |
 //!
-//! The `scale` and `matrix` sections after both (01:00, load 1.6): 1k / 10k / 100k jobs (8 px, 1 ms)
+//! The `scale` and `matrix` sections after both (load 1.6): 1k / 10k / 100k jobs (8 px, 1 ms)
 //! 37 / 46 / 66 MB peak, 100k jobs in 12.8 s, 217 B per finished job from 10k to 100k; `check` of
 //! 100k / 1M jobs 0.34 s 16 MB / 3.6 s 52 MB; the dry run 0.50 s 17 MB / 5.0 s 52 MB; 40 B per
 //! queued job. These sections were last recorded at a5ab101 (28 / 44 / 80 MB, 40.5 s for 100k;
@@ -229,7 +229,7 @@
 //! query while its index, empty at open, has no other writer: a Bloom filter of its own puts, with
 //! SQLite's `data_version` watched for another writer (`store/cache/index/known.rs`); perf puts the
 //! cache's lookups at 0.5% of the run's CPU, from 5.7%. Interleaved by hand, 4 rounds of each
-//! binary in turn (01:18, load 3.2 to 3.7): the session's first 1.49 to 1.70 s wall and 2.28 to
+//! binary in turn (right after the fifth, load 3.2 to 3.7): the session's first 1.49 to 1.70 s wall and 2.28 to
 //! 2.60 s CPU; jemalloc and the templates 1.30 to 1.36 s and 1.84 to 2.02 s; with the known misses
 //! too 1.26 to 1.35 s and 1.75 to 2.01 s (the floor 1.01 to 1.03 s in the bench run before).
 //!
