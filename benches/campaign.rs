@@ -216,6 +216,8 @@
 //! | jemalloc and the templates (cf2e7db, the third, load 1.7) | 1.01 s, 0.45 s CPU | 1.32 / 1.29 / 1.37 s = median **1.31x**, 193 us (148 beyond) | 9.62 s / 1.89 s = **5.08x**, 5.35x less CPU, 257 to 283 MB |
 //! | the same code, the fourth (load 1.8) | 1.02 s, 0.43 s CPU | 1.35 / 1.24 / 1.26 s = median 1.32x (1.21x to 1.33x by round), 178 us (141 beyond) | - |
 //! | and the cache's known misses (deb3acb, the fifth, load 1.9; a slow spell: Python's rounds 8% slower than in the third) | 1.02 s, 0.48 s CPU | 1.36 / 1.66 / 1.49 s = median 1.45x, 227 us (175 beyond) | 10.43 s / 1.93 s = **5.41x**, 5.68x less CPU, 254 to 257 MB |
+//! | main at 21557c0 (keys read at open too; the sixth, load 1.8) | 1.02 s, 0.42 s CPU | 1.33 / 1.26 / 1.23 s = median **1.26x** (1.26x / 1.29x / 1.20x by round), 170 us (129 beyond) | - |
+//! | the same, the seventh | 1.00 s, 0.41 s CPU | 1.26 / 1.29 / 1.28 s = median **1.26x** (1.26x / 1.35x / 1.26x), 175 us (132 beyond) | - |
 //!
 //! The `scale` and `matrix` sections after both (load 1.6): 1k / 10k / 100k jobs (8 px, 1 ms)
 //! 37 / 46 / 66 MB peak, 100k jobs in 12.8 s, 217 B per finished job from 10k to 100k; `check` of
