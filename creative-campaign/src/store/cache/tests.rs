@@ -428,6 +428,17 @@ async fn concurrent_puts_and_hits_keep_the_count_true_and_the_cap_within_the_put
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Lookups of `c` that queried its index.
+fn queries(c: &DiskCache) -> u64 {
+    c.index.queries.load(Ordering::Relaxed)
+}
+
+async fn assert_misses(c: &DiskCache, keys: std::ops::Range<usize>) {
+    for i in keys {
+        assert!(c.get(&digest(i)).await.unwrap().is_none(), "key {i}");
+    }
+}
+
 /// A BLAKE3-like key, as campaigns' cache keys are.
 fn digest(i: usize) -> String {
     blake3::hash(&i.to_le_bytes()).to_hex().to_string()
@@ -442,14 +453,8 @@ async fn a_cache_that_was_empty_answers_misses_without_a_query_and_finds_its_own
     assert!(c.get(&digest(1)).await.unwrap().is_some(), "queued");
     c.flush().await.unwrap();
     assert!(c.get(&digest(1)).await.unwrap().is_some(), "committed");
-    for i in 2..200 {
-        assert!(c.get(&digest(i)).await.unwrap().is_none());
-    }
-    assert_eq!(
-        c.index.queries.load(Ordering::Relaxed),
-        1,
-        "only the key put was looked up"
-    );
+    assert_misses(&c, 2..200).await;
+    assert_eq!(queries(&c), 1, "only the key put was looked up");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -468,14 +473,8 @@ async fn a_reopened_cache_finds_the_entries_it_had_and_answers_other_misses_with
         assert!(c.get(&digest(i)).await.unwrap().is_some(), "entry {i}");
     }
     assert!(c.get("abc").await.unwrap().is_some());
-    for i in 100..300 {
-        assert!(c.get(&digest(i)).await.unwrap().is_none());
-    }
-    assert_eq!(
-        c.index.queries.load(Ordering::Relaxed),
-        101,
-        "only the entries it had were looked up"
-    );
+    assert_misses(&c, 100..300).await;
+    assert_eq!(queries(&c), 101, "only the entries it had were looked up");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -483,8 +482,8 @@ async fn a_reopened_cache_finds_the_entries_it_had_and_answers_other_misses_with
 async fn a_cache_not_owned_queries_its_index_for_every_miss() {
     let dir = tmp("known-shared");
     let shared = DiskCache::open(&dir).unwrap();
-    assert!(shared.get(&digest(2)).await.unwrap().is_none());
-    assert_eq!(shared.index.queries.load(Ordering::Relaxed), 1);
+    assert_misses(&shared, 2..3).await;
+    assert_eq!(queries(&shared), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
