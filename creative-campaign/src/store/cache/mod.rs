@@ -125,8 +125,9 @@ impl DiskCache {
 
     /// A cache in `dir` that only it writes while it is open: the campaign's
     /// own cache, inside an output folder the run holds locked. Its misses
-    /// cost no query while its index has only its own entries (a first run
-    /// of a campaign finds none of its generations and looks up every one).
+    /// cost no query (a first run of a campaign finds none of its generations
+    /// and looks up every one): it knows the keys its index had at open, when
+    /// there are at most 250,000, and those it puts.
     /// Another writer is still noticed, within about 50 ms or at the next
     /// [`flush`](DiskCache::flush), and from then on every lookup queries
     /// the index, as [`open`](DiskCache::open)'s do.

@@ -191,7 +191,14 @@ async fn eviction_removes_the_entry_but_keeps_a_payload_the_journal_pins_or_anot
 
 #[tokio::test]
 async fn a_cache_of_entry_files_is_brought_into_the_index_once_and_still_hits() {
-    let dir = tmp("import");
+    // Shared or owned: an owned cache knows the imported keys as its own.
+    for owned in [false, true] {
+        imported_entry_files_hit(owned).await;
+    }
+}
+
+async fn imported_entry_files_hit(owned: bool) {
+    let dir = tmp(&format!("import-{owned}"));
     let g = payload(7, 100);
     let blobs = BlobStore::new(dir.join("objects"));
     blobs.put(g.artifacts[0].id(), g.artifacts[0].data(), false).unwrap();
@@ -207,7 +214,11 @@ async fn a_cache_of_entry_files_is_brought_into_the_index_once_and_still_hits() 
     std::fs::create_dir_all(dir.join("entries/ab")).unwrap();
     std::fs::write(dir.join("entries/ab/abcd.json"), &body).unwrap();
     std::fs::write(dir.join("entries/ab/abce.json"), b"{ torn").unwrap();
-    let c = DiskCache::open(&dir).unwrap();
+    let c = if owned {
+        DiskCache::open_owned(&dir).unwrap()
+    } else {
+        DiskCache::open(&dir).unwrap()
+    };
     assert!(!dir.join("entries").exists(), "the entry files are gone");
     let hit = c.get("abcd").await.unwrap().expect("the imported entry hits");
     assert_eq!((hit.artifacts[0].id(), hit.usage.cost_usd), (g.artifacts[0].id(), 0.5));

@@ -287,10 +287,10 @@ impl Index {
             }
             Err(e) => return Err(sql_err("open", &path)(e)),
         };
-        // A folder of entry files (before the index) is imported below, not
-        // read into the filter: its lookups query.
-        let knowable = owned && entries <= LOAD_KEYS && !dir.join("entries").exists();
-        import_entry_files(&mut db, &path, dir)?;
+        // Imported by this connection, so its version does not move: the
+        // entries are read into the filter below like any others.
+        let entries = entries + import_entry_files(&mut db, &path, dir)?;
+        let knowable = owned && entries <= LOAD_KEYS;
         let known = Known::new(knowable);
         if knowable && entries > 0 {
             // Read outside the write lock: an entry another connection adds

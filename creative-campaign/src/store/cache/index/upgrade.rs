@@ -100,11 +100,12 @@ pub(super) fn migrate_v1(tx: &rusqlite::Transaction<'_>) -> Result<(), rusqlite:
 }
 
 /// Bring the entry files of a cache written before the index (one file per
-/// entry under `entries/`) into it, then remove them: once per folder.
-pub(super) fn import_entry_files(db: &mut Connection, path: &Path, dir: &Path) -> Result<(), StoreError> {
+/// entry under `entries/`) into it, then remove them: once per folder. Returns
+/// how many entries it brought in.
+pub(super) fn import_entry_files(db: &mut Connection, path: &Path, dir: &Path) -> Result<i64, StoreError> {
     let entries = dir.join("entries");
     let Ok(prefixes) = std::fs::read_dir(&entries) else {
-        return Ok(());
+        return Ok(0);
     };
     let err = sql_err("import into", path);
     let tx = db
@@ -112,6 +113,7 @@ pub(super) fn import_entry_files(db: &mut Connection, path: &Path, dir: &Path) -
         .map_err(&err)?;
     let mut total = Total::read(&tx).map_err(&err)?;
     let mut files = Vec::new();
+    let mut imported = 0;
     for p in prefixes.flatten() {
         let Ok(inner) = std::fs::read_dir(p.path()) else {
             continue;
@@ -147,6 +149,7 @@ pub(super) fn import_entry_files(db: &mut Connection, path: &Path, dir: &Path) -
                 &ids,
             )
             .map_err(&err)?;
+            imported += 1;
         }
     }
     total.write(&tx).map_err(&err)?;
@@ -160,5 +163,5 @@ pub(super) fn import_entry_files(db: &mut Connection, path: &Path, dir: &Path) -
         }
     }
     let _ = std::fs::remove_dir(&entries);
-    Ok(())
+    Ok(imported)
 }

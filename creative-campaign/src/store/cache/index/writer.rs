@@ -40,11 +40,17 @@ impl Writer {
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(BATCH);
         // While lookups trust what this process knows, an idle writer wakes
-        // every WATCH_EVERY to look for other connections' writes.
-        let timer = tokio::runtime::Builder::new_current_thread().enable_time().build();
+        // every WATCH_EVERY to look for other connections' writes (a cache
+        // that never trusted it needs no timer).
+        let timer = self
+            .shared
+            .known
+            .trusted()
+            .then(|| tokio::runtime::Builder::new_current_thread().enable_time().build().ok())
+            .flatten();
         loop {
             let op = match &timer {
-                Ok(rt) if self.shared.known.trusted() => {
+                Some(rt) if self.shared.known.trusted() => {
                     match rt.block_on(async { tokio::time::timeout(WATCH_EVERY, rx.recv()).await }) {
                         Ok(op) => op,
                         Err(_) => {
